@@ -1,0 +1,26 @@
+//! The one `bindgen!` of the host: Rust types and `Host` traits for the
+//! `spike:host` WIT package in `wit/`. The `wasi:*` packages map onto
+//! wasmtime's own bindings, so a stream or HTTP type means the same resource
+//! everywhere. Capability modules (`caps::*`) implement the traits.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "spike:host/plugin",
+    imports: {
+        "spike:host/kv": async | trappable,
+        "spike:host/blob": async | trappable,
+        default: trappable,
+    },
+    exports: { default: async },
+    with: {
+        "wasi:io": wasmtime_wasi::p2::bindings::io,
+        "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+        "wasi:cli": wasmtime_wasi::p2::bindings::cli,
+        "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+        "wasi:random": wasmtime_wasi::p2::bindings::random,
+        "spike:host/kv.namespace": crate::caps::kv::Namespace,
+        "spike:host/blob.bucket": crate::caps::blob::Bucket,
+        "spike:host/blob.object-writer": crate::caps::blob::ObjectWriter,
+    },
+    require_store_data_send: true,
+});

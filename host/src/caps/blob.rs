@@ -1,0 +1,676 @@
+//! The `spike:host/blob` capability: R2-style object storage.
+//!
+//! Object bodies are files named by their SHA-256 under `data/blobs/`, shared
+//! between objects with the same bytes and reference-counted in redb; object
+//! metadata lives in redb. An upload is streamed into a temporary file while
+//! it is hashed, then fsynced, renamed into place and committed in one redb
+//! transaction, so an object is either wholly there or not at all. Reads
+//! stream from the file; nothing is ever held whole in memory.
+//!
+//! `BlobStore` is the storage logic (unit-tested without wasm); `BlobView`
+//! implements the generated `Host` traits for a guest, checking the grant
+//! when a bucket is opened.
+
+use std::io::SeekFrom;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use redb::ReadableTable;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+use wasmtime_wasi::p2::{
+    DynInputStream, DynOutputStream, OutputStream, Pollable, StreamError, StreamResult,
+    pipe::AsyncReadStream,
+};
+
+use super::{CapError, Grants, WitError, blocking};
+use crate::bindings::spike::host::blob::{
+    self as wit, ByteRange, ObjectBody, ObjectMeta, ObjectPage, PutOptions,
+};
+use crate::storage::{BLOB_OBJECTS, BLOB_REFS, Storage, now_ms};
+
+/// Longest object key, in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Largest custom metadata (names + values), in bytes.
+pub const MAX_METADATA_BYTES: usize = 2048;
+/// Most objects one `list` call returns.
+pub const MAX_LIST_LIMIT: u32 = 1000;
+/// How much a guest may write into an upload stream per `write`.
+const WRITE_BUDGET: usize = 256 * 1024;
+
+/// What redb keeps about an object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    pub sha256: String,
+    pub size: u64,
+    pub content_type: Option<String>,
+    pub metadata: Vec<(String, String)>,
+    pub uploaded_at_ms: u64,
+}
+
+impl ObjectRecord {
+    fn meta(self, key: &str) -> ObjectMeta {
+        ObjectMeta {
+            key: key.to_string(),
+            size: self.size,
+            content_type: self.content_type,
+            etag: self.sha256,
+            metadata: self.metadata,
+            uploaded_at_ms: self.uploaded_at_ms,
+        }
+    }
+}
+
+fn check_key(key: &str) -> Result<(), CapError> {
+    if key.is_empty() {
+        return Err(CapError::InvalidInput("object key must not be empty".into()));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(CapError::InvalidInput(format!(
+            "object key is {} bytes, the limit is {MAX_KEY_BYTES}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+fn decode(raw: &[u8]) -> Result<ObjectRecord, CapError> {
+    serde_json::from_slice(raw).map_err(|e| CapError::internal("blob record decode", e))
+}
+
+/// A finished upload in its temporary file, ready to be committed.
+pub struct StagedUpload {
+    pub tmp_path: PathBuf,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// Blob storage over the shared database and the content-addressed files.
+#[derive(Clone)]
+pub struct BlobStore {
+    storage: Storage,
+    /// Serialises "rename into place + commit refcount" against "commit
+    /// refcount + unlink", so a body is never unlinked while an upload of the
+    /// same bytes is being committed.
+    fs_lock: Arc<Mutex<()>>,
+    /// Largest object accepted.
+    pub max_object_bytes: u64,
+}
+
+impl BlobStore {
+    pub fn new(storage: Storage, max_object_bytes: u64) -> Self {
+        Self {
+            storage,
+            fs_lock: Arc::default(),
+            max_object_bytes,
+        }
+    }
+
+    /// The file holding the body with this hash.
+    pub fn body_path(&self, sha256: &str) -> PathBuf {
+        let shard = sha256.get(..2).unwrap_or("00");
+        self.storage.blob_dir().join(shard).join(sha256)
+    }
+
+    /// A new temporary file for an upload.
+    pub fn new_tmp_path(&self) -> PathBuf {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        self.storage
+            .blob_tmp_dir()
+            .join(format!("{}-{}-{n}.part", std::process::id(), now_ms()))
+    }
+
+    /// The record of `bucket/key`, if any.
+    pub fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, CapError> {
+        check_key(key)?;
+        let txn = redb::ReadableDatabase::begin_read(self.storage.db())?;
+        let table = txn.open_table(BLOB_OBJECTS)?;
+        table.get((bucket, key))?.map(|raw| decode(raw.value())).transpose()
+    }
+
+    /// Makes a staged upload the object `bucket/key`, durable on return.
+    pub fn commit(
+        &self,
+        bucket: &str,
+        key: &str,
+        staged: StagedUpload,
+        content_type: Option<String>,
+        metadata: Vec<(String, String)>,
+    ) -> Result<ObjectRecord, CapError> {
+        let record = ObjectRecord {
+            sha256: staged.sha256.clone(),
+            size: staged.size,
+            content_type,
+            metadata,
+            uploaded_at_ms: now_ms(),
+        };
+        let body = self.body_path(&staged.sha256);
+        let _guard = self.fs_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if body.exists() {
+            std::fs::remove_file(&staged.tmp_path)?;
+        } else {
+            let dir = body.parent().expect("body paths have a shard folder");
+            std::fs::create_dir_all(dir)?;
+            std::fs::rename(&staged.tmp_path, &body)?;
+            // Make the rename itself durable before redb points at it.
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        let txn = self.storage.db().begin_write()?;
+        let orphan = {
+            let mut objects = txn.open_table(BLOB_OBJECTS)?;
+            let mut refs = txn.open_table(BLOB_REFS)?;
+            let raw = serde_json::to_vec(&record).map_err(|e| CapError::internal("encode", e))?;
+            let old = objects
+                .insert((bucket, key), raw.as_slice())?
+                .map(|o| decode(o.value()))
+                .transpose()?;
+            increment_ref(&mut refs, &record.sha256, 1)?;
+            match old {
+                Some(old) => increment_ref(&mut refs, &old.sha256, -1)?,
+                None => None,
+            }
+        };
+        txn.commit()?;
+        if let Some(hash) = orphan {
+            remove_body(&self.body_path(&hash));
+        }
+        Ok(record)
+    }
+
+    /// Removes `bucket/key`; whether there was such an object.
+    pub fn delete(&self, bucket: &str, key: &str) -> Result<bool, CapError> {
+        check_key(key)?;
+        let _guard = self.fs_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let txn = self.storage.db().begin_write()?;
+        let (existed, orphan) = {
+            let mut objects = txn.open_table(BLOB_OBJECTS)?;
+            let mut refs = txn.open_table(BLOB_REFS)?;
+            let old = objects
+                .remove((bucket, key))?
+                .map(|o| decode(o.value()))
+                .transpose()?;
+            match old {
+                Some(old) => (true, increment_ref(&mut refs, &old.sha256, -1)?),
+                None => (false, None),
+            }
+        };
+        txn.commit()?;
+        if let Some(hash) = orphan {
+            remove_body(&self.body_path(&hash));
+        }
+        Ok(existed)
+    }
+
+    /// Objects whose keys start with `prefix`, after `cursor`, at most `limit`.
+    pub fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<ObjectMeta>, Option<String>), CapError> {
+        let limit = match limit {
+            0 => MAX_LIST_LIMIT,
+            l if l > MAX_LIST_LIMIT => {
+                return Err(CapError::InvalidInput(format!(
+                    "limit {l} is over the maximum of {MAX_LIST_LIMIT}"
+                )));
+            }
+            l => l,
+        } as usize;
+        let txn = redb::ReadableDatabase::begin_read(self.storage.db())?;
+        let table = txn.open_table(BLOB_OBJECTS)?;
+        use std::ops::Bound;
+        let start = match cursor {
+            Some(c) if c >= prefix => Bound::Excluded((bucket, c)),
+            _ => Bound::Included((bucket, prefix)),
+        };
+        let mut objects = Vec::new();
+        let mut more = false;
+        for item in table.range::<(&str, &str)>((start, Bound::Unbounded))? {
+            let (k, v) = item?;
+            let (b, key) = k.value();
+            if b != bucket || !key.starts_with(prefix) {
+                break;
+            }
+            if objects.len() == limit {
+                more = true;
+                break;
+            }
+            objects.push(decode(v.value())?.meta(key));
+        }
+        let cursor = if more {
+            objects.last().map(|o: &ObjectMeta| o.key.clone())
+        } else {
+            None
+        };
+        Ok((objects, cursor))
+    }
+
+    /// Removes body files no object points at (left by a crash between an
+    /// upload's rename and its commit). Run once at start.
+    pub fn sweep_orphans(&self) -> Result<usize, CapError> {
+        let _guard = self.fs_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let txn = redb::ReadableDatabase::begin_read(self.storage.db())?;
+        let refs = txn.open_table(BLOB_REFS)?;
+        let mut removed = 0;
+        for shard in std::fs::read_dir(self.storage.blob_dir())? {
+            let shard = shard?;
+            if shard.file_name() == "tmp" || !shard.file_type()?.is_dir() {
+                continue;
+            }
+            for body in std::fs::read_dir(shard.path())? {
+                let body = body?;
+                let name = body.file_name();
+                let referenced = match name.to_str() {
+                    Some(hash) => refs.get(hash)?.is_some(),
+                    None => false,
+                };
+                if !referenced {
+                    std::fs::remove_file(body.path())?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Adds `delta` to the reference count of `hash`; returns the hash if it
+/// dropped to zero (its file is then to be removed after the commit).
+fn increment_ref(
+    refs: &mut redb::Table<&str, u64>,
+    hash: &str,
+    delta: i64,
+) -> Result<Option<String>, CapError> {
+    let current = refs.get(hash)?.map(|g| g.value()).unwrap_or(0);
+    let next = current.saturating_add_signed(delta);
+    if next == 0 {
+        refs.remove(hash)?;
+        Ok(Some(hash.to_string()))
+    } else {
+        refs.insert(hash, next)?;
+        Ok(None)
+    }
+}
+
+fn remove_body(path: &std::path::Path) {
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::error!(path = %path.display(), "removing an unreferenced blob body: {e}");
+    }
+}
+
+/// An upload's bytes so far: written by the guest through `UploadStream`,
+/// sealed by `object-writer.finish`.
+struct Upload {
+    /// `None` once sealed (finished or abandoned).
+    file: Option<tokio::fs::File>,
+    hasher: Sha256,
+    size: u64,
+    max_size: u64,
+    /// Bytes accepted by `write` and not yet on their way to the file.
+    pending: Option<Bytes>,
+    failed: Option<String>,
+}
+
+impl Upload {
+    async fn write_pending(&mut self) {
+        if let (Some(bytes), Some(file)) = (self.pending.take(), self.file.as_mut())
+            && let Err(e) = file.write_all(&bytes).await
+        {
+            self.failed = Some(format!("writing the upload: {e}"));
+        }
+    }
+
+    fn status(&self) -> StreamResult<()> {
+        if let Some(e) = &self.failed {
+            return Err(StreamError::LastOperationFailed(wasmtime::format_err!("{e}")));
+        }
+        if self.file.is_none() {
+            return Err(StreamError::Closed);
+        }
+        Ok(())
+    }
+}
+
+/// The `output-stream` a guest writes an object's bytes into.
+struct UploadStream {
+    upload: Arc<tokio::sync::Mutex<Upload>>,
+}
+
+fn busy() -> StreamError {
+    StreamError::Trap(wasmtime::format_err!("upload stream used while it is being finished"))
+}
+
+impl OutputStream for UploadStream {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        let mut up = self.upload.try_lock().map_err(|_| busy())?;
+        up.status()?;
+        if up.pending.is_some() {
+            return Err(StreamError::Trap(wasmtime::format_err!(
+                "write without a permit from check-write"
+            )));
+        }
+        let size = up.size + bytes.len() as u64;
+        if size > up.max_size {
+            let msg = format!("object is larger than the limit of {} bytes", up.max_size);
+            up.failed = Some(msg);
+            return up.status();
+        }
+        up.hasher.update(&bytes);
+        up.size = size;
+        up.pending = Some(bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        // Pending bytes go to the file in `ready`, which a flush waits for.
+        self.upload.try_lock().map_err(|_| busy())?.status()
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        let up = self.upload.try_lock().map_err(|_| busy())?;
+        up.status()?;
+        Ok(if up.pending.is_some() { 0 } else { WRITE_BUDGET })
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for UploadStream {
+    async fn ready(&mut self) {
+        self.upload.lock().await.write_pending().await;
+    }
+}
+
+/// A `bucket` handle: the guest opened a granted bucket.
+pub struct Bucket {
+    name: Arc<str>,
+}
+
+/// An `object-writer` handle.
+pub struct ObjectWriter {
+    bucket: Arc<str>,
+    key: String,
+    options: PutOptions,
+    tmp_path: PathBuf,
+    upload: Arc<tokio::sync::Mutex<Upload>>,
+    body_taken: bool,
+    committed: bool,
+}
+
+impl Drop for ObjectWriter {
+    fn drop(&mut self) {
+        // Abandoned (dropped without finish, or the guest trapped): the
+        // staged bytes were never acknowledged.
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp_path);
+        }
+    }
+}
+
+/// Per-request blob state: the store and the plugin's grants.
+#[derive(Clone)]
+pub struct BlobCtx {
+    pub store: BlobStore,
+    pub grants: Arc<Grants>,
+}
+
+/// The view of a store's data that implements the blob `Host` traits.
+pub struct BlobView<'a> {
+    pub ctx: &'a BlobCtx,
+    pub table: &'a mut ResourceTable,
+}
+
+impl BlobView<'_> {
+    fn bucket(&self, b: &Resource<Bucket>) -> wasmtime::Result<Arc<str>> {
+        Ok(self.table.get(b)?.name.clone())
+    }
+
+    async fn get_object(
+        &mut self,
+        bucket: &str,
+        key: &str,
+        range: Option<ByteRange>,
+    ) -> Result<Option<ObjectBody>, CapError> {
+        let Some(record) = self.ctx.store.head(bucket, key)? else {
+            return Ok(None);
+        };
+        let (offset, length) = match range {
+            None => (0, record.size),
+            Some(r) if r.offset > record.size || (r.offset == record.size && record.size > 0) => {
+                return Err(CapError::InvalidInput(format!(
+                    "range starts at {} but the object is {} bytes",
+                    r.offset, record.size
+                )));
+            }
+            Some(r) => {
+                let rest = record.size - r.offset;
+                (r.offset, r.length.map_or(rest, |l| l.min(rest)))
+            }
+        };
+        let mut file = match tokio::fs::File::open(self.ctx.store.body_path(&record.sha256)).await {
+            Ok(f) => f,
+            // Deleted between the lookup and the open.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        file.seek(SeekFrom::Start(offset)).await?;
+        let stream: DynInputStream = Box::new(AsyncReadStream::new(file.take(length)));
+        let body = self
+            .table
+            .push(stream)
+            .map_err(|e| CapError::internal("resource table", e))?;
+        Ok(Some(ObjectBody {
+            meta: record.meta(key),
+            offset,
+            length,
+            body,
+        }))
+    }
+
+    async fn start_put(
+        &mut self,
+        bucket: Arc<str>,
+        key: String,
+        options: PutOptions,
+    ) -> Result<Resource<ObjectWriter>, CapError> {
+        check_key(&key)?;
+        let meta_size: usize = options.metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if meta_size > MAX_METADATA_BYTES {
+            return Err(CapError::TooLarge(format!(
+                "custom metadata is {meta_size} bytes, the limit is {MAX_METADATA_BYTES}"
+            )));
+        }
+        if options.content_type.as_ref().is_some_and(|c| c.len() > 256) {
+            return Err(CapError::InvalidInput("content type is over 256 bytes".into()));
+        }
+        let tmp_path = self.ctx.store.new_tmp_path();
+        let file = tokio::fs::File::create(&tmp_path).await?;
+        let upload = Arc::new(tokio::sync::Mutex::new(Upload {
+            file: Some(file),
+            hasher: Sha256::new(),
+            size: 0,
+            max_size: self.ctx.store.max_object_bytes,
+            pending: None,
+            failed: None,
+        }));
+        self.table
+            .push(ObjectWriter {
+                bucket,
+                key,
+                options,
+                tmp_path,
+                upload,
+                body_taken: false,
+                committed: false,
+            })
+            .map_err(|e| CapError::internal("resource table", e))
+    }
+
+    async fn finish_put(&mut self, writer: Resource<ObjectWriter>) -> wasmtime::Result<Result<ObjectMeta, CapError>> {
+        let mut writer = self.table.delete(writer)?;
+        let staged = {
+            let mut up = writer.upload.lock().await;
+            up.write_pending().await;
+            let mut file = up.file.take();
+            if let Some(e) = up.failed.clone() {
+                return Ok(Err(if e.contains("larger than") {
+                    CapError::TooLarge(e)
+                } else {
+                    CapError::internal("upload", e)
+                }));
+            }
+            let Some(file) = file.as_mut() else {
+                return Ok(Err(CapError::InvalidInput("upload already finished".into())));
+            };
+            let synced = async {
+                file.flush().await?;
+                file.sync_all().await
+            };
+            if let Err(e) = synced.await {
+                return Ok(Err(e.into()));
+            }
+            StagedUpload {
+                tmp_path: writer.tmp_path.clone(),
+                sha256: hex::encode(std::mem::take(&mut up.hasher).finalize()),
+                size: up.size,
+            }
+        };
+        let store = self.ctx.store.clone();
+        let (bucket, key) = (writer.bucket.clone(), writer.key.clone());
+        let (content_type, metadata) =
+            (writer.options.content_type.take(), std::mem::take(&mut writer.options.metadata));
+        let r = blocking(move || store.commit(&bucket, &key, staged, content_type, metadata)).await;
+        // Committed (the temporary file is gone) or failed (it must go).
+        writer.committed = r.is_ok();
+        Ok(r.map(|record| record.meta(&writer.key)))
+    }
+}
+
+impl wit::Host for BlobView<'_> {}
+
+impl wit::HostBucket for BlobView<'_> {
+    async fn open(&mut self, name: String) -> wasmtime::Result<Result<Resource<Bucket>, WitError>> {
+        if let Err(e) = self.ctx.grants.check_blob(&name) {
+            return Ok(Err(e.into()));
+        }
+        Ok(Ok(self.table.push(Bucket { name: name.into() })?))
+    }
+
+    async fn head(
+        &mut self,
+        b: Resource<Bucket>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<ObjectMeta>, WitError>> {
+        let bucket = self.bucket(&b)?;
+        Ok(self
+            .ctx
+            .store
+            .head(&bucket, &key)
+            .map(|r| r.map(|r| r.meta(&key)))
+            .map_err(Into::into))
+    }
+
+    async fn get(
+        &mut self,
+        b: Resource<Bucket>,
+        key: String,
+        range: Option<ByteRange>,
+    ) -> wasmtime::Result<Result<Option<ObjectBody>, WitError>> {
+        let bucket = self.bucket(&b)?;
+        Ok(self.get_object(&bucket, &key, range).await.map_err(Into::into))
+    }
+
+    async fn put(
+        &mut self,
+        b: Resource<Bucket>,
+        key: String,
+        options: PutOptions,
+    ) -> wasmtime::Result<Result<Resource<ObjectWriter>, WitError>> {
+        let bucket = self.bucket(&b)?;
+        Ok(self.start_put(bucket, key, options).await.map_err(Into::into))
+    }
+
+    async fn delete(
+        &mut self,
+        b: Resource<Bucket>,
+        key: String,
+    ) -> wasmtime::Result<Result<bool, WitError>> {
+        let bucket = self.bucket(&b)?;
+        let store = self.ctx.store.clone();
+        let r = blocking(move || store.delete(&bucket, &key)).await;
+        Ok(r.map_err(Into::into))
+    }
+
+    async fn list(
+        &mut self,
+        b: Resource<Bucket>,
+        prefix: String,
+        cursor: Option<String>,
+        limit: u32,
+    ) -> wasmtime::Result<Result<ObjectPage, WitError>> {
+        let bucket = self.bucket(&b)?;
+        Ok(self
+            .ctx
+            .store
+            .list(&bucket, &prefix, cursor.as_deref(), limit)
+            .map(|(objects, cursor)| ObjectPage { objects, cursor })
+            .map_err(Into::into))
+    }
+
+    async fn drop(&mut self, b: Resource<Bucket>) -> wasmtime::Result<()> {
+        self.table.delete(b)?;
+        Ok(())
+    }
+}
+
+impl wit::HostObjectWriter for BlobView<'_> {
+    async fn body(
+        &mut self,
+        w: Resource<ObjectWriter>,
+    ) -> wasmtime::Result<Result<Resource<DynOutputStream>, WitError>> {
+        let writer = self.table.get_mut(&w)?;
+        if writer.body_taken {
+            return Ok(Err(WitError::InvalidInput("the body stream was already taken".into())));
+        }
+        writer.body_taken = true;
+        let stream: DynOutputStream = Box::new(UploadStream {
+            upload: writer.upload.clone(),
+        });
+        Ok(Ok(self.table.push(stream)?))
+    }
+
+    async fn finish(
+        &mut self,
+        w: Resource<ObjectWriter>,
+    ) -> wasmtime::Result<Result<ObjectMeta, WitError>> {
+        Ok(self.finish_put(w).await?.map_err(Into::into))
+    }
+
+    async fn drop(&mut self, w: Resource<ObjectWriter>) -> wasmtime::Result<()> {
+        let writer = self.table.delete(w)?;
+        writer.upload.lock().await.file = None;
+        Ok(())
+    }
+}
+
+struct HasBlob;
+
+impl HasData for HasBlob {
+    type Data<'a> = BlobView<'a>;
+}
+
+/// Adds `spike:host/blob` to the linker.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> BlobView<'_>,
+) -> wasmtime::Result<()> {
+    wit::add_to_linker::<T, HasBlob>(linker, view)
+}

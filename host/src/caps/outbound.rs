@@ -1,0 +1,266 @@
+//! Outgoing HTTP (`wasi:http/outgoing-handler`), limited to granted hosts.
+//!
+//! A plugin may only reach hosts its manifest lists under `grants.outbound`.
+//! The name is checked first; then every address it resolves to is checked,
+//! so that a granted public name that resolves to a loopback, private or
+//! link-local address (DNS rebinding) is refused unless the grant itself
+//! names that address literally (as a test's local fake upstream does).
+
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+use super::Grants;
+
+/// One `grants.outbound` entry: `host`, `*.suffix` or an IP literal, with an
+/// optional `:port` (any port when absent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    host: HostMatch,
+    port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostMatch {
+    Exact(String),
+    /// `*.example.com` matches `a.example.com` and `a.b.example.com`, not
+    /// `example.com`.
+    Suffix(String),
+    Ip(IpAddr),
+}
+
+impl FromStr for HostPattern {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("empty outbound host".into());
+        }
+        if s.contains("://") || s.contains('/') {
+            return Err(format!(
+                "outbound host '{s}' must be a host name with an optional :port, not a URL"
+            ));
+        }
+        // `[::1]:8080`, `[::1]`, `host:port`, `host`.
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (ip, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("outbound host '{s}': unclosed '['"))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => Some(p),
+                None if after.is_empty() => None,
+                None => return Err(format!("outbound host '{s}': unexpected '{after}'")),
+            };
+            (ip, port)
+        } else if s.matches(':').count() > 1 {
+            (s, None) // a bare IPv6 address
+        } else {
+            match s.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (s, None),
+            }
+        };
+        let port = port
+            .map(|p| {
+                p.parse::<u16>()
+                    .map_err(|_| format!("outbound host '{s}': bad port '{p}'"))
+            })
+            .transpose()?;
+        let host = if let Ok(ip) = host.parse::<IpAddr>() {
+            HostMatch::Ip(ip)
+        } else if let Some(suffix) = host.strip_prefix("*.") {
+            check_dns_name(s, suffix)?;
+            HostMatch::Suffix(suffix.to_ascii_lowercase())
+        } else {
+            check_dns_name(s, host)?;
+            HostMatch::Exact(host.to_ascii_lowercase())
+        };
+        Ok(Self { host, port })
+    }
+}
+
+fn check_dns_name(entry: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name
+            .split('.')
+            .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("outbound host '{entry}' is not a valid host name"))
+    }
+}
+
+impl HostPattern {
+    /// Whether a request to `host:port` fits this grant.
+    pub fn matches(&self, host: &str, port: u16) -> bool {
+        if self.port.is_some_and(|p| p != port) {
+            return false;
+        }
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        match &self.host {
+            HostMatch::Ip(ip) => host.parse::<IpAddr>().is_ok_and(|h| h == *ip),
+            HostMatch::Exact(name) => host.eq_ignore_ascii_case(name),
+            HostMatch::Suffix(suffix) => {
+                let host = host.to_ascii_lowercase();
+                host.len() > suffix.len() + 1
+                    && host.ends_with(suffix.as_str())
+                    && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+            }
+        }
+    }
+
+    /// Whether this grant names `ip` literally.
+    fn names_ip(&self, ip: IpAddr) -> bool {
+        matches!(self.host, HostMatch::Ip(g) if g == ip)
+    }
+}
+
+/// Addresses a name-based grant must never reach: loopback, private,
+/// link-local, unspecified, and the like.
+fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64 // CGNAT
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_internal(IpAddr::V4(v4));
+            }
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00 // unique local
+                || (v6.segments()[0] & 0xffc0) == 0xfe80 // link local
+        }
+    }
+}
+
+/// The `wasi:http` hooks of one request: outgoing requests go through the
+/// plugin's grants.
+pub struct OutboundHooks {
+    grants: Arc<Grants>,
+}
+
+impl OutboundHooks {
+    pub fn new(grants: Arc<Grants>) -> Self {
+        Self { grants }
+    }
+}
+
+type SendFuture = Box<
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                http::Response<WasiBody>,
+                Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+            )>,
+        > + Send,
+>;
+
+impl WasiHttpHooks for OutboundHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> SendFuture {
+        drop(fut);
+        let grants = self.grants.clone();
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let uri = request.uri();
+            let host = uri.host().unwrap_or_default().to_string();
+            let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+            if let Err(e) = grants.check_outbound(&host, port) {
+                tracing::warn!("{e}");
+                return Err(HttpError::HttpRequestDenied);
+            }
+            check_resolved(&grants, &host, port).await?;
+            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                res.map(|b| b.map_frame(|f| f.map_data(Bytes::from)).boxed_unsync()),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
+
+/// Refuses a name whose addresses are internal unless a grant names the
+/// address itself.
+async fn check_resolved(grants: &Grants, host: &str, port: u16) -> Result<(), HttpError> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<IpAddr> = match bare.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => tokio::net::lookup_host((bare, port))
+            .await
+            .map_err(|_| HttpError::DnsError {
+                rcode: Some("lookup failed".into()),
+                info_code: None,
+            })?
+            .map(|a| a.ip())
+            .collect(),
+    };
+    for ip in addrs {
+        if is_internal(ip) && !grants.outbound.iter().any(|g| g.names_ip(ip)) {
+            tracing::warn!(%host, %ip, "outbound request to an internal address refused");
+            return Err(HttpError::DestinationIpProhibited);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_patterns() {
+        let p: HostPattern = "api.example.com".parse().unwrap();
+        assert!(p.matches("api.example.com", 1));
+        let p: HostPattern = "127.0.0.1:9000".parse().unwrap();
+        assert!(p.matches("127.0.0.1", 9000));
+        assert!(!p.matches("127.0.0.1", 9001));
+        let p: HostPattern = "[::1]:9000".parse().unwrap();
+        assert!(p.matches("[::1]", 9000));
+        assert!("https://x.com".parse::<HostPattern>().is_err());
+        assert!("x.com:notaport".parse::<HostPattern>().is_err());
+        assert!("bad host".parse::<HostPattern>().is_err());
+        assert!("".parse::<HostPattern>().is_err());
+    }
+
+    #[test]
+    fn internal_addresses() {
+        for ip in ["127.0.0.1", "10.1.2.3", "192.168.0.1", "169.254.169.254", "::1", "fd00::1"] {
+            assert!(is_internal(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["93.184.216.34", "2606:2800:220:1::1"] {
+            assert!(!is_internal(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[tokio::test]
+    async fn name_grant_does_not_reach_loopback() {
+        let grants = Grants {
+            outbound: vec!["localhost".parse().unwrap()],
+            ..Default::default()
+        };
+        assert!(matches!(
+            check_resolved(&grants, "localhost", 80).await,
+            Err(HttpError::DestinationIpProhibited)
+        ));
+        let grants = Grants {
+            outbound: vec!["127.0.0.1".parse().unwrap()],
+            ..Default::default()
+        };
+        assert!(check_resolved(&grants, "127.0.0.1", 80).await.is_ok());
+    }
+}

@@ -1,0 +1,19 @@
+//! spike: runs the backend services of a live code-editing site as
+//! WebAssembly components, with KV, blob storage and more as host imports.
+//!
+//! - `server`: the axum app, routing to plugins, the admin API, errors
+//! - `runtime`: engine, compile cache, manifests, plugin registry (hot swap),
+//!   per-request stores and dispatch
+//! - `caps`: one module per capability a plugin may be granted
+//! - `storage`: the redb database and file stores every capability shares
+//! - `bindings`: the Rust side of the `spike:host` WIT package
+
+pub mod bindings;
+pub mod caps;
+pub mod config;
+pub mod runtime;
+pub mod server;
+pub mod storage;
+
+pub use config::ServerConfig;
+pub use server::{RunningServer, start};

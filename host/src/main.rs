@@ -1,0 +1,98 @@
+//! The `spike` command.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "spike", version, about = "Serve WebAssembly components over HTTP, with KV and blob storage")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the plugins described by the manifests in a folder.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = spike::config::DEFAULT_LISTEN, env = "SPIKE_LISTEN")]
+        listen: SocketAddr,
+        /// Folder of plugin manifests (*.toml).
+        #[arg(long, default_value = "plugins", env = "SPIKE_PLUGINS")]
+        plugins: PathBuf,
+        /// Folder for the database, blob bodies and caches.
+        #[arg(long, default_value = "data", env = "SPIKE_DATA")]
+        data: PathBuf,
+        /// Bearer token for the admin API (/_spike/*); disabled without one.
+        #[arg(long, env = "SPIKE_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+        /// Do not reload plugins when their component files change.
+        #[arg(long)]
+        no_watch: bool,
+        /// Instances that may be alive at once, across all plugins.
+        #[arg(long, default_value_t = 1000)]
+        max_instances: u32,
+    },
+    /// Check that a component fits the plugin world, and time its loading:
+    /// a fresh compile against a load from the compile cache.
+    Check {
+        /// The component (.wasm).
+        component: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Serve {
+            listen,
+            plugins,
+            data,
+            admin_token,
+            no_watch,
+            max_instances,
+        } => {
+            let mut config = spike::ServerConfig::new(plugins, data);
+            config.listen = listen;
+            config.admin_token = admin_token.filter(|t| !t.is_empty());
+            config.watch = !no_watch;
+            config.pool.max_instances = max_instances;
+            if config.admin_token.is_none() {
+                tracing::info!("no admin token: the /_spike admin API is disabled");
+            }
+            let server = spike::start(config).await?;
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing requests in flight");
+            server.stop().await;
+            Ok(())
+        }
+        Command::Check { component } => {
+            let report = spike::runtime::check::check_component(&component).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,118 @@
+//! `spike check`: does a component fit the plugin world, and what does it
+//! cost to load and to instantiate? For plugin authors before they deploy,
+//! and for the benchmarks in `bench/`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use wasmtime::Store;
+use wasmtime::component::{Component, Linker};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use super::compile_cache::CompileCache;
+use super::engine::{PoolSettings, build_engine};
+use super::manifest::Limits;
+use super::registry::link_everything;
+use super::state::{PluginContext, RequestState};
+use crate::caps::blob::{BlobCtx, BlobStore};
+use crate::caps::kv::{KvCtx, KvStore};
+use crate::caps::Grants;
+use crate::storage::{Storage, sha256_hex};
+
+/// What `spike check` reports.
+#[derive(Debug, Serialize)]
+pub struct CheckReport {
+    pub component: String,
+    pub sha256: String,
+    pub size_bytes: usize,
+    /// Interfaces the component imports.
+    pub imports: Vec<String>,
+    /// Compiling with Cranelift, as on a first load.
+    pub compile_ms: f64,
+    /// Loading the precompiled artifact from the compile cache.
+    pub cached_load_ms: f64,
+    pub cache_speedup: f64,
+    /// Creating a `Store` and instantiating, as every request does
+    /// (pooling allocator, copy-on-write memory image).
+    pub instantiate_us_median: f64,
+    pub instantiate_us_p99: f64,
+}
+
+const INSTANTIATIONS: usize = 2000;
+
+/// Checks `path` and measures it. Fails with the reason if it does not fit.
+pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
+    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let sha = sha256_hex(&bytes);
+    let engine = build_engine(&PoolSettings { max_instances: 16, ..Default::default() })?;
+    let mut linker = Linker::new(&engine);
+    link_everything(&mut linker).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+
+    let start = Instant::now();
+    let component = Component::new(&engine, &bytes).map_err(|e| anyhow::anyhow!("not a valid component: {e:#}"))?;
+    let compile = start.elapsed();
+
+    let scratch = tempdir()?;
+    let storage = Storage::open(&scratch)?;
+    let cache = CompileCache::new(storage.compile_cache_dir(), &engine);
+    cache.load(&engine, &bytes, &sha).map_err(anyhow::Error::msg)?;
+    let start = Instant::now();
+    cache.load(&engine, &bytes, &sha).map_err(anyhow::Error::msg)?;
+    let cached = start.elapsed();
+
+    let pre = ProxyPre::new(
+        linker
+            .instantiate_pre(&component)
+            .map_err(|e| anyhow::anyhow!("does not fit the spike:host/plugin world: {e:#}"))?,
+    )
+    .map_err(|e| anyhow::anyhow!("does not fit the spike:host/plugin world: {e:#}"))?;
+
+    let imports = component
+        .component_type()
+        .imports(&engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+
+    let grants = Arc::new(Grants::default());
+    let context = PluginContext {
+        name: "check".into(),
+        limits: Limits::default(),
+        grants: grants.clone(),
+        kv: KvCtx { store: KvStore::new(storage.clone()), grants: grants.clone() },
+        blob: BlobCtx { store: BlobStore::new(storage.clone(), 0), grants },
+    };
+    let mut times = Vec::with_capacity(INSTANTIATIONS);
+    for _ in 0..INSTANTIATIONS {
+        let start = Instant::now();
+        let mut store = Store::new(&engine, RequestState::new(&context));
+        store.limiter(|s| s.limiter());
+        pre.instantiate_async(&mut store)
+            .await
+            .map_err(|e| anyhow::anyhow!("instantiating: {e:#}"))?;
+        times.push(start.elapsed());
+        drop(store);
+    }
+    times.sort();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    drop(storage);
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(CheckReport {
+        component: path.display().to_string(),
+        sha256: sha,
+        size_bytes: bytes.len(),
+        imports,
+        compile_ms: compile.as_secs_f64() * 1e3,
+        cached_load_ms: cached.as_secs_f64() * 1e3,
+        cache_speedup: compile.as_secs_f64() / cached.as_secs_f64().max(1e-9),
+        instantiate_us_median: us(times[times.len() / 2]),
+        instantiate_us_p99: us(times[times.len() * 99 / 100]),
+    })
+}
+
+fn tempdir() -> std::io::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("spike-check-{}-{}", std::process::id(), crate::storage::now_ms()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

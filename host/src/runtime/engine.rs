@@ -1,0 +1,107 @@
+//! The wasmtime `Engine` every plugin shares, and the clock that interrupts
+//! guests.
+//!
+//! Instances come from a pooling allocator with copy-on-write memory images,
+//! so a fresh instance per request costs microseconds. Guests are interrupted
+//! by epochs: `EpochTicker` advances the engine's epoch every `EPOCH_TICK`,
+//! and each store's deadline callback (see `runtime::state`) charges the
+//! request for the ticks it spends running and yields to other tasks.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances: the granularity of CPU limits and of
+/// yielding a busy guest to other requests.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Sizes of the instance pool.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Instances that can be alive at once (concurrent requests, all plugins).
+    pub max_instances: u32,
+    /// The largest linear memory any plugin may be granted.
+    pub max_memory_bytes: u64,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_instances: 1000,
+            max_memory_bytes: 4 << 30,
+        }
+    }
+}
+
+/// Builds the engine. Falls back to on-demand allocation (slower, same
+/// behaviour) if the pool cannot reserve its virtual memory, e.g. under a
+/// tight `ulimit -v`.
+pub fn build_engine(pool: &PoolSettings) -> anyhow::Result<Engine> {
+    let mut config = base_config();
+    let n = pool.max_instances;
+    let mut pooling = PoolingAllocationConfig::new();
+    pooling
+        .total_component_instances(n)
+        // A component is a few core instances (the guest, plus shims and
+        // adapters in other toolchains' output).
+        .total_core_instances(n.saturating_mul(4))
+        .total_memories(n.saturating_mul(2))
+        .total_tables(n.saturating_mul(4))
+        .total_stacks(n)
+        .max_memories_per_component(4)
+        .max_tables_per_component(8)
+        .table_elements(50_000)
+        .max_memory_size(pool.max_memory_bytes as usize)
+        // Keep some of each slot's pages resident between requests so that
+        // reusing a warm slot does not fault them in again.
+        .linear_memory_keep_resident(64 * 1024)
+        .table_keep_resident(16 * 1024);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    match Engine::new(&config) {
+        Ok(engine) => Ok(engine),
+        Err(e) => {
+            tracing::warn!("instance pool unavailable ({e}); allocating instances on demand");
+            Engine::new(&base_config()).map_err(|e| anyhow::anyhow!("creating the engine: {e}"))
+        }
+    }
+}
+
+fn base_config() -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.memory_init_cow(true);
+    config
+}
+
+/// Advances the engine's epoch every `EPOCH_TICK` until dropped.
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    pub fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        // A plain thread, not a tokio task: it must tick even when every
+        // async worker is busy running guests.
+        std::thread::Builder::new()
+            .name("spike-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch thread");
+        Self { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,413 @@
+//! Plugin manifests: one TOML file per plugin in the plugins folder.
+//!
+//! ```toml
+//! # plugins/hello.toml; the plugin's name is the file's stem unless `name` says otherwise
+//! component = "hello.wasm"            # relative to this file
+//!
+//! [[routes]]
+//! prefix = "/hello"                   # matches /hello and /hello/...
+//! methods = ["GET", "POST", "PUT"]    # optional; all methods if absent
+//!
+//! [grants]                            # deny by default: only what is listed
+//! kv = ["hello"]
+//! blob = ["hello-files"]
+//! outbound = ["api.example.com", "127.0.0.1:9000"]
+//! secrets = []
+//!
+//! [limits]                            # all optional
+//! memory_mib = 128                    # linear memory of one instance
+//! cpu_ms = 5000                       # time spent running wasm per request
+//! timeout_ms = 30000                  # wall time until the response headers
+//! max_body_mib = 16                   # request body
+//! ```
+//!
+//! A malformed manifest is refused with its file, line and reason.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::caps::Grants;
+use crate::caps::outbound::HostPattern;
+
+/// Default linear memory per instance.
+pub const DEFAULT_MEMORY_MIB: u64 = 128;
+/// Default CPU time per request.
+pub const DEFAULT_CPU_MS: u64 = 5_000;
+/// Default wall time until response headers.
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+/// Default request body limit.
+pub const DEFAULT_MAX_BODY_MIB: u64 = 16;
+
+/// Paths no plugin may claim: the host's own endpoints.
+pub const RESERVED_PREFIXES: &[&str] = &["/_spike", "/healthz"];
+
+/// A parsed, validated manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub name: String,
+    /// The manifest file.
+    pub path: PathBuf,
+    /// The component file, resolved against the manifest's folder.
+    pub component: PathBuf,
+    pub routes: Vec<Route>,
+    pub grants: Grants,
+    pub limits: Limits,
+}
+
+/// A path prefix the plugin serves, and the methods (empty: all).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub prefix: String,
+    pub methods: BTreeSet<String>,
+}
+
+/// Per-request limits of a plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub memory_bytes: u64,
+    pub cpu: Duration,
+    pub timeout: Duration,
+    pub max_body_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: DEFAULT_MEMORY_MIB << 20,
+            cpu: Duration::from_millis(DEFAULT_CPU_MS),
+            timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
+            max_body_bytes: DEFAULT_MAX_BODY_MIB << 20,
+        }
+    }
+}
+
+/// Why a manifest was refused: the file, the line (when known) and reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestError {
+    pub path: PathBuf,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}", self.path.display(), self.message),
+            None => write!(f, "{}: {}", self.path.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ManifestError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    name: Option<Spanned<String>>,
+    component: Spanned<String>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+    #[serde(default)]
+    grants: RawGrants,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    prefix: Spanned<String>,
+    methods: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGrants {
+    #[serde(default)]
+    kv: Vec<Spanned<String>>,
+    #[serde(default)]
+    blob: Vec<Spanned<String>>,
+    #[serde(default)]
+    outbound: Vec<Spanned<String>>,
+    #[serde(default)]
+    secrets: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    memory_mib: Option<Spanned<u64>>,
+    cpu_ms: Option<Spanned<u64>>,
+    timeout_ms: Option<Spanned<u64>>,
+    max_body_mib: Option<Spanned<u64>>,
+}
+
+/// Reads and validates the manifest at `path`.
+pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
+        path: path.to_path_buf(),
+        line: None,
+        message: format!("cannot read: {e}"),
+    })?;
+    parse(path, &text)
+}
+
+/// Parses and validates manifest `text` read from `path`.
+pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
+    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    let err = |span: Option<std::ops::Range<usize>>, message: String| ManifestError {
+        path: path.to_path_buf(),
+        line: span.map(|s| line_of(s.start)),
+        message,
+    };
+    let raw: RawManifest = toml::from_str(text).map_err(|e| {
+        // toml's own message repeats the line; keep just the reason.
+        err(e.span(), e.message().to_string())
+    })?;
+
+    let name = match &raw.name {
+        Some(n) => {
+            check_name(n.get_ref()).map_err(|m| err(Some(n.span()), m))?;
+            n.get_ref().clone()
+        }
+        None => {
+            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+            check_name(stem).map_err(|m| err(None, format!("file name: {m}")))?;
+            stem.to_string()
+        }
+    };
+
+    if raw.component.get_ref().trim().is_empty() {
+        return Err(err(Some(raw.component.span()), "component must name a .wasm file".into()));
+    }
+    let base = path.parent().unwrap_or(Path::new("."));
+    let component = base.join(raw.component.get_ref());
+
+    if raw.routes.is_empty() {
+        return Err(err(None, "no [[routes]]: a plugin must serve at least one path prefix".into()));
+    }
+    let mut routes = Vec::new();
+    for r in &raw.routes {
+        let prefix = r.prefix.get_ref();
+        check_prefix(prefix).map_err(|m| err(Some(r.prefix.span()), m))?;
+        let mut methods = BTreeSet::new();
+        for m in r.methods.iter().flatten() {
+            let method = m.get_ref().to_ascii_uppercase();
+            if http::Method::from_bytes(method.as_bytes()).is_err() || method.is_empty() {
+                return Err(err(Some(m.span()), format!("'{}' is not an HTTP method", m.get_ref())));
+            }
+            methods.insert(method);
+        }
+        if r.methods.as_ref().is_some_and(Vec::is_empty) {
+            return Err(err(Some(r.prefix.span()), "methods is empty: omit it to allow all methods".into()));
+        }
+        routes.push(Route {
+            prefix: prefix.clone(),
+            methods,
+        });
+    }
+
+    let names = |list: &[Spanned<String>], what: &str| -> Result<BTreeSet<String>, ManifestError> {
+        list.iter()
+            .map(|n| {
+                check_resource_name(n.get_ref())
+                    .map(|()| n.get_ref().clone())
+                    .map_err(|m| err(Some(n.span()), format!("{what}: {m}")))
+            })
+            .collect()
+    };
+    let outbound = raw
+        .grants
+        .outbound
+        .iter()
+        .map(|h| h.get_ref().parse::<HostPattern>().map_err(|m| err(Some(h.span()), m)))
+        .collect::<Result<_, _>>()?;
+    let grants = Grants {
+        kv: names(&raw.grants.kv, "kv namespace")?,
+        blob: names(&raw.grants.blob, "blob bucket")?,
+        outbound,
+        secrets: names(&raw.grants.secrets, "secret")?,
+    };
+
+    let mut limits = Limits::default();
+    let l = &raw.limits;
+    if let Some(v) = &l.memory_mib {
+        let mib = *v.get_ref();
+        if !(1..=4096).contains(&mib) {
+            return Err(err(Some(v.span()), "memory_mib must be between 1 and 4096".into()));
+        }
+        limits.memory_bytes = mib << 20;
+    }
+    if let Some(v) = &l.cpu_ms {
+        if *v.get_ref() < 10 {
+            return Err(err(Some(v.span()), "cpu_ms must be at least 10".into()));
+        }
+        limits.cpu = Duration::from_millis(*v.get_ref());
+    }
+    if let Some(v) = &l.timeout_ms {
+        if *v.get_ref() < 10 {
+            return Err(err(Some(v.span()), "timeout_ms must be at least 10".into()));
+        }
+        limits.timeout = Duration::from_millis(*v.get_ref());
+    }
+    if let Some(v) = &l.max_body_mib {
+        if !(1..=1 << 20).contains(v.get_ref()) {
+            return Err(err(Some(v.span()), "max_body_mib must be between 1 and 1048576".into()));
+        }
+        limits.max_body_bytes = *v.get_ref() << 20;
+    }
+
+    Ok(Manifest {
+        name,
+        path: path.to_path_buf(),
+        component,
+        routes,
+        grants,
+        limits,
+    })
+}
+
+/// Plugin names appear in URLs and logs: lower-case letters, digits, `-`, `_`.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "plugin name '{name}' must be 1 to 64 lower-case letters, digits, '-' or '_'"
+        ))
+    }
+}
+
+fn check_resource_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("'{name}' must be 1 to 128 letters, digits, '-', '_', '.' or ':'"))
+    }
+}
+
+fn check_prefix(prefix: &str) -> Result<(), String> {
+    if !prefix.starts_with('/') {
+        return Err(format!("route prefix '{prefix}' must start with '/'"));
+    }
+    if prefix.len() > 1 && prefix.ends_with('/') {
+        return Err(format!("route prefix '{prefix}' must not end with '/'"));
+    }
+    if prefix.contains(['?', '#', '*', ' ']) || prefix.contains("//") {
+        return Err(format!("route prefix '{prefix}' must be a plain path"));
+    }
+    for reserved in RESERVED_PREFIXES {
+        if crate::server::routes::prefix_matches(reserved, prefix)
+            || crate::server::routes::prefix_matches(prefix, reserved)
+        {
+            return Err(format!("route prefix '{prefix}' overlaps the host's own '{reserved}'"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Manifest, ManifestError> {
+        parse(Path::new("/p/hello.toml"), text)
+    }
+
+    #[test]
+    fn full_manifest() {
+        let m = parse_str(
+            r#"
+component = "hello.wasm"
+[[routes]]
+prefix = "/hello"
+methods = ["get", "POST"]
+[[routes]]
+prefix = "/api/hello"
+[grants]
+kv = ["hello"]
+blob = ["files"]
+outbound = ["api.example.com", "127.0.0.1:9000"]
+[limits]
+memory_mib = 64
+cpu_ms = 100
+timeout_ms = 2000
+max_body_mib = 1024
+"#,
+        )
+        .unwrap();
+        assert_eq!(m.name, "hello");
+        assert_eq!(m.component, Path::new("/p/hello.wasm"));
+        assert_eq!(m.routes[0].methods, ["GET", "POST"].map(String::from).into());
+        assert!(m.routes[1].methods.is_empty());
+        assert!(m.grants.check_kv("hello").is_ok());
+        assert!(m.grants.check_outbound("127.0.0.1", 9000).is_ok());
+        assert_eq!(m.limits.memory_bytes, 64 << 20);
+        assert_eq!(m.limits.cpu, Duration::from_millis(100));
+        assert_eq!(m.limits.max_body_bytes, 1024 << 20);
+    }
+
+    #[test]
+    fn defaults_deny_everything() {
+        let m = parse_str("component = \"x.wasm\"\nroutes = [{ prefix = \"/x\" }]\n").unwrap();
+        assert!(m.grants.kv.is_empty() && m.grants.blob.is_empty() && m.grants.outbound.is_empty());
+        assert_eq!(m.limits, Limits::default());
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let e = parse_str("component = \"x.wasm\"\n[[routes]]\nprefix = \"nope\"\n").unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert!(e.to_string().starts_with("/p/hello.toml:3: "), "{e}");
+        assert!(e.message.contains("must start with '/'"), "{e}");
+
+        let e = parse_str("component = \"x.wasm\"\nroutes = [{ prefix = \"/x\" }]\n[limits]\nmemroy_mib = 3\n")
+            .unwrap_err();
+        assert_eq!(e.line, Some(4));
+        assert!(e.message.contains("memroy_mib"), "{e}");
+
+        let e = parse_str("component = \"x.wasm\"\nroutes = [{ prefix = \"/x\" }\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+
+        let e = parse_str("routes = [{ prefix = \"/x\" }]\n").unwrap_err();
+        assert!(e.message.contains("component"), "{e}");
+
+        let e = parse_str("component = \"x.wasm\"\n").unwrap_err();
+        assert!(e.message.contains("routes"), "{e}");
+    }
+
+    #[test]
+    fn refuses_bad_values() {
+        for (text, needle) in [
+            ("routes = [{ prefix = \"/_spike/x\" }]", "overlaps"),
+            ("routes = [{ prefix = \"/healthz\" }]", "overlaps"),
+            ("routes = [{ prefix = \"/x/\" }]", "must not end"),
+            ("routes = [{ prefix = \"/x\", methods = [\"GE T\"] }]", "not an HTTP method"),
+            ("routes = [{ prefix = \"/x\", methods = [] }]", "methods is empty"),
+            ("routes = [{ prefix = \"/x\" }]\ngrants.kv = [\"a b\"]", "kv namespace"),
+            ("routes = [{ prefix = \"/x\" }]\ngrants.outbound = [\"http://x\"]", "not a URL"),
+            ("routes = [{ prefix = \"/x\" }]\nlimits.memory_mib = 0", "memory_mib"),
+            ("routes = [{ prefix = \"/x\" }]\nname = \"Bad\"", "plugin name"),
+        ] {
+            let e = parse_str(&format!("component = \"x.wasm\"\n{text}\n")).unwrap_err();
+            assert!(e.message.contains(needle), "{text}: {e}");
+            assert!(e.line.is_some(), "{text}: {e}");
+        }
+    }
+}

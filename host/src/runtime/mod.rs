@@ -1,0 +1,14 @@
+//! Running plugins: the engine, the compile cache, manifests, the plugin
+//! registry (hot swap), per-request stores and dispatch.
+
+pub mod check;
+pub mod compile_cache;
+pub mod dispatch;
+pub mod engine;
+pub mod manifest;
+pub mod registry;
+pub mod state;
+pub mod watch;
+
+pub use registry::{LoadedPlugin, PluginRegistry, PluginSlot};
+pub use state::RequestState;

@@ -1,0 +1,480 @@
+//! The plugins this host serves, and hot swap.
+//!
+//! Each plugin has a `PluginSlot`: its manifest, its capability context and
+//! the active version behind an atomic pointer (`ArcSwapOption`). A request
+//! takes an `Arc` of the active version and keeps it to the end, so swapping
+//! never disturbs requests in flight: they finish on the old version while new
+//! requests get the new one. A new version is compiled and type-checked off
+//! the request path; only a version that fits the plugin world is swapped in.
+//!
+//! Every activated version is kept in `data/plugin-versions/` and recorded in
+//! redb, so an upload survives a restart and `rollback` can go back.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use serde::{Deserialize, Serialize};
+use wasmtime::Engine;
+use wasmtime::component::Linker;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use super::compile_cache::{CacheOutcome, CompileCache};
+use super::engine::{EpochTicker, build_engine};
+use super::manifest::{self, Manifest, ManifestError};
+use super::state::{PluginContext, RequestState};
+use crate::caps::{self, blob::BlobCtx, blob::BlobStore, kv::KvCtx, kv::KvStore};
+use crate::config::ServerConfig;
+use crate::server::routes::{RouteMatch, RouteTable};
+use crate::storage::{PLUGIN_VERSIONS, Storage, StorageError, now_ms, sha256_hex};
+
+/// How many versions of a plugin are remembered for rollback.
+const MAX_HISTORY: usize = 50;
+
+/// Where a version came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionSource {
+    /// The component file named by the manifest.
+    File,
+    /// `PUT /_spike/plugins/{name}`.
+    Upload,
+}
+
+/// One compiled, type-checked version of a plugin, ready to instantiate.
+pub struct LoadedPlugin {
+    pub sha256: String,
+    pub source: VersionSource,
+    pub loaded_at_ms: u64,
+    /// Time from bytes to a ready `ProxyPre`.
+    pub load_time: Duration,
+    pub cache: CacheOutcome,
+    pub pre: ProxyPre<RequestState>,
+}
+
+/// A recorded activation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    pub sha256: String,
+    pub source: VersionSource,
+    pub activated_at_ms: u64,
+}
+
+/// A plugin's activations, oldest first; the last is the active one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct VersionHistory {
+    pub versions: Vec<VersionRecord>,
+    /// Hash of the component file when it was last read, to tell at start
+    /// whether the file changed since an upload or rollback.
+    pub file_sha256: Option<String>,
+}
+
+/// Why a version could not be loaded.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read component {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("not a valid component: {0}")]
+    Compile(String),
+    #[error("component does not fit the spike:host/plugin world: {0}")]
+    World(String),
+    #[error("no previous version to roll back to")]
+    NoPreviousVersion,
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+impl From<StorageError> for LoadError {
+    fn from(e: StorageError) -> Self {
+        Self::Storage(e.to_string())
+    }
+}
+
+/// One plugin: manifest, context and the active version.
+pub struct PluginSlot {
+    pub manifest: Manifest,
+    pub context: PluginContext,
+    active: ArcSwapOption<LoadedPlugin>,
+    last_error: Mutex<Option<String>>,
+    /// Serialises swaps of this plugin (uploads, file changes, rollbacks).
+    swap_lock: tokio::sync::Mutex<()>,
+}
+
+impl PluginSlot {
+    /// The version new requests should use, if any loaded.
+    pub fn active(&self) -> Option<Arc<LoadedPlugin>> {
+        self.active.load_full()
+    }
+
+    /// The most recent load failure, if the last attempt failed.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_error(&self, e: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+    }
+}
+
+/// Why the host cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Manifest(#[from] ManifestError),
+    #[error("{0}")]
+    Routes(String),
+    #[error("plugins folder {path}: {reason}")]
+    PluginsDir { path: String, reason: String },
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+    #[error("{0}")]
+    Engine(String),
+}
+
+/// All plugins, their routes, and the engine they run on.
+pub struct PluginRegistry {
+    engine: Engine,
+    linker: Linker<RequestState>,
+    cache: CompileCache,
+    storage: Storage,
+    slots: BTreeMap<String, Arc<PluginSlot>>,
+    routes: RouteTable,
+    pub kv: KvStore,
+    pub blob: BlobStore,
+    _ticker: EpochTicker,
+}
+
+impl PluginRegistry {
+    /// Reads every manifest in the plugins folder (a malformed one stops the
+    /// start, naming file, line and reason), builds the route table and loads
+    /// each plugin. A plugin whose component is missing or broken is kept as
+    /// failed: its routes answer 503 while the others serve.
+    pub async fn start(config: &ServerConfig, storage: Storage) -> Result<Self, StartError> {
+        let manifests = read_manifests(&config.plugins_dir)?;
+        let routes = RouteTable::new(&manifests).map_err(StartError::Routes)?;
+        let engine = build_engine(&config.pool).map_err(|e| StartError::Engine(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        link_everything(&mut linker).map_err(|e| StartError::Engine(format!("{e:#}")))?;
+        let cache = CompileCache::new(storage.compile_cache_dir(), &engine);
+        let kv = KvStore::new(storage.clone());
+        let blob = BlobStore::new(storage.clone(), config.max_object_bytes);
+        let slots = manifests
+            .into_iter()
+            .map(|m| {
+                let grants = Arc::new(m.grants.clone());
+                let context = PluginContext {
+                    name: m.name.as_str().into(),
+                    limits: m.limits.clone(),
+                    grants: grants.clone(),
+                    kv: KvCtx {
+                        store: kv.clone(),
+                        grants: grants.clone(),
+                    },
+                    blob: BlobCtx {
+                        store: blob.clone(),
+                        grants,
+                    },
+                };
+                let slot = PluginSlot {
+                    manifest: m,
+                    context,
+                    active: ArcSwapOption::empty(),
+                    last_error: Mutex::new(None),
+                    swap_lock: tokio::sync::Mutex::new(()),
+                };
+                (slot.manifest.name.clone(), Arc::new(slot))
+            })
+            .collect();
+        let registry = Self {
+            _ticker: EpochTicker::start(engine.clone()),
+            engine,
+            linker,
+            cache,
+            storage,
+            slots,
+            routes,
+            kv,
+            blob,
+        };
+        for slot in registry.slots.values() {
+            if let Err(e) = registry.load_at_start(slot).await {
+                tracing::error!(plugin = %slot.manifest.name, "unavailable: {e}");
+                slot.set_error(Some(e.to_string()));
+            }
+        }
+        Ok(registry)
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The plugin for a request.
+    pub fn route(&self, method: &str, path: &str) -> Result<Arc<PluginSlot>, RouteMatch<'_>> {
+        match self.routes.resolve(method, path) {
+            RouteMatch::Plugin(name) => self.slots.get(name).cloned().ok_or(RouteMatch::NotFound),
+            other => Err(other),
+        }
+    }
+
+    pub fn slot(&self, name: &str) -> Option<&Arc<PluginSlot>> {
+        self.slots.get(name)
+    }
+
+    pub fn slots(&self) -> impl Iterator<Item = &Arc<PluginSlot>> {
+        self.slots.values()
+    }
+
+    /// The version history of `name`, as recorded.
+    pub fn history(&self, name: &str) -> Result<VersionHistory, LoadError> {
+        let txn = redb::ReadableDatabase::begin_read(self.storage.db())
+            .map_err(|e| LoadError::Storage(e.to_string()))?;
+        let table = txn
+            .open_table(PLUGIN_VERSIONS)
+            .map_err(|e| LoadError::Storage(e.to_string()))?;
+        let raw = table.get(name).map_err(|e| LoadError::Storage(e.to_string()))?;
+        Ok(match raw {
+            Some(raw) => serde_json::from_slice(raw.value()).unwrap_or_default(),
+            None => VersionHistory::default(),
+        })
+    }
+
+    fn save_history(&self, name: &str, history: &VersionHistory) -> Result<(), LoadError> {
+        let raw = serde_json::to_vec(history).map_err(|e| LoadError::Storage(e.to_string()))?;
+        let store = |db: &redb::Database| -> Result<(), redb::Error> {
+            let txn = db.begin_write()?;
+            txn.open_table(PLUGIN_VERSIONS)?.insert(name, raw.as_slice())?;
+            txn.commit()?;
+            Ok(())
+        };
+        store(self.storage.db()).map_err(|e| LoadError::Storage(e.to_string()))
+    }
+
+    /// At start: the component file, unless an upload or rollback happened
+    /// after the file was last read and the file has not changed since.
+    async fn load_at_start(&self, slot: &PluginSlot) -> Result<(), LoadError> {
+        let _swap = slot.swap_lock.lock().await;
+        let name = &slot.manifest.name;
+        let bytes = read_component(&slot.manifest.component).await?;
+        let file_sha = sha256_hex(&bytes);
+        let mut history = self.history(name)?;
+        if history.file_sha256.as_deref() == Some(file_sha.as_str())
+            && let Some(last) = history.versions.last().cloned()
+            && last.sha256 != file_sha
+        {
+            match self.read_version(&last.sha256).await {
+                Ok(kept) => {
+                    let loaded = self.compile(kept, last.sha256.clone(), last.source).await?;
+                    self.activate(slot, loaded);
+                    return Ok(());
+                }
+                Err(e) => tracing::warn!(plugin = %name, "kept version unavailable, loading the file: {e}"),
+            }
+        }
+        history.file_sha256 = Some(file_sha.clone());
+        let loaded = self.compile(bytes, file_sha, VersionSource::File).await?;
+        self.record(&mut history, &loaded)?;
+        self.save_history(name, &history)?;
+        self.activate(slot, loaded);
+        Ok(())
+    }
+
+    /// Installs new component bytes for `name` (an upload, or a changed file).
+    /// On failure the old version keeps serving.
+    pub async fn install(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        source: VersionSource,
+    ) -> Result<Arc<LoadedPlugin>, LoadError> {
+        let slot = self.slot(name).cloned().ok_or_else(|| LoadError::Read {
+            path: name.into(),
+            reason: "no such plugin".into(),
+        })?;
+        let _swap = slot.swap_lock.lock().await;
+        let sha = sha256_hex(&bytes);
+        let mut history = self.history(name)?;
+        if source == VersionSource::File {
+            if history.file_sha256.as_deref() == Some(sha.as_str()) {
+                // Touched, or an editor's second write event: nothing changed.
+                if let Some(active) = slot.active() {
+                    return Ok(active);
+                }
+            }
+            history.file_sha256 = Some(sha.clone());
+        }
+        let loaded = match self.compile(bytes, sha, source).await {
+            Ok(l) => l,
+            Err(e) => {
+                slot.set_error(Some(e.to_string()));
+                if source == VersionSource::File {
+                    // Remember the file was read, so an unchanged broken file
+                    // is not retried on every event.
+                    self.save_history(name, &history)?;
+                }
+                return Err(e);
+            }
+        };
+        self.record(&mut history, &loaded)?;
+        self.save_history(name, &history)?;
+        Ok(self.activate(&slot, loaded))
+    }
+
+    /// Reloads `name` from its component file (the file watcher calls this).
+    pub async fn reload_file(&self, name: &str) -> Result<Arc<LoadedPlugin>, LoadError> {
+        let slot = self.slot(name).cloned().ok_or_else(|| LoadError::Read {
+            path: name.into(),
+            reason: "no such plugin".into(),
+        })?;
+        let bytes = read_component(&slot.manifest.component).await?;
+        self.install(name, bytes, VersionSource::File).await
+    }
+
+    /// Goes back to the version before the active one.
+    pub async fn rollback(&self, name: &str) -> Result<Arc<LoadedPlugin>, LoadError> {
+        let slot = self.slot(name).cloned().ok_or_else(|| LoadError::Read {
+            path: name.into(),
+            reason: "no such plugin".into(),
+        })?;
+        let _swap = slot.swap_lock.lock().await;
+        let mut history = self.history(name)?;
+        if history.versions.len() < 2 {
+            return Err(LoadError::NoPreviousVersion);
+        }
+        let previous = history.versions[history.versions.len() - 2].clone();
+        let bytes = self.read_version(&previous.sha256).await?;
+        let loaded = self.compile(bytes, previous.sha256.clone(), previous.source).await?;
+        history.versions.pop();
+        self.save_history(name, &history)?;
+        Ok(self.activate(&slot, loaded))
+    }
+
+    fn activate(&self, slot: &PluginSlot, loaded: LoadedPlugin) -> Arc<LoadedPlugin> {
+        let loaded = Arc::new(loaded);
+        tracing::info!(
+            plugin = %slot.manifest.name,
+            version = %&loaded.sha256[..12],
+            source = ?loaded.source,
+            cache = ?loaded.cache,
+            load_ms = loaded.load_time.as_secs_f64() * 1e3,
+            "plugin active"
+        );
+        slot.active.store(Some(loaded.clone()));
+        slot.set_error(None);
+        loaded
+    }
+
+    /// Keeps the bytes of `loaded` and appends it to `history`.
+    fn record(&self, history: &mut VersionHistory, loaded: &LoadedPlugin) -> Result<(), LoadError> {
+        if history.versions.last().is_some_and(|v| v.sha256 == loaded.sha256) {
+            return Ok(());
+        }
+        history.versions.push(VersionRecord {
+            sha256: loaded.sha256.clone(),
+            source: loaded.source,
+            activated_at_ms: loaded.loaded_at_ms,
+        });
+        if history.versions.len() > MAX_HISTORY {
+            history.versions.remove(0);
+        }
+        Ok(())
+    }
+
+    fn version_path(&self, sha256: &str) -> std::path::PathBuf {
+        self.storage.plugin_versions_dir().join(format!("{sha256}.wasm"))
+    }
+
+    async fn read_version(&self, sha256: &str) -> Result<Vec<u8>, LoadError> {
+        let path = self.version_path(sha256);
+        tokio::fs::read(&path).await.map_err(|e| LoadError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Compiles (or loads from the cache) and type-checks `bytes`, off the
+    /// async workers, and keeps the bytes for later rollbacks and restarts.
+    async fn compile(
+        &self,
+        bytes: Vec<u8>,
+        sha256: String,
+        source: VersionSource,
+    ) -> Result<LoadedPlugin, LoadError> {
+        let engine = self.engine.clone();
+        let cache = self.cache.clone();
+        let linker = self.linker.clone();
+        let keep_at = self.version_path(&sha256);
+        tokio::task::spawn_blocking(move || {
+            let start = Instant::now();
+            let (component, outcome) = cache.load(&engine, &bytes, &sha256).map_err(LoadError::Compile)?;
+            let instance_pre = linker
+                .instantiate_pre(&component)
+                .map_err(|e| LoadError::World(format!("{e:#}")))?;
+            let pre = ProxyPre::new(instance_pre).map_err(|e| LoadError::World(format!("{e:#}")))?;
+            let load_time = start.elapsed();
+            if !keep_at.exists() {
+                let tmp = keep_at.with_extension("tmp");
+                std::fs::write(&tmp, &bytes)
+                    .and_then(|()| std::fs::rename(&tmp, &keep_at))
+                    .map_err(|e| LoadError::Storage(format!("keeping the version: {e}")))?;
+            }
+            Ok(LoadedPlugin {
+                sha256,
+                source,
+                loaded_at_ms: now_ms(),
+                load_time,
+                cache: outcome,
+                pre,
+            })
+        })
+        .await
+        .map_err(|e| LoadError::Compile(format!("compile task failed: {e}")))?
+    }
+}
+
+/// Every import a plugin may have: all of WASI 0.2 (so components from other
+/// toolchains load; sockets and files stay closed by the `WasiCtx`),
+/// `wasi:http`, and spike's capabilities.
+pub fn link_everything(linker: &mut Linker<RequestState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+    caps::add_to_linker(linker)
+}
+
+async fn read_component(path: &Path) -> Result<Vec<u8>, LoadError> {
+    tokio::fs::read(path).await.map_err(|e| LoadError::Read {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Every `*.toml` in `dir`, parsed, in name order. Two manifests naming the
+/// same plugin are refused.
+pub fn read_manifests(dir: &Path) -> Result<Vec<Manifest>, StartError> {
+    let dir_err = |reason: String| StartError::PluginsDir {
+        path: dir.display().to_string(),
+        reason,
+    };
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| dir_err(e.to_string()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    let mut manifests: Vec<Manifest> = Vec::new();
+    for path in paths {
+        let m = manifest::load(&path)?;
+        if let Some(other) = manifests.iter().find(|o| o.name == m.name) {
+            return Err(StartError::Routes(format!(
+                "{}: plugin name '{}' is already used by {}",
+                path.display(),
+                m.name,
+                other.path.display()
+            )));
+        }
+        manifests.push(m);
+    }
+    Ok(manifests)
+}

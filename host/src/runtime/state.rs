@@ -1,0 +1,304 @@
+//! What one request's `Store` holds: WASI and HTTP contexts, the plugin's
+//! capabilities, and the meters that enforce its limits.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{CallHook, ResourceLimiter, StoreContextMut, UpdateDeadline};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use super::manifest::Limits;
+use crate::caps::Grants;
+use crate::caps::blob::{BlobCtx, BlobView};
+use crate::caps::kv::{KvCtx, KvView};
+use crate::caps::outbound::OutboundHooks;
+
+/// A guest asked for more memory than its manifest allows.
+#[derive(Debug, thiserror::Error)]
+#[error("the plugin exceeded its memory limit of {limit_mib} MiB")]
+pub struct MemoryLimitExceeded {
+    pub limit_mib: u64,
+}
+
+/// A guest ran longer than its CPU budget.
+#[derive(Debug, thiserror::Error)]
+#[error("the plugin exceeded its CPU time limit of {limit_ms} ms")]
+pub struct CpuLimitExceeded {
+    pub limit_ms: u128,
+}
+
+/// The data of one request's `Store`.
+pub struct RequestState {
+    table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: OutboundHooks,
+    kv: KvCtx,
+    blob: BlobCtx,
+    limiter: GuestLimiter,
+    cpu: CpuMeter,
+}
+
+/// The per-plugin parts a `RequestState` is made from.
+#[derive(Clone)]
+pub struct PluginContext {
+    pub name: Arc<str>,
+    pub limits: Limits,
+    pub grants: Arc<Grants>,
+    pub kv: KvCtx,
+    pub blob: BlobCtx,
+}
+
+impl RequestState {
+    pub fn new(plugin: &PluginContext) -> Self {
+        let mut wasi = WasiCtx::builder();
+        // No files, no sockets, no environment: a plugin reaches the world
+        // only through the capabilities its manifest grants.
+        wasi.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .stdout(GuestLog::new(&plugin.name, "stdout"))
+            .stderr(GuestLog::new(&plugin.name, "stderr"));
+        Self {
+            table: ResourceTable::new(),
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            hooks: OutboundHooks::new(plugin.grants.clone()),
+            kv: plugin.kv.clone(),
+            blob: plugin.blob.clone(),
+            limiter: GuestLimiter {
+                memory_bytes: plugin.limits.memory_bytes,
+            },
+            cpu: CpuMeter {
+                used: Duration::ZERO,
+                in_wasm_since: None,
+                yielded_nanos: Arc::default(),
+                limit: plugin.limits.cpu,
+            },
+        }
+    }
+
+    pub fn kv_view(&mut self) -> KvView<'_> {
+        KvView {
+            ctx: &self.kv,
+            table: &mut self.table,
+        }
+    }
+
+    pub fn blob_view(&mut self) -> BlobView<'_> {
+        BlobView {
+            ctx: &self.blob,
+            table: &mut self.table,
+        }
+    }
+
+    pub fn limiter(&mut self) -> &mut dyn ResourceLimiter {
+        &mut self.limiter
+    }
+
+    /// The call hook: tracks when the guest is running wasm, so that time
+    /// spent waiting in host calls (I/O) is not charged as CPU time.
+    pub fn on_call_hook(mut store: StoreContextMut<'_, Self>, hook: CallHook) -> wasmtime::Result<()> {
+        let cpu = &mut store.data_mut().cpu;
+        match hook {
+            CallHook::CallingWasm | CallHook::ReturningFromHost => cpu.in_wasm_since = Some(Instant::now()),
+            CallHook::ReturningFromWasm | CallHook::CallingHost => {
+                if let Some(t) = cpu.in_wasm_since.take() {
+                    cpu.used += t.elapsed();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The epoch deadline callback, run every tick while the guest runs
+    /// wasm: traps when the CPU budget is spent, and otherwise yields so that
+    /// a busy guest never holds an async worker away from other requests for
+    /// more than a tick.
+    pub fn on_epoch_deadline(
+        mut store: StoreContextMut<'_, Self>,
+    ) -> wasmtime::Result<UpdateDeadline> {
+        let cpu = &mut store.data_mut().cpu;
+        let used = cpu.used_now();
+        if used > cpu.limit {
+            return Err(wasmtime::Error::new(CpuLimitExceeded {
+                limit_ms: cpu.limit.as_millis(),
+            }));
+        }
+        // Time spent waiting to be scheduled again is not the guest's doing.
+        let yielded = cpu.yielded_nanos.clone();
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(async move {
+                let start = Instant::now();
+                tokio::task::yield_now().await;
+                yielded.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            }),
+        ))
+    }
+
+    /// CPU time the guest has used so far.
+    pub fn cpu_used(&self) -> Duration {
+        self.cpu.used_now()
+    }
+}
+
+impl WasiView for RequestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for RequestState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// Measures the time a request spends running wasm (wall time inside
+/// wasm, less time parked after a yield).
+struct CpuMeter {
+    used: Duration,
+    in_wasm_since: Option<Instant>,
+    yielded_nanos: Arc<AtomicU64>,
+    limit: Duration,
+}
+
+impl CpuMeter {
+    fn used_now(&self) -> Duration {
+        let running = self.in_wasm_since.map_or(Duration::ZERO, |t| t.elapsed());
+        let parked = Duration::from_nanos(self.yielded_nanos.load(Ordering::Relaxed));
+        (self.used + running).saturating_sub(parked)
+    }
+}
+
+/// Enforces the manifest's memory limit.
+struct GuestLimiter {
+    memory_bytes: u64,
+}
+
+impl ResourceLimiter for GuestLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.memory_bytes {
+            // Trap rather than fail the grow: a guest that cannot allocate
+            // would abort anyway, and a trap names the cause.
+            return Err(wasmtime::Error::new(MemoryLimitExceeded {
+                limit_mib: self.memory_bytes >> 20,
+            }));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// A guest's stdout or stderr, sent to the host's log line by line with the
+/// plugin's name.
+struct GuestLog {
+    plugin: Arc<str>,
+    stream: &'static str,
+}
+
+impl GuestLog {
+    fn new(plugin: &Arc<str>, stream: &'static str) -> Self {
+        Self {
+            plugin: plugin.clone(),
+            stream,
+        }
+    }
+}
+
+impl IsTerminal for GuestLog {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestLog {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(LineLogger {
+            plugin: self.plugin.clone(),
+            stream: self.stream,
+            line: Vec::new(),
+        })
+    }
+}
+
+struct LineLogger {
+    plugin: Arc<str>,
+    stream: &'static str,
+    line: Vec<u8>,
+}
+
+/// Longest line kept before it is logged in pieces.
+const MAX_LOG_LINE: usize = 8 * 1024;
+
+impl LineLogger {
+    fn emit(&mut self) {
+        if !self.line.is_empty() {
+            let text = String::from_utf8_lossy(&self.line);
+            tracing::info!(plugin = %self.plugin, stream = self.stream, "{}", text.trim_end());
+            self.line.clear();
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for LineLogger {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        for &b in buf {
+            if b == b'\n' {
+                self.emit();
+            } else {
+                self.line.push(b);
+                if self.line.len() >= MAX_LOG_LINE {
+                    self.emit();
+                }
+            }
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.emit();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for LineLogger {
+    fn drop(&mut self) {
+        self.emit();
+    }
+}

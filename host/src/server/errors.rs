@@ -1,0 +1,54 @@
+//! Every error the host answers with: a status and a JSON body
+//! `{ "error": { "code", "message" } }`.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+
+use crate::runtime::dispatch::DispatchError;
+
+/// An error response.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<DispatchError> for ApiError {
+    fn from(e: DispatchError) -> Self {
+        let (status, code) = match &e {
+            DispatchError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            DispatchError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "plugin_timeout"),
+            DispatchError::CpuLimit(_) => (StatusCode::GATEWAY_TIMEOUT, "plugin_cpu_limit"),
+            DispatchError::MemoryLimit(_) => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_memory_limit"),
+            DispatchError::Trap(_) => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_trap"),
+            DispatchError::NoResponse => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_no_response"),
+            DispatchError::Guest(_) => (StatusCode::BAD_GATEWAY, "plugin_error"),
+            DispatchError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            DispatchError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        Self::new(status, code, e.to_string())
+    }
+}

@@ -1,0 +1,213 @@
+//! The HTTP server: the axum app, its routes and the running server handle.
+//!
+//! A request reads top to bottom: `plugin_request` (here) routes it,
+//! `runtime::dispatch` runs it in a fresh instance, the component calls
+//! `caps::*`, and `errors` turns any failure into a JSON error.
+
+pub mod admin;
+pub mod errors;
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use http::{HeaderValue, StatusCode};
+
+use crate::config::ServerConfig;
+use crate::runtime::dispatch::{dispatch, into_axum_body};
+use crate::runtime::{PluginRegistry, watch};
+use crate::storage::Storage;
+use errors::ApiError;
+use routes::RouteMatch;
+
+/// What every handler shares.
+pub struct AppState {
+    pub registry: Arc<PluginRegistry>,
+    pub admin_token: Option<String>,
+}
+
+/// Which plugin served a response, for the request log.
+#[derive(Clone)]
+struct ServedBy(Arc<str>);
+
+/// The axum application.
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/_spike/plugins", get(admin::list))
+        .route(
+            "/_spike/plugins/{name}",
+            put(admin::upload).layer(DefaultBodyLimit::max(admin::MAX_COMPONENT_BYTES)),
+        )
+        .route("/_spike/plugins/{name}/rollback", post(admin::rollback))
+        .fallback(plugin_request)
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Every request that is not the host's own goes to the plugin whose route
+/// covers it.
+async fn plugin_request(State(state): State<Arc<AppState>>, mut req: Request) -> Response {
+    let slot = match state.registry.route(req.method().as_str(), req.uri().path()) {
+        Ok(slot) => slot,
+        Err(RouteMatch::MethodNotAllowed(allowed)) => {
+            let mut resp = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{} is not allowed here; allowed: {}", req.method(), allowed.join(", ")),
+            )
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+                resp.headers_mut().insert(http::header::ALLOW, v);
+            }
+            return resp;
+        }
+        Err(_) => {
+            return ApiError::not_found(format!("no plugin serves {}", req.uri().path())).into_response();
+        }
+    };
+    let served_by = ServedBy(slot.context.name.clone());
+    let mut resp = match slot.active() {
+        None => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "plugin_unavailable",
+            format!(
+                "plugin '{}' is unavailable: {}",
+                slot.manifest.name,
+                slot.last_error().unwrap_or_else(|| "not loaded".into())
+            ),
+        )
+        .into_response(),
+        Some(plugin) => {
+            // wasi:http needs an authority; HTTP/1.0 clients may send none.
+            if !req.headers().contains_key(http::header::HOST) {
+                req.headers_mut().insert(http::header::HOST, HeaderValue::from_static("localhost"));
+            }
+            match dispatch(&slot, plugin, state.registry.engine(), req).await {
+                Ok(resp) => resp.map(into_axum_body),
+                Err(e) => {
+                    tracing::warn!(plugin = %slot.manifest.name, "{e}");
+                    ApiError::from(e).into_response()
+                }
+            }
+        }
+    };
+    resp.extensions_mut().insert(served_by);
+    resp
+}
+
+/// One log line per request: method, path, plugin, status, latency.
+async fn log_request(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    let plugin = resp.extensions().get::<ServedBy>().map(|s| s.0.clone());
+    tracing::info!(
+        %method,
+        %path,
+        plugin = plugin.as_deref().unwrap_or("-"),
+        status = resp.status().as_u16(),
+        latency_us = start.elapsed().as_micros() as u64,
+        "request"
+    );
+    resp
+}
+
+/// A running server: its address, and how to stop it.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub registry: Arc<PluginRegistry>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    serve: tokio::task::JoinHandle<std::io::Result<()>>,
+    sweeper: tokio::task::JoinHandle<()>,
+    _watcher: Option<notify::RecommendedWatcher>,
+    storage: crate::storage::StorageLiveness,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets requests in flight finish, and releases the
+    /// database (so the same data folder can be opened again).
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        // Idle keep-alive connections close at once; a stuck one must not
+        // hold the stop forever.
+        if tokio::time::timeout(Duration::from_secs(10), &mut self.serve).await.is_err() {
+            self.serve.abort();
+        }
+        self.sweeper.abort();
+        let _ = (&mut self.sweeper).await;
+        let storage = self.storage.clone();
+        drop(self);
+        // Guests still streaming a body hold the storage; give them a moment.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while storage.is_open() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Opens the data folder, loads the plugins and starts serving.
+pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
+    let storage = Storage::open(&config.data_dir)?;
+    let liveness = storage.liveness();
+    let registry = Arc::new(PluginRegistry::start(&config, storage).await?);
+    match registry.blob.sweep_orphans() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("removed {n} unreferenced blob bodies"),
+        Err(e) => tracing::warn!("sweeping blob bodies: {e}"),
+    }
+    let watcher = if config.watch {
+        match watch::watch_components(registry.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!("file watching unavailable, hot swap only through the admin API: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let sweeper = tokio::spawn(crate::caps::kv::run_expiry_sweeper(
+        registry.kv.clone(),
+        config.kv_sweep_interval,
+    ));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(AppState {
+        registry: registry.clone(),
+        admin_token: config.admin_token.clone(),
+    });
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let serve = tokio::spawn(async move {
+        axum::serve(listener, app(state))
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, plugins = registry.slots().count(), "spike is serving");
+    Ok(RunningServer {
+        addr,
+        registry,
+        shutdown: Some(tx),
+        serve,
+        sweeper,
+        _watcher: watcher,
+        storage: liveness,
+    })
+}

@@ -1,0 +1,162 @@
+//! Which plugin serves a request: longest path prefix first, then method.
+
+use std::collections::BTreeSet;
+
+use crate::runtime::manifest::Manifest;
+
+/// Whether `prefix` covers `path`: equal, or `path` continues it with `/`.
+/// `/hello` covers `/hello` and `/hello/x`, not `/helloworld`.
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
+    prefix == "/"
+        || path == prefix
+        || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
+}
+
+#[derive(Debug, Clone)]
+struct RouteEntry {
+    prefix: String,
+    /// Empty: every method.
+    methods: BTreeSet<String>,
+    plugin: String,
+}
+
+/// The outcome of routing a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RouteMatch<'a> {
+    Plugin(&'a str),
+    /// Some plugin serves the path, none with this method.
+    MethodNotAllowed(Vec<String>),
+    NotFound,
+}
+
+/// All routes of all plugins, longest prefix first.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    entries: Vec<RouteEntry>,
+}
+
+impl RouteTable {
+    /// Builds the table, refusing two plugins that claim the same prefix for
+    /// the same method.
+    pub fn new(manifests: &[Manifest]) -> Result<Self, String> {
+        let mut entries: Vec<RouteEntry> = Vec::new();
+        for m in manifests {
+            for r in &m.routes {
+                let clash = entries.iter().find(|e| {
+                    e.prefix == r.prefix
+                        && (e.methods.is_empty()
+                            || r.methods.is_empty()
+                            || !e.methods.is_disjoint(&r.methods))
+                });
+                if let Some(e) = clash {
+                    return Err(format!(
+                        "{}: route '{}' is already served by plugin '{}'",
+                        m.path.display(),
+                        r.prefix,
+                        e.plugin
+                    ));
+                }
+                entries.push(RouteEntry {
+                    prefix: r.prefix.clone(),
+                    methods: r.methods.clone(),
+                    plugin: m.name.clone(),
+                });
+            }
+        }
+        // Longest first; among equal prefixes, method-specific before catch-all.
+        entries.sort_by(|a, b| {
+            b.prefix
+                .len()
+                .cmp(&a.prefix.len())
+                .then(a.methods.is_empty().cmp(&b.methods.is_empty()))
+        });
+        Ok(Self { entries })
+    }
+
+    /// The plugin for `method path`.
+    pub fn resolve(&self, method: &str, path: &str) -> RouteMatch<'_> {
+        let mut allowed = BTreeSet::new();
+        for e in self.entries.iter().filter(|e| prefix_matches(&e.prefix, path)) {
+            if e.methods.is_empty() || e.methods.contains(method) {
+                return RouteMatch::Plugin(&e.plugin);
+            }
+            allowed.extend(e.methods.iter().cloned());
+        }
+        if allowed.is_empty() {
+            RouteMatch::NotFound
+        } else {
+            RouteMatch::MethodNotAllowed(allowed.into_iter().collect())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::manifest::parse;
+    use std::path::Path;
+
+    fn manifest(name: &str, routes: &str) -> Manifest {
+        parse(
+            Path::new(&format!("/p/{name}.toml")),
+            &format!("component = \"x.wasm\"\nroutes = [{routes}]\n"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn prefix_matching_is_by_segment() {
+        assert!(prefix_matches("/hello", "/hello"));
+        assert!(prefix_matches("/hello", "/hello/x/y"));
+        assert!(!prefix_matches("/hello", "/helloworld"));
+        assert!(!prefix_matches("/hello", "/"));
+        assert!(prefix_matches("/", "/anything"));
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let t = RouteTable::new(&[
+            manifest("api", r#"{ prefix = "/api" }"#),
+            manifest("users", r#"{ prefix = "/api/users" }"#),
+            manifest("root", r#"{ prefix = "/" }"#),
+        ])
+        .unwrap();
+        assert_eq!(t.resolve("GET", "/api/users/7"), RouteMatch::Plugin("users"));
+        assert_eq!(t.resolve("GET", "/api/usersx"), RouteMatch::Plugin("api"));
+        assert_eq!(t.resolve("GET", "/api"), RouteMatch::Plugin("api"));
+        assert_eq!(t.resolve("GET", "/other"), RouteMatch::Plugin("root"));
+    }
+
+    #[test]
+    fn methods_filter_and_fall_back() {
+        let t = RouteTable::new(&[
+            manifest("api", r#"{ prefix = "/api" }"#),
+            manifest("ro", r#"{ prefix = "/api/ro", methods = ["GET"] }"#),
+            manifest("w", r#"{ prefix = "/w", methods = ["PUT", "POST"] }"#),
+        ])
+        .unwrap();
+        assert_eq!(t.resolve("GET", "/api/ro/x"), RouteMatch::Plugin("ro"));
+        assert_eq!(t.resolve("POST", "/api/ro/x"), RouteMatch::Plugin("api"));
+        assert_eq!(
+            t.resolve("GET", "/w"),
+            RouteMatch::MethodNotAllowed(vec!["POST".into(), "PUT".into()])
+        );
+        assert_eq!(t.resolve("GET", "/nope"), RouteMatch::NotFound);
+    }
+
+    #[test]
+    fn clashing_routes_are_refused() {
+        let e = RouteTable::new(&[
+            manifest("a", r#"{ prefix = "/x", methods = ["GET"] }"#),
+            manifest("b", r#"{ prefix = "/x", methods = ["GET", "PUT"] }"#),
+        ])
+        .unwrap_err();
+        assert!(e.contains("already served by plugin 'a'"), "{e}");
+        // Same prefix, different methods: fine.
+        RouteTable::new(&[
+            manifest("a", r#"{ prefix = "/x", methods = ["GET"] }"#),
+            manifest("b", r#"{ prefix = "/x", methods = ["PUT"] }"#),
+        ])
+        .unwrap();
+    }
+}
