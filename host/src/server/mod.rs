@@ -116,7 +116,7 @@ async fn log_request(req: Request, next: Next) -> Response {
     tracing::info!(
         %method,
         %path,
-        plugin = plugin.as_deref().unwrap_or("-"),
+        plugin = %plugin.as_deref().unwrap_or("-"),
         status = resp.status().as_u16(),
         latency_us = start.elapsed().as_micros() as u64,
         "request"

@@ -1,0 +1,68 @@
+//! Write spike plugins in Rust.
+//!
+//! A plugin is a `wasi:http/proxy` component that may also import spike's
+//! capabilities (`kv`, `blob`, ...). This crate holds the generated bindings
+//! for the whole `spike:host/plugin` world and small helpers for HTTP.
+//!
+//! ```ignore
+//! use spike_sdk::exports::wasi::http::incoming_handler::Guest;
+//! use spike_sdk::http::{Request, Response};
+//! use spike_sdk::wasi::http::types::{IncomingRequest, ResponseOutparam};
+//!
+//! struct Hello;
+//!
+//! impl Guest for Hello {
+//!     fn handle(request: IncomingRequest, out: ResponseOutparam) {
+//!         let req = Request::new(request);
+//!         Response::text(200, format!("hello from {}", req.path())).send(out);
+//!     }
+//! }
+//!
+//! spike_sdk::export!(Hello);
+//! ```
+//!
+//! Build with `cargo build --target wasm32-wasip2`; the output `.wasm` is the
+//! component. See `components/hello` for a complete plugin.
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "spike:host/plugin",
+    pub_export_macro: true,
+    export_macro_name: "export",
+    default_bindings_module: "spike_sdk",
+    generate_all,
+});
+
+pub mod http;
+
+pub use spike::host::{blob, kv, types::Error};
+
+impl Error {
+    /// The HTTP status that best answers a request that failed with this
+    /// error: 403, 400, 413 or 500.
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::AccessDenied(_) => 403,
+            Error::InvalidInput(_) => 400,
+            Error::TooLarge(_) => 413,
+            Error::Internal(_) => 500,
+        }
+    }
+
+    /// The error's message.
+    pub fn message(&self) -> &str {
+        match self {
+            Error::AccessDenied(m) | Error::InvalidInput(m) | Error::TooLarge(m) | Error::Internal(m) => m,
+        }
+    }
+
+    /// A short code for JSON error bodies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::AccessDenied(_) => "access_denied",
+            Error::InvalidInput(_) => "invalid_input",
+            Error::TooLarge(_) => "too_large",
+            Error::Internal(_) => "internal",
+        }
+    }
+}

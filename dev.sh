@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The two commands of this project, each from a fresh machine:
+#   ./dev.sh serve [spike serve flags...]   set up, build guests and host (release), run spike
+#   ./dev.sh test                           set up, build guests, check format and lints, run every test
+set -euo pipefail
+cd "$(dirname "$0")"
+# One target directory for the host and the guests, outside the clone so a
+# CI cache can keep it.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/spike-target}"
+
+step() { printf '\n== %s\n' "$*"; }
+
+case "${1:-}" in
+  serve)
+    shift
+    step "set-up"; scripts/setup.sh
+    step "guest components"; scripts/build-guests.sh
+    step "host (release)"; cargo build --release -p spike
+    step "spike serve on ${SPIKE_LISTEN:-127.0.0.1:8787}"
+    exec "$CARGO_TARGET_DIR/release/spike" serve "$@"
+    ;;
+  test)
+    step "set-up"; scripts/setup.sh
+    step "guest components"; scripts/build-guests.sh
+    step "format"; cargo fmt --all --check
+    step "lints (host and tests)"; cargo clippy --all-targets -- -D warnings
+    step "lints (guests, wasm32-wasip2)"
+    cargo clippy --target wasm32-wasip2 -p spike-sdk -p hello -p fixture-loop -p fixture-membomb \
+      -p fixture-panic -p fixture-denied -p fixture-probe -p fixture-versioned \
+      -p fixture-not-a-plugin -p fixture-plain-hello -- -D warnings
+    step "tests"; cargo test --workspace --exclude spike-sdk --exclude hello \
+      --exclude fixture-loop --exclude fixture-membomb --exclude fixture-panic --exclude fixture-denied \
+      --exclude fixture-probe --exclude fixture-versioned --exclude fixture-not-a-plugin \
+      --exclude fixture-plain-hello
+    ;;
+  *)
+    echo "usage: ./dev.sh serve [flags for spike serve] | ./dev.sh test" >&2
+    exit 2
+    ;;
+esac

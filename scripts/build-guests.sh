@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Builds every guest component (components/*, tests/fixtures/*) for
+# wasm32-wasip2 into $CARGO_TARGET_DIR/wasm32-wasip2/guest/, and puts hello's
+# component beside its manifest in plugins/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${CARGO_TARGET_DIR:=$HOME/.cache/spike-target}"
+export CARGO_TARGET_DIR
+out="$CARGO_TARGET_DIR/wasm32-wasip2/guest"
+
+guests=(-p hello -p fixture-loop -p fixture-membomb -p fixture-panic -p fixture-denied
+        -p fixture-probe -p fixture-not-a-plugin -p fixture-plain-hello)
+cargo build --quiet --profile guest --target wasm32-wasip2 "${guests[@]}"
+
+# Two builds of one fixture that differ only in the version they answer
+# with, for the hot swap tests.
+for v in 1 2; do
+  SPIKE_FIXTURE_VERSION=$v cargo build --quiet --profile guest --target wasm32-wasip2 -p fixture-versioned
+  cp "$out/fixture_versioned.wasm" "$out/fixture_versioned_v$v.wasm"
+done
+
+cp "$out/hello.wasm" plugins/hello.wasm
+echo "guests built in $out"
