@@ -28,10 +28,8 @@ case "${1:-}" in
     cargo clippy --target wasm32-wasip2 -p spike-sdk -p hello -p fixture-loop -p fixture-membomb \
       -p fixture-panic -p fixture-denied -p fixture-probe -p fixture-versioned \
       -p fixture-not-a-plugin -p fixture-plain-hello -- -D warnings
-    step "tests"; cargo test --workspace --exclude spike-sdk --exclude hello \
-      --exclude fixture-loop --exclude fixture-membomb --exclude fixture-panic --exclude fixture-denied \
-      --exclude fixture-probe --exclude fixture-versioned --exclude fixture-not-a-plugin \
-      --exclude fixture-plain-hello
+    # The default members: the host crate (unit tests) and tests/ (end to end).
+    step "tests"; cargo test
     ;;
   *)
     echo "usage: ./dev.sh serve [flags for spike serve] | ./dev.sh test" >&2

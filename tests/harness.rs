@@ -1,1 +1,176 @@
+//! What every end-to-end test shares: the built guest components, a real
+//! spike server on 127.0.0.1:0 with plugins in a temporary folder, an HTTP
+//! client, and a timeout around every await.
 
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use spike::{RunningServer, ServerConfig};
+
+/// The operator token test servers use.
+pub const ADMIN_TOKEN: &str = "test-operator-token";
+
+/// Default time any single await in a test may take.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Awaits `fut`, failing the test if it takes longer than `TIMEOUT`.
+pub async fn within<T>(fut: impl Future<Output = T>) -> T {
+    within_for(TIMEOUT, fut).await
+}
+
+/// Awaits `fut`, failing the test if it takes longer than `limit`.
+pub async fn within_for<T>(limit: Duration, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {limit:?}"),
+    }
+}
+
+/// The target directory (the test binary lives in `<target>/debug/deps/`).
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.ancestors().nth(3).expect("target directory").to_path_buf()
+}
+
+/// The built component `name` (e.g. `hello`, `fixture_loop`).
+pub fn guest(name: &str) -> PathBuf {
+    let path = target_dir().join("wasm32-wasip2/guest").join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the guests with scripts/build-guests.sh (./dev.sh test does)",
+        path.display()
+    );
+    path
+}
+
+/// A plugin for a test server: its name, the guest it runs, and the rest of
+/// its manifest (routes, grants, limits) as TOML.
+pub struct Plugin<'a> {
+    pub name: &'a str,
+    pub guest: &'a str,
+    pub manifest: &'a str,
+}
+
+/// A running test server with its folders.
+pub struct TestServer {
+    pub url: String,
+    pub plugins_dir: PathBuf,
+    pub data_dir: PathBuf,
+    server: Option<RunningServer>,
+    _dir: tempfile::TempDir,
+}
+
+/// Logs to the test's output (shown when a test fails). `RUST_LOG` overrides.
+pub fn init_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn,spike=info".into()),
+            )
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// Writes `plugins` (components and manifests) into `dir`.
+pub fn write_plugins(dir: &Path, plugins: &[Plugin<'_>]) {
+    std::fs::create_dir_all(dir).unwrap();
+    for p in plugins {
+        let wasm = format!("{}.wasm", p.name);
+        std::fs::copy(guest(p.guest), dir.join(&wasm)).unwrap();
+        let manifest = format!("component = \"{wasm}\"\n{}\n", p.manifest);
+        std::fs::write(dir.join(format!("{}.toml", p.name)), manifest).unwrap();
+    }
+}
+
+/// The configuration tests use: port 0, an operator token, a small pool.
+pub fn test_config(plugins_dir: &Path, data_dir: &Path) -> ServerConfig {
+    let mut config = ServerConfig::new(plugins_dir, data_dir);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.admin_token = Some(ADMIN_TOKEN.into());
+    // Several servers run at once in one test process: keep each pool's
+    // address-space reservation modest.
+    config.pool.max_instances = 128;
+    config.kv_sweep_interval = Duration::from_millis(100);
+    config
+}
+
+impl TestServer {
+    /// Starts a server serving `plugins`.
+    pub async fn start(plugins: &[Plugin<'_>]) -> Self {
+        init_logging();
+        let dir = tempfile::tempdir().unwrap();
+        let plugins_dir = dir.path().join("plugins");
+        let data_dir = dir.path().join("data");
+        write_plugins(&plugins_dir, plugins);
+        let server = within(spike::start(test_config(&plugins_dir, &data_dir)))
+            .await
+            .expect("server starts");
+        Self {
+            url: format!("http://{}", server.addr),
+            plugins_dir,
+            data_dir,
+            server: Some(server),
+            _dir: dir,
+        }
+    }
+
+    /// The URL of `path` on this server.
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// Stops the server (releasing its database) and starts it again on the
+    /// same folders.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let server = within(spike::start(test_config(&self.plugins_dir, &self.data_dir)))
+            .await
+            .expect("server restarts");
+        self.url = format!("http://{}", server.addr);
+        self.server = Some(server);
+    }
+
+    /// Stops the server; the folders stay until `self` drops.
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            within(server.stop()).await;
+        }
+    }
+
+    /// The running server (to reach its registry).
+    pub fn server(&self) -> &RunningServer {
+        self.server.as_ref().expect("server is running")
+    }
+}
+
+/// An HTTP client with a timeout on every request.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .build()
+        .unwrap()
+}
+
+/// Sends `req`, under the timeout, and returns the status and body text.
+pub async fn send(req: reqwest::RequestBuilder) -> (u16, String) {
+    let resp = within(req.send()).await.expect("request sent");
+    let status = resp.status().as_u16();
+    let text = within(resp.text()).await.expect("body read");
+    (status, text)
+}
+
+/// Sends `req` and parses the body as JSON.
+pub async fn send_json(req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+    let (status, text) = send(req).await;
+    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    (status, json)
+}
+
+/// The `error.code` of a JSON error body.
+pub fn error_code(body: &serde_json::Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or_else(|| panic!("not an error body: {body}"))
+}

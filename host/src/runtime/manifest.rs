@@ -312,10 +312,10 @@ fn check_prefix(prefix: &str) -> Result<(), String> {
     if prefix.contains(['?', '#', '*', ' ']) || prefix.contains("//") {
         return Err(format!("route prefix '{prefix}' must be a plain path"));
     }
+    // A broader prefix (even "/") is fine: the host's own routes are
+    // matched before any plugin's.
     for reserved in RESERVED_PREFIXES {
-        if crate::server::routes::prefix_matches(reserved, prefix)
-            || crate::server::routes::prefix_matches(prefix, reserved)
-        {
+        if crate::server::routes::prefix_matches(reserved, prefix) {
             return Err(format!("route prefix '{prefix}' overlaps the host's own '{reserved}'"));
         }
     }

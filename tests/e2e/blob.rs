@@ -1,0 +1,132 @@
+//! The blob capability end to end: hello's files (ranges, ETags) and every
+//! operation through the probe fixture.
+
+use sha2::{Digest, Sha256};
+use spike_e2e::*;
+
+const HELLO: Plugin = Plugin {
+    name: "hello",
+    guest: "hello",
+    manifest: "[[routes]]\nprefix = \"/hello\"\n[grants]\nkv = [\"hello\"]\nblob = [\"hello-files\"]\n",
+};
+
+const PROBE: Plugin = Plugin {
+    name: "probe",
+    guest: "fixture_probe",
+    // Shares hello's bucket, and has one of its own.
+    manifest: "[[routes]]\nprefix = \"/probe\"\n[grants]\nblob = [\"probe-files\", \"hello-files\"]\n",
+};
+
+fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+#[tokio::test]
+async fn files_round_trip_with_etag_and_ranges() {
+    let mut server = TestServer::start(&[HELLO]).await;
+    let c = client();
+    let data: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
+
+    let resp = within(
+        c.put(server.at("/hello/files/data.bin"))
+            .header("content-type", "application/x-test")
+            .body(data.clone())
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 201);
+    let etag = format!("\"{}\"", sha256(&data));
+    assert_eq!(resp.headers()["etag"], etag.as_str());
+    let body: serde_json::Value = within(resp.json()).await.unwrap();
+    assert_eq!(body["size"], data.len());
+
+    let resp = within(c.get(server.at("/hello/files/data.bin")).send()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["etag"], etag.as_str());
+    assert_eq!(resp.headers()["content-type"], "application/x-test");
+    assert_eq!(within(resp.bytes()).await.unwrap(), data);
+
+    for (range, start, end) in [("bytes=0-9", 0, 9), ("bytes=1000-", 1000, data.len() - 1), ("bytes=399990-400000", 399_990, 399_999)] {
+        let resp = within(c.get(server.at("/hello/files/data.bin")).header("range", range).send()).await.unwrap();
+        assert_eq!(resp.status(), 206, "{range}");
+        assert_eq!(
+            resp.headers()["content-range"],
+            format!("bytes {start}-{end}/{}", data.len()).as_str(),
+            "{range}"
+        );
+        assert_eq!(within(resp.bytes()).await.unwrap(), &data[start..=end], "{range}");
+    }
+    let (status, _) = send(c.get(server.at("/hello/files/data.bin")).header("range", "bytes=400000-")).await;
+    assert_eq!(status, 416);
+
+    // Overwrite, then restart: the newest version is what is kept.
+    let v2 = b"second version".to_vec();
+    send(c.put(server.at("/hello/files/data.bin")).body(v2.clone())).await;
+    server.restart().await;
+    let resp = within(c.get(server.at("/hello/files/data.bin")).send()).await.unwrap();
+    assert_eq!(resp.headers()["etag"], format!("\"{}\"", sha256(&v2)).as_str());
+    assert_eq!(within(resp.bytes()).await.unwrap(), v2);
+
+    let (status, _) = send(c.get(server.at("/hello/files/absent"))).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn head_list_metadata_delete_and_shared_bodies() {
+    let server = TestServer::start(&[HELLO, PROBE]).await;
+    let c = client();
+
+    // Uploaded through hello, seen through the probe: same granted bucket.
+    send(c.put(server.at("/hello/files/from-hello")).body("hi")).await;
+    let (status, meta) = send_json(c.get(server.at("/probe/blob-meta/from-hello?bucket=hello-files"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(meta["size"], 2);
+    assert_eq!(meta["etag"], sha256(b"hi"));
+
+    for i in 0..7 {
+        let (status, meta) = send_json(
+            c.put(server.at(&format!("/probe/blob/dir/f{i}")))
+                .header("content-type", "text/plain")
+                .header("x-meta-author", "test")
+                .body("same bytes"),
+        )
+        .await;
+        assert_eq!(status, 201);
+        assert_eq!(meta["metadata"]["author"], "test");
+        assert_eq!(meta["content_type"], "text/plain");
+    }
+    send(c.put(server.at("/probe/blob/other")).body("x")).await;
+
+    let mut keys = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = server.at("/probe/blob?prefix=dir%2F&limit=3");
+        if let Some(c) = &cursor {
+            url += &format!("&cursor={}", c.replace('/', "%2F"));
+        }
+        let (_, page) = send_json(c.get(url)).await;
+        keys.extend(page["objects"].as_array().unwrap().iter().map(|o| o["key"].as_str().unwrap().to_string()));
+        match page["cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(keys, (0..7).map(|i| format!("dir/f{i}")).collect::<Vec<_>>());
+
+    // Seven objects share one body; deleting six leaves the seventh intact.
+    for i in 0..6 {
+        let (_, body) = send_json(c.delete(server.at(&format!("/probe/blob/dir/f{i}")))).await;
+        assert_eq!(body["deleted"], true);
+    }
+    let (_, body) = send_json(c.delete(server.at("/probe/blob/dir/f0"))).await;
+    assert_eq!(body["deleted"], false);
+    let (status, text) = send(c.get(server.at("/probe/blob/dir/f6"))).await;
+    assert_eq!((status, text.as_str()), (200, "same bytes"));
+    let (status, _) = send(c.get(server.at("/probe/blob-meta/dir/f0"))).await;
+    assert_eq!(status, 404);
+
+    // A bucket not in the manifest: access denied.
+    let (status, body) = send_json(c.get(server.at("/probe/blob?bucket=secret"))).await;
+    assert_eq!((status, error_code(&body)), (403, "access_denied"));
+}

@@ -1,0 +1,155 @@
+//! Routing, the host's own endpoints, bad input and bad plugins at start.
+
+use spike_e2e::*;
+
+const HELLO: Plugin = Plugin {
+    name: "hello",
+    guest: "hello",
+    manifest: r#"
+[[routes]]
+prefix = "/hello"
+methods = ["GET", "POST", "PUT"]
+[grants]
+kv = ["hello"]
+blob = ["hello-files"]
+[limits]
+max_body_mib = 1
+"#,
+};
+
+const PLAIN: Plugin = Plugin {
+    name: "plain",
+    guest: "fixture_plain_hello",
+    manifest: "[[routes]]\nprefix = \"/plain\"\n",
+};
+
+#[tokio::test]
+async fn serves_routes_and_own_endpoints() {
+    let server = TestServer::start(&[HELLO, PLAIN]).await;
+    let c = client();
+
+    let (status, body) = send(c.get(server.at("/healthz"))).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+
+    let (status, body) = send(c.get(server.at("/hello"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, "Hello, world! This is spike.\n");
+    let (_, body) = send(c.get(server.at("/hello?name=operator"))).await;
+    assert_eq!(body, "Hello, operator! This is spike.\n");
+
+    // A plain wasi:http component, built without our SDK, serves unmodified.
+    let (status, body) = send(c.get(server.at("/plain/anything"))).await;
+    assert_eq!((status, body.as_str()), (200, "Hello, world!\n"));
+
+    // Prefixes match whole segments.
+    let (status, body) = send_json(c.get(server.at("/helloworld"))).await;
+    assert_eq!(status, 404);
+    assert_eq!(error_code(&body), "not_found");
+    assert!(body["error"]["message"].as_str().unwrap().contains("/helloworld"));
+
+    let resp = within(c.delete(server.at("/hello")).send()).await.unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "GET, POST, PUT");
+
+    // The plugin's own 404 for a path it does not know.
+    let (status, body) = send_json(c.get(server.at("/hello/unknown"))).await;
+    assert_eq!((status, error_code(&body)), (404, "not_found"));
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413() {
+    let server = TestServer::start(&[HELLO]).await;
+    let c = client();
+    let big = vec![7u8; (1 << 20) + 1];
+
+    // Declared by Content-Length: refused before the plugin runs.
+    let (status, body) = send_json(c.put(server.at("/hello/files/big")).body(big.clone())).await;
+    assert_eq!((status, error_code(&body)), (413, "body_too_large"));
+
+    // Chunked, no length: cut off while the plugin reads it.
+    let stream = futures::stream::iter(big.chunks(64 * 1024).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>());
+    let (status, body) = send_json(
+        c.put(server.at("/hello/files/big"))
+            .body(reqwest::Body::wrap_stream(stream)),
+    )
+    .await;
+    assert_eq!((status, error_code(&body)), (413, "body_too_large"));
+
+    // Nothing half-written was stored.
+    let (status, _) = send(c.get(server.at("/hello/files/big"))).await;
+    assert_eq!(status, 404);
+
+    // Exactly at the limit is fine.
+    let (status, _) = send(c.put(server.at("/hello/files/fits")).body(vec![7u8; 1 << 20])).await;
+    assert_eq!(status, 201);
+}
+
+#[tokio::test]
+async fn missing_or_broken_component_fails_only_its_plugin() {
+    init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    write_plugins(&plugins, &[HELLO]);
+    std::fs::write(plugins.join("gone.toml"), "component = \"gone.wasm\"\n[[routes]]\nprefix = \"/gone\"\n").unwrap();
+    std::fs::write(plugins.join("junk.wasm"), b"not wasm at all").unwrap();
+    std::fs::write(plugins.join("junk.toml"), "component = \"junk.wasm\"\n[[routes]]\nprefix = \"/junk\"\n").unwrap();
+    let server = within(spike::start(test_config(&plugins, &dir.path().join("data")))).await.unwrap();
+    let url = |p: &str| format!("http://{}{p}", server.addr);
+    let c = client();
+
+    for (path, needle) in [("/gone", "gone.wasm"), ("/junk", "not a valid component")] {
+        let (status, body) = send_json(c.get(url(path))).await;
+        assert_eq!((status, error_code(&body)), (503, "plugin_unavailable"), "{path}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{path}: {message}");
+    }
+    let (status, _) = send(c.get(url("/hello"))).await;
+    assert_eq!(status, 200);
+
+    let (status, list) = send_json(c.get(url("/_spike/plugins")).bearer_auth(ADMIN_TOKEN)).await;
+    assert_eq!(status, 200);
+    let state = |name: &str| {
+        list["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["state"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    assert_eq!(state("gone"), "failed");
+    assert_eq!(state("junk"), "failed");
+    assert_eq!(state("hello"), "ready");
+    within(server.stop()).await;
+}
+
+#[tokio::test]
+async fn malformed_manifest_stops_the_start_naming_file_and_line() {
+    init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    write_plugins(&plugins, &[HELLO]);
+    std::fs::write(
+        plugins.join("typo.toml"),
+        "component = \"hello.wasm\"\n[[routes]]\nprefix = \"/typo\"\n\n[limits]\ncpu_milliseconds = 5\n",
+    )
+    .unwrap();
+    let err = match within(spike::start(test_config(&plugins, &dir.path().join("data")))).await {
+        Ok(_) => panic!("a malformed manifest must stop the start"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("typo.toml:6:"), "{err}");
+    assert!(err.contains("cpu_milliseconds"), "{err}");
+
+    // Two plugins claiming the same route are refused too.
+    std::fs::write(
+        plugins.join("typo.toml"),
+        "component = \"hello.wasm\"\n[[routes]]\nprefix = \"/hello\"\n",
+    )
+    .unwrap();
+    let err = match within(spike::start(test_config(&plugins, &dir.path().join("data")))).await {
+        Ok(_) => panic!("clashing routes must stop the start"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("already served by plugin 'hello'"), "{err}");
+}
