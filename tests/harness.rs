@@ -30,12 +30,17 @@ pub async fn within_for<T>(limit: Duration, fut: impl Future<Output = T>) -> T {
 /// The target directory (the test binary lives in `<target>/debug/deps/`).
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    exe.ancestors().nth(3).expect("target directory").to_path_buf()
+    exe.ancestors()
+        .nth(3)
+        .expect("target directory")
+        .to_path_buf()
 }
 
 /// The built component `name` (e.g. `hello`, `fixture_loop`).
 pub fn guest(name: &str) -> PathBuf {
-    let path = target_dir().join("wasm32-wasip2/guest").join(format!("{name}.wasm"));
+    let path = target_dir()
+        .join("wasm32-wasip2/guest")
+        .join(format!("{name}.wasm"));
     assert!(
         path.exists(),
         "{} is missing: build the guests with scripts/build-guests.sh (./dev.sh test does)",
@@ -149,10 +154,7 @@ impl TestServer {
 
 /// An HTTP client with a timeout on every request.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(TIMEOUT)
-        .build()
-        .unwrap()
+    reqwest::Client::builder().timeout(TIMEOUT).build().unwrap()
 }
 
 /// Sends `req`, under the timeout, and returns the status and body text.
@@ -172,5 +174,7 @@ pub async fn send_json(req: reqwest::RequestBuilder) -> (u16, serde_json::Value)
 
 /// The `error.code` of a JSON error body.
 pub fn error_code(body: &serde_json::Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or_else(|| panic!("not an error body: {body}"))
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error body: {body}"))
 }

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "spike", version, about = "Serve WebAssembly components over HTTP, with KV and blob storage")]
+#[command(
+    name = "spike",
+    version,
+    about = "Serve WebAssembly components over HTTP, with KV and blob storage"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

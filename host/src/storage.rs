@@ -25,8 +25,7 @@ pub const KV_ENTRIES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::ne
 /// KV expiry index: (expires_at_ms, namespace, key) -> ().
 pub const KV_EXPIRY: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("kv_expiry");
 /// Blob objects: (bucket, key) -> JSON `caps::blob::ObjectRecord`.
-pub const BLOB_OBJECTS: TableDefinition<(&str, &str), &[u8]> =
-    TableDefinition::new("blob_objects");
+pub const BLOB_OBJECTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("blob_objects");
 /// How many objects point at each content-addressed body: sha256 hex -> count.
 pub const BLOB_REFS: TableDefinition<&str, u64> = TableDefinition::new("blob_refs");
 /// Plugin version history: plugin name -> JSON `runtime::registry::VersionHistory`.

@@ -41,31 +41,56 @@ async fn files_round_trip_with_etag_and_ranges() {
     let body: serde_json::Value = within(resp.json()).await.unwrap();
     assert_eq!(body["size"], data.len());
 
-    let resp = within(c.get(server.at("/hello/files/data.bin")).send()).await.unwrap();
+    let resp = within(c.get(server.at("/hello/files/data.bin")).send())
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["etag"], etag.as_str());
     assert_eq!(resp.headers()["content-type"], "application/x-test");
     assert_eq!(within(resp.bytes()).await.unwrap(), data);
 
-    for (range, start, end) in [("bytes=0-9", 0, 9), ("bytes=1000-", 1000, data.len() - 1), ("bytes=399990-400000", 399_990, 399_999)] {
-        let resp = within(c.get(server.at("/hello/files/data.bin")).header("range", range).send()).await.unwrap();
+    for (range, start, end) in [
+        ("bytes=0-9", 0, 9),
+        ("bytes=1000-", 1000, data.len() - 1),
+        ("bytes=399990-400000", 399_990, 399_999),
+    ] {
+        let resp = within(
+            c.get(server.at("/hello/files/data.bin"))
+                .header("range", range)
+                .send(),
+        )
+        .await
+        .unwrap();
         assert_eq!(resp.status(), 206, "{range}");
         assert_eq!(
             resp.headers()["content-range"],
             format!("bytes {start}-{end}/{}", data.len()).as_str(),
             "{range}"
         );
-        assert_eq!(within(resp.bytes()).await.unwrap(), &data[start..=end], "{range}");
+        assert_eq!(
+            within(resp.bytes()).await.unwrap(),
+            &data[start..=end],
+            "{range}"
+        );
     }
-    let (status, _) = send(c.get(server.at("/hello/files/data.bin")).header("range", "bytes=400000-")).await;
+    let (status, _) = send(
+        c.get(server.at("/hello/files/data.bin"))
+            .header("range", "bytes=400000-"),
+    )
+    .await;
     assert_eq!(status, 416);
 
     // Overwrite, then restart: the newest version is what is kept.
     let v2 = b"second version".to_vec();
     send(c.put(server.at("/hello/files/data.bin")).body(v2.clone())).await;
     server.restart().await;
-    let resp = within(c.get(server.at("/hello/files/data.bin")).send()).await.unwrap();
-    assert_eq!(resp.headers()["etag"], format!("\"{}\"", sha256(&v2)).as_str());
+    let resp = within(c.get(server.at("/hello/files/data.bin")).send())
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["etag"],
+        format!("\"{}\"", sha256(&v2)).as_str()
+    );
     assert_eq!(within(resp.bytes()).await.unwrap(), v2);
 
     let (status, _) = send(c.get(server.at("/hello/files/absent"))).await;
@@ -79,7 +104,8 @@ async fn head_list_metadata_delete_and_shared_bodies() {
 
     // Uploaded through hello, seen through the probe: same granted bucket.
     send(c.put(server.at("/hello/files/from-hello")).body("hi")).await;
-    let (status, meta) = send_json(c.get(server.at("/probe/blob-meta/from-hello?bucket=hello-files"))).await;
+    let (status, meta) =
+        send_json(c.get(server.at("/probe/blob-meta/from-hello?bucket=hello-files"))).await;
     assert_eq!(status, 200);
     assert_eq!(meta["size"], 2);
     assert_eq!(meta["etag"], sha256(b"hi"));
@@ -106,13 +132,22 @@ async fn head_list_metadata_delete_and_shared_bodies() {
             url += &format!("&cursor={}", c.replace('/', "%2F"));
         }
         let (_, page) = send_json(c.get(url)).await;
-        keys.extend(page["objects"].as_array().unwrap().iter().map(|o| o["key"].as_str().unwrap().to_string()));
+        keys.extend(
+            page["objects"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["key"].as_str().unwrap().to_string()),
+        );
         match page["cursor"].as_str() {
             Some(next) => cursor = Some(next.to_string()),
             None => break,
         }
     }
-    assert_eq!(keys, (0..7).map(|i| format!("dir/f{i}")).collect::<Vec<_>>());
+    assert_eq!(
+        keys,
+        (0..7).map(|i| format!("dir/f{i}")).collect::<Vec<_>>()
+    );
 
     // Seven objects share one body; deleting six leaves the seventh intact.
     for i in 0..6 {

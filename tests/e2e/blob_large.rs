@@ -44,7 +44,11 @@ async fn two_hundred_mib_streams_in_and_out_with_bounded_memory() {
     .await;
     let c = client();
     // Warm up the plugin, the client and the allocator before the baseline.
-    send(c.put(server.at("/hello/files/warm")).body(vec![1u8; 4 << 20])).await;
+    send(
+        c.put(server.at("/hello/files/warm"))
+            .body(vec![1u8; 4 << 20]),
+    )
+    .await;
     send(c.get(server.at("/hello/files/warm"))).await;
 
     let baseline = rss_bytes();
@@ -84,7 +88,9 @@ async fn two_hundred_mib_streams_in_and_out_with_bounded_memory() {
     assert_eq!(meta["etag"], want);
 
     // Download, hashing as we go.
-    let resp = within(c.get(server.at("/hello/files/big.bin")).send()).await.unwrap();
+    let resp = within(c.get(server.at("/hello/files/big.bin")).send())
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.content_length(), Some(SIZE));
     let mut hasher = Sha256::new();
@@ -100,7 +106,10 @@ async fn two_hundred_mib_streams_in_and_out_with_bounded_memory() {
 
     sampler.abort();
     let growth = peak.load(Ordering::Relaxed).saturating_sub(baseline);
-    eprintln!("peak RSS growth while streaming 200 MiB in and out: {} MiB", growth >> 20);
+    eprintln!(
+        "peak RSS growth while streaming 200 MiB in and out: {} MiB",
+        growth >> 20
+    );
     // Holding the object once would be 200 MiB; streaming stays far below.
     assert!(growth < 64 << 20, "RSS grew by {} MiB", growth >> 20);
 }

@@ -33,7 +33,12 @@ const PLUGINS: &[Plugin] = &[
     },
 ];
 
-async fn expect_error(c: &reqwest::Client, url: String, status: u16, code: &str) -> serde_json::Value {
+async fn expect_error(
+    c: &reqwest::Client,
+    url: String,
+    status: u16,
+    code: &str,
+) -> serde_json::Value {
     let (got, body) = send_json(c.get(&url)).await;
     assert_eq!((got, error_code(&body)), (status, code), "{url}: {body}");
     body
@@ -46,21 +51,46 @@ async fn each_fault_gets_its_own_clear_error() {
 
     let start = Instant::now();
     let body = expect_error(&c, server.at("/loop"), 504, "plugin_cpu_limit").await;
-    assert!(body["error"]["message"].as_str().unwrap().contains("300 ms"), "{body}");
-    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("300 ms"),
+        "{body}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
 
     let start = Instant::now();
     expect_error(&c, server.at("/loop/sleep"), 504, "plugin_timeout").await;
     let took = start.elapsed();
-    assert!(took >= Duration::from_millis(1400) && took < Duration::from_secs(5), "took {took:?}");
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_secs(5),
+        "took {took:?}"
+    );
 
     let body = expect_error(&c, server.at("/bomb"), 500, "plugin_memory_limit").await;
-    assert!(body["error"]["message"].as_str().unwrap().contains("32 MiB"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("32 MiB"),
+        "{body}"
+    );
 
     expect_error(&c, server.at("/panic"), 500, "plugin_trap").await;
 
     let body = expect_error(&c, server.at("/denied"), 403, "access_denied").await;
-    assert!(body["error"]["message"].as_str().unwrap().contains("not-granted"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not-granted"),
+        "{body}"
+    );
 
     // And the server is none the worse.
     let (status, _) = send(c.get(server.at("/hello"))).await;
@@ -85,10 +115,17 @@ async fn faults_do_not_disturb_other_requests() {
         assert_eq!(status, 200, "{body}");
         worst = worst.max(start.elapsed());
     }
-    let statuses: Vec<u16> = within(futures::future::join_all(bad)).await.into_iter().map(Result::unwrap).collect();
+    let statuses: Vec<u16> = within(futures::future::join_all(bad))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(statuses, [504, 504, 504, 504, 500, 500]);
     eprintln!("slowest hello while guests spun: {worst:?}");
     // A spinning guest yields every epoch tick, so hello is never stuck
     // behind one for its whole CPU budget.
-    assert!(worst < Duration::from_secs(2), "slowest hello took {worst:?}");
+    assert!(
+        worst < Duration::from_secs(2),
+        "slowest hello took {worst:?}"
+    );
 }

@@ -23,7 +23,11 @@ async fn version(c: &reqwest::Client, server: &TestServer) -> String {
     body
 }
 
-async fn upload(c: &reqwest::Client, server: &TestServer, body: Vec<u8>) -> (u16, serde_json::Value) {
+async fn upload(
+    c: &reqwest::Client,
+    server: &TestServer,
+    body: Vec<u8>,
+) -> (u16, serde_json::Value) {
     send_json(
         c.put(server.at("/_spike/plugins/ver"))
             .bearer_auth(ADMIN_TOKEN)
@@ -33,9 +37,16 @@ async fn upload(c: &reqwest::Client, server: &TestServer, body: Vec<u8>) -> (u16
 }
 
 async fn plugin_info(c: &reqwest::Client, server: &TestServer) -> serde_json::Value {
-    let (status, list) = send_json(c.get(server.at("/_spike/plugins")).bearer_auth(ADMIN_TOKEN)).await;
+    let (status, list) =
+        send_json(c.get(server.at("/_spike/plugins")).bearer_auth(ADMIN_TOKEN)).await;
     assert_eq!(status, 200);
-    list["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "ver").unwrap().clone()
+    list["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "ver")
+        .unwrap()
+        .clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,7 +66,9 @@ async fn twenty_swaps_under_load_drop_nothing() {
                 while !stop.load(Ordering::Relaxed) {
                     match c.get(&url).send().await {
                         Ok(r) if r.status() == 200 => match r.text().await {
-                            Ok(t) if t.starts_with("version ") => ok.fetch_add(1, Ordering::Relaxed),
+                            Ok(t) if t.starts_with("version ") => {
+                                ok.fetch_add(1, Ordering::Relaxed)
+                            }
                             _ => failed.fetch_add(1, Ordering::Relaxed),
                         },
                         _ => failed.fetch_add(1, Ordering::Relaxed),
@@ -66,7 +79,11 @@ async fn twenty_swaps_under_load_drop_nothing() {
         .collect();
 
     for i in 0..20 {
-        let (next, want) = if i % 2 == 0 { (&v2, "version 2") } else { (&v1, "version 1") };
+        let (next, want) = if i % 2 == 0 {
+            (&v2, "version 2")
+        } else {
+            (&v1, "version 1")
+        };
         let (status, body) = upload(&c, &server, next.clone()).await;
         assert_eq!(status, 200, "{body}");
         // Once the swap is acknowledged, new requests get the new version.
@@ -89,7 +106,11 @@ async fn refusals_rollback_and_auth() {
     let c = client();
 
     // Without the token, or with a wrong one: 401, nothing changes.
-    let (status, body) = send_json(c.put(server.at("/_spike/plugins/ver")).body(bytes("fixture_versioned_v2"))).await;
+    let (status, body) = send_json(
+        c.put(server.at("/_spike/plugins/ver"))
+            .body(bytes("fixture_versioned_v2")),
+    )
+    .await;
     assert_eq!((status, error_code(&body)), (401, "unauthorized"));
     let (status, _) = send(c.get(server.at("/_spike/plugins")).bearer_auth("wrong")).await;
     assert_eq!(status, 401);
@@ -99,16 +120,40 @@ async fn refusals_rollback_and_auth() {
 
     // Components that do not fit are refused with a reason; v1 keeps serving.
     let (status, body) = upload(&c, &server, bytes("fixture_not_a_plugin")).await;
-    assert_eq!((status, error_code(&body)), (422, "component_refused"), "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("incoming-handler"), "{body}");
+    assert_eq!(
+        (status, error_code(&body)),
+        (422, "component_refused"),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("incoming-handler"),
+        "{body}"
+    );
     let (status, body) = upload(&c, &server, b"\0asm garbage".to_vec()).await;
-    assert_eq!((status, error_code(&body)), (422, "component_refused"), "{body}");
+    assert_eq!(
+        (status, error_code(&body)),
+        (422, "component_refused"),
+        "{body}"
+    );
     assert_eq!(version(&c, &server).await, "version 1");
     let info = plugin_info(&c, &server).await;
     assert_eq!(info["state"], "degraded");
-    assert!(info["error"].as_str().unwrap().contains("not a valid component"), "{info}");
+    assert!(
+        info["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid component"),
+        "{info}"
+    );
 
-    let (status, body) = send_json(c.post(server.at("/_spike/plugins/ver/rollback")).bearer_auth(ADMIN_TOKEN)).await;
+    let (status, body) = send_json(
+        c.post(server.at("/_spike/plugins/ver/rollback"))
+            .bearer_auth(ADMIN_TOKEN),
+    )
+    .await;
     assert_eq!((status, error_code(&body)), (409, "no_previous_version"));
 
     let (status, body) = upload(&c, &server, bytes("fixture_versioned_v2")).await;
@@ -125,11 +170,20 @@ async fn refusals_rollback_and_auth() {
     let info = plugin_info(&c, &server).await;
     assert_eq!(info["version"]["compile_cache"], "hit");
 
-    let (status, body) = send_json(c.post(server.at("/_spike/plugins/ver/rollback")).bearer_auth(ADMIN_TOKEN)).await;
+    let (status, body) = send_json(
+        c.post(server.at("/_spike/plugins/ver/rollback"))
+            .bearer_auth(ADMIN_TOKEN),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(version(&c, &server).await, "version 1");
 
-    let (status, body) = send_json(c.put(server.at("/_spike/plugins/nope")).bearer_auth(ADMIN_TOKEN).body("x")).await;
+    let (status, body) = send_json(
+        c.put(server.at("/_spike/plugins/nope"))
+            .bearer_auth(ADMIN_TOKEN)
+            .body("x"),
+    )
+    .await;
     assert_eq!((status, error_code(&body)), (404, "not_found"));
 }
 
@@ -163,7 +217,10 @@ async fn file_changes_swap_the_plugin() {
             assert_eq!(info["state"], "degraded");
             break;
         }
-        assert!(Instant::now() < deadline, "the broken file was never noticed: {info}");
+        assert!(
+            Instant::now() < deadline,
+            "the broken file was never noticed: {info}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(version(&c, &server).await, "version 2");

@@ -48,9 +48,15 @@ async fn set_get_metadata_delete() {
 
     let (status, _) = send(c.get(server.at("/probe/kv/k1"))).await;
     assert_eq!(status, 404);
-    let (status, _) = send(c.put(server.at("/probe/kv/k1?metadata=%7B%22a%22%3A1%7D")).body("v1")).await;
+    let (status, _) = send(
+        c.put(server.at("/probe/kv/k1?metadata=%7B%22a%22%3A1%7D"))
+            .body("v1"),
+    )
+    .await;
     assert_eq!(status, 204);
-    let resp = within(c.get(server.at("/probe/kv/k1")).send()).await.unwrap();
+    let resp = within(c.get(server.at("/probe/kv/k1")).send())
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-metadata"], r#"{"a":1}"#);
     assert!(resp.headers().get("x-expires-at-ms").is_none());
@@ -58,7 +64,9 @@ async fn set_get_metadata_delete() {
 
     // Overwrite replaces value and metadata.
     send(c.put(server.at("/probe/kv/k1")).body("v2")).await;
-    let resp = within(c.get(server.at("/probe/kv/k1")).send()).await.unwrap();
+    let resp = within(c.get(server.at("/probe/kv/k1")).send())
+        .await
+        .unwrap();
     assert!(resp.headers().get("x-metadata").is_none());
     assert_eq!(within(resp.text()).await.unwrap(), "v2");
 
@@ -71,9 +79,14 @@ async fn set_get_metadata_delete() {
 
     // Bad input comes back as the WIT error, mapped to 4xx by the guest.
     let long_key = "k".repeat(513);
-    let (status, body) = send_json(c.put(server.at(&format!("/probe/kv/{long_key}"))).body("x")).await;
+    let (status, body) =
+        send_json(c.put(server.at(&format!("/probe/kv/{long_key}"))).body("x")).await;
     assert_eq!((status, error_code(&body)), (400, "invalid_input"));
-    let (status, body) = send_json(c.put(server.at(&format!("/probe/kv/k?metadata={}", "m".repeat(1025)))).body("x")).await;
+    let (status, body) = send_json(
+        c.put(server.at(&format!("/probe/kv/k?metadata={}", "m".repeat(1025))))
+            .body("x"),
+    )
+    .await;
     assert_eq!((status, error_code(&body)), (413, "too_large"));
 }
 
@@ -81,10 +94,16 @@ async fn set_get_metadata_delete() {
 async fn ttl_expires_and_is_reclaimed() {
     let mut server = TestServer::start(&[PROBE]).await;
     let c = client();
-    send(c.put(server.at("/probe/kv/short?ttl_ms=400")).body("soon gone")).await;
+    send(
+        c.put(server.at("/probe/kv/short?ttl_ms=400"))
+            .body("soon gone"),
+    )
+    .await;
     send(c.put(server.at("/probe/kv/long")).body("stays")).await;
 
-    let resp = within(c.get(server.at("/probe/kv/short")).send()).await.unwrap();
+    let resp = within(c.get(server.at("/probe/kv/short")).send())
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().contains_key("x-expires-at-ms"));
     let (_, body) = send_json(c.get(server.at("/probe/kv"))).await;
@@ -111,7 +130,11 @@ async fn list_pages_with_cursor_and_prefix() {
     let server = TestServer::start(&[PROBE]).await;
     let c = client();
     for i in 0..23 {
-        send(c.put(server.at(&format!("/probe/kv/item:{i:03}"))).body("x")).await;
+        send(
+            c.put(server.at(&format!("/probe/kv/item:{i:03}")))
+                .body("x"),
+        )
+        .await;
     }
     send(c.put(server.at("/probe/kv/other")).body("x")).await;
 
@@ -126,14 +149,23 @@ async fn list_pages_with_cursor_and_prefix() {
         let (status, body) = send_json(c.get(url)).await;
         assert_eq!(status, 200);
         pages += 1;
-        keys.extend(body["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()));
+        keys.extend(
+            body["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k.as_str().unwrap().to_string()),
+        );
         match body["cursor"].as_str() {
             Some(next) => cursor = Some(next.to_string()),
             None => break,
         }
     }
     assert_eq!(pages, 3);
-    assert_eq!(keys, (0..23).map(|i| format!("item:{i:03}")).collect::<Vec<_>>());
+    assert_eq!(
+        keys,
+        (0..23).map(|i| format!("item:{i:03}")).collect::<Vec<_>>()
+    );
 
     let (status, body) = send_json(c.get(server.at("/probe/kv?limit=5000"))).await;
     assert_eq!((status, error_code(&body)), (400, "invalid_input"));

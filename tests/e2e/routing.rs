@@ -45,7 +45,12 @@ async fn serves_routes_and_own_endpoints() {
     let (status, body) = send_json(c.get(server.at("/helloworld"))).await;
     assert_eq!(status, 404);
     assert_eq!(error_code(&body), "not_found");
-    assert!(body["error"]["message"].as_str().unwrap().contains("/helloworld"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/helloworld")
+    );
 
     let resp = within(c.delete(server.at("/hello")).send()).await.unwrap();
     assert_eq!(resp.status(), 405);
@@ -67,7 +72,11 @@ async fn oversized_bodies_get_413() {
     assert_eq!((status, error_code(&body)), (413, "body_too_large"));
 
     // Chunked, no length: cut off while the plugin reads it.
-    let stream = futures::stream::iter(big.chunks(64 * 1024).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>());
+    let stream = futures::stream::iter(
+        big.chunks(64 * 1024)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
+    );
     let (status, body) = send_json(
         c.put(server.at("/hello/files/big"))
             .body(reqwest::Body::wrap_stream(stream)),
@@ -80,7 +89,11 @@ async fn oversized_bodies_get_413() {
     assert_eq!(status, 404);
 
     // Exactly at the limit is fine.
-    let (status, _) = send(c.put(server.at("/hello/files/fits")).body(vec![7u8; 1 << 20])).await;
+    let (status, _) = send(
+        c.put(server.at("/hello/files/fits"))
+            .body(vec![7u8; 1 << 20]),
+    )
+    .await;
     assert_eq!(status, 201);
 }
 
@@ -90,16 +103,33 @@ async fn missing_or_broken_component_fails_only_its_plugin() {
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
     write_plugins(&plugins, &[HELLO]);
-    std::fs::write(plugins.join("gone.toml"), "component = \"gone.wasm\"\n[[routes]]\nprefix = \"/gone\"\n").unwrap();
+    std::fs::write(
+        plugins.join("gone.toml"),
+        "component = \"gone.wasm\"\n[[routes]]\nprefix = \"/gone\"\n",
+    )
+    .unwrap();
     std::fs::write(plugins.join("junk.wasm"), b"not wasm at all").unwrap();
-    std::fs::write(plugins.join("junk.toml"), "component = \"junk.wasm\"\n[[routes]]\nprefix = \"/junk\"\n").unwrap();
-    let server = within(spike::start(test_config(&plugins, &dir.path().join("data")))).await.unwrap();
+    std::fs::write(
+        plugins.join("junk.toml"),
+        "component = \"junk.wasm\"\n[[routes]]\nprefix = \"/junk\"\n",
+    )
+    .unwrap();
+    let server = within(spike::start(test_config(
+        &plugins,
+        &dir.path().join("data"),
+    )))
+    .await
+    .unwrap();
     let url = |p: &str| format!("http://{}{p}", server.addr);
     let c = client();
 
     for (path, needle) in [("/gone", "gone.wasm"), ("/junk", "not a valid component")] {
         let (status, body) = send_json(c.get(url(path))).await;
-        assert_eq!((status, error_code(&body)), (503, "plugin_unavailable"), "{path}");
+        assert_eq!(
+            (status, error_code(&body)),
+            (503, "plugin_unavailable"),
+            "{path}"
+        );
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains(needle), "{path}: {message}");
     }
@@ -134,7 +164,12 @@ async fn malformed_manifest_stops_the_start_naming_file_and_line() {
         "component = \"hello.wasm\"\n[[routes]]\nprefix = \"/typo\"\n\n[limits]\ncpu_milliseconds = 5\n",
     )
     .unwrap();
-    let err = match within(spike::start(test_config(&plugins, &dir.path().join("data")))).await {
+    let err = match within(spike::start(test_config(
+        &plugins,
+        &dir.path().join("data"),
+    )))
+    .await
+    {
         Ok(_) => panic!("a malformed manifest must stop the start"),
         Err(e) => e.to_string(),
     };
@@ -147,7 +182,12 @@ async fn malformed_manifest_stops_the_start_naming_file_and_line() {
         "component = \"hello.wasm\"\n[[routes]]\nprefix = \"/hello\"\n",
     )
     .unwrap();
-    let err = match within(spike::start(test_config(&plugins, &dir.path().join("data")))).await {
+    let err = match within(spike::start(test_config(
+        &plugins,
+        &dir.path().join("data"),
+    )))
+    .await
+    {
         Ok(_) => panic!("clashing routes must stop the start"),
         Err(e) => e.to_string(),
     };

@@ -32,7 +32,12 @@ impl Guest for Hello {
             ("POST", "/hello/counter") => count().send(out),
             ("PUT", p) if p.starts_with("/hello/files/") => put_file(&req, &p[13..]).send(out),
             ("GET", p) if p.starts_with("/hello/files/") => get_file(&req, &p[13..], out),
-            _ => Response::error(404, "not_found", &format!("hello has nothing at {method} {path}")).send(out),
+            _ => Response::error(
+                404,
+                "not_found",
+                &format!("hello has nothing at {method} {path}"),
+            )
+            .send(out),
         }
     }
 }
@@ -55,7 +60,11 @@ fn count() -> Response {
 
 fn check_name(name: &str) -> Result<(), Response> {
     if name.is_empty() || name.contains('/') {
-        return Err(Response::error(400, "bad_name", "a file name is one non-empty path segment"));
+        return Err(Response::error(
+            400,
+            "bad_name",
+            "a file name is one non-empty path segment",
+        ));
     }
     Ok(())
 }
@@ -113,11 +122,16 @@ fn get_file(req: &Request, name: &str, out: ResponseOutparam) {
     let range = match req.header("range").map(|r| parse_range(&r)) {
         None => None,
         Some(Some(r)) => Some(r),
-        Some(None) => return Response::error(416, "bad_range", "only one 'bytes=a-b' range is supported").send(out),
+        Some(None) => {
+            return Response::error(416, "bad_range", "only one 'bytes=a-b' range is supported")
+                .send(out);
+        }
     };
     let object = match bucket.get(name, range) {
         Ok(Some(o)) => o,
-        Ok(None) => return Response::error(404, "not_found", &format!("no file named '{name}'")).send(out),
+        Ok(None) => {
+            return Response::error(404, "not_found", &format!("no file named '{name}'")).send(out);
+        }
         Err(e) if range.is_some() && e.status() == 400 => {
             return Response::error(416, "bad_range", e.message()).send(out);
         }
@@ -125,12 +139,21 @@ fn get_file(req: &Request, name: &str, out: ResponseOutparam) {
     };
     let meta = &object.meta;
     let mut headers = vec![
-        ("content-length".to_string(), object.length.to_string().into_bytes()),
-        ("etag".to_string(), format!("\"{}\"", meta.etag).into_bytes()),
+        (
+            "content-length".to_string(),
+            object.length.to_string().into_bytes(),
+        ),
+        (
+            "etag".to_string(),
+            format!("\"{}\"", meta.etag).into_bytes(),
+        ),
         ("accept-ranges".to_string(), b"bytes".to_vec()),
         (
             "content-type".to_string(),
-            meta.content_type.clone().unwrap_or_else(|| "application/octet-stream".into()).into_bytes(),
+            meta.content_type
+                .clone()
+                .unwrap_or_else(|| "application/octet-stream".into())
+                .into_bytes(),
         ),
     ];
     let status = if range.is_some() {

@@ -2,8 +2,7 @@
 //! stream bodies without holding them in memory.
 
 use crate::wasi::http::types::{
-    Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse,
-    ResponseOutparam,
+    Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
 use crate::wasi::io::streams::{InputStream, OutputStream, StreamError};
 
@@ -61,7 +60,9 @@ impl Request {
     /// The first value of header `name`, if it is UTF-8.
     pub fn header(&self, name: &str) -> Option<String> {
         let values = self.inner.headers().get(name);
-        values.first().and_then(|v| String::from_utf8(v.clone()).ok())
+        values
+            .first()
+            .and_then(|v| String::from_utf8(v.clone()).ok())
     }
 
     /// The body as a stream. Keep the returned `IncomingBody` alive while
@@ -153,7 +154,8 @@ impl Response {
     }
 
     pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
-        self.headers.push((name.to_string(), value.as_ref().to_vec()));
+        self.headers
+            .push((name.to_string(), value.as_ref().to_vec()));
         self
     }
 
@@ -180,7 +182,10 @@ impl Response {
 
 /// Builds a response with `headers` and returns it with its body, to be
 /// streamed after `ResponseOutparam::set`.
-pub fn start_response(status: u16, headers: &[(String, Vec<u8>)]) -> (OutgoingResponse, OutgoingBody) {
+pub fn start_response(
+    status: u16,
+    headers: &[(String, Vec<u8>)],
+) -> (OutgoingResponse, OutgoingBody) {
     let fields = Fields::from_list(headers).unwrap_or_else(|_| Fields::new());
     let resp = OutgoingResponse::new(fields);
     let _ = resp.set_status_code(status);

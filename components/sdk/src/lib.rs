@@ -52,7 +52,10 @@ impl Error {
     /// The error's message.
     pub fn message(&self) -> &str {
         match self {
-            Error::AccessDenied(m) | Error::InvalidInput(m) | Error::TooLarge(m) | Error::Internal(m) => m,
+            Error::AccessDenied(m)
+            | Error::InvalidInput(m)
+            | Error::TooLarge(m)
+            | Error::Internal(m) => m,
         }
     }
 

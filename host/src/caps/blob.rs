@@ -66,7 +66,9 @@ impl ObjectRecord {
 
 fn check_key(key: &str) -> Result<(), CapError> {
     if key.is_empty() {
-        return Err(CapError::InvalidInput("object key must not be empty".into()));
+        return Err(CapError::InvalidInput(
+            "object key must not be empty".into(),
+        ));
     }
     if key.len() > MAX_KEY_BYTES {
         return Err(CapError::InvalidInput(format!(
@@ -130,7 +132,10 @@ impl BlobStore {
         check_key(key)?;
         let txn = redb::ReadableDatabase::begin_read(self.storage.db())?;
         let table = txn.open_table(BLOB_OBJECTS)?;
-        table.get((bucket, key))?.map(|raw| decode(raw.value())).transpose()
+        table
+            .get((bucket, key))?
+            .map(|raw| decode(raw.value()))
+            .transpose()
     }
 
     /// Makes a staged upload the object `bucket/key`, durable on return.
@@ -331,7 +336,9 @@ impl Upload {
 
     fn status(&self) -> StreamResult<()> {
         if let Some(e) = &self.failed {
-            return Err(StreamError::LastOperationFailed(wasmtime::format_err!("{e}")));
+            return Err(StreamError::LastOperationFailed(wasmtime::format_err!(
+                "{e}"
+            )));
         }
         if self.file.is_none() {
             return Err(StreamError::Closed);
@@ -346,7 +353,9 @@ struct UploadStream {
 }
 
 fn busy() -> StreamError {
-    StreamError::Trap(wasmtime::format_err!("upload stream used while it is being finished"))
+    StreamError::Trap(wasmtime::format_err!(
+        "upload stream used while it is being finished"
+    ))
 }
 
 impl OutputStream for UploadStream {
@@ -378,7 +387,11 @@ impl OutputStream for UploadStream {
     fn check_write(&mut self) -> StreamResult<usize> {
         let up = self.upload.try_lock().map_err(|_| busy())?;
         up.status()?;
-        Ok(if up.pending.is_some() { 0 } else { WRITE_BUDGET })
+        Ok(if up.pending.is_some() {
+            0
+        } else {
+            WRITE_BUDGET
+        })
     }
 }
 
@@ -482,14 +495,20 @@ impl BlobView<'_> {
         options: PutOptions,
     ) -> Result<Resource<ObjectWriter>, CapError> {
         check_key(&key)?;
-        let meta_size: usize = options.metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let meta_size: usize = options
+            .metadata
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
         if meta_size > MAX_METADATA_BYTES {
             return Err(CapError::TooLarge(format!(
                 "custom metadata is {meta_size} bytes, the limit is {MAX_METADATA_BYTES}"
             )));
         }
         if options.content_type.as_ref().is_some_and(|c| c.len() > 256) {
-            return Err(CapError::InvalidInput("content type is over 256 bytes".into()));
+            return Err(CapError::InvalidInput(
+                "content type is over 256 bytes".into(),
+            ));
         }
         let tmp_path = self.ctx.store.new_tmp_path();
         let file = tokio::fs::File::create(&tmp_path).await?;
@@ -514,7 +533,10 @@ impl BlobView<'_> {
             .map_err(|e| CapError::internal("resource table", e))
     }
 
-    async fn finish_put(&mut self, writer: Resource<ObjectWriter>) -> wasmtime::Result<Result<ObjectMeta, CapError>> {
+    async fn finish_put(
+        &mut self,
+        writer: Resource<ObjectWriter>,
+    ) -> wasmtime::Result<Result<ObjectMeta, CapError>> {
         let mut writer = self.table.delete(writer)?;
         let staged = {
             let mut up = writer.upload.lock().await;
@@ -528,7 +550,9 @@ impl BlobView<'_> {
                 }));
             }
             let Some(file) = file.as_mut() else {
-                return Ok(Err(CapError::InvalidInput("upload already finished".into())));
+                return Ok(Err(CapError::InvalidInput(
+                    "upload already finished".into(),
+                )));
             };
             let synced = async {
                 file.flush().await?;
@@ -545,8 +569,10 @@ impl BlobView<'_> {
         };
         let store = self.ctx.store.clone();
         let (bucket, key) = (writer.bucket.clone(), writer.key.clone());
-        let (content_type, metadata) =
-            (writer.options.content_type.take(), std::mem::take(&mut writer.options.metadata));
+        let (content_type, metadata) = (
+            writer.options.content_type.take(),
+            std::mem::take(&mut writer.options.metadata),
+        );
         let r = blocking(move || store.commit(&bucket, &key, staged, content_type, metadata)).await;
         // Committed (the temporary file is gone) or failed (it must go).
         writer.committed = r.is_ok();
@@ -585,7 +611,10 @@ impl wit::HostBucket for BlobView<'_> {
         range: Option<ByteRange>,
     ) -> wasmtime::Result<Result<Option<ObjectBody>, WitError>> {
         let bucket = self.bucket(&b)?;
-        Ok(self.get_object(&bucket, &key, range).await.map_err(Into::into))
+        Ok(self
+            .get_object(&bucket, &key, range)
+            .await
+            .map_err(Into::into))
     }
 
     async fn put(
@@ -595,7 +624,10 @@ impl wit::HostBucket for BlobView<'_> {
         options: PutOptions,
     ) -> wasmtime::Result<Result<Resource<ObjectWriter>, WitError>> {
         let bucket = self.bucket(&b)?;
-        Ok(self.start_put(bucket, key, options).await.map_err(Into::into))
+        Ok(self
+            .start_put(bucket, key, options)
+            .await
+            .map_err(Into::into))
     }
 
     async fn delete(
@@ -638,7 +670,9 @@ impl wit::HostObjectWriter for BlobView<'_> {
     ) -> wasmtime::Result<Result<Resource<DynOutputStream>, WitError>> {
         let writer = self.table.get_mut(&w)?;
         if writer.body_taken {
-            return Ok(Err(WitError::InvalidInput("the body stream was already taken".into())));
+            return Ok(Err(WitError::InvalidInput(
+                "the body stream was already taken".into(),
+            )));
         }
         writer.body_taken = true;
         let stream: DynOutputStream = Box::new(UploadStream {

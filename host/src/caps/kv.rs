@@ -48,8 +48,7 @@ mod codec {
 
     pub fn encode(e: &StoredEntry) -> Vec<u8> {
         let meta = e.metadata.as_deref().map(str::as_bytes);
-        let mut out =
-            Vec::with_capacity(HEADER + meta.map_or(0, <[u8]>::len) + e.value.len());
+        let mut out = Vec::with_capacity(HEADER + meta.map_or(0, <[u8]>::len) + e.value.len());
         out.push(VERSION);
         out.extend_from_slice(&e.expires_at_ms.unwrap_or(0).to_le_bytes());
         out.extend_from_slice(&meta.map_or(u32::MAX, |m| m.len() as u32).to_le_bytes());
@@ -374,7 +373,10 @@ impl KvView<'_> {
 impl wit::Host for KvView<'_> {}
 
 impl wit::HostNamespace for KvView<'_> {
-    async fn open(&mut self, name: String) -> wasmtime::Result<Result<Resource<Namespace>, WitError>> {
+    async fn open(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<Resource<Namespace>, WitError>> {
         if let Err(e) = self.ctx.grants.check_kv(&name) {
             return Ok(Err(e.into()));
         }
@@ -502,7 +504,7 @@ pub async fn run_expiry_sweeper(store: KvStore, every: std::time::Duration) {
         loop {
             let s = s.clone();
             match blocking(move || s.sweep_expired(now_ms(), 1000)).await {
-                Ok(n) if n == 1000 => continue,
+                Ok(1000) => continue,
                 Ok(_) => break,
                 Err(e) => {
                     tracing::error!("kv expiry sweep: {e}");
@@ -526,9 +528,21 @@ mod tests {
     #[test]
     fn codec_round_trips() {
         for e in [
-            StoredEntry { value: b"v".to_vec(), metadata: None, expires_at_ms: None },
-            StoredEntry { value: vec![], metadata: Some("{}".into()), expires_at_ms: Some(5) },
-            StoredEntry { value: vec![0; 1000], metadata: Some(String::new()), expires_at_ms: None },
+            StoredEntry {
+                value: b"v".to_vec(),
+                metadata: None,
+                expires_at_ms: None,
+            },
+            StoredEntry {
+                value: vec![],
+                metadata: Some("{}".into()),
+                expires_at_ms: Some(5),
+            },
+            StoredEntry {
+                value: vec![0; 1000],
+                metadata: Some(String::new()),
+                expires_at_ms: None,
+            },
         ] {
             let bytes = codec::encode(&e);
             assert_eq!(codec::decode(&bytes), Some(e.clone()));
@@ -542,7 +556,8 @@ mod tests {
     fn set_get_delete() {
         let (_d, kv) = store();
         assert_eq!(kv.get("a", "k", 0).unwrap(), None);
-        kv.set("a", "k", b"v".to_vec(), None, Some("m".into()), 0).unwrap();
+        kv.set("a", "k", b"v".to_vec(), None, Some("m".into()), 0)
+            .unwrap();
         let e = kv.get("a", "k", 0).unwrap().unwrap();
         assert_eq!(e.value, b"v");
         assert_eq!(e.metadata.as_deref(), Some("m"));
@@ -558,22 +573,38 @@ mod tests {
         let (_d, kv) = store();
         assert!(matches!(kv.get("a", "", 0), Err(CapError::InvalidInput(_))));
         let long = "k".repeat(MAX_KEY_BYTES + 1);
-        assert!(matches!(kv.set("a", &long, vec![], None, None, 0), Err(CapError::InvalidInput(_))));
+        assert!(matches!(
+            kv.set("a", &long, vec![], None, None, 0),
+            Err(CapError::InvalidInput(_))
+        ));
         let meta = "m".repeat(MAX_METADATA_BYTES + 1);
-        assert!(matches!(kv.set("a", "k", vec![], None, Some(meta), 0), Err(CapError::TooLarge(_))));
-        assert!(matches!(kv.set("a", "k", vec![], Some(0), None, 0), Err(CapError::InvalidInput(_))));
-        assert!(matches!(kv.list("a", "", None, 1001, 0), Err(CapError::InvalidInput(_))));
+        assert!(matches!(
+            kv.set("a", "k", vec![], None, Some(meta), 0),
+            Err(CapError::TooLarge(_))
+        ));
+        assert!(matches!(
+            kv.set("a", "k", vec![], Some(0), None, 0),
+            Err(CapError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            kv.list("a", "", None, 1001, 0),
+            Err(CapError::InvalidInput(_))
+        ));
     }
 
     #[test]
     fn ttl_hides_then_sweeps() {
         let (_d, kv) = store();
-        kv.set("a", "t", b"1".to_vec(), Some(100), None, 1_000).unwrap();
+        kv.set("a", "t", b"1".to_vec(), Some(100), None, 1_000)
+            .unwrap();
         kv.set("a", "p", b"2".to_vec(), None, None, 1_000).unwrap();
         assert!(kv.get("a", "t", 1_099).unwrap().is_some());
         assert!(kv.get("a", "t", 1_100).unwrap().is_none());
         let (keys, _) = kv.list("a", "", None, 0, 1_100).unwrap();
-        assert_eq!(keys.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["p"]);
+        assert_eq!(
+            keys.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(),
+            ["p"]
+        );
         assert_eq!(kv.sweep_expired(1_099, 10).unwrap(), 0);
         assert_eq!(kv.sweep_expired(1_100, 10).unwrap(), 1);
         assert_eq!(kv.sweep_expired(1_100, 10).unwrap(), 0);
@@ -588,7 +619,8 @@ mod tests {
     fn list_pages_by_prefix() {
         let (_d, kv) = store();
         for i in 0..25 {
-            kv.set("a", &format!("user:{i:02}"), vec![], None, None, 0).unwrap();
+            kv.set("a", &format!("user:{i:02}"), vec![], None, None, 0)
+                .unwrap();
         }
         kv.set("a", "other", vec![], None, None, 0).unwrap();
         kv.set("b", "user:99", vec![], None, None, 0).unwrap();
@@ -618,9 +650,16 @@ mod tests {
         assert_eq!(kv.increment("a", "n", 1, 0).unwrap(), 1);
         assert_eq!(kv.increment("a", "n", 41, 0).unwrap(), 42);
         kv.set("a", "s", b"text".to_vec(), None, None, 0).unwrap();
-        assert!(matches!(kv.increment("a", "s", 1, 0), Err(CapError::InvalidInput(_))));
-        kv.set("a", "max", i64::MAX.to_string().into_bytes(), None, None, 0).unwrap();
-        assert!(matches!(kv.increment("a", "max", 1, 0), Err(CapError::InvalidInput(_))));
+        assert!(matches!(
+            kv.increment("a", "s", 1, 0),
+            Err(CapError::InvalidInput(_))
+        ));
+        kv.set("a", "max", i64::MAX.to_string().into_bytes(), None, None, 0)
+            .unwrap();
+        assert!(matches!(
+            kv.increment("a", "max", 1, 0),
+            Err(CapError::InvalidInput(_))
+        ));
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let kv = kv.clone();

@@ -16,9 +16,9 @@ use super::engine::{PoolSettings, build_engine};
 use super::manifest::Limits;
 use super::registry::link_everything;
 use super::state::{PluginContext, RequestState};
+use crate::caps::Grants;
 use crate::caps::blob::{BlobCtx, BlobStore};
 use crate::caps::kv::{KvCtx, KvStore};
-use crate::caps::Grants;
 use crate::storage::{Storage, sha256_hex};
 
 /// What `spike check` reports.
@@ -46,20 +46,28 @@ const INSTANTIATIONS: usize = 2000;
 pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
     let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let sha = sha256_hex(&bytes);
-    let engine = build_engine(&PoolSettings { max_instances: 16, ..Default::default() })?;
+    let engine = build_engine(&PoolSettings {
+        max_instances: 16,
+        ..Default::default()
+    })?;
     let mut linker = Linker::new(&engine);
     link_everything(&mut linker).map_err(|e| anyhow::anyhow!("{e:#}"))?;
 
     let start = Instant::now();
-    let component = Component::new(&engine, &bytes).map_err(|e| anyhow::anyhow!("not a valid component: {e:#}"))?;
+    let component = Component::new(&engine, &bytes)
+        .map_err(|e| anyhow::anyhow!("not a valid component: {e:#}"))?;
     let compile = start.elapsed();
 
     let scratch = tempdir()?;
     let storage = Storage::open(&scratch)?;
     let cache = CompileCache::new(storage.compile_cache_dir(), &engine);
-    cache.load(&engine, &bytes, &sha).map_err(anyhow::Error::msg)?;
+    cache
+        .load(&engine, &bytes, &sha)
+        .map_err(anyhow::Error::msg)?;
     let start = Instant::now();
-    cache.load(&engine, &bytes, &sha).map_err(anyhow::Error::msg)?;
+    cache
+        .load(&engine, &bytes, &sha)
+        .map_err(anyhow::Error::msg)?;
     let cached = start.elapsed();
 
     let pre = ProxyPre::new(
@@ -80,8 +88,14 @@ pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
         name: "check".into(),
         limits: Limits::default(),
         grants: grants.clone(),
-        kv: KvCtx { store: KvStore::new(storage.clone()), grants: grants.clone() },
-        blob: BlobCtx { store: BlobStore::new(storage.clone(), 0), grants },
+        kv: KvCtx {
+            store: KvStore::new(storage.clone()),
+            grants: grants.clone(),
+        },
+        blob: BlobCtx {
+            store: BlobStore::new(storage.clone(), 0),
+            grants,
+        },
     };
     let mut times = Vec::with_capacity(INSTANTIATIONS);
     for _ in 0..INSTANTIATIONS {
@@ -112,7 +126,11 @@ pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
 }
 
 fn tempdir() -> std::io::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("spike-check-{}-{}", std::process::id(), crate::storage::now_ms()));
+    let dir = std::env::temp_dir().join(format!(
+        "spike-check-{}-{}",
+        std::process::id(),
+        crate::storage::now_ms()
+    ));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }

@@ -72,7 +72,9 @@ impl CompileCache {
             // (the name carries its key). wasmtime still checks the header.
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(c) => return Ok((c, CacheOutcome::Hit)),
-                Err(e) => tracing::warn!(path = %path.display(), "unusable cache entry, recompiling: {e}"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "unusable cache entry, recompiling: {e}")
+                }
             }
         }
         let component = Component::new(engine, bytes).map_err(|e| format!("{e:#}"))?;

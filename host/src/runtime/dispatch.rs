@@ -81,7 +81,11 @@ pub async fn dispatch(
         .http()
         .new_incoming_request(Scheme::Http, req)
         .map_err(|_| http())?;
-    let outparam = store.data_mut().http().new_response_outparam(tx).map_err(|_| http())?;
+    let outparam = store
+        .data_mut()
+        .http()
+        .new_response_outparam(tx)
+        .map_err(|_| http())?;
 
     let pre = plugin.pre.clone();
     let guest = tokio::spawn(async move {
@@ -134,12 +138,18 @@ pub async fn dispatch(
 /// Names what went wrong in a guest.
 fn classify(e: wasmtime::Error) -> DispatchError {
     if let Some(cpu) = e.downcast_ref::<CpuLimitExceeded>() {
-        return DispatchError::CpuLimit(CpuLimitExceeded { limit_ms: cpu.limit_ms });
+        return DispatchError::CpuLimit(CpuLimitExceeded {
+            limit_ms: cpu.limit_ms,
+        });
     }
     if let Some(mem) = e.downcast_ref::<MemoryLimitExceeded>() {
-        return DispatchError::MemoryLimit(MemoryLimitExceeded { limit_mib: mem.limit_mib });
+        return DispatchError::MemoryLimit(MemoryLimitExceeded {
+            limit_mib: mem.limit_mib,
+        });
     }
-    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
         return DispatchError::Busy;
     }
     DispatchError::Trap(first_line(&format!("{e:#}")))

@@ -176,20 +176,29 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
             n.get_ref().clone()
         }
         None => {
-            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
             check_name(stem).map_err(|m| err(None, format!("file name: {m}")))?;
             stem.to_string()
         }
     };
 
     if raw.component.get_ref().trim().is_empty() {
-        return Err(err(Some(raw.component.span()), "component must name a .wasm file".into()));
+        return Err(err(
+            Some(raw.component.span()),
+            "component must name a .wasm file".into(),
+        ));
     }
     let base = path.parent().unwrap_or(Path::new("."));
     let component = base.join(raw.component.get_ref());
 
     if raw.routes.is_empty() {
-        return Err(err(None, "no [[routes]]: a plugin must serve at least one path prefix".into()));
+        return Err(err(
+            None,
+            "no [[routes]]: a plugin must serve at least one path prefix".into(),
+        ));
     }
     let mut routes = Vec::new();
     for r in &raw.routes {
@@ -199,12 +208,18 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
         for m in r.methods.iter().flatten() {
             let method = m.get_ref().to_ascii_uppercase();
             if http::Method::from_bytes(method.as_bytes()).is_err() || method.is_empty() {
-                return Err(err(Some(m.span()), format!("'{}' is not an HTTP method", m.get_ref())));
+                return Err(err(
+                    Some(m.span()),
+                    format!("'{}' is not an HTTP method", m.get_ref()),
+                ));
             }
             methods.insert(method);
         }
         if r.methods.as_ref().is_some_and(Vec::is_empty) {
-            return Err(err(Some(r.prefix.span()), "methods is empty: omit it to allow all methods".into()));
+            return Err(err(
+                Some(r.prefix.span()),
+                "methods is empty: omit it to allow all methods".into(),
+            ));
         }
         routes.push(Route {
             prefix: prefix.clone(),
@@ -225,7 +240,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
         .grants
         .outbound
         .iter()
-        .map(|h| h.get_ref().parse::<HostPattern>().map_err(|m| err(Some(h.span()), m)))
+        .map(|h| {
+            h.get_ref()
+                .parse::<HostPattern>()
+                .map_err(|m| err(Some(h.span()), m))
+        })
         .collect::<Result<_, _>>()?;
     let grants = Grants {
         kv: names(&raw.grants.kv, "kv namespace")?,
@@ -239,7 +258,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
     if let Some(v) = &l.memory_mib {
         let mib = *v.get_ref();
         if !(1..=4096).contains(&mib) {
-            return Err(err(Some(v.span()), "memory_mib must be between 1 and 4096".into()));
+            return Err(err(
+                Some(v.span()),
+                "memory_mib must be between 1 and 4096".into(),
+            ));
         }
         limits.memory_bytes = mib << 20;
     }
@@ -257,7 +279,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
     }
     if let Some(v) = &l.max_body_mib {
         if !(1..=1 << 20).contains(v.get_ref()) {
-            return Err(err(Some(v.span()), "max_body_mib must be between 1 and 1048576".into()));
+            return Err(err(
+                Some(v.span()),
+                "max_body_mib must be between 1 and 1048576".into(),
+            ));
         }
         limits.max_body_bytes = *v.get_ref() << 20;
     }
@@ -298,7 +323,9 @@ fn check_resource_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("'{name}' must be 1 to 128 letters, digits, '-', '_', '.' or ':'"))
+        Err(format!(
+            "'{name}' must be 1 to 128 letters, digits, '-', '_', '.' or ':'"
+        ))
     }
 }
 
@@ -316,7 +343,9 @@ fn check_prefix(prefix: &str) -> Result<(), String> {
     // matched before any plugin's.
     for reserved in RESERVED_PREFIXES {
         if crate::server::routes::prefix_matches(reserved, prefix) {
-            return Err(format!("route prefix '{prefix}' overlaps the host's own '{reserved}'"));
+            return Err(format!(
+                "route prefix '{prefix}' overlaps the host's own '{reserved}'"
+            ));
         }
     }
     Ok(())
@@ -354,7 +383,10 @@ max_body_mib = 1024
         .unwrap();
         assert_eq!(m.name, "hello");
         assert_eq!(m.component, Path::new("/p/hello.wasm"));
-        assert_eq!(m.routes[0].methods, ["GET", "POST"].map(String::from).into());
+        assert_eq!(
+            m.routes[0].methods,
+            ["GET", "POST"].map(String::from).into()
+        );
         assert!(m.routes[1].methods.is_empty());
         assert!(m.grants.check_kv("hello").is_ok());
         assert!(m.grants.check_outbound("127.0.0.1", 9000).is_ok());
@@ -377,8 +409,10 @@ max_body_mib = 1024
         assert!(e.to_string().starts_with("/p/hello.toml:3: "), "{e}");
         assert!(e.message.contains("must start with '/'"), "{e}");
 
-        let e = parse_str("component = \"x.wasm\"\nroutes = [{ prefix = \"/x\" }]\n[limits]\nmemroy_mib = 3\n")
-            .unwrap_err();
+        let e = parse_str(
+            "component = \"x.wasm\"\nroutes = [{ prefix = \"/x\" }]\n[limits]\nmemroy_mib = 3\n",
+        )
+        .unwrap_err();
         assert_eq!(e.line, Some(4));
         assert!(e.message.contains("memroy_mib"), "{e}");
 
@@ -398,12 +432,30 @@ max_body_mib = 1024
             ("routes = [{ prefix = \"/_spike/x\" }]", "overlaps"),
             ("routes = [{ prefix = \"/healthz\" }]", "overlaps"),
             ("routes = [{ prefix = \"/x/\" }]", "must not end"),
-            ("routes = [{ prefix = \"/x\", methods = [\"GE T\"] }]", "not an HTTP method"),
-            ("routes = [{ prefix = \"/x\", methods = [] }]", "methods is empty"),
-            ("routes = [{ prefix = \"/x\" }]\ngrants.kv = [\"a b\"]", "kv namespace"),
-            ("routes = [{ prefix = \"/x\" }]\ngrants.outbound = [\"http://x\"]", "not a URL"),
-            ("routes = [{ prefix = \"/x\" }]\nlimits.memory_mib = 0", "memory_mib"),
-            ("routes = [{ prefix = \"/x\" }]\nname = \"Bad\"", "plugin name"),
+            (
+                "routes = [{ prefix = \"/x\", methods = [\"GE T\"] }]",
+                "not an HTTP method",
+            ),
+            (
+                "routes = [{ prefix = \"/x\", methods = [] }]",
+                "methods is empty",
+            ),
+            (
+                "routes = [{ prefix = \"/x\" }]\ngrants.kv = [\"a b\"]",
+                "kv namespace",
+            ),
+            (
+                "routes = [{ prefix = \"/x\" }]\ngrants.outbound = [\"http://x\"]",
+                "not a URL",
+            ),
+            (
+                "routes = [{ prefix = \"/x\" }]\nlimits.memory_mib = 0",
+                "memory_mib",
+            ),
+            (
+                "routes = [{ prefix = \"/x\" }]\nname = \"Bad\"",
+                "plugin name",
+            ),
         ] {
             let e = parse_str(&format!("component = \"x.wasm\"\n{text}\n")).unwrap_err();
             assert!(e.message.contains(needle), "{text}: {e}");

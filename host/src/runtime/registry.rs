@@ -110,7 +110,10 @@ impl PluginSlot {
 
     /// The most recent load failure, if the last attempt failed.
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn set_error(&self, e: Option<String>) {
@@ -234,7 +237,9 @@ impl PluginRegistry {
         let table = txn
             .open_table(PLUGIN_VERSIONS)
             .map_err(|e| LoadError::Storage(e.to_string()))?;
-        let raw = table.get(name).map_err(|e| LoadError::Storage(e.to_string()))?;
+        let raw = table
+            .get(name)
+            .map_err(|e| LoadError::Storage(e.to_string()))?;
         Ok(match raw {
             Some(raw) => serde_json::from_slice(raw.value()).unwrap_or_default(),
             None => VersionHistory::default(),
@@ -245,7 +250,8 @@ impl PluginRegistry {
         let raw = serde_json::to_vec(history).map_err(|e| LoadError::Storage(e.to_string()))?;
         let store = |db: &redb::Database| -> Result<(), redb::Error> {
             let txn = db.begin_write()?;
-            txn.open_table(PLUGIN_VERSIONS)?.insert(name, raw.as_slice())?;
+            txn.open_table(PLUGIN_VERSIONS)?
+                .insert(name, raw.as_slice())?;
             txn.commit()?;
             Ok(())
         };
@@ -270,7 +276,9 @@ impl PluginRegistry {
                     self.activate(slot, loaded);
                     return Ok(());
                 }
-                Err(e) => tracing::warn!(plugin = %name, "kept version unavailable, loading the file: {e}"),
+                Err(e) => {
+                    tracing::warn!(plugin = %name, "kept version unavailable, loading the file: {e}")
+                }
             }
         }
         history.file_sha256 = Some(file_sha.clone());
@@ -345,7 +353,9 @@ impl PluginRegistry {
         }
         let previous = history.versions[history.versions.len() - 2].clone();
         let bytes = self.read_version(&previous.sha256).await?;
-        let loaded = self.compile(bytes, previous.sha256.clone(), previous.source).await?;
+        let loaded = self
+            .compile(bytes, previous.sha256.clone(), previous.source)
+            .await?;
         history.versions.pop();
         self.save_history(name, &history)?;
         Ok(self.activate(&slot, loaded))
@@ -368,7 +378,11 @@ impl PluginRegistry {
 
     /// Keeps the bytes of `loaded` and appends it to `history`.
     fn record(&self, history: &mut VersionHistory, loaded: &LoadedPlugin) -> Result<(), LoadError> {
-        if history.versions.last().is_some_and(|v| v.sha256 == loaded.sha256) {
+        if history
+            .versions
+            .last()
+            .is_some_and(|v| v.sha256 == loaded.sha256)
+        {
             return Ok(());
         }
         history.versions.push(VersionRecord {
@@ -383,7 +397,9 @@ impl PluginRegistry {
     }
 
     fn version_path(&self, sha256: &str) -> std::path::PathBuf {
-        self.storage.plugin_versions_dir().join(format!("{sha256}.wasm"))
+        self.storage
+            .plugin_versions_dir()
+            .join(format!("{sha256}.wasm"))
     }
 
     async fn read_version(&self, sha256: &str) -> Result<Vec<u8>, LoadError> {
@@ -408,11 +424,14 @@ impl PluginRegistry {
         let keep_at = self.version_path(&sha256);
         tokio::task::spawn_blocking(move || {
             let start = Instant::now();
-            let (component, outcome) = cache.load(&engine, &bytes, &sha256).map_err(LoadError::Compile)?;
+            let (component, outcome) = cache
+                .load(&engine, &bytes, &sha256)
+                .map_err(LoadError::Compile)?;
             let instance_pre = linker
                 .instantiate_pre(&component)
                 .map_err(|e| LoadError::World(format!("{e:#}")))?;
-            let pre = ProxyPre::new(instance_pre).map_err(|e| LoadError::World(format!("{e:#}")))?;
+            let pre =
+                ProxyPre::new(instance_pre).map_err(|e| LoadError::World(format!("{e:#}")))?;
             let load_time = start.elapsed();
             if !keep_at.exists() {
                 let tmp = keep_at.with_extension("tmp");

@@ -104,10 +104,15 @@ impl RequestState {
 
     /// The call hook: tracks when the guest is running wasm, so that time
     /// spent waiting in host calls (I/O) is not charged as CPU time.
-    pub fn on_call_hook(mut store: StoreContextMut<'_, Self>, hook: CallHook) -> wasmtime::Result<()> {
+    pub fn on_call_hook(
+        mut store: StoreContextMut<'_, Self>,
+        hook: CallHook,
+    ) -> wasmtime::Result<()> {
         let cpu = &mut store.data_mut().cpu;
         match hook {
-            CallHook::CallingWasm | CallHook::ReturningFromHost => cpu.in_wasm_since = Some(Instant::now()),
+            CallHook::CallingWasm | CallHook::ReturningFromHost => {
+                cpu.in_wasm_since = Some(Instant::now())
+            }
             CallHook::ReturningFromWasm | CallHook::CallingHost => {
                 if let Some(t) = cpu.in_wasm_since.take() {
                     cpu.used += t.elapsed();

@@ -15,7 +15,9 @@ use super::registry::PluginRegistry;
 const SETTLE: Duration = Duration::from_millis(200);
 
 /// Watches every plugin's component file until the returned watcher drops.
-pub fn watch_components(registry: Arc<PluginRegistry>) -> notify::Result<notify::RecommendedWatcher> {
+pub fn watch_components(
+    registry: Arc<PluginRegistry>,
+) -> notify::Result<notify::RecommendedWatcher> {
     // Watch folders, not files: replacing a file by rename would end a
     // watch on the file itself.
     let mut by_path: HashMap<PathBuf, Vec<String>> = HashMap::new();
@@ -25,7 +27,10 @@ pub fn watch_components(registry: Arc<PluginRegistry>) -> notify::Result<notify:
         if let Some(dir) = path.parent() {
             dirs.insert(dir.to_path_buf());
         }
-        by_path.entry(path).or_default().push(slot.manifest.name.clone());
+        by_path
+            .entry(path)
+            .or_default()
+            .push(slot.manifest.name.clone());
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {

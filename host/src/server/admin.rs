@@ -64,7 +64,10 @@ fn plugin_json(state: &AppState, slot: &PluginSlot) -> Value {
         (Some(_), Some(_)) => "degraded",
         (None, _) => "failed",
     };
-    let history = state.registry.history(&slot.manifest.name).unwrap_or_default();
+    let history = state
+        .registry
+        .history(&slot.manifest.name)
+        .unwrap_or_default();
     let routes: Vec<Value> = slot
         .manifest
         .routes
@@ -83,18 +86,29 @@ fn plugin_json(state: &AppState, slot: &PluginSlot) -> Value {
 }
 
 /// `GET /_spike/plugins`
-pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
-    let plugins: Vec<Value> = state.registry.slots().map(|s| plugin_json(&state, s)).collect();
+    let plugins: Vec<Value> = state
+        .registry
+        .slots()
+        .map(|s| plugin_json(&state, s))
+        .collect();
     Ok(Json(json!({ "plugins": plugins })))
 }
 
 fn load_error(e: LoadError) -> ApiError {
     match e {
-        LoadError::Compile(_) | LoadError::World(_) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "component_refused", e.to_string())
+        LoadError::Compile(_) | LoadError::World(_) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "component_refused",
+            e.to_string(),
+        ),
+        LoadError::NoPreviousVersion => {
+            ApiError::new(StatusCode::CONFLICT, "no_previous_version", e.to_string())
         }
-        LoadError::NoPreviousVersion => ApiError::new(StatusCode::CONFLICT, "no_previous_version", e.to_string()),
         LoadError::Read { .. } | LoadError::Storage(_) => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
         }
@@ -114,14 +128,20 @@ pub async fn upload(
     }
     let body = body.map_err(|e| ApiError::new(e.status(), "bad_body", e.body_text()))?;
     if body.is_empty() {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "empty_body", "send the component (.wasm) as the body"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "empty_body",
+            "send the component (.wasm) as the body",
+        ));
     }
     let loaded = state
         .registry
         .install(&name, body.to_vec(), VersionSource::Upload)
         .await
         .map_err(load_error)?;
-    Ok(Json(json!({ "name": name, "version": version_json(&loaded) })))
+    Ok(Json(
+        json!({ "name": name, "version": version_json(&loaded) }),
+    ))
 }
 
 /// `POST /_spike/plugins/{name}/rollback`
@@ -135,5 +155,7 @@ pub async fn rollback(
         return Err(ApiError::not_found(format!("no plugin named '{name}'")));
     }
     let loaded = state.registry.rollback(&name).await.map_err(load_error)?;
-    Ok(Json(json!({ "name": name, "version": version_json(&loaded) })))
+    Ok(Json(
+        json!({ "name": name, "version": version_json(&loaded) }),
+    ))
 }

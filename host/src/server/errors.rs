@@ -42,7 +42,9 @@ impl From<DispatchError> for ApiError {
             DispatchError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             DispatchError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "plugin_timeout"),
             DispatchError::CpuLimit(_) => (StatusCode::GATEWAY_TIMEOUT, "plugin_cpu_limit"),
-            DispatchError::MemoryLimit(_) => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_memory_limit"),
+            DispatchError::MemoryLimit(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "plugin_memory_limit")
+            }
             DispatchError::Trap(_) => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_trap"),
             DispatchError::NoResponse => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_no_response"),
             DispatchError::Guest(_) => (StatusCode::BAD_GATEWAY, "plugin_error"),

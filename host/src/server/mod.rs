@@ -58,13 +58,20 @@ async fn healthz() -> impl IntoResponse {
 /// Every request that is not the host's own goes to the plugin whose route
 /// covers it.
 async fn plugin_request(State(state): State<Arc<AppState>>, mut req: Request) -> Response {
-    let slot = match state.registry.route(req.method().as_str(), req.uri().path()) {
+    let slot = match state
+        .registry
+        .route(req.method().as_str(), req.uri().path())
+    {
         Ok(slot) => slot,
         Err(RouteMatch::MethodNotAllowed(allowed)) => {
             let mut resp = ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
-                format!("{} is not allowed here; allowed: {}", req.method(), allowed.join(", ")),
+                format!(
+                    "{} is not allowed here; allowed: {}",
+                    req.method(),
+                    allowed.join(", ")
+                ),
             )
             .into_response();
             if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
@@ -73,7 +80,8 @@ async fn plugin_request(State(state): State<Arc<AppState>>, mut req: Request) ->
             return resp;
         }
         Err(_) => {
-            return ApiError::not_found(format!("no plugin serves {}", req.uri().path())).into_response();
+            return ApiError::not_found(format!("no plugin serves {}", req.uri().path()))
+                .into_response();
         }
     };
     let served_by = ServedBy(slot.context.name.clone());
@@ -91,7 +99,8 @@ async fn plugin_request(State(state): State<Arc<AppState>>, mut req: Request) ->
         Some(plugin) => {
             // wasi:http needs an authority; HTTP/1.0 clients may send none.
             if !req.headers().contains_key(http::header::HOST) {
-                req.headers_mut().insert(http::header::HOST, HeaderValue::from_static("localhost"));
+                req.headers_mut()
+                    .insert(http::header::HOST, HeaderValue::from_static("localhost"));
             }
             match dispatch(&slot, plugin, state.registry.engine(), req).await {
                 Ok(resp) => resp.map(into_axum_body),
@@ -144,7 +153,10 @@ impl RunningServer {
         }
         // Idle keep-alive connections close at once; a stuck one must not
         // hold the stop forever.
-        if tokio::time::timeout(Duration::from_secs(10), &mut self.serve).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), &mut self.serve)
+            .await
+            .is_err()
+        {
             self.serve.abort();
         }
         self.sweeper.abort();
@@ -173,7 +185,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         match watch::watch_components(registry.clone()) {
             Ok(w) => Some(w),
             Err(e) => {
-                tracing::warn!("file watching unavailable, hot swap only through the admin API: {e}");
+                tracing::warn!(
+                    "file watching unavailable, hot swap only through the admin API: {e}"
+                );
                 None
             }
         }

@@ -76,7 +76,11 @@ impl RouteTable {
     /// The plugin for `method path`.
     pub fn resolve(&self, method: &str, path: &str) -> RouteMatch<'_> {
         let mut allowed = BTreeSet::new();
-        for e in self.entries.iter().filter(|e| prefix_matches(&e.prefix, path)) {
+        for e in self
+            .entries
+            .iter()
+            .filter(|e| prefix_matches(&e.prefix, path))
+        {
             if e.methods.is_empty() || e.methods.contains(method) {
                 return RouteMatch::Plugin(&e.plugin);
             }
@@ -121,7 +125,10 @@ mod tests {
             manifest("root", r#"{ prefix = "/" }"#),
         ])
         .unwrap();
-        assert_eq!(t.resolve("GET", "/api/users/7"), RouteMatch::Plugin("users"));
+        assert_eq!(
+            t.resolve("GET", "/api/users/7"),
+            RouteMatch::Plugin("users")
+        );
         assert_eq!(t.resolve("GET", "/api/usersx"), RouteMatch::Plugin("api"));
         assert_eq!(t.resolve("GET", "/api"), RouteMatch::Plugin("api"));
         assert_eq!(t.resolve("GET", "/other"), RouteMatch::Plugin("root"));
