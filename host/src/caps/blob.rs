@@ -30,7 +30,7 @@ use super::{CapError, Grants, WitError, blocking};
 use crate::bindings::spike::host::blob::{
     self as wit, ByteRange, ObjectBody, ObjectMeta, ObjectPage, PutOptions,
 };
-use crate::storage::{BLOB_OBJECTS, BLOB_REFS, Storage, now_ms};
+use crate::storage::{BLOB_OBJECTS, BLOB_REFS, Storage, now_ms, unique_suffix};
 
 /// Longest object key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -119,12 +119,7 @@ impl BlobStore {
 
     /// A new temporary file for an upload.
     pub fn new_tmp_path(&self) -> PathBuf {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        self.storage
-            .blob_tmp_dir()
-            .join(format!("{}-{}-{n}.part", std::process::id(), now_ms()))
+        self.storage.blob_tmp_dir().join(unique_suffix())
     }
 
     /// The record of `bucket/key`, if any.
@@ -707,4 +702,183 @@ pub fn add_to_linker<T: Send + 'static>(
     view: fn(&mut T) -> BlobView<'_>,
 ) -> wasmtime::Result<()> {
     wit::add_to_linker::<T, HasBlob>(linker, view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wit::{HostBucket, HostObjectWriter};
+
+    fn ctx(dir: &std::path::Path) -> BlobCtx {
+        let grants = Grants {
+            blob: ["files".to_string()].into(),
+            ..Default::default()
+        };
+        BlobCtx {
+            store: BlobStore::new(Storage::open(dir).unwrap(), 1 << 20),
+            grants: Arc::new(grants),
+        }
+    }
+
+    async fn read_all(table: &mut ResourceTable, stream: Resource<DynInputStream>) -> Vec<u8> {
+        let stream = table.get_mut(&stream).unwrap();
+        let mut out = Vec::new();
+        loop {
+            stream.ready().await;
+            match stream.read(64 * 1024) {
+                Ok(bytes) => out.extend_from_slice(&bytes),
+                Err(StreamError::Closed) => return out,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    async fn upload(
+        view: &mut BlobView<'_>,
+        bucket: u32,
+        key: &str,
+        data: &[u8],
+    ) -> Result<ObjectMeta, WitError> {
+        let options = PutOptions {
+            content_type: Some("text/plain".into()),
+            metadata: vec![("a".into(), "b".into())],
+        };
+        let writer = view
+            .put(Resource::new_borrow(bucket), key.into(), options)
+            .await
+            .unwrap()?;
+        let body = view
+            .body(Resource::new_borrow(writer.rep()))
+            .await
+            .unwrap()?;
+        {
+            let stream = view.table.get_mut(&body).unwrap();
+            for chunk in data.chunks(1000) {
+                stream.ready().await;
+                if stream.write(Bytes::copy_from_slice(chunk)).is_err() {
+                    break; // over the limit: `finish` says why
+                }
+            }
+        }
+        view.table.delete(body).unwrap();
+        view.finish(writer).await.unwrap()
+    }
+
+    /// The `Host` impl on a view, as a guest would call it (no wasm).
+    #[tokio::test]
+    async fn view_checks_the_grant_then_streams() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = ctx(dir.path());
+        let mut table = ResourceTable::new();
+        let mut view = BlobView {
+            ctx: &ctx,
+            table: &mut table,
+        };
+
+        let denied = view.open("secret".into()).await.unwrap();
+        assert!(matches!(denied, Err(WitError::AccessDenied(m)) if m.contains("'secret'")));
+        let bucket = view.open("files".into()).await.unwrap().unwrap().rep();
+
+        let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        let meta = upload(&mut view, bucket, "k", &data).await.unwrap();
+        assert_eq!(meta.size, 10_000);
+        assert_eq!(meta.etag, crate::storage::sha256_hex(&data));
+        assert_eq!(meta.metadata, vec![("a".to_string(), "b".to_string())]);
+
+        let whole = view
+            .get(Resource::new_borrow(bucket), "k".into(), None)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(read_all(view.table, whole.body).await, data);
+        let range = Some(ByteRange {
+            offset: 9_990,
+            length: Some(100),
+        });
+        let part = view
+            .get(Resource::new_borrow(bucket), "k".into(), range)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!((part.offset, part.length), (9_990, 10));
+        assert_eq!(read_all(view.table, part.body).await, &data[9_990..]);
+        let past = Some(ByteRange {
+            offset: 10_000,
+            length: None,
+        });
+        let past = view
+            .get(Resource::new_borrow(bucket), "k".into(), past)
+            .await
+            .unwrap();
+        assert!(matches!(past, Err(WitError::InvalidInput(_))));
+
+        // Over the size limit: refused, and nothing is stored.
+        let big = vec![0u8; (1 << 20) + 1];
+        let refused = upload(&mut view, bucket, "big", &big).await;
+        assert!(matches!(refused, Err(WitError::TooLarge(_))), "{refused:?}");
+        assert!(
+            view.head(Resource::new_borrow(bucket), "big".into())
+                .await
+                .unwrap()
+                .unwrap()
+                .is_none()
+        );
+        let tmp_files = std::fs::read_dir(ctx.store.storage.blob_tmp_dir())
+            .unwrap()
+            .count();
+        assert_eq!(
+            tmp_files, 0,
+            "the refused upload's staging file must be gone"
+        );
+
+        assert!(
+            view.delete(Resource::new_borrow(bucket), "k".into())
+                .await
+                .unwrap()
+                .unwrap()
+        );
+        assert!(
+            view.get(Resource::new_borrow(bucket), "k".into(), None)
+                .await
+                .unwrap()
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn shared_bodies_are_reference_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::new(Storage::open(dir.path()).unwrap(), 1 << 20);
+        let stage = |bytes: &[u8]| {
+            let tmp_path = store.new_tmp_path();
+            std::fs::write(&tmp_path, bytes).unwrap();
+            StagedUpload {
+                tmp_path,
+                sha256: crate::storage::sha256_hex(bytes),
+                size: bytes.len() as u64,
+            }
+        };
+        let a = store
+            .commit("b", "a", stage(b"same"), None, vec![])
+            .unwrap();
+        store
+            .commit("b", "b", stage(b"same"), None, vec![])
+            .unwrap();
+        let body = store.body_path(&a.sha256);
+        assert!(store.delete("b", "a").unwrap());
+        assert!(body.exists(), "still used by b/b");
+        // Overwriting the last user releases the old body.
+        store
+            .commit("b", "b", stage(b"other"), None, vec![])
+            .unwrap();
+        assert!(!body.exists());
+        // A body no record points at (a crash between rename and commit) is swept.
+        std::fs::create_dir_all(store.body_path("ff00").parent().unwrap()).unwrap();
+        std::fs::write(store.body_path("ff00"), b"orphan").unwrap();
+        assert_eq!(store.sweep_orphans().unwrap(), 1);
+        assert_eq!(store.head("b", "b").unwrap().unwrap().size, 5);
+    }
 }

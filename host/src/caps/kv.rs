@@ -676,6 +676,66 @@ mod tests {
         assert_eq!(kv.get("a", "c", 0).unwrap().unwrap().value, b"100");
     }
 
+    /// The `Host` impl on a view, as a guest would call it (no wasm).
+    #[tokio::test]
+    async fn view_checks_the_grant_then_serves() {
+        use wit::HostNamespace;
+        let (_d, store) = store();
+        let grants = Grants {
+            kv: ["granted".to_string()].into(),
+            ..Default::default()
+        };
+        let ctx = KvCtx {
+            store,
+            grants: Arc::new(grants),
+        };
+        let mut table = ResourceTable::new();
+        let mut view = KvView {
+            ctx: &ctx,
+            table: &mut table,
+        };
+
+        let denied = view.open("other".into()).await.unwrap();
+        assert!(matches!(denied, Err(WitError::AccessDenied(m)) if m.contains("'other'")));
+
+        let ns = view.open("granted".into()).await.unwrap().unwrap();
+        let borrow = || Resource::<Namespace>::new_borrow(ns.rep());
+        let opts = SetOptions {
+            ttl_ms: None,
+            metadata: Some("m".into()),
+        };
+        view.set(borrow(), "k".into(), b"v".to_vec(), opts)
+            .await
+            .unwrap()
+            .unwrap();
+        let got = view
+            .get_with_metadata(borrow(), "k".into())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (got.value.as_slice(), got.metadata.as_deref()),
+            (&b"v"[..], Some("m"))
+        );
+        assert_eq!(
+            view.increment(borrow(), "n".into(), 5)
+                .await
+                .unwrap()
+                .unwrap(),
+            5
+        );
+        let page = view
+            .list(borrow(), "".into(), None, 0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(page.keys.len(), 2);
+        let bad = view.get(borrow(), "".into()).await.unwrap();
+        assert!(matches!(bad, Err(WitError::InvalidInput(_))));
+        view.drop(ns).await.unwrap();
+    }
+
     #[test]
     fn survives_reopen() {
         let dir = tempfile::tempdir().unwrap();

@@ -86,7 +86,7 @@ impl CompileCache {
 
     fn store(&self, component: &Component, path: &PathBuf) -> std::io::Result<()> {
         let bytes = component.serialize().map_err(std::io::Error::other)?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let tmp = path.with_extension(crate::storage::unique_suffix());
         std::fs::write(&tmp, bytes)?;
         std::fs::rename(&tmp, path)
     }

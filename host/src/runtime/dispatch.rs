@@ -98,14 +98,17 @@ pub async fn dispatch(
         drop(plugin);
         r
     });
-    let abort = guest.abort_handle();
+    // If this future is dropped before the response begins (the client
+    // went away), the guest is stopped with it.
+    let mut abort = AbortOnDrop(Some(guest.abort_handle()));
 
     match tokio::time::timeout(limits.timeout, rx).await {
         Ok(Ok(Ok(resp))) => {
             if overflowed.load(Ordering::Relaxed) {
-                abort.abort();
                 return Err(DispatchError::BodyTooLarge { limit: max_body });
             }
+            // From here the guest streams the body on its own.
+            abort.0 = None;
             Ok(resp)
         }
         Ok(Ok(Err(code))) => {
@@ -126,11 +129,19 @@ pub async fn dispatch(
                 Err(e) => Err(DispatchError::Internal(format!("guest task: {e}"))),
             }
         }
-        Err(_) => {
-            abort.abort();
-            Err(DispatchError::Timeout {
-                timeout_ms: limits.timeout.as_millis(),
-            })
+        Err(_) => Err(DispatchError::Timeout {
+            timeout_ms: limits.timeout.as_millis(),
+        }),
+    }
+}
+
+/// Aborts the guest task when dropped, unless disarmed.
+struct AbortOnDrop(Option<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.abort();
         }
     }
 }

@@ -28,7 +28,7 @@ use super::state::{PluginContext, RequestState};
 use crate::caps::{self, blob::BlobCtx, blob::BlobStore, kv::KvCtx, kv::KvStore};
 use crate::config::ServerConfig;
 use crate::server::routes::{RouteMatch, RouteTable};
-use crate::storage::{PLUGIN_VERSIONS, Storage, StorageError, now_ms, sha256_hex};
+use crate::storage::{PLUGIN_VERSIONS, Storage, StorageError, now_ms, sha256_hex, unique_suffix};
 
 /// How many versions of a plugin are remembered for rollback.
 const MAX_HISTORY: usize = 50;
@@ -434,7 +434,8 @@ impl PluginRegistry {
                 ProxyPre::new(instance_pre).map_err(|e| LoadError::World(format!("{e:#}")))?;
             let load_time = start.elapsed();
             if !keep_at.exists() {
-                let tmp = keep_at.with_extension("tmp");
+                // Unique per call: two plugins may install the same bytes at once.
+                let tmp = keep_at.with_extension(unique_suffix());
                 std::fs::write(&tmp, &bytes)
                     .and_then(|()| std::fs::rename(&tmp, &keep_at))
                     .map_err(|e| LoadError::Storage(format!("keeping the version: {e}")))?;

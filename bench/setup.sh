@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the peers the benchmarks compare against, each from its own
+# registry: wrk (Debian), wasmtime-cli 48 (crates.io), workerd (npm).
+# Tools go under ~/.cache/spike-tools and bench/node_modules.
+set -euo pipefail
+cd "$(dirname "$0")"
+tools="$HOME/.cache/spike-tools"
+
+if ! command -v wrk >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq wrk
+fi
+if ! "$tools/wasmtime-48/bin/wasmtime" --version 2>/dev/null | grep -q '^wasmtime 48\.'; then
+  echo "bench setup: installing wasmtime-cli 48 (10 to 20 minutes)"
+  cargo install --locked wasmtime-cli --version 48.0.8 --root "$tools/wasmtime-48"
+fi
+if [ ! -x node_modules/.bin/workerd ]; then
+  npm install --no-audit --no-fund --silent
+fi
