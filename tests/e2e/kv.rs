@@ -95,7 +95,7 @@ async fn ttl_expires_and_is_reclaimed() {
     let mut server = TestServer::start(&[PROBE]).await;
     let c = client();
     send(
-        c.put(server.at("/probe/kv/short?ttl_ms=400"))
+        c.put(server.at("/probe/kv/short?ttl_ms=1500"))
             .body("soon gone"),
     )
     .await;
@@ -109,7 +109,7 @@ async fn ttl_expires_and_is_reclaimed() {
     let (_, body) = send_json(c.get(server.at("/probe/kv"))).await;
     assert_eq!(body["keys"], serde_json::json!(["long", "short"]));
 
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1700)).await;
     let (status, _) = send(c.get(server.at("/probe/kv/short"))).await;
     assert_eq!(status, 404);
     let (_, body) = send_json(c.get(server.at("/probe/kv"))).await;

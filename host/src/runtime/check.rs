@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use wasmtime::Store;
 use wasmtime::component::{Component, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
@@ -100,8 +99,7 @@ pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
     let mut times = Vec::with_capacity(INSTANTIATIONS);
     for _ in 0..INSTANTIATIONS {
         let start = Instant::now();
-        let mut store = Store::new(&engine, RequestState::new(&context));
-        store.limiter(|s| s.limiter());
+        let mut store = RequestState::new_store(&engine, &context);
         pre.instantiate_async(&mut store)
             .await
             .map_err(|e| anyhow::anyhow!("instantiating: {e:#}"))?;

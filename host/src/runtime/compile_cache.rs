@@ -1,9 +1,9 @@
 //! Precompiled components on disk, so a restart or a rollback does not
 //! compile again.
 //!
-//! An entry is named by the component's SHA-256 and a key of the engine: the
-//! wasmtime version and `Engine::precompile_compatibility_hash` (target,
-//! Cranelift settings, enabled features). Anything that would make an
+//! An entry is named by the component's SHA-256 and a key of the engine,
+//! `Engine::precompile_compatibility_hash`: the wasmtime version, target,
+//! Cranelift settings and enabled features. Anything that would make an
 //! artifact unusable changes the name, and a stale or damaged file fails to
 //! deserialize and is simply compiled again.
 
@@ -45,8 +45,6 @@ impl Hasher for StableHasher {
 impl CompileCache {
     pub fn new(dir: PathBuf, engine: &Engine) -> Self {
         let mut h = StableHasher(Sha256::new());
-        env!("CARGO_PKG_VERSION").hash(&mut h);
-        wasmtime_version().hash(&mut h);
         engine.precompile_compatibility_hash().hash(&mut h);
         let engine_key = hex::encode(&h.0.finalize()[..8]);
         Self { dir, engine_key }
@@ -90,10 +88,4 @@ impl CompileCache {
         std::fs::write(&tmp, bytes)?;
         std::fs::rename(&tmp, path)
     }
-}
-
-/// The version of the wasmtime crate this host is built with.
-pub fn wasmtime_version() -> &'static str {
-    // Cargo.toml pins it exactly; keep the two in step.
-    "48.0.8"
 }

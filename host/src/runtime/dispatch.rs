@@ -14,7 +14,6 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
-use wasmtime::Store;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 
@@ -68,11 +67,7 @@ pub async fn dispatch(
     };
     let req = http::Request::from_parts(parts, body);
 
-    let mut store = Store::new(engine, RequestState::new(&slot.context));
-    store.limiter(|s| s.limiter());
-    store.call_hook(RequestState::on_call_hook);
-    store.epoch_deadline_callback(RequestState::on_epoch_deadline);
-    store.set_epoch_deadline(1);
+    let mut store = RequestState::new_store(engine, &slot.context);
 
     let (tx, rx) = tokio::sync::oneshot::channel();
     let http = || DispatchError::Internal("creating the request resources".into());

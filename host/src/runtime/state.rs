@@ -13,6 +13,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use super::engine::EPOCH_TICK;
 use super::manifest::Limits;
 use crate::caps::Grants;
 use crate::caps::blob::{BlobCtx, BlobView};
@@ -56,7 +57,7 @@ pub struct PluginContext {
 }
 
 impl RequestState {
-    pub fn new(plugin: &PluginContext) -> Self {
+    fn new(plugin: &PluginContext) -> Self {
         let mut wasi = WasiCtx::builder();
         // No files, no sockets, no environment: a plugin reaches the world
         // only through the capabilities its manifest grants.
@@ -84,6 +85,17 @@ impl RequestState {
         }
     }
 
+    /// A store for one request of `plugin`, with its limits in force: the
+    /// memory limiter, CPU metering and the epoch deadline.
+    pub fn new_store(engine: &wasmtime::Engine, plugin: &PluginContext) -> wasmtime::Store<Self> {
+        let mut store = wasmtime::Store::new(engine, Self::new(plugin));
+        store.limiter(|s| &mut s.limiter);
+        store.call_hook(Self::on_call_hook);
+        store.epoch_deadline_callback(Self::on_epoch_deadline);
+        store.set_epoch_deadline(1);
+        store
+    }
+
     pub fn kv_view(&mut self) -> KvView<'_> {
         KvView {
             ctx: &self.kv,
@@ -96,10 +108,6 @@ impl RequestState {
             ctx: &self.blob,
             table: &mut self.table,
         }
-    }
-
-    pub fn limiter(&mut self) -> &mut dyn ResourceLimiter {
-        &mut self.limiter
     }
 
     /// The call hook: tracks when the guest is running wasm, so that time
@@ -135,6 +143,12 @@ impl RequestState {
             return Err(wasmtime::Error::new(CpuLimitExceeded {
                 limit_ms: cpu.limit.as_millis(),
             }));
+        }
+        // The deadline also passes for a guest that has only just started
+        // (the tick came while it waited to run): yield only a guest that
+        // has really used a tick's worth of CPU.
+        if used < EPOCH_TICK {
+            return Ok(UpdateDeadline::Continue(1));
         }
         // Time spent waiting to be scheduled again is not the guest's doing.
         let yielded = cpu.yielded_nanos.clone();
