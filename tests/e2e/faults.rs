@@ -81,7 +81,14 @@ async fn each_fault_gets_its_own_clear_error() {
         "{body}"
     );
 
-    expect_error(&c, server.at("/panic"), 500, "plugin_trap").await;
+    let body = expect_error(&c, server.at("/panic"), 500, "plugin_trap").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
+        "{body}"
+    );
 
     let body = expect_error(&c, server.at("/denied"), 403, "access_denied").await;
     assert!(
@@ -106,7 +113,10 @@ async fn faults_do_not_disturb_other_requests() {
     // a panic, while hello keeps answering.
     let bad = ["/loop", "/loop", "/loop", "/loop", "/bomb", "/panic"].map(|p| {
         let (c, url) = (c.clone(), server.at(p));
-        tokio::spawn(async move { send(c.get(url)).await.0 })
+        tokio::spawn(async move {
+            let (status, body) = send_json(c.get(url)).await;
+            (status, error_code(&body).to_string())
+        })
     });
     let mut worst = Duration::ZERO;
     for _ in 0..30 {
@@ -115,14 +125,23 @@ async fn faults_do_not_disturb_other_requests() {
         assert_eq!(status, 200, "{body}");
         worst = worst.max(start.elapsed());
     }
-    let statuses: Vec<u16> = within(futures::future::join_all(bad))
+    let outcomes: Vec<(u16, String)> = within(futures::future::join_all(bad))
         .await
         .into_iter()
         .map(Result::unwrap)
         .collect();
-    assert_eq!(statuses, [504, 504, 504, 504, 500, 500]);
+    let expected = [
+        (504, "plugin_cpu_limit"),
+        (504, "plugin_cpu_limit"),
+        (504, "plugin_cpu_limit"),
+        (504, "plugin_cpu_limit"),
+        (500, "plugin_memory_limit"),
+        (500, "plugin_trap"),
+    ]
+    .map(|(s, c)| (s, c.to_string()));
+    assert_eq!(outcomes, expected);
     eprintln!("slowest hello while guests spun: {worst:?}");
-    // A spinning guest yields every epoch tick, so hello is never stuck
+    // A spinning guest yields after each tick it runs, so hello is never stuck
     // behind one for its whole CPU budget.
     assert!(
         worst < Duration::from_secs(2),

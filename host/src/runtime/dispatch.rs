@@ -158,7 +158,12 @@ fn classify(e: wasmtime::Error) -> DispatchError {
     {
         return DispatchError::Busy;
     }
-    DispatchError::Trap(first_line(&format!("{e:#}")))
+    // The trap itself ("wasm `unreachable` instruction executed") says more
+    // than the outer "error while executing at wasm backtrace".
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => DispatchError::Trap(trap.to_string()),
+        None => DispatchError::Trap(first_line(&format!("{e:#}"))),
+    }
 }
 
 fn first_line(s: &str) -> String {

@@ -3,7 +3,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -79,7 +78,6 @@ impl RequestState {
             cpu: CpuMeter {
                 used: Duration::ZERO,
                 in_wasm_since: None,
-                yielded_nanos: Arc::default(),
                 limit: plugin.limits.cpu,
             },
         }
@@ -150,21 +148,10 @@ impl RequestState {
         if used < EPOCH_TICK {
             return Ok(UpdateDeadline::Continue(1));
         }
-        // Time spent waiting to be scheduled again is not the guest's doing.
-        let yielded = cpu.yielded_nanos.clone();
-        Ok(UpdateDeadline::YieldCustom(
-            1,
-            Box::pin(async move {
-                let start = Instant::now();
-                tokio::task::yield_now().await;
-                yielded.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-            }),
-        ))
-    }
-
-    /// CPU time the guest has used so far.
-    pub fn cpu_used(&self) -> Duration {
-        self.cpu.used_now()
+        // This callback runs as a host call (the call hook has stopped the
+        // guest's clock), so the time it spends parked after yielding is
+        // not charged to it.
+        Ok(UpdateDeadline::Yield(1))
     }
 }
 
@@ -187,20 +174,17 @@ impl WasiHttpView for RequestState {
     }
 }
 
-/// Measures the time a request spends running wasm (wall time inside
-/// wasm, less time parked after a yield).
+/// Measures the time a request spends running wasm: wall time between the
+/// call hooks that say the guest entered and left wasm.
 struct CpuMeter {
     used: Duration,
     in_wasm_since: Option<Instant>,
-    yielded_nanos: Arc<AtomicU64>,
     limit: Duration,
 }
 
 impl CpuMeter {
     fn used_now(&self) -> Duration {
-        let running = self.in_wasm_since.map_or(Duration::ZERO, |t| t.elapsed());
-        let parked = Duration::from_nanos(self.yielded_nanos.load(Ordering::Relaxed));
-        (self.used + running).saturating_sub(parked)
+        self.used + self.in_wasm_since.map_or(Duration::ZERO, |t| t.elapsed())
     }
 }
 
