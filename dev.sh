@@ -29,7 +29,8 @@ case "${1:-}" in
       -p fixture-panic -p fixture-denied -p fixture-probe -p fixture-versioned \
       -p fixture-not-a-plugin -p fixture-plain-hello -- -D warnings
     # The default members: the host crate (unit tests) and tests/ (end to end).
-    step "tests"; cargo test
+    # A hung test must fail CI, not stall it.
+    step "tests"; timeout 1800 cargo test
     ;;
   *)
     echo "usage: ./dev.sh serve [flags for spike serve] | ./dev.sh test" >&2

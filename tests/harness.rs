@@ -57,6 +57,13 @@ pub struct Plugin<'a> {
     pub manifest: &'a str,
 }
 
+/// The hello plugin as `plugins/hello.toml` grants it.
+pub const HELLO: Plugin = Plugin {
+    name: "hello",
+    guest: "hello",
+    manifest: "[[routes]]\nprefix = \"/hello\"\n[grants]\nkv = [\"hello\"]\nblob = [\"hello-files\"]\n",
+};
+
 /// A running test server with its folders.
 pub struct TestServer {
     pub url: String,

@@ -4,12 +4,6 @@
 use sha2::{Digest, Sha256};
 use spike_e2e::*;
 
-const HELLO: Plugin = Plugin {
-    name: "hello",
-    guest: "hello",
-    manifest: "[[routes]]\nprefix = \"/hello\"\n[grants]\nkv = [\"hello\"]\nblob = [\"hello-files\"]\n",
-};
-
 const PROBE: Plugin = Plugin {
     name: "probe",
     guest: "fixture_probe",

@@ -6,11 +6,7 @@ use std::time::{Duration, Instant};
 use spike_e2e::*;
 
 const PLUGINS: &[Plugin] = &[
-    Plugin {
-        name: "hello",
-        guest: "hello",
-        manifest: "[[routes]]\nprefix = \"/hello\"\n[grants]\nkv = [\"hello\"]\n",
-    },
+    HELLO,
     Plugin {
         name: "loop",
         guest: "fixture_loop",

@@ -5,12 +5,6 @@ use std::time::Duration;
 
 use spike_e2e::*;
 
-const HELLO: Plugin = Plugin {
-    name: "hello",
-    guest: "hello",
-    manifest: "[[routes]]\nprefix = \"/hello\"\n[grants]\nkv = [\"hello\"]\nblob = [\"hello-files\"]\n",
-};
-
 const PROBE: Plugin = Plugin {
     name: "probe",
     guest: "fixture_probe",

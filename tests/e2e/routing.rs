@@ -2,7 +2,8 @@
 
 use spike_e2e::*;
 
-const HELLO: Plugin = Plugin {
+/// Hello with a 1 MiB body limit.
+const HELLO_1MIB: Plugin = Plugin {
     name: "hello",
     guest: "hello",
     manifest: r#"
@@ -25,7 +26,7 @@ const PLAIN: Plugin = Plugin {
 
 #[tokio::test]
 async fn serves_routes_and_own_endpoints() {
-    let server = TestServer::start(&[HELLO, PLAIN]).await;
+    let server = TestServer::start(&[HELLO_1MIB, PLAIN]).await;
     let c = client();
 
     let (status, body) = send(c.get(server.at("/healthz"))).await;
@@ -63,7 +64,7 @@ async fn serves_routes_and_own_endpoints() {
 
 #[tokio::test]
 async fn oversized_bodies_get_413() {
-    let server = TestServer::start(&[HELLO]).await;
+    let server = TestServer::start(&[HELLO_1MIB]).await;
     let c = client();
     let big = vec![7u8; (1 << 20) + 1];
 
@@ -102,7 +103,7 @@ async fn missing_or_broken_component_fails_only_its_plugin() {
     init_logging();
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
-    write_plugins(&plugins, &[HELLO]);
+    write_plugins(&plugins, &[HELLO_1MIB]);
     std::fs::write(
         plugins.join("gone.toml"),
         "component = \"gone.wasm\"\n[[routes]]\nprefix = \"/gone\"\n",
@@ -158,7 +159,7 @@ async fn malformed_manifest_stops_the_start_naming_file_and_line() {
     init_logging();
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
-    write_plugins(&plugins, &[HELLO]);
+    write_plugins(&plugins, &[HELLO_1MIB]);
     std::fs::write(
         plugins.join("typo.toml"),
         "component = \"hello.wasm\"\n[[routes]]\nprefix = \"/typo\"\n\n[limits]\ncpu_milliseconds = 5\n",

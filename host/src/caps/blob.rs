@@ -36,8 +36,6 @@ use crate::storage::{BLOB_OBJECTS, BLOB_REFS, Storage, now_ms, unique_suffix};
 pub const MAX_KEY_BYTES: usize = 1024;
 /// Largest custom metadata (names + values), in bytes.
 pub const MAX_METADATA_BYTES: usize = 2048;
-/// Most objects one `list` call returns.
-pub const MAX_LIST_LIMIT: u32 = 1000;
 /// How much a guest may write into an upload stream per `write`.
 const WRITE_BUDGET: usize = 256 * 1024;
 
@@ -214,15 +212,7 @@ impl BlobStore {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<(Vec<ObjectMeta>, Option<String>), CapError> {
-        let limit = match limit {
-            0 => MAX_LIST_LIMIT,
-            l if l > MAX_LIST_LIMIT => {
-                return Err(CapError::InvalidInput(format!(
-                    "limit {l} is over the maximum of {MAX_LIST_LIMIT}"
-                )));
-            }
-            l => l,
-        } as usize;
+        let limit = super::page_limit(limit)?;
         let txn = redb::ReadableDatabase::begin_read(self.storage.db())?;
         let table = txn.open_table(BLOB_OBJECTS)?;
         use std::ops::Bound;

@@ -21,8 +21,6 @@ pub const MAX_KEY_BYTES: usize = 512;
 pub const MAX_VALUE_BYTES: usize = 25 * 1024 * 1024;
 /// Largest metadata, in bytes.
 pub const MAX_METADATA_BYTES: usize = 1024;
-/// Most keys one `list` call returns.
-pub const MAX_LIST_LIMIT: u32 = 1000;
 
 /// A stored entry, as the KV store sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,15 +261,7 @@ impl KvStore {
         limit: u32,
         now: u64,
     ) -> Result<(Vec<KeyInfo>, Option<String>), CapError> {
-        let limit = match limit {
-            0 => MAX_LIST_LIMIT,
-            l if l > MAX_LIST_LIMIT => {
-                return Err(CapError::InvalidInput(format!(
-                    "limit {l} is over the maximum of {MAX_LIST_LIMIT}"
-                )));
-            }
-            l => l,
-        } as usize;
+        let limit = super::page_limit(limit)?;
         let txn = redb::ReadableDatabase::begin_read(self.storage.db())?;
         let table = txn.open_table(KV_ENTRIES)?;
         use std::ops::Bound;

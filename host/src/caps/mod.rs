@@ -67,6 +67,20 @@ storage_errors_are_internal!(
     std::io::Error
 );
 
+/// Most entries one `list` call returns (KV keys, blob objects).
+pub const MAX_LIST_LIMIT: u32 = 1000;
+
+/// A listing's `limit` argument: 0 means the maximum, more is refused.
+pub(crate) fn page_limit(limit: u32) -> Result<usize, CapError> {
+    match limit {
+        0 => Ok(MAX_LIST_LIMIT as usize),
+        l if l > MAX_LIST_LIMIT => Err(CapError::InvalidInput(format!(
+            "limit {l} is over the maximum of {MAX_LIST_LIMIT}"
+        ))),
+        l => Ok(l as usize),
+    }
+}
+
 /// Runs blocking storage work (redb commits fsync) off the async workers.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, CapError> + Send + 'static,
