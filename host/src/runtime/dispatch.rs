@@ -97,37 +97,28 @@ pub async fn dispatch(
     // went away), the guest is stopped with it.
     let mut abort = AbortOnDrop(Some(guest.abort_handle()));
 
-    match tokio::time::timeout(limits.timeout, rx).await {
-        Ok(Ok(Ok(resp))) => {
-            if overflowed.load(Ordering::Relaxed) {
-                return Err(DispatchError::BodyTooLarge { limit: max_body });
-            }
-            // From here the guest streams the body on its own.
-            abort.0 = None;
-            Ok(resp)
-        }
-        Ok(Ok(Err(code))) => {
-            if overflowed.load(Ordering::Relaxed) {
-                return Err(DispatchError::BodyTooLarge { limit: max_body });
-            }
-            Err(DispatchError::Guest(code))
-        }
+    let result = match tokio::time::timeout(limits.timeout, rx).await {
+        Ok(Ok(Ok(resp))) => Ok(resp),
+        Ok(Ok(Err(code))) => Err(DispatchError::Guest(code)),
         // The guest dropped the outparam: it returned or trapped.
-        Ok(Err(_)) => {
-            let outcome = guest.await;
-            if overflowed.load(Ordering::Relaxed) {
-                return Err(DispatchError::BodyTooLarge { limit: max_body });
-            }
-            match outcome {
-                Ok(Ok(())) => Err(DispatchError::NoResponse),
-                Ok(Err(e)) => Err(classify(e)),
-                Err(e) => Err(DispatchError::Internal(format!("guest task: {e}"))),
-            }
-        }
+        Ok(Err(_)) => match guest.await {
+            Ok(Ok(())) => Err(DispatchError::NoResponse),
+            Ok(Err(e)) => Err(classify(e)),
+            Err(e) => Err(DispatchError::Internal(format!("guest task: {e}"))),
+        },
         Err(_) => Err(DispatchError::Timeout {
             timeout_ms: limits.timeout.as_millis(),
         }),
+    };
+    // Whatever the guest made of a body cut off at the limit, the answer is 413.
+    if overflowed.load(Ordering::Relaxed) {
+        return Err(DispatchError::BodyTooLarge { limit: max_body });
     }
+    if result.is_ok() {
+        // From here the guest streams the body on its own.
+        abort.0 = None;
+    }
+    result
 }
 
 /// Aborts the guest task when dropped, unless disarmed.
@@ -144,14 +135,10 @@ impl Drop for AbortOnDrop {
 /// Names what went wrong in a guest.
 fn classify(e: wasmtime::Error) -> DispatchError {
     if let Some(cpu) = e.downcast_ref::<CpuLimitExceeded>() {
-        return DispatchError::CpuLimit(CpuLimitExceeded {
-            limit_ms: cpu.limit_ms,
-        });
+        return DispatchError::CpuLimit(cpu.clone());
     }
     if let Some(mem) = e.downcast_ref::<MemoryLimitExceeded>() {
-        return DispatchError::MemoryLimit(MemoryLimitExceeded {
-            limit_mib: mem.limit_mib,
-        });
+        return DispatchError::MemoryLimit(mem.clone());
     }
     if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
         .is_some()

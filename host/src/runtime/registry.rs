@@ -80,6 +80,8 @@ pub enum LoadError {
     Compile(String),
     #[error("component does not fit the spike:host/plugin world: {0}")]
     World(String),
+    #[error("no plugin named '{0}'")]
+    NoSuchPlugin(String),
     #[error("no previous version to roll back to")]
     NoPreviousVersion,
     #[error("storage: {0}")]
@@ -283,7 +285,7 @@ impl PluginRegistry {
         }
         history.file_sha256 = Some(file_sha.clone());
         let loaded = self.compile(bytes, file_sha, VersionSource::File).await?;
-        self.record(&mut history, &loaded)?;
+        Self::record(&mut history, &loaded);
         self.save_history(name, &history)?;
         self.activate(slot, loaded);
         Ok(())
@@ -297,10 +299,10 @@ impl PluginRegistry {
         bytes: Vec<u8>,
         source: VersionSource,
     ) -> Result<Arc<LoadedPlugin>, LoadError> {
-        let slot = self.slot(name).cloned().ok_or_else(|| LoadError::Read {
-            path: name.into(),
-            reason: "no such plugin".into(),
-        })?;
+        let slot = self
+            .slot(name)
+            .cloned()
+            .ok_or_else(|| LoadError::NoSuchPlugin(name.into()))?;
         let _swap = slot.swap_lock.lock().await;
         let sha = sha256_hex(&bytes);
         let mut history = self.history(name)?;
@@ -325,27 +327,27 @@ impl PluginRegistry {
                 return Err(e);
             }
         };
-        self.record(&mut history, &loaded)?;
+        Self::record(&mut history, &loaded);
         self.save_history(name, &history)?;
         Ok(self.activate(&slot, loaded))
     }
 
     /// Reloads `name` from its component file (the file watcher calls this).
     pub async fn reload_file(&self, name: &str) -> Result<Arc<LoadedPlugin>, LoadError> {
-        let slot = self.slot(name).cloned().ok_or_else(|| LoadError::Read {
-            path: name.into(),
-            reason: "no such plugin".into(),
-        })?;
+        let slot = self
+            .slot(name)
+            .cloned()
+            .ok_or_else(|| LoadError::NoSuchPlugin(name.into()))?;
         let bytes = read_component(&slot.manifest.component).await?;
         self.install(name, bytes, VersionSource::File).await
     }
 
     /// Goes back to the version before the active one.
     pub async fn rollback(&self, name: &str) -> Result<Arc<LoadedPlugin>, LoadError> {
-        let slot = self.slot(name).cloned().ok_or_else(|| LoadError::Read {
-            path: name.into(),
-            reason: "no such plugin".into(),
-        })?;
+        let slot = self
+            .slot(name)
+            .cloned()
+            .ok_or_else(|| LoadError::NoSuchPlugin(name.into()))?;
         let _swap = slot.swap_lock.lock().await;
         let mut history = self.history(name)?;
         if history.versions.len() < 2 {
@@ -376,14 +378,14 @@ impl PluginRegistry {
         loaded
     }
 
-    /// Keeps the bytes of `loaded` and appends it to `history`.
-    fn record(&self, history: &mut VersionHistory, loaded: &LoadedPlugin) -> Result<(), LoadError> {
+    /// Appends `loaded` to `history` (its bytes were kept by `compile`).
+    fn record(history: &mut VersionHistory, loaded: &LoadedPlugin) {
         if history
             .versions
             .last()
             .is_some_and(|v| v.sha256 == loaded.sha256)
         {
-            return Ok(());
+            return;
         }
         history.versions.push(VersionRecord {
             sha256: loaded.sha256.clone(),
@@ -393,7 +395,6 @@ impl PluginRegistry {
         if history.versions.len() > MAX_HISTORY {
             history.versions.remove(0);
         }
-        Ok(())
     }
 
     fn version_path(&self, sha256: &str) -> std::path::PathBuf {

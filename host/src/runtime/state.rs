@@ -20,14 +20,14 @@ use crate::caps::kv::{KvCtx, KvView};
 use crate::caps::outbound::OutboundHooks;
 
 /// A guest asked for more memory than its manifest allows.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("the plugin exceeded its memory limit of {limit_mib} MiB")]
 pub struct MemoryLimitExceeded {
     pub limit_mib: u64,
 }
 
 /// A guest ran longer than its CPU budget.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("the plugin exceeded its CPU time limit of {limit_ms} ms")]
 pub struct CpuLimitExceeded {
     pub limit_ms: u128,

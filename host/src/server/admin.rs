@@ -106,6 +106,7 @@ fn load_error(e: LoadError) -> ApiError {
             "component_refused",
             e.to_string(),
         ),
+        LoadError::NoSuchPlugin(_) => ApiError::not_found(e.to_string()),
         LoadError::NoPreviousVersion => {
             ApiError::new(StatusCode::CONFLICT, "no_previous_version", e.to_string())
         }
@@ -123,9 +124,6 @@ pub async fn upload(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
-    if state.registry.slot(&name).is_none() {
-        return Err(ApiError::not_found(format!("no plugin named '{name}'")));
-    }
     let body = body.map_err(|e| ApiError::new(e.status(), "bad_body", e.body_text()))?;
     if body.is_empty() {
         return Err(ApiError::new(
@@ -151,9 +149,6 @@ pub async fn rollback(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
-    if state.registry.slot(&name).is_none() {
-        return Err(ApiError::not_found(format!("no plugin named '{name}'")));
-    }
     let loaded = state.registry.rollback(&name).await.map_err(load_error)?;
     Ok(Json(
         json!({ "name": name, "version": version_json(&loaded) }),
