@@ -9,7 +9,7 @@ export CARGO_TARGET_DIR
 out="$CARGO_TARGET_DIR/wasm32-wasip2/guest"
 
 guests=(-p hello -p fixture-loop -p fixture-membomb -p fixture-panic -p fixture-denied
-        -p fixture-probe -p fixture-not-a-plugin -p fixture-plain-hello)
+        -p fixture-probe -p fixture-fetch -p fixture-not-a-plugin -p fixture-plain-hello)
 cargo build --quiet --profile guest --target wasm32-wasip2 "${guests[@]}"
 
 # Two builds of one fixture that differ only in the version they answer
