@@ -38,6 +38,9 @@ enum Command {
         /// Instances that may be alive at once, across all plugins.
         #[arg(long, default_value_t = 1000)]
         max_instances: u32,
+        /// Largest blob object, in MiB.
+        #[arg(long, default_value_t = spike::config::DEFAULT_MAX_OBJECT_BYTES >> 20)]
+        max_object_mib: u64,
     },
     /// Check that a component fits the plugin world, and time its loading:
     /// a fresh compile against a load from the compile cache.
@@ -63,12 +66,14 @@ async fn main() -> anyhow::Result<()> {
             admin_token,
             no_watch,
             max_instances,
+            max_object_mib,
         } => {
             let mut config = spike::ServerConfig::new(plugins, data);
             config.listen = listen;
             config.admin_token = admin_token.filter(|t| !t.is_empty());
             config.watch = !no_watch;
             config.pool.max_instances = max_instances;
+            config.max_object_bytes = max_object_mib << 20;
             if config.admin_token.is_none() {
                 tracing::info!("no admin token: the /_spike admin API is disabled");
             }
