@@ -57,8 +57,8 @@ pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
         .map_err(|e| anyhow::anyhow!("not a valid component: {e:#}"))?;
     let compile = start.elapsed();
 
-    let scratch = tempdir()?;
-    let storage = Storage::open(&scratch)?;
+    let scratch = ScratchDir::new()?;
+    let storage = Storage::open(&scratch.0)?;
     let cache = CompileCache::new(storage.compile_cache_dir(), &engine);
     cache
         .load(&engine, &bytes, &sha)
@@ -109,7 +109,6 @@ pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
     times.sort();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     drop(storage);
-    let _ = std::fs::remove_dir_all(&scratch);
     Ok(CheckReport {
         component: path.display().to_string(),
         sha256: sha,
@@ -123,12 +122,20 @@ pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
     })
 }
 
-fn tempdir() -> std::io::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "spike-check-{}-{}",
-        std::process::id(),
-        crate::storage::now_ms()
-    ));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+/// A folder for the check's throwaway database, removed however the check ends.
+struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    fn new() -> std::io::Result<Self> {
+        let dir =
+            std::env::temp_dir().join(format!("spike-check-{}", crate::storage::unique_suffix()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
