@@ -101,6 +101,27 @@ async fn twenty_swaps_under_load_drop_nothing() {
 }
 
 #[tokio::test]
+async fn requests_in_flight_finish_on_the_old_version() {
+    let server = TestServer::start(&[VERSIONED]).await;
+    let c = client();
+    let slow = {
+        let (c, url) = (c.clone(), server.at("/ver?sleep_ms=800"));
+        tokio::spawn(async move { send(c.get(url)).await })
+    };
+    // Let the slow request get going on version 1, then swap under it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, _) = upload(&c, &server, bytes("fixture_versioned_v2")).await;
+    assert_eq!(status, 200);
+    assert_eq!(version(&c, &server).await, "version 2");
+    assert!(
+        !slow.is_finished(),
+        "the slow request should still be in flight"
+    );
+    let (status, body) = within(slow).await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "version 1"));
+}
+
+#[tokio::test]
 async fn refusals_rollback_and_auth() {
     let mut server = TestServer::start(&[VERSIONED]).await;
     let c = client();
