@@ -25,9 +25,9 @@ case "${1:-}" in
     step "format"; cargo fmt --all --check
     step "lints (host and tests)"; cargo clippy --all-targets -- -D warnings
     step "lints (guests, wasm32-wasip2)"
-    cargo clippy --target wasm32-wasip2 -p spike-sdk -p hello -p fixture-loop -p fixture-membomb \
-      -p fixture-panic -p fixture-denied -p fixture-probe -p fixture-fetch -p fixture-versioned \
-      -p fixture-not-a-plugin -p fixture-plain-hello -- -D warnings
+    guests=()
+    while read -r package; do guests+=(-p "$package"); done < scripts/guests.txt
+    cargo clippy --target wasm32-wasip2 "${guests[@]}" -- -D warnings
     # The default members: the host crate (unit tests) and tests/ (end to end).
     # A hung test must fail CI, not stall it.
     step "tests"; timeout 1800 cargo test

@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR
 out="$CARGO_TARGET_DIR/wasm32-wasip2/guest"
 
-guests=(-p hello -p fixture-loop -p fixture-membomb -p fixture-panic -p fixture-denied
-        -p fixture-probe -p fixture-fetch -p fixture-not-a-plugin -p fixture-plain-hello)
+# Every guest package, listed once in scripts/guests.txt.
+guests=()
+while read -r package; do guests+=(-p "$package"); done < scripts/guests.txt
 cargo build --quiet --profile guest --target wasm32-wasip2 "${guests[@]}"
 
 # Two builds of one fixture that differ only in the version they answer
