@@ -248,16 +248,22 @@ impl PluginRegistry {
         })
     }
 
-    fn save_history(&self, name: &str, history: &VersionHistory) -> Result<(), LoadError> {
+    /// Commits `history` (an fsync: off the async workers, since swaps
+    /// happen while traffic flows).
+    async fn save_history(&self, name: &str, history: &VersionHistory) -> Result<(), LoadError> {
         let raw = serde_json::to_vec(history).map_err(|e| LoadError::Storage(e.to_string()))?;
-        let store = |db: &redb::Database| -> Result<(), redb::Error> {
-            let txn = db.begin_write()?;
+        let (storage, name) = (self.storage.clone(), name.to_string());
+        let commit = move || -> Result<(), redb::Error> {
+            let txn = storage.db().begin_write()?;
             txn.open_table(PLUGIN_VERSIONS)?
-                .insert(name, raw.as_slice())?;
+                .insert(name.as_str(), raw.as_slice())?;
             txn.commit()?;
             Ok(())
         };
-        store(self.storage.db()).map_err(|e| LoadError::Storage(e.to_string()))
+        tokio::task::spawn_blocking(commit)
+            .await
+            .map_err(|e| LoadError::Storage(e.to_string()))?
+            .map_err(|e| LoadError::Storage(e.to_string()))
     }
 
     /// At start: the component file, unless an upload or rollback happened
@@ -286,7 +292,7 @@ impl PluginRegistry {
         history.file_sha256 = Some(file_sha.clone());
         let loaded = self.compile(bytes, file_sha, VersionSource::File).await?;
         Self::record(&mut history, &loaded);
-        self.save_history(name, &history)?;
+        self.save_history(name, &history).await?;
         self.activate(slot, loaded);
         Ok(())
     }
@@ -322,13 +328,13 @@ impl PluginRegistry {
                 if source == VersionSource::File {
                     // Remember the file was read, so an unchanged broken file
                     // is not retried on every event.
-                    self.save_history(name, &history)?;
+                    self.save_history(name, &history).await?;
                 }
                 return Err(e);
             }
         };
         Self::record(&mut history, &loaded);
-        self.save_history(name, &history)?;
+        self.save_history(name, &history).await?;
         Ok(self.activate(&slot, loaded))
     }
 
@@ -359,7 +365,7 @@ impl PluginRegistry {
             .compile(bytes, previous.sha256.clone(), previous.source)
             .await?;
         history.versions.pop();
-        self.save_history(name, &history)?;
+        self.save_history(name, &history).await?;
         Ok(self.activate(&slot, loaded))
     }
 
