@@ -165,15 +165,12 @@ async fn malformed_manifest_stops_the_start_naming_file_and_line() {
         "component = \"hello.wasm\"\n[[routes]]\nprefix = \"/typo\"\n\n[limits]\ncpu_milliseconds = 5\n",
     )
     .unwrap();
-    let err = match within(spike::start(test_config(
+    let err = start_error(
         &plugins,
         &dir.path().join("data"),
-    )))
-    .await
-    {
-        Ok(_) => panic!("a malformed manifest must stop the start"),
-        Err(e) => e.to_string(),
-    };
+        "a malformed manifest must stop the start",
+    )
+    .await;
     assert!(err.contains("typo.toml:6:"), "{err}");
     assert!(err.contains("cpu_milliseconds"), "{err}");
 
@@ -183,14 +180,19 @@ async fn malformed_manifest_stops_the_start_naming_file_and_line() {
         "component = \"hello.wasm\"\n[[routes]]\nprefix = \"/hello\"\n",
     )
     .unwrap();
-    let err = match within(spike::start(test_config(
+    let err = start_error(
         &plugins,
         &dir.path().join("data"),
-    )))
-    .await
-    {
-        Ok(_) => panic!("clashing routes must stop the start"),
-        Err(e) => e.to_string(),
-    };
+        "clashing routes must stop the start",
+    )
+    .await;
     assert!(err.contains("already served by plugin 'hello'"), "{err}");
+}
+
+/// The error that stops a server from starting on `plugins`.
+async fn start_error(plugins: &std::path::Path, data: &std::path::Path, why: &str) -> String {
+    match within(spike::start(test_config(plugins, data))).await {
+        Ok(_) => panic!("{why}"),
+        Err(e) => e.to_string(),
+    }
 }

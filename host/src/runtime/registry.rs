@@ -228,6 +228,12 @@ impl PluginRegistry {
         self.slots.get(name)
     }
 
+    fn existing_slot(&self, name: &str) -> Result<Arc<PluginSlot>, LoadError> {
+        self.slot(name)
+            .cloned()
+            .ok_or_else(|| LoadError::NoSuchPlugin(name.into()))
+    }
+
     pub fn slots(&self) -> impl Iterator<Item = &Arc<PluginSlot>> {
         self.slots.values()
     }
@@ -305,10 +311,7 @@ impl PluginRegistry {
         bytes: Vec<u8>,
         source: VersionSource,
     ) -> Result<Arc<LoadedPlugin>, LoadError> {
-        let slot = self
-            .slot(name)
-            .cloned()
-            .ok_or_else(|| LoadError::NoSuchPlugin(name.into()))?;
+        let slot = self.existing_slot(name)?;
         let _swap = slot.swap_lock.lock().await;
         let sha = sha256_hex(&bytes);
         let mut history = self.history(name)?;
@@ -340,20 +343,14 @@ impl PluginRegistry {
 
     /// Reloads `name` from its component file (the file watcher calls this).
     pub async fn reload_file(&self, name: &str) -> Result<Arc<LoadedPlugin>, LoadError> {
-        let slot = self
-            .slot(name)
-            .cloned()
-            .ok_or_else(|| LoadError::NoSuchPlugin(name.into()))?;
+        let slot = self.existing_slot(name)?;
         let bytes = read_component(&slot.manifest.component).await?;
         self.install(name, bytes, VersionSource::File).await
     }
 
     /// Goes back to the version before the active one.
     pub async fn rollback(&self, name: &str) -> Result<Arc<LoadedPlugin>, LoadError> {
-        let slot = self
-            .slot(name)
-            .cloned()
-            .ok_or_else(|| LoadError::NoSuchPlugin(name.into()))?;
+        let slot = self.existing_slot(name)?;
         let _swap = slot.swap_lock.lock().await;
         let mut history = self.history(name)?;
         if history.versions.len() < 2 {
