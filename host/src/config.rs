@@ -2,14 +2,18 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::caps::outbound::{Resolver, SystemResolver};
 use crate::runtime::engine::PoolSettings;
 
 /// Default listen address: the port the Workers tooling taught users.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
 /// Largest blob object by default (R2's single-upload limit).
 pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 5 << 30;
+/// Largest component an admin upload may carry by default.
+pub const DEFAULT_MAX_COMPONENT_BYTES: u64 = 256 << 20;
 
 /// Everything `spike serve` needs to run.
 #[derive(Debug, Clone)]
@@ -24,9 +28,50 @@ pub struct ServerConfig {
     /// Reload a plugin when its component file changes.
     pub watch: bool,
     pub pool: PoolSettings,
+    /// Linear memory all instances together may hold; a request that would
+    /// go past it is refused with 503 `busy`. Default: half the machine's
+    /// (or the cgroup's) memory.
+    pub memory_budget_bytes: u64,
     pub max_object_bytes: u64,
+    pub max_component_bytes: u64,
+    pub clients: ClientLimits,
+    /// How outbound requests resolve host names (tests substitute their own).
+    pub resolver: Arc<dyn Resolver>,
     /// How often expired KV keys are reclaimed.
     pub kv_sweep_interval: Duration,
+}
+
+/// What one client connection may take of the server. Each bound answers an
+/// attack that needs no credentials: slow headers (slowloris), idle
+/// connections, request bodies that trickle or stall, responses that are
+/// never read.
+#[derive(Debug, Clone)]
+pub struct ClientLimits {
+    /// Open connections; beyond it a new connection gets a 503 and is closed.
+    /// Lowered at start to what the open-file limit allows.
+    pub max_connections: usize,
+    /// Time for a request head to arrive, counted from when the connection
+    /// is ready for one: a new connection, or a kept-alive one after its last
+    /// response (so this is also the idle keep-alive timeout).
+    pub header_timeout: Duration,
+    /// Longest wait for the next bytes of a request body a plugin is
+    /// reading; then 408.
+    pub body_timeout: Duration,
+    /// Longest time a client may leave a response unread (the server cannot
+    /// hand it the next bytes); then the connection is closed and the
+    /// plugin's instance freed.
+    pub send_timeout: Duration,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            send_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 impl ServerConfig {
@@ -39,8 +84,37 @@ impl ServerConfig {
             admin_token: None,
             watch: true,
             pool: PoolSettings::default(),
+            memory_budget_bytes: default_memory_budget(),
             max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
+            max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
+            clients: ClientLimits::default(),
+            resolver: Arc::new(SystemResolver),
             kv_sweep_interval: Duration::from_secs(1),
         }
     }
+}
+
+/// Half of the memory this process may use: the machine's, or its cgroup's
+/// limit when that is lower. Guests' linear memory is most of what a busy
+/// host holds, and the rest (the host itself, page cache, redb) needs room.
+pub fn default_memory_budget() -> u64 {
+    let machine = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kib| kib << 10);
+    // cgroup v2; "max" (no limit) does not parse.
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let total = match (machine, cgroup) {
+        (Some(m), Some(c)) => m.min(c),
+        (Some(m), None) => m,
+        (None, Some(c)) => c,
+        (None, None) => 8 << 30,
+    };
+    total / 2
 }

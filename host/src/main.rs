@@ -3,7 +3,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
+use spike::config::ClientLimits;
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +44,24 @@ enum Command {
         /// Largest blob object, in MiB.
         #[arg(long, default_value_t = spike::config::DEFAULT_MAX_OBJECT_BYTES >> 20)]
         max_object_mib: u64,
+        /// Linear memory all plugin instances together may hold, in MiB
+        /// (default: half the machine's or the cgroup's memory).
+        #[arg(long)]
+        memory_budget_mib: Option<u64>,
+        /// Open client connections; beyond it new ones get a 503.
+        #[arg(long, default_value_t = ClientLimits::default().max_connections)]
+        max_connections: usize,
+        /// Seconds a client has to send a request head, and that a kept-alive
+        /// connection may stay idle.
+        #[arg(long, default_value_t = ClientLimits::default().header_timeout.as_secs())]
+        header_timeout_secs: u64,
+        /// Seconds a request body may stall while a plugin waits for it (408).
+        #[arg(long, default_value_t = ClientLimits::default().body_timeout.as_secs())]
+        body_timeout_secs: u64,
+        /// Seconds a client may leave a response unread before the
+        /// connection is closed.
+        #[arg(long, default_value_t = ClientLimits::default().send_timeout.as_secs())]
+        send_timeout_secs: u64,
     },
     /// Check that a component fits the plugin world, and time its loading:
     /// a fresh compile against a load from the compile cache.
@@ -67,6 +88,11 @@ async fn main() -> anyhow::Result<()> {
             no_watch,
             max_instances,
             max_object_mib,
+            memory_budget_mib,
+            max_connections,
+            header_timeout_secs,
+            body_timeout_secs,
+            send_timeout_secs,
         } => {
             let mut config = spike::ServerConfig::new(plugins, data);
             config.listen = listen;
@@ -74,6 +100,15 @@ async fn main() -> anyhow::Result<()> {
             config.watch = !no_watch;
             config.pool.max_instances = max_instances;
             config.max_object_bytes = max_object_mib << 20;
+            if let Some(mib) = memory_budget_mib {
+                config.memory_budget_bytes = mib << 20;
+            }
+            config.clients = ClientLimits {
+                max_connections,
+                header_timeout: Duration::from_secs(header_timeout_secs.max(1)),
+                body_timeout: Duration::from_secs(body_timeout_secs.max(1)),
+                send_timeout: Duration::from_secs(send_timeout_secs.max(1)),
+            };
             if config.admin_token.is_none() {
                 tracing::info!("no admin token: the /_spike admin API is disabled");
             }

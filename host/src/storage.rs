@@ -9,6 +9,7 @@
 //!   blobs/ab/abcdef…    blob bodies, content-addressed by SHA-256
 //!   blobs/tmp/          uploads in progress (cleared at start)
 //!   plugin-versions/    every component version ever activated, by SHA-256
+//!                       (and `*.tmp`: admin uploads in progress)
 //!   compile-cache/      precompiled components (see runtime::compile_cache)
 //! ```
 //!
@@ -99,6 +100,15 @@ impl Storage {
             std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
         }
         std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        // Likewise uploads of plugin versions and cache entries that were
+        // being written (always to `*.tmp`, then renamed).
+        for dir in [root.join("plugin-versions"), root.join("compile-cache")] {
+            for entry in std::fs::read_dir(&dir).map_err(io(&dir))?.flatten() {
+                if entry.file_name().to_string_lossy().ends_with(".tmp") {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
 
         let db_path = root.join("spike.redb");
         let db = Database::create(&db_path).map_err(|e| StorageError::Database {

@@ -5,12 +5,16 @@
 //! | `GET /hello`               | a greeting (`?name=` to change who is greeted) |
 //! | `POST /hello/counter`      | adds one to a KV counter and returns it        |
 //! | `PUT /hello/files/{name}`  | stores the body as a blob, streamed            |
-//! | `GET /hello/files/{name}`  | returns it (with `Range: bytes=a-b` support)   |
+//! | `GET /hello/files/{name}`  | returns it (with `Range` support, RFC 9110)    |
+//!
+//! (`HEAD` works wherever `GET` does: the host runs `GET` and sends the
+//! headers only.)
 //!
 //! Its manifest, `plugins/hello.toml`, grants the KV namespace `hello` and
 //! the blob bucket `hello-files`; anything else it tried would be refused.
 
 use spike_sdk::blob::{Bucket, ByteRange, PutOptions};
+use spike_sdk::blob_io::put_stream;
 use spike_sdk::exports::wasi::http::incoming_handler::Guest;
 use spike_sdk::http::{Request, Response, copy, json_string, start_response};
 use spike_sdk::kv::Namespace;
@@ -71,6 +75,7 @@ fn check_name(name: &str) -> Result<(), Response> {
 
 /// Streams the request body into the bucket: the host copies the bytes,
 /// so a file of any size passes through a few kilobytes of guest memory.
+/// Past the host's object limit the answer is 413 `too_large`.
 fn put_file(req: &Request, name: &str) -> Response {
     if let Err(r) = check_name(name) {
         return r;
@@ -79,23 +84,17 @@ fn put_file(req: &Request, name: &str) -> Response {
         content_type: req.header("content-type"),
         metadata: vec![],
     };
-    let writer = match Bucket::open(BUCKET).and_then(|b| b.put(name, &options)) {
-        Ok(w) => w,
+    let bucket = match Bucket::open(BUCKET) {
+        Ok(b) => b,
         Err(e) => return Response::from_error(&e),
     };
-    let Ok(sink) = writer.body() else {
-        return Response::error(500, "internal", "no upload stream");
+    let Some((body, source)) = req.body_stream() else {
+        return Response::error(400, "no_body", "the request has no body to store");
     };
-    if let Some((body, source)) = req.body_stream() {
-        if let Err(e) = copy(&source, &sink) {
-            // Dropping the writer without `finish` discards the upload.
-            return Response::error(400, "upload_failed", &format!("reading the body: {e:?}"));
-        }
-        drop(source);
-        drop(body);
-    }
-    drop(sink);
-    match spike_sdk::blob::ObjectWriter::finish(writer) {
+    let stored = put_stream(&bucket, name, &options, &source);
+    drop(source);
+    drop(body);
+    match stored {
         Ok(meta) => Response::json(
             201,
             format!(
@@ -106,11 +105,11 @@ fn put_file(req: &Request, name: &str) -> Response {
             ),
         )
         .header("etag", format!("\"{}\"", meta.etag)),
-        Err(e) => Response::from_error(&e),
+        Err(e) => e.response(),
     }
 }
 
-/// Streams a stored file out, whole or one `Range: bytes=a-b`.
+/// Streams a stored file out, whole or one range.
 fn get_file(req: &Request, name: &str, out: ResponseOutparam) {
     if let Err(r) = check_name(name) {
         return r.send(out);
@@ -119,21 +118,27 @@ fn get_file(req: &Request, name: &str, out: ResponseOutparam) {
         Ok(b) => b,
         Err(e) => return Response::from_error(&e).send(out),
     };
-    let range = match req.header("range").map(|r| parse_range(&r)) {
+    let not_found = || Response::error(404, "not_found", &format!("no file named '{name}'"));
+    // A range needs the size to resolve against; a file without one is read
+    // whole.
+    let range = match req.header("range").and_then(|r| parse_range(&r)) {
         None => None,
-        Some(Some(r)) => Some(r),
-        Some(None) => {
-            return Response::error(416, "bad_range", "only one 'bytes=a-b' range is supported")
-                .send(out);
-        }
+        Some(spec) => match bucket.head(name) {
+            Ok(Some(meta)) => match spec.resolve(meta.size) {
+                Some(r) => Some(r),
+                None => return unsatisfiable(meta.size).send(out),
+            },
+            Ok(None) => return not_found().send(out),
+            Err(e) => return Response::from_error(&e).send(out),
+        },
     };
     let object = match bucket.get(name, range) {
         Ok(Some(o)) => o,
-        Ok(None) => {
-            return Response::error(404, "not_found", &format!("no file named '{name}'")).send(out);
-        }
+        Ok(None) => return not_found().send(out),
+        // Replaced by a shorter file since the `head` above.
         Err(e) if range.is_some() && e.status() == 400 => {
-            return Response::error(416, "bad_range", e.message()).send(out);
+            let size = bucket.head(name).ok().flatten().map_or(0, |m| m.size);
+            return unsatisfiable(size).send(out);
         }
         Err(e) => return Response::from_error(&e).send(out),
     };
@@ -157,7 +162,7 @@ fn get_file(req: &Request, name: &str, out: ResponseOutparam) {
         ),
     ];
     let status = if range.is_some() {
-        let last = (object.offset + object.length).saturating_sub(1);
+        let last = object.offset + object.length - 1;
         headers.push((
             "content-range".to_string(),
             format!("bytes {}-{last}/{}", object.offset, meta.size).into_bytes(),
@@ -176,21 +181,116 @@ fn get_file(req: &Request, name: &str, out: ResponseOutparam) {
     let _ = OutgoingBody::finish(body, None);
 }
 
-/// `bytes=a-b`, `bytes=a-` or `bytes=-n` (the last n bytes need the size,
-/// so they are read as "from a" only when a is given).
-fn parse_range(header: &str) -> Option<ByteRange> {
-    let spec = header.trim().strip_prefix("bytes=")?;
+/// 416, with the size the client should have asked within.
+fn unsatisfiable(size: u64) -> Response {
+    Response::error(
+        416,
+        "range_not_satisfiable",
+        &format!("the range is outside the file's {size} bytes"),
+    )
+    .header("content-range", format!("bytes */{size}"))
+}
+
+/// One `Range: bytes=...` range, before the file's size is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RangeSpec {
+    /// `bytes=first-last` or `bytes=first-` (`last` none).
+    From { first: u64, last: Option<u64> },
+    /// `bytes=-n`: the last n bytes.
+    Suffix(u64),
+}
+
+/// Parses a `Range` header as RFC 9110 section 14.1.2 reads it. A header
+/// this plugin does not serve (another unit, several ranges) or cannot
+/// read is ignored: the answer is then the whole file, as the RFC allows.
+fn parse_range(header: &str) -> Option<RangeSpec> {
+    let spec = header.trim().strip_prefix("bytes=")?.trim();
     if spec.contains(',') {
         return None;
     }
-    let (start, end) = spec.split_once('-')?;
-    let offset: u64 = start.trim().parse().ok()?;
-    let length = match end.trim() {
+    let (first, last) = spec.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if first.is_empty() {
+        // More digits than a u64 holds still means "the last n bytes",
+        // that is all of them.
+        return digits(last).then(|| RangeSpec::Suffix(last.parse().unwrap_or(u64::MAX)));
+    }
+    if !digits(first) || !(last.is_empty() || digits(last)) {
+        return None;
+    }
+    // A first byte past what a u64 holds is past the end of any file.
+    let first = first.parse().unwrap_or(u64::MAX);
+    // A last byte past the end means "to the end".
+    let last = match last {
         "" => None,
-        e => {
-            let end: u64 = e.parse().ok()?;
-            Some(end.checked_sub(offset)? + 1)
-        }
+        l => Some(l.parse().unwrap_or(u64::MAX)),
     };
-    Some(ByteRange { offset, length })
+    if last.is_some_and(|l| l < first) {
+        return None; // invalid, so ignored
+    }
+    Some(RangeSpec::From { first, last })
+}
+
+impl RangeSpec {
+    /// The bytes to send of a file of `size` bytes, or `None` when none
+    /// of them is in the range (416).
+    fn resolve(self, size: u64) -> Option<ByteRange> {
+        let (offset, end) = match self {
+            RangeSpec::From { first, last } => {
+                (first, last.map_or(size, |l| l.saturating_add(1).min(size)))
+            }
+            RangeSpec::Suffix(n) => (size - n.min(size), size),
+        };
+        (offset < end).then(|| ByteRange {
+            offset,
+            length: Some(end - offset),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(header: &str, size: u64) -> Option<Option<(u64, u64)>> {
+        parse_range(header).map(|spec| spec.resolve(size).map(|r| (r.offset, r.length.unwrap())))
+    }
+
+    #[test]
+    fn ranges_resolve_as_rfc_9110_says() {
+        // Satisfiable: (offset, length).
+        assert_eq!(resolve("bytes=0-99", 1000), Some(Some((0, 100))));
+        assert_eq!(resolve("bytes=990-", 1000), Some(Some((990, 10))));
+        assert_eq!(resolve("bytes=-10", 1000), Some(Some((990, 10))));
+        assert_eq!(resolve("bytes=-5000", 1000), Some(Some((0, 1000))));
+        // A last byte past the end, even past u64: to the end.
+        assert_eq!(resolve("bytes=990-5000", 1000), Some(Some((990, 10))));
+        assert_eq!(
+            resolve("bytes=0-18446744073709551615", 1000),
+            Some(Some((0, 1000)))
+        );
+        assert_eq!(
+            resolve("bytes=0-99999999999999999999999", 1000),
+            Some(Some((0, 1000)))
+        );
+        // Unsatisfiable: 416.
+        assert_eq!(resolve("bytes=1000-", 1000), Some(None));
+        assert_eq!(resolve("bytes=18446744073709551615-", 1000), Some(None));
+        assert_eq!(resolve("bytes=99999999999999999999-", 1000), Some(None));
+        assert_eq!(resolve("bytes=-0", 1000), Some(None));
+        assert_eq!(resolve("bytes=0-", 0), Some(None));
+        assert_eq!(resolve("bytes=0-0", 0), Some(None));
+        assert_eq!(resolve("bytes=-1", 0), Some(None));
+        // Ignored (the whole file is sent).
+        for header in [
+            "bytes=5-1",
+            "bytes=0-1,4-5",
+            "items=0-1",
+            "bytes=a-b",
+            "bytes=-",
+            "bytes=+1-2",
+        ] {
+            assert_eq!(resolve(header, 1000), None, "{header}");
+        }
+    }
 }

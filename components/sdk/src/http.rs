@@ -211,18 +211,38 @@ pub fn write_all(out: &OutputStream, mut bytes: &[u8]) -> Result<(), StreamError
 }
 
 /// Copies `input` to `output` until `input` ends, inside the host (the bytes
-/// never enter guest memory). Returns how many bytes were copied.
-pub fn copy(input: &InputStream, output: &OutputStream) -> Result<u64, StreamError> {
+/// never enter guest memory). Returns how many bytes were copied, or which
+/// side failed.
+pub fn copy(input: &InputStream, output: &OutputStream) -> Result<u64, CopyError> {
     let mut total = 0;
     loop {
         match output.blocking_splice(input, 1 << 20) {
             Ok(n) => total += n,
+            Err(StreamError::Closed) if output_failed(output) => {
+                return Err(CopyError::Write(StreamError::Closed));
+            }
             Err(StreamError::Closed) => break,
-            Err(e) => return Err(e),
+            Err(e) if output_failed(output) => return Err(CopyError::Write(e)),
+            Err(e) => return Err(CopyError::Read(e)),
         }
     }
-    output.blocking_flush()?;
+    output.blocking_flush().map_err(CopyError::Write)?;
     Ok(total)
+}
+
+/// A splice fails with one error for either stream. A failed output stream
+/// stays failed (or closed), so asking it tells the two apart.
+fn output_failed(output: &OutputStream) -> bool {
+    output.check_write().is_err()
+}
+
+/// Which side of a `copy` failed.
+#[derive(Debug)]
+pub enum CopyError {
+    /// Reading the input failed (a request body cut off, say).
+    Read(StreamError),
+    /// Writing the output failed (a client gone, a blob over its limit).
+    Write(StreamError),
 }
 
 /// `s` as a JSON string literal.

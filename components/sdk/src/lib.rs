@@ -2,7 +2,8 @@
 //!
 //! A plugin is a `wasi:http/proxy` component that may also import spike's
 //! capabilities (`kv`, `blob`, ...). This crate holds the generated bindings
-//! for the whole `spike:host/plugin` world and small helpers for HTTP.
+//! for the whole `spike:host/plugin` world and small helpers for HTTP and
+//! for streaming blobs.
 //!
 //! ```ignore
 //! use spike_sdk::exports::wasi::http::incoming_handler::Guest;
@@ -33,6 +34,7 @@ wit_bindgen::generate!({
     generate_all,
 });
 
+pub mod blob_io;
 pub mod http;
 
 pub use spike::host::{blob, kv, types::Error};

@@ -131,6 +131,39 @@ impl BlobStore {
             .transpose()
     }
 
+    /// The record of `bucket/key` and its body, opened: the caller streams
+    /// from the file it got, whatever writers do next (an unlinked file
+    /// stays readable through an open handle). Blocking.
+    ///
+    /// An overwrite commits the new record and then unlinks the old body,
+    /// so a body can vanish between reading a record and opening its file.
+    /// That means a newer record is committed: read again. After a few tries
+    /// (a key overwritten that often), take the lock writers unlink under,
+    /// which settles it.
+    pub fn open(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<(ObjectRecord, std::fs::File)>, CapError> {
+        const OPTIMISTIC_TRIES: usize = 8;
+        for attempt in 0..=OPTIMISTIC_TRIES {
+            let _guard = (attempt == OPTIMISTIC_TRIES)
+                .then(|| self.fs_lock.lock().unwrap_or_else(|p| p.into_inner()));
+            let Some(record) = self.head(bucket, key)? else {
+                return Ok(None);
+            };
+            match std::fs::File::open(self.body_path(&record.sha256)) {
+                Ok(file) => return Ok(Some((record, file))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(CapError::internal(
+            "blob open",
+            format!("{bucket}/{key}: the record points at a missing body"),
+        ))
+    }
+
     /// Makes a staged upload the object `bucket/key`, durable on return.
     pub fn commit(
         &self,
@@ -437,7 +470,9 @@ impl BlobView<'_> {
         key: &str,
         range: Option<ByteRange>,
     ) -> Result<Option<ObjectBody>, CapError> {
-        let Some(record) = self.ctx.store.head(bucket, key)? else {
+        let store = self.ctx.store.clone();
+        let (bucket, key_owned) = (bucket.to_string(), key.to_string());
+        let Some((record, file)) = blocking(move || store.open(&bucket, &key_owned)).await? else {
             return Ok(None);
         };
         let (offset, length) = match range {
@@ -453,12 +488,7 @@ impl BlobView<'_> {
                 (r.offset, r.length.map_or(rest, |l| l.min(rest)))
             }
         };
-        let mut file = match tokio::fs::File::open(self.ctx.store.body_path(&record.sha256)).await {
-            Ok(f) => f,
-            // Deleted between the lookup and the open.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
+        let mut file = tokio::fs::File::from_std(file);
         file.seek(SeekFrom::Start(offset)).await?;
         let stream: DynInputStream = Box::new(AsyncReadStream::new(file.take(length)));
         let body = self

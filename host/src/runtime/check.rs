@@ -13,11 +13,13 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use super::compile_cache::CompileCache;
 use super::engine::{PoolSettings, build_engine};
 use super::manifest::Limits;
+use super::memory_budget::MemoryBudget;
 use super::registry::link_everything;
 use super::state::{PluginContext, RequestState};
 use crate::caps::Grants;
 use crate::caps::blob::{BlobCtx, BlobStore};
 use crate::caps::kv::{KvCtx, KvStore};
+use crate::caps::outbound::{OutboundCtx, SystemResolver};
 use crate::storage::{Storage, sha256_hex};
 
 /// What `spike check` reports.
@@ -82,19 +84,24 @@ pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
         .map(|(name, _)| name.to_string())
         .collect();
 
+    // Nothing granted: instantiation is what is measured.
     let grants = Arc::new(Grants::default());
     let context = PluginContext {
         name: "check".into(),
         limits: Limits::default(),
-        grants: grants.clone(),
         kv: KvCtx {
             store: KvStore::new(storage.clone()),
             grants: grants.clone(),
         },
         blob: BlobCtx {
             store: BlobStore::new(storage.clone(), 0),
-            grants,
+            grants: grants.clone(),
         },
+        outbound: OutboundCtx {
+            grants,
+            resolver: Arc::new(SystemResolver),
+        },
+        memory_budget: MemoryBudget::new(u64::MAX),
     };
     let mut times = Vec::with_capacity(INSTANTIATIONS);
     for _ in 0..INSTANTIATIONS {

@@ -1,15 +1,22 @@
 //! One request through one plugin: a fresh `Store` and instance, the
-//! plugin's limits, and what becomes of a guest that misbehaves.
+//! plugin's limits, and what becomes of a guest that misbehaves or a client
+//! that is too slow.
 //!
 //! The guest runs in its own task so that it can keep streaming the response
-//! body after the headers have gone out. A trap, a CPU or memory limit, or a
-//! missed deadline ends only this request's store; the error is classified
-//! here and turned into a status by `server::errors`.
+//! body after the headers have gone out. That task holds one of the plugin's
+//! concurrency permits for as long as the instance lives, and a watchdog ends
+//! it at the plugin's `max_duration` or when the client stops reading the
+//! response. A trap, a CPU or memory limit, or a missed deadline ends only
+//! this request's store; the error is classified here and turned into a
+//! status by `server::errors`.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -17,14 +24,18 @@ use hyper::body::{Body, Frame, SizeHint};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 
+use super::memory_budget::MemoryBudgetExhausted;
 use super::registry::{LoadedPlugin, PluginSlot};
 use super::state::{CpuLimitExceeded, MemoryLimitExceeded, RequestState};
+use crate::config::ClientLimits;
 
 /// How a request to a plugin failed before a response began.
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
     #[error("request body is larger than this plugin's limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
+    #[error("the request body stalled: no bytes for {idle_ms} ms")]
+    BodyTimeout { idle_ms: u128 },
     #[error("the plugin did not respond within {timeout_ms} ms")]
     Timeout { timeout_ms: u128 },
     #[error("{0}")]
@@ -37,33 +48,60 @@ pub enum DispatchError {
     NoResponse,
     #[error("the plugin answered with an error: {0:?}")]
     Guest(ErrorCode),
-    #[error("the server is at its limit of concurrent instances")]
-    Busy,
+    #[error("{0}")]
+    Busy(Busy),
     #[error("internal error: {0}")]
     Internal(String),
 }
 
-/// A guest's response, body still streaming.
-pub type GuestResponse = hyper::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>;
+/// Which limit turned a request away with 503 `busy`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Busy {
+    #[error("the server is at its limit of concurrent instances")]
+    Pool,
+    #[error("this plugin is at its limit of {0} concurrent requests")]
+    Plugin(u32),
+    #[error("{0}")]
+    Memory(MemoryBudgetExhausted),
+}
+
+/// Why the watchdog ended a request whose response had begun (or was about
+/// to): the guest's instance is freed and the response cut off.
+#[derive(Debug, Clone, thiserror::Error)]
+enum Cut {
+    #[error("the request ran past the plugin's max_duration_ms of {0} ms")]
+    MaxDuration(u128),
+    #[error("the client read nothing of the response for {0} ms")]
+    ClientStalled(u128),
+}
 
 /// Runs `req` through `plugin`, a version of `slot`.
 pub async fn dispatch(
     slot: &PluginSlot,
     plugin: Arc<LoadedPlugin>,
     engine: &wasmtime::Engine,
+    clients: &ClientLimits,
     req: http::Request<axum::body::Body>,
-) -> Result<GuestResponse, DispatchError> {
+) -> Result<http::Response<axum::body::Body>, DispatchError> {
     let limits = &slot.context.limits;
     let max_body = limits.max_body_bytes;
     if declared_length(req.headers()).is_some_and(|n| n > max_body) {
         return Err(DispatchError::BodyTooLarge { limit: max_body });
     }
-    let overflowed = Arc::new(AtomicBool::new(false));
+    let permit = slot
+        .try_admit()
+        .ok_or(DispatchError::Busy(Busy::Plugin(slot.max_concurrent)))?;
+    let deadline = Instant::now() + limits.max_duration;
+
+    let body_state = Arc::new(AtomicU8::new(BODY_OK));
     let (parts, body) = req.into_parts();
-    let body = LimitedBody {
+    let body = RequestBody {
         inner: body,
         remaining: max_body,
-        overflowed: overflowed.clone(),
+        state: body_state.clone(),
+        idle: clients.body_timeout,
+        stall_timer: None,
+        progressed: false,
     };
     let req = http::Request::from_parts(parts, body);
 
@@ -82,16 +120,39 @@ pub async fn dispatch(
         .new_response_outparam(tx)
         .map_err(|_| http())?;
 
+    let watch = Arc::new(ResponseWatch::new());
     let pre = plugin.pre.clone();
+    let (guest_watch, send_timeout) = (watch.clone(), clients.send_timeout);
+    let name = slot.context.name.clone();
     let guest = tokio::spawn(async move {
-        let proxy = pre.instantiate_async(&mut store).await?;
-        let r = proxy
-            .wasi_http_incoming_handler()
-            .call_handle(&mut store, incoming, outparam)
-            .await;
-        // Keep the version alive as long as its instance runs.
+        let run = async {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, incoming, outparam)
+                .await
+        };
+        let outcome = tokio::select! {
+            biased;
+            r = run => r,
+            cut = watchdog(&guest_watch, deadline, send_timeout) => {
+                tracing::warn!(plugin = %name, "request cut off: {cut}");
+                guest_watch.cut.store(true, Ordering::Relaxed);
+                Err(wasmtime::Error::new(cut))
+            }
+        };
+        if let Err(e) = &outcome
+            && guest_watch.responded.load(Ordering::Relaxed)
+            && e.downcast_ref::<Cut>().is_none()
+        {
+            tracing::warn!(plugin = %name, "failed while streaming its response: {}", classify(e));
+        }
+        // The instance is gone (its store dropped with `run`): only now may
+        // another request of this plugin take its place.
+        drop(permit);
+        // Keep the version alive as long as its instance ran.
         drop(plugin);
-        r
+        outcome
     });
     // If this future is dropped before the response begins (the client
     // went away), the guest is stopped with it.
@@ -103,22 +164,131 @@ pub async fn dispatch(
         // The guest dropped the outparam: it returned or trapped.
         Ok(Err(_)) => match guest.await {
             Ok(Ok(())) => Err(DispatchError::NoResponse),
-            Ok(Err(e)) => Err(classify(e)),
+            Ok(Err(e)) => Err(classify(&e)),
             Err(e) => Err(DispatchError::Internal(format!("guest task: {e}"))),
         },
         Err(_) => Err(DispatchError::Timeout {
             timeout_ms: limits.timeout.as_millis(),
         }),
     };
-    // Whatever the guest made of a body cut off at the limit, the answer is 413.
-    if overflowed.load(Ordering::Relaxed) {
-        return Err(DispatchError::BodyTooLarge { limit: max_body });
+    // Whatever the guest made of a body cut off at the limit or stalled,
+    // the answer is 413 or 408.
+    match body_state.load(Ordering::Relaxed) {
+        BODY_OVERFLOWED => return Err(DispatchError::BodyTooLarge { limit: max_body }),
+        BODY_STALLED => {
+            return Err(DispatchError::BodyTimeout {
+                idle_ms: clients.body_timeout.as_millis(),
+            });
+        }
+        _ => {}
     }
-    if result.is_ok() {
-        // From here the guest streams the body on its own.
-        abort.0 = None;
+    let resp = result?;
+    // From here the guest streams the body on its own, under the watchdog.
+    abort.0 = None;
+    watch.responded.store(true, Ordering::Relaxed);
+    Ok(resp.map(|body| {
+        axum::body::Body::new(WatchedBody {
+            inner: body.map_err(|e| std::io::Error::other(format!("{e:?}"))),
+            watch,
+        })
+    }))
+}
+
+/// Ends a request at `deadline`, or once the client has left a handed-out
+/// piece of the response unread for `send_timeout`. Wakes at most once per
+/// `send_timeout` while the response flows.
+async fn watchdog(watch: &ResponseWatch, deadline: Instant, send_timeout: Duration) -> Cut {
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Cut::MaxDuration((deadline - watch.start).as_millis());
+        }
+        let next_check = match watch.unread_since() {
+            Some(since) if now.duration_since(since) >= send_timeout => {
+                return Cut::ClientStalled(send_timeout.as_millis());
+            }
+            Some(since) => since + send_timeout,
+            None => now + send_timeout,
+        };
+        tokio::time::sleep_until(next_check.min(deadline)).await;
     }
-    result
+}
+
+/// What the guest task and the response body share.
+struct ResponseWatch {
+    start: Instant,
+    /// When the body last handed a frame to the server, in µs since
+    /// `start`; `NOT_WAITING` while the server is asking for the next one.
+    /// A frame handed out and not followed by another request for one means
+    /// the server could not write it: the client is not reading.
+    handed_out_us: AtomicU64,
+    /// The response headers went out.
+    responded: AtomicBool,
+    /// The watchdog ended the guest: the body must end in an error, not in
+    /// a clean end that would make a cut-off response look complete.
+    cut: AtomicBool,
+}
+
+const NOT_WAITING: u64 = u64::MAX;
+
+impl ResponseWatch {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            handed_out_us: AtomicU64::new(NOT_WAITING),
+            responded: AtomicBool::new(false),
+            cut: AtomicBool::new(false),
+        }
+    }
+
+    fn unread_since(&self) -> Option<Instant> {
+        match self.handed_out_us.load(Ordering::Relaxed) {
+            NOT_WAITING => None,
+            us => Some(self.start + Duration::from_micros(us)),
+        }
+    }
+}
+
+/// The guest's response body as the server reads it, telling the watchdog
+/// when the client stops taking it.
+struct WatchedBody<B> {
+    inner: B,
+    watch: Arc<ResponseWatch>,
+}
+
+impl<B> Body for WatchedBody<B>
+where
+    B: Body<Data = Bytes, Error = std::io::Error> + Unpin,
+{
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let watch = self.watch.clone();
+        watch.handed_out_us.store(NOT_WAITING, Ordering::Relaxed);
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let us = watch.start.elapsed().as_micros() as u64;
+                watch.handed_out_us.store(us, Ordering::Relaxed);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) if watch.cut.load(Ordering::Relaxed) => {
+                Poll::Ready(Some(Err(std::io::Error::other("the response was cut off"))))
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Aborts the guest task when dropped, unless disarmed.
@@ -133,17 +303,23 @@ impl Drop for AbortOnDrop {
 }
 
 /// Names what went wrong in a guest.
-fn classify(e: wasmtime::Error) -> DispatchError {
+fn classify(e: &wasmtime::Error) -> DispatchError {
     if let Some(cpu) = e.downcast_ref::<CpuLimitExceeded>() {
         return DispatchError::CpuLimit(cpu.clone());
     }
     if let Some(mem) = e.downcast_ref::<MemoryLimitExceeded>() {
         return DispatchError::MemoryLimit(mem.clone());
     }
+    if let Some(budget) = e.downcast_ref::<MemoryBudgetExhausted>() {
+        return DispatchError::Busy(Busy::Memory(budget.clone()));
+    }
     if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
         .is_some()
     {
-        return DispatchError::Busy;
+        return DispatchError::Busy(Busy::Pool);
+    }
+    if let Some(cut) = e.downcast_ref::<Cut>() {
+        return DispatchError::Trap(cut.to_string());
     }
     // The trap itself ("wasm `unreachable` instruction executed") says more
     // than the outer "error while executing at wasm backtrace".
@@ -166,15 +342,25 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// A request body that ends in an error once it passes `remaining` bytes,
-/// and says so through `overflowed` so the response can become a 413.
-struct LimitedBody {
+const BODY_OK: u8 = 0;
+const BODY_OVERFLOWED: u8 = 1;
+const BODY_STALLED: u8 = 2;
+
+/// The request body as the guest reads it: it ends in an error once it
+/// passes `remaining` bytes, or when the client sends nothing for `idle`
+/// while the guest waits for more, and says which through `state` so that
+/// the response can become a 413 or a 408.
+struct RequestBody {
     inner: axum::body::Body,
     remaining: u64,
-    overflowed: Arc<AtomicBool>,
+    state: Arc<AtomicU8>,
+    idle: Duration,
+    /// Armed when the guest first waits; re-armed after each chunk.
+    stall_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    progressed: bool,
 }
 
-impl Body for LimitedBody {
+impl Body for RequestBody {
     type Data = Bytes;
     type Error = ErrorCode;
 
@@ -187,17 +373,39 @@ impl Body for LimitedBody {
                 if let Some(data) = frame.data_ref() {
                     let n = data.len() as u64;
                     if n > self.remaining {
-                        self.overflowed.store(true, Ordering::Relaxed);
+                        self.state.store(BODY_OVERFLOWED, Ordering::Relaxed);
                         return Poll::Ready(Some(Err(ErrorCode::HttpRequestBodySize(None))));
                     }
                     self.remaining -= n;
                 }
+                self.progressed = true;
                 Poll::Ready(Some(Ok(frame)))
             }
             // The client went away mid-body.
             Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(ErrorCode::ConnectionTerminated))),
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                let deadline = Instant::now() + self.idle;
+                let progressed = std::mem::take(&mut self.progressed);
+                let timer = match &mut self.stall_timer {
+                    Some(timer) => {
+                        if progressed {
+                            timer.as_mut().reset(deadline);
+                        }
+                        timer
+                    }
+                    None => self
+                        .stall_timer
+                        .insert(Box::pin(tokio::time::sleep_until(deadline))),
+                };
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        self.state.store(BODY_STALLED, Ordering::Relaxed);
+                        Poll::Ready(Some(Err(ErrorCode::ConnectionReadTimeout)))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 
@@ -210,7 +418,90 @@ impl Body for LimitedBody {
     }
 }
 
-/// Converts a guest's streaming body for axum.
-pub fn into_axum_body(body: wasmtime_wasi_http::p2::body::HyperOutgoingBody) -> axum::body::Body {
-    axum::body::Body::new(body.map_err(|e| std::io::Error::other(format!("{e:?}"))))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body_of(
+        rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+        limit: u64,
+        idle: Duration,
+    ) -> (RequestBody, Arc<AtomicU8>) {
+        let stream = tokio_stream_from(rx);
+        let state = Arc::new(AtomicU8::new(BODY_OK));
+        let body = RequestBody {
+            inner: axum::body::Body::from_stream(stream),
+            remaining: limit,
+            state: state.clone(),
+            idle,
+            stall_timer: None,
+            progressed: false,
+        };
+        (body, state)
+    }
+
+    fn tokio_stream_from(
+        mut rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trickling_body_is_fine_a_stalled_one_times_out() {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let (mut body, state) = body_of(rx, 1 << 20, Duration::from_secs(10));
+        // A byte every 9 s never stalls for 10 s.
+        for _ in 0..5 {
+            let sender = tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(9)).await;
+                sender.send(Ok(Bytes::from_static(b"x"))).await.unwrap();
+            });
+            let frame = body.frame().await.unwrap().unwrap();
+            assert_eq!(frame.into_data().unwrap(), "x");
+        }
+        assert_eq!(state.load(Ordering::Relaxed), BODY_OK);
+        // Then nothing: an error after 10 s, and the state says why.
+        let start = tokio::time::Instant::now();
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert!(matches!(err, ErrorCode::ConnectionReadTimeout));
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        assert_eq!(state.load(Ordering::Relaxed), BODY_STALLED);
+    }
+
+    #[tokio::test]
+    async fn a_body_past_the_limit_overflows() {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let (mut body, state) = body_of(rx, 5, Duration::from_secs(10));
+        tx.send(Ok(Bytes::from_static(b"1234"))).await.unwrap();
+        tx.send(Ok(Bytes::from_static(b"56"))).await.unwrap();
+        assert!(body.frame().await.unwrap().is_ok());
+        assert!(body.frame().await.unwrap().is_err());
+        assert_eq!(state.load(Ordering::Relaxed), BODY_OVERFLOWED);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watchdog_cuts_at_the_deadline_or_an_unread_response() {
+        let send_timeout = Duration::from_secs(30);
+        // Nothing handed out: only the deadline ends it.
+        let watch = ResponseWatch::new();
+        let deadline = Instant::now() + Duration::from_secs(100);
+        let cut = watchdog(&watch, deadline, send_timeout).await;
+        assert!(matches!(cut, Cut::MaxDuration(100_000)), "{cut}");
+        assert_eq!(watch.start.elapsed(), Duration::from_secs(100));
+
+        // A frame handed out at 10 s and never followed by a request for the
+        // next: the client is not reading, cut at 40 s.
+        let watch = Arc::new(ResponseWatch::new());
+        let deadline = Instant::now() + Duration::from_secs(100);
+        let handing = watch.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let us = handing.start.elapsed().as_micros() as u64;
+            handing.handed_out_us.store(us, Ordering::Relaxed);
+        });
+        let cut = watchdog(&watch, deadline, send_timeout).await;
+        assert!(matches!(cut, Cut::ClientStalled(30_000)), "{cut}");
+        assert_eq!(watch.start.elapsed(), Duration::from_secs(40));
+    }
 }

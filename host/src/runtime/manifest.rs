@@ -18,7 +18,10 @@
 //! memory_mib = 128                    # linear memory of one instance
 //! cpu_ms = 5000                       # time spent running wasm per request
 //! timeout_ms = 30000                  # wall time until the response headers
+//! max_duration_ms = 120000            # wall time for the whole request, bodies included
+//!                                     # (default: 120000, or timeout_ms if longer)
 //! max_body_mib = 16                   # request body
+//! max_concurrent = 64                 # requests at once (default: half the instance pool)
 //! ```
 //!
 //! A malformed manifest is refused with its file, line and reason.
@@ -40,6 +43,8 @@ pub const DEFAULT_MEMORY_MIB: u64 = 128;
 pub const DEFAULT_CPU_MS: u64 = 5_000;
 /// Default wall time until response headers.
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+/// Default wall time for a whole request, streamed bodies included.
+pub const DEFAULT_MAX_DURATION_MS: u64 = 120_000;
 /// Default request body limit.
 pub const DEFAULT_MAX_BODY_MIB: u64 = 16;
 
@@ -71,8 +76,16 @@ pub struct Route {
 pub struct Limits {
     pub memory_bytes: u64,
     pub cpu: Duration,
+    /// Until the response headers.
     pub timeout: Duration,
+    /// For the whole request: reading its body, running, streaming the
+    /// response. Never shorter than `timeout`.
+    pub max_duration: Duration,
     pub max_body_bytes: u64,
+    /// Requests of this plugin running at once; `None` leaves it to the
+    /// host (a share of the instance pool, see `PluginRegistry`), so that one
+    /// plugin's slow clients cannot take every instance.
+    pub max_concurrent: Option<u32>,
 }
 
 impl Default for Limits {
@@ -81,7 +94,9 @@ impl Default for Limits {
             memory_bytes: DEFAULT_MEMORY_MIB << 20,
             cpu: Duration::from_millis(DEFAULT_CPU_MS),
             timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
+            max_duration: Duration::from_millis(DEFAULT_MAX_DURATION_MS),
             max_body_bytes: DEFAULT_MAX_BODY_MIB << 20,
+            max_concurrent: None,
         }
     }
 }
@@ -144,7 +159,9 @@ struct RawLimits {
     memory_mib: Option<Spanned<u64>>,
     cpu_ms: Option<Spanned<u64>>,
     timeout_ms: Option<Spanned<u64>>,
+    max_duration_ms: Option<Spanned<u64>>,
     max_body_mib: Option<Spanned<u64>>,
+    max_concurrent: Option<Spanned<u32>>,
 }
 
 /// Reads and validates the manifest at `path`.
@@ -286,6 +303,39 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
         }
         limits.max_body_bytes = *v.get_ref() << 20;
     }
+    if let Some(v) = &l.max_duration_ms {
+        if *v.get_ref() < 10 {
+            return Err(err(
+                Some(v.span()),
+                "max_duration_ms must be at least 10".into(),
+            ));
+        }
+        limits.max_duration = Duration::from_millis(*v.get_ref());
+    }
+    match &l.max_duration_ms {
+        Some(v) if limits.timeout > limits.max_duration => {
+            return Err(err(
+                Some(v.span()),
+                format!(
+                    "max_duration_ms ({}) is shorter than timeout_ms ({})",
+                    limits.max_duration.as_millis(),
+                    limits.timeout.as_millis()
+                ),
+            ));
+        }
+        // Left to the default: never shorter than the time to headers.
+        None => limits.max_duration = limits.max_duration.max(limits.timeout),
+        Some(_) => {}
+    }
+    if let Some(v) = &l.max_concurrent {
+        if *v.get_ref() == 0 {
+            return Err(err(
+                Some(v.span()),
+                "max_concurrent must be at least 1".into(),
+            ));
+        }
+        limits.max_concurrent = Some(*v.get_ref());
+    }
 
     Ok(Manifest {
         name,
@@ -377,7 +427,9 @@ outbound = ["api.example.com", "127.0.0.1:9000"]
 memory_mib = 64
 cpu_ms = 100
 timeout_ms = 2000
+max_duration_ms = 5000
 max_body_mib = 1024
+max_concurrent = 7
 "#,
         )
         .unwrap();
@@ -393,6 +445,17 @@ max_body_mib = 1024
         assert_eq!(m.limits.memory_bytes, 64 << 20);
         assert_eq!(m.limits.cpu, Duration::from_millis(100));
         assert_eq!(m.limits.max_body_bytes, 1024 << 20);
+        assert_eq!(m.limits.max_duration, Duration::from_millis(5000));
+        assert_eq!(m.limits.max_concurrent, Some(7));
+    }
+
+    #[test]
+    fn max_duration_is_never_shorter_than_the_time_to_headers() {
+        let m = parse_str(
+            "component = \"x.wasm\"\nroutes = [{ prefix = \"/x\" }]\nlimits.timeout_ms = 600000\n",
+        )
+        .unwrap();
+        assert_eq!(m.limits.max_duration, Duration::from_millis(600_000));
     }
 
     #[test]
@@ -455,6 +518,14 @@ max_body_mib = 1024
             (
                 "routes = [{ prefix = \"/x\" }]\nname = \"Bad\"",
                 "plugin name",
+            ),
+            (
+                "routes = [{ prefix = \"/x\" }]\nlimits.timeout_ms = 6000\nlimits.max_duration_ms = 5000",
+                "shorter than timeout_ms",
+            ),
+            (
+                "routes = [{ prefix = \"/x\" }]\nlimits.max_concurrent = 0",
+                "max_concurrent",
             ),
         ] {
             let e = parse_str(&format!("component = \"x.wasm\"\n{text}\n")).unwrap_err();

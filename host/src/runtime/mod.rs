@@ -1,11 +1,12 @@
 //! Running plugins: the engine, the compile cache, manifests, the plugin
-//! registry (hot swap), per-request stores and dispatch.
+//! registry (hot swap), per-request stores, the memory budget and dispatch.
 
 pub mod check;
 pub mod compile_cache;
 pub mod dispatch;
 pub mod engine;
 pub mod manifest;
+pub mod memory_budget;
 pub mod registry;
 pub mod state;
 pub mod watch;

@@ -24,7 +24,9 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use super::compile_cache::{CacheOutcome, CompileCache};
 use super::engine::{EpochTicker, build_engine};
 use super::manifest::{self, Manifest, ManifestError};
+use super::memory_budget::MemoryBudget;
 use super::state::{PluginContext, RequestState};
+use crate::caps::outbound::OutboundCtx;
 use crate::caps::{self, blob::BlobCtx, blob::BlobStore, kv::KvCtx, kv::KvStore};
 use crate::config::ServerConfig;
 use crate::server::routes::{RouteMatch, RouteTable};
@@ -94,12 +96,78 @@ impl From<StorageError> for LoadError {
     }
 }
 
+/// The bytes of a version on their way in.
+pub enum NewVersion {
+    /// Read into memory (a component file, a kept version).
+    Bytes(Vec<u8>),
+    /// Streamed into a file at `PluginRegistry::staging_path` (an upload),
+    /// hashed on the way. The file is moved into the versions folder if the
+    /// version is activated, and removed otherwise.
+    Staged(StagedFile),
+}
+
+/// An upload in its staging file; the file goes when this drops unless it
+/// was kept.
+pub struct StagedFile {
+    pub path: std::path::PathBuf,
+    pub sha256: String,
+}
+
+impl Drop for StagedFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl NewVersion {
+    fn sha256(&self) -> String {
+        match self {
+            Self::Bytes(b) => sha256_hex(b),
+            Self::Staged(f) => f.sha256.clone(),
+        }
+    }
+
+    /// The bytes to compile, and the staging file if there is one
+    /// (blocking).
+    fn open(self) -> Result<(Vec<u8>, Option<StagedFile>), LoadError> {
+        match self {
+            Self::Bytes(b) => Ok((b, None)),
+            Self::Staged(f) => match std::fs::read(&f.path) {
+                Ok(b) => Ok((b, Some(f))),
+                Err(e) => Err(LoadError::Storage(format!("reading the upload: {e}"))),
+            },
+        }
+    }
+}
+
+/// Keeps a version's bytes at `keep_at` (its hash names it, so one copy
+/// serves every plugin that uses these bytes): the staging file moves
+/// there, or the bytes are written.
+fn keep_version(bytes: &[u8], staged: Option<StagedFile>, keep_at: &Path) -> std::io::Result<()> {
+    if keep_at.exists() {
+        return Ok(());
+    }
+    match staged {
+        Some(f) => std::fs::rename(&f.path, keep_at),
+        None => {
+            // Unique per call: two plugins may install the same bytes at once.
+            let tmp = keep_at.with_extension(unique_suffix());
+            std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, keep_at))
+        }
+    }
+}
+
 /// One plugin: manifest, context and the active version.
 pub struct PluginSlot {
     pub manifest: Manifest,
     pub context: PluginContext,
+    /// Requests of this plugin that may run at once (`limits.max_concurrent`,
+    /// or a share of the instance pool): one plugin's slow clients wait on
+    /// their own permits, never on the other plugins' instances.
+    pub max_concurrent: u32,
+    concurrency: Arc<tokio::sync::Semaphore>,
     active: ArcSwapOption<LoadedPlugin>,
-    last_error: Mutex<Option<String>>,
+    last_error: Mutex<Option<LoadError>>,
     /// Serialises swaps of this plugin (uploads, file changes, rollbacks).
     swap_lock: tokio::sync::Mutex<()>,
 }
@@ -110,17 +178,51 @@ impl PluginSlot {
         self.active.load_full()
     }
 
-    /// The most recent load failure, if the last attempt failed.
+    /// The most recent load failure, if the last attempt failed. For the
+    /// log and the admin API only: it may name files of the host.
     pub fn last_error(&self) -> Option<String> {
         self.last_error
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .as_ref()
+            .map(ToString::to_string)
     }
 
-    fn set_error(&self, e: Option<String>) {
+    fn set_error(&self, e: Option<LoadError>) {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
     }
+
+    fn error_is_unreadable_file(&self) -> bool {
+        matches!(
+            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()),
+            Some(LoadError::Read { .. })
+        )
+    }
+
+    /// A permit to run one request, held until its instance is gone; `None`
+    /// when the plugin is at `max_concurrent`.
+    pub fn try_admit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.concurrency.clone().try_acquire_owned().ok()
+    }
+
+    /// Requests running now.
+    pub fn in_flight(&self) -> u32 {
+        self.max_concurrent - self.concurrency.available_permits() as u32
+    }
+}
+
+/// The share of the instance pool a plugin gets when its manifest sets no
+/// `max_concurrent`: half, enough for a busy plugin, while slow clients of
+/// one plugin leave the other half to the rest.
+pub fn default_max_concurrent(max_instances: u32) -> u32 {
+    (max_instances / 2).max(1)
+}
+
+/// Where a request goes.
+pub struct Routed {
+    pub slot: Arc<PluginSlot>,
+    /// A `HEAD` the plugin is to run as `GET` (the server drops the body).
+    pub head_as_get: bool,
 }
 
 /// Why the host cannot start.
@@ -165,26 +267,44 @@ impl PluginRegistry {
         let cache = CompileCache::new(storage.compile_cache_dir(), &engine);
         let kv = KvStore::new(storage.clone());
         let blob = BlobStore::new(storage.clone(), config.max_object_bytes);
+        let memory_budget = MemoryBudget::new(config.memory_budget_bytes);
         let slots = manifests
             .into_iter()
             .map(|m| {
                 let grants = Arc::new(m.grants.clone());
+                if m.limits.memory_bytes > config.memory_budget_bytes {
+                    tracing::warn!(
+                        plugin = %m.name,
+                        "memory_mib is above the host's memory budget: its requests may be refused as busy"
+                    );
+                }
                 let context = PluginContext {
                     name: m.name.as_str().into(),
                     limits: m.limits.clone(),
-                    grants: grants.clone(),
                     kv: KvCtx {
                         store: kv.clone(),
                         grants: grants.clone(),
                     },
                     blob: BlobCtx {
                         store: blob.clone(),
-                        grants,
+                        grants: grants.clone(),
                     },
+                    outbound: OutboundCtx {
+                        grants,
+                        resolver: config.resolver.clone(),
+                    },
+                    memory_budget: memory_budget.clone(),
                 };
+                let max_concurrent = m
+                    .limits
+                    .max_concurrent
+                    .unwrap_or_else(|| default_max_concurrent(config.pool.max_instances))
+                    .min(config.pool.max_instances.max(1));
                 let slot = PluginSlot {
                     manifest: m,
                     context,
+                    max_concurrent,
+                    concurrency: Arc::new(tokio::sync::Semaphore::new(max_concurrent as usize)),
                     active: ArcSwapOption::empty(),
                     last_error: Mutex::new(None),
                     swap_lock: tokio::sync::Mutex::new(()),
@@ -206,7 +326,7 @@ impl PluginRegistry {
         for slot in registry.slots.values() {
             if let Err(e) = registry.load_at_start(slot).await {
                 tracing::error!(plugin = %slot.manifest.name, "unavailable: {e}");
-                slot.set_error(Some(e.to_string()));
+                slot.set_error(Some(e));
             }
         }
         Ok(registry)
@@ -217,9 +337,15 @@ impl PluginRegistry {
     }
 
     /// The plugin for a request.
-    pub fn route(&self, method: &str, path: &str) -> Result<Arc<PluginSlot>, RouteMatch<'_>> {
+    pub fn route(&self, method: &str, path: &str) -> Result<Routed, RouteMatch<'_>> {
         match self.routes.resolve(method, path) {
-            RouteMatch::Plugin(name) => self.slots.get(name).cloned().ok_or(RouteMatch::NotFound),
+            RouteMatch::Plugin { name, as_get } => match self.slots.get(name) {
+                Some(slot) => Ok(Routed {
+                    slot: slot.clone(),
+                    head_as_get: as_get,
+                }),
+                None => Err(RouteMatch::NotFound),
+            },
             other => Err(other),
         }
     }
@@ -286,6 +412,7 @@ impl PluginRegistry {
         {
             match self.read_version(&last.sha256).await {
                 Ok(kept) => {
+                    let kept = NewVersion::Bytes(kept);
                     let loaded = self.compile(kept, last.sha256.clone(), last.source).await?;
                     self.activate(slot, loaded);
                     return Ok(());
@@ -296,38 +423,44 @@ impl PluginRegistry {
             }
         }
         history.file_sha256 = Some(file_sha.clone());
-        let loaded = self.compile(bytes, file_sha, VersionSource::File).await?;
+        let loaded = self
+            .compile(NewVersion::Bytes(bytes), file_sha, VersionSource::File)
+            .await?;
         Self::record(&mut history, &loaded);
         self.save_history(name, &history).await?;
         self.activate(slot, loaded);
         Ok(())
     }
 
-    /// Installs new component bytes for `name` (an upload, or a changed file).
+    /// Installs a new version of `name` (an upload, or a changed file).
     /// On failure the old version keeps serving.
     pub async fn install(
         &self,
         name: &str,
-        bytes: Vec<u8>,
+        version: NewVersion,
         source: VersionSource,
     ) -> Result<Arc<LoadedPlugin>, LoadError> {
         let slot = self.existing_slot(name)?;
         let _swap = slot.swap_lock.lock().await;
-        let sha = sha256_hex(&bytes);
+        let sha = version.sha256();
         let mut history = self.history(name)?;
         if source == VersionSource::File {
             if history.file_sha256.as_deref() == Some(sha.as_str()) {
-                // Touched, or an editor's second write event: nothing changed.
+                // Touched, an editor's second write event, or a deleted file
+                // put back as it was: nothing to load.
                 if let Some(active) = slot.active() {
+                    if slot.error_is_unreadable_file() {
+                        slot.set_error(None);
+                    }
                     return Ok(active);
                 }
             }
             history.file_sha256 = Some(sha.clone());
         }
-        let loaded = match self.compile(bytes, sha, source).await {
+        let loaded = match self.compile(version, sha, source).await {
             Ok(l) => l,
             Err(e) => {
-                slot.set_error(Some(e.to_string()));
+                slot.set_error(Some(e.clone()));
                 if source == VersionSource::File {
                     // Remember the file was read, so an unchanged broken file
                     // is not retried on every event.
@@ -342,10 +475,27 @@ impl PluginRegistry {
     }
 
     /// Reloads `name` from its component file (the file watcher calls this).
+    /// A file that cannot be read (deleted, say) leaves the active version
+    /// serving and the plugin degraded, with the reason.
     pub async fn reload_file(&self, name: &str) -> Result<Arc<LoadedPlugin>, LoadError> {
         let slot = self.existing_slot(name)?;
-        let bytes = read_component(&slot.manifest.component).await?;
-        self.install(name, bytes, VersionSource::File).await
+        match read_component(&slot.manifest.component).await {
+            Ok(bytes) => {
+                self.install(name, NewVersion::Bytes(bytes), VersionSource::File)
+                    .await
+            }
+            Err(e) => {
+                slot.set_error(Some(e.clone()));
+                Err(e)
+            }
+        }
+    }
+
+    /// A new path in the versions folder to stream an upload into, then
+    /// pass to `install` as `NewVersion::Staged`. Leftovers of a crash are
+    /// removed at start (`Storage::open`).
+    pub fn staging_path(&self) -> std::path::PathBuf {
+        self.storage.plugin_versions_dir().join(unique_suffix())
     }
 
     /// Goes back to the version before the active one.
@@ -357,7 +507,7 @@ impl PluginRegistry {
             return Err(LoadError::NoPreviousVersion);
         }
         let previous = history.versions[history.versions.len() - 2].clone();
-        let bytes = self.read_version(&previous.sha256).await?;
+        let bytes = NewVersion::Bytes(self.read_version(&previous.sha256).await?);
         let loaded = self
             .compile(bytes, previous.sha256.clone(), previous.source)
             .await?;
@@ -414,11 +564,12 @@ impl PluginRegistry {
         })
     }
 
-    /// Compiles (or loads from the cache) and type-checks `bytes`, off the
-    /// async workers, and keeps the bytes for later rollbacks and restarts.
+    /// Compiles (or loads from the cache) and type-checks a version, off
+    /// the async workers, and keeps its bytes for later rollbacks and
+    /// restarts.
     async fn compile(
         &self,
-        bytes: Vec<u8>,
+        version: NewVersion,
         sha256: String,
         source: VersionSource,
     ) -> Result<LoadedPlugin, LoadError> {
@@ -428,6 +579,7 @@ impl PluginRegistry {
         let keep_at = self.version_path(&sha256);
         tokio::task::spawn_blocking(move || {
             let start = Instant::now();
+            let (bytes, staged) = version.open()?;
             let (component, outcome) = cache
                 .load(&engine, &bytes, &sha256)
                 .map_err(LoadError::Compile)?;
@@ -437,13 +589,8 @@ impl PluginRegistry {
             let pre =
                 ProxyPre::new(instance_pre).map_err(|e| LoadError::World(format!("{e:#}")))?;
             let load_time = start.elapsed();
-            if !keep_at.exists() {
-                // Unique per call: two plugins may install the same bytes at once.
-                let tmp = keep_at.with_extension(unique_suffix());
-                std::fs::write(&tmp, &bytes)
-                    .and_then(|()| std::fs::rename(&tmp, &keep_at))
-                    .map_err(|e| LoadError::Storage(format!("keeping the version: {e}")))?;
-            }
+            keep_version(&bytes, staged, &keep_at)
+                .map_err(|e| LoadError::Storage(format!("keeping the version: {e}")))?;
             Ok(LoadedPlugin {
                 sha256,
                 source,

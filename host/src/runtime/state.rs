@@ -14,10 +14,10 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::engine::EPOCH_TICK;
 use super::manifest::Limits;
-use crate::caps::Grants;
+use super::memory_budget::MemoryBudget;
 use crate::caps::blob::{BlobCtx, BlobView};
 use crate::caps::kv::{KvCtx, KvView};
-use crate::caps::outbound::OutboundHooks;
+use crate::caps::outbound::{OutboundCtx, OutboundHooks};
 
 /// A guest asked for more memory than its manifest allows.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -50,9 +50,11 @@ pub struct RequestState {
 pub struct PluginContext {
     pub name: Arc<str>,
     pub limits: Limits,
-    pub grants: Arc<Grants>,
     pub kv: KvCtx,
     pub blob: BlobCtx,
+    pub outbound: OutboundCtx,
+    /// The host's total for all instances' linear memory.
+    pub memory_budget: Arc<MemoryBudget>,
 }
 
 impl RequestState {
@@ -69,11 +71,13 @@ impl RequestState {
             table: ResourceTable::new(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            hooks: OutboundHooks::new(plugin.grants.clone()),
+            hooks: OutboundHooks::new(plugin.outbound.clone()),
             kv: plugin.kv.clone(),
             blob: plugin.blob.clone(),
             limiter: GuestLimiter {
                 memory_bytes: plugin.limits.memory_bytes,
+                budget: plugin.memory_budget.clone(),
+                reserved: 0,
             },
             cpu: CpuMeter {
                 used: Duration::ZERO,
@@ -188,25 +192,34 @@ impl CpuMeter {
     }
 }
 
-/// Enforces the manifest's memory limit.
+/// Enforces the manifest's memory limit per instance, and the host's
+/// budget across instances.
 struct GuestLimiter {
     memory_bytes: u64,
+    budget: Arc<MemoryBudget>,
+    /// What this store holds of the budget, returned on drop.
+    reserved: u64,
 }
 
 impl ResourceLimiter for GuestLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        // Trap rather than fail the grow: a guest that cannot allocate
+        // would abort anyway, and a trap names the cause.
         if desired as u64 > self.memory_bytes {
-            // Trap rather than fail the grow: a guest that cannot allocate
-            // would abort anyway, and a trap names the cause.
             return Err(wasmtime::Error::new(MemoryLimitExceeded {
                 limit_mib: self.memory_bytes >> 20,
             }));
         }
+        // Called with `current` 0 when a memory is created, so the initial
+        // size is reserved too.
+        let more = (desired as u64).saturating_sub(current as u64);
+        self.budget.reserve(more).map_err(wasmtime::Error::new)?;
+        self.reserved += more;
         Ok(true)
     }
 
@@ -217,6 +230,12 @@ impl ResourceLimiter for GuestLimiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000)
+    }
+}
+
+impl Drop for GuestLimiter {
+    fn drop(&mut self) {
+        self.budget.release(self.reserved);
     }
 }
 

@@ -5,19 +5,19 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::HeaderMap;
+use futures::StreamExt;
 use http::StatusCode;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
 
 use super::AppState;
 use super::errors::ApiError;
-use crate::runtime::registry::{LoadError, LoadedPlugin, PluginSlot, VersionSource};
-
-/// Largest component an upload may carry.
-pub const MAX_COMPONENT_BYTES: usize = 256 << 20;
+use crate::runtime::registry::{
+    LoadError, LoadedPlugin, NewVersion, PluginSlot, StagedFile, VersionSource,
+};
 
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(token) = state.admin_token.as_deref() else {
@@ -80,6 +80,8 @@ fn plugin_json(state: &AppState, slot: &PluginSlot) -> Value {
         "component": slot.manifest.component.display().to_string(),
         "version": active.as_deref().map(version_json),
         "error": error,
+        "in_flight": slot.in_flight(),
+        "max_concurrent": slot.max_concurrent,
         "routes": routes,
         "history": history.versions,
     })
@@ -117,15 +119,30 @@ fn load_error(e: LoadError) -> ApiError {
 }
 
 /// `PUT /_spike/plugins/{name}` with the component as the body.
+///
+/// The token is checked before a byte of the body is read, so anonymous
+/// uploads cost nothing (hyper closes the connection on the unread body).
+/// An authorised upload is streamed into a staging file under the size
+/// limit, hashed on the way, and only read back to compile.
 pub async fn upload(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
-    let body = body.map_err(|e| ApiError::new(e.status(), "bad_body", e.body_text()))?;
-    if body.is_empty() {
+    authorize(&state, request.headers())?;
+    let limit = state.max_component_bytes;
+    if super::declared_length(request.headers()).is_some_and(|n| n > limit) {
+        return Err(component_too_large(limit));
+    }
+    if state.registry.slot(&name).is_none() {
+        return Err(load_error(LoadError::NoSuchPlugin(name)));
+    }
+    let staged = StagedFile {
+        path: state.registry.staging_path(),
+        sha256: String::new(),
+    };
+    let (staged, size) = stage_body(&state, request.into_body(), staged).await?;
+    if size == 0 {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "empty_body",
@@ -134,12 +151,69 @@ pub async fn upload(
     }
     let loaded = state
         .registry
-        .install(&name, body.to_vec(), VersionSource::Upload)
+        .install(&name, NewVersion::Staged(staged), VersionSource::Upload)
         .await
         .map_err(load_error)?;
     Ok(Json(
         json!({ "name": name, "version": version_json(&loaded) }),
     ))
+}
+
+fn component_too_large(limit: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "component_too_large",
+        format!("a component may be at most {limit} bytes"),
+    )
+}
+
+/// Streams `body` into the staging file, up to the size limit and with the
+/// body timeout between chunks; returns the file (hash filled in) and its
+/// size. On any failure the file is removed (`StagedFile` drops).
+async fn stage_body(
+    state: &AppState,
+    body: axum::body::Body,
+    mut staged: StagedFile,
+) -> Result<(StagedFile, u64), ApiError> {
+    let internal = |e: std::io::Error| {
+        tracing::error!("staging an upload: {e}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "could not store the upload",
+        )
+    };
+    let limit = state.max_component_bytes;
+    let mut file = tokio::fs::File::create(&staged.path)
+        .await
+        .map_err(internal)?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut chunks = body.into_data_stream();
+    loop {
+        let chunk = match tokio::time::timeout(state.clients.body_timeout, chunks.next()).await {
+            Err(_) => return Err(ApiError::body_timeout(state.clients.body_timeout)),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    format!("reading the body: {e}"),
+                ));
+            }
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        size += chunk.len() as u64;
+        if size > limit {
+            return Err(component_too_large(limit));
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(internal)?;
+    }
+    // Durable before it can become a kept version.
+    file.sync_all().await.map_err(internal)?;
+    staged.sha256 = hex::encode(hasher.finalize());
+    Ok((staged, size))
 }
 
 /// `POST /_spike/plugins/{name}/rollback`

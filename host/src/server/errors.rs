@@ -27,12 +27,32 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
+
+    /// A request body that stopped arriving.
+    pub fn body_timeout(idle: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body stalled: no bytes for {} ms",
+                idle.as_millis()
+            ),
+        )
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
-        (self.status, Json(body)).into_response()
+        let mut resp = (self.status, Json(body)).into_response();
+        // Busy is a moment's state, not a verdict: say when to come back.
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
+        }
+        resp
     }
 }
 
@@ -40,6 +60,7 @@ impl From<DispatchError> for ApiError {
     fn from(e: DispatchError) -> Self {
         let (status, code) = match &e {
             DispatchError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            DispatchError::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             DispatchError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "plugin_timeout"),
             DispatchError::CpuLimit(_) => (StatusCode::GATEWAY_TIMEOUT, "plugin_cpu_limit"),
             DispatchError::MemoryLimit(_) => {
@@ -48,7 +69,7 @@ impl From<DispatchError> for ApiError {
             DispatchError::Trap(_) => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_trap"),
             DispatchError::NoResponse => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_no_response"),
             DispatchError::Guest(_) => (StatusCode::BAD_GATEWAY, "plugin_error"),
-            DispatchError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            DispatchError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             DispatchError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         Self::new(status, code, e.to_string())

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod errors;
+pub mod listener;
 pub mod routes;
 
 use std::net::SocketAddr;
@@ -13,14 +14,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use http::{HeaderValue, StatusCode};
+use http::{HeaderValue, Method, StatusCode};
 
-use crate::config::ServerConfig;
-use crate::runtime::dispatch::{dispatch, into_axum_body};
+use crate::config::{ClientLimits, ServerConfig};
+use crate::runtime::dispatch::dispatch;
 use crate::runtime::{PluginRegistry, watch};
 use crate::storage::Storage;
 use errors::ApiError;
@@ -30,6 +31,8 @@ use routes::RouteMatch;
 pub struct AppState {
     pub registry: Arc<PluginRegistry>,
     pub admin_token: Option<String>,
+    pub max_component_bytes: u64,
+    pub clients: ClientLimits,
 }
 
 /// Which plugin served a response, for the request log.
@@ -41,12 +44,10 @@ pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/_spike/plugins", get(admin::list))
-        .route(
-            "/_spike/plugins/{name}",
-            put(admin::upload).layer(DefaultBodyLimit::max(admin::MAX_COMPONENT_BYTES)),
-        )
+        .route("/_spike/plugins/{name}", put(admin::upload))
         .route("/_spike/plugins/{name}/rollback", post(admin::rollback))
         .fallback(plugin_request)
+        .layer(middleware::from_fn(check_request))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
 }
@@ -55,14 +56,46 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }
 
+/// Refuses what no route should see: an `Expect` the server cannot meet
+/// (417; hyper itself answers `100-continue` when the body is read), and a
+/// `Host` that is not a valid authority (400), which `wasi:http` would
+/// otherwise fail on as an internal error.
+async fn check_request(req: Request, next: Next) -> Response {
+    if let Some(expect) = req.headers().get(http::header::EXPECT)
+        && !expect.as_bytes().eq_ignore_ascii_case(b"100-continue")
+    {
+        return ApiError::new(
+            StatusCode::EXPECTATION_FAILED,
+            "expectation_failed",
+            "the only expectation this server meets is 100-continue",
+        )
+        .into_response();
+    }
+    if let Some(host) = req.headers().get(http::header::HOST)
+        && host
+            .to_str()
+            .ok()
+            .and_then(|h| h.parse::<http::uri::Authority>().ok())
+            .is_none()
+    {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_host",
+            "the Host header is not a valid host name and port",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
 /// Every request that is not the host's own goes to the plugin whose route
 /// covers it.
 async fn plugin_request(State(state): State<Arc<AppState>>, mut req: Request) -> Response {
-    let slot = match state
+    let routed = match state
         .registry
         .route(req.method().as_str(), req.uri().path())
     {
-        Ok(slot) => slot,
+        Ok(routed) => routed,
         Err(RouteMatch::MethodNotAllowed(allowed)) => {
             let mut resp = ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -84,16 +117,15 @@ async fn plugin_request(State(state): State<Arc<AppState>>, mut req: Request) ->
                 .into_response();
         }
     };
+    let slot = &routed.slot;
     let served_by = ServedBy(slot.context.name.clone());
     let mut resp = match slot.active() {
+        // Why it failed names files of the host: that is for the log and
+        // the admin API, not for whoever sent this request.
         None => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "plugin_unavailable",
-            format!(
-                "plugin '{}' is unavailable: {}",
-                slot.manifest.name,
-                slot.last_error().unwrap_or_else(|| "not loaded".into())
-            ),
+            format!("plugin '{}' is unavailable", slot.manifest.name),
         )
         .into_response(),
         Some(plugin) => {
@@ -102,8 +134,12 @@ async fn plugin_request(State(state): State<Arc<AppState>>, mut req: Request) ->
                 req.headers_mut()
                     .insert(http::header::HOST, HeaderValue::from_static("localhost"));
             }
-            match dispatch(&slot, plugin, state.registry.engine(), req).await {
-                Ok(resp) => resp.map(into_axum_body),
+            if routed.head_as_get {
+                *req.method_mut() = Method::GET;
+            }
+            match dispatch(slot, plugin, state.registry.engine(), &state.clients, req).await {
+                Ok(resp) if routed.head_as_get => head_only(resp),
+                Ok(resp) => resp,
                 Err(e) => {
                     tracing::warn!(plugin = %slot.manifest.name, "{e}");
                     ApiError::from(e).into_response()
@@ -113,6 +149,23 @@ async fn plugin_request(State(state): State<Arc<AppState>>, mut req: Request) ->
     };
     resp.extensions_mut().insert(served_by);
     resp
+}
+
+/// The response to a `HEAD` run as `GET`: the same headers, no body. The
+/// guest's body is dropped unread, which stops a guest still writing it.
+fn head_only(resp: Response) -> Response {
+    let (parts, _body) = resp.into_parts();
+    Response::from_parts(parts, axum::body::Body::empty())
+}
+
+/// The `Content-Length` a request declares, if it is a number.
+pub(crate) fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// One log line per request: method, path, plugin, status, latency.
@@ -138,7 +191,7 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     pub registry: Arc<PluginRegistry>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    serve: tokio::task::JoinHandle<std::io::Result<()>>,
+    serve: tokio::task::JoinHandle<()>,
     sweeper: tokio::task::JoinHandle<()>,
     _watcher: Option<notify::RecommendedWatcher>,
     storage: crate::storage::StorageLiveness,
@@ -153,7 +206,7 @@ impl RunningServer {
         }
         // Idle keep-alive connections close at once; a stuck one must not
         // hold the stop forever.
-        if tokio::time::timeout(Duration::from_secs(10), &mut self.serve)
+        if tokio::time::timeout(Duration::from_secs(15), &mut self.serve)
             .await
             .is_err()
         {
@@ -202,18 +255,16 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
+    let mut clients = config.clients.clone();
+    clients.max_connections = listener::connection_cap(clients.max_connections);
     let state = Arc::new(AppState {
         registry: registry.clone(),
         admin_token: config.admin_token.clone(),
+        max_component_bytes: config.max_component_bytes,
+        clients: clients.clone(),
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let serve = tokio::spawn(async move {
-        axum::serve(listener, app(state))
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await
-    });
+    let serve = tokio::spawn(listener::serve(listener, app(state), clients, rx));
     tracing::info!(%addr, plugins = registry.slots().count(), "spike is serving");
     Ok(RunningServer {
         addr,

@@ -1,4 +1,8 @@
 //! Which plugin serves a request: longest path prefix first, then method.
+//!
+//! `HEAD` is answered wherever `GET` is: a route that lists `GET` but not
+//! `HEAD`, or lists no methods, runs the guest's `GET` and the server sends
+//! the headers only. A route that lists `HEAD` gets it as is.
 
 use std::collections::BTreeSet;
 
@@ -23,7 +27,11 @@ struct RouteEntry {
 /// The outcome of routing a request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum RouteMatch<'a> {
-    Plugin(&'a str),
+    /// `as_get`: a `HEAD` to be run as `GET`, its body dropped.
+    Plugin {
+        name: &'a str,
+        as_get: bool,
+    },
     /// Some plugin serves the path, none with this method.
     MethodNotAllowed(Vec<String>),
     NotFound,
@@ -75,16 +83,29 @@ impl RouteTable {
 
     /// The plugin for `method path`.
     pub fn resolve(&self, method: &str, path: &str) -> RouteMatch<'_> {
+        let head = method == "HEAD";
         let mut allowed = BTreeSet::new();
         for e in self
             .entries
             .iter()
             .filter(|e| prefix_matches(&e.prefix, path))
         {
-            if e.methods.is_empty() || e.methods.contains(method) {
-                return RouteMatch::Plugin(&e.plugin);
+            if e.methods.contains(method) {
+                return RouteMatch::Plugin {
+                    name: &e.plugin,
+                    as_get: false,
+                };
+            }
+            if e.methods.is_empty() || (head && e.methods.contains("GET")) {
+                return RouteMatch::Plugin {
+                    name: &e.plugin,
+                    as_get: head,
+                };
             }
             allowed.extend(e.methods.iter().cloned());
+            if e.methods.contains("GET") {
+                allowed.insert("HEAD".to_string());
+            }
         }
         if allowed.is_empty() {
             RouteMatch::NotFound
@@ -99,6 +120,13 @@ mod tests {
     use super::*;
     use crate::runtime::manifest::parse;
     use std::path::Path;
+
+    fn plugin(name: &str) -> RouteMatch<'_> {
+        RouteMatch::Plugin {
+            name,
+            as_get: false,
+        }
+    }
 
     fn manifest(name: &str, routes: &str) -> Manifest {
         parse(
@@ -125,13 +153,10 @@ mod tests {
             manifest("root", r#"{ prefix = "/" }"#),
         ])
         .unwrap();
-        assert_eq!(
-            t.resolve("GET", "/api/users/7"),
-            RouteMatch::Plugin("users")
-        );
-        assert_eq!(t.resolve("GET", "/api/usersx"), RouteMatch::Plugin("api"));
-        assert_eq!(t.resolve("GET", "/api"), RouteMatch::Plugin("api"));
-        assert_eq!(t.resolve("GET", "/other"), RouteMatch::Plugin("root"));
+        assert_eq!(t.resolve("GET", "/api/users/7"), plugin("users"));
+        assert_eq!(t.resolve("GET", "/api/usersx"), plugin("api"));
+        assert_eq!(t.resolve("GET", "/api"), plugin("api"));
+        assert_eq!(t.resolve("GET", "/other"), plugin("root"));
     }
 
     #[test]
@@ -142,13 +167,36 @@ mod tests {
             manifest("w", r#"{ prefix = "/w", methods = ["PUT", "POST"] }"#),
         ])
         .unwrap();
-        assert_eq!(t.resolve("GET", "/api/ro/x"), RouteMatch::Plugin("ro"));
-        assert_eq!(t.resolve("POST", "/api/ro/x"), RouteMatch::Plugin("api"));
+        assert_eq!(t.resolve("GET", "/api/ro/x"), plugin("ro"));
+        assert_eq!(t.resolve("POST", "/api/ro/x"), plugin("api"));
         assert_eq!(
             t.resolve("GET", "/w"),
             RouteMatch::MethodNotAllowed(vec!["POST".into(), "PUT".into()])
         );
         assert_eq!(t.resolve("GET", "/nope"), RouteMatch::NotFound);
+    }
+
+    #[test]
+    fn head_is_answered_wherever_get_is() {
+        let t = RouteTable::new(&[
+            manifest("all", r#"{ prefix = "/all" }"#),
+            manifest("ro", r#"{ prefix = "/ro", methods = ["GET"] }"#),
+            manifest("own", r#"{ prefix = "/own", methods = ["GET", "HEAD"] }"#),
+            manifest("w", r#"{ prefix = "/w", methods = ["PUT"] }"#),
+        ])
+        .unwrap();
+        let as_get = |name| RouteMatch::Plugin { name, as_get: true };
+        assert_eq!(t.resolve("HEAD", "/all/x"), as_get("all"));
+        assert_eq!(t.resolve("HEAD", "/ro"), as_get("ro"));
+        assert_eq!(t.resolve("HEAD", "/own"), plugin("own"));
+        assert_eq!(
+            t.resolve("HEAD", "/w"),
+            RouteMatch::MethodNotAllowed(vec!["PUT".into()])
+        );
+        assert_eq!(
+            t.resolve("POST", "/ro"),
+            RouteMatch::MethodNotAllowed(vec!["GET".into(), "HEAD".into()])
+        );
     }
 
     #[test]

@@ -1,19 +1,7 @@
-//! Outgoing HTTP (`wasi:http/outgoing-handler`), limited to granted hosts.
-//!
-//! A plugin may only reach hosts its manifest lists under `grants.outbound`.
-//! The name is checked first; then every address it resolves to is checked,
-//! so that a granted public name that resolves to a loopback, private or
-//! link-local address (DNS rebinding) is refused unless the grant itself
-//! names that address literally (as a test's local fake upstream does).
+//! `grants.outbound` entries, and which addresses count as internal.
 
 use std::net::IpAddr;
 use std::str::FromStr;
-use std::sync::Arc;
-
-use bytes::Bytes;
-use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
-
-use super::Grants;
 
 /// One `grants.outbound` entry: `host`, `*.suffix` or an IP literal, with an
 /// optional `:port` (any port when absent).
@@ -98,7 +86,7 @@ fn check_dns_name(entry: &str, name: &str) -> Result<(), String> {
 impl HostPattern {
     /// Whether a request to `host:port` fits this grant.
     pub fn matches(&self, host: &str, port: u16) -> bool {
-        if self.port.is_some_and(|p| p != port) {
+        if !self.port_matches(port) {
             return false;
         }
         let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -114,15 +102,20 @@ impl HostPattern {
         }
     }
 
-    /// Whether this grant names `ip` literally.
-    fn names_ip(&self, ip: IpAddr) -> bool {
-        matches!(self.host, HostMatch::Ip(g) if g == ip)
+    /// Whether this grant names the address `ip` literally, on `port`: what
+    /// lets a request reach an internal address.
+    pub fn names_address(&self, ip: IpAddr, port: u16) -> bool {
+        matches!(self.host, HostMatch::Ip(g) if g == ip) && self.port_matches(port)
+    }
+
+    fn port_matches(&self, port: u16) -> bool {
+        self.port.is_none_or(|p| p == port)
     }
 }
 
 /// Addresses a name-based grant must never reach: loopback, private,
 /// link-local, unspecified, and the like.
-fn is_internal(ip: IpAddr) -> bool {
+pub fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
             v4.is_loopback()
@@ -142,80 +135,6 @@ fn is_internal(ip: IpAddr) -> bool {
                 || (v6.segments()[0] & 0xffc0) == 0xfe80 // link local
         }
     }
-}
-
-/// The `wasi:http` hooks of one request: outgoing requests go through the
-/// plugin's grants.
-pub struct OutboundHooks {
-    grants: Arc<Grants>,
-}
-
-impl OutboundHooks {
-    pub fn new(grants: Arc<Grants>) -> Self {
-        Self { grants }
-    }
-}
-
-type SendFuture = Box<
-    dyn Future<
-            Output = wasmtime_wasi_http::Result<(
-                http::Response<WasiBody>,
-                Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-            )>,
-        > + Send,
->;
-
-impl WasiHttpHooks for OutboundHooks {
-    fn send_request(
-        &mut self,
-        request: http::Request<WasiBody>,
-        options: Option<RequestOptions>,
-        fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-    ) -> SendFuture {
-        drop(fut);
-        let grants = self.grants.clone();
-        Box::new(async move {
-            use http_body_util::BodyExt;
-            let uri = request.uri();
-            let host = uri.host().unwrap_or_default().to_string();
-            let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-            if let Err(e) = grants.check_outbound(&host, port) {
-                tracing::warn!("{e}");
-                return Err(HttpError::HttpRequestDenied);
-            }
-            check_resolved(&grants, &host, port).await?;
-            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                res.map(|b| b.map_frame(|f| f.map_data(Bytes::from)).boxed_unsync()),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
-        })
-    }
-}
-
-/// Refuses a name whose addresses are internal unless a grant names the
-/// address itself.
-async fn check_resolved(grants: &Grants, host: &str, port: u16) -> Result<(), HttpError> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<IpAddr> = match bare.parse::<IpAddr>() {
-        Ok(ip) => vec![ip],
-        Err(_) => tokio::net::lookup_host((bare, port))
-            .await
-            .map_err(|_| HttpError::DnsError {
-                rcode: Some("lookup failed".into()),
-                info_code: None,
-            })?
-            .map(|a| a.ip())
-            .collect(),
-    };
-    for ip in addrs {
-        if is_internal(ip) && !grants.outbound.iter().any(|g| g.names_ip(ip)) {
-            tracing::warn!(%host, %ip, "outbound request to an internal address refused");
-            return Err(HttpError::DestinationIpProhibited);
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -238,36 +157,37 @@ mod tests {
     }
 
     #[test]
+    fn an_address_grant_covers_its_port_only() {
+        let loopback = "127.0.0.1".parse().unwrap();
+        let p: HostPattern = "127.0.0.1:8851".parse().unwrap();
+        assert!(p.names_address(loopback, 8851));
+        assert!(!p.names_address(loopback, 8852));
+        assert!(!p.names_address("127.0.0.2".parse().unwrap(), 8851));
+        let any_port: HostPattern = "127.0.0.1".parse().unwrap();
+        assert!(any_port.names_address(loopback, 8852));
+        let name: HostPattern = "localhost".parse().unwrap();
+        assert!(!name.names_address(loopback, 80));
+    }
+
+    #[test]
     fn internal_addresses() {
         for ip in [
             "127.0.0.1",
             "10.1.2.3",
             "192.168.0.1",
             "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
             "::1",
+            "::",
             "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
         ] {
             assert!(is_internal(ip.parse().unwrap()), "{ip}");
         }
         for ip in ["93.184.216.34", "2606:2800:220:1::1"] {
             assert!(!is_internal(ip.parse().unwrap()), "{ip}");
         }
-    }
-
-    #[tokio::test]
-    async fn name_grant_does_not_reach_loopback() {
-        let grants = Grants {
-            outbound: vec!["localhost".parse().unwrap()],
-            ..Default::default()
-        };
-        assert!(matches!(
-            check_resolved(&grants, "localhost", 80).await,
-            Err(HttpError::DestinationIpProhibited)
-        ));
-        let grants = Grants {
-            outbound: vec!["127.0.0.1".parse().unwrap()],
-            ..Default::default()
-        };
-        assert!(check_resolved(&grants, "127.0.0.1", 80).await.is_ok());
     }
 }
