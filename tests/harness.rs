@@ -69,6 +69,7 @@ pub struct TestServer {
     pub url: String,
     pub plugins_dir: PathBuf,
     pub data_dir: PathBuf,
+    config: ServerConfig,
     server: Option<RunningServer>,
     _dir: tempfile::TempDir,
 }
@@ -113,21 +114,66 @@ pub fn test_config(plugins_dir: &Path, data_dir: &Path) -> ServerConfig {
 impl TestServer {
     /// Starts a server serving `plugins`.
     pub async fn start(plugins: &[Plugin<'_>]) -> Self {
+        Self::start_with(plugins, |_| {}).await
+    }
+
+    /// Starts a server serving `plugins`, with `configure` applied to the
+    /// test configuration (and again on every restart).
+    pub async fn start_with(
+        plugins: &[Plugin<'_>],
+        configure: impl FnOnce(&mut ServerConfig),
+    ) -> Self {
         init_logging();
         let dir = tempfile::tempdir().unwrap();
         let plugins_dir = dir.path().join("plugins");
         let data_dir = dir.path().join("data");
         write_plugins(&plugins_dir, plugins);
-        let server = within(spike::start(test_config(&plugins_dir, &data_dir)))
+        let mut config = test_config(&plugins_dir, &data_dir);
+        configure(&mut config);
+        let server = within(spike::start(config.clone()))
             .await
             .expect("server starts");
         Self {
             url: format!("http://{}", server.addr),
             plugins_dir,
             data_dir,
+            config,
             server: Some(server),
             _dir: dir,
         }
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.server().addr
+    }
+
+    /// Waits until plugin `name` has `n` requests in flight.
+    pub async fn wait_in_flight(&self, name: &str, n: u64) {
+        within_for(Duration::from_secs(10), async {
+            while self.plugin_status(name).await["in_flight"] != n {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+    }
+
+    /// What `GET /_spike/plugins` says of plugin `name`.
+    pub async fn plugin_status(&self, name: &str) -> serde_json::Value {
+        let (status, list) = send_json(
+            client()
+                .get(self.at("/_spike/plugins"))
+                .bearer_auth(ADMIN_TOKEN),
+        )
+        .await;
+        assert_eq!(status, 200, "{list}");
+        list["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no plugin {name} in {list}"))
+            .clone()
     }
 
     /// The URL of `path` on this server.
@@ -139,7 +185,7 @@ impl TestServer {
     /// same folders.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let server = within(spike::start(test_config(&self.plugins_dir, &self.data_dir)))
+        let server = within(spike::start(self.config.clone()))
             .await
             .expect("server restarts");
         self.url = format!("http://{}", server.addr);
@@ -184,4 +230,127 @@ pub fn error_code(body: &serde_json::Value) -> &str {
     body["error"]["code"]
         .as_str()
         .unwrap_or_else(|| panic!("not an error body: {body}"))
+}
+
+/// A response read off a raw connection.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// Opens a plain TCP connection, for what an HTTP client library will not
+/// send (broken headers, bodies that stall) or not wait for.
+pub async fn raw_connect(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    within(tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("connects")
+}
+
+/// Reads one response (head, then a body framed by `content-length`, or to
+/// the end of the connection) within `limit`.
+pub async fn read_response(stream: &mut tokio::net::TcpStream, limit: Duration) -> RawResponse {
+    use tokio::io::AsyncReadExt;
+    within_for(limit, async {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            let n = stream.read(&mut chunk).await.expect("reading a response");
+            assert!(
+                n > 0,
+                "connection closed before a response: {:?}",
+                String::from_utf8_lossy(&buf)
+            );
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .expect("a status line");
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let mut body = buf[head_end + 4..].to_vec();
+        let length = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .and_then(|(_, v)| v.parse::<usize>().ok());
+        // 1xx responses have no body.
+        if status >= 200 {
+            loop {
+                if length.is_some_and(|l| body.len() >= l) {
+                    break;
+                }
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => body.extend_from_slice(&chunk[..n]),
+                }
+            }
+        }
+        RawResponse {
+            status,
+            headers,
+            body,
+        }
+    })
+    .await
+}
+
+/// Waits until the server closes `stream` (a read ends or fails), reading
+/// and dropping whatever comes; returns how long that took, or `None` if it
+/// stayed open for `limit`.
+pub async fn closed_within(
+    stream: &mut tokio::net::TcpStream,
+    limit: Duration,
+) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .ok()
+    .map(|()| start.elapsed())
+}
+
+/// The resident memory of this process (server and test client together).
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
 }

@@ -159,3 +159,53 @@ async fn head_list_metadata_delete_and_shared_bodies() {
     let (status, body) = send_json(c.get(server.at("/probe/blob?bucket=secret"))).await;
     assert_eq!((status, error_code(&body)), (403, "access_denied"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_during_overwrites_see_the_old_or_the_new_object_never_404() {
+    let server = TestServer::start(&[HELLO]).await;
+    let c = client();
+    let url = server.at("/hello/files/contended");
+    let bodies = [vec![b'a'; 64 * 1024], vec![b'b'; 32 * 1024]];
+    let (status, _) = send(c.put(&url).body(bodies[0].clone())).await;
+    assert_eq!(status, 201);
+
+    // Two writers overwrite the key with their own bytes while a reader
+    // reads it, for two seconds.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let writers = bodies.clone().map(|body| {
+        let (c, url) = (c.clone(), url.clone());
+        tokio::spawn(async move {
+            let mut writes = 0;
+            while std::time::Instant::now() < until {
+                let (status, text) = send(c.put(&url).body(body.clone())).await;
+                assert_eq!(status, 201, "{text}");
+                writes += 1;
+            }
+            writes
+        })
+    });
+    let mut reads = 0;
+    while std::time::Instant::now() < until {
+        let resp = within(c.get(&url).send()).await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = within(resp.bytes()).await.unwrap();
+        assert_eq!(
+            status,
+            200,
+            "read {reads}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        assert!(
+            bytes == bodies[0] || bytes == bodies[1],
+            "read {reads}: {} bytes of neither object",
+            bytes.len()
+        );
+        reads += 1;
+    }
+    let mut writes = 0;
+    for w in writers {
+        writes += within(w).await.unwrap();
+    }
+    eprintln!("{reads} reads during {writes} overwrites, none missed");
+    assert!(reads > 20 && writes > 20, "{reads} reads, {writes} writes");
+}

@@ -13,16 +13,6 @@ use spike_e2e::*;
 const SIZE: u64 = 200 << 20;
 const CHUNK: usize = 256 * 1024;
 
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024
-}
-
 /// The byte at `offset` of the test object: a pattern, so any misplaced or
 /// repeated chunk changes the hash.
 fn chunk_at(offset: u64, len: usize) -> Vec<u8> {

@@ -144,3 +144,52 @@ async fn faults_do_not_disturb_other_requests() {
         "slowest hello took {worst:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_budget_turns_requests_away_instead_of_running_out() {
+    // Room for two instances holding 40 MiB, not six.
+    let manifest = "[[routes]]\nprefix = \"/bomb\"\n[limits]\nmemory_mib = 64\n";
+    let server = TestServer::start_with(
+        &[
+            HELLO,
+            Plugin {
+                name: "bomb",
+                guest: "fixture_membomb",
+                manifest,
+            },
+        ],
+        |c| c.memory_budget_bytes = 100 << 20,
+    )
+    .await;
+    let c = client();
+    let holds = (0..6).map(|_| {
+        let (c, url) = (c.clone(), server.at("/bomb/hold?mib=40&ms=1500"));
+        tokio::spawn(async move {
+            let (status, text) = send(c.get(url)).await;
+            let code = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .map(|b| b["error"]["code"].as_str().unwrap_or_default().to_string());
+            (status, code, text)
+        })
+    });
+    let outcomes: Vec<_> = within(futures::future::join_all(holds))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let held = outcomes.iter().filter(|(s, ..)| *s == 200).count();
+    let busy = outcomes
+        .iter()
+        .filter(|(s, code, _)| *s == 503 && code.as_deref() == Some("busy"))
+        .count();
+    assert_eq!(held + busy, 6, "{outcomes:?}");
+    assert!((1..=2).contains(&held), "{outcomes:?}");
+    let refusal = &outcomes.iter().find(|(s, ..)| *s == 503).unwrap().2;
+    assert!(refusal.contains("memory budget of 100 MiB"), "{refusal}");
+
+    // Once they are done, the budget is free again.
+    let (status, text) = send(c.get(server.at("/bomb/hold?mib=40&ms=0"))).await;
+    assert_eq!((status, text.as_str()), (200, "held 40 MiB"));
+    let (status, _) = send(c.get(server.at("/hello"))).await;
+    assert_eq!(status, 200);
+}

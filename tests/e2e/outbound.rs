@@ -1,10 +1,15 @@
 //! Outgoing HTTP is denied by default: a plugin reaches only the hosts its
 //! manifest grants, and a granted name that resolves to a loopback address
-//! is refused unless the grant names the address itself.
+//! is refused unless the grant names the address (and port) itself. The
+//! name is resolved once, and the connection goes to the address that was
+//! checked.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use futures::future::BoxFuture;
+use spike::caps::outbound::Resolver;
 use spike_e2e::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -12,6 +17,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn upstream() -> (u16, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    (port, serve_upstream(listener))
+}
+
+/// Answers every request on `listener` with `upstream`, counting them.
+fn serve_upstream(listener: tokio::net::TcpListener) -> Arc<AtomicUsize> {
     let hits = Arc::new(AtomicUsize::new(0));
     let counter = hits.clone();
     tokio::spawn(async move {
@@ -33,7 +43,111 @@ async fn upstream() -> (u16, Arc<AtomicUsize>) {
             });
         }
     });
-    (port, hits)
+    hits
+}
+
+/// Answers every name with the next of its answers (the last one again
+/// once they run out), and counts the lookups.
+#[derive(Debug)]
+struct ScriptedResolver {
+    answers: Vec<IpAddr>,
+    lookups: AtomicUsize,
+}
+
+impl ScriptedResolver {
+    fn new(answers: &[&str]) -> Arc<Self> {
+        Arc::new(Self {
+            answers: answers.iter().map(|a| a.parse().unwrap()).collect(),
+            lookups: AtomicUsize::new(0),
+        })
+    }
+}
+
+impl Resolver for ScriptedResolver {
+    fn lookup<'a>(&'a self, _: &'a str, _: u16) -> BoxFuture<'a, std::io::Result<Vec<IpAddr>>> {
+        let n = self.lookups.fetch_add(1, Ordering::SeqCst);
+        let answer = self.answers[n.min(self.answers.len() - 1)];
+        Box::pin(async move { Ok(vec![answer]) })
+    }
+}
+
+/// A plugin running the fetch fixture at `/{name}` with these outbound grants.
+fn fetcher<'a>(name: &'a str, manifest: &'a str) -> Plugin<'a> {
+    Plugin {
+        name,
+        guest: "fixture_fetch",
+        manifest,
+    }
+}
+
+#[tokio::test]
+async fn a_granted_address_admits_its_port_only() {
+    // An upstream on the granted port, and one on the next port that must
+    // never be reached.
+    let (port, hits) = upstream().await;
+    let next = tokio::net::TcpListener::bind(("127.0.0.1", port + 1)).await;
+    let Ok(next) = next else {
+        eprintln!("port {} is taken; skipping", port + 1);
+        return;
+    };
+    let next_hits = serve_upstream(next);
+    // `api.test` resolves to loopback; the grant names 127.0.0.1 on one port.
+    let resolver = ScriptedResolver::new(&["127.0.0.1"]);
+    let manifest = format!(
+        "[[routes]]\nprefix = \"/api\"\n[grants]\noutbound = [\"127.0.0.1:{port}\", \"api.test\"]\n"
+    );
+    let server = TestServer::start_with(&[fetcher("api", &manifest)], |c| {
+        c.resolver = resolver.clone();
+    })
+    .await;
+    let c = client();
+
+    let (status, body) = send(c.get(server.at(&format!("/api?authority=api.test:{port}")))).await;
+    assert_eq!((status, body.as_str()), (200, "upstream 200: upstream"));
+
+    let path = format!("/api?authority=api.test:{}", port + 1);
+    let (status, body) = send_json(c.get(server.at(&path))).await;
+    assert_eq!(status, 502, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("DestinationIpProhibited"), "{message}");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        next_hits.load(Ordering::SeqCst),
+        0,
+        "reached a port outside the grant"
+    );
+}
+
+#[tokio::test]
+async fn the_connection_goes_to_the_address_that_was_checked() {
+    // The first answer is granted; a second lookup would get 127.0.0.2,
+    // where another upstream listens on the same port.
+    let (port, checked_hits) = upstream().await;
+    let other = tokio::net::TcpListener::bind(("127.0.0.2", port)).await;
+    let Ok(other) = other else {
+        eprintln!("127.0.0.2:{port} is unavailable; skipping");
+        return;
+    };
+    let other_hits = serve_upstream(other);
+    let resolver = ScriptedResolver::new(&["127.0.0.1", "127.0.0.2"]);
+    let manifest = format!(
+        "[[routes]]\nprefix = \"/rebind\"\n[grants]\noutbound = [\"rebind.test:{port}\", \"127.0.0.1:{port}\"]\n"
+    );
+    let server = TestServer::start_with(&[fetcher("rebind", &manifest)], |c| {
+        c.resolver = resolver.clone();
+    })
+    .await;
+
+    let path = format!("/rebind?authority=rebind.test:{port}");
+    let (status, body) = send(client().get(server.at(&path))).await;
+    assert_eq!((status, body.as_str()), (200, "upstream 200: upstream"));
+    assert_eq!(resolver.lookups.load(Ordering::SeqCst), 1, "resolved once");
+    assert_eq!(checked_hits.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        other_hits.load(Ordering::SeqCst),
+        0,
+        "connected to an unchecked address"
+    );
 }
 
 #[tokio::test]

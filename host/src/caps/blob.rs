@@ -869,6 +869,46 @@ mod tests {
     }
 
     #[test]
+    fn open_during_overwrites_always_finds_a_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::new(Storage::open(dir.path()).unwrap(), 1 << 20);
+        let stage = |bytes: &[u8]| {
+            let tmp_path = store.new_tmp_path();
+            std::fs::write(&tmp_path, bytes).unwrap();
+            StagedUpload {
+                tmp_path,
+                sha256: crate::storage::sha256_hex(bytes),
+                size: bytes.len() as u64,
+            }
+        };
+        store
+            .commit("b", "k", stage(b"first"), None, vec![])
+            .unwrap();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // Each overwrite unlinks the body the previous one left.
+                for i in 0..300u32 {
+                    let body = format!("version {i}");
+                    store
+                        .commit("b", "k", stage(body.as_bytes()), None, vec![])
+                        .unwrap();
+                }
+                done.store(true, std::sync::atomic::Ordering::Relaxed);
+            });
+            let mut opened = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let (record, mut file) = store.open("b", "k").unwrap().expect("never missing");
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut file, &mut text).unwrap();
+                assert_eq!(crate::storage::sha256_hex(text.as_bytes()), record.sha256);
+                opened += 1;
+            }
+            assert!(opened > 0);
+        });
+    }
+
+    #[test]
     fn shared_bodies_are_reference_counted() {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::new(Storage::open(dir.path()).unwrap(), 1 << 20);

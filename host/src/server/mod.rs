@@ -72,11 +72,7 @@ async fn check_request(req: Request, next: Next) -> Response {
         .into_response();
     }
     if let Some(host) = req.headers().get(http::header::HOST)
-        && host
-            .to_str()
-            .ok()
-            .and_then(|h| h.parse::<http::uri::Authority>().ok())
-            .is_none()
+        && !is_valid_host(host.as_bytes())
     {
         return ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -86,6 +82,27 @@ async fn check_request(req: Request, next: Next) -> Response {
         .into_response();
     }
     next.run(req).await
+}
+
+/// A `Host` value: a host name or address with an optional numeric port,
+/// no user info (RFC 9110, section 7.2), or empty (allowed when the target
+/// has no authority).
+fn is_valid_host(value: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(value) else {
+        return false;
+    };
+    if text.is_empty() {
+        return true;
+    }
+    if text.contains('@') || text.parse::<http::uri::Authority>().is_err() {
+        return false;
+    }
+    // The port is what follows the last ':' after an IPv6 literal's ']'.
+    let after_address = text.rfind(']').map_or(text, |i| &text[i + 1..]);
+    match after_address.rsplit_once(':') {
+        Some((_, port)) => port.is_empty() || port.parse::<u16>().is_ok(),
+        None => true,
+    }
 }
 
 /// Every request that is not the host's own goes to the plugin whose route
@@ -130,7 +147,11 @@ async fn plugin_request(State(state): State<Arc<AppState>>, mut req: Request) ->
         .into_response(),
         Some(plugin) => {
             // wasi:http needs an authority; HTTP/1.0 clients may send none.
-            if !req.headers().contains_key(http::header::HOST) {
+            if req
+                .headers()
+                .get(http::header::HOST)
+                .is_none_or(|h| h.is_empty())
+            {
                 req.headers_mut()
                     .insert(http::header::HOST, HeaderValue::from_static("localhost"));
             }
@@ -275,4 +296,33 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         _watcher: watcher,
         storage: liveness,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_valid_host;
+
+    #[test]
+    fn host_values() {
+        for ok in [
+            "",
+            "spike",
+            "localhost:8787",
+            "127.0.0.1:1",
+            "[::1]:80",
+            "[::1]",
+            "a.b-c.d:",
+        ] {
+            assert!(is_valid_host(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            &b"\xff\xfe"[..],
+            b"a b",
+            b"x:notaport",
+            b"x:99999",
+            b"u@x",
+        ] {
+            assert!(!is_valid_host(bad), "{bad:?}");
+        }
+    }
 }
