@@ -344,6 +344,43 @@ pub async fn closed_within(
     .map(|()| start.elapsed())
 }
 
+/// Samples this process's resident memory every 10 ms from creation until
+/// `growth` is asked, and reports the peak above the starting point.
+pub struct RssWatch {
+    baseline: u64,
+    peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    sampler: tokio::task::JoinHandle<()>,
+}
+
+impl RssWatch {
+    pub fn start() -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let baseline = rss_bytes();
+        let peak = std::sync::Arc::new(AtomicU64::new(baseline));
+        let sampling = peak.clone();
+        let sampler = tokio::spawn(async move {
+            loop {
+                sampling.fetch_max(rss_bytes(), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        Self {
+            baseline,
+            peak,
+            sampler,
+        }
+    }
+
+    /// Stops sampling; the peak growth in bytes.
+    pub fn growth(self) -> u64 {
+        self.sampler.abort();
+        self.peak
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(rss_bytes())
+            .saturating_sub(self.baseline)
+    }
+}
+
 /// The resident memory of this process (server and test client together).
 pub fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();

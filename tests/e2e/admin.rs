@@ -3,8 +3,6 @@
 //! plugin failed reaches the operator, not the public. Alone in its binary
 //! because one test watches the process's memory.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use spike_e2e::*;
@@ -40,17 +38,7 @@ async fn uploads_are_refused_before_their_body_is_read() {
 
     // Anonymous uploads that do send their bodies, eight at once, 64 MiB
     // each: the server reads none of it into memory.
-    let baseline = rss_bytes();
-    let peak = Arc::new(AtomicU64::new(baseline));
-    let sampler = {
-        let peak = peak.clone();
-        tokio::spawn(async move {
-            loop {
-                peak.fetch_max(rss_bytes(), Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-    };
+    let rss = RssWatch::start();
     let uploads = (0..8).map(|_| {
         let addr = server.addr();
         tokio::spawn(async move {
@@ -76,8 +64,7 @@ async fn uploads_are_refused_before_their_body_is_read() {
         .into_iter()
         .map(Result::unwrap)
         .collect();
-    sampler.abort();
-    let growth = peak.load(Ordering::Relaxed).saturating_sub(baseline);
+    let growth = rss.growth();
     eprintln!(
         "sent before the server hung up: {:?} MiB; peak RSS growth {} KiB",
         sent.iter().map(|s| s >> 20).collect::<Vec<_>>(),

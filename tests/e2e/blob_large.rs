@@ -2,10 +2,6 @@
 //! process's memory watched: streaming must never hold the object whole.
 //! Alone in its own test binary so that nothing else moves the RSS.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use spike_e2e::*;
@@ -41,17 +37,7 @@ async fn two_hundred_mib_streams_in_and_out_with_bounded_memory() {
     .await;
     send(c.get(server.at("/hello/files/warm"))).await;
 
-    let baseline = rss_bytes();
-    let peak = Arc::new(AtomicU64::new(baseline));
-    let sampler = {
-        let peak = peak.clone();
-        tokio::spawn(async move {
-            loop {
-                peak.fetch_max(rss_bytes(), Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-    };
+    let rss = RssWatch::start();
 
     // Upload from a generator, hashing as we go.
     let mut hasher = Sha256::new();
@@ -94,8 +80,7 @@ async fn two_hundred_mib_streams_in_and_out_with_bounded_memory() {
     assert_eq!(received, SIZE);
     assert_eq!(hex::encode(hasher.finalize()), want);
 
-    sampler.abort();
-    let growth = peak.load(Ordering::Relaxed).saturating_sub(baseline);
+    let growth = rss.growth();
     eprintln!(
         "peak RSS growth while streaming 200 MiB in and out: {} MiB",
         growth >> 20

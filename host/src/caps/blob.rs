@@ -868,19 +868,22 @@ mod tests {
         );
     }
 
+    /// `bytes` as an upload ready to commit.
+    fn staged(store: &BlobStore, bytes: &[u8]) -> StagedUpload {
+        let tmp_path = store.new_tmp_path();
+        std::fs::write(&tmp_path, bytes).unwrap();
+        StagedUpload {
+            tmp_path,
+            sha256: crate::storage::sha256_hex(bytes),
+            size: bytes.len() as u64,
+        }
+    }
+
     #[test]
     fn open_during_overwrites_always_finds_a_body() {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::new(Storage::open(dir.path()).unwrap(), 1 << 20);
-        let stage = |bytes: &[u8]| {
-            let tmp_path = store.new_tmp_path();
-            std::fs::write(&tmp_path, bytes).unwrap();
-            StagedUpload {
-                tmp_path,
-                sha256: crate::storage::sha256_hex(bytes),
-                size: bytes.len() as u64,
-            }
-        };
+        let stage = |bytes: &[u8]| staged(&store, bytes);
         store
             .commit("b", "k", stage(b"first"), None, vec![])
             .unwrap();
@@ -912,15 +915,7 @@ mod tests {
     fn shared_bodies_are_reference_counted() {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::new(Storage::open(dir.path()).unwrap(), 1 << 20);
-        let stage = |bytes: &[u8]| {
-            let tmp_path = store.new_tmp_path();
-            std::fs::write(&tmp_path, bytes).unwrap();
-            StagedUpload {
-                tmp_path,
-                sha256: crate::storage::sha256_hex(bytes),
-                size: bytes.len() as u64,
-            }
-        };
+        let stage = |bytes: &[u8]| staged(&store, bytes);
         let a = store
             .commit("b", "a", stage(b"same"), None, vec![])
             .unwrap();

@@ -333,7 +333,8 @@ fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or(s).chars().take(500).collect()
 }
 
-fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+/// The `Content-Length` a request declares, if it is a number.
+pub fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
     headers
         .get(http::header::CONTENT_LENGTH)?
         .to_str()

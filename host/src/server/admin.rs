@@ -15,6 +15,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::AppState;
 use super::errors::ApiError;
+use crate::runtime::dispatch::declared_length;
 use crate::runtime::registry::{
     LoadError, LoadedPlugin, NewVersion, PluginSlot, StagedFile, VersionSource,
 };
@@ -131,7 +132,7 @@ pub async fn upload(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, request.headers())?;
     let limit = state.max_component_bytes;
-    if super::declared_length(request.headers()).is_some_and(|n| n > limit) {
+    if declared_length(request.headers()).is_some_and(|n| n > limit) {
         return Err(component_too_large(limit));
     }
     if state.registry.slot(&name).is_none() {

@@ -179,16 +179,6 @@ fn head_only(resp: Response) -> Response {
     Response::from_parts(parts, axum::body::Body::empty())
 }
 
-/// The `Content-Length` a request declares, if it is a number.
-pub(crate) fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
-    headers
-        .get(http::header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
-}
-
 /// One log line per request: method, path, plugin, status, latency.
 async fn log_request(req: Request, next: Next) -> Response {
     let start = Instant::now();
@@ -315,13 +305,7 @@ mod tests {
         ] {
             assert!(is_valid_host(ok.as_bytes()), "{ok}");
         }
-        for bad in [
-            &b"\xff\xfe"[..],
-            b"a b",
-            b"x:notaport",
-            b"x:99999",
-            b"u@x",
-        ] {
+        for bad in [&b"\xff\xfe"[..], b"a b", b"x:notaport", b"x:99999", b"u@x"] {
             assert!(!is_valid_host(bad), "{bad:?}");
         }
     }
