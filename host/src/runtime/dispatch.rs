@@ -12,11 +12,10 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
-
-use tokio::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -24,9 +23,11 @@ use hyper::body::{Body, Frame, SizeHint};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 
+use super::manifest::Limits;
 use super::memory_budget::MemoryBudgetExhausted;
 use super::registry::{LoadedPlugin, PluginSlot};
 use super::state::{CpuLimitExceeded, MemoryLimitExceeded, RequestState};
+use super::watchdog::{Watchdog, Watched};
 use crate::config::ClientLimits;
 
 /// How a request to a plugin failed before a response began.
@@ -65,10 +66,12 @@ pub enum Busy {
     Memory(MemoryBudgetExhausted),
 }
 
-/// Why the watchdog ended a request whose response had begun (or was about
-/// to): the guest's instance is freed and the response cut off.
+/// Why the watchdog ended a request: the guest's instance is freed, and a
+/// response already begun is cut off.
 #[derive(Debug, Clone, thiserror::Error)]
 enum Cut {
+    #[error("the plugin did not respond within {0} ms")]
+    NoHeaders(u128),
     #[error("the request ran past the plugin's max_duration_ms of {0} ms")]
     MaxDuration(u128),
     #[error("the client read nothing of the response for {0} ms")]
@@ -80,6 +83,7 @@ pub async fn dispatch(
     slot: &PluginSlot,
     plugin: Arc<LoadedPlugin>,
     engine: &wasmtime::Engine,
+    watchdog: &Watchdog,
     clients: &ClientLimits,
     req: http::Request<axum::body::Body>,
 ) -> Result<http::Response<axum::body::Body>, DispatchError> {
@@ -91,7 +95,6 @@ pub async fn dispatch(
     let permit = slot
         .try_admit()
         .ok_or(DispatchError::Busy(Busy::Plugin(slot.max_concurrent)))?;
-    let deadline = Instant::now() + limits.max_duration;
 
     let body_state = Arc::new(AtomicU8::new(BODY_OK));
     let (parts, body) = req.into_parts();
@@ -120,56 +123,54 @@ pub async fn dispatch(
         .new_response_outparam(tx)
         .map_err(|_| http())?;
 
-    let watch = Arc::new(ResponseWatch::new());
+    let watch = Arc::new(RequestWatch::new(
+        slot.context.name.clone(),
+        limits,
+        clients.send_timeout,
+    ));
+    let watching = watchdog.watch(watch.clone());
     let pre = plugin.pre.clone();
-    let (guest_watch, send_timeout) = (watch.clone(), clients.send_timeout);
-    let name = slot.context.name.clone();
+    let guest_watch = watch.clone();
     let guest = tokio::spawn(async move {
-        let run = async {
+        let outcome = async {
             let proxy = pre.instantiate_async(&mut store).await?;
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, incoming, outparam)
                 .await
-        };
-        let outcome = tokio::select! {
-            biased;
-            r = run => r,
-            cut = watchdog(&guest_watch, deadline, send_timeout) => {
-                tracing::warn!(plugin = %name, "request cut off: {cut}");
-                guest_watch.cut.store(true, Ordering::Relaxed);
-                Err(wasmtime::Error::new(cut))
-            }
-        };
+        }
+        .await;
         if let Err(e) = &outcome
             && guest_watch.responded.load(Ordering::Relaxed)
-            && e.downcast_ref::<Cut>().is_none()
         {
-            tracing::warn!(plugin = %name, "failed while streaming its response: {}", classify(e));
+            let plugin = &guest_watch.plugin;
+            tracing::warn!(%plugin, "failed while streaming its response: {}", classify(e));
         }
-        // The instance is gone (its store dropped with `run`): only now may
-        // another request of this plugin take its place.
-        drop(permit);
-        // Keep the version alive as long as its instance ran.
-        drop(plugin);
+        // Aborted or not, this task's end frees the instance (the store),
+        // then the permit: only now may another request take its place.
+        // The version stays alive as long as its instance ran.
+        drop(store);
+        drop((permit, watching, plugin));
         outcome
     });
+    watch.guest.get_or_init(|| guest.abort_handle());
     // If this future is dropped before the response begins (the client
     // went away), the guest is stopped with it.
     let mut abort = AbortOnDrop(Some(guest.abort_handle()));
 
-    let result = match tokio::time::timeout(limits.timeout, rx).await {
-        Ok(Ok(Ok(resp))) => Ok(resp),
-        Ok(Ok(Err(code))) => Err(DispatchError::Guest(code)),
-        // The guest dropped the outparam: it returned or trapped.
-        Ok(Err(_)) => match guest.await {
-            Ok(Ok(())) => Err(DispatchError::NoResponse),
-            Ok(Err(e)) => Err(classify(&e)),
-            Err(e) => Err(DispatchError::Internal(format!("guest task: {e}"))),
+    let result = match rx.await {
+        Ok(Ok(resp)) => Ok(resp),
+        Ok(Err(code)) => Err(DispatchError::Guest(code)),
+        // The guest dropped the outparam: it returned, trapped, or the
+        // watchdog ended it.
+        Err(_) => match (watch.cut.get(), guest.await) {
+            (Some(_), _) => Err(DispatchError::Timeout {
+                timeout_ms: limits.timeout.as_millis(),
+            }),
+            (None, Ok(Ok(()))) => Err(DispatchError::NoResponse),
+            (None, Ok(Err(e))) => Err(classify(&e)),
+            (None, Err(e)) => Err(DispatchError::Internal(format!("guest task: {e}"))),
         },
-        Err(_) => Err(DispatchError::Timeout {
-            timeout_ms: limits.timeout.as_millis(),
-        }),
     };
     // Whatever the guest made of a body cut off at the limit or stalled,
     // the answer is 413 or 408.
@@ -194,29 +195,17 @@ pub async fn dispatch(
     }))
 }
 
-/// Ends a request at `deadline`, or once the client has left a handed-out
-/// piece of the response unread for `send_timeout`. Wakes at most once per
-/// `send_timeout` while the response flows.
-async fn watchdog(watch: &ResponseWatch, deadline: Instant, send_timeout: Duration) -> Cut {
-    loop {
-        let now = Instant::now();
-        if now >= deadline {
-            return Cut::MaxDuration((deadline - watch.start).as_millis());
-        }
-        let next_check = match watch.unread_since() {
-            Some(since) if now.duration_since(since) >= send_timeout => {
-                return Cut::ClientStalled(send_timeout.as_millis());
-            }
-            Some(since) => since + send_timeout,
-            None => now + send_timeout,
-        };
-        tokio::time::sleep_until(next_check.min(deadline)).await;
-    }
-}
-
-/// What the guest task and the response body share.
-struct ResponseWatch {
+/// A request's deadlines, checked by the watchdog every tick: response
+/// headers by `headers_by`, the whole request by `done_by`, and no piece
+/// of the response left unread for `send_timeout`.
+struct RequestWatch {
+    plugin: Arc<str>,
     start: Instant,
+    headers_by: Instant,
+    done_by: Instant,
+    timeout: Duration,
+    max_duration: Duration,
+    send_timeout: Duration,
     /// When the body last handed a frame to the server, in µs since
     /// `start`; `NOT_WAITING` while the server is asking for the next one.
     /// A frame handed out and not followed by another request for one means
@@ -224,27 +213,66 @@ struct ResponseWatch {
     handed_out_us: AtomicU64,
     /// The response headers went out.
     responded: AtomicBool,
-    /// The watchdog ended the guest: the body must end in an error, not in
-    /// a clean end that would make a cut-off response look complete.
-    cut: AtomicBool,
+    /// Set once, when the watchdog ends the request. The body then ends in
+    /// an error, not in a clean end that would make a cut-off response look
+    /// complete.
+    cut: OnceLock<Cut>,
+    /// The guest's task, to abort.
+    guest: OnceLock<tokio::task::AbortHandle>,
 }
 
 const NOT_WAITING: u64 = u64::MAX;
 
-impl ResponseWatch {
-    fn new() -> Self {
+impl RequestWatch {
+    fn new(plugin: Arc<str>, limits: &Limits, send_timeout: Duration) -> Self {
+        let start = Instant::now();
         Self {
-            start: Instant::now(),
+            plugin,
+            start,
+            headers_by: start + limits.timeout,
+            done_by: start + limits.max_duration,
+            timeout: limits.timeout,
+            max_duration: limits.max_duration,
+            send_timeout,
             handed_out_us: AtomicU64::new(NOT_WAITING),
             responded: AtomicBool::new(false),
-            cut: AtomicBool::new(false),
+            cut: OnceLock::new(),
+            guest: OnceLock::new(),
         }
     }
 
-    fn unread_since(&self) -> Option<Instant> {
+    /// What, if anything, ends the request at `now`.
+    fn due(&self, now: Instant) -> Option<Cut> {
+        if !self.responded.load(Ordering::Relaxed) && now >= self.headers_by {
+            return Some(Cut::NoHeaders(self.timeout.as_millis()));
+        }
+        if now >= self.done_by {
+            return Some(Cut::MaxDuration(self.max_duration.as_millis()));
+        }
         match self.handed_out_us.load(Ordering::Relaxed) {
             NOT_WAITING => None,
-            us => Some(self.start + Duration::from_micros(us)),
+            us => {
+                let since = self.start + Duration::from_micros(us);
+                (now.saturating_duration_since(since) >= self.send_timeout)
+                    .then_some(Cut::ClientStalled(self.send_timeout.as_millis()))
+            }
+        }
+    }
+}
+
+impl Watched for RequestWatch {
+    fn check(&self, now: Instant) {
+        if self.cut.get().is_some() {
+            return;
+        }
+        let Some(cut) = self.due(now) else { return };
+        if self.responded.load(Ordering::Relaxed) {
+            // Before the headers, the 504 (and its log line) says it.
+            tracing::warn!(plugin = %self.plugin, "response cut off: {cut}");
+        }
+        let _ = self.cut.set(cut);
+        if let Some(guest) = self.guest.get() {
+            guest.abort();
         }
     }
 }
@@ -253,7 +281,7 @@ impl ResponseWatch {
 /// when the client stops taking it.
 struct WatchedBody<B> {
     inner: B,
-    watch: Arc<ResponseWatch>,
+    watch: Arc<RequestWatch>,
 }
 
 impl<B> Body for WatchedBody<B>
@@ -275,7 +303,7 @@ where
                 watch.handed_out_us.store(us, Ordering::Relaxed);
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(None) if watch.cut.load(Ordering::Relaxed) => {
+            Poll::Ready(None) if watch.cut.get().is_some() => {
                 Poll::Ready(Some(Err(std::io::Error::other("the response was cut off"))))
             }
             other => other,
@@ -317,9 +345,6 @@ fn classify(e: &wasmtime::Error) -> DispatchError {
         .is_some()
     {
         return DispatchError::Busy(Busy::Pool);
-    }
-    if let Some(cut) = e.downcast_ref::<Cut>() {
-        return DispatchError::Trap(cut.to_string());
     }
     // The trap itself ("wasm `unreachable` instruction executed") says more
     // than the outer "error while executing at wasm backtrace".
@@ -386,7 +411,7 @@ impl Body for RequestBody {
             Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(ErrorCode::ConnectionTerminated))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
-                let deadline = Instant::now() + self.idle;
+                let deadline = tokio::time::Instant::now() + self.idle;
                 let progressed = std::mem::take(&mut self.progressed);
                 let timer = match &mut self.stall_timer {
                     Some(timer) => {
@@ -481,28 +506,36 @@ mod tests {
         assert_eq!(state.load(Ordering::Relaxed), BODY_OVERFLOWED);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn the_watchdog_cuts_at_the_deadline_or_an_unread_response() {
-        let send_timeout = Duration::from_secs(30);
-        // Nothing handed out: only the deadline ends it.
-        let watch = ResponseWatch::new();
-        let deadline = Instant::now() + Duration::from_secs(100);
-        let cut = watchdog(&watch, deadline, send_timeout).await;
-        assert!(matches!(cut, Cut::MaxDuration(100_000)), "{cut}");
-        assert_eq!(watch.start.elapsed(), Duration::from_secs(100));
-
-        // A frame handed out at 10 s and never followed by a request for the
-        // next: the client is not reading, cut at 40 s.
-        let watch = Arc::new(ResponseWatch::new());
-        let deadline = Instant::now() + Duration::from_secs(100);
-        let handing = watch.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(10)).await;
-            let us = handing.start.elapsed().as_micros() as u64;
-            handing.handed_out_us.store(us, Ordering::Relaxed);
-        });
-        let cut = watchdog(&watch, deadline, send_timeout).await;
-        assert!(matches!(cut, Cut::ClientStalled(30_000)), "{cut}");
-        assert_eq!(watch.start.elapsed(), Duration::from_secs(40));
+    #[test]
+    fn deadlines_come_due_in_order() {
+        let limits = Limits {
+            timeout: Duration::from_secs(10),
+            max_duration: Duration::from_secs(100),
+            ..Limits::default()
+        };
+        let watch = RequestWatch::new("p".into(), &limits, Duration::from_secs(30));
+        let at = |s: u64| watch.start + Duration::from_secs(s);
+        assert!(watch.due(at(9)).is_none());
+        assert!(matches!(watch.due(at(10)), Some(Cut::NoHeaders(10_000))));
+        watch.responded.store(true, Ordering::Relaxed);
+        assert!(watch.due(at(99)).is_none());
+        assert!(matches!(
+            watch.due(at(100)),
+            Some(Cut::MaxDuration(100_000))
+        ));
+        // A frame handed out at 20 s and not taken: the client stopped
+        // reading, cut 30 s later.
+        watch.handed_out_us.store(
+            Duration::from_secs(20).as_micros() as u64,
+            Ordering::Relaxed,
+        );
+        assert!(watch.due(at(49)).is_none());
+        assert!(matches!(
+            watch.due(at(50)),
+            Some(Cut::ClientStalled(30_000))
+        ));
+        // Taken (the server asks for the next): fine again.
+        watch.handed_out_us.store(NOT_WAITING, Ordering::Relaxed);
+        assert!(watch.due(at(60)).is_none());
     }
 }

@@ -26,6 +26,7 @@ use super::engine::{EpochTicker, build_engine};
 use super::manifest::{self, Manifest, ManifestError};
 use super::memory_budget::MemoryBudget;
 use super::state::{PluginContext, RequestState};
+use super::watchdog::Watchdog;
 use crate::caps::outbound::OutboundCtx;
 use crate::caps::{self, blob::BlobCtx, blob::BlobStore, kv::KvCtx, kv::KvStore};
 use crate::config::ServerConfig;
@@ -250,6 +251,7 @@ pub struct PluginRegistry {
     routes: RouteTable,
     pub kv: KvStore,
     pub blob: BlobStore,
+    watchdog: Watchdog,
     _ticker: EpochTicker,
 }
 
@@ -314,6 +316,7 @@ impl PluginRegistry {
             .collect();
         let registry = Self {
             _ticker: EpochTicker::start(engine.clone()),
+            watchdog: Watchdog::start(),
             engine,
             linker,
             cache,
@@ -334,6 +337,11 @@ impl PluginRegistry {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Enforces the deadlines of requests and connections.
+    pub fn watchdog(&self) -> &Watchdog {
+        &self.watchdog
     }
 
     /// The plugin for a request.

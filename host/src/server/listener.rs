@@ -1,20 +1,28 @@
 //! Accepting connections: how many may be open, how long a client may take
-//! to send a request head, and stopping without cutting requests short.
+//! to send a request head (checked by the runtime's watchdog, not by a timer
+//! per request), and stopping without cutting requests short.
 //!
 //! HTTP/1.1 only (WebSocket upgrades included): plain-text HTTP/2 would
 //! need its own bounds on idle and slow connections, and browsers speak
 //! HTTP/2 only over TLS, which a proxy in front of spike terminates.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use axum::body::Body;
+use bytes::Bytes;
+use hyper::body::{Frame, SizeHint};
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
 use crate::config::ClientLimits;
+use crate::runtime::watchdog::{Watchdog, Watched};
 
 /// File descriptors kept for everything that is not a client connection:
 /// the database, blob bodies being streamed, compile-cache files, outbound
@@ -73,16 +81,14 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ClientLimits,
+    watchdog: Watchdog,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let cap = limits.max_connections.max(1);
     let open = Arc::new(Semaphore::new(cap));
     let (draining_tx, draining) = watch::channel(false);
-    let mut http = hyper::server::conn::http1::Builder::new();
-    // hyper starts this timer whenever it waits for a request head, so it
-    // bounds both a slow head (slowloris) and an idle kept-alive connection.
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+    let http = hyper::server::conn::http1::Builder::new();
+    let mut refused = RefusalLog::default();
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -95,16 +101,32 @@ pub async fn serve(
             _ = &mut stop => break,
         };
         let Ok(permit) = open.clone().try_acquire_owned() else {
-            refuse(stream);
+            refuse(stream, &mut refused);
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let deadline = Arc::new(HeadDeadline::new(limits.header_timeout));
+        let watching = watchdog.watch(deadline.clone());
+        let app = TowerToHyperService::new(app.clone());
+        let tracking = deadline.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let responding = Responding::start(&tracking);
+            let response = hyper::service::Service::call(&app, request);
+            async move {
+                let response = response.await?;
+                Ok::<_, std::convert::Infallible>(response.map(|body| {
+                    Body::new(UntilSent {
+                        body,
+                        _responding: responding,
+                    })
+                }))
+            }
+        });
         let conn = http
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         let mut draining = draining.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut conn = std::pin::pin!(conn);
             let drain = tokio::select! {
                 _ = conn.as_mut() => false,
@@ -114,8 +136,10 @@ pub async fn serve(
                 conn.as_mut().graceful_shutdown();
                 let _ = conn.await;
             }
-            drop(permit);
+            // Also when the watchdog aborts the task: closed, uncounted.
+            drop((permit, watching));
         });
+        deadline.task.get_or_init(|| task.abort_handle());
     }
     drop(listener);
     let _ = draining_tx.send(true);
@@ -128,12 +152,126 @@ pub async fn serve(
     }
 }
 
+/// A connection's one deadline: a request head within `header_timeout` of
+/// the moment it became ready for one (accepted, or its last response
+/// sent). That bounds a slow head (slowloris) and an idle kept-alive
+/// connection alike. The watchdog checks it every tick and closes the
+/// connection (aborts its task) once it passes.
+struct HeadDeadline {
+    start: Instant,
+    header_timeout: Duration,
+    /// Requests whose responses are not yet sent.
+    responding: AtomicU32,
+    /// When the connection last became ready for a request head, in µs
+    /// since `start`.
+    ready_since_us: AtomicU64,
+    task: OnceLock<tokio::task::AbortHandle>,
+    closed: AtomicBool,
+}
+
+impl HeadDeadline {
+    fn new(header_timeout: Duration) -> Self {
+        Self {
+            start: Instant::now(),
+            header_timeout,
+            responding: AtomicU32::new(0),
+            ready_since_us: AtomicU64::new(0),
+            task: OnceLock::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn passed(&self, now: Instant) -> bool {
+        let ready_since =
+            self.start + Duration::from_micros(self.ready_since_us.load(Ordering::Relaxed));
+        self.responding.load(Ordering::Relaxed) == 0
+            && now.saturating_duration_since(ready_since) >= self.header_timeout
+    }
+}
+
+impl Watched for HeadDeadline {
+    fn check(&self, now: Instant) {
+        if self.passed(now)
+            && !self.closed.swap(true, Ordering::Relaxed)
+            && let Some(task) = self.task.get()
+        {
+            task.abort();
+        }
+    }
+}
+
+/// One request being answered on a connection; when it drops (its response
+/// sent, or abandoned), the connection is ready for the next head.
+struct Responding(Arc<HeadDeadline>);
+
+impl Responding {
+    fn start(deadline: &Arc<HeadDeadline>) -> Self {
+        deadline.responding.fetch_add(1, Ordering::Relaxed);
+        Self(deadline.clone())
+    }
+}
+
+impl Drop for Responding {
+    fn drop(&mut self) {
+        let deadline = &self.0;
+        let now = deadline.start.elapsed().as_micros() as u64;
+        deadline.ready_since_us.store(now, Ordering::Relaxed);
+        deadline.responding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that holds its request's `Responding` until the server
+/// has sent it (and dropped it).
+struct UntilSent {
+    body: Body,
+    _responding: Responding,
+}
+
+impl hyper::body::Body for UntilSent {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// Answers a connection beyond the cap with a 503 and closes it. The
 /// response is small enough for an empty socket buffer, so this never
-/// waits: a flood of connections costs no task each.
-fn refuse(stream: TcpStream) {
+/// waits: a flood of connections costs no task each, and one log line a
+/// second at most.
+fn refuse(stream: TcpStream, refused: &mut RefusalLog) {
     let _ = stream.try_write(TOO_MANY_CONNECTIONS);
-    tracing::warn!("connection refused: at the limit of open connections");
+    refused.unlogged += 1;
+    if refused
+        .logged_at
+        .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+    {
+        tracing::warn!(
+            refused = refused.unlogged,
+            "connections refused: at the limit of open connections"
+        );
+        refused.unlogged = 0;
+        refused.logged_at = Some(std::time::Instant::now());
+    }
+}
+
+/// Refusals not yet logged, and when the last line went out.
+#[derive(Default)]
+struct RefusalLog {
+    unlogged: u64,
+    logged_at: Option<std::time::Instant>,
 }
 
 /// An accept that failed. Out of file descriptors (EMFILE) does not pass
@@ -153,6 +291,22 @@ async fn accept_failed(e: std::io::Error) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_head_deadline_runs_only_while_no_response_is_owed() {
+        let deadline = Arc::new(HeadDeadline::new(Duration::from_secs(10)));
+        let at = |s: u64| deadline.start + Duration::from_secs(s);
+        assert!(!deadline.passed(at(9)));
+        assert!(deadline.passed(at(10)), "no head within 10 s of the accept");
+        // A request in progress, however long: not idle.
+        let responding = Responding::start(&deadline);
+        assert!(!deadline.passed(at(1000)));
+        // Its response sent: the clock starts again from then.
+        drop(responding);
+        let sent = Instant::now();
+        assert!(!deadline.passed(sent + Duration::from_secs(9)));
+        assert!(deadline.passed(sent + Duration::from_secs(10)));
+    }
 
     #[test]
     fn the_refusal_is_well_formed() {

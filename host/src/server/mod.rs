@@ -21,7 +21,7 @@ use axum::routing::{get, post, put};
 use http::{HeaderValue, Method, StatusCode};
 
 use crate::config::{ClientLimits, ServerConfig};
-use crate::runtime::dispatch::dispatch;
+use crate::runtime::dispatch::{DispatchError, dispatch};
 use crate::runtime::{PluginRegistry, watch};
 use crate::storage::Storage;
 use errors::ApiError;
@@ -47,8 +47,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/_spike/plugins/{name}", put(admin::upload))
         .route("/_spike/plugins/{name}/rollback", post(admin::rollback))
         .fallback(plugin_request)
-        .layer(middleware::from_fn(check_request))
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn(every_request))
         .with_state(state)
 }
 
@@ -56,32 +55,30 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// Refuses what no route should see: an `Expect` the server cannot meet
-/// (417; hyper itself answers `100-continue` when the body is read), and a
-/// `Host` that is not a valid authority (400), which `wasi:http` would
-/// otherwise fail on as an internal error.
-async fn check_request(req: Request, next: Next) -> Response {
+/// What no route should see: an `Expect` the server cannot meet (417;
+/// hyper itself answers `100-continue` when the body is read), and a `Host`
+/// that is not a valid authority (400), which `wasi:http` would otherwise
+/// fail on as an internal error.
+fn malformed(req: &Request) -> Option<ApiError> {
     if let Some(expect) = req.headers().get(http::header::EXPECT)
         && !expect.as_bytes().eq_ignore_ascii_case(b"100-continue")
     {
-        return ApiError::new(
+        return Some(ApiError::new(
             StatusCode::EXPECTATION_FAILED,
             "expectation_failed",
             "the only expectation this server meets is 100-continue",
-        )
-        .into_response();
+        ));
     }
     if let Some(host) = req.headers().get(http::header::HOST)
         && !is_valid_host(host.as_bytes())
     {
-        return ApiError::new(
+        return Some(ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_host",
             "the Host header is not a valid host name and port",
-        )
-        .into_response();
+        ));
     }
-    next.run(req).await
+    None
 }
 
 /// A `Host` value: a host name or address with an optional numeric port,
@@ -158,11 +155,19 @@ async fn plugin_request(State(state): State<Arc<AppState>>, mut req: Request) ->
             if routed.head_as_get {
                 *req.method_mut() = Method::GET;
             }
-            match dispatch(slot, plugin, state.registry.engine(), &state.clients, req).await {
+            let registry = &state.registry;
+            let (engine, watchdog) = (registry.engine(), registry.watchdog());
+            match dispatch(slot, plugin, engine, watchdog, &state.clients, req).await {
                 Ok(resp) if routed.head_as_get => head_only(resp),
                 Ok(resp) => resp,
                 Err(e) => {
-                    tracing::warn!(plugin = %slot.manifest.name, "{e}");
+                    // Busy comes in floods under load, and the request line
+                    // already shows the 503.
+                    if matches!(e, DispatchError::Busy(_)) {
+                        tracing::debug!(plugin = %slot.manifest.name, "{e}");
+                    } else {
+                        tracing::warn!(plugin = %slot.manifest.name, "{e}");
+                    }
                     ApiError::from(e).into_response()
                 }
             }
@@ -179,12 +184,17 @@ fn head_only(resp: Response) -> Response {
     Response::from_parts(parts, axum::body::Body::empty())
 }
 
-/// One log line per request: method, path, plugin, status, latency.
-async fn log_request(req: Request, next: Next) -> Response {
+/// What every request goes through (one middleware: each layer costs a
+/// boxed future per request): refused if malformed, then one log line with
+/// method, path, plugin, status and latency.
+async fn every_request(req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let resp = next.run(req).await;
+    let resp = match malformed(&req) {
+        Some(refusal) => refusal.into_response(),
+        None => next.run(req).await,
+    };
     let plugin = resp.extensions().get::<ServedBy>().map(|s| s.0.clone());
     tracing::info!(
         %method,
@@ -268,6 +278,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
     let mut clients = config.clients.clone();
     clients.max_connections = listener::connection_cap(clients.max_connections);
+    let max_connections = clients.max_connections;
     let state = Arc::new(AppState {
         registry: registry.clone(),
         admin_token: config.admin_token.clone(),
@@ -275,8 +286,20 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         clients: clients.clone(),
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let serve = tokio::spawn(listener::serve(listener, app(state), clients, rx));
-    tracing::info!(%addr, plugins = registry.slots().count(), "spike is serving");
+    let serve = tokio::spawn(listener::serve(
+        listener,
+        app(state),
+        clients,
+        registry.watchdog().clone(),
+        rx,
+    ));
+    tracing::info!(
+        %addr,
+        plugins = registry.slots().count(),
+        max_connections,
+        memory_budget_mib = config.memory_budget_bytes >> 20,
+        "spike is serving"
+    );
     Ok(RunningServer {
         addr,
         registry,
