@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -27,7 +27,7 @@ use super::manifest::Limits;
 use super::memory_budget::MemoryBudgetExhausted;
 use super::registry::{LoadedPlugin, PluginSlot};
 use super::state::{CpuLimitExceeded, MemoryLimitExceeded, RequestState};
-use super::watchdog::{Watchdog, Watched};
+use super::watchdog::{self, Watchdog, Watched};
 use crate::config::ClientLimits;
 
 /// How a request to a plugin failed before a response began.
@@ -127,6 +127,7 @@ pub async fn dispatch(
         slot.context.name.clone(),
         limits,
         clients.send_timeout,
+        watchdog::now_ms(),
     ));
     let watching = watchdog.watch(watch.clone());
     let pre = plugin.pre.clone();
@@ -197,20 +198,20 @@ pub async fn dispatch(
 
 /// A request's deadlines, checked by the watchdog every tick: response
 /// headers by `headers_by`, the whole request by `done_by`, and no piece
-/// of the response left unread for `send_timeout`.
+/// of the response left unread for `send_timeout`. Times are the
+/// watchdog's `now_ms`.
 struct RequestWatch {
     plugin: Arc<str>,
-    start: Instant,
-    headers_by: Instant,
-    done_by: Instant,
+    headers_by: u64,
+    done_by: u64,
     timeout: Duration,
     max_duration: Duration,
-    send_timeout: Duration,
-    /// When the body last handed a frame to the server, in µs since
-    /// `start`; `NOT_WAITING` while the server is asking for the next one.
-    /// A frame handed out and not followed by another request for one means
-    /// the server could not write it: the client is not reading.
-    handed_out_us: AtomicU64,
+    send_timeout: u64,
+    /// When the body last handed a frame to the server; `NOT_WAITING`
+    /// while the server is asking for the next one. A frame handed out and
+    /// not followed by another request for one means the server could not
+    /// write it: the client is not reading.
+    handed_out: AtomicU64,
     /// The response headers went out.
     responded: AtomicBool,
     /// Set once, when the watchdog ends the request. The body then ends in
@@ -223,18 +224,20 @@ struct RequestWatch {
 
 const NOT_WAITING: u64 = u64::MAX;
 
+fn millis(d: Duration) -> u64 {
+    d.as_millis().try_into().unwrap_or(u64::MAX)
+}
+
 impl RequestWatch {
-    fn new(plugin: Arc<str>, limits: &Limits, send_timeout: Duration) -> Self {
-        let start = Instant::now();
+    fn new(plugin: Arc<str>, limits: &Limits, send_timeout: Duration, now: u64) -> Self {
         Self {
             plugin,
-            start,
-            headers_by: start + limits.timeout,
-            done_by: start + limits.max_duration,
+            headers_by: now.saturating_add(millis(limits.timeout)),
+            done_by: now.saturating_add(millis(limits.max_duration)),
             timeout: limits.timeout,
             max_duration: limits.max_duration,
-            send_timeout,
-            handed_out_us: AtomicU64::new(NOT_WAITING),
+            send_timeout: millis(send_timeout),
+            handed_out: AtomicU64::new(NOT_WAITING),
             responded: AtomicBool::new(false),
             cut: OnceLock::new(),
             guest: OnceLock::new(),
@@ -242,26 +245,23 @@ impl RequestWatch {
     }
 
     /// What, if anything, ends the request at `now`.
-    fn due(&self, now: Instant) -> Option<Cut> {
+    fn due(&self, now: u64) -> Option<Cut> {
         if !self.responded.load(Ordering::Relaxed) && now >= self.headers_by {
             return Some(Cut::NoHeaders(self.timeout.as_millis()));
         }
         if now >= self.done_by {
             return Some(Cut::MaxDuration(self.max_duration.as_millis()));
         }
-        match self.handed_out_us.load(Ordering::Relaxed) {
+        match self.handed_out.load(Ordering::Relaxed) {
             NOT_WAITING => None,
-            us => {
-                let since = self.start + Duration::from_micros(us);
-                (now.saturating_duration_since(since) >= self.send_timeout)
-                    .then_some(Cut::ClientStalled(self.send_timeout.as_millis()))
-            }
+            since => (now.saturating_sub(since) >= self.send_timeout)
+                .then_some(Cut::ClientStalled(u128::from(self.send_timeout))),
         }
     }
 }
 
 impl Watched for RequestWatch {
-    fn check(&self, now: Instant) {
+    fn check(&self, now: u64) {
         if self.cut.get().is_some() {
             return;
         }
@@ -296,11 +296,12 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let watch = self.watch.clone();
-        watch.handed_out_us.store(NOT_WAITING, Ordering::Relaxed);
+        watch.handed_out.store(NOT_WAITING, Ordering::Relaxed);
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                let us = watch.start.elapsed().as_micros() as u64;
-                watch.handed_out_us.store(us, Ordering::Relaxed);
+                watch
+                    .handed_out
+                    .store(watchdog::now_ms(), Ordering::Relaxed);
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(None) if watch.cut.get().is_some() => {
@@ -513,8 +514,9 @@ mod tests {
             max_duration: Duration::from_secs(100),
             ..Limits::default()
         };
-        let watch = RequestWatch::new("p".into(), &limits, Duration::from_secs(30));
-        let at = |s: u64| watch.start + Duration::from_secs(s);
+        let start = 5_000;
+        let watch = RequestWatch::new("p".into(), &limits, Duration::from_secs(30), start);
+        let at = |s: u64| start + s * 1000;
         assert!(watch.due(at(9)).is_none());
         assert!(matches!(watch.due(at(10)), Some(Cut::NoHeaders(10_000))));
         watch.responded.store(true, Ordering::Relaxed);
@@ -525,17 +527,14 @@ mod tests {
         ));
         // A frame handed out at 20 s and not taken: the client stopped
         // reading, cut 30 s later.
-        watch.handed_out_us.store(
-            Duration::from_secs(20).as_micros() as u64,
-            Ordering::Relaxed,
-        );
+        watch.handed_out.store(at(20), Ordering::Relaxed);
         assert!(watch.due(at(49)).is_none());
         assert!(matches!(
             watch.due(at(50)),
             Some(Cut::ClientStalled(30_000))
         ));
         // Taken (the server asks for the next): fine again.
-        watch.handed_out_us.store(NOT_WAITING, Ordering::Relaxed);
+        watch.handed_out.store(NOT_WAITING, Ordering::Relaxed);
         assert!(watch.due(at(60)).is_none());
     }
 }

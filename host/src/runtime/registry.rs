@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -166,7 +167,7 @@ pub struct PluginSlot {
     /// or a share of the instance pool): one plugin's slow clients wait on
     /// their own permits, never on the other plugins' instances.
     pub max_concurrent: u32,
-    concurrency: Arc<tokio::sync::Semaphore>,
+    running: Arc<AtomicU32>,
     active: ArcSwapOption<LoadedPlugin>,
     last_error: Mutex<Option<LoadError>>,
     /// Serialises swaps of this plugin (uploads, file changes, rollbacks).
@@ -201,14 +202,31 @@ impl PluginSlot {
     }
 
     /// A permit to run one request, held until its instance is gone; `None`
-    /// when the plugin is at `max_concurrent`.
-    pub fn try_admit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.concurrency.clone().try_acquire_owned().ok()
+    /// when the plugin is at `max_concurrent`. (A counter, not a semaphore:
+    /// nobody waits for a permit, and releasing one takes no lock.)
+    pub fn try_admit(&self) -> Option<Admitted> {
+        let before = self.running.fetch_add(1, Ordering::AcqRel);
+        if before >= self.max_concurrent {
+            self.running.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Admitted(self.running.clone()))
     }
 
     /// Requests running now.
     pub fn in_flight(&self) -> u32 {
-        self.max_concurrent - self.concurrency.available_permits() as u32
+        self.running
+            .load(Ordering::Relaxed)
+            .min(self.max_concurrent)
+    }
+}
+
+/// One running request of a plugin; dropping it makes room for another.
+pub struct Admitted(Arc<AtomicU32>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -306,7 +324,7 @@ impl PluginRegistry {
                     manifest: m,
                     context,
                     max_concurrent,
-                    concurrency: Arc::new(tokio::sync::Semaphore::new(max_concurrent as usize)),
+                    running: Arc::default(),
                     active: ArcSwapOption::empty(),
                     last_error: Mutex::new(None),
                     swap_lock: tokio::sync::Mutex::new(()),

@@ -9,8 +9,13 @@
 //! (arming and dropping a tokio timer per request cost more CPU than the
 //! rest of the limits together). A plain thread, like the epoch ticker: it
 //! must run when every async worker is busy.
+//!
+//! The thread also keeps a clock that costs one atomic load to read
+//! (`now_ms`), precise to a tick: what requests and connections stamp their
+//! progress with, many times a second.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 /// How often deadlines are checked: how late past its deadline a request or
@@ -19,9 +24,23 @@ pub const TICK: Duration = Duration::from_millis(50);
 
 /// Something with deadlines.
 pub trait Watched: Send + Sync {
-    /// Ends what passed its deadline at `now`. Runs under the watchdog's
-    /// lock, so it must be quick and must not block.
-    fn check(&self, now: Instant);
+    /// Ends what passed its deadline at `now_ms` (see `now_ms`). Runs under
+    /// the watchdog's lock, so it must be quick and must not block.
+    fn check(&self, now_ms: u64);
+}
+
+/// Milliseconds since the first watchdog started, as of its last tick.
+pub fn now_ms() -> u64 {
+    CLOCK.load(Ordering::Relaxed)
+}
+
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+static CLOCK: AtomicU64 = AtomicU64::new(0);
+
+/// Moves the clock to now; returns it.
+fn tick_clock() -> u64 {
+    let ms = EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64;
+    CLOCK.fetch_max(ms, Ordering::Relaxed).max(ms)
 }
 
 /// The watchdog: register with `watch`. The thread ends when the last
@@ -49,6 +68,7 @@ impl Watchdog {
     pub fn start() -> Self {
         let watched = Arc::new(Mutex::new(Slots::default()));
         let weak: Weak<Mutex<Slots>> = Arc::downgrade(&watched);
+        tick_clock();
         std::thread::Builder::new()
             .name("spike-watchdog".into())
             .spawn(move || {
@@ -57,7 +77,7 @@ impl Watchdog {
                     let Some(watched) = weak.upgrade() else {
                         return;
                     };
-                    let now = Instant::now();
+                    let now = tick_clock();
                     let slots = watched.lock().unwrap_or_else(|p| p.into_inner());
                     for entry in slots.entries.iter().flatten() {
                         entry.check(now);
@@ -114,7 +134,7 @@ mod tests {
     struct Counter(AtomicUsize);
 
     impl Watched for Counter {
-        fn check(&self, _: Instant) {
+        fn check(&self, _: u64) {
             self.0.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -143,5 +163,17 @@ mod tests {
         assert_eq!(c.slot, 0);
         drop((watching_b, c));
         assert!(dog.is_empty());
+    }
+
+    #[test]
+    fn the_clock_moves_with_the_ticks() {
+        let _dog = Watchdog::start();
+        let before = now_ms();
+        std::thread::sleep(TICK * 4);
+        let after = now_ms();
+        assert!(
+            after >= before + 2 * TICK.as_millis() as u64,
+            "{before} -> {after}"
+        );
     }
 }

@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
 use crate::config::ClientLimits;
-use crate::runtime::watchdog::{Watchdog, Watched};
+use crate::runtime::watchdog::{self, Watchdog, Watched};
 
 /// File descriptors kept for everything that is not a client connection:
 /// the database, blob bodies being streamed, compile-cache files, outbound
@@ -105,7 +105,7 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let deadline = Arc::new(HeadDeadline::new(limits.header_timeout));
+        let deadline = Arc::new(HeadDeadline::new(limits.header_timeout, watchdog::now_ms()));
         let watching = watchdog.watch(deadline.clone());
         let app = TowerToHyperService::new(app.clone());
         let tracking = deadline.clone();
@@ -156,41 +156,37 @@ pub async fn serve(
 /// the moment it became ready for one (accepted, or its last response
 /// sent). That bounds a slow head (slowloris) and an idle kept-alive
 /// connection alike. The watchdog checks it every tick and closes the
-/// connection (aborts its task) once it passes.
+/// connection (aborts its task) once it passes. Times are the watchdog's
+/// `now_ms`.
 struct HeadDeadline {
-    start: Instant,
-    header_timeout: Duration,
+    header_timeout: u64,
     /// Requests whose responses are not yet sent.
     responding: AtomicU32,
-    /// When the connection last became ready for a request head, in µs
-    /// since `start`.
-    ready_since_us: AtomicU64,
+    /// When the connection last became ready for a request head.
+    ready_since: AtomicU64,
     task: OnceLock<tokio::task::AbortHandle>,
     closed: AtomicBool,
 }
 
 impl HeadDeadline {
-    fn new(header_timeout: Duration) -> Self {
+    fn new(header_timeout: Duration, now: u64) -> Self {
         Self {
-            start: Instant::now(),
-            header_timeout,
+            header_timeout: header_timeout.as_millis().try_into().unwrap_or(u64::MAX),
             responding: AtomicU32::new(0),
-            ready_since_us: AtomicU64::new(0),
+            ready_since: AtomicU64::new(now),
             task: OnceLock::new(),
             closed: AtomicBool::new(false),
         }
     }
 
-    fn passed(&self, now: Instant) -> bool {
-        let ready_since =
-            self.start + Duration::from_micros(self.ready_since_us.load(Ordering::Relaxed));
+    fn passed(&self, now: u64) -> bool {
         self.responding.load(Ordering::Relaxed) == 0
-            && now.saturating_duration_since(ready_since) >= self.header_timeout
+            && now.saturating_sub(self.ready_since.load(Ordering::Relaxed)) >= self.header_timeout
     }
 }
 
 impl Watched for HeadDeadline {
-    fn check(&self, now: Instant) {
+    fn check(&self, now: u64) {
         if self.passed(now)
             && !self.closed.swap(true, Ordering::Relaxed)
             && let Some(task) = self.task.get()
@@ -214,8 +210,9 @@ impl Responding {
 impl Drop for Responding {
     fn drop(&mut self) {
         let deadline = &self.0;
-        let now = deadline.start.elapsed().as_micros() as u64;
-        deadline.ready_since_us.store(now, Ordering::Relaxed);
+        deadline
+            .ready_since
+            .store(watchdog::now_ms(), Ordering::Relaxed);
         deadline.responding.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -263,7 +260,7 @@ fn refuse(stream: TcpStream, refused: &mut RefusalLog) {
             "connections refused: at the limit of open connections"
         );
         refused.unlogged = 0;
-        refused.logged_at = Some(std::time::Instant::now());
+        refused.logged_at = Some(Instant::now());
     }
 }
 
@@ -271,7 +268,7 @@ fn refuse(stream: TcpStream, refused: &mut RefusalLog) {
 #[derive(Default)]
 struct RefusalLog {
     unlogged: u64,
-    logged_at: Option<std::time::Instant>,
+    logged_at: Option<Instant>,
 }
 
 /// An accept that failed. Out of file descriptors (EMFILE) does not pass
@@ -294,18 +291,17 @@ mod tests {
 
     #[test]
     fn the_head_deadline_runs_only_while_no_response_is_owed() {
-        let deadline = Arc::new(HeadDeadline::new(Duration::from_secs(10)));
-        let at = |s: u64| deadline.start + Duration::from_secs(s);
-        assert!(!deadline.passed(at(9)));
-        assert!(deadline.passed(at(10)), "no head within 10 s of the accept");
+        let deadline = Arc::new(HeadDeadline::new(Duration::from_secs(10), 1_000));
+        assert!(!deadline.passed(10_999));
+        assert!(deadline.passed(11_000), "no head within 10 s of the accept");
         // A request in progress, however long: not idle.
         let responding = Responding::start(&deadline);
-        assert!(!deadline.passed(at(1000)));
+        assert!(!deadline.passed(1_000_000));
         // Its response sent: the clock starts again from then.
         drop(responding);
-        let sent = Instant::now();
-        assert!(!deadline.passed(sent + Duration::from_secs(9)));
-        assert!(deadline.passed(sent + Duration::from_secs(10)));
+        let sent = deadline.ready_since.load(Ordering::Relaxed);
+        assert!(!deadline.passed(sent + 9_999));
+        assert!(deadline.passed(sent + 10_000));
     }
 
     #[test]

@@ -81,25 +81,42 @@ fn malformed(req: &Request) -> Option<ApiError> {
     None
 }
 
-/// A `Host` value: a host name or address with an optional numeric port,
-/// no user info (RFC 9110, section 7.2), or empty (allowed when the target
-/// has no authority).
+/// A `Host` value (RFC 9110 section 7.2, RFC 3986 section 3.2.2): a
+/// registered name, an IPv4 address or a bracketed IPv6 address, with an
+/// optional numeric port; or empty (allowed when the target has no
+/// authority). Checked byte by byte: it runs on every request.
 fn is_valid_host(value: &[u8]) -> bool {
-    let Ok(text) = std::str::from_utf8(value) else {
-        return false;
+    let (host, port) = match value.strip_prefix(b"[") {
+        Some(rest) => {
+            let Some(end) = rest.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            let address = std::str::from_utf8(&rest[..end]).ok();
+            if address
+                .and_then(|a| a.parse::<std::net::Ipv6Addr>().ok())
+                .is_none()
+            {
+                return false;
+            }
+            match &rest[end + 1..] {
+                [] => (&[][..], None),
+                [b':', port @ ..] => (&[][..], Some(port)),
+                _ => return false,
+            }
+        }
+        None => match value.iter().rposition(|&b| b == b':') {
+            Some(colon) => (&value[..colon], Some(&value[colon + 1..])),
+            None => (value, None),
+        },
     };
-    if text.is_empty() {
-        return true;
-    }
-    if text.contains('@') || text.parse::<http::uri::Authority>().is_err() {
-        return false;
-    }
-    // The port is what follows the last ':' after an IPv6 literal's ']'.
-    let after_address = text.rfind(']').map_or(text, |i| &text[i + 1..]);
-    match after_address.rsplit_once(':') {
-        Some((_, port)) => port.is_empty() || port.parse::<u16>().is_ok(),
-        None => true,
-    }
+    let name_byte = |b: &u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(b);
+    let port_ok = port.is_none_or(|p| {
+        p.is_empty()
+            || (p.len() <= 5
+                && p.iter().all(u8::is_ascii_digit)
+                && std::str::from_utf8(p).is_ok_and(|p| p.parse::<u16>().is_ok()))
+    });
+    host.iter().all(name_byte) && port_ok
 }
 
 /// Every request that is not the host's own goes to the plugin whose route
@@ -320,6 +337,7 @@ mod tests {
         for ok in [
             "",
             "spike",
+            "[2001:db8::1]:8443",
             "localhost:8787",
             "127.0.0.1:1",
             "[::1]:80",

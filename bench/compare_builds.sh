@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The hello benchmark of this tree against an earlier revision, side by side
+# in one run: both release builds serve the same plain wasi:http component,
+# alternating rounds of wrk, and the server's CPU time per request is read
+# from /proc (steadier than requests/s on a shared machine).
+#
+#   bench/compare_builds.sh f005d67            # 3 rounds of 8 s each
+#   ROUNDS=5 DURATION=10 bench/compare_builds.sh HEAD~3
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/spike-target}"
+rev="${1:?usage: bench/compare_builds.sh <git revision>}"
+ROUNDS="${ROUNDS:-3}"
+DURATION="${DURATION:-8}"
+out=bench/out
+mkdir -p "$out"
+
+scripts/setup.sh
+scripts/build-guests.sh >/dev/null
+# The other revision, built in a worktree sharing the target directory (only
+# the spike crate compiles again).
+work=$(mktemp -d)
+pid=
+cleanup() {
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  git worktree remove --force "$work/tree" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+git worktree add --quiet --detach "$work/tree" "$rev"
+(cd "$work/tree" && cargo build --quiet --release -p spike)
+cp "$CARGO_TARGET_DIR/release/spike" "$work/spike-base"
+# This tree's build again (the shared output path now holds the other one).
+touch host/src/main.rs
+cargo build --quiet --release -p spike
+cp "$CARGO_TARGET_DIR/release/spike" "$work/spike-head"
+
+mkdir -p "$work/plugins"
+cp "$CARGO_TARGET_DIR/wasm32-wasip2/guest/fixture_plain_hello.wasm" "$work/plugins/plain.wasm"
+printf 'component = "plain.wasm"\n[[routes]]\nprefix = "/"\n' >"$work/plugins/plain.toml"
+
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+run() { # name binary round
+  rm -rf "$work/data"
+  "$2" serve --listen 127.0.0.1:8791 --plugins "$work/plugins" --data "$work/data" --no-watch >"$out/compare-$1.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 100); do curl -fs http://127.0.0.1:8791/ >/dev/null 2>&1 && break; sleep 0.05; done
+  local before after
+  before=$(ticks "$pid")
+  wrk -t2 -c32 -d"${DURATION}s" --latency http://127.0.0.1:8791/ >"$out/compare-$1-$3.txt"
+  after=$(ticks "$pid")
+  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
+  awk -v name="$1" -v round="$3" -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" '
+    /requests in/ {n = $1} /^Requests\/sec:/ {r = $2} $1 == "99%" {p = $2}
+    END {printf "%-6s round %s  %10s req/s  p99 %-8s  %.1f us CPU/request\n", name, round, r, p, t / hz * 1e6 / n
+         printf "%s %s %s\n", name, r, t / hz * 1e6 / n >> "'"$out"'/compare.txt"}' "$out/compare-$1-$3.txt"
+}
+
+: >"$out/compare.txt"
+echo "base $rev ($(git rev-parse --short "$rev")) vs head ($(git rev-parse --short HEAD), with the working tree), wrk -t2 -c32 -d${DURATION}s, $(nproc) cores"
+for round in $(seq 1 "$ROUNDS"); do
+  run base "$work/spike-base" "$round"
+  run head "$work/spike-head" "$round"
+done
+awk '{rps[$1] += $2; cpu[$1] += $3; n[$1]++}
+  END {printf "mean: base %.0f req/s, %.1f us/request; head %.0f req/s, %.1f us/request\n", rps["base"]/n["base"], cpu["base"]/n["base"], rps["head"]/n["head"], cpu["head"]/n["head"]
+       printf "head / base: %.3fx requests/s, %.3fx CPU per request\n", (rps["head"]/n["head"]) / (rps["base"]/n["base"]), (cpu["head"]/n["head"]) / (cpu["base"]/n["base"])}' "$out/compare.txt"
