@@ -12,6 +12,8 @@ use crate::runtime::engine::PoolSettings;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
 /// Largest blob object by default (R2's single-upload limit).
 pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 5 << 30;
+/// Open connections by default (lowered to fit the open-file limit).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Largest component an admin upload may carry by default.
 pub const DEFAULT_MAX_COMPONENT_BYTES: u64 = 256 << 20;
 
@@ -66,7 +68,7 @@ pub struct ClientLimits {
 impl Default for ClientLimits {
     fn default() -> Self {
         Self {
-            max_connections: 10_000,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             send_timeout: Duration::from_secs(30),

@@ -4,11 +4,12 @@
 //!
 //! The guest runs in its own task so that it can keep streaming the response
 //! body after the headers have gone out. That task holds one of the plugin's
-//! concurrency permits for as long as the instance lives, and a watchdog ends
-//! it at the plugin's `max_duration` or when the client stops reading the
-//! response. A trap, a CPU or memory limit, or a missed deadline ends only
-//! this request's store; the error is classified here and turned into a
-//! status by `server::errors`.
+//! concurrency permits for as long as the instance lives, and the watchdog
+//! (`runtime::watchdog`) ends it when the headers are late (`timeout_ms`),
+//! at `max_duration_ms`, or when the client stops reading the response. A
+//! trap, a CPU or memory limit, or a missed deadline ends only this
+//! request's store; the error is classified here and turned into a status
+//! by `server::errors`.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -295,9 +296,9 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        let watch = self.watch.clone();
+        let WatchedBody { inner, watch } = &mut *self;
         watch.handed_out.store(NOT_WAITING, Ordering::Relaxed);
-        match Pin::new(&mut self.inner).poll_frame(cx) {
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 watch
                     .handed_out

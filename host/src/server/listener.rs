@@ -21,7 +21,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
-use crate::config::ClientLimits;
+use crate::config::{ClientLimits, DEFAULT_MAX_CONNECTIONS};
 use crate::runtime::watchdog::{self, Watchdog, Watched};
 
 /// File descriptors kept for everything that is not a client connection:
@@ -63,12 +63,21 @@ pub fn connection_cap(requested: usize) -> usize {
     // outbound socket) while it is served.
     let fits = (files.saturating_sub(RESERVED_FDS) / 2).max(1) as usize;
     if requested > fits {
-        tracing::warn!(
-            requested,
-            allowed = fits,
-            open_file_limit = files,
-            "lowering the connection cap to fit the open-file limit (raise it with ulimit -n)"
-        );
+        // Asked for, it deserves a warning; the default just adapts.
+        if requested == DEFAULT_MAX_CONNECTIONS {
+            tracing::info!(
+                max_connections = fits,
+                open_file_limit = files,
+                "connection cap fitted to the open-file limit"
+            );
+        } else {
+            tracing::warn!(
+                requested,
+                allowed = fits,
+                open_file_limit = files,
+                "lowering the connection cap to fit the open-file limit (raise it with ulimit -n)"
+            );
+        }
         fits
     } else {
         requested
