@@ -208,3 +208,59 @@ async fn only_granted_hosts_are_reached() {
     // None of the refused requests reached the upstream.
     assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn tls_goes_to_the_checked_address_and_names_the_requested_host() {
+    // A listener that reads the TLS ClientHello and keeps the server name
+    // it asks for (SNI), then hangs up: no certificate is needed to see
+    // where the connection went and what name it carried.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut hello = vec![0u8; 16 * 1024];
+        let n = socket.read(&mut hello).await.unwrap();
+        let _ = tx.send(server_name(&hello[..n]));
+    });
+    let resolver = ScriptedResolver::new(&["127.0.0.1"]);
+    let manifest = format!(
+        "[[routes]]\nprefix = \"/tls\"\n[grants]\noutbound = [\"secure.test:{port}\", \"127.0.0.1:{port}\"]\n"
+    );
+    let server = TestServer::start_with(&[fetcher("tls", &manifest)], |c| {
+        c.resolver = resolver.clone();
+    })
+    .await;
+    let path = format!("/tls?scheme=https&authority=secure.test:{port}");
+    let (status, body) = send_json(client().get(server.at(&path))).await;
+    // The handshake cannot complete, so the guest sees an error...
+    assert_eq!(status, 502, "{body}");
+    // ...but it reached the checked address, asking for the name the
+    // guest used, and the certificate would have been checked against it.
+    let sni = within(rx).await.expect("a TLS connection came in");
+    assert_eq!(sni.as_deref(), Some("secure.test"));
+}
+
+/// The server name (SNI) of a TLS ClientHello record, if it has one.
+fn server_name(record: &[u8]) -> Option<String> {
+    // Record header (5), handshake header (4), version (2), random (32).
+    let mut at = 5 + 4 + 2 + 32;
+    let u8_at = |i: usize| record.get(i).copied().map(usize::from);
+    let u16_at = |i: usize| Some((u8_at(i)? << 8) | u8_at(i + 1)?);
+    at += 1 + u8_at(at)?; // session id
+    at += 2 + u16_at(at)?; // cipher suites
+    at += 1 + u8_at(at)?; // compression methods
+    let end = at + 2 + u16_at(at)?;
+    at += 2;
+    while at + 4 <= end {
+        let (kind, len) = (u16_at(at)?, u16_at(at + 2)?);
+        if kind == 0 {
+            // server_name: list length (2), name type (1), name length (2).
+            let name_len = u16_at(at + 4 + 3)?;
+            let start = at + 4 + 5;
+            return String::from_utf8(record.get(start..start + name_len)?.to_vec()).ok();
+        }
+        at += 4 + len;
+    }
+    None
+}
