@@ -12,6 +12,9 @@ wasmtime::component::bindgen!({
         default: trappable,
     },
     exports: { default: async },
+    trappable_error_type: {
+        "spike:host/types.error" => crate::caps::CapError,
+    },
     with: {
         "wasi:io": wasmtime_wasi::p2::bindings::io,
         "wasi:http": wasmtime_wasi_http::p2::bindings::http,

@@ -5,8 +5,9 @@
 //! - `runtime`: engine, compile cache, manifests, plugin registry (hot swap),
 //!   per-request stores and dispatch
 //! - `caps`: one module per capability a plugin may be granted
-//! - `storage`: the redb database and file stores every capability shares
+//! - `storage`: the seam between capabilities and backends (redb today)
 //! - `bindings`: the Rust side of the `spike:host` WIT package
+//! - `util`: the clock, hashes, temporary file names
 
 pub mod bindings;
 pub mod caps;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod runtime;
 pub mod server;
 pub mod storage;
+pub mod util;
 
 pub use config::ServerConfig;
 pub use server::{RunningServer, start};

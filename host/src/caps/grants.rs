@@ -2,44 +2,73 @@
 //! capability before it does anything. Deny by default: an empty grant list
 //! refuses everything.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::CapError;
 use super::outbound::HostPattern;
 
+/// A kind of named resource a manifest grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// A KV namespace (`grants.kv`).
+    Kv,
+    /// A blob bucket (`grants.blob`).
+    Blob,
+    /// A secret (`grants.secrets`; its interface comes later, the grant is
+    /// parsed now so manifests need not change then).
+    Secret,
+}
+
+impl Kind {
+    /// What a resource of this kind is called, in messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Kind::Kv => "kv namespace",
+            Kind::Blob => "blob bucket",
+            Kind::Secret => "secret",
+        }
+    }
+}
+
 /// The capabilities a plugin's manifest grants.
 #[derive(Debug, Clone, Default)]
 pub struct Grants {
-    /// KV namespaces the plugin may open.
-    pub kv: BTreeSet<String>,
-    /// Blob buckets the plugin may open.
-    pub blob: BTreeSet<String>,
+    names: BTreeMap<Kind, BTreeSet<String>>,
     /// Hosts the plugin may send HTTP requests to.
     pub outbound: Vec<HostPattern>,
-    /// Secrets the plugin may read (the `secrets` interface comes later; the
-    /// grant is parsed now so manifests need not change then).
-    pub secrets: BTreeSet<String>,
 }
 
 impl Grants {
-    /// Whether the KV namespace `name` is granted.
-    pub fn check_kv(&self, name: &str) -> Result<(), CapError> {
-        if self.kv.contains(name) {
-            Ok(())
-        } else {
-            Err(CapError::AccessDenied(format!(
-                "kv namespace '{name}' is not granted to this plugin"
-            )))
+    /// Grants outbound requests to `outbound`, and no named resource yet.
+    pub fn new(outbound: Vec<HostPattern>) -> Self {
+        Self {
+            names: BTreeMap::new(),
+            outbound,
         }
     }
 
-    /// Whether the blob bucket `name` is granted.
-    pub fn check_blob(&self, name: &str) -> Result<(), CapError> {
-        if self.blob.contains(name) {
+    /// Grants the resource `name` of `kind`.
+    pub fn grant(&mut self, kind: Kind, name: impl Into<String>) {
+        self.names.entry(kind).or_default().insert(name.into());
+    }
+
+    /// The granted resources of `kind`.
+    pub fn names(&self, kind: Kind) -> impl Iterator<Item = &str> {
+        self.names
+            .get(&kind)
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+    }
+
+    /// Whether the resource `name` of `kind` is granted.
+    pub fn check(&self, kind: Kind, name: &str) -> Result<(), CapError> {
+        if self.names.get(&kind).is_some_and(|n| n.contains(name)) {
             Ok(())
         } else {
             Err(CapError::AccessDenied(format!(
-                "blob bucket '{name}' is not granted to this plugin"
+                "{} '{name}' is not granted to this plugin",
+                kind.noun()
             )))
         }
     }
@@ -61,22 +90,21 @@ mod tests {
     use super::*;
 
     fn grants() -> Grants {
-        Grants {
-            kv: ["counters".to_string()].into(),
-            blob: ["files".to_string()].into(),
-            outbound: vec![
-                "api.example.com".parse().unwrap(),
-                "*.cdn.example.com:8443".parse().unwrap(),
-            ],
-            secrets: BTreeSet::new(),
-        }
+        let mut g = Grants::new(vec![
+            "api.example.com".parse().unwrap(),
+            "*.cdn.example.com:8443".parse().unwrap(),
+        ]);
+        g.grant(Kind::Kv, "counters");
+        g.grant(Kind::Blob, "files");
+        g
     }
 
     #[test]
     fn empty_grants_deny_everything() {
         let g = Grants::default();
-        assert!(matches!(g.check_kv("x"), Err(CapError::AccessDenied(_))));
-        assert!(matches!(g.check_blob("x"), Err(CapError::AccessDenied(_))));
+        for kind in [Kind::Kv, Kind::Blob, Kind::Secret] {
+            assert!(matches!(g.check(kind, "x"), Err(CapError::AccessDenied(_))));
+        }
         assert!(matches!(
             g.check_outbound("example.com", 443),
             Err(CapError::AccessDenied(_))
@@ -84,13 +112,18 @@ mod tests {
     }
 
     #[test]
-    fn only_named_resources_are_granted() {
+    fn only_named_resources_of_their_kind_are_granted() {
         let g = grants();
-        assert!(g.check_kv("counters").is_ok());
-        assert!(g.check_kv("counters2").is_err());
-        assert!(g.check_kv("").is_err());
-        assert!(g.check_blob("files").is_ok());
-        assert!(g.check_blob("counters").is_err());
+        assert!(g.check(Kind::Kv, "counters").is_ok());
+        assert!(g.check(Kind::Kv, "counters2").is_err());
+        assert!(g.check(Kind::Kv, "").is_err());
+        assert!(g.check(Kind::Blob, "files").is_ok());
+        let denied = g.check(Kind::Blob, "counters").unwrap_err();
+        assert!(
+            denied.to_string().contains("blob bucket 'counters'"),
+            "{denied}"
+        );
+        assert_eq!(g.names(Kind::Kv).collect::<Vec<_>>(), ["counters"]);
     }
 
     #[test]

@@ -1,22 +1,29 @@
 //! Host capabilities given to plugins, one module per capability.
 //!
 //! Each module follows the shape of wasmtime's own WASI crates: a context the
-//! host owns (`KvCtx`, `BlobCtx`), a borrowed view that implements the
+//! host owns (`KvCtx`, `BlobCtx`, ...), a borrowed view that implements the
 //! generated `Host` traits (`KvView`, `BlobView`), and one `add_to_linker`.
-//! Host functions return `wasmtime::Result<Result<T, WitError>>`: the outer
-//! error traps the guest (a host bug or a bad handle), the inner one is the
-//! WIT `error` variant the guest handles.
+//! Host functions return `Result<T, CapError>`: bindgen's trappable error
+//! type, turned by `to_wit` into the WIT `error` variant the guest handles,
+//! or into a trap for a host bug or a bad handle.
+//!
+//! `Caps` holds every capability, built once at start from the backends;
+//! `Caps::for_plugin` is the one place a plugin's view of them (`PluginCaps`:
+//! its name and grants over them) is made.
 
 pub mod blob;
 pub mod grants;
 pub mod kv;
 pub mod outbound;
 
-pub use crate::bindings::spike::host::types::Error as WitError;
-pub use grants::Grants;
+use std::sync::Arc;
 
-/// A capability call that failed in a way the guest should see.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub use crate::bindings::spike::host::types::Error as WitError;
+use crate::storage::{Backends, StorageError};
+pub use grants::{Grants, Kind};
+
+/// A capability call that failed.
+#[derive(Debug, thiserror::Error)]
 pub enum CapError {
     #[error("access denied: {0}")]
     AccessDenied(String),
@@ -26,6 +33,9 @@ pub enum CapError {
     TooLarge(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// Not the guest's to handle: the call traps.
+    #[error("{0}")]
+    Trap(wasmtime::Error),
 }
 
 impl CapError {
@@ -37,35 +47,33 @@ impl CapError {
     }
 }
 
-/// The one place capability errors become the WIT variant.
-impl From<CapError> for WitError {
-    fn from(e: CapError) -> Self {
+impl From<StorageError> for CapError {
+    fn from(e: StorageError) -> Self {
         match e {
-            CapError::AccessDenied(m) => WitError::AccessDenied(m),
-            CapError::InvalidInput(m) => WitError::InvalidInput(m),
-            CapError::TooLarge(m) => WitError::TooLarge(m),
-            CapError::Internal(m) => WitError::Internal(m),
+            StorageError::NotAnInteger { .. } | StorageError::Overflow { .. } => {
+                CapError::InvalidInput(e.to_string())
+            }
+            e => CapError::internal("storage", e),
         }
     }
 }
 
-macro_rules! storage_errors_are_internal {
-    ($($t:ty),*) => {$(
-        impl From<$t> for CapError {
-            fn from(e: $t) -> Self {
-                CapError::internal("storage", e)
-            }
-        }
-    )*};
+impl From<wasmtime::component::ResourceTableError> for CapError {
+    fn from(e: wasmtime::component::ResourceTableError) -> Self {
+        CapError::Trap(e.into())
+    }
 }
-storage_errors_are_internal!(
-    redb::Error,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    std::io::Error
-);
+
+/// The one place capability errors become the WIT variant (or a trap).
+pub fn to_wit(e: CapError) -> wasmtime::Result<WitError> {
+    Ok(match e {
+        CapError::AccessDenied(m) => WitError::AccessDenied(m),
+        CapError::InvalidInput(m) => WitError::InvalidInput(m),
+        CapError::TooLarge(m) => WitError::TooLarge(m),
+        CapError::Internal(m) => WitError::Internal(m),
+        CapError::Trap(e) => return Err(e),
+    })
+}
 
 /// Most entries one `list` call returns (KV keys, blob objects).
 pub const MAX_LIST_LIMIT: u32 = 1000;
@@ -81,20 +89,92 @@ pub(crate) fn page_limit(limit: u32) -> Result<usize, CapError> {
     }
 }
 
-/// Runs blocking storage work (redb commits fsync) off the async workers.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, CapError> + Send + 'static,
-) -> Result<T, CapError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| CapError::internal("storage task", e))?
+/// Checks a key: not empty, at most `max` bytes.
+pub(crate) fn check_key(what: &str, key: &str, max: usize) -> Result<(), CapError> {
+    if key.is_empty() {
+        return Err(CapError::InvalidInput(format!("{what} must not be empty")));
+    }
+    if key.len() > max {
+        return Err(CapError::InvalidInput(format!(
+            "{what} is {} bytes, the limit is {max}",
+            key.len()
+        )));
+    }
+    Ok(())
 }
 
-/// Adds every capability interface to the linker.
-pub fn add_to_linker(
-    linker: &mut wasmtime::component::Linker<crate::runtime::RequestState>,
-) -> wasmtime::Result<()> {
-    kv::add_to_linker(linker, |s| s.kv_view())?;
-    blob::add_to_linker(linker, |s| s.blob_view())?;
-    Ok(())
+/// Settings of the capabilities that are the host's, not a plugin's.
+#[derive(Clone)]
+pub struct CapSettings {
+    /// Largest blob object.
+    pub max_object_bytes: u64,
+    /// How outbound requests resolve host names.
+    pub resolver: Arc<dyn outbound::Resolver>,
+}
+
+/// Every capability the host offers, built once at start.
+pub struct Caps {
+    pub kv: kv::KvCtx,
+    pub blob: blob::BlobCtx,
+    pub outbound: outbound::OutboundCtx,
+}
+
+impl Caps {
+    pub fn new(backends: &Backends, settings: &CapSettings) -> Arc<Self> {
+        Arc::new(Self {
+            kv: kv::KvCtx {
+                backend: backends.kv.clone(),
+            },
+            blob: blob::BlobCtx {
+                backend: backends.blob.clone(),
+                max_object_bytes: settings.max_object_bytes,
+            },
+            outbound: outbound::OutboundCtx {
+                resolver: settings.resolver.clone(),
+            },
+        })
+    }
+
+    /// What the plugin `name` may use: these capabilities, under `grants`.
+    pub fn for_plugin(self: &Arc<Self>, name: &str, grants: &Grants) -> PluginCaps {
+        PluginCaps {
+            name: name.into(),
+            grants: Arc::new(grants.clone()),
+            caps: self.clone(),
+        }
+    }
+}
+
+/// One plugin's view of the capabilities: every call goes through its
+/// grants.
+pub struct PluginCaps {
+    pub name: Arc<str>,
+    pub grants: Arc<Grants>,
+    caps: Arc<Caps>,
+}
+
+impl PluginCaps {
+    pub fn kv<'a>(&'a self, table: &'a mut wasmtime::component::ResourceTable) -> kv::KvView<'a> {
+        kv::KvView {
+            ctx: &self.caps.kv,
+            grants: &self.grants,
+            table,
+        }
+    }
+
+    pub fn blob<'a>(
+        &'a self,
+        table: &'a mut wasmtime::component::ResourceTable,
+    ) -> blob::BlobView<'a> {
+        blob::BlobView {
+            ctx: &self.caps.blob,
+            grants: &self.grants,
+            table,
+        }
+    }
+
+    /// The `wasi:http` hooks of one request of this plugin.
+    pub fn outbound_hooks(&self) -> outbound::OutboundHooks {
+        outbound::OutboundHooks::new(self.grants.clone(), &self.caps.outbound)
+    }
 }

@@ -7,20 +7,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Component;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::compile_cache::CompileCache;
 use super::engine::{PoolSettings, build_engine};
-use super::manifest::Limits;
+use super::linker;
+use super::manifest::{Limits, Manifest};
 use super::memory_budget::MemoryBudget;
-use super::registry::link_everything;
 use super::state::{PluginContext, RequestState};
-use crate::caps::Grants;
-use crate::caps::blob::{BlobCtx, BlobStore};
-use crate::caps::kv::{KvCtx, KvStore};
-use crate::caps::outbound::{OutboundCtx, SystemResolver};
-use crate::storage::{Storage, sha256_hex};
+use crate::caps::outbound::SystemResolver;
+use crate::caps::{CapSettings, Caps, Grants};
+use crate::storage::{Backends, StorageSettings};
+use crate::util::sha256_hex;
 
 /// What `spike check` reports.
 #[derive(Debug, Serialize)]
@@ -51,8 +50,7 @@ pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
         max_instances: 16,
         ..Default::default()
     })?;
-    let mut linker = Linker::new(&engine);
-    link_everything(&mut linker).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let linker = linker::new(&engine).map_err(|e| anyhow::anyhow!("{e:#}"))?;
 
     let start = Instant::now();
     let component = Component::new(&engine, &bytes)
@@ -60,8 +58,7 @@ pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
     let compile = start.elapsed();
 
     let scratch = ScratchDir::new()?;
-    let storage = Storage::open(&scratch.0)?;
-    let cache = CompileCache::new(storage.compile_cache_dir(), &engine);
+    let cache = CompileCache::new(scratch.0.join("compile-cache"), &engine);
     cache
         .load(&engine, &bytes, &sha)
         .map_err(anyhow::Error::msg)?;
@@ -84,25 +81,28 @@ pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
         .map(|(name, _)| name.to_string())
         .collect();
 
-    // Nothing granted: instantiation is what is measured.
-    let grants = Arc::new(Grants::default());
-    let context = PluginContext {
-        name: "check".into(),
-        limits: Limits::default(),
-        kv: KvCtx {
-            store: KvStore::new(storage.clone()),
-            grants: grants.clone(),
-        },
-        blob: BlobCtx {
-            store: BlobStore::new(storage.clone(), 0),
-            grants: grants.clone(),
-        },
-        outbound: OutboundCtx {
-            grants,
+    // The context every request of a plugin with nothing granted runs with:
+    // instantiation is what is measured.
+    let settings = StorageSettings {
+        kv_sweep_interval: Duration::from_secs(3600),
+    };
+    let backends = Backends::open_redb(&scratch.0.join("data"), &settings)?;
+    let caps = Caps::new(
+        &backends,
+        &CapSettings {
+            max_object_bytes: 0,
             resolver: Arc::new(SystemResolver),
         },
-        memory_budget: MemoryBudget::new(u64::MAX),
+    );
+    let manifest = Manifest {
+        name: "check".into(),
+        path: path.to_path_buf(),
+        component: path.to_path_buf(),
+        routes: Vec::new(),
+        grants: Grants::default(),
+        limits: Limits::default(),
     };
+    let context = PluginContext::new(&caps, &manifest, MemoryBudget::new(u64::MAX));
     let mut times = Vec::with_capacity(INSTANTIATIONS);
     for _ in 0..INSTANTIATIONS {
         let start = Instant::now();
@@ -115,7 +115,7 @@ pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
     }
     times.sort();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
-    drop(storage);
+    drop((context, caps, backends));
     Ok(CheckReport {
         component: path.display().to_string(),
         sha256: sha,
@@ -135,7 +135,7 @@ struct ScratchDir(std::path::PathBuf);
 impl ScratchDir {
     fn new() -> std::io::Result<Self> {
         let dir =
-            std::env::temp_dir().join(format!("spike-check-{}", crate::storage::unique_suffix()));
+            std::env::temp_dir().join(format!("spike-check-{}", crate::util::unique_suffix()));
         std::fs::create_dir_all(&dir)?;
         Ok(Self(dir))
     }

@@ -84,7 +84,8 @@ impl CompileCache {
 
     fn store(&self, component: &Component, path: &PathBuf) -> std::io::Result<()> {
         let bytes = component.serialize().map_err(std::io::Error::other)?;
-        let tmp = path.with_extension(crate::storage::unique_suffix());
+        let tmp = path.with_extension(crate::util::unique_suffix());
+        std::fs::create_dir_all(&self.dir)?;
         std::fs::write(&tmp, bytes)?;
         std::fs::rename(&tmp, path)
     }

@@ -24,12 +24,24 @@ use hyper::body::{Body, Frame, SizeHint};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 
+use super::loader::LoadedPlugin;
 use super::manifest::Limits;
 use super::memory_budget::MemoryBudgetExhausted;
-use super::registry::{LoadedPlugin, PluginSlot};
+use super::registry::PluginSlot;
 use super::state::{CpuLimitExceeded, MemoryLimitExceeded, RequestState};
 use super::watchdog::{self, Watchdog, Watched};
-use crate::config::ClientLimits;
+
+/// How long a client may leave a body stalled: the server's settings, not
+/// a plugin's.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeouts {
+    /// Longest wait for the next bytes of a request body a plugin is
+    /// reading; then 408.
+    pub request: Duration,
+    /// Longest time a client may leave a response unread; then the response
+    /// is cut off and the instance freed.
+    pub response: Duration,
+}
 
 /// How a request to a plugin failed before a response began.
 #[derive(Debug, thiserror::Error)]
@@ -85,10 +97,15 @@ pub async fn dispatch(
     plugin: Arc<LoadedPlugin>,
     engine: &wasmtime::Engine,
     watchdog: &Watchdog,
-    clients: &ClientLimits,
+    timeouts: BodyTimeouts,
     req: http::Request<axum::body::Body>,
 ) -> Result<http::Response<axum::body::Body>, DispatchError> {
     let limits = &slot.context.limits;
+    let http_export = plugin
+        .exports
+        .http
+        .clone()
+        .ok_or_else(|| DispatchError::Internal("the plugin has no HTTP handler".into()))?;
     let max_body = limits.max_body_bytes;
     if declared_length(req.headers()).is_some_and(|n| n > max_body) {
         return Err(DispatchError::BodyTooLarge { limit: max_body });
@@ -103,7 +120,7 @@ pub async fn dispatch(
         inner: body,
         remaining: max_body,
         state: body_state.clone(),
-        idle: clients.body_timeout,
+        idle: timeouts.request,
         stall_timer: None,
         progressed: false,
     };
@@ -125,9 +142,9 @@ pub async fn dispatch(
         .map_err(|_| http())?;
 
     let watch = Arc::new(RequestWatch::new(
-        slot.context.name.clone(),
+        slot.context.name().clone(),
         limits,
-        clients.send_timeout,
+        timeouts.response,
         watchdog::now_ms(),
     ));
     let watching = watchdog.watch(watch.clone());
@@ -135,7 +152,9 @@ pub async fn dispatch(
     let guest_watch = watch.clone();
     let guest = tokio::spawn(async move {
         let outcome = async {
-            let proxy = pre.instantiate_async(&mut store).await?;
+            let instance = pre.instantiate_async(&mut store).await?;
+            let proxy = http_export.load(&mut store, &instance)?;
+            store.data_mut().begin_call();
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, incoming, outparam)
@@ -180,7 +199,7 @@ pub async fn dispatch(
         BODY_OVERFLOWED => return Err(DispatchError::BodyTooLarge { limit: max_body }),
         BODY_STALLED => {
             return Err(DispatchError::BodyTimeout {
-                idle_ms: clients.body_timeout.as_millis(),
+                idle_ms: timeouts.request.as_millis(),
             });
         }
         _ => {}

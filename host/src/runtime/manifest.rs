@@ -34,8 +34,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::caps::Grants;
 use crate::caps::outbound::HostPattern;
+use crate::caps::{Grants, Kind};
 
 /// Default linear memory per instance.
 pub const DEFAULT_MEMORY_MIB: u64 = 128;
@@ -244,15 +244,6 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
         });
     }
 
-    let names = |list: &[Spanned<String>], what: &str| -> Result<BTreeSet<String>, ManifestError> {
-        list.iter()
-            .map(|n| {
-                check_resource_name(n.get_ref())
-                    .map(|()| n.get_ref().clone())
-                    .map_err(|m| err(Some(n.span()), format!("{what}: {m}")))
-            })
-            .collect()
-    };
     let outbound = raw
         .grants
         .outbound
@@ -263,12 +254,18 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
                 .map_err(|m| err(Some(h.span()), m))
         })
         .collect::<Result<_, _>>()?;
-    let grants = Grants {
-        kv: names(&raw.grants.kv, "kv namespace")?,
-        blob: names(&raw.grants.blob, "blob bucket")?,
-        outbound,
-        secrets: names(&raw.grants.secrets, "secret")?,
-    };
+    let mut grants = Grants::new(outbound);
+    for (kind, list) in [
+        (Kind::Kv, &raw.grants.kv),
+        (Kind::Blob, &raw.grants.blob),
+        (Kind::Secret, &raw.grants.secrets),
+    ] {
+        for n in list {
+            check_resource_name(n.get_ref())
+                .map_err(|m| err(Some(n.span()), format!("{}: {m}", kind.noun())))?;
+            grants.grant(kind, n.get_ref().clone());
+        }
+    }
 
     let mut limits = Limits::default();
     let l = &raw.limits;
@@ -392,7 +389,7 @@ fn check_prefix(prefix: &str) -> Result<(), String> {
     // A broader prefix (even "/") is fine: the host's own routes are
     // matched before any plugin's.
     for reserved in RESERVED_PREFIXES {
-        if crate::server::routes::prefix_matches(reserved, prefix) {
+        if super::routes::prefix_matches(reserved, prefix) {
             return Err(format!(
                 "route prefix '{prefix}' overlaps the host's own '{reserved}'"
             ));
@@ -440,7 +437,7 @@ max_concurrent = 7
             ["GET", "POST"].map(String::from).into()
         );
         assert!(m.routes[1].methods.is_empty());
-        assert!(m.grants.check_kv("hello").is_ok());
+        assert!(m.grants.check(Kind::Kv, "hello").is_ok());
         assert!(m.grants.check_outbound("127.0.0.1", 9000).is_ok());
         assert_eq!(m.limits.memory_bytes, 64 << 20);
         assert_eq!(m.limits.cpu, Duration::from_millis(100));
@@ -461,7 +458,9 @@ max_concurrent = 7
     #[test]
     fn defaults_deny_everything() {
         let m = parse_str("component = \"x.wasm\"\nroutes = [{ prefix = \"/x\" }]\n").unwrap();
-        assert!(m.grants.kv.is_empty() && m.grants.blob.is_empty() && m.grants.outbound.is_empty());
+        assert!(m.grants.names(Kind::Kv).next().is_none());
+        assert!(m.grants.names(Kind::Blob).next().is_none());
+        assert!(m.grants.outbound.is_empty());
         assert_eq!(m.limits, Limits::default());
     }
 

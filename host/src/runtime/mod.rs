@@ -1,17 +1,23 @@
-//! Running plugins: the engine, the compile cache, manifests, the plugin
-//! registry (hot swap), per-request stores, the memory budget, dispatch and
-//! the watchdog that enforces deadlines.
+//! Running plugins: the engine, the compile cache, loading and linking,
+//! manifests and routes, the plugin registry (hot swap) and version history,
+//! per-request stores, the memory budget, dispatch and the watchdog that
+//! enforces deadlines.
 
 pub mod check;
 pub mod compile_cache;
 pub mod dispatch;
 pub mod engine;
+pub mod linker;
+pub mod loader;
 pub mod manifest;
 pub mod memory_budget;
 pub mod registry;
+pub mod routes;
 pub mod state;
+pub mod versions;
 pub mod watch;
 pub mod watchdog;
 
-pub use registry::{LoadedPlugin, PluginRegistry, PluginSlot};
+pub use loader::{LoadError, LoadedPlugin};
+pub use registry::{PluginRegistry, PluginSlot};
 pub use state::RequestState;

@@ -4,114 +4,59 @@
 //! the active version behind an atomic pointer (`ArcSwapOption`). A request
 //! takes an `Arc` of the active version and keeps it to the end, so swapping
 //! never disturbs requests in flight: they finish on the old version while new
-//! requests get the new one. A new version is compiled and type-checked off
-//! the request path; only a version that fits the plugin world is swapped in.
+//! requests get the new one. A new version is compiled and linked off the
+//! request path (`loader`); only a version that fits is swapped in.
 //!
-//! Every activated version is kept in `data/plugin-versions/` and recorded in
-//! redb, so an upload survives a restart and `rollback` can go back.
+//! Every activated version is kept by the `VersionStore` and recorded in the
+//! plugin's history (`versions`), so an upload survives a restart and
+//! `rollback` can go back.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use serde::{Deserialize, Serialize};
-use wasmtime::Engine;
-use wasmtime::component::Linker;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use super::compile_cache::{CacheOutcome, CompileCache};
-use super::engine::{EpochTicker, build_engine};
+use super::engine::{EpochTicker, PoolSettings, build_engine};
+use super::loader::{LoadError, LoadedPlugin, Loader};
 use super::manifest::{self, Manifest, ManifestError};
 use super::memory_budget::MemoryBudget;
-use super::state::{PluginContext, RequestState};
+use super::routes::{RouteMatch, RouteTable};
+use super::state::PluginContext;
+use super::versions;
 use super::watchdog::Watchdog;
-use crate::caps::outbound::OutboundCtx;
-use crate::caps::{self, blob::BlobCtx, blob::BlobStore, kv::KvCtx, kv::KvStore};
-use crate::config::ServerConfig;
-use crate::server::routes::{RouteMatch, RouteTable};
-use crate::storage::{PLUGIN_VERSIONS, Storage, StorageError, now_ms, sha256_hex, unique_suffix};
+use crate::caps::Caps;
+use crate::storage::{VersionHistory, VersionRecord, VersionSource, VersionStore};
+use crate::util::{sha256_hex, unique_suffix};
 
-/// How many versions of a plugin are remembered for rollback.
-const MAX_HISTORY: usize = 50;
-
-/// Where a version came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VersionSource {
-    /// The component file named by the manifest.
-    File,
-    /// `PUT /_spike/plugins/{name}`.
-    Upload,
-}
-
-/// One compiled, type-checked version of a plugin, ready to instantiate.
-pub struct LoadedPlugin {
-    pub sha256: String,
-    pub source: VersionSource,
-    pub loaded_at_ms: u64,
-    /// Time from bytes to a ready `ProxyPre`.
-    pub load_time: Duration,
-    pub cache: CacheOutcome,
-    pub pre: ProxyPre<RequestState>,
-}
-
-/// A recorded activation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VersionRecord {
-    pub sha256: String,
-    pub source: VersionSource,
-    pub activated_at_ms: u64,
-}
-
-/// A plugin's activations, oldest first; the last is the active one.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct VersionHistory {
-    pub versions: Vec<VersionRecord>,
-    /// Hash of the component file when it was last read, to tell at start
-    /// whether the file changed since an upload or rollback.
-    pub file_sha256: Option<String>,
-}
-
-/// Why a version could not be loaded.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum LoadError {
-    #[error("cannot read component {path}: {reason}")]
-    Read { path: String, reason: String },
-    #[error("not a valid component: {0}")]
-    Compile(String),
-    #[error("component does not fit the spike:host/plugin world: {0}")]
-    World(String),
-    #[error("no plugin named '{0}'")]
-    NoSuchPlugin(String),
-    #[error("no previous version to roll back to")]
-    NoPreviousVersion,
-    #[error("storage: {0}")]
-    Storage(String),
-}
-
-impl From<StorageError> for LoadError {
-    fn from(e: StorageError) -> Self {
-        Self::Storage(e.to_string())
-    }
+/// What the registry needs of the host's settings.
+#[derive(Debug, Clone)]
+pub struct RegistrySettings {
+    /// Folder of plugin manifests (`*.toml`).
+    pub plugins_dir: PathBuf,
+    pub pool: PoolSettings,
+    /// The linear memory all instances together may hold.
+    pub memory_budget_bytes: u64,
+    /// Where compiled components are cached.
+    pub compile_cache_dir: PathBuf,
+    /// Where admin uploads are streamed before they are compiled (cleared
+    /// at start).
+    pub staging_dir: PathBuf,
 }
 
 /// The bytes of a version on their way in.
 pub enum NewVersion {
-    /// Read into memory (a component file, a kept version).
+    /// Read into memory (a component file).
     Bytes(Vec<u8>),
     /// Streamed into a file at `PluginRegistry::staging_path` (an upload),
-    /// hashed on the way. The file is moved into the versions folder if the
-    /// version is activated, and removed otherwise.
+    /// hashed on the way.
     Staged(StagedFile),
 }
 
-/// An upload in its staging file; the file goes when this drops unless it
-/// was kept.
+/// An upload in its staging file, removed when this drops.
 pub struct StagedFile {
-    pub path: std::path::PathBuf,
+    pub path: PathBuf,
     pub sha256: String,
 }
 
@@ -122,39 +67,22 @@ impl Drop for StagedFile {
 }
 
 impl NewVersion {
-    fn sha256(&self) -> String {
+    /// The bytes and their hash.
+    async fn read(self) -> Result<(Arc<[u8]>, String), LoadError> {
         match self {
-            Self::Bytes(b) => sha256_hex(b),
-            Self::Staged(f) => f.sha256.clone(),
-        }
-    }
-
-    /// The bytes to compile, and the staging file if there is one
-    /// (blocking).
-    fn open(self) -> Result<(Vec<u8>, Option<StagedFile>), LoadError> {
-        match self {
-            Self::Bytes(b) => Ok((b, None)),
-            Self::Staged(f) => match std::fs::read(&f.path) {
-                Ok(b) => Ok((b, Some(f))),
-                Err(e) => Err(LoadError::Storage(format!("reading the upload: {e}"))),
-            },
-        }
-    }
-}
-
-/// Keeps a version's bytes at `keep_at` (its hash names it, so one copy
-/// serves every plugin that uses these bytes): the staging file moves
-/// there, or the bytes are written.
-fn keep_version(bytes: &[u8], staged: Option<StagedFile>, keep_at: &Path) -> std::io::Result<()> {
-    if keep_at.exists() {
-        return Ok(());
-    }
-    match staged {
-        Some(f) => std::fs::rename(&f.path, keep_at),
-        None => {
-            // Unique per call: two plugins may install the same bytes at once.
-            let tmp = keep_at.with_extension(unique_suffix());
-            std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, keep_at))
+            Self::Bytes(b) => {
+                let sha = sha256_hex(&b);
+                Ok((b.into(), sha))
+            }
+            Self::Staged(f) => {
+                let bytes = tokio::fs::read(&f.path)
+                    .await
+                    .map_err(|e| LoadError::Read {
+                        path: f.path.clone(),
+                        source: Arc::new(e),
+                    })?;
+                Ok((bytes.into(), f.sha256.clone()))
+            }
         }
     }
 }
@@ -162,7 +90,7 @@ fn keep_version(bytes: &[u8], staged: Option<StagedFile>, keep_at: &Path) -> std
 /// One plugin: manifest, context and the active version.
 pub struct PluginSlot {
     pub manifest: Manifest,
-    pub context: PluginContext,
+    pub context: Arc<PluginContext>,
     /// Requests of this plugin that may run at once (`limits.max_concurrent`,
     /// or a share of the instance pool): one plugin's slow clients wait on
     /// their own permits, never on the other plugins' instances.
@@ -251,24 +179,22 @@ pub enum StartError {
     Manifest(#[from] ManifestError),
     #[error("{0}")]
     Routes(String),
-    #[error("plugins folder {path}: {reason}")]
-    PluginsDir { path: String, reason: String },
-    #[error("{0}")]
-    Storage(#[from] StorageError),
+    #[error("plugins folder {}: {source}", path.display())]
+    PluginsDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Engine(String),
 }
 
 /// All plugins, their routes, and the engine they run on.
 pub struct PluginRegistry {
-    engine: Engine,
-    linker: Linker<RequestState>,
-    cache: CompileCache,
-    storage: Storage,
+    loader: Loader,
+    versions: Arc<dyn VersionStore>,
+    staging_dir: PathBuf,
     slots: BTreeMap<String, Arc<PluginSlot>>,
     routes: RouteTable,
-    pub kv: KvStore,
-    pub blob: BlobStore,
     watchdog: Watchdog,
     _ticker: EpochTicker,
 }
@@ -278,51 +204,38 @@ impl PluginRegistry {
     /// start, naming file, line and reason), builds the route table and loads
     /// each plugin. A plugin whose component is missing or broken is kept as
     /// failed: its routes answer 503 while the others serve.
-    pub async fn start(config: &ServerConfig, storage: Storage) -> Result<Self, StartError> {
-        let manifests = read_manifests(&config.plugins_dir)?;
+    pub async fn start(
+        settings: &RegistrySettings,
+        caps: &Arc<Caps>,
+        versions: Arc<dyn VersionStore>,
+    ) -> Result<Self, StartError> {
+        let manifests = read_manifests(&settings.plugins_dir)?;
         let routes = RouteTable::new(&manifests).map_err(StartError::Routes)?;
-        let engine = build_engine(&config.pool).map_err(|e| StartError::Engine(e.to_string()))?;
-        let mut linker = Linker::new(&engine);
-        link_everything(&mut linker).map_err(|e| StartError::Engine(format!("{e:#}")))?;
-        let cache = CompileCache::new(storage.compile_cache_dir(), &engine);
-        let kv = KvStore::new(storage.clone());
-        let blob = BlobStore::new(storage.clone(), config.max_object_bytes);
-        let memory_budget = MemoryBudget::new(config.memory_budget_bytes);
+        let engine = build_engine(&settings.pool).map_err(|e| StartError::Engine(e.to_string()))?;
+        let loader = Loader::new(&engine, settings.compile_cache_dir.clone())
+            .map_err(|e| StartError::Engine(format!("{e:#}")))?;
+        reset_dir(&settings.staging_dir).map_err(|source| StartError::PluginsDir {
+            path: settings.staging_dir.clone(),
+            source,
+        })?;
+        let memory_budget = MemoryBudget::new(settings.memory_budget_bytes);
         let slots = manifests
             .into_iter()
             .map(|m| {
-                let grants = Arc::new(m.grants.clone());
-                if m.limits.memory_bytes > config.memory_budget_bytes {
+                if m.limits.memory_bytes > settings.memory_budget_bytes {
                     tracing::warn!(
                         plugin = %m.name,
                         "memory_mib is above the host's memory budget: its requests may be refused as busy"
                     );
                 }
-                let context = PluginContext {
-                    name: m.name.as_str().into(),
-                    limits: m.limits.clone(),
-                    kv: KvCtx {
-                        store: kv.clone(),
-                        grants: grants.clone(),
-                    },
-                    blob: BlobCtx {
-                        store: blob.clone(),
-                        grants: grants.clone(),
-                    },
-                    outbound: OutboundCtx {
-                        grants,
-                        resolver: config.resolver.clone(),
-                    },
-                    memory_budget: memory_budget.clone(),
-                };
                 let max_concurrent = m
                     .limits
                     .max_concurrent
-                    .unwrap_or_else(|| default_max_concurrent(config.pool.max_instances))
-                    .min(config.pool.max_instances.max(1));
+                    .unwrap_or_else(|| default_max_concurrent(settings.pool.max_instances))
+                    .min(settings.pool.max_instances.max(1));
                 let slot = PluginSlot {
+                    context: PluginContext::new(caps, &m, memory_budget.clone()),
                     manifest: m,
-                    context,
                     max_concurrent,
                     running: Arc::default(),
                     active: ArcSwapOption::empty(),
@@ -333,16 +246,13 @@ impl PluginRegistry {
             })
             .collect();
         let registry = Self {
-            _ticker: EpochTicker::start(engine.clone()),
+            _ticker: EpochTicker::start(engine),
             watchdog: Watchdog::start(),
-            engine,
-            linker,
-            cache,
-            storage,
+            loader,
+            versions,
+            staging_dir: settings.staging_dir.clone(),
             slots,
             routes,
-            kv,
-            blob,
         };
         for slot in registry.slots.values() {
             if let Err(e) = registry.load_at_start(slot).await {
@@ -353,8 +263,8 @@ impl PluginRegistry {
         Ok(registry)
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    pub fn engine(&self) -> &wasmtime::Engine {
+        self.loader.engine()
     }
 
     /// Enforces the deadlines of requests and connections.
@@ -391,37 +301,8 @@ impl PluginRegistry {
     }
 
     /// The version history of `name`, as recorded.
-    pub fn history(&self, name: &str) -> Result<VersionHistory, LoadError> {
-        let txn = redb::ReadableDatabase::begin_read(self.storage.db())
-            .map_err(|e| LoadError::Storage(e.to_string()))?;
-        let table = txn
-            .open_table(PLUGIN_VERSIONS)
-            .map_err(|e| LoadError::Storage(e.to_string()))?;
-        let raw = table
-            .get(name)
-            .map_err(|e| LoadError::Storage(e.to_string()))?;
-        Ok(match raw {
-            Some(raw) => serde_json::from_slice(raw.value()).unwrap_or_default(),
-            None => VersionHistory::default(),
-        })
-    }
-
-    /// Commits `history` (an fsync: off the async workers, since swaps
-    /// happen while traffic flows).
-    async fn save_history(&self, name: &str, history: &VersionHistory) -> Result<(), LoadError> {
-        let raw = serde_json::to_vec(history).map_err(|e| LoadError::Storage(e.to_string()))?;
-        let (storage, name) = (self.storage.clone(), name.to_string());
-        let commit = move || -> Result<(), redb::Error> {
-            let txn = storage.db().begin_write()?;
-            txn.open_table(PLUGIN_VERSIONS)?
-                .insert(name.as_str(), raw.as_slice())?;
-            txn.commit()?;
-            Ok(())
-        };
-        tokio::task::spawn_blocking(commit)
-            .await
-            .map_err(|e| LoadError::Storage(e.to_string()))?
-            .map_err(|e| LoadError::Storage(e.to_string()))
+    pub async fn history(&self, name: &str) -> Result<VersionHistory, LoadError> {
+        Ok(self.versions.history(name).await?)
     }
 
     /// At start: the component file, unless an upload or rollback happened
@@ -431,15 +312,11 @@ impl PluginRegistry {
         let name = &slot.manifest.name;
         let bytes = read_component(&slot.manifest.component).await?;
         let file_sha = sha256_hex(&bytes);
-        let mut history = self.history(name)?;
-        if history.file_sha256.as_deref() == Some(file_sha.as_str())
-            && let Some(last) = history.versions.last().cloned()
-            && last.sha256 != file_sha
-        {
-            match self.read_version(&last.sha256).await {
-                Ok(kept) => {
-                    let kept = NewVersion::Bytes(kept);
-                    let loaded = self.compile(kept, last.sha256.clone(), last.source).await?;
+        let mut history = self.versions.history(name).await?;
+        if let Some(kept) = versions::to_resume(&history, &file_sha).cloned() {
+            match self.versions.load(&kept.sha256).await {
+                Ok(bytes) => {
+                    let loaded = self.load(bytes.into(), kept.sha256, kept.source).await?;
                     self.activate(slot, loaded);
                     return Ok(());
                 }
@@ -449,11 +326,12 @@ impl PluginRegistry {
             }
         }
         history.file_sha256 = Some(file_sha.clone());
+        let bytes: Arc<[u8]> = bytes.into();
         let loaded = self
-            .compile(NewVersion::Bytes(bytes), file_sha, VersionSource::File)
+            .load(bytes.clone(), file_sha, VersionSource::File)
             .await?;
-        Self::record(&mut history, &loaded);
-        self.save_history(name, &history).await?;
+        self.keep_and_record(name, &mut history, &loaded, &bytes)
+            .await?;
         self.activate(slot, loaded);
         Ok(())
     }
@@ -468,8 +346,8 @@ impl PluginRegistry {
     ) -> Result<Arc<LoadedPlugin>, LoadError> {
         let slot = self.existing_slot(name)?;
         let _swap = slot.swap_lock.lock().await;
-        let sha = version.sha256();
-        let mut history = self.history(name)?;
+        let (bytes, sha) = version.read().await?;
+        let mut history = self.versions.history(name).await?;
         if source == VersionSource::File {
             if history.file_sha256.as_deref() == Some(sha.as_str()) {
                 // Touched, an editor's second write event, or a deleted file
@@ -483,20 +361,20 @@ impl PluginRegistry {
             }
             history.file_sha256 = Some(sha.clone());
         }
-        let loaded = match self.compile(version, sha, source).await {
+        let loaded = match self.load(bytes.clone(), sha, source).await {
             Ok(l) => l,
             Err(e) => {
                 slot.set_error(Some(e.clone()));
                 if source == VersionSource::File {
                     // Remember the file was read, so an unchanged broken file
                     // is not retried on every event.
-                    self.save_history(name, &history).await?;
+                    self.versions.save_history(name, &history).await?;
                 }
                 return Err(e);
             }
         };
-        Self::record(&mut history, &loaded);
-        self.save_history(name, &history).await?;
+        self.keep_and_record(name, &mut history, &loaded, &bytes)
+            .await?;
         Ok(self.activate(&slot, loaded))
     }
 
@@ -517,29 +395,64 @@ impl PluginRegistry {
         }
     }
 
-    /// A new path in the versions folder to stream an upload into, then
-    /// pass to `install` as `NewVersion::Staged`. Leftovers of a crash are
-    /// removed at start (`Storage::open`).
-    pub fn staging_path(&self) -> std::path::PathBuf {
-        self.storage.plugin_versions_dir().join(unique_suffix())
+    /// A new path to stream an upload into, then pass to `install` as
+    /// `NewVersion::Staged`.
+    pub fn staging_path(&self) -> PathBuf {
+        self.staging_dir.join(unique_suffix())
     }
 
     /// Goes back to the version before the active one.
     pub async fn rollback(&self, name: &str) -> Result<Arc<LoadedPlugin>, LoadError> {
         let slot = self.existing_slot(name)?;
         let _swap = slot.swap_lock.lock().await;
-        let mut history = self.history(name)?;
-        if history.versions.len() < 2 {
-            return Err(LoadError::NoPreviousVersion);
-        }
-        let previous = history.versions[history.versions.len() - 2].clone();
-        let bytes = NewVersion::Bytes(self.read_version(&previous.sha256).await?);
+        let mut history = self.versions.history(name).await?;
+        let previous = versions::previous(&history)
+            .cloned()
+            .ok_or(LoadError::NoPreviousVersion)?;
+        let bytes = self.versions.load(&previous.sha256).await?;
         let loaded = self
-            .compile(bytes, previous.sha256.clone(), previous.source)
+            .load(bytes.into(), previous.sha256, previous.source)
             .await?;
         history.versions.pop();
-        self.save_history(name, &history).await?;
+        self.versions.save_history(name, &history).await?;
         Ok(self.activate(&slot, loaded))
+    }
+
+    /// Compiles and links a version; refuses one that cannot serve the
+    /// plugin's routes.
+    async fn load(
+        &self,
+        bytes: Arc<[u8]>,
+        sha256: String,
+        source: VersionSource,
+    ) -> Result<LoadedPlugin, LoadError> {
+        let loaded = self.loader.load(bytes, sha256, source).await?;
+        if loaded.exports.http.is_none() {
+            return Err(LoadError::NoHttpHandler);
+        }
+        Ok(loaded)
+    }
+
+    /// Keeps the bytes of `loaded` (for rollbacks and restarts) and
+    /// appends it to the history.
+    async fn keep_and_record(
+        &self,
+        name: &str,
+        history: &mut VersionHistory,
+        loaded: &LoadedPlugin,
+        bytes: &[u8],
+    ) -> Result<(), LoadError> {
+        self.versions.keep(&loaded.sha256, bytes).await?;
+        versions::record(
+            history,
+            VersionRecord {
+                sha256: loaded.sha256.clone(),
+                source: loaded.source,
+                activated_at_ms: loaded.loaded_at_ms,
+            },
+        );
+        self.versions.save_history(name, history).await?;
+        Ok(())
     }
 
     fn activate(&self, slot: &PluginSlot, loaded: LoadedPlugin) -> Arc<LoadedPlugin> {
@@ -556,106 +469,31 @@ impl PluginRegistry {
         slot.set_error(None);
         loaded
     }
-
-    /// Appends `loaded` to `history` (its bytes were kept by `compile`).
-    fn record(history: &mut VersionHistory, loaded: &LoadedPlugin) {
-        if history
-            .versions
-            .last()
-            .is_some_and(|v| v.sha256 == loaded.sha256)
-        {
-            return;
-        }
-        history.versions.push(VersionRecord {
-            sha256: loaded.sha256.clone(),
-            source: loaded.source,
-            activated_at_ms: loaded.loaded_at_ms,
-        });
-        if history.versions.len() > MAX_HISTORY {
-            history.versions.remove(0);
-        }
-    }
-
-    fn version_path(&self, sha256: &str) -> std::path::PathBuf {
-        self.storage
-            .plugin_versions_dir()
-            .join(format!("{sha256}.wasm"))
-    }
-
-    async fn read_version(&self, sha256: &str) -> Result<Vec<u8>, LoadError> {
-        let path = self.version_path(sha256);
-        tokio::fs::read(&path).await.map_err(|e| LoadError::Read {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })
-    }
-
-    /// Compiles (or loads from the cache) and type-checks a version, off
-    /// the async workers, and keeps its bytes for later rollbacks and
-    /// restarts.
-    async fn compile(
-        &self,
-        version: NewVersion,
-        sha256: String,
-        source: VersionSource,
-    ) -> Result<LoadedPlugin, LoadError> {
-        let engine = self.engine.clone();
-        let cache = self.cache.clone();
-        let linker = self.linker.clone();
-        let keep_at = self.version_path(&sha256);
-        tokio::task::spawn_blocking(move || {
-            let start = Instant::now();
-            let (bytes, staged) = version.open()?;
-            let (component, outcome) = cache
-                .load(&engine, &bytes, &sha256)
-                .map_err(LoadError::Compile)?;
-            let instance_pre = linker
-                .instantiate_pre(&component)
-                .map_err(|e| LoadError::World(format!("{e:#}")))?;
-            let pre =
-                ProxyPre::new(instance_pre).map_err(|e| LoadError::World(format!("{e:#}")))?;
-            let load_time = start.elapsed();
-            keep_version(&bytes, staged, &keep_at)
-                .map_err(|e| LoadError::Storage(format!("keeping the version: {e}")))?;
-            Ok(LoadedPlugin {
-                sha256,
-                source,
-                loaded_at_ms: now_ms(),
-                load_time,
-                cache: outcome,
-                pre,
-            })
-        })
-        .await
-        .map_err(|e| LoadError::Compile(format!("compile task failed: {e}")))?
-    }
 }
 
-/// Every import a plugin may have: all of WASI 0.2 (so components from other
-/// toolchains load; sockets and files stay closed by the `WasiCtx`),
-/// `wasi:http`, and spike's capabilities.
-pub fn link_everything(linker: &mut Linker<RequestState>) -> wasmtime::Result<()> {
-    wasmtime_wasi::p2::add_to_linker_async(linker)?;
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
-    caps::add_to_linker(linker)
+fn reset_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::create_dir_all(dir)
 }
 
 async fn read_component(path: &Path) -> Result<Vec<u8>, LoadError> {
     tokio::fs::read(path).await.map_err(|e| LoadError::Read {
-        path: path.display().to_string(),
-        reason: e.to_string(),
+        path: path.to_path_buf(),
+        source: Arc::new(e),
     })
 }
 
 /// Every `*.toml` in `dir`, parsed, in name order. Two manifests naming the
 /// same plugin are refused.
 pub fn read_manifests(dir: &Path) -> Result<Vec<Manifest>, StartError> {
-    let dir_err = |reason: String| StartError::PluginsDir {
-        path: dir.display().to_string(),
-        reason,
+    let dir_err = |source| StartError::PluginsDir {
+        path: dir.to_path_buf(),
+        source,
     };
     let mut paths: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| dir_err(e.to_string()))?
+        .map_err(dir_err)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();

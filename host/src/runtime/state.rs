@@ -13,11 +13,12 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::engine::EPOCH_TICK;
-use super::manifest::Limits;
+use super::manifest::{Limits, Manifest};
 use super::memory_budget::MemoryBudget;
-use crate::caps::blob::{BlobCtx, BlobView};
-use crate::caps::kv::{KvCtx, KvView};
-use crate::caps::outbound::{OutboundCtx, OutboundHooks};
+use crate::caps::blob::BlobView;
+use crate::caps::kv::KvView;
+use crate::caps::outbound::OutboundHooks;
+use crate::caps::{Caps, PluginCaps};
 
 /// A guest asked for more memory than its manifest allows.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -33,47 +34,64 @@ pub struct CpuLimitExceeded {
     pub limit_ms: u128,
 }
 
-/// The data of one request's `Store`.
+/// The data of one request's `Store`: the plugin's context, shared, and
+/// what is truly per request (resources, WASI and HTTP state, meters). It
+/// does not grow with each capability: those live in `PluginContext`.
 pub struct RequestState {
+    plugin: Arc<PluginContext>,
     table: ResourceTable,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: OutboundHooks,
-    kv: KvCtx,
-    blob: BlobCtx,
     limiter: GuestLimiter,
     cpu: CpuMeter,
 }
 
-/// The per-plugin parts a `RequestState` is made from.
-#[derive(Clone)]
+/// What every request of one plugin version runs with: its capabilities
+/// under its grants, and its limits.
 pub struct PluginContext {
-    pub name: Arc<str>,
+    pub caps: PluginCaps,
     pub limits: Limits,
-    pub kv: KvCtx,
-    pub blob: BlobCtx,
-    pub outbound: OutboundCtx,
     /// The host's total for all instances' linear memory.
     pub memory_budget: Arc<MemoryBudget>,
 }
 
+impl PluginContext {
+    /// The one place a plugin's context is built (`serve` and `spike check`
+    /// alike).
+    pub fn new(
+        caps: &Arc<Caps>,
+        manifest: &Manifest,
+        memory_budget: Arc<MemoryBudget>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            caps: caps.for_plugin(&manifest.name, &manifest.grants),
+            limits: manifest.limits.clone(),
+            memory_budget,
+        })
+    }
+
+    pub fn name(&self) -> &Arc<str> {
+        &self.caps.name
+    }
+}
+
 impl RequestState {
-    fn new(plugin: &PluginContext) -> Self {
+    fn new(plugin: &Arc<PluginContext>) -> Self {
         let mut wasi = WasiCtx::builder();
         // No files, no sockets, no environment: a plugin reaches the world
         // only through the capabilities its manifest grants.
         wasi.allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .stdout(GuestLog::new(&plugin.name, "stdout"))
-            .stderr(GuestLog::new(&plugin.name, "stderr"));
+            .stdout(GuestLog::new(plugin.name(), "stdout"))
+            .stderr(GuestLog::new(plugin.name(), "stderr"));
         Self {
+            plugin: plugin.clone(),
             table: ResourceTable::new(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            hooks: OutboundHooks::new(plugin.outbound.clone()),
-            kv: plugin.kv.clone(),
-            blob: plugin.blob.clone(),
+            hooks: plugin.caps.outbound_hooks(),
             limiter: GuestLimiter {
                 memory_bytes: plugin.limits.memory_bytes,
                 budget: plugin.memory_budget.clone(),
@@ -89,7 +107,10 @@ impl RequestState {
 
     /// A store for one request of `plugin`, with its limits in force: the
     /// memory limiter, CPU metering and the epoch deadline.
-    pub fn new_store(engine: &wasmtime::Engine, plugin: &PluginContext) -> wasmtime::Store<Self> {
+    pub fn new_store(
+        engine: &wasmtime::Engine,
+        plugin: &Arc<PluginContext>,
+    ) -> wasmtime::Store<Self> {
         let mut store = wasmtime::Store::new(engine, Self::new(plugin));
         store.limiter(|s| &mut s.limiter);
         store.call_hook(Self::on_call_hook);
@@ -99,17 +120,19 @@ impl RequestState {
     }
 
     pub fn kv_view(&mut self) -> KvView<'_> {
-        KvView {
-            ctx: &self.kv,
-            table: &mut self.table,
-        }
+        self.plugin.caps.kv(&mut self.table)
     }
 
     pub fn blob_view(&mut self) -> BlobView<'_> {
-        BlobView {
-            ctx: &self.blob,
-            table: &mut self.table,
-        }
+        self.plugin.caps.blob(&mut self.table)
+    }
+
+    /// Starts the meters again for a new call into the guest: each call
+    /// (an HTTP request today, a room event later) gets the plugin's whole
+    /// CPU budget.
+    pub fn begin_call(&mut self) {
+        self.cpu.used = Duration::ZERO;
+        self.cpu.in_wasm_since = None;
     }
 
     /// The call hook: tracks when the guest is running wasm, so that time

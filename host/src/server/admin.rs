@@ -16,9 +16,9 @@ use tokio::io::AsyncWriteExt;
 use super::AppState;
 use super::errors::ApiError;
 use crate::runtime::dispatch::declared_length;
-use crate::runtime::registry::{
-    LoadError, LoadedPlugin, NewVersion, PluginSlot, StagedFile, VersionSource,
-};
+use crate::runtime::registry::{NewVersion, PluginSlot, StagedFile};
+use crate::runtime::{LoadError, LoadedPlugin};
+use crate::storage::VersionSource;
 
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(token) = state.admin_token.as_deref() else {
@@ -56,7 +56,7 @@ fn version_json(v: &LoadedPlugin) -> Value {
     })
 }
 
-fn plugin_json(state: &AppState, slot: &PluginSlot) -> Value {
+async fn plugin_json(state: &AppState, slot: &PluginSlot) -> Value {
     let active = slot.active();
     let error = slot.last_error();
     let state_name = match (&active, &error) {
@@ -68,6 +68,7 @@ fn plugin_json(state: &AppState, slot: &PluginSlot) -> Value {
     let history = state
         .registry
         .history(&slot.manifest.name)
+        .await
         .unwrap_or_default();
     let routes: Vec<Value> = slot
         .manifest
@@ -94,17 +95,16 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
-    let plugins: Vec<Value> = state
-        .registry
-        .slots()
-        .map(|s| plugin_json(&state, s))
-        .collect();
+    let mut plugins = Vec::new();
+    for slot in state.registry.slots() {
+        plugins.push(plugin_json(&state, slot).await);
+    }
     Ok(Json(json!({ "plugins": plugins })))
 }
 
 fn load_error(e: LoadError) -> ApiError {
     match e {
-        LoadError::Compile(_) | LoadError::World(_) => ApiError::new(
+        LoadError::Compile(_) | LoadError::World(_) | LoadError::NoHttpHandler => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "component_refused",
             e.to_string(),

@@ -7,7 +7,6 @@
 pub mod admin;
 pub mod errors;
 pub mod listener;
-pub mod routes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,12 +19,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use http::{HeaderValue, Method, StatusCode};
 
+use crate::caps::{CapSettings, Caps};
 use crate::config::{ClientLimits, ServerConfig};
-use crate::runtime::dispatch::{DispatchError, dispatch};
+use crate::runtime::dispatch::{BodyTimeouts, DispatchError, dispatch};
+use crate::runtime::registry::RegistrySettings;
+use crate::runtime::routes::RouteMatch;
 use crate::runtime::{PluginRegistry, watch};
-use crate::storage::Storage;
+use crate::storage::{Backends, Liveness, StorageSettings};
 use errors::ApiError;
-use routes::RouteMatch;
 
 /// What every handler shares.
 pub struct AppState {
@@ -149,7 +150,7 @@ async fn plugin_request(State(state): State<Arc<AppState>>, mut req: Request) ->
         }
     };
     let slot = &routed.slot;
-    let served_by = ServedBy(slot.context.name.clone());
+    let served_by = ServedBy(slot.context.name().clone());
     let mut resp = match slot.active() {
         // Why it failed names files of the host: that is for the log and
         // the admin API, not for whoever sent this request.
@@ -174,7 +175,11 @@ async fn plugin_request(State(state): State<Arc<AppState>>, mut req: Request) ->
             }
             let registry = &state.registry;
             let (engine, watchdog) = (registry.engine(), registry.watchdog());
-            match dispatch(slot, plugin, engine, watchdog, &state.clients, req).await {
+            let timeouts = BodyTimeouts {
+                request: state.clients.body_timeout,
+                response: state.clients.send_timeout,
+            };
+            match dispatch(slot, plugin, engine, watchdog, timeouts, req).await {
                 Ok(resp) if routed.head_as_get => head_only(resp),
                 Ok(resp) => resp,
                 Err(e) => {
@@ -230,9 +235,8 @@ pub struct RunningServer {
     pub registry: Arc<PluginRegistry>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     serve: tokio::task::JoinHandle<()>,
-    sweeper: tokio::task::JoinHandle<()>,
     _watcher: Option<notify::RecommendedWatcher>,
-    storage: crate::storage::StorageLiveness,
+    storage: Liveness,
 }
 
 impl RunningServer {
@@ -250,8 +254,6 @@ impl RunningServer {
         {
             self.serve.abort();
         }
-        self.sweeper.abort();
-        let _ = (&mut self.sweeper).await;
         let storage = self.storage.clone();
         drop(self);
         // Guests still streaming a body hold the storage; give them a moment.
@@ -264,14 +266,28 @@ impl RunningServer {
 
 /// Opens the data folder, loads the plugins and starts serving.
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
-    let storage = Storage::open(&config.data_dir)?;
-    let liveness = storage.liveness();
-    let registry = Arc::new(PluginRegistry::start(&config, storage).await?);
-    match registry.blob.sweep_orphans() {
-        Ok(0) => {}
-        Ok(n) => tracing::info!("removed {n} unreferenced blob bodies"),
-        Err(e) => tracing::warn!("sweeping blob bodies: {e}"),
-    }
+    let storage = StorageSettings {
+        kv_sweep_interval: config.kv_sweep_interval,
+    };
+    let backends = Backends::open_redb(&config.data_dir, &storage)?;
+    let liveness = backends.liveness();
+    let caps = Caps::new(
+        &backends,
+        &CapSettings {
+            max_object_bytes: config.max_object_bytes,
+            resolver: config.resolver.clone(),
+        },
+    );
+    let settings = RegistrySettings {
+        plugins_dir: config.plugins_dir.clone(),
+        pool: config.pool.clone(),
+        memory_budget_bytes: config.memory_budget_bytes,
+        compile_cache_dir: config.data_dir.join("compile-cache"),
+        staging_dir: config.data_dir.join("staging"),
+    };
+    let registry =
+        Arc::new(PluginRegistry::start(&settings, &caps, backends.versions.clone()).await?);
+    drop((caps, backends));
     let watcher = if config.watch {
         match watch::watch_components(registry.clone()) {
             Ok(w) => Some(w),
@@ -285,10 +301,6 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     } else {
         None
     };
-    let sweeper = tokio::spawn(crate::caps::kv::run_expiry_sweeper(
-        registry.kv.clone(),
-        config.kv_sweep_interval,
-    ));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
@@ -322,7 +334,6 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         registry,
         shutdown: Some(tx),
         serve,
-        sweeper,
         _watcher: watcher,
         storage: liveness,
     })
@@ -346,7 +357,17 @@ mod tests {
         ] {
             assert!(is_valid_host(ok.as_bytes()), "{ok}");
         }
-        for bad in [&b"\xff\xfe"[..], b"a b", b"x:notaport", b"x:99999", b"u@x"] {
+        for bad in [
+            &b"\xff\xfe"[..],
+            b"a b",
+            b"x:notaport",
+            b"x:99999",
+            b"u@x",
+            b"[::1",
+            b"[nope]:80",
+            b"[::1]x",
+            b"a:b:c",
+        ] {
             assert!(!is_valid_host(bad), "{bad:?}");
         }
     }

@@ -19,23 +19,24 @@ use super::Grants;
 pub use pattern::HostPattern;
 pub use resolve::{Resolver, SystemResolver};
 
-/// What a plugin's outgoing requests are checked against: its grants, and
-/// the resolver names go through.
-#[derive(Clone)]
+/// The host's side of outgoing HTTP: the resolver names go through.
 pub struct OutboundCtx {
-    pub grants: Arc<Grants>,
     pub resolver: Arc<dyn Resolver>,
 }
 
 /// The `wasi:http` hooks of one request: outgoing requests go through the
 /// plugin's grants.
 pub struct OutboundHooks {
-    ctx: OutboundCtx,
+    grants: Arc<Grants>,
+    resolver: Arc<dyn Resolver>,
 }
 
 impl OutboundHooks {
-    pub fn new(ctx: OutboundCtx) -> Self {
-        Self { ctx }
+    pub fn new(grants: Arc<Grants>, ctx: &OutboundCtx) -> Self {
+        Self {
+            grants,
+            resolver: ctx.resolver.clone(),
+        }
     }
 }
 
@@ -49,18 +50,17 @@ impl WasiHttpHooks for OutboundHooks {
         fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> SendFuture {
         drop(fut);
-        let ctx = self.ctx.clone();
+        let (grants, resolver) = (self.grants.clone(), self.resolver.clone());
         Box::new(async move {
             let uri = request.uri();
             let host = uri.host().unwrap_or_default().to_string();
             let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
             let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-            if let Err(e) = ctx.grants.check_outbound(&host, port) {
+            if let Err(e) = grants.check_outbound(&host, port) {
                 tracing::warn!("{e}");
                 return Err(HttpError::HttpRequestDenied);
             }
-            let addrs =
-                resolve::destinations(&ctx.grants, ctx.resolver.as_ref(), &host, port).await?;
+            let addrs = resolve::destinations(&grants, resolver.as_ref(), &host, port).await?;
             send::send(request, options, &addrs, &host).await
         })
     }

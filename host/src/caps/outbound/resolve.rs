@@ -100,10 +100,7 @@ mod tests {
     }
 
     fn grants(entries: &[&str]) -> Grants {
-        Grants {
-            outbound: entries.iter().map(|e| e.parse().unwrap()).collect(),
-            ..Default::default()
-        }
+        Grants::new(entries.iter().map(|e| e.parse().unwrap()).collect())
     }
 
     #[tokio::test]

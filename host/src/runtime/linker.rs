@@ -1,0 +1,20 @@
+//! Everything a plugin may import, linked in one place: all of WASI 0.2 (so
+//! components from other toolchains load; sockets and files stay closed by
+//! each request's `WasiCtx`), `wasi:http`, and each of spike's
+//! capabilities, one line per capability.
+
+use wasmtime::Engine;
+use wasmtime::component::Linker;
+
+use super::state::RequestState;
+use crate::caps;
+
+/// A linker with every import of the plugin world.
+pub fn new(engine: &Engine) -> wasmtime::Result<Linker<RequestState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    caps::kv::add_to_linker(&mut linker, RequestState::kv_view)?;
+    caps::blob::add_to_linker(&mut linker, RequestState::blob_view)?;
+    Ok(linker)
+}

@@ -1,0 +1,352 @@
+//! The backend conformance suite: what every storage backend must do,
+//! written once against the traits. A backend runs all of it with
+//! `suite!(open)`, where `open(dir)` returns its `Backends` over `dir`
+//! (reopening the same `dir` must find what was written).
+
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+
+use super::{Backends, KvEntry, StorageError, VersionHistory, VersionRecord, VersionSource};
+
+pub type Open = dyn Fn(&Path) -> Backends + Sync;
+
+/// One `#[tokio::test]` per check, for a backend's `open`.
+macro_rules! suite {
+    ($open:ident) => {
+        $crate::storage::conformance::suite!(@each $open;
+            kv_set_get_delete, kv_metadata_and_ttl, kv_pages_with_cursors,
+            kv_increment_is_atomic, blob_streams_large_objects, blob_ranges_and_metadata,
+            blob_pages_with_cursors, blob_shared_bodies_and_abandoned_uploads,
+            versions_history_and_bytes, everything_survives_reopen);
+    };
+    (@each $open:ident; $($check:ident),*) => {
+        mod conformance {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let dir = tempfile::tempdir().unwrap();
+                    $crate::storage::conformance::$check(dir.path(), &super::$open).await;
+                }
+            )*
+        }
+    };
+}
+pub(crate) use suite;
+
+fn entry(value: &[u8], metadata: Option<&str>, expires_at_ms: Option<u64>) -> KvEntry {
+    KvEntry {
+        value: value.to_vec(),
+        metadata: metadata.map(str::to_string),
+        expires_at_ms,
+    }
+}
+
+pub async fn kv_set_get_delete(dir: &Path, open: &Open) {
+    let kv = open(dir).kv;
+    assert_eq!(kv.get("a", "k").await.unwrap(), None);
+    kv.set("a", "k", entry(b"v", None, None)).await.unwrap();
+    assert_eq!(kv.get("a", "k").await.unwrap().unwrap().value, b"v");
+    // Namespaces are separate.
+    assert_eq!(kv.get("b", "k").await.unwrap(), None);
+    kv.set("a", "k", entry(b"v2", None, None)).await.unwrap();
+    assert_eq!(kv.get("a", "k").await.unwrap().unwrap().value, b"v2");
+    assert!(kv.delete("a", "k").await.unwrap());
+    assert!(!kv.delete("a", "k").await.unwrap());
+    assert_eq!(kv.get("a", "k").await.unwrap(), None);
+}
+
+pub async fn kv_metadata_and_ttl(dir: &Path, open: &Open) {
+    let kv = open(dir).kv;
+    kv.set("a", "m", entry(b"v", Some("{\"x\":1}"), None))
+        .await
+        .unwrap();
+    let got = kv.get("a", "m").await.unwrap().unwrap();
+    assert_eq!(got.metadata.as_deref(), Some("{\"x\":1}"));
+    // Expiring in 300 ms: there, listed with its expiry, then gone.
+    let at = crate::util::now_ms() + 300;
+    kv.set("a", "t", entry(b"1", Some("meta"), Some(at)))
+        .await
+        .unwrap();
+    let got = kv.get("a", "t").await.unwrap().unwrap();
+    assert_eq!(got.expires_at_ms, Some(at));
+    let page = kv.list("a", "t", None, 10).await.unwrap();
+    assert_eq!(page.items[0].expires_at_ms, Some(at));
+    assert_eq!(page.items[0].metadata.as_deref(), Some("meta"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(kv.get("a", "t").await.unwrap(), None);
+    assert!(kv.list("a", "t", None, 10).await.unwrap().items.is_empty());
+    assert!(
+        !kv.delete("a", "t").await.unwrap(),
+        "an expired key is not live"
+    );
+    // An expired counter starts again from zero.
+    kv.set("a", "n", entry(b"41", None, Some(crate::util::now_ms())))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(kv.increment("a", "n", 1).await.unwrap(), 1);
+}
+
+pub async fn kv_pages_with_cursors(dir: &Path, open: &Open) {
+    let kv = open(dir).kv;
+    for i in 0..25 {
+        kv.set("a", &format!("user:{i:02}"), entry(b"", None, None))
+            .await
+            .unwrap();
+    }
+    kv.set("a", "other", entry(b"", None, None)).await.unwrap();
+    kv.set("a", "zzz", entry(b"", None, None)).await.unwrap();
+    kv.set("b", "user:99", entry(b"", None, None))
+        .await
+        .unwrap();
+    let (mut seen, mut cursor, mut pages) = (Vec::new(), None, 0);
+    loop {
+        let page = kv.list("a", "user:", cursor.as_deref(), 10).await.unwrap();
+        pages += 1;
+        seen.extend(page.items.into_iter().map(|k| k.name));
+        match page.cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let want: Vec<String> = (0..25).map(|i| format!("user:{i:02}")).collect();
+    assert_eq!(seen, want);
+    // An exact page boundary leaves no cursor to an empty page.
+    let page = kv.list("a", "user:", None, 25).await.unwrap();
+    assert_eq!((page.items.len(), page.cursor), (25, None));
+    // No prefix: the whole namespace and nothing of the next.
+    let page = kv.list("a", "", None, 1000).await.unwrap();
+    assert_eq!(page.items.len(), 27);
+}
+
+pub async fn kv_increment_is_atomic(dir: &Path, open: &Open) {
+    let kv = open(dir).kv;
+    assert_eq!(kv.increment("a", "n", 1).await.unwrap(), 1);
+    assert_eq!(kv.increment("a", "n", 41).await.unwrap(), 42);
+    kv.set("a", "s", entry(b"text", None, None)).await.unwrap();
+    assert!(matches!(
+        kv.increment("a", "s", 1).await,
+        Err(StorageError::NotAnInteger { .. })
+    ));
+    let max = i64::MAX.to_string().into_bytes();
+    kv.set("a", "max", entry(&max, None, None)).await.unwrap();
+    assert!(matches!(
+        kv.increment("a", "max", 1).await,
+        Err(StorageError::Overflow { .. })
+    ));
+    // 32 callers at once, 10 increments each: none lost, none doubled.
+    let callers = (0..32).map(|_| {
+        let kv = kv.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..10 {
+                seen.push(kv.increment("a", "c", 1).await.unwrap());
+            }
+            seen
+        })
+    });
+    let mut all: Vec<i64> = futures::future::join_all(callers)
+        .await
+        .into_iter()
+        .flat_map(Result::unwrap)
+        .collect();
+    all.sort();
+    assert_eq!(all, (1..=320).collect::<Vec<_>>());
+}
+
+/// Uploads `bytes` in chunks of `chunk`.
+async fn put(
+    backends: &Backends,
+    bucket: &str,
+    key: &str,
+    bytes: &[u8],
+    chunk: usize,
+) -> super::ObjectInfo {
+    let mut upload = backends.blob.upload().await.unwrap();
+    for part in bytes.chunks(chunk.max(1)) {
+        upload.write(part).await.unwrap();
+    }
+    let metadata = vec![("owner".to_string(), "test".to_string())];
+    upload
+        .commit(bucket, key, Some("application/x-test".into()), metadata)
+        .await
+        .unwrap()
+}
+
+async fn read(backends: &Backends, bucket: &str, key: &str, offset: u64, length: u64) -> Vec<u8> {
+    let object = backends.blob.open(bucket, key).await.unwrap().unwrap();
+    let mut reader = object.body.range(offset, length).await.unwrap();
+    let mut out = Vec::new();
+    reader.read_to_end(&mut out).await.unwrap();
+    out
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i ^ (i >> 8) ^ (i >> 16)) as u8).collect()
+}
+
+pub async fn blob_streams_large_objects(dir: &Path, open: &Open) {
+    let backends = open(dir);
+    let data = pattern(24 << 20);
+    let info = put(&backends, "b", "big", &data, 64 * 1024).await;
+    assert_eq!(info.size, data.len() as u64);
+    assert_eq!(info.etag, crate::util::sha256_hex(&data));
+    let back = read(&backends, "b", "big", 0, info.size).await;
+    assert!(back == data, "the object came back different");
+}
+
+pub async fn blob_ranges_and_metadata(dir: &Path, open: &Open) {
+    let backends = open(dir);
+    let data = pattern(10_000);
+    put(&backends, "b", "k", &data, 1000).await;
+    let info = backends.blob.head("b", "k").await.unwrap().unwrap();
+    assert_eq!(info.key, "k");
+    assert_eq!(info.content_type.as_deref(), Some("application/x-test"));
+    assert_eq!(
+        info.metadata,
+        vec![("owner".to_string(), "test".to_string())]
+    );
+    assert!(info.uploaded_at_ms > 0);
+    assert_eq!(read(&backends, "b", "k", 9_990, 10).await, &data[9_990..]);
+    assert_eq!(read(&backends, "b", "k", 1234, 1).await, &data[1234..1235]);
+    assert_eq!(backends.blob.head("b", "absent").await.unwrap(), None);
+    assert!(backends.blob.open("b", "absent").await.unwrap().is_none());
+    assert_eq!(backends.blob.head("other", "k").await.unwrap(), None);
+    // An empty object.
+    let empty = put(&backends, "b", "empty", b"", 1).await;
+    assert_eq!(empty.size, 0);
+    assert_eq!(read(&backends, "b", "empty", 0, 0).await, b"");
+}
+
+pub async fn blob_pages_with_cursors(dir: &Path, open: &Open) {
+    let backends = open(dir);
+    for i in 0..12 {
+        put(&backends, "b", &format!("img/{i:02}"), b"x", 1).await;
+    }
+    put(&backends, "b", "zzz", b"x", 1).await;
+    put(&backends, "c", "img/99", b"x", 1).await;
+    let (mut seen, mut cursor) = (Vec::new(), None);
+    loop {
+        let page = backends
+            .blob
+            .list("b", "img/", cursor.as_deref(), 5)
+            .await
+            .unwrap();
+        seen.extend(page.items.into_iter().map(|o| o.key));
+        match page.cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let want: Vec<String> = (0..12).map(|i| format!("img/{i:02}")).collect();
+    assert_eq!(seen, want);
+    assert_eq!(
+        backends
+            .blob
+            .list("b", "", None, 100)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        13
+    );
+}
+
+pub async fn blob_shared_bodies_and_abandoned_uploads(dir: &Path, open: &Open) {
+    let backends = open(dir);
+    put(&backends, "b", "one", b"same bytes", 3).await;
+    put(&backends, "b", "two", b"same bytes", 3).await;
+    assert!(backends.blob.delete("b", "one").await.unwrap());
+    assert!(!backends.blob.delete("b", "one").await.unwrap());
+    assert_eq!(read(&backends, "b", "two", 0, 10).await, b"same bytes");
+    // Overwriting the last user of a body, then reading the new bytes.
+    put(&backends, "b", "two", b"other", 5).await;
+    assert_eq!(read(&backends, "b", "two", 0, 5).await, b"other");
+    // An upload dropped without commit leaves no object.
+    let mut upload = backends.blob.upload().await.unwrap();
+    upload.write(b"never committed").await.unwrap();
+    drop(upload);
+    assert_eq!(backends.blob.head("b", "never").await.unwrap(), None);
+    // An object opened before it is overwritten still reads as it was.
+    let opened = backends.blob.open("b", "two").await.unwrap().unwrap();
+    put(&backends, "b", "two", b"third", 5).await;
+    let mut old = Vec::new();
+    let mut reader = opened.body.range(0, 5).await.unwrap();
+    reader.read_to_end(&mut old).await.unwrap();
+    assert_eq!(old, b"other");
+}
+
+pub async fn versions_history_and_bytes(dir: &Path, open: &Open) {
+    let versions = open(dir).versions;
+    assert_eq!(
+        versions.history("p").await.unwrap(),
+        VersionHistory::default()
+    );
+    let history = VersionHistory {
+        versions: vec![VersionRecord {
+            sha256: "ab".repeat(32),
+            source: VersionSource::Upload,
+            activated_at_ms: 7,
+        }],
+        file_sha256: Some("cd".repeat(32)),
+    };
+    versions.save_history("p", &history).await.unwrap();
+    assert_eq!(versions.history("p").await.unwrap(), history);
+    assert_eq!(
+        versions.history("q").await.unwrap(),
+        VersionHistory::default()
+    );
+    let sha = "ef".repeat(32);
+    versions.keep(&sha, b"component bytes").await.unwrap();
+    versions.keep(&sha, b"component bytes").await.unwrap();
+    assert_eq!(versions.load(&sha).await.unwrap(), b"component bytes");
+    assert!(matches!(
+        versions.load(&"00".repeat(32)).await,
+        Err(StorageError::NoSuchVersion { .. })
+    ));
+}
+
+pub async fn everything_survives_reopen(dir: &Path, open: &Open) {
+    let backends = open(dir);
+    backends
+        .kv
+        .set("a", "k", entry(b"v", Some("m"), None))
+        .await
+        .unwrap();
+    put(&backends, "b", "k", b"object", 2).await;
+    backends
+        .versions
+        .keep(&"12".repeat(32), b"bytes")
+        .await
+        .unwrap();
+    let history = VersionHistory {
+        file_sha256: Some("f".into()),
+        ..Default::default()
+    };
+    backends.versions.save_history("p", &history).await.unwrap();
+    let liveness = backends.liveness();
+    drop(backends);
+    for _ in 0..200 {
+        if !liveness.is_open() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!liveness.is_open(), "the backends did not close");
+
+    let backends = open(dir);
+    let got = backends.kv.get("a", "k").await.unwrap().unwrap();
+    assert_eq!(
+        (got.value.as_slice(), got.metadata.as_deref()),
+        (&b"v"[..], Some("m"))
+    );
+    assert_eq!(read(&backends, "b", "k", 0, 6).await, b"object");
+    assert_eq!(
+        backends.versions.load(&"12".repeat(32)).await.unwrap(),
+        b"bytes"
+    );
+    assert_eq!(backends.versions.history("p").await.unwrap(), history);
+}

@@ -1,0 +1,305 @@
+//! The storage seam: what the capabilities and the runtime need of a
+//! backend, as traits, and the plain records that cross it.
+//!
+//! - `KvBackend`: namespaced keys with TTL and metadata, atomic increment.
+//! - `BlobBackend`: objects streamed in and out, with ranges and ETags.
+//! - `VersionStore`: every component version a plugin ran, and its history.
+//!
+//! A backend does its own blocking work off the async workers, owns its
+//! background tasks (expiry, cleanup) and stops them when dropped, and makes
+//! every write durable before it returns. Validation of keys and sizes is
+//! not its business: the capabilities check those (`caps/`), once, for
+//! every backend. `redb/` is the embedded backend, the default.
+//! `conformance` is the one test suite every backend must pass.
+
+pub mod redb;
+
+#[cfg(test)]
+pub(crate) mod conformance;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncRead;
+
+/// Why a backend could not do what was asked. Only the variants a caller
+/// acts on are told apart; everything else is a failure of the backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// `increment` on a value that is not a decimal integer.
+    #[error("the value of '{key}' is not a decimal integer")]
+    NotAnInteger { key: String },
+    /// `increment` past the range of a 64-bit integer.
+    #[error("incrementing '{key}' overflows a 64-bit integer")]
+    Overflow { key: String },
+    /// A component version that was never kept.
+    #[error("no kept version {sha256}")]
+    NoSuchVersion { sha256: String },
+    /// Data that cannot be decoded.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The backend's engine failed (a database error, a lost connection).
+    #[error("{0}")]
+    Backend(String),
+}
+
+impl StorageError {
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let context = context.into();
+        move |source| Self::Io { context, source }
+    }
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// A KV entry as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvEntry {
+    pub value: Vec<u8>,
+    pub metadata: Option<String>,
+    pub expires_at_ms: Option<u64>,
+}
+
+/// A KV key in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvKey {
+    pub name: String,
+    pub metadata: Option<String>,
+    pub expires_at_ms: Option<u64>,
+}
+
+/// One page of a listing, in ascending key order; pass `cursor` to get the
+/// next page (`None` on the last).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// The page of at most `limit` items from `items` (keys ascending from
+    /// the cursor on) whose keys start with `prefix`: stops at the first
+    /// key outside the prefix, and sets the cursor only if another item
+    /// follows, so an exact page boundary leaves no dangling cursor.
+    pub fn collect<E>(
+        items: impl IntoIterator<Item = Result<(String, T), E>>,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Self, E> {
+        let mut page = Vec::new();
+        let mut more = false;
+        let mut last = None;
+        for item in items {
+            let (key, value) = item?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if page.len() == limit {
+                more = true;
+                break;
+            }
+            last = Some(key);
+            page.push(value);
+        }
+        Ok(Self {
+            items: page,
+            cursor: if more { last } else { None },
+        })
+    }
+}
+
+/// What a backend keeps about an object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    /// Hex SHA-256 of the bytes.
+    pub etag: String,
+    pub content_type: Option<String>,
+    pub metadata: Vec<(String, String)>,
+    pub uploaded_at_ms: u64,
+}
+
+/// An object's bytes, opened: they stay readable whatever writers do next.
+pub struct OpenObject {
+    pub info: ObjectInfo,
+    pub body: Box<dyn ObjectBody>,
+}
+
+/// The bytes of an opened object.
+#[async_trait::async_trait]
+pub trait ObjectBody: Send {
+    /// A reader of `length` bytes from `offset` (both within the object).
+    async fn range(
+        self: Box<Self>,
+        offset: u64,
+        length: u64,
+    ) -> Result<Box<dyn AsyncRead + Send + Unpin>>;
+}
+
+/// An upload in progress. Dropped without `commit`, it leaves nothing.
+#[async_trait::async_trait]
+pub trait ObjectUpload: Send {
+    async fn write(&mut self, bytes: &[u8]) -> Result<()>;
+
+    /// Makes the bytes written the object `bucket/key`, replacing any
+    /// object there; durable when it returns.
+    async fn commit(
+        self: Box<Self>,
+        bucket: &str,
+        key: &str,
+        content_type: Option<String>,
+        metadata: Vec<(String, String)>,
+    ) -> Result<ObjectInfo>;
+}
+
+/// Key-value namespaces. Expired entries are invisible (and reclaimed by
+/// the backend in its own time).
+#[async_trait::async_trait]
+pub trait KvBackend: Send + Sync {
+    async fn get(&self, ns: &str, key: &str) -> Result<Option<KvEntry>>;
+    async fn set(&self, ns: &str, key: &str, entry: KvEntry) -> Result<()>;
+    /// Whether a live entry was removed.
+    async fn delete(&self, ns: &str, key: &str) -> Result<bool>;
+    /// Adds `delta` to the decimal integer under `key` (0 if absent or
+    /// expired), atomically; keeps the metadata, drops any expiry.
+    async fn increment(&self, ns: &str, key: &str, delta: i64) -> Result<i64>;
+    async fn list(
+        &self,
+        ns: &str,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<KvKey>>;
+}
+
+/// Buckets of objects.
+#[async_trait::async_trait]
+pub trait BlobBackend: Send + Sync {
+    async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>>;
+    async fn open(&self, bucket: &str, key: &str) -> Result<Option<OpenObject>>;
+    async fn upload(&self) -> Result<Box<dyn ObjectUpload>>;
+    /// Whether there was an object.
+    async fn delete(&self, bucket: &str, key: &str) -> Result<bool>;
+    async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<ObjectInfo>>;
+}
+
+/// Where a plugin version came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionSource {
+    /// The component file named by the manifest.
+    File,
+    /// `PUT /_spike/plugins/{name}`.
+    Upload,
+}
+
+/// A recorded activation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    pub sha256: String,
+    pub source: VersionSource,
+    pub activated_at_ms: u64,
+}
+
+/// A plugin's activations, oldest first; the last is the active one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionHistory {
+    pub versions: Vec<VersionRecord>,
+    /// Hash of the component file when it was last read, to tell at start
+    /// whether the file changed since an upload or rollback.
+    pub file_sha256: Option<String>,
+}
+
+/// Component versions, by SHA-256, and each plugin's history.
+#[async_trait::async_trait]
+pub trait VersionStore: Send + Sync {
+    async fn history(&self, plugin: &str) -> Result<VersionHistory>;
+    async fn save_history(&self, plugin: &str, history: &VersionHistory) -> Result<()>;
+    /// Keeps `bytes` as version `sha256` (nothing to do if kept already).
+    async fn keep(&self, sha256: &str, bytes: &[u8]) -> Result<()>;
+    async fn load(&self, sha256: &str) -> Result<Vec<u8>>;
+}
+
+/// The backends of one host, and a way to tell when they have all closed.
+#[derive(Clone)]
+pub struct Backends {
+    pub kv: Arc<dyn KvBackend>,
+    pub blob: Arc<dyn BlobBackend>,
+    pub versions: Arc<dyn VersionStore>,
+    liveness: Liveness,
+}
+
+/// Settings a backend takes.
+#[derive(Debug, Clone)]
+pub struct StorageSettings {
+    /// How often expired KV entries are reclaimed.
+    pub kv_sweep_interval: Duration,
+}
+
+impl Backends {
+    /// The embedded backend in `data_dir`.
+    pub fn open_redb(data_dir: &Path, settings: &StorageSettings) -> Result<Self> {
+        let backend = redb::RedbBackend::open(data_dir, settings)?;
+        Ok(Self {
+            liveness: backend.liveness(),
+            kv: backend.clone(),
+            blob: backend.clone(),
+            versions: backend,
+        })
+    }
+
+    /// Tells whether the backends are still open anywhere (the embedded
+    /// database stays locked until then).
+    pub fn liveness(&self) -> Liveness {
+        self.liveness.clone()
+    }
+}
+
+/// See `Backends::liveness`.
+#[derive(Clone)]
+pub struct Liveness(std::sync::Weak<dyn Send + Sync>);
+
+impl Liveness {
+    pub fn is_open(&self) -> bool {
+        self.0.strong_count() > 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(names: &[&str]) -> Vec<Result<(String, String), ()>> {
+        names
+            .iter()
+            .map(|n| Ok((n.to_string(), n.to_string())))
+            .collect()
+    }
+
+    #[test]
+    fn pages_stop_at_the_prefix_and_the_limit() {
+        let page = Page::collect(keys(&["a1", "a2", "a3", "b1"]), "a", 2).unwrap();
+        assert_eq!(page.items, ["a1", "a2"]);
+        assert_eq!(page.cursor.as_deref(), Some("a2"));
+        let page = Page::collect(keys(&["a3", "b1"]), "a", 2).unwrap();
+        assert_eq!((page.items.len(), page.cursor), (1, None));
+        // Exactly a page: no cursor to an empty next page.
+        let page = Page::collect(keys(&["a1", "a2", "b"]), "a", 2).unwrap();
+        assert_eq!(page.cursor, None);
+    }
+}
