@@ -133,6 +133,7 @@ impl TestServer {
         let server = within(spike::start(config.clone()))
             .await
             .expect("server starts");
+        within(server.ready()).await;
         Self {
             url: format!("http://{}", server.addr),
             plugins_dir,
@@ -188,6 +189,7 @@ impl TestServer {
         let server = within(spike::start(self.config.clone()))
             .await
             .expect("server restarts");
+        within(server.ready()).await;
         self.url = format!("http://{}", server.addr);
         self.server = Some(server);
     }

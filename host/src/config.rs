@@ -41,6 +41,9 @@ pub struct ServerConfig {
     pub resolver: Arc<dyn Resolver>,
     /// How often expired KV keys are reclaimed.
     pub kv_sweep_interval: Duration,
+    /// Tests only: how long each plugin's first load waits before it starts.
+    #[doc(hidden)]
+    pub test_load_delay: Duration,
 }
 
 /// What one client connection may take of the server. Each bound answers an
@@ -92,6 +95,7 @@ impl ServerConfig {
             clients: ClientLimits::default(),
             resolver: Arc::new(SystemResolver),
             kv_sweep_interval: Duration::from_secs(1),
+            test_load_delay: Duration::ZERO,
         }
     }
 }

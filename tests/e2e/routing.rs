@@ -121,6 +121,7 @@ async fn missing_or_broken_component_fails_only_its_plugin() {
     )))
     .await
     .unwrap();
+    within(server.ready()).await;
     let url = |p: &str| format!("http://{}{p}", server.addr);
     let c = client();
 
@@ -143,6 +144,10 @@ async fn missing_or_broken_component_fails_only_its_plugin() {
     }
     let (status, _) = send(c.get(url("/hello"))).await;
     assert_eq!(status, 200);
+    // Not ready while plugins have no version that loaded.
+    let (status, body) = send_json(c.get(url("/readyz"))).await;
+    assert_eq!((status, body["status"].as_str()), (503, Some("failed")));
+    assert_eq!(body["failed"], serde_json::json!(["gone", "junk"]));
 
     let (status, list) = send_json(c.get(url("/_spike/plugins")).bearer_auth(ADMIN_TOKEN)).await;
     assert_eq!(status, 200);
@@ -216,4 +221,36 @@ async fn start_error(plugins: &std::path::Path, data: &std::path::Path, why: &st
         Ok(_) => panic!("{why}"),
         Err(e) => e.to_string(),
     }
+}
+
+#[tokio::test]
+async fn the_server_listens_while_plugins_load() {
+    init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    write_plugins(&plugins, &[HELLO_1MIB]);
+    let mut config = test_config(&plugins, &dir.path().join("data"));
+    config.test_load_delay = std::time::Duration::from_millis(1500);
+    let server = within(spike::start(config)).await.unwrap();
+    let url = |p: &str| format!("http://{}{p}", server.addr);
+    let c = client();
+
+    // Listening already; the plugin is not ready yet.
+    let resp = within(c.get(url("/hello")).send()).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let body: serde_json::Value = within(resp.json()).await.unwrap();
+    assert_eq!(error_code(&body), "plugin_loading");
+    let (status, _) = send(c.get(url("/healthz"))).await;
+    assert_eq!(status, 200, "alive while loading");
+    let (status, body) = send_json(c.get(url("/readyz"))).await;
+    assert_eq!((status, body["status"].as_str()), (503, Some("loading")));
+    assert_eq!(body["loading"], serde_json::json!(["hello"]));
+
+    within(server.ready()).await;
+    let (status, body) = send_json(c.get(url("/readyz"))).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ready")));
+    let (status, _) = send(c.get(url("/hello"))).await;
+    assert_eq!(status, 200);
+    within(server.stop()).await;
 }

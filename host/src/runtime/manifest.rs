@@ -49,7 +49,7 @@ pub const DEFAULT_MAX_DURATION_MS: u64 = 120_000;
 pub const DEFAULT_MAX_BODY_MIB: u64 = 16;
 
 /// Paths no plugin may claim: the host's own endpoints.
-pub const RESERVED_PREFIXES: &[&str] = &["/_spike", "/healthz"];
+pub const RESERVED_PREFIXES: &[&str] = &["/_spike", "/healthz", "/readyz"];
 
 /// A parsed, validated manifest.
 #[derive(Debug, Clone)]

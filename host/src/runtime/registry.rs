@@ -43,6 +43,9 @@ pub struct RegistrySettings {
     /// Where admin uploads are streamed before they are compiled (cleared
     /// at start).
     pub staging_dir: PathBuf,
+    /// Tests only: how long each plugin's first load waits before it starts,
+    /// to observe the server while plugins are still loading.
+    pub load_delay: std::time::Duration,
 }
 
 /// The bytes of a version on their way in.
@@ -97,6 +100,8 @@ pub struct PluginSlot {
     pub max_concurrent: u32,
     running: Arc<AtomicU32>,
     active: ArcSwapOption<LoadedPlugin>,
+    /// Until its first load ends (ready or failed).
+    loading: std::sync::atomic::AtomicBool,
     last_error: Mutex<Option<LoadError>>,
     /// Serialises swaps of this plugin (uploads, file changes, rollbacks).
     swap_lock: tokio::sync::Mutex<()>,
@@ -106,6 +111,11 @@ impl PluginSlot {
     /// The version new requests should use, if any loaded.
     pub fn active(&self) -> Option<Arc<LoadedPlugin>> {
         self.active.load_full()
+    }
+
+    /// Whether the plugin's first load is still under way.
+    pub fn is_loading(&self) -> bool {
+        self.loading.load(Ordering::Acquire)
     }
 
     /// The most recent load failure, if the last attempt failed. For the
@@ -195,20 +205,25 @@ pub struct PluginRegistry {
     staging_dir: PathBuf,
     slots: BTreeMap<String, Arc<PluginSlot>>,
     routes: RouteTable,
+    /// How many plugins have finished their first load.
+    loaded: tokio::sync::watch::Receiver<usize>,
     watchdog: Watchdog,
     _ticker: EpochTicker,
 }
 
 impl PluginRegistry {
     /// Reads every manifest in the plugins folder (a malformed one stops the
-    /// start, naming file, line and reason), builds the route table and loads
-    /// each plugin. A plugin whose component is missing or broken is kept as
-    /// failed: its routes answer 503 while the others serve.
+    /// start, naming file, line and reason), builds the route table, and
+    /// starts loading every plugin, all at once, in the background: the
+    /// server can listen at once, and a plugin's routes answer 503
+    /// `plugin_loading` until it is ready (`ready` waits for all). A plugin
+    /// whose component is missing or broken is kept as failed: its routes
+    /// answer 503 while the others serve.
     pub async fn start(
         settings: &RegistrySettings,
         caps: &Arc<Caps>,
         versions: Arc<dyn VersionStore>,
-    ) -> Result<Self, StartError> {
+    ) -> Result<Arc<Self>, StartError> {
         let manifests = read_manifests(&settings.plugins_dir)?;
         let routes = RouteTable::new(&manifests).map_err(StartError::Routes)?;
         let engine = build_engine(&settings.pool).map_err(|e| StartError::Engine(e.to_string()))?;
@@ -239,13 +254,15 @@ impl PluginRegistry {
                     max_concurrent,
                     running: Arc::default(),
                     active: ArcSwapOption::empty(),
+                    loading: std::sync::atomic::AtomicBool::new(true),
                     last_error: Mutex::new(None),
                     swap_lock: tokio::sync::Mutex::new(()),
                 };
                 (slot.manifest.name.clone(), Arc::new(slot))
             })
             .collect();
-        let registry = Self {
+        let (loaded_tx, loaded) = tokio::sync::watch::channel(0);
+        let registry = Arc::new(Self {
             _ticker: EpochTicker::start(engine),
             watchdog: Watchdog::start(),
             loader,
@@ -253,14 +270,33 @@ impl PluginRegistry {
             staging_dir: settings.staging_dir.clone(),
             slots,
             routes,
-        };
-        for slot in registry.slots.values() {
-            if let Err(e) = registry.load_at_start(slot).await {
-                tracing::error!(plugin = %slot.manifest.name, "unavailable: {e}");
-                slot.set_error(Some(e));
-            }
+            loaded,
+        });
+        let started = std::time::Instant::now();
+        for slot in registry.slots.values().cloned() {
+            let (registry, loaded_tx, delay) =
+                (registry.clone(), loaded_tx.clone(), settings.load_delay);
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                if let Err(e) = registry.load_at_start(&slot).await {
+                    tracing::error!(plugin = %slot.manifest.name, "unavailable: {e}");
+                    slot.set_error(Some(e));
+                }
+                slot.loading.store(false, Ordering::Release);
+                loaded_tx.send_modify(|n| *n += 1);
+                if *loaded_tx.borrow() == registry.slots.len() {
+                    let ms = started.elapsed().as_millis();
+                    tracing::info!(plugins = registry.slots.len(), ms, "every plugin loaded");
+                }
+            });
         }
         Ok(registry)
+    }
+
+    /// Waits until every plugin's first load has ended (ready or failed).
+    pub async fn ready(&self) {
+        let mut loaded = self.loaded.clone();
+        let _ = loaded.wait_for(|n| *n >= self.slots.len()).await;
     }
 
     pub fn engine(&self) -> &wasmtime::Engine {

@@ -60,6 +60,7 @@ async fn plugin_json(state: &AppState, slot: &PluginSlot) -> Value {
     let active = slot.active();
     let error = slot.last_error();
     let state_name = match (&active, &error) {
+        (None, _) if slot.is_loading() => "loading",
         (Some(_), None) => "ready",
         // Serving the old version; the newest one was refused.
         (Some(_), Some(_)) => "degraded",

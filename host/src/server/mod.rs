@@ -44,6 +44,7 @@ struct ServedBy(Arc<str>);
 pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/_spike/plugins", get(admin::list))
         .route("/_spike/plugins/{name}", put(admin::upload))
         .route("/_spike/plugins/{name}/rollback", post(admin::rollback))
@@ -54,6 +55,37 @@ pub fn app(state: Arc<AppState>) -> Router {
 
 async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: 200 once every plugin serves a version; 503 while any is
+/// still loading or has no version that loaded (names only: the reasons
+/// are for the admin API).
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let (mut loading, mut failed) = (Vec::new(), Vec::new());
+    for slot in state.registry.slots() {
+        if slot.is_loading() {
+            loading.push(slot.manifest.name.as_str());
+        } else if slot.active().is_none() {
+            failed.push(slot.manifest.name.as_str());
+        }
+    }
+    let ready = loading.is_empty() && failed.is_empty();
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else if loading.is_empty() { "failed" } else { "loading" },
+        "loading": loading,
+        "failed": failed,
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut resp = (status, axum::Json(body)).into_response();
+    if !ready {
+        resp.headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
 }
 
 /// What no route should see: an `Expect` the server cannot meet (417;
@@ -152,6 +184,12 @@ async fn plugin_request(State(state): State<Arc<AppState>>, mut req: Request) ->
     let slot = &routed.slot;
     let served_by = ServedBy(slot.context.name().clone());
     let mut resp = match slot.active() {
+        None if slot.is_loading() => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "plugin_loading",
+            format!("plugin '{}' is still loading", slot.manifest.name),
+        )
+        .into_response(),
         // Why it failed names files of the host: that is for the log and
         // the admin API, not for whoever sent this request.
         None => ApiError::new(
@@ -208,17 +246,23 @@ fn head_only(resp: Response) -> Response {
 
 /// What every request goes through (one middleware: each layer costs a
 /// boxed future per request): refused if malformed, then one log line with
-/// method, path, plugin, status and latency.
+/// a request id (also sent back as `x-request-id`), method, path, plugin,
+/// status and latency.
 async fn every_request(req: Request, next: Next) -> Response {
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let resp = match malformed(&req) {
+    let mut resp = match malformed(&req) {
         Some(refusal) => refusal.into_response(),
         None => next.run(req).await,
     };
+    resp.headers_mut()
+        .insert("x-request-id", HeaderValue::from(id));
     let plugin = resp.extensions().get::<ServedBy>().map(|s| s.0.clone());
     tracing::info!(
+        request_id = id,
         %method,
         %path,
         plugin = %plugin.as_deref().unwrap_or("-"),
@@ -240,6 +284,12 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
+    /// Waits until every plugin has finished loading (ready or failed);
+    /// the server listens before that.
+    pub async fn ready(&self) {
+        self.registry.ready().await
+    }
+
     /// Stops accepting, lets requests in flight finish, and releases the
     /// database (so the same data folder can be opened again).
     pub async fn stop(mut self) {
@@ -284,9 +334,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         memory_budget_bytes: config.memory_budget_bytes,
         compile_cache_dir: config.data_dir.join("compile-cache"),
         staging_dir: config.data_dir.join("staging"),
+        load_delay: config.test_load_delay,
     };
-    let registry =
-        Arc::new(PluginRegistry::start(&settings, &caps, backends.versions.clone()).await?);
+    let registry = PluginRegistry::start(&settings, &caps, backends.versions.clone()).await?;
     drop((caps, backends));
     let watcher = if config.watch {
         match watch::watch_components(registry.clone()) {

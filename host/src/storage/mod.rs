@@ -270,13 +270,13 @@ impl Backends {
     }
 }
 
-/// See `Backends::liveness`.
+/// See `Backends::liveness`: raised by a backend once it has closed.
 #[derive(Clone)]
-pub struct Liveness(std::sync::Weak<dyn Send + Sync>);
+pub struct Liveness(Arc<std::sync::atomic::AtomicBool>);
 
 impl Liveness {
     pub fn is_open(&self) -> bool {
-        self.0.strong_count() > 0
+        !self.0.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 

@@ -55,7 +55,7 @@ impl Inner {
     }
 
     fn blob_head(&self, bucket: &str, key: &str) -> Result<Option<Record>> {
-        let txn = redb::ReadableDatabase::begin_read(&self.db)?;
+        let txn = redb::ReadableDatabase::begin_read(&*self.db)?;
         let table = txn.open_table(BLOB_OBJECTS)?;
         table
             .get((bucket, key))?
@@ -159,7 +159,7 @@ impl Inner {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<ObjectInfo>> {
-        let txn = redb::ReadableDatabase::begin_read(&self.db)?;
+        let txn = redb::ReadableDatabase::begin_read(&*self.db)?;
         let table = txn.open_table(BLOB_OBJECTS)?;
         list_scope(&table, bucket, prefix, cursor, limit, |key, raw| {
             Ok(Some(decode(raw)?.info(key)))
@@ -195,7 +195,7 @@ fn add_ref(refs: &mut redb::Table<&str, u64>, hash: &str, delta: i64) -> Result<
 pub(super) fn sweep_orphans(inner: &Inner) -> Result<usize> {
     let io = StorageError::io("sweeping blob bodies");
     let _guard = inner.blob_fs.lock().unwrap_or_else(|p| p.into_inner());
-    let txn = redb::ReadableDatabase::begin_read(&inner.db)?;
+    let txn = redb::ReadableDatabase::begin_read(&*inner.db)?;
     let refs = txn.open_table(BLOB_REFS)?;
     let mut removed = 0;
     let shards = std::fs::read_dir(inner.root.join("blobs")).map_err(io)?;

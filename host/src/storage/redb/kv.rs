@@ -77,7 +77,7 @@ fn corrupt(ns: &str, key: &str) -> StorageError {
 /// The operations, with the time passed in (so tests can move it).
 impl Inner {
     fn kv_get(&self, ns: &str, key: &str, now: u64) -> Result<Option<KvEntry>> {
-        let txn = redb::ReadableDatabase::begin_read(&self.db)?;
+        let txn = redb::ReadableDatabase::begin_read(&*self.db)?;
         let table = txn.open_table(KV_ENTRIES)?;
         let Some(raw) = table.get((ns, key))? else {
             return Ok(None);
@@ -172,7 +172,7 @@ impl Inner {
         limit: usize,
         now: u64,
     ) -> Result<Page<KvKey>> {
-        let txn = redb::ReadableDatabase::begin_read(&self.db)?;
+        let txn = redb::ReadableDatabase::begin_read(&*self.db)?;
         let table = txn.open_table(KV_ENTRIES)?;
         list_scope(&table, ns, prefix, cursor, limit, |key, raw| {
             let expires_at_ms = codec::expires_at(raw);

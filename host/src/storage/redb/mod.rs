@@ -44,7 +44,7 @@ pub struct RedbBackend {
 }
 
 struct Inner {
-    db: Database,
+    db: ClosingDb,
     root: PathBuf,
     /// Serialises "rename into place + commit refcount" against "commit
     /// refcount + unlink", so a body is never unlinked while an upload of the
@@ -55,6 +55,33 @@ struct Inner {
 impl Drop for RedbBackend {
     fn drop(&mut self) {
         self.sweeper.abort();
+    }
+}
+
+/// The database, and a flag raised once it has closed. An `Arc`'s count
+/// reaches zero before its value is dropped, and closing the database
+/// (which releases its file lock) takes a moment: whoever waits to open the
+/// same folder again must wait for the flag, not for the count.
+struct ClosingDb {
+    db: Option<Database>,
+    closed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::ops::Deref for ClosingDb {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        self.db
+            .as_ref()
+            .expect("the database is open until dropped")
+    }
+}
+
+impl Drop for ClosingDb {
+    fn drop(&mut self) {
+        drop(self.db.take());
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -111,7 +138,10 @@ impl RedbBackend {
         txn.open_table(PLUGIN_VERSIONS)?;
         txn.commit()?;
         let inner = Arc::new(Inner {
-            db,
+            db: ClosingDb {
+                db: Some(db),
+                closed: Arc::default(),
+            },
             root: root.to_path_buf(),
             blob_fs: Mutex::new(()),
         });
@@ -129,8 +159,7 @@ impl RedbBackend {
     }
 
     pub(super) fn liveness(&self) -> Liveness {
-        let inner: Arc<dyn Send + Sync> = self.inner.clone();
-        Liveness(Arc::downgrade(&inner))
+        Liveness(self.inner.db.closed.clone())
     }
 }
 

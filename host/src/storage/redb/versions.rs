@@ -32,7 +32,7 @@ pub(super) fn remove_partial_writes(root: &Path) -> Result<()> {
 #[async_trait::async_trait]
 impl VersionStore for RedbBackend {
     async fn history(&self, plugin: &str) -> Result<VersionHistory> {
-        let txn = redb::ReadableDatabase::begin_read(&self.inner.db)?;
+        let txn = redb::ReadableDatabase::begin_read(&*self.inner.db)?;
         let table = txn.open_table(PLUGIN_VERSIONS)?;
         match table.get(plugin)? {
             Some(raw) => serde_json::from_slice(raw.value())
