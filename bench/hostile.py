@@ -69,9 +69,13 @@ class Server:
         while time.time() < deadline:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                    s.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-                    if s.recv(100).startswith(b"HTTP/1.1 200"):
+                    # Ready, or done loading with some plugin failed (a probe
+                    # may start one that does not load on purpose).
+                    s.sendall(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                    reply = s.recv(4096)
+                    if reply.startswith(b"HTTP/1.1 200") or b'"status":"failed"' in reply:
                         return
+                    time.sleep(0.05)
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"spike did not start; see {self.log.name}")

@@ -37,6 +37,10 @@ pub struct ServerConfig {
     pub max_object_bytes: u64,
     pub max_component_bytes: u64,
     pub clients: ClientLimits,
+    /// Where to serve `GET /metrics` to scrapers, without a token; off the
+    /// public address. Without it, metrics are at `/_spike/metrics` behind
+    /// the admin token.
+    pub metrics_listen: Option<SocketAddr>,
     /// How outbound requests resolve host names (tests substitute their own).
     pub resolver: Arc<dyn Resolver>,
     /// How often expired KV keys are reclaimed.
@@ -93,6 +97,7 @@ impl ServerConfig {
             max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
             max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
             clients: ClientLimits::default(),
+            metrics_listen: None,
             resolver: Arc::new(SystemResolver),
             kv_sweep_interval: Duration::from_secs(1),
             test_load_delay: Duration::ZERO,

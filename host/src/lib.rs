@@ -7,11 +7,13 @@
 //! - `caps`: one module per capability a plugin may be granted
 //! - `storage`: the seam between capabilities and backends (redb today)
 //! - `bindings`: the Rust side of the `spike:host` WIT package
+//! - `metrics`: every series the host exports, in the Prometheus format
 //! - `util`: the clock, hashes, temporary file names
 
 pub mod bindings;
 pub mod caps;
 pub mod config;
+pub mod metrics;
 pub mod runtime;
 pub mod server;
 pub mod storage;

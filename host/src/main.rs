@@ -60,6 +60,11 @@ enum Command {
         /// Largest blob object, in MiB.
         #[arg(long, default_value_t = spike::config::DEFAULT_MAX_OBJECT_BYTES >> 20)]
         max_object_mib: u64,
+        /// Serve `GET /metrics` (Prometheus) on this address, without a
+        /// token; otherwise metrics are at `/_spike/metrics` with the admin
+        /// token.
+        #[arg(long, env = "SPIKE_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
         /// Linear memory all plugin instances together may hold, in MiB
         /// (default: half the machine's or the cgroup's memory).
         #[arg(long)]
@@ -101,6 +106,7 @@ async fn main() -> anyhow::Result<()> {
             max_instances,
             max_object_mib,
             memory_budget_mib,
+            metrics_listen,
             max_connections,
             header_timeout_secs,
             body_timeout_secs,
@@ -112,6 +118,7 @@ async fn main() -> anyhow::Result<()> {
             config.watch = !no_watch;
             config.pool.max_instances = max_instances;
             config.max_object_bytes = max_object_mib << 20;
+            config.metrics_listen = metrics_listen;
             if let Some(mib) = memory_budget_mib {
                 config.memory_budget_bytes = mib << 20;
             }

@@ -14,7 +14,7 @@ use wasmtime_wasi::p2::{
     pipe::AsyncReadStream,
 };
 
-use super::{CapError, Grants, Kind, WitError, check_key, page_limit};
+use super::{CapError, Counts, Grants, Kind, WitError, check_key, page_limit};
 use crate::bindings::spike::host::blob::{
     self as wit, ByteRange, ObjectBody, ObjectMeta, ObjectPage, PutOptions,
 };
@@ -188,6 +188,7 @@ pub struct ObjectWriter {
 pub struct BlobView<'a> {
     pub ctx: &'a BlobCtx,
     pub grants: &'a Grants,
+    pub counts: Counts<'a>,
     pub table: &'a mut ResourceTable,
 }
 
@@ -218,6 +219,7 @@ impl wit::HostBucket for BlobView<'_> {
     ) -> Result<Option<ObjectMeta>, CapError> {
         let bucket = self.bucket(&b)?;
         key(&k)?;
+        self.counts.blob("head");
         Ok(self.ctx.backend.head(&bucket, &k).await?.map(meta))
     }
 
@@ -229,10 +231,13 @@ impl wit::HostBucket for BlobView<'_> {
     ) -> Result<Option<ObjectBody>, CapError> {
         let bucket = self.bucket(&b)?;
         key(&k)?;
+        self.counts.blob("get");
         let Some(object) = self.ctx.backend.open(&bucket, &k).await? else {
             return Ok(None);
         };
         let (offset, length) = span(range, object.info.size)?;
+        // Counted when handed out: what the guest then streams on.
+        self.counts.blob_bytes("read", length);
         let reader = object.body.range(offset, length).await?;
         let stream: DynInputStream = Box::new(AsyncReadStream::new(reader));
         Ok(Some(ObjectBody {
@@ -270,6 +275,7 @@ impl wit::HostBucket for BlobView<'_> {
                 "content type is over {MAX_CONTENT_TYPE_BYTES} bytes"
             )));
         }
+        self.counts.blob("put");
         let sink = self.ctx.backend.upload().await?;
         let upload = Arc::new(tokio::sync::Mutex::new(Upload {
             sink: Some(sink),
@@ -290,6 +296,7 @@ impl wit::HostBucket for BlobView<'_> {
     async fn delete(&mut self, b: Resource<Bucket>, k: String) -> Result<bool, CapError> {
         let bucket = self.bucket(&b)?;
         key(&k)?;
+        self.counts.blob("delete");
         Ok(self.ctx.backend.delete(&bucket, &k).await?)
     }
 
@@ -302,6 +309,7 @@ impl wit::HostBucket for BlobView<'_> {
     ) -> Result<ObjectPage, CapError> {
         let bucket = self.bucket(&b)?;
         let limit = page_limit(limit)?;
+        self.counts.blob("list");
         let page = self
             .ctx
             .backend
@@ -365,6 +373,7 @@ impl wit::HostObjectWriter for BlobView<'_> {
                 options.metadata,
             )
             .await?;
+        self.counts.blob_bytes("written", info.size);
         Ok(meta(info))
     }
 
@@ -453,9 +462,15 @@ mod tests {
         let mut grants = Grants::default();
         grants.grant(Kind::Blob, "files");
         let mut table = ResourceTable::new();
+        let metrics = crate::metrics::Metrics::new();
+        let plugin: Arc<str> = "p".into();
         let mut view = BlobView {
             ctx: &ctx,
             grants: &grants,
+            counts: Counts {
+                metrics: &metrics,
+                plugin: &plugin,
+            },
             table: &mut table,
         };
 

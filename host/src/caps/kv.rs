@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
-use super::{CapError, Grants, Kind, WitError, check_key, page_limit};
+use super::{CapError, Counts, Grants, Kind, WitError, check_key, page_limit};
 use crate::bindings::spike::host::kv::{self as wit, Entry, KeyInfo, KeyPage, SetOptions};
 use crate::bindings::spike::host::types;
 use crate::storage::{KvBackend, KvEntry};
@@ -68,6 +68,7 @@ pub struct Namespace {
 pub struct KvView<'a> {
     pub ctx: &'a KvCtx,
     pub grants: &'a Grants,
+    pub counts: Counts<'a>,
     pub table: &'a mut ResourceTable,
 }
 
@@ -98,7 +99,11 @@ impl wit::HostNamespace for KvView<'_> {
     ) -> Result<Option<Vec<u8>>, CapError> {
         let ns = self.namespace(&ns)?;
         key(&k)?;
-        Ok(self.ctx.backend.get(&ns, &k).await?.map(|e| e.value))
+        self.counts.kv("get");
+        let value = self.ctx.backend.get(&ns, &k).await?.map(|e| e.value);
+        self.counts
+            .kv_bytes("read", value.as_ref().map_or(0, Vec::len));
+        Ok(value)
     }
 
     async fn get_with_metadata(
@@ -108,7 +113,11 @@ impl wit::HostNamespace for KvView<'_> {
     ) -> Result<Option<Entry>, CapError> {
         let ns = self.namespace(&ns)?;
         key(&k)?;
-        Ok(self.ctx.backend.get(&ns, &k).await?.map(|e| Entry {
+        self.counts.kv("get");
+        let entry = self.ctx.backend.get(&ns, &k).await?;
+        self.counts
+            .kv_bytes("read", entry.as_ref().map_or(0, |e| e.value.len()));
+        Ok(entry.map(|e| Entry {
             value: e.value,
             metadata: e.metadata,
             expires_at_ms: e.expires_at_ms,
@@ -125,12 +134,15 @@ impl wit::HostNamespace for KvView<'_> {
         let ns = self.namespace(&ns)?;
         key(&k)?;
         let entry = entry(value, options)?;
+        self.counts.kv("set");
+        self.counts.kv_bytes("written", entry.value.len());
         Ok(self.ctx.backend.set(&ns, &k, entry).await?)
     }
 
     async fn delete(&mut self, ns: Resource<Namespace>, k: String) -> Result<bool, CapError> {
         let ns = self.namespace(&ns)?;
         key(&k)?;
+        self.counts.kv("delete");
         Ok(self.ctx.backend.delete(&ns, &k).await?)
     }
 
@@ -142,6 +154,7 @@ impl wit::HostNamespace for KvView<'_> {
     ) -> Result<i64, CapError> {
         let ns = self.namespace(&ns)?;
         key(&k)?;
+        self.counts.kv("increment");
         Ok(self.ctx.backend.increment(&ns, &k, delta).await?)
     }
 
@@ -154,6 +167,7 @@ impl wit::HostNamespace for KvView<'_> {
     ) -> Result<KeyPage, CapError> {
         let ns = self.namespace(&ns)?;
         let limit = page_limit(limit)?;
+        self.counts.kv("list");
         let page = self
             .ctx
             .backend
@@ -216,9 +230,15 @@ mod tests {
         let mut grants = Grants::default();
         grants.grant(Kind::Kv, "granted");
         let mut table = ResourceTable::new();
+        let metrics = crate::metrics::Metrics::new();
+        let plugin: Arc<str> = "p".into();
         let mut view = KvView {
             ctx: &ctx,
             grants: &grants,
+            counts: Counts {
+                metrics: &metrics,
+                plugin: &plugin,
+            },
             table: &mut table,
         };
 
@@ -271,9 +291,15 @@ mod tests {
         let mut grants = Grants::default();
         grants.grant(Kind::Kv, "a");
         let mut table = ResourceTable::new();
+        let metrics = crate::metrics::Metrics::new();
+        let plugin: Arc<str> = "p".into();
         let mut view = KvView {
             ctx: &ctx,
             grants: &grants,
+            counts: Counts {
+                metrics: &metrics,
+                plugin: &plugin,
+            },
             table: &mut table,
         };
         let ns = view.open("a".into()).await.unwrap();

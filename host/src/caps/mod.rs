@@ -19,6 +19,7 @@ pub mod outbound;
 use std::sync::Arc;
 
 pub use crate::bindings::spike::host::types::Error as WitError;
+use crate::metrics::Metrics;
 use crate::storage::{Backends, StorageError};
 pub use grants::{Grants, Kind};
 
@@ -103,6 +104,31 @@ pub(crate) fn check_key(what: &str, key: &str, max: usize) -> Result<(), CapErro
     Ok(())
 }
 
+/// Where a view counts its operations: the plugin's series.
+#[derive(Clone, Copy)]
+pub struct Counts<'a> {
+    pub metrics: &'a Metrics,
+    pub plugin: &'a Arc<str>,
+}
+
+impl Counts<'_> {
+    pub fn kv(self, operation: &'static str) {
+        Metrics::count(&self.metrics.kv_operations, self.plugin, operation, 1);
+    }
+
+    pub fn kv_bytes(self, direction: &'static str, n: usize) {
+        Metrics::count(&self.metrics.kv_bytes, self.plugin, direction, n as u64);
+    }
+
+    pub fn blob(self, operation: &'static str) {
+        Metrics::count(&self.metrics.blob_operations, self.plugin, operation, 1);
+    }
+
+    pub fn blob_bytes(self, direction: &'static str, n: u64) {
+        Metrics::count(&self.metrics.blob_bytes, self.plugin, direction, n);
+    }
+}
+
 /// Settings of the capabilities that are the host's, not a plugin's.
 #[derive(Clone)]
 pub struct CapSettings {
@@ -117,11 +143,14 @@ pub struct Caps {
     pub kv: kv::KvCtx,
     pub blob: blob::BlobCtx,
     pub outbound: outbound::OutboundCtx,
+    /// Where the capabilities count their operations and bytes.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Caps {
-    pub fn new(backends: &Backends, settings: &CapSettings) -> Arc<Self> {
+    pub fn new(backends: &Backends, settings: &CapSettings, metrics: &Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self {
+            metrics: metrics.clone(),
             kv: kv::KvCtx {
                 backend: backends.kv.clone(),
             },
@@ -158,7 +187,15 @@ impl PluginCaps {
         kv::KvView {
             ctx: &self.caps.kv,
             grants: &self.grants,
+            counts: self.counts(),
             table,
+        }
+    }
+
+    fn counts(&self) -> Counts<'_> {
+        Counts {
+            metrics: &self.caps.metrics,
+            plugin: &self.name,
         }
     }
 
@@ -169,6 +206,7 @@ impl PluginCaps {
         blob::BlobView {
             ctx: &self.caps.blob,
             grants: &self.grants,
+            counts: self.counts(),
             table,
         }
     }

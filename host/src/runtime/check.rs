@@ -18,6 +18,7 @@ use super::memory_budget::MemoryBudget;
 use super::state::{PluginContext, RequestState};
 use crate::caps::outbound::SystemResolver;
 use crate::caps::{CapSettings, Caps, Grants};
+use crate::metrics::Metrics;
 use crate::storage::{Backends, StorageSettings};
 use crate::util::sha256_hex;
 
@@ -87,12 +88,14 @@ pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
         kv_sweep_interval: Duration::from_secs(3600),
     };
     let backends = Backends::open_redb(&scratch.0.join("data"), &settings)?;
+    let metrics = Metrics::new();
     let caps = Caps::new(
         &backends,
         &CapSettings {
             max_object_bytes: 0,
             resolver: Arc::new(SystemResolver),
         },
+        &metrics,
     );
     let manifest = Manifest {
         name: "check".into(),
@@ -102,7 +105,7 @@ pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
         grants: Grants::default(),
         limits: Limits::default(),
     };
-    let context = PluginContext::new(&caps, &manifest, MemoryBudget::new(u64::MAX));
+    let context = PluginContext::new(&caps, &manifest, MemoryBudget::new(u64::MAX), &metrics);
     let mut times = Vec::with_capacity(INSTANTIATIONS);
     for _ in 0..INSTANTIATIONS {
         let start = Instant::now();

@@ -30,6 +30,7 @@ use super::memory_budget::MemoryBudgetExhausted;
 use super::registry::PluginSlot;
 use super::state::{CpuLimitExceeded, MemoryLimitExceeded, RequestState};
 use super::watchdog::{self, Watchdog, Watched};
+use crate::metrics::PluginMetrics;
 
 /// How long a client may leave a body stalled: the server's settings, not
 /// a plugin's.
@@ -91,8 +92,46 @@ enum Cut {
     ClientStalled(u128),
 }
 
-/// Runs `req` through `plugin`, a version of `slot`.
+impl DispatchError {
+    /// Counts the failure in its series: `busy` by the limit reached,
+    /// `faults` by kind.
+    fn count(&self, metrics: &PluginMetrics) {
+        let host = &metrics.host;
+        let (family, kind) = match self {
+            DispatchError::Busy(Busy::Plugin(_)) => (&host.busy, "plugin"),
+            DispatchError::Busy(Busy::Pool) => (&host.busy, "pool"),
+            DispatchError::Busy(Busy::Memory(_)) => (&host.busy, "memory"),
+            DispatchError::BodyTooLarge { .. } => (&host.faults, "body_too_large"),
+            DispatchError::BodyTimeout { .. } => (&host.faults, "body_timeout"),
+            DispatchError::Timeout { .. } => (&host.faults, "timeout"),
+            DispatchError::CpuLimit(_) => (&host.faults, "cpu_limit"),
+            DispatchError::MemoryLimit(_) => (&host.faults, "memory_limit"),
+            DispatchError::Trap(_) => (&host.faults, "trap"),
+            DispatchError::NoResponse => (&host.faults, "no_response"),
+            DispatchError::Guest(_) => (&host.faults, "guest_error"),
+            DispatchError::Internal(_) => (&host.faults, "internal"),
+        };
+        metrics.count(family, kind);
+    }
+}
+
+/// Runs `req` through `plugin`, a version of `slot`, and counts a failure.
 pub async fn dispatch(
+    slot: &PluginSlot,
+    plugin: Arc<LoadedPlugin>,
+    engine: &wasmtime::Engine,
+    watchdog: &Watchdog,
+    timeouts: BodyTimeouts,
+    req: http::Request<axum::body::Body>,
+) -> Result<http::Response<axum::body::Body>, DispatchError> {
+    let result = run(slot, plugin, engine, watchdog, timeouts, req).await;
+    if let Err(e) = &result {
+        e.count(&slot.context.metrics);
+    }
+    result
+}
+
+async fn run(
     slot: &PluginSlot,
     plugin: Arc<LoadedPlugin>,
     engine: &wasmtime::Engine,
@@ -142,7 +181,7 @@ pub async fn dispatch(
         .map_err(|_| http())?;
 
     let watch = Arc::new(RequestWatch::new(
-        slot.context.name().clone(),
+        slot.context.metrics.clone(),
         limits,
         timeouts.response,
         watchdog::now_ms(),
@@ -152,7 +191,13 @@ pub async fn dispatch(
     let guest_watch = watch.clone();
     let guest = tokio::spawn(async move {
         let outcome = async {
+            let started = std::time::Instant::now();
             let instance = pre.instantiate_async(&mut store).await?;
+            let metrics = &guest_watch.metrics;
+            metrics.instantiations.inc();
+            metrics
+                .instantiation_seconds
+                .observe(started.elapsed().as_secs_f64());
             let proxy = http_export.load(&mut store, &instance)?;
             store.data_mut().begin_call();
             proxy
@@ -163,9 +208,12 @@ pub async fn dispatch(
         .await;
         if let Err(e) = &outcome
             && guest_watch.responded.load(Ordering::Relaxed)
+            && guest_watch.cut.get().is_none()
         {
-            let plugin = &guest_watch.plugin;
-            tracing::warn!(%plugin, "failed while streaming its response: {}", classify(e));
+            let failure = classify(e);
+            let plugin = &guest_watch.metrics.plugin;
+            tracing::warn!(%plugin, "failed while streaming its response: {failure}");
+            failure.count(&guest_watch.metrics);
         }
         // Aborted or not, this task's end frees the instance (the store),
         // then the permit: only now may another request take its place.
@@ -221,7 +269,8 @@ pub async fn dispatch(
 /// of the response left unread for `send_timeout`. Times are the
 /// watchdog's `now_ms`.
 struct RequestWatch {
-    plugin: Arc<str>,
+    /// The plugin's series (and its name).
+    metrics: PluginMetrics,
     headers_by: u64,
     done_by: u64,
     timeout: Duration,
@@ -249,9 +298,9 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl RequestWatch {
-    fn new(plugin: Arc<str>, limits: &Limits, send_timeout: Duration, now: u64) -> Self {
+    fn new(metrics: PluginMetrics, limits: &Limits, send_timeout: Duration, now: u64) -> Self {
         Self {
-            plugin,
+            metrics,
             headers_by: now.saturating_add(millis(limits.timeout)),
             done_by: now.saturating_add(millis(limits.max_duration)),
             timeout: limits.timeout,
@@ -287,8 +336,14 @@ impl Watched for RequestWatch {
         }
         let Some(cut) = self.due(now) else { return };
         if self.responded.load(Ordering::Relaxed) {
-            // Before the headers, the 504 (and its log line) says it.
-            tracing::warn!(plugin = %self.plugin, "response cut off: {cut}");
+            // Before the headers, the 504 (and its log line and count)
+            // says it.
+            tracing::warn!(plugin = %self.metrics.plugin, "response cut off: {cut}");
+            let kind = match cut {
+                Cut::NoHeaders(_) | Cut::MaxDuration(_) => "max_duration",
+                Cut::ClientStalled(_) => "client_stalled",
+            };
+            self.metrics.count(&self.metrics.host.faults, kind);
         }
         let _ = self.cut.set(cut);
         if let Some(guest) = self.guest.get() {
@@ -535,7 +590,8 @@ mod tests {
             ..Limits::default()
         };
         let start = 5_000;
-        let watch = RequestWatch::new("p".into(), &limits, Duration::from_secs(30), start);
+        let metrics = PluginMetrics::new(&crate::metrics::Metrics::new(), &"p".into());
+        let watch = RequestWatch::new(metrics, &limits, Duration::from_secs(30), start);
         let at = |s: u64| start + s * 1000;
         assert!(watch.due(at(9)).is_none());
         assert!(matches!(watch.due(at(10)), Some(Cut::NoHeaders(10_000))));

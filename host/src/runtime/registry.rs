@@ -27,6 +27,7 @@ use super::state::PluginContext;
 use super::versions;
 use super::watchdog::Watchdog;
 use crate::caps::Caps;
+use crate::metrics::Metrics;
 use crate::storage::{VersionHistory, VersionRecord, VersionSource, VersionStore};
 use crate::util::{sha256_hex, unique_suffix};
 
@@ -113,6 +114,11 @@ impl PluginSlot {
         self.active.load_full()
     }
 
+    fn count_swap(&self, outcome: &'static str) {
+        let metrics = &self.context.metrics;
+        Metrics::count(&metrics.host.swaps, &metrics.plugin, outcome, 1);
+    }
+
     /// Whether the plugin's first load is still under way.
     pub fn is_loading(&self) -> bool {
         self.loading.load(Ordering::Acquire)
@@ -178,6 +184,8 @@ pub fn default_max_concurrent(max_instances: u32) -> u32 {
 /// Where a request goes.
 pub struct Routed {
     pub slot: Arc<PluginSlot>,
+    /// The route prefix that matched.
+    pub route: Arc<str>,
     /// A `HEAD` the plugin is to run as `GET` (the server drops the body).
     pub head_as_get: bool,
 }
@@ -223,6 +231,7 @@ impl PluginRegistry {
         settings: &RegistrySettings,
         caps: &Arc<Caps>,
         versions: Arc<dyn VersionStore>,
+        metrics: &Arc<Metrics>,
     ) -> Result<Arc<Self>, StartError> {
         let manifests = read_manifests(&settings.plugins_dir)?;
         let routes = RouteTable::new(&manifests).map_err(StartError::Routes)?;
@@ -249,7 +258,7 @@ impl PluginRegistry {
                     .unwrap_or_else(|| default_max_concurrent(settings.pool.max_instances))
                     .min(settings.pool.max_instances.max(1));
                 let slot = PluginSlot {
-                    context: PluginContext::new(caps, &m, memory_budget.clone()),
+                    context: PluginContext::new(caps, &m, memory_budget.clone(), metrics),
                     manifest: m,
                     max_concurrent,
                     running: Arc::default(),
@@ -311,9 +320,14 @@ impl PluginRegistry {
     /// The plugin for a request.
     pub fn route(&self, method: &str, path: &str) -> Result<Routed, RouteMatch<'_>> {
         match self.routes.resolve(method, path) {
-            RouteMatch::Plugin { name, as_get } => match self.slots.get(name) {
+            RouteMatch::Plugin {
+                name,
+                prefix,
+                as_get,
+            } => match self.slots.get(name) {
                 Some(slot) => Ok(Routed {
                     slot: slot.clone(),
+                    route: prefix.clone(),
                     head_as_get: as_get,
                 }),
                 None => Err(RouteMatch::NotFound),
@@ -400,6 +414,7 @@ impl PluginRegistry {
         let loaded = match self.load(bytes.clone(), sha, source).await {
             Ok(l) => l,
             Err(e) => {
+                slot.count_swap("refused");
                 slot.set_error(Some(e.clone()));
                 if source == VersionSource::File {
                     // Remember the file was read, so an unchanged broken file
@@ -503,6 +518,7 @@ impl PluginRegistry {
         );
         slot.active.store(Some(loaded.clone()));
         slot.set_error(None);
+        slot.count_swap("activated");
         loaded
     }
 }

@@ -5,6 +5,7 @@
 //! the headers only. A route that lists `HEAD` gets it as is.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use crate::runtime::manifest::Manifest;
 
@@ -18,7 +19,8 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
 
 #[derive(Debug, Clone)]
 struct RouteEntry {
-    prefix: String,
+    /// Shared, so that counting a request by its route copies no string.
+    prefix: Arc<str>,
     /// Empty: every method.
     methods: BTreeSet<String>,
     plugin: String,
@@ -30,6 +32,7 @@ pub enum RouteMatch<'a> {
     /// `as_get`: a `HEAD` to be run as `GET`, its body dropped.
     Plugin {
         name: &'a str,
+        prefix: &'a Arc<str>,
         as_get: bool,
     },
     /// Some plugin serves the path, none with this method.
@@ -51,7 +54,7 @@ impl RouteTable {
         for m in manifests {
             for r in &m.routes {
                 let clash = entries.iter().find(|e| {
-                    e.prefix == r.prefix
+                    *e.prefix == *r.prefix
                         && (e.methods.is_empty()
                             || r.methods.is_empty()
                             || !e.methods.is_disjoint(&r.methods))
@@ -65,7 +68,7 @@ impl RouteTable {
                     ));
                 }
                 entries.push(RouteEntry {
-                    prefix: r.prefix.clone(),
+                    prefix: r.prefix.as_str().into(),
                     methods: r.methods.clone(),
                     plugin: m.name.clone(),
                 });
@@ -93,12 +96,14 @@ impl RouteTable {
             if e.methods.contains(method) {
                 return RouteMatch::Plugin {
                     name: &e.plugin,
+                    prefix: &e.prefix,
                     as_get: false,
                 };
             }
             if e.methods.is_empty() || (head && e.methods.contains("GET")) {
                 return RouteMatch::Plugin {
                     name: &e.plugin,
+                    prefix: &e.prefix,
                     as_get: head,
                 };
             }
@@ -121,11 +126,16 @@ mod tests {
     use crate::runtime::manifest::parse;
     use std::path::Path;
 
-    fn plugin(name: &str) -> RouteMatch<'_> {
-        RouteMatch::Plugin {
-            name,
-            as_get: false,
+    /// The plugin a request went to, and whether as GET.
+    fn to(m: RouteMatch<'_>) -> Option<(&str, bool)> {
+        match m {
+            RouteMatch::Plugin { name, as_get, .. } => Some((name, as_get)),
+            _ => None,
         }
+    }
+
+    fn plugin(name: &str) -> Option<(&str, bool)> {
+        Some((name, false))
     }
 
     fn manifest(name: &str, routes: &str) -> Manifest {
@@ -153,10 +163,10 @@ mod tests {
             manifest("root", r#"{ prefix = "/" }"#),
         ])
         .unwrap();
-        assert_eq!(t.resolve("GET", "/api/users/7"), plugin("users"));
-        assert_eq!(t.resolve("GET", "/api/usersx"), plugin("api"));
-        assert_eq!(t.resolve("GET", "/api"), plugin("api"));
-        assert_eq!(t.resolve("GET", "/other"), plugin("root"));
+        assert_eq!(to(t.resolve("GET", "/api/users/7")), plugin("users"));
+        assert_eq!(to(t.resolve("GET", "/api/usersx")), plugin("api"));
+        assert_eq!(to(t.resolve("GET", "/api")), plugin("api"));
+        assert_eq!(to(t.resolve("GET", "/other")), plugin("root"));
     }
 
     #[test]
@@ -167,8 +177,8 @@ mod tests {
             manifest("w", r#"{ prefix = "/w", methods = ["PUT", "POST"] }"#),
         ])
         .unwrap();
-        assert_eq!(t.resolve("GET", "/api/ro/x"), plugin("ro"));
-        assert_eq!(t.resolve("POST", "/api/ro/x"), plugin("api"));
+        assert_eq!(to(t.resolve("GET", "/api/ro/x")), plugin("ro"));
+        assert_eq!(to(t.resolve("POST", "/api/ro/x")), plugin("api"));
         assert_eq!(
             t.resolve("GET", "/w"),
             RouteMatch::MethodNotAllowed(vec!["POST".into(), "PUT".into()])
@@ -185,10 +195,10 @@ mod tests {
             manifest("w", r#"{ prefix = "/w", methods = ["PUT"] }"#),
         ])
         .unwrap();
-        let as_get = |name| RouteMatch::Plugin { name, as_get: true };
-        assert_eq!(t.resolve("HEAD", "/all/x"), as_get("all"));
-        assert_eq!(t.resolve("HEAD", "/ro"), as_get("ro"));
-        assert_eq!(t.resolve("HEAD", "/own"), plugin("own"));
+        let as_get = |name| Some((name, true));
+        assert_eq!(to(t.resolve("HEAD", "/all/x")), as_get("all"));
+        assert_eq!(to(t.resolve("HEAD", "/ro")), as_get("ro"));
+        assert_eq!(to(t.resolve("HEAD", "/own")), plugin("own"));
         assert_eq!(
             t.resolve("HEAD", "/w"),
             RouteMatch::MethodNotAllowed(vec!["PUT".into()])

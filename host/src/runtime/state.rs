@@ -19,6 +19,7 @@ use crate::caps::blob::BlobView;
 use crate::caps::kv::KvView;
 use crate::caps::outbound::OutboundHooks;
 use crate::caps::{Caps, PluginCaps};
+use crate::metrics::{Metrics, PluginMetrics};
 
 /// A guest asked for more memory than its manifest allows.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -54,6 +55,8 @@ pub struct PluginContext {
     pub limits: Limits,
     /// The host's total for all instances' linear memory.
     pub memory_budget: Arc<MemoryBudget>,
+    /// The series its requests count into.
+    pub metrics: PluginMetrics,
 }
 
 impl PluginContext {
@@ -63,9 +66,12 @@ impl PluginContext {
         caps: &Arc<Caps>,
         manifest: &Manifest,
         memory_budget: Arc<MemoryBudget>,
+        metrics: &Arc<Metrics>,
     ) -> Arc<Self> {
+        let caps = caps.for_plugin(&manifest.name, &manifest.grants);
         Arc::new(Self {
-            caps: caps.for_plugin(&manifest.name, &manifest.grants),
+            metrics: PluginMetrics::new(metrics, &caps.name),
+            caps,
             limits: manifest.limits.clone(),
             memory_budget,
         })

@@ -218,6 +218,15 @@ async fn stage_body(
     Ok((staged, size))
 }
 
+/// `GET /_spike/metrics`: every series, in the Prometheus text format.
+pub async fn metrics(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    authorize(&state, &headers)?;
+    Ok(super::metrics_response(&state.metrics))
+}
+
 /// `POST /_spike/plugins/{name}/rollback`
 pub async fn rollback(
     State(state): State<Arc<AppState>>,

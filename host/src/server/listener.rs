@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
 use crate::config::{ClientLimits, DEFAULT_MAX_CONNECTIONS};
+use crate::metrics::Metrics;
 use crate::runtime::watchdog::{self, Watchdog, Watched};
 
 /// File descriptors kept for everything that is not a client connection:
@@ -91,6 +92,7 @@ pub async fn serve(
     app: Router,
     limits: ClientLimits,
     watchdog: Watchdog,
+    metrics: Arc<Metrics>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let cap = limits.max_connections.max(1);
@@ -110,9 +112,12 @@ pub async fn serve(
             _ = &mut stop => break,
         };
         let Ok(permit) = open.clone().try_acquire_owned() else {
+            metrics.connections_refused.inc();
             refuse(stream, &mut refused);
             continue;
         };
+        metrics.connections_open.inc();
+        let open_gauge = metrics.connections_open.clone();
         let _ = stream.set_nodelay(true);
         let deadline = Arc::new(HeadDeadline::new(limits.header_timeout, watchdog::now_ms()));
         let watching = watchdog.watch(deadline.clone());
@@ -136,6 +141,9 @@ pub async fn serve(
             .with_upgrades();
         let mut draining = draining.clone();
         let task = tokio::spawn(async move {
+            // Dropped with the task however it ends, the watchdog's abort
+            // included.
+            let _counted = ConnectionClosed(open_gauge);
             let mut conn = std::pin::pin!(conn);
             let drain = tokio::select! {
                 _ = conn.as_mut() => false,
@@ -145,7 +153,6 @@ pub async fn serve(
                 conn.as_mut().graceful_shutdown();
                 let _ = conn.await;
             }
-            // Also when the watchdog aborts the task: closed, uncounted.
             drop((permit, watching));
         });
         deadline.task.get_or_init(|| task.abort_handle());
@@ -158,6 +165,15 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
+    }
+}
+
+/// Counts a connection closed when dropped.
+struct ConnectionClosed(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for ConnectionClosed {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -21,6 +21,7 @@ use http::{HeaderValue, Method, StatusCode};
 
 use crate::caps::{CapSettings, Caps};
 use crate::config::{ClientLimits, ServerConfig};
+use crate::metrics::{Metrics, PluginMetrics, RequestLabels};
 use crate::runtime::dispatch::{BodyTimeouts, DispatchError, dispatch};
 use crate::runtime::registry::RegistrySettings;
 use crate::runtime::routes::RouteMatch;
@@ -31,14 +32,21 @@ use errors::ApiError;
 /// What every handler shares.
 pub struct AppState {
     pub registry: Arc<PluginRegistry>,
+    pub metrics: Arc<Metrics>,
+    /// The label of requests no plugin served.
+    unserved: Arc<str>,
     pub admin_token: Option<String>,
     pub max_component_bytes: u64,
     pub clients: ClientLimits,
 }
 
-/// Which plugin served a response, for the request log.
+/// Which plugin and route served a response, for the request log and
+/// metrics.
 #[derive(Clone)]
-struct ServedBy(Arc<str>);
+struct ServedBy {
+    metrics: PluginMetrics,
+    route: Arc<str>,
+}
 
 /// The axum application.
 pub fn app(state: Arc<AppState>) -> Router {
@@ -46,10 +54,11 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/_spike/plugins", get(admin::list))
+        .route("/_spike/metrics", get(admin::metrics))
         .route("/_spike/plugins/{name}", put(admin::upload))
         .route("/_spike/plugins/{name}/rollback", post(admin::rollback))
         .fallback(plugin_request)
-        .layer(middleware::from_fn(every_request))
+        .layer(middleware::from_fn_with_state(state.clone(), every_request))
         .with_state(state)
 }
 
@@ -182,7 +191,10 @@ async fn plugin_request(State(state): State<Arc<AppState>>, mut req: Request) ->
         }
     };
     let slot = &routed.slot;
-    let served_by = ServedBy(slot.context.name().clone());
+    let served_by = ServedBy {
+        metrics: slot.context.metrics.clone(),
+        route: routed.route.clone(),
+    };
     let mut resp = match slot.active() {
         None if slot.is_loading() => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -248,7 +260,7 @@ fn head_only(resp: Response) -> Response {
 /// boxed future per request): refused if malformed, then one log line with
 /// a request id (also sent back as `x-request-id`), method, path, plugin,
 /// status and latency.
-async fn every_request(req: Request, next: Next) -> Response {
+async fn every_request(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let start = Instant::now();
@@ -260,25 +272,49 @@ async fn every_request(req: Request, next: Next) -> Response {
     };
     resp.headers_mut()
         .insert("x-request-id", HeaderValue::from(id));
-    let plugin = resp.extensions().get::<ServedBy>().map(|s| s.0.clone());
+    let status = resp.status().as_u16();
+    let latency = start.elapsed();
+    let served_by = resp.extensions().get::<ServedBy>();
+    let (plugin, route) = match served_by {
+        Some(s) => {
+            s.metrics.request_seconds.observe(latency.as_secs_f64());
+            (&s.metrics.plugin, &s.route)
+        }
+        None => (&state.unserved, &state.unserved),
+    };
+    let labels = RequestLabels {
+        plugin: plugin.clone(),
+        route: route.clone(),
+        status,
+    };
+    state.metrics.requests.get_or_create(&labels).inc();
     tracing::info!(
         request_id = id,
         %method,
         %path,
-        plugin = %plugin.as_deref().unwrap_or("-"),
-        status = resp.status().as_u16(),
-        latency_us = start.elapsed().as_micros() as u64,
+        plugin = %plugin,
+        status,
+        latency_us = latency.as_micros() as u64,
         "request"
     );
     resp
 }
 
+/// The metrics as a scrape answer.
+fn metrics_response(metrics: &Metrics) -> Response {
+    let headers = [(http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)];
+    (headers, metrics.render()).into_response()
+}
+
 /// A running server: its address, and how to stop it.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, with `metrics_listen`.
+    pub metrics_addr: Option<SocketAddr>,
     pub registry: Arc<PluginRegistry>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    serve: tokio::task::JoinHandle<()>,
+    /// One per listener (the public one, and the metrics one if any).
+    shutdown: Vec<tokio::sync::oneshot::Sender<()>>,
+    serving: Vec<tokio::task::JoinHandle<()>>,
     _watcher: Option<notify::RecommendedWatcher>,
     storage: Liveness,
 }
@@ -293,16 +329,18 @@ impl RunningServer {
     /// Stops accepting, lets requests in flight finish, and releases the
     /// database (so the same data folder can be opened again).
     pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
+        for tx in self.shutdown.drain(..) {
             let _ = tx.send(());
         }
         // Idle keep-alive connections close at once; a stuck one must not
         // hold the stop forever.
-        if tokio::time::timeout(Duration::from_secs(15), &mut self.serve)
-            .await
-            .is_err()
-        {
-            self.serve.abort();
+        for serve in &mut self.serving {
+            if tokio::time::timeout(Duration::from_secs(15), &mut *serve)
+                .await
+                .is_err()
+            {
+                serve.abort();
+            }
         }
         let storage = self.storage.clone();
         drop(self);
@@ -321,12 +359,14 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     };
     let backends = Backends::open_redb(&config.data_dir, &storage)?;
     let liveness = backends.liveness();
+    let metrics = Metrics::new();
     let caps = Caps::new(
         &backends,
         &CapSettings {
             max_object_bytes: config.max_object_bytes,
             resolver: config.resolver.clone(),
         },
+        &metrics,
     );
     let settings = RegistrySettings {
         plugins_dir: config.plugins_dir.clone(),
@@ -336,7 +376,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         staging_dir: config.data_dir.join("staging"),
         load_delay: config.test_load_delay,
     };
-    let registry = PluginRegistry::start(&settings, &caps, backends.versions.clone()).await?;
+    let registry =
+        PluginRegistry::start(&settings, &caps, backends.versions.clone(), &metrics).await?;
     drop((caps, backends));
     let watcher = if config.watch {
         match watch::watch_components(registry.clone()) {
@@ -360,6 +401,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let max_connections = clients.max_connections;
     let state = Arc::new(AppState {
         registry: registry.clone(),
+        metrics: metrics.clone(),
+        unserved: "-".into(),
         admin_token: config.admin_token.clone(),
         max_component_bytes: config.max_component_bytes,
         clients: clients.clone(),
@@ -368,10 +411,37 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let serve = tokio::spawn(listener::serve(
         listener,
         app(state),
-        clients,
+        clients.clone(),
         registry.watchdog().clone(),
+        metrics.clone(),
         rx,
     ));
+    let mut stops = vec![tx];
+    let mut serving = vec![serve];
+    let mut metrics_addr = None;
+    if let Some(at) = config.metrics_listen {
+        // The scrape address is the operator's: kept off the public one,
+        // it needs no token.
+        let listener = tokio::net::TcpListener::bind(at)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {at}: {e}"))?;
+        metrics_addr = Some(listener.local_addr()?);
+        tracing::info!(addr = %listener.local_addr()?, "metrics at /metrics");
+        let scrapes = metrics.clone();
+        let app = Router::new().route(
+            "/metrics",
+            get(move || {
+                let metrics = scrapes.clone();
+                async move { metrics_response(&metrics) }
+            }),
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let watchdog = registry.watchdog().clone();
+        stops.push(tx);
+        serving.push(tokio::spawn(listener::serve(
+            listener, app, clients, watchdog, metrics, rx,
+        )));
+    }
     tracing::info!(
         %addr,
         plugins = registry.slots().count(),
@@ -381,9 +451,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     );
     Ok(RunningServer {
         addr,
+        metrics_addr,
         registry,
-        shutdown: Some(tx),
-        serve,
+        shutdown: stops,
+        serving,
         _watcher: watcher,
         storage: liveness,
     })

@@ -1,0 +1,262 @@
+//! The host's metrics, served in the Prometheus (OpenMetrics) text format
+//! at `/_spike/metrics` (admin token) or `/metrics` on `--metrics-listen`.
+//!
+//! Every series is registered here, once; each layer counts what it owns:
+//! the server its requests and connections, the runtime instantiations,
+//! faults, refusals and swaps, the capabilities their operations and bytes.
+//! A later capability adds its series here. Series a request touches every
+//! time are taken once per plugin (`PluginMetrics`), so counting costs an
+//! atomic add, not a lookup.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// The content type of `render`'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabel {
+    pub plugin: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `-` for the host's own endpoints.
+    pub plugin: Arc<str>,
+    /// The route prefix that matched (`-` when none did).
+    pub route: Arc<str>,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub plugin: Arc<str>,
+    /// What happened: a fault (`trap`, `cpu_limit`, ...), a limit that
+    /// turned a request away, a swap's outcome, a storage operation.
+    pub kind: &'static str,
+}
+
+type Histograms = Family<PluginLabel, Histogram, fn() -> Histogram>;
+
+/// Latencies from 0.1 ms to about 26 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_1, 2.0, 19))
+}
+
+/// Instantiation times from 1 µs to about 16 ms.
+fn instantiation_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_001, 2.0, 15))
+}
+
+/// Every series of the host.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_seconds: Histograms,
+    pub connections_open: Gauge,
+    pub connections_refused: Counter,
+    pub instantiations: Family<PluginLabel, Counter>,
+    pub instantiation_seconds: Histograms,
+    /// Requests a guest failed or a limit ended: `trap`, `cpu_limit`,
+    /// `memory_limit`, `timeout`, `max_duration`, `client_stalled`,
+    /// `body_timeout`, `body_too_large`.
+    pub faults: Family<KindLabels, Counter>,
+    /// Requests turned away with 503 `busy`: `plugin` (its
+    /// `max_concurrent`), `pool`, `memory`.
+    pub busy: Family<KindLabels, Counter>,
+    /// Versions `activated` or `refused`.
+    pub swaps: Family<KindLabels, Counter>,
+    /// KV calls by operation.
+    pub kv_operations: Family<KindLabels, Counter>,
+    /// KV value bytes `read` and `written`.
+    pub kv_bytes: Family<KindLabels, Counter>,
+    /// Blob calls by operation.
+    pub blob_operations: Family<KindLabels, Counter>,
+    /// Object bytes `read` and `written`.
+    pub blob_bytes: Family<KindLabels, Counter>,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("spike");
+        let m = Self {
+            requests: Family::default(),
+            request_seconds: Family::new_with_constructor(latency_histogram),
+            connections_open: Gauge::default(),
+            connections_refused: Counter::default(),
+            instantiations: Family::default(),
+            instantiation_seconds: Family::new_with_constructor(instantiation_histogram),
+            faults: Family::default(),
+            busy: Family::default(),
+            swaps: Family::default(),
+            kv_operations: Family::default(),
+            kv_bytes: Family::default(),
+            blob_operations: Family::default(),
+            blob_bytes: Family::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "http_requests",
+            "HTTP requests answered, by plugin, route and status",
+            m.requests.clone(),
+        );
+        r.register(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request, to its headers",
+            m.request_seconds.clone(),
+        );
+        r.register(
+            "http_connections_open",
+            "Client connections open",
+            m.connections_open.clone(),
+        );
+        r.register(
+            "http_connections_refused",
+            "Connections refused at the connection cap",
+            m.connections_refused.clone(),
+        );
+        r.register(
+            "plugin_instantiations",
+            "Plugin instances created",
+            m.instantiations.clone(),
+        );
+        r.register(
+            "plugin_instantiation_seconds",
+            "Time to create a plugin instance",
+            m.instantiation_seconds.clone(),
+        );
+        r.register(
+            "plugin_faults",
+            "Requests a guest failed or a limit ended, by kind",
+            m.faults.clone(),
+        );
+        r.register(
+            "plugin_busy",
+            "Requests turned away with 503 busy, by the limit reached",
+            m.busy.clone(),
+        );
+        r.register(
+            "plugin_swaps",
+            "Plugin versions activated or refused",
+            m.swaps.clone(),
+        );
+        r.register(
+            "kv_operations",
+            "KV calls, by operation",
+            m.kv_operations.clone(),
+        );
+        r.register(
+            "kv_bytes",
+            "KV value bytes read and written",
+            m.kv_bytes.clone(),
+        );
+        r.register(
+            "blob_operations",
+            "Blob calls, by operation",
+            m.blob_operations.clone(),
+        );
+        r.register(
+            "blob_bytes",
+            "Object bytes read and written",
+            m.blob_bytes.clone(),
+        );
+        Arc::new(Self { registry, ..m })
+    }
+
+    /// Every series, in the OpenMetrics text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String does not fail");
+        out
+    }
+
+    /// Counts one `kind` of `family` for `plugin`.
+    pub fn count(
+        family: &Family<KindLabels, Counter>,
+        plugin: &Arc<str>,
+        kind: &'static str,
+        n: u64,
+    ) {
+        let labels = KindLabels {
+            plugin: plugin.clone(),
+            kind,
+        };
+        family.get_or_create(&labels).inc_by(n);
+    }
+}
+
+/// One plugin's per-request series, taken once, and the host's for the
+/// rest.
+#[derive(Clone)]
+pub struct PluginMetrics {
+    pub plugin: Arc<str>,
+    pub host: Arc<Metrics>,
+    pub request_seconds: Histogram,
+    pub instantiations: Counter,
+    pub instantiation_seconds: Histogram,
+}
+
+impl PluginMetrics {
+    pub fn new(host: &Arc<Metrics>, plugin: &Arc<str>) -> Self {
+        let label = PluginLabel {
+            plugin: plugin.clone(),
+        };
+        Self {
+            plugin: plugin.clone(),
+            host: host.clone(),
+            request_seconds: host.request_seconds.get_or_create_owned(&label),
+            instantiations: host.instantiations.get_or_create_owned(&label),
+            instantiation_seconds: host.instantiation_seconds.get_or_create_owned(&label),
+        }
+    }
+
+    /// Counts one `kind` of `family` for this plugin.
+    pub fn count(&self, family: &Family<KindLabels, Counter>, kind: &'static str) {
+        Metrics::count(family, &self.plugin, kind, 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_what_was_counted() {
+        let m = Metrics::new();
+        let plugin: Arc<str> = "hello".into();
+        let labels = RequestLabels {
+            plugin: plugin.clone(),
+            route: "/hello".into(),
+            status: 200,
+        };
+        m.requests.get_or_create(&labels).inc_by(3);
+        Metrics::count(&m.faults, &plugin, "trap", 1);
+        PluginMetrics::new(&m, &plugin)
+            .instantiation_seconds
+            .observe(0.000_01);
+        let text = m.render();
+        assert!(
+            text.contains(
+                r#"spike_http_requests_total{plugin="hello",route="/hello",status="200"} 3"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"spike_plugin_faults_total{plugin="hello",kind="trap"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("spike_plugin_instantiation_seconds_count{plugin=\"hello\"} 1"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
