@@ -21,7 +21,8 @@ use http::{HeaderValue, Method, StatusCode};
 
 use crate::caps::{CapSettings, Caps};
 use crate::config::{ClientLimits, ServerConfig};
-use crate::metrics::{Metrics, PluginMetrics, RequestLabels};
+use crate::metrics::{Metrics, RequestLabels};
+use crate::runtime::state::PluginContext;
 use crate::runtime::dispatch::{BodyTimeouts, DispatchError, dispatch};
 use crate::runtime::registry::RegistrySettings;
 use crate::runtime::routes::RouteMatch;
@@ -44,7 +45,7 @@ pub struct AppState {
 /// metrics.
 #[derive(Clone)]
 struct ServedBy {
-    metrics: PluginMetrics,
+    plugin: Arc<PluginContext>,
     route: Arc<str>,
 }
 
@@ -192,7 +193,7 @@ async fn plugin_request(State(state): State<Arc<AppState>>, mut req: Request) ->
     };
     let slot = &routed.slot;
     let served_by = ServedBy {
-        metrics: slot.context.metrics.clone(),
+        plugin: slot.context.clone(),
         route: routed.route.clone(),
     };
     let mut resp = match slot.active() {
@@ -277,8 +278,9 @@ async fn every_request(State(state): State<Arc<AppState>>, req: Request, next: N
     let served_by = resp.extensions().get::<ServedBy>();
     let (plugin, route) = match served_by {
         Some(s) => {
-            s.metrics.request_seconds.observe(latency.as_secs_f64());
-            (&s.metrics.plugin, &s.route)
+            let metrics = &s.plugin.metrics;
+            metrics.request_seconds.observe(latency.as_secs_f64());
+            (&metrics.plugin, &s.route)
         }
         None => (&state.unserved, &state.unserved),
     };
