@@ -100,6 +100,7 @@ pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
     let manifest = Manifest {
         name: "check".into(),
         path: path.to_path_buf(),
+        sha256: String::new(),
         component: path.to_path_buf(),
         routes: Vec::new(),
         grants: Grants::default(),

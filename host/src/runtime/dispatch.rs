@@ -27,7 +27,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use super::loader::LoadedPlugin;
 use super::manifest::Limits;
 use super::memory_budget::MemoryBudgetExhausted;
-use super::registry::PluginSlot;
+use super::slot::PluginSlot;
 use super::state::{CpuLimitExceeded, MemoryLimitExceeded, RequestState};
 use super::watchdog::{self, Watchdog, Watched};
 use crate::metrics::PluginMetrics;

@@ -54,6 +54,11 @@ pub enum LoadError {
     NoHttpHandler,
     #[error("no plugin named '{0}'")]
     NoSuchPlugin(String),
+    #[error("{0}")]
+    Manifest(#[from] super::manifest::ManifestError),
+    /// A manifest that claims another plugin's name or route.
+    #[error("{0}")]
+    Conflict(String),
     #[error("no previous version to roll back to")]
     NoPreviousVersion,
     #[error("storage: {0}")]

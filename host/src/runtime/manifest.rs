@@ -57,6 +57,8 @@ pub struct Manifest {
     pub name: String,
     /// The manifest file.
     pub path: PathBuf,
+    /// SHA-256 of the manifest's text: which edit of it is in force.
+    pub sha256: String,
     /// The component file, resolved against the manifest's folder.
     pub component: PathBuf,
     pub routes: Vec<Route>,
@@ -337,6 +339,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
     Ok(Manifest {
         name,
         path: path.to_path_buf(),
+        sha256: crate::util::sha256_hex(text.as_bytes()),
         component,
         routes,
         grants,

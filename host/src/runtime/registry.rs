@@ -1,11 +1,13 @@
 //! The plugins this host serves, and hot swap.
 //!
-//! Each plugin has a `PluginSlot`: its manifest, its capability context and
-//! the active version behind an atomic pointer (`ArcSwapOption`). A request
-//! takes an `Arc` of the active version and keeps it to the end, so swapping
-//! never disturbs requests in flight: they finish on the old version while new
-//! requests get the new one. A new version is compiled and linked off the
-//! request path (`loader`); only a version that fits is swapped in.
+//! The plugins served now are one table (`Plugins`: a `PluginSlot` per
+//! plugin, and the routes), swapped whole when a manifest changes (`live`).
+//! Each slot holds its active version behind an atomic pointer. A request
+//! takes an `Arc` of its slot and of the active version and keeps them to
+//! the end, so swapping never disturbs requests in flight: they finish on
+//! the old manifest and version while new requests get the new ones. A new
+//! version is compiled and linked off the request path (`loader`); only a
+//! version that fits is swapped in.
 //!
 //! Every activated version is kept by the `VersionStore` and recorded in the
 //! plugin's history (`versions`), so an upload survives a restart and
@@ -13,17 +15,17 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::ArcSwap;
 
 use super::engine::{EpochTicker, PoolSettings, build_engine};
 use super::loader::{LoadError, LoadedPlugin, Loader};
 use super::manifest::{self, Manifest, ManifestError};
 use super::memory_budget::MemoryBudget;
 use super::routes::{RouteMatch, RouteTable};
-use super::state::PluginContext;
+use super::slot::{PluginSlot, Routed, SlotParts};
 use super::versions;
 use super::watchdog::Watchdog;
 use crate::caps::Caps;
@@ -91,105 +93,6 @@ impl NewVersion {
     }
 }
 
-/// One plugin: manifest, context and the active version.
-pub struct PluginSlot {
-    pub manifest: Manifest,
-    pub context: Arc<PluginContext>,
-    /// Requests of this plugin that may run at once (`limits.max_concurrent`,
-    /// or a share of the instance pool): one plugin's slow clients wait on
-    /// their own permits, never on the other plugins' instances.
-    pub max_concurrent: u32,
-    running: Arc<AtomicU32>,
-    active: ArcSwapOption<LoadedPlugin>,
-    /// Until its first load ends (ready or failed).
-    loading: std::sync::atomic::AtomicBool,
-    last_error: Mutex<Option<LoadError>>,
-    /// Serialises swaps of this plugin (uploads, file changes, rollbacks).
-    swap_lock: tokio::sync::Mutex<()>,
-}
-
-impl PluginSlot {
-    /// The version new requests should use, if any loaded.
-    pub fn active(&self) -> Option<Arc<LoadedPlugin>> {
-        self.active.load_full()
-    }
-
-    fn count_swap(&self, outcome: &'static str) {
-        let metrics = &self.context.metrics;
-        Metrics::count(&metrics.host.swaps, &metrics.plugin, outcome, 1);
-    }
-
-    /// Whether the plugin's first load is still under way.
-    pub fn is_loading(&self) -> bool {
-        self.loading.load(Ordering::Acquire)
-    }
-
-    /// The most recent load failure, if the last attempt failed. For the
-    /// log and the admin API only: it may name files of the host.
-    pub fn last_error(&self) -> Option<String> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(ToString::to_string)
-    }
-
-    fn set_error(&self, e: Option<LoadError>) {
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
-    }
-
-    fn error_is_unreadable_file(&self) -> bool {
-        matches!(
-            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()),
-            Some(LoadError::Read { .. })
-        )
-    }
-
-    /// A permit to run one request, held until its instance is gone; `None`
-    /// when the plugin is at `max_concurrent`. (A counter, not a semaphore:
-    /// nobody waits for a permit, and releasing one takes no lock.)
-    pub fn try_admit(&self) -> Option<Admitted> {
-        let before = self.running.fetch_add(1, Ordering::AcqRel);
-        if before >= self.max_concurrent {
-            self.running.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(Admitted(self.running.clone()))
-    }
-
-    /// Requests running now.
-    pub fn in_flight(&self) -> u32 {
-        self.running
-            .load(Ordering::Relaxed)
-            .min(self.max_concurrent)
-    }
-}
-
-/// One running request of a plugin; dropping it makes room for another.
-pub struct Admitted(Arc<AtomicU32>);
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// The share of the instance pool a plugin gets when its manifest sets no
-/// `max_concurrent`: half, enough for a busy plugin, while slow clients of
-/// one plugin leave the other half to the rest.
-pub fn default_max_concurrent(max_instances: u32) -> u32 {
-    (max_instances / 2).max(1)
-}
-
-/// Where a request goes.
-pub struct Routed {
-    pub slot: Arc<PluginSlot>,
-    /// The route prefix that matched.
-    pub route: Arc<str>,
-    /// A `HEAD` the plugin is to run as `GET` (the server drops the body).
-    pub head_as_get: bool,
-}
-
 /// Why the host cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -206,15 +109,30 @@ pub enum StartError {
     Engine(String),
 }
 
+/// The plugins served now, and their routes: swapped whole.
+pub(super) struct Plugins {
+    pub(super) slots: BTreeMap<String, Arc<PluginSlot>>,
+    pub(super) routes: RouteTable,
+}
+
 /// All plugins, their routes, and the engine they run on.
 pub struct PluginRegistry {
-    loader: Loader,
-    versions: Arc<dyn VersionStore>,
+    pub(super) loader: Loader,
+    pub(super) versions: Arc<dyn VersionStore>,
+    pub(super) caps: Arc<Caps>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) memory_budget: Arc<MemoryBudget>,
+    pub(super) pool: PoolSettings,
+    pub(super) plugins_dir: PathBuf,
     staging_dir: PathBuf,
-    slots: BTreeMap<String, Arc<PluginSlot>>,
-    routes: RouteTable,
-    /// How many plugins have finished their first load.
+    pub(super) plugins: ArcSwap<Plugins>,
+    /// Serialises manifest changes.
+    pub(super) manifests: tokio::sync::Mutex<()>,
+    /// Manifest files that could not be applied, and why.
+    pub(super) refused: Mutex<BTreeMap<PathBuf, String>>,
+    /// How many plugins have finished their first load, of how many.
     loaded: tokio::sync::watch::Receiver<usize>,
+    initial: usize,
     watchdog: Watchdog,
     _ticker: EpochTicker,
 }
@@ -243,69 +161,65 @@ impl PluginRegistry {
             source,
         })?;
         let memory_budget = MemoryBudget::new(settings.memory_budget_bytes);
-        let slots = manifests
+        let parts = SlotParts {
+            caps,
+            memory_budget: &memory_budget,
+            metrics,
+            pool: &settings.pool,
+        };
+        let slots: BTreeMap<String, Arc<PluginSlot>> = manifests
             .into_iter()
-            .map(|m| {
-                if m.limits.memory_bytes > settings.memory_budget_bytes {
-                    tracing::warn!(
-                        plugin = %m.name,
-                        "memory_mib is above the host's memory budget: its requests may be refused as busy"
-                    );
-                }
-                let max_concurrent = m
-                    .limits
-                    .max_concurrent
-                    .unwrap_or_else(|| default_max_concurrent(settings.pool.max_instances))
-                    .min(settings.pool.max_instances.max(1));
-                let slot = PluginSlot {
-                    context: PluginContext::new(caps, &m, memory_budget.clone(), metrics),
-                    manifest: m,
-                    max_concurrent,
-                    running: Arc::default(),
-                    active: ArcSwapOption::empty(),
-                    loading: std::sync::atomic::AtomicBool::new(true),
-                    last_error: Mutex::new(None),
-                    swap_lock: tokio::sync::Mutex::new(()),
-                };
-                (slot.manifest.name.clone(), Arc::new(slot))
-            })
+            .map(|m| (m.name.clone(), Arc::new(PluginSlot::new(m, &parts, None))))
             .collect();
         let (loaded_tx, loaded) = tokio::sync::watch::channel(0);
+        let initial: Vec<Arc<PluginSlot>> = slots.values().cloned().collect();
         let registry = Arc::new(Self {
             _ticker: EpochTicker::start(engine),
             watchdog: Watchdog::start(),
             loader,
             versions,
+            caps: caps.clone(),
+            metrics: metrics.clone(),
+            memory_budget,
+            pool: settings.pool.clone(),
+            plugins_dir: settings.plugins_dir.clone(),
             staging_dir: settings.staging_dir.clone(),
-            slots,
-            routes,
+            plugins: ArcSwap::from_pointee(Plugins { slots, routes }),
+            manifests: tokio::sync::Mutex::new(()),
+            refused: Mutex::default(),
             loaded,
+            initial: initial.len(),
         });
         let started = std::time::Instant::now();
-        for slot in registry.slots.values().cloned() {
+        for slot in initial {
             let (registry, loaded_tx, delay) =
                 (registry.clone(), loaded_tx.clone(), settings.load_delay);
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                if let Err(e) = registry.load_at_start(&slot).await {
-                    tracing::error!(plugin = %slot.manifest.name, "unavailable: {e}");
-                    slot.set_error(Some(e));
-                }
-                slot.loading.store(false, Ordering::Release);
+                registry.first_load(&slot).await;
                 loaded_tx.send_modify(|n| *n += 1);
-                if *loaded_tx.borrow() == registry.slots.len() {
+                if *loaded_tx.borrow() == registry.initial {
                     let ms = started.elapsed().as_millis();
-                    tracing::info!(plugins = registry.slots.len(), ms, "every plugin loaded");
+                    tracing::info!(plugins = registry.initial, ms, "every plugin loaded");
                 }
             });
         }
         Ok(registry)
     }
 
+    /// Loads a new slot's version; a failure leaves the slot failed.
+    pub(super) async fn first_load(&self, slot: &PluginSlot) {
+        if let Err(e) = self.load_at_start(slot).await {
+            tracing::error!(plugin = %slot.manifest.name, "unavailable: {e}");
+            slot.set_error(Some(e));
+        }
+        slot.loading.store(false, Ordering::Release);
+    }
+
     /// Waits until every plugin's first load has ended (ready or failed).
     pub async fn ready(&self) {
         let mut loaded = self.loaded.clone();
-        let _ = loaded.wait_for(|n| *n >= self.slots.len()).await;
+        let _ = loaded.wait_for(|n| *n >= self.initial).await;
     }
 
     pub fn engine(&self) -> &wasmtime::Engine {
@@ -318,13 +232,14 @@ impl PluginRegistry {
     }
 
     /// The plugin for a request.
-    pub fn route(&self, method: &str, path: &str) -> Result<Routed, RouteMatch<'_>> {
-        match self.routes.resolve(method, path) {
+    pub fn route(&self, method: &str, path: &str) -> Result<Routed, RouteMatch<'static>> {
+        let plugins = self.plugins.load();
+        match plugins.routes.resolve(method, path) {
             RouteMatch::Plugin {
                 name,
                 prefix,
                 as_get,
-            } => match self.slots.get(name) {
+            } => match plugins.slots.get(name) {
                 Some(slot) => Ok(Routed {
                     slot: slot.clone(),
                     route: prefix.clone(),
@@ -332,22 +247,46 @@ impl PluginRegistry {
                 }),
                 None => Err(RouteMatch::NotFound),
             },
-            other => Err(other),
+            RouteMatch::MethodNotAllowed(allowed) => Err(RouteMatch::MethodNotAllowed(allowed)),
+            RouteMatch::NotFound => Err(RouteMatch::NotFound),
         }
     }
 
-    pub fn slot(&self, name: &str) -> Option<&Arc<PluginSlot>> {
-        self.slots.get(name)
+    /// The plugin named `name` now.
+    pub fn slot(&self, name: &str) -> Option<Arc<PluginSlot>> {
+        self.plugins.load().slots.get(name).cloned()
     }
 
-    fn existing_slot(&self, name: &str) -> Result<Arc<PluginSlot>, LoadError> {
-        self.slot(name)
-            .cloned()
-            .ok_or_else(|| LoadError::NoSuchPlugin(name.into()))
+    /// Every plugin now, in name order.
+    pub fn slots(&self) -> Vec<Arc<PluginSlot>> {
+        self.plugins.load().slots.values().cloned().collect()
     }
 
-    pub fn slots(&self) -> impl Iterator<Item = &Arc<PluginSlot>> {
-        self.slots.values()
+    /// Manifest files that could not be applied, and why (for the admin
+    /// API).
+    pub fn refused_manifests(&self) -> BTreeMap<PathBuf, String> {
+        self.refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The slot named `name`, with its swap lock held; the slot may have
+    /// been replaced while waiting for the lock (a manifest change), so it
+    /// is looked up again until it is the current one.
+    async fn locked_slot(
+        &self,
+        name: &str,
+    ) -> Result<(Arc<PluginSlot>, tokio::sync::OwnedMutexGuard<()>), LoadError> {
+        loop {
+            let slot = self
+                .slot(name)
+                .ok_or_else(|| LoadError::NoSuchPlugin(name.into()))?;
+            let guard = slot.swap_lock.clone().lock_owned().await;
+            if self.slot(name).is_some_and(|now| Arc::ptr_eq(&now, &slot)) {
+                return Ok((slot, guard));
+            }
+        }
     }
 
     /// The version history of `name`, as recorded.
@@ -355,10 +294,16 @@ impl PluginRegistry {
         Ok(self.versions.history(name).await?)
     }
 
-    /// At start: the component file, unless an upload or rollback happened
-    /// after the file was last read and the file has not changed since.
+    /// A new slot's version: the component file, unless an upload or
+    /// rollback happened after the file was last read and the file has not
+    /// changed since.
     async fn load_at_start(&self, slot: &PluginSlot) -> Result<(), LoadError> {
         let _swap = slot.swap_lock.lock().await;
+        self.load_version(slot).await
+    }
+
+    /// What `load_at_start` does, with the swap lock already held.
+    pub(super) async fn load_version(&self, slot: &PluginSlot) -> Result<(), LoadError> {
         let name = &slot.manifest.name;
         let bytes = read_component(&slot.manifest.component).await?;
         let file_sha = sha256_hex(&bytes);
@@ -394,8 +339,7 @@ impl PluginRegistry {
         version: NewVersion,
         source: VersionSource,
     ) -> Result<Arc<LoadedPlugin>, LoadError> {
-        let slot = self.existing_slot(name)?;
-        let _swap = slot.swap_lock.lock().await;
+        let (slot, _swap) = self.locked_slot(name).await?;
         let (bytes, sha) = version.read().await?;
         let mut history = self.versions.history(name).await?;
         if source == VersionSource::File {
@@ -433,7 +377,9 @@ impl PluginRegistry {
     /// A file that cannot be read (deleted, say) leaves the active version
     /// serving and the plugin degraded, with the reason.
     pub async fn reload_file(&self, name: &str) -> Result<Arc<LoadedPlugin>, LoadError> {
-        let slot = self.existing_slot(name)?;
+        let slot = self
+            .slot(name)
+            .ok_or_else(|| LoadError::NoSuchPlugin(name.into()))?;
         match read_component(&slot.manifest.component).await {
             Ok(bytes) => {
                 self.install(name, NewVersion::Bytes(bytes), VersionSource::File)
@@ -454,8 +400,7 @@ impl PluginRegistry {
 
     /// Goes back to the version before the active one.
     pub async fn rollback(&self, name: &str) -> Result<Arc<LoadedPlugin>, LoadError> {
-        let slot = self.existing_slot(name)?;
-        let _swap = slot.swap_lock.lock().await;
+        let (slot, _swap) = self.locked_slot(name).await?;
         let mut history = self.versions.history(name).await?;
         let previous = versions::previous(&history)
             .cloned()
@@ -471,7 +416,7 @@ impl PluginRegistry {
 
     /// Compiles and links a version; refuses one that cannot serve the
     /// plugin's routes.
-    async fn load(
+    pub(super) async fn load(
         &self,
         bytes: Arc<[u8]>,
         sha256: String,
@@ -506,7 +451,7 @@ impl PluginRegistry {
         Ok(())
     }
 
-    fn activate(&self, slot: &PluginSlot, loaded: LoadedPlugin) -> Arc<LoadedPlugin> {
+    pub(super) fn activate(&self, slot: &PluginSlot, loaded: LoadedPlugin) -> Arc<LoadedPlugin> {
         let loaded = Arc::new(loaded);
         tracing::info!(
             plugin = %slot.manifest.name,
@@ -530,7 +475,7 @@ fn reset_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)
 }
 
-async fn read_component(path: &Path) -> Result<Vec<u8>, LoadError> {
+pub(super) async fn read_component(path: &Path) -> Result<Vec<u8>, LoadError> {
     tokio::fs::read(path).await.map_err(|e| LoadError::Read {
         path: path.to_path_buf(),
         source: Arc::new(e),

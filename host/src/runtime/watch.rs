@@ -1,69 +1,111 @@
-//! Hot swap from the file system: when a plugin's component file changes,
-//! load it (the registry refuses a broken one and keeps the old version).
+//! Hot swap from the file system: a manifest that is written, added or
+//! removed in the plugins folder is applied (`live`); a component file
+//! that changes is loaded (the registry refuses a broken one and keeps the
+//! old version).
 
-use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
 
 use super::registry::PluginRegistry;
 
-/// How long a file must be quiet before it is read: editors and `cp` write
-/// in several steps, and a half-written component would only be refused.
+/// How long files must be quiet before they are read: editors and `cp`
+/// write in several steps, and a half-written file would only be refused.
 const SETTLE: Duration = Duration::from_millis(200);
 
-/// Watches every plugin's component file until the returned watcher drops.
-pub fn watch_components(
-    registry: Arc<PluginRegistry>,
-) -> notify::Result<notify::RecommendedWatcher> {
-    // Watch folders, not files: replacing a file by rename would end a
-    // watch on the file itself.
-    let mut by_path: HashMap<PathBuf, Vec<String>> = HashMap::new();
-    let mut dirs = BTreeSet::new();
-    for slot in registry.slots() {
-        let path = absolute(&slot.manifest.component);
-        if let Some(dir) = path.parent() {
-            dirs.insert(dir.to_path_buf());
-        }
-        by_path
-            .entry(path)
-            .or_default()
-            .push(slot.manifest.name.clone());
-    }
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+/// The file watcher; watching stops when it drops.
+pub struct FileWatch {
+    _watcher: Arc<Mutex<notify::RecommendedWatcher>>,
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Watches the plugins folder and the folder of every component (folders,
+/// not files: replacing a file by rename would end a watch on the file).
+pub fn watch_plugins(registry: Arc<PluginRegistry>) -> notify::Result<FileWatch> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
         if event.kind.is_access() {
             return;
         }
-        for path in &event.paths {
-            for name in by_path.get(&absolute(path)).into_iter().flatten() {
-                let _ = tx.send(name.clone());
-            }
+        for path in event.paths {
+            let _ = tx.send(absolute(&path));
         }
     })?;
-    for dir in &dirs {
-        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    let watcher = Arc::new(Mutex::new(watcher));
+    let plugins_dir = absolute(&registry.plugins_dir);
+    let mut watched = BTreeSet::new();
+    watch_dir(&watcher, &mut watched, &plugins_dir)?;
+    for slot in registry.slots() {
+        watch_component_dir(&watcher, &mut watched, &slot.manifest.component);
     }
+    // The task holds the watcher weakly: when the host drops the watcher,
+    // the events channel closes and the task ends (releasing the registry).
+    let weak = Arc::downgrade(&watcher);
     tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
             let mut changed = BTreeSet::from([first]);
-            // Wait until the files have been quiet for SETTLE.
-            while let Ok(Some(name)) = tokio::time::timeout(SETTLE, rx.recv()).await {
-                changed.insert(name);
+            while let Ok(Some(path)) = tokio::time::timeout(SETTLE, rx.recv()).await {
+                changed.insert(path);
             }
-            for name in changed {
-                if let Err(e) = registry.reload_file(&name).await {
-                    tracing::error!(plugin = %name, "component file refused, the old version keeps serving: {e}");
+            for path in changed {
+                let is_manifest = path.parent() == Some(plugins_dir.as_path())
+                    && path.extension().is_some_and(|e| e == "toml");
+                if is_manifest {
+                    registry.manifest_changed(&path).await;
+                    // A manifest may name a component in a new folder.
+                    if let Some(watcher) = weak.upgrade() {
+                        for slot in registry.slots() {
+                            watch_component_dir(&watcher, &mut watched, &slot.manifest.component);
+                        }
+                    }
+                    continue;
+                }
+                let owners = registry
+                    .slots()
+                    .into_iter()
+                    .filter(|s| absolute(&s.manifest.component) == path);
+                for slot in owners {
+                    let name = &slot.manifest.name;
+                    if let Err(e) = registry.reload_file(name).await {
+                        tracing::error!(plugin = %name, "component file refused, the old version keeps serving: {e}");
+                    }
                 }
             }
         }
     });
-    Ok(watcher)
+    Ok(FileWatch { _watcher: watcher })
 }
 
-fn absolute(path: &std::path::Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+fn watch_dir(
+    watcher: &Mutex<notify::RecommendedWatcher>,
+    watched: &mut BTreeSet<PathBuf>,
+    dir: &Path,
+) -> notify::Result<()> {
+    if watched.contains(dir) {
+        return Ok(());
+    }
+    let mut watcher = watcher.lock().unwrap_or_else(|p| p.into_inner());
+    watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    watched.insert(dir.to_path_buf());
+    Ok(())
+}
+
+fn watch_component_dir(
+    watcher: &Mutex<notify::RecommendedWatcher>,
+    watched: &mut BTreeSet<PathBuf>,
+    component: &Path,
+) {
+    let Some(dir) = absolute(component).parent().map(Path::to_path_buf) else {
+        return;
+    };
+    if let Err(e) = watch_dir(watcher, watched, &dir) {
+        tracing::warn!(dir = %dir.display(), "cannot watch a component folder: {e}");
+    }
 }

@@ -15,8 +15,9 @@ use tokio::io::AsyncWriteExt;
 
 use super::AppState;
 use super::errors::ApiError;
+use crate::runtime::PluginSlot;
 use crate::runtime::dispatch::declared_length;
-use crate::runtime::registry::{NewVersion, PluginSlot, StagedFile};
+use crate::runtime::registry::{NewVersion, StagedFile};
 use crate::runtime::{LoadError, LoadedPlugin};
 use crate::storage::VersionSource;
 
@@ -80,6 +81,11 @@ async fn plugin_json(state: &AppState, slot: &PluginSlot) -> Value {
     json!({
         "name": slot.manifest.name,
         "state": state_name,
+        "manifest": {
+            "path": slot.manifest.path.display().to_string(),
+            "sha256": slot.manifest.sha256,
+            "since_ms": slot.since_ms,
+        },
         "component": slot.manifest.component.display().to_string(),
         "version": active.as_deref().map(version_json),
         "error": error,
@@ -98,9 +104,17 @@ pub async fn list(
     authorize(&state, &headers)?;
     let mut plugins = Vec::new();
     for slot in state.registry.slots() {
-        plugins.push(plugin_json(&state, slot).await);
+        plugins.push(plugin_json(&state, &slot).await);
     }
-    Ok(Json(json!({ "plugins": plugins })))
+    let refused: Vec<Value> = state
+        .registry
+        .refused_manifests()
+        .into_iter()
+        .map(|(path, reason)| json!({ "path": path.display().to_string(), "reason": reason }))
+        .collect();
+    Ok(Json(
+        json!({ "plugins": plugins, "refused_manifests": refused }),
+    ))
 }
 
 fn load_error(e: LoadError) -> ApiError {
@@ -113,6 +127,9 @@ fn load_error(e: LoadError) -> ApiError {
         LoadError::NoSuchPlugin(_) => ApiError::not_found(e.to_string()),
         LoadError::NoPreviousVersion => {
             ApiError::new(StatusCode::CONFLICT, "no_previous_version", e.to_string())
+        }
+        LoadError::Manifest(_) | LoadError::Conflict(_) => {
+            ApiError::new(StatusCode::CONFLICT, "manifest_refused", e.to_string())
         }
         LoadError::Read { .. } | LoadError::Storage(_) => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())

@@ -22,10 +22,10 @@ use http::{HeaderValue, Method, StatusCode};
 use crate::caps::{CapSettings, Caps};
 use crate::config::{ClientLimits, ServerConfig};
 use crate::metrics::{Metrics, RequestLabels};
-use crate::runtime::state::PluginContext;
 use crate::runtime::dispatch::{BodyTimeouts, DispatchError, dispatch};
 use crate::runtime::registry::RegistrySettings;
 use crate::runtime::routes::RouteMatch;
+use crate::runtime::state::PluginContext;
 use crate::runtime::{PluginRegistry, watch};
 use crate::storage::{Backends, Liveness, StorageSettings};
 use errors::ApiError;
@@ -74,9 +74,9 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let (mut loading, mut failed) = (Vec::new(), Vec::new());
     for slot in state.registry.slots() {
         if slot.is_loading() {
-            loading.push(slot.manifest.name.as_str());
+            loading.push(slot.manifest.name.clone());
         } else if slot.active().is_none() {
-            failed.push(slot.manifest.name.as_str());
+            failed.push(slot.manifest.name.clone());
         }
     }
     let ready = loading.is_empty() && failed.is_empty();
@@ -317,7 +317,7 @@ pub struct RunningServer {
     /// One per listener (the public one, and the metrics one if any).
     shutdown: Vec<tokio::sync::oneshot::Sender<()>>,
     serving: Vec<tokio::task::JoinHandle<()>>,
-    _watcher: Option<notify::RecommendedWatcher>,
+    _watcher: Option<watch::FileWatch>,
     storage: Liveness,
 }
 
@@ -382,7 +382,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         PluginRegistry::start(&settings, &caps, backends.versions.clone(), &metrics).await?;
     drop((caps, backends));
     let watcher = if config.watch {
-        match watch::watch_components(registry.clone()) {
+        match watch::watch_plugins(registry.clone()) {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::warn!(
@@ -446,7 +446,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     }
     tracing::info!(
         %addr,
-        plugins = registry.slots().count(),
+        plugins = registry.slots().len(),
         max_connections,
         memory_budget_mib = config.memory_budget_bytes >> 20,
         "spike is serving"

@@ -1,0 +1,172 @@
+//! Manifests that change while the host serves. Editing a manifest (routes,
+//! grants, limits, component), adding one or removing one takes effect
+//! without a restart: a new slot is built, its version loaded, and the
+//! plugin table swapped whole, atomically, so requests in flight finish
+//! under the old manifest and version while new ones get the new. A
+//! manifest that does not parse, claims another plugin's name or route, or
+//! whose component does not load is refused with the reason, and the old
+//! one keeps serving.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::loader::LoadError;
+use super::manifest::{self, Manifest};
+use super::registry::{PluginRegistry, Plugins};
+use super::routes::RouteTable;
+use super::slot::{PluginSlot, SlotParts};
+
+/// What a manifest change did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManifestChange {
+    Added(String),
+    Updated(String),
+    Removed(String),
+    /// The file is as it was (or gone and never served).
+    Unchanged,
+    /// Refused, with the reason; what served before still does.
+    Refused(String),
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+impl PluginRegistry {
+    /// Applies the manifest file at `path` as it is now: added, edited or
+    /// removed. Changes are applied one at a time.
+    pub async fn manifest_changed(&self, path: &Path) -> ManifestChange {
+        let _one_at_a_time = self.manifests.lock().await;
+        let path = absolute(path);
+        let current = self.plugins.load_full();
+        let old = current
+            .slots
+            .values()
+            .find(|s| absolute(&s.manifest.path) == path)
+            .cloned();
+        let change = if path.exists() {
+            self.apply(&current, &path, old).await
+        } else if let Some(old) = old {
+            self.remove(&current, &old)
+        } else {
+            ManifestChange::Unchanged
+        };
+        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        match &change {
+            ManifestChange::Refused(reason) => {
+                tracing::error!(manifest = %path.display(), "manifest refused: {reason}");
+                refused.insert(path, reason.clone());
+            }
+            other => {
+                refused.remove(&path);
+                if *other != ManifestChange::Unchanged {
+                    tracing::info!(manifest = %path.display(), "{other:?}");
+                }
+            }
+        }
+        change
+    }
+
+    async fn apply(
+        &self,
+        current: &Plugins,
+        path: &Path,
+        old: Option<Arc<PluginSlot>>,
+    ) -> ManifestChange {
+        let refuse = |e: LoadError| {
+            if let Some(old) = &old {
+                old.set_error(Some(e.clone()));
+            }
+            ManifestChange::Refused(e.to_string())
+        };
+        let manifest = match manifest::load(path) {
+            Ok(m) => m,
+            Err(e) => return refuse(LoadError::Manifest(e)),
+        };
+        if old
+            .as_ref()
+            .is_some_and(|o| o.manifest.sha256 == manifest.sha256)
+        {
+            return ManifestChange::Unchanged;
+        }
+        let is_old = |s: &Arc<PluginSlot>| old.as_ref().is_some_and(|o| Arc::ptr_eq(o, s));
+        if let Some(other) = current.slots.get(&manifest.name)
+            && !is_old(other)
+        {
+            return refuse(LoadError::Conflict(format!(
+                "{}: plugin name '{}' is already used by {}",
+                path.display(),
+                manifest.name,
+                other.manifest.path.display()
+            )));
+        }
+        // The others first, so a clash names this manifest: the later one
+        // is refused.
+        let manifests: Vec<Manifest> = current
+            .slots
+            .values()
+            .filter(|s| !is_old(s))
+            .map(|s| s.manifest.clone())
+            .chain([manifest.clone()])
+            .collect();
+        let routes = match RouteTable::new(&manifests) {
+            Ok(routes) => routes,
+            Err(e) => return refuse(LoadError::Conflict(e)),
+        };
+
+        // No upload, file reload or rollback of this plugin meanwhile.
+        let swap_lock = old.as_ref().map(|o| o.swap_lock.clone());
+        let _swap = match &swap_lock {
+            Some(lock) => Some(lock.clone().lock_owned().await),
+            None => None,
+        };
+        let parts = SlotParts {
+            caps: &self.caps,
+            memory_budget: &self.memory_budget,
+            metrics: &self.metrics,
+            pool: &self.pool,
+        };
+        let slot = Arc::new(PluginSlot::new(manifest, &parts, swap_lock));
+        let same_component = old
+            .as_ref()
+            .filter(|o| o.manifest.component == slot.manifest.component)
+            .and_then(|o| o.active());
+        match same_component {
+            // The version the old manifest ran (an upload, maybe) goes on.
+            Some(active) => slot.active.store(Some(active)),
+            None => {
+                if let Err(e) = self.load_version(&slot).await {
+                    if old.is_some() {
+                        return refuse(e);
+                    }
+                    // New: kept as failed, as at start.
+                    tracing::error!(plugin = %slot.manifest.name, "unavailable: {e}");
+                    slot.set_error(Some(e));
+                }
+            }
+        }
+        slot.loading.store(false, Ordering::Release);
+
+        let name = slot.manifest.name.clone();
+        let mut slots = current.slots.clone();
+        if let Some(old) = &old {
+            slots.remove(&old.manifest.name);
+        }
+        slots.insert(name.clone(), slot);
+        self.plugins.store(Arc::new(Plugins { slots, routes }));
+        match old {
+            Some(_) => ManifestChange::Updated(name),
+            None => ManifestChange::Added(name),
+        }
+    }
+
+    fn remove(&self, current: &Plugins, old: &Arc<PluginSlot>) -> ManifestChange {
+        let mut slots = current.slots.clone();
+        slots.remove(&old.manifest.name);
+        let manifests: Vec<Manifest> = slots.values().map(|s| s.manifest.clone()).collect();
+        let routes = RouteTable::new(&manifests).expect("fewer routes cannot clash");
+        self.plugins.store(Arc::new(Plugins { slots, routes }));
+        ManifestChange::Removed(old.manifest.name.clone())
+    }
+}
