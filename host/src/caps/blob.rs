@@ -8,17 +8,16 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+use wasmtime::component::{HasData, Linker, Resource};
 use wasmtime_wasi::p2::{
     DynInputStream, DynOutputStream, OutputStream, Pollable, StreamError, StreamResult,
     pipe::AsyncReadStream,
 };
 
-use super::{CapError, Counts, Grants, Kind, WitError, check_key, page_limit};
+use super::{CapError, Kind, Named, View, check_key, page_limit};
 use crate::bindings::spike::host::blob::{
     self as wit, ByteRange, ObjectBody, ObjectMeta, ObjectPage, PutOptions,
 };
-use crate::bindings::spike::host::types;
 use crate::storage::{BlobBackend, ObjectInfo, ObjectUpload};
 
 /// Longest object key, in bytes.
@@ -170,8 +169,18 @@ impl Pollable for UploadStream {
 }
 
 /// A `bucket` handle: the guest opened a granted bucket.
-pub struct Bucket {
-    name: Arc<str>,
+pub struct Bucket(Arc<str>);
+
+impl Named for Bucket {
+    const KIND: Kind = Kind::Blob;
+
+    fn new(name: Arc<str>) -> Self {
+        Self(name)
+    }
+
+    fn name(&self) -> &Arc<str> {
+        &self.0
+    }
 }
 
 /// An `object-writer` handle. Dropped without `finish` (or with the guest
@@ -185,31 +194,13 @@ pub struct ObjectWriter {
 }
 
 /// The view of a store's data that implements the blob `Host` traits.
-pub struct BlobView<'a> {
-    pub ctx: &'a BlobCtx,
-    pub grants: &'a Grants,
-    pub counts: Counts<'a>,
-    pub table: &'a mut ResourceTable,
-}
-
-impl BlobView<'_> {
-    fn bucket(&self, b: &Resource<Bucket>) -> Result<Arc<str>, CapError> {
-        Ok(self.table.get(b)?.name.clone())
-    }
-}
-
-impl types::Host for BlobView<'_> {
-    fn convert_error(&mut self, e: CapError) -> wasmtime::Result<WitError> {
-        super::to_wit(e)
-    }
-}
+pub type BlobView<'a> = View<'a, BlobCtx>;
 
 impl wit::Host for BlobView<'_> {}
 
 impl wit::HostBucket for BlobView<'_> {
     async fn open(&mut self, name: String) -> Result<Resource<Bucket>, CapError> {
-        self.grants.check(Kind::Blob, &name)?;
-        Ok(self.table.push(Bucket { name: name.into() })?)
+        self.open_granted(name)
     }
 
     async fn head(
@@ -217,7 +208,7 @@ impl wit::HostBucket for BlobView<'_> {
         b: Resource<Bucket>,
         k: String,
     ) -> Result<Option<ObjectMeta>, CapError> {
-        let bucket = self.bucket(&b)?;
+        let bucket = self.name_of(&b)?;
         key(&k)?;
         self.counts.blob("head");
         Ok(self.ctx.backend.head(&bucket, &k).await?.map(meta))
@@ -229,7 +220,7 @@ impl wit::HostBucket for BlobView<'_> {
         k: String,
         range: Option<ByteRange>,
     ) -> Result<Option<ObjectBody>, CapError> {
-        let bucket = self.bucket(&b)?;
+        let bucket = self.name_of(&b)?;
         key(&k)?;
         self.counts.blob("get");
         let Some(object) = self.ctx.backend.open(&bucket, &k).await? else {
@@ -254,7 +245,7 @@ impl wit::HostBucket for BlobView<'_> {
         k: String,
         options: PutOptions,
     ) -> Result<Resource<ObjectWriter>, CapError> {
-        let bucket = self.bucket(&b)?;
+        let bucket = self.name_of(&b)?;
         key(&k)?;
         let meta_size: usize = options
             .metadata
@@ -294,7 +285,7 @@ impl wit::HostBucket for BlobView<'_> {
     }
 
     async fn delete(&mut self, b: Resource<Bucket>, k: String) -> Result<bool, CapError> {
-        let bucket = self.bucket(&b)?;
+        let bucket = self.name_of(&b)?;
         key(&k)?;
         self.counts.blob("delete");
         Ok(self.ctx.backend.delete(&bucket, &k).await?)
@@ -307,7 +298,7 @@ impl wit::HostBucket for BlobView<'_> {
         cursor: Option<String>,
         limit: u32,
     ) -> Result<ObjectPage, CapError> {
-        let bucket = self.bucket(&b)?;
+        let bucket = self.name_of(&b)?;
         let limit = page_limit(limit)?;
         self.counts.blob("list");
         let page = self
@@ -401,7 +392,9 @@ pub fn add_to_linker<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::caps::{Counts, Grants};
     use crate::storage::{Backends, StorageSettings};
+    use wasmtime::component::ResourceTable;
     use wit::{HostBucket, HostObjectWriter};
 
     fn ctx(dir: &std::path::Path) -> BlobCtx {

@@ -7,11 +7,10 @@
 
 use std::sync::Arc;
 
-use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+use wasmtime::component::{HasData, Linker, Resource};
 
-use super::{CapError, Counts, Grants, Kind, WitError, check_key, page_limit};
+use super::{CapError, Kind, Named, View, check_key, page_limit};
 use crate::bindings::spike::host::kv::{self as wit, Entry, KeyInfo, KeyPage, SetOptions};
-use crate::bindings::spike::host::types;
 use crate::storage::{KvBackend, KvEntry};
 use crate::util::now_ms;
 
@@ -60,36 +59,28 @@ pub struct KvCtx {
 }
 
 /// A `namespace` handle: the guest opened a granted namespace.
-pub struct Namespace {
-    name: Arc<str>,
+pub struct Namespace(Arc<str>);
+
+impl Named for Namespace {
+    const KIND: Kind = Kind::Kv;
+
+    fn new(name: Arc<str>) -> Self {
+        Self(name)
+    }
+
+    fn name(&self) -> &Arc<str> {
+        &self.0
+    }
 }
 
 /// The view of a store's data that implements the KV `Host` traits.
-pub struct KvView<'a> {
-    pub ctx: &'a KvCtx,
-    pub grants: &'a Grants,
-    pub counts: Counts<'a>,
-    pub table: &'a mut ResourceTable,
-}
-
-impl KvView<'_> {
-    fn namespace(&self, ns: &Resource<Namespace>) -> Result<Arc<str>, CapError> {
-        Ok(self.table.get(ns)?.name.clone())
-    }
-}
-
-impl types::Host for KvView<'_> {
-    fn convert_error(&mut self, e: CapError) -> wasmtime::Result<WitError> {
-        super::to_wit(e)
-    }
-}
+pub type KvView<'a> = View<'a, KvCtx>;
 
 impl wit::Host for KvView<'_> {}
 
 impl wit::HostNamespace for KvView<'_> {
     async fn open(&mut self, name: String) -> Result<Resource<Namespace>, CapError> {
-        self.grants.check(Kind::Kv, &name)?;
-        Ok(self.table.push(Namespace { name: name.into() })?)
+        self.open_granted(name)
     }
 
     async fn get(
@@ -97,7 +88,7 @@ impl wit::HostNamespace for KvView<'_> {
         ns: Resource<Namespace>,
         k: String,
     ) -> Result<Option<Vec<u8>>, CapError> {
-        let ns = self.namespace(&ns)?;
+        let ns = self.name_of(&ns)?;
         key(&k)?;
         self.counts.kv("get");
         let value = self.ctx.backend.get(&ns, &k).await?.map(|e| e.value);
@@ -111,7 +102,7 @@ impl wit::HostNamespace for KvView<'_> {
         ns: Resource<Namespace>,
         k: String,
     ) -> Result<Option<Entry>, CapError> {
-        let ns = self.namespace(&ns)?;
+        let ns = self.name_of(&ns)?;
         key(&k)?;
         self.counts.kv("get");
         let entry = self.ctx.backend.get(&ns, &k).await?;
@@ -131,7 +122,7 @@ impl wit::HostNamespace for KvView<'_> {
         value: Vec<u8>,
         options: SetOptions,
     ) -> Result<(), CapError> {
-        let ns = self.namespace(&ns)?;
+        let ns = self.name_of(&ns)?;
         key(&k)?;
         let entry = entry(value, options)?;
         self.counts.kv("set");
@@ -140,7 +131,7 @@ impl wit::HostNamespace for KvView<'_> {
     }
 
     async fn delete(&mut self, ns: Resource<Namespace>, k: String) -> Result<bool, CapError> {
-        let ns = self.namespace(&ns)?;
+        let ns = self.name_of(&ns)?;
         key(&k)?;
         self.counts.kv("delete");
         Ok(self.ctx.backend.delete(&ns, &k).await?)
@@ -152,7 +143,7 @@ impl wit::HostNamespace for KvView<'_> {
         k: String,
         delta: i64,
     ) -> Result<i64, CapError> {
-        let ns = self.namespace(&ns)?;
+        let ns = self.name_of(&ns)?;
         key(&k)?;
         self.counts.kv("increment");
         Ok(self.ctx.backend.increment(&ns, &k, delta).await?)
@@ -165,7 +156,7 @@ impl wit::HostNamespace for KvView<'_> {
         cursor: Option<String>,
         limit: u32,
     ) -> Result<KeyPage, CapError> {
-        let ns = self.namespace(&ns)?;
+        let ns = self.name_of(&ns)?;
         let limit = page_limit(limit)?;
         self.counts.kv("list");
         let page = self
@@ -210,15 +201,51 @@ pub fn add_to_linker<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::caps::Grants;
     use crate::storage::{Backends, StorageSettings};
+    use wasmtime::component::ResourceTable;
     use wit::HostNamespace;
 
-    fn ctx(dir: &std::path::Path) -> KvCtx {
-        let settings = StorageSettings {
-            kv_sweep_interval: std::time::Duration::from_secs(3600),
-        };
-        KvCtx {
-            backend: Backends::open_redb(dir, &settings).unwrap().kv,
+    /// What a view borrows: a KV on redb in `dir`, for a plugin granted
+    /// the namespaces `granted`.
+    struct Fixture {
+        ctx: KvCtx,
+        grants: Grants,
+        table: ResourceTable,
+        metrics: Arc<crate::metrics::Metrics>,
+        plugin: Arc<str>,
+    }
+
+    impl Fixture {
+        fn new(dir: &std::path::Path, granted: &[&str]) -> Self {
+            let settings = StorageSettings {
+                kv_sweep_interval: std::time::Duration::from_secs(3600),
+            };
+            let mut grants = Grants::default();
+            for name in granted {
+                grants.grant(Kind::Kv, *name);
+            }
+            Self {
+                ctx: KvCtx {
+                    backend: Backends::open_redb(dir, &settings).unwrap().kv,
+                },
+                grants,
+                table: ResourceTable::new(),
+                metrics: crate::metrics::Metrics::new(),
+                plugin: "p".into(),
+            }
+        }
+
+        fn view(&mut self) -> KvView<'_> {
+            KvView {
+                ctx: &self.ctx,
+                grants: &self.grants,
+                counts: crate::caps::Counts {
+                    metrics: &self.metrics,
+                    plugin: &self.plugin,
+                },
+                table: &mut self.table,
+            }
         }
     }
 
@@ -226,21 +253,8 @@ mod tests {
     #[tokio::test]
     async fn view_checks_the_grant_then_serves() {
         let dir = tempfile::tempdir().unwrap();
-        let ctx = ctx(dir.path());
-        let mut grants = Grants::default();
-        grants.grant(Kind::Kv, "granted");
-        let mut table = ResourceTable::new();
-        let metrics = crate::metrics::Metrics::new();
-        let plugin: Arc<str> = "p".into();
-        let mut view = KvView {
-            ctx: &ctx,
-            grants: &grants,
-            counts: Counts {
-                metrics: &metrics,
-                plugin: &plugin,
-            },
-            table: &mut table,
-        };
+        let mut fixture = Fixture::new(dir.path(), &["granted"]);
+        let mut view = fixture.view();
 
         let denied = view.open("other".into()).await;
         assert!(matches!(denied, Err(CapError::AccessDenied(m)) if m.contains("'other'")));
@@ -287,21 +301,8 @@ mod tests {
     #[tokio::test]
     async fn bad_keys_and_sizes_are_refused_before_the_backend() {
         let dir = tempfile::tempdir().unwrap();
-        let ctx = ctx(dir.path());
-        let mut grants = Grants::default();
-        grants.grant(Kind::Kv, "a");
-        let mut table = ResourceTable::new();
-        let metrics = crate::metrics::Metrics::new();
-        let plugin: Arc<str> = "p".into();
-        let mut view = KvView {
-            ctx: &ctx,
-            grants: &grants,
-            counts: Counts {
-                metrics: &metrics,
-                plugin: &plugin,
-            },
-            table: &mut table,
-        };
+        let mut fixture = Fixture::new(dir.path(), &["a"]);
+        let mut view = fixture.view();
         let ns = view.open("a".into()).await.unwrap();
         let borrow = || Resource::<Namespace>::new_borrow(ns.rep());
         let no_options = || SetOptions {

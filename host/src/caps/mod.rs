@@ -1,8 +1,9 @@
 //! Host capabilities given to plugins, one module per capability.
 //!
 //! Each module follows the shape of wasmtime's own WASI crates: a context the
-//! host owns (`KvCtx`, `BlobCtx`, ...), a borrowed view that implements the
-//! generated `Host` traits (`KvView`, `BlobView`), and one `add_to_linker`.
+//! host owns (`KvCtx`, `BlobCtx`, ...), the generated `Host` traits
+//! implemented on the borrowed `View` of it (`KvView`, `BlobView`), and one
+//! `add_to_linker`.
 //! Host functions return `Result<T, CapError>`: bindgen's trappable error
 //! type, turned by `to_wit` into the WIT `error` variant the guest handles,
 //! or into a trap for a host bug or a bad handle.
@@ -104,6 +105,50 @@ pub(crate) fn check_key(what: &str, key: &str, max: usize) -> Result<(), CapErro
     Ok(())
 }
 
+/// The borrowed view through which a guest calls a capability: the host's
+/// context for it (`C`), the plugin's grants and series, and the store's
+/// resources. Each capability implements its generated `Host` traits on
+/// `View<'_, ItsCtx>`.
+pub struct View<'a, C> {
+    pub ctx: &'a C,
+    pub grants: &'a Grants,
+    pub counts: Counts<'a>,
+    pub table: &'a mut wasmtime::component::ResourceTable,
+}
+
+impl<C: Send> crate::bindings::spike::host::types::Host for View<'_, C> {
+    fn convert_error(&mut self, e: CapError) -> wasmtime::Result<WitError> {
+        to_wit(e)
+    }
+}
+
+/// A handle to a named resource the plugin's grants allow (a namespace, a
+/// bucket).
+pub trait Named: Send + 'static {
+    const KIND: Kind;
+    fn new(name: Arc<str>) -> Self;
+    fn name(&self) -> &Arc<str>;
+}
+
+impl<C> View<'_, C> {
+    /// A handle to the resource `name`, if the plugin's grants allow it.
+    pub fn open_granted<H: Named>(
+        &mut self,
+        name: String,
+    ) -> Result<wasmtime::component::Resource<H>, CapError> {
+        self.grants.check(H::KIND, &name)?;
+        Ok(self.table.push(H::new(name.into()))?)
+    }
+
+    /// The name behind a handle.
+    pub fn name_of<H: Named>(
+        &self,
+        handle: &wasmtime::component::Resource<H>,
+    ) -> Result<Arc<str>, CapError> {
+        Ok(self.table.get(handle)?.name().clone())
+    }
+}
+
 /// Where a view counts its operations: the plugin's series.
 #[derive(Clone, Copy)]
 pub struct Counts<'a> {
@@ -184,8 +229,16 @@ pub struct PluginCaps {
 
 impl PluginCaps {
     pub fn kv<'a>(&'a self, table: &'a mut wasmtime::component::ResourceTable) -> kv::KvView<'a> {
-        kv::KvView {
-            ctx: &self.caps.kv,
+        self.view(&self.caps.kv, table)
+    }
+
+    fn view<'a, C>(
+        &'a self,
+        ctx: &'a C,
+        table: &'a mut wasmtime::component::ResourceTable,
+    ) -> View<'a, C> {
+        View {
+            ctx,
             grants: &self.grants,
             counts: self.counts(),
             table,
@@ -203,12 +256,7 @@ impl PluginCaps {
         &'a self,
         table: &'a mut wasmtime::component::ResourceTable,
     ) -> blob::BlobView<'a> {
-        blob::BlobView {
-            ctx: &self.caps.blob,
-            grants: &self.grants,
-            counts: self.counts(),
-            table,
-        }
+        self.view(&self.caps.blob, table)
     }
 
     /// The `wasi:http` hooks of one request of this plugin.

@@ -95,7 +95,7 @@ enum Cut {
 impl DispatchError {
     /// Counts the failure in its series: `busy` by the limit reached,
     /// `faults` by kind.
-    fn count(&self, metrics: &PluginMetrics) {
+    pub fn count(&self, metrics: &PluginMetrics) {
         let host = &metrics.host;
         let (family, kind) = match self {
             DispatchError::Busy(Busy::Plugin(_)) => (&host.busy, "plugin"),
@@ -115,23 +115,8 @@ impl DispatchError {
     }
 }
 
-/// Runs `req` through `plugin`, a version of `slot`, and counts a failure.
+/// Runs `req` through `plugin`, a version of `slot`.
 pub async fn dispatch(
-    slot: &PluginSlot,
-    plugin: Arc<LoadedPlugin>,
-    engine: &wasmtime::Engine,
-    watchdog: &Watchdog,
-    timeouts: BodyTimeouts,
-    req: http::Request<axum::body::Body>,
-) -> Result<http::Response<axum::body::Body>, DispatchError> {
-    let result = run(slot, plugin, engine, watchdog, timeouts, req).await;
-    if let Err(e) = &result {
-        e.count(&slot.context.metrics);
-    }
-    result
-}
-
-async fn run(
     slot: &PluginSlot,
     plugin: Arc<LoadedPlugin>,
     engine: &wasmtime::Engine,

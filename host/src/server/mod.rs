@@ -234,6 +234,7 @@ async fn plugin_request(State(state): State<Arc<AppState>>, mut req: Request) ->
                 Ok(resp) if routed.head_as_get => head_only(resp),
                 Ok(resp) => resp,
                 Err(e) => {
+                    e.count(&slot.context.metrics);
                     // Busy comes in floods under load, and the request line
                     // already shows the 503.
                     if matches!(e, DispatchError::Busy(_)) {

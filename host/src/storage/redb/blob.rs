@@ -152,20 +152,6 @@ impl Inner {
         Ok(existed)
     }
 
-    fn blob_list(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> Result<Page<ObjectInfo>> {
-        let txn = redb::ReadableDatabase::begin_read(&*self.db)?;
-        let table = txn.open_table(BLOB_OBJECTS)?;
-        list_scope(&table, bucket, prefix, cursor, limit, |key, raw| {
-            Ok(Some(decode(raw)?.info(key)))
-        })
-    }
-
     fn remove_body(&self, hash: &str) {
         let path = self.body_path(hash);
         if let Err(e) = std::fs::remove_file(&path)
@@ -345,7 +331,11 @@ impl BlobBackend for RedbBackend {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<ObjectInfo>> {
-        self.inner.blob_list(bucket, prefix, cursor, limit)
+        let txn = redb::ReadableDatabase::begin_read(&*self.inner.db)?;
+        let table = txn.open_table(BLOB_OBJECTS)?;
+        list_scope(&table, bucket, prefix, cursor, limit, |key, raw| {
+            Ok(Some(decode(raw)?.info(key)))
+        })
     }
 }
 
