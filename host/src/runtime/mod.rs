@@ -13,6 +13,7 @@ pub mod loader;
 pub mod manifest;
 pub mod memory_budget;
 pub mod registry;
+pub mod request_body;
 pub mod routes;
 pub mod slot;
 pub mod state;

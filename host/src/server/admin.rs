@@ -16,8 +16,8 @@ use tokio::io::AsyncWriteExt;
 use super::AppState;
 use super::errors::ApiError;
 use crate::runtime::PluginSlot;
-use crate::runtime::dispatch::declared_length;
 use crate::runtime::registry::{NewVersion, StagedFile};
+use crate::runtime::request_body::declared_length;
 use crate::runtime::{LoadError, LoadedPlugin};
 use crate::storage::VersionSource;
 
