@@ -105,6 +105,8 @@ async fn a_revoked_grant_denies_the_next_request() {
 #[tokio::test]
 async fn a_bad_edit_is_refused_and_the_old_manifest_serves() {
     let server = TestServer::start(&[PLAIN]).await;
+    let file = server.plugins_dir.join("plain.toml");
+    let original = std::fs::read(&file).unwrap();
     let before = server.plugin_status("plain").await["manifest"]["sha256"].clone();
     manifest(
         &server,
@@ -130,6 +132,15 @@ async fn a_bad_edit_is_refused_and_the_old_manifest_serves() {
     );
     let (code, body) = send(client().get(server.at("/plain"))).await;
     assert_eq!((code, body.as_str()), (200, "Hello, world!\n"));
+
+    // Put back byte for byte as it is in force: ready again.
+    std::fs::write(&file, original).unwrap();
+    within_for(Duration::from_secs(10), async {
+        while server.plugin_status("plain").await["state"] != "ready" {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
 }
 
 #[tokio::test]

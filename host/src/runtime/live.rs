@@ -84,10 +84,12 @@ impl PluginRegistry {
             Ok(m) => m,
             Err(e) => return refuse(LoadError::Manifest(e)),
         };
-        if old
-            .as_ref()
-            .is_some_and(|o| o.manifest.sha256 == manifest.sha256)
+        if let Some(old) = &old
+            && old.manifest.sha256 == manifest.sha256
         {
+            // Put back as it is in force: a refusal of the edit in between
+            // no longer stands.
+            old.clear_manifest_error();
             return ManifestChange::Unchanged;
         }
         let is_old = |s: &Arc<PluginSlot>| old.as_ref().is_some_and(|o| Arc::ptr_eq(o, s));

@@ -111,6 +111,17 @@ impl PluginSlot {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
     }
 
+    /// Forgets a refused manifest edit (the manifest in force is back).
+    pub(super) fn clear_manifest_error(&self) {
+        let mut error = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(
+            *error,
+            Some(LoadError::Manifest(_) | LoadError::Conflict(_))
+        ) {
+            *error = None;
+        }
+    }
+
     pub(super) fn error_is_unreadable_file(&self) -> bool {
         matches!(
             *self.last_error.lock().unwrap_or_else(|p| p.into_inner()),
