@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::caps::outbound::{Resolver, SystemResolver};
+use crate::caps::rate_limit::Rule;
+use crate::caps::secrets::SecretSource;
 use crate::runtime::engine::PoolSettings;
 
 /// Default listen address: the port the Workers tooling taught users.
@@ -45,6 +47,15 @@ pub struct ServerConfig {
     pub resolver: Arc<dyn Resolver>,
     /// How often expired KV keys are reclaimed.
     pub kv_sweep_interval: Duration,
+    /// The operator's secrets for plugins.
+    pub secrets: SecretSource,
+    /// The rate limit of routes whose manifest sets none (per client
+    /// address); none by default.
+    pub default_rate_limit: Option<Rule>,
+    /// Where a request comes from, behind proxies.
+    pub client_addresses: ClientAddresses,
+    /// Verified tokens the auth hook keeps (0: verify every time).
+    pub auth_cache_entries: usize,
     /// Tests only: how long each plugin's first load waits before it starts.
     #[doc(hidden)]
     pub test_load_delay: Duration,
@@ -83,6 +94,27 @@ impl Default for ClientLimits {
     }
 }
 
+/// How the client's address is found: the connection's peer, or, when that
+/// peer is a proxy the operator trusts, the address the proxy reports in
+/// `header` (the rightmost one that is not itself a trusted proxy, since
+/// a client can write anything to the left).
+#[derive(Debug, Clone)]
+pub struct ClientAddresses {
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `x-forwarded-for` by default; any header holding a comma-separated
+    /// list of addresses (or one) will do.
+    pub header: http::HeaderName,
+}
+
+impl Default for ClientAddresses {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: Vec::new(),
+            header: http::HeaderName::from_static("x-forwarded-for"),
+        }
+    }
+}
+
 impl ServerConfig {
     /// Settings for `plugins_dir` and `data_dir`, defaults otherwise.
     pub fn new(plugins_dir: impl Into<PathBuf>, data_dir: impl Into<PathBuf>) -> Self {
@@ -100,6 +132,10 @@ impl ServerConfig {
             metrics_listen: None,
             resolver: Arc::new(SystemResolver),
             kv_sweep_interval: Duration::from_secs(1),
+            secrets: SecretSource::default(),
+            default_rate_limit: None,
+            client_addresses: ClientAddresses::default(),
+            auth_cache_entries: crate::runtime::auth::DEFAULT_CACHE_ENTRIES,
             test_load_delay: Duration::ZERO,
         }
     }

@@ -83,6 +83,25 @@ enum Command {
         /// connection is closed.
         #[arg(long, default_value_t = ClientLimits::default().send_timeout.as_secs())]
         send_timeout_secs: u64,
+        /// The secrets file (TOML, name = "value"); missing is fine.
+        /// `SPIKE_SECRET_<NAME>` environment variables are secrets too, and
+        /// win over the file.
+        #[arg(long, default_value = "secrets.toml", env = "SPIKE_SECRETS")]
+        secrets: PathBuf,
+        /// Rate limit of routes whose manifest sets none, per client
+        /// address: requests/seconds, e.g. 100/60. Off by default.
+        #[arg(long, env = "SPIKE_RATE_LIMIT")]
+        rate_limit: Option<spike::caps::rate_limit::Rule>,
+        /// A proxy (address or CIDR) whose --client-ip-header is believed;
+        /// repeat or separate with commas.
+        #[arg(long, env = "SPIKE_TRUSTED_PROXIES", value_delimiter = ',')]
+        trusted_proxy: Vec<ipnet::IpNet>,
+        /// The header a trusted proxy puts the client's address in.
+        #[arg(long, default_value = "x-forwarded-for", env = "SPIKE_CLIENT_IP_HEADER")]
+        client_ip_header: http::HeaderName,
+        /// Verified tokens the auth hook keeps (0: verify every request).
+        #[arg(long, default_value_t = spike::runtime::auth::DEFAULT_CACHE_ENTRIES)]
+        auth_cache_entries: usize,
     },
     /// Check that a component fits the plugin world, and time its loading:
     /// a fresh compile against a load from the compile cache.
@@ -111,6 +130,11 @@ async fn main() -> anyhow::Result<()> {
             header_timeout_secs,
             body_timeout_secs,
             send_timeout_secs,
+            secrets,
+            rate_limit,
+            trusted_proxy,
+            client_ip_header,
+            auth_cache_entries,
         } => {
             let mut config = spike::ServerConfig::new(plugins, data);
             config.listen = listen;
@@ -128,6 +152,13 @@ async fn main() -> anyhow::Result<()> {
                 body_timeout: Duration::from_secs(body_timeout_secs.max(1)),
                 send_timeout: Duration::from_secs(send_timeout_secs.max(1)),
             };
+            config.secrets = spike::caps::secrets::SecretSource::from_process(Some(secrets));
+            config.default_rate_limit = rate_limit;
+            config.client_addresses = spike::config::ClientAddresses {
+                trusted_proxies: trusted_proxy,
+                header: client_ip_header,
+            };
+            config.auth_cache_entries = auth_cache_entries;
             if config.admin_token.is_none() {
                 tracing::info!("no admin token: the /_spike admin API is disabled");
             }

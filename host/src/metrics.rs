@@ -35,6 +35,12 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub plugin: Arc<str>,
+    pub route: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub plugin: Arc<str>,
     /// What happened: a fault (`trap`, `cpu_limit`, ...), a limit that
@@ -80,6 +86,20 @@ pub struct Metrics {
     pub blob_operations: Family<KindLabels, Counter>,
     /// Object bytes `read` and `written`.
     pub blob_bytes: Family<KindLabels, Counter>,
+    /// Secret reads: `read`, `denied`, `unset`.
+    pub secret_reads: Family<KindLabels, Counter>,
+    /// Quota checks through `rate-limit`: `allowed`, `refused`.
+    pub quota_checks: Family<KindLabels, Counter>,
+    /// Requests a route's rate limit refused (429), by plugin and route.
+    pub rate_limited: Family<RouteLabels, Counter>,
+    /// Keys held by all limiters, after the last sweep.
+    pub rate_limit_keys: Gauge,
+    /// What the auth hook concluded, by the route's plugin: `verified`,
+    /// `anonymous`, `missing`, `rejected`, `unavailable`.
+    pub auth_outcomes: Family<KindLabels, Counter>,
+    /// Auth hook lookups of a token: `hit` (cached) or `miss` (the
+    /// authenticator ran).
+    pub auth_cache: Family<KindLabels, Counter>,
 }
 
 impl Metrics {
@@ -99,6 +119,12 @@ impl Metrics {
             kv_bytes: Family::default(),
             blob_operations: Family::default(),
             blob_bytes: Family::default(),
+            secret_reads: Family::default(),
+            quota_checks: Family::default(),
+            rate_limited: Family::default(),
+            rate_limit_keys: Gauge::default(),
+            auth_outcomes: Family::default(),
+            auth_cache: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -166,6 +192,36 @@ impl Metrics {
             "blob_bytes",
             "Object bytes read and written",
             m.blob_bytes.clone(),
+        );
+        r.register(
+            "secret_reads",
+            "Secret reads, by outcome",
+            m.secret_reads.clone(),
+        );
+        r.register(
+            "quota_checks",
+            "Quota checks through rate-limit, by decision",
+            m.quota_checks.clone(),
+        );
+        r.register(
+            "rate_limited",
+            "Requests a route's rate limit refused with 429",
+            m.rate_limited.clone(),
+        );
+        r.register(
+            "rate_limit_keys",
+            "Keys held by all rate limiters, after the last sweep",
+            m.rate_limit_keys.clone(),
+        );
+        r.register(
+            "auth_outcomes",
+            "What the auth hook concluded, by the route's plugin",
+            m.auth_outcomes.clone(),
+        );
+        r.register(
+            "auth_cache",
+            "Auth hook token lookups: hit (cached) or miss",
+            m.auth_cache.clone(),
         );
         Arc::new(Self { registry, ..m })
     }

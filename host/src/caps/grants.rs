@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::CapError;
 use super::outbound::HostPattern;
+use super::rate_limit::Rule;
 
 /// A kind of named resource a manifest grants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -14,8 +15,7 @@ pub enum Kind {
     Kv,
     /// A blob bucket (`grants.blob`).
     Blob,
-    /// A secret (`grants.secrets`; its interface comes later, the grant is
-    /// parsed now so manifests need not change then).
+    /// A secret (`grants.secrets`).
     Secret,
 }
 
@@ -36,6 +36,9 @@ pub struct Grants {
     names: BTreeMap<Kind, BTreeSet<String>>,
     /// Hosts the plugin may send HTTP requests to.
     pub outbound: Vec<HostPattern>,
+    /// The quotas the plugin keeps through `rate-limit`, by name
+    /// (`[quotas.<name>]`).
+    pub quotas: BTreeMap<String, Rule>,
 }
 
 impl Grants {
@@ -44,6 +47,7 @@ impl Grants {
         Self {
             names: BTreeMap::new(),
             outbound,
+            quotas: BTreeMap::new(),
         }
     }
 

@@ -14,8 +14,11 @@
 
 pub mod blob;
 pub mod grants;
+pub mod identity;
 pub mod kv;
 pub mod outbound;
+pub mod rate_limit;
+pub mod secrets;
 
 use std::sync::Arc;
 
@@ -172,6 +175,16 @@ impl Counts<'_> {
     pub fn blob_bytes(self, direction: &'static str, n: u64) {
         Metrics::count(&self.metrics.blob_bytes, self.plugin, direction, n);
     }
+
+    /// A secret read: `read`, `denied` or `unset`.
+    pub fn secret(self, outcome: &'static str) {
+        Metrics::count(&self.metrics.secret_reads, self.plugin, outcome, 1);
+    }
+
+    /// A quota check: `allowed` or `refused`.
+    pub fn quota(self, decision: &'static str) {
+        Metrics::count(&self.metrics.quota_checks, self.plugin, decision, 1);
+    }
 }
 
 /// Settings of the capabilities that are the host's, not a plugin's.
@@ -181,6 +194,10 @@ pub struct CapSettings {
     pub max_object_bytes: u64,
     /// How outbound requests resolve host names.
     pub resolver: Arc<dyn outbound::Resolver>,
+    /// The operator's secrets.
+    pub secrets: Arc<secrets::SecretsCtx>,
+    /// The limit of routes whose manifest sets none.
+    pub default_rate_limit: Option<rate_limit::Rule>,
 }
 
 /// Every capability the host offers, built once at start.
@@ -188,6 +205,9 @@ pub struct Caps {
     pub kv: kv::KvCtx,
     pub blob: blob::BlobCtx,
     pub outbound: outbound::OutboundCtx,
+    pub secrets: Arc<secrets::SecretsCtx>,
+    /// Every limiter: routes' and plugins' quotas.
+    pub rate_limits: Arc<rate_limit::RateLimits>,
     /// Where the capabilities count their operations and bytes.
     pub metrics: Arc<Metrics>,
 }
@@ -206,14 +226,25 @@ impl Caps {
             outbound: outbound::OutboundCtx {
                 resolver: settings.resolver.clone(),
             },
+            secrets: settings.secrets.clone(),
+            rate_limits: rate_limit::RateLimits::start(settings.default_rate_limit, metrics),
         })
     }
 
     /// What the plugin `name` may use: these capabilities, under `grants`.
     pub fn for_plugin(self: &Arc<Self>, name: &str, grants: &Grants) -> PluginCaps {
+        let quotas = grants
+            .quotas
+            .iter()
+            .map(|(quota, rule)| {
+                let limiter = self.rate_limits.limiter(name, &format!("quota {quota}"), *rule);
+                (quota.clone(), limiter)
+            })
+            .collect();
         PluginCaps {
             name: name.into(),
             grants: Arc::new(grants.clone()),
+            quotas,
             caps: self.clone(),
         }
     }
@@ -224,6 +255,8 @@ impl Caps {
 pub struct PluginCaps {
     pub name: Arc<str>,
     pub grants: Arc<Grants>,
+    /// The limiters of its quotas.
+    quotas: rate_limit::Quotas,
     caps: Arc<Caps>,
 }
 
@@ -257,6 +290,34 @@ impl PluginCaps {
         table: &'a mut wasmtime::component::ResourceTable,
     ) -> blob::BlobView<'a> {
         self.view(&self.caps.blob, table)
+    }
+
+    pub fn secrets<'a>(
+        &'a self,
+        table: &'a mut wasmtime::component::ResourceTable,
+    ) -> secrets::SecretsView<'a> {
+        self.view(&self.caps.secrets, table)
+    }
+
+    pub fn rate_limit<'a>(
+        &'a self,
+        table: &'a mut wasmtime::component::ResourceTable,
+    ) -> rate_limit::RateLimitView<'a> {
+        self.view(&self.quotas, table)
+    }
+
+    /// The identity view of one request: its caller is the request's own.
+    pub fn identity<'a>(
+        &'a self,
+        caller: &'a identity::IdentityCtx,
+        table: &'a mut wasmtime::component::ResourceTable,
+    ) -> identity::IdentityView<'a> {
+        self.view(caller, table)
+    }
+
+    /// The host's limiters (routes' limits are kept there too).
+    pub fn rate_limits(&self) -> &Arc<rate_limit::RateLimits> {
+        &self.caps.rate_limits
     }
 
     /// The `wasi:http` hooks of one request of this plugin.

@@ -94,6 +94,9 @@ pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
         &CapSettings {
             max_object_bytes: 0,
             resolver: Arc::new(SystemResolver),
+            // Never the operator's: a report has nothing to leak.
+            secrets: Arc::default(),
+            default_rate_limit: None,
         },
         &metrics,
     );
@@ -105,12 +108,13 @@ pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
         routes: Vec::new(),
         grants: Grants::default(),
         limits: Limits::default(),
+        env: Vec::new(),
     };
     let context = PluginContext::new(&caps, &manifest, MemoryBudget::new(u64::MAX), &metrics);
     let mut times = Vec::with_capacity(INSTANTIATIONS);
     for _ in 0..INSTANTIATIONS {
         let start = Instant::now();
-        let mut store = RequestState::new_store(&engine, &context);
+        let mut store = RequestState::new_store(&engine, &context, None);
         pre.instantiate_async(&mut store)
             .await
             .map_err(|e| anyhow::anyhow!("instantiating: {e:#}"))?;

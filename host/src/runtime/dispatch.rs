@@ -31,6 +31,7 @@ use super::request_body::{BODY_OK, BODY_OVERFLOWED, BODY_STALLED, RequestBody, d
 use super::slot::PluginSlot;
 use super::state::{CpuLimitExceeded, MemoryLimitExceeded, RequestState};
 use super::watchdog::{self, Watchdog, Watched};
+use crate::caps::identity::IdentityCtx;
 use crate::metrics::PluginMetrics;
 
 /// How long a client may leave a body stalled: the server's settings, not
@@ -116,13 +117,14 @@ impl DispatchError {
     }
 }
 
-/// Runs `req` through `plugin`, a version of `slot`.
+/// Runs `req` through `plugin`, a version of `slot`, for `caller`.
 pub async fn dispatch(
     slot: &PluginSlot,
     plugin: Arc<LoadedPlugin>,
     engine: &wasmtime::Engine,
     watchdog: &Watchdog,
     timeouts: BodyTimeouts,
+    caller: IdentityCtx,
     req: http::Request<axum::body::Body>,
 ) -> Result<http::Response<axum::body::Body>, DispatchError> {
     let limits = &slot.context.limits;
@@ -144,7 +146,7 @@ pub async fn dispatch(
     let body = RequestBody::new(body, max_body, timeouts.request, body_state.clone());
     let req = http::Request::from_parts(parts, body);
 
-    let mut store = RequestState::new_store(engine, &slot.context);
+    let mut store = RequestState::new_store(engine, &slot.context, caller);
 
     let (tx, rx) = tokio::sync::oneshot::channel();
     let http = || DispatchError::Internal("creating the request resources".into());
@@ -386,7 +388,7 @@ impl Drop for AbortOnDrop {
 }
 
 /// Names what went wrong in a guest.
-fn classify(e: &wasmtime::Error) -> DispatchError {
+pub(super) fn classify(e: &wasmtime::Error) -> DispatchError {
     if let Some(cpu) = e.downcast_ref::<CpuLimitExceeded>() {
         return DispatchError::CpuLimit(cpu.clone());
     }

@@ -16,5 +16,8 @@ pub fn new(engine: &Engine) -> wasmtime::Result<Linker<RequestState>> {
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     caps::kv::add_to_linker(&mut linker, RequestState::kv_view)?;
     caps::blob::add_to_linker(&mut linker, RequestState::blob_view)?;
+    caps::secrets::add_to_linker(&mut linker, RequestState::secrets_view)?;
+    caps::identity::add_to_linker(&mut linker, RequestState::identity_view)?;
+    caps::rate_limit::add_to_linker(&mut linker, RequestState::rate_limit_view)?;
     Ok(linker)
 }

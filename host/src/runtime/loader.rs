@@ -13,6 +13,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyIndices;
 use super::compile_cache::{CacheOutcome, CompileCache};
 use super::linker;
 use super::state::RequestState;
+use crate::bindings::exports::spike::host::authenticator::GuestIndices as AuthenticatorIndices;
 use crate::storage::{StorageError, VersionSource};
 use crate::util::now_ms;
 
@@ -33,6 +34,8 @@ pub struct LoadedPlugin {
 pub struct Exports {
     /// `wasi:http/incoming-handler`.
     pub http: Option<ProxyIndices>,
+    /// `spike:host/authenticator`.
+    pub authenticator: Option<AuthenticatorIndices>,
 }
 
 /// Why a version could not be loaded or activated.
@@ -113,6 +116,7 @@ impl Loader {
                 .map_err(|e| LoadError::World(format!("{e:#}")))?;
             let exports = Exports {
                 http: ProxyIndices::new(&pre).ok(),
+                authenticator: AuthenticatorIndices::new(&pre).ok(),
             };
             Ok(LoadedPlugin {
                 sha256,

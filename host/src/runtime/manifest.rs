@@ -7,12 +7,23 @@
 //! [[routes]]
 //! prefix = "/hello"                   # matches /hello and /hello/...
 //! methods = ["GET", "POST", "PUT"]    # optional; all methods if absent
+//! auth = "required"                   # or "optional"; absent: no authentication
+//! authenticator = "auth"              # the plugin that authenticates (default "auth")
+//! rate_limit = { requests = 100, per_s = 60, key = "ip" }  # or key = "user";
+//!                                     # false: none, even if the server sets a default
 //!
 //! [grants]                            # deny by default: only what is listed
 //! kv = ["hello"]
 //! blob = ["hello-files"]
 //! outbound = ["api.example.com", "127.0.0.1:9000"]
-//! secrets = []
+//! secrets = ["openai-api-key"]
+//!
+//! [quotas.ai-calls]                   # limits the plugin keeps through rate-limit
+//! requests = 1000
+//! per_s = 3600
+//!
+//! [env]                               # the guest's environment variables
+//! ISSUER = "https://clerk.example.com"
 //!
 //! [limits]                            # all optional
 //! memory_mib = 128                    # linear memory of one instance
@@ -26,7 +37,7 @@
 //!
 //! A malformed manifest is refused with its file, line and reason.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -35,6 +46,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::caps::outbound::HostPattern;
+use crate::caps::rate_limit::Rule;
 use crate::caps::{Grants, Kind};
 
 /// Default linear memory per instance.
@@ -47,6 +59,9 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_MAX_DURATION_MS: u64 = 120_000;
 /// Default request body limit.
 pub const DEFAULT_MAX_BODY_MIB: u64 = 16;
+
+/// The authenticator a route names when it names none.
+pub const DEFAULT_AUTHENTICATOR: &str = "auth";
 
 /// Paths no plugin may claim: the host's own endpoints.
 pub const RESERVED_PREFIXES: &[&str] = &["/_spike", "/healthz", "/readyz"];
@@ -64,13 +79,48 @@ pub struct Manifest {
     pub routes: Vec<Route>,
     pub grants: Grants,
     pub limits: Limits,
+    /// The guest's environment variables.
+    pub env: Vec<(String, String)>,
 }
 
-/// A path prefix the plugin serves, and the methods (empty: all).
+/// A path prefix the plugin serves, the methods (empty: all), and what
+/// the host does before the plugin runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub prefix: String,
     pub methods: BTreeSet<String>,
+    pub auth: Option<RouteAuth>,
+    pub rate_limit: RouteLimit,
+}
+
+/// A route that asks who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteAuth {
+    /// `required`: no verified caller, no plugin (401). `optional`: the
+    /// plugin runs either way, with the caller if there is one.
+    pub required: bool,
+    /// The plugin that authenticates.
+    pub authenticator: String,
+}
+
+/// A route's rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteLimit {
+    /// The server's default, if it has one.
+    Default,
+    /// None, whatever the server's default.
+    Off,
+    Rule { rule: Rule, key: LimitKey },
+}
+
+/// Whom a route's rate limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKey {
+    /// The client's address (an IPv6 client by its /64).
+    Ip,
+    /// The verified caller; the client's address when there is none (an
+    /// `optional` route).
+    User,
 }
 
 /// Per-request limits of a plugin.
@@ -133,6 +183,10 @@ struct RawManifest {
     grants: RawGrants,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    quotas: BTreeMap<String, Spanned<RawQuota>>,
+    #[serde(default)]
+    env: BTreeMap<Spanned<String>, String>,
 }
 
 #[derive(Deserialize)]
@@ -140,6 +194,16 @@ struct RawManifest {
 struct RawRoute {
     prefix: Spanned<String>,
     methods: Option<Vec<Spanned<String>>>,
+    auth: Option<Spanned<String>>,
+    authenticator: Option<Spanned<String>>,
+    rate_limit: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuota {
+    requests: u32,
+    per_s: u32,
 }
 
 #[derive(Deserialize, Default)]
@@ -240,9 +304,52 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
                 "methods is empty: omit it to allow all methods".into(),
             ));
         }
+        let auth = match &r.auth {
+            None => None,
+            Some(a) => match a.get_ref().as_str() {
+                "required" | "optional" => Some(RouteAuth {
+                    required: a.get_ref() == "required",
+                    authenticator: match &r.authenticator {
+                        Some(n) => {
+                            check_name(n.get_ref()).map_err(|m| err(Some(n.span()), m))?;
+                            n.get_ref().clone()
+                        }
+                        None => DEFAULT_AUTHENTICATOR.into(),
+                    },
+                }),
+                other => {
+                    return Err(err(
+                        Some(a.span()),
+                        format!("auth = \"{other}\": write \"required\" or \"optional\""),
+                    ));
+                }
+            },
+        };
+        if let (None, Some(n)) = (&auth, &r.authenticator) {
+            return Err(err(
+                Some(n.span()),
+                "authenticator is set but auth is not: add auth = \"required\" or \"optional\""
+                    .into(),
+            ));
+        }
+        let rate_limit = match &r.rate_limit {
+            None => RouteLimit::Default,
+            Some(v) => route_limit(v.get_ref()).map_err(|m| err(Some(v.span()), m))?,
+        };
+        if let (RouteLimit::Rule { key: LimitKey::User, .. }, None, Some(v)) =
+            (rate_limit, &auth, &r.rate_limit)
+        {
+            return Err(err(
+                Some(v.span()),
+                "key = \"user\" needs a caller: add auth = \"required\" or \"optional\" to the route"
+                    .into(),
+            ));
+        }
         routes.push(Route {
             prefix: prefix.clone(),
             methods,
+            auth,
+            rate_limit,
         });
     }
 
@@ -267,6 +374,19 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
                 .map_err(|m| err(Some(n.span()), format!("{}: {m}", kind.noun())))?;
             grants.grant(kind, n.get_ref().clone());
         }
+    }
+    for (name, quota) in &raw.quotas {
+        let at = Some(quota.span());
+        check_resource_name(name).map_err(|m| err(at.clone(), format!("quota: {m}")))?;
+        let q = quota.get_ref();
+        let rule = Rule::new(q.requests, q.per_s)
+            .map_err(|m| err(at.clone(), format!("quota '{name}': {m}")))?;
+        grants.quotas.insert(name.clone(), rule);
+    }
+    let mut env = Vec::new();
+    for (name, value) in &raw.env {
+        check_env_name(name.get_ref()).map_err(|m| err(Some(name.span()), m))?;
+        env.push((name.get_ref().clone(), value.clone()));
     }
 
     let mut limits = Limits::default();
@@ -344,7 +464,55 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
         routes,
         grants,
         limits,
+        env,
     })
+}
+
+/// A route's `rate_limit`: `false`, or `{ requests, per_s, key }`.
+fn route_limit(value: &toml::Value) -> Result<RouteLimit, String> {
+    const FORM: &str = "rate_limit must be false or { requests = 100, per_s = 60, key = \"ip\" }";
+    let table = match value {
+        toml::Value::Boolean(false) => return Ok(RouteLimit::Off),
+        toml::Value::Table(t) => t,
+        _ => return Err(FORM.into()),
+    };
+    let number = |field: &str| -> Result<u32, String> {
+        match table.get(field) {
+            Some(toml::Value::Integer(n)) => {
+                u32::try_from(*n).map_err(|_| format!("rate_limit.{field} is out of range"))
+            }
+            Some(_) => Err(format!("rate_limit.{field} must be a number")),
+            None => Err(format!("rate_limit needs {field}: {FORM}")),
+        }
+    };
+    if let Some(unknown) = table
+        .keys()
+        .find(|k| !["requests", "per_s", "key"].contains(&k.as_str()))
+    {
+        return Err(format!("rate_limit has an unknown field '{unknown}': {FORM}"));
+    }
+    let rule = Rule::new(number("requests")?, number("per_s")?)
+        .map_err(|m| format!("rate_limit: {m}"))?;
+    let key = match table.get("key").map(|k| k.as_str()) {
+        None | Some(Some("ip")) => LimitKey::Ip,
+        Some(Some("user")) => LimitKey::User,
+        _ => return Err("rate_limit.key must be \"ip\" or \"user\"".into()),
+    };
+    Ok(RouteLimit::Rule { rule, key })
+}
+
+/// Environment variable names: a letter or `_`, then letters, digits, `_`.
+fn check_env_name(name: &str) -> Result<(), String> {
+    let ok = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 128;
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "env: '{name}' must be a letter or '_' followed by letters, digits or '_'"
+        ))
+    }
 }
 
 /// Plugin names appear in URLs and logs: lower-case letters, digits, `-`, `_`.
@@ -450,6 +618,70 @@ max_concurrent = 7
     }
 
     #[test]
+    fn auth_rate_limits_quotas_and_env() {
+        let m = parse_str(
+            r#"
+component = "x.wasm"
+[[routes]]
+prefix = "/a"
+auth = "required"
+rate_limit = { requests = 5, per_s = 60, key = "user" }
+[[routes]]
+prefix = "/b"
+auth = "optional"
+authenticator = "clerk"
+rate_limit = false
+[[routes]]
+prefix = "/c"
+rate_limit = { requests = 100, per_s = 60 }
+[[routes]]
+prefix = "/d"
+[quotas.ai-calls]
+requests = 1000
+per_s = 3600
+[env]
+ISSUER = "https://issuer.example"
+_X1 = ""
+"#,
+        )
+        .unwrap();
+        let r = &m.routes;
+        assert_eq!(
+            r[0].auth,
+            Some(RouteAuth {
+                required: true,
+                authenticator: "auth".into()
+            })
+        );
+        assert_eq!(
+            r[0].rate_limit,
+            RouteLimit::Rule {
+                rule: Rule::new(5, 60).unwrap(),
+                key: LimitKey::User
+            }
+        );
+        assert_eq!(r[1].auth.as_ref().unwrap().authenticator, "clerk");
+        assert!(!r[1].auth.as_ref().unwrap().required);
+        assert_eq!(r[1].rate_limit, RouteLimit::Off);
+        assert!(matches!(
+            r[2].rate_limit,
+            RouteLimit::Rule {
+                key: LimitKey::Ip,
+                ..
+            }
+        ));
+        assert_eq!((&r[3].auth, r[3].rate_limit), (&None, RouteLimit::Default));
+        assert_eq!(m.grants.quotas["ai-calls"], Rule::new(1000, 3600).unwrap());
+        assert_eq!(
+            m.env,
+            [
+                ("ISSUER".to_string(), "https://issuer.example".to_string()),
+                ("_X1".to_string(), String::new())
+            ]
+        );
+    }
+
+    #[test]
     fn max_duration_is_never_shorter_than_the_time_to_headers() {
         let m = parse_str(
             "component = \"x.wasm\"\nroutes = [{ prefix = \"/x\" }]\nlimits.timeout_ms = 600000\n",
@@ -528,6 +760,58 @@ max_concurrent = 7
             (
                 "routes = [{ prefix = \"/x\" }]\nlimits.max_concurrent = 0",
                 "max_concurrent",
+            ),
+            (
+                "routes = [{ prefix = \"/x\", auth = \"maybe\" }]",
+                "auth = \"maybe\"",
+            ),
+            (
+                "routes = [{ prefix = \"/x\", authenticator = \"auth\" }]",
+                "auth is not",
+            ),
+            (
+                "routes = [{ prefix = \"/x\", auth = \"required\", authenticator = \"A\" }]",
+                "plugin name",
+            ),
+            (
+                "routes = [{ prefix = \"/x\", rate_limit = { requests = 5, per_s = 60, key = \"user\" } }]",
+                "needs a caller",
+            ),
+            (
+                "routes = [{ prefix = \"/x\", rate_limit = { requests = 0, per_s = 60 } }]",
+                "requests must be at least 1",
+            ),
+            (
+                "routes = [{ prefix = \"/x\", rate_limit = { requests = 5 } }]",
+                "needs per_s",
+            ),
+            (
+                "routes = [{ prefix = \"/x\", rate_limit = { requests = 5, per_s = 1, key = \"host\" } }]",
+                "rate_limit.key",
+            ),
+            (
+                "routes = [{ prefix = \"/x\", rate_limit = { requests = 5, per_s = 1, burst = 2 } }]",
+                "unknown field 'burst'",
+            ),
+            (
+                "routes = [{ prefix = \"/x\", rate_limit = true }]",
+                "must be false or",
+            ),
+            (
+                "routes = [{ prefix = \"/x\" }]\nquotas.q = { requests = 1, per_s = 0 }",
+                "per_s must be at least 1",
+            ),
+            (
+                "routes = [{ prefix = \"/x\" }]\nquotas.q = { requests = 1 }",
+                "per_s",
+            ),
+            (
+                "routes = [{ prefix = \"/x\" }]\nenv.\"A-B\" = \"x\"",
+                "env: 'A-B'",
+            ),
+            (
+                "routes = [{ prefix = \"/x\" }]\nenv.A = 1",
+                "string",
             ),
         ] {
             let e = parse_str(&format!("component = \"x.wasm\"\n{text}\n")).unwrap_err();

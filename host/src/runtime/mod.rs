@@ -3,6 +3,7 @@
 //! per-request stores, the memory budget, dispatch and the watchdog that
 //! enforces deadlines.
 
+pub mod auth;
 pub mod check;
 pub mod compile_cache;
 pub mod dispatch;

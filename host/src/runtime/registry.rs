@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
+use super::auth::{AuthHook, AuthOutcome};
 use super::engine::{EpochTicker, PoolSettings, build_engine};
 use super::loader::{LoadError, LoadedPlugin, Loader};
 use super::manifest::{self, Manifest, ManifestError};
@@ -49,6 +50,8 @@ pub struct RegistrySettings {
     /// Tests only: how long each plugin's first load waits before it starts,
     /// to observe the server while plugins are still loading.
     pub load_delay: std::time::Duration,
+    /// Verified tokens the auth hook keeps.
+    pub auth_cache_entries: usize,
 }
 
 /// The bytes of a version on their way in.
@@ -133,6 +136,7 @@ pub struct PluginRegistry {
     /// How many plugins have finished their first load, of how many.
     loaded: tokio::sync::watch::Receiver<usize>,
     initial: usize,
+    auth: AuthHook,
     watchdog: Watchdog,
     _ticker: EpochTicker,
 }
@@ -189,6 +193,7 @@ impl PluginRegistry {
             refused: Mutex::default(),
             loaded,
             initial: initial.len(),
+            auth: AuthHook::new(settings.auth_cache_entries, metrics),
         });
         let started = std::time::Instant::now();
         for slot in initial {
@@ -226,6 +231,20 @@ impl PluginRegistry {
         self.loader.engine()
     }
 
+    /// Who sent a request to a route whose authenticator is `authenticator`
+    /// (see `auth`).
+    pub async fn authenticate(
+        &self,
+        authenticator: &str,
+        method: &str,
+        path: &str,
+        headers: &http::HeaderMap,
+    ) -> AuthOutcome {
+        (self.auth)
+            .authenticate(self, authenticator, method, path, headers)
+            .await
+    }
+
     /// Enforces the deadlines of requests and connections.
     pub fn watchdog(&self) -> &Watchdog {
         &self.watchdog
@@ -238,11 +257,13 @@ impl PluginRegistry {
             RouteMatch::Plugin {
                 name,
                 prefix,
+                index,
                 as_get,
             } => match plugins.slots.get(name) {
                 Some(slot) => Ok(Routed {
                     slot: slot.clone(),
                     route: prefix.clone(),
+                    index,
                     head_as_get: as_get,
                 }),
                 None => Err(RouteMatch::NotFound),

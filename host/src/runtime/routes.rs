@@ -24,15 +24,19 @@ struct RouteEntry {
     /// Empty: every method.
     methods: BTreeSet<String>,
     plugin: String,
+    /// Which of the plugin's routes.
+    index: usize,
 }
 
 /// The outcome of routing a request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum RouteMatch<'a> {
+    /// `index`: which of the plugin's routes (its place in the manifest).
     /// `as_get`: a `HEAD` to be run as `GET`, its body dropped.
     Plugin {
         name: &'a str,
         prefix: &'a Arc<str>,
+        index: usize,
         as_get: bool,
     },
     /// Some plugin serves the path, none with this method.
@@ -52,7 +56,7 @@ impl RouteTable {
     pub fn new(manifests: &[Manifest]) -> Result<Self, String> {
         let mut entries: Vec<RouteEntry> = Vec::new();
         for m in manifests {
-            for r in &m.routes {
+            for (index, r) in m.routes.iter().enumerate() {
                 let clash = entries.iter().find(|e| {
                     *e.prefix == *r.prefix
                         && (e.methods.is_empty()
@@ -71,6 +75,7 @@ impl RouteTable {
                     prefix: r.prefix.as_str().into(),
                     methods: r.methods.clone(),
                     plugin: m.name.clone(),
+                    index,
                 });
             }
         }
@@ -97,6 +102,7 @@ impl RouteTable {
                 return RouteMatch::Plugin {
                     name: &e.plugin,
                     prefix: &e.prefix,
+                    index: e.index,
                     as_get: false,
                 };
             }
@@ -104,6 +110,7 @@ impl RouteTable {
                 return RouteMatch::Plugin {
                     name: &e.plugin,
                     prefix: &e.prefix,
+                    index: e.index,
                     as_get: head,
                 };
             }

@@ -10,10 +10,11 @@ use arc_swap::ArcSwapOption;
 
 use super::engine::PoolSettings;
 use super::loader::{LoadError, LoadedPlugin};
-use super::manifest::Manifest;
+use super::manifest::{LimitKey, Manifest, Route, RouteAuth, RouteLimit};
 use super::memory_budget::MemoryBudget;
 use super::state::PluginContext;
 use crate::caps::Caps;
+use crate::caps::rate_limit::{Limiter, RateLimits};
 use crate::metrics::Metrics;
 use crate::util::now_ms;
 
@@ -23,6 +24,9 @@ pub struct PluginSlot {
     /// When this manifest came into force.
     pub since_ms: u64,
     pub context: Arc<PluginContext>,
+    /// What each route (by its place in the manifest) asks of a request
+    /// before the plugin runs.
+    pub policies: Vec<RoutePolicy>,
     /// Requests of this plugin that may run at once (`limits.max_concurrent`,
     /// or a share of the instance pool): one plugin's slow clients wait on
     /// their own permits, never on the other plugins' instances.
@@ -45,6 +49,42 @@ pub(super) struct SlotParts<'a> {
     pub pool: &'a PoolSettings,
 }
 
+/// What the host does on one route before its plugin runs: who must be
+/// calling, and how often they may.
+pub struct RoutePolicy {
+    pub auth: Option<RouteAuth>,
+    pub rate_limit: Option<RouteLimiter>,
+}
+
+/// A route's limiter, and whom it counts.
+pub struct RouteLimiter {
+    pub limiter: Arc<Limiter>,
+    pub key: LimitKey,
+}
+
+impl RoutePolicy {
+    fn new(plugin: &str, route: &Route, limits: &RateLimits) -> Self {
+        let rule = match route.rate_limit {
+            RouteLimit::Rule { rule, key } => Some((rule, key)),
+            RouteLimit::Default => limits.route_default.map(|rule| (rule, LimitKey::Ip)),
+            RouteLimit::Off => None,
+        };
+        Self {
+            auth: route.auth.clone(),
+            rate_limit: rule.map(|(rule, key)| RouteLimiter {
+                // By prefix and methods, so that an edit elsewhere in the
+                // manifest keeps this route's counts.
+                limiter: limits.limiter(
+                    plugin,
+                    &format!("route {} {:?}", route.prefix, route.methods),
+                    rule,
+                ),
+                key,
+            }),
+        }
+    }
+}
+
 impl PluginSlot {
     /// A slot for `manifest`, loading, with no version yet; the swap lock
     /// of the slot it follows, if any.
@@ -64,13 +104,19 @@ impl PluginSlot {
             .max_concurrent
             .unwrap_or_else(|| default_max_concurrent(parts.pool.max_instances))
             .min(parts.pool.max_instances.max(1));
+        let context = PluginContext::new(
+            parts.caps,
+            &manifest,
+            parts.memory_budget.clone(),
+            parts.metrics,
+        );
+        let limits = context.caps.rate_limits();
+        let policies = (manifest.routes.iter())
+            .map(|route| RoutePolicy::new(&manifest.name, route, limits))
+            .collect();
         Self {
-            context: PluginContext::new(
-                parts.caps,
-                &manifest,
-                parts.memory_budget.clone(),
-                parts.metrics,
-            ),
+            context,
+            policies,
             manifest,
             since_ms: now_ms(),
             max_concurrent,
@@ -170,6 +216,8 @@ pub struct Routed {
     pub slot: Arc<PluginSlot>,
     /// The route prefix that matched.
     pub route: Arc<str>,
+    /// Which of the plugin's routes matched.
+    pub index: usize,
     /// A `HEAD` the plugin is to run as `GET` (the server drops the body).
     pub head_as_get: bool,
 }

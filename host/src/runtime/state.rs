@@ -16,7 +16,10 @@ use super::engine::EPOCH_TICK;
 use super::manifest::{Limits, Manifest};
 use super::memory_budget::MemoryBudget;
 use crate::caps::blob::BlobView;
+use crate::caps::identity::{IdentityCtx, IdentityView};
 use crate::caps::kv::KvView;
+use crate::caps::rate_limit::RateLimitView;
+use crate::caps::secrets::SecretsView;
 use crate::caps::outbound::OutboundHooks;
 use crate::caps::{Caps, PluginCaps};
 use crate::metrics::{Metrics, PluginMetrics};
@@ -44,6 +47,8 @@ pub struct RequestState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: OutboundHooks,
+    /// Who is calling, as the route's authenticator verified it.
+    caller: IdentityCtx,
     limiter: GuestLimiter,
     cpu: CpuMeter,
 }
@@ -53,6 +58,8 @@ pub struct RequestState {
 pub struct PluginContext {
     pub caps: PluginCaps,
     pub limits: Limits,
+    /// The guest's environment variables (`[env]` of the manifest).
+    pub env: Vec<(String, String)>,
     /// The host's total for all instances' linear memory.
     pub memory_budget: Arc<MemoryBudget>,
     /// The series its requests count into.
@@ -73,6 +80,7 @@ impl PluginContext {
             metrics: PluginMetrics::new(metrics, &caps.name),
             caps,
             limits: manifest.limits.clone(),
+            env: manifest.env.clone(),
             memory_budget,
         })
     }
@@ -83,13 +91,15 @@ impl PluginContext {
 }
 
 impl RequestState {
-    fn new(plugin: &Arc<PluginContext>) -> Self {
+    fn new(plugin: &Arc<PluginContext>, caller: IdentityCtx) -> Self {
         let mut wasi = WasiCtx::builder();
-        // No files, no sockets, no environment: a plugin reaches the world
-        // only through the capabilities its manifest grants.
+        // No files and no sockets: a plugin reaches the world only through
+        // the capabilities its manifest grants. Its environment is the
+        // manifest's `[env]`, nothing of the host's.
         wasi.allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            .envs(&plugin.env)
             .stdout(GuestLog::new(plugin.name(), "stdout"))
             .stderr(GuestLog::new(plugin.name(), "stderr"));
         Self {
@@ -98,6 +108,7 @@ impl RequestState {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             hooks: plugin.caps.outbound_hooks(),
+            caller,
             limiter: GuestLimiter {
                 memory_bytes: plugin.limits.memory_bytes,
                 budget: plugin.memory_budget.clone(),
@@ -111,13 +122,14 @@ impl RequestState {
         }
     }
 
-    /// A store for one request of `plugin`, with its limits in force: the
-    /// memory limiter, CPU metering and the epoch deadline.
+    /// A store for one request of `plugin` by `caller`, with its limits in
+    /// force: the memory limiter, CPU metering and the epoch deadline.
     pub fn new_store(
         engine: &wasmtime::Engine,
         plugin: &Arc<PluginContext>,
+        caller: IdentityCtx,
     ) -> wasmtime::Store<Self> {
-        let mut store = wasmtime::Store::new(engine, Self::new(plugin));
+        let mut store = wasmtime::Store::new(engine, Self::new(plugin, caller));
         store.limiter(|s| &mut s.limiter);
         store.call_hook(Self::on_call_hook);
         store.epoch_deadline_callback(Self::on_epoch_deadline);
@@ -131,6 +143,18 @@ impl RequestState {
 
     pub fn blob_view(&mut self) -> BlobView<'_> {
         self.plugin.caps.blob(&mut self.table)
+    }
+
+    pub fn secrets_view(&mut self) -> SecretsView<'_> {
+        self.plugin.caps.secrets(&mut self.table)
+    }
+
+    pub fn rate_limit_view(&mut self) -> RateLimitView<'_> {
+        self.plugin.caps.rate_limit(&mut self.table)
+    }
+
+    pub fn identity_view(&mut self) -> IdentityView<'_> {
+        self.plugin.caps.identity(&self.caller, &mut self.table)
     }
 
     /// Starts the meters again for a new call into the guest: each call

@@ -24,6 +24,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::config::{ClientLimits, DEFAULT_MAX_CONNECTIONS};
 use crate::metrics::Metrics;
 use crate::runtime::watchdog::{self, Watchdog, Watched};
+use crate::server::gate::PeerAddr;
 
 /// File descriptors kept for everything that is not a client connection:
 /// the database, blob bodies being streamed, compile-cache files, outbound
@@ -101,9 +102,9 @@ pub async fn serve(
     let http = hyper::server::conn::http1::Builder::new();
     let mut refused = RefusalLog::default();
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     accept_failed(e).await;
                     continue;
@@ -123,7 +124,8 @@ pub async fn serve(
         let watching = watchdog.watch(deadline.clone());
         let app = TowerToHyperService::new(app.clone());
         let tracking = deadline.clone();
-        let service = hyper::service::service_fn(move |request| {
+        let service = hyper::service::service_fn(move |mut request: http::Request<_>| {
+            request.extensions_mut().insert(PeerAddr(peer));
             let responding = Responding::start(&tracking);
             let response = hyper::service::Service::call(&app, request);
             async move {

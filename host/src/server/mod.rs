@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod errors;
+pub mod gate;
 pub mod listener;
 
 use std::net::SocketAddr;
@@ -20,7 +21,7 @@ use axum::routing::{get, post, put};
 use http::{HeaderValue, Method, StatusCode};
 
 use crate::caps::{CapSettings, Caps};
-use crate::config::{ClientLimits, ServerConfig};
+use crate::config::{ClientAddresses, ClientLimits, ServerConfig};
 use crate::metrics::{Metrics, RequestLabels};
 use crate::runtime::dispatch::{BodyTimeouts, DispatchError, dispatch};
 use crate::runtime::registry::RegistrySettings;
@@ -39,6 +40,7 @@ pub struct AppState {
     pub admin_token: Option<String>,
     pub max_component_bytes: u64,
     pub clients: ClientLimits,
+    pub client_addresses: ClientAddresses,
 }
 
 /// Which plugin and route served a response, for the request log and
@@ -221,6 +223,16 @@ async fn plugin_request(State(state): State<Arc<AppState>>, mut req: Request) ->
                 req.headers_mut()
                     .insert(http::header::HOST, HeaderValue::from_static("localhost"));
             }
+            let peer = req.extensions().get::<gate::PeerAddr>().copied();
+            let (method, path) = (req.method().as_str(), req.uri().path());
+            let passed = match gate::pass(&state, &routed, method, path, req.headers(), peer).await
+            {
+                Ok(passed) => passed,
+                Err(mut refusal) => {
+                    refusal.extensions_mut().insert(served_by);
+                    return refusal;
+                }
+            };
             if routed.head_as_get {
                 *req.method_mut() = Method::GET;
             }
@@ -230,7 +242,9 @@ async fn plugin_request(State(state): State<Arc<AppState>>, mut req: Request) ->
                 request: state.clients.body_timeout,
                 response: state.clients.send_timeout,
             };
-            match dispatch(slot, plugin, engine, watchdog, timeouts, req).await {
+            let caller = passed.caller;
+            let mut resp = match dispatch(slot, plugin, engine, watchdog, timeouts, caller, req).await
+            {
                 Ok(resp) if routed.head_as_get => head_only(resp),
                 Ok(resp) => resp,
                 Err(e) => {
@@ -244,7 +258,11 @@ async fn plugin_request(State(state): State<Arc<AppState>>, mut req: Request) ->
                     }
                     ApiError::from(e).into_response()
                 }
+            };
+            if let Some(decision) = &passed.limit {
+                gate::rate_limit_headers(resp.headers_mut(), decision);
             }
+            resp
         }
     };
     resp.extensions_mut().insert(served_by);
@@ -360,6 +378,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let storage = StorageSettings {
         kv_sweep_interval: config.kv_sweep_interval,
     };
+    let secrets = config.secrets.load()?;
+    tracing::info!(secrets = secrets.len(), "secrets loaded");
     let backends = Backends::open_redb(&config.data_dir, &storage)?;
     let liveness = backends.liveness();
     let metrics = Metrics::new();
@@ -368,6 +388,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         &CapSettings {
             max_object_bytes: config.max_object_bytes,
             resolver: config.resolver.clone(),
+            secrets: Arc::new(secrets),
+            default_rate_limit: config.default_rate_limit,
         },
         &metrics,
     );
@@ -378,6 +400,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         compile_cache_dir: config.data_dir.join("compile-cache"),
         staging_dir: config.data_dir.join("staging"),
         load_delay: config.test_load_delay,
+        auth_cache_entries: config.auth_cache_entries,
     };
     let registry =
         PluginRegistry::start(&settings, &caps, backends.versions.clone(), &metrics).await?;
@@ -409,6 +432,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         admin_token: config.admin_token.clone(),
         max_component_bytes: config.max_component_bytes,
         clients: clients.clone(),
+        client_addresses: config.client_addresses.clone(),
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let serve = tokio::spawn(listener::serve(

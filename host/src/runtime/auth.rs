@@ -1,0 +1,295 @@
+//! The auth hook: before a route with `auth` runs, the host asks the
+//! route's authenticator plugin (one that exports `spike:host/authenticator`,
+//! such as `components/auth`) who is calling, and hands the answer to the
+//! route's plugin through `identity`.
+//!
+//! Credentials are a bearer token, from `Authorization: Bearer` or the
+//! `__session` cookie (as Clerk sends them). A request without one is
+//! anonymous without any guest running. A verified token is cached by its
+//! SHA-256, with the authenticator's name, manifest and version, until the
+//! token expires (an hour at most), so a repeated token costs a hash and a
+//! lookup instead of an instance and a signature check. The cache is
+//! bounded; what falls out is verified again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+
+use super::PluginRegistry;
+use super::dispatch::{DispatchError, classify};
+use super::state::RequestState;
+use crate::bindings::exports::spike::host::authenticator::{Outcome, RequestHead};
+use crate::caps::identity::Caller;
+use crate::metrics::{Metrics, PluginMetrics};
+use crate::util::now_ms;
+
+/// Verified tokens kept by default.
+pub const DEFAULT_CACHE_ENTRIES: usize = 10_000;
+
+/// The longest token looked at; Clerk's are 1 to 2 KiB.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Longest a verification is trusted without asking again, whatever the
+/// token's `exp` says.
+const MAX_CACHE_TIME: Duration = Duration::from_secs(3600);
+
+/// The cookie Clerk keeps its session token in.
+const SESSION_COOKIE: &str = "__session";
+
+/// What the hook concluded about a request.
+pub enum AuthOutcome {
+    /// Valid credentials.
+    Verified(Arc<Caller>),
+    /// No credentials were sent.
+    Missing,
+    /// Credentials were sent and refused; the reason is for the caller.
+    Rejected(String),
+    /// Credentials could not be checked now; the reason is for the caller.
+    Unavailable(String),
+}
+
+/// The cache of verified tokens, and the calls to authenticators.
+pub struct AuthHook {
+    /// `None` when the operator keeps no cache.
+    verified: Option<quick_cache::sync::Cache<[u8; 32], Verified>>,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Clone)]
+struct Verified {
+    caller: Arc<Caller>,
+    /// Until when (Unix milliseconds) it may be used.
+    until_ms: u64,
+}
+
+impl AuthHook {
+    /// A hook keeping up to `entries` verified tokens (0: none).
+    pub fn new(entries: usize, metrics: &Arc<Metrics>) -> Self {
+        Self {
+            verified: (entries > 0).then(|| quick_cache::sync::Cache::new(entries)),
+            metrics: metrics.clone(),
+        }
+    }
+
+    /// Who sent `method path` with `headers`, as the plugin `authenticator`
+    /// of `registry` sees it.
+    pub async fn authenticate(
+        &self,
+        registry: &PluginRegistry,
+        authenticator: &str,
+        method: &str,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> AuthOutcome {
+        let token = match bearer_token(headers) {
+            Ok(Some(token)) => token,
+            Ok(None) => return AuthOutcome::Missing,
+            Err(reason) => return AuthOutcome::Rejected(reason.into()),
+        };
+        let Some(slot) = registry.slot(authenticator) else {
+            tracing::error!(authenticator, "a route names an authenticator that is no plugin");
+            return unavailable();
+        };
+        let Some(plugin) = slot.active() else {
+            tracing::warn!(authenticator, "the authenticator plugin is not serving");
+            return unavailable();
+        };
+        let key = cache_key(authenticator, &slot.manifest.sha256, &plugin.sha256, token);
+        let counted = |kind| Metrics::count(&self.metrics.auth_cache, slot.context.name(), kind, 1);
+        if let Some(cache) = &self.verified
+            && let Some(hit) = cache.get(&key)
+        {
+            if hit.until_ms > now_ms() {
+                counted("hit");
+                return AuthOutcome::Verified(hit.caller);
+            }
+            cache.remove(&key);
+        }
+        counted("miss");
+        let head = RequestHead {
+            method: method.into(),
+            path: path.into(),
+            headers: headers
+                .iter()
+                .map(|(name, value)| (name.as_str().into(), value.as_bytes().into()))
+                .collect(),
+        };
+        let outcome = match call(registry, &slot, &plugin, &head).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                e.count(&slot.context.metrics);
+                tracing::warn!(authenticator, "the authenticator failed: {e}");
+                return unavailable();
+            }
+        };
+        match outcome {
+            Outcome::Verified(caller) => {
+                let ceiling = now_ms().saturating_add(MAX_CACHE_TIME.as_millis() as u64);
+                let until_ms = caller.expires_at_ms.unwrap_or(ceiling).min(ceiling);
+                let caller = Arc::new(caller);
+                if let Some(cache) = &self.verified {
+                    let verified = Verified {
+                        caller: caller.clone(),
+                        until_ms,
+                    };
+                    cache.insert(key, verified);
+                }
+                AuthOutcome::Verified(caller)
+            }
+            // It saw no credentials where the host did: a cookie it does not
+            // read, say. Refused, not anonymous: something was sent.
+            Outcome::NoCredentials => {
+                AuthOutcome::Rejected("the credentials are not a token this server reads".into())
+            }
+            Outcome::Rejected(reason) => AuthOutcome::Rejected(reason),
+            Outcome::Unavailable(reason) => AuthOutcome::Unavailable(reason),
+        }
+    }
+}
+
+fn unavailable() -> AuthOutcome {
+    AuthOutcome::Unavailable("authentication is unavailable; try again shortly".into())
+}
+
+/// Runs the authenticator's `authenticate` in a fresh instance, under the
+/// plugin's limits: its concurrency, memory and CPU, and `timeout_ms` for
+/// the whole call.
+async fn call(
+    registry: &PluginRegistry,
+    slot: &super::PluginSlot,
+    plugin: &super::LoadedPlugin,
+    head: &RequestHead,
+) -> Result<Outcome, DispatchError> {
+    let indices = plugin.exports.authenticator.as_ref().ok_or_else(|| {
+        DispatchError::Internal(format!(
+            "plugin '{}' does not export spike:host/authenticator",
+            slot.manifest.name
+        ))
+    })?;
+    let _permit = slot
+        .try_admit()
+        .ok_or(DispatchError::Busy(super::dispatch::Busy::Plugin(
+            slot.max_concurrent,
+        )))?;
+    let limits = &slot.context.limits;
+    let mut store = RequestState::new_store(registry.engine(), &slot.context, None);
+    let metrics: &PluginMetrics = &slot.context.metrics;
+    let run = async {
+        let started = std::time::Instant::now();
+        let instance = plugin.pre.instantiate_async(&mut store).await?;
+        metrics.instantiations.inc();
+        metrics
+            .instantiation_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let guest = indices.load(&mut store, &instance)?;
+        store.data_mut().begin_call();
+        guest.call_authenticate(&mut store, head).await
+    };
+    match tokio::time::timeout(limits.timeout, run).await {
+        Ok(Ok(outcome)) => Ok(outcome),
+        Ok(Err(e)) => Err(classify(&e)),
+        Err(_) => Err(DispatchError::Timeout {
+            timeout_ms: limits.timeout.as_millis(),
+        }),
+    }
+}
+
+/// The bearer token of a request: from `Authorization: Bearer`, else from
+/// the `__session` cookie. `Err` for one that cannot be a token.
+fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, &'static str> {
+    let from_header = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+    let token = match from_header {
+        Some(token) => Some(token),
+        None => headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|pair| {
+                let (name, value) = pair.trim().split_once('=')?;
+                (name.trim() == SESSION_COOKIE).then(|| value.trim().trim_matches('"'))
+            }),
+    };
+    match token {
+        None | Some("") => Ok(None),
+        Some(t) if t.len() > MAX_TOKEN_BYTES => Err("the token is too long"),
+        // A JWT is base64url segments and dots.
+        Some(t) if !t.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.=".contains(&b)) => {
+            Err("the token is malformed")
+        }
+        Some(t) => Ok(Some(t)),
+    }
+}
+
+/// The cache key of a token under one authenticator, manifest and version:
+/// a new edit or version of the authenticator verifies again.
+fn cache_key(authenticator: &str, manifest: &str, version: &str, token: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for part in [authenticator, manifest, version, token] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    h.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn tokens_come_from_the_header_or_the_session_cookie() {
+        let t = |pairs: &[(&str, &str)]| bearer_token(&headers(pairs)).map(|t| t.map(String::from));
+        assert_eq!(t(&[]), Ok(None));
+        assert_eq!(t(&[("authorization", "Bearer a.b.c")]), Ok(Some("a.b.c".into())));
+        assert_eq!(t(&[("authorization", "bearer  a.b.c ")]), Ok(Some("a.b.c".into())));
+        assert_eq!(t(&[("authorization", "Basic dXNlcjpwdw==")]), Ok(None));
+        assert_eq!(
+            t(&[("cookie", "theme=dark; __session=x.y.z; other=1")]),
+            Ok(Some("x.y.z".into()))
+        );
+        assert_eq!(
+            t(&[("cookie", "a=1"), ("cookie", "__session=\"q.r.s\"")]),
+            Ok(Some("q.r.s".into()))
+        );
+        // The header wins over the cookie.
+        assert_eq!(
+            t(&[("cookie", "__session=c.c.c"), ("authorization", "Bearer h.h.h")]),
+            Ok(Some("h.h.h".into()))
+        );
+        assert_eq!(t(&[("cookie", "__session=")]), Ok(None));
+        assert!(t(&[("cookie", "__session=<script>")]).is_err());
+        let long = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
+        assert!(t(&[("authorization", long.as_str())]).is_err());
+    }
+
+    #[test]
+    fn cache_keys_depend_on_every_part() {
+        let k = cache_key("auth", "m", "v", "t");
+        assert_eq!(k, cache_key("auth", "m", "v", "t"));
+        assert_ne!(k, cache_key("auth", "m2", "v", "t"));
+        assert_ne!(k, cache_key("auth", "m", "v2", "t"));
+        assert_ne!(k, cache_key("auth", "m", "v", "t2"));
+        assert_ne!(k, cache_key("auth2", "m", "v", "t"));
+        // No ambiguity where one part ends and the next begins.
+        assert_ne!(cache_key("a", "bc", "v", "t"), cache_key("ab", "c", "v", "t"));
+    }
+}

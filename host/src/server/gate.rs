@@ -1,0 +1,290 @@
+//! What a request passes before its plugin runs, as its route's policy
+//! says (`runtime::slot::RoutePolicy`): a rate limit by client address, the
+//! auth hook, then a rate limit by user. A request turned away here costs no
+//! instance of the route's plugin.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode};
+
+use super::AppState;
+use super::errors::ApiError;
+use crate::caps::identity::Caller;
+use crate::caps::rate_limit::Decision;
+use crate::config::ClientAddresses;
+use crate::metrics::RouteLabels;
+use crate::runtime::auth::AuthOutcome;
+use crate::runtime::manifest::LimitKey;
+use crate::runtime::slot::{RouteLimiter, Routed};
+
+/// The address of the connection a request came on, put in the request's
+/// extensions by the listener.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// What a request that passed carries on: its caller, and the rate limit
+/// decision to report in its response headers.
+pub struct Passed {
+    pub caller: Option<Arc<Caller>>,
+    pub limit: Option<Decision>,
+}
+
+/// Runs the route's policy for a request; `Err` is the response that turns
+/// it away.
+pub async fn pass(
+    state: &AppState,
+    routed: &Routed,
+    method: &str,
+    path: &str,
+    headers: &HeaderMap,
+    peer: Option<PeerAddr>,
+) -> Result<Passed, Response> {
+    let policy = &routed.slot.policies[routed.index];
+    let client = || client_ip(peer, headers, &state.client_addresses);
+    let mut passed = Passed {
+        caller: None,
+        limit: None,
+    };
+    if let Some(limit) = &policy.rate_limit
+        && limit.key == LimitKey::Ip
+    {
+        passed.limit = Some(check(state, routed, limit, &ip_key(client()))?);
+    }
+    if let Some(auth) = &policy.auth {
+        let outcome = state
+            .registry
+            .authenticate(&auth.authenticator, method, path, headers)
+            .await;
+        let kind = match &outcome {
+            AuthOutcome::Verified(_) => "verified",
+            _ if !auth.required => "anonymous",
+            AuthOutcome::Missing => "missing",
+            AuthOutcome::Rejected(_) => "rejected",
+            AuthOutcome::Unavailable(_) => "unavailable",
+        };
+        routed
+            .slot
+            .context
+            .metrics
+            .count(&state.metrics.auth_outcomes, kind);
+        match outcome {
+            AuthOutcome::Verified(caller) => passed.caller = Some(caller),
+            // An optional route goes on without a caller, whatever the
+            // reason: the plugin serves anonymous callers anyway.
+            _ if !auth.required => {}
+            AuthOutcome::Missing => return Err(unauthorized(None)),
+            AuthOutcome::Rejected(reason) => return Err(unauthorized(Some(reason))),
+            AuthOutcome::Unavailable(reason) => {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "auth_unavailable",
+                    reason,
+                )
+                .into_response());
+            }
+        }
+    }
+    if let Some(limit) = &policy.rate_limit
+        && limit.key == LimitKey::User
+    {
+        let key = match &passed.caller {
+            Some(caller) => format!("user {}", caller.subject),
+            None => ip_key(client()),
+        };
+        passed.limit = Some(check(state, routed, limit, &key)?);
+    }
+    Ok(passed)
+}
+
+/// 401, with the challenge RFC 6750 asks for: no error code when nothing
+/// was sent, `invalid_token` when what was sent was refused.
+fn unauthorized(rejected: Option<String>) -> Response {
+    let (code, message, challenge) = match rejected {
+        None => (
+            "missing_token",
+            "this route needs a bearer token (Authorization: Bearer, or the __session cookie)"
+                .to_string(),
+            HeaderValue::from_static("Bearer"),
+        ),
+        Some(reason) => (
+            "invalid_token",
+            reason,
+            HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        ),
+    };
+    let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, code, message).into_response();
+    resp.headers_mut()
+        .insert(http::header::WWW_AUTHENTICATE, challenge);
+    resp
+}
+
+/// Counts a request against a route's limiter: the decision if it fits,
+/// 429 if not.
+fn check(
+    state: &AppState,
+    routed: &Routed,
+    limit: &RouteLimiter,
+    key: &str,
+) -> Result<Decision, Response> {
+    let decision = limit
+        .limiter
+        .check(key, NonZeroU32::MIN)
+        .expect("a cost of 1 always fits a rule");
+    if decision.allowed {
+        return Ok(decision);
+    }
+    let labels = RouteLabels {
+        plugin: routed.slot.context.name().clone(),
+        route: routed.route.clone(),
+    };
+    state.metrics.rate_limited.get_or_create(&labels).inc();
+    let rule = limit.limiter.rule;
+    let mut resp = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!(
+            "too many requests: this route allows {} per {} s; retry in {} s",
+            rule.requests,
+            rule.per.as_secs(),
+            ceil_secs(decision.retry_after)
+        ),
+    )
+    .into_response();
+    let headers = resp.headers_mut();
+    headers.insert(
+        http::header::RETRY_AFTER,
+        HeaderValue::from(ceil_secs(decision.retry_after).max(1)),
+    );
+    rate_limit_headers(headers, &decision);
+    Err(resp)
+}
+
+/// `RateLimit-Limit`, `-Remaining` and `-Reset` (seconds until the
+/// allowance is whole), as the IETF draft names them.
+pub fn rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
+    headers.insert("ratelimit-limit", HeaderValue::from(decision.limit));
+    headers.insert("ratelimit-remaining", HeaderValue::from(decision.remaining));
+    headers.insert("ratelimit-reset", HeaderValue::from(ceil_secs(decision.reset)));
+}
+
+fn ceil_secs(d: std::time::Duration) -> u64 {
+    d.as_millis().div_ceil(1000) as u64
+}
+
+/// The client's address: the peer's, or what a trusted proxy reports.
+fn client_ip(peer: Option<PeerAddr>, headers: &HeaderMap, config: &ClientAddresses) -> IpAddr {
+    let peer = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.0.ip().to_canonical());
+    let trusted = |ip: &IpAddr| config.trusted_proxies.iter().any(|n| n.contains(ip));
+    if !trusted(&peer) {
+        return peer;
+    }
+    // Right to left: each hop was added by the proxy after it; the first
+    // one no trusted proxy added is the client. Anything unreadable ends
+    // the walk at the last hop read.
+    let mut client = peer;
+    let hops = headers
+        .get_all(&config.header)
+        .iter()
+        .rev()
+        .flat_map(|v| v.to_str().unwrap_or("").rsplit(','));
+    for hop in hops {
+        match parse_hop(hop.trim()) {
+            Some(ip) => {
+                client = ip;
+                if !trusted(&ip) {
+                    break;
+                }
+            }
+            None => break,
+        }
+    }
+    client
+}
+
+/// One address of a forwarding header: `192.0.2.1`, `192.0.2.1:5678`,
+/// `2001:db8::1` or `[2001:db8::1]:5678`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    hop.parse::<SocketAddr>().ok().map(|a| a.ip().to_canonical())
+}
+
+/// The rate limit key of an address: IPv4 whole, IPv6 by its /64 (one
+/// host's share of a network; counting each of its addresses apart would
+/// let one host take a limit 2^64 times).
+fn ip_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(trusted: &[&str]) -> ClientAddresses {
+        ClientAddresses {
+            trusted_proxies: trusted.iter().map(|n| n.parse().unwrap()).collect(),
+            ..ClientAddresses::default()
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn from(peer: &str, forwarded: &[&str], config: &ClientAddresses) -> IpAddr {
+        let mut headers = HeaderMap::new();
+        for f in forwarded {
+            headers.append("x-forwarded-for", f.parse().unwrap());
+        }
+        let peer = PeerAddr(SocketAddr::new(ip(peer), 1234));
+        client_ip(Some(peer), &headers, config)
+    }
+
+    #[test]
+    fn the_header_counts_only_from_a_trusted_proxy() {
+        let none = config(&[]);
+        assert_eq!(from("203.0.113.9", &["198.51.100.1"], &none), ip("203.0.113.9"));
+        let trusted = config(&["10.0.0.0/8", "::1/128"]);
+        assert_eq!(from("203.0.113.9", &["198.51.100.1"], &trusted), ip("203.0.113.9"));
+        assert_eq!(from("10.1.2.3", &["198.51.100.1"], &trusted), ip("198.51.100.1"));
+        assert_eq!(from("::1", &["198.51.100.1:443"], &trusted), ip("198.51.100.1"));
+        // Without the header: the proxy itself.
+        assert_eq!(from("10.1.2.3", &[], &trusted), ip("10.1.2.3"));
+    }
+
+    #[test]
+    fn the_rightmost_untrusted_hop_is_the_client() {
+        let trusted = config(&["10.0.0.0/8"]);
+        // The client wrote "1.1.1.1" itself; proxy 10.0.0.2 added the real
+        // address, and 10.0.0.1 the inner proxy.
+        assert_eq!(
+            from("10.0.0.1", &["1.1.1.1, 198.51.100.7, 10.0.0.2"], &trusted),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            from("10.0.0.1", &["1.1.1.1", "198.51.100.7,10.0.0.2"], &trusted),
+            ip("198.51.100.7")
+        );
+        // Junk stops the walk at the last hop read.
+        assert_eq!(from("10.0.0.1", &["junk, 10.0.0.5"], &trusted), ip("10.0.0.5"));
+        assert_eq!(from("10.0.0.1", &["[2001:db8::1]:80"], &trusted), ip("2001:db8::1"));
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        assert_eq!(ip_key(ip("192.0.2.1")), "192.0.2.1");
+        assert_eq!(ip_key(ip("2001:db8:1:2:aaaa::1")), "2001:db8:1:2::/64");
+        assert_eq!(ip_key(ip("2001:db8:1:2:bbbb::9")), "2001:db8:1:2::/64");
+        assert_eq!(ip_key(ip("::ffff:192.0.2.1").to_canonical()), "192.0.2.1");
+    }
+}
