@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds every guest component (components/*, tests/fixtures/*) for
-# wasm32-wasip2 into $CARGO_TARGET_DIR/wasm32-wasip2/guest/, and puts hello's
-# component beside its manifest in plugins/.
+# wasm32-wasip2 into $CARGO_TARGET_DIR/wasm32-wasip2/guest/, and puts the
+# shipped plugins' components (hello, auth) beside their manifests in plugins/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${CARGO_TARGET_DIR:=$HOME/.cache/spike-target}"
@@ -20,5 +20,5 @@ for v in 1 2; do
   cp "$out/fixture_versioned.wasm" "$out/fixture_versioned_v$v.wasm"
 done
 
-cp "$out/hello.wasm" plugins/hello.wasm
+for plugin in hello auth; do cp "$out/$plugin.wasm" "plugins/$plugin.wasm"; done
 echo "guests built in $out"

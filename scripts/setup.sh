@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing spike needs on a fresh machine of this
-# kind (Debian 12 with rustup): the wasm32-wasip2 target, rustfmt and clippy.
+# kind (Debian 12 with rustup): the wasm32-wasip2 target, rustfmt and clippy,
+# and the test tools below.
 # Idempotent and quick when everything is there.
 set -euo pipefail
 
@@ -20,3 +21,27 @@ for component in rustfmt clippy; do
     rustup component add "$component"
   fi
 done
+
+# The auth tests' outside tools, cached outside the clone:
+# - PyJWT in a venv (tests/tools/requirements.txt), to mint tokens with a
+#   JWT library of another ecosystem;
+# - coturn (turnserver, turnutils_uclient), a real TURN server for the TURN
+#   credential test.
+tools="${SPIKE_TOOLS_DIR:-$HOME/.cache/spike-tools}"
+venv="$tools/venv"
+requirements=tests/tools/requirements.txt
+if ! cmp -s "$requirements" "$venv/requirements.txt" 2>/dev/null; then
+  echo "setup: Python venv for the test tools in $venv"
+  if ! python3 -c 'import ensurepip' 2>/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+  fi
+  python3 -m venv --clear "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$venv/requirements.txt"
+fi
+if ! command -v turnserver >/dev/null 2>&1 || ! command -v turnutils_uclient >/dev/null 2>&1; then
+  echo "setup: installing coturn"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn >/dev/null
+fi

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use spike::{RunningServer, ServerConfig};
 
+pub mod tokens;
+
 /// The operator token test servers use.
 pub const ADMIN_TOKEN: &str = "test-operator-token";
 

@@ -35,9 +35,11 @@ wit_bindgen::generate!({
 });
 
 pub mod blob_io;
+pub mod client;
 pub mod http;
 
-pub use spike::host::{blob, kv, types::Error};
+pub use spike::host::{blob, identity, kv, rate_limit, secrets, types::Error};
+
 
 impl Error {
     /// The HTTP status that best answers a request that failed with this

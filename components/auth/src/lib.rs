@@ -1,0 +1,134 @@
+//! `auth`: the authenticator plugin. The host asks it who is calling before
+//! it runs any route whose manifest says `auth = "required"` or
+//! `"optional"`, and hands the answer to that route's plugin through the
+//! `identity` import.
+//!
+//! It verifies session tokens (JWTs, as Clerk issues them): RS256 and ES256
+//! against the issuer's key set (JWKS, fetched through the host's outbound
+//! HTTP and cached in KV), HS256 with a key from `secrets`. It also serves
+//!
+//! | request             | what it answers                                        |
+//! |---------------------|--------------------------------------------------------|
+//! | `GET /api/logged_in`| the caller's claims (its route has `auth = "required"`) |
+//! | `GET /api/my-turn`  | short-lived TURN credentials for the caller            |
+//!
+//! Its settings are the manifest's `[env]`; see [`config`] and
+//! `plugins/auth.toml`.
+
+mod config;
+mod jwks;
+mod turn;
+mod verify;
+
+use spike_sdk::http::{Request, Response, json_string};
+use spike_sdk::identity;
+use spike_sdk::wasi::http::types::{IncomingRequest, ResponseOutparam};
+
+use crate::config::Config;
+use crate::exports::spike::host::authenticator::{self, Outcome, RequestHead};
+
+// The `auth-plugin` world: every import is the SDK's own type (so its HTTP
+// helpers work), and the exports are both `wasi:http/incoming-handler` and
+// `spike:host/authenticator`. An authenticator in another crate copies this
+// block.
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "spike:host/auth-plugin",
+    with: {
+        "wasi:io/poll@0.2.12": spike_sdk::wasi::io::poll,
+        "wasi:io/error@0.2.12": spike_sdk::wasi::io::error,
+        "wasi:io/streams@0.2.12": spike_sdk::wasi::io::streams,
+        "wasi:clocks/monotonic-clock@0.2.12": spike_sdk::wasi::clocks::monotonic_clock,
+        "wasi:clocks/wall-clock@0.2.12": spike_sdk::wasi::clocks::wall_clock,
+        "wasi:random/random@0.2.12": spike_sdk::wasi::random::random,
+        "wasi:cli/stdout@0.2.12": spike_sdk::wasi::cli::stdout,
+        "wasi:cli/stderr@0.2.12": spike_sdk::wasi::cli::stderr,
+        "wasi:cli/stdin@0.2.12": spike_sdk::wasi::cli::stdin,
+        "wasi:http/types@0.2.12": spike_sdk::wasi::http::types,
+        "wasi:http/outgoing-handler@0.2.12": spike_sdk::wasi::http::outgoing_handler,
+        "spike:host/types@0.1.0": spike_sdk::spike::host::types,
+        "spike:host/kv@0.1.0": spike_sdk::spike::host::kv,
+        "spike:host/blob@0.1.0": spike_sdk::spike::host::blob,
+        "spike:host/secrets@0.1.0": spike_sdk::spike::host::secrets,
+        "spike:host/identity@0.1.0": spike_sdk::spike::host::identity,
+        "spike:host/rate-limit@0.1.0": spike_sdk::spike::host::rate_limit,
+    },
+});
+
+struct Auth;
+
+export!(Auth);
+
+impl authenticator::Guest for Auth {
+    fn authenticate(head: RequestHead) -> Outcome {
+        let Some(token) = verify::bearer_token(&head.headers) else {
+            return Outcome::NoCredentials;
+        };
+        let config = match Config::from_env() {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("auth: bad configuration: {e}");
+                return Outcome::Unavailable("authentication is misconfigured".into());
+            }
+        };
+        match verify::verify(&config, &token) {
+            Ok(caller) => Outcome::Verified(caller),
+            Err(verify::Failure::Rejected(reason)) => Outcome::Rejected(reason.into()),
+            Err(verify::Failure::Unavailable(reason)) => Outcome::Unavailable(reason.into()),
+        }
+    }
+}
+
+impl exports::wasi::http::incoming_handler::Guest for Auth {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let req = Request::new(request);
+        let response = match (req.method().as_str(), req.path()) {
+            ("GET" | "HEAD", "/api/logged_in") => logged_in(),
+            ("GET" | "HEAD", "/api/my-turn") => my_turn(),
+            (method, path) => Response::error(
+                404,
+                "not_found",
+                &format!("auth has nothing at {method} {path}"),
+            ),
+        };
+        response.header("cache-control", "no-store").send(out)
+    }
+}
+
+/// The caller's claims, exactly as signed. The route asks for
+/// authentication, so the host has answered 401 already if there is none;
+/// a manifest that made it optional gets the same 401 here.
+fn logged_in() -> Response {
+    match identity::current() {
+        Some(caller) => Response::json(200, caller.claims),
+        None => not_logged_in(),
+    }
+}
+
+fn my_turn() -> Response {
+    let Some(caller) = identity::current() else {
+        return not_logged_in();
+    };
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("auth: bad configuration: {e}");
+            return Response::error(503, "misconfigured", "TURN credentials are misconfigured");
+        }
+    };
+    match turn::credentials(&config.turn, &caller.subject) {
+        Ok(creds) => Response::json(200, creds.to_json()),
+        Err(turn::Unavailable(reason)) => Response::error(503, "turn_unavailable", reason),
+    }
+}
+
+fn not_logged_in() -> Response {
+    Response::error(401, "missing_token", "this needs a signed-in caller")
+        .header("www-authenticate", "Bearer")
+}
+
+/// A JSON array of strings.
+fn json_strings(items: &[String]) -> String {
+    let items: Vec<String> = items.iter().map(|s| json_string(s)).collect();
+    format!("[{}]", items.join(","))
+}

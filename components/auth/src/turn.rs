@@ -1,0 +1,90 @@
+//! TURN credentials by the TURN REST API scheme that coturn implements
+//! (`use-auth-secret`): the username is `<expiry>:<user id>` and the
+//! password is base64(HMAC-SHA1(shared secret, username)). The TURN server
+//! recomputes the password from the secret it shares with us and refuses
+//! the username once its expiry has passed; nothing is stored.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
+use sha1::Sha1;
+use spike_sdk::http::json_string;
+use spike_sdk::secrets;
+
+use crate::config::TurnSettings;
+use crate::jwks::now_ms;
+
+/// Credentials for one user.
+pub struct Credentials {
+    pub urls: Vec<String>,
+    pub username: String,
+    pub credential: String,
+    pub ttl_s: u64,
+}
+
+/// Why there are none: TURN is not set up here.
+pub struct Unavailable(pub &'static str);
+
+impl Credentials {
+    /// As WebRTC's `RTCIceServer` wants them, with the lifetime.
+    pub fn to_json(&self) -> String {
+        format!(
+            r#"{{"urls":{},"username":{},"credential":{},"ttl":{}}}"#,
+            crate::json_strings(&self.urls),
+            json_string(&self.username),
+            json_string(&self.credential),
+            self.ttl_s
+        )
+    }
+}
+
+/// Credentials for `user`, valid for the configured lifetime from now.
+pub fn credentials(settings: &TurnSettings, user: &str) -> Result<Credentials, Unavailable> {
+    if settings.urls.is_empty() {
+        return Err(Unavailable("no TURN server is configured"));
+    }
+    let name = settings
+        .secret
+        .as_deref()
+        .ok_or(Unavailable("no TURN secret is configured"))?;
+    let secret = secrets::get(name).map_err(|e| {
+        eprintln!("auth: the TURN secret '{name}' cannot be read: {}", e.message());
+        Unavailable("the TURN secret is not available")
+    })?;
+    let expiry = now_ms() / 1000 + settings.ttl_s;
+    Ok(sign(settings, secret.as_bytes(), expiry, user))
+}
+
+fn sign(settings: &TurnSettings, secret: &[u8], expiry: u64, user: &str) -> Credentials {
+    let username = format!("{expiry}:{user}");
+    let mut mac = Hmac::<Sha1>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(username.as_bytes());
+    Credentials {
+        urls: settings.urls.clone(),
+        credential: STANDARD.encode(mac.finalize().into_bytes()),
+        username,
+        ttl_s: settings.ttl_s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_follow_the_turn_rest_scheme() {
+        let settings = TurnSettings {
+            urls: vec!["turn:127.0.0.1:3478".into()],
+            secret: Some("turn".into()),
+            ttl_s: 60,
+        };
+        // HMAC-SHA1("north", "1700000000:user_1"), computed with Python's hmac.
+        let c = sign(&settings, b"north", 1_700_000_000, "user_1");
+        assert_eq!(c.username, "1700000000:user_1");
+        assert_eq!(c.credential, "l5aJJWrgG9fNphe0Vy53sjw8NxE=");
+        assert_eq!(
+            c.to_json(),
+            r#"{"urls":["turn:127.0.0.1:3478"],"username":"1700000000:user_1","credential":"l5aJJWrgG9fNphe0Vy53sjw8NxE=","ttl":60}"#
+        );
+    }
+}
