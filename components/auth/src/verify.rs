@@ -35,13 +35,15 @@ pub enum Failure {
 use Failure::{Rejected, Unavailable};
 
 /// The claims this plugin reads; the caller gets all of them as signed.
+/// (`sub` and `exp` are required, but optional here so that a token
+/// without them fails as missing a claim rather than as malformed.)
 #[derive(Deserialize)]
 struct Claims {
-    sub: String,
+    sub: Option<String>,
     sid: Option<String>,
     iss: Option<String>,
     azp: Option<String>,
-    exp: u64,
+    exp: Option<u64>,
 }
 
 /// The bearer token of a request, read as the host reads it:
@@ -129,12 +131,15 @@ pub fn verify(config: &Config, token: &str) -> Result<Caller, Failure> {
     {
         return Err(Rejected("the token was issued for another origin"));
     }
+    let (Some(subject), Some(exp)) = (claims.sub, claims.exp) else {
+        return Err(Rejected("the token lacks a required claim"));
+    };
     Ok(Caller {
-        subject: claims.sub,
+        subject,
         session_id: claims.sid,
         issuer: claims.iss.unwrap_or_default(),
         claims: raw_claims(token)?,
-        expires_at_ms: Some(claims.exp.saturating_mul(1000)),
+        expires_at_ms: Some(exp.saturating_mul(1000)),
     })
 }
 
