@@ -1,23 +1,33 @@
-//! The `spike` binary's logs: one JSON object per line with
-//! `--log-format json`, and no colour codes when stdout is not a terminal.
+//! The `spike` binary: its logs (one JSON object per line with
+//! `--log-format json`, no colour codes when stdout is not a terminal), and
+//! secrets that never show in a log line, an error, an admin answer or a
+//! `spike check` report.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// `spike serve` on port 0 with no plugins, its stdout read line by line.
+/// `spike serve` on port 0, its stdout and stderr read line by line.
 struct Spike {
     child: Child,
     lines: mpsc::Receiver<String>,
+    /// Every line read so far.
+    seen: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
 impl Spike {
+    /// With no plugins.
     fn start(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+        Self::start_in(dir, extra, &[])
+    }
+
+    /// With the plugins in `dir/plugins`, and `env` added.
+    fn start_in(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let plugins = dir.path().join("plugins");
-        std::fs::create_dir_all(&plugins).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_spike"))
             .args([
                 "serve",
@@ -31,38 +41,66 @@ impl Spike {
             .arg(dir.path().join("data"))
             .args(extra)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let stderr = child.stderr.take().unwrap();
+        forward_lines(child.stdout.take().unwrap(), tx.clone());
+        forward_lines(stderr, tx);
         Self {
             child,
             lines,
+            seen: Vec::new(),
             _dir: dir,
         }
     }
 
     /// The next line that contains `needle`.
-    fn line_with(&self, needle: &str) -> String {
+    fn line_with(&mut self, needle: &str) -> String {
         loop {
             let line = self
                 .lines
                 .recv_timeout(Duration::from_secs(30))
                 .unwrap_or_else(|_| panic!("no line with {needle:?}"));
+            self.seen.push(line.clone());
             if line.contains(needle) {
                 return line;
             }
         }
     }
+
+    /// The address from the "spike is serving" line of JSON logs.
+    fn serving_addr(&mut self) -> String {
+        let serving: serde_json::Value =
+            serde_json::from_str(&self.line_with("spike is serving")).unwrap();
+        serving["addr"].as_str().unwrap().to_string()
+    }
+
+    /// Stops the server; every line it wrote.
+    fn stop(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut seen = std::mem::take(&mut self.seen);
+        // The forwarding threads end with the pipes.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            seen.push(line);
+        }
+        seen
+    }
+}
+
+/// Sends each line of `from` to `tx` until either ends.
+fn forward_lines(from: impl Read + Send + 'static, tx: mpsc::Sender<String>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
 }
 
 impl Drop for Spike {
@@ -73,13 +111,18 @@ impl Drop for Spike {
 }
 
 fn get(addr: &str, path: &str) -> String {
+    request(addr, "GET", path, "")
+}
+
+/// The whole reply to `method path` with `headers` (CRLF-terminated lines).
+fn request(addr: &str, method: &str, path: &str, headers: &str) -> String {
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 0\r\n{headers}\r\n"
     )
     .unwrap();
     let mut reply = String::new();
@@ -89,10 +132,8 @@ fn get(addr: &str, path: &str) -> String {
 
 #[test]
 fn json_logs_are_one_object_per_line() {
-    let spike = Spike::start(&["--log-format", "json"]);
-    let serving: serde_json::Value =
-        serde_json::from_str(&spike.line_with("spike is serving")).unwrap();
-    let addr = serving["addr"].as_str().unwrap().to_string();
+    let mut spike = Spike::start(&["--log-format", "json"]);
+    let addr = spike.serving_addr();
     let reply = get(&addr, "/healthz");
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     let id = reply
@@ -112,7 +153,7 @@ fn json_logs_are_one_object_per_line() {
 
 #[test]
 fn text_logs_have_no_colour_codes_off_a_terminal() {
-    let spike = Spike::start(&[]);
+    let mut spike = Spike::start(&[]);
     let line = spike.line_with("spike is serving");
     assert!(!line.contains('\u{1b}'), "{line:?}");
     let addr = line
@@ -124,4 +165,121 @@ fn text_logs_have_no_colour_codes_off_a_terminal() {
     let line = spike.line_with("request");
     assert!(!line.contains('\u{1b}'), "{line:?}");
     assert!(line.contains("path=/healthz"), "{line}");
+}
+
+/// A built guest component (`scripts/build-guests.sh` puts them beside the
+/// binary's target folder).
+fn guest(name: &str) -> std::path::PathBuf {
+    let target = std::path::Path::new(env!("CARGO_BIN_EXE_spike"))
+        .ancestors()
+        .nth(2)
+        .unwrap()
+        .to_path_buf();
+    let path = target.join(format!("wasm32-wasip2/guest/{name}.wasm"));
+    assert!(path.exists(), "{} is missing: run scripts/build-guests.sh", path.display());
+    path
+}
+
+const PLANTED_FILE: &str = "PLANTED-file-secret-7c1d2e";
+const PLANTED_ENV: &str = "PLANTED-env-secret-93ab04";
+
+#[test]
+fn secrets_never_show_outside_the_guest_that_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(guest("fixture_whoami"), plugins.join("whoami.wasm")).unwrap();
+    std::fs::write(
+        plugins.join("whoami.toml"),
+        "component = \"whoami.wasm\"\n[[routes]]\nprefix = \"/whoami\"\n\
+         [grants]\nsecrets = [\"api-key\", \"token-two\", \"unset-one\"]\n",
+    )
+    .unwrap();
+    let secrets = dir.path().join("secrets.toml");
+    std::fs::write(&secrets, format!("api-key = \"{PLANTED_FILE}\"\n")).unwrap();
+    let secrets = secrets.to_str().unwrap().to_string();
+    let env = [
+        ("SPIKE_SECRET_TOKEN_TWO", PLANTED_ENV),
+        ("RUST_LOG", "debug"),
+    ];
+    let mut spike = Spike::start_in(
+        dir,
+        &["--log-format", "json", "--admin-token", "op-token", "--secrets", &secrets],
+        &env,
+    );
+    let addr = spike.serving_addr();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !get(&addr, "/readyz").starts_with("HTTP/1.1 200") {
+        assert!(std::time::Instant::now() < deadline, "not ready in 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The guest that is granted them reads both.
+    let reply = get(&addr, "/whoami/secret?name=api-key");
+    assert!(reply.starts_with("HTTP/1.1 200") && reply.ends_with(PLANTED_FILE), "{reply}");
+    let reply = get(&addr, "/whoami/secret?name=token-two");
+    assert!(reply.starts_with("HTTP/1.1 200") && reply.ends_with(PLANTED_ENV), "{reply}");
+
+    // Everything else: errors, the admin API, metrics, logs.
+    let mut answers = vec![
+        get(&addr, "/whoami/secret?name=not-granted"),
+        get(&addr, "/whoami/secret?name=unset-one"),
+        get(&addr, "/whoami/secret?name=API-KEY"),
+        request(&addr, "GET", "/_spike/plugins", "authorization: Bearer op-token\r\n"),
+        request(&addr, "GET", "/_spike/metrics", "authorization: Bearer op-token\r\n"),
+        request(&addr, "GET", "/_spike/plugins", "authorization: Bearer wrong\r\n"),
+        request(&addr, "PUT", "/_spike/plugins/whoami", "authorization: Bearer op-token\r\n"),
+        get(&addr, "/readyz"),
+        get(&addr, "/nothing-here"),
+    ];
+    assert!(answers[0].starts_with("HTTP/1.1 403"), "{}", answers[0]);
+    assert!(answers[1].starts_with("HTTP/1.1 400"), "{}", answers[1]);
+    assert!(answers[3].contains("\"whoami\""), "{}", answers[3]);
+    assert!(answers[4].contains("secret_reads"), "{}", answers[4]);
+    let logs = spike.stop();
+    assert!(logs.len() > 5, "{logs:?}");
+
+    // `spike check` with the same environment.
+    let check = Command::new(env!("CARGO_BIN_EXE_spike"))
+        .arg("check")
+        .arg(guest("fixture_whoami"))
+        .envs(env)
+        .env("SPIKE_SECRETS", &secrets)
+        .output()
+        .unwrap();
+    assert!(check.status.success());
+    answers.push(String::from_utf8_lossy(&check.stdout).into_owned());
+    answers.push(String::from_utf8_lossy(&check.stderr).into_owned());
+
+    for text in answers.iter().chain(&logs) {
+        for planted in [PLANTED_FILE, PLANTED_ENV, "PLANTED"] {
+            assert!(!text.contains(planted), "{planted} leaked in: {text}");
+        }
+    }
+}
+
+#[test]
+fn a_malformed_secrets_file_is_reported_by_line_only() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+    let secrets = dir.path().join("secrets.toml");
+    std::fs::write(&secrets, format!("good = \"x\"\nbroken = {PLANTED_FILE}\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_spike"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-watch", "--plugins"])
+        .arg(dir.path().join("plugins"))
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .arg("--secrets")
+        .arg(&secrets)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("line 2"), "{text}");
+    assert!(!text.contains("PLANTED"), "{text}");
 }
