@@ -76,7 +76,10 @@ pub fn key_pairs(rsa_kid: &str, ec_kid: &str) -> (KeyPair, KeyPair) {
         public_pem: v["public_pem"].as_str().unwrap().into(),
         jwk: v["jwk"].clone(),
     };
-    (pair(&out[0], rsa_kid, "RS256"), pair(&out[1], ec_kid, "ES256"))
+    (
+        pair(&out[0], rsa_kid, "RS256"),
+        pair(&out[1], ec_kid, "ES256"),
+    )
 }
 
 /// A job that signs `claims` with `key` under its `kid`.

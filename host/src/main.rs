@@ -97,7 +97,11 @@ enum Command {
         #[arg(long, env = "SPIKE_TRUSTED_PROXIES", value_delimiter = ',')]
         trusted_proxy: Vec<ipnet::IpNet>,
         /// The header a trusted proxy puts the client's address in.
-        #[arg(long, default_value = "x-forwarded-for", env = "SPIKE_CLIENT_IP_HEADER")]
+        #[arg(
+            long,
+            default_value = "x-forwarded-for",
+            env = "SPIKE_CLIENT_IP_HEADER"
+        )]
         client_ip_header: http::HeaderName,
         /// Verified tokens the auth hook keeps (0: verify every request).
         #[arg(long, default_value_t = spike::runtime::auth::DEFAULT_CACHE_ENTRIES)]

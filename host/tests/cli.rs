@@ -176,7 +176,11 @@ fn guest(name: &str) -> std::path::PathBuf {
         .unwrap()
         .to_path_buf();
     let path = target.join(format!("wasm32-wasip2/guest/{name}.wasm"));
-    assert!(path.exists(), "{} is missing: run scripts/build-guests.sh", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-guests.sh",
+        path.display()
+    );
     path
 }
 
@@ -204,7 +208,14 @@ fn secrets_never_show_outside_the_guest_that_reads_them() {
     ];
     let mut spike = Spike::start_in(
         dir,
-        &["--log-format", "json", "--admin-token", "op-token", "--secrets", &secrets],
+        &[
+            "--log-format",
+            "json",
+            "--admin-token",
+            "op-token",
+            "--secrets",
+            &secrets,
+        ],
         &env,
     );
     let addr = spike.serving_addr();
@@ -216,19 +227,45 @@ fn secrets_never_show_outside_the_guest_that_reads_them() {
 
     // The guest that is granted them reads both.
     let reply = get(&addr, "/whoami/secret?name=api-key");
-    assert!(reply.starts_with("HTTP/1.1 200") && reply.ends_with(PLANTED_FILE), "{reply}");
+    assert!(
+        reply.starts_with("HTTP/1.1 200") && reply.ends_with(PLANTED_FILE),
+        "{reply}"
+    );
     let reply = get(&addr, "/whoami/secret?name=token-two");
-    assert!(reply.starts_with("HTTP/1.1 200") && reply.ends_with(PLANTED_ENV), "{reply}");
+    assert!(
+        reply.starts_with("HTTP/1.1 200") && reply.ends_with(PLANTED_ENV),
+        "{reply}"
+    );
 
     // Everything else: errors, the admin API, metrics, logs.
     let mut answers = vec![
         get(&addr, "/whoami/secret?name=not-granted"),
         get(&addr, "/whoami/secret?name=unset-one"),
         get(&addr, "/whoami/secret?name=API-KEY"),
-        request(&addr, "GET", "/_spike/plugins", "authorization: Bearer op-token\r\n"),
-        request(&addr, "GET", "/_spike/metrics", "authorization: Bearer op-token\r\n"),
-        request(&addr, "GET", "/_spike/plugins", "authorization: Bearer wrong\r\n"),
-        request(&addr, "PUT", "/_spike/plugins/whoami", "authorization: Bearer op-token\r\n"),
+        request(
+            &addr,
+            "GET",
+            "/_spike/plugins",
+            "authorization: Bearer op-token\r\n",
+        ),
+        request(
+            &addr,
+            "GET",
+            "/_spike/metrics",
+            "authorization: Bearer op-token\r\n",
+        ),
+        request(
+            &addr,
+            "GET",
+            "/_spike/plugins",
+            "authorization: Bearer wrong\r\n",
+        ),
+        request(
+            &addr,
+            "PUT",
+            "/_spike/plugins/whoami",
+            "authorization: Bearer op-token\r\n",
+        ),
         get(&addr, "/readyz"),
         get(&addr, "/nothing-here"),
     ];
@@ -265,7 +302,13 @@ fn a_malformed_secrets_file_is_reported_by_line_only() {
     let secrets = dir.path().join("secrets.toml");
     std::fs::write(&secrets, format!("good = \"x\"\nbroken = {PLANTED_FILE}\n")).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_spike"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--no-watch", "--plugins"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-watch",
+            "--plugins",
+        ])
         .arg(dir.path().join("plugins"))
         .arg("--data")
         .arg(dir.path().join("data"))

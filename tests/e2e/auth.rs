@@ -251,7 +251,10 @@ async fn every_attack_is_refused_with_a_reason() {
         (
             "wrong issuer",
             "the token's issuer is not accepted",
-            sign_job(&rsa, &claims_with("user_1", json!({"iss": "https://evil.test"}))),
+            sign_job(
+                &rsa,
+                &claims_with("user_1", json!({"iss": "https://evil.test"})),
+            ),
         ),
         (
             "no issuer",
@@ -266,7 +269,10 @@ async fn every_attack_is_refused_with_a_reason() {
         (
             "another origin",
             "the token was issued for another origin",
-            sign_job(&rsa, &claims_with("user_1", json!({"azp": "https://evil.test"}))),
+            sign_job(
+                &rsa,
+                &claims_with("user_1", json!({"azp": "https://evil.test"})),
+            ),
         ),
         (
             "no expiry",
@@ -319,8 +325,12 @@ async fn every_attack_is_refused_with_a_reason() {
         refused(&server, token).await;
     }
     for cookie in ["__session=<script>alert(1)</script>", "__session=a b"] {
-        let (status, body) =
-            send_json(client().get(server.at("/whoami/required")).header("cookie", cookie)).await;
+        let (status, body) = send_json(
+            client()
+                .get(server.at("/whoami/required"))
+                .header("cookie", cookie),
+        )
+        .await;
         assert_eq!(status, 401, "{cookie}: {body}");
     }
     // Optional routes go on without an identity.
@@ -375,7 +385,10 @@ async fn keys_rotate_and_unknown_kids_fetch_at_most_once_a_minute() {
         })
         .collect();
     for token in tokens(&mint(&jobs)) {
-        assert_eq!(refused(&server, &token).await, "the token's key is not known");
+        assert_eq!(
+            refused(&server, &token).await,
+            "the token's key is not known"
+        );
     }
     assert!(jwks.hits() <= 2, "{} fetches", jwks.hits());
     drop(server);
@@ -393,7 +406,10 @@ async fn keys_rotate_and_unknown_kids_fetch_at_most_once_a_minute() {
     // A new token by the removed key no longer verifies.
     let late = sign_all(&[(&old, claims("user_2"))]).remove(0);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(refused(&server, &late).await, "the token's key is not known");
+    assert_eq!(
+        refused(&server, &late).await,
+        "the token's key is not known"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -464,7 +480,10 @@ async fn websocket_upgrades_pass_the_same_hook() {
     };
     for (auth, expected) in [
         (String::new(), "missing_token"),
-        ("authorization: Bearer a.b.c\r\n".to_string(), "invalid_token"),
+        (
+            "authorization: Bearer a.b.c\r\n".to_string(),
+            "invalid_token",
+        ),
     ] {
         let mut stream = raw_connect(server.addr()).await;
         stream.write_all(upgrade(&auth).as_bytes()).await.unwrap();

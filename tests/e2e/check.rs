@@ -33,6 +33,24 @@ async fn reports_a_fitting_component() {
 }
 
 #[tokio::test]
+async fn names_what_a_component_exports() {
+    let hello = within(spike::runtime::check::check_component(&guest("hello")))
+        .await
+        .unwrap();
+    assert_eq!(hello.exports, ["wasi:http/incoming-handler@0.2.12"]);
+    let auth = within(spike::runtime::check::check_component(&guest("auth")))
+        .await
+        .expect("the auth plugin fits");
+    assert!(
+        auth.exports
+            .iter()
+            .any(|e| e == "spike:host/authenticator@0.1.0"),
+        "{:?}",
+        auth.exports
+    );
+}
+
+#[tokio::test]
 async fn refuses_with_the_reason() {
     let err = within(spike::runtime::check::check_component(&guest(
         "fixture_not_a_plugin",

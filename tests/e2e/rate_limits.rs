@@ -142,7 +142,12 @@ async fn over_the_limit_is_429_with_headers_before_any_instance() {
         "a refused request made an instance"
     );
     assert_eq!(
-        sample(&server, "spike_rate_limited_total", &["whoami", "/whoami/limited"]).await,
+        sample(
+            &server,
+            "spike_rate_limited_total",
+            &["whoami", "/whoami/limited"]
+        )
+        .await,
         1.0
     );
     // Other routes of the plugin are not limited.
@@ -219,7 +224,11 @@ async fn the_forwarded_address_counts_only_from_a_trusted_proxy() {
     let mut got = Vec::new();
     for i in 0..4 {
         let forwarded = format!("203.0.113.{i}");
-        got.push(hit(&server, path, &[("x-forwarded-for", &forwarded)]).await.0);
+        got.push(
+            hit(&server, path, &[("x-forwarded-for", &forwarded)])
+                .await
+                .0,
+        );
     }
     assert_eq!(got, [200, 200, 200, 429]);
 }

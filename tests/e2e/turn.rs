@@ -54,7 +54,10 @@ impl Coturn {
         // Ready once it listens.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "turnserver did not start");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "turnserver did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Self { port, child }
@@ -133,12 +136,7 @@ fn token(sub: &str) -> String {
 }
 
 async fn my_turn(server: &TestServer, token: &str) -> (u16, Value) {
-    send_json(
-        client()
-            .get(server.at("/api/my-turn"))
-            .bearer_auth(token),
-    )
-    .await
+    send_json(client().get(server.at("/api/my-turn")).bearer_auth(token)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

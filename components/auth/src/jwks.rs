@@ -88,7 +88,10 @@ impl Record {
 /// The JWK named `kid` in the key set at `url`.
 pub fn key(url: &str, kid: &str, settings: &JwksSettings) -> Result<Value, KeyError> {
     let ns = Namespace::open(NAMESPACE).map_err(|e| {
-        eprintln!("auth: the KV namespace '{NAMESPACE}' is not granted: {}", e.message());
+        eprintln!(
+            "auth: the KV namespace '{NAMESPACE}' is not granted: {}",
+            e.message()
+        );
         KeyError::Unavailable
     })?;
     let id = hex::encode(&Sha256::digest(url.as_bytes())[..8]);
@@ -169,7 +172,14 @@ fn refresh(
         }
     };
     let bytes = serde_json::to_vec(&record).expect("a record serializes");
-    if let Err(e) = ns.set(key, &bytes, &SetOptions { ttl_ms: None, metadata: None }) {
+    if let Err(e) = ns.set(
+        key,
+        &bytes,
+        &SetOptions {
+            ttl_ms: None,
+            metadata: None,
+        },
+    ) {
         eprintln!("auth: caching the key set failed: {}", e.message());
     }
     (record, ok)

@@ -48,7 +48,10 @@ pub fn credentials(settings: &TurnSettings, user: &str) -> Result<Credentials, U
         .as_deref()
         .ok_or(Unavailable("no TURN secret is configured"))?;
     let secret = secrets::get(name).map_err(|e| {
-        eprintln!("auth: the TURN secret '{name}' cannot be read: {}", e.message());
+        eprintln!(
+            "auth: the TURN secret '{name}' cannot be read: {}",
+            e.message()
+        );
         Unavailable("the TURN secret is not available")
     })?;
     let expiry = now_ms() / 1000 + settings.ttl_s;

@@ -61,10 +61,12 @@ pub fn bearer_token(headers: &[(String, Vec<u8>)]) -> Option<String> {
     });
     from_header
         .or_else(|| {
-            values("cookie").flat_map(|v| v.split(';')).find_map(|pair| {
-                let (name, value) = pair.trim().split_once('=')?;
-                (name.trim() == SESSION_COOKIE).then(|| value.trim().trim_matches('"'))
-            })
+            values("cookie")
+                .flat_map(|v| v.split(';'))
+                .find_map(|pair| {
+                    let (name, value) = pair.trim().split_once('=')?;
+                    (name.trim() == SESSION_COOKIE).then(|| value.trim().trim_matches('"'))
+                })
         })
         .filter(|t| !t.is_empty())
         .map(String::from)
@@ -85,9 +87,9 @@ pub fn verify(config: &Config, token: &str) -> Result<Caller, Failure> {
                 .ok_or(Rejected("the token names no key (kid)"))?;
             let jwk = jwks::key(url, kid, &config.jwks).map_err(|e| match e {
                 KeyError::Unknown => Rejected("the token's key is not known"),
-                KeyError::Unavailable => {
-                    Unavailable("the issuer's signing keys cannot be fetched now; try again shortly")
-                }
+                KeyError::Unavailable => Unavailable(
+                    "the issuer's signing keys cannot be fetched now; try again shortly",
+                ),
             })?;
             public_key(jwk, header.alg)?
         }
@@ -97,7 +99,10 @@ pub fn verify(config: &Config, token: &str) -> Result<Caller, Failure> {
                 .as_deref()
                 .ok_or(Rejected("the token's algorithm is not accepted"))?;
             let secret = secrets::get(name).map_err(|e| {
-                eprintln!("auth: the HS256 key '{name}' cannot be read: {}", e.message());
+                eprintln!(
+                    "auth: the HS256 key '{name}' cannot be read: {}",
+                    e.message()
+                );
                 Unavailable("authentication is misconfigured")
             })?;
             DecodingKey::from_secret(secret.as_bytes())
@@ -218,7 +223,10 @@ mod tests {
             Some("c.d.e".into())
         );
         assert_eq!(
-            bearer_token(&h(&[("cookie", "__session=c.c.c"), ("authorization", "bearer h.h.h")])),
+            bearer_token(&h(&[
+                ("cookie", "__session=c.c.c"),
+                ("authorization", "bearer h.h.h")
+            ])),
             Some("h.h.h".into())
         );
         assert_eq!(bearer_token(&h(&[("authorization", "Basic abc")])), None);
@@ -237,9 +245,11 @@ mod tests {
         assert!(public_key(ec, Algorithm::RS256).is_err());
         assert!(public_key(oct.clone(), Algorithm::RS256).is_err());
         assert!(public_key(oct, Algorithm::ES256).is_err());
-        let rs_for_ps = serde_json::json!({"kty": "RSA", "kid": "r", "alg": "PS256", "n": "sXch", "e": "AQAB"});
+        let rs_for_ps =
+            serde_json::json!({"kty": "RSA", "kid": "r", "alg": "PS256", "n": "sXch", "e": "AQAB"});
         assert!(public_key(rs_for_ps, Algorithm::RS256).is_err());
-        let enc = serde_json::json!({"kty": "RSA", "kid": "r", "use": "enc", "n": "sXch", "e": "AQAB"});
+        let enc =
+            serde_json::json!({"kty": "RSA", "kid": "r", "use": "enc", "n": "sXch", "e": "AQAB"});
         assert!(public_key(enc, Algorithm::RS256).is_err());
     }
 }

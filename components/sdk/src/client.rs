@@ -141,8 +141,12 @@ impl Fetch {
             .map_err(|e| FetchError::Refused(format!("bad header: {e:?}")))?;
         let request = OutgoingRequest::new(fields);
         let invalid = |what: &str| FetchError::InvalidUrl(format!("{what} refused"));
-        request.set_method(&self.method).map_err(|()| invalid("method"))?;
-        request.set_scheme(Some(&self.scheme)).map_err(|()| invalid("scheme"))?;
+        request
+            .set_method(&self.method)
+            .map_err(|()| invalid("method"))?;
+        request
+            .set_scheme(Some(&self.scheme))
+            .map_err(|()| invalid("scheme"))?;
         request
             .set_authority(Some(&self.authority))
             .map_err(|()| invalid("authority"))?;

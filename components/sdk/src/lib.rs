@@ -40,7 +40,6 @@ pub mod http;
 
 pub use spike::host::{blob, identity, kv, rate_limit, secrets, types::Error};
 
-
 impl Error {
     /// The HTTP status that best answers a request that failed with this
     /// error: 403, 400, 413 or 500.

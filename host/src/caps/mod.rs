@@ -237,7 +237,9 @@ impl Caps {
             .quotas
             .iter()
             .map(|(quota, rule)| {
-                let limiter = self.rate_limits.limiter(name, &format!("quota {quota}"), *rule);
+                let limiter = self
+                    .rate_limits
+                    .limiter(name, &format!("quota {quota}"), *rule);
                 (quota.clone(), limiter)
             })
             .collect();

@@ -163,8 +163,8 @@ impl wit::Host for SecretsView<'_> {
             None => Err({
                 self.counts.secret("unset");
                 CapError::InvalidInput(format!(
-                "secret '{name}' is not set: set it in the secrets file or as {ENV_PREFIX}{}",
-                env_name(&name)
+                    "secret '{name}' is not set: set it in the secrets file or as {ENV_PREFIX}{}",
+                    env_name(&name)
                 ))
             }),
         }
@@ -203,7 +203,11 @@ mod tests {
         assert_eq!(secrets.value("other"), Some("x"));
         assert_eq!(secrets.value("path"), None, "only SPIKE_SECRET_ variables");
         assert_eq!(secrets.len(), 3);
-        assert!(SecretsCtx::load(Some(&dir.path().join("absent.toml")), []).unwrap().is_empty());
+        assert!(
+            SecretsCtx::load(Some(&dir.path().join("absent.toml")), [])
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -89,7 +89,10 @@ impl AuthHook {
             Err(reason) => return AuthOutcome::Rejected(reason.into()),
         };
         let Some(slot) = registry.slot(authenticator) else {
-            tracing::error!(authenticator, "a route names an authenticator that is no plugin");
+            tracing::error!(
+                authenticator,
+                "a route names an authenticator that is no plugin"
+            );
             return unavailable();
         };
         let Some(plugin) = slot.active() else {
@@ -222,7 +225,11 @@ fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, &'static str> {
         None | Some("") => Ok(None),
         Some(t) if t.len() > MAX_TOKEN_BYTES => Err("the token is too long"),
         // A JWT is base64url segments and dots.
-        Some(t) if !t.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.=".contains(&b)) => {
+        Some(t)
+            if !t
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.=".contains(&b)) =>
+        {
             Err("the token is malformed")
         }
         Some(t) => Ok(Some(t)),
@@ -259,8 +266,14 @@ mod tests {
     fn tokens_come_from_the_header_or_the_session_cookie() {
         let t = |pairs: &[(&str, &str)]| bearer_token(&headers(pairs)).map(|t| t.map(String::from));
         assert_eq!(t(&[]), Ok(None));
-        assert_eq!(t(&[("authorization", "Bearer a.b.c")]), Ok(Some("a.b.c".into())));
-        assert_eq!(t(&[("authorization", "bearer  a.b.c ")]), Ok(Some("a.b.c".into())));
+        assert_eq!(
+            t(&[("authorization", "Bearer a.b.c")]),
+            Ok(Some("a.b.c".into()))
+        );
+        assert_eq!(
+            t(&[("authorization", "bearer  a.b.c ")]),
+            Ok(Some("a.b.c".into()))
+        );
         assert_eq!(t(&[("authorization", "Basic dXNlcjpwdw==")]), Ok(None));
         assert_eq!(
             t(&[("cookie", "theme=dark; __session=x.y.z; other=1")]),
@@ -272,7 +285,10 @@ mod tests {
         );
         // The header wins over the cookie.
         assert_eq!(
-            t(&[("cookie", "__session=c.c.c"), ("authorization", "Bearer h.h.h")]),
+            t(&[
+                ("cookie", "__session=c.c.c"),
+                ("authorization", "Bearer h.h.h")
+            ]),
             Ok(Some("h.h.h".into()))
         );
         assert_eq!(t(&[("cookie", "__session=")]), Ok(None));
@@ -290,6 +306,9 @@ mod tests {
         assert_ne!(k, cache_key("auth", "m", "v", "t2"));
         assert_ne!(k, cache_key("auth2", "m", "v", "t"));
         // No ambiguity where one part ends and the next begins.
-        assert_ne!(cache_key("a", "bc", "v", "t"), cache_key("ab", "c", "v", "t"));
+        assert_ne!(
+            cache_key("a", "bc", "v", "t"),
+            cache_key("ab", "c", "v", "t")
+        );
     }
 }

@@ -30,6 +30,9 @@ pub struct CheckReport {
     pub size_bytes: usize,
     /// Interfaces the component imports.
     pub imports: Vec<String>,
+    /// Interfaces it exports: `wasi:http/incoming-handler`, and
+    /// `spike:host/authenticator` for an authenticator plugin.
+    pub exports: Vec<String>,
     /// Compiling with Cranelift, as on a first load.
     pub compile_ms: f64,
     /// Loading the precompiled artifact from the compile cache.
@@ -81,6 +84,11 @@ pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
         .imports(&engine)
         .map(|(name, _)| name.to_string())
         .collect();
+    let exports = component
+        .component_type()
+        .exports(&engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
 
     // The context every request of a plugin with nothing granted runs with:
     // instantiation is what is measured.
@@ -129,6 +137,7 @@ pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
         sha256: sha,
         size_bytes: bytes.len(),
         imports,
+        exports,
         compile_ms: compile.as_secs_f64() * 1e3,
         cached_load_ms: cached.as_secs_f64() * 1e3,
         cache_speedup: compile.as_secs_f64() / cached.as_secs_f64().max(1e-9),

@@ -110,7 +110,10 @@ pub enum RouteLimit {
     Default,
     /// None, whatever the server's default.
     Off,
-    Rule { rule: Rule, key: LimitKey },
+    Rule {
+        rule: Rule,
+        key: LimitKey,
+    },
 }
 
 /// Whom a route's rate limit counts.
@@ -336,8 +339,14 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
             None => RouteLimit::Default,
             Some(v) => route_limit(v.get_ref()).map_err(|m| err(Some(v.span()), m))?,
         };
-        if let (RouteLimit::Rule { key: LimitKey::User, .. }, None, Some(v)) =
-            (rate_limit, &auth, &r.rate_limit)
+        if let (
+            RouteLimit::Rule {
+                key: LimitKey::User,
+                ..
+            },
+            None,
+            Some(v),
+        ) = (rate_limit, &auth, &r.rate_limit)
         {
             return Err(err(
                 Some(v.span()),
@@ -489,10 +498,12 @@ fn route_limit(value: &toml::Value) -> Result<RouteLimit, String> {
         .keys()
         .find(|k| !["requests", "per_s", "key"].contains(&k.as_str()))
     {
-        return Err(format!("rate_limit has an unknown field '{unknown}': {FORM}"));
+        return Err(format!(
+            "rate_limit has an unknown field '{unknown}': {FORM}"
+        ));
     }
-    let rule = Rule::new(number("requests")?, number("per_s")?)
-        .map_err(|m| format!("rate_limit: {m}"))?;
+    let rule =
+        Rule::new(number("requests")?, number("per_s")?).map_err(|m| format!("rate_limit: {m}"))?;
     let key = match table.get("key").map(|k| k.as_str()) {
         None | Some(Some("ip")) => LimitKey::Ip,
         Some(Some("user")) => LimitKey::User,
@@ -809,10 +820,7 @@ _X1 = ""
                 "routes = [{ prefix = \"/x\" }]\nenv.\"A-B\" = \"x\"",
                 "env: 'A-B'",
             ),
-            (
-                "routes = [{ prefix = \"/x\" }]\nenv.A = 1",
-                "string",
-            ),
+            ("routes = [{ prefix = \"/x\" }]\nenv.A = 1", "string"),
         ] {
             let e = parse_str(&format!("component = \"x.wasm\"\n{text}\n")).unwrap_err();
             assert!(e.message.contains(needle), "{text}: {e}");

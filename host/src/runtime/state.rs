@@ -18,9 +18,9 @@ use super::memory_budget::MemoryBudget;
 use crate::caps::blob::BlobView;
 use crate::caps::identity::{IdentityCtx, IdentityView};
 use crate::caps::kv::KvView;
+use crate::caps::outbound::OutboundHooks;
 use crate::caps::rate_limit::RateLimitView;
 use crate::caps::secrets::SecretsView;
-use crate::caps::outbound::OutboundHooks;
 use crate::caps::{Caps, PluginCaps};
 use crate::metrics::{Metrics, PluginMetrics};
 

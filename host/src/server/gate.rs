@@ -167,7 +167,10 @@ fn check(
 pub fn rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
     headers.insert("ratelimit-limit", HeaderValue::from(decision.limit));
     headers.insert("ratelimit-remaining", HeaderValue::from(decision.remaining));
-    headers.insert("ratelimit-reset", HeaderValue::from(ceil_secs(decision.reset)));
+    headers.insert(
+        "ratelimit-reset",
+        HeaderValue::from(ceil_secs(decision.reset)),
+    );
 }
 
 fn ceil_secs(d: std::time::Duration) -> u64 {
@@ -210,7 +213,9 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     if let Ok(ip) = hop.parse::<IpAddr>() {
         return Some(ip.to_canonical());
     }
-    hop.parse::<SocketAddr>().ok().map(|a| a.ip().to_canonical())
+    hop.parse::<SocketAddr>()
+        .ok()
+        .map(|a| a.ip().to_canonical())
 }
 
 /// The rate limit key of an address: IPv4 whole, IPv6 by its /64 (one
@@ -253,11 +258,23 @@ mod tests {
     #[test]
     fn the_header_counts_only_from_a_trusted_proxy() {
         let none = config(&[]);
-        assert_eq!(from("203.0.113.9", &["198.51.100.1"], &none), ip("203.0.113.9"));
+        assert_eq!(
+            from("203.0.113.9", &["198.51.100.1"], &none),
+            ip("203.0.113.9")
+        );
         let trusted = config(&["10.0.0.0/8", "::1/128"]);
-        assert_eq!(from("203.0.113.9", &["198.51.100.1"], &trusted), ip("203.0.113.9"));
-        assert_eq!(from("10.1.2.3", &["198.51.100.1"], &trusted), ip("198.51.100.1"));
-        assert_eq!(from("::1", &["198.51.100.1:443"], &trusted), ip("198.51.100.1"));
+        assert_eq!(
+            from("203.0.113.9", &["198.51.100.1"], &trusted),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            from("10.1.2.3", &["198.51.100.1"], &trusted),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            from("::1", &["198.51.100.1:443"], &trusted),
+            ip("198.51.100.1")
+        );
         // Without the header: the proxy itself.
         assert_eq!(from("10.1.2.3", &[], &trusted), ip("10.1.2.3"));
     }
@@ -276,8 +293,14 @@ mod tests {
             ip("198.51.100.7")
         );
         // Junk stops the walk at the last hop read.
-        assert_eq!(from("10.0.0.1", &["junk, 10.0.0.5"], &trusted), ip("10.0.0.5"));
-        assert_eq!(from("10.0.0.1", &["[2001:db8::1]:80"], &trusted), ip("2001:db8::1"));
+        assert_eq!(
+            from("10.0.0.1", &["junk, 10.0.0.5"], &trusted),
+            ip("10.0.0.5")
+        );
+        assert_eq!(
+            from("10.0.0.1", &["[2001:db8::1]:80"], &trusted),
+            ip("2001:db8::1")
+        );
     }
 
     #[test]

@@ -243,22 +243,22 @@ async fn plugin_request(State(state): State<Arc<AppState>>, mut req: Request) ->
                 response: state.clients.send_timeout,
             };
             let caller = passed.caller;
-            let mut resp = match dispatch(slot, plugin, engine, watchdog, timeouts, caller, req).await
-            {
-                Ok(resp) if routed.head_as_get => head_only(resp),
-                Ok(resp) => resp,
-                Err(e) => {
-                    e.count(&slot.context.metrics);
-                    // Busy comes in floods under load, and the request line
-                    // already shows the 503.
-                    if matches!(e, DispatchError::Busy(_)) {
-                        tracing::debug!(plugin = %slot.manifest.name, "{e}");
-                    } else {
-                        tracing::warn!(plugin = %slot.manifest.name, "{e}");
+            let mut resp =
+                match dispatch(slot, plugin, engine, watchdog, timeouts, caller, req).await {
+                    Ok(resp) if routed.head_as_get => head_only(resp),
+                    Ok(resp) => resp,
+                    Err(e) => {
+                        e.count(&slot.context.metrics);
+                        // Busy comes in floods under load, and the request line
+                        // already shows the 503.
+                        if matches!(e, DispatchError::Busy(_)) {
+                            tracing::debug!(plugin = %slot.manifest.name, "{e}");
+                        } else {
+                            tracing::warn!(plugin = %slot.manifest.name, "{e}");
+                        }
+                        ApiError::from(e).into_response()
                     }
-                    ApiError::from(e).into_response()
-                }
-            };
+                };
             if let Some(decision) = &passed.limit {
                 gate::rate_limit_headers(resp.headers_mut(), decision);
             }
