@@ -28,10 +28,10 @@ case "${1:-}" in
     guests=()
     while read -r package; do guests+=(-p "$package"); done < scripts/guests.txt
     cargo clippy --target wasm32-wasip2 "${guests[@]}" -- -D warnings
-    # The host crate (unit tests), tests/ (end to end), and the hello
-    # template's own unit tests (its range parsing), run natively.
+    # The host crate (unit tests), tests/ (end to end), and the unit tests
+    # of hello (its range parsing) and auth (keys, TURN), run natively.
     # A hung test must fail CI, not stall it.
-    step "tests"; timeout 1800 cargo test -p spike -p spike-e2e -p hello
+    step "tests"; timeout 1800 cargo test -p spike -p spike-e2e -p hello -p auth
     ;;
   *)
     echo "usage: ./dev.sh serve [flags for spike serve] | ./dev.sh test" >&2

@@ -106,6 +106,15 @@ pub struct ClientAddresses {
     pub header: http::HeaderName,
 }
 
+/// A trusted proxy as an operator writes it: an address (`10.0.0.5`,
+/// `::1`) or a network (`10.0.0.0/8`).
+pub fn parse_proxy(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is neither an IP address nor a network (CIDR)"))
+}
+
 impl Default for ClientAddresses {
     fn default() -> Self {
         Self {
@@ -164,4 +173,18 @@ pub fn default_memory_budget() -> u64 {
         (None, None) => 8 << 30,
     };
     total / 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_networks() {
+        assert_eq!(parse_proxy("10.0.0.5").unwrap().to_string(), "10.0.0.5/32");
+        assert_eq!(parse_proxy(" ::1 ").unwrap().to_string(), "::1/128");
+        assert_eq!(parse_proxy("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
+        assert!(parse_proxy("proxy.local").is_err());
+        assert!(parse_proxy("10.0.0.0/33").is_err());
+    }
 }

@@ -35,6 +35,8 @@ enum LogFormat {
     Json,
 }
 
+// Parsed once at start: the size of the big variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Serve the plugins described by the manifests in a folder.
@@ -94,7 +96,8 @@ enum Command {
         rate_limit: Option<spike::caps::rate_limit::Rule>,
         /// A proxy (address or CIDR) whose --client-ip-header is believed;
         /// repeat or separate with commas.
-        #[arg(long, env = "SPIKE_TRUSTED_PROXIES", value_delimiter = ',')]
+        #[arg(long, env = "SPIKE_TRUSTED_PROXIES", value_delimiter = ',',
+              value_parser = spike::config::parse_proxy)]
         trusted_proxy: Vec<ipnet::IpNet>,
         /// The header a trusted proxy puts the client's address in.
         #[arg(

@@ -51,7 +51,8 @@ pub async fn pass(
     if let Some(limit) = &policy.rate_limit
         && limit.key == LimitKey::Ip
     {
-        passed.limit = Some(check(state, routed, limit, &ip_key(client()))?);
+        let key = ip_key(client());
+        passed.limit = Some(check(limit, &key).map_err(|d| too_many(state, routed, limit, &d))?);
     }
     if let Some(auth) = &policy.auth {
         let outcome = state
@@ -94,7 +95,7 @@ pub async fn pass(
             Some(caller) => format!("user {}", caller.subject),
             None => ip_key(client()),
         };
-        passed.limit = Some(check(state, routed, limit, &key)?);
+        passed.limit = Some(check(limit, &key).map_err(|d| too_many(state, routed, limit, &d))?);
     }
     Ok(passed)
 }
@@ -121,21 +122,27 @@ fn unauthorized(rejected: Option<String>) -> Response {
     resp
 }
 
-/// Counts a request against a route's limiter: the decision if it fits,
-/// 429 if not.
-fn check(
-    state: &AppState,
-    routed: &Routed,
-    limit: &RouteLimiter,
-    key: &str,
-) -> Result<Decision, Response> {
+/// Counts a request against a route's limiter: `Ok` if it fits, `Err` with
+/// the refusal if not.
+fn check(limit: &RouteLimiter, key: &str) -> Result<Decision, Decision> {
     let decision = limit
         .limiter
         .check(key, NonZeroU32::MIN)
         .expect("a cost of 1 always fits a rule");
     if decision.allowed {
-        return Ok(decision);
+        Ok(decision)
+    } else {
+        Err(decision)
     }
+}
+
+/// 429 for a request `limit` refused, counted.
+fn too_many(
+    state: &AppState,
+    routed: &Routed,
+    limit: &RouteLimiter,
+    decision: &Decision,
+) -> Response {
     let labels = RouteLabels {
         plugin: routed.slot.context.name().clone(),
         route: routed.route.clone(),
@@ -158,8 +165,8 @@ fn check(
         http::header::RETRY_AFTER,
         HeaderValue::from(ceil_secs(decision.retry_after).max(1)),
     );
-    rate_limit_headers(headers, &decision);
-    Err(resp)
+    rate_limit_headers(headers, decision);
+    resp
 }
 
 /// `RateLimit-Limit`, `-Remaining` and `-Reset` (seconds until the
