@@ -531,3 +531,41 @@ async fn repeated_tokens_are_verified_once_and_counted() {
     assert_eq!(value("spike_auth_cache_total", "hit"), 4.0);
     assert_eq!(value("spike_auth_outcomes_total", "verified"), 5.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_naming_no_authenticator_answers_503_not_500() {
+    // `hello` serves HTTP but exports no authenticator; `ghost` is no plugin.
+    let manifest = r#"
+[[routes]]
+prefix = "/whoami/by-hello"
+auth = "required"
+authenticator = "hello"
+[[routes]]
+prefix = "/whoami/by-ghost"
+auth = "required"
+authenticator = "ghost"
+[[routes]]
+prefix = "/whoami/optional-ghost"
+auth = "optional"
+authenticator = "ghost"
+"#;
+    let server = TestServer::start(&[
+        HELLO,
+        Plugin {
+            name: "whoami",
+            guest: "fixture_whoami",
+            manifest,
+        },
+    ])
+    .await;
+    for path in ["/whoami/by-hello", "/whoami/by-ghost"] {
+        let (status, body) = get_with(&server, path, "a.b.c").await;
+        assert_eq!(status, 503, "{path}: {body}");
+        assert_eq!(error_code(&body), "auth_unavailable");
+        // Without credentials nothing needs checking: 401.
+        let (status, _) = send_json(client().get(server.at(path))).await;
+        assert_eq!(status, 401);
+    }
+    let (status, body) = get_with(&server, "/whoami/optional-ghost", "a.b.c").await;
+    assert_eq!((status, body), (200, json!({"anonymous": true})));
+}
