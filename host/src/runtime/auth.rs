@@ -18,7 +18,7 @@ use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
 use super::PluginRegistry;
-use super::dispatch::{DispatchError, classify};
+use super::dispatch::{DispatchError, classify, instantiate};
 use super::state::RequestState;
 use crate::bindings::exports::spike::host::authenticator::{Outcome, RequestHead};
 use crate::caps::identity::Caller;
@@ -180,12 +180,7 @@ async fn call(
     let mut store = RequestState::new_store(registry.engine(), &slot.context, None);
     let metrics: &PluginMetrics = &slot.context.metrics;
     let run = async {
-        let started = std::time::Instant::now();
-        let instance = plugin.pre.instantiate_async(&mut store).await?;
-        metrics.instantiations.inc();
-        metrics
-            .instantiation_seconds
-            .observe(started.elapsed().as_secs_f64());
+        let instance = instantiate(&plugin.pre, &mut store, metrics).await?;
         let guest = indices.load(&mut store, &instance)?;
         store.data_mut().begin_call();
         guest.call_authenticate(&mut store, head).await

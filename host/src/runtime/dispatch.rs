@@ -172,13 +172,7 @@ pub async fn dispatch(
     let guest_watch = watch.clone();
     let guest = tokio::spawn(async move {
         let outcome = async {
-            let started = std::time::Instant::now();
-            let instance = pre.instantiate_async(&mut store).await?;
-            let metrics = &guest_watch.metrics;
-            metrics.instantiations.inc();
-            metrics
-                .instantiation_seconds
-                .observe(started.elapsed().as_secs_f64());
+            let instance = instantiate(&pre, &mut store, &guest_watch.metrics).await?;
             let proxy = http_export.load(&mut store, &instance)?;
             store.data_mut().begin_call();
             proxy
@@ -385,6 +379,22 @@ impl Drop for AbortOnDrop {
             handle.abort();
         }
     }
+}
+
+/// A fresh instance of `pre` in `store`, counted in the plugin's
+/// instantiation series: every guest call the host makes starts here.
+pub(super) async fn instantiate(
+    pre: &wasmtime::component::InstancePre<RequestState>,
+    store: &mut wasmtime::Store<RequestState>,
+    metrics: &PluginMetrics,
+) -> wasmtime::Result<wasmtime::component::Instance> {
+    let started = std::time::Instant::now();
+    let instance = pre.instantiate_async(store).await?;
+    metrics.instantiations.inc();
+    metrics
+        .instantiation_seconds
+        .observe(started.elapsed().as_secs_f64());
+    Ok(instance)
 }
 
 /// Names what went wrong in a guest.
