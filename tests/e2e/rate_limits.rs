@@ -160,6 +160,14 @@ async fn over_the_limit_is_429_with_headers_before_any_instance() {
     // After the whole period the allowance is whole again.
     tokio::time::sleep(Duration::from_millis(2050)).await;
     assert_eq!(statuses(&server, path, &[], 4).await, [200, 200, 200, 429]);
+    // The sweeper (every 5 s) reports the keys the limiters hold: this
+    // client's address.
+    within_for(Duration::from_secs(15), async {
+        while sample(&server, "spike_rate_limit_keys", &[]).await < 1.0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
