@@ -137,6 +137,23 @@ pub async fn kv_increment_is_atomic(dir: &Path, open: &Open) {
         kv.increment("a", "max", 1).await,
         Err(StorageError::Overflow { .. })
     ));
+    // A live key keeps its metadata and expiry; an expired one starts over.
+    let later = crate::util::now_ms() + 3_600_000;
+    kv.set("a", "t", entry(b"5", Some("m"), Some(later)))
+        .await
+        .unwrap();
+    assert_eq!(kv.increment("a", "t", 1).await.unwrap(), 6);
+    let kept = kv.get("a", "t").await.unwrap().unwrap();
+    assert_eq!(
+        (kept.metadata.as_deref(), kept.expires_at_ms),
+        (Some("m"), Some(later))
+    );
+    kv.set("a", "gone", entry(b"5", Some("m"), Some(1)))
+        .await
+        .unwrap();
+    assert_eq!(kv.increment("a", "gone", 1).await.unwrap(), 1);
+    let fresh = kv.get("a", "gone").await.unwrap().unwrap();
+    assert_eq!((fresh.metadata, fresh.expires_at_ms), (None, None));
     // 32 callers at once, 10 increments each: none lost, none doubled.
     let callers = (0..32).map(|_| {
         let kv = kv.clone();

@@ -170,7 +170,8 @@ pub trait KvBackend: Send + Sync {
     /// Whether a live entry was removed.
     async fn delete(&self, ns: &str, key: &str) -> Result<bool>;
     /// Adds `delta` to the decimal integer under `key` (0 if absent or
-    /// expired), atomically; keeps the metadata, drops any expiry.
+    /// expired), atomically; keeps the metadata and the expiry of a live
+    /// key.
     async fn increment(&self, ns: &str, key: &str, delta: i64) -> Result<i64>;
     async fn list(
         &self,

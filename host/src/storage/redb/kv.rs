@@ -132,7 +132,7 @@ impl Inner {
                 Some(raw) => Some(codec::decode(raw.value()).ok_or_else(|| corrupt(ns, key))?),
                 None => None,
             };
-            let (current, metadata) = match old {
+            let (current, metadata, expires_at_ms) = match old {
                 Some(e) => {
                     if let Some(t) = e.expires_at_ms {
                         expiry.remove((t, ns, key))?;
@@ -142,20 +142,25 @@ impl Inner {
                             .ok()
                             .and_then(|s| s.trim().parse::<i64>().ok())
                             .ok_or_else(|| StorageError::NotAnInteger { key: key.into() })?;
-                        (n, e.metadata)
+                        (n, e.metadata, e.expires_at_ms)
                     } else {
-                        (0, None)
+                        (0, None, None)
                     }
                 }
-                None => (0, None),
+                None => (0, None, None),
             };
             let next = current
                 .checked_add(delta)
                 .ok_or_else(|| StorageError::Overflow { key: key.into() })?;
+            // A live key keeps its expiry (a counter per time window, a
+            // lock that must lapse if its holder dies).
+            if let Some(t) = expires_at_ms {
+                expiry.insert((t, ns, key), ())?;
+            }
             let entry = KvEntry {
                 value: next.to_string().into_bytes(),
                 metadata,
-                expires_at_ms: None,
+                expires_at_ms,
             };
             entries.insert((ns, key), codec::encode(&entry).as_slice())?;
             next
