@@ -14,7 +14,8 @@ struct Spike {
     lines: mpsc::Receiver<String>,
     /// Every line read so far.
     seen: Vec<String>,
-    _dir: tempfile::TempDir,
+    /// The folder, when this server owns it.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Spike {
@@ -22,12 +23,15 @@ impl Spike {
     fn start(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
-        Self::start_in(dir, extra, &[])
+        let mut spike = Self::start_in(dir.path(), extra, &[]);
+        spike._dir = Some(dir);
+        spike
     }
 
-    /// With the plugins in `dir/plugins`, and `env` added.
-    fn start_in(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let plugins = dir.path().join("plugins");
+    /// With the plugins in `dir/plugins` and the data in `dir/data`, and
+    /// `env` added.
+    fn start_in(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let plugins = dir.join("plugins");
         let mut child = Command::new(env!("CARGO_BIN_EXE_spike"))
             .args([
                 "serve",
@@ -38,7 +42,7 @@ impl Spike {
             ])
             .arg(&plugins)
             .arg("--data")
-            .arg(dir.path().join("data"))
+            .arg(dir.join("data"))
             .args(extra)
             .env_remove("RUST_LOG")
             .envs(env.iter().copied())
@@ -54,7 +58,7 @@ impl Spike {
             child,
             lines,
             seen: Vec::new(),
-            _dir: dir,
+            _dir: None,
         }
     }
 
@@ -112,6 +116,15 @@ impl Drop for Spike {
 
 fn get(addr: &str, path: &str) -> String {
     request(addr, "GET", path, "")
+}
+
+/// Waits until every plugin serves.
+fn wait_ready(addr: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !get(addr, "/readyz").starts_with("HTTP/1.1 200") {
+        assert!(std::time::Instant::now() < deadline, "not ready in 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The whole reply to `method path` with `headers` (CRLF-terminated lines).
@@ -207,7 +220,7 @@ fn secrets_never_show_outside_the_guest_that_reads_them() {
         ("RUST_LOG", "debug"),
     ];
     let mut spike = Spike::start_in(
-        dir,
+        dir.path(),
         &[
             "--log-format",
             "json",
@@ -219,11 +232,7 @@ fn secrets_never_show_outside_the_guest_that_reads_them() {
         &env,
     );
     let addr = spike.serving_addr();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !get(&addr, "/readyz").starts_with("HTTP/1.1 200") {
-        assert!(std::time::Instant::now() < deadline, "not ready in 60 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_ready(&addr);
 
     // The guest that is granted them reads both.
     let reply = get(&addr, "/whoami/secret?name=api-key");
@@ -325,4 +334,160 @@ fn a_malformed_secrets_file_is_reported_by_line_only() {
     );
     assert!(text.contains("line 2"), "{text}");
     assert!(!text.contains("PLANTED"), "{text}");
+}
+
+/// An HS256 token for `sub`, minted by PyJWT (`tests/tools/mint.py`, in the
+/// venv `scripts/setup.sh` makes).
+fn hs256_token(key: &str, sub: &str) -> String {
+    let tools = std::env::var_os("SPIKE_TOOLS_DIR").map_or_else(
+        || std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/spike-tools"),
+        Into::into,
+    );
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let job = format!(
+        r#"[{{"op":"sign","alg":"HS256","key":"{key}","claims":{{"sub":"{sub}","exp":{exp}}}}}]"#
+    );
+    let mut child = Command::new(tools.join("venv/bin/python"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/tools/mint.py"
+        ))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the test tools' Python: run scripts/setup.sh");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(job.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let minted: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    minted[0]["token"].as_str().unwrap().to_string()
+}
+
+/// `method path` with a bearer token and `body`; the whole reply.
+fn send_doc(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    extra: &str,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\nauthorization: Bearer {token}\r\n\
+         content-length: {}\r\n{extra}\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(body).unwrap();
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).unwrap();
+    reply
+}
+
+/// The body of a raw reply.
+fn body_of(reply: &[u8]) -> &[u8] {
+    let end = reply.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    &reply[end + 4..]
+}
+
+#[test]
+fn a_kill_in_the_middle_of_a_put_leaves_the_previous_version_whole() {
+    const KEY: &str = "crash-test-hs256-key";
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(guest("auth"), plugins.join("auth.wasm")).unwrap();
+    std::fs::write(
+        plugins.join("auth.toml"),
+        "component = \"auth.wasm\"\n[[routes]]\nprefix = \"/api/logged_in\"\nauth = \"required\"\n\
+         [grants]\nkv = [\"auth\"]\nsecrets = [\"hs-key\"]\n[env]\nHS256_SECRET = \"hs-key\"\n",
+    )
+    .unwrap();
+    std::fs::copy(guest("cms"), plugins.join("cms.wasm")).unwrap();
+    let cms = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/cms.toml"))
+        .unwrap();
+    std::fs::write(plugins.join("cms.toml"), cms).unwrap();
+    let env = [("SPIKE_SECRET_HS_KEY", KEY)];
+    let token = hs256_token(KEY, "user_1");
+    let doc = "/my-cms/report.bin";
+
+    let mut spike = Spike::start_in(dir.path(), &["--log-format", "json"], &env);
+    let addr = spike.serving_addr();
+    wait_ready(&addr);
+    let small = b"version one".to_vec();
+    let large: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
+    for body in [&small, &large] {
+        let reply = send_doc(&addr, "PUT", doc, &token, "", body);
+        assert!(
+            reply.starts_with(b"HTTP/1.1 20"),
+            "{}",
+            String::from_utf8_lossy(&reply)
+        );
+    }
+    // A third version, large, killed halfway through its upload.
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stream,
+        "PUT {doc} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\ncontent-length: {}\r\n\r\n",
+        3 << 20
+    )
+    .unwrap();
+    stream.write_all(&vec![b'z'; 1 << 20]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    spike.child.kill().unwrap();
+    spike.child.wait().unwrap();
+    drop(stream);
+
+    let mut spike = Spike::start_in(dir.path(), &["--log-format", "json"], &env);
+    let addr = spike.serving_addr();
+    wait_ready(&addr);
+    let reply = send_doc(&addr, "GET", doc, &token, "", b"");
+    assert!(
+        reply.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&reply[..200])
+    );
+    assert!(
+        body_of(&reply) == large.as_slice(),
+        "the second version, whole"
+    );
+    let reply = send_doc(&addr, "GET", &format!("{doc}?version=1"), &token, "", b"");
+    assert_eq!(body_of(&reply), small.as_slice());
+    // The document takes a new version at once: no turn was left held.
+    let etag = String::from_utf8_lossy(&reply)
+        .lines()
+        .find_map(|l| l.strip_prefix("etag: ").map(str::to_string));
+    let current = send_doc(&addr, "GET", doc, &token, "", b"");
+    let current_etag = String::from_utf8_lossy(&current[..current.len().min(2000)])
+        .lines()
+        .find_map(|l| l.strip_prefix("etag: ").map(str::to_string))
+        .unwrap();
+    assert!(etag.is_none(), "an earlier version has no ETag");
+    let reply = send_doc(
+        &addr,
+        "PUT",
+        doc,
+        &token,
+        &format!("if-match: {current_etag}\r\n"),
+        b"version three",
+    );
+    assert!(
+        reply.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    let _ = spike.stop();
 }
