@@ -213,3 +213,40 @@ impl JwksServer {
         let _ = socket.write_all(reply.as_bytes()).await;
     }
 }
+
+/// The name of the secret the HS256 auth plugins of the tests read.
+pub const HS256_SECRET_NAME: &str = "hs-key";
+
+/// An auth plugin's manifest (without `component`) that takes HS256
+/// tokens signed with the secret [`HS256_SECRET_NAME`]; serve the key with
+/// [`hs256_secret`].
+pub const HS256_AUTH: &str = r#"
+[[routes]]
+prefix = "/api/logged_in"
+auth = "required"
+[grants]
+kv = ["auth"]
+secrets = ["hs-key"]
+[env]
+HS256_SECRET = "hs-key"
+"#;
+
+/// The operator's secrets holding `key` as the HS256 key.
+pub fn hs256_secret(key: &str) -> spike::caps::secrets::SecretSource {
+    spike::caps::secrets::SecretSource {
+        file: None,
+        env: vec![("SPIKE_SECRET_HS_KEY".into(), key.into())],
+    }
+}
+
+/// HS256 tokens signed with `key`, one per subject, valid for ten minutes.
+pub fn hs256_tokens(key: &str, subjects: &[&str]) -> Vec<String> {
+    let jobs: Vec<Value> = subjects
+        .iter()
+        .map(|sub| {
+            json!({"op": "sign", "alg": "HS256", "key": key,
+                   "claims": {"sub": sub, "exp": now_s() + 600}})
+        })
+        .collect();
+    tokens(&mint(&jobs))
+}

@@ -6,23 +6,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use spike::caps::secrets::SecretSource;
-use spike_e2e::tokens::{mint, now_s, tokens};
+use spike_e2e::tokens::{HS256_AUTH, hs256_secret, hs256_tokens};
 use spike_e2e::*;
 use tokio::io::AsyncWriteExt;
 
 const HS_KEY: &str = "cms-test-hs256-key";
-
-const AUTH: &str = r#"
-[[routes]]
-prefix = "/api/logged_in"
-auth = "required"
-[grants]
-kv = ["auth"]
-secrets = ["hs-key"]
-[env]
-HS256_SECRET = "hs-key"
-"#;
 
 /// The shipped manifest's routes, with 3 versions kept and a 1 KiB blob
 /// threshold.
@@ -49,7 +37,7 @@ async fn start() -> TestServer {
             Plugin {
                 name: "auth",
                 guest: "auth",
-                manifest: AUTH,
+                manifest: HS256_AUTH,
             },
             Plugin {
                 name: "cms",
@@ -57,26 +45,14 @@ async fn start() -> TestServer {
                 manifest: CMS,
             },
         ],
-        |config| {
-            config.secrets = SecretSource {
-                file: None,
-                env: vec![("SPIKE_SECRET_HS_KEY".into(), HS_KEY.into())],
-            };
-        },
+        |config| config.secrets = hs256_secret(HS_KEY),
     )
     .await
 }
 
 /// HS256 tokens for these users, valid for ten minutes.
 fn users<const N: usize>(names: [&str; N]) -> [String; N] {
-    let jobs: Vec<Value> = names
-        .iter()
-        .map(|sub| {
-            json!({"op": "sign", "alg": "HS256", "key": HS_KEY,
-                   "claims": {"sub": sub, "exp": now_s() + 600}})
-        })
-        .collect();
-    tokens(&mint(&jobs)).try_into().unwrap()
+    hs256_tokens(HS_KEY, &names).try_into().unwrap()
 }
 
 struct Got {

@@ -6,9 +6,8 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use spike::caps::secrets::SecretSource;
 use spike::config::ServerConfig;
-use spike_e2e::tokens::{mint, now_s, tokens};
+use spike_e2e::tokens::{HS256_AUTH, hs256_secret, hs256_tokens};
 use spike_e2e::*;
 
 const HS_KEY: &str = "rate-limit-test-hs256-key";
@@ -31,18 +30,6 @@ requests = 2
 per_s = 60
 "#;
 
-/// An auth plugin that takes HS256 tokens only.
-const AUTH: &str = r#"
-[[routes]]
-prefix = "/api/logged_in"
-auth = "required"
-[grants]
-kv = ["auth"]
-secrets = ["hs-key"]
-[env]
-HS256_SECRET = "hs-key"
-"#;
-
 async fn start(configure: impl FnOnce(&mut ServerConfig)) -> TestServer {
     TestServer::start_with(
         &[
@@ -54,14 +41,11 @@ async fn start(configure: impl FnOnce(&mut ServerConfig)) -> TestServer {
             Plugin {
                 name: "auth",
                 guest: "auth",
-                manifest: AUTH,
+                manifest: HS256_AUTH,
             },
         ],
         |config| {
-            config.secrets = SecretSource {
-                file: None,
-                env: vec![("SPIKE_SECRET_HS_KEY".into(), HS_KEY.into())],
-            };
+            config.secrets = hs256_secret(HS_KEY);
             configure(config);
         },
     )
@@ -187,11 +171,7 @@ async fn the_server_default_applies_where_a_route_says_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_user_limits_count_each_caller_apart() {
     let server = start(|_| {}).await;
-    let claims = |sub: &str| json!({"sub": sub, "exp": now_s() + 60});
-    let t = tokens(&mint(&[
-        json!({"op": "sign", "alg": "HS256", "key": HS_KEY, "claims": claims("alice")}),
-        json!({"op": "sign", "alg": "HS256", "key": HS_KEY, "claims": claims("bob")}),
-    ]));
+    let t = hs256_tokens(HS_KEY, &["alice", "bob"]);
     let alice = format!("Bearer {}", t[0]);
     let bob = format!("Bearer {}", t[1]);
     let path = "/whoami/per-user";
