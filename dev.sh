@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The two commands of this project, each from a fresh machine:
-#   ./dev.sh serve [spike serve flags...]   set up, build guests and host (release), run spike
+#   ./dev.sh serve [spike serve flags...]   set up, build guests, the example site and host (release), run spike
 #   ./dev.sh test                           set up, build guests, check format and lints, run every test
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -15,9 +15,10 @@ case "${1:-}" in
     shift
     step "set-up"; scripts/setup.sh
     step "guest components"; scripts/build-guests.sh
+    step "example site"; scripts/build-site.sh
     step "host (release)"; cargo build --release -p spike
     step "spike serve on ${SPIKE_LISTEN:-127.0.0.1:8787}"
-    exec "$CARGO_TARGET_DIR/release/spike" serve "$@"
+    exec "$CARGO_TARGET_DIR/release/spike" serve --site /=site/dist "$@"
     ;;
   test)
     step "set-up"; scripts/setup.sh

@@ -56,6 +56,8 @@ pub struct ServerConfig {
     pub client_addresses: ClientAddresses,
     /// Verified tokens the auth hook keeps (0: verify every time).
     pub auth_cache_entries: usize,
+    /// Static sites served where no plugin route matches.
+    pub sites: Vec<crate::assets::SiteConfig>,
     /// Tests only: how long each plugin's first load waits before it starts.
     #[doc(hidden)]
     pub test_load_delay: Duration,
@@ -145,6 +147,7 @@ impl ServerConfig {
             default_rate_limit: None,
             client_addresses: ClientAddresses::default(),
             auth_cache_entries: crate::runtime::auth::DEFAULT_CACHE_ENTRIES,
+            sites: Vec::new(),
             test_load_delay: Duration::ZERO,
         }
     }

@@ -10,6 +10,7 @@
 //! - `metrics`: every series the host exports, in the Prometheus format
 //! - `util`: the clock, hashes, temporary file names
 
+pub mod assets;
 pub mod bindings;
 pub mod caps;
 pub mod config;

@@ -109,6 +109,10 @@ enum Command {
         /// Verified tokens the auth hook keeps (0: verify every request).
         #[arg(long, default_value_t = spike::runtime::auth::DEFAULT_CACHE_ENTRIES)]
         auth_cache_entries: usize,
+        /// A static site: [HOST]PREFIX=DIR (e.g. /=site/dist), served where
+        /// no plugin route matches; repeat for more.
+        #[arg(long, env = "SPIKE_SITES", value_delimiter = ',')]
+        site: Vec<spike::assets::SiteConfig>,
     },
     /// Check that a component fits the plugin world, and time its loading:
     /// a fresh compile against a load from the compile cache.
@@ -142,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
             trusted_proxy,
             client_ip_header,
             auth_cache_entries,
+            site,
         } => {
             let mut config = spike::ServerConfig::new(plugins, data);
             config.listen = listen;
@@ -166,6 +171,7 @@ async fn main() -> anyhow::Result<()> {
                 header: client_ip_header,
             };
             config.auth_cache_entries = auth_cache_entries;
+            config.sites = site;
             if config.admin_token.is_none() {
                 tracing::info!("no admin token: the /_spike admin API is disabled");
             }

@@ -41,6 +41,8 @@ pub struct AppState {
     pub max_component_bytes: u64,
     pub clients: ClientLimits,
     pub client_addresses: ClientAddresses,
+    /// Static sites, tried where no plugin route matches.
+    pub sites: crate::assets::Sites,
 }
 
 /// Which plugin and route served a response, for the request log and
@@ -189,8 +191,11 @@ async fn plugin_request(State(state): State<Arc<AppState>>, mut req: Request) ->
             return resp;
         }
         Err(_) => {
-            return ApiError::not_found(format!("no plugin serves {}", req.uri().path()))
-                .into_response();
+            let path = req.uri().path().to_string();
+            return match state.sites.serve(req).await {
+                Some(resp) => resp,
+                None => ApiError::not_found(format!("no plugin serves {path}")).into_response(),
+            };
         }
     };
     let slot = &routed.slot;
@@ -402,6 +407,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         load_delay: config.test_load_delay,
         auth_cache_entries: config.auth_cache_entries,
     };
+    let sites = crate::assets::Sites::start(&config.sites, config.watch)?;
     let registry =
         PluginRegistry::start(&settings, &caps, backends.versions.clone(), &metrics).await?;
     drop((caps, backends));
@@ -433,6 +439,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         max_component_bytes: config.max_component_bytes,
         clients: clients.clone(),
         client_addresses: config.client_addresses.clone(),
+        sites,
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let serve = tokio::spawn(listener::serve(
