@@ -141,7 +141,31 @@ async fn files_carry_cache_headers_etags_encodings_and_ranges() {
         "{:?}",
         js.headers
     );
-    assert_eq!(js.body.len(), "console.log('hashed');\n".len() * 100);
+    // Text without a sibling is compressed as it goes, and decodes to the
+    // file.
+    assert_eq!(js.header("content-encoding"), Some("br"));
+    assert!(js.body.len() < 500, "{} bytes", js.body.len());
+    assert!(
+        js.header("vary")
+            .unwrap()
+            .to_ascii_lowercase()
+            .contains("accept-encoding")
+    );
+    let decoded = curl(&server, "GET", &format!("/{HASHED_JS}"), &["--compressed"]);
+    assert_eq!(
+        decoded.body,
+        "console.log('hashed');\n".repeat(100).as_bytes()
+    );
+    let gzipped = curl(
+        &server,
+        "GET",
+        &format!("/{HASHED_JS}"),
+        &["Accept-Encoding: gzip"],
+    );
+    assert_eq!(gzipped.header("content-encoding"), Some("gzip"));
+    // A picture is sent as it is.
+    let png = curl(&server, "GET", "/logo.png", BROWSER);
+    assert_eq!(png.header("content-encoding"), None);
 
     // Precompressed siblings by Accept-Encoding, with Vary.
     let br = curl(&server, "GET", "/assets/style.css", BROWSER);

@@ -6,7 +6,8 @@
 //!
 //! - its files, with `Content-Type` from the extension, `Range`, and a
 //!   `.br` / `.gz` sibling when the client accepts it (`Vary:
-//!   Accept-Encoding`; tower-http's `ServeFile` does the sending);
+//!   Accept-Encoding`; tower-http's `ServeFile` does the sending); text
+//!   without a sibling is compressed on the fly above 1 KiB;
 //!   file names carrying a content hash are `Cache-Control: public,
 //!   max-age=31536000, immutable`, others `no-cache` with an `ETag` (304 to
 //!   `If-None-Match`);
@@ -31,7 +32,10 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Request, StatusCode, header};
 use notify::{RecursiveMode, Watcher};
-use tower::ServiceExt;
+use tower::{Layer, ServiceExt};
+use tower_http::CompressionLevel;
+use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::SizeAbove;
 use tower_http::services::ServeFile;
 
 pub use snapshot::{FileEntry, Snapshot, is_hashed};
@@ -40,6 +44,10 @@ use crate::server::errors::ApiError;
 
 /// How long the folder must be quiet before a rebuild is scanned.
 const SETTLE: Duration = Duration::from_millis(300);
+
+/// Text files without a precompressed sibling are compressed on the fly
+/// above this size (smaller ones gain less than the headers cost).
+const COMPRESS_ABOVE: u16 = 1024;
 
 /// The longest path a site looks up.
 const MAX_PATH_BYTES: usize = 1024;
@@ -233,9 +241,22 @@ impl Site {
         if entry.gz {
             serve = serve.precompressed_gzip();
         }
-        let mut resp = match serve.oneshot(req).await {
-            Ok(resp) => resp.map(Body::new),
-            Err(never) => match never {},
+        let precompressed = entry.br || entry.gz;
+        let mut resp = if !precompressed && compressible(path) {
+            // Text without a sibling is compressed as it is sent (not
+            // ranges: a range of a compressed stream is of no use).
+            let compress = CompressionLayer::new()
+                .quality(CompressionLevel::Precise(5))
+                .compress_when(SizeAbove::new(COMPRESS_ABOVE));
+            match compress.layer(serve).oneshot(req).await {
+                Ok(resp) => resp.map(Body::new),
+                Err(never) => match never {},
+            }
+        } else {
+            match serve.oneshot(req).await {
+                Ok(resp) => resp.map(Body::new),
+                Err(never) => match never {},
+            }
         };
         if resp.status().is_success() || resp.status() == StatusCode::NOT_MODIFIED {
             let headers = resp.headers_mut();
@@ -246,12 +267,38 @@ impl Site {
             if let Ok(v) = HeaderValue::from_str(&etag) {
                 headers.insert(header::ETAG, v);
             }
-            if entry.br || entry.gz {
+            if precompressed || compressible(path) {
                 headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
             }
         }
         resp
     }
+}
+
+/// Whether a file is text worth compressing, by its extension.
+fn compressible(path: &str) -> bool {
+    let ext = path
+        .rsplit_once('.')
+        .map_or("", |(_, ext)| ext)
+        .to_ascii_lowercase();
+    matches!(
+        ext.as_str(),
+        "html"
+            | "htm"
+            | "css"
+            | "js"
+            | "mjs"
+            | "cjs"
+            | "json"
+            | "map"
+            | "svg"
+            | "txt"
+            | "md"
+            | "xml"
+            | "csv"
+            | "wasm"
+            | "webmanifest"
+    )
 }
 
 /// The files the service worker reads, made from the snapshot: `None` for
