@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the peers the benchmarks compare against, each from its own
-# registry: wrk (Debian), wasmtime-cli 48 (crates.io), workerd (npm).
+# registry: wrk and nginx (Debian), wasmtime-cli 48 (crates.io), workerd (npm).
 # Tools go under ~/.cache/spike-tools and bench/node_modules.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -8,6 +8,9 @@ tools="$HOME/.cache/spike-tools"
 
 if ! command -v wrk >/dev/null; then
   apt-get update -qq && apt-get install -y -qq wrk
+fi
+if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+  apt-get update -qq && apt-get install -y -qq nginx
 fi
 if ! "$tools/wasmtime-48/bin/wasmtime" --version 2>/dev/null | grep -q '^wasmtime 48\.'; then
   echo "bench setup: installing wasmtime-cli 48 (10 to 20 minutes)"

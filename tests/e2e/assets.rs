@@ -29,6 +29,12 @@ fn write_site(dir: &Path) {
     std::fs::write(dir.join("assets/style.css.gz"), b"gzip bytes").unwrap();
     std::fs::write(dir.join("assets/style.css.br"), b"brotli bytes").unwrap();
     std::fs::write(dir.join("logo.png"), [0x89, b'P', b'N', b'G']).unwrap();
+    // Past what is kept in memory: read from disk for each request.
+    std::fs::write(dir.join("big.txt"), big_text()).unwrap();
+}
+
+fn big_text() -> String {
+    (0..60_000).map(|i| format!("line {i:07}\n")).collect()
 }
 
 async fn start(site: &Path) -> TestServer {
@@ -214,6 +220,19 @@ async fn files_carry_cache_headers_etags_encodings_and_ranges() {
         (200, Some("image/png"))
     );
 
+    // A file read from disk each time: compressed as it is sent, ranges
+    // of the plain bytes.
+    let big = curl(&server, "GET", "/big.txt", &["Accept-Encoding: gzip"]);
+    assert_eq!(big.header("content-encoding"), Some("gzip"));
+    assert!(big.body.len() < big_text().len() / 4);
+    let decoded = curl(&server, "GET", "/big.txt", &["--compressed"]);
+    assert_eq!(decoded.body, big_text().as_bytes());
+    let tail = curl(&server, "GET", "/big.txt", &["Range: bytes=-13"]);
+    assert_eq!(
+        (tail.status, tail.body.as_slice()),
+        (206, b"line 0059999\n".as_slice())
+    );
+
     // Plugin routes come before the site.
     let hello = curl(&server, "GET", "/hello", BROWSER);
     assert!(String::from_utf8_lossy(&hello.body).starts_with("Hello"));
@@ -268,7 +287,13 @@ async fn the_service_worker_files_come_from_the_manifest() {
     let files: Vec<&String> = manifest.as_object().unwrap().keys().collect();
     assert_eq!(
         files,
-        [HASHED_JS, "assets/style.css", "index.html", "logo.png"]
+        [
+            HASHED_JS,
+            "assets/style.css",
+            "big.txt",
+            "index.html",
+            "logo.png"
+        ]
     );
     let index = std::fs::read(site.path().join("index.html")).unwrap();
     assert_eq!(manifest["index.html"], hex::encode(Sha256::digest(index)));

@@ -38,16 +38,16 @@ use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::SizeAbove;
 use tower_http::services::ServeFile;
 
-pub use snapshot::{FileEntry, Snapshot, is_hashed};
+pub use snapshot::{FileEntry, InMemory, Snapshot, compressible, is_hashed};
 
 use crate::server::errors::ApiError;
 
 /// How long the folder must be quiet before a rebuild is scanned.
 const SETTLE: Duration = Duration::from_millis(300);
 
-/// Text files without a precompressed sibling are compressed on the fly
-/// above this size (smaller ones gain less than the headers cost).
-const COMPRESS_ABOVE: u16 = 1024;
+/// Large text files (not kept in memory) without a sibling are compressed
+/// as they are sent, above the same size as the scan compresses.
+const COMPRESS_ABOVE: u16 = snapshot::COMPRESS_ABOVE as u16;
 
 /// The longest path a site looks up.
 const MAX_PATH_BYTES: usize = 1024;
@@ -234,6 +234,9 @@ impl Site {
         if !immutable && if_none_match(&req, &etag) {
             return not_modified(&etag, cache_control);
         }
+        if let Some(held) = &entry.memory {
+            return from_memory(&req, held, &etag, cache_control);
+        }
         let mut serve = ServeFile::new(self.config.dir.join(path));
         if entry.br {
             serve = serve.precompressed_br();
@@ -275,30 +278,147 @@ impl Site {
     }
 }
 
-/// Whether a file is text worth compressing, by its extension.
-fn compressible(path: &str) -> bool {
-    let ext = path
-        .rsplit_once('.')
-        .map_or("", |(_, ext)| ext)
-        .to_ascii_lowercase();
-    matches!(
-        ext.as_str(),
-        "html"
-            | "htm"
-            | "css"
-            | "js"
-            | "mjs"
-            | "cjs"
-            | "json"
-            | "map"
-            | "svg"
-            | "txt"
-            | "md"
-            | "xml"
-            | "csv"
-            | "wasm"
-            | "webmanifest"
-    )
+/// A file kept in memory: the best encoding the client accepts, or the
+/// range it asks of the plain bytes.
+fn from_memory(
+    req: &Request<Body>,
+    held: &InMemory,
+    etag: &str,
+    cache_control: &'static str,
+) -> Response {
+    let accepts = |coding: &str| {
+        req.headers()
+            .get_all(header::ACCEPT_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|item| {
+                let mut parts = item.split(';');
+                let name = parts.next().unwrap_or("").trim();
+                let refused = parts.any(|p| {
+                    p.trim()
+                        .strip_prefix("q=")
+                        .and_then(|q| q.trim().parse::<f32>().ok())
+                        == Some(0.0)
+                });
+                name.eq_ignore_ascii_case(coding) && !refused
+            })
+    };
+    let (status, body, encoding, range) = match (&held.br, &held.gz) {
+        (Some(br), _) if accepts("br") => (StatusCode::OK, br.clone(), Some("br"), None),
+        (_, Some(gz)) if accepts("gzip") => (StatusCode::OK, gz.clone(), Some("gzip"), None),
+        _ => {
+            let len = held.identity.len() as u64;
+            match req
+                .headers()
+                .get(header::RANGE)
+                .and_then(|r| r.to_str().ok())
+            {
+                None => (StatusCode::OK, held.identity.clone(), None, None),
+                Some(spec) => match byte_range(spec, len) {
+                    RangeAnswer::Whole => (StatusCode::OK, held.identity.clone(), None, None),
+                    RangeAnswer::Part(first, last) => (
+                        StatusCode::PARTIAL_CONTENT,
+                        held.identity.slice(first as usize..=last as usize),
+                        None,
+                        Some(format!("bytes {first}-{last}/{len}")),
+                    ),
+                    RangeAnswer::Unsatisfiable => {
+                        let mut resp = ApiError::new(
+                            StatusCode::RANGE_NOT_SATISFIABLE,
+                            "range_not_satisfiable",
+                            format!("the range is outside the file's {len} bytes"),
+                        )
+                        .into_response();
+                        if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                            resp.headers_mut().insert(header::CONTENT_RANGE, v);
+                        }
+                        return resp;
+                    }
+                },
+            }
+        }
+    };
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&held.content_type) {
+        headers.insert(header::CONTENT_TYPE, v);
+    }
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(cache_control),
+    );
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        headers.insert(header::ETAG, v);
+    }
+    if held.br.is_some() || held.gz.is_some() {
+        headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
+    match encoding {
+        Some(coding) => {
+            headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding));
+        }
+        None => {
+            headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        }
+    }
+    if let Some(range) = range.and_then(|r| HeaderValue::from_str(&r).ok()) {
+        headers.insert(header::CONTENT_RANGE, range);
+    }
+    resp
+}
+
+/// What a `Range` header asks of a file of `len` bytes.
+#[derive(Debug, PartialEq, Eq)]
+enum RangeAnswer {
+    /// No single byte range this server answers: the whole file (a server
+    /// may ignore a range it does not support, RFC 9110 14.2).
+    Whole,
+    /// Bytes `first..=last`.
+    Part(u64, u64),
+    /// A range that starts past the end.
+    Unsatisfiable,
+}
+
+fn byte_range(spec: &str, len: u64) -> RangeAnswer {
+    let Some(set) = spec.trim().strip_prefix("bytes=") else {
+        return RangeAnswer::Whole;
+    };
+    if set.contains(',') {
+        return RangeAnswer::Whole;
+    }
+    let Some((first, last)) = set.trim().split_once('-') else {
+        return RangeAnswer::Whole;
+    };
+    let (first, last) = (first.trim(), last.trim());
+    let parsed = |n: &str| n.parse::<u64>().ok();
+    match (first.is_empty(), last.is_empty()) {
+        // The last n bytes.
+        (true, false) => match parsed(last) {
+            Some(0) | None => RangeAnswer::Whole,
+            Some(_) if len == 0 => RangeAnswer::Unsatisfiable,
+            Some(n) => RangeAnswer::Part(len.saturating_sub(n), len - 1),
+        },
+        (false, _) => match (
+            parsed(first),
+            if last.is_empty() {
+                Some(u64::MAX)
+            } else {
+                parsed(last)
+            },
+        ) {
+            (Some(f), Some(l)) if f <= l => {
+                if f >= len {
+                    RangeAnswer::Unsatisfiable
+                } else {
+                    RangeAnswer::Part(f, l.min(len - 1))
+                }
+            }
+            _ => RangeAnswer::Whole,
+        },
+        (true, true) => RangeAnswer::Whole,
+    }
 }
 
 /// The files the service worker reads, made from the snapshot: `None` for
@@ -509,6 +629,21 @@ mod tests {
         assert!("site/dist".parse::<SiteConfig>().is_err());
         assert!("docs=out".parse::<SiteConfig>().is_err());
         assert!("/=".parse::<SiteConfig>().is_err());
+    }
+
+    #[test]
+    fn byte_ranges() {
+        use RangeAnswer::*;
+        assert_eq!(byte_range("bytes=0-6", 100), Part(0, 6));
+        assert_eq!(byte_range("bytes=90-", 100), Part(90, 99));
+        assert_eq!(byte_range("bytes=90-500", 100), Part(90, 99));
+        assert_eq!(byte_range("bytes=-10", 100), Part(90, 99));
+        assert_eq!(byte_range("bytes=-500", 100), Part(0, 99));
+        assert_eq!(byte_range("bytes=100-", 100), Unsatisfiable);
+        assert_eq!(byte_range("bytes=5-1", 100), Whole);
+        assert_eq!(byte_range("bytes=0-1,5-6", 100), Whole);
+        assert_eq!(byte_range("items=0-1", 100), Whole);
+        assert_eq!(byte_range("bytes=x-1", 100), Whole);
     }
 
     #[test]

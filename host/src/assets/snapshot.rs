@@ -13,6 +13,17 @@ use sha2::{Digest, Sha256};
 /// Files a site may hold; a folder with more is refused at the scan.
 pub const MAX_FILES: usize = 50_000;
 
+/// Files up to this size are kept in memory and sent from there.
+pub const MEMORY_FILE_MAX: usize = 1 << 20;
+
+/// The memory a site's files may take, all encodings counted; files past
+/// it are read from disk for each request.
+pub const MEMORY_BUDGET: usize = 128 << 20;
+
+/// Text files without a precompressed sibling are compressed at the scan
+/// above this size (smaller ones gain less than the headers cost).
+pub const COMPRESS_ABOVE: usize = 1024;
+
 /// One servable file.
 #[derive(Debug, Clone)]
 pub struct FileEntry {
@@ -22,6 +33,26 @@ pub struct FileEntry {
     /// clients that accept them.
     pub br: bool,
     pub gz: bool,
+    /// Its bytes and encodings, if small enough to keep.
+    pub memory: Option<InMemory>,
+}
+
+/// A file held in memory, in every encoding it is sent in.
+#[derive(Debug, Clone)]
+pub struct InMemory {
+    pub content_type: String,
+    pub identity: Bytes,
+    /// From the `.br` / `.gz` sibling, or compressed at the scan.
+    pub br: Option<Bytes>,
+    pub gz: Option<Bytes>,
+}
+
+impl InMemory {
+    fn size(&self) -> usize {
+        self.identity.len()
+            + self.br.as_ref().map_or(0, Bytes::len)
+            + self.gz.as_ref().map_or(0, Bytes::len)
+    }
 }
 
 impl FileEntry {
@@ -50,18 +81,51 @@ impl Snapshot {
         walk(dir, "", &mut found)?;
         let names: std::collections::BTreeSet<&str> = found.iter().map(String::as_str).collect();
         let mut files = BTreeMap::new();
+        let mut budget = MEMORY_BUDGET;
         for rel in &found {
             let sibling_of = |ext: &str| rel.strip_suffix(ext).filter(|base| names.contains(base));
             if sibling_of(".br").is_some() || sibling_of(".gz").is_some() {
                 continue;
             }
             let bytes = std::fs::read(dir.join(rel))?;
+            let br = names.contains(format!("{rel}.br").as_str());
+            let gz = names.contains(format!("{rel}.gz").as_str());
+            let hash = hex::encode(Sha256::digest(&bytes));
+            let memory = if bytes.len() <= MEMORY_FILE_MAX {
+                let sibling = |on: bool, ext: &str| -> std::io::Result<Option<Bytes>> {
+                    Ok(if on {
+                        Some(std::fs::read(dir.join(format!("{rel}{ext}")))?.into())
+                    } else {
+                        None
+                    })
+                };
+                let (br_bytes, gz_bytes) = if br || gz {
+                    (sibling(br, ".br")?, sibling(gz, ".gz")?)
+                } else if bytes.len() > COMPRESS_ABOVE && compressible(rel) {
+                    (Some(brotli_bytes(&bytes)), Some(gzip_bytes(&bytes)))
+                } else {
+                    (None, None)
+                };
+                let held = InMemory {
+                    content_type: content_type(rel),
+                    identity: bytes.into(),
+                    br: br_bytes,
+                    gz: gz_bytes,
+                };
+                (held.size() <= budget).then(|| {
+                    budget -= held.size();
+                    held
+                })
+            } else {
+                None
+            };
             files.insert(
                 rel.clone(),
                 FileEntry {
-                    hash: hex::encode(Sha256::digest(&bytes)),
-                    br: names.contains(format!("{rel}.br").as_str()),
-                    gz: names.contains(format!("{rel}.gz").as_str()),
+                    hash,
+                    br,
+                    gz,
+                    memory,
                 },
             );
         }
@@ -77,6 +141,58 @@ impl Snapshot {
             version,
         })
     }
+}
+
+/// The `Content-Type` of a file, by its extension.
+pub fn content_type(path: &str) -> String {
+    mime_guess::from_path(path)
+        .first_or_octet_stream()
+        .essence_str()
+        .to_string()
+}
+
+/// Whether a file is text worth compressing, by its extension.
+pub fn compressible(path: &str) -> bool {
+    let ext = path
+        .rsplit_once('.')
+        .map_or("", |(_, ext)| ext)
+        .to_ascii_lowercase();
+    matches!(
+        ext.as_str(),
+        "html"
+            | "htm"
+            | "css"
+            | "js"
+            | "mjs"
+            | "cjs"
+            | "json"
+            | "map"
+            | "svg"
+            | "txt"
+            | "md"
+            | "xml"
+            | "csv"
+            | "wasm"
+            | "webmanifest"
+    )
+}
+
+/// Brotli at quality 9: a file is compressed once, at the scan.
+fn brotli_bytes(bytes: &[u8]) -> Bytes {
+    let mut out = Vec::new();
+    let params = brotli::enc::BrotliEncoderParams {
+        quality: 9,
+        ..Default::default()
+    };
+    brotli::BrotliCompress(&mut &bytes[..], &mut out, &params).expect("compressing in memory");
+    out.into()
+}
+
+fn gzip_bytes(bytes: &[u8]) -> Bytes {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(bytes).expect("compressing in memory");
+    enc.finish().expect("compressing in memory").into()
 }
 
 fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) -> std::io::Result<()> {
@@ -142,6 +258,7 @@ mod tests {
             hash: hash.into(),
             br: false,
             gz: false,
+            memory: None,
         }
     }
 
