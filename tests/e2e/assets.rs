@@ -173,9 +173,20 @@ async fn files_carry_cache_headers_etags_encodings_and_ranges() {
     let png = curl(&server, "GET", "/logo.png", BROWSER);
     assert_eq!(png.header("content-encoding"), None);
 
-    // Precompressed siblings by Accept-Encoding, with Vary.
+    // Precompressed siblings by Accept-Encoding, with Vary; each encoding
+    // has its own tag, and any of them revalidates.
     let br = curl(&server, "GET", "/assets/style.css", BROWSER);
     assert_eq!(br.header("content-encoding"), Some("br"));
+    let br_tag = br.header("etag").unwrap().to_string();
+    assert!(br_tag.ends_with("-br\""), "{br_tag}");
+    let revalidate = format!("If-None-Match: {br_tag}");
+    let same = curl(
+        &server,
+        "GET",
+        "/assets/style.css",
+        &["Accept-Encoding: br", &revalidate],
+    );
+    assert_eq!(same.status, 304);
     assert_eq!(br.body, b"brotli bytes");
     assert_eq!(br.header("content-type"), Some("text/css"));
     assert!(

@@ -267,7 +267,11 @@ impl Site {
                 header::CACHE_CONTROL,
                 HeaderValue::from_static(cache_control),
             );
-            if let Ok(v) = HeaderValue::from_str(&etag) {
+            let coding = headers
+                .get(header::CONTENT_ENCODING)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            if let Ok(v) = HeaderValue::from_str(&encoded_etag(&etag, coding.as_deref())) {
                 headers.insert(header::ETAG, v);
             }
             if precompressed || compressible(path) {
@@ -349,7 +353,7 @@ fn from_memory(
         header::CACHE_CONTROL,
         HeaderValue::from_static(cache_control),
     );
-    if let Ok(v) = HeaderValue::from_str(etag) {
+    if let Ok(v) = HeaderValue::from_str(&encoded_etag(etag, encoding)) {
         headers.insert(header::ETAG, v);
     }
     if held.br.is_some() || held.gz.is_some() {
@@ -464,7 +468,19 @@ fn service_worker_file(snapshot: &Snapshot, rel: &str, req: &Request<Body>) -> O
     Some(resp)
 }
 
+/// The `ETag` of one encoding of a file: each content coding is its own
+/// representation, so its tag differs (`"<hash>-br"`).
+fn encoded_etag(etag: &str, coding: Option<&str>) -> String {
+    match coding {
+        Some(coding) => format!("{}-{coding}\"", etag.trim_end_matches('"')),
+        None => etag.to_string(),
+    }
+}
+
+/// Whether `If-None-Match` names `etag`, in any of its encodings: the
+/// client holds a representation of this very content.
 fn if_none_match(req: &Request<Body>, etag: &str) -> bool {
+    let base = etag.trim_matches('"');
     req.headers()
         .get_all(header::IF_NONE_MATCH)
         .iter()
@@ -472,7 +488,12 @@ fn if_none_match(req: &Request<Body>, etag: &str) -> bool {
         .flat_map(|v| v.split(','))
         .any(|tag| {
             let tag = tag.trim();
-            tag == "*" || tag.trim_start_matches("W/") == etag
+            let opaque = tag.trim_start_matches("W/").trim_matches('"');
+            let opaque = opaque
+                .strip_suffix("-br")
+                .or_else(|| opaque.strip_suffix("-gzip"))
+                .unwrap_or(opaque);
+            tag == "*" || opaque == base
         })
 }
 
