@@ -8,6 +8,7 @@
 //! [`MAX_PATH_BYTES`].
 
 use sha2::{Digest, Sha256};
+use spike_sdk::http::percent_decode_path;
 use spike_sdk::identity::Caller;
 
 /// The longest path, decoded; keys add at most 60 bytes to it.
@@ -43,7 +44,7 @@ pub struct DocPath {
 
 /// Checks the raw (still percent-encoded) rest of the URL.
 pub fn parse(raw: &str) -> Result<DocPath, &'static str> {
-    let decoded = percent_decode(raw).ok_or("the path is not valid percent-encoded UTF-8")?;
+    let decoded = percent_decode_path(raw).ok_or("the path is not valid percent-encoded UTF-8")?;
     if decoded.len() > MAX_PATH_BYTES {
         return Err("the path is too long");
     }
@@ -94,23 +95,6 @@ pub fn blob_key(space: &Space, path: &str, upload: &str) -> String {
 /// The KV key writers of a document take turns on.
 pub fn lock_key(space: &Space, path: &str) -> String {
     format!("l/{}/{path}", space.0)
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

@@ -264,7 +264,27 @@ pub fn json_string(s: &str) -> String {
     out
 }
 
-/// Decodes `%XX` escapes and `+` (as a space).
+/// Decodes the `%XX` escapes of a URL path exactly: `None` for a broken
+/// escape or bytes that are not UTF-8 (`+` stays `+`). For paths that name
+/// things, where a lossy guess could name the wrong one.
+pub fn percent_decode_path(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Decodes `%XX` escapes and `+` (as a space), for query strings.
 pub fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
