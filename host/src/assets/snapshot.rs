@@ -33,6 +33,10 @@ pub struct FileEntry {
     /// clients that accept them.
     pub br: bool,
     pub gz: bool,
+    /// Its name carries a content hash ([`is_hashed`]): cached for a year.
+    pub immutable: bool,
+    /// Text worth compressing ([`compressible`]).
+    pub text: bool,
     /// Its bytes and encodings, if small enough to keep.
     pub memory: Option<InMemory>,
 }
@@ -119,12 +123,15 @@ impl Snapshot {
             } else {
                 None
             };
+            let immutable = is_hashed(rel, &hash);
             files.insert(
                 rel.clone(),
                 FileEntry {
                     hash,
                     br,
                     gz,
+                    immutable,
+                    text: compressible(rel),
                     memory,
                 },
             );
@@ -231,7 +238,7 @@ fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) -> std::io::Result<()> {
 /// a last `.`- or `-`-separated part of the stem of 8 or more letters,
 /// digits or `_`, with at least one digit, or the start of the file's own
 /// SHA-256.
-pub fn is_hashed(path: &str, entry: &FileEntry) -> bool {
+pub fn is_hashed(path: &str, hash: &str) -> bool {
     let name = path.rsplit('/').next().unwrap_or(path);
     let stem = name.rsplit_once('.').map_or(name, |(stem, _)| stem);
     let Some(token) = stem
@@ -246,25 +253,16 @@ pub fn is_hashed(path: &str, entry: &FileEntry) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_');
     fits && (token.bytes().any(|b| b.is_ascii_digit())
-        || entry.hash.starts_with(&token.to_ascii_lowercase()))
+        || hash.starts_with(&token.to_ascii_lowercase()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn entry(hash: &str) -> FileEntry {
-        FileEntry {
-            hash: hash.into(),
-            br: false,
-            gz: false,
-            memory: None,
-        }
-    }
-
     #[test]
     fn hashed_names_are_told_apart() {
-        let any = entry(&"0".repeat(64));
+        let any = "0".repeat(64);
         for hashed in [
             "app.3f9a2b1c.js",
             "assets/index-B4x9Qk2z.css",
@@ -284,7 +282,7 @@ mod tests {
         // No digit, but the file's own hash.
         assert!(is_hashed(
             "app.abcdefab.js",
-            &entry(&format!("abcdefab{}", "0".repeat(56)))
+            &format!("abcdefab{}", "0".repeat(56))
         ));
     }
 
