@@ -8,7 +8,11 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
-use super::{Backends, KvEntry, StorageError, VersionHistory, VersionRecord, VersionSource};
+use bytes::Bytes;
+
+use super::{
+    Backends, KvEntry, RoomSnapshot, StorageError, VersionHistory, VersionRecord, VersionSource,
+};
 
 pub type Open = dyn Fn(&Path) -> Backends + Sync;
 
@@ -19,7 +23,8 @@ macro_rules! suite {
             kv_set_get_delete, kv_metadata_and_ttl, kv_pages_with_cursors,
             kv_increment_is_atomic, blob_streams_large_objects, blob_ranges_and_metadata,
             blob_pages_with_cursors, blob_shared_bodies_and_abandoned_uploads,
-            versions_history_and_bytes, everything_survives_reopen);
+            versions_history_and_bytes, rooms_append_in_order, rooms_group_commits_many_rooms,
+            rooms_compact_to_a_snapshot, rooms_keep_small_state, everything_survives_reopen);
     };
     (@each $open:ident; $($check:ident),*) => {
         mod conformance {
@@ -344,6 +349,13 @@ pub async fn everything_survives_reopen(dir: &Path, open: &Open) {
         ..Default::default()
     };
     backends.versions.save_history("p", &history).await.unwrap();
+    let rooms = &backends.rooms;
+    rooms.append("r", 1, events(&["a", "b"])).await.unwrap();
+    let snapshot = RoomSnapshot {
+        seq: 1,
+        data: Bytes::from_static(b"snap"),
+    };
+    rooms.compact("r", snapshot.clone(), 1).await.unwrap();
     let liveness = backends.liveness();
     drop(backends);
     for _ in 0..200 {
@@ -366,4 +378,130 @@ pub async fn everything_survives_reopen(dir: &Path, open: &Open) {
         b"bytes"
     );
     assert_eq!(backends.versions.history("p").await.unwrap(), history);
+    let head = backends.rooms.head("r").await.unwrap();
+    assert_eq!((head.head, head.compacted_through), (2, 1));
+    assert_eq!(head.snapshot, Some(snapshot));
+    assert_eq!(
+        backends.rooms.read("r", 0, 10).await.unwrap(),
+        numbered(2, &["b"])
+    );
+}
+
+fn events(texts: &[&str]) -> Vec<Bytes> {
+    texts.iter().map(|t| Bytes::from(t.to_string())).collect()
+}
+
+fn numbered(first: u64, texts: &[&str]) -> Vec<(u64, Bytes)> {
+    (first..).zip(events(texts)).collect()
+}
+
+pub async fn rooms_append_in_order(dir: &Path, open: &Open) {
+    let rooms = open(dir).rooms;
+    let head = rooms.head("r").await.unwrap();
+    assert_eq!(
+        (head.head, head.compacted_through, head.snapshot),
+        (0, 0, None)
+    );
+    rooms.append("r", 1, events(&["a", "b"])).await.unwrap();
+    rooms.append("r", 3, events(&["c"])).await.unwrap();
+    assert_eq!(rooms.head("r").await.unwrap().head, 3);
+    assert_eq!(
+        rooms.read("r", 0, 10).await.unwrap(),
+        numbered(1, &["a", "b", "c"])
+    );
+    assert_eq!(rooms.read("r", 1, 1).await.unwrap(), numbered(2, &["b"]));
+    assert_eq!(rooms.read("r", 3, 10).await.unwrap(), vec![]);
+    assert_eq!(rooms.read("r", u64::MAX, 10).await.unwrap(), vec![]);
+    // Rooms are separate, including rooms whose names extend another's.
+    assert_eq!(rooms.read("r2", 0, 10).await.unwrap(), vec![]);
+    rooms.append("r2", 1, events(&["x"])).await.unwrap();
+    assert_eq!(rooms.read("r", 0, 10).await.unwrap().len(), 3);
+    // Not right after the head: refused, nothing written.
+    for first in [3, 5, 0] {
+        let refused = rooms.append("r", first, events(&["z"])).await;
+        assert!(
+            matches!(refused, Err(StorageError::RoomConflict { head: 3, .. })),
+            "{first}: {refused:?}"
+        );
+    }
+    assert_eq!(rooms.head("r").await.unwrap().head, 3);
+}
+
+/// Appends to many rooms at once (committed together by a backend that
+/// batches) each land whole, in order, and a refused one spoils no other.
+pub async fn rooms_group_commits_many_rooms(dir: &Path, open: &Open) {
+    let rooms = open(dir).rooms;
+    let mut tasks = tokio::task::JoinSet::new();
+    for r in 0..16 {
+        let rooms = rooms.clone();
+        tasks.spawn(async move {
+            let room = format!("room-{r}");
+            for seq in 1..=50u64 {
+                rooms
+                    .append(&room, seq, events(&[&format!("{r}:{seq}")]))
+                    .await
+                    .unwrap();
+                // A stale writer is refused without harm to the batch.
+                assert!(rooms.append(&room, seq, events(&["stale"])).await.is_err());
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    for r in 0..16 {
+        let got = rooms.read(&format!("room-{r}"), 0, 100).await.unwrap();
+        let want: Vec<(u64, Bytes)> = (1..=50)
+            .map(|seq| (seq, Bytes::from(format!("{r}:{seq}"))))
+            .collect();
+        assert_eq!(got, want);
+    }
+}
+
+pub async fn rooms_compact_to_a_snapshot(dir: &Path, open: &Open) {
+    let rooms = open(dir).rooms;
+    rooms
+        .append("r", 1, events(&["a", "b", "c", "d"]))
+        .await
+        .unwrap();
+    let snapshot = |seq, data: &'static [u8]| RoomSnapshot {
+        seq,
+        data: Bytes::from_static(data),
+    };
+    rooms.compact("r", snapshot(3, b"abc"), 2).await.unwrap();
+    let head = rooms.head("r").await.unwrap();
+    assert_eq!((head.head, head.compacted_through), (4, 2));
+    assert_eq!(head.snapshot, Some(snapshot(3, b"abc")));
+    assert_eq!(
+        rooms.read("r", 0, 10).await.unwrap(),
+        numbered(3, &["c", "d"])
+    );
+    // Numbers go on from the head, never reused.
+    rooms.append("r", 5, events(&["e"])).await.unwrap();
+    rooms.compact("r", snapshot(5, b"abcde"), 5).await.unwrap();
+    assert_eq!(rooms.read("r", 0, 10).await.unwrap(), vec![]);
+    let head = rooms.head("r").await.unwrap();
+    assert_eq!((head.head, head.compacted_through), (5, 5));
+    rooms.append("r", 6, events(&["f"])).await.unwrap();
+    assert_eq!(rooms.read("r", 0, 10).await.unwrap(), numbered(6, &["f"]));
+    // A snapshot past the head, or dropping past the snapshot: refused.
+    assert!(rooms.compact("r", snapshot(7, b"x"), 6).await.is_err());
+    assert!(rooms.compact("r", snapshot(5, b"x"), 6).await.is_err());
+    assert_eq!(rooms.head("r").await.unwrap().compacted_through, 5);
+}
+
+pub async fn rooms_keep_small_state(dir: &Path, open: &Open) {
+    let rooms = open(dir).rooms;
+    assert_eq!(rooms.state_get("r", "k").await.unwrap(), None);
+    rooms
+        .state_set("r", "k", Some(Bytes::from_static(b"v")))
+        .await
+        .unwrap();
+    assert_eq!(
+        rooms.state_get("r", "k").await.unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
+    assert_eq!(rooms.state_get("r2", "k").await.unwrap(), None);
+    rooms.state_set("r", "k", None).await.unwrap();
+    assert_eq!(rooms.state_get("r", "k").await.unwrap(), None);
 }

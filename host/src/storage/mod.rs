@@ -4,6 +4,8 @@
 //! - `KvBackend`: namespaced keys with TTL and metadata, atomic increment.
 //! - `BlobBackend`: objects streamed in and out, with ranges and ETags.
 //! - `VersionStore`: every component version a plugin ran, and its history.
+//! - `RoomLog`: each room's ordered event log, its snapshot and its small
+//!   key-value state.
 //!
 //! A backend does its own blocking work off the async workers, owns its
 //! background tasks (expiry, cleanup) and stops them when dropped, and makes
@@ -21,6 +23,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncRead;
 
@@ -37,6 +40,14 @@ pub enum StorageError {
     /// A component version that was never kept.
     #[error("no kept version {sha256}")]
     NoSuchVersion { sha256: String },
+    /// An append to a room log that does not start right after its head:
+    /// another owner wrote first (the fencing check of one owner per room).
+    #[error("room '{room}' is at {head}, not {expected}")]
+    RoomConflict {
+        room: String,
+        head: u64,
+        expected: u64,
+    },
     /// Data that cannot be decoded.
     #[error("corrupt data: {0}")]
     Corrupt(String),
@@ -236,12 +247,52 @@ pub trait VersionStore: Send + Sync {
     async fn load(&self, sha256: &str) -> Result<Vec<u8>>;
 }
 
+/// A room's state at one point of its log, as its owner encoded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomSnapshot {
+    /// The last event the snapshot covers.
+    pub seq: u64,
+    pub data: Bytes,
+}
+
+/// Where a room's log stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomLogHead {
+    /// The last event's sequence number (0: none yet). Numbers start at 1
+    /// and never repeat, compaction included.
+    pub head: u64,
+    /// Events up to this one were dropped by compaction (0: none).
+    pub compacted_through: u64,
+    pub snapshot: Option<RoomSnapshot>,
+}
+
+/// Rooms' ordered event logs. A room is named by its owner's choice of
+/// string (the runtime uses `<plugin><prefix>/<id>`). Appends are durable
+/// when they return; a backend may commit appends of many rooms together.
+#[async_trait::async_trait]
+pub trait RoomLog: Send + Sync {
+    async fn head(&self, room: &str) -> Result<RoomLogHead>;
+    /// Appends `events` as numbers `first`, `first + 1`, ...; refused with
+    /// `RoomConflict` unless `first` is the head plus one.
+    async fn append(&self, room: &str, first: u64, events: Vec<Bytes>) -> Result<()>;
+    /// Up to `limit` events after `after`, in order, with their numbers.
+    async fn read(&self, room: &str, after: u64, limit: usize) -> Result<Vec<(u64, Bytes)>>;
+    /// Keeps `snapshot` (replacing the one before) and drops the events up
+    /// to `drop_through`, which must not pass the snapshot.
+    async fn compact(&self, room: &str, snapshot: RoomSnapshot, drop_through: u64) -> Result<()>;
+    /// A room's small state (room-handler storage).
+    async fn state_get(&self, room: &str, key: &str) -> Result<Option<Bytes>>;
+    /// Sets (`Some`) or removes (`None`) one key of a room's state.
+    async fn state_set(&self, room: &str, key: &str, value: Option<Bytes>) -> Result<()>;
+}
+
 /// The backends of one host, and a way to tell when they have all closed.
 #[derive(Clone)]
 pub struct Backends {
     pub kv: Arc<dyn KvBackend>,
     pub blob: Arc<dyn BlobBackend>,
     pub versions: Arc<dyn VersionStore>,
+    pub rooms: Arc<dyn RoomLog>,
     liveness: Liveness,
 }
 
@@ -260,6 +311,7 @@ impl Backends {
             liveness: backend.liveness(),
             kv: backend.clone(),
             blob: backend.clone(),
+            rooms: backend.clone(),
             versions: backend,
         })
     }

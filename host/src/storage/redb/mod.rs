@@ -4,7 +4,8 @@
 //! ```text
 //! data/
 //!   spike.redb          KV entries and expiry index, blob metadata and
-//!                       reference counts, plugin version history
+//!                       reference counts, plugin version history, room
+//!                       logs, snapshots and state
 //!   blobs/ab/abcdef…    blob bodies, content-addressed by SHA-256
 //!   blobs/tmp/          uploads in progress (cleared at start)
 //!   plugin-versions/    every component version ever activated, by SHA-256
@@ -16,6 +17,7 @@
 
 mod blob;
 mod kv;
+mod rooms;
 mod versions;
 
 use std::path::{Path, PathBuf};
@@ -39,6 +41,8 @@ const PLUGIN_VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("plug
 /// The embedded backend; implements every storage trait.
 pub struct RedbBackend {
     inner: Arc<Inner>,
+    /// The room log's writer thread (see `rooms`).
+    appender: rooms::Appender,
     /// The expiry sweeper, stopped when the backend drops.
     sweeper: tokio::task::AbortHandle,
 }
@@ -136,6 +140,10 @@ impl RedbBackend {
         txn.open_table(BLOB_OBJECTS)?;
         txn.open_table(BLOB_REFS)?;
         txn.open_table(PLUGIN_VERSIONS)?;
+        txn.open_table(rooms::ROOM_EVENTS)?;
+        txn.open_table(rooms::ROOM_HEADS)?;
+        txn.open_table(rooms::ROOM_SNAPSHOTS)?;
+        txn.open_table(rooms::ROOM_STATE)?;
         txn.commit()?;
         let inner = Arc::new(Inner {
             db: ClosingDb {
@@ -155,7 +163,13 @@ impl RedbBackend {
             settings.kv_sweep_interval,
         ))
         .abort_handle();
-        Ok(Arc::new(Self { inner, sweeper }))
+        let appender = rooms::Appender::start(Arc::downgrade(&inner))
+            .map_err(StorageError::io("starting the room log writer"))?;
+        Ok(Arc::new(Self {
+            inner,
+            appender,
+            sweeper,
+        }))
     }
 
     pub(super) fn liveness(&self) -> Liveness {
