@@ -57,6 +57,10 @@ pub enum LoadError {
     NoHttpHandler,
     #[error("no plugin named '{0}'")]
     NoSuchPlugin(String),
+    /// A plugin that only declares rooms: its manifest names no component
+    /// to load a version of.
+    #[error("plugin '{0}' has no component: add component = \"<file>.wasm\" to its manifest")]
+    NoComponent(String),
     #[error("{0}")]
     Manifest(#[from] super::manifest::ManifestError),
     /// A manifest that claims another plugin's name or route.

@@ -259,12 +259,14 @@ impl PluginRegistry {
                 prefix,
                 index,
                 as_get,
+                room,
             } => match plugins.slots.get(name) {
                 Some(slot) => Ok(Routed {
                     slot: slot.clone(),
                     route: prefix.clone(),
                     index,
                     head_as_get: as_get,
+                    room,
                 }),
                 None => Err(RouteMatch::NotFound),
             },
@@ -326,7 +328,10 @@ impl PluginRegistry {
     /// What `load_at_start` does, with the swap lock already held.
     pub(super) async fn load_version(&self, slot: &PluginSlot) -> Result<(), LoadError> {
         let name = &slot.manifest.name;
-        let bytes = read_component(&slot.manifest.component).await?;
+        let Some(component) = &slot.manifest.component else {
+            return Ok(()); // rooms only: nothing to load
+        };
+        let bytes = read_component(component).await?;
         let file_sha = sha256_hex(&bytes);
         let mut history = self.versions.history(name).await?;
         if let Some(kept) = versions::to_resume(&history, &file_sha).cloned() {
@@ -361,6 +366,9 @@ impl PluginRegistry {
         source: VersionSource,
     ) -> Result<Arc<LoadedPlugin>, LoadError> {
         let (slot, _swap) = self.locked_slot(name).await?;
+        if slot.manifest.component.is_none() {
+            return Err(LoadError::NoComponent(name.into()));
+        }
         let (bytes, sha) = version.read().await?;
         let mut history = self.versions.history(name).await?;
         if source == VersionSource::File {
@@ -401,7 +409,10 @@ impl PluginRegistry {
         let slot = self
             .slot(name)
             .ok_or_else(|| LoadError::NoSuchPlugin(name.into()))?;
-        match read_component(&slot.manifest.component).await {
+        let Some(component) = &slot.manifest.component else {
+            return Err(LoadError::NoComponent(name.into()));
+        };
+        match read_component(component).await {
             Ok(bytes) => {
                 self.install(name, NewVersion::Bytes(bytes), VersionSource::File)
                     .await

@@ -24,20 +24,24 @@ struct RouteEntry {
     /// Empty: every method.
     methods: BTreeSet<String>,
     plugin: String,
-    /// Which of the plugin's routes.
+    /// Which of the plugin's policies: its routes, then its rooms.
     index: usize,
+    /// Which of the plugin's rooms, for a room route.
+    room: Option<usize>,
 }
 
 /// The outcome of routing a request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum RouteMatch<'a> {
-    /// `index`: which of the plugin's routes (its place in the manifest).
-    /// `as_get`: a `HEAD` to be run as `GET`, its body dropped.
+    /// `index`: which of the plugin's policies (its routes in manifest
+    /// order, then its rooms). `as_get`: a `HEAD` to be run as `GET`, its
+    /// body dropped. `room`: which of its rooms, for a room route.
     Plugin {
         name: &'a str,
         prefix: &'a Arc<str>,
         index: usize,
         as_get: bool,
+        room: Option<usize>,
     },
     /// Some plugin serves the path, none with this method.
     MethodNotAllowed(Vec<String>),
@@ -55,27 +59,30 @@ impl RouteTable {
     /// the same method.
     pub fn new(manifests: &[Manifest]) -> Result<Self, String> {
         let mut entries: Vec<RouteEntry> = Vec::new();
+        let get = BTreeSet::from(["GET".to_string()]);
         for m in manifests {
-            for (index, r) in m.routes.iter().enumerate() {
+            let http = m.routes.iter().map(|r| (&r.prefix, &r.methods, None));
+            let rooms = (m.rooms.iter().enumerate()).map(|(i, r)| (&r.prefix, &get, Some(i)));
+            for (index, (prefix, methods, room)) in http.chain(rooms).enumerate() {
                 let clash = entries.iter().find(|e| {
-                    *e.prefix == *r.prefix
+                    *e.prefix == **prefix
                         && (e.methods.is_empty()
-                            || r.methods.is_empty()
-                            || !e.methods.is_disjoint(&r.methods))
+                            || methods.is_empty()
+                            || !e.methods.is_disjoint(methods))
                 });
                 if let Some(e) = clash {
                     return Err(format!(
-                        "{}: route '{}' is already served by plugin '{}'",
+                        "{}: route '{prefix}' is already served by plugin '{}'",
                         m.path.display(),
-                        r.prefix,
                         e.plugin
                     ));
                 }
                 entries.push(RouteEntry {
-                    prefix: r.prefix.as_str().into(),
-                    methods: r.methods.clone(),
+                    prefix: prefix.as_str().into(),
+                    methods: methods.clone(),
                     plugin: m.name.clone(),
                     index,
+                    room,
                 });
             }
         }
@@ -104,6 +111,7 @@ impl RouteTable {
                     prefix: &e.prefix,
                     index: e.index,
                     as_get: false,
+                    room: e.room,
                 };
             }
             if e.methods.is_empty() || (head && e.methods.contains("GET")) {
@@ -112,6 +120,7 @@ impl RouteTable {
                     prefix: &e.prefix,
                     index: e.index,
                     as_get: head,
+                    room: e.room,
                 };
             }
             allowed.extend(e.methods.iter().cloned());

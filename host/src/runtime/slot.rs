@@ -10,7 +10,7 @@ use arc_swap::ArcSwapOption;
 
 use super::engine::PoolSettings;
 use super::loader::{LoadError, LoadedPlugin};
-use super::manifest::{LimitKey, Manifest, Route, RouteAuth, RouteLimit};
+use super::manifest::{LimitKey, Manifest, RouteAuth, RouteLimit};
 use super::memory_budget::MemoryBudget;
 use super::state::PluginContext;
 use crate::caps::Caps;
@@ -24,8 +24,8 @@ pub struct PluginSlot {
     /// When this manifest came into force.
     pub since_ms: u64,
     pub context: Arc<PluginContext>,
-    /// What each route (by its place in the manifest) asks of a request
-    /// before the plugin runs.
+    /// What each route (by its place in the manifest), then each room,
+    /// asks of a request before the plugin runs.
     pub policies: Vec<RoutePolicy>,
     /// Requests of this plugin that may run at once (`limits.max_concurrent`,
     /// or a share of the instance pool): one plugin's slow clients wait on
@@ -63,22 +63,26 @@ pub struct RouteLimiter {
 }
 
 impl RoutePolicy {
-    fn new(plugin: &str, route: &Route, limits: &RateLimits) -> Self {
-        let rule = match route.rate_limit {
+    /// For `prefix` (`what` tells a route from a room in the limiter's
+    /// name).
+    fn new(
+        plugin: &str,
+        what: &str,
+        auth: &Option<RouteAuth>,
+        limit: RouteLimit,
+        limits: &RateLimits,
+    ) -> Self {
+        let rule = match limit {
             RouteLimit::Rule { rule, key } => Some((rule, key)),
             RouteLimit::Default => limits.route_default.map(|rule| (rule, LimitKey::Ip)),
             RouteLimit::Off => None,
         };
         Self {
-            auth: route.auth.clone(),
+            auth: auth.clone(),
             rate_limit: rule.map(|(rule, key)| RouteLimiter {
                 // By prefix and methods, so that an edit elsewhere in the
                 // manifest keeps this route's counts.
-                limiter: limits.limiter(
-                    plugin,
-                    &format!("route {} {:?}", route.prefix, route.methods),
-                    rule,
-                ),
+                limiter: limits.limiter(plugin, what, rule),
                 key,
             }),
         }
@@ -111,9 +115,16 @@ impl PluginSlot {
             parts.metrics,
         );
         let limits = context.caps.rate_limits();
-        let policies = (manifest.routes.iter())
-            .map(|route| RoutePolicy::new(&manifest.name, route, limits))
-            .collect();
+        let name = &manifest.name;
+        let routes = manifest.routes.iter().map(|r| {
+            let what = format!("route {} {:?}", r.prefix, r.methods);
+            RoutePolicy::new(name, &what, &r.auth, r.rate_limit, limits)
+        });
+        let rooms = manifest.rooms.iter().map(|r| {
+            let what = format!("room {}", r.prefix);
+            RoutePolicy::new(name, &what, &r.auth, r.rate_limit, limits)
+        });
+        let policies = routes.chain(rooms).collect();
         Self {
             context,
             policies,
@@ -216,8 +227,10 @@ pub struct Routed {
     pub slot: Arc<PluginSlot>,
     /// The route prefix that matched.
     pub route: Arc<str>,
-    /// Which of the plugin's routes matched.
+    /// Which of the slot's `policies` applies.
     pub index: usize,
     /// A `HEAD` the plugin is to run as `GET` (the server drops the body).
     pub head_as_get: bool,
+    /// Which of the plugin's rooms, if it is a room route.
+    pub room: Option<usize>,
 }

@@ -43,7 +43,9 @@ pub fn watch_plugins(registry: Arc<PluginRegistry>) -> notify::Result<FileWatch>
     let mut watched = BTreeSet::new();
     watch_dir(&watcher, &mut watched, &plugins_dir)?;
     for slot in registry.slots() {
-        watch_component_dir(&watcher, &mut watched, &slot.manifest.component);
+        if let Some(component) = &slot.manifest.component {
+            watch_component_dir(&watcher, &mut watched, component);
+        }
     }
     // The task holds the watcher weakly: when the host drops the watcher,
     // the events channel closes and the task ends (releasing the registry).
@@ -62,7 +64,9 @@ pub fn watch_plugins(registry: Arc<PluginRegistry>) -> notify::Result<FileWatch>
                     // A manifest may name a component in a new folder.
                     if let Some(watcher) = weak.upgrade() {
                         for slot in registry.slots() {
-                            watch_component_dir(&watcher, &mut watched, &slot.manifest.component);
+                            if let Some(component) = &slot.manifest.component {
+                                watch_component_dir(&watcher, &mut watched, component);
+                            }
                         }
                     }
                     continue;
@@ -70,7 +74,7 @@ pub fn watch_plugins(registry: Arc<PluginRegistry>) -> notify::Result<FileWatch>
                 let owners = registry
                     .slots()
                     .into_iter()
-                    .filter(|s| absolute(&s.manifest.component) == path);
+                    .filter(|s| s.manifest.component.as_deref().map(absolute) == Some(path.clone()));
                 for slot in owners {
                     let name = &slot.manifest.name;
                     if let Err(e) = registry.reload_file(name).await {

@@ -62,6 +62,8 @@ async fn plugin_json(state: &AppState, slot: &PluginSlot) -> Value {
     let error = slot.last_error();
     let state_name = match (&active, &error) {
         (None, _) if slot.is_loading() => "loading",
+        // Rooms only: served by the host, no version to load.
+        (None, None) if slot.manifest.component.is_none() => "ready",
         (Some(_), None) => "ready",
         // Serving the old version; the newest one was refused.
         (Some(_), Some(_)) => "degraded",
@@ -86,7 +88,7 @@ async fn plugin_json(state: &AppState, slot: &PluginSlot) -> Value {
             "sha256": slot.manifest.sha256,
             "since_ms": slot.since_ms,
         },
-        "component": slot.manifest.component.display().to_string(),
+        "component": slot.manifest.component.as_ref().map(|c| c.display().to_string()),
         "version": active.as_deref().map(version_json),
         "error": error,
         "in_flight": slot.in_flight(),
@@ -125,6 +127,9 @@ fn load_error(e: LoadError) -> ApiError {
             e.to_string(),
         ),
         LoadError::NoSuchPlugin(_) => ApiError::not_found(e.to_string()),
+        LoadError::NoComponent(_) => {
+            ApiError::new(StatusCode::CONFLICT, "no_component", e.to_string())
+        }
         LoadError::NoPreviousVersion => {
             ApiError::new(StatusCode::CONFLICT, "no_previous_version", e.to_string())
         }

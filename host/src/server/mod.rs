@@ -79,7 +79,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     for slot in state.registry.slots() {
         if slot.is_loading() {
             loading.push(slot.manifest.name.clone());
-        } else if slot.active().is_none() {
+        } else if slot.active().is_none() && slot.manifest.component.is_some() {
             failed.push(slot.manifest.name.clone());
         }
     }

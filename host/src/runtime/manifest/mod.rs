@@ -38,9 +38,11 @@
 //! A malformed manifest is refused with its file, line and reason.
 
 mod checks;
+mod rooms;
 
 pub use checks::check_name;
 use checks::{check_env_name, check_prefix, check_resource_name, route_limit};
+pub use rooms::{RoomLimits, RoomProtocol, RoomRoute};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -79,9 +81,12 @@ pub struct Manifest {
     pub path: PathBuf,
     /// SHA-256 of the manifest's text: which edit of it is in force.
     pub sha256: String,
-    /// The component file, resolved against the manifest's folder.
-    pub component: PathBuf,
+    /// The component file, resolved against the manifest's folder; `None`
+    /// for a plugin that only declares rooms (they relay without a
+    /// handler).
+    pub component: Option<PathBuf>,
     pub routes: Vec<Route>,
+    pub rooms: Vec<RoomRoute>,
     pub grants: Grants,
     pub limits: Limits,
     /// The guest's environment variables.
@@ -184,9 +189,11 @@ impl std::error::Error for ManifestError {}
 #[serde(deny_unknown_fields)]
 struct RawManifest {
     name: Option<Spanned<String>>,
-    component: Spanned<String>,
+    component: Option<Spanned<String>>,
     #[serde(default)]
     routes: Vec<RawRoute>,
+    #[serde(default)]
+    rooms: Vec<rooms::RawRoom>,
     #[serde(default)]
     grants: RawGrants,
     #[serde(default)]
@@ -276,19 +283,28 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
         }
     };
 
-    if raw.component.get_ref().trim().is_empty() {
-        return Err(err(
-            Some(raw.component.span()),
-            "component must name a .wasm file".into(),
-        ));
-    }
     let base = path.parent().unwrap_or(Path::new("."));
-    let component = base.join(raw.component.get_ref());
+    let component = match &raw.component {
+        Some(c) if c.get_ref().trim().is_empty() => {
+            return Err(err(
+                Some(c.span()),
+                "component must name a .wasm file".into(),
+            ));
+        }
+        Some(c) => Some(base.join(c.get_ref())),
+        None if raw.routes.is_empty() && !raw.rooms.is_empty() => None,
+        None => {
+            return Err(err(
+                None,
+                "no component: a plugin with [[routes]] needs component = \"<file>.wasm\"".into(),
+            ));
+        }
+    };
 
-    if raw.routes.is_empty() {
+    if raw.routes.is_empty() && raw.rooms.is_empty() {
         return Err(err(
             None,
-            "no [[routes]]: a plugin must serve at least one path prefix".into(),
+            "no [[routes]] and no [[rooms]]: a plugin must serve at least one path prefix".into(),
         ));
     }
     let mut routes = Vec::new();
@@ -312,53 +328,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
                 "methods is empty: omit it to allow all methods".into(),
             ));
         }
-        let auth = match &r.auth {
-            None => None,
-            Some(a) => match a.get_ref().as_str() {
-                "required" | "optional" => Some(RouteAuth {
-                    required: a.get_ref() == "required",
-                    authenticator: match &r.authenticator {
-                        Some(n) => {
-                            check_name(n.get_ref()).map_err(|m| err(Some(n.span()), m))?;
-                            n.get_ref().clone()
-                        }
-                        None => DEFAULT_AUTHENTICATOR.into(),
-                    },
-                }),
-                other => {
-                    return Err(err(
-                        Some(a.span()),
-                        format!("auth = \"{other}\": write \"required\" or \"optional\""),
-                    ));
-                }
-            },
-        };
-        if let (None, Some(n)) = (&auth, &r.authenticator) {
-            return Err(err(
-                Some(n.span()),
-                "authenticator is set but auth is not: add auth = \"required\" or \"optional\""
-                    .into(),
-            ));
-        }
-        let rate_limit = match &r.rate_limit {
-            None => RouteLimit::Default,
-            Some(v) => route_limit(v.get_ref()).map_err(|m| err(Some(v.span()), m))?,
-        };
-        if let (
-            RouteLimit::Rule {
-                key: LimitKey::User,
-                ..
-            },
-            None,
-            Some(v),
-        ) = (rate_limit, &auth, &r.rate_limit)
-        {
-            return Err(err(
-                Some(v.span()),
-                "key = \"user\" needs a caller: add auth = \"required\" or \"optional\" to the route"
-                    .into(),
-            ));
-        }
+        let (auth, rate_limit) = gate(&r.auth, &r.authenticator, &r.rate_limit, &err)?;
         routes.push(Route {
             prefix: prefix.clone(),
             methods,
@@ -366,6 +336,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
             rate_limit,
         });
     }
+
+    let rooms = (raw.rooms.iter())
+        .map(|r| rooms::parse_room(r, &err))
+        .collect::<Result<Vec<_>, _>>()?;
 
     let outbound = raw
         .grants
@@ -476,10 +450,68 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
         sha256: crate::util::sha256_hex(text.as_bytes()),
         component,
         routes,
+        rooms,
         grants,
         limits,
         env,
     })
+}
+
+/// A route's or a room's `auth`, `authenticator` and `rate_limit`.
+fn gate(
+    auth: &Option<Spanned<String>>,
+    authenticator: &Option<Spanned<String>>,
+    limit: &Option<Spanned<toml::Value>>,
+    err: &dyn Fn(Option<std::ops::Range<usize>>, String) -> ManifestError,
+) -> Result<(Option<RouteAuth>, RouteLimit), ManifestError> {
+    let auth = match auth {
+        None => None,
+        Some(a) => match a.get_ref().as_str() {
+            "required" | "optional" => Some(RouteAuth {
+                required: a.get_ref() == "required",
+                authenticator: match authenticator {
+                    Some(n) => {
+                        check_name(n.get_ref()).map_err(|m| err(Some(n.span()), m))?;
+                        n.get_ref().clone()
+                    }
+                    None => DEFAULT_AUTHENTICATOR.into(),
+                },
+            }),
+            other => {
+                return Err(err(
+                    Some(a.span()),
+                    format!("auth = \"{other}\": write \"required\" or \"optional\""),
+                ));
+            }
+        },
+    };
+    if let (None, Some(n)) = (&auth, authenticator) {
+        return Err(err(
+            Some(n.span()),
+            "authenticator is set but auth is not: add auth = \"required\" or \"optional\""
+                .into(),
+        ));
+    }
+    let rate_limit = match limit {
+        None => RouteLimit::Default,
+        Some(v) => route_limit(v.get_ref()).map_err(|m| err(Some(v.span()), m))?,
+    };
+    if let (
+        RouteLimit::Rule {
+            key: LimitKey::User,
+            ..
+        },
+        None,
+        Some(v),
+    ) = (rate_limit, &auth, limit)
+    {
+        return Err(err(
+            Some(v.span()),
+            "key = \"user\" needs a caller: add auth = \"required\" or \"optional\" to the route"
+                .into(),
+        ));
+    }
+    Ok((auth, rate_limit))
 }
 
 #[cfg(test)]

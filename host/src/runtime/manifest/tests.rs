@@ -31,7 +31,7 @@ max_concurrent = 7
     )
     .unwrap();
     assert_eq!(m.name, "hello");
-    assert_eq!(m.component, Path::new("/p/hello.wasm"));
+    assert_eq!(m.component.as_deref(), Some(Path::new("/p/hello.wasm")));
     assert_eq!(
         m.routes[0].methods,
         ["GET", "POST"].map(String::from).into()
@@ -241,6 +241,39 @@ fn refuses_bad_values() {
         ("routes = [{ prefix = \"/x\" }]\nenv.A = 1", "string"),
     ] {
         let e = parse_str(&format!("component = \"x.wasm\"\n{text}\n")).unwrap_err();
+        assert!(e.message.contains(needle), "{text}: {e}");
+        assert!(e.line.is_some(), "{text}: {e}");
+    }
+}
+
+#[test]
+fn rooms_with_and_without_a_component() {
+    let m = parse_str(
+        "[[rooms]]\nprefix = \"/room\"\nprotocol = \"text\"\nauth = \"optional\"\nmax_message_kib = 8\nidle_s = 5\n",
+    )
+    .unwrap();
+    assert_eq!(m.component, None);
+    assert!(m.routes.is_empty());
+    let room = &m.rooms[0];
+    assert_eq!((room.prefix.as_str(), room.protocol), ("/room", RoomProtocol::Text));
+    assert_eq!(room.auth.as_ref().map(|a| a.required), Some(false));
+    assert_eq!(room.limits.max_message_bytes, 8 << 10);
+    assert_eq!(room.limits.idle, std::time::Duration::from_secs(5));
+    assert_eq!(room.limits.send_queue, RoomLimits::default().send_queue);
+
+    let m = parse_str("component = \"h.wasm\"\nrooms = [{ prefix = \"/chat\" }]\n").unwrap();
+    assert_eq!(m.rooms[0].protocol, RoomProtocol::Relay);
+    assert!(m.component.is_some());
+
+    for (text, needle) in [
+        ("rooms = [{ prefix = \"/\" }]", "cannot be '/'"),
+        ("rooms = [{ prefix = \"/r\", protocol = \"yjs\" }]", "relay"),
+        ("rooms = [{ prefix = \"/r\", send_queue = 1 }]", "send_queue must be between"),
+        ("rooms = [{ prefix = \"/r\", max_message_kib = 0 }]", "max_message_kib"),
+        ("rooms = [{ prefix = \"/r\", authenticator = \"auth\" }]", "auth is not"),
+        ("rooms = [{ prefix = \"/r\", speed = 3 }]", "speed"),
+    ] {
+        let e = parse_str(&format!("{text}\n")).unwrap_err();
         assert!(e.message.contains(needle), "{text}: {e}");
         assert!(e.line.is_some(), "{text}: {e}");
     }

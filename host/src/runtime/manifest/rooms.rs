@@ -1,0 +1,162 @@
+//! A manifest's `[[rooms]]`: the WebSocket rooms a plugin declares.
+//!
+//! ```toml
+//! [[rooms]]
+//! prefix = "/room"            # GET /room/{id} with Upgrade: websocket joins room {id}
+//! protocol = "text"           # or "relay" (the default)
+//! auth = "optional"           # as for [[routes]], checked before the upgrade
+//! rate_limit = { requests = 30, per_s = 60 }   # joins, as for [[routes]]
+//! max_message_kib = 64        # a bigger message closes its connection (1009)
+//! max_connections = 10000     # per room
+//! messages_per_s = 100        # per connection; more are refused with an error frame
+//! send_queue = 1024           # frames waiting for a slow client before it is dropped
+//! idle_s = 60                 # an idle room drops its memory (it reopens from its log)
+//! ping_s = 30                 # keepalive; a client silent for two of these is closed
+//! compact_every = 1000        # events between snapshots; as many are kept for catch-up
+//! ```
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::checks::check_prefix;
+use super::{ManifestError, RouteAuth, RouteLimit, gate};
+
+/// What the host does with a room's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomProtocol {
+    /// Every message is stored and broadcast as an event.
+    Relay,
+    /// A shared text document edited with insert / delete / replace
+    /// operations, transformed against concurrent ones.
+    Text,
+}
+
+impl RoomProtocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Relay => "relay",
+            Self::Text => "text",
+        }
+    }
+}
+
+/// A room route: where clients join, how the room behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomRoute {
+    pub prefix: String,
+    pub protocol: RoomProtocol,
+    pub auth: Option<RouteAuth>,
+    /// Of joins.
+    pub rate_limit: RouteLimit,
+    pub limits: RoomLimits,
+}
+
+/// A room's limits and timings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomLimits {
+    pub max_message_bytes: usize,
+    pub max_connections: usize,
+    pub messages_per_s: u32,
+    pub send_queue: usize,
+    pub idle: Duration,
+    pub ping: Duration,
+    pub compact_every: u64,
+}
+
+impl Default for RoomLimits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 << 10,
+            max_connections: 10_000,
+            messages_per_s: 100,
+            send_queue: 1024,
+            idle: Duration::from_secs(60),
+            ping: Duration::from_secs(30),
+            compact_every: 1000,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoom {
+    prefix: Spanned<String>,
+    protocol: Option<Spanned<String>>,
+    auth: Option<Spanned<String>>,
+    authenticator: Option<Spanned<String>>,
+    rate_limit: Option<Spanned<toml::Value>>,
+    max_message_kib: Option<Spanned<u64>>,
+    max_connections: Option<Spanned<u64>>,
+    messages_per_s: Option<Spanned<u64>>,
+    send_queue: Option<Spanned<u64>>,
+    idle_s: Option<Spanned<u64>>,
+    ping_s: Option<Spanned<u64>>,
+    compact_every: Option<Spanned<u64>>,
+}
+
+type Err<'a> = &'a dyn Fn(Option<std::ops::Range<usize>>, String) -> ManifestError;
+
+/// One `[[rooms]]` entry, checked.
+pub(super) fn parse_room(raw: &RawRoom, err: Err<'_>) -> Result<RoomRoute, ManifestError> {
+    let prefix = raw.prefix.get_ref();
+    check_prefix(prefix).map_err(|m| err(Some(raw.prefix.span()), m))?;
+    if prefix == "/" {
+        return Err(err(
+            Some(raw.prefix.span()),
+            "a room prefix cannot be '/': rooms are joined at {prefix}/{id}".into(),
+        ));
+    }
+    let protocol = match &raw.protocol {
+        None => RoomProtocol::Relay,
+        Some(p) => match p.get_ref().as_str() {
+            "relay" => RoomProtocol::Relay,
+            "text" => RoomProtocol::Text,
+            other => {
+                return Err(err(
+                    Some(p.span()),
+                    format!("protocol = \"{other}\": write \"relay\" or \"text\""),
+                ));
+            }
+        },
+    };
+    let (auth, rate_limit) = gate(&raw.auth, &raw.authenticator, &raw.rate_limit, err)?;
+    let mut limits = RoomLimits::default();
+    let bounded = |v: &Option<Spanned<u64>>, name: &str, min: u64, max: u64| match v {
+        None => Ok(None),
+        Some(v) if (min..=max).contains(v.get_ref()) => Ok(Some(*v.get_ref())),
+        Some(v) => Err(err(
+            Some(v.span()),
+            format!("{name} must be between {min} and {max}"),
+        )),
+    };
+    if let Some(kib) = bounded(&raw.max_message_kib, "max_message_kib", 1, 16 << 10)? {
+        limits.max_message_bytes = (kib as usize) << 10;
+    }
+    if let Some(n) = bounded(&raw.max_connections, "max_connections", 1, 1_000_000)? {
+        limits.max_connections = n as usize;
+    }
+    if let Some(n) = bounded(&raw.messages_per_s, "messages_per_s", 1, 1_000_000)? {
+        limits.messages_per_s = n as u32;
+    }
+    if let Some(n) = bounded(&raw.send_queue, "send_queue", 16, 1 << 20)? {
+        limits.send_queue = n as usize;
+    }
+    if let Some(s) = bounded(&raw.idle_s, "idle_s", 1, 86_400)? {
+        limits.idle = Duration::from_secs(s);
+    }
+    if let Some(s) = bounded(&raw.ping_s, "ping_s", 1, 3_600)? {
+        limits.ping = Duration::from_secs(s);
+    }
+    if let Some(n) = bounded(&raw.compact_every, "compact_every", 10, 1_000_000)? {
+        limits.compact_every = n;
+    }
+    Ok(RoomRoute {
+        prefix: prefix.clone(),
+        protocol,
+        auth,
+        rate_limit,
+        limits,
+    })
+}
