@@ -100,6 +100,18 @@ pub struct Metrics {
     /// Auth hook lookups of a token: `hit` (cached) or `miss` (the
     /// authenticator ran).
     pub auth_cache: Family<KindLabels, Counter>,
+    /// Rooms with an owner task (their state in memory or hibernating).
+    pub rooms_open: Gauge,
+    /// WebSocket connections in rooms.
+    pub room_connections: Gauge,
+    /// Room events stored, by plugin.
+    pub room_events: Family<PluginLabel, Counter>,
+    /// Frames queued to room connections (events, presence, errors).
+    pub room_deliveries: Family<PluginLabel, Counter>,
+    /// Room connections closed by the host, or refused, by reason.
+    pub room_closes: Family<KindLabels, Counter>,
+    /// Time to make a batch of room events durable (the output gate).
+    pub room_append_seconds: Histogram,
 }
 
 impl Metrics {
@@ -125,6 +137,12 @@ impl Metrics {
             rate_limit_keys: Gauge::default(),
             auth_outcomes: Family::default(),
             auth_cache: Family::default(),
+            rooms_open: Gauge::default(),
+            room_connections: Gauge::default(),
+            room_events: Family::default(),
+            room_deliveries: Family::default(),
+            room_closes: Family::default(),
+            room_append_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -222,6 +240,36 @@ impl Metrics {
             "auth_cache",
             "Auth hook token lookups: hit (cached) or miss",
             m.auth_cache.clone(),
+        );
+        r.register(
+            "rooms_open",
+            "Rooms with an owner (in memory or hibernating)",
+            m.rooms_open.clone(),
+        );
+        r.register(
+            "room_connections",
+            "WebSocket connections in rooms",
+            m.room_connections.clone(),
+        );
+        r.register(
+            "room_events",
+            "Room events stored, by plugin",
+            m.room_events.clone(),
+        );
+        r.register(
+            "room_deliveries",
+            "Frames queued to room connections, by plugin",
+            m.room_deliveries.clone(),
+        );
+        r.register(
+            "room_closes",
+            "Room connections the host closed or refused, by reason",
+            m.room_closes.clone(),
+        );
+        r.register(
+            "room_append_seconds",
+            "Time to make a batch of room events durable",
+            m.room_append_seconds.clone(),
         );
         Arc::new(Self { registry, ..m })
     }

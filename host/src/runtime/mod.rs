@@ -1,7 +1,7 @@
 //! Running plugins: the engine, the compile cache, loading and linking,
 //! manifests and routes, the plugin registry (hot swap) and version history,
 //! per-request stores, the memory budget, dispatch and the watchdog that
-//! enforces deadlines.
+//! enforces deadlines; the owners of rooms.
 
 pub mod auth;
 pub mod check;
@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod memory_budget;
 pub mod registry;
 pub mod request_body;
+pub mod rooms;
 pub mod routes;
 pub mod slot;
 pub mod state;

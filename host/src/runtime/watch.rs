@@ -71,10 +71,9 @@ pub fn watch_plugins(registry: Arc<PluginRegistry>) -> notify::Result<FileWatch>
                     }
                     continue;
                 }
-                let owners = registry
-                    .slots()
-                    .into_iter()
-                    .filter(|s| s.manifest.component.as_deref().map(absolute) == Some(path.clone()));
+                let owners = registry.slots().into_iter().filter(|s| {
+                    s.manifest.component.as_deref().map(absolute) == Some(path.clone())
+                });
                 for slot in owners {
                     let name = &slot.manifest.name;
                     if let Err(e) = registry.reload_file(name).await {

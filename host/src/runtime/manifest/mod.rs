@@ -488,8 +488,7 @@ fn gate(
     if let (None, Some(n)) = (&auth, authenticator) {
         return Err(err(
             Some(n.span()),
-            "authenticator is set but auth is not: add auth = \"required\" or \"optional\""
-                .into(),
+            "authenticator is set but auth is not: add auth = \"required\" or \"optional\"".into(),
         ));
     }
     let rate_limit = match limit {

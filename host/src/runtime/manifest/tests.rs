@@ -255,7 +255,10 @@ fn rooms_with_and_without_a_component() {
     assert_eq!(m.component, None);
     assert!(m.routes.is_empty());
     let room = &m.rooms[0];
-    assert_eq!((room.prefix.as_str(), room.protocol), ("/room", RoomProtocol::Text));
+    assert_eq!(
+        (room.prefix.as_str(), room.protocol),
+        ("/room", RoomProtocol::Text)
+    );
     assert_eq!(room.auth.as_ref().map(|a| a.required), Some(false));
     assert_eq!(room.limits.max_message_bytes, 8 << 10);
     assert_eq!(room.limits.idle, std::time::Duration::from_secs(5));
@@ -268,9 +271,18 @@ fn rooms_with_and_without_a_component() {
     for (text, needle) in [
         ("rooms = [{ prefix = \"/\" }]", "cannot be '/'"),
         ("rooms = [{ prefix = \"/r\", protocol = \"yjs\" }]", "relay"),
-        ("rooms = [{ prefix = \"/r\", send_queue = 1 }]", "send_queue must be between"),
-        ("rooms = [{ prefix = \"/r\", max_message_kib = 0 }]", "max_message_kib"),
-        ("rooms = [{ prefix = \"/r\", authenticator = \"auth\" }]", "auth is not"),
+        (
+            "rooms = [{ prefix = \"/r\", send_queue = 1 }]",
+            "send_queue must be between",
+        ),
+        (
+            "rooms = [{ prefix = \"/r\", max_message_kib = 0 }]",
+            "max_message_kib",
+        ),
+        (
+            "rooms = [{ prefix = \"/r\", authenticator = \"auth\" }]",
+            "auth is not",
+        ),
         ("rooms = [{ prefix = \"/r\", speed = 3 }]", "speed"),
     ] {
         let e = parse_str(&format!("{text}\n")).unwrap_err();

@@ -1,0 +1,287 @@
+//! What room connections exchange: the JSON frames the host sends, and the
+//! messages of the `text` protocol it reads.
+//!
+//! Host to client (text frames, one JSON object each, `type` first):
+//!
+//! ```text
+//! {"type":"welcome","room":"abc","connection":"c1x","protocol":"relay","seq":41,
+//!  "members":[{"connection":"c1w","user":"user_2"}],"member_count":1,"text":"..."}
+//! {"type":"event","seq":42,"from":"c1x","user":null,"data":"hello"}        relay
+//! {"type":"op","seq":43,"from":"c1x","user":null,"ops":[{"type":"insert","position":0,"content":"a"}]}
+//! {"type":"snapshot","seq":40}            events up to 40 were compacted away (relay catch-up)
+//! {"type":"join","connection":"c1y","user":null,"member_count":2}        presence
+//! {"type":"leave","connection":"c1y","user":null,"member_count":1}
+//! {"type":"error","code":"rate_limited","message":"..."}
+//! ```
+//!
+//! Events (`event`, `op`) are numbered and stored: the log keeps these very
+//! bytes, and catch-up sends them again. Presence and errors are not
+//! numbered: they are about connections, which do not outlive the host.
+
+use axum::extract::ws::Utf8Bytes;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::text::Step;
+
+/// A frame as sent: shared by every connection it goes to.
+pub type Frame = Utf8Bytes;
+
+/// A member, as listed in a welcome and in presence frames.
+pub struct MemberInfo<'a> {
+    pub connection: &'a str,
+    pub user: Option<&'a str>,
+}
+
+fn frame(value: &Value) -> Frame {
+    Frame::from(value.to_string())
+}
+
+/// Presence frames list at most this many members in a welcome; the count
+/// is always there.
+pub const MAX_LISTED_MEMBERS: usize = 100;
+
+/// The first frame a connection gets.
+pub fn welcome(
+    room: &str,
+    connection: &str,
+    protocol: &str,
+    seq: u64,
+    members: &[MemberInfo<'_>],
+    member_count: usize,
+    text: Option<&str>,
+) -> Frame {
+    let members: Vec<Value> = (members.iter().take(MAX_LISTED_MEMBERS))
+        .map(|m| json!({ "connection": m.connection, "user": m.user }))
+        .collect();
+    let mut value = json!({
+        "type": "welcome",
+        "room": room,
+        "connection": connection,
+        "protocol": protocol,
+        "seq": seq,
+        "members": members,
+        "member_count": member_count,
+    });
+    if let Some(text) = text {
+        value["text"] = Value::from(text);
+    }
+    frame(&value)
+}
+
+/// A relayed message, numbered.
+pub fn relay_event(seq: u64, from: &str, user: Option<&str>, data: &str) -> Frame {
+    frame(&json!({ "type": "event", "seq": seq, "from": from, "user": user, "data": data }))
+}
+
+/// A text edit, numbered, as the owner applied it.
+pub fn op_event(seq: u64, from: &str, user: Option<&str>, steps: &[Step]) -> Frame {
+    frame(&json!({
+        "type": "op",
+        "seq": seq,
+        "from": from,
+        "user": user,
+        "ops": ops_json(steps),
+    }))
+}
+
+/// Catch-up that starts after compaction dropped the events a client
+/// asked for.
+pub fn snapshot(seq: u64) -> Frame {
+    frame(&json!({ "type": "snapshot", "seq": seq }))
+}
+
+/// `join` or `leave`.
+pub fn presence(kind: &str, member: &MemberInfo<'_>, member_count: usize) -> Frame {
+    frame(&json!({
+        "type": kind,
+        "connection": member.connection,
+        "user": member.user,
+        "member_count": member_count,
+    }))
+}
+
+pub fn error(code: &str, message: &str) -> Frame {
+    frame(&json!({ "type": "error", "code": code, "message": message }))
+}
+
+/// Steps in the seed's shapes; a delete followed by an insert at the same
+/// place is a `replace`.
+fn ops_json(steps: &[Step]) -> Vec<Value> {
+    let mut out = Vec::with_capacity(steps.len());
+    let mut i = 0;
+    while i < steps.len() {
+        match (&steps[i], steps.get(i + 1)) {
+            (Step::Delete { at, len }, Some(Step::Insert { at: at2, text })) if at == at2 => {
+                out.push(json!({
+                    "type": "replace",
+                    "position": at,
+                    "length": len,
+                    "content": String::from_utf16_lossy(text),
+                }));
+                i += 2;
+                continue;
+            }
+            (Step::Insert { at, text }, _) => out.push(json!({
+                "type": "insert",
+                "position": at,
+                "content": String::from_utf16_lossy(text),
+            })),
+            (Step::Delete { at, len }, _) => {
+                out.push(json!({ "type": "delete", "position": at, "length": len }))
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// One operation in the seed's shape.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Op {
+    #[serde(rename = "type")]
+    kind: String,
+    position: usize,
+    content: Option<String>,
+    length: Option<usize>,
+}
+
+/// Reads a client's message in a `text` room: an `insert`, `delete` or
+/// `replace` and the `seq` it was made at.
+pub fn parse_edit(message: &str) -> Result<(Vec<Step>, u64), String> {
+    #[derive(Deserialize)]
+    struct Raw {
+        #[serde(rename = "type")]
+        kind: String,
+        position: usize,
+        content: Option<String>,
+        length: Option<usize>,
+        seq: Option<u64>,
+    }
+    let raw: Raw = serde_json::from_str(message).map_err(|e| {
+        format!(
+            "expected {{\"type\":\"insert\"|\"delete\"|\"replace\",\"position\",\"content\"?,\"length\"?,\"seq\"}}: {e}"
+        )
+    })?;
+    let seq = raw
+        .seq
+        .ok_or("seq is required: the last seq this client has seen")?;
+    let op = Op {
+        kind: raw.kind,
+        position: raw.position,
+        content: raw.content,
+        length: raw.length,
+    };
+    Ok((steps_of(&op)?, seq))
+}
+
+fn steps_of(op: &Op) -> Result<Vec<Step>, String> {
+    let content = || {
+        op.content
+            .as_deref()
+            .map(|c| c.encode_utf16().collect::<Vec<u16>>())
+            .ok_or_else(|| format!("{} needs content", op.kind))
+    };
+    let length = || op.length.ok_or_else(|| format!("{} needs length", op.kind));
+    let at = op.position;
+    let steps = match op.kind.as_str() {
+        "insert" => vec![Step::Insert {
+            at,
+            text: content()?,
+        }],
+        "delete" => vec![Step::Delete { at, len: length()? }],
+        "replace" => vec![
+            Step::Delete { at, len: length()? },
+            Step::Insert {
+                at,
+                text: content()?,
+            },
+        ],
+        other => {
+            return Err(format!(
+                "type \"{other}\": write \"insert\", \"delete\" or \"replace\""
+            ));
+        }
+    };
+    // Empty steps change nothing; keep the edit (it still gets a number)
+    // but not the empty steps.
+    Ok(steps
+        .into_iter()
+        .filter(|s| match s {
+            Step::Insert { text, .. } => !text.is_empty(),
+            Step::Delete { len, .. } => *len > 0,
+        })
+        .collect())
+}
+
+/// The steps of a stored `op` event (to rebuild a text from its log);
+/// `None` for any other event.
+pub fn steps_of_event(event: &[u8]) -> Result<Option<Vec<Step>>, String> {
+    #[derive(Deserialize)]
+    struct Stored {
+        #[serde(rename = "type")]
+        kind: String,
+        #[serde(default)]
+        ops: Vec<Op>,
+    }
+    let stored: Stored =
+        serde_json::from_slice(event).map_err(|e| format!("a stored event is not JSON: {e}"))?;
+    if stored.kind != "op" {
+        return Ok(None);
+    }
+    let mut steps = Vec::new();
+    for op in &stored.ops {
+        steps.extend(steps_of(op)?);
+    }
+    Ok(Some(steps))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edits_read_and_stored_ops_round_trip() {
+        let (steps, seq) =
+            parse_edit(r#"{"type":"replace","position":2,"length":3,"content":"é😀","seq":7}"#)
+                .unwrap();
+        assert_eq!(seq, 7);
+        assert_eq!(
+            steps,
+            vec![
+                Step::Delete { at: 2, len: 3 },
+                Step::Insert {
+                    at: 2,
+                    text: "é😀".encode_utf16().collect()
+                }
+            ]
+        );
+        let stored = op_event(8, "c1", None, &steps);
+        assert!(stored.as_str().contains(r#""type":"replace""#), "{stored}");
+        assert_eq!(steps_of_event(stored.as_bytes()).unwrap(), Some(steps));
+        let relay = relay_event(9, "c1", Some("u"), "hi");
+        assert_eq!(steps_of_event(relay.as_bytes()).unwrap(), None);
+    }
+
+    #[test]
+    fn bad_edits_say_why() {
+        for (message, needle) in [
+            (
+                r#"{"type":"insert","position":0,"content":"x"}"#,
+                "seq is required",
+            ),
+            (r#"{"type":"insert","position":0,"seq":1}"#, "needs content"),
+            (r#"{"type":"delete","position":0,"seq":1}"#, "needs length"),
+            (r#"{"type":"move","position":0,"seq":1}"#, "\"move\""),
+            (
+                r#"{"type":"insert","position":-1,"content":"x","seq":1}"#,
+                "expected",
+            ),
+            ("not json", "expected"),
+        ] {
+            let e = parse_edit(message).unwrap_err();
+            assert!(e.contains(needle), "{message}: {e}");
+        }
+    }
+}

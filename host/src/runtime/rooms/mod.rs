@@ -1,0 +1,299 @@
+//! Rooms: the registry of room owners (`RoomHub`), and what a connection
+//! gets when it joins one.
+//!
+//! Each active room has one owner task (`owner`), which holds its members
+//! and its state, numbers its events, makes them durable in the room log
+//! (`storage::RoomLog`) before anyone sees them, and queues them to every
+//! member in order. The server owns the sockets (`server::rooms`): a
+//! connection reads frames and hands them to the owner, and writes what
+//! the owner queued. An owner with no members ends after its idle time; a
+//! room reopens from its log on the next join.
+
+mod frames;
+mod owner;
+pub mod text;
+
+pub use frames::Frame;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Metrics;
+use crate::runtime::manifest::{RoomLimits, RoomRoute};
+use crate::storage::{RoomLog, StorageError};
+use owner::Command;
+
+/// How many commands may wait for an owner before connections wait to
+/// hand theirs over (which slows their reading: backpressure).
+const OWNER_INBOX: usize = 4096;
+
+/// Every open room of the host.
+pub struct RoomHub {
+    rooms: Mutex<HashMap<Arc<str>, mpsc::Sender<Command>>>,
+    log: Arc<dyn RoomLog>,
+    metrics: Arc<Metrics>,
+}
+
+/// Which room: the plugin and room route that declare it, and its id.
+pub struct RoomAddress<'a> {
+    pub plugin: &'a str,
+    pub route: &'a RoomRoute,
+    pub id: &'a str,
+}
+
+impl RoomAddress<'_> {
+    /// The room's name in the log: plugin, prefix and id, which no two
+    /// rooms share (prefixes start with `/`, ids have none).
+    fn log_name(&self) -> String {
+        format!("{}{}/{}", self.plugin, self.route.prefix, self.id)
+    }
+}
+
+/// A connection's request to join.
+pub struct JoinRequest {
+    /// Resume after this event (`?since=`): catch-up, then live events.
+    pub since: Option<u64>,
+    /// The verified caller's subject, if any.
+    pub user: Option<String>,
+}
+
+/// Why a join was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("the room is full ({0} connections)")]
+    Full(usize),
+    #[error("the room's log is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// An owner's answer to a join.
+enum JoinOutcome {
+    Joined(Box<Joined>),
+    Refused(JoinError),
+    /// The owner was ending: the request, for a new owner.
+    Closing(JoinRequest),
+}
+
+/// Why the host closes a connection, with the WebSocket close code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kick {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+impl Kick {
+    pub const SLOW_CONSUMER: Self = Self {
+        code: 1008,
+        reason: "slow consumer: too many messages waiting",
+    };
+}
+
+/// What a connection gets on joining: what to send first, where its
+/// events arrive, and its membership.
+pub struct Joined {
+    pub connection: Arc<str>,
+    /// The welcome frame.
+    pub hello: Frame,
+    /// Stored events to send after the welcome and before `queue`.
+    pub catch_up: Option<CatchUp>,
+    /// Events and presence, in order, from the owner.
+    pub queue: mpsc::Receiver<Frame>,
+    /// Fires when the owner drops this connection.
+    pub kicked: oneshot::Receiver<Kick>,
+    pub membership: Membership,
+    pub limits: RoomLimits,
+}
+
+/// A member's line to its room's owner; leaving when dropped.
+pub struct Membership {
+    connection: u64,
+    owner: mpsc::Sender<Command>,
+}
+
+/// The room is gone (its owner stopped: the host is stopping).
+#[derive(Debug)]
+pub struct RoomGone;
+
+impl Membership {
+    /// Hands a client's message to the owner; waits while the owner is
+    /// behind.
+    pub async fn send(&self, message: Frame) -> Result<(), RoomGone> {
+        let command = Command::Message {
+            connection: self.connection,
+            message,
+        };
+        self.owner.send(command).await.map_err(|_| RoomGone)
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        let leave = Command::Leave {
+            connection: self.connection,
+        };
+        if let Err(mpsc::error::TrySendError::Full(leave)) = self.owner.try_send(leave) {
+            let owner = self.owner.clone();
+            tokio::spawn(async move { owner.send(leave).await });
+        }
+    }
+}
+
+/// Stored events a joining connection is owed, read from the log by the
+/// connection itself so that the room does not wait on it.
+pub struct CatchUp {
+    log: Arc<dyn RoomLog>,
+    room: Arc<str>,
+    /// Sent before the events (events before it were compacted away).
+    pub snapshot: Option<Frame>,
+    after: u64,
+    through: u64,
+}
+
+impl CatchUp {
+    /// The next page of events, empty when caught up.
+    pub async fn next_page(&mut self) -> Result<Vec<Frame>, StorageError> {
+        const PAGE: usize = 256;
+        if self.after >= self.through {
+            return Ok(Vec::new());
+        }
+        let page = self.log.read(&self.room, self.after, PAGE).await?;
+        let mut frames = Vec::with_capacity(page.len());
+        for (seq, bytes) in page {
+            if seq > self.through {
+                break;
+            }
+            self.after = seq;
+            frames.push(stored_frame(bytes)?);
+        }
+        if frames.is_empty() {
+            // The log ends before `through`: nothing more to read.
+            self.after = self.through;
+        }
+        Ok(frames)
+    }
+}
+
+fn stored_frame(bytes: Bytes) -> Result<Frame, StorageError> {
+    Frame::try_from(bytes).map_err(|_| StorageError::Corrupt("a room event is not UTF-8".into()))
+}
+
+/// Connection ids: unique across restarts of the host (they appear in
+/// stored events), short in frames.
+fn next_connection_id() -> Arc<str> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(|| crate::util::now_ms() << 20);
+    let n = start + NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut digits = Vec::new();
+    let mut rest = n;
+    while rest > 0 {
+        digits.push(b"0123456789abcdefghijklmnopqrstuvwxyz"[(rest % 36) as usize]);
+        rest /= 36;
+    }
+    digits.push(b'c');
+    digits.reverse();
+    String::from_utf8(digits)
+        .expect("the digits are ASCII")
+        .into()
+}
+
+impl RoomHub {
+    pub fn new(log: Arc<dyn RoomLog>, metrics: &Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            rooms: Mutex::default(),
+            log,
+            metrics: metrics.clone(),
+        })
+    }
+
+    /// Joins `room`, opening it if it is not open.
+    pub async fn join(
+        self: &Arc<Self>,
+        room: &RoomAddress<'_>,
+        request: JoinRequest,
+    ) -> Result<Joined, JoinError> {
+        let name: Arc<str> = room.log_name().into();
+        let mut request = request;
+        // An owner that is ending hands joins back (or has closed its
+        // inbox): try a new one. A few tries: an owner ends only when idle.
+        for _ in 0..8 {
+            let owner = self.owner_of(&name, room);
+            let (reply, outcome) = oneshot::channel();
+            let join = Command::Join { request, reply };
+            request = match owner.send(join).await {
+                Err(mpsc::error::SendError(Command::Join { request, .. })) => {
+                    self.forget(&name, &owner);
+                    request
+                }
+                Err(_) => unreachable!("the command sent was a join"),
+                Ok(()) => match outcome.await {
+                    Ok(JoinOutcome::Joined(joined)) => return Ok(*joined),
+                    Ok(JoinOutcome::Refused(e)) => return Err(e),
+                    Ok(JoinOutcome::Closing(request)) => request,
+                    Err(_) => return Err(JoinError::Unavailable("the room stopped".into())),
+                },
+            };
+        }
+        Err(JoinError::Unavailable("the room kept closing".into()))
+    }
+
+    /// The owner of `name`, started if there is none.
+    fn owner_of(
+        self: &Arc<Self>,
+        name: &Arc<str>,
+        room: &RoomAddress<'_>,
+    ) -> mpsc::Sender<Command> {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(owner) = rooms.get(name)
+            && !owner.is_closed()
+        {
+            return owner.clone();
+        }
+        let (tx, rx) = mpsc::channel(OWNER_INBOX);
+        rooms.insert(name.clone(), tx.clone());
+        owner::spawn(self.clone(), name.clone(), room, rx, &tx);
+        tx
+    }
+
+    /// Removes `name`'s entry if it is still `owner`.
+    fn forget(&self, name: &str, owner: &mpsc::Sender<Command>) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        if rooms.get(name).is_some_and(|o| o.same_channel(owner)) {
+            rooms.remove(name);
+        }
+    }
+
+    /// An owner with no members asks to end: yes if no command waits for
+    /// it, and then no new one can reach it (it leaves the registry under
+    /// the lock that joins take it from).
+    fn retire(&self, name: &str, inbox: &mpsc::Receiver<Command>) -> bool {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        if !inbox.is_empty() {
+            return false;
+        }
+        rooms.remove(name);
+        true
+    }
+
+    /// Rooms open now.
+    pub fn open_rooms(&self) -> usize {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_ids_are_unique_and_short() {
+        let (a, b) = (next_connection_id(), next_connection_id());
+        assert_ne!(a, b);
+        assert!(a.starts_with('c') && a.len() < 16, "{a}");
+        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric()));
+    }
+}
