@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use spike::{RunningServer, ServerConfig};
 
+pub mod rooms;
 pub mod tokens;
 
 /// The operator token test servers use.
@@ -51,8 +52,9 @@ pub fn guest(name: &str) -> PathBuf {
     path
 }
 
-/// A plugin for a test server: its name, the guest it runs, and the rest of
-/// its manifest (routes, grants, limits) as TOML.
+/// A plugin for a test server: its name, the guest it runs (none: `""`,
+/// for a plugin that only declares rooms), and the rest of its manifest
+/// (routes, rooms, grants, limits) as TOML.
 pub struct Plugin<'a> {
     pub name: &'a str,
     pub guest: &'a str,
@@ -94,9 +96,13 @@ pub fn init_logging() {
 pub fn write_plugins(dir: &Path, plugins: &[Plugin<'_>]) {
     std::fs::create_dir_all(dir).unwrap();
     for p in plugins {
-        let wasm = format!("{}.wasm", p.name);
-        std::fs::copy(guest(p.guest), dir.join(&wasm)).unwrap();
-        let manifest = format!("component = \"{wasm}\"\n{}\n", p.manifest);
+        let manifest = if p.guest.is_empty() {
+            format!("{}\n", p.manifest)
+        } else {
+            let wasm = format!("{}.wasm", p.name);
+            std::fs::copy(guest(p.guest), dir.join(&wasm)).unwrap();
+            format!("component = \"{wasm}\"\n{}\n", p.manifest)
+        };
         std::fs::write(dir.join(format!("{}.toml", p.name)), manifest).unwrap();
     }
 }

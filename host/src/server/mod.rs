@@ -8,6 +8,8 @@ pub mod admin;
 pub mod errors;
 pub mod gate;
 pub mod listener;
+mod room_socket;
+pub mod rooms;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use crate::config::{ClientAddresses, ClientLimits, ServerConfig};
 use crate::metrics::{Metrics, RequestLabels};
 use crate::runtime::dispatch::{BodyTimeouts, DispatchError, dispatch};
 use crate::runtime::registry::RegistrySettings;
+use crate::runtime::rooms::RoomHub;
 use crate::runtime::routes::RouteMatch;
 use crate::runtime::state::PluginContext;
 use crate::runtime::{PluginRegistry, watch};
@@ -43,6 +46,7 @@ pub struct AppState {
     pub client_addresses: ClientAddresses,
     /// Static sites, tried where no plugin route matches.
     pub sites: crate::assets::Sites,
+    pub rooms: Arc<RoomHub>,
 }
 
 /// Which plugin and route served a response, for the request log and
@@ -203,6 +207,11 @@ async fn plugin_request(State(state): State<Arc<AppState>>, mut req: Request) ->
         plugin: slot.context.clone(),
         route: routed.route.clone(),
     };
+    if let Some(room) = routed.room {
+        let mut resp = rooms::join(&state, &routed, room, req).await;
+        resp.extensions_mut().insert(served_by);
+        return resp;
+    }
     let mut resp = match slot.active() {
         None if slot.is_loading() => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -343,6 +352,7 @@ pub struct RunningServer {
     serving: Vec<tokio::task::JoinHandle<()>>,
     _watcher: Option<watch::FileWatch>,
     storage: Liveness,
+    rooms: Arc<RoomHub>,
 }
 
 impl RunningServer {
@@ -358,6 +368,8 @@ impl RunningServer {
         for tx in self.shutdown.drain(..) {
             let _ = tx.send(());
         }
+        // Room connections outlive their HTTP connection: close them.
+        self.rooms.stop(Duration::from_secs(5)).await;
         // Idle keep-alive connections close at once; a stuck one must not
         // hold the stop forever.
         for serve in &mut self.serving {
@@ -388,6 +400,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let backends = Backends::open_redb(&config.data_dir, &storage)?;
     let liveness = backends.liveness();
     let metrics = Metrics::new();
+    let rooms = RoomHub::new(backends.rooms.clone(), &metrics);
     let caps = Caps::new(
         &backends,
         &CapSettings {
@@ -440,6 +453,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         clients: clients.clone(),
         client_addresses: config.client_addresses.clone(),
         sites,
+        rooms: rooms.clone(),
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let serve = tokio::spawn(listener::serve(
@@ -491,6 +505,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         serving,
         _watcher: watcher,
         storage: liveness,
+        rooms,
     })
 }
 

@@ -36,6 +36,9 @@ pub struct RoomHub {
     rooms: Mutex<HashMap<Arc<str>, mpsc::Sender<Command>>>,
     log: Arc<dyn RoomLog>,
     metrics: Arc<Metrics>,
+    /// Raised once, when the host stops: every owner closes its members
+    /// and ends.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// Which room: the plugin and room route that declare it, and its id.
@@ -89,6 +92,11 @@ impl Kick {
     pub const SLOW_CONSUMER: Self = Self {
         code: 1008,
         reason: "slow consumer: too many messages waiting",
+    };
+    /// The host is stopping; the client may reconnect (with `since`).
+    pub const STOPPING: Self = Self {
+        code: 1001,
+        reason: "the server is stopping: reconnect with since",
     };
 }
 
@@ -207,7 +215,18 @@ impl RoomHub {
             rooms: Mutex::default(),
             log,
             metrics: metrics.clone(),
+            stopping: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// Closes every room (its members get 1001) and waits, up to
+    /// `deadline`, for their owners to end.
+    pub async fn stop(&self, deadline: std::time::Duration) {
+        self.stopping.send_replace(true);
+        let until = tokio::time::Instant::now() + deadline;
+        while self.open_rooms() > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     /// Joins `room`, opening it if it is not open.
@@ -216,6 +235,9 @@ impl RoomHub {
         room: &RoomAddress<'_>,
         request: JoinRequest,
     ) -> Result<Joined, JoinError> {
+        if *self.stopping.borrow() {
+            return Err(JoinError::Unavailable("the server is stopping".into()));
+        }
         let name: Arc<str> = room.log_name().into();
         let mut request = request;
         // An owner that is ending hands joins back (or has closed its
@@ -277,6 +299,12 @@ impl RoomHub {
         }
         rooms.remove(name);
         true
+    }
+
+    /// Removes `name` whatever waits for it (the host is stopping).
+    fn retire_now(&self, name: &str) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        rooms.remove(name);
     }
 
     /// Rooms open now.

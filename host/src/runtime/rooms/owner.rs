@@ -154,8 +154,20 @@ pub(super) fn spawn(
 impl Owner {
     async fn run(mut self, mut inbox: mpsc::Receiver<Command>) {
         let mut batch = Vec::new();
+        let mut stopping = self.hub.stopping.subscribe();
         loop {
-            match tokio::time::timeout(self.limits.idle, inbox.recv()).await {
+            let next = tokio::select! {
+                next = tokio::time::timeout(self.limits.idle, inbox.recv()) => next,
+                _ = stopping.wait_for(|stop| *stop) => {
+                    let all: Vec<u64> = self.members.keys().copied().collect();
+                    for n in all {
+                        self.kick(n, Kick::STOPPING, "stopping");
+                    }
+                    self.hub.retire_now(&self.name);
+                    break;
+                }
+            };
+            match next {
                 Ok(Some(command)) => batch.push(command),
                 Ok(None) => break,
                 Err(_idle) if self.members.is_empty() => {
@@ -183,6 +195,10 @@ impl Owner {
                 let _ = reply.send(JoinOutcome::Closing(request));
             }
         }
+        self.hub
+            .metrics
+            .room_connections
+            .dec_by(self.departed.len() as i64);
         self.hub.metrics.rooms_open.dec();
     }
 

@@ -1,0 +1,195 @@
+//! One room connection, from the upgrade to the close: the welcome and
+//! catch-up first, then client messages to the room's owner and the
+//! owner's frames to the client, keepalive pings, and the close codes the
+//! host sends (1009 too big, 1003 binary, 1007 / 1002 malformed, 1008 slow
+//! consumer, 1001 silent or stopping). One task per connection; an idle
+//! one holds its socket, a small read buffer and an empty queue.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use bytes::Bytes;
+use futures::SinkExt;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+use crate::metrics::{KindLabels, Metrics};
+use crate::runtime::rooms::{Frame, Joined, Kick};
+
+/// Frames written before one flush.
+const MAX_FRAMES_PER_FLUSH: usize = 64;
+
+/// How long a closing connection waits for the client's close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// The series a connection counts its closes in.
+pub struct SocketMetrics {
+    closes: Family<KindLabels, Counter>,
+    plugin: std::sync::Arc<str>,
+}
+
+impl SocketMetrics {
+    pub fn new(metrics: &Metrics, plugin: &str) -> Self {
+        Self {
+            closes: metrics.room_closes.clone(),
+            plugin: plugin.into(),
+        }
+    }
+
+    fn count(&self, kind: &'static str) {
+        Metrics::count(&self.closes, &self.plugin, kind, 1);
+    }
+}
+
+/// Why the loop ended.
+enum End {
+    /// The client closed or went away: nothing to send.
+    Gone,
+    /// The host closes, with this code and reason; counted as `kind`.
+    Close(u16, &'static str, &'static str),
+}
+
+pub async fn run(mut socket: WebSocket, joined: Joined, metrics: SocketMetrics) {
+    let end = match serve(&mut socket, joined).await {
+        Ok(end) | Err(end) => end,
+    };
+    if let End::Close(code, reason, kind) = end {
+        if !kind.is_empty() {
+            metrics.count(kind);
+        }
+        close(&mut socket, code, reason).await;
+    }
+}
+
+async fn serve(socket: &mut WebSocket, joined: Joined) -> Result<End, End> {
+    let Joined {
+        hello,
+        catch_up,
+        mut queue,
+        mut kicked,
+        membership,
+        limits,
+        ..
+    } = joined;
+    let gone = |_| End::Gone;
+    socket.feed(Message::Text(hello)).await.map_err(gone)?;
+    if let Some(mut catch_up) = catch_up {
+        if let Some(snapshot) = catch_up.snapshot.take() {
+            socket.feed(Message::Text(snapshot)).await.map_err(gone)?;
+        }
+        loop {
+            let page = catch_up.next_page().await.map_err(|e| {
+                tracing::error!("room catch-up: {e}");
+                End::Close(1011, "the room's log could not be read", "log_error")
+            })?;
+            if page.is_empty() {
+                break;
+            }
+            for frame in page {
+                socket.feed(Message::Text(frame)).await.map_err(gone)?;
+            }
+        }
+    }
+    socket.flush().await.map_err(gone)?;
+
+    let mut last_heard = Instant::now();
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + limits.ping, limits.ping);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            kick = &mut kicked => {
+                // No kick sent: the owner is gone (the host is stopping).
+                let kick = kick.unwrap_or(Kick::STOPPING);
+                return Ok(End::Close(kick.code, kick.reason, ""));
+            }
+            frame = queue.recv() => {
+                let Some(frame) = frame else {
+                    return Ok(End::Close(Kick::STOPPING.code, Kick::STOPPING.reason, ""));
+                };
+                send_queued(socket, frame, &mut queue).await.map_err(gone)?;
+            }
+            incoming = socket.recv() => {
+                last_heard = Instant::now();
+                match incoming {
+                    Some(Ok(Message::Text(message))) => {
+                        if membership.send(message).await.is_err() {
+                            return Ok(End::Close(Kick::STOPPING.code, Kick::STOPPING.reason, ""));
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        return Ok(End::Close(1003, "binary frames are not accepted: send text", "binary"));
+                    }
+                    // tungstenite queued the answer to a ping (or to a
+                    // close): send it now.
+                    Some(Ok(Message::Ping(_))) => socket.flush().await.map_err(gone)?,
+                    Some(Ok(Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) => {
+                        let _ = socket.flush().await;
+                        return Ok(End::Gone);
+                    }
+                    Some(Err(e)) => return Ok(refused(e)),
+                    None => return Ok(End::Gone),
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > limits.ping * 2 {
+                    return Ok(End::Close(1001, "no answer to pings", "silent"));
+                }
+                socket.send(Message::Ping(Bytes::new())).await.map_err(gone)?;
+            }
+        }
+    }
+}
+
+/// Writes `first` and whatever else is queued (up to a bound), then
+/// flushes once.
+async fn send_queued(
+    socket: &mut WebSocket,
+    first: Frame,
+    queue: &mut tokio::sync::mpsc::Receiver<Frame>,
+) -> Result<(), axum::Error> {
+    socket.feed(Message::Text(first)).await?;
+    for _ in 1..MAX_FRAMES_PER_FLUSH {
+        match queue.try_recv() {
+            Ok(frame) => socket.feed(Message::Text(frame)).await?,
+            Err(_) => break,
+        }
+    }
+    socket.flush().await
+}
+
+/// The close for a frame the socket refused to read.
+fn refused(e: axum::Error) -> End {
+    use tungstenite::error::{CapacityError, Error};
+    match e.into_inner().downcast::<Error>().map(|e| *e) {
+        Ok(Error::Capacity(CapacityError::MessageTooLong { .. })) => {
+            End::Close(1009, "message too big for this room", "too_big")
+        }
+        Ok(Error::Utf8(_)) => End::Close(1007, "a text frame was not UTF-8", "malformed"),
+        Ok(Error::Protocol(_) | Error::Capacity(_)) => {
+            End::Close(1002, "malformed WebSocket frame", "malformed")
+        }
+        _ => End::Gone,
+    }
+}
+
+/// Sends a close frame and waits (briefly) for the client's, so that the
+/// client reads the code before the connection drops.
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
+    if socket.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
