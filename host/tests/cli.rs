@@ -3,145 +3,13 @@
 //! secrets that never show in a log line, an error, an admin answer or a
 //! `spike check` report.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// `spike serve` on port 0, its stdout and stderr read line by line.
-struct Spike {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    /// Every line read so far.
-    seen: Vec<String>,
-    /// The folder, when this server owns it.
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Spike {
-    /// With no plugins.
-    fn start(extra: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
-        let mut spike = Self::start_in(dir.path(), extra, &[]);
-        spike._dir = Some(dir);
-        spike
-    }
-
-    /// With the plugins in `dir/plugins` and the data in `dir/data`, and
-    /// `env` added.
-    fn start_in(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let plugins = dir.join("plugins");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_spike"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--no-watch",
-                "--plugins",
-            ])
-            .arg(&plugins)
-            .arg("--data")
-            .arg(dir.join("data"))
-            .args(extra)
-            .env_remove("RUST_LOG")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, lines) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        forward_lines(child.stdout.take().unwrap(), tx.clone());
-        forward_lines(stderr, tx);
-        Self {
-            child,
-            lines,
-            seen: Vec::new(),
-            _dir: None,
-        }
-    }
-
-    /// The next line that contains `needle`.
-    fn line_with(&mut self, needle: &str) -> String {
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| panic!("no line with {needle:?}"));
-            self.seen.push(line.clone());
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    }
-
-    /// The address from the "spike is serving" line of JSON logs.
-    fn serving_addr(&mut self) -> String {
-        let serving: serde_json::Value =
-            serde_json::from_str(&self.line_with("spike is serving")).unwrap();
-        serving["addr"].as_str().unwrap().to_string()
-    }
-
-    /// Stops the server; every line it wrote.
-    fn stop(mut self) -> Vec<String> {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let mut seen = std::mem::take(&mut self.seen);
-        // The forwarding threads end with the pipes.
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            seen.push(line);
-        }
-        seen
-    }
-}
-
-/// Sends each line of `from` to `tx` until either ends.
-fn forward_lines(from: impl Read + Send + 'static, tx: mpsc::Sender<String>) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(from).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-}
-
-impl Drop for Spike {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn get(addr: &str, path: &str) -> String {
-    request(addr, "GET", path, "")
-}
-
-/// Waits until every plugin serves.
-fn wait_ready(addr: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !get(addr, "/readyz").starts_with("HTTP/1.1 200") {
-        assert!(std::time::Instant::now() < deadline, "not ready in 60 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The whole reply to `method path` with `headers` (CRLF-terminated lines).
-fn request(addr: &str, method: &str, path: &str, headers: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 0\r\n{headers}\r\n"
-    )
-    .unwrap();
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).unwrap();
-    reply
-}
+use common::*;
 
 #[test]
 fn json_logs_are_one_object_per_line() {
@@ -178,23 +46,6 @@ fn text_logs_have_no_colour_codes_off_a_terminal() {
     let line = spike.line_with("request");
     assert!(!line.contains('\u{1b}'), "{line:?}");
     assert!(line.contains("path=/healthz"), "{line}");
-}
-
-/// A built guest component (`scripts/build-guests.sh` puts them beside the
-/// binary's target folder).
-fn guest(name: &str) -> std::path::PathBuf {
-    let target = std::path::Path::new(env!("CARGO_BIN_EXE_spike"))
-        .ancestors()
-        .nth(2)
-        .unwrap()
-        .to_path_buf();
-    let path = target.join(format!("wasm32-wasip2/guest/{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/build-guests.sh",
-        path.display()
-    );
-    path
 }
 
 const PLANTED_FILE: &str = "PLANTED-file-secret-7c1d2e";
