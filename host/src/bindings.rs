@@ -3,19 +3,20 @@
 //! wasmtime's own bindings, so a stream or HTTP type means the same resource
 //! everywhere. Capability modules (`caps::*`) implement the traits.
 //!
-//! The world is `auth-plugin`, the plugin world plus every export a plugin
-//! may have, so that the host has the bindings of each; a component
-//! provides whichever exports it does (`runtime::loader::Exports`).
+//! The world is `host`: the plugin world plus every export a plugin may
+//! have, so that the host has the bindings of each; a component provides
+//! whichever exports it does (`runtime::loader::Exports`).
 
 wasmtime::component::bindgen!({
     path: "../wit",
-    world: "spike:host/auth-plugin",
+    world: "spike:host/host",
     imports: {
         "spike:host/kv": async | trappable,
         "spike:host/blob": async | trappable,
         "spike:host/secrets": async | trappable,
         "spike:host/identity": async | trappable,
         "spike:host/rate-limit": async | trappable,
+        "spike:host/rooms": async | trappable,
         default: trappable,
     },
     exports: { default: async },

@@ -112,6 +112,10 @@ pub struct Metrics {
     pub room_closes: Family<KindLabels, Counter>,
     /// Time to make a batch of room events durable (the output gate).
     pub room_append_seconds: Histogram,
+    /// Calls of the rooms import, by plugin and function.
+    pub room_operations: Family<KindLabels, Counter>,
+    /// Room handler calls, by plugin and outcome (`ok`, or the fault).
+    pub room_handler_calls: Family<KindLabels, Counter>,
 }
 
 impl Metrics {
@@ -143,6 +147,8 @@ impl Metrics {
             room_deliveries: Family::default(),
             room_closes: Family::default(),
             room_append_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            room_operations: Family::default(),
+            room_handler_calls: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -270,6 +276,16 @@ impl Metrics {
             "room_append_seconds",
             "Time to make a batch of room events durable",
             m.room_append_seconds.clone(),
+        );
+        r.register(
+            "room_operations",
+            "Calls of the rooms import, by plugin and function",
+            m.room_operations.clone(),
+        );
+        r.register(
+            "room_handler_calls",
+            "Room handler calls, by plugin and outcome",
+            m.room_handler_calls.clone(),
         );
         Arc::new(Self { registry, ..m })
     }

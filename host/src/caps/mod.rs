@@ -18,6 +18,7 @@ pub mod identity;
 pub mod kv;
 pub mod outbound;
 pub mod rate_limit;
+pub mod rooms;
 pub mod secrets;
 
 use std::sync::Arc;
@@ -185,6 +186,11 @@ impl Counts<'_> {
     pub fn quota(self, decision: &'static str) {
         Metrics::count(&self.metrics.quota_checks, self.plugin, decision, 1);
     }
+
+    /// A call of the rooms import, by function.
+    pub fn room(self, operation: &'static str) {
+        Metrics::count(&self.metrics.room_operations, self.plugin, operation, 1);
+    }
 }
 
 /// Settings of the capabilities that are the host's, not a plugin's.
@@ -315,6 +321,15 @@ impl PluginCaps {
         table: &'a mut wasmtime::component::ResourceTable,
     ) -> identity::IdentityView<'a> {
         self.view(caller, table)
+    }
+
+    /// The rooms view of one call: the room event it handles, if any.
+    pub fn rooms<'a>(
+        &'a self,
+        event: &'a rooms::RoomsCtx,
+        table: &'a mut wasmtime::component::ResourceTable,
+    ) -> rooms::RoomsView<'a> {
+        self.view(event, table)
     }
 
     /// The host's limiters (routes' limits are kept there too).

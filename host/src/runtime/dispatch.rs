@@ -99,21 +99,30 @@ impl DispatchError {
     /// `faults` by kind.
     pub fn count(&self, metrics: &PluginMetrics) {
         let host = &metrics.host;
-        let (family, kind) = match self {
-            DispatchError::Busy(Busy::Plugin(_)) => (&host.busy, "plugin"),
-            DispatchError::Busy(Busy::Pool) => (&host.busy, "pool"),
-            DispatchError::Busy(Busy::Memory(_)) => (&host.busy, "memory"),
-            DispatchError::BodyTooLarge { .. } => (&host.faults, "body_too_large"),
-            DispatchError::BodyTimeout { .. } => (&host.faults, "body_timeout"),
-            DispatchError::Timeout { .. } => (&host.faults, "timeout"),
-            DispatchError::CpuLimit(_) => (&host.faults, "cpu_limit"),
-            DispatchError::MemoryLimit(_) => (&host.faults, "memory_limit"),
-            DispatchError::Trap(_) => (&host.faults, "trap"),
-            DispatchError::NoResponse => (&host.faults, "no_response"),
-            DispatchError::Guest(_) => (&host.faults, "guest_error"),
-            DispatchError::Internal(_) => (&host.faults, "internal"),
+        let family = match self {
+            DispatchError::Busy(_) => &host.busy,
+            _ => &host.faults,
         };
-        metrics.count(family, kind);
+        metrics.count(family, self.kind());
+    }
+
+    /// What failed, as its series name it: the limit reached for busy,
+    /// else the fault.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DispatchError::Busy(Busy::Plugin(_)) => "plugin",
+            DispatchError::Busy(Busy::Pool) => "pool",
+            DispatchError::Busy(Busy::Memory(_)) => "memory",
+            DispatchError::BodyTooLarge { .. } => "body_too_large",
+            DispatchError::BodyTimeout { .. } => "body_timeout",
+            DispatchError::Timeout { .. } => "timeout",
+            DispatchError::CpuLimit(_) => "cpu_limit",
+            DispatchError::MemoryLimit(_) => "memory_limit",
+            DispatchError::Trap(_) => "trap",
+            DispatchError::NoResponse => "no_response",
+            DispatchError::Guest(_) => "guest_error",
+            DispatchError::Internal(_) => "internal",
+        }
     }
 }
 

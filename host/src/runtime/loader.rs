@@ -14,6 +14,7 @@ use super::compile_cache::{CacheOutcome, CompileCache};
 use super::linker;
 use super::state::RequestState;
 use crate::bindings::exports::spike::host::authenticator::GuestIndices as AuthenticatorIndices;
+use crate::bindings::exports::spike::host::room_handler::GuestIndices as RoomHandlerIndices;
 use crate::storage::{StorageError, VersionSource};
 use crate::util::now_ms;
 
@@ -30,12 +31,14 @@ pub struct LoadedPlugin {
 }
 
 /// The exports of the plugin world a component provides. A new kind of
-/// export (the rooms issue's room handler) is one more field here.
+/// export is one more field here.
 pub struct Exports {
     /// `wasi:http/incoming-handler`.
     pub http: Option<ProxyIndices>,
     /// `spike:host/authenticator`.
     pub authenticator: Option<AuthenticatorIndices>,
+    /// `spike:host/room-handler`.
+    pub room_handler: Option<RoomHandlerIndices>,
 }
 
 /// Why a version could not be loaded or activated.
@@ -55,6 +58,11 @@ pub enum LoadError {
          wasi:http/incoming-handler, which its routes need"
     )]
     NoHttpHandler,
+    #[error(
+        "component serves nothing: a plugin without [[routes]] needs a component that \
+         exports spike:host/room-handler"
+    )]
+    NoRoomHandler,
     #[error("no plugin named '{0}'")]
     NoSuchPlugin(String),
     /// A plugin that only declares rooms: its manifest names no component
@@ -121,6 +129,7 @@ impl Loader {
             let exports = Exports {
                 http: ProxyIndices::new(&pre).ok(),
                 authenticator: AuthenticatorIndices::new(&pre).ok(),
+                room_handler: RoomHandlerIndices::new(&pre).ok(),
             };
             Ok(LoadedPlugin {
                 sha256,

@@ -337,7 +337,8 @@ impl PluginRegistry {
         if let Some(kept) = versions::to_resume(&history, &file_sha).cloned() {
             match self.versions.load(&kept.sha256).await {
                 Ok(bytes) => {
-                    let loaded = self.load(bytes.into(), kept.sha256, kept.source).await?;
+                    let loaded =
+                        (self.load(&slot.manifest, bytes.into(), kept.sha256, kept.source)).await?;
                     self.activate(slot, loaded);
                     return Ok(());
                 }
@@ -349,7 +350,7 @@ impl PluginRegistry {
         history.file_sha256 = Some(file_sha.clone());
         let bytes: Arc<[u8]> = bytes.into();
         let loaded = self
-            .load(bytes.clone(), file_sha, VersionSource::File)
+            .load(&slot.manifest, bytes.clone(), file_sha, VersionSource::File)
             .await?;
         self.keep_and_record(name, &mut history, &loaded, &bytes)
             .await?;
@@ -384,7 +385,7 @@ impl PluginRegistry {
             }
             history.file_sha256 = Some(sha.clone());
         }
-        let loaded = match self.load(bytes.clone(), sha, source).await {
+        let loaded = match self.load(&slot.manifest, bytes.clone(), sha, source).await {
             Ok(l) => l,
             Err(e) => {
                 slot.count_swap("refused");
@@ -439,24 +440,34 @@ impl PluginRegistry {
             .ok_or(LoadError::NoPreviousVersion)?;
         let bytes = self.versions.load(&previous.sha256).await?;
         let loaded = self
-            .load(bytes.into(), previous.sha256, previous.source)
+            .load(
+                &slot.manifest,
+                bytes.into(),
+                previous.sha256,
+                previous.source,
+            )
             .await?;
         history.versions.pop();
         self.versions.save_history(name, &history).await?;
         Ok(self.activate(&slot, loaded))
     }
 
-    /// Compiles and links a version; refuses one that cannot serve the
-    /// plugin's routes.
+    /// Compiles and links a version; refuses one that cannot serve what
+    /// `manifest` declares: its routes need the HTTP export, and a plugin
+    /// with rooms only needs the room handler.
     pub(super) async fn load(
         &self,
+        manifest: &Manifest,
         bytes: Arc<[u8]>,
         sha256: String,
         source: VersionSource,
     ) -> Result<LoadedPlugin, LoadError> {
         let loaded = self.loader.load(bytes, sha256, source).await?;
-        if loaded.exports.http.is_none() {
+        if !manifest.routes.is_empty() && loaded.exports.http.is_none() {
             return Err(LoadError::NoHttpHandler);
+        }
+        if manifest.routes.is_empty() && loaded.exports.room_handler.is_none() {
+            return Err(LoadError::NoRoomHandler);
         }
         Ok(loaded)
     }

@@ -20,6 +20,7 @@ use crate::caps::identity::{IdentityCtx, IdentityView};
 use crate::caps::kv::KvView;
 use crate::caps::outbound::OutboundHooks;
 use crate::caps::rate_limit::RateLimitView;
+use crate::caps::rooms::{RoomEvent, RoomsCtx, RoomsView};
 use crate::caps::secrets::SecretsView;
 use crate::caps::{Caps, PluginCaps};
 use crate::metrics::{Metrics, PluginMetrics};
@@ -49,6 +50,8 @@ pub struct RequestState {
     hooks: OutboundHooks,
     /// Who is calling, as the route's authenticator verified it.
     caller: IdentityCtx,
+    /// The room event a room handler is running for.
+    room: RoomsCtx,
     limiter: GuestLimiter,
     cpu: CpuMeter,
 }
@@ -109,6 +112,7 @@ impl RequestState {
             http: WasiHttpCtx::new(),
             hooks: plugin.caps.outbound_hooks(),
             caller,
+            room: None,
             limiter: GuestLimiter {
                 memory_bytes: plugin.limits.memory_bytes,
                 budget: plugin.memory_budget.clone(),
@@ -155,6 +159,20 @@ impl RequestState {
 
     pub fn identity_view(&mut self) -> IdentityView<'_> {
         self.plugin.caps.identity(&self.caller, &mut self.table)
+    }
+
+    pub fn rooms_view(&mut self) -> RoomsView<'_> {
+        self.plugin.caps.rooms(&self.room, &mut self.table)
+    }
+
+    /// Makes this store's calls handle `event` (a room handler's).
+    pub fn set_room_event(&mut self, event: RoomEvent) {
+        self.room = Some(event);
+    }
+
+    /// The room event, with what the handler asked for.
+    pub fn room_event(&self) -> Option<&RoomEvent> {
+        self.room.as_ref()
     }
 
     /// Starts the meters again for a new call into the guest: each call

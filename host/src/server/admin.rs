@@ -121,7 +121,10 @@ pub async fn list(
 
 fn load_error(e: LoadError) -> ApiError {
     match e {
-        LoadError::Compile(_) | LoadError::World(_) | LoadError::NoHttpHandler => ApiError::new(
+        LoadError::Compile(_)
+        | LoadError::World(_)
+        | LoadError::NoHttpHandler
+        | LoadError::NoRoomHandler => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "component_refused",
             e.to_string(),

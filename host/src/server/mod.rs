@@ -400,7 +400,6 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let backends = Backends::open_redb(&config.data_dir, &storage)?;
     let liveness = backends.liveness();
     let metrics = Metrics::new();
-    let rooms = RoomHub::new(backends.rooms.clone(), &metrics);
     let caps = Caps::new(
         &backends,
         &CapSettings {
@@ -423,6 +422,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let sites = crate::assets::Sites::start(&config.sites, config.watch)?;
     let registry =
         PluginRegistry::start(&settings, &caps, backends.versions.clone(), &metrics).await?;
+    let rooms = RoomHub::new(backends.rooms.clone(), &registry, &metrics);
     drop((caps, backends));
     let watcher = if config.watch {
         match watch::watch_plugins(registry.clone()) {

@@ -57,7 +57,7 @@ pub async fn run(mut socket: WebSocket, joined: Joined, metrics: SocketMetrics) 
         if !kind.is_empty() {
             metrics.count(kind);
         }
-        close(&mut socket, code, reason).await;
+        close(&mut socket, code, Utf8Bytes::from_static(reason)).await;
     }
 }
 
@@ -174,13 +174,15 @@ fn refused(e: axum::Error) -> End {
     }
 }
 
+/// A connection the room handler refused: closed at once with its code.
+pub async fn refuse(mut socket: WebSocket, code: u16, reason: String) {
+    close(&mut socket, code, Utf8Bytes::from(reason)).await;
+}
+
 /// Sends a close frame and waits (briefly) for the client's, so that the
 /// client reads the code before the connection drops.
-async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
-    let frame = CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
-    };
+async fn close(socket: &mut WebSocket, code: u16, reason: Utf8Bytes) {
+    let frame = CloseFrame { code, reason };
     if socket.send(Message::Close(Some(frame))).await.is_err() {
         return;
     }

@@ -74,15 +74,24 @@ pub async fn join(state: &AppState, routed: &Routed, room: usize, req: Request) 
         route,
         id: &id,
     };
+    let headers = (parts.headers.iter())
+        .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
+        .collect();
     let request = JoinRequest {
         since,
-        user: passed.caller.map(|c| c.subject.clone()),
+        caller: passed.caller,
+        headers,
     };
     let joined = match state.rooms.join(&address, request).await {
         Ok(joined) => joined,
         Err(e @ JoinError::Full(_)) => {
             return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "room_full", e.to_string())
                 .into_response();
+        }
+        // The handler refused: the client learns it as the close of the
+        // socket, which is how a browser's WebSocket can read it.
+        Err(JoinError::Rejected { code, reason }) => {
+            return upgrade.on_upgrade(move |socket| room_socket::refuse(socket, code, reason));
         }
         Err(e @ JoinError::Unavailable(_)) => {
             tracing::error!(plugin = %manifest.name, room = %id, "{e}");

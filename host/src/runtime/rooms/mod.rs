@@ -10,6 +10,7 @@
 //! room reopens from its log on the next join.
 
 mod frames;
+mod handler;
 mod owner;
 pub mod text;
 
@@ -22,7 +23,9 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::caps::identity::Caller;
 use crate::metrics::Metrics;
+use crate::runtime::PluginRegistry;
 use crate::runtime::manifest::{RoomLimits, RoomRoute};
 use crate::storage::{RoomLog, StorageError};
 use owner::Command;
@@ -35,6 +38,8 @@ const OWNER_INBOX: usize = 4096;
 pub struct RoomHub {
     rooms: Mutex<HashMap<Arc<str>, mpsc::Sender<Command>>>,
     log: Arc<dyn RoomLog>,
+    /// Where room handlers are found (the plugin's active version).
+    registry: Arc<PluginRegistry>,
     metrics: Arc<Metrics>,
     /// Raised once, when the host stops: every owner closes its members
     /// and ends.
@@ -60,8 +65,11 @@ impl RoomAddress<'_> {
 pub struct JoinRequest {
     /// Resume after this event (`?since=`): catch-up, then live events.
     pub since: Option<u64>,
-    /// The verified caller's subject, if any.
-    pub user: Option<String>,
+    /// The verified caller, if any (its subject is the member's user).
+    pub caller: Option<Arc<Caller>>,
+    /// The upgrade request's headers (names in lower case), for the room
+    /// handler's `on-connect`.
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 /// Why a join was refused.
@@ -71,6 +79,9 @@ pub enum JoinError {
     Full(usize),
     #[error("the room's log is unavailable: {0}")]
     Unavailable(String),
+    /// The room handler said no: the connection is closed with this.
+    #[error("the room refused the connection: {reason}")]
+    Rejected { code: u16, reason: String },
 }
 
 /// An owner's answer to a join.
@@ -210,10 +221,15 @@ fn next_connection_id() -> Arc<str> {
 }
 
 impl RoomHub {
-    pub fn new(log: Arc<dyn RoomLog>, metrics: &Arc<Metrics>) -> Arc<Self> {
+    pub fn new(
+        log: Arc<dyn RoomLog>,
+        registry: &Arc<PluginRegistry>,
+        metrics: &Arc<Metrics>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             rooms: Mutex::default(),
             log,
+            registry: registry.clone(),
             metrics: metrics.clone(),
             stopping: tokio::sync::watch::Sender::new(false),
         })

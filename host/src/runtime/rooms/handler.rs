@@ -1,0 +1,123 @@
+//! Calls into a plugin's `spike:host/room-handler` export: each event in a
+//! fresh instance of the plugin's active version, under its limits (its
+//! concurrency, memory and CPU, and `timeout_ms` for the call), with the
+//! member's caller as `identity` and the room as `rooms`. A version swap
+//! takes effect at the next event.
+
+use std::sync::Arc;
+
+use crate::bindings::exports::spike::host::room_handler::{Connect, Message, Outcome, Rejection};
+use crate::caps::identity::Caller;
+use crate::caps::rooms::{Action, RoomEvent};
+use crate::metrics::Metrics;
+use crate::runtime::dispatch::{Busy, DispatchError, classify, instantiate};
+use crate::runtime::state::RequestState;
+use crate::runtime::{LoadedPlugin, PluginRegistry, PluginSlot};
+
+/// One call of the handler.
+pub enum Call {
+    Connect(Connect),
+    Message(Message),
+    Close { room: String, connection: String },
+}
+
+/// Its answer.
+pub enum Answer {
+    Connect(Result<(), Rejection>),
+    Message(Outcome),
+    Close,
+}
+
+/// A plugin's room handler, as its active version is now.
+pub struct Handler {
+    registry: Arc<PluginRegistry>,
+    slot: Arc<PluginSlot>,
+    plugin: Arc<LoadedPlugin>,
+}
+
+impl Handler {
+    /// The handler of `plugin`, if its active version exports one.
+    pub fn of(registry: &Arc<PluginRegistry>, plugin: &str) -> Option<Self> {
+        let slot = registry.slot(plugin)?;
+        let active = slot.active()?;
+        active.exports.room_handler.as_ref()?;
+        Some(Self {
+            registry: registry.clone(),
+            slot,
+            plugin: active,
+        })
+    }
+
+    /// Runs `call` for `event`'s room as `caller`; the answer, and what
+    /// the handler asked the room to do (nothing if the call failed).
+    pub async fn call(
+        &self,
+        caller: Option<Arc<Caller>>,
+        event: RoomEvent,
+        call: Call,
+    ) -> (Result<Answer, DispatchError>, Vec<Action>) {
+        let slot = &self.slot;
+        let outcome = match slot.try_admit() {
+            None => Err(DispatchError::Busy(Busy::Plugin(slot.max_concurrent))),
+            Some(_permit) => {
+                let engine = self.registry.engine();
+                let mut store = RequestState::new_store(engine, &slot.context, caller);
+                store.data_mut().set_room_event(event);
+                let outcome = self.run(&mut store, call).await;
+                let actions = (store.data().room_event())
+                    .map(RoomEvent::take_actions)
+                    .unwrap_or_default();
+                outcome.map(|answer| (answer, actions))
+            }
+        };
+        let kind = match &outcome {
+            Ok(_) => "ok",
+            Err(e) => {
+                e.count(&slot.context.metrics);
+                e.kind()
+            }
+        };
+        let metrics = &slot.context.metrics.host;
+        Metrics::count(&metrics.room_handler_calls, slot.context.name(), kind, 1);
+        match outcome {
+            Ok((answer, actions)) => (Ok(answer), actions),
+            Err(e) => (Err(e), Vec::new()),
+        }
+    }
+
+    async fn run(
+        &self,
+        store: &mut wasmtime::Store<RequestState>,
+        call: Call,
+    ) -> Result<Answer, DispatchError> {
+        let indices = (self.plugin.exports.room_handler.as_ref()).expect("`of` checked the export");
+        let limits = &self.slot.context.limits;
+        let metrics = &self.slot.context.metrics;
+        let run = async {
+            let instance = instantiate(&self.plugin.pre, &mut *store, metrics).await?;
+            let guest = indices.load(&mut *store, &instance)?;
+            store.data_mut().begin_call();
+            match call {
+                Call::Connect(c) => guest
+                    .call_on_connect(&mut *store, &c)
+                    .await
+                    .map(Answer::Connect),
+                Call::Message(m) => guest
+                    .call_on_message(&mut *store, &m)
+                    .await
+                    .map(Answer::Message),
+                Call::Close { room, connection } => guest
+                    .call_on_close(&mut *store, &room, &connection)
+                    .await
+                    .map(|()| Answer::Close),
+            }
+        };
+        match tokio::time::timeout(limits.timeout, run).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => Err(classify(&e)),
+            Err(_) => Err(DispatchError::Timeout {
+                timeout_ms: limits.timeout.as_millis(),
+            }),
+        }
+    }
+}

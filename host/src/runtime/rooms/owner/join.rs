@@ -1,0 +1,189 @@
+//! A connection joining: the room's capacity, the handler's `on-connect`,
+//! then the welcome and what the connection is owed from the log.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::events::Origin;
+use super::{Bucket, Member, Owner, Pending};
+use crate::bindings::exports::spike::host::room_handler::Connect;
+use crate::metrics::Metrics;
+use crate::runtime::manifest::RoomProtocol;
+use crate::runtime::rooms::frames::{self, MemberInfo};
+use crate::runtime::rooms::handler::{Answer, Call, Handler};
+use crate::runtime::rooms::text::TextDoc;
+use crate::runtime::rooms::{
+    CatchUp, JoinError, JoinRequest, Joined, Membership, next_connection_id,
+};
+
+/// The close codes a handler may refuse with: policy violation, or the
+/// range left to applications.
+fn rejection_code(code: u16) -> u16 {
+    if code == 1008 || (4000..=4999).contains(&code) {
+        code
+    } else {
+        1008
+    }
+}
+
+/// A close reason fits in a control frame: at most 123 bytes.
+fn rejection_reason(mut reason: String) -> String {
+    const MAX: usize = 120;
+    if reason.len() > MAX {
+        let mut end = MAX;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
+}
+
+impl Owner {
+    pub(super) async fn join(
+        &mut self,
+        request: JoinRequest,
+        pending: &mut Vec<Pending>,
+    ) -> Result<Joined, JoinError> {
+        let max = self.limits.max_connections;
+        if self.members.len() >= max {
+            Metrics::count(&self.hub.metrics.room_closes, &self.plugin, "full", 1);
+            return Err(JoinError::Full(max));
+        }
+        let owner = self
+            .inbox
+            .upgrade()
+            .ok_or_else(|| JoinError::Unavailable("the room is closing".into()))?;
+        self.load()
+            .await
+            .map_err(|e| JoinError::Unavailable(e.to_string()))?;
+        let id = next_connection_id();
+        let user: Option<Arc<str>> = request.caller.as_ref().map(|c| c.subject.as_str().into());
+        if let Some(handler) = Handler::of(&self.hub.registry, &self.plugin) {
+            let call = Call::Connect(Connect {
+                room: self.id.clone(),
+                connection: id.to_string(),
+                headers: request.headers,
+            });
+            let event = self.room_event(pending);
+            let (answer, actions) = handler.call(request.caller.clone(), event, call).await;
+            match answer {
+                Ok(Answer::Connect(Ok(()))) => {}
+                Ok(Answer::Connect(Err(rejection))) => {
+                    Metrics::count(&self.hub.metrics.room_closes, &self.plugin, "rejected", 1);
+                    return Err(JoinError::Rejected {
+                        code: rejection_code(rejection.code),
+                        reason: rejection_reason(rejection.reason),
+                    });
+                }
+                Ok(_) => unreachable!("on-connect answers accept or reject"),
+                Err(e) => {
+                    return Err(JoinError::Unavailable(format!(
+                        "the room's handler failed: {e}"
+                    )));
+                }
+            }
+            let origin = Origin {
+                sender: None,
+                id: id.clone(),
+                user: user.clone(),
+            };
+            self.apply(actions, &origin, pending);
+            // What it appended is stored before the welcome counts it.
+            self.commit(std::mem::take(pending)).await;
+            self.load()
+                .await
+                .map_err(|e| JoinError::Unavailable(e.to_string()))?;
+        }
+        let state = self.state.as_ref().expect("loaded");
+        let head = state.head;
+        let text = || state.doc.as_ref().map(TextDoc::text);
+        let catch_up = |after, snapshot| {
+            Some(CatchUp {
+                log: self.hub.log.clone(),
+                room: self.name.clone(),
+                snapshot,
+                after,
+                through: head,
+            })
+        };
+        let (text, catch_up) = match request.since {
+            None => (text(), None),
+            Some(since) if since >= head => (None, None),
+            // Compacted away: a text room starts over from its text, a
+            // relay room from its oldest kept event.
+            Some(since) if since < state.compacted_through => match self.protocol {
+                RoomProtocol::Text => (text(), None),
+                RoomProtocol::Relay => {
+                    let through = state.compacted_through;
+                    (None, catch_up(through, Some(frames::snapshot(through))))
+                }
+            },
+            Some(since) => (None, catch_up(since, None)),
+        };
+        let count = self.members.len() + 1;
+        let others: Vec<MemberInfo<'_>> = (self.members.values())
+            .take(frames::MAX_LISTED_MEMBERS)
+            .map(Member::info)
+            .collect();
+        let protocol = self.protocol.name();
+        let hello = frames::welcome(
+            &self.id,
+            &id,
+            protocol,
+            head,
+            &others,
+            count,
+            text.as_deref(),
+        );
+        let info = MemberInfo {
+            connection: &id,
+            user: user.as_deref(),
+        };
+        self.broadcast(&frames::presence("join", &info, count), &[]);
+        let (queue_tx, queue) = mpsc::channel(self.limits.send_queue);
+        let (kick_tx, kicked) = oneshot::channel();
+        let connection = self.next_member;
+        self.next_member += 1;
+        self.members.insert(
+            connection,
+            Member {
+                id: id.clone(),
+                user,
+                caller: request.caller,
+                queue: queue_tx,
+                kick: Some(kick_tx),
+                bucket: Bucket::full(self.limits.messages_per_s),
+            },
+        );
+        self.ids.insert(id.clone(), connection);
+        self.listed = None;
+        self.hub.metrics.room_connections.inc();
+        Ok(Joined {
+            connection: id,
+            hello,
+            catch_up,
+            queue,
+            kicked,
+            membership: Membership { connection, owner },
+            limits: self.limits.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejections_are_closes_a_client_can_read() {
+        assert_eq!(rejection_code(4001), 4001);
+        assert_eq!(rejection_code(1008), 1008);
+        for odd in [1000, 1001, 1011, 3000, 5000, 0] {
+            assert_eq!(rejection_code(odd), 1008);
+        }
+        assert_eq!(rejection_reason("é".repeat(100)).len(), 120);
+        assert_eq!(rejection_reason("short".into()), "short");
+    }
+}

@@ -1,0 +1,390 @@
+//! A room's owner: the one task that holds a room's members and state.
+//!
+//! It takes the commands waiting in its inbox as one batch: the messages
+//! become numbered events (`events`: the protocol, and the plugin's room
+//! handler if it has one, decide how), which are appended to the room log
+//! together and, once durable, queued to every member; then joins
+//! (`join`) and leaves are answered, so a joiner's welcome counts every
+//! event of the batch. A member whose queue is full is dropped (a slow
+//! consumer never stalls the room). With no members for `idle`, the owner
+//! ends; with members but no commands for `idle`, it drops its state
+//! (hibernates) and reloads it from the log (`state`) on the next event.
+
+mod events;
+mod join;
+mod state;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot};
+
+use super::frames::{self, Frame, MemberInfo};
+use super::handler::{Call, Handler};
+use super::{JoinOutcome, JoinRequest, Kick, RoomAddress, RoomHub};
+use crate::caps::identity::Caller;
+use crate::caps::rooms::{MemberEntry, RoomEvent};
+use crate::metrics::{Metrics, PluginLabel};
+use crate::runtime::manifest::{RoomLimits, RoomProtocol};
+use state::State;
+
+/// Commands taken as one batch at most.
+const MAX_BATCH: usize = 512;
+
+pub(super) enum Command {
+    Join {
+        request: JoinRequest,
+        reply: oneshot::Sender<JoinOutcome>,
+    },
+    Message {
+        connection: u64,
+        message: Frame,
+    },
+    Leave {
+        connection: u64,
+    },
+}
+
+struct Member {
+    id: Arc<str>,
+    user: Option<Arc<str>>,
+    /// Its caller, for the room handler's `identity`.
+    caller: Option<Arc<Caller>>,
+    queue: mpsc::Sender<Frame>,
+    kick: Option<oneshot::Sender<Kick>>,
+    bucket: Bucket,
+}
+
+impl Member {
+    fn info(&self) -> MemberInfo<'_> {
+        MemberInfo {
+            connection: &self.id,
+            user: self.user.as_deref(),
+        }
+    }
+}
+
+/// Messages a member may send: `rate` a second, in bursts of `rate`.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn full(rate: u32) -> Self {
+        Self {
+            tokens: f64::from(rate),
+            at: Instant::now(),
+        }
+    }
+
+    fn take(&mut self, rate: u32) -> bool {
+        let now = Instant::now();
+        let rate = f64::from(rate);
+        let refill = now.duration_since(self.at).as_secs_f64() * rate;
+        self.tokens = (self.tokens + refill).min(rate);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// An event made in this batch, not yet stored: its frame, and the
+/// member to tell if storing it fails.
+struct Pending {
+    sender: Option<u64>,
+    frame: Frame,
+}
+
+struct Owner {
+    hub: Arc<RoomHub>,
+    name: Arc<str>,
+    id: String,
+    plugin: Arc<str>,
+    protocol: RoomProtocol,
+    limits: RoomLimits,
+    /// To hand members their line to this owner, without keeping the
+    /// inbox open itself.
+    inbox: mpsc::WeakSender<Command>,
+    members: HashMap<u64, Member>,
+    /// Members by their connection id (the handler names them so).
+    ids: HashMap<Arc<str>, u64>,
+    /// The members as the handler sees them, made when it asks.
+    listed: Option<Arc<[MemberEntry]>>,
+    next_member: u64,
+    /// `None` until loaded, while hibernating, and after a failed append.
+    state: Option<State>,
+    /// Members dropped, to announce (and tell the handler) after the
+    /// broadcast that dropped them.
+    departed: Vec<Member>,
+    events: Counter,
+    deliveries: Counter,
+}
+
+pub(super) fn spawn(
+    hub: Arc<RoomHub>,
+    name: Arc<str>,
+    room: &RoomAddress<'_>,
+    inbox: mpsc::Receiver<Command>,
+    inbox_tx: &mpsc::Sender<Command>,
+) {
+    let plugin: Arc<str> = room.plugin.into();
+    let label = PluginLabel {
+        plugin: plugin.clone(),
+    };
+    let metrics = &hub.metrics;
+    metrics.rooms_open.inc();
+    let owner = Owner {
+        events: metrics.room_events.get_or_create_owned(&label),
+        deliveries: metrics.room_deliveries.get_or_create_owned(&label),
+        hub: hub.clone(),
+        name,
+        id: room.id.to_string(),
+        plugin,
+        protocol: room.route.protocol,
+        limits: room.route.limits.clone(),
+        inbox: inbox_tx.downgrade(),
+        members: HashMap::new(),
+        ids: HashMap::new(),
+        listed: None,
+        next_member: 0,
+        state: None,
+        departed: Vec::new(),
+    };
+    tokio::spawn(owner.run(inbox));
+}
+
+impl Owner {
+    async fn run(mut self, mut inbox: mpsc::Receiver<Command>) {
+        let mut batch = Vec::new();
+        let mut stopping = self.hub.stopping.subscribe();
+        loop {
+            let next = tokio::select! {
+                next = tokio::time::timeout(self.limits.idle, inbox.recv()) => next,
+                _ = stopping.wait_for(|stop| *stop) => {
+                    let all: Vec<u64> = self.members.keys().copied().collect();
+                    for n in all {
+                        self.kick(n, Kick::STOPPING, "stopping");
+                    }
+                    self.hub.retire_now(&self.name);
+                    break;
+                }
+            };
+            match next {
+                Ok(Some(command)) => batch.push(command),
+                Ok(None) => break,
+                Err(_idle) if self.members.is_empty() => {
+                    if self.hub.retire(&self.name, &inbox) {
+                        break;
+                    }
+                    continue;
+                }
+                Err(_idle) => {
+                    self.state = None; // hibernate: it is all in the log
+                    continue;
+                }
+            }
+            while batch.len() < MAX_BATCH
+                && let Ok(command) = inbox.try_recv()
+            {
+                batch.push(command);
+            }
+            self.handle(&mut batch).await;
+        }
+        // Joins that reached the inbox as it closed go to a new owner.
+        inbox.close();
+        while let Ok(command) = inbox.try_recv() {
+            if let Command::Join { request, reply } = command {
+                let _ = reply.send(JoinOutcome::Closing(request));
+            }
+        }
+        let metrics = &self.hub.metrics;
+        metrics.room_connections.dec_by(self.departed.len() as i64);
+        metrics.rooms_open.dec();
+    }
+
+    async fn handle(&mut self, batch: &mut Vec<Command>) {
+        let mut pending = Vec::new();
+        let mut after = Vec::new();
+        for command in batch.drain(..) {
+            match command {
+                Command::Message {
+                    connection,
+                    message,
+                } => self.take_message(connection, &message, &mut pending).await,
+                other => after.push(other),
+            }
+        }
+        self.commit(std::mem::take(&mut pending)).await;
+        for command in after {
+            match command {
+                Command::Join { request, reply } => {
+                    let outcome = match self.join(request, &mut pending).await {
+                        Ok(joined) => JoinOutcome::Joined(Box::new(joined)),
+                        Err(e) => JoinOutcome::Refused(e),
+                    };
+                    let _ = reply.send(outcome);
+                }
+                Command::Leave { connection } => self.remove(connection, None),
+                Command::Message { .. } => unreachable!("messages were taken first"),
+            }
+        }
+        // Departures may append (the handler's `on-close`), and storing
+        // may drop slow members, who depart in turn.
+        loop {
+            self.depart(&mut pending).await;
+            if pending.is_empty() {
+                break;
+            }
+            self.commit(std::mem::take(&mut pending)).await;
+        }
+        self.compact_if_due().await;
+    }
+
+    /// Appends `pending` to the log, then queues each event to every
+    /// member; if the append fails, tells each sender and drops the state
+    /// (it ran ahead of the log).
+    async fn commit(&mut self, pending: Vec<Pending>) {
+        if pending.is_empty() {
+            return;
+        }
+        let state = self
+            .state
+            .as_mut()
+            .expect("events come from a loaded state");
+        let first = state.head + 1;
+        let events: Vec<Bytes> = pending
+            .iter()
+            .map(|p| Bytes::from(p.frame.clone()))
+            .collect();
+        let started = Instant::now();
+        let appended = self.hub.log.append(&self.name, first, events).await;
+        let metrics = &self.hub.metrics;
+        metrics
+            .room_append_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match appended {
+            Ok(()) => {
+                state.head += pending.len() as u64;
+                self.events.inc_by(pending.len() as u64);
+                for p in pending {
+                    self.broadcast(&p.frame, &[]);
+                }
+            }
+            Err(e) => {
+                tracing::error!(room = %self.name, "room events not stored: {e}");
+                self.state = None;
+                let error =
+                    frames::error("not_stored", "the message was not stored: send it again");
+                for sender in pending.iter().filter_map(|p| p.sender) {
+                    self.reply(sender, error.clone());
+                }
+            }
+        }
+    }
+
+    /// Queues `frame` to every member but those in `except`; drops those
+    /// that cannot take it.
+    fn broadcast(&mut self, frame: &Frame, except: &[String]) {
+        let mut slow = Vec::new();
+        let mut sent = 0;
+        for (&n, member) in &self.members {
+            if except.iter().any(|e| **e == *member.id) {
+                continue;
+            }
+            sent += 1;
+            if let Err(TrySendError::Full(_)) = member.queue.try_send(frame.clone()) {
+                slow.push(n);
+            }
+        }
+        self.deliveries.inc_by(sent);
+        for n in slow {
+            self.kick(n, Kick::SLOW_CONSUMER, "slow_consumer");
+        }
+    }
+
+    /// Queues `frame` to one member.
+    fn reply(&mut self, connection: u64, frame: Frame) {
+        let Some(member) = self.members.get(&connection) else {
+            return;
+        };
+        self.deliveries.inc();
+        if let Err(TrySendError::Full(_)) = member.queue.try_send(frame) {
+            self.kick(connection, Kick::SLOW_CONSUMER, "slow_consumer");
+        }
+    }
+
+    fn kick(&mut self, connection: u64, kick: Kick, kind: &'static str) {
+        self.remove(connection, Some(kick));
+        Metrics::count(&self.hub.metrics.room_closes, &self.plugin, kind, 1);
+    }
+
+    /// Takes `connection` out of the room (telling it why, if the host
+    /// closes it); announced by `depart`.
+    fn remove(&mut self, connection: u64, kick: Option<Kick>) {
+        if let Some(mut member) = self.members.remove(&connection) {
+            self.ids.remove(&member.id);
+            self.listed = None;
+            if let (Some(tx), Some(kick)) = (member.kick.take(), kick) {
+                let _ = tx.send(kick);
+            }
+            self.departed.push(member);
+        }
+    }
+
+    /// Tells the members who left, and the handler (whose appends go to
+    /// `pending`); announcing may drop more slow members, who are
+    /// announced in turn.
+    async fn depart(&mut self, pending: &mut Vec<Pending>) {
+        while let Some(member) = self.departed.pop() {
+            self.hub.metrics.room_connections.dec();
+            let count = self.members.len();
+            self.broadcast(&frames::presence("leave", &member.info(), count), &[]);
+            if let Some(handler) = Handler::of(&self.hub.registry, &self.plugin)
+                && self.load().await.is_ok()
+            {
+                let call = Call::Close {
+                    room: self.id.clone(),
+                    connection: member.id.to_string(),
+                };
+                let event = self.room_event(pending);
+                let (answer, actions) = handler.call(member.caller.clone(), event, call).await;
+                if let Err(e) = answer {
+                    tracing::warn!(room = %self.name, "the room handler failed on a leave: {e}");
+                }
+                let origin = events::Origin::of(&member, None);
+                self.apply(actions, &origin, pending);
+            }
+        }
+    }
+
+    /// The room as the handler sees it during one call: the members now,
+    /// and the number its first append would get.
+    fn room_event(&mut self, pending: &[Pending]) -> RoomEvent {
+        let members = self.listed.get_or_insert_with(|| {
+            (self.members.values())
+                .map(|m| MemberEntry {
+                    connection: m.id.clone(),
+                    user: m.user.clone(),
+                })
+                .collect()
+        });
+        let head = self.state.as_ref().map_or(0, |s| s.head);
+        RoomEvent {
+            log_name: self.name.clone(),
+            log: self.hub.log.clone(),
+            members: members.clone(),
+            next_seq: head + pending.len() as u64 + 1,
+            max_message_bytes: self.limits.max_message_bytes,
+            actions: Default::default(),
+        }
+    }
+}
