@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds every guest component (components/*, tests/fixtures/*) for
 # wasm32-wasip2 into $CARGO_TARGET_DIR/wasm32-wasip2/guest/, and puts the
-# shipped plugins' components (hello, auth, cms) beside their manifests in plugins/.
+# shipped plugins' components (hello, auth, cms, chat) beside their manifests in plugins/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${CARGO_TARGET_DIR:=$HOME/.cache/spike-target}"
@@ -18,7 +18,9 @@ cargo build --quiet --profile guest --target wasm32-wasip2 "${guests[@]}"
 for v in 1 2; do
   SPIKE_FIXTURE_VERSION=$v cargo build --quiet --profile guest --target wasm32-wasip2 -p fixture-versioned
   cp "$out/fixture_versioned.wasm" "$out/fixture_versioned_v$v.wasm"
+  SPIKE_FIXTURE_VERSION=$v cargo build --quiet --profile guest --target wasm32-wasip2 -p fixture-room-faults
+  cp "$out/fixture_room_faults.wasm" "$out/fixture_room_faults_v$v.wasm"
 done
 
-for plugin in hello auth cms; do cp "$out/$plugin.wasm" "plugins/$plugin.wasm"; done
+for plugin in hello auth cms chat; do cp "$out/$plugin.wasm" "plugins/$plugin.wasm"; done
 echo "guests built in $out"

@@ -40,14 +40,30 @@ impl RoomClient {
 
     /// Joins, or the handshake's error (a refusal is an HTTP response).
     pub async fn try_join(url: &str) -> Result<Self, tungstenite::Error> {
-        let (ws, _) = crate::within(tokio_tungstenite::connect_async(url)).await?;
-        let mut client = Self {
-            ws,
-            welcome: Value::Null,
-        };
+        Self::try_join_as(url, None).await
+    }
+
+    /// Joins with `token` as the bearer token, if any.
+    pub async fn try_join_as(url: &str, token: Option<&str>) -> Result<Self, tungstenite::Error> {
+        let mut client = Self::open(url, token).await?;
         client.welcome = client.next().await;
         assert_eq!(client.welcome["type"], "welcome", "{}", client.welcome);
         Ok(client)
+    }
+
+    /// A socket the host accepted, no frame read yet (`welcome` is null).
+    pub async fn open(url: &str, token: Option<&str>) -> Result<Self, tungstenite::Error> {
+        use tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request()?;
+        if let Some(token) = token {
+            let value = format!("Bearer {token}").parse().expect("a header value");
+            request.headers_mut().insert("authorization", value);
+        }
+        let (ws, _) = crate::within(tokio_tungstenite::connect_async(request)).await?;
+        Ok(Self {
+            ws,
+            welcome: Value::Null,
+        })
     }
 
     /// This connection's id.

@@ -48,6 +48,15 @@ async fn names_what_a_component_exports() {
         "{:?}",
         auth.exports
     );
+    let chat = within(spike::runtime::check::check_component(&guest("chat")))
+        .await
+        .expect("a room handler fits");
+    assert_eq!(chat.exports, ["spike:host/room-handler@0.1.0"]);
+    assert!(
+        chat.imports.iter().any(|i| i == "spike:host/rooms@0.1.0"),
+        "{:?}",
+        chat.imports
+    );
 }
 
 #[tokio::test]

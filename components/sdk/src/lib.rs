@@ -23,7 +23,9 @@
 //! ```
 //!
 //! Build with `cargo build --target wasm32-wasip2`; the output `.wasm` is the
-//! component. See `components/hello` for a complete plugin.
+//! component. See `components/hello` for a complete plugin, and
+//! `components/chat` for a room handler (the `room-plugin` world, whose
+//! bindings a crate generates itself, mapped onto this crate's imports).
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -38,7 +40,7 @@ pub mod blob_io;
 pub mod client;
 pub mod http;
 
-pub use spike::host::{blob, identity, kv, rate_limit, secrets, types::Error};
+pub use spike::host::{blob, identity, kv, rate_limit, rooms, secrets, types::Error};
 
 impl Error {
     /// The HTTP status that best answers a request that failed with this

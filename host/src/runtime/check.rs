@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use wasmtime::component::Component;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::ProxyIndices;
+
+use crate::bindings::exports::spike::host::room_handler::GuestIndices as RoomHandlerIndices;
 
 use super::compile_cache::CompileCache;
 use super::engine::{PoolSettings, build_engine};
@@ -30,8 +32,9 @@ pub struct CheckReport {
     pub size_bytes: usize,
     /// Interfaces the component imports.
     pub imports: Vec<String>,
-    /// Interfaces it exports: `wasi:http/incoming-handler`, and
-    /// `spike:host/authenticator` for an authenticator plugin.
+    /// Interfaces it exports: `wasi:http/incoming-handler`,
+    /// `spike:host/authenticator` for an authenticator plugin,
+    /// `spike:host/room-handler` for a room handler.
     pub exports: Vec<String>,
     /// Compiling with Cranelift, as on a first load.
     pub compile_ms: f64,
@@ -72,12 +75,16 @@ pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
         .map_err(anyhow::Error::msg)?;
     let cached = start.elapsed();
 
-    let pre = ProxyPre::new(
-        linker
-            .instantiate_pre(&component)
-            .map_err(|e| anyhow::anyhow!("does not fit the spike:host/plugin world: {e:#}"))?,
-    )
-    .map_err(|e| anyhow::anyhow!("does not fit the spike:host/plugin world: {e:#}"))?;
+    let pre = linker
+        .instantiate_pre(&component)
+        .map_err(|e| anyhow::anyhow!("does not fit the spike:host/plugin world: {e:#}"))?;
+    // It must serve something: HTTP requests or room events.
+    if ProxyIndices::new(&pre).is_err() && RoomHandlerIndices::new(&pre).is_err() {
+        anyhow::bail!(
+            "does not fit the spike:host/plugin world: it exports neither \
+             wasi:http/incoming-handler nor spike:host/room-handler"
+        );
+    }
 
     let imports = component
         .component_type()
