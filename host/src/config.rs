@@ -16,6 +16,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
 pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 5 << 30;
 /// Open connections by default (lowered to fit the open-file limit).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default cap of room WebSockets, all rooms together.
+pub const DEFAULT_MAX_ROOM_CONNECTIONS: usize = 10_000;
 /// Largest component an admin upload may carry by default.
 pub const DEFAULT_MAX_COMPONENT_BYTES: u64 = 256 << 20;
 
@@ -72,6 +74,10 @@ pub struct ClientLimits {
     /// Open connections; beyond it a new connection gets a 503 and is closed.
     /// Lowered at start to what the open-file limit allows.
     pub max_connections: usize,
+    /// Room WebSockets open, all rooms together (each room has its own
+    /// `max_connections` too); beyond it a join gets a 503. Lowered at start
+    /// with `max_connections` to what the open-file limit allows.
+    pub max_room_connections: usize,
     /// Time for a request head to arrive, counted from when the connection
     /// is ready for one: a new connection, or a kept-alive one after its last
     /// response (so this is also the idle keep-alive timeout).
@@ -89,6 +95,7 @@ impl Default for ClientLimits {
     fn default() -> Self {
         Self {
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_room_connections: DEFAULT_MAX_ROOM_CONNECTIONS,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             send_timeout: Duration::from_secs(30),

@@ -74,6 +74,10 @@ enum Command {
         /// Open client connections; beyond it new ones get a 503.
         #[arg(long, default_value_t = ClientLimits::default().max_connections)]
         max_connections: usize,
+        /// Room WebSockets open, all rooms together; beyond it joins get a
+        /// 503. Shares the open-file limit with --max-connections.
+        #[arg(long, default_value_t = ClientLimits::default().max_room_connections)]
+        max_room_connections: usize,
         /// Seconds a client has to send a request head, and that a kept-alive
         /// connection may stay idle.
         #[arg(long, default_value_t = ClientLimits::default().header_timeout.as_secs())]
@@ -138,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
             memory_budget_mib,
             metrics_listen,
             max_connections,
+            max_room_connections,
             header_timeout_secs,
             body_timeout_secs,
             send_timeout_secs,
@@ -160,6 +165,7 @@ async fn main() -> anyhow::Result<()> {
             }
             config.clients = ClientLimits {
                 max_connections,
+                max_room_connections,
                 header_timeout: Duration::from_secs(header_timeout_secs.max(1)),
                 body_timeout: Duration::from_secs(body_timeout_secs.max(1)),
                 send_timeout: Duration::from_secs(send_timeout_secs.max(1)),

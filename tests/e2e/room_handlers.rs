@@ -186,3 +186,32 @@ async fn handlers_append_whisper_and_are_swapped_under_live_connections() {
 fn client_http() -> reqwest::Client {
     client()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_auth_hook_runs_before_the_upgrade() {
+    let server = TestServer::start_with(
+        &[
+            Plugin {
+                name: "auth",
+                guest: "auth",
+                manifest: HS256_AUTH,
+            },
+            Plugin {
+                name: "private",
+                guest: "",
+                manifest: "[[rooms]]\nprefix = \"/private\"\nauth = \"required\"\n",
+            },
+        ],
+        |config| config.secrets = hs256_secret(HS_KEY),
+    )
+    .await;
+    let url = ws_url(&server.url, "/private/team");
+    for token in [None, Some("a.b.c")] {
+        let refused = RoomClient::try_join_as(&url, token).await;
+        assert_eq!(refused_status(&refused.err().unwrap()), 401, "{token:?}");
+    }
+    let token = &hs256_tokens(HS_KEY, &["user_7"])[0];
+    let mut member = RoomClient::try_join_as(&url, Some(token)).await.unwrap();
+    member.send("hi").await;
+    assert_eq!(member.next_event().await["user"], "user_7");
+}

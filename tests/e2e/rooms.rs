@@ -351,6 +351,57 @@ async fn refusals_before_the_upgrade_are_json() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_caps_room_sockets_across_rooms() {
+    let server = TestServer::start_with(&[ROOMS], |config| {
+        config.clients.max_connections = 100;
+        config.clients.max_room_connections = 2;
+    })
+    .await;
+    let one = RoomClient::join(&ws_url(&server.url, "/chat/a")).await;
+    let _two = RoomClient::join(&ws_url(&server.url, "/chat/b")).await;
+    let refused = RoomClient::try_join(&ws_url(&server.url, "/chat/c")).await;
+    assert_eq!(refused_status(&refused.err().unwrap()), 503);
+    // A socket that closes gives its place back.
+    one.close().await;
+    within(async {
+        loop {
+            match RoomClient::try_join(&ws_url(&server.url, "/chat/c")).await {
+                Ok(_) => break,
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_closed_after_two_pings() {
+    let rooms = "[[rooms]]\nprefix = \"/chat\"\nping_s = 1\n";
+    let server = TestServer::start(&[plugin(rooms)]).await;
+    // A raw socket that reads but never answers.
+    let mut raw = raw_websocket(server.addr(), "/chat/quiet").await;
+    let started = std::time::Instant::now();
+    let mut pings = 0;
+    let code = loop {
+        let (opcode, payload) = read_frame(&mut raw).await;
+        match opcode {
+            9 => pings += 1,
+            8 => break u16::from_be_bytes([payload[0], payload[1]]),
+            _ => {}
+        }
+    };
+    assert_eq!(code, 1001);
+    assert!(pings >= 2, "{pings} pings");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
+    // A client that reads (and so answers pings) stays.
+    let mut live = RoomClient::join(&ws_url(&server.url, "/chat/quiet")).await;
+    let reading = tokio::time::timeout(std::time::Duration::from_secs(4), live.next()).await;
+    assert!(reading.is_err(), "nothing but pings came: {reading:?}");
+    live.send("still open").await;
+    assert_eq!(live.next_event().await["data"], "still open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_frames_close_only_their_connection() {
     let rooms = "[[rooms]]\nprefix = \"/chat\"\nmax_message_kib = 1\n";
     let server = TestServer::start(&[plugin(rooms)]).await;

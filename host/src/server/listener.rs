@@ -21,7 +21,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
-use crate::config::{ClientLimits, DEFAULT_MAX_CONNECTIONS};
+use crate::config::{ClientLimits, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_ROOM_CONNECTIONS};
 use crate::metrics::Metrics;
 use crate::runtime::watchdog::{self, Watchdog, Watched};
 use crate::server::gate::PeerAddr;
@@ -43,11 +43,14 @@ content-length: 100\r\n\
 /// How long a stop waits for connections to finish their requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The connection cap that the open-file limit allows: the soft limit is
-/// raised to the hard one first (the default soft limit, 1024 on many
-/// systems, is too low for a server), and if `requested` still does not fit
-/// with a reserve for the host's own files, it is lowered.
-pub fn connection_cap(requested: usize) -> usize {
+/// The caps of HTTP connections and room sockets that the open-file limit
+/// allows: the soft limit is raised to the hard one first (the default
+/// soft limit, 1024 on many systems, is too low for a server); then, if
+/// the two caps do not fit with a reserve for the host's own files, both
+/// are lowered in proportion. An HTTP connection is counted as two files
+/// (it may hold a blob body or an outbound socket while it is served), a
+/// room socket as one.
+pub fn connection_caps(http: usize, rooms: usize) -> (usize, usize) {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut limit = getrlimit(Resource::Nofile);
     if let (Some(soft), Some(hard)) = (limit.current, limit.maximum)
@@ -59,31 +62,41 @@ pub fn connection_cap(requested: usize) -> usize {
         }
     }
     let Some(files) = limit.current else {
-        return requested; // unlimited
+        return (http, rooms); // unlimited
     };
-    // Each connection may also hold one file of its own (a blob body, an
-    // outbound socket) while it is served.
-    let fits = (files.saturating_sub(RESERVED_FDS) / 2).max(1) as usize;
-    if requested > fits {
-        // Asked for, it deserves a warning; the default just adapts.
-        if requested == DEFAULT_MAX_CONNECTIONS {
+    let (fitted_http, fitted_rooms) = fit_caps(files, http, rooms);
+    if (fitted_http, fitted_rooms) != (http, rooms) {
+        // Asked for, it deserves a warning; the defaults just adapt.
+        let defaults = http == DEFAULT_MAX_CONNECTIONS && rooms == DEFAULT_MAX_ROOM_CONNECTIONS;
+        let message = "connection caps fitted to the open-file limit (raise it with ulimit -n)";
+        if defaults {
             tracing::info!(
-                max_connections = fits,
+                max_connections = fitted_http,
+                max_room_connections = fitted_rooms,
                 open_file_limit = files,
-                "connection cap fitted to the open-file limit"
+                "{message}"
             );
         } else {
             tracing::warn!(
-                requested,
-                allowed = fits,
+                max_connections = fitted_http,
+                max_room_connections = fitted_rooms,
                 open_file_limit = files,
-                "lowering the connection cap to fit the open-file limit (raise it with ulimit -n)"
+                "{message}"
             );
         }
-        fits
-    } else {
-        requested
     }
+    (fitted_http, fitted_rooms)
+}
+
+/// `connection_caps` with `files` descriptors.
+fn fit_caps(files: u64, http: usize, rooms: usize) -> (usize, usize) {
+    let available = files.saturating_sub(RESERVED_FDS);
+    let needed = 2 * http as u64 + rooms as u64;
+    if needed <= available {
+        return (http, rooms);
+    }
+    let scale = |n: usize| ((n as u128 * available as u128 / needed as u128) as usize).max(1);
+    (scale(http), scale(rooms))
 }
 
 /// Serves `app` on `listener` until `stop` fires, then lets open
@@ -314,6 +327,16 @@ async fn accept_failed(e: std::io::Error) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn caps_share_the_open_files() {
+        use super::fit_caps;
+        assert_eq!(fit_caps(100_000, 10_000, 10_000), (10_000, 10_000));
+        // 20,000 files, 256 kept: 19,744 for 2 x 10,000 + 10,000 wanted.
+        assert_eq!(fit_caps(20_000, 10_000, 10_000), (6_581, 6_581));
+        assert_eq!(fit_caps(20_000, 2_000, 12_000), (2_000, 12_000));
+        assert_eq!(fit_caps(100, 10, 10), (1, 1));
+    }
+
     use super::*;
 
     #[test]

@@ -442,7 +442,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
     let mut clients = config.clients.clone();
-    clients.max_connections = listener::connection_cap(clients.max_connections);
+    (clients.max_connections, clients.max_room_connections) =
+        listener::connection_caps(clients.max_connections, clients.max_room_connections);
+    rooms.set_max_connections(clients.max_room_connections);
     let max_connections = clients.max_connections;
     let state = Arc::new(AppState {
         registry: registry.clone(),

@@ -133,7 +133,9 @@ async fn serve(socket: &mut WebSocket, joined: Joined) -> Result<End, End> {
                 }
             }
             _ = ping.tick() => {
-                if last_heard.elapsed() > limits.ping * 2 {
+                // Silent through two pings (and half an interval more for
+                // the answer to the second): gone.
+                if last_heard.elapsed() >= limits.ping * 5 / 2 {
                     return Ok(End::Close(1001, "no answer to pings", "silent"));
                 }
                 socket.send(Message::Ping(Bytes::new())).await.map_err(gone)?;

@@ -88,6 +88,14 @@ pub async fn join(state: &AppState, routed: &Routed, room: usize, req: Request) 
             return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "room_full", e.to_string())
                 .into_response();
         }
+        Err(e @ JoinError::ServerFull(_)) => {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_full",
+                e.to_string(),
+            )
+            .into_response();
+        }
         // The handler refused: the client learns it as the close of the
         // socket, which is how a browser's WebSocket can read it.
         Err(JoinError::Rejected { code, reason }) => {

@@ -11,7 +11,7 @@
 //! messages_per_s = 100        # per connection; more are refused with an error frame
 //! send_queue = 1024           # frames waiting for a slow client before it is dropped
 //! idle_s = 60                 # an idle room drops its memory (it reopens from its log)
-//! ping_s = 30                 # keepalive; a client silent for two of these is closed
+//! ping_s = 30                 # keepalive; a client silent through two pings is closed
 //! compact_every = 1000        # events between snapshots; as many are kept for catch-up
 //! ```
 

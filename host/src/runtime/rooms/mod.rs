@@ -44,6 +44,10 @@ pub struct RoomHub {
     /// Raised once, when the host stops: every owner closes its members
     /// and ends.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Room sockets of the whole host: one permit each, held as long as it
+    /// is open.
+    sockets: Arc<tokio::sync::Semaphore>,
+    max_sockets: std::sync::atomic::AtomicUsize,
 }
 
 /// Which room: the plugin and room route that declare it, and its id.
@@ -77,6 +81,8 @@ pub struct JoinRequest {
 pub enum JoinError {
     #[error("the room is full ({0} connections)")]
     Full(usize),
+    #[error("the server is at its limit of {0} room connections")]
+    ServerFull(usize),
     #[error("the room's log is unavailable: {0}")]
     Unavailable(String),
     /// The room handler said no: the connection is closed with this.
@@ -131,6 +137,8 @@ pub struct Joined {
 pub struct Membership {
     connection: u64,
     owner: mpsc::Sender<Command>,
+    /// The socket's place under the host's cap.
+    _socket: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// The room is gone (its owner stopped: the host is stopping).
@@ -232,7 +240,21 @@ impl RoomHub {
             registry: registry.clone(),
             metrics: metrics.clone(),
             stopping: tokio::sync::watch::Sender::new(false),
+            sockets: Arc::new(tokio::sync::Semaphore::new(
+                crate::config::DEFAULT_MAX_ROOM_CONNECTIONS,
+            )),
+            max_sockets: crate::config::DEFAULT_MAX_ROOM_CONNECTIONS.into(),
         })
+    }
+
+    /// Sets the cap of room sockets (at start, before any join).
+    pub fn set_max_connections(&self, max: usize) {
+        let current = self.max_sockets.swap(max, Ordering::Relaxed);
+        if max > current {
+            self.sockets.add_permits(max - current);
+        } else {
+            self.sockets.forget_permits(current - max);
+        }
     }
 
     /// Closes every room (its members get 1001) and waits, up to
@@ -254,6 +276,16 @@ impl RoomHub {
         if *self.stopping.borrow() {
             return Err(JoinError::Unavailable("the server is stopping".into()));
         }
+        let Ok(permit) = self.sockets.clone().try_acquire_owned() else {
+            let max = self.max_sockets.load(Ordering::Relaxed);
+            Metrics::count(
+                &self.metrics.room_closes,
+                &room.plugin.into(),
+                "server_full",
+                1,
+            );
+            return Err(JoinError::ServerFull(max));
+        };
         let name: Arc<str> = room.log_name().into();
         let mut request = request;
         // An owner that is ending hands joins back (or has closed its
@@ -269,7 +301,10 @@ impl RoomHub {
                 }
                 Err(_) => unreachable!("the command sent was a join"),
                 Ok(()) => match outcome.await {
-                    Ok(JoinOutcome::Joined(joined)) => return Ok(*joined),
+                    Ok(JoinOutcome::Joined(mut joined)) => {
+                        joined.membership._socket = Some(permit);
+                        return Ok(*joined);
+                    }
                     Ok(JoinOutcome::Refused(e)) => return Err(e),
                     Ok(JoinOutcome::Closing(request)) => request,
                     Err(_) => return Err(JoinError::Unavailable("the room stopped".into())),

@@ -166,7 +166,11 @@ impl Owner {
             catch_up,
             queue,
             kicked,
-            membership: Membership { connection, owner },
+            membership: Membership {
+                connection,
+                owner,
+                _socket: None,
+            },
             limits: self.limits.clone(),
         })
     }
