@@ -63,7 +63,9 @@ wait_port() {
 
 start_spike() {
   rm -rf "$work/data"
+  # The open files go to room sockets: 10,000 of them, and few HTTP ones.
   "$spike" serve --listen 127.0.0.1:8792 --metrics-listen 127.0.0.1:8793 \
+    --max-connections 2000 --max-room-connections 12000 \
     --plugins "$work/plugins" --data "$work/data" --no-watch >"$out/rooms-spike.log" 2>&1 &
   spike_pid=$!
   pids+=("$spike_pid")
@@ -132,7 +134,7 @@ for target in spike workerd; do
   stop "$pid"
 done
 
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{a[NR]=$1} END {printf "%.10g\n", (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 echo
 printf '%-14s %10s %10s %16s %14s %14s\n' server "p50 ms" "p99 ms" "deliveries/s" "CPU us/event" "idle B/conn"
 for target in spike spike-handler workerd; do

@@ -14,6 +14,10 @@
 
 use std::collections::VecDeque;
 
+/// The longest text a room holds, in UTF-16 code units (16 MiB of them):
+/// every edit is applied in memory and the whole text is a snapshot.
+pub const MAX_TEXT_UNITS: usize = 8 << 20;
+
 /// One step of an edit. An edit is a list of steps applied in order: a
 /// client's `replace` is a delete then an insert, and transforming an edit
 /// can split a delete around a concurrent insert.
@@ -30,6 +34,8 @@ pub enum EditError {
     OutOfRange { at: usize, len: usize },
     #[error("position {at} splits a character (a UTF-16 surrogate pair)")]
     SplitsCharacter { at: usize },
+    #[error("the text would be {len} UTF-16 units, over the room's limit of {max}")]
+    TooLong { len: usize, max: usize },
     #[error("seq {seq} is ahead of the room ({head})")]
     FromTheFuture { seq: u64, head: u64 },
     #[error(
@@ -161,6 +167,7 @@ pub struct TextDoc {
     /// (number, steps) of the last edits, oldest first.
     recent: VecDeque<(u64, Vec<Step>)>,
     keep: usize,
+    max_units: usize,
 }
 
 impl TextDoc {
@@ -172,7 +179,14 @@ impl TextDoc {
             head,
             recent: VecDeque::new(),
             keep: keep.max(1),
+            max_units: MAX_TEXT_UNITS,
         }
+    }
+
+    /// Caps the text at `max_units` (tests use a small one).
+    pub fn with_max_units(mut self, max_units: usize) -> Self {
+        self.max_units = max_units;
+        self
     }
 
     pub fn head(&self) -> u64 {
@@ -206,6 +220,17 @@ impl TextDoc {
     /// Applies `steps` (from `rebase`) as edit `head + 1`, whole or not at
     /// all.
     pub fn apply(&mut self, steps: Vec<Step>) -> Result<(), EditError> {
+        // The length it ends at (a step out of range fails below anyway).
+        let len = (steps.iter()).fold(self.text.len(), |len, s| match s {
+            Step::Insert { text, .. } => len + text.len(),
+            Step::Delete { len: n, .. } => len.saturating_sub(*n),
+        });
+        if len > self.max_units && len > self.text.len() {
+            return Err(EditError::TooLong {
+                len,
+                max: self.max_units,
+            });
+        }
         match steps.as_slice() {
             [step] => apply_step(&mut self.text, step)?,
             _ => {
@@ -364,5 +389,18 @@ mod tests {
         );
         doc.apply(vec![del(2, 2)]).unwrap();
         assert_eq!(doc.text(), "😀😀😀");
+    }
+
+    #[test]
+    fn the_text_has_a_ceiling() {
+        let mut doc = TextDoc::new("abc", 0, 10).with_max_units(5);
+        doc.apply(vec![ins(0, "de")]).unwrap();
+        assert!(matches!(
+            doc.apply(vec![ins(0, "f")]),
+            Err(EditError::TooLong { len: 6, max: 5 })
+        ));
+        // A replace that keeps the length is fine.
+        doc.apply(vec![del(0, 1), ins(0, "g")]).unwrap();
+        assert_eq!(doc.text(), "geabc");
     }
 }

@@ -35,6 +35,11 @@ use state::State;
 /// Commands taken as one batch at most.
 const MAX_BATCH: usize = 512;
 
+/// How long a room with no members stays open (for a reconnect) before
+/// its owner ends, if its `idle` is longer: empty rooms must not pile up
+/// when clients join many rooms and leave.
+const EMPTY_ROOM_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub(super) enum Command {
     Join {
         request: JoinRequest,
@@ -167,8 +172,13 @@ impl Owner {
         let mut batch = Vec::new();
         let mut stopping = self.hub.stopping.subscribe();
         loop {
+            let wait = if self.members.is_empty() {
+                self.limits.idle.min(EMPTY_ROOM_GRACE)
+            } else {
+                self.limits.idle
+            };
             let next = tokio::select! {
-                next = tokio::time::timeout(self.limits.idle, inbox.recv()) => next,
+                next = tokio::time::timeout(wait, inbox.recv()) => next,
                 _ = stopping.wait_for(|stop| *stop) => {
                     let all: Vec<u64> = self.members.keys().copied().collect();
                     for n in all {
