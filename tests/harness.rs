@@ -55,6 +55,7 @@ pub fn guest(name: &str) -> PathBuf {
 /// A plugin for a test server: its name, the guest it runs (none: `""`,
 /// for a plugin that only declares rooms), and the rest of its manifest
 /// (routes, rooms, grants, limits) as TOML.
+#[derive(Clone, Copy)]
 pub struct Plugin<'a> {
     pub name: &'a str,
     pub guest: &'a str,
@@ -183,6 +184,18 @@ impl TestServer {
             .find(|p| p["name"] == name)
             .unwrap_or_else(|| panic!("no plugin {name} in {list}"))
             .clone()
+    }
+
+    /// The admin metrics, as text.
+    pub async fn metrics_text(&self) -> String {
+        let (status, text) = send(
+            client()
+                .get(self.at("/_spike/metrics"))
+                .bearer_auth(ADMIN_TOKEN),
+        )
+        .await;
+        assert_eq!(status, 200, "{text}");
+        text
     }
 
     /// The URL of `path` on this server.

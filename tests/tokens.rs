@@ -239,6 +239,20 @@ pub fn hs256_secret(key: &str) -> spike::caps::secrets::SecretSource {
     }
 }
 
+/// A server with the auth plugin verifying HS256 tokens signed with `key`,
+/// beside `plugins`.
+pub async fn start_with_hs256_auth(key: &str, plugins: &[crate::Plugin<'_>]) -> crate::TestServer {
+    let auth = crate::Plugin {
+        name: "auth",
+        guest: "auth",
+        manifest: HS256_AUTH,
+    };
+    let all: Vec<crate::Plugin<'_>> = std::iter::once(auth)
+        .chain(plugins.iter().copied())
+        .collect();
+    crate::TestServer::start_with(&all, |config| config.secrets = hs256_secret(key)).await
+}
+
 /// HS256 tokens signed with `key`, one per subject, valid for ten minutes.
 pub fn hs256_tokens(key: &str, subjects: &[&str]) -> Vec<String> {
     let jobs: Vec<Value> = subjects

@@ -161,17 +161,7 @@ fn a_malformed_secrets_file_is_reported_by_line_only() {
     std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
     let secrets = dir.path().join("secrets.toml");
     std::fs::write(&secrets, format!("good = \"x\"\nbroken = {PLANTED_FILE}\n")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_spike"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-watch",
-            "--plugins",
-        ])
-        .arg(dir.path().join("plugins"))
-        .arg("--data")
-        .arg(dir.path().join("data"))
+    let out = serve_command(dir.path())
         .arg("--secrets")
         .arg(&secrets)
         .env_remove("RUST_LOG")

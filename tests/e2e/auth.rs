@@ -509,13 +509,7 @@ async fn repeated_tokens_are_verified_once_and_counted() {
     for _ in 0..5 {
         assert_eq!(get_with(&server, "/whoami/required", &token).await.0, 200);
     }
-    let metrics = send(
-        client()
-            .get(server.at("/_spike/metrics"))
-            .bearer_auth(ADMIN_TOKEN),
-    )
-    .await
-    .1;
+    let metrics = server.metrics_text().await;
     let value = |series: &str, kind: &str| -> f64 {
         metrics
             .lines()

@@ -91,12 +91,7 @@ async fn statuses(server: &TestServer, path: &str, headers: &[(&str, &str)], n: 
 /// A sample of the admin metrics: the line starting with `series` that
 /// has every label of `labels`.
 async fn sample(server: &TestServer, series: &str, labels: &[&str]) -> f64 {
-    let (_, text) = send(
-        client()
-            .get(server.at("/_spike/metrics"))
-            .bearer_auth(ADMIN_TOKEN),
-    )
-    .await;
+    let text = server.metrics_text().await;
     text.lines()
         .find(|l| l.starts_with(series) && labels.iter().all(|label| l.contains(label)))
         .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 use spike_e2e::rooms::*;
-use spike_e2e::tokens::{HS256_AUTH, hs256_secret, hs256_tokens};
+use spike_e2e::tokens::{hs256_tokens, start_with_hs256_auth};
 use spike_e2e::*;
 
 const HS_KEY: &str = "rooms-test-hs256-key";
@@ -18,22 +18,12 @@ fn chat(require_user: bool) -> String {
 
 async fn start_chat(require_user: bool) -> TestServer {
     let manifest = chat(require_user);
-    TestServer::start_with(
-        &[
-            Plugin {
-                name: "auth",
-                guest: "auth",
-                manifest: HS256_AUTH,
-            },
-            Plugin {
-                name: "chat",
-                guest: "chat",
-                manifest: &manifest,
-            },
-        ],
-        |config| config.secrets = hs256_secret(HS_KEY),
-    )
-    .await
+    let chat = Plugin {
+        name: "chat",
+        guest: "chat",
+        manifest: &manifest,
+    };
+    start_with_hs256_auth(HS_KEY, &[chat]).await
 }
 
 fn event_data(event: &Value) -> Value {
@@ -136,13 +126,7 @@ async fn a_failing_handler_fails_only_its_event() {
         (event["seq"].as_u64(), event["data"].as_str()),
         (Some(1), Some("v1:fine"))
     );
-    let metrics = send(
-        client()
-            .get(server.at("/_spike/metrics"))
-            .bearer_auth(ADMIN_TOKEN),
-    )
-    .await
-    .1;
+    let metrics = server.metrics_text().await;
     for kind in ["trap", "cpu_limit", "memory_limit"] {
         let series =
             format!(r#"spike_room_handler_calls_total{{plugin="faults",kind="{kind}"}} 1"#);
@@ -189,22 +173,12 @@ fn client_http() -> reqwest::Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_auth_hook_runs_before_the_upgrade() {
-    let server = TestServer::start_with(
-        &[
-            Plugin {
-                name: "auth",
-                guest: "auth",
-                manifest: HS256_AUTH,
-            },
-            Plugin {
-                name: "private",
-                guest: "",
-                manifest: "[[rooms]]\nprefix = \"/private\"\nauth = \"required\"\n",
-            },
-        ],
-        |config| config.secrets = hs256_secret(HS_KEY),
-    )
-    .await;
+    let private = Plugin {
+        name: "private",
+        guest: "",
+        manifest: "[[rooms]]\nprefix = \"/private\"\nauth = \"required\"\n",
+    };
+    let server = start_with_hs256_auth(HS_KEY, &[private]).await;
     let url = ws_url(&server.url, "/private/team");
     for token in [None, Some("a.b.c")] {
         let refused = RoomClient::try_join_as(&url, token).await;

@@ -518,21 +518,11 @@ async fn a_slow_consumer_is_dropped_and_the_room_goes_on() {
     let (code, reason) = slow.closed().await;
     assert_eq!(code, 1008, "{reason}");
     assert!(reason.contains("slow consumer"), "{reason}");
-    let metrics = server_metrics(&server).await;
+    let metrics = server.metrics_text().await;
     assert!(
         metrics.contains(r#"spike_room_closes_total{plugin="rooms",kind="slow_consumer"} 1"#),
         "{metrics}"
     );
-}
-
-async fn server_metrics(server: &TestServer) -> String {
-    send(
-        client()
-            .get(server.at("/_spike/metrics"))
-            .bearer_auth(ADMIN_TOKEN),
-    )
-    .await
-    .1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -582,7 +572,7 @@ async fn idle_rooms_close_and_reopen_from_their_log() {
     };
     within(async {
         loop {
-            let metrics = server_metrics(&server).await;
+            let metrics = server.metrics_text().await;
             if open(&metrics).as_deref() == Some("spike_rooms_open 0") {
                 break;
             }

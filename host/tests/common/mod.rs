@@ -31,18 +31,7 @@ impl Spike {
     /// With the plugins in `dir/plugins` and the data in `dir/data`, and
     /// `env` added.
     pub fn start_in(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let plugins = dir.join("plugins");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_spike"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--no-watch",
-                "--plugins",
-            ])
-            .arg(&plugins)
-            .arg("--data")
-            .arg(dir.join("data"))
+        let mut child = serve_command(dir)
             .args(extra)
             .env_remove("RUST_LOG")
             .envs(env.iter().copied())
@@ -94,6 +83,24 @@ impl Spike {
         }
         seen
     }
+}
+
+/// `spike serve` on port 0, without watching, for the plugins in
+/// `dir/plugins` and the data in `dir/data`.
+pub fn serve_command(dir: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_spike"));
+    command
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-watch",
+            "--plugins",
+        ])
+        .arg(dir.join("plugins"))
+        .arg("--data")
+        .arg(dir.join("data"));
+    command
 }
 
 /// Sends each line of `from` to `tx` until either ends.

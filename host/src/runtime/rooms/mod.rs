@@ -162,9 +162,13 @@ impl Drop for Membership {
         let leave = Command::Leave {
             connection: self.connection,
         };
-        if let Err(mpsc::error::TrySendError::Full(leave)) = self.owner.try_send(leave) {
+        // A full inbox: hand the leave over from a task (dropped outside a
+        // runtime, the host is stopping and the room goes anyway).
+        if let Err(mpsc::error::TrySendError::Full(leave)) = self.owner.try_send(leave)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
             let owner = self.owner.clone();
-            tokio::spawn(async move { owner.send(leave).await });
+            runtime.spawn(async move { owner.send(leave).await });
         }
     }
 }
