@@ -525,6 +525,43 @@ async fn a_slow_consumer_is_dropped_and_the_room_goes_on() {
     );
 }
 
+/// A member that never reads a byte: its socket cannot take even the close
+/// frame, so it is let go after the send timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_never_reads_is_let_go() {
+    let rooms = "[[rooms]]\nprefix = \"/chat\"\nmax_message_kib = 64\nsend_queue = 16\n\
+                 messages_per_s = 100000\n";
+    let server = TestServer::start_with(&[plugin(rooms)], |config| {
+        config.clients.send_timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let _deaf = raw_websocket(server.addr(), "/chat/deaf").await;
+    let mut writer = RoomClient::join(&ws_url(&server.url, "/chat/deaf")).await;
+    let big = "z".repeat(60 << 10);
+    for k in 0..400u64 {
+        writer.send(&big).await;
+        assert_eq!(writer.next_event().await["seq"], k + 1);
+    }
+    let gauge = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("spike_room_connections "))
+            .map(|l| l.to_string())
+    };
+    within(async {
+        loop {
+            let metrics = server.metrics_text().await;
+            if gauge(&metrics).as_deref() == Some("spike_room_connections 1")
+                && metrics
+                    .contains(r#"spike_room_closes_total{plugin="rooms",kind="send_timeout"} 1"#)
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_member_is_told_and_slowed() {
     let rooms = "[[rooms]]\nprefix = \"/chat\"\nmessages_per_s = 5\n";

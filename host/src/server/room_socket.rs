@@ -19,7 +19,8 @@ use crate::runtime::rooms::{Frame, Joined, Kick};
 /// Frames written before one flush.
 const MAX_FRAMES_PER_FLUSH: usize = 64;
 
-/// How long a closing connection waits for the client's close frame.
+/// How long a closing connection waits to send its close frame and get
+/// the client's.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// The series a connection counts its closes in.
@@ -45,23 +46,49 @@ impl SocketMetrics {
 enum End {
     /// The client closed or went away: nothing to send.
     Gone,
+    /// The client left what was written unread for the send timeout: the
+    /// connection is dropped without a close frame (it would not be read).
+    Stalled,
     /// The host closes, with this code and reason; counted as `kind`.
     Close(u16, &'static str, &'static str),
 }
 
-pub async fn run(mut socket: WebSocket, joined: Joined, metrics: SocketMetrics) {
-    let end = match serve(&mut socket, joined).await {
+/// Runs one room connection; `send_timeout` bounds every write (a client
+/// that stops reading cannot hold its task and socket).
+pub async fn run(
+    mut socket: WebSocket,
+    joined: Joined,
+    metrics: SocketMetrics,
+    send_timeout: Duration,
+) {
+    let end = match serve(&mut socket, joined, send_timeout).await {
         Ok(end) | Err(end) => end,
     };
-    if let End::Close(code, reason, kind) = end {
-        if !kind.is_empty() {
-            metrics.count(kind);
+    match end {
+        End::Gone => {}
+        End::Stalled => metrics.count("send_timeout"),
+        End::Close(code, reason, kind) => {
+            if !kind.is_empty() {
+                metrics.count(kind);
+            }
+            close(&mut socket, code, Utf8Bytes::from_static(reason)).await;
         }
-        close(&mut socket, code, Utf8Bytes::from_static(reason)).await;
     }
 }
 
-async fn serve(socket: &mut WebSocket, joined: Joined) -> Result<End, End> {
+/// `write`, or `End::Stalled` if it does not finish within `limit`.
+async fn bounded<T>(
+    limit: Duration,
+    write: impl Future<Output = Result<T, axum::Error>>,
+) -> Result<T, End> {
+    match tokio::time::timeout(limit, write).await {
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(_)) => Err(End::Gone),
+        Err(_) => Err(End::Stalled),
+    }
+}
+
+async fn serve(socket: &mut WebSocket, joined: Joined, send_timeout: Duration) -> Result<End, End> {
     let Joined {
         hello,
         catch_up,
@@ -71,11 +98,11 @@ async fn serve(socket: &mut WebSocket, joined: Joined) -> Result<End, End> {
         limits,
         ..
     } = joined;
-    let gone = |_| End::Gone;
-    socket.feed(Message::Text(hello)).await.map_err(gone)?;
+    let limit = send_timeout;
+    bounded(limit, socket.feed(Message::Text(hello))).await?;
     if let Some(mut catch_up) = catch_up {
         if let Some(snapshot) = catch_up.snapshot.take() {
-            socket.feed(Message::Text(snapshot)).await.map_err(gone)?;
+            bounded(limit, socket.feed(Message::Text(snapshot))).await?;
         }
         loop {
             let page = catch_up.next_page().await.map_err(|e| {
@@ -86,11 +113,11 @@ async fn serve(socket: &mut WebSocket, joined: Joined) -> Result<End, End> {
                 break;
             }
             for frame in page {
-                socket.feed(Message::Text(frame)).await.map_err(gone)?;
+                bounded(limit, socket.feed(Message::Text(frame))).await?;
             }
         }
     }
-    socket.flush().await.map_err(gone)?;
+    bounded(limit, socket.flush()).await?;
 
     let mut last_heard = Instant::now();
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + limits.ping, limits.ping);
@@ -107,7 +134,7 @@ async fn serve(socket: &mut WebSocket, joined: Joined) -> Result<End, End> {
                 let Some(frame) = frame else {
                     return Ok(End::Close(Kick::STOPPING.code, Kick::STOPPING.reason, ""));
                 };
-                send_queued(socket, frame, &mut queue).await.map_err(gone)?;
+                bounded(limit, send_queued(socket, frame, &mut queue)).await?;
             }
             incoming = socket.recv() => {
                 last_heard = Instant::now();
@@ -122,10 +149,10 @@ async fn serve(socket: &mut WebSocket, joined: Joined) -> Result<End, End> {
                     }
                     // tungstenite queued the answer to a ping (or to a
                     // close): send it now.
-                    Some(Ok(Message::Ping(_))) => socket.flush().await.map_err(gone)?,
+                    Some(Ok(Message::Ping(_))) => bounded(limit, socket.flush()).await?,
                     Some(Ok(Message::Pong(_))) => {}
                     Some(Ok(Message::Close(_))) => {
-                        let _ = socket.flush().await;
+                        let _ = tokio::time::timeout(CLOSE_GRACE, socket.flush()).await;
                         return Ok(End::Gone);
                     }
                     Some(Err(e)) => return Ok(refused(e)),
@@ -138,7 +165,7 @@ async fn serve(socket: &mut WebSocket, joined: Joined) -> Result<End, End> {
                 if last_heard.elapsed() >= limits.ping * 5 / 2 {
                     return Ok(End::Close(1001, "no answer to pings", "silent"));
                 }
-                socket.send(Message::Ping(Bytes::new())).await.map_err(gone)?;
+                bounded(limit, socket.send(Message::Ping(Bytes::new()))).await?;
             }
         }
     }
@@ -181,14 +208,15 @@ pub async fn refuse(mut socket: WebSocket, code: u16, reason: String) {
     close(&mut socket, code, Utf8Bytes::from(reason)).await;
 }
 
-/// Sends a close frame and waits (briefly) for the client's, so that the
-/// client reads the code before the connection drops.
+/// Sends a close frame and waits for the client's, so that the client
+/// reads the code before the connection drops; a client that takes
+/// neither within `CLOSE_GRACE` is dropped.
 async fn close(socket: &mut WebSocket, code: u16, reason: Utf8Bytes) {
     let frame = CloseFrame { code, reason };
-    if socket.send(Message::Close(Some(frame))).await.is_err() {
-        return;
-    }
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        if socket.send(Message::Close(Some(frame))).await.is_err() {
+            return;
+        }
         while let Some(Ok(message)) = socket.recv().await {
             if matches!(message, Message::Close(_)) {
                 break;

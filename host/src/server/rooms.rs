@@ -113,11 +113,12 @@ pub async fn join(state: &AppState, routed: &Routed, room: usize, req: Request) 
     };
     let max = joined.limits.max_message_bytes;
     let metrics = room_socket::SocketMetrics::new(&state.metrics, &manifest.name);
+    let send_timeout = state.clients.send_timeout;
     upgrade
         .read_buffer_size(READ_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| room_socket::run(socket, joined, metrics))
+        .on_upgrade(move |socket| room_socket::run(socket, joined, metrics, send_timeout))
 }
 
 /// The room id in `path` under `prefix`: one segment of unreserved
