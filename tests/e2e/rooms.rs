@@ -325,6 +325,14 @@ async fn presence_announces_joins_and_leaves() {
         (left["connection"].as_str(), left["member_count"].as_u64()),
         (Some(id.as_str()), Some(1))
     );
+    // A client that vanishes without a close frame leaves too, and is not
+    // counted as a malformed one.
+    let raw = raw_websocket(server.addr(), "/chat/presence").await;
+    first.next_of("join").await;
+    drop(raw);
+    assert_eq!(first.next_of("leave").await["member_count"], 1);
+    let metrics = server.metrics_text().await;
+    assert!(!metrics.contains("kind=\"malformed\""), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

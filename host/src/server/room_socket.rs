@@ -190,12 +190,14 @@ async fn send_queued(
 
 /// The close for a frame the socket refused to read.
 fn refused(e: axum::Error) -> End {
-    use tungstenite::error::{CapacityError, Error};
+    use tungstenite::error::{CapacityError, Error, ProtocolError};
     match e.into_inner().downcast::<Error>().map(|e| *e) {
         Ok(Error::Capacity(CapacityError::MessageTooLong { .. })) => {
             End::Close(1009, "message too big for this room", "too_big")
         }
         Ok(Error::Utf8(_)) => End::Close(1007, "a text frame was not UTF-8", "malformed"),
+        // The client went away without a close frame: nothing to say.
+        Ok(Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => End::Gone,
         Ok(Error::Protocol(_) | Error::Capacity(_)) => {
             End::Close(1002, "malformed WebSocket frame", "malformed")
         }
