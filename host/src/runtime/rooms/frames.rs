@@ -24,7 +24,9 @@ use serde_json::{Value, json};
 
 use super::text::Step;
 
-/// A frame as sent: shared by every connection it goes to.
+/// A frame as sent: shared by every connection it goes to. It is the
+/// socket's own text type (reference-counted bytes), so an event is
+/// encoded once and written to every member without a copy.
 pub type Frame = Utf8Bytes;
 
 /// A member, as listed in a welcome and in presence frames.
