@@ -45,3 +45,18 @@ if ! command -v turnserver >/dev/null 2>&1 || ! command -v turnutils_uclient >/d
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn >/dev/null
 fi
+
+# The npm clients the end-to-end tests drive (tests/node/package.json,
+# pinned by its package-lock.json; npm's cache is outside the clone),
+# installed again when the lock file changes.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "setup: installing Node.js and npm"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+fi
+node_clients=tests/node
+if ! cmp -s "$node_clients/package-lock.json" "$node_clients/node_modules/.spike-installed" 2>/dev/null; then
+  echo "setup: npm clients for the tests in $node_clients"
+  (cd "$node_clients" && npm ci --no-audit --no-fund --silent)
+  cp "$node_clients/package-lock.json" "$node_clients/node_modules/.spike-installed"
+fi

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use spike::{RunningServer, ServerConfig};
 
+pub mod node;
 pub mod rooms;
 pub mod tokens;
 

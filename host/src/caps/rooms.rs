@@ -54,6 +54,9 @@ pub struct RoomEvent {
     pub next_seq: u64,
     /// The largest frame or event the room carries.
     pub max_message_bytes: usize,
+    /// Whether `append` may add events (not to a `yjs` room, whose log
+    /// holds document updates only).
+    pub appends: bool,
     pub actions: Mutex<Vec<Action>>,
 }
 
@@ -142,6 +145,11 @@ impl wit::Host for RoomsView<'_> {
     async fn append(&mut self, data: String) -> Result<u64, CapError> {
         self.counts.room("append");
         let event = self.event()?;
+        if !event.appends {
+            return Err(CapError::InvalidInput(
+                "this room's protocol keeps only its own events in its log".into(),
+            ));
+        }
         event.check_size("the event", &data)?;
         let appended = event.record(Action::Append { data })?;
         Ok(event.next_seq + appended as u64 - 1)
@@ -212,6 +220,7 @@ mod tests {
             .into(),
             next_seq: 8,
             max_message_bytes: 16,
+            appends: true,
             actions: Mutex::default(),
         }
     }

@@ -91,6 +91,7 @@ async fn bounded<T>(
 async fn serve(socket: &mut WebSocket, joined: Joined, send_timeout: Duration) -> Result<End, End> {
     let Joined {
         hello,
+        binary,
         catch_up,
         mut queue,
         mut kicked,
@@ -99,10 +100,12 @@ async fn serve(socket: &mut WebSocket, joined: Joined, send_timeout: Duration) -
         ..
     } = joined;
     let limit = send_timeout;
-    bounded(limit, socket.feed(Message::Text(hello))).await?;
+    for frame in hello {
+        bounded(limit, socket.feed(message(frame))).await?;
+    }
     if let Some(mut catch_up) = catch_up {
         if let Some(snapshot) = catch_up.snapshot.take() {
-            bounded(limit, socket.feed(Message::Text(snapshot))).await?;
+            bounded(limit, socket.feed(message(snapshot))).await?;
         }
         loop {
             let page = catch_up.next_page().await.map_err(|e| {
@@ -113,7 +116,7 @@ async fn serve(socket: &mut WebSocket, joined: Joined, send_timeout: Duration) -
                 break;
             }
             for frame in page {
-                bounded(limit, socket.feed(Message::Text(frame))).await?;
+                bounded(limit, socket.feed(message(frame))).await?;
             }
         }
     }
@@ -139,10 +142,18 @@ async fn serve(socket: &mut WebSocket, joined: Joined, send_timeout: Duration) -
             incoming = socket.recv() => {
                 last_heard = Instant::now();
                 match incoming {
-                    Some(Ok(Message::Text(message))) => {
-                        if membership.send(message).await.is_err() {
+                    Some(Ok(Message::Text(text))) if !binary => {
+                        if membership.send(Frame::Text(text)).await.is_err() {
                             return Ok(End::Close(Kick::STOPPING.code, Kick::STOPPING.reason, ""));
                         }
+                    }
+                    Some(Ok(Message::Binary(data))) if binary => {
+                        if membership.send(Frame::Binary(data)).await.is_err() {
+                            return Ok(End::Close(Kick::STOPPING.code, Kick::STOPPING.reason, ""));
+                        }
+                    }
+                    Some(Ok(Message::Text(_))) => {
+                        return Ok(End::Close(1003, "this room speaks binary (y-protocols)", "text"));
                     }
                     Some(Ok(Message::Binary(_))) => {
                         return Ok(End::Close(1003, "binary frames are not accepted: send text", "binary"));
@@ -178,14 +189,22 @@ async fn send_queued(
     first: Frame,
     queue: &mut tokio::sync::mpsc::Receiver<Frame>,
 ) -> Result<(), axum::Error> {
-    socket.feed(Message::Text(first)).await?;
+    socket.feed(message(first)).await?;
     for _ in 1..MAX_FRAMES_PER_FLUSH {
         match queue.try_recv() {
-            Ok(frame) => socket.feed(Message::Text(frame)).await?,
+            Ok(frame) => socket.feed(message(frame)).await?,
             Err(_) => break,
         }
     }
     socket.flush().await
+}
+
+/// A frame as the socket sends it.
+fn message(frame: Frame) -> Message {
+    match frame {
+        Frame::Text(text) => Message::Text(text),
+        Frame::Binary(data) => Message::Binary(data),
+    }
 }
 
 /// The close for a frame the socket refused to read.

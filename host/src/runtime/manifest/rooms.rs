@@ -3,10 +3,11 @@
 //! ```toml
 //! [[rooms]]
 //! prefix = "/room"            # GET /room/{id} with Upgrade: websocket joins room {id}
-//! protocol = "text"           # or "relay" (the default)
+//! protocol = "text"           # or "relay" (the default), or "yjs" (y-websocket)
 //! auth = "optional"           # as for [[routes]], checked before the upgrade
 //! rate_limit = { requests = 30, per_s = 60 }   # joins, as for [[routes]]
-//! max_message_kib = 64        # a bigger message closes its connection (1009)
+//! max_message_kib = 64        # a bigger message closes its connection (1009);
+//!                             # yjs rooms: 8192 by default
 //! max_connections = 10000     # per room
 //! messages_per_s = 100        # per connection; more are refused with an error frame
 //! send_queue = 1024           # frames waiting for a slow client before it is dropped
@@ -23,6 +24,9 @@ use toml::Spanned;
 use super::checks::check_prefix;
 use super::{ManifestError, RouteAuth, RouteLimit, gate};
 
+/// The default largest message of a `yjs` room.
+pub const YJS_MAX_MESSAGE_BYTES: usize = 8 << 20;
+
 /// What the host does with a room's messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RoomProtocol {
@@ -31,6 +35,8 @@ pub enum RoomProtocol {
     /// A shared text document edited with insert / delete / replace
     /// operations, transformed against concurrent ones.
     Text,
+    /// A Yjs document, spoken as y-websocket speaks it (binary frames).
+    Yjs,
 }
 
 impl RoomProtocol {
@@ -38,7 +44,13 @@ impl RoomProtocol {
         match self {
             Self::Relay => "relay",
             Self::Text => "text",
+            Self::Yjs => "yjs",
         }
+    }
+
+    /// Whether its frames are JSON text (relay, text) or binary (yjs).
+    pub fn binary(self) -> bool {
+        self == Self::Yjs
     }
 }
 
@@ -113,16 +125,21 @@ pub(super) fn parse_room(raw: &RawRoom, err: Err<'_>) -> Result<RoomRoute, Manif
         Some(p) => match p.get_ref().as_str() {
             "relay" => RoomProtocol::Relay,
             "text" => RoomProtocol::Text,
+            "yjs" => RoomProtocol::Yjs,
             other => {
                 return Err(err(
                     Some(p.span()),
-                    format!("protocol = \"{other}\": write \"relay\" or \"text\""),
+                    format!("protocol = \"{other}\": write \"relay\", \"text\" or \"yjs\""),
                 ));
             }
         },
     };
     let (auth, rate_limit) = gate(&raw.auth, &raw.authenticator, &raw.rate_limit, err)?;
     let mut limits = RoomLimits::default();
+    if protocol == RoomProtocol::Yjs {
+        // A client that was offline sends its whole state as one message.
+        limits.max_message_bytes = YJS_MAX_MESSAGE_BYTES;
+    }
     let bounded = |v: &Option<Spanned<u64>>, name: &str, min: u64, max: u64| match v {
         None => Ok(None),
         Some(v) if (min..=max).contains(v.get_ref()) => Ok(Some(*v.get_ref())),

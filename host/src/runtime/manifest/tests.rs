@@ -270,7 +270,10 @@ fn rooms_with_and_without_a_component() {
 
     for (text, needle) in [
         ("rooms = [{ prefix = \"/\" }]", "cannot be '/'"),
-        ("rooms = [{ prefix = \"/r\", protocol = \"yjs\" }]", "relay"),
+        (
+            "rooms = [{ prefix = \"/r\", protocol = \"automerge\" }]",
+            "relay",
+        ),
         (
             "rooms = [{ prefix = \"/r\", send_queue = 1 }]",
             "send_queue must be between",

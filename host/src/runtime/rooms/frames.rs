@@ -19,15 +19,48 @@
 //! numbered: they are about connections, which do not outlive the host.
 
 use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::text::Step;
 
-/// A frame as sent: shared by every connection it goes to. It is the
-/// socket's own text type (reference-counted bytes), so an event is
-/// encoded once and written to every member without a copy.
-pub type Frame = Utf8Bytes;
+/// A WebSocket data frame, shared by every connection it goes to: the
+/// socket's own types (reference-counted bytes), so an event is encoded
+/// once and written to every member without a copy. The JSON protocols
+/// speak text; `yjs` speaks binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Text(Utf8Bytes),
+    Binary(Bytes),
+}
+
+impl Frame {
+    /// The frame's bytes, as a room log stores them.
+    pub fn bytes(&self) -> Bytes {
+        match self {
+            Frame::Text(text) => Bytes::from(text.clone()),
+            Frame::Binary(bytes) => bytes.clone(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Frame::Text(text) => text.len(),
+            Frame::Binary(bytes) => bytes.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<String> for Frame {
+    fn from(text: String) -> Self {
+        Frame::Text(text.into())
+    }
+}
 
 /// A member, as listed in a welcome and in presence frames.
 pub struct MemberInfo<'a> {
@@ -37,6 +70,11 @@ pub struct MemberInfo<'a> {
 
 fn frame(value: &Value) -> Frame {
     Frame::from(value.to_string())
+}
+
+/// A stored JSON event as a frame again (catch-up).
+pub fn stored(bytes: Bytes) -> Option<Frame> {
+    Utf8Bytes::try_from(bytes).ok().map(Frame::Text)
 }
 
 /// Presence frames list at most this many members in a welcome; the count
@@ -259,11 +297,12 @@ mod tests {
                 }
             ]
         );
-        let stored = op_event(8, "c1", None, &steps);
-        assert!(stored.as_str().contains(r#""type":"replace""#), "{stored}");
-        assert_eq!(steps_of_event(stored.as_bytes()).unwrap(), Some(steps));
-        let relay = relay_event(9, "c1", Some("u"), "hi");
-        assert_eq!(steps_of_event(relay.as_bytes()).unwrap(), None);
+        let stored = op_event(8, "c1", None, &steps).bytes();
+        let json = std::str::from_utf8(&stored).unwrap();
+        assert!(json.contains(r#""type":"replace""#), "{json}");
+        assert_eq!(steps_of_event(&stored).unwrap(), Some(steps));
+        let relay = relay_event(9, "c1", Some("u"), "hi").bytes();
+        assert_eq!(steps_of_event(&relay).unwrap(), None);
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod frames;
 mod handler;
 mod owner;
 pub mod text;
+pub mod yjs;
 
 pub use frames::Frame;
 
@@ -110,6 +111,27 @@ impl Kick {
         code: 1008,
         reason: "slow consumer: too many messages waiting",
     };
+    /// Past `messages_per_s` in a room that cannot answer with an error
+    /// frame (`yjs`).
+    pub const TOO_FAST: Self = Self {
+        code: 1008,
+        reason: "too many messages a second",
+    };
+    /// The room's log failed (the client may come back and sync again).
+    pub const UNAVAILABLE: Self = Self {
+        code: 1011,
+        reason: "the room's log is unavailable",
+    };
+    /// The room handler failed on an update of a `yjs` room.
+    pub const HANDLER_FAILED: Self = Self {
+        code: 1011,
+        reason: "the room's handler failed",
+    };
+    /// A binary message that is not the protocol's.
+    pub const MALFORMED: Self = Self {
+        code: 1007,
+        reason: "not a message of this room's protocol",
+    };
     /// The host is stopping; the client may reconnect (with `since`).
     pub const STOPPING: Self = Self {
         code: 1001,
@@ -121,8 +143,11 @@ impl Kick {
 /// events arrive, and its membership.
 pub struct Joined {
     pub connection: Arc<str>,
-    /// The welcome frame.
-    pub hello: Frame,
+    /// What to send first: the welcome (a `yjs` room's sync step 1 and
+    /// awareness).
+    pub hello: Vec<Frame>,
+    /// Whether the room's protocol speaks binary frames (`yjs`) or text.
+    pub binary: bool,
     /// Stored events to send after the welcome and before `queue`.
     pub catch_up: Option<CatchUp>,
     /// Events and presence, in order, from the owner.
@@ -209,7 +234,7 @@ impl CatchUp {
 }
 
 fn stored_frame(bytes: Bytes) -> Result<Frame, StorageError> {
-    Frame::try_from(bytes).map_err(|_| StorageError::Corrupt("a room event is not UTF-8".into()))
+    frames::stored(bytes).ok_or_else(|| StorageError::Corrupt("a room event is not UTF-8".into()))
 }
 
 /// Connection ids: unique across restarts of the host (they appear in

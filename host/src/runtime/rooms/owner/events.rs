@@ -4,12 +4,17 @@
 
 use std::sync::Arc;
 
+use base64::Engine;
+use bytes::Bytes;
+
+use super::state::{Content, State};
 use super::{Member, Owner, Pending};
 use crate::bindings::exports::spike::host::room_handler::Message;
+use crate::caps::identity::Caller;
 use crate::caps::rooms::Action;
-use crate::runtime::manifest::RoomProtocol;
 use crate::runtime::rooms::frames::{self, Frame};
 use crate::runtime::rooms::handler::{Answer, Call, Handler};
+use crate::runtime::rooms::{Kick, yjs};
 
 /// Whom events made on a member's behalf are from, and whom to tell if
 /// they fail.
@@ -37,7 +42,9 @@ impl Owner {
     }
 
     /// Makes the events of one member's message (into `pending`), or tells
-    /// the member why there are none.
+    /// the member why there are none. A `yjs` member cannot be told in
+    /// JSON: where a JSON member gets an error frame, it is closed, and its
+    /// client reconnects and syncs again (nothing it wrote is lost).
     pub(super) async fn take_message(
         &mut self,
         connection: u64,
@@ -49,6 +56,10 @@ impl Owner {
             return;
         };
         if !member.bucket.take(rate) {
+            if self.protocol.binary() {
+                self.kick(connection, Kick::TOO_FAST, "rate_limited");
+                return;
+            }
             let error = frames::error(
                 "rate_limited",
                 &format!("at most {rate} messages a second; this one was dropped"),
@@ -59,19 +70,44 @@ impl Owner {
         let origin = Origin::of(member, Some(connection));
         let caller = member.caller.clone();
         if let Err(e) = self.load().await {
+            if self.protocol.binary() {
+                self.kick(connection, Kick::UNAVAILABLE, "unavailable");
+                return;
+            }
             let error = format!("the room's log is unavailable: {e}");
             self.reply(connection, frames::error("unavailable", &error));
             return;
         }
-        let Some(handler) = Handler::of(&self.hub.registry, &self.plugin) else {
-            self.push_event(&origin, message, pending);
+        let handler = Handler::of(&self.hub.registry, &self.plugin);
+        match message {
+            Frame::Text(text) => {
+                self.take_json(&origin, caller, text, handler, pending)
+                    .await
+            }
+            Frame::Binary(data) => self.take_yjs(&origin, caller, data, handler, pending).await,
+        }
+    }
+
+    /// A JSON room's message: through the handler, if any, then the
+    /// protocol.
+    async fn take_json(
+        &mut self,
+        origin: &Origin,
+        caller: Option<Arc<Caller>>,
+        text: &str,
+        handler: Option<Handler>,
+        pending: &mut Vec<Pending>,
+    ) {
+        let connection = origin.sender.expect("a member's message");
+        let Some(handler) = handler else {
+            self.push_event(origin, text, pending);
             return;
         };
         let call = Call::Message(Message {
             room: self.id.clone(),
             connection: origin.id.to_string(),
             user: origin.user.as_deref().map(str::to_string),
-            data: message.to_string(),
+            data: text.to_string(),
         });
         let event = self.room_event(pending);
         let (answer, actions) = handler.call(caller, event, call).await;
@@ -84,7 +120,7 @@ impl Owner {
                 return;
             }
         };
-        self.apply(actions, &origin, pending);
+        self.apply(actions, origin, pending);
         if let Some(reply) = outcome.reply
             && self.fits(&reply)
         {
@@ -93,7 +129,86 @@ impl Owner {
         if let Some(event) = outcome.event
             && self.fits(&event)
         {
-            self.push_event(&origin, &event, pending);
+            self.push_event(origin, &event, pending);
+        }
+    }
+
+    /// A `yjs` room's message. The handler, if any, is asked about those
+    /// that may change the document (as `{"type":"yjs-update","update":
+    /// <base64 of the message>}`): no `event` in its outcome refuses the
+    /// change, and the client is told with y-protocols' permission denied
+    /// (its `reply`, or a default, is the reason).
+    async fn take_yjs(
+        &mut self,
+        origin: &Origin,
+        caller: Option<Arc<Caller>>,
+        data: &Bytes,
+        handler: Option<Handler>,
+        pending: &mut Vec<Pending>,
+    ) {
+        let connection = origin.sender.expect("a member's message");
+        if let Some(handler) = handler
+            && yjs::may_update(data)
+        {
+            let description = serde_json::json!({
+                "type": "yjs-update",
+                "update": base64::engine::general_purpose::STANDARD.encode(data),
+            });
+            let call = Call::Message(Message {
+                room: self.id.clone(),
+                connection: origin.id.to_string(),
+                user: origin.user.as_deref().map(str::to_string),
+                data: description.to_string(),
+            });
+            let event = self.room_event(pending);
+            let (answer, actions) = handler.call(caller, event, call).await;
+            match answer {
+                Ok(Answer::Message(outcome)) => {
+                    self.apply(actions, origin, pending);
+                    if outcome.event.is_none() {
+                        let reason = (outcome.reply).unwrap_or_else(|| {
+                            "this connection may not change the document".into()
+                        });
+                        self.reply(connection, Frame::Binary(yjs::denied(&reason)));
+                        return;
+                    }
+                }
+                Ok(_) => unreachable!("on-message answers with an outcome"),
+                Err(e) => {
+                    tracing::warn!(room = %self.name, "the room handler failed on an update: {e}");
+                    self.kick(connection, Kick::HANDLER_FAILED, "handler_failed");
+                    return;
+                }
+            }
+        }
+        let Some(State {
+            content: Content::Yjs(room),
+            ..
+        }) = &mut self.state
+        else {
+            return;
+        };
+        match room.handle(connection, data) {
+            Ok(outcome) => {
+                for reply in outcome.replies {
+                    self.reply(connection, Frame::Binary(reply));
+                }
+                for update in outcome.updates {
+                    let frame = Frame::Binary(yjs::update_message(&update));
+                    pending.push(Pending {
+                        sender: Some(connection),
+                        stored: update,
+                        frame,
+                    });
+                }
+                for relay in outcome.relays {
+                    self.broadcast(&Frame::Binary(relay), &[]);
+                }
+            }
+            Err(why) => {
+                tracing::debug!(room = %self.name, "a malformed y-protocols message: {why}");
+                self.kick(connection, Kick::MALFORMED, "malformed");
+            }
         }
     }
 
@@ -116,8 +231,8 @@ impl Owner {
         let seq = self.next_seq(pending);
         let state = self.state.as_mut().expect("loaded");
         let (from, user) = (&origin.id, origin.user.as_deref());
-        let frame = match (self.protocol, state.doc.as_mut()) {
-            (RoomProtocol::Text, Some(doc)) => {
+        let frame = match &mut state.content {
+            Content::Text(doc) => {
                 let edit = frames::parse_edit(data).and_then(|(steps, at)| {
                     let steps = doc.rebase(steps, at).map_err(|e| e.to_string())?;
                     doc.apply(steps.clone()).map_err(|e| e.to_string())?;
@@ -135,10 +250,7 @@ impl Owner {
             }
             _ => frames::relay_event(seq, from, user, data),
         };
-        pending.push(Pending {
-            sender: origin.sender,
-            frame,
-        });
+        pending.push(Pending::json(origin.sender, frame));
     }
 
     /// Does what a handler asked for: frames now, appends as events after
@@ -150,6 +262,11 @@ impl Owner {
         pending: &mut Vec<Pending>,
     ) {
         for action in actions {
+            if self.protocol.binary() {
+                // A y-websocket client reads y-protocols messages only.
+                tracing::warn!(room = %self.name, "a yjs room's handler cannot send frames; dropped");
+                continue;
+            }
             match action {
                 Action::Send { to, message } => {
                     if let Some(&n) = self.ids.get(to.as_str()) {
@@ -164,13 +281,14 @@ impl Owner {
                     let (from, user) = (&origin.id, origin.user.as_deref());
                     let frame = frames::relay_event(seq, from, user, &data);
                     // Not an edit: a text room's numbers move on past it.
-                    if let Some(doc) = self.state.as_mut().and_then(|s| s.doc.as_mut()) {
+                    if let Some(State {
+                        content: Content::Text(doc),
+                        ..
+                    }) = &mut self.state
+                    {
                         doc.skip(seq);
                     }
-                    pending.push(Pending {
-                        sender: origin.sender,
-                        frame,
-                    });
+                    pending.push(Pending::json(origin.sender, frame));
                 }
             }
         }

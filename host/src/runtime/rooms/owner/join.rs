@@ -6,13 +6,13 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::events::Origin;
+use super::state::Content;
 use super::{Bucket, Member, Owner, Pending};
 use crate::bindings::exports::spike::host::room_handler::Connect;
 use crate::metrics::Metrics;
 use crate::runtime::manifest::RoomProtocol;
-use crate::runtime::rooms::frames::{self, MemberInfo};
+use crate::runtime::rooms::frames::{self, Frame, MemberInfo};
 use crate::runtime::rooms::handler::{Answer, Call, Handler};
-use crate::runtime::rooms::text::TextDoc;
 use crate::runtime::rooms::{
     CatchUp, JoinError, JoinRequest, Joined, Membership, next_connection_id,
 };
@@ -98,7 +98,10 @@ impl Owner {
         }
         let state = self.state.as_ref().expect("loaded");
         let head = state.head;
-        let text = || state.doc.as_ref().map(TextDoc::text);
+        let text = || match &state.content {
+            Content::Text(doc) => Some(doc.text()),
+            _ => None,
+        };
         let catch_up = |after, snapshot| {
             Some(CatchUp {
                 log: self.hub.log.clone(),
@@ -113,12 +116,14 @@ impl Owner {
             Some(since) if since >= head => (None, None),
             // Compacted away: a text room starts over from its text, a
             // relay room from its oldest kept event.
+            // A yjs client catches up by syncing, not from the log.
+            Some(_) if self.protocol == RoomProtocol::Yjs => (None, None),
             Some(since) if since < state.compacted_through => match self.protocol {
-                RoomProtocol::Text => (text(), None),
                 RoomProtocol::Relay => {
                     let through = state.compacted_through;
                     (None, catch_up(through, Some(frames::snapshot(through))))
                 }
+                _ => (text(), None),
             },
             Some(since) => (None, catch_up(since, None)),
         };
@@ -127,16 +132,18 @@ impl Owner {
             .take(frames::MAX_LISTED_MEMBERS)
             .map(Member::info)
             .collect();
-        let protocol = self.protocol.name();
-        let hello = frames::welcome(
-            &self.id,
-            &id,
-            protocol,
-            head,
-            &others,
-            count,
-            text.as_deref(),
-        );
+        let hello = match &state.content {
+            Content::Yjs(room) => room.welcome().into_iter().map(Frame::Binary).collect(),
+            _ => vec![frames::welcome(
+                &self.id,
+                &id,
+                self.protocol.name(),
+                head,
+                &others,
+                count,
+                text.as_deref(),
+            )],
+        };
         let info = MemberInfo {
             connection: &id,
             user: user.as_deref(),
@@ -163,6 +170,7 @@ impl Owner {
         Ok(Joined {
             connection: id,
             hello,
+            binary: self.protocol.binary(),
             catch_up,
             queue,
             kicked,

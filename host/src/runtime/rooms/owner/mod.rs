@@ -30,7 +30,7 @@ use crate::caps::identity::Caller;
 use crate::caps::rooms::{MemberEntry, RoomEvent};
 use crate::metrics::{Metrics, PluginLabel};
 use crate::runtime::manifest::{RoomLimits, RoomProtocol};
-use state::State;
+use state::{Content, State};
 
 /// Commands taken as one batch at most.
 const MAX_BATCH: usize = 512;
@@ -102,11 +102,24 @@ impl Bucket {
     }
 }
 
-/// An event made in this batch, not yet stored: its frame, and the
-/// member to tell if storing it fails.
+/// An event made in this batch, not yet stored: what the log keeps, the
+/// frame members get, and the member to tell if storing it fails.
 struct Pending {
     sender: Option<u64>,
+    stored: Bytes,
     frame: Frame,
+}
+
+impl Pending {
+    /// A JSON event: the log keeps the frame itself (catch-up sends it
+    /// again).
+    fn json(sender: Option<u64>, frame: Frame) -> Self {
+        Self {
+            sender,
+            stored: frame.bytes(),
+            frame,
+        }
+    }
 }
 
 struct Owner {
@@ -127,9 +140,9 @@ struct Owner {
     next_member: u64,
     /// `None` until loaded, while hibernating, and after a failed append.
     state: Option<State>,
-    /// Members dropped, to announce (and tell the handler) after the
-    /// broadcast that dropped them.
-    departed: Vec<Member>,
+    /// Members dropped (by number), to announce (and tell the handler)
+    /// after the broadcast that dropped them.
+    departed: Vec<(u64, Member)>,
     events: Counter,
     deliveries: Counter,
 }
@@ -271,10 +284,7 @@ impl Owner {
             .as_mut()
             .expect("events come from a loaded state");
         let first = state.head + 1;
-        let events: Vec<Bytes> = pending
-            .iter()
-            .map(|p| Bytes::from(p.frame.clone()))
-            .collect();
+        let events: Vec<Bytes> = pending.iter().map(|p| p.stored.clone()).collect();
         let started = Instant::now();
         let appended = self.hub.log.append(&self.name, first, events).await;
         let metrics = &self.hub.metrics;
@@ -301,9 +311,19 @@ impl Owner {
         }
     }
 
+    /// Whether members of this room read frames like `frame`: a `yjs`
+    /// client reads binary only, a JSON room's client text only (so JSON
+    /// presence and error frames are not sent to y-websocket clients).
+    fn speaks(&self, frame: &Frame) -> bool {
+        matches!(frame, Frame::Binary(_)) == self.protocol.binary()
+    }
+
     /// Queues `frame` to every member but those in `except`; drops those
     /// that cannot take it.
     fn broadcast(&mut self, frame: &Frame, except: &[String]) {
+        if !self.speaks(frame) {
+            return;
+        }
         let mut slow = Vec::new();
         let mut sent = 0;
         for (&n, member) in &self.members {
@@ -326,6 +346,9 @@ impl Owner {
         let Some(member) = self.members.get(&connection) else {
             return;
         };
+        if !self.speaks(&frame) {
+            return;
+        }
         self.deliveries.inc();
         if let Err(TrySendError::Full(_)) = member.queue.try_send(frame) {
             self.kick(connection, Kick::SLOW_CONSUMER, "slow_consumer");
@@ -346,7 +369,7 @@ impl Owner {
             if let (Some(tx), Some(kick)) = (member.kick.take(), kick) {
                 let _ = tx.send(kick);
             }
-            self.departed.push(member);
+            self.departed.push((connection, member));
         }
     }
 
@@ -354,10 +377,19 @@ impl Owner {
     /// `pending`); announcing may drop more slow members, who are
     /// announced in turn.
     async fn depart(&mut self, pending: &mut Vec<Pending>) {
-        while let Some(member) = self.departed.pop() {
+        while let Some((number, member)) = self.departed.pop() {
             self.hub.metrics.room_connections.dec();
             let count = self.members.len();
             self.broadcast(&frames::presence("leave", &member.info(), count), &[]);
+            // A yjs room's presence is awareness: the states it set go.
+            if let Some(State {
+                content: Content::Yjs(room),
+                ..
+            }) = &mut self.state
+                && let Some(removal) = room.leave(number)
+            {
+                self.broadcast(&Frame::Binary(removal), &[]);
+            }
             if let Some(handler) = Handler::of(&self.hub.registry, &self.plugin)
                 && self.load().await.is_ok()
             {
@@ -394,6 +426,8 @@ impl Owner {
             members: members.clone(),
             next_seq: head + pending.len() as u64 + 1,
             max_message_bytes: self.limits.max_message_bytes,
+            // A yjs room's log holds document updates only.
+            appends: !self.protocol.binary(),
             actions: Default::default(),
         }
     }

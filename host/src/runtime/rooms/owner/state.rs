@@ -7,6 +7,7 @@ use super::Owner;
 use crate::runtime::manifest::RoomProtocol;
 use crate::runtime::rooms::frames;
 use crate::runtime::rooms::text::TextDoc;
+use crate::runtime::rooms::yjs::YjsRoom;
 use crate::storage::{RoomSnapshot, StorageError};
 
 /// The room's place in its log, and the protocol's state.
@@ -14,8 +15,15 @@ pub(super) struct State {
     pub head: u64,
     pub compacted_through: u64,
     pub snapshot_seq: u64,
-    /// The text of a `text` room.
-    pub doc: Option<TextDoc>,
+    pub content: Content,
+}
+
+/// What a protocol keeps of a room beyond its events.
+pub(super) enum Content {
+    /// A relay room keeps nothing: its events are its state.
+    Relay,
+    Text(TextDoc),
+    Yjs(YjsRoom),
 }
 
 impl Owner {
@@ -27,8 +35,27 @@ impl Owner {
         let log = &self.hub.log;
         let head = log.head(&self.name).await?;
         let snapshot_seq = head.snapshot.as_ref().map_or(0, |s| s.seq);
-        let doc = match self.protocol {
-            RoomProtocol::Relay => None,
+        let corrupt = |seq: u64, why: String| {
+            StorageError::Corrupt(format!("{}: event {seq}: {why}", self.name))
+        };
+        let content = match self.protocol {
+            RoomProtocol::Relay => Content::Relay,
+            RoomProtocol::Yjs => {
+                let mut room = YjsRoom::new();
+                if let Some(s) = &head.snapshot {
+                    room.apply_stored(&s.data).map_err(|e| corrupt(s.seq, e))?;
+                }
+                let mut after = snapshot_seq;
+                loop {
+                    let page = log.read(&self.name, after, 1024).await?;
+                    let Some(&(last, _)) = page.last() else { break };
+                    for (seq, update) in page {
+                        room.apply_stored(&update).map_err(|e| corrupt(seq, e))?;
+                    }
+                    after = last;
+                }
+                Content::Yjs(room)
+            }
             RoomProtocol::Text => {
                 let text = match &head.snapshot {
                     Some(s) => std::str::from_utf8(&s.data).map_err(|_| {
@@ -44,26 +71,25 @@ impl Owner {
                         break;
                     }
                     for (seq, event) in page {
-                        let corrupt = |why: String| {
-                            StorageError::Corrupt(format!("{}: event {seq}: {why}", self.name))
-                        };
                         if seq != doc.head() + 1 {
-                            return Err(corrupt(format!("follows {}", doc.head())));
+                            return Err(corrupt(seq, format!("follows {}", doc.head())));
                         }
-                        match frames::steps_of_event(&event).map_err(corrupt)? {
-                            Some(steps) => doc.apply(steps).map_err(|e| corrupt(e.to_string()))?,
+                        match frames::steps_of_event(&event).map_err(|e| corrupt(seq, e))? {
+                            Some(steps) => {
+                                doc.apply(steps).map_err(|e| corrupt(seq, e.to_string()))?
+                            }
                             None => doc.skip(seq),
                         }
                     }
                 }
-                Some(doc)
+                Content::Text(doc)
             }
         };
         self.state = Some(State {
             head: head.head,
             compacted_through: head.compacted_through,
             snapshot_seq,
-            doc,
+            content,
         });
         Ok(())
     }
@@ -78,9 +104,10 @@ impl Owner {
         if state.head - state.snapshot_seq < every {
             return;
         }
-        let data = match &state.doc {
-            Some(doc) => Bytes::from(doc.text()),
-            None => Bytes::new(),
+        let data = match &state.content {
+            Content::Relay => Bytes::new(),
+            Content::Text(doc) => Bytes::from(doc.text()),
+            Content::Yjs(room) => room.snapshot(),
         };
         let snapshot = RoomSnapshot {
             seq: state.head,

@@ -1,0 +1,276 @@
+//! The `yjs` protocol: the y-websocket wire protocol (`y-protocols`: a
+//! message is a varUint type, then its body) over a room, with the `yrs`
+//! crate's document and awareness.
+//!
+//! What the reference server (`@y/websocket-server`) does, with one
+//! difference: a document update is stored in the room log before it is
+//! sent to anyone. On joining, a client gets sync step 1 (the room's state
+//! vector) and the awareness states; its sync step 1 is answered with sync
+//! step 2 (what it lacks); its sync step 2 and updates are applied, stored
+//! and sent to every member; awareness updates are relayed, never stored,
+//! and the states a connection set are removed when it leaves.
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::Bytes;
+use yrs::encoding::write::Write;
+use yrs::sync::protocol::{MSG_SYNC, MSG_SYNC_UPDATE};
+use yrs::sync::{Awareness, AwarenessUpdate, Message, MessageReader, SyncMessage};
+use yrs::updates::decoder::{Decode, DecoderV1};
+use yrs::updates::encoder::{Encode, Encoder, EncoderV1};
+use yrs::{ReadTxn, StateVector, Transact, Update};
+
+/// What one client message asks of the room.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Messages for the sender alone.
+    pub replies: Vec<Bytes>,
+    /// Document updates (v1), applied: each to store, then to send to
+    /// every member as a sync update (`update_message`).
+    pub updates: Vec<Bytes>,
+    /// Awareness messages to send to every member, not stored.
+    pub relays: Vec<Bytes>,
+}
+
+/// A room's document and who is aware of what.
+pub struct YjsRoom {
+    awareness: Awareness,
+    /// The awareness clients each member has announced.
+    controlled: HashMap<u64, HashSet<u64>>,
+}
+
+impl Default for YjsRoom {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl YjsRoom {
+    pub fn new() -> Self {
+        Self {
+            awareness: Awareness::new(yrs::Doc::new()),
+            controlled: HashMap::new(),
+        }
+    }
+
+    /// Applies a stored update (a snapshot, or an event of the log).
+    pub fn apply_stored(&mut self, update: &[u8]) -> Result<(), String> {
+        let update = Update::decode_v1(update).map_err(|e| e.to_string())?;
+        let mut txn = self.awareness.doc().transact_mut();
+        txn.apply_update(update).map_err(|e| e.to_string())
+    }
+
+    /// The whole document as one update, for a snapshot.
+    pub fn snapshot(&self) -> Bytes {
+        let txn = self.awareness.doc().transact();
+        txn.encode_state_as_update_v1(&StateVector::default())
+            .into()
+    }
+
+    /// What a client gets on joining: sync step 1, and the awareness
+    /// states if there are any.
+    pub fn welcome(&self) -> Vec<Bytes> {
+        let sv = self.awareness.doc().transact().state_vector();
+        let mut messages = vec![encode(&Message::Sync(SyncMessage::SyncStep1(sv)))];
+        if let Ok(update) = self.awareness.update()
+            && !update.clients.is_empty()
+        {
+            messages.push(encode(&Message::Awareness(update)));
+        }
+        messages
+    }
+
+    /// Handles one WebSocket message of `member` (one or more y-protocols
+    /// messages); `Err` for one that does not decode (nothing of it is
+    /// applied).
+    pub fn handle(&mut self, member: u64, data: &[u8]) -> Result<Outcome, String> {
+        let mut decoder = DecoderV1::from(data);
+        let messages: Vec<Message> = MessageReader::new(&mut decoder)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("not a y-protocols message: {e}"))?;
+        if messages.is_empty() {
+            return Err("an empty message".into());
+        }
+        let mut outcome = Outcome::default();
+        for message in messages {
+            match message {
+                Message::Sync(SyncMessage::SyncStep1(sv)) => {
+                    let txn = self.awareness.doc().transact();
+                    let diff = txn.encode_state_as_update_v1(&sv);
+                    outcome
+                        .replies
+                        .push(encode(&Message::Sync(SyncMessage::SyncStep2(diff))));
+                }
+                Message::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) => {
+                    let decoded = Update::decode_v1(&update).map_err(|e| e.to_string())?;
+                    // A client with nothing new answers sync step 1 with an
+                    // empty update: nothing to store or send.
+                    if decoded.is_empty() {
+                        continue;
+                    }
+                    let mut txn = self.awareness.doc().transact_mut();
+                    txn.apply_update(decoded).map_err(|e| e.to_string())?;
+                    drop(txn);
+                    outcome.updates.push(update.into());
+                }
+                Message::Awareness(update) => {
+                    self.announce(member, &update);
+                    self.awareness
+                        .apply_update(update.clone())
+                        .map_err(|e| e.to_string())?;
+                    outcome.relays.push(encode(&Message::Awareness(update)));
+                }
+                Message::AwarenessQuery => {
+                    let update = self.awareness.update().map_err(|e| e.to_string())?;
+                    outcome.replies.push(encode(&Message::Awareness(update)));
+                }
+                // Clients do not authenticate in-band (the auth hook ran
+                // before the upgrade); other types are not the protocol's.
+                Message::Auth(_) | Message::Custom(..) => {}
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn announce(&mut self, member: u64, update: &AwarenessUpdate) {
+        let mine = self.controlled.entry(member).or_default();
+        for (client, entry) in &update.clients {
+            if &*entry.json == "null" {
+                mine.remove(&client.get());
+            } else {
+                mine.insert(client.get());
+            }
+        }
+    }
+
+    /// `member` left: removes the awareness states it set; the message
+    /// that tells the others, if it set any.
+    pub fn leave(&mut self, member: u64) -> Option<Bytes> {
+        let clients = self.controlled.remove(&member)?;
+        let ids: Vec<yrs::block::ClientID> =
+            clients.into_iter().map(yrs::block::ClientID::new).collect();
+        for id in &ids {
+            self.awareness.remove_state(*id);
+        }
+        let known: Vec<_> = ids
+            .into_iter()
+            .filter(|id| self.awareness.meta(*id).is_some())
+            .collect();
+        if known.is_empty() {
+            return None;
+        }
+        let update = self.awareness.update_with_clients(known).ok()?;
+        Some(encode(&Message::Awareness(update)))
+    }
+}
+
+/// A stored update as the message members get.
+pub fn update_message(update: &[u8]) -> Bytes {
+    let mut encoder = EncoderV1::new();
+    encoder.write_var(MSG_SYNC);
+    encoder.write_var(MSG_SYNC_UPDATE);
+    encoder.write_buf(update);
+    encoder.to_vec().into()
+}
+
+fn encode(message: &Message) -> Bytes {
+    let mut encoder = EncoderV1::new();
+    message.encode(&mut encoder);
+    encoder.to_vec().into()
+}
+
+/// Whether `data` starts as a message that may change the document (sync
+/// step 2 or an update): what a room handler is asked about.
+pub fn may_update(data: &[u8]) -> bool {
+    data.first() == Some(&MSG_SYNC) && matches!(data.get(1), Some(1 | 2))
+}
+
+/// The message telling a client its update was refused (y-protocols'
+/// permission denied, which y-websocket reports).
+pub fn denied(reason: &str) -> Bytes {
+    encode(&Message::Auth(Some(reason.to_string())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yrs::{GetString, Text};
+
+    /// A client document's messages: its sync step 1, and an update.
+    fn client_with(text: &str) -> (yrs::Doc, Bytes) {
+        let doc = yrs::Doc::new();
+        let t = doc.get_or_insert_text("text");
+        let mut txn = doc.transact_mut();
+        t.insert(&mut txn, 0, text);
+        let update = txn.encode_update_v1();
+        drop(txn);
+        let message = encode(&Message::Sync(SyncMessage::Update(update)));
+        (doc, message)
+    }
+
+    fn text_of(room: &YjsRoom) -> String {
+        let doc = room.awareness.doc();
+        let text = doc.get_or_insert_text("text");
+        text.get_string(&doc.transact())
+    }
+
+    #[test]
+    fn updates_are_applied_and_handed_back_to_store() {
+        let mut room = YjsRoom::new();
+        let (_, hello) = client_with("hello");
+        assert!(may_update(&hello));
+        let outcome = room.handle(1, &hello).unwrap();
+        assert_eq!(outcome.updates.len(), 1);
+        assert_eq!(text_of(&room), "hello");
+        // An empty sync step 2 stores nothing.
+        let empty = encode(&Message::Sync(SyncMessage::SyncStep2(
+            yrs::Doc::new().transact_mut().encode_update_v1(),
+        )));
+        assert_eq!(room.handle(2, &empty).unwrap(), Outcome::default());
+
+        // A new client's sync step 1 gets everything.
+        let fresh = yrs::Doc::new();
+        let sv = fresh.transact().state_vector();
+        let step1 = encode(&Message::Sync(SyncMessage::SyncStep1(sv)));
+        let outcome = room.handle(2, &step1).unwrap();
+        assert_eq!(outcome.replies.len(), 1);
+        let mut decoder = DecoderV1::from(outcome.replies[0].as_ref());
+        let Ok(Message::Sync(SyncMessage::SyncStep2(diff))) = Message::decode(&mut decoder) else {
+            panic!("a sync step 2");
+        };
+        let mut copy = YjsRoom::new();
+        copy.apply_stored(&diff).unwrap();
+        assert_eq!(text_of(&copy), "hello");
+
+        // The snapshot rebuilds the same text; bad bytes change nothing.
+        let mut restored = YjsRoom::new();
+        restored.apply_stored(&room.snapshot()).unwrap();
+        assert_eq!(text_of(&restored), "hello");
+        assert!(room.handle(1, &[0, 2, 200]).is_err());
+        assert!(room.handle(1, &[]).is_err());
+        assert_eq!(text_of(&room), "hello");
+    }
+
+    #[test]
+    fn awareness_is_relayed_and_removed_on_leave() {
+        let mut room = YjsRoom::new();
+        let doc = yrs::Doc::new();
+        let mut theirs = Awareness::new(doc);
+        theirs.set_local_state_raw(r#"{"user":"ann"}"#);
+        let message = encode(&Message::Awareness(theirs.update().unwrap()));
+        let outcome = room.handle(7, &message).unwrap();
+        assert_eq!(outcome.relays.len(), 1);
+        assert!(outcome.updates.is_empty());
+        assert!(!may_update(&outcome.relays[0]));
+        // A joiner sees it.
+        assert_eq!(room.welcome().len(), 2);
+        let removal = room.leave(7).expect("a removal");
+        let mut decoder = DecoderV1::from(removal.as_ref());
+        let Ok(Message::Awareness(update)) = Message::decode(&mut decoder) else {
+            panic!("an awareness message");
+        };
+        assert!(update.clients.values().all(|e| &*e.json == "null"));
+        assert_eq!(room.welcome().len(), 1, "no states left");
+        assert_eq!(room.leave(7), None);
+    }
+}

@@ -1,0 +1,126 @@
+//! Clients from npm, driven from Rust tests: a Node process per client,
+//! commands as JSON lines on its stdin, answers as JSON lines on its
+//! stdout, every read under a timeout. `scripts/setup.sh` installs the
+//! packages (`tests/node/package.json`, pinned).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// How long a test waits for one answer of a client.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// `tests/node`, with its packages installed.
+pub fn node_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("node");
+    assert!(
+        dir.join("node_modules/y-websocket").exists(),
+        "{} has no packages: run scripts/setup.sh (./dev.sh test does)",
+        dir.display()
+    );
+    dir
+}
+
+/// An unmodified y-websocket client (`tests/node/yjs-peer.mjs`) editing
+/// the text "text" of one document.
+pub struct YjsPeer {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl YjsPeer {
+    /// Connects to `server` (`ws://host:port/prefix`) for document `doc`.
+    pub async fn start(server: &str, doc: &str) -> Self {
+        let mut child = Command::new("node")
+            .arg(node_dir().join("yjs-peer.mjs"))
+            .arg(server)
+            .arg(doc)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs (scripts/setup.sh installs it)");
+        let stdin = child.stdin.take().unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        Self {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    pub async fn command(&mut self, command: Value) {
+        let line = format!("{command}\n");
+        crate::within(self.stdin.write_all(line.as_bytes()))
+            .await
+            .expect("the client reads its commands");
+    }
+
+    /// The next line the client writes.
+    async fn next_line(&mut self) -> Value {
+        let line = tokio::time::timeout(ANSWER_TIMEOUT, self.lines.next_line())
+            .await
+            .expect("an answer within the timeout")
+            .expect("reading the client")
+            .expect("the client is running");
+        serde_json::from_str(&line).expect("JSON")
+    }
+
+    /// Waits for the client's first sync with the server.
+    pub async fn synced(&mut self) {
+        loop {
+            if self.next_line().await["event"] == "synced" {
+                return;
+            }
+        }
+    }
+
+    /// The client's text, whether it is synced, and the others' awareness.
+    pub async fn dump(&mut self) -> Value {
+        self.command(json!({"op": "dump"})).await;
+        loop {
+            let line = self.next_line().await;
+            if line.get("text").is_some() {
+                return line;
+            }
+        }
+    }
+
+    /// Waits until `check` holds of the client's dump; the dump.
+    pub async fn until(&mut self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + ANSWER_TIMEOUT;
+        loop {
+            let dump = self.dump().await;
+            if check(&dump) {
+                return dump;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never {what}: {dump}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the client's text is `text`.
+    pub async fn text_is(&mut self, text: &str) {
+        self.until(&format!("the text {text:?}"), |d| d["text"] == text)
+            .await;
+    }
+
+    pub async fn insert(&mut self, at: usize, text: &str) {
+        self.command(json!({"op": "insert", "at": at, "text": text}))
+            .await;
+    }
+
+    /// Disconnects and ends the client.
+    pub async fn quit(mut self) {
+        self.command(json!({"op": "quit"})).await;
+        let _ = tokio::time::timeout(ANSWER_TIMEOUT, self.child.wait()).await;
+    }
+}
