@@ -108,3 +108,45 @@ async fn text_frames_and_garbage_close_only_their_connection() {
     other.synced().await;
     other.text_is("still fine").await;
 }
+
+fn with_handler(read_only: bool) -> String {
+    format!(
+        "[[rooms]]\nprefix = \"/yjs\"\nprotocol = \"yjs\"\n[env]\nREAD_ONLY = \"{read_only}\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_handler_sees_updates_and_can_refuse_them() {
+    for read_only in [false, true] {
+        let manifest = with_handler(read_only);
+        let handled = Plugin {
+            name: "yjs",
+            guest: "fixture_room_faults_v1",
+            manifest: &manifest,
+        };
+        let server = TestServer::start(&[handled]).await;
+        let url = ws_url(&server.url, "/yjs");
+        let mut writer = YjsPeer::start(&url, "guarded").await;
+        writer.synced().await;
+        writer.insert(0, "change").await;
+        let mut reader = YjsPeer::start(&url, "guarded").await;
+        reader.synced().await;
+        if read_only {
+            // Give the refused update every chance to arrive: it must not.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            assert_eq!(reader.dump().await["text"], "");
+        } else {
+            reader.text_is("change").await;
+        }
+        let metrics = server.metrics_text().await;
+        assert!(
+            metrics.contains(r#"spike_room_handler_calls_total{plugin="yjs",kind="ok"}"#),
+            "{metrics}"
+        );
+        assert_eq!(
+            metrics.contains("spike_room_events_total{plugin=\"yjs\"} 0"),
+            read_only,
+            "{metrics}"
+        );
+    }
+}
