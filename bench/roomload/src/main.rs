@@ -7,7 +7,15 @@
 //! roomload fanout   URL CLIENTS RATE SECONDS   # latency of each delivery at RATE msgs/s in all
 //! roomload saturate URL CLIENTS WINDOW SECONDS # deliveries/s, each client WINDOW messages in flight
 //! roomload idle     URL_PREFIX ROOMS PER_ROOM SECONDS  # open connections, hold them
+//! roomload yjs-fanout   URL_PREFIX READERS RATE SECONDS    # one writer's Yjs updates to READERS
+//! roomload yjs-saturate URL_PREFIX READERS WINDOW SECONDS  # updates/s, WINDOW in flight
+//! roomload yjs-docs     URL_PREFIX DOCS SECONDS            # open documents, one client each
 //! ```
+//!
+//! The Yjs modes speak y-protocols in binary frames: the writer appends
+//! `t=<µs>;` to a shared text with `yrs` and sends each change as a sync
+//! update, as y-websocket does; the marker is found in the update's bytes
+//! (Yjs stores strings as UTF-8), also when a server re-encodes it.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -17,10 +25,10 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Microseconds since this process started: senders and receivers share it.
-fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_micros() as u64
 }
@@ -37,7 +45,7 @@ fn message(sender: usize) -> Message {
     Message::text(format!("t={};s={sender};{}", now_us(), "x".repeat(32)))
 }
 
-async fn connect(url: &str) -> Socket {
+pub(crate) async fn connect(url: &str) -> Socket {
     for attempt in 0.. {
         match tokio_tungstenite::connect_async(url).await {
             Ok((ws, _)) => return ws,
@@ -57,7 +65,7 @@ async fn connect_all(url: &str, n: usize) -> Vec<Socket> {
     sockets
 }
 
-fn percentile(sorted: &[u64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -204,6 +212,8 @@ async fn idle(prefix: String, rooms: usize, per_room: usize, seconds: u64) {
     }
 }
 
+mod yjs;
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |i: usize| -> &str {
@@ -239,6 +249,19 @@ fn main() {
             number(4) as usize,
             number(5),
         )),
+        "yjs-fanout" => runtime.block_on(yjs::fanout(
+            arg(2).into(),
+            number(3) as usize,
+            number(4) as f64,
+            number(5),
+        )),
+        "yjs-saturate" => runtime.block_on(yjs::saturate(
+            arg(2).into(),
+            number(3) as usize,
+            number(4) as usize,
+            number(5),
+        )),
+        "yjs-docs" => runtime.block_on(yjs::docs(arg(2).into(), number(3) as usize, number(4))),
         other => {
             eprintln!("unknown mode {other}");
             std::process::exit(2)

@@ -18,7 +18,7 @@ use crate::runtime::slot::Routed;
 
 /// The most a client may send before the room protocol takes over; the
 /// socket grows its buffer for a bigger message, up to the room's limit.
-const READ_BUFFER: usize = 4 << 10;
+const READ_BUFFER: usize = 1 << 10;
 
 /// Answers a request routed to room route `room` of its plugin.
 pub async fn join(state: &AppState, routed: &Routed, room: usize, req: Request) -> Response {

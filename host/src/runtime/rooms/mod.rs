@@ -96,7 +96,7 @@ enum JoinOutcome {
     Joined(Box<Joined>),
     Refused(JoinError),
     /// The owner was ending: the request, for a new owner.
-    Closing(JoinRequest),
+    Closing(Box<JoinRequest>),
 }
 
 /// Why the host closes a connection, with the WebSocket close code.
@@ -316,7 +316,7 @@ impl RoomHub {
             return Err(JoinError::ServerFull(max));
         };
         let name: Arc<str> = room.log_name().into();
-        let mut request = request;
+        let mut request = Box::new(request);
         // An owner that is ending hands joins back (or has closed its
         // inbox): try a new one. A few tries: an owner ends only when idle.
         for _ in 0..8 {

@@ -41,8 +41,10 @@ const MAX_BATCH: usize = 512;
 const EMPTY_ROOM_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub(super) enum Command {
+    /// Boxed: a command waits in an inbox whose slots are as big as the
+    /// biggest command, in every open room.
     Join {
-        request: JoinRequest,
+        request: Box<JoinRequest>,
         reply: oneshot::Sender<JoinOutcome>,
     },
     Message {
@@ -250,7 +252,7 @@ impl Owner {
         for command in after {
             match command {
                 Command::Join { request, reply } => {
-                    let outcome = match self.join(request, &mut pending).await {
+                    let outcome = match self.join(*request, &mut pending).await {
                         Ok(joined) => JoinOutcome::Joined(Box::new(joined)),
                         Err(e) => JoinOutcome::Refused(e),
                     };
