@@ -27,6 +27,7 @@ IDLE="${IDLE:-10000}"
 IDLE_WORKERD="${IDLE_WORKERD:-5000}"
 out=bench/out
 mkdir -p "$out"
+source bench/lib.sh
 
 bench/setup.sh
 scripts/setup.sh
@@ -52,14 +53,6 @@ printf '[[rooms]]\nprefix = "/room"\n%s\n' "$limits" > "$work/plugins/relay.toml
 cp "$guest/fixture_room_faults_v1.wasm" "$work/plugins/echo.wasm"
 printf 'component = "echo.wasm"\n[[rooms]]\nprefix = "/hroom"\n%s\n' "$limits" > "$work/plugins/echo.toml"
 
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on $1" >&2
-  exit 1
-}
 
 start_spike() {
   rm -rf "$work/data"
@@ -79,12 +72,9 @@ start_workerd() {
   wait_port 8791
 }
 
-stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
-field() { sed -E "s/.*\"$2\":([0-9.]+).*/\1/" <<<"$1"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 events() { curl -fs 127.0.0.1:8793/metrics | awk -v p="$1" '$1 ~ "spike_room_events_total\\{plugin=\""p"\"" {print $2}'; }
-rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 start_spike
 start_workerd
@@ -134,7 +124,6 @@ for target in spike workerd; do
   stop "$pid"
 done
 
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{a[NR]=$1} END {printf "%.10g\n", (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 echo
 printf '%-14s %10s %10s %16s %14s %14s\n' server "p50 ms" "p99 ms" "deliveries/s" "CPU us/event" "idle B/conn"
 for target in spike spike-handler workerd; do

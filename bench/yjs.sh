@@ -19,6 +19,7 @@ SECONDS_EACH="${SECONDS_EACH:-10}"
 DOCS="${DOCS:-2000}"
 out=bench/out
 mkdir -p "$out"
+source bench/lib.sh
 
 bench/setup.sh
 scripts/setup.sh
@@ -42,14 +43,6 @@ messages_per_s = 1000000
 send_queue = 4096
 TOML
 
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on $1" >&2
-  exit 1
-}
 start_spike() {
   rm -rf "$work/data"
   "$spike" serve --listen 127.0.0.1:8795 --plugins "$work/plugins" --data "$work/data" --no-watch \
@@ -65,10 +58,6 @@ start_node() {
   pids+=("$node_pid")
   wait_port 8796
 }
-stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
-field() { sed -E "s/.*\"$2\":([0-9.]+).*/\1/" <<<"$1"; }
-rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{a[NR]=$1} END {printf "%.10g\n", (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
 start_spike
 start_node
