@@ -30,6 +30,9 @@ pub struct Outcome {
     pub updates: Vec<Bytes>,
     /// Awareness messages to send to every member, not stored.
     pub relays: Vec<Bytes>,
+    /// Why a later message of the same frame was refused: what came
+    /// before it stands (and must be stored), the connection goes.
+    pub refused: Option<String>,
 }
 
 /// A room's document and who is aware of what.
@@ -82,7 +85,8 @@ impl YjsRoom {
 
     /// Handles one WebSocket message of `member` (one or more y-protocols
     /// messages); `Err` for one that does not decode (nothing of it is
-    /// applied).
+    /// applied). A message that decodes but cannot be applied stops the
+    /// rest (`Outcome::refused`).
     pub fn handle(&mut self, member: u64, data: &[u8]) -> Result<Outcome, String> {
         let mut decoder = DecoderV1::from(data);
         let messages: Vec<Message> = MessageReader::new(&mut decoder)
@@ -93,43 +97,52 @@ impl YjsRoom {
         }
         let mut outcome = Outcome::default();
         for message in messages {
-            match message {
-                Message::Sync(SyncMessage::SyncStep1(sv)) => {
-                    let txn = self.awareness.doc().transact();
-                    let diff = txn.encode_state_as_update_v1(&sv);
-                    outcome
-                        .replies
-                        .push(encode(&Message::Sync(SyncMessage::SyncStep2(diff))));
-                }
-                Message::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) => {
-                    let decoded = Update::decode_v1(&update).map_err(|e| e.to_string())?;
-                    // A client with nothing new answers sync step 1 with an
-                    // empty update: nothing to store or send.
-                    if decoded.is_empty() {
-                        continue;
-                    }
-                    let mut txn = self.awareness.doc().transact_mut();
-                    txn.apply_update(decoded).map_err(|e| e.to_string())?;
-                    drop(txn);
-                    outcome.updates.push(update.into());
-                }
-                Message::Awareness(update) => {
-                    self.announce(member, &update);
-                    self.awareness
-                        .apply_update(update.clone())
-                        .map_err(|e| e.to_string())?;
-                    outcome.relays.push(encode(&Message::Awareness(update)));
-                }
-                Message::AwarenessQuery => {
-                    let update = self.awareness.update().map_err(|e| e.to_string())?;
-                    outcome.replies.push(encode(&Message::Awareness(update)));
-                }
-                // Clients do not authenticate in-band (the auth hook ran
-                // before the upgrade); other types are not the protocol's.
-                Message::Auth(_) | Message::Custom(..) => {}
+            if let Err(why) = self.take(member, message, &mut outcome) {
+                outcome.refused = Some(why);
+                break;
             }
         }
         Ok(outcome)
+    }
+
+    /// One message of a frame, into `outcome`.
+    fn take(&mut self, member: u64, message: Message, outcome: &mut Outcome) -> Result<(), String> {
+        match message {
+            Message::Sync(SyncMessage::SyncStep1(sv)) => {
+                let txn = self.awareness.doc().transact();
+                let diff = txn.encode_state_as_update_v1(&sv);
+                outcome
+                    .replies
+                    .push(encode(&Message::Sync(SyncMessage::SyncStep2(diff))));
+            }
+            Message::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) => {
+                let decoded = Update::decode_v1(&update).map_err(|e| e.to_string())?;
+                // A client with nothing new answers sync step 1 with an
+                // empty update: nothing to store or send.
+                if decoded.is_empty() {
+                    return Ok(());
+                }
+                let mut txn = self.awareness.doc().transact_mut();
+                txn.apply_update(decoded).map_err(|e| e.to_string())?;
+                drop(txn);
+                outcome.updates.push(update.into());
+            }
+            Message::Awareness(update) => {
+                self.announce(member, &update);
+                self.awareness
+                    .apply_update(update.clone())
+                    .map_err(|e| e.to_string())?;
+                outcome.relays.push(encode(&Message::Awareness(update)));
+            }
+            Message::AwarenessQuery => {
+                let update = self.awareness.update().map_err(|e| e.to_string())?;
+                outcome.replies.push(encode(&Message::Awareness(update)));
+            }
+            // Clients do not authenticate in-band (the auth hook ran
+            // before the upgrade); other types are not the protocol's.
+            Message::Auth(_) | Message::Custom(..) => {}
+        }
+        Ok(())
     }
 
     fn announce(&mut self, member: u64, update: &AwarenessUpdate) {
@@ -249,6 +262,14 @@ mod tests {
         assert!(room.handle(1, &[0, 2, 200]).is_err());
         assert!(room.handle(1, &[]).is_err());
         assert_eq!(text_of(&room), "hello");
+        // A good update then one that decodes as a message but not as an
+        // update: the first stands, to be stored; the rest is refused.
+        let (_, more) = client_with("!");
+        let mut frame = more.to_vec();
+        frame.extend_from_slice(&[0, 2, 1, 0xff]);
+        let outcome = room.handle(1, &frame).unwrap();
+        assert_eq!(outcome.updates.len(), 1);
+        assert!(outcome.refused.is_some());
     }
 
     #[test]

@@ -204,6 +204,10 @@ impl Owner {
                 for relay in outcome.relays {
                     self.broadcast(&Frame::Binary(relay), &[]);
                 }
+                if let Some(why) = outcome.refused {
+                    tracing::debug!(room = %self.name, "a y-protocols message refused: {why}");
+                    self.kick(connection, Kick::MALFORMED, "malformed");
+                }
             }
             Err(why) => {
                 tracing::debug!(room = %self.name, "a malformed y-protocols message: {why}");
