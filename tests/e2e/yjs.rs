@@ -150,3 +150,28 @@ async fn a_room_handler_sees_updates_and_can_refuse_them() {
         );
     }
 }
+
+/// A y-websocket client cannot read a JSON error frame: past its rate it
+/// is closed, and its provider reconnects and syncs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_client_is_closed_not_silently_dropped() {
+    use spike_e2e::rooms::{RoomClient, tungstenite::Message};
+    let limited = Plugin {
+        manifest: "[[rooms]]\nprefix = \"/yjs\"\nprotocol = \"yjs\"\nmessages_per_s = 5\n",
+        ..YJS
+    };
+    let server = TestServer::start(&[limited]).await;
+    let url = ws_url(&server.url, "/yjs/busy");
+    let mut flood = RoomClient::open(&url, None).await.unwrap();
+    // Awareness queries: valid, and each answered, so only the rate stops them.
+    for _ in 0..20 {
+        flood.send_message(Message::binary(vec![3u8])).await;
+    }
+    let (code, reason) = flood.closed().await;
+    assert_eq!(code, 1008, "{reason}");
+    let metrics = server.metrics_text().await;
+    assert!(
+        metrics.contains(r#"spike_room_closes_total{plugin="yjs",kind="rate_limited"} 1"#),
+        "{metrics}"
+    );
+}
