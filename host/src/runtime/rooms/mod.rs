@@ -6,8 +6,10 @@
 //! (`storage::RoomLog`) before anyone sees them, and queues them to every
 //! member in order. The server owns the sockets (`server::rooms`): a
 //! connection reads frames and hands them to the owner, and writes what
-//! the owner queued. An owner with no members ends after its idle time; a
-//! room reopens from its log on the next join.
+//! the owner queued. An owner with no members ends after its idle time (5 s
+//! at most); a room reopens from its log on the next join. The protocols:
+//! `frames` (relay, and the JSON the host sends), `text` (shared text,
+//! OT), `yjs` (y-websocket); `handler` calls a plugin's room handler.
 
 mod frames;
 mod handler;

@@ -1,6 +1,7 @@
 //! How a member's message becomes events: the rate limit, the room
 //! handler (if the plugin has one) and what it asks for, then the
-//! protocol (a relay room's event, a text room's transformed edit).
+//! protocol (a relay room's event, a text room's transformed edit, a yjs
+//! room's document update).
 
 use std::sync::Arc;
 
