@@ -1,5 +1,5 @@
 //! Small helpers every layer uses: the wall clock, hashes, names for
-//! temporary files.
+//! temporary files, request headers as the WIT exports take them.
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {
@@ -25,4 +25,12 @@ pub fn unique_suffix() -> String {
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
+}
+/// Headers as the guest exports that look at a request take them (the
+/// authenticator's `request-head`, the room handler's `connect`): names in
+/// lower case, values as bytes.
+pub fn header_pairs(headers: &http::HeaderMap) -> Vec<(String, Vec<u8>)> {
+    (headers.iter())
+        .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
+        .collect()
 }

@@ -57,7 +57,7 @@ pub(crate) async fn connect(url: &str) -> Socket {
     unreachable!()
 }
 
-async fn connect_all(url: &str, n: usize) -> Vec<Socket> {
+pub(crate) async fn connect_all(url: &str, n: usize) -> Vec<Socket> {
     let mut sockets = Vec::with_capacity(n);
     for _ in 0..n {
         sockets.push(connect(url).await);

@@ -8,7 +8,7 @@ use yrs::sync::{Message as YMessage, SyncMessage};
 use yrs::updates::encoder::Encode;
 use yrs::{Text, Transact};
 
-use crate::{Socket, connect, now_us, percentile};
+use crate::{Socket, connect, connect_all, now_us, percentile};
 
 /// A writer: a document whose every change is one sync update message.
 struct Writer {
@@ -42,14 +42,6 @@ fn sent_at(data: &[u8]) -> Option<u64> {
     let digits = &data[at..];
     let end = digits.iter().position(|&b| b == b';')?;
     std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
-}
-
-async fn readers(url: &str, n: usize) -> Vec<Socket> {
-    let mut sockets = Vec::with_capacity(n);
-    for _ in 0..n {
-        sockets.push(connect(url).await);
-    }
-    sockets
 }
 
 /// Each reader times every update it gets until `end`.
@@ -90,7 +82,7 @@ fn read_until(
 /// One writer sends RATE updates a second; READERS time each delivery.
 pub async fn fanout(prefix: String, readers_n: usize, rate: f64, seconds: u64) {
     let url = format!("{prefix}/fanout-{}", now_us());
-    let sockets = readers(&url, readers_n).await;
+    let sockets = connect_all(&url, readers_n).await;
     let mut writer_ws = connect(&url).await;
     let writer = Writer::new();
     let warmup = Duration::from_secs(1);
@@ -128,7 +120,7 @@ pub async fn fanout(prefix: String, readers_n: usize, rate: f64, seconds: u64) {
 /// counts its deliveries.
 pub async fn saturate(prefix: String, readers_n: usize, window: usize, seconds: u64) {
     let url = format!("{prefix}/saturate-{}", now_us());
-    let sockets = readers(&url, readers_n).await;
+    let sockets = connect_all(&url, readers_n).await;
     let mut writer_ws = connect(&url).await;
     let writer = Writer::new();
     let warmup = Duration::from_secs(1);

@@ -114,10 +114,7 @@ impl AuthHook {
         let head = RequestHead {
             method: method.into(),
             path: path.into(),
-            headers: headers
-                .iter()
-                .map(|(name, value)| (name.as_str().into(), value.as_bytes().into()))
-                .collect(),
+            headers: crate::util::header_pairs(headers),
         };
         let outcome = match call(registry, &slot, &plugin, &head).await {
             Ok(outcome) => outcome,

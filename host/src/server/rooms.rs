@@ -74,9 +74,7 @@ pub async fn join(state: &AppState, routed: &Routed, room: usize, req: Request) 
         route,
         id: &id,
     };
-    let headers = (parts.headers.iter())
-        .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
-        .collect();
+    let headers = std::mem::take(&mut parts.headers);
     let request = JoinRequest {
         since,
         caller: passed.caller,

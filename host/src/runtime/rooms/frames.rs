@@ -178,7 +178,6 @@ fn ops_json(steps: &[Step]) -> Vec<Value> {
 
 /// One operation in the seed's shape.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Op {
     #[serde(rename = "type")]
     kind: String,
@@ -190,30 +189,22 @@ struct Op {
 /// Reads a client's message in a `text` room: an `insert`, `delete` or
 /// `replace` and the `seq` it was made at.
 pub fn parse_edit(message: &str) -> Result<(Vec<Step>, u64), String> {
+    /// One operation and the last `seq` the client had seen.
     #[derive(Deserialize)]
-    struct Raw {
-        #[serde(rename = "type")]
-        kind: String,
-        position: usize,
-        content: Option<String>,
-        length: Option<usize>,
+    struct Edit {
+        #[serde(flatten)]
+        op: Op,
         seq: Option<u64>,
     }
-    let raw: Raw = serde_json::from_str(message).map_err(|e| {
+    let edit: Edit = serde_json::from_str(message).map_err(|e| {
         format!(
             "expected {{\"type\":\"insert\"|\"delete\"|\"replace\",\"position\",\"content\"?,\"length\"?,\"seq\"}}: {e}"
         )
     })?;
-    let seq = raw
+    let seq = edit
         .seq
         .ok_or("seq is required: the last seq this client has seen")?;
-    let op = Op {
-        kind: raw.kind,
-        position: raw.position,
-        content: raw.content,
-        length: raw.length,
-    };
-    Ok((steps_of(&op)?, seq))
+    Ok((steps_of(&edit.op)?, seq))
 }
 
 fn steps_of(op: &Op) -> Result<Vec<Step>, String> {

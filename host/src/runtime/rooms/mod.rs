@@ -74,9 +74,9 @@ pub struct JoinRequest {
     pub since: Option<u64>,
     /// The verified caller, if any (its subject is the member's user).
     pub caller: Option<Arc<Caller>>,
-    /// The upgrade request's headers (names in lower case), for the room
-    /// handler's `on-connect`.
-    pub headers: Vec<(String, Vec<u8>)>,
+    /// The upgrade request's headers, for the room handler's `on-connect`
+    /// (copied into its form only when there is a handler).
+    pub headers: http::HeaderMap,
 }
 
 /// Why a join was refused.

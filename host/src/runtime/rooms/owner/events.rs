@@ -104,12 +104,7 @@ impl Owner {
             self.push_event(origin, text, pending);
             return;
         };
-        let call = Call::Message(Message {
-            room: self.id.clone(),
-            connection: origin.id.to_string(),
-            user: origin.user.as_deref().map(str::to_string),
-            data: text.to_string(),
-        });
+        let call = self.message_call(origin, text.to_string());
         let event = self.room_event(pending);
         let (answer, actions) = handler.call(caller, event, call).await;
         let outcome = match answer {
@@ -155,12 +150,7 @@ impl Owner {
                 "type": "yjs-update",
                 "update": base64::engine::general_purpose::STANDARD.encode(data),
             });
-            let call = Call::Message(Message {
-                room: self.id.clone(),
-                connection: origin.id.to_string(),
-                user: origin.user.as_deref().map(str::to_string),
-                data: description.to_string(),
-            });
+            let call = self.message_call(origin, description.to_string());
             let event = self.room_event(pending);
             let (answer, actions) = handler.call(caller, event, call).await;
             match answer {
@@ -215,6 +205,16 @@ impl Owner {
                 self.kick(connection, Kick::MALFORMED, "malformed");
             }
         }
+    }
+
+    /// The handler's `on-message` call for `data` from `origin`.
+    fn message_call(&self, origin: &Origin, data: String) -> Call {
+        Call::Message(Message {
+            room: self.id.clone(),
+            connection: origin.id.to_string(),
+            user: origin.user.as_deref().map(str::to_string),
+            data,
+        })
     }
 
     /// Whether a frame the handler made fits the room's limit (a bigger

@@ -64,7 +64,7 @@ impl Owner {
             let call = Call::Connect(Connect {
                 room: self.id.clone(),
                 connection: id.to_string(),
-                headers: request.headers,
+                headers: crate::util::header_pairs(&request.headers),
             });
             let event = self.room_event(pending);
             let (answer, actions) = handler.call(request.caller.clone(), event, call).await;
