@@ -16,6 +16,7 @@ DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-32}"
 out="$PWD/bench/out/assets"
 mkdir -p "$out"
+source bench/lib.sh
 
 bench/setup.sh
 cargo build --quiet --release -p spike
@@ -80,13 +81,6 @@ for f in assets/small.1a2b3c4d5e.js assets/large.5e4d3c2b1a.js; do
   done
 done
 
-to_ms() {
-  awk -v v="$1" 'BEGIN {
-    if (v ~ /us$/) { sub(/us$/, "", v); print v / 1000 }
-    else if (v ~ /ms$/) { sub(/ms$/, "", v); print v + 0 }
-    else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000 }
-    else print v }'
-}
 run() { # name url round
   local file="$out/wrk-$1-$3.txt"
   wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "$2" >"$file"

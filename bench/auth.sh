@@ -24,6 +24,7 @@ ROUNDS="${ROUNDS:-2}"
 DURATION="${DURATION:-10s}"
 out=bench/out/auth
 mkdir -p "$out"
+source bench/lib.sh
 
 bench/setup.sh
 scripts/setup.sh
@@ -35,7 +36,6 @@ python="${SPIKE_TOOLS_DIR:-$HOME/.cache/spike-tools}/venv/bin/python"
 
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
 # A key pair, its JWKS, and a token valid for an hour.

@@ -20,6 +20,7 @@ DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-32}"
 out=bench/out/cms
 mkdir -p "$out"
+source bench/lib.sh
 
 bench/setup.sh
 scripts/setup.sh
@@ -80,13 +81,6 @@ request = function()
 end
 EOF
 
-to_ms() {
-  awk -v v="$1" 'BEGIN {
-    if (v ~ /us$/) { sub(/us$/, "", v); print v / 1000 }
-    else if (v ~ /ms$/) { sub(/ms$/, "", v); print v + 0 }
-    else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000 }
-    else print v }'
-}
 run() { # name round wrk-args...
   local name=$1 round=$2
   shift 2

@@ -16,6 +16,7 @@ DURATION="${DURATION:-15s}"
 CONNECTIONS="${CONNECTIONS:-32}"
 out=bench/out
 mkdir -p "$out"
+source bench/lib.sh
 
 bench/setup.sh
 scripts/setup.sh
@@ -28,7 +29,6 @@ plain="$CARGO_TARGET_DIR/wasm32-wasip2/guest/fixture_plain_hello.wasm"
 
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
 # spike: the plain component at /, and the SDK hello at /hello.
@@ -57,14 +57,6 @@ wait_up http://127.0.0.1:8788/
 wait_up http://127.0.0.1:8789/
 wait_up http://127.0.0.1:8790/
 
-# wrk's latency figures in ms, whatever unit it printed.
-to_ms() {
-  awk -v v="$1" 'BEGIN {
-    if (v ~ /us$/) { sub(/us$/, "", v); print v / 1000 }
-    else if (v ~ /ms$/) { sub(/ms$/, "", v); print v + 0 }
-    else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000 }
-    else print v }'
-}
 
 run() { # name url round
   local file="$out/wrk-$1-$3.txt"

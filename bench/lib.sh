@@ -1,6 +1,11 @@
-# What the room benchmarks share (sourced by bench/rooms.sh and
-# bench/yjs.sh): waiting for a server, stopping one, reading a field of
-# roomload's JSON line, a process's RSS, the median of a list.
+# What the benchmarks share (sourced from the repository's root by the
+# scripts in bench/): cleaning up, waiting for a server, stopping one,
+# reading wrk's latencies and roomload's JSON lines, a process's RSS, the
+# median of a list.
+
+# Kills the servers in `pids` and removes `$work` (the scripts set both,
+# then `trap cleanup EXIT`).
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 
 # Waits until something listens on 127.0.0.1:$1.
 wait_port() {
@@ -21,3 +26,12 @@ rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 # The median of the space-separated numbers in $1.
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{a[NR]=$1} END {printf "%.10g\n", (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+
+# A latency wrk printed, in ms, whatever unit it printed it in.
+to_ms() {
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); print v / 1000 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); print v + 0 }
+    else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000 }
+    else print v }'
+}

@@ -30,7 +30,6 @@ ulimit -n "$(ulimit -Hn)"
 
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
 mkdir -p "$work/plugins"
