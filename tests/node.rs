@@ -25,21 +25,18 @@ pub fn node_dir() -> PathBuf {
     dir
 }
 
-/// An unmodified y-websocket client (`tests/node/yjs-peer.mjs`) editing
-/// the text "text" of one document.
-pub struct YjsPeer {
+/// A Node script of `tests/node`, driven by JSON lines.
+struct NodeScript {
     child: Child,
     stdin: ChildStdin,
     lines: Lines<BufReader<ChildStdout>>,
 }
 
-impl YjsPeer {
-    /// Connects to `server` (`ws://host:port/prefix`) for document `doc`.
-    pub async fn start(server: &str, doc: &str) -> Self {
+impl NodeScript {
+    fn start(script: &str, args: &[&str]) -> Self {
         let mut child = Command::new("node")
-            .arg(node_dir().join("yjs-peer.mjs"))
-            .arg(server)
-            .arg(doc)
+            .arg(node_dir().join(script))
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -54,7 +51,7 @@ impl YjsPeer {
         }
     }
 
-    pub async fn command(&mut self, command: Value) {
+    async fn command(&mut self, command: Value) {
         let line = format!("{command}\n");
         crate::within(self.stdin.write_all(line.as_bytes()))
             .await
@@ -68,7 +65,36 @@ impl YjsPeer {
             .expect("an answer within the timeout")
             .expect("reading the client")
             .expect("the client is running");
-        serde_json::from_str(&line).expect("JSON")
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+
+    /// Asks the client to quit, and waits for it to end.
+    async fn quit(mut self) {
+        self.command(json!({"op": "quit"})).await;
+        let _ = tokio::time::timeout(ANSWER_TIMEOUT, self.child.wait()).await;
+    }
+}
+
+/// An unmodified y-websocket client (`tests/node/yjs-peer.mjs`) editing
+/// the text "text" of one document.
+pub struct YjsPeer {
+    script: NodeScript,
+}
+
+impl YjsPeer {
+    /// Connects to `server` (`ws://host:port/prefix`) for document `doc`.
+    pub async fn start(server: &str, doc: &str) -> Self {
+        Self {
+            script: NodeScript::start("yjs-peer.mjs", &[server, doc]),
+        }
+    }
+
+    pub async fn command(&mut self, command: Value) {
+        self.script.command(command).await;
+    }
+
+    async fn next_line(&mut self) -> Value {
+        self.script.next_line().await
     }
 
     /// Waits for the client's first sync with the server.
@@ -119,8 +145,51 @@ impl YjsPeer {
     }
 
     /// Disconnects and ends the client.
-    pub async fn quit(mut self) {
-        self.command(json!({"op": "quit"})).await;
-        let _ = tokio::time::timeout(ANSWER_TIMEOUT, self.child.wait()).await;
+    pub async fn quit(self) {
+        self.script.quit().await;
+    }
+}
+
+/// An unmodified LiveStore client (`tests/node/livestore-peer.mjs`:
+/// `@livestore/adapter-node` in memory, syncing with `makeWsSync` of
+/// `@livestore/sync-cf` 0.4) with a todo table.
+pub struct LiveStorePeer {
+    script: NodeScript,
+}
+
+impl LiveStorePeer {
+    /// Boots a store `store_id` syncing with `url` (`ws://host:port/prefix`),
+    /// its sync payload `{authToken}` if `token` is given; waits until it
+    /// is up.
+    pub async fn start(url: &str, store_id: &str, token: Option<&str>) -> Self {
+        let mut args = vec![url, store_id];
+        args.extend(token);
+        let mut script = NodeScript::start("livestore-peer.mjs", &args);
+        let first = script.next_line().await;
+        assert_eq!(first["event"], "ready", "the store did not boot: {first}");
+        Self { script }
+    }
+
+    /// Commits a `v1.TodoCreated` event.
+    pub async fn add(&mut self, id: &str, text: &str) {
+        let add = json!({"op": "add", "id": id, "text": text});
+        self.script.command(add).await;
+    }
+
+    /// The todos (`[{id, text}]`, by id) once there are at least `count`.
+    pub async fn todos_when(&mut self, count: usize) -> Value {
+        self.script
+            .command(json!({"op": "wait", "count": count}))
+            .await;
+        loop {
+            let line = self.script.next_line().await;
+            if let Some(todos) = line.get("todos") {
+                return todos.clone();
+            }
+        }
+    }
+
+    pub async fn quit(self) {
+        self.script.quit().await;
     }
 }

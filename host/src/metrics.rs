@@ -116,6 +116,10 @@ pub struct Metrics {
     pub room_operations: Family<KindLabels, Counter>,
     /// Room handler calls, by plugin and outcome (`ok`, or the fault).
     pub room_handler_calls: Family<KindLabels, Counter>,
+    /// LiveStore sync requests, by plugin and outcome: `pull`, `push`
+    /// (stored), `server_ahead` (a stale push), `refused` (a malformed
+    /// push, another store), `backend_mismatch`, `bad_message`.
+    pub livestore_requests: Family<KindLabels, Counter>,
 }
 
 impl Metrics {
@@ -149,6 +153,7 @@ impl Metrics {
             room_append_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             room_operations: Family::default(),
             room_handler_calls: Family::default(),
+            livestore_requests: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -286,6 +291,11 @@ impl Metrics {
             "room_handler_calls",
             "Room handler calls, by plugin and outcome",
             m.room_handler_calls.clone(),
+        );
+        r.register(
+            "livestore_requests",
+            "LiveStore sync requests, by plugin and outcome",
+            m.livestore_requests.clone(),
         );
         Arc::new(Self { registry, ..m })
     }

@@ -14,7 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 use crate::metrics::{KindLabels, Metrics};
-use crate::runtime::rooms::{Frame, Joined, Kick};
+use crate::runtime::rooms::{CatchUp, Delivery, Frame, Joined, Kick};
 
 /// Frames written before one flush.
 const MAX_FRAMES_PER_FLUSH: usize = 64;
@@ -103,22 +103,8 @@ async fn serve(socket: &mut WebSocket, joined: Joined, send_timeout: Duration) -
     for frame in hello {
         bounded(limit, socket.feed(message(frame))).await?;
     }
-    if let Some(mut catch_up) = catch_up {
-        if let Some(snapshot) = catch_up.snapshot.take() {
-            bounded(limit, socket.feed(message(snapshot))).await?;
-        }
-        loop {
-            let page = catch_up.next_page().await.map_err(|e| {
-                tracing::error!("room catch-up: {e}");
-                End::Close(1011, "the room's log could not be read", "log_error")
-            })?;
-            if page.is_empty() {
-                break;
-            }
-            for frame in page {
-                bounded(limit, socket.feed(message(frame))).await?;
-            }
-        }
+    if let Some(catch_up) = catch_up {
+        write_catch_up(socket, catch_up, limit).await?;
     }
     bounded(limit, socket.flush()).await?;
 
@@ -133,11 +119,11 @@ async fn serve(socket: &mut WebSocket, joined: Joined, send_timeout: Duration) -
                 let kick = kick.unwrap_or(Kick::STOPPING);
                 return Ok(End::Close(kick.code, kick.reason, ""));
             }
-            frame = queue.recv() => {
-                let Some(frame) = frame else {
+            delivery = queue.recv() => {
+                let Some(delivery) = delivery else {
                     return Ok(End::Close(Kick::STOPPING.code, Kick::STOPPING.reason, ""));
                 };
-                bounded(limit, send_queued(socket, frame, &mut queue)).await?;
+                send_queued(socket, delivery, &mut queue, limit).await?;
             }
             incoming = socket.recv() => {
                 last_heard = Instant::now();
@@ -183,20 +169,49 @@ async fn serve(socket: &mut WebSocket, joined: Joined, send_timeout: Duration) -
 }
 
 /// Writes `first` and whatever else is queued (up to a bound), then
-/// flushes once.
+/// flushes once; each write is bounded by `limit`.
 async fn send_queued(
     socket: &mut WebSocket,
-    first: Frame,
-    queue: &mut tokio::sync::mpsc::Receiver<Frame>,
-) -> Result<(), axum::Error> {
-    socket.feed(message(first)).await?;
-    for _ in 1..MAX_FRAMES_PER_FLUSH {
-        match queue.try_recv() {
-            Ok(frame) => socket.feed(message(frame)).await?,
-            Err(_) => break,
+    first: Delivery,
+    queue: &mut tokio::sync::mpsc::Receiver<Delivery>,
+    limit: Duration,
+) -> Result<(), End> {
+    let mut next = Some(first);
+    let mut written = 0;
+    while let Some(delivery) = next.take() {
+        match delivery {
+            Delivery::Frame(frame) => bounded(limit, socket.feed(message(frame))).await?,
+            Delivery::CatchUp(catch_up) => write_catch_up(socket, *catch_up, limit).await?,
+        }
+        written += 1;
+        if written < MAX_FRAMES_PER_FLUSH {
+            next = queue.try_recv().ok();
         }
     }
-    socket.flush().await
+    bounded(limit, socket.flush()).await
+}
+
+/// Writes stored events read from the log, page by page.
+async fn write_catch_up(
+    socket: &mut WebSocket,
+    mut catch_up: CatchUp,
+    limit: Duration,
+) -> Result<(), End> {
+    if let Some(snapshot) = catch_up.snapshot.take() {
+        bounded(limit, socket.feed(message(snapshot))).await?;
+    }
+    loop {
+        let page = catch_up.next_page().await.map_err(|e| {
+            tracing::error!("room catch-up: {e}");
+            End::Close(1011, "the room's log could not be read", "log_error")
+        })?;
+        if page.is_empty() {
+            return Ok(());
+        }
+        for frame in page {
+            bounded(limit, socket.feed(message(frame))).await?;
+        }
+    }
 }
 
 /// A frame as the socket sends it.

@@ -1,7 +1,8 @@
 //! Room routes: `GET {prefix}/{id}` with `Upgrade: websocket` joins room
-//! `{id}`. Checked before the upgrade, so a refusal is a plain HTTP answer
-//! with a JSON error: the id, the upgrade headers, `?since=`, the route's
-//! policy (rate limit, auth hook), and the room's own capacity.
+//! `{id}` (a `livestore` room: `GET {prefix}?storeId=…`, see `Target`).
+//! Checked before the upgrade, so a refusal is a plain HTTP answer with a
+//! JSON error: the id, the upgrade headers, `?since=`, the route's policy
+//! (rate limit, auth hook), and the room's own capacity.
 
 use axum::extract::FromRequestParts;
 use axum::extract::Request;
@@ -13,6 +14,8 @@ use super::AppState;
 use super::errors::ApiError;
 use super::gate::{self, PeerAddr};
 use super::room_socket;
+use crate::runtime::manifest::{RoomProtocol, RoomRoute};
+use crate::runtime::rooms::livestore::Dialect;
 use crate::runtime::rooms::{JoinError, JoinRequest, RoomAddress};
 use crate::runtime::slot::Routed;
 
@@ -25,12 +28,9 @@ pub async fn join(state: &AppState, routed: &Routed, room: usize, req: Request) 
     let manifest = &routed.slot.manifest;
     let route = &manifest.rooms[room];
     let path = req.uri().path();
-    let Some(id) = room_id(&route.prefix, path) else {
-        return ApiError::not_found(format!(
-            "rooms are joined at {}/{{id}}, the id 1 to 128 letters, digits, '-', '_', '.' or '~'",
-            route.prefix
-        ))
-        .into_response();
+    let target = match Target::of(route, path, req.uri().query()) {
+        Ok(target) => target,
+        Err(e) => return e.into_response(),
     };
     if !asks_for_websocket(req.headers()) {
         let mut resp = ApiError::new(
@@ -52,12 +52,21 @@ pub async fn join(state: &AppState, routed: &Routed, room: usize, req: Request) 
         Err(e) => return e.into_response(),
     };
     let peer = req.extensions().get::<PeerAddr>().copied();
-    let passed = match gate::pass(state, routed, "GET", path, req.headers(), peer).await {
+    let (mut parts, _body) = req.into_parts();
+    // A LiveStore client cannot send headers: its token comes in its
+    // payload, and counts as the bearer token if there is none.
+    if let Some(token) = &target.token
+        && !parts.headers.contains_key(http::header::AUTHORIZATION)
+        && let Ok(value) = HeaderValue::try_from(format!("Bearer {token}"))
+    {
+        parts.headers.insert(http::header::AUTHORIZATION, value);
+    }
+    let path = parts.uri.path().to_string();
+    let passed = match gate::pass(state, routed, "GET", &path, &parts.headers, peer).await {
         Ok(passed) => passed,
         Err(refusal) => return refusal,
     };
-    let id = id.to_string();
-    let (mut parts, _body) = req.into_parts();
+    let id = target.id;
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(upgrade) => upgrade,
         Err(rejection) => {
@@ -79,6 +88,7 @@ pub async fn join(state: &AppState, routed: &Routed, room: usize, req: Request) 
         since,
         caller: passed.caller,
         headers,
+        dialect: target.dialect,
     };
     let joined = match state.rooms.join(&address, request).await {
         Ok(joined) => joined,
@@ -119,15 +129,107 @@ pub async fn join(state: &AppState, routed: &Routed, room: usize, req: Request) 
         .on_upgrade(move |socket| room_socket::run(socket, joined, metrics, send_timeout))
 }
 
-/// The room id in `path` under `prefix`: one segment of unreserved
-/// characters (RFC 3986), so that it needs no decoding and names one room.
-fn room_id<'a>(prefix: &str, path: &'a str) -> Option<&'a str> {
-    let id = path.strip_prefix(prefix)?.strip_prefix('/')?;
-    let ok = (1..=128).contains(&id.len())
+/// Which room a request joins, and how.
+#[derive(Debug, PartialEq, Eq)]
+struct Target {
+    id: String,
+    /// A `livestore` connection's dialect.
+    dialect: Option<Dialect>,
+    /// A `livestore` client's `payload.authToken`.
+    token: Option<String>,
+}
+
+impl Target {
+    fn of(route: &RoomRoute, path: &str, query: Option<&str>) -> Result<Self, ApiError> {
+        if route.protocol == RoomProtocol::LiveStore {
+            return Self::livestore(&route.prefix, path, query);
+        }
+        let Some(id) = room_id(&route.prefix, path) else {
+            return Err(ApiError::not_found(format!(
+                "rooms are joined at {}/{{id}}, the id {ID_RULE}",
+                route.prefix
+            )));
+        };
+        Ok(Self {
+            id: id.to_string(),
+            dialect: None,
+            token: None,
+        })
+    }
+
+    /// `@livestore/sync-cf` 0.4 connects to `{prefix}?storeId=…&payload=…
+    /// &transport=ws`, 0.3 to `{prefix}/websocket?storeId=…&payload=…`; the
+    /// payload is JSON, URL-encoded twice.
+    fn livestore(prefix: &str, path: &str, query: Option<&str>) -> Result<Self, ApiError> {
+        let bad = |code: &'static str, message: String| {
+            ApiError::new(StatusCode::BAD_REQUEST, code, message)
+        };
+        let dialect = match path.strip_prefix(prefix) {
+            Some("") => Dialect::Rpc,
+            Some("/websocket") => Dialect::WsMessage,
+            _ => {
+                return Err(ApiError::not_found(format!(
+                    "LiveStore syncs at {prefix}?storeId=… (0.4) or {prefix}/websocket?storeId=… (0.3)"
+                )));
+            }
+        };
+        let (mut store, mut payload, mut transport) = (None, None, None);
+        for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            match &*key {
+                "storeId" => store = Some(value.into_owned()),
+                "payload" => payload = Some(value.into_owned()),
+                "transport" => transport = Some(value.into_owned()),
+                _ => {}
+            }
+        }
+        let Some(id) = store.filter(|s| valid_id(s)) else {
+            return Err(bad(
+                "bad_store_id",
+                format!("storeId is required, {ID_RULE}"),
+            ));
+        };
+        if dialect == Dialect::Rpc && transport.as_deref().is_some_and(|t| t != "ws") {
+            return Err(bad(
+                "bad_transport",
+                "this server syncs LiveStore over a WebSocket: use transport=ws".into(),
+            ));
+        }
+        let token = match payload {
+            None => None,
+            Some(payload) => {
+                let json = percent_encoding::percent_decode_str(&payload)
+                    .decode_utf8()
+                    .ok()
+                    .and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok())
+                    .ok_or_else(|| bad("bad_payload", "payload must be URL-encoded JSON".into()))?;
+                json.get("authToken")
+                    .and_then(|t| t.as_str())
+                    .map(str::to_string)
+            }
+        };
+        Ok(Self {
+            id,
+            dialect: Some(dialect),
+            token,
+        })
+    }
+}
+
+const ID_RULE: &str = "1 to 128 letters, digits, '-', '_', '.' or '~'";
+
+/// A room id: unreserved characters (RFC 3986), so that it needs no
+/// decoding in a path and names one room.
+fn valid_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
         && id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'));
-    ok.then_some(id)
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
+}
+
+/// The room id in `path` under `prefix`: one segment.
+fn room_id<'a>(prefix: &str, path: &'a str) -> Option<&'a str> {
+    let id = path.strip_prefix(prefix)?.strip_prefix('/')?;
+    valid_id(id).then_some(id)
 }
 
 /// `Connection` lists `upgrade` and `Upgrade` lists `websocket`.
@@ -183,6 +285,38 @@ mod tests {
             room_id("/room", &format!("/room/{}", "a".repeat(129))),
             None
         );
+    }
+
+    #[test]
+    fn livestore_targets_come_from_the_query() {
+        let t = |path, query| Target::livestore("/livestore", path, query);
+        // As the 0.4 client writes it: encodeURIComponent(JSON), encoded again.
+        let payload = "%257B%2522authToken%2522%253A%2522tok%2520en%2522%257D";
+        let query = format!("storeId=todo-1&payload={payload}&transport=ws");
+        assert_eq!(
+            t("/livestore", Some(&query)).unwrap(),
+            Target {
+                id: "todo-1".into(),
+                dialect: Some(Dialect::Rpc),
+                token: Some("tok en".into()),
+            }
+        );
+        let old = t("/livestore/websocket", Some("storeId=s")).unwrap();
+        assert_eq!((old.dialect, old.token), (Some(Dialect::WsMessage), None));
+        for (path, query, code) in [
+            ("/livestore", None, "bad_store_id"),
+            ("/livestore", Some("storeId=a%2Fb"), "bad_store_id"),
+            (
+                "/livestore",
+                Some("storeId=s&transport=http"),
+                "bad_transport",
+            ),
+            ("/livestore", Some("storeId=s&payload=%257B"), "bad_payload"),
+            ("/livestore/other", Some("storeId=s"), "not_found"),
+        ] {
+            let e = t(path, query).unwrap_err();
+            assert_eq!(e.code, code, "{path} {query:?}");
+        }
     }
 
     #[test]

@@ -3,17 +3,20 @@
 //! ```toml
 //! [[rooms]]
 //! prefix = "/room"            # GET /room/{id} with Upgrade: websocket joins room {id}
-//! protocol = "text"           # or "relay" (the default), or "yjs" (y-websocket)
+//! protocol = "text"           # or "relay" (the default), "yjs" (y-websocket),
+//!                             # or "livestore" (@livestore/sync-cf: GET {prefix}?storeId=…)
 //! auth = "optional"           # as for [[routes]], checked before the upgrade
 //! rate_limit = { requests = 30, per_s = 60 }   # joins, as for [[routes]]
 //! max_message_kib = 64        # a bigger message closes its connection (1009);
-//!                             # yjs rooms: 8192 by default
+//!                             # yjs rooms: 8192 by default, livestore 1024
 //! max_connections = 10000     # per room
 //! messages_per_s = 100        # per connection; more are refused with an error frame
+//!                             # (livestore: 1000 by default)
 //! send_queue = 1024           # frames waiting for a slow client before it is dropped
 //! idle_s = 60                 # an idle room drops its memory (it reopens from its log)
 //! ping_s = 30                 # keepalive; a client silent through two pings is closed
 //! compact_every = 1000        # events between snapshots; as many are kept for catch-up
+//!                             # (not for livestore: a store keeps every event)
 //! ```
 
 use std::time::Duration;
@@ -27,6 +30,10 @@ use super::{ManifestError, RouteAuth, RouteLimit, gate};
 /// The default largest message of a `yjs` room.
 pub const YJS_MAX_MESSAGE_BYTES: usize = 8 << 20;
 
+/// The default largest message of a `livestore` room: a push of 100
+/// events, which `@livestore/sync-cf` keeps below 900 KB.
+pub const LIVESTORE_MAX_MESSAGE_BYTES: usize = 1 << 20;
+
 /// What the host does with a room's messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RoomProtocol {
@@ -37,6 +44,9 @@ pub enum RoomProtocol {
     Text,
     /// A Yjs document, spoken as y-websocket speaks it (binary frames).
     Yjs,
+    /// A LiveStore event log, spoken as `@livestore/sync-cf` speaks it
+    /// (0.4 and 0.3); the room id is the client's `storeId`.
+    LiveStore,
 }
 
 impl RoomProtocol {
@@ -45,12 +55,21 @@ impl RoomProtocol {
             Self::Relay => "relay",
             Self::Text => "text",
             Self::Yjs => "yjs",
+            Self::LiveStore => "livestore",
         }
     }
 
-    /// Whether its frames are JSON text (relay, text) or binary (yjs).
+    /// Whether its frames are JSON text (relay, text, livestore) or binary
+    /// (yjs).
     pub fn binary(self) -> bool {
         self == Self::Yjs
+    }
+
+    /// Whether its clients read the host's own JSON frames (welcome,
+    /// presence, errors, a room handler's frames): those of relay and
+    /// text rooms do; yjs and livestore clients read their protocol only.
+    pub fn host_frames(self) -> bool {
+        matches!(self, Self::Relay | Self::Text)
     }
 }
 
@@ -126,19 +145,29 @@ pub(super) fn parse_room(raw: &RawRoom, err: Err<'_>) -> Result<RoomRoute, Manif
             "relay" => RoomProtocol::Relay,
             "text" => RoomProtocol::Text,
             "yjs" => RoomProtocol::Yjs,
+            "livestore" => RoomProtocol::LiveStore,
             other => {
                 return Err(err(
                     Some(p.span()),
-                    format!("protocol = \"{other}\": write \"relay\", \"text\" or \"yjs\""),
+                    format!(
+                        "protocol = \"{other}\": write \"relay\", \"text\", \"yjs\" or \"livestore\""
+                    ),
                 ));
             }
         },
     };
     let (auth, rate_limit) = gate(&raw.auth, &raw.authenticator, &raw.rate_limit, err)?;
     let mut limits = RoomLimits::default();
-    if protocol == RoomProtocol::Yjs {
+    match protocol {
         // A client that was offline sends its whole state as one message.
-        limits.max_message_bytes = YJS_MAX_MESSAGE_BYTES;
+        RoomProtocol::Yjs => limits.max_message_bytes = YJS_MAX_MESSAGE_BYTES,
+        // A client that was offline pushes its events 100 at a time, each
+        // push waiting for the last one's acknowledgement.
+        RoomProtocol::LiveStore => {
+            limits.max_message_bytes = LIVESTORE_MAX_MESSAGE_BYTES;
+            limits.messages_per_s = 1000;
+        }
+        _ => {}
     }
     let bounded = |v: &Option<Spanned<u64>>, name: &str, min: u64, max: u64| match v {
         None => Ok(None),
@@ -167,6 +196,12 @@ pub(super) fn parse_room(raw: &RawRoom, err: Err<'_>) -> Result<RoomRoute, Manif
         limits.ping = Duration::from_secs(s);
     }
     if let Some(n) = bounded(&raw.compact_every, "compact_every", 10, 1_000_000)? {
+        if protocol == RoomProtocol::LiveStore {
+            return Err(err(
+                raw.compact_every.as_ref().map(Spanned::span),
+                "compact_every does not apply to a livestore room: a store keeps every event, which new clients replay".into(),
+            ));
+        }
         limits.compact_every = n;
     }
     Ok(RoomRoute {

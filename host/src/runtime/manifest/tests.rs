@@ -264,6 +264,14 @@ fn rooms_with_and_without_a_component() {
     assert_eq!(room.limits.idle, std::time::Duration::from_secs(5));
     assert_eq!(room.limits.send_queue, RoomLimits::default().send_queue);
 
+    let m = parse_str("rooms = [{ prefix = \"/sync\", protocol = \"livestore\" }]\n").unwrap();
+    let room = &m.rooms[0];
+    assert_eq!(room.protocol, RoomProtocol::LiveStore);
+    assert!(!room.protocol.host_frames() && !room.protocol.binary());
+    // A push of 100 events, and pushes as fast as their acknowledgements.
+    assert_eq!(room.limits.max_message_bytes, 1 << 20);
+    assert_eq!(room.limits.messages_per_s, 1000);
+
     let m = parse_str("component = \"h.wasm\"\nrooms = [{ prefix = \"/chat\" }]\n").unwrap();
     assert_eq!(m.rooms[0].protocol, RoomProtocol::Relay);
     assert!(m.component.is_some());
@@ -287,6 +295,10 @@ fn rooms_with_and_without_a_component() {
             "auth is not",
         ),
         ("rooms = [{ prefix = \"/r\", speed = 3 }]", "speed"),
+        (
+            "rooms = [{ prefix = \"/r\", protocol = \"livestore\", compact_every = 100 }]",
+            "a store keeps every event",
+        ),
     ] {
         let e = parse_str(&format!("{text}\n")).unwrap_err();
         assert!(e.message.contains(needle), "{text}: {e}");

@@ -9,10 +9,12 @@
 //! the owner queued. An owner with no members ends after its idle time (5 s
 //! at most); a room reopens from its log on the next join. The protocols:
 //! `frames` (relay, and the JSON the host sends), `text` (shared text,
-//! OT), `yjs` (y-websocket); `handler` calls a plugin's room handler.
+//! OT), `yjs` (y-websocket), `livestore` (LiveStore sync); `handler` calls
+//! a plugin's room handler.
 
 mod frames;
 mod handler;
+pub mod livestore;
 mod owner;
 pub mod text;
 pub mod yjs;
@@ -77,6 +79,8 @@ pub struct JoinRequest {
     /// The upgrade request's headers, for the room handler's `on-connect`
     /// (copied into its form only when there is a handler).
     pub headers: http::HeaderMap,
+    /// A `livestore` connection's dialect (by the path it came to).
+    pub dialect: Option<livestore::Dialect>,
 }
 
 /// Why a join was refused.
@@ -153,11 +157,20 @@ pub struct Joined {
     /// Stored events to send after the welcome and before `queue`.
     pub catch_up: Option<CatchUp>,
     /// Events and presence, in order, from the owner.
-    pub queue: mpsc::Receiver<Frame>,
+    pub queue: mpsc::Receiver<Delivery>,
     /// Fires when the owner drops this connection.
     pub kicked: oneshot::Receiver<Kick>,
     pub membership: Membership,
     pub limits: RoomLimits,
+}
+
+/// What the owner queues to a connection.
+pub enum Delivery {
+    Frame(Frame),
+    /// Stored events to read from the log and send before what follows in
+    /// the queue (a LiveStore pull): the connection reads them at its own
+    /// pace, the room does not wait.
+    CatchUp(Box<CatchUp>),
 }
 
 /// A member's line to its room's owner; leaving when dropped.
@@ -200,7 +213,7 @@ impl Drop for Membership {
     }
 }
 
-/// Stored events a joining connection is owed, read from the log by the
+/// Stored events a connection is owed, read from the log by the
 /// connection itself so that the room does not wait on it.
 pub struct CatchUp {
     log: Arc<dyn RoomLog>,
@@ -209,29 +222,57 @@ pub struct CatchUp {
     pub snapshot: Option<Frame>,
     after: u64,
     through: u64,
+    form: CatchUpForm,
+}
+
+/// How stored events are sent.
+enum CatchUpForm {
+    /// Each as it is stored (a JSON room's event frames).
+    Stored,
+    /// As pages of a LiveStore pull.
+    LiveStore {
+        dialect: livestore::Dialect,
+        request: Arc<str>,
+        backend: Arc<str>,
+    },
 }
 
 impl CatchUp {
-    /// The next page of events, empty when caught up.
+    /// The next frames, empty when caught up.
     pub async fn next_page(&mut self) -> Result<Vec<Frame>, StorageError> {
-        const PAGE: usize = 256;
+        let page_size = match self.form {
+            CatchUpForm::Stored => 256,
+            CatchUpForm::LiveStore { .. } => livestore::MAX_EVENTS_PER_CHUNK,
+        };
         if self.after >= self.through {
             return Ok(Vec::new());
         }
-        let page = self.log.read(&self.room, self.after, PAGE).await?;
-        let mut frames = Vec::with_capacity(page.len());
-        for (seq, bytes) in page {
-            if seq > self.through {
-                break;
-            }
-            self.after = seq;
-            frames.push(stored_frame(bytes)?);
-        }
-        if frames.is_empty() {
+        let mut page = self.log.read(&self.room, self.after, page_size).await?;
+        page.retain(|(seq, _)| *seq <= self.through);
+        let Some(&(last, _)) = page.last() else {
             // The log ends before `through`: nothing more to read.
             self.after = self.through;
+            return Ok(Vec::new());
+        };
+        self.after = last;
+        match &self.form {
+            CatchUpForm::Stored => page.into_iter().map(|(_, b)| stored_frame(b)).collect(),
+            CatchUpForm::LiveStore {
+                dialect,
+                request,
+                backend,
+            } => {
+                let events: Vec<Bytes> = page.into_iter().map(|(_, b)| b).collect();
+                let items = livestore::items(*dialect, &events).map_err(StorageError::Corrupt)?;
+                let pages = livestore::Pages {
+                    dialect: *dialect,
+                    backend,
+                    request,
+                    pulled: true,
+                };
+                Ok(pages.frames(&items, self.through - last))
+            }
         }
-        Ok(frames)
     }
 }
 

@@ -9,10 +9,11 @@ use base64::Engine;
 use bytes::Bytes;
 
 use super::state::{Content, State};
-use super::{Member, Owner, Pending};
+use super::{Member, Owner, Pending, Publish};
 use crate::bindings::exports::spike::host::room_handler::Message;
 use crate::caps::identity::Caller;
 use crate::caps::rooms::Action;
+use crate::runtime::manifest::RoomProtocol;
 use crate::runtime::rooms::frames::{self, Frame};
 use crate::runtime::rooms::handler::{Answer, Call, Handler};
 use crate::runtime::rooms::{Kick, yjs};
@@ -37,15 +38,16 @@ impl Origin {
 
 impl Owner {
     /// The number the next event gets, with `pending` made already.
-    fn next_seq(&self, pending: &[Pending]) -> u64 {
+    pub(super) fn next_seq(&self, pending: &[Pending]) -> u64 {
         let head = self.state.as_ref().map_or(0, |s| s.head);
         head + pending.len() as u64 + 1
     }
 
     /// Makes the events of one member's message (into `pending`), or tells
-    /// the member why there are none. A `yjs` member cannot be told in
-    /// JSON: where a JSON member gets an error frame, it is closed, and its
-    /// client reconnects and syncs again (nothing it wrote is lost).
+    /// the member why there are none. A `yjs` or `livestore` member cannot
+    /// be told in the host's JSON: where a JSON member gets an error frame,
+    /// it is closed, and its client reconnects and syncs again (nothing it
+    /// wrote is lost).
     pub(super) async fn take_message(
         &mut self,
         connection: u64,
@@ -57,7 +59,7 @@ impl Owner {
             return;
         };
         if !member.bucket.take(rate) {
-            if self.protocol.binary() {
+            if !self.protocol.host_frames() {
                 self.kick(connection, Kick::TOO_FAST, "rate_limited");
                 return;
             }
@@ -71,7 +73,7 @@ impl Owner {
         let origin = Origin::of(member, Some(connection));
         let caller = member.caller.clone();
         if let Err(e) = self.load().await {
-            if self.protocol.binary() {
+            if !self.protocol.host_frames() {
                 self.kick(connection, Kick::UNAVAILABLE, "unavailable");
                 return;
             }
@@ -81,6 +83,9 @@ impl Owner {
         }
         let handler = Handler::of(&self.hub.registry, &self.plugin);
         match message {
+            Frame::Text(text) if self.protocol == RoomProtocol::LiveStore => {
+                self.take_livestore(connection, text, pending)
+            }
             Frame::Text(text) => {
                 self.take_json(&origin, caller, text, handler, pending)
                     .await
@@ -189,7 +194,7 @@ impl Owner {
                     pending.push(Pending {
                         sender: Some(connection),
                         stored: update,
-                        frame,
+                        publish: Publish::Frame(frame),
                     });
                 }
                 for relay in outcome.relays {
@@ -267,9 +272,13 @@ impl Owner {
         pending: &mut Vec<Pending>,
     ) {
         for action in actions {
-            if self.protocol.binary() {
-                // A y-websocket client reads y-protocols messages only.
-                tracing::warn!(room = %self.name, "a yjs room's handler cannot send frames; dropped");
+            if !self.protocol.host_frames() {
+                // A y-websocket or LiveStore client reads its protocol only.
+                tracing::warn!(
+                    room = %self.name,
+                    "a {} room's handler cannot send frames or append; dropped",
+                    self.protocol.name()
+                );
                 continue;
             }
             match action {

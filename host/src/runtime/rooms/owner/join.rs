@@ -7,14 +7,15 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::events::Origin;
 use super::state::Content;
-use super::{Bucket, Member, Owner, Pending};
+use super::{Bucket, Member, Owner, Pending, livestore};
 use crate::bindings::exports::spike::host::room_handler::Connect;
 use crate::metrics::Metrics;
 use crate::runtime::manifest::RoomProtocol;
 use crate::runtime::rooms::frames::{self, Frame, MemberInfo};
 use crate::runtime::rooms::handler::{Answer, Call, Handler};
+use crate::runtime::rooms::livestore::Dialect;
 use crate::runtime::rooms::{
-    CatchUp, JoinError, JoinRequest, Joined, Membership, next_connection_id,
+    CatchUp, CatchUpForm, JoinError, JoinRequest, Joined, Membership, next_connection_id,
 };
 
 /// The close codes a handler may refuse with: policy violation, or the
@@ -109,6 +110,7 @@ impl Owner {
                 snapshot,
                 after,
                 through: head,
+                form: CatchUpForm::Stored,
             })
         };
         let (text, catch_up) = match request.since {
@@ -116,8 +118,9 @@ impl Owner {
             Some(since) if since >= head => (None, None),
             // Compacted away: a text room starts over from its text, a
             // relay room from its oldest kept event.
-            // A yjs client catches up by syncing, not from the log.
-            Some(_) if self.protocol == RoomProtocol::Yjs => (None, None),
+            // A yjs client catches up by syncing, a livestore client by
+            // pulling, not from the log.
+            Some(_) if !self.protocol.host_frames() => (None, None),
             Some(since) if since < state.compacted_through => match self.protocol {
                 RoomProtocol::Relay => {
                     let through = state.compacted_through;
@@ -134,6 +137,8 @@ impl Owner {
             .collect();
         let hello = match &state.content {
             Content::Yjs(room) => room.welcome().into_iter().map(Frame::Binary).collect(),
+            // A LiveStore client speaks first (it pulls).
+            Content::LiveStore(_) => Vec::new(),
             _ => vec![frames::welcome(
                 &self.id,
                 &id,
@@ -148,7 +153,11 @@ impl Owner {
             connection: &id,
             user: user.as_deref(),
         };
-        self.broadcast(&frames::presence("join", &info, count), &[]);
+        if self.protocol.host_frames() {
+            self.broadcast(&frames::presence("join", &info, count), &[]);
+        }
+        let livestore = (self.protocol == RoomProtocol::LiveStore)
+            .then(|| livestore::Subscriber::new(request.dialect.unwrap_or(Dialect::Rpc)));
         let (queue_tx, queue) = mpsc::channel(self.limits.send_queue);
         let (kick_tx, kicked) = oneshot::channel();
         let connection = self.next_member;
@@ -162,6 +171,7 @@ impl Owner {
                 queue: queue_tx,
                 kick: Some(kick_tx),
                 bucket: Bucket::full(self.limits.messages_per_s),
+                livestore,
             },
         );
         self.ids.insert(id.clone(), connection);

@@ -9,9 +9,11 @@
 //! consumer never stalls the room). With no members for `idle`, the owner
 //! ends; with members but no commands for `idle`, it drops its state
 //! (hibernates) and reloads it from the log (`state`) on the next event.
+//! A `livestore` room's pulls and pushes are `livestore`'s.
 
 mod events;
 mod join;
+mod livestore;
 mod state;
 
 use std::collections::HashMap;
@@ -25,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::frames::{self, Frame, MemberInfo};
 use super::handler::{Call, Handler};
-use super::{JoinOutcome, JoinRequest, Kick, RoomAddress, RoomHub};
+use super::{Delivery, JoinOutcome, JoinRequest, Kick, RoomAddress, RoomHub};
 use crate::caps::identity::Caller;
 use crate::caps::rooms::{MemberEntry, RoomEvent};
 use crate::metrics::{Metrics, PluginLabel};
@@ -61,9 +63,11 @@ struct Member {
     user: Option<Arc<str>>,
     /// Its caller, for the room handler's `identity`.
     caller: Option<Arc<Caller>>,
-    queue: mpsc::Sender<Frame>,
+    queue: mpsc::Sender<Delivery>,
     kick: Option<oneshot::Sender<Kick>>,
     bucket: Bucket,
+    /// A `livestore` member's dialect and open pulls.
+    livestore: Option<livestore::Subscriber>,
 }
 
 impl Member {
@@ -104,12 +108,23 @@ impl Bucket {
     }
 }
 
-/// An event made in this batch, not yet stored: what the log keeps, the
-/// frame members get, and the member to tell if storing it fails.
+/// An event made in this batch, not yet stored: what the log keeps, what
+/// members get once it is stored, and the member to tell if storing it
+/// fails.
 struct Pending {
     sender: Option<u64>,
     stored: Bytes,
-    frame: Frame,
+    publish: Publish,
+}
+
+/// What members get of a stored event.
+enum Publish {
+    /// One frame for every member.
+    Frame(Frame),
+    /// One event of a LiveStore push, sent as pages formatted for each
+    /// member; the push's last event carries the push, to publish its
+    /// events together and acknowledge it.
+    LiveStore(Option<Box<livestore::Pushed>>),
 }
 
 impl Pending {
@@ -119,7 +134,7 @@ impl Pending {
         Self {
             sender,
             stored: frame.bytes(),
-            frame,
+            publish: Publish::Frame(frame),
         }
     }
 }
@@ -297,35 +312,42 @@ impl Owner {
             Ok(()) => {
                 state.head += pending.len() as u64;
                 self.events.inc_by(pending.len() as u64);
+                let mut pushed = Vec::new();
                 for p in pending {
-                    self.broadcast(&p.frame, &[]);
+                    match p.publish {
+                        Publish::Frame(frame) => self.broadcast(&frame, &[]),
+                        Publish::LiveStore(push) => {
+                            pushed.push(p.stored);
+                            if let Some(push) = push {
+                                self.publish_push(*push, std::mem::take(&mut pushed));
+                            }
+                        }
+                    }
                 }
             }
             Err(e) => {
                 tracing::error!(room = %self.name, "room events not stored: {e}");
                 self.state = None;
+                // A JSON member is told and may send again; a yjs or
+                // livestore client is closed, and syncs again on its
+                // reconnect (what it sent was not acknowledged).
                 let error =
                     frames::error("not_stored", "the message was not stored: send it again");
                 for sender in pending.iter().filter_map(|p| p.sender) {
-                    self.reply(sender, error.clone());
+                    if self.protocol.host_frames() {
+                        self.reply(sender, error.clone());
+                    } else {
+                        self.kick(sender, Kick::UNAVAILABLE, "unavailable");
+                    }
                 }
             }
         }
     }
 
-    /// Whether members of this room read frames like `frame`: a `yjs`
-    /// client reads binary only, a JSON room's client text only (so JSON
-    /// presence and error frames are not sent to y-websocket clients).
-    fn speaks(&self, frame: &Frame) -> bool {
-        matches!(frame, Frame::Binary(_)) == self.protocol.binary()
-    }
-
     /// Queues `frame` to every member but those in `except`; drops those
-    /// that cannot take it.
+    /// that cannot take it. (The host's JSON frames go to rooms whose
+    /// clients read them: `RoomProtocol::host_frames`.)
     fn broadcast(&mut self, frame: &Frame, except: &[String]) {
-        if !self.speaks(frame) {
-            return;
-        }
         let mut slow = Vec::new();
         let mut sent = 0;
         for (&n, member) in &self.members {
@@ -333,7 +355,9 @@ impl Owner {
                 continue;
             }
             sent += 1;
-            if let Err(TrySendError::Full(_)) = member.queue.try_send(frame.clone()) {
+            if let Err(TrySendError::Full(_)) =
+                member.queue.try_send(Delivery::Frame(frame.clone()))
+            {
                 slow.push(n);
             }
         }
@@ -345,14 +369,16 @@ impl Owner {
 
     /// Queues `frame` to one member.
     fn reply(&mut self, connection: u64, frame: Frame) {
+        self.deliver(connection, Delivery::Frame(frame));
+    }
+
+    /// Queues `delivery` to one member; drops it if it cannot take it.
+    fn deliver(&mut self, connection: u64, delivery: Delivery) {
         let Some(member) = self.members.get(&connection) else {
             return;
         };
-        if !self.speaks(&frame) {
-            return;
-        }
         self.deliveries.inc();
-        if let Err(TrySendError::Full(_)) = member.queue.try_send(frame) {
+        if let Err(TrySendError::Full(_)) = member.queue.try_send(delivery) {
             self.kick(connection, Kick::SLOW_CONSUMER, "slow_consumer");
         }
     }
@@ -382,7 +408,9 @@ impl Owner {
         while let Some((number, member)) = self.departed.pop() {
             self.hub.metrics.room_connections.dec();
             let count = self.members.len();
-            self.broadcast(&frames::presence("leave", &member.info(), count), &[]);
+            if self.protocol.host_frames() {
+                self.broadcast(&frames::presence("leave", &member.info(), count), &[]);
+            }
             // A yjs room's presence is awareness: the states it set go.
             if let Some(State {
                 content: Content::Yjs(room),
@@ -428,8 +456,9 @@ impl Owner {
             members: members.clone(),
             next_seq: head + pending.len() as u64 + 1,
             max_message_bytes: self.limits.max_message_bytes,
-            // A yjs room's log holds document updates only.
-            appends: !self.protocol.binary(),
+            // A yjs room's log holds document updates only, a livestore
+            // room's the store's events.
+            appends: self.protocol.host_frames(),
             actions: Default::default(),
         }
     }

@@ -24,6 +24,9 @@ pub(super) enum Content {
     Relay,
     Text(TextDoc),
     Yjs(YjsRoom),
+    /// A LiveStore store: its events are its state; it keeps its backend
+    /// id, which tells clients whether the store is the one they knew.
+    LiveStore(super::livestore::Store),
 }
 
 impl Owner {
@@ -40,6 +43,9 @@ impl Owner {
         };
         let content = match self.protocol {
             RoomProtocol::Relay => Content::Relay,
+            RoomProtocol::LiveStore => {
+                Content::LiveStore(super::livestore::Store::open(log, &self.name).await?)
+            }
             RoomProtocol::Yjs => {
                 let mut room = YjsRoom::new();
                 if let Some(s) = &head.snapshot {
@@ -105,6 +111,8 @@ impl Owner {
             return;
         }
         let data = match &state.content {
+            // A new LiveStore client replays every event: none is dropped.
+            Content::LiveStore(_) => return,
             Content::Relay => Bytes::new(),
             Content::Text(doc) => Bytes::from(doc.text()),
             Content::Yjs(room) => room.snapshot(),
