@@ -209,6 +209,18 @@ async fn the_effect_rpc_protocol_at_the_frame_level() {
     b.send(r#"{"_tag":"Ping"}"#).await;
     assert_eq!(b.next().await, json!({"_tag": "Pong"}));
 
+    // Live pulls multiply what a push sends: a connection holds a few.
+    let url_h = ws_url(&server.url, "/livestore?storeId=h&transport=ws");
+    let mut greedy = RoomClient::open(&url_h, None).await.unwrap();
+    for n in 0..8 {
+        greedy.send(&pull(&n.to_string(), "h", true, None)).await;
+        assert_eq!(greedy.next().await["_tag"], "Chunk");
+    }
+    greedy.send(&pull("8", "h", true, None)).await;
+    let refused = greedy.next().await;
+    assert_eq!(refused["requestId"], "8");
+    assert_eq!(failure(&refused)["_tag"], "UnknownError");
+
     // After a restart: the same backend, every event.
     server.restart().await;
     let url = ws_url(&server.url, "/livestore?storeId=f&transport=ws");

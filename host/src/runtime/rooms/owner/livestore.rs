@@ -22,6 +22,14 @@ use crate::storage::{RoomLog, StorageError};
 /// Where a store keeps its backend id in the room's state.
 const BACKEND_KEY: &str = "livestore-backend";
 
+/// Live pulls one connection may hold open (a client holds one): each
+/// push is sent once per pull, so more would multiply what a room sends.
+const MAX_LIVE_PULLS: usize = 8;
+
+/// The longest request id kept for a live pull (Effect's are short
+/// decimal numbers).
+const MAX_REQUEST_ID: usize = 64;
+
 /// A member's dialect and its open live pulls (0.4 request ids).
 pub(in crate::runtime::rooms) struct Subscriber {
     dialect: Dialect,
@@ -183,6 +191,18 @@ impl Owner {
             return;
         }
         let (after, head) = (cursor.unwrap_or(0), state.head);
+        let live = live && dialect == Dialect::Rpc;
+        let pulls = (self.members.get(&connection))
+            .and_then(|m| m.livestore.as_ref())
+            .map_or(0, |s| s.pulls.len());
+        if live && (pulls >= MAX_LIVE_PULLS || id.len() > MAX_REQUEST_ID) {
+            self.count_request("refused");
+            let why = format!(
+                "at most {MAX_LIVE_PULLS} live pulls a connection, their ids at most {MAX_REQUEST_ID} bytes"
+            );
+            self.reply(connection, protocol::error(dialect, &id, &why));
+            return;
+        }
         self.count_request("pull");
         if after >= head {
             let pages = Pages {
