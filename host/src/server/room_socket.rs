@@ -14,7 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 use crate::metrics::{KindLabels, Metrics};
-use crate::runtime::rooms::{CatchUp, Delivery, Frame, Joined, Kick};
+use crate::runtime::rooms::{CatchUp, Delivery, Frame, Inbox, Joined, Kick};
 
 /// Frames written before one flush.
 const MAX_FRAMES_PER_FLUSH: usize = 64;
@@ -55,23 +55,130 @@ enum End {
 
 /// Runs one room connection; `send_timeout` bounds every write (a client
 /// that stops reading cannot hold its task and socket).
-pub async fn run(
-    mut socket: WebSocket,
-    joined: Joined,
+///
+/// Not an `async fn`: an open connection is mostly its task's future, so
+/// that future holds two boxes (the socket and the join) and the larger,
+/// rarer steps (welcome and catch-up, a burst of writes, the close) are
+/// boxed when they run. An idle connection then holds a few hundred bytes
+/// of future instead of several KB (`docs/BENCHMARKS.md`, Yjs memory).
+pub fn run(
+    socket: WebSocket,
+    joined: Box<Joined>,
     metrics: SocketMetrics,
     send_timeout: Duration,
-) {
-    let end = match serve(&mut socket, joined, send_timeout).await {
-        Ok(end) | Err(end) => end,
-    };
-    match end {
-        End::Gone => {}
-        End::Stalled => metrics.count("send_timeout"),
-        End::Close(code, reason, kind) => {
-            if !kind.is_empty() {
-                metrics.count(kind);
+) -> impl Future<Output = ()> + Send {
+    let connection = Box::new(Connection {
+        socket,
+        metrics,
+        limit: send_timeout,
+    });
+    connection.run(joined)
+}
+
+struct Connection {
+    socket: WebSocket,
+    metrics: SocketMetrics,
+    /// The send timeout.
+    limit: Duration,
+}
+
+impl Connection {
+    async fn run(mut self: Box<Self>, joined: Box<Joined>) {
+        let end = match self.serve(joined).await {
+            Ok(end) | Err(end) => end,
+        };
+        match end {
+            End::Gone => {}
+            End::Stalled => self.metrics.count("send_timeout"),
+            End::Close(code, reason, kind) => {
+                if !kind.is_empty() {
+                    self.metrics.count(kind);
+                }
+                Box::pin(close(
+                    &mut self.socket,
+                    code,
+                    Utf8Bytes::from_static(reason),
+                ))
+                .await;
             }
-            close(&mut socket, code, Utf8Bytes::from_static(reason)).await;
+        }
+    }
+
+    /// The welcome and what the connection is owed from the log.
+    async fn welcome(&mut self, hello: Vec<Frame>, catch_up: Option<CatchUp>) -> Result<(), End> {
+        let (socket, limit) = (&mut self.socket, self.limit);
+        for frame in hello {
+            bounded(limit, socket.feed(message(frame))).await?;
+        }
+        if let Some(catch_up) = catch_up {
+            write_catch_up(socket, catch_up, limit).await?;
+        }
+        bounded(limit, socket.flush()).await
+    }
+
+    async fn serve(&mut self, mut joined: Box<Joined>) -> Result<End, End> {
+        let hello = std::mem::take(&mut joined.hello);
+        Box::pin(self.welcome(hello, joined.catch_up.take())).await?;
+        let (limit, binary, every) = (self.limit, joined.binary, joined.limits.ping);
+        let socket = &mut self.socket;
+        let mut last_heard = Instant::now();
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                kick = &mut joined.kicked => {
+                    // No kick sent: the owner is gone (the host is stopping).
+                    let kick = kick.unwrap_or(Kick::STOPPING);
+                    return Ok(End::Close(kick.code, kick.reason, ""));
+                }
+                delivery = joined.queue.recv() => {
+                    let Some(delivery) = delivery else {
+                        return Ok(End::Close(Kick::STOPPING.code, Kick::STOPPING.reason, ""));
+                    };
+                    Box::pin(send_queued(socket, delivery, &mut joined.queue, limit)).await?;
+                }
+                incoming = socket.recv() => {
+                    last_heard = Instant::now();
+                    let membership = &joined.membership;
+                    match incoming {
+                        Some(Ok(Message::Text(text))) if !binary => {
+                            if membership.send(Frame::Text(text)).await.is_err() {
+                                return Ok(End::Close(Kick::STOPPING.code, Kick::STOPPING.reason, ""));
+                            }
+                        }
+                        Some(Ok(Message::Binary(data))) if binary => {
+                            if membership.send(Frame::Binary(data)).await.is_err() {
+                                return Ok(End::Close(Kick::STOPPING.code, Kick::STOPPING.reason, ""));
+                            }
+                        }
+                        Some(Ok(Message::Text(_))) => {
+                            return Ok(End::Close(1003, "this room speaks binary (y-protocols)", "text"));
+                        }
+                        Some(Ok(Message::Binary(_))) => {
+                            return Ok(End::Close(1003, "binary frames are not accepted: send text", "binary"));
+                        }
+                        // tungstenite queued the answer to a ping (or to a
+                        // close): send it now.
+                        Some(Ok(Message::Ping(_))) => bounded(limit, socket.flush()).await?,
+                        Some(Ok(Message::Pong(_))) => {}
+                        Some(Ok(Message::Close(_))) => {
+                            let _ = tokio::time::timeout(CLOSE_GRACE, socket.flush()).await;
+                            return Ok(End::Gone);
+                        }
+                        Some(Err(e)) => return Ok(refused(e)),
+                        None => return Ok(End::Gone),
+                    }
+                }
+                _ = ping.tick() => {
+                    // Silent through two pings (and half an interval more for
+                    // the answer to the second): gone.
+                    if last_heard.elapsed() >= every * 5 / 2 {
+                        return Ok(End::Close(1001, "no answer to pings", "silent"));
+                    }
+                    bounded(limit, socket.send(Message::Ping(Bytes::new()))).await?;
+                }
+            }
         }
     }
 }
@@ -88,92 +195,12 @@ async fn bounded<T>(
     }
 }
 
-async fn serve(socket: &mut WebSocket, joined: Joined, send_timeout: Duration) -> Result<End, End> {
-    let Joined {
-        hello,
-        binary,
-        catch_up,
-        mut queue,
-        mut kicked,
-        membership,
-        limits,
-        ..
-    } = joined;
-    let limit = send_timeout;
-    for frame in hello {
-        bounded(limit, socket.feed(message(frame))).await?;
-    }
-    if let Some(catch_up) = catch_up {
-        write_catch_up(socket, catch_up, limit).await?;
-    }
-    bounded(limit, socket.flush()).await?;
-
-    let mut last_heard = Instant::now();
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + limits.ping, limits.ping);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            kick = &mut kicked => {
-                // No kick sent: the owner is gone (the host is stopping).
-                let kick = kick.unwrap_or(Kick::STOPPING);
-                return Ok(End::Close(kick.code, kick.reason, ""));
-            }
-            delivery = queue.recv() => {
-                let Some(delivery) = delivery else {
-                    return Ok(End::Close(Kick::STOPPING.code, Kick::STOPPING.reason, ""));
-                };
-                send_queued(socket, delivery, &mut queue, limit).await?;
-            }
-            incoming = socket.recv() => {
-                last_heard = Instant::now();
-                match incoming {
-                    Some(Ok(Message::Text(text))) if !binary => {
-                        if membership.send(Frame::Text(text)).await.is_err() {
-                            return Ok(End::Close(Kick::STOPPING.code, Kick::STOPPING.reason, ""));
-                        }
-                    }
-                    Some(Ok(Message::Binary(data))) if binary => {
-                        if membership.send(Frame::Binary(data)).await.is_err() {
-                            return Ok(End::Close(Kick::STOPPING.code, Kick::STOPPING.reason, ""));
-                        }
-                    }
-                    Some(Ok(Message::Text(_))) => {
-                        return Ok(End::Close(1003, "this room speaks binary (y-protocols)", "text"));
-                    }
-                    Some(Ok(Message::Binary(_))) => {
-                        return Ok(End::Close(1003, "binary frames are not accepted: send text", "binary"));
-                    }
-                    // tungstenite queued the answer to a ping (or to a
-                    // close): send it now.
-                    Some(Ok(Message::Ping(_))) => bounded(limit, socket.flush()).await?,
-                    Some(Ok(Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) => {
-                        let _ = tokio::time::timeout(CLOSE_GRACE, socket.flush()).await;
-                        return Ok(End::Gone);
-                    }
-                    Some(Err(e)) => return Ok(refused(e)),
-                    None => return Ok(End::Gone),
-                }
-            }
-            _ = ping.tick() => {
-                // Silent through two pings (and half an interval more for
-                // the answer to the second): gone.
-                if last_heard.elapsed() >= limits.ping * 5 / 2 {
-                    return Ok(End::Close(1001, "no answer to pings", "silent"));
-                }
-                bounded(limit, socket.send(Message::Ping(Bytes::new()))).await?;
-            }
-        }
-    }
-}
-
 /// Writes `first` and whatever else is queued (up to a bound), then
 /// flushes once; each write is bounded by `limit`.
 async fn send_queued(
     socket: &mut WebSocket,
     first: Delivery,
-    queue: &mut tokio::sync::mpsc::Receiver<Delivery>,
+    queue: &mut Inbox,
     limit: Duration,
 ) -> Result<(), End> {
     let mut next = Some(first);
@@ -185,7 +212,7 @@ async fn send_queued(
         }
         written += 1;
         if written < MAX_FRAMES_PER_FLUSH {
-            next = queue.try_recv().ok();
+            next = queue.try_recv();
         }
     }
     bounded(limit, socket.flush()).await

@@ -126,7 +126,7 @@ pub async fn join(state: &AppState, routed: &Routed, room: usize, req: Request) 
         .read_buffer_size(READ_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| room_socket::run(socket, joined, metrics, send_timeout))
+        .on_upgrade(move |socket| room_socket::run(socket, Box::new(joined), metrics, send_timeout))
 }
 
 /// Which room a request joins, and how.

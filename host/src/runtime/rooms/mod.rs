@@ -15,11 +15,13 @@
 mod frames;
 mod handler;
 pub mod livestore;
+mod outbox;
 mod owner;
 pub mod text;
 pub mod yjs;
 
 pub use frames::Frame;
+pub use outbox::Inbox;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -157,7 +159,7 @@ pub struct Joined {
     /// Stored events to send after the welcome and before `queue`.
     pub catch_up: Option<CatchUp>,
     /// Events and presence, in order, from the owner.
-    pub queue: mpsc::Receiver<Delivery>,
+    pub queue: Inbox,
     /// Fires when the owner drops this connection.
     pub kicked: oneshot::Receiver<Kick>,
     pub membership: Membership,

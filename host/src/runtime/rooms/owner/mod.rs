@@ -22,11 +22,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::frames::{self, Frame, MemberInfo};
 use super::handler::{Call, Handler};
+use super::outbox::Outbox;
 use super::{Delivery, JoinOutcome, JoinRequest, Kick, RoomAddress, RoomHub};
 use crate::caps::identity::Caller;
 use crate::caps::rooms::{MemberEntry, RoomEvent};
@@ -63,7 +63,7 @@ struct Member {
     user: Option<Arc<str>>,
     /// Its caller, for the room handler's `identity`.
     caller: Option<Arc<Caller>>,
-    queue: mpsc::Sender<Delivery>,
+    queue: Outbox,
     kick: Option<oneshot::Sender<Kick>>,
     bucket: Bucket,
     /// A `livestore` member's dialect and open pulls.
@@ -194,11 +194,13 @@ pub(super) fn spawn(
         state: None,
         departed: Vec::new(),
     };
-    tokio::spawn(owner.run(inbox));
+    // Boxed, and the batch's work boxed when it runs (`run`): an open
+    // room's task then holds a small future while it waits.
+    tokio::spawn(Box::new(owner).run(inbox));
 }
 
 impl Owner {
-    async fn run(mut self, mut inbox: mpsc::Receiver<Command>) {
+    async fn run(mut self: Box<Self>, mut inbox: mpsc::Receiver<Command>) {
         let mut batch = Vec::new();
         let mut stopping = self.hub.stopping.subscribe();
         loop {
@@ -237,7 +239,9 @@ impl Owner {
             {
                 batch.push(command);
             }
-            self.handle(&mut batch).await;
+            // Boxed: its state (joins, handler calls, appends) is several KB,
+            // which a waiting room would otherwise carry.
+            Box::pin(self.handle(&mut batch)).await;
         }
         // Joins that reached the inbox as it closed go to a new owner.
         inbox.close();
@@ -355,8 +359,10 @@ impl Owner {
                 continue;
             }
             sent += 1;
-            if let Err(TrySendError::Full(_)) =
-                member.queue.try_send(Delivery::Frame(frame.clone()))
+            if member
+                .queue
+                .try_send(Delivery::Frame(frame.clone()))
+                .is_err()
             {
                 slow.push(n);
             }
@@ -378,7 +384,7 @@ impl Owner {
             return;
         };
         self.deliveries.inc();
-        if let Err(TrySendError::Full(_)) = member.queue.try_send(delivery) {
+        if member.queue.try_send(delivery).is_err() {
             self.kick(connection, Kick::SLOW_CONSUMER, "slow_consumer");
         }
     }
