@@ -15,6 +15,7 @@
 mod frames;
 mod handler;
 pub mod livestore;
+mod mailbox;
 mod outbox;
 mod owner;
 pub mod text;
@@ -28,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::caps::identity::Caller;
 use crate::metrics::Metrics;
@@ -43,7 +44,7 @@ const OWNER_INBOX: usize = 4096;
 
 /// Every open room of the host.
 pub struct RoomHub {
-    rooms: Mutex<HashMap<Arc<str>, mpsc::Sender<Command>>>,
+    rooms: Mutex<HashMap<Arc<str>, mailbox::Sender<Command>>>,
     log: Arc<dyn RoomLog>,
     /// Where room handlers are found (the plugin's active version).
     registry: Arc<PluginRegistry>,
@@ -178,7 +179,7 @@ pub enum Delivery {
 /// A member's line to its room's owner; leaving when dropped.
 pub struct Membership {
     connection: u64,
-    owner: mpsc::Sender<Command>,
+    owner: mailbox::Sender<Command>,
     /// The socket's place under the host's cap.
     _socket: Option<tokio::sync::OwnedSemaphorePermit>,
 }
@@ -206,7 +207,7 @@ impl Drop for Membership {
         };
         // A full inbox: hand the leave over from a task (dropped outside a
         // runtime, the host is stopping and the room goes anyway).
-        if let Err(mpsc::error::TrySendError::Full(leave)) = self.owner.try_send(leave)
+        if let Err(mailbox::TrySendError::Full(leave)) = self.owner.try_send(leave)
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             let owner = self.owner.clone();
@@ -369,7 +370,7 @@ impl RoomHub {
             let (reply, outcome) = oneshot::channel();
             let join = Command::Join { request, reply };
             request = match owner.send(join).await {
-                Err(mpsc::error::SendError(Command::Join { request, .. })) => {
+                Err(mailbox::SendError(Command::Join { request, .. })) => {
                     self.forget(&name, &owner);
                     request
                 }
@@ -393,21 +394,21 @@ impl RoomHub {
         self: &Arc<Self>,
         name: &Arc<str>,
         room: &RoomAddress<'_>,
-    ) -> mpsc::Sender<Command> {
+    ) -> mailbox::Sender<Command> {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(owner) = rooms.get(name)
             && !owner.is_closed()
         {
             return owner.clone();
         }
-        let (tx, rx) = mpsc::channel(OWNER_INBOX);
+        let (tx, rx) = mailbox::channel(OWNER_INBOX);
         rooms.insert(name.clone(), tx.clone());
         owner::spawn(self.clone(), name.clone(), room, rx, &tx);
         tx
     }
 
     /// Removes `name`'s entry if it is still `owner`.
-    fn forget(&self, name: &str, owner: &mpsc::Sender<Command>) {
+    fn forget(&self, name: &str, owner: &mailbox::Sender<Command>) {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         if rooms.get(name).is_some_and(|o| o.same_channel(owner)) {
             rooms.remove(name);
@@ -417,7 +418,7 @@ impl RoomHub {
     /// An owner with no members asks to end: yes if no command waits for
     /// it, and then no new one can reach it (it leaves the registry under
     /// the lock that joins take it from).
-    fn retire(&self, name: &str, inbox: &mpsc::Receiver<Command>) -> bool {
+    fn retire(&self, name: &str, inbox: &mailbox::Receiver<Command>) -> bool {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         if !inbox.is_empty() {
             return false;

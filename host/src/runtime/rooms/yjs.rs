@@ -11,11 +11,14 @@
 //! and the states a connection set are removed when it leaves.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use bytes::Bytes;
+use yrs::block::ClientID;
 use yrs::encoding::write::Write;
+use yrs::sync::awareness::AwarenessUpdateEntry;
 use yrs::sync::protocol::{MSG_SYNC, MSG_SYNC_UPDATE};
-use yrs::sync::{Awareness, AwarenessUpdate, Message, MessageReader, SyncMessage};
+use yrs::sync::{AwarenessUpdate, Message, MessageReader, SyncMessage};
 use yrs::updates::decoder::{Decode, DecoderV1};
 use yrs::updates::encoder::{Encode, Encoder, EncoderV1};
 use yrs::{ReadTxn, StateVector, Transact, Update};
@@ -37,10 +40,17 @@ pub struct Outcome {
 
 /// A room's document and who is aware of what.
 pub struct YjsRoom {
-    awareness: Awareness,
+    doc: yrs::Doc,
+    /// Awareness states by client: their clock, and their JSON (`None`
+    /// once removed). Kept here, not in yrs' `Awareness`, whose map is
+    /// sharded (about 1 KB per room before any state is set).
+    states: HashMap<ClientID, (u32, Option<Arc<str>>)>,
     /// The awareness clients each member has announced.
     controlled: HashMap<u64, HashSet<u64>>,
 }
+
+/// What y-protocols writes for a removed state.
+const NULL_STATE: &str = "null";
 
 impl Default for YjsRoom {
     fn default() -> Self {
@@ -51,7 +61,8 @@ impl Default for YjsRoom {
 impl YjsRoom {
     pub fn new() -> Self {
         Self {
-            awareness: Awareness::new(yrs::Doc::new()),
+            doc: yrs::Doc::new(),
+            states: HashMap::new(),
             controlled: HashMap::new(),
         }
     }
@@ -59,13 +70,13 @@ impl YjsRoom {
     /// Applies a stored update (a snapshot, or an event of the log).
     pub fn apply_stored(&mut self, update: &[u8]) -> Result<(), String> {
         let update = Update::decode_v1(update).map_err(|e| e.to_string())?;
-        let mut txn = self.awareness.doc().transact_mut();
+        let mut txn = self.doc.transact_mut();
         txn.apply_update(update).map_err(|e| e.to_string())
     }
 
     /// The whole document as one update, for a snapshot.
     pub fn snapshot(&self) -> Bytes {
-        let txn = self.awareness.doc().transact();
+        let txn = self.doc.transact();
         txn.encode_state_as_update_v1(&StateVector::default())
             .into()
     }
@@ -73,11 +84,10 @@ impl YjsRoom {
     /// What a client gets on joining: sync step 1, and the awareness
     /// states if there are any.
     pub fn welcome(&self) -> Vec<Bytes> {
-        let sv = self.awareness.doc().transact().state_vector();
+        let sv = self.doc.transact().state_vector();
         let mut messages = vec![encode(&Message::Sync(SyncMessage::SyncStep1(sv)))];
-        if let Ok(update) = self.awareness.update()
-            && !update.clients.is_empty()
-        {
+        let update = self.awareness_update();
+        if !update.clients.is_empty() {
             messages.push(encode(&Message::Awareness(update)));
         }
         messages
@@ -109,7 +119,7 @@ impl YjsRoom {
     fn take(&mut self, member: u64, message: Message, outcome: &mut Outcome) -> Result<(), String> {
         match message {
             Message::Sync(SyncMessage::SyncStep1(sv)) => {
-                let txn = self.awareness.doc().transact();
+                let txn = self.doc.transact();
                 let diff = txn.encode_state_as_update_v1(&sv);
                 outcome
                     .replies
@@ -122,20 +132,18 @@ impl YjsRoom {
                 if decoded.is_empty() {
                     return Ok(());
                 }
-                let mut txn = self.awareness.doc().transact_mut();
+                let mut txn = self.doc.transact_mut();
                 txn.apply_update(decoded).map_err(|e| e.to_string())?;
                 drop(txn);
                 outcome.updates.push(update.into());
             }
             Message::Awareness(update) => {
                 self.announce(member, &update);
-                self.awareness
-                    .apply_update(update.clone())
-                    .map_err(|e| e.to_string())?;
+                self.apply_awareness(&update);
                 outcome.relays.push(encode(&Message::Awareness(update)));
             }
             Message::AwarenessQuery => {
-                let update = self.awareness.update().map_err(|e| e.to_string())?;
+                let update = self.awareness_update();
                 outcome.replies.push(encode(&Message::Awareness(update)));
             }
             // Clients do not authenticate in-band (the auth hook ran
@@ -156,24 +164,68 @@ impl YjsRoom {
         }
     }
 
-    /// `member` left: removes the awareness states it set; the message
-    /// that tells the others, if it set any.
+    /// Applies a client's awareness update as y-protocols does: a state
+    /// replaces one with an older clock; a removal (`null`) with the same
+    /// clock removes it too.
+    fn apply_awareness(&mut self, update: &AwarenessUpdate) {
+        for (client, entry) in &update.clients {
+            let new = (&*entry.json != NULL_STATE).then(|| entry.json.clone());
+            match self.states.get_mut(client) {
+                Some((clock, data)) => {
+                    let removal = *clock == entry.clock && new.is_none() && data.is_some();
+                    if *clock < entry.clock || removal {
+                        (*clock, *data) = (entry.clock, new);
+                    }
+                }
+                None => {
+                    self.states.insert(*client, (entry.clock, new));
+                }
+            }
+        }
+    }
+
+    /// Every state set now.
+    fn awareness_update(&self) -> AwarenessUpdate {
+        let clients = (self.states.iter())
+            .filter_map(|(client, (clock, data))| {
+                let json = data.clone()?;
+                Some((
+                    *client,
+                    AwarenessUpdateEntry {
+                        clock: *clock,
+                        json,
+                    },
+                ))
+            })
+            .collect();
+        AwarenessUpdate { clients }
+    }
+
+    /// `member` left: removes the awareness states it set (a newer clock,
+    /// no state); the message that tells the others, if it set any.
     pub fn leave(&mut self, member: u64) -> Option<Bytes> {
         let clients = self.controlled.remove(&member)?;
-        let ids: Vec<yrs::block::ClientID> =
-            clients.into_iter().map(yrs::block::ClientID::new).collect();
-        for id in &ids {
-            self.awareness.remove_state(*id);
+        let mut removed = HashMap::new();
+        for client in clients.into_iter().map(ClientID::new) {
+            if let Some((clock, data)) = self.states.get_mut(&client) {
+                *clock += 1;
+                *data = None;
+                let json: Arc<str> = NULL_STATE.into();
+                removed.insert(
+                    client,
+                    AwarenessUpdateEntry {
+                        clock: *clock,
+                        json,
+                    },
+                );
+            }
         }
-        let known: Vec<_> = ids
-            .into_iter()
-            .filter(|id| self.awareness.meta(*id).is_some())
-            .collect();
-        if known.is_empty() {
+        if removed.is_empty() {
             return None;
         }
-        let update = self.awareness.update_with_clients(known).ok()?;
-        Some(encode(&Message::Awareness(update)))
+        Some(encode(&Message::Awareness(AwarenessUpdate {
+            clients: removed,
+        })))
     }
 }
 
@@ -222,7 +274,7 @@ mod tests {
     }
 
     fn text_of(room: &YjsRoom) -> String {
-        let doc = room.awareness.doc();
+        let doc = &room.doc;
         let text = doc.get_or_insert_text("text");
         text.get_string(&doc.transact())
     }
@@ -276,7 +328,7 @@ mod tests {
     fn awareness_is_relayed_and_removed_on_leave() {
         let mut room = YjsRoom::new();
         let doc = yrs::Doc::new();
-        let mut theirs = Awareness::new(doc);
+        let mut theirs = yrs::sync::Awareness::new(doc);
         theirs.set_local_state_raw(r#"{"user":"ann"}"#);
         let message = encode(&Message::Awareness(theirs.update().unwrap()));
         let outcome = room.handle(7, &message).unwrap();
@@ -293,5 +345,35 @@ mod tests {
         assert!(update.clients.values().all(|e| &*e.json == "null"));
         assert_eq!(room.welcome().len(), 1, "no states left");
         assert_eq!(room.leave(7), None);
+    }
+
+    fn awareness(client: u64, clock: u32, json: &str) -> Vec<u8> {
+        let entry = AwarenessUpdateEntry {
+            clock,
+            json: json.into(),
+        };
+        let clients = [(ClientID::new(client), entry)].into_iter().collect();
+        encode(&Message::Awareness(AwarenessUpdate { clients })).to_vec()
+    }
+
+    fn states(room: &YjsRoom) -> Vec<(u32, String)> {
+        let update = room.awareness_update();
+        (update.clients.values())
+            .map(|e| (e.clock, e.json.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn awareness_clocks_order_states_as_y_protocols_does() {
+        let mut room = YjsRoom::new();
+        room.handle(1, &awareness(9, 2, r#"{"a":2}"#)).unwrap();
+        // Older: ignored.
+        room.handle(1, &awareness(9, 1, r#"{"a":1}"#)).unwrap();
+        assert_eq!(states(&room), [(2, r#"{"a":2}"#.to_string())]);
+        room.handle(1, &awareness(9, 3, r#"{"a":3}"#)).unwrap();
+        assert_eq!(states(&room), [(3, r#"{"a":3}"#.to_string())]);
+        // A removal with the same clock removes.
+        room.handle(1, &awareness(9, 3, "null")).unwrap();
+        assert!(states(&room).is_empty());
     }
 }

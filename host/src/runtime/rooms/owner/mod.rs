@@ -22,10 +22,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::frames::{self, Frame, MemberInfo};
 use super::handler::{Call, Handler};
+use super::mailbox;
 use super::outbox::Outbox;
 use super::{Delivery, JoinOutcome, JoinRequest, Kick, RoomAddress, RoomHub};
 use crate::caps::identity::Caller;
@@ -148,7 +149,7 @@ struct Owner {
     limits: RoomLimits,
     /// To hand members their line to this owner, without keeping the
     /// inbox open itself.
-    inbox: mpsc::WeakSender<Command>,
+    inbox: mailbox::WeakSender<Command>,
     members: HashMap<u64, Member>,
     /// Members by their connection id (the handler names them so).
     ids: HashMap<Arc<str>, u64>,
@@ -168,8 +169,8 @@ pub(super) fn spawn(
     hub: Arc<RoomHub>,
     name: Arc<str>,
     room: &RoomAddress<'_>,
-    inbox: mpsc::Receiver<Command>,
-    inbox_tx: &mpsc::Sender<Command>,
+    inbox: mailbox::Receiver<Command>,
+    inbox_tx: &mailbox::Sender<Command>,
 ) {
     let plugin: Arc<str> = room.plugin.into();
     let label = PluginLabel {
@@ -200,7 +201,7 @@ pub(super) fn spawn(
 }
 
 impl Owner {
-    async fn run(mut self: Box<Self>, mut inbox: mpsc::Receiver<Command>) {
+    async fn run(mut self: Box<Self>, mut inbox: mailbox::Receiver<Command>) {
         let mut batch = Vec::new();
         let mut stopping = self.hub.stopping.subscribe();
         loop {
@@ -235,7 +236,7 @@ impl Owner {
                 }
             }
             while batch.len() < MAX_BATCH
-                && let Ok(command) = inbox.try_recv()
+                && let Some(command) = inbox.try_recv()
             {
                 batch.push(command);
             }
@@ -245,7 +246,7 @@ impl Owner {
         }
         // Joins that reached the inbox as it closed go to a new owner.
         inbox.close();
-        while let Ok(command) = inbox.try_recv() {
+        while let Some(command) = inbox.try_recv() {
             if let Command::Join { request, reply } = command {
                 let _ = reply.send(JoinOutcome::Closing(request));
             }

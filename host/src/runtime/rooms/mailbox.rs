@@ -1,0 +1,265 @@
+//! An owner's mailbox: commands from a room's connections, many senders
+//! and one receiver, bounded (a sender waits while it is full: the
+//! backpressure that slows a flooding connection's reading).
+//!
+//! Not a tokio `mpsc` channel, whose block of 32 slots and cache-padded
+//! state take about 2 KB in every open room before any command is sent:
+//! here a `VecDeque` is allocated when commands wait and given back when
+//! they are taken, and the bound is a semaphore's permits.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{Notify, Semaphore};
+
+/// A sending end; the mailbox is open while one exists.
+pub struct Sender<T> {
+    shared: Arc<Shared<T>>,
+}
+
+/// A sending end that does not keep the mailbox open.
+pub struct WeakSender<T> {
+    shared: Arc<Shared<T>>,
+}
+
+/// The receiving end.
+pub struct Receiver<T> {
+    shared: Arc<Shared<T>>,
+}
+
+/// The receiver is gone: the command comes back.
+#[derive(Debug)]
+pub struct SendError<T>(pub T);
+
+#[derive(Debug)]
+pub enum TrySendError<T> {
+    Full(T),
+    Closed(T),
+}
+
+struct Shared<T> {
+    queue: Mutex<Queue<T>>,
+    /// One permit per free place.
+    space: Semaphore,
+    /// Wakes the receiver (a permit is kept if it is not waiting).
+    ready: Notify,
+    senders: AtomicUsize,
+}
+
+struct Queue<T> {
+    items: VecDeque<T>,
+    closed: bool,
+}
+
+/// A mailbox of at most `capacity` commands.
+pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(Queue {
+            items: VecDeque::new(),
+            closed: false,
+        }),
+        space: Semaphore::new(capacity),
+        ready: Notify::new(),
+        senders: AtomicUsize::new(1),
+    });
+    let receiver = Receiver {
+        shared: shared.clone(),
+    };
+    (Sender { shared }, receiver)
+}
+
+impl<T> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, Queue<T>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `item` in a place already taken from `space`.
+    fn put(&self, item: T) -> Result<(), T> {
+        {
+            let mut queue = self.lock();
+            if queue.closed {
+                return Err(item);
+            }
+            queue.items.push_back(item);
+        }
+        self.ready.notify_one();
+        Ok(())
+    }
+}
+
+impl<T> Sender<T> {
+    /// Queues `item`, waiting for a place while the mailbox is full.
+    pub async fn send(&self, item: T) -> Result<(), SendError<T>> {
+        match self.shared.space.acquire().await {
+            Ok(place) => place.forget(),
+            Err(_closed) => return Err(SendError(item)),
+        }
+        self.shared.put(item).map_err(SendError)
+    }
+
+    pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
+        match self.shared.space.try_acquire() {
+            Ok(place) => place.forget(),
+            Err(tokio::sync::TryAcquireError::NoPermits) => return Err(TrySendError::Full(item)),
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(TrySendError::Closed(item)),
+        }
+        self.shared.put(item).map_err(TrySendError::Closed)
+    }
+
+    /// Whether the receiver is gone (or closed the mailbox).
+    pub fn is_closed(&self) -> bool {
+        self.shared.lock().closed
+    }
+
+    pub fn same_channel(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    pub fn downgrade(&self) -> WeakSender<T> {
+        WeakSender {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        self.shared.senders.fetch_add(1, Ordering::Relaxed);
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.ready.notify_one();
+        }
+    }
+}
+
+impl<T> WeakSender<T> {
+    /// A sender, if one still keeps the mailbox open.
+    pub fn upgrade(&self) -> Option<Sender<T>> {
+        let senders = &self.shared.senders;
+        let mut n = senders.load(Ordering::Acquire);
+        loop {
+            if n == 0 {
+                return None;
+            }
+            match senders.compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    return Some(Sender {
+                        shared: self.shared.clone(),
+                    });
+                }
+                Err(now) => n = now,
+            }
+        }
+    }
+}
+
+/// A drained mailbox keeps at most this many places allocated.
+const KEEP_PLACES: usize = 8;
+
+impl<T> Receiver<T> {
+    /// The next command; `None` when every sender is gone (or the mailbox
+    /// was closed) and nothing waits.
+    pub async fn recv(&mut self) -> Option<T> {
+        loop {
+            {
+                let mut queue = self.shared.lock();
+                if let Some(item) = self.take(&mut queue) {
+                    return Some(item);
+                }
+                if queue.closed || self.shared.senders.load(Ordering::Acquire) == 0 {
+                    return None;
+                }
+            }
+            self.shared.ready.notified().await;
+        }
+    }
+
+    /// The next command if one waits.
+    pub fn try_recv(&mut self) -> Option<T> {
+        let mut queue = self.shared.lock();
+        self.take(&mut queue)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shared.lock().items.is_empty()
+    }
+
+    /// No more commands are taken: senders get theirs back.
+    pub fn close(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.space.close();
+    }
+
+    fn take(&self, queue: &mut Queue<T>) -> Option<T> {
+        let item = queue.items.pop_front()?;
+        if queue.items.is_empty() && queue.items.capacity() > KEEP_PLACES {
+            queue.items = VecDeque::new();
+        }
+        self.shared.space.add_permits(1);
+        Some(item)
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn bounded_in_order_with_waiting_senders() {
+        let (tx, mut rx) = channel(2);
+        tx.send(1).await.unwrap();
+        tx.try_send(2).unwrap();
+        assert!(matches!(tx.try_send(3), Err(TrySendError::Full(3))));
+        let waiting = {
+            let tx = tx.clone();
+            tokio::spawn(async move { tx.send(3).await.is_ok() })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "a full mailbox holds its sender");
+        assert_eq!(rx.recv().await, Some(1));
+        assert!(waiting.await.unwrap());
+        assert_eq!(rx.try_recv(), Some(2));
+        assert_eq!(rx.recv().await, Some(3));
+        assert!(rx.is_empty());
+    }
+
+    #[tokio::test]
+    async fn ends_when_the_senders_go_and_refuses_once_closed() {
+        let (tx, mut rx) = channel::<u32>(4);
+        let weak = tx.downgrade();
+        let other = weak.upgrade().expect("a sender is alive");
+        assert!(tx.same_channel(&other));
+        tx.send(7).await.unwrap();
+        drop((tx, other));
+        assert!(weak.upgrade().is_none());
+        assert_eq!(rx.recv().await, Some(7), "what waits is still taken");
+        assert_eq!(rx.recv().await, None);
+
+        let (tx, mut rx) = channel::<u32>(1);
+        tx.send(1).await.unwrap();
+        let blocked = {
+            let tx = tx.clone();
+            tokio::spawn(async move { tx.send(2).await.map_err(|SendError(n)| n) })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        rx.close();
+        assert_eq!(blocked.await.unwrap(), Err(2));
+        assert!(tx.is_closed());
+        assert!(matches!(tx.try_send(3), Err(TrySendError::Closed(3))));
+    }
+}
