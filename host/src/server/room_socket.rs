@@ -14,7 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 use crate::metrics::{KindLabels, Metrics};
-use crate::runtime::rooms::{CatchUp, Delivery, Frame, Inbox, Joined, Kick};
+use crate::runtime::rooms::{CatchUp, Delivery, Frame, Inbox, Joined, Kick, Membership};
 
 /// Frames written before one flush.
 const MAX_FRAMES_PER_FLUSH: usize = 64;
@@ -75,6 +75,13 @@ pub fn run(
     connection.run(joined)
 }
 
+/// What an open connection keeps of its join.
+struct Member {
+    queue: Inbox,
+    kicked: tokio::sync::oneshot::Receiver<Kick>,
+    membership: Membership,
+}
+
 struct Connection {
     socket: WebSocket,
     metrics: SocketMetrics,
@@ -116,10 +123,25 @@ impl Connection {
         bounded(limit, socket.flush()).await
     }
 
-    async fn serve(&mut self, mut joined: Box<Joined>) -> Result<End, End> {
-        let hello = std::mem::take(&mut joined.hello);
-        Box::pin(self.welcome(hello, joined.catch_up.take())).await?;
-        let (limit, binary, every) = (self.limit, joined.binary, joined.limits.ping);
+    async fn serve(&mut self, joined: Box<Joined>) -> Result<End, End> {
+        // What the connection keeps of its join; the rest goes with the box.
+        let Joined {
+            hello,
+            catch_up,
+            binary,
+            queue,
+            kicked,
+            membership,
+            limits,
+            ..
+        } = *joined;
+        let mut joined = Box::new(Member {
+            queue,
+            kicked,
+            membership,
+        });
+        Box::pin(self.welcome(hello, catch_up)).await?;
+        let (limit, every) = (self.limit, limits.ping);
         let socket = &mut self.socket;
         let mut last_heard = Instant::now();
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);

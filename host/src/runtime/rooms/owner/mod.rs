@@ -202,9 +202,11 @@ pub(super) fn spawn(
 
 impl Owner {
     async fn run(mut self: Box<Self>, mut inbox: mailbox::Receiver<Command>) {
-        let mut batch = Vec::new();
         let mut stopping = self.hub.stopping.subscribe();
         loop {
+            // A batch's own vector: one kept across batches would keep the
+            // largest batch's size in every open room.
+            let mut batch = Vec::new();
             let wait = if self.members.is_empty() {
                 self.limits.idle.min(EMPTY_ROOM_GRACE)
             } else {
