@@ -16,6 +16,9 @@ if ! "$tools/wasmtime-48/bin/wasmtime" --version 2>/dev/null | grep -q '^wasmtim
   echo "bench setup: installing wasmtime-cli 48 (10 to 20 minutes)"
   cargo install --locked wasmtime-cli --version 48.0.8 --root "$tools/wasmtime-48"
 fi
-if [ ! -x node_modules/.bin/workerd ]; then
+# npm peers (workerd, the Yjs server and client), installed again when
+# the lock file changes.
+if ! cmp -s package-lock.json node_modules/.spike-installed 2>/dev/null; then
   npm install --no-audit --no-fund --silent
+  cp package-lock.json node_modules/.spike-installed
 fi

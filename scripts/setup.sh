@@ -57,6 +57,11 @@ fi
 node_clients=tests/node
 if ! cmp -s "$node_clients/package-lock.json" "$node_clients/node_modules/.spike-installed" 2>/dev/null; then
   echo "setup: npm clients for the tests in $node_clients"
-  (cd "$node_clients" && npm ci --no-audit --no-fund --silent)
+  # `npm install` from the lock, not `npm ci`: the LiveStore client's
+  # peers have optional packages for other platforms that the registry
+  # here does not serve (404), which npm leaves out of the lock and
+  # `npm ci` then refuses; `npm install` installs the locked versions and
+  # skips what this platform does not need.
+  (cd "$node_clients" && npm install --no-audit --no-fund --silent)
   cp "$node_clients/package-lock.json" "$node_clients/node_modules/.spike-installed"
 fi
