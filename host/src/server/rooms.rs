@@ -124,13 +124,16 @@ pub async fn join(state: &AppState, routed: &Routed, room: usize, req: Request) 
         }
     };
     let max = joined.limits.max_message_bytes;
+    // Boxed before the upgrade's callback takes it: the callback stays in
+    // the connection's task for as long as it is open.
+    let joined = Box::new(joined);
     let metrics = room_socket::SocketMetrics::new(&state.metrics, &manifest.name);
     let send_timeout = state.clients.send_timeout;
     upgrade
         .read_buffer_size(READ_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| room_socket::run(socket, Box::new(joined), metrics, send_timeout))
+        .on_upgrade(move |socket| room_socket::run(socket, joined, metrics, send_timeout))
 }
 
 /// Which room a request joins, and how.

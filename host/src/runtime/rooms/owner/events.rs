@@ -283,7 +283,10 @@ impl Owner {
             }
             match action {
                 Action::Send { to, message } => {
-                    if let Some(&n) = self.ids.get(to.as_str()) {
+                    // By its connection id: a scan, as a handler's sends to
+                    // one member are rare next to broadcasts.
+                    let to = (self.members.iter()).find(|(_, m)| *m.id == *to);
+                    if let Some((&n, _)) = to {
                         self.reply(n, Frame::from(message));
                     }
                 }

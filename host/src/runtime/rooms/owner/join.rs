@@ -134,7 +134,7 @@ impl Owner {
         let count = self.members.len() + 1;
         let others: Vec<MemberInfo<'_>> = (self.members.values())
             .take(frames::MAX_LISTED_MEMBERS)
-            .map(Member::info)
+            .map(|m| m.info())
             .collect();
         let hello = match &state.content {
             Content::Yjs(room) => room.welcome().into_iter().map(Frame::Binary).collect(),
@@ -165,7 +165,7 @@ impl Owner {
         self.next_member += 1;
         self.members.insert(
             connection,
-            Member {
+            Box::new(Member {
                 id: id.clone(),
                 user,
                 caller: request.caller,
@@ -173,9 +173,8 @@ impl Owner {
                 kick: Some(kick_tx),
                 bucket: Bucket::full(self.limits.messages_per_s),
                 livestore,
-            },
+            }),
         );
-        self.ids.insert(id.clone(), connection);
         self.listed = None;
         self.hub.metrics.room_connections.inc();
         Ok(Joined {

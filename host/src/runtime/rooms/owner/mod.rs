@@ -150,9 +150,9 @@ struct Owner {
     /// To hand members their line to this owner, without keeping the
     /// inbox open itself.
     inbox: mailbox::WeakSender<Command>,
-    members: HashMap<u64, Member>,
-    /// Members by their connection id (the handler names them so).
-    ids: HashMap<Arc<str>, u64>,
+    /// Boxed: a room of one member then holds a few pointers, not a table
+    /// of whole members (which hashbrown sizes for several).
+    members: HashMap<u64, Box<Member>>,
     /// The members as the handler sees them, made when it asks.
     listed: Option<Arc<[MemberEntry]>>,
     next_member: u64,
@@ -160,7 +160,7 @@ struct Owner {
     state: Option<State>,
     /// Members dropped (by number), to announce (and tell the handler)
     /// after the broadcast that dropped them.
-    departed: Vec<(u64, Member)>,
+    departed: Vec<(u64, Box<Member>)>,
     events: Counter,
     deliveries: Counter,
 }
@@ -189,7 +189,6 @@ pub(super) fn spawn(
         limits: room.route.limits.clone(),
         inbox: inbox_tx.downgrade(),
         members: HashMap::new(),
-        ids: HashMap::new(),
         listed: None,
         next_member: 0,
         state: None,
@@ -401,7 +400,6 @@ impl Owner {
     /// closes it); announced by `depart`.
     fn remove(&mut self, connection: u64, kick: Option<Kick>) {
         if let Some(mut member) = self.members.remove(&connection) {
-            self.ids.remove(&member.id);
             self.listed = None;
             if let (Some(tx), Some(kick)) = (member.kick.take(), kick) {
                 let _ = tx.send(kick);
