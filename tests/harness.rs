@@ -415,3 +415,16 @@ pub fn rss_bytes() -> u64 {
         .unwrap();
     kb * 1024
 }
+
+/// `s` percent-encoded as `encodeURIComponent` does, but for `!'()*` too:
+/// every byte but letters, digits and `-_.~`.
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

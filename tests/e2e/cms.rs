@@ -386,7 +386,7 @@ async fn folders_list_their_documents_and_subfolders_with_a_cursor() {
     loop {
         let mut url = "/my-cms/f/?limit=2".to_string();
         if let Some(c) = &cursor {
-            url.push_str(&format!("&cursor={}", urlencode(c)));
+            url.push_str(&format!("&cursor={}", url_encode(c)));
         }
         let page = call(get(&server, &alice, &url)).await.json();
         pages += 1;
@@ -420,17 +420,6 @@ async fn folders_list_their_documents_and_subfolders_with_a_cursor() {
             "document z.md"
         ]
     );
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

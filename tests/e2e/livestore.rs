@@ -290,17 +290,7 @@ async fn the_ws_message_protocol_of_0_3_shares_the_store() {
 /// `payload` as `@livestore/sync-cf` puts it in its URL: JSON, URL-encoded
 /// twice.
 fn url_payload(payload: &Value) -> String {
-    let once = |s: &str| -> String {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    };
-    once(&once(&payload.to_string()))
+    url_encode(&url_encode(&payload.to_string()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

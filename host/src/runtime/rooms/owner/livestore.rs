@@ -105,6 +105,26 @@ impl Owner {
         }
     }
 
+    /// Whether a request's backend id, if it names one, is the store's;
+    /// if not, the client is told with `BackendIdMismatchError`.
+    fn same_backend(
+        &mut self,
+        connection: u64,
+        request: &str,
+        ours: &str,
+        theirs: Option<String>,
+    ) -> bool {
+        match theirs {
+            Some(theirs) if theirs != ours => {
+                self.count_request("backend_mismatch");
+                let mismatch = protocol::backend_mismatch(request, ours, &theirs);
+                self.reply(connection, mismatch);
+                false
+            }
+            _ => true,
+        }
+    }
+
     /// One message of a `livestore` member (the state is loaded).
     pub(super) fn take_livestore(
         &mut self,
@@ -180,17 +200,13 @@ impl Owner {
         backend: Option<String>,
         live: bool,
     ) {
-        let (Some(ours), Some(state)) = (self.backend(), self.state.as_ref()) else {
+        let (Some(ours), Some(head)) = (self.backend(), self.state.as_ref().map(|s| s.head)) else {
             return;
         };
-        if let Some(theirs) = backend
-            && *theirs != *ours
-        {
-            self.count_request("backend_mismatch");
-            self.reply(connection, protocol::backend_mismatch(&id, &ours, &theirs));
+        if !self.same_backend(connection, &id, &ours, backend) {
             return;
         }
-        let (after, head) = (cursor.unwrap_or(0), state.head);
+        let after = cursor.unwrap_or(0);
         let live = live && dialect == Dialect::Rpc;
         let pulls = (self.members.get(&connection))
             .and_then(|m| m.livestore.as_ref())
@@ -257,11 +273,7 @@ impl Owner {
         let Some(ours) = self.backend() else {
             return;
         };
-        if let Some(theirs) = backend
-            && *theirs != *ours
-        {
-            self.count_request("backend_mismatch");
-            self.reply(connection, protocol::backend_mismatch(&id, &ours, &theirs));
+        if !self.same_backend(connection, &id, &ours, backend) {
             return;
         }
         if batch.is_empty() {
