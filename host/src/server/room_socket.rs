@@ -57,9 +57,9 @@ enum End {
 /// that stops reading cannot hold its task and socket).
 ///
 /// Not an `async fn`: an open connection is mostly its task's future, so
-/// that future holds two boxes (the socket and the join) and the larger,
-/// rarer steps (welcome and catch-up, a burst of writes, the close) are
-/// boxed when they run. An idle connection then holds a few hundred bytes
+/// that future holds boxes (the socket's `Connection`, then the `Member`
+/// part of the join) and the larger, rarer steps (welcome and catch-up, a
+/// burst of writes, the close) are boxed when they run. An idle connection then holds a few hundred bytes
 /// of future instead of several KB (`docs/BENCHMARKS.md`, Yjs memory).
 pub fn run(
     socket: WebSocket,
@@ -135,7 +135,7 @@ impl Connection {
             limits,
             ..
         } = *joined;
-        let mut joined = Box::new(Member {
+        let mut member = Box::new(Member {
             queue,
             kicked,
             membership,
@@ -149,20 +149,20 @@ impl Connection {
         loop {
             tokio::select! {
                 biased;
-                kick = &mut joined.kicked => {
+                kick = &mut member.kicked => {
                     // No kick sent: the owner is gone (the host is stopping).
                     let kick = kick.unwrap_or(Kick::STOPPING);
                     return Ok(End::Close(kick.code, kick.reason, ""));
                 }
-                delivery = joined.queue.recv() => {
+                delivery = member.queue.recv() => {
                     let Some(delivery) = delivery else {
                         return Ok(End::Close(Kick::STOPPING.code, Kick::STOPPING.reason, ""));
                     };
-                    Box::pin(send_queued(socket, delivery, &mut joined.queue, limit)).await?;
+                    Box::pin(send_queued(socket, delivery, &mut member.queue, limit)).await?;
                 }
                 incoming = socket.recv() => {
                     last_heard = Instant::now();
-                    let membership = &joined.membership;
+                    let membership = &member.membership;
                     match incoming {
                         Some(Ok(Message::Text(text))) if !binary => {
                             if membership.send(Frame::Text(text)).await.is_err() {
