@@ -316,27 +316,32 @@ impl Owner {
         if push.dialect == Dialect::WsMessage {
             self.reply(push.sender, protocol::push_ack(push.dialect, &push.request));
         }
-        let mut items = [None, None];
+        // 0.4 pages name each live pull, so they are framed per pull; 0.3
+        // pages name the push, the same for every 0.3 connection.
+        let (mut rpc_items, mut ws_frames) = (None, None);
         let mut frames = Vec::new();
         for (&n, member) in &self.members {
             let Some(s) = &member.livestore else { continue };
-            let pulls: &[Arc<str>] = match s.dialect {
-                Dialect::Rpc => &s.pulls,
-                Dialect::WsMessage => std::slice::from_ref(&push.request),
+            let page = |request| Pages {
+                dialect: s.dialect,
+                backend: &backend,
+                request,
+                pulled: false,
             };
-            if pulls.is_empty() {
-                continue;
-            }
-            let items = items[s.dialect as usize]
-                .get_or_insert_with(|| protocol::items(s.dialect, &events).unwrap_or_default());
-            for request in pulls {
-                let pages = Pages {
-                    dialect: s.dialect,
-                    backend: &backend,
-                    request,
-                    pulled: false,
-                };
-                frames.extend(pages.frames(items, 0).into_iter().map(|f| (n, f)));
+            let items = |dialect| protocol::items(dialect, &events).unwrap_or_default();
+            match s.dialect {
+                Dialect::Rpc => {
+                    for request in &s.pulls {
+                        let items = rpc_items.get_or_insert_with(|| items(Dialect::Rpc));
+                        frames.extend(page(request).frames(items, 0).into_iter().map(|f| (n, f)));
+                    }
+                }
+                Dialect::WsMessage => {
+                    let shared = ws_frames.get_or_insert_with(|| {
+                        page(&push.request).frames(&items(Dialect::WsMessage), 0)
+                    });
+                    frames.extend(shared.iter().map(|f| (n, f.clone())));
+                }
             }
         }
         for (n, frame) in frames {
