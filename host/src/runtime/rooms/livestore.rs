@@ -198,7 +198,7 @@ pub fn parse(dialect: Dialect, text: &str) -> Result<Request, String> {
                 }
                 other => Ok(Request::Unsupported {
                     id,
-                    what: other.unwrap_or("a request without tag").to_string(),
+                    what: other.map_or("a request without tag".into(), head_kind),
                 }),
             }
         }

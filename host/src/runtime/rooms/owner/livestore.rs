@@ -156,6 +156,7 @@ impl Owner {
             && store != self.id
         {
             self.count_request("refused");
+            let store: String = store.chars().take(128).collect();
             let why = format!("this connection is to store '{}', not '{store}'", self.id);
             self.reply(connection, protocol::error(dialect, &id, &why));
             return;
