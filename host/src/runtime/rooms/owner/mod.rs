@@ -392,8 +392,10 @@ impl Owner {
     }
 
     fn kick(&mut self, connection: u64, kick: Kick, kind: &'static str) {
-        self.remove(connection, Some(kick));
+        // Counted first: once the kick is sent, the client may read its
+        // close (and the metrics) before this task runs again.
         Metrics::count(&self.hub.metrics.room_closes, &self.plugin, kind, 1);
+        self.remove(connection, Some(kick));
     }
 
     /// Takes `connection` out of the room (telling it why, if the host
