@@ -24,6 +24,21 @@ field() { sed -E "s/.*\"$2\":([0-9.]+).*/\1/" <<<"$1"; }
 
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
+# RSS of process $1 before and after a load: runs "${@:5}" in the
+# background (its output into $4), waits until that output has $2 and
+# then $3 seconds more. Sets rss_before and rss_after (KiB), and loader
+# (the load's pid, to wait for).
+rss_around() {
+  local pid=$1 marker=$2 settle=$3 out=$4
+  shift 4
+  rss_before=$(rss_kib "$pid")
+  "$@" >"$out" &
+  loader=$!
+  for _ in $(seq 1 600); do grep -q "$marker" "$out" && break; sleep 0.2; done
+  sleep "$settle"
+  rss_after=$(rss_kib "$pid")
+}
+
 # The median of the space-separated numbers in $1.
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{a[NR]=$1} END {printf "%.10g\n", (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 

@@ -111,14 +111,9 @@ for target in spike workerd; do
   if [ "$target" = spike ]; then start_spike; pid=$spike_pid; url=ws://127.0.0.1:8792/room; n=$IDLE
   else start_workerd; pid=$workerd_pid; url=ws://127.0.0.1:8791/room; n=$IDLE_WORKERD; fi
   sleep 1
-  before=$(rss_kib "$pid")
-  "$load" idle "$url" 100 $((n / 100)) 10 >"$work/idle.out" &
-  loader=$!
-  for _ in $(seq 1 600); do grep -q open_after "$work/idle.out" && break; sleep 0.2; done
-  sleep 3
-  after=$(rss_kib "$pid")
-  echo "idle $target $(cat "$work/idle.out") rss ${before} -> ${after} KiB"
-  per_conn[$target]=$(( (after - before) * 1024 / n ))
+  rss_around "$pid" open_after 3 "$work/idle.out" "$load" idle "$url" 100 $((n / 100)) 10
+  echo "idle $target $(cat "$work/idle.out") rss ${rss_before} -> ${rss_after} KiB"
+  per_conn[$target]=$(( (rss_after - rss_before) * 1024 / n ))
   wait "$loader"
   stop "$pid"
 done

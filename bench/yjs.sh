@@ -80,14 +80,9 @@ for target in spike node; do
   if [ "$target" = spike ]; then start_spike; pid=$spike_pid; url=ws://127.0.0.1:8795/yjs
   else start_node; pid=$node_pid; url=ws://127.0.0.1:8796; fi
   sleep 1
-  before=$(rss_kib "$pid")
-  "$load" yjs-docs "$url" "$DOCS" 8 >"$work/docs.out" &
-  loader=$!
-  for _ in $(seq 1 600); do grep -q docs "$work/docs.out" && break; sleep 0.2; done
-  sleep 2
-  after=$(rss_kib "$pid")
-  echo "documents $target $(cat "$work/docs.out") rss ${before} -> ${after} KiB"
-  per_doc[$target]=$(( (after - before) * 1024 / DOCS ))
+  rss_around "$pid" docs 2 "$work/docs.out" "$load" yjs-docs "$url" "$DOCS" 8
+  echo "documents $target $(cat "$work/docs.out") rss ${rss_before} -> ${rss_after} KiB"
+  per_doc[$target]=$(( (rss_after - rss_before) * 1024 / DOCS ))
   wait "$loader"
   stop "$pid"
 done

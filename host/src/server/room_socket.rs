@@ -53,6 +53,13 @@ enum End {
     Close(u16, &'static str, &'static str),
 }
 
+impl End {
+    /// Closed as the owner said (the owner counted it).
+    fn kicked(kick: Kick) -> Self {
+        End::Close(kick.code, kick.reason, "")
+    }
+}
+
 /// Runs one room connection; `send_timeout` bounds every write (a client
 /// that stops reading cannot hold its task and socket).
 ///
@@ -152,11 +159,11 @@ impl Connection {
                 kick = &mut member.kicked => {
                     // No kick sent: the owner is gone (the host is stopping).
                     let kick = kick.unwrap_or(Kick::STOPPING);
-                    return Ok(End::Close(kick.code, kick.reason, ""));
+                    return Ok(End::kicked(kick));
                 }
                 delivery = member.queue.recv() => {
                     let Some(delivery) = delivery else {
-                        return Ok(End::Close(Kick::STOPPING.code, Kick::STOPPING.reason, ""));
+                        return Ok(End::kicked(Kick::STOPPING));
                     };
                     Box::pin(send_queued(socket, delivery, &mut member.queue, limit)).await?;
                 }
@@ -166,12 +173,12 @@ impl Connection {
                     match incoming {
                         Some(Ok(Message::Text(text))) if !binary => {
                             if membership.send(Frame::Text(text)).await.is_err() {
-                                return Ok(End::Close(Kick::STOPPING.code, Kick::STOPPING.reason, ""));
+                                return Ok(End::kicked(Kick::STOPPING));
                             }
                         }
                         Some(Ok(Message::Binary(data))) if binary => {
                             if membership.send(Frame::Binary(data)).await.is_err() {
-                                return Ok(End::Close(Kick::STOPPING.code, Kick::STOPPING.reason, ""));
+                                return Ok(End::kicked(Kick::STOPPING));
                             }
                         }
                         Some(Ok(Message::Text(_))) => {

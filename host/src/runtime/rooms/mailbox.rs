@@ -1,11 +1,15 @@
-//! An owner's mailbox: commands from a room's connections, many senders
-//! and one receiver, bounded (a sender waits while it is full: the
-//! backpressure that slows a flooding connection's reading).
+//! A bounded queue with many senders and one receiver, for both
+//! directions between a room's owner and its connections: an owner's
+//! commands from its connections (a sender waits while it is full: the
+//! backpressure that slows a flooding connection's reading), and each
+//! connection's deliveries from its owner (which only `try_send`s: a full
+//! queue drops the slow member).
 //!
 //! Not a tokio `mpsc` channel, whose block of 32 slots and cache-padded
-//! state take about 2 KB in every open room before any command is sent:
-//! here a `VecDeque` is allocated when commands wait and given back when
-//! they are taken, and the bound is a semaphore's permits.
+//! state take about 2 KB per queue before anything is sent, in every open
+//! room and every connection: here a `VecDeque` is allocated when items
+//! wait and given back when they are taken, and the bound is a
+//! semaphore's permits.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -161,8 +165,9 @@ impl<T> WeakSender<T> {
     }
 }
 
-/// A drained mailbox keeps at most this many places allocated.
-const KEEP_PLACES: usize = 8;
+/// A drained queue keeps at most this many places allocated (a busy
+/// member's queue refills at once; a burst's size is given back).
+const KEEP_PLACES: usize = 4;
 
 impl<T> Receiver<T> {
     /// The next command; `None` when every sender is gone (or the mailbox
@@ -261,5 +266,17 @@ mod tests {
         assert_eq!(blocked.await.unwrap(), Err(2));
         assert!(tx.is_closed());
         assert!(matches!(tx.try_send(3), Err(TrySendError::Closed(3))));
+    }
+
+    #[tokio::test]
+    async fn a_drained_burst_gives_its_memory_back() {
+        let (tx, mut rx) = channel(1000);
+        for n in 0..100 {
+            tx.try_send(n).unwrap();
+        }
+        for _ in 0..100 {
+            rx.recv().await.unwrap();
+        }
+        assert_eq!(rx.shared.lock().items.capacity(), 0);
     }
 }

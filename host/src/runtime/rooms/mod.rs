@@ -16,13 +16,14 @@ mod frames;
 mod handler;
 pub mod livestore;
 mod mailbox;
-mod outbox;
 mod owner;
 pub mod text;
 pub mod yjs;
 
 pub use frames::Frame;
-pub use outbox::Inbox;
+/// A connection's end of its queue: what the owner sends it, in order,
+/// bounded, never waited on by the owner (a full queue drops the member).
+pub type Inbox = mailbox::Receiver<Delivery>;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -10,9 +10,10 @@ use bytes::Bytes;
 
 use super::state::{Content, State};
 use super::{Member, Owner, Pending, Publish};
-use crate::bindings::exports::spike::host::room_handler::Message;
+use crate::bindings::exports::spike::host::room_handler::{Message, Outcome};
 use crate::caps::identity::Caller;
 use crate::caps::rooms::Action;
+use crate::runtime::dispatch::DispatchError;
 use crate::runtime::manifest::RoomProtocol;
 use crate::runtime::rooms::frames::{self, Frame};
 use crate::runtime::rooms::handler::{Answer, Call, Handler};
@@ -109,19 +110,15 @@ impl Owner {
             self.push_event(origin, text, pending);
             return;
         };
-        let call = self.message_call(origin, text.to_string());
-        let event = self.room_event(pending);
-        let (answer, actions) = handler.call(caller, event, call).await;
-        let outcome = match answer {
-            Ok(Answer::Message(outcome)) => outcome,
-            Ok(_) => unreachable!("on-message answers with an outcome"),
+        let answer = self.on_message(&handler, caller, origin, text.to_string(), pending);
+        let outcome = match answer.await {
+            Ok(outcome) => outcome,
             Err(e) => {
                 let why = format!("the room's handler failed on this message: {e}");
                 self.reply(connection, frames::error("handler_failed", &why));
                 return;
             }
         };
-        self.apply(actions, origin, pending);
         if let Some(reply) = outcome.reply
             && self.fits(&reply)
         {
@@ -155,12 +152,10 @@ impl Owner {
                 "type": "yjs-update",
                 "update": base64::engine::general_purpose::STANDARD.encode(data),
             });
-            let call = self.message_call(origin, description.to_string());
-            let event = self.room_event(pending);
-            let (answer, actions) = handler.call(caller, event, call).await;
-            match answer {
-                Ok(Answer::Message(outcome)) => {
-                    self.apply(actions, origin, pending);
+            let answer =
+                self.on_message(&handler, caller, origin, description.to_string(), pending);
+            match answer.await {
+                Ok(outcome) => {
                     if outcome.event.is_none() {
                         let reason = (outcome.reply).unwrap_or_else(|| {
                             "this connection may not change the document".into()
@@ -169,7 +164,6 @@ impl Owner {
                         return;
                     }
                 }
-                Ok(_) => unreachable!("on-message answers with an outcome"),
                 Err(e) => {
                     tracing::warn!(room = %self.name, "the room handler failed on an update: {e}");
                     self.kick(connection, Kick::HANDLER_FAILED, "handler_failed");
@@ -212,14 +206,32 @@ impl Owner {
         }
     }
 
-    /// The handler's `on-message` call for `data` from `origin`.
-    fn message_call(&self, origin: &Origin, data: String) -> Call {
-        Call::Message(Message {
+    /// The handler's `on-message` for `data` from `origin`: its outcome,
+    /// what it asked the room to do done (appends into `pending`), or why
+    /// it failed.
+    async fn on_message(
+        &mut self,
+        handler: &Handler,
+        caller: Option<Arc<Caller>>,
+        origin: &Origin,
+        data: String,
+        pending: &mut Vec<Pending>,
+    ) -> Result<Outcome, DispatchError> {
+        let call = Call::Message(Message {
             room: self.id.clone(),
             connection: origin.id.to_string(),
             user: origin.user.as_deref().map(str::to_string),
             data,
-        })
+        });
+        let event = self.room_event(pending);
+        let (answer, actions) = handler.call(caller, event, call).await;
+        match answer? {
+            Answer::Message(outcome) => {
+                self.apply(actions, origin, pending);
+                Ok(outcome)
+            }
+            _ => unreachable!("on-message answers with an outcome"),
+        }
     }
 
     /// Whether a frame the handler made fits the room's limit (a bigger

@@ -14,7 +14,7 @@ use crate::runtime::manifest::RoomProtocol;
 use crate::runtime::rooms::frames::{self, Frame, MemberInfo};
 use crate::runtime::rooms::handler::{Answer, Call, Handler};
 use crate::runtime::rooms::livestore::Dialect;
-use crate::runtime::rooms::outbox::outbox;
+use crate::runtime::rooms::mailbox;
 use crate::runtime::rooms::{
     CatchUp, CatchUpForm, JoinError, JoinRequest, Joined, Membership, next_connection_id,
 };
@@ -159,7 +159,7 @@ impl Owner {
         }
         let livestore = (self.protocol == RoomProtocol::LiveStore)
             .then(|| livestore::Subscriber::new(request.dialect.unwrap_or(Dialect::Rpc)));
-        let (queue_tx, queue) = outbox(self.limits.send_queue);
+        let (queue_tx, queue) = mailbox::channel(self.limits.send_queue);
         let (kick_tx, kicked) = oneshot::channel();
         let connection = self.next_member;
         self.next_member += 1;

@@ -27,7 +27,6 @@ use tokio::sync::oneshot;
 use super::frames::{self, Frame, MemberInfo};
 use super::handler::{Call, Handler};
 use super::mailbox;
-use super::outbox::Outbox;
 use super::{Delivery, JoinOutcome, JoinRequest, Kick, RoomAddress, RoomHub};
 use crate::caps::identity::Caller;
 use crate::caps::rooms::{MemberEntry, RoomEvent};
@@ -64,7 +63,7 @@ struct Member {
     user: Option<Arc<str>>,
     /// Its caller, for the room handler's `identity`.
     caller: Option<Arc<Caller>>,
-    queue: Outbox,
+    queue: mailbox::Sender<Delivery>,
     kick: Option<oneshot::Sender<Kick>>,
     bucket: Bucket,
     /// A `livestore` member's dialect and open pulls.
