@@ -2,26 +2,47 @@
 //! this component, on the wire contract of spike.land's transpiler
 //! (`js.spike.land`, which ran esbuild-wasm):
 //!
-//! | request                  | answer                                               |
-//! |--------------------------|------------------------------------------------------|
-//! | `POST /transpile`        | the body (TSX source) as an ES module of JavaScript  |
-//! | `OPTIONS /transpile`     | 204 with CORS headers                                |
-//! | `GET /transpile/health`  | `{"status":"ok",…}` with the swc version             |
+//! | request                  | answer                                                  |
+//! |--------------------------|---------------------------------------------------------|
+//! | `POST /transpile`        | a text body (TSX) as an ES module of JavaScript; a JSON  |
+//! |                          | body (`options.rs`) as `{code, map?, diagnostics}`       |
+//! | `POST /transpile/esm`    | as the text form, bare imports rewritten through the    |
+//! |                          | configured import map (for modules that spike serves)   |
+//! | `OPTIONS /transpile…`    | 204 with CORS headers                                   |
+//! | `GET /transpile/health`  | `{"status":"ok",…}` with the swc version                |
 //!
-//! A syntax error is a 400 whose text is `<file>:<line>:<column>: error:
-//! <message>`, as clients parse it (`/:(\d+):(\d+):\s*error:\s*(.+)/`); an
-//! empty body is a 400 `Empty code body`.
+//! A syntax error in the text form is a 400 whose text is `<file>:<line>:
+//! <column>: error: <message>`, as clients parse it (`/:(\d+):(\d+):\s*
+//! error:\s*(.+)/`); an empty body is a 400 `Empty code body`. Answers are
+//! cached in KV (`cache.rs`; `x-cache: hit|miss`).
 //!
 //! Settings (the manifest's `[env]`): `JSX_IMPORT_SOURCE` (default
 //! `react`), `ALLOWED_ORIGINS` (comma-separated origins echoed in
 //! `Access-Control-Allow-Origin`; `*` for any), `MAX_SOURCE_KIB` (default
-//! 5120; a larger body is a 413).
+//! 5120; a larger body is a 413), `IMPORT_MAP` and `CDN_URL`
+//! (`import_map.rs`), `CACHE` and `CACHE_TTL_S` (`cache.rs`).
 
-mod swc;
+mod bundle;
+mod cache;
+mod compile;
+mod depth;
+mod emit;
+mod import_map;
+mod options;
+#[cfg(test)]
+mod tests;
 
 use spike_sdk::exports::wasi::http::incoming_handler::Guest;
-use spike_sdk::http::{BodyError, Request, Response};
+use spike_sdk::http::{BodyError, Request, Response, json_string};
 use spike_sdk::wasi::http::types::{IncomingRequest, ResponseOutparam};
+use swc_core::common::{GLOBALS, Globals};
+use swc_core::ecma::ast::Program;
+use swc_core::ecma::transforms::base::resolver;
+
+use crate::compile::{Diagnostic, Marks, Session};
+use crate::emit::{Emit, Output};
+use crate::import_map::ImportMap;
+use crate::options::{Input, JsonRequest, Options};
 
 struct Transpile;
 
@@ -30,13 +51,16 @@ impl Guest for Transpile {
         let req = Request::new(request);
         let method = req.method();
         let response = match (method.as_str(), req.path()) {
-            ("POST", "/transpile") => transpile(&req),
-            ("OPTIONS", "/transpile" | "/transpile/health") => Response::new(204),
+            ("POST", "/transpile") => transpile(&req, Route::Transpile),
+            ("POST", "/transpile/esm") => transpile(&req, Route::Esm),
+            ("OPTIONS", "/transpile" | "/transpile/esm" | "/transpile/health") => {
+                Response::new(204)
+            }
             ("GET", "/transpile/health") => health(),
-            (_, "/transpile" | "/transpile/health") => Response::error(
+            (_, "/transpile" | "/transpile/esm" | "/transpile/health") => Response::error(
                 405,
                 "method_not_allowed",
-                "POST /transpile, GET /transpile/health",
+                "POST /transpile, POST /transpile/esm, GET /transpile/health",
             ),
             (_, path) => Response::error(404, "not_found", &format!("no transpiler at {path}")),
         };
@@ -51,7 +75,18 @@ fn setting(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-fn transpile(req: &Request) -> Response {
+/// The swc this component is built with, as health and the cache key name it.
+pub fn swc_version() -> &'static str {
+    "swc_core 83.0.0"
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Transpile,
+    Esm,
+}
+
+fn transpile(req: &Request, route: Route) -> Response {
     let max_kib = setting("MAX_SOURCE_KIB")
         .and_then(|v| v.trim().parse::<usize>().ok())
         .unwrap_or(5120);
@@ -65,29 +100,174 @@ fn transpile(req: &Request) -> Response {
             return Response::error(400, "bad_body", &format!("the body could not be read: {e}"));
         }
     };
-    if body.is_empty() {
-        return Response::text(400, "Empty code body");
+    let origin = req.header("tr_origin").unwrap_or_default();
+    let configured = match ImportMap::configured(origin.clone()) {
+        Ok(map) => map,
+        Err(e) => return Response::error(500, "bad_config", &e),
+    };
+    let mut options =
+        Options::defaults(setting("JSX_IMPORT_SOURCE").unwrap_or_else(|| "react".into()));
+    let is_json = req.header("content-type").is_some_and(|t| {
+        t.trim_start()
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+    });
+    let policy = cache::Policy::for_request(req.header("cache-control").as_deref());
+    if is_json && route == Route::Transpile {
+        let request: JsonRequest = match serde_json::from_slice(&body) {
+            Ok(request) => request,
+            Err(e) => return Response::error(400, "bad_request", &format!("the JSON body: {e}")),
+        };
+        let (input, options) = match request.resolve(options, &configured) {
+            Ok(resolved) => resolved,
+            Err(e) => return Response::error(400, "bad_request", &e),
+        };
+        let key = cache::key(&[
+            b"json",
+            format!("{options:?}").as_bytes(),
+            origin.as_bytes(),
+            &input.digest(),
+        ]);
+        cached(policy, &key, "application/json", || {
+            match run(input, &options) {
+                Ok(out) => Ok(json_answer(&out)),
+                Err(diagnostics) => Err(json_errors(&diagnostics)),
+            }
+        })
+    } else {
+        if body.is_empty() {
+            return Response::text(400, "Empty code body");
+        }
+        let Ok(source) = String::from_utf8(body) else {
+            return Response::text(400, "input.tsx:1:1: error: the source is not UTF-8");
+        };
+        if route == Route::Esm {
+            options.imports = Some(configured);
+        }
+        let key = cache::key(&[
+            b"text",
+            format!("{options:?}").as_bytes(),
+            origin.as_bytes(),
+            source.as_bytes(),
+        ]);
+        cached(
+            policy,
+            &key,
+            "application/javascript; charset=utf-8",
+            || match run(Input::Module(source), &options) {
+                Ok(out) => Ok(out.code.into_bytes()),
+                Err(diagnostics) => Err(Response::text(400, diagnostics[0].to_text())),
+            },
+        )
     }
-    let Ok(source) = String::from_utf8(body) else {
-        return Response::text(400, "input.tsx:1:1: error: the source is not UTF-8");
+}
+
+/// The answer from the cache, or `compile`'s (stored if it succeeded).
+fn cached(
+    policy: cache::Policy,
+    key: &str,
+    content_type: &str,
+    compile: impl FnOnce() -> Result<Vec<u8>, Response>,
+) -> Response {
+    let hit = policy.read.then(|| cache::get(key)).flatten();
+    let (body, state) = match hit {
+        Some(body) => (body, "hit"),
+        None => match compile() {
+            Ok(body) => {
+                if policy.write {
+                    cache::put(key, &body);
+                }
+                (body, "miss")
+            }
+            Err(response) => return response.header("x-cache", "miss"),
+        },
     };
-    let options = swc::Options {
-        file: "input.tsx".into(),
-        jsx_import_source: setting("JSX_IMPORT_SOURCE").unwrap_or_else(|| "react".into()),
+    Response::new(200)
+        .header("content-type", content_type)
+        .header("cache-control", "public, max-age=86400, immutable")
+        .header("x-cache", state)
+        .body(body)
+}
+
+/// Compiles `input`: one module, or a bundle of several.
+fn run(input: Input, options: &Options) -> Result<Output, Vec<Diagnostic>> {
+    let session = Session::new();
+    GLOBALS.set(&Globals::new(), || {
+        let (mut program, marks) = match input {
+            Input::Module(source) => {
+                let name = format!("input.{}", options.loader.extension());
+                depth::check(&name, &source)?;
+                let (module, _) = session.parse(&name, source, options.loader)?;
+                session.lower(module, options)
+            }
+            Input::Bundle { files, entry } => {
+                for (path, source) in &files {
+                    depth::check(path, source)?;
+                }
+                let module = bundle::bundle(&session, files, &entry, options)?;
+                // The bundle comes with no marks; resolve it afresh for the
+                // minifier and the renamer.
+                let marks = Marks {
+                    unresolved: swc_core::common::Mark::new(),
+                    top_level: swc_core::common::Mark::new(),
+                };
+                let mut program = Program::Module(module);
+                program.mutate(&mut resolver(marks.unresolved, marks.top_level, false));
+                (program, marks)
+            }
+        };
+        if let (Some(map), Program::Module(module)) = (&options.imports, &mut program) {
+            map.rewrite(module);
+        }
+        let how = Emit {
+            target: options.target,
+            minify: options.minify,
+            sourcemap: options.sourcemap,
+        };
+        Ok(session.emit(program, marks, how))
+    })
+}
+
+fn json_answer(out: &Output) -> Vec<u8> {
+    let map = match &out.map {
+        Some(map) => format!(r#","map":{}"#, json_string(map)),
+        None => String::new(),
     };
-    match swc::transpile(source, &options) {
-        Ok(code) => Response::new(200)
-            .header("content-type", "application/javascript; charset=utf-8")
-            .header("cache-control", "public, max-age=86400, immutable")
-            .body(code.into_bytes()),
-        Err(e) => Response::text(
-            400,
+    format!(
+        r#"{{"code":{}{map},"diagnostics":[]}}"#,
+        json_string(&out.code)
+    )
+    .into_bytes()
+}
+
+/// A 400 with the first problem as the error and every problem listed.
+fn json_errors(diagnostics: &[Diagnostic]) -> Response {
+    let list: Vec<String> = diagnostics
+        .iter()
+        .map(|d| {
             format!(
-                "{}:{}:{}: error: {}",
-                options.file, e.line, e.column, e.message
-            ),
+                r#"{{"file":{},"line":{},"column":{},"message":{},"severity":"error"}}"#,
+                json_string(&d.file),
+                d.line,
+                d.column,
+                json_string(&d.message)
+            )
+        })
+        .collect();
+    let first = &diagnostics[0];
+    let message = if first.line == 0 {
+        first.message.clone()
+    } else {
+        first.to_text()
+    };
+    Response::json(
+        400,
+        format!(
+            r#"{{"error":{{"code":"transpile_error","message":{}}},"diagnostics":[{}]}}"#,
+            json_string(&message),
+            list.join(",")
         ),
-    }
+    )
 }
 
 fn health() -> Response {
@@ -95,7 +275,7 @@ fn health() -> Response {
         200,
         format!(
             r#"{{"status":"ok","transpiler":"swc","version":{}}}"#,
-            spike_sdk::http::json_string(swc::SWC_VERSION)
+            json_string(swc_version())
         ),
     )
 }
@@ -117,6 +297,10 @@ fn with_cors(req: &Request, response: Response) -> Response {
     response
         .header("access-control-allow-origin", &origin)
         .header("access-control-allow-methods", "POST, GET, OPTIONS")
-        .header("access-control-allow-headers", "Content-Type, TR_ORIGIN")
+        .header(
+            "access-control-allow-headers",
+            "Content-Type, TR_ORIGIN, Cache-Control",
+        )
+        .header("access-control-expose-headers", "x-cache")
         .header("access-control-max-age", "86400")
 }
