@@ -1,6 +1,9 @@
 //! The transpiler component (`components/transpile`, swc in wasm) on
 //! spike.land's wire contract: TSX in, an ES module out, errors as
-//! `<file>:<line>:<column>: error: <message>`, CORS, health.
+//! `<file>:<line>:<column>: error: <message>`, CORS, health; the JSON
+//! mode, bundling, import maps, the KV cache and the limits. (What the
+//! output of each TypeScript and JSX form does is tested natively, with
+//! Node, in `components/transpile/src/tests.rs`.)
 
 use spike_e2e::*;
 
@@ -8,8 +11,12 @@ const TRANSPILE: Plugin = Plugin {
     name: "transpile",
     guest: "transpile",
     manifest: "[[routes]]\nprefix = \"/transpile\"\n\
+               [grants]\nkv = [\"transpile\"]\n\
                [env]\nJSX_IMPORT_SOURCE = \"@emotion/react\"\n\
-               ALLOWED_ORIGINS = \"https://app.example\"\nMAX_SOURCE_KIB = \"64\"\n",
+               ALLOWED_ORIGINS = \"https://app.example\"\nMAX_SOURCE_KIB = \"5120\"\n\
+               IMPORT_MAP = '{\"react\": \"{origin}/assets/react.mjs\"}'\n\
+               CDN_URL = \"https://cdn.example/{pkg}?bundle\"\n\
+               [limits]\nmax_body_mib = 6\ncpu_ms = 2000\ntimeout_ms = 5000\nmemory_mib = 512\n",
 };
 
 const APP: &str = r#"import type { FC } from "react";
@@ -122,7 +129,7 @@ async fn errors_name_the_line_and_column_as_clients_parse_them() {
     let resp = post(&server, "").await;
     assert_eq!(resp.status(), 400);
     assert_eq!(within(resp.text()).await.unwrap(), "Empty code body");
-    let big = "x".repeat(65 << 10);
+    let big = "x".repeat((5 << 20) + 1);
     let (status, body) = send_json(client().post(server.at("/transpile")).body(big)).await;
     assert_eq!((status, error_code(&body)), (413, "too_large"), "{body}");
 }
@@ -159,4 +166,203 @@ async fn cors_and_health() {
         health["version"].as_str().unwrap().starts_with("swc_core "),
         "{health}"
     );
+}
+
+async fn post_json(server: &TestServer, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let req = client()
+        .post(server.at("/transpile"))
+        .header("cache-control", "no-store")
+        .json(&body);
+    send_json(req).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_mode_answers_code_maps_and_diagnostics() {
+    let server = TestServer::start(&[TRANSPILE]).await;
+    let (status, body) = post_json(
+        &server,
+        serde_json::json!({"code": "export const a: number = 1;", "sourcemap": "external", "loader": "ts"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["code"], "export const a = 1;\n");
+    assert_eq!(body["diagnostics"], serde_json::json!([]));
+    let map: serde_json::Value = serde_json::from_str(body["map"].as_str().unwrap()).unwrap();
+    assert_eq!(map["sources"], serde_json::json!(["input.ts"]));
+
+    // Several files: one module, relative imports bundled, bare ones kept.
+    let (status, body) = post_json(
+        &server,
+        serde_json::json!({
+            "entry": "/App.tsx",
+            "minify": true,
+            "files": {
+                "/App.tsx": "import { twice } from './twice';\nexport const App = () => <b>{twice(2)}</b>;",
+                "/twice.ts": "export const twice = (n: number): number => n * 2;"
+            }
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let code = body["code"].as_str().unwrap();
+    assert!(!code.contains("./twice") && !code.contains('\n'), "{code}");
+    assert!(code.contains("@emotion/react/jsx-runtime"), "{code}");
+    node_checks(code).unwrap_or_else(|e| panic!("{e}\n{code}"));
+
+    // Problems: a 400 with every diagnostic in place.
+    let (status, body) = post_json(
+        &server,
+        serde_json::json!({"entry": "/a.ts", "files": {"/a.ts": "import './gone';\nexport const a = ;"}}),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "transpile_error"),
+        "{body}"
+    );
+    let diagnostics = body["diagnostics"].as_array().unwrap();
+    let first = &diagnostics[0];
+    assert_eq!(
+        (
+            first["file"].as_str(),
+            first["line"].as_u64(),
+            first["column"].as_u64()
+        ),
+        (Some("/a.ts"), Some(2), Some(18)),
+        "{body}"
+    );
+    assert_eq!(first["severity"], "error");
+
+    for (bad, why) in [
+        (
+            serde_json::json!({"code": "1", "target": "es1999"}),
+            "target",
+        ),
+        (
+            serde_json::json!({"code": "1", "loader": "coffee"}),
+            "coffee",
+        ),
+        (serde_json::json!({"code": "1", "files": {}}), "not both"),
+        (serde_json::json!({"files": {"/a.ts": "1"}}), "entry"),
+        (serde_json::json!({"code": "1", "colour": "red"}), "colour"),
+    ] {
+        let (status, body) = post_json(&server, bad).await;
+        assert_eq!((status, error_code(&body)), (400, "bad_request"), "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(why),
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn esm_route_rewrites_bare_imports_through_the_import_map() {
+    let server = TestServer::start(&[TRANSPILE]).await;
+    let source = "import { useState } from 'react';\nimport confetti from 'canvas-confetti';\n\
+                  import { local } from './local.js';\nexport * from '@scope/pkg/sub';\n\
+                  export const lazy = () => import('lodash-es');\n\
+                  export const App = () => { const [n] = useState(0); confetti(); return <p>{local(n)}</p>; };";
+    let req = client()
+        .post(server.at("/transpile/esm"))
+        .header("tr_origin", "https://spike.example")
+        .body(source);
+    let resp = within(req.send()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let code = within(resp.text()).await.unwrap();
+    for expected in [
+        r#"from "https://spike.example/assets/react.mjs""#,
+        r#"from "https://cdn.example/canvas-confetti?bundle""#,
+        r#"from "https://cdn.example/@scope/pkg/sub?bundle""#,
+        r#"import("https://cdn.example/lodash-es?bundle")"#,
+        r#"from "https://cdn.example/@emotion/react/jsx-runtime?bundle""#,
+        "from './local.js'",
+    ] {
+        assert!(code.contains(expected), "{expected} missing in\n{code}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_come_from_the_cache_the_second_time() {
+    let server = TestServer::start(&[TRANSPILE]).await;
+    let ask = |origin: &'static str, cache_control: Option<&'static str>| {
+        let mut req = client()
+            .post(server.at("/transpile"))
+            .header("tr_origin", origin)
+            .body(APP);
+        if let Some(value) = cache_control {
+            req = req.header("cache-control", value);
+        }
+        async move {
+            let resp = within(req.send()).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let state = resp.headers()["x-cache"].to_str().unwrap().to_string();
+            (state, within(resp.text()).await.unwrap())
+        }
+    };
+    let (first, code) = ask("https://a.example", None).await;
+    assert_eq!(first, "miss");
+    let (second, cached) = ask("https://a.example", None).await;
+    assert_eq!((second.as_str(), cached.as_str()), ("hit", code.as_str()));
+    // Another origin is another key; `no-cache` compiles again.
+    assert_eq!(ask("https://b.example", None).await.0, "miss");
+    assert_eq!(ask("https://a.example", Some("no-cache")).await.0, "miss");
+    // A JSON request for the same source is cached apart from the text one.
+    let req = client()
+        .post(server.at("/transpile"))
+        .json(&serde_json::json!({"code": APP}));
+    let resp = within(req.send()).await.unwrap();
+    assert_eq!(resp.headers()["x-cache"], "miss");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pathological_sources_end_in_4xx_or_504_and_the_server_goes_on() {
+    let server = TestServer::start(&[TRANSPILE]).await;
+    let nested =
+        |open: &str, close: &str, n: usize| format!("x = {}1{};", open.repeat(n), close.repeat(n));
+    // Up to the limit the stack holds: 1,000 brackets, elements or arrows,
+    // 4,000 operators in a row.
+    for (what, source) in [
+        ("brackets", nested("(", ")", 999)),
+        ("arrays", nested("[", "]", 999)),
+        ("elements", nested("<div>", "</div>", 999)),
+        ("arrows", format!("x = {}1;", "() => ".repeat(999))),
+        ("operators", format!("x = 1{};", " + 1".repeat(3_990))),
+        ("members", format!("x = a{};", ".b".repeat(3_990))),
+    ] {
+        let resp = post(&server, &source).await;
+        assert_eq!(resp.status(), 200, "{what} within the limit");
+    }
+    // Past it: a 400 that says where.
+    for (what, source) in [
+        ("10,000 brackets", nested("(", ")", 10_000)),
+        ("10,000 elements", nested("<div>", "</div>", 10_000)),
+        ("a 5 MB chain", format!("x = 1{};", "+1".repeat(2_500_000))),
+    ] {
+        let resp = post(&server, &source).await;
+        assert_eq!(resp.status(), 400, "{what}");
+        let text = within(resp.text()).await.unwrap();
+        assert!(
+            text.starts_with("input.tsx:1:") && text.contains("nests too deeply"),
+            "{what}: {text}"
+        );
+    }
+    // A 5 MB line of ordinary code is more than the CPU limit (2 s here).
+    let line: String = (0..70_000)
+        .map(|i| format!("const a{i} = {{ k: [{i}, 'v{i}'], f: (x: number) => x * {i} }};"))
+        .collect::<String>();
+    let (status, body) = send_json(
+        client()
+            .post(server.at("/transpile"))
+            .header("cache-control", "no-store")
+            .body(line),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (504, "plugin_cpu_limit"),
+        "{body}"
+    );
+    // And the next request is served as ever.
+    let resp = post(&server, "export const fine: boolean = true;").await;
+    assert_eq!(resp.status(), 200);
 }

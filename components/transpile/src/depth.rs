@@ -1,24 +1,46 @@
 //! A bound on how deeply a source nests, checked before swc sees it.
 //!
-//! swc's parser and passes recurse once (or more) per level of nesting,
-//! and in wasm32 there is no `stacker` to grow the stack: a source nested
-//! deeper than the stack allows would trap the instance (a 500). So the
-//! source is scanned first, in one pass over its bytes, for the two ways
-//! real code nests: brackets (`(`, `[`, `{`, `${`) and JSX elements (a `<`
-//! after a place where an expression starts, closed by `</` or `/>`). The
-//! scan does not know strings, comments or regular expressions, so it can
-//! count more than the parser would, never less for these two kinds; the
-//! limit is far above what code is written with and far below what the
-//! component's stack takes (`build.rs` sets the stack; the tests push it).
+//! swc's parser and passes recurse once or more per level of the syntax
+//! tree, and in wasm32 there is no `stacker` to grow the stack: a source
+//! nested deeper than the stack allows traps the instance ("call stack
+//! exhausted", a 500). So the source is scanned first, in one pass over its
+//! bytes, for what makes the tree deep: brackets (`(`, `[`, `{`, `${`), JSX
+//! elements, arrow functions, and chains of operators, member accesses and
+//! unary keywords within one expression (`a + b + …`, `a.b.c…`, `!!!…`,
+//! `typeof typeof …`). Each costs units, about in proportion to the stack
+//! swc spends on it (measured in the component: a bracket, a JSX element or
+//! an arrow 1.3–1.7 KiB of wasm stack, an operator or a `.` 0.3–0.45 KiB),
+//! and the costs along the way from the top of the source to the deepest
+//! point are summed. Strings, comments, templates and regular expressions
+//! are skipped by the usual heuristics; where they guess wrong they count
+//! too much, and the limit is far above what code is written with.
+//!
+//! `MAX_NESTING` (units, default [`MAX_UNITS`]) moves the limit. With the
+//! engine's 8 MiB of wasm stack and this component's 16 MiB shadow stack
+//! (`build.rs`) it took 5,695 nested brackets, 5,788 nested JSX elements,
+//! 4,806 nested arrows, 24,954 chained `+`, 19,408 chained `.` and 20,961
+//! `!` (measured one at a time over HTTP); the default stops at 1,000
+//! brackets, elements or arrows, or 4,000 operators.
 
 use crate::compile::{Diagnostic, line_and_column};
 
-/// The deepest nesting accepted.
-pub const MAX_DEPTH: usize = 1000;
+/// The deepest source accepted, in units (a bracket is [`LEVEL`] units, an
+/// operator one).
+pub const MAX_UNITS: usize = 4000;
 
-/// `Err` with where the source first nests deeper than [`MAX_DEPTH`].
+/// The units of a bracket, a JSX element or an arrow function.
+const LEVEL: usize = 4;
+
+fn max_units() -> usize {
+    crate::setting("MAX_NESTING")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(MAX_UNITS)
+}
+
+/// `Err` with where the source first nests deeper than the limit.
 pub fn check(name: &str, source: &str) -> Result<(), Vec<Diagnostic>> {
-    let Some(at) = too_deep(source.as_bytes(), MAX_DEPTH) else {
+    let max = max_units();
+    let Some(at) = too_deep(source.as_bytes(), max) else {
         return Ok(());
     };
     let (line, column) = line_and_column(source, at);
@@ -26,85 +48,289 @@ pub fn check(name: &str, source: &str) -> Result<(), Vec<Diagnostic>> {
         file: name.to_string(),
         line,
         column,
-        message: format!("the source nests deeper than {MAX_DEPTH} levels"),
+        message: format!(
+            "the source nests too deeply here (over {max} units: a bracket, JSX element or arrow \
+             function counts {LEVEL}, an operator in one expression 1)"
+        ),
     }])
 }
 
-/// The byte offset where nesting first passes `max`, if it does.
+/// Where a bracket of the scan was opened.
+#[derive(Clone, Copy, PartialEq)]
+enum Open {
+    Bracket,
+    /// `${` in a template: its `}` goes back into the template.
+    Template,
+    Jsx,
+}
+
+struct Scan {
+    /// What is open, each with the units spent in it so far.
+    open: Vec<(Open, usize)>,
+    /// The units at the current level.
+    here: usize,
+    /// The sum over `open` and `here`.
+    total: usize,
+}
+
+impl Scan {
+    fn push(&mut self, kind: Open) {
+        self.open.push((kind, self.here));
+        self.here = 0;
+        self.total += LEVEL;
+    }
+
+    fn pop(&mut self) -> Option<Open> {
+        let (kind, outer) = self.open.pop()?;
+        self.total -= self.here + LEVEL;
+        self.here = outer;
+        Some(kind)
+    }
+
+    fn add(&mut self, units: usize) {
+        self.here += units;
+        self.total += units;
+    }
+
+    /// `;` or `,`: the expression ends.
+    fn end_expression(&mut self) {
+        self.total -= self.here;
+        self.here = 0;
+    }
+}
+
+/// Bytes after which `/` starts a regular expression and `<` JSX, not a
+/// division or a comparison.
+fn expression_starts_after(b: u8) -> bool {
+    b"(,=:[!&|?{};>".contains(&b)
+}
+
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+}
+
+/// Operators: a run of them (`===`, `&&`) counts once, except the unary
+/// ones and `.`, which nest each time (`!!!a`, `a.b.c`).
+fn is_operator(b: u8) -> bool {
+    b"+-*/%&|^<>?:=!~.".contains(&b)
+}
+
+/// Words that nest what follows them.
+fn is_unary_word(word: &[u8]) -> bool {
+    matches!(
+        word,
+        b"typeof" | b"void" | b"await" | b"new" | b"delete" | b"yield"
+    )
+}
+
+/// The byte offset where the scan's units first pass `max`, if they do.
 fn too_deep(bytes: &[u8], max: usize) -> Option<usize> {
-    let mut depth = 0usize;
-    // The last byte that is not whitespace: a `<` after one of these
-    // starts JSX (`(<div>`, `= <A/>`, `return <p>`, `{<b>}`, `><i>`).
+    let mut scan = Scan {
+        open: Vec::new(),
+        here: 0,
+        total: 0,
+    };
+    // The last byte that is not whitespace, and the last whole word.
     let mut last = b';';
-    for (i, &b) in bytes.iter().enumerate() {
-        let opens = match b {
-            b'(' | b'[' | b'{' => true,
-            b'<' => {
-                let next = bytes.get(i + 1).copied().unwrap_or(b' ');
-                let starts_jsx = matches!(
-                    last,
-                    b'(' | b','
-                        | b'='
-                        | b'?'
-                        | b':'
-                        | b'{'
-                        | b'}'
-                        | b'>'
-                        | b';'
-                        | b'['
-                        | b'&'
-                        | b'|'
-                        | b'n'
-                ) && (next.is_ascii_alphabetic() || next == b'>');
-                if next == b'/' {
-                    depth = depth.saturating_sub(1);
+    let mut word_start = None;
+    let mut last_word: &[u8] = b"";
+    // Inside a JSX tag (`<div a="1">`): its `=` and `>` are no operators.
+    let mut in_tag = false;
+    let mut i = 0;
+    let at = |i: usize| bytes.get(i).copied().unwrap_or(b'\n');
+    while i < bytes.len() {
+        let b = bytes[i];
+        if is_word(b) {
+            word_start.get_or_insert(i);
+        } else if let Some(start) = word_start.take() {
+            last_word = &bytes[start..i];
+            if is_unary_word(last_word) {
+                scan.add(1);
+            }
+        }
+        let starts_expression = expression_starts_after(last)
+            || (is_word(last)
+                && matches!(
+                    last_word,
+                    b"return" | b"yield" | b"await" | b"typeof" | b"void" | b"case"
+                ));
+        match b {
+            b'/' if at(i + 1) == b'/' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
                 }
-                starts_jsx
+                continue;
             }
+            b'/' if at(i + 1) == b'*' => {
+                i += 2;
+                while i < bytes.len() && !(bytes[i] == b'*' && at(i + 1) == b'/') {
+                    i += 1;
+                }
+                i += 2;
+                continue;
+            }
+            b'/' if at(i + 1) == b'>' => {
+                // `/>` closes a JSX element.
+                if scan.open.last().is_some_and(|(k, _)| *k == Open::Jsx) {
+                    scan.pop();
+                }
+                in_tag = false;
+                i += 1;
+            }
+            b'/' if starts_expression => {
+                // A regular expression, to its unescaped `/` outside a class.
+                let mut class = false;
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    match bytes[i] {
+                        b'\\' => i += 1,
+                        b'[' => class = true,
+                        b']' => class = false,
+                        b'/' if !class => break,
+                        _ => {}
+                    }
+                    i += 1;
+                }
+            }
+            // A quote right after a letter is an apostrophe in JSX text.
+            b'\'' | b'"' if !is_word(last) => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b && bytes[i] != b'\n' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'`' => i = template(bytes, i + 1, &mut scan),
+            b'}' if scan.open.last().is_some_and(|(k, _)| *k == Open::Template) => {
+                scan.pop();
+                i = template(bytes, i + 1, &mut scan);
+            }
+            b'(' | b'[' | b'{' => scan.push(Open::Bracket),
             b')' | b']' | b'}' => {
-                depth = depth.saturating_sub(1);
-                false
+                // JSX elements left open inside the bracket close with it.
+                while scan.pop() == Some(Open::Jsx) {}
             }
-            b'/' if bytes.get(i + 1) == Some(&b'>') => {
-                depth = depth.saturating_sub(1);
-                false
+            b'<' if at(i + 1) == b'/' => {
+                if scan.open.last().is_some_and(|(k, _)| *k == Open::Jsx) {
+                    scan.pop();
+                }
+                i += 1;
             }
-            _ => false,
-        };
-        if opens {
-            depth += 1;
-            if depth > max {
-                return Some(i);
+            b'<' if starts_expression && (at(i + 1).is_ascii_alphabetic() || at(i + 1) == b'>') => {
+                scan.push(Open::Jsx);
+                in_tag = true;
             }
+            b'>' | b'=' if in_tag && scan.open.last().is_some_and(|(k, _)| *k == Open::Jsx) => {
+                in_tag = b == b'=';
+            }
+            b';' | b',' => scan.end_expression(),
+            b'=' if at(i + 1) == b'>' => {
+                scan.add(LEVEL);
+                i += 1;
+            }
+            b if is_operator(b) => {
+                let continues_run = i > 0 && is_operator(bytes[i - 1]);
+                if !continues_run || b"!~+-.".contains(&b) {
+                    scan.add(1);
+                }
+            }
+            _ => {}
         }
-        if !b.is_ascii_whitespace() {
-            last = b;
+        if scan.total > max {
+            return Some(i.min(bytes.len() - 1));
         }
+        if i < bytes.len() && !bytes[i].is_ascii_whitespace() {
+            last = bytes[i];
+        }
+        i += 1;
     }
     None
+}
+
+/// Skips a template's text from `i` to its closing backtick (returning the
+/// index after it) or to a `${` (opening it in `scan`, returning the index
+/// after it).
+fn template(bytes: &[u8], mut i: usize, scan: &mut Scan) -> usize {
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'`' => return i,
+            b'$' if bytes.get(i + 1) == Some(&b'{') => {
+                scan.push(Open::Template);
+                return i + 1;
+            }
+            _ => i += 1,
+        }
+    }
+    i
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn brackets_and_jsx_count_comparisons_and_generics_do_not() {
-        let deep = |n: usize| format!("x = {}1{}", "(".repeat(n), ")".repeat(n));
-        assert_eq!(too_deep(deep(10).as_bytes(), 10), None);
-        assert_eq!(too_deep(deep(11).as_bytes(), 10), Some(14));
-        let jsx = |n: usize| format!("x = {}{}", "<div>".repeat(n), "</div>".repeat(n));
-        assert_eq!(too_deep(jsx(10).as_bytes(), 10), None);
-        assert!(too_deep(jsx(11).as_bytes(), 10).is_some());
-        let selfclosing = "x = <div>".to_string() + &"<br/>".repeat(100) + "</div>";
-        assert_eq!(too_deep(selfclosing.as_bytes(), 2), None);
-        let generics =
-            "let a: Promise<Array<Map<string, Set<number>>>> = f<T>(b < c, d<e);\n".repeat(100);
-        assert_eq!(too_deep(generics.as_bytes(), 3), None);
+    fn units(source: &str) -> usize {
+        // The smallest limit the source passes.
+        let (mut lo, mut hi) = (0, 100_000);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if too_deep(source.as_bytes(), mid).is_none() {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        lo
     }
 
     #[test]
-    fn the_place_is_a_line_and_a_column() {
-        assert_eq!(line_and_column("ab\ncdé(", 7), (2, 4));
+    fn brackets_jsx_and_arrows_count_four_operators_one() {
+        assert_eq!(
+            units(&format!("x = {}1{}", "(".repeat(10), ")".repeat(10))),
+            41
+        );
+        let elements = "<div>".repeat(10) + &"</div>".repeat(10);
+        assert_eq!(units(&format!("x = {elements}")), 41);
+        let attributes = "<div a=\"1\" b={c > d}>".repeat(10) + &"</div>".repeat(10);
+        assert_eq!(units(&format!("x = {attributes}")), 41 + 4 + 1);
+        assert_eq!(units(&format!("x = {}", "<br/>".repeat(100))), 5);
+        assert_eq!(units(&format!("x = {}1", "() => ".repeat(10))), 41);
+        assert_eq!(units(&format!("x = 1{}", " + 1".repeat(100))), 101);
+        assert_eq!(units(&format!("x = a{}", ".b".repeat(100))), 101);
+        assert_eq!(units(&format!("x = {}a", "!".repeat(100))), 101);
+        assert_eq!(units(&format!("x = {}a", "typeof ".repeat(100))), 101);
+    }
+
+    #[test]
+    fn expressions_end_at_commas_and_semicolons() {
+        let statements = "a = b + c;\n".repeat(10_000);
+        assert!(units(&statements) <= 3);
+        let array = format!("x = [{}]", "1 + 1, ".repeat(10_000));
+        assert!(units(&array) <= 8);
+    }
+
+    #[test]
+    fn strings_comments_regexes_and_templates_do_not_count() {
+        let quiet = [
+            "x = '((((((((((((((((';",
+            "x = \"[[[[[[[[[[[[[[[[[[\";",
+            "// ((((((((((((((((((((\nx = 1;",
+            "/* {{{{{{{{{{{{{{{{{{{{ */ x = 1;",
+            "x = /\\(+[(]+/g;",
+            "x = `((((((((((((((((((`;",
+            "x = <p>It's \"quoted\" and fine</p>;",
+            "x = a === b && c !== d || e >= f;",
+        ];
+        for source in quiet {
+            assert!(units(source) <= 14, "{source}: {}", units(source));
+        }
+        let nested = format!("x = `{}`", "${`".repeat(10) + &"`}".repeat(10));
+        assert_eq!(units(&nested), 41);
+    }
+
+    #[test]
+    fn generics_and_comparisons_are_not_jsx() {
+        let ts =
+            "let a: Promise<Array<Map<string, Set<number>>>> = f<T>(b < c, d<e);\n".repeat(1000);
+        assert!(units(&ts) < 40, "{}", units(&ts));
     }
 }

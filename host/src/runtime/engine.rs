@@ -73,8 +73,22 @@ pub fn build_engine(pool: &PoolSettings) -> anyhow::Result<Engine> {
     }
 }
 
+/// The native stack wasm code may use. wasmtime's default (512 KiB) let
+/// the transpiler (swc, which recurses per level of the syntax tree and has
+/// no `stacker` in wasm) take about 350 nested brackets; with 8 MiB it takes
+/// about 5,600, and its own scan (`components/transpile/src/depth.rs`)
+/// refuses sources deeper than 1,000 first. Stacks are not zeroed on reuse,
+/// so a bigger one costs only what a request really touches.
+pub const MAX_WASM_STACK: usize = 8 << 20;
+
+/// Each request's fiber stack: the wasm stack plus room for the host
+/// functions it calls (wasmtime's default keeps 1.5 MiB for them).
+const ASYNC_STACK: usize = MAX_WASM_STACK + (2 << 20);
+
 fn base_config() -> Config {
     let mut config = Config::new();
+    config.max_wasm_stack(MAX_WASM_STACK);
+    config.async_stack_size(ASYNC_STACK);
     config.wasm_component_model(true);
     config.epoch_interruption(true);
     config.memory_init_cow(true);
