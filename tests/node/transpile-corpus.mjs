@@ -12,43 +12,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import vm from 'node:vm';
-import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
+import { corpus, modules, sources } from './corpus.mjs';
 
 const base = process.argv[2];
-const here = path.dirname(fileURLToPath(import.meta.url));
-const modules = path.join(here, 'node_modules');
-
-// Packages that ship their TypeScript sources in `src/`.
-export const PACKAGES = [
-  '@tanstack/query-core',
-  '@tanstack/react-query',
-  '@tanstack/router-core',
-  '@tanstack/react-router',
-  '@tanstack/store',
-  '@tanstack/react-store',
-  '@tanstack/history',
-  '@trpc/server',
-];
-
-/// The package's source files, by path from its `src/`; tests left out.
-function sources(pkg) {
-  const root = path.join(modules, pkg, 'src');
-  const files = {};
-  const walk = (dir) => {
-    for (const name of fs.readdirSync(dir).sort()) {
-      const file = path.join(dir, name);
-      if (fs.statSync(file).isDirectory()) {
-        if (name !== '__tests__' && name !== 'tests') walk(file);
-      } else if (/\.tsx?$/.test(name) && !/\.d\.ts$|\.test\.|\.spec\.|\.bench\./.test(name)) {
-        files['/' + path.relative(root, file)] = fs.readFileSync(file, 'utf8');
-      }
-    }
-  };
-  walk(root);
-  return files;
-}
-
 async function transpile(body) {
   const res = await fetch(`${base}/transpile`, {
     method: 'POST',
@@ -71,15 +38,12 @@ function parses(code) {
 const failures = [];
 let files = 0;
 let bytes = 0;
-for (const pkg of PACKAGES) {
-  for (const [file, code] of Object.entries(sources(pkg))) {
-    files += 1;
-    bytes += Buffer.byteLength(code);
-    const loader = file.endsWith('.tsx') ? 'tsx' : 'ts';
-    const { status, body } = await transpile({ code, loader });
-    const why = status !== 200 ? `${status} ${JSON.stringify(body).slice(0, 300)}` : parses(body.code);
-    if (why) failures.push({ file: `${pkg}/src${file}`, why });
-  }
+for (const { name, code, loader } of corpus()) {
+  files += 1;
+  bytes += Buffer.byteLength(code);
+  const { status, body } = await transpile({ code, loader });
+  const why = status !== 200 ? `${status} ${JSON.stringify(body).slice(0, 300)}` : parses(body.code);
+  if (why) failures.push({ file: name, why });
 }
 
 // The sample: a package bundled from its entry, with probes whose results

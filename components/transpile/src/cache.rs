@@ -21,6 +21,11 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// Whether the cache is read or written at all.
+    pub fn used(self) -> bool {
+        self.read || self.write
+    }
+
     pub fn for_request(cache_control: Option<&str>) -> Self {
         if crate::setting("CACHE").is_some_and(|v| v.eq_ignore_ascii_case("off")) {
             return Policy {

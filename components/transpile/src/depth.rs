@@ -110,10 +110,18 @@ fn is_word(b: u8) -> bool {
 }
 
 /// Operators: a run of them (`===`, `&&`) counts once, except the unary
-/// ones and `.`, which nest each time (`!!!a`, `a.b.c`).
-fn is_operator(b: u8) -> bool {
-    b"+-*/%&|^<>?:=!~.".contains(&b)
-}
+/// ones and `.`, which nest each time (`!!!a`, `a.b.c`). A table: the scan
+/// looks every byte up.
+const OPERATOR: [bool; 256] = {
+    let mut table = [false; 256];
+    let operators = b"+-*/%&|^<>?:=!~.";
+    let mut i = 0;
+    while i < operators.len() {
+        table[operators[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 /// Words that nest what follows them.
 fn is_unary_word(word: &[u8]) -> bool {
@@ -132,7 +140,6 @@ fn too_deep(bytes: &[u8], max: usize) -> Option<usize> {
     };
     // The last byte that is not whitespace, and the last whole word.
     let mut last = b';';
-    let mut word_start = None;
     let mut last_word: &[u8] = b"";
     // Inside a JSX tag (`<div a="1">`): its `=` and `>` are no operators.
     let mut in_tag = false;
@@ -141,19 +148,33 @@ fn too_deep(bytes: &[u8], max: usize) -> Option<usize> {
     while i < bytes.len() {
         let b = bytes[i];
         if is_word(b) {
-            word_start.get_or_insert(i);
-        } else if let Some(start) = word_start.take() {
+            // A whole word at once: most of a source is words.
+            let start = i;
+            while i < bytes.len() && is_word(bytes[i]) {
+                i += 1;
+            }
             last_word = &bytes[start..i];
+            last = bytes[i - 1];
             if is_unary_word(last_word) {
                 scan.add(1);
+                if scan.total > max {
+                    return Some(start);
+                }
             }
+            continue;
         }
-        let starts_expression = expression_starts_after(last)
-            || (is_word(last)
-                && matches!(
-                    last_word,
-                    b"return" | b"yield" | b"await" | b"typeof" | b"void" | b"case"
-                ));
+        if b.is_ascii_whitespace() {
+            i += 1;
+            continue;
+        }
+        let starts_expression = || {
+            expression_starts_after(last)
+                || (is_word(last)
+                    && matches!(
+                        last_word,
+                        b"return" | b"yield" | b"await" | b"typeof" | b"void" | b"case"
+                    ))
+        };
         match b {
             b'/' if at(i + 1) == b'/' => {
                 while i < bytes.len() && bytes[i] != b'\n' {
@@ -177,7 +198,7 @@ fn too_deep(bytes: &[u8], max: usize) -> Option<usize> {
                 in_tag = false;
                 i += 1;
             }
-            b'/' if starts_expression => {
+            b'/' if starts_expression() => {
                 // A regular expression, to its unescaped `/` outside a class.
                 let mut class = false;
                 i += 1;
@@ -215,7 +236,9 @@ fn too_deep(bytes: &[u8], max: usize) -> Option<usize> {
                 }
                 i += 1;
             }
-            b'<' if starts_expression && (at(i + 1).is_ascii_alphabetic() || at(i + 1) == b'>') => {
+            b'<' if starts_expression()
+                && (at(i + 1).is_ascii_alphabetic() || at(i + 1) == b'>') =>
+            {
                 scan.push(Open::Jsx);
                 in_tag = true;
             }
@@ -227,8 +250,8 @@ fn too_deep(bytes: &[u8], max: usize) -> Option<usize> {
                 scan.add(LEVEL);
                 i += 1;
             }
-            b if is_operator(b) => {
-                let continues_run = i > 0 && is_operator(bytes[i - 1]);
+            b if OPERATOR[b as usize] => {
+                let continues_run = i > 0 && OPERATOR[bytes[i - 1] as usize];
                 if !continues_run || b"!~+-.".contains(&b) {
                     scan.add(1);
                 }

@@ -292,3 +292,52 @@ fn syntax_errors_are_placed_by_line_and_column() {
         );
     }
 }
+
+/// The benchmark's "our swc natively": the component's own compile path on
+/// the corpus that `bench/transpile.sh` writes to `$CORPUS` (one file per
+/// line of `list.txt`: `<loader> <path>`), sequentially, one warm-up pass
+/// first. Prints a JSON line like bench/transpile.mjs's.
+#[test]
+#[ignore = "a benchmark: bench/transpile.sh runs it in release"]
+fn native_corpus_benchmark() {
+    let dir =
+        std::path::PathBuf::from(std::env::var("CORPUS").expect("CORPUS names the corpus folder"));
+    let list = std::fs::read_to_string(dir.join("list.txt")).unwrap();
+    let files: Vec<(crate::options::Loader, String)> = list
+        .lines()
+        .map(|line| {
+            let (loader, path) = line.split_once(' ').unwrap();
+            let loader = if loader == "tsx" {
+                crate::options::Loader::Tsx
+            } else {
+                crate::options::Loader::Ts
+            };
+            (loader, std::fs::read_to_string(dir.join(path)).unwrap())
+        })
+        .collect();
+    let pass = |times: &mut Vec<f64>| {
+        for (loader, code) in &files {
+            let options = Options {
+                loader: *loader,
+                ..defaults()
+            };
+            let t = std::time::Instant::now();
+            crate::run(Input::Module(code.clone()), &options).expect("the corpus transpiles");
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    };
+    pass(&mut Vec::new());
+    let mut times = Vec::new();
+    let start = std::time::Instant::now();
+    pass(&mut times);
+    let seconds = start.elapsed().as_secs_f64();
+    times.sort_by(f64::total_cmp);
+    let at = |p: usize| times[(times.len() * p / 100).min(times.len() - 1)];
+    println!(
+        r#"{{"peer":"swc native (the component's code)","files":{},"files_per_s":{:.1},"p50_ms":{:.3},"p99_ms":{:.3}}}"#,
+        files.len(),
+        files.len() as f64 / seconds,
+        at(50),
+        at(99)
+    );
+}
