@@ -89,7 +89,10 @@ impl Session {
         match how.sourcemap {
             SourceMaps::Inline => {
                 let url = map.to_data_url().expect("a source map encodes");
-                code.push_str("\n//# sourceMappingURL=");
+                if !code.ends_with('\n') {
+                    code.push('\n');
+                }
+                code.push_str("//# sourceMappingURL=");
                 code.push_str(&url);
                 code.push('\n');
                 Output { code, map: None }
