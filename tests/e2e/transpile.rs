@@ -279,6 +279,17 @@ async fn esm_route_rewrites_bare_imports_through_the_import_map() {
     ] {
         assert!(code.contains(expected), "{expected} missing in\n{code}");
     }
+    // The JSON form asks for the same map with `"importMap": true`.
+    let req = client()
+        .post(server.at("/transpile"))
+        .header("tr_origin", "https://spike.example")
+        .json(&serde_json::json!({"code": "export { version } from 'react';", "importMap": true}));
+    let (status, body) = send_json(req).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["code"],
+        "export { version } from \"https://spike.example/assets/react.mjs\";\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

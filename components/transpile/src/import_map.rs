@@ -18,7 +18,7 @@ pub const DEFAULT_CDN: &str = "https://esm.sh/{pkg}";
 pub struct ImportMap {
     imports: BTreeMap<String, String>,
     cdn: String,
-    pub origin: String,
+    origin: String,
 }
 
 impl ImportMap {

@@ -101,9 +101,9 @@ fn transpile(req: &Request, route: Route) -> Response {
         }
     };
     let origin = req.header("tr_origin").unwrap_or_default();
-    let configured = match ImportMap::configured(origin.clone()) {
-        Ok(map) => map,
-        Err(e) => return Response::error(500, "bad_config", &e),
+    // The manifest's import map, read only by the requests that use it.
+    let configured = || {
+        ImportMap::configured(origin.clone()).map_err(|e| Response::error(500, "bad_config", &e))
     };
     let mut options =
         Options::defaults(setting("JSX_IMPORT_SOURCE").unwrap_or_else(|| "react".into()));
@@ -118,7 +118,11 @@ fn transpile(req: &Request, route: Route) -> Response {
             Ok(request) => request,
             Err(e) => return Response::error(400, "bad_request", &format!("the JSON body: {e}")),
         };
-        let (input, options) = match request.resolve(options, &configured) {
+        let map = match request.wants_configured_map().then(configured).transpose() {
+            Ok(map) => map,
+            Err(response) => return response,
+        };
+        let (input, options) = match request.resolve(options, map, &origin) {
             Ok(resolved) => resolved,
             Err(e) => return Response::error(400, "bad_request", &e),
         };
@@ -144,7 +148,10 @@ fn transpile(req: &Request, route: Route) -> Response {
             return Response::text(400, "input.tsx:1:1: error: the source is not UTF-8");
         };
         if route == Route::Esm {
-            options.imports = Some(configured);
+            options.imports = match configured() {
+                Ok(map) => Some(map),
+                Err(response) => return response,
+            };
         }
         let key = policy.used().then(|| {
             cache::key(&[

@@ -158,11 +158,19 @@ pub enum Input {
 }
 
 impl JsonRequest {
+    /// Whether the request asks for the plugin's configured import map.
+    pub fn wants_configured_map(&self) -> bool {
+        matches!(self.import_map, Some(ImportMapOption::Configured(true)))
+    }
+
     /// The input and the options, or why the request is malformed.
+    /// `configured` is the plugin's import map, loaded if the request
+    /// wants it; `origin` the caller's `TR_ORIGIN`.
     pub fn resolve(
         self,
         mut options: Options,
-        configured: &ImportMap,
+        configured: Option<ImportMap>,
+        origin: &str,
     ) -> Result<(Input, Options), String> {
         if let Some(loader) = self.loader {
             options.loader = loader;
@@ -189,9 +197,9 @@ impl JsonRequest {
         options.verbatim_module_syntax = self.verbatim_module_syntax.unwrap_or(false);
         options.imports = match self.import_map {
             None | Some(ImportMapOption::Configured(false)) => None,
-            Some(ImportMapOption::Configured(true)) => Some(configured.clone()),
+            Some(ImportMapOption::Configured(true)) => configured,
             Some(ImportMapOption::Given { imports, cdn }) => {
-                Some(ImportMap::new(imports, cdn, configured.origin.clone())?)
+                Some(ImportMap::new(imports, cdn, origin.to_string())?)
             }
         };
         let input = match (self.code, self.files) {

@@ -2,8 +2,6 @@
 //! run by Node and its behaviour asserted, so a test fails on wrong
 //! JavaScript, not only on different text.
 
-use std::collections::BTreeMap;
-
 use crate::options::{Decorators, Input, JsonRequest, JsxRuntime, Options, SourceMaps};
 
 fn defaults() -> Options {
@@ -19,9 +17,7 @@ fn compile(code: &str, options: &Options) -> String {
 
 fn json_request(json: &str) -> (Input, Options) {
     let request: JsonRequest = serde_json::from_str(json).unwrap();
-    let configured =
-        crate::import_map::ImportMap::new(BTreeMap::new(), None, String::new()).unwrap();
-    request.resolve(defaults(), &configured).unwrap()
+    request.resolve(defaults(), None, "").unwrap()
 }
 
 /// Runs `module` as an ES module in Node with `main` (a module that
