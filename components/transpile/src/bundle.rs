@@ -118,14 +118,11 @@ pub fn bundle(
     let bundles = GLOBALS
         .set(&globals, || bundler.bundle(entries))
         .map_err(|e| vec![request_error(format!("bundling failed: {e:#}"))])?;
-    let mut named = bundles
+    let mut module = bundles
         .into_iter()
-        .filter(|b: &Bundle| matches!(b.kind, BundleKind::Named { .. }));
-    let module = named
-        .next()
+        .find(|b: &Bundle| matches!(b.kind, BundleKind::Named { .. }))
         .ok_or_else(|| vec![request_error("bundling produced no module".into())])?
         .module;
-    let mut module = module;
     module.visit_mut_with(&mut ClearContexts);
     hoist_imports(&mut module);
     Ok(module)
