@@ -78,7 +78,11 @@ pub fn build_engine(pool: &PoolSettings) -> anyhow::Result<Engine> {
 /// no `stacker` in wasm) take about 350 nested brackets; with 8 MiB it takes
 /// about 5,600, and its own scan (`components/transpile/src/depth.rs`)
 /// refuses sources deeper than 1,000 first. Stacks are not zeroed on reuse,
-/// so a bigger one costs only what a request really touches.
+/// so a bigger one costs only what a request really touches; but what a
+/// deep request touched stays resident with its pool slot, up to
+/// `ASYNC_STACK` × `--max-instances` (10 GiB at the default 1,000) if every
+/// slot once ran a guest to the end of its stack. The memory budget does not
+/// count stacks.
 pub const MAX_WASM_STACK: usize = 8 << 20;
 
 /// Each request's fiber stack: the wasm stack plus room for the host
