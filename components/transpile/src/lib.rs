@@ -20,7 +20,8 @@
 //! `react`), `ALLOWED_ORIGINS` (comma-separated origins echoed in
 //! `Access-Control-Allow-Origin`; `*` for any), `MAX_SOURCE_KIB` (default
 //! 5120; a larger body is a 413), `IMPORT_MAP` and `CDN_URL`
-//! (`import_map.rs`), `CACHE` and `CACHE_TTL_S` (`cache.rs`).
+//! (`import_map.rs`), `CACHE` and `CACHE_TTL_S` (`cache.rs`), `MAX_NESTING`
+//! (`depth.rs`).
 
 mod bundle;
 mod cache;
