@@ -70,10 +70,23 @@ pub fn bundle(
         let Program::Module(mut module) = program else {
             unreachable!("a module stays a module");
         };
-        for (specifier, span) in specifiers(&module) {
+        for Specifier {
+            text: specifier,
+            span,
+            dynamic,
+        } in specifiers(&module)
+        {
             if is_bare(&specifier) {
                 external.push(Atom::from(specifier.as_str()));
             } else if let Some(target) = resolve(&files, path, &specifier) {
+                if dynamic {
+                    // swc's bundler would leave it pointing at a file that
+                    // is not served: the bundle is one module.
+                    let message = format!(
+                        "import(\"{specifier}\") of a file of the bundle: a bundle is one module; import it statically"
+                    );
+                    diagnostics.push(session.diagnostic(span.lo, message));
+                }
                 resolved.insert((path.clone(), specifier), target);
             } else if !specifier.contains(':') {
                 let message =
@@ -195,27 +208,37 @@ fn request_error(message: String) -> Diagnostic {
     }
 }
 
-/// The module specifiers `module` imports or re-exports from, with where
-/// each is written.
-fn specifiers(module: &Module) -> Vec<(String, Span)> {
-    struct Collect(Vec<(String, Span)>);
+/// A module specifier as written, and whether it is an `import()`.
+struct Specifier {
+    text: String,
+    span: Span,
+    dynamic: bool,
+}
+
+/// The module specifiers `module` imports or re-exports from.
+fn specifiers(module: &Module) -> Vec<Specifier> {
+    struct Collect(Vec<Specifier>);
     impl Collect {
-        fn add(&mut self, src: &Str) {
+        fn add(&mut self, src: &Str, dynamic: bool) {
             if let Some(s) = src.value.as_str() {
-                self.0.push((s.to_string(), src.span()));
+                self.0.push(Specifier {
+                    text: s.to_string(),
+                    span: src.span(),
+                    dynamic,
+                });
             }
         }
     }
     impl Visit for Collect {
         fn visit_import_decl(&mut self, n: &ImportDecl) {
-            self.add(&n.src);
+            self.add(&n.src, false);
         }
         fn visit_export_all(&mut self, n: &ExportAll) {
-            self.add(&n.src);
+            self.add(&n.src, false);
         }
         fn visit_named_export(&mut self, n: &NamedExport) {
             if let Some(src) = &n.src {
-                self.add(src);
+                self.add(src, false);
             }
         }
         fn visit_call_expr(&mut self, n: &CallExpr) {
@@ -223,7 +246,7 @@ fn specifiers(module: &Module) -> Vec<(String, Span)> {
             if let (Callee::Import(_), Some(arg)) = (&n.callee, n.args.first())
                 && let Expr::Lit(Lit::Str(src)) = &*arg.expr
             {
-                self.add(src);
+                self.add(src, true);
             }
         }
     }

@@ -337,3 +337,32 @@ fn native_corpus_benchmark() {
         at(99)
     );
 }
+
+#[test]
+fn circular_imports_bundle() {
+    let (input, options) = json_request(
+        r#"{"entry": "/a.ts", "files": {
+            "/a.ts": "import { b } from './b';\nexport const a = () => 'a' + b();\nexport const name = 'A';",
+            "/b.ts": "import { name } from './a';\nexport const b = () => 'b' + name;"
+        }}"#,
+    );
+    let code = crate::run(input, &options).unwrap().code;
+    assert_eq!(eval(&code, "m.a()"), r#""abA""#);
+}
+
+#[test]
+fn a_dynamic_import_of_a_bundled_file_is_a_diagnostic() {
+    let (input, options) = json_request(
+        r#"{"entry": "/a.ts", "files": {
+            "/a.ts": "export const load = () => import('./b');\nexport const cdn = () => import('https://x.test/m.js');",
+            "/b.ts": "export const b = 1;"
+        }}"#,
+    );
+    let diagnostics = crate::run(input, &options).err().unwrap();
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+    assert_eq!((diagnostics[0].line, diagnostics[0].column), (1, 34));
+    assert!(
+        diagnostics[0].message.contains("import it statically"),
+        "{diagnostics:?}"
+    );
+}
