@@ -26,11 +26,7 @@ out=bench/out/auth
 mkdir -p "$out"
 source bench/lib.sh
 
-bench/setup.sh
-scripts/setup.sh
-scripts/build-guests.sh >/dev/null
-cargo build --quiet --release -p spike
-spike="$CARGO_TARGET_DIR/release/spike"
+set_up_and_build
 guests="$CARGO_TARGET_DIR/wasm32-wasip2/guest"
 python="${SPIKE_TOOLS_DIR:-$HOME/.cache/spike-tools}/venv/bin/python"
 

@@ -18,11 +18,7 @@ out=bench/out
 mkdir -p "$out"
 source bench/lib.sh
 
-bench/setup.sh
-scripts/setup.sh
-scripts/build-guests.sh >/dev/null
-cargo build --quiet --release -p spike
-spike="$CARGO_TARGET_DIR/release/spike"
+set_up_and_build
 wasmtime="$HOME/.cache/spike-tools/wasmtime-48/bin/wasmtime"
 workerd=bench/node_modules/.bin/workerd
 plain="$CARGO_TARGET_DIR/wasm32-wasip2/guest/fixture_plain_hello.wasm"

@@ -1,7 +1,17 @@
 # What the benchmarks share (sourced from the repository's root by the
-# scripts in bench/): cleaning up, waiting for a server, stopping one,
-# reading wrk's latencies and roomload's JSON lines, a process's RSS, the
-# median of a list.
+# scripts in bench/): setting up and building, cleaning up, waiting for a
+# server, stopping one, reading wrk's latencies and roomload's JSON lines, a
+# process's RSS, the median of a list.
+
+# Installs the peers and the test tools, builds the guests and the release
+# host (and any other packages given, as `-p roomload`), and sets $spike.
+set_up_and_build() {
+  bench/setup.sh
+  scripts/setup.sh
+  scripts/build-guests.sh >/dev/null
+  cargo build --quiet --release -p spike "$@"
+  spike="$CARGO_TARGET_DIR/release/spike"
+}
 
 # Kills the servers in `pids` and removes `$work` (the scripts set both,
 # then `trap cleanup EXIT`).

@@ -29,11 +29,7 @@ out=bench/out
 mkdir -p "$out"
 source bench/lib.sh
 
-bench/setup.sh
-scripts/setup.sh
-scripts/build-guests.sh >/dev/null
-cargo build --quiet --release -p spike -p roomload
-spike="$CARGO_TARGET_DIR/release/spike"
+set_up_and_build -p roomload
 load="$CARGO_TARGET_DIR/release/roomload"
 guest="$CARGO_TARGET_DIR/wasm32-wasip2/guest"
 ulimit -n "$(ulimit -Hn)"

@@ -24,11 +24,7 @@ out=bench/out
 mkdir -p "$out"
 source bench/lib.sh
 
-bench/setup.sh
-scripts/setup.sh
-scripts/build-guests.sh >/dev/null
-cargo build --quiet --release -p spike
-spike="$CARGO_TARGET_DIR/release/spike"
+set_up_and_build
 
 work=$(mktemp -d)
 pids=()

@@ -199,6 +199,7 @@ fn resolve(files: &BTreeMap<String, String>, from: &str, specifier: &str) -> Opt
     candidates.into_iter().find(|c| files.contains_key(c))
 }
 
+/// A problem of the request as a whole, in no file: line 0.
 fn request_error(message: String) -> Diagnostic {
     Diagnostic {
         file: String::new(),

@@ -66,9 +66,7 @@ pub fn get(key: &str) -> Option<Vec<u8>> {
 }
 
 pub fn put(key: &str, value: &[u8]) {
-    let ttl_s = crate::setting("CACHE_TTL_S")
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or(86_400);
+    let ttl_s: u64 = crate::number_setting("CACHE_TTL_S", 86_400);
     let Ok(ns) = Namespace::open(NAMESPACE) else {
         return;
     };

@@ -26,8 +26,12 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     /// `<file>:<line>:<column>: error: <message>`, the form spike.land's
-    /// clients parse.
+    /// clients parse; only the message for a problem of the request as a
+    /// whole (line 0: no place in any file).
     pub fn to_text(&self) -> String {
+        if self.line == 0 {
+            return self.message.clone();
+        }
         format!(
             "{}:{}:{}: error: {}",
             self.file, self.line, self.column, self.message
@@ -122,14 +126,9 @@ impl Session {
     /// program and the marks its identifiers were resolved with (the
     /// minifier needs them).
     pub fn lower(&self, module: Module, options: &Options) -> (Program, Marks) {
-        let marks = Marks {
-            unresolved: Mark::new(),
-            top_level: Mark::new(),
-        };
-        let (unresolved, top_level) = (marks.unresolved, marks.top_level);
-        let mut program = Program::Module(module);
         let typescript = options.loader.is_typescript();
-        program.mutate(&mut resolver(unresolved, top_level, typescript));
+        let (mut program, marks) = resolve(module, typescript);
+        let (unresolved, top_level) = (marks.unresolved, marks.top_level);
         // Helpers (for decorators, `using`, older targets) are inlined in
         // the module: its output must run with no runtime beside it.
         HELPERS.set(&Helpers::new(false), || {
@@ -202,6 +201,17 @@ impl Session {
 pub struct Marks {
     pub unresolved: Mark,
     pub top_level: Mark,
+}
+
+/// `module` with each identifier resolved to its binding, under fresh marks.
+pub fn resolve(module: Module, typescript: bool) -> (Program, Marks) {
+    let marks = Marks {
+        unresolved: Mark::new(),
+        top_level: Mark::new(),
+    };
+    let mut program = Program::Module(module);
+    program.mutate(&mut resolver(marks.unresolved, marks.top_level, typescript));
+    (program, marks)
 }
 
 fn jsx_options(options: &Options) -> react::Options {

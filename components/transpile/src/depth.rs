@@ -32,9 +32,7 @@ pub const MAX_UNITS: usize = 4000;
 const LEVEL: usize = 4;
 
 fn max_units() -> usize {
-    crate::setting("MAX_NESTING")
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(MAX_UNITS)
+    crate::number_setting("MAX_NESTING", MAX_UNITS)
 }
 
 /// `Err` with where the source first nests deeper than the limit.

@@ -3,7 +3,7 @@
 //! code with its source map.
 
 use swc_core::common::{FileName, source_map::SourceMapGenConfig};
-use swc_core::ecma::ast::{EsVersion, Program};
+use swc_core::ecma::ast::Program;
 use swc_core::ecma::codegen::{Config, Emitter, text_writer::JsWriter};
 use swc_core::ecma::minifier::optimize;
 use swc_core::ecma::minifier::option::{
@@ -12,7 +12,7 @@ use swc_core::ecma::minifier::option::{
 use swc_core::ecma::transforms::base::{fixer::fixer, hygiene::hygiene};
 
 use crate::compile::{Marks, Session};
-use crate::options::SourceMaps;
+use crate::options::{Options, SourceMaps};
 
 /// The printed module and, for `sourcemap: external`, its map as JSON.
 pub struct Output {
@@ -20,17 +20,10 @@ pub struct Output {
     pub map: Option<String>,
 }
 
-/// How to print.
-#[derive(Debug, Clone, Copy)]
-pub struct Emit {
-    pub target: EsVersion,
-    pub minify: bool,
-    pub sourcemap: SourceMaps,
-}
-
 impl Session {
-    /// Prints `program`, whose identifiers were resolved with `marks`.
-    pub fn emit(&self, mut program: Program, marks: Marks, how: Emit) -> Output {
+    /// Prints `program`, whose identifiers were resolved with `marks`, for
+    /// the options' target, minified and with a source map if they say so.
+    pub fn emit(&self, mut program: Program, marks: Marks, how: &Options) -> Output {
         if how.minify {
             let options = MinifyOptions {
                 compress: Some(CompressOptions {

@@ -38,10 +38,9 @@ use spike_sdk::http::{BodyError, Request, Response, json_string};
 use spike_sdk::wasi::http::types::{IncomingRequest, ResponseOutparam};
 use swc_core::common::{GLOBALS, Globals};
 use swc_core::ecma::ast::Program;
-use swc_core::ecma::transforms::base::resolver;
 
-use crate::compile::{Diagnostic, Marks, Session};
-use crate::emit::{Emit, Output};
+use crate::compile::{Diagnostic, Session};
+use crate::emit::Output;
 use crate::import_map::ImportMap;
 use crate::options::{Input, JsonRequest, Options};
 
@@ -76,6 +75,13 @@ fn setting(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// A numeric setting, or `default` if it is unset or not a number.
+fn number_setting<T: std::str::FromStr>(name: &str, default: T) -> T {
+    setting(name)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
 /// The swc this component is built with, as health and the cache key name it.
 pub fn swc_version() -> &'static str {
     "swc_core 83.0.0"
@@ -88,9 +94,7 @@ enum Route {
 }
 
 fn transpile(req: &Request, route: Route) -> Response {
-    let max_kib = setting("MAX_SOURCE_KIB")
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .unwrap_or(5120);
+    let max_kib: usize = number_setting("MAX_SOURCE_KIB", 5120);
     let body = match req.body_bytes(max_kib << 10) {
         Ok(body) => body,
         Err(BodyError::TooLarge) => {
@@ -128,12 +132,9 @@ fn transpile(req: &Request, route: Route) -> Response {
             Err(e) => return Response::error(400, "bad_request", &e),
         };
         let key = policy.used().then(|| {
-            cache::key(&[
-                b"json",
-                format!("{options:?}").as_bytes(),
-                origin.as_bytes(),
-                &input.digest(),
-            ])
+            let options = format!("{options:?}");
+            let head: [&[u8]; 3] = [b"json", options.as_bytes(), origin.as_bytes()];
+            cache::key(&[&head[..], &input.parts()].concat())
         });
         cached(policy, key, "application/json", || {
             match run(input, &options) {
@@ -225,24 +226,13 @@ fn run(input: Input, options: &Options) -> Result<Output, Vec<Diagnostic>> {
                 let module = bundle::bundle(&session, files, &entry, options)?;
                 // The bundle comes with no marks; resolve it afresh for the
                 // minifier and the renamer.
-                let marks = Marks {
-                    unresolved: swc_core::common::Mark::new(),
-                    top_level: swc_core::common::Mark::new(),
-                };
-                let mut program = Program::Module(module);
-                program.mutate(&mut resolver(marks.unresolved, marks.top_level, false));
-                (program, marks)
+                compile::resolve(module, false)
             }
         };
         if let (Some(map), Program::Module(module)) = (&options.imports, &mut program) {
             map.rewrite(module);
         }
-        let how = Emit {
-            target: options.target,
-            minify: options.minify,
-            sourcemap: options.sourcemap,
-        };
-        Ok(session.emit(program, marks, how))
+        Ok(session.emit(program, marks, options))
     })
 }
 
@@ -271,12 +261,7 @@ fn json_errors(diagnostics: &[Diagnostic]) -> Response {
             )
         })
         .collect();
-    let first = &diagnostics[0];
-    let message = if first.line == 0 {
-        first.message.clone()
-    } else {
-        first.to_text()
-    };
+    let message = diagnostics[0].to_text();
     Response::json(
         400,
         format!(

@@ -238,24 +238,18 @@ fn parse_target(target: &str) -> Result<EsVersion, String> {
 }
 
 impl Input {
-    /// The input as bytes for the cache key: every path and source, each
-    /// with its length, so that no two inputs give the same bytes.
-    pub fn digest(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut add = |part: &str| {
-            out.extend_from_slice(&(part.len() as u64).to_le_bytes());
-            out.extend_from_slice(part.as_bytes());
-        };
+    /// What the cache key hashes of the input: the source, or the entry
+    /// and every path with its source (`cache::key` adds each length).
+    pub fn parts(&self) -> Vec<&[u8]> {
         match self {
-            Input::Module(code) => add(code),
-            Input::Bundle { files, entry } => {
-                add(entry);
-                for (path, source) in files {
-                    add(path);
-                    add(source);
-                }
-            }
+            Input::Module(code) => vec![code.as_bytes()],
+            Input::Bundle { files, entry } => std::iter::once(entry.as_bytes())
+                .chain(
+                    files
+                        .iter()
+                        .flat_map(|(path, source)| [path.as_bytes(), source.as_bytes()]),
+                )
+                .collect(),
         }
-        out
     }
 }
