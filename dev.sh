@@ -30,14 +30,14 @@ case "${1:-}" in
     while read -r package; do guests+=(-p "$package"); done < scripts/guests.txt
     cargo clippy --target wasm32-wasip2 "${guests[@]}" -- -D warnings
     # The host crate (unit tests), tests/ (end to end), and the unit tests
-    # of hello (its range parsing), auth (keys, TURN) and transpile (golden
-    # tests whose output Node runs), run natively; auth and transpile on
-    # their own, since building them with the host would change the features
-    # of shared crates and build the host twice.
+    # of hello (its range parsing), auth (keys, TURN), transpile (golden
+    # tests whose output Node runs) and ai (translation, SSE), run natively;
+    # auth, transpile and ai on their own, since building them with the host
+    # would change the features of shared crates and build the host twice.
     # A hung test must fail CI, not stall it.
     step "tests"
     timeout 1800 cargo test -p spike -p spike-e2e -p hello
-    timeout 600 cargo test -p auth -p transpile
+    timeout 600 cargo test -p auth -p transpile -p ai
     ;;
   *)
     echo "usage: ./dev.sh serve [flags for spike serve] | ./dev.sh test" >&2

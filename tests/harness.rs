@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use spike::{RunningServer, ServerConfig};
 
+pub mod fake_ai;
 pub mod node;
 pub mod rooms;
 pub mod tokens;
@@ -80,7 +81,8 @@ pub struct TestServer {
     _dir: tempfile::TempDir,
 }
 
-/// Logs to the test's output (shown when a test fails). `RUST_LOG` overrides.
+/// Logs to the test's output (shown when a test fails), and keeps them for
+/// [`captured_logs`]. `RUST_LOG` overrides.
 pub fn init_logging() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -89,9 +91,39 @@ pub fn init_logging() {
                 tracing_subscriber::EnvFilter::try_from_default_env()
                     .unwrap_or_else(|_| "warn,spike=info".into()),
             )
-            .with_test_writer()
+            .with_writer(|| LogTee)
             .try_init();
     });
+}
+
+/// The log of this test process so far (the last 32 MiB at most), to
+/// check what a server wrote, e.g. that a secret never appears in it.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned()
+}
+
+static LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+/// Writes log lines to the test's output (as `print!` does, so the test
+/// harness captures them) and to [`LOGS`].
+struct LogTee;
+
+impl std::io::Write for LogTee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        const MAX: usize = 32 << 20;
+        let mut logs = LOGS.lock().unwrap();
+        if logs.len() + buf.len() > MAX {
+            let drop = (logs.len() + buf.len() - MAX).min(logs.len());
+            logs.drain(..drop);
+        }
+        logs.extend_from_slice(buf);
+        print!("{}", String::from_utf8_lossy(buf));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Writes `plugins` (components and manifests) into `dir`.

@@ -1,7 +1,8 @@
 //! The `spike:host/identity` capability: the caller an authenticator plugin
-//! verified for this request (`runtime::auth`), or none. It needs no grant:
-//! a plugin learns only who is calling it.
+//! verified for this request (`runtime::auth`), or none, and the client's
+//! address. It needs no grant: a plugin learns only who is calling it.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::View;
@@ -9,15 +10,36 @@ use crate::bindings::spike::host::identity as wit;
 
 pub use wit::Caller;
 
-/// The verified caller of one request, if any.
-pub type IdentityCtx = Option<Arc<Caller>>;
+/// Who made one request.
+#[derive(Debug, Clone, Default)]
+pub struct IdentityCtx {
+    /// The verified caller, if any.
+    pub caller: Option<Arc<Caller>>,
+    /// The client's address (`server::gate` decides it), for requests a
+    /// client made.
+    pub client: Option<IpAddr>,
+}
+
+impl IdentityCtx {
+    /// A call no client made, on behalf of `caller` if any.
+    pub fn on_behalf_of(caller: Option<Arc<Caller>>) -> Self {
+        Self {
+            caller,
+            client: None,
+        }
+    }
+}
 
 /// The view that implements the identity `Host` trait.
 pub type IdentityView<'a> = View<'a, IdentityCtx>;
 
 impl wit::Host for IdentityView<'_> {
     async fn current(&mut self) -> wasmtime::Result<Option<Caller>> {
-        Ok(self.ctx.as_deref().cloned())
+        Ok(self.ctx.caller.as_deref().cloned())
+    }
+
+    async fn client_address(&mut self) -> wasmtime::Result<Option<String>> {
+        Ok(self.ctx.client.map(|ip| ip.to_string()))
     }
 }
 

@@ -174,7 +174,7 @@ async fn call(
             slot.max_concurrent,
         )))?;
     let limits = &slot.context.limits;
-    let mut store = RequestState::new_store(registry.engine(), &slot.context, None);
+    let mut store = RequestState::new_store(registry.engine(), &slot.context, Default::default());
     let metrics: &PluginMetrics = &slot.context.metrics;
     let run = async {
         let instance = instantiate(&plugin.pre, &mut store, metrics).await?;

@@ -130,7 +130,7 @@ pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
     let mut times = Vec::with_capacity(INSTANTIATIONS);
     for _ in 0..INSTANTIATIONS {
         let start = Instant::now();
-        let mut store = RequestState::new_store(&engine, &context, None);
+        let mut store = RequestState::new_store(&engine, &context, Default::default());
         pre.instantiate_async(&mut store)
             .await
             .map_err(|e| anyhow::anyhow!("instantiating: {e:#}"))?;

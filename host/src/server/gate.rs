@@ -25,10 +25,11 @@ use crate::runtime::slot::{RouteLimiter, Routed};
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 
-/// What a request that passed carries on: its caller, and the rate limit
-/// decision to report in its response headers.
+/// What a request that passed carries on: its caller and client address,
+/// and the rate limit decision to report in its response headers.
 pub struct Passed {
     pub caller: Option<Arc<Caller>>,
+    pub client: IpAddr,
     pub limit: Option<Decision>,
 }
 
@@ -43,15 +44,16 @@ pub async fn pass(
     peer: Option<PeerAddr>,
 ) -> Result<Passed, Response> {
     let policy = &routed.slot.policies[routed.index];
-    let client = || client_ip(peer, headers, &state.client_addresses);
+    let client = client_ip(peer, headers, &state.client_addresses);
     let mut passed = Passed {
         caller: None,
+        client,
         limit: None,
     };
     if let Some(limit) = &policy.rate_limit
         && limit.key == LimitKey::Ip
     {
-        let key = ip_key(client());
+        let key = ip_key(client);
         passed.limit = Some(check(limit, &key).map_err(|d| too_many(state, routed, limit, &d))?);
     }
     if let Some(auth) = &policy.auth {
@@ -93,7 +95,7 @@ pub async fn pass(
     {
         let key = match &passed.caller {
             Some(caller) => format!("user {}", caller.subject),
-            None => ip_key(client()),
+            None => ip_key(client),
         };
         passed.limit = Some(check(limit, &key).map_err(|d| too_many(state, routed, limit, &d))?);
     }

@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use http::{HeaderValue, Method, StatusCode};
 
+use crate::caps::identity::IdentityCtx;
 use crate::caps::{CapSettings, Caps};
 use crate::config::{ClientAddresses, ClientLimits, ServerConfig};
 use crate::metrics::{Metrics, RequestLabels};
@@ -256,7 +257,10 @@ async fn plugin_request(State(state): State<Arc<AppState>>, mut req: Request) ->
                 request: state.clients.body_timeout,
                 response: state.clients.send_timeout,
             };
-            let caller = passed.caller;
+            let caller = IdentityCtx {
+                caller: passed.caller,
+                client: Some(passed.client),
+            };
             let mut resp =
                 match dispatch(slot, plugin, engine, watchdog, timeouts, caller, req).await {
                     Ok(resp) if routed.head_as_get => head_only(resp),

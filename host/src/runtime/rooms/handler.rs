@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::bindings::exports::spike::host::room_handler::{Connect, Message, Outcome, Rejection};
-use crate::caps::identity::Caller;
+use crate::caps::identity::{Caller, IdentityCtx};
 use crate::caps::rooms::{Action, RoomEvent};
 use crate::metrics::Metrics;
 use crate::runtime::dispatch::{Busy, DispatchError, classify, instantiate};
@@ -61,7 +61,11 @@ impl Handler {
             None => Err(DispatchError::Busy(Busy::Plugin(slot.max_concurrent))),
             Some(_permit) => {
                 let engine = self.registry.engine();
-                let mut store = RequestState::new_store(engine, &slot.context, caller);
+                let mut store = RequestState::new_store(
+                    engine,
+                    &slot.context,
+                    IdentityCtx::on_behalf_of(caller),
+                );
                 store.data_mut().set_room_event(event);
                 let outcome = self.run(&mut store, call).await;
                 let actions = (store.data().room_event())

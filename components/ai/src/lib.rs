@@ -1,0 +1,189 @@
+//! `ai`: AI routing in front of the providers an operator configures, as
+//! spike.land's AI integration served them, reaching providers only
+//! through the host's outgoing HTTP (to the hosts the manifest grants).
+//!
+//! | route                                        | what                                         |
+//! |----------------------------------------------|----------------------------------------------|
+//! | `POST /openai`, `POST /v1/chat/completions`   | OpenAI chat completions (tools, streaming)    |
+//! | `POST /anthropic`, `POST /v1/messages`        | Anthropic messages (tools, streaming)         |
+//! | `GET /v1/models`                              | the configured models (Anthropic's shape when |
+//! |                                              | the caller sends `anthropic-version`)         |
+//! | `POST /summarize`                             | `{text}` → `{response}` with `DEFAULT_MODEL`   |
+//! | `POST /whisper`, `POST /v1/audio/transcriptions` | audio transcription, the upload streamed  |
+//! | `POST /replicate`                             | a Replicate prediction, polled until done     |
+//! | `GET /ai-logs`                                | recent calls and each provider's breaker      |
+//!
+//! A call is routed by its model (`config`), translated when its provider
+//! speaks the other format (`translate`), retried and guarded by a breaker
+//! (`call`, `breaker`), counted against a quota (`quota`), answered from
+//! the cache when deterministic (`cache`) and logged (`logs`).
+
+mod breaker;
+mod cache;
+mod call;
+mod chat;
+mod config;
+mod errors;
+mod logs;
+mod quota;
+mod replicate;
+mod sse;
+mod summarize;
+mod translate;
+mod upstream;
+mod whisper;
+
+use serde_json::{Value, json};
+use spike_sdk::exports::wasi::http::incoming_handler::Guest;
+use spike_sdk::http::{Request, Response};
+use spike_sdk::kv::Namespace;
+use spike_sdk::wasi::http::types::{IncomingRequest, ResponseOutparam};
+
+use crate::config::{Format, Settings};
+use crate::errors::{ApiError, Kind};
+use crate::logs::Call;
+
+/// The KV namespace the manifest grants: breakers, the cache, the log.
+const NAMESPACE: &str = "ai";
+
+struct Ai;
+
+impl Guest for Ai {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let req = Request::new(request);
+        let method = req.method();
+        let route = match (method.as_str(), req.path()) {
+            ("POST", "/openai" | "/v1/chat/completions") => Route::Chat(Format::OpenAi),
+            ("POST", "/anthropic" | "/v1/messages") => Route::Chat(Format::Anthropic),
+            ("POST", "/summarize") => Route::Summarize,
+            ("POST", "/whisper" | "/v1/audio/transcriptions") => Route::Whisper,
+            ("POST", "/replicate") => Route::Replicate,
+            ("GET", "/v1/models") => Route::Models,
+            ("GET", "/ai-logs") => Route::Logs,
+            (_, path) => {
+                let e = ApiError::new(Kind::NotFound, format!("no AI route is {method} {path}"));
+                return e.response(format_of(&req)).send(out);
+            }
+        };
+        let settings = match Settings::from_env() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("ai: {}", e.0);
+                let e = ApiError::new(
+                    Kind::Unavailable,
+                    format!("the AI plugin is misconfigured: {}", e.0),
+                );
+                return e.response(format_of(&req)).send(out);
+            }
+        };
+        let ns = Namespace::open(NAMESPACE)
+            .inspect_err(|e| {
+                eprintln!(
+                    "ai: the KV namespace '{NAMESPACE}' is not granted: {}",
+                    e.message()
+                )
+            })
+            .ok();
+        let started = upstream::now();
+        let mut log = Call {
+            time_ms: logs::unix_ms(),
+            route: req.path().to_string(),
+            ..Call::default()
+        };
+        let exchange = match route {
+            Route::Chat(format) => {
+                chat::handle(&req, format, &settings, ns.as_ref(), out, &mut log)
+            }
+            Route::Summarize => summarize::handle(&req, &settings, ns.as_ref(), out, &mut log),
+            Route::Whisper => whisper::handle(&req, &settings, ns.as_ref(), out, &mut log),
+            Route::Replicate => replicate::handle(&req, &settings, out, &mut log),
+            Route::Models => return models(&req, &settings).send(out),
+            Route::Logs => return ai_logs(&req, &settings, ns.as_ref()).send(out),
+        };
+        log.latency_ms = (upstream::now() - started) / 1_000_000;
+        if let Some(ns) = &ns {
+            let kept = exchange.as_ref().map(|(q, a)| (&q[..], &a[..]));
+            logs::record(ns, log, settings.log_ttl_s, kept);
+        }
+    }
+}
+
+spike_sdk::export!(Ai);
+
+enum Route {
+    Chat(Format),
+    Summarize,
+    Whisper,
+    Replicate,
+    Models,
+    Logs,
+}
+
+/// The format of errors for a request that reached no handler: Anthropic's
+/// for callers that say they speak it.
+fn format_of(req: &Request) -> Format {
+    if req.header("anthropic-version").is_some() || req.path().starts_with("/anthropic") {
+        Format::Anthropic
+    } else {
+        Format::OpenAi
+    }
+}
+
+/// `GET /v1/models`: every model a provider names exactly.
+fn models(req: &Request, settings: &Settings) -> Response {
+    let models: Vec<(&str, &str)> = settings
+        .providers
+        .iter()
+        .flat_map(|p| p.listed_models().map(move |m| (m, p.name.as_str())))
+        .collect();
+    let body = if format_of(req) == Format::Anthropic {
+        let data: Vec<Value> = models
+            .iter()
+            .map(|(id, _)| json!({"type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"}))
+            .collect();
+        json!({"data": data, "has_more": false,
+               "first_id": models.first().map(|m| m.0), "last_id": models.last().map(|m| m.0)})
+    } else {
+        let data: Vec<Value> = models
+            .iter()
+            .map(
+                |(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}),
+            )
+            .collect();
+        json!({"object": "list", "data": data})
+    };
+    Response::json(200, body.to_string())
+}
+
+/// `GET /ai-logs?limit=N`: the newest calls (100 by default, at most
+/// 1000) and the state of each provider's breaker.
+fn ai_logs(req: &Request, settings: &Settings, ns: Option<&Namespace>) -> Response {
+    let Some(ns) = ns else {
+        let e = ApiError::new(
+            Kind::Unavailable,
+            format!("the KV namespace '{NAMESPACE}' is not granted"),
+        );
+        return e.response(Format::OpenAi);
+    };
+    let limit = match req.query_param("limit").map(|l| l.parse::<u32>()) {
+        None => 100,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => {
+            return ApiError::invalid("limit must be a number from 1 to 1000")
+                .response(Format::OpenAi);
+        }
+    };
+    let calls = match logs::recent(ns, limit, settings.log_prompts) {
+        Ok(calls) => calls,
+        Err(e) => return ApiError::new(Kind::Unavailable, e.message()).response(Format::OpenAi),
+    };
+    let breakers: Vec<Value> = settings
+        .providers
+        .iter()
+        .map(|p| breaker::Breaker::new(Some(ns), &p.name, settings.breaker).state())
+        .collect();
+    Response::json(
+        200,
+        json!({"calls": calls, "breakers": breakers}).to_string(),
+    )
+}
