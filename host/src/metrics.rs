@@ -120,6 +120,10 @@ pub struct Metrics {
     /// (stored), `server_ahead` (a stale push), `refused` (a malformed
     /// push, another store), `backend_mismatch`, `bad_message`.
     pub livestore_requests: Family<KindLabels, Counter>,
+    /// Outgoing HTTP requests, by plugin and how each went out: `reused`
+    /// (a kept-alive connection), `connected` (a new one), `denied` (not
+    /// granted, or an internal address), `failed` (no connection).
+    pub outbound_requests: Family<KindLabels, Counter>,
 }
 
 impl Metrics {
@@ -154,6 +158,7 @@ impl Metrics {
             room_operations: Family::default(),
             room_handler_calls: Family::default(),
             livestore_requests: Family::default(),
+            outbound_requests: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -296,6 +301,11 @@ impl Metrics {
             "livestore_requests",
             "LiveStore sync requests, by plugin and outcome",
             m.livestore_requests.clone(),
+        );
+        r.register(
+            "outbound_requests",
+            "Outgoing HTTP requests, by plugin and connection (reused, connected, denied, failed)",
+            m.outbound_requests.clone(),
         );
         Arc::new(Self { registry, ..m })
     }

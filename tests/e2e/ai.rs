@@ -447,6 +447,20 @@ async fn the_breaker_opens_probes_and_closes() {
         assert_eq!(status, 500);
     }
     assert_eq!(breaker(&server, "openai").await["state"], "open");
+    // The operator sees it through the admin API too.
+    let req = client()
+        .get(server.at("/_spike/kv/ai?prefix=breaker:openai:"))
+        .bearer_auth(ADMIN_TOKEN);
+    let (status, kv) = send_json(req).await;
+    assert_eq!(status, 200, "{kv}");
+    let names: Vec<&str> = kv["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["breaker:openai:failures", "breaker:openai:opened"]);
+    assert_eq!(kv["keys"][0]["value"], "2");
     // Open: refused at once, without a call to the provider.
     let (status, body, headers) = post_json(&server, "/openai", &chat("gpt-4o", "hi")).await;
     assert_eq!(status, 503, "{body}");

@@ -264,3 +264,73 @@ fn server_name(record: &[u8]) -> Option<String> {
     }
     None
 }
+
+/// A keep-alive HTTP/1.1 upstream: counts the connections it accepted and
+/// the requests it answered, and keeps each connection open.
+fn keep_alive_upstream(listener: tokio::net::TcpListener) -> (Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let (connections, requests) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (c, r) = (connections.clone(), requests.clone());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            let r = r.clone();
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                let mut buf = [0u8; 1024];
+                loop {
+                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                        pending.drain(..end + 4);
+                        r.fetch_add(1, Ordering::SeqCst);
+                        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nupstream";
+                        if socket.write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => pending.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (connections, requests)
+}
+
+#[tokio::test]
+async fn connections_are_kept_alive_per_plugin() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (connections, requests) = keep_alive_upstream(listener);
+    let grant =
+        format!("[[routes]]\nprefix = \"/{{}}\"\n[grants]\noutbound = [\"127.0.0.1:{port}\"]\n");
+    let (a, b) = (grant.replace("{}", "a"), grant.replace("{}", "b"));
+    let server = TestServer::start(&[fetcher("a", &a), fetcher("b", &b)]).await;
+    let c = client();
+    for i in 0..3 {
+        let (status, body) =
+            send(c.get(server.at(&format!("/a?authority=127.0.0.1:{port}&path=/{i}")))).await;
+        assert_eq!((status, body.as_str()), (200, "upstream 200: upstream"));
+    }
+    assert_eq!(requests.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "one plugin's requests share a connection"
+    );
+    // Another plugin with the same grant gets a connection of its own.
+    let (status, _) =
+        send(c.get(server.at(&format!("/b?authority=127.0.0.1:{port}&path=/")))).await;
+    assert_eq!(status, 200);
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+    let metrics = server.metrics_text().await;
+    for (plugin, kind, n) in [
+        ("a", "reused", 2),
+        ("a", "connected", 1),
+        ("b", "connected", 1),
+    ] {
+        let line =
+            format!("spike_outbound_requests_total{{plugin=\"{plugin}\",kind=\"{kind}\"}} {n}");
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    }
+}

@@ -231,6 +231,7 @@ impl Caps {
             },
             outbound: outbound::OutboundCtx {
                 resolver: settings.resolver.clone(),
+                pool: outbound::ConnectionPool::start(),
             },
             secrets: settings.secrets.clone(),
             rate_limits: rate_limit::RateLimits::start(settings.default_rate_limit, metrics),
@@ -339,6 +340,11 @@ impl PluginCaps {
 
     /// The `wasi:http` hooks of one request of this plugin.
     pub fn outbound_hooks(&self) -> outbound::OutboundHooks {
-        outbound::OutboundHooks::new(self.grants.clone(), &self.caps.outbound)
+        outbound::OutboundHooks::new(
+            self.grants.clone(),
+            &self.caps.outbound,
+            self.caps.metrics.clone(),
+            self.name.clone(),
+        )
     }
 }

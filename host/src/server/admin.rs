@@ -1,11 +1,11 @@
 //! The operator API under `/_spike/`: list plugins, upload a new version,
-//! roll back. Every call needs `Authorization: Bearer <admin token>`; with no
+//! roll back, look into a KV namespace. Every call needs `Authorization: Bearer <admin token>`; with no
 //! token configured the API is disabled.
 
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::HeaderMap;
 use futures::StreamExt;
 use http::StatusCode;
@@ -262,5 +262,68 @@ pub async fn rollback(
     let loaded = state.registry.rollback(&name).await.map_err(load_error)?;
     Ok(Json(
         json!({ "name": name, "version": version_json(&loaded) }),
+    ))
+}
+
+/// The most of a value `kv_list` shows.
+const KV_VALUE_PREVIEW: usize = 4096;
+
+/// `GET /_spike/kv/{namespace}?prefix=&cursor=&limit=`: what a plugin keeps
+/// in a namespace (the AI plugin's breakers under `breaker:`, a cache, a
+/// counter), for operators: keys in order with metadata, expiry and the
+/// value's first 4 KiB as text. Read only.
+pub async fn kv_list(
+    State(state): State<Arc<AppState>>,
+    Path(namespace): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
+        None => 100,
+        Some(Ok(n @ 1..=1000)) => n,
+        Some(_) => {
+            let message = "limit must be a number from 1 to 1000";
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                message,
+            ));
+        }
+    };
+    let prefix = query.get("prefix").map_or("", String::as_str);
+    let storage = |e: crate::storage::StorageError| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage", e.to_string())
+    };
+    let page = state
+        .kv
+        .list(
+            &namespace,
+            prefix,
+            query.get("cursor").map(String::as_str),
+            limit,
+        )
+        .await
+        .map_err(storage)?;
+    let mut keys = Vec::with_capacity(page.items.len());
+    for key in page.items {
+        let value = state.kv.get(&namespace, &key.name).await.map_err(storage)?;
+        let (text, bytes) = match &value {
+            Some(entry) => {
+                let shown = &entry.value[..entry.value.len().min(KV_VALUE_PREVIEW)];
+                (std::str::from_utf8(shown).ok(), entry.value.len())
+            }
+            None => (None, 0),
+        };
+        keys.push(json!({
+            "name": key.name,
+            "metadata": key.metadata,
+            "expires_at_ms": key.expires_at_ms,
+            "value": text,
+            "value_bytes": bytes,
+        }));
+    }
+    Ok(Json(
+        json!({"namespace": namespace, "keys": keys, "cursor": page.cursor}),
     ))
 }

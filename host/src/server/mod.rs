@@ -48,6 +48,8 @@ pub struct AppState {
     /// Static sites, tried where no plugin route matches.
     pub sites: crate::assets::Sites,
     pub rooms: Arc<RoomHub>,
+    /// KV storage, for the admin API's look into a namespace.
+    pub kv: Arc<dyn crate::storage::KvBackend>,
 }
 
 /// Which plugin and route served a response, for the request log and
@@ -67,6 +69,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/_spike/metrics", get(admin::metrics))
         .route("/_spike/plugins/{name}", put(admin::upload))
         .route("/_spike/plugins/{name}/rollback", post(admin::rollback))
+        .route("/_spike/kv/{namespace}", get(admin::kv_list))
         .fallback(plugin_request)
         .layer(middleware::from_fn_with_state(state.clone(), every_request))
         .with_state(state)
@@ -427,6 +430,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let registry =
         PluginRegistry::start(&settings, &caps, backends.versions.clone(), &metrics).await?;
     let rooms = RoomHub::new(backends.rooms.clone(), &registry, &metrics);
+    let kv = backends.kv.clone();
     drop((caps, backends));
     let watcher = if config.watch {
         match watch::watch_plugins(registry.clone()) {
@@ -460,6 +464,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         client_addresses: config.client_addresses.clone(),
         sites,
         rooms: rooms.clone(),
+        kv,
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let serve = tokio::spawn(listener::serve(

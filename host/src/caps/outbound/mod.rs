@@ -8,6 +8,7 @@
 //! exactly the checked addresses (`send`), never to a second lookup's answer.
 
 mod pattern;
+mod pool;
 mod resolve;
 mod send;
 
@@ -16,12 +17,17 @@ use std::sync::Arc;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::Grants;
+use crate::metrics::Metrics;
 pub use pattern::HostPattern;
+pub use pool::ConnectionPool;
+use pool::Destination;
 pub use resolve::{Resolver, SystemResolver};
 
-/// The host's side of outgoing HTTP: the resolver names go through.
+/// The host's side of outgoing HTTP: the resolver names go through, and
+/// the connections kept alive between requests.
 pub struct OutboundCtx {
     pub resolver: Arc<dyn Resolver>,
+    pub pool: Arc<ConnectionPool>,
 }
 
 /// The `wasi:http` hooks of one request: outgoing requests go through the
@@ -29,13 +35,24 @@ pub struct OutboundCtx {
 pub struct OutboundHooks {
     grants: Arc<Grants>,
     resolver: Arc<dyn Resolver>,
+    pool: Arc<ConnectionPool>,
+    metrics: Arc<Metrics>,
+    plugin: Arc<str>,
 }
 
 impl OutboundHooks {
-    pub fn new(grants: Arc<Grants>, ctx: &OutboundCtx) -> Self {
+    pub fn new(
+        grants: Arc<Grants>,
+        ctx: &OutboundCtx,
+        metrics: Arc<Metrics>,
+        plugin: Arc<str>,
+    ) -> Self {
         Self {
             grants,
             resolver: ctx.resolver.clone(),
+            pool: ctx.pool.clone(),
+            metrics,
+            plugin,
         }
     }
 }
@@ -51,6 +68,9 @@ impl WasiHttpHooks for OutboundHooks {
     ) -> SendFuture {
         drop(fut);
         let (grants, resolver) = (self.grants.clone(), self.resolver.clone());
+        let pool = self.pool.clone();
+        let (metrics, plugin) = (self.metrics.clone(), self.plugin.clone());
+        let count = move |kind| Metrics::count(&metrics.outbound_requests, &plugin, kind, 1);
         Box::new(async move {
             let uri = request.uri();
             let host = uri.host().unwrap_or_default().to_string();
@@ -58,10 +78,42 @@ impl WasiHttpHooks for OutboundHooks {
             let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
             if let Err(e) = grants.check_outbound(&host, port) {
                 tracing::warn!("{e}");
+                count("denied");
                 return Err(HttpError::HttpRequestDenied);
             }
-            let addrs = resolve::destinations(&grants, resolver.as_ref(), &host, port).await?;
-            send::send(request, options, &addrs, &host).await
+            let timeouts = send::Timeouts::from(options);
+            let to = Destination::new(&grants, https, &host, port);
+            // A kept-alive connection opened under these grants went to an
+            // address they allowed: no new lookup is needed for it. One the
+            // server has closed meanwhile is passed over.
+            let mut reused = None;
+            while let Some(mut sender) = pool.checkout(&to, &grants) {
+                if let Ok(Ok(())) = tokio::time::timeout(timeouts.connect, sender.ready()).await {
+                    reused = Some(sender);
+                    break;
+                }
+            }
+            let sender = match reused {
+                Some(sender) => {
+                    count("reused");
+                    sender
+                }
+                None => {
+                    let addrs = resolve::destinations(&grants, resolver.as_ref(), &host, port)
+                        .await
+                        .inspect_err(|e| match e {
+                            HttpError::DestinationIpProhibited => count("denied"),
+                            _ => count("failed"),
+                        })?;
+                    let sender = send::connect(&addrs, https, &host, timeouts)
+                        .await
+                        .inspect_err(|_| count("failed"))?;
+                    count("connected");
+                    sender
+                }
+            };
+            let back = send::Return { pool, to, grants };
+            send::exchange(sender, request, timeouts, back).await
         })
     }
 }

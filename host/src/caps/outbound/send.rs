@@ -1,7 +1,8 @@
-//! Sends one outgoing request over a new connection to an address that
-//! `resolve::destinations` checked: no second lookup happens here. TLS still
-//! verifies the certificate against the name the guest asked for (SNI), so
-//! pinning the address does not weaken it.
+//! Sends one outgoing request: over a connection from the pool, or a new
+//! one to an address that `resolve::destinations` checked (no second
+//! lookup happens here). TLS still verifies the certificate against the
+//! name the guest asked for (SNI), so pinning the address does not weaken
+//! it.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -10,13 +11,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::future::Either;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody};
+
+use super::pool::{ConnectionPool, Destination};
+use crate::caps::Grants;
 
 /// Bounds when the guest sets none. Every phase has one: a guest's request
 /// must not wait forever on a silent upstream.
@@ -34,27 +38,47 @@ pub type Sent = (
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
-/// Sends `request` to the first of `addrs` that accepts a connection.
-/// `host` is the name from the request's URI, for TLS.
-pub async fn send(
-    mut request: http::Request<WasiBody>,
-    options: Option<RequestOptions>,
-    addrs: &[SocketAddr],
-    host: &str,
-) -> Result<Sent, HttpError> {
-    let options = options.unwrap_or_default();
-    let connect_timeout = options.connect_timeout.unwrap_or(CONNECT_TIMEOUT);
-    let first_byte_timeout = options.first_byte_timeout.unwrap_or(FIRST_BYTE_TIMEOUT);
-    let between_bytes = options
-        .between_bytes_timeout
-        .unwrap_or(BETWEEN_BYTES_TIMEOUT)
-        .max(Duration::from_millis(1));
-    let https = request.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
+/// Timeouts for one exchange, from the guest's options or the defaults.
+#[derive(Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub between_bytes: Duration,
+}
 
-    let tcp = connect_any(addrs, connect_timeout).await?;
+impl Timeouts {
+    pub fn from(options: Option<RequestOptions>) -> Self {
+        let options = options.unwrap_or_default();
+        Self {
+            connect: options.connect_timeout.unwrap_or(CONNECT_TIMEOUT),
+            first_byte: options.first_byte_timeout.unwrap_or(FIRST_BYTE_TIMEOUT),
+            between_bytes: options
+                .between_bytes_timeout
+                .unwrap_or(BETWEEN_BYTES_TIMEOUT)
+                .max(Duration::from_millis(1)),
+        }
+    }
+}
+
+/// Where a connection goes back to once its response has been read.
+pub struct Return {
+    pub pool: Arc<ConnectionPool>,
+    pub to: Destination,
+    pub grants: Arc<Grants>,
+}
+
+/// Opens a connection to the first of `addrs` that accepts one (TLS for
+/// `https`, verified against `host`), its driver spawned.
+pub async fn connect(
+    addrs: &[SocketAddr],
+    https: bool,
+    host: &str,
+    timeouts: Timeouts,
+) -> Result<SendRequest<WasiBody>, HttpError> {
+    let tcp = connect_any(addrs, timeouts.connect).await?;
     let stream: Box<dyn Stream> = if https {
         let name = server_name(host)?;
-        let tls = tokio::time::timeout(connect_timeout, tls_connector().connect(name, tcp))
+        let tls = tokio::time::timeout(timeouts.connect, tls_connector().connect(name, tcp))
             .await
             .map_err(|_| HttpError::ConnectionTimeout)?
             .map_err(HttpError::Tls)?;
@@ -62,13 +86,34 @@ pub async fn send(
     } else {
         Box::new(tcp)
     };
-    let (mut sender, conn) = tokio::time::timeout(
-        connect_timeout,
+    let (sender, conn) = tokio::time::timeout(
+        timeouts.connect,
         hyper::client::conn::http1::handshake(TokioIo::new(stream)),
     )
     .await
     .map_err(|_| HttpError::ConnectionTimeout)??;
+    // The connection lives as long as its sender: in a request, then in
+    // the pool, and ends when the last holder drops it.
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("outbound connection: {e}");
+        }
+    });
+    Ok(sender)
+}
 
+/// Sends `request` on `sender` (waiting for it to be free, within the
+/// connect timeout). The response's body gives the connection back to the
+/// pool when it has been read to its end.
+pub async fn exchange(
+    mut sender: SendRequest<WasiBody>,
+    mut request: http::Request<WasiBody>,
+    timeouts: Timeouts,
+    back: Return,
+) -> Result<Sent, HttpError> {
+    tokio::time::timeout(timeouts.connect, sender.ready())
+        .await
+        .map_err(|_| HttpError::ConnectionTimeout)??;
     // The URI carries scheme and authority; on the wire the request line
     // has only the path (the authority travels in `Host`).
     let path = request
@@ -78,35 +123,22 @@ pub async fn send(
         .parse()
         .map_err(|_| HttpError::HttpRequestUriInvalid)?;
     *request.uri_mut() = path;
-
-    // Drive the connection while waiting for the response head.
-    let sending = Box::pin(tokio::time::timeout(
-        first_byte_timeout,
-        sender.send_request(request),
-    ));
-    let mut conn = Box::pin(conn);
-    let (response, conn) = match futures::future::select(sending, &mut conn).await {
-        Either::Left((response, _)) => (response, Some(conn)),
-        Either::Right((closed, sending)) => {
-            closed?;
-            (sending.await, None)
-        }
-    };
-    let response = response.map_err(|_| HttpError::ConnectionReadTimeout)??;
+    let response = tokio::time::timeout(timeouts.first_byte, sender.send_request(request))
+        .await
+        .map_err(|_| HttpError::ConnectionReadTimeout)??;
     let response = response.map(|body| {
-        TimedBody {
-            inner: body,
-            idle: between_bytes,
-            timer: None,
+        PooledBody {
+            inner: TimedBody {
+                inner: body,
+                idle: timeouts.between_bytes,
+                timer: None,
+            },
+            back: Some((back, sender)),
         }
         .boxed_unsync()
     });
-    let io = async move {
-        match conn {
-            Some(conn) => conn.await.map_err(HttpError::from),
-            None => Ok(()),
-        }
-    };
+    // The connection's driver is its own task (see `connect`).
+    let io = async { Ok(()) };
     Ok((response, Box::new(io)))
 }
 
@@ -154,6 +186,44 @@ fn tls_connector() -> tokio_rustls::TlsConnector {
         Arc::new(config)
     });
     tokio_rustls::TlsConnector::from(config.clone())
+}
+
+/// A response body that gives its connection back to the pool once read to
+/// its end. One dropped before that (its reader went away) takes the
+/// connection with it: a half-read response cannot be reused.
+struct PooledBody {
+    inner: TimedBody,
+    back: Option<(Return, SendRequest<WasiBody>)>,
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        match &frame {
+            Poll::Ready(None) => {
+                if let Some((back, sender)) = self.back.take() {
+                    back.pool.checkin(back.to, back.grants, sender);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.back = None,
+            _ => {}
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A response body that fails when the upstream sends nothing for `idle`.

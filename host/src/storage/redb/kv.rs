@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use redb::ReadableTable;
 
+use super::group_commit::GroupCommit;
 use super::{Inner, KV_ENTRIES, KV_EXPIRY, RedbBackend, blocking, list_scope};
 use crate::storage::{KvBackend, KvEntry, KvKey, Page, Result, StorageError};
 use crate::util::now_ms;
@@ -74,6 +75,142 @@ fn corrupt(ns: &str, key: &str) -> StorageError {
     StorageError::Corrupt(format!("kv entry {ns}/{key}"))
 }
 
+/// One write to the KV, waiting for the writer thread.
+pub(super) enum KvWrite {
+    Set {
+        ns: String,
+        key: String,
+        entry: KvEntry,
+    },
+    Delete {
+        ns: String,
+        key: String,
+        now: u64,
+    },
+    Increment {
+        ns: String,
+        key: String,
+        delta: i64,
+        now: u64,
+    },
+}
+
+/// What a write did.
+pub(super) enum Written {
+    Set,
+    /// Whether a live key was removed.
+    Deleted(bool),
+    /// The counter's new value.
+    Incremented(i64),
+}
+
+/// The writer thread of KV writes (group commit).
+pub(super) type KvWriter = GroupCommit<KvWrite, Written>;
+
+/// Starts the thread that commits KV writes.
+pub(super) fn start_writer(inner: Weak<Inner>) -> std::io::Result<KvWriter> {
+    GroupCommit::start("spike-kv", "KV", inner, commit_writes)
+}
+
+type Entries<'t> = redb::Table<'t, (&'static str, &'static str), &'static [u8]>;
+type Expiry<'t> = redb::Table<'t, (u64, &'static str, &'static str), ()>;
+
+/// One transaction for `writes`, applied in order; a write that is refused
+/// (an increment of a value that is not an integer) changes nothing and
+/// fails alone. `Err`: nothing was written.
+fn commit_writes(inner: &Inner, writes: &[KvWrite]) -> Result<Vec<Result<Written>>> {
+    let txn = inner.db.begin_write()?;
+    let mut outcomes = Vec::with_capacity(writes.len());
+    {
+        let mut entries = txn.open_table(KV_ENTRIES)?;
+        let mut expiry = txn.open_table(KV_EXPIRY)?;
+        for write in writes {
+            outcomes.push(write.apply(&mut entries, &mut expiry)?);
+        }
+    }
+    txn.commit()?;
+    Ok(outcomes)
+}
+
+impl KvWrite {
+    /// Applies the write. The outer `Err` is a storage failure (the whole
+    /// transaction is abandoned); the inner one refuses this write alone,
+    /// and is only returned before anything of it was written.
+    fn apply(&self, entries: &mut Entries, expiry: &mut Expiry) -> Result<Result<Written>> {
+        match self {
+            KvWrite::Set { ns, key, entry } => {
+                let (ns, key) = (ns.as_str(), key.as_str());
+                let old = entries.insert((ns, key), codec::encode(entry).as_slice())?;
+                if let Some(old_t) = old.and_then(|o| codec::expires_at(o.value())) {
+                    expiry.remove((old_t, ns, key))?;
+                }
+                if let Some(t) = entry.expires_at_ms {
+                    expiry.insert((t, ns, key), ())?;
+                }
+                Ok(Ok(Written::Set))
+            }
+            KvWrite::Delete { ns, key, now } => {
+                let (ns, key) = (ns.as_str(), key.as_str());
+                let removed_live = match entries.remove((ns, key))? {
+                    None => false,
+                    Some(old) => {
+                        let t = codec::expires_at(old.value());
+                        if let Some(t) = t {
+                            expiry.remove((t, ns, key))?;
+                        }
+                        t.is_none_or(|t| t > *now)
+                    }
+                };
+                Ok(Ok(Written::Deleted(removed_live)))
+            }
+            KvWrite::Increment {
+                ns,
+                key,
+                delta,
+                now,
+            } => {
+                let (ns, key) = (ns.as_str(), key.as_str());
+                let old = match entries.get((ns, key))? {
+                    Some(raw) => Some(codec::decode(raw.value()).ok_or_else(|| corrupt(ns, key))?),
+                    None => None,
+                };
+                // Everything that may refuse the write comes before any of
+                // it is written.
+                let (current, metadata, expires_at_ms) = match &old {
+                    Some(e) if live(e, *now) => {
+                        let parsed = std::str::from_utf8(&e.value)
+                            .ok()
+                            .and_then(|s| s.trim().parse::<i64>().ok());
+                        let Some(n) = parsed else {
+                            return Ok(Err(StorageError::NotAnInteger { key: key.into() }));
+                        };
+                        (n, e.metadata.clone(), e.expires_at_ms)
+                    }
+                    _ => (0, None, None),
+                };
+                let Some(next) = current.checked_add(*delta) else {
+                    return Ok(Err(StorageError::Overflow { key: key.into() }));
+                };
+                if let Some(t) = old.and_then(|e| e.expires_at_ms) {
+                    expiry.remove((t, ns, key))?;
+                }
+                // A live key keeps its expiry (a counter per time window, a
+                // lock that must lapse if its holder dies).
+                if let Some(t) = expires_at_ms {
+                    expiry.insert((t, ns, key), ())?;
+                }
+                let entry = KvEntry {
+                    value: next.to_string().into_bytes(),
+                    metadata,
+                    expires_at_ms,
+                };
+                entries.insert((ns, key), codec::encode(&entry).as_slice())?;
+                Ok(Ok(Written::Incremented(next)))
+            }
+        }
+    }
+}
+
 /// The operations, with the time passed in (so tests can move it).
 impl Inner {
     fn kv_get(&self, ns: &str, key: &str, now: u64) -> Result<Option<KvEntry>> {
@@ -84,89 +221,6 @@ impl Inner {
         };
         let entry = codec::decode(raw.value()).ok_or_else(|| corrupt(ns, key))?;
         Ok(live(&entry, now).then_some(entry))
-    }
-
-    fn kv_set(&self, ns: &str, key: &str, entry: &KvEntry) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut entries = txn.open_table(KV_ENTRIES)?;
-            let mut expiry = txn.open_table(KV_EXPIRY)?;
-            let old = entries.insert((ns, key), codec::encode(entry).as_slice())?;
-            if let Some(old_t) = old.and_then(|o| codec::expires_at(o.value())) {
-                expiry.remove((old_t, ns, key))?;
-            }
-            if let Some(t) = entry.expires_at_ms {
-                expiry.insert((t, ns, key), ())?;
-            }
-        }
-        txn.commit()?;
-        Ok(())
-    }
-
-    fn kv_delete(&self, ns: &str, key: &str, now: u64) -> Result<bool> {
-        let txn = self.db.begin_write()?;
-        let removed_live = {
-            let mut entries = txn.open_table(KV_ENTRIES)?;
-            let mut expiry = txn.open_table(KV_EXPIRY)?;
-            match entries.remove((ns, key))? {
-                None => false,
-                Some(old) => {
-                    let t = codec::expires_at(old.value());
-                    if let Some(t) = t {
-                        expiry.remove((t, ns, key))?;
-                    }
-                    t.is_none_or(|t| t > now)
-                }
-            }
-        };
-        txn.commit()?;
-        Ok(removed_live)
-    }
-
-    fn kv_increment(&self, ns: &str, key: &str, delta: i64, now: u64) -> Result<i64> {
-        let txn = self.db.begin_write()?;
-        let next = {
-            let mut entries = txn.open_table(KV_ENTRIES)?;
-            let mut expiry = txn.open_table(KV_EXPIRY)?;
-            let old = match entries.get((ns, key))? {
-                Some(raw) => Some(codec::decode(raw.value()).ok_or_else(|| corrupt(ns, key))?),
-                None => None,
-            };
-            let (current, metadata, expires_at_ms) = match old {
-                Some(e) => {
-                    if let Some(t) = e.expires_at_ms {
-                        expiry.remove((t, ns, key))?;
-                    }
-                    if live(&e, now) {
-                        let n = std::str::from_utf8(&e.value)
-                            .ok()
-                            .and_then(|s| s.trim().parse::<i64>().ok())
-                            .ok_or_else(|| StorageError::NotAnInteger { key: key.into() })?;
-                        (n, e.metadata, e.expires_at_ms)
-                    } else {
-                        (0, None, None)
-                    }
-                }
-                None => (0, None, None),
-            };
-            let next = current
-                .checked_add(delta)
-                .ok_or_else(|| StorageError::Overflow { key: key.into() })?;
-            // A live key keeps its expiry (a counter per time window, a
-            // lock that must lapse if its holder dies).
-            if let Some(t) = expires_at_ms {
-                expiry.insert((t, ns, key), ())?;
-            }
-            let entry = KvEntry {
-                value: next.to_string().into_bytes(),
-                metadata,
-                expires_at_ms,
-            };
-            entries.insert((ns, key), codec::encode(&entry).as_slice())?;
-            next
-        };
-        txn.commit()?;
-        Ok(next)
     }
 
     fn kv_list(
@@ -233,18 +287,37 @@ impl KvBackend for RedbBackend {
     }
 
     async fn set(&self, ns: &str, key: &str, entry: KvEntry) -> Result<()> {
-        let (inner, ns, key) = (self.inner.clone(), ns.to_string(), key.to_string());
-        blocking(move || inner.kv_set(&ns, &key, &entry)).await
+        let (ns, key) = (ns.to_string(), key.to_string());
+        self.kv_writer
+            .submit(KvWrite::Set { ns, key, entry })
+            .await?;
+        Ok(())
     }
 
     async fn delete(&self, ns: &str, key: &str) -> Result<bool> {
-        let (inner, ns, key) = (self.inner.clone(), ns.to_string(), key.to_string());
-        blocking(move || inner.kv_delete(&ns, &key, now_ms())).await
+        let (ns, key, now) = (ns.to_string(), key.to_string(), now_ms());
+        match self
+            .kv_writer
+            .submit(KvWrite::Delete { ns, key, now })
+            .await?
+        {
+            Written::Deleted(removed) => Ok(removed),
+            _ => unreachable!("a delete answers Deleted"),
+        }
     }
 
     async fn increment(&self, ns: &str, key: &str, delta: i64) -> Result<i64> {
-        let (inner, ns, key) = (self.inner.clone(), ns.to_string(), key.to_string());
-        blocking(move || inner.kv_increment(&ns, &key, delta, now_ms())).await
+        let (ns, key, now) = (ns.to_string(), key.to_string(), now_ms());
+        let write = KvWrite::Increment {
+            ns,
+            key,
+            delta,
+            now,
+        };
+        match self.kv_writer.submit(write).await? {
+            Written::Incremented(n) => Ok(n),
+            _ => unreachable!("an increment answers Incremented"),
+        }
     }
 
     async fn list(
@@ -300,6 +373,13 @@ mod tests {
         (dir, backend)
     }
 
+    /// A write committed on its own, with no writer thread.
+    fn set(inner: &Inner, ns: &str, key: &str, entry: KvEntry) {
+        let (ns, key) = (ns.to_string(), key.to_string());
+        let outcomes = commit_writes(inner, &[KvWrite::Set { ns, key, entry }]).unwrap();
+        assert!(matches!(outcomes[..], [Ok(Written::Set)]));
+    }
+
     fn entry(value: &[u8], ttl_from: Option<(u64, u64)>) -> KvEntry {
         KvEntry {
             value: value.to_vec(),
@@ -331,14 +411,76 @@ mod tests {
         assert_eq!(codec::decode(&[9, 9]), None);
     }
 
+    /// In one batch, a refused increment changes nothing (its value and
+    /// its expiry stay) and the writes around it commit.
+    #[tokio::test]
+    async fn a_refused_write_fails_alone() {
+        let (_d, kv) = open();
+        let kv = &kv.inner;
+        set(kv, "a", "text", entry(b"abc", Some((1_000, 100))));
+        let write = |key: &str, delta| KvWrite::Increment {
+            ns: "a".into(),
+            key: key.into(),
+            delta,
+            now: 1_000,
+        };
+        let outcomes =
+            commit_writes(kv, &[write("n", 2), write("text", 1), write("n", 3)]).unwrap();
+        assert!(matches!(outcomes[0], Ok(Written::Incremented(2))));
+        assert!(matches!(
+            outcomes[1],
+            Err(StorageError::NotAnInteger { .. })
+        ));
+        assert!(matches!(outcomes[2], Ok(Written::Incremented(5))));
+        assert_eq!(
+            kv.kv_get("a", "text", 1_000).unwrap().unwrap().value,
+            b"abc"
+        );
+        assert_eq!(
+            kv.kv_sweep_expired(1_100, 10).unwrap(),
+            1,
+            "the expiry is kept"
+        );
+    }
+
+    /// Writes from many tasks at once share commits and lose nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_share_commits() {
+        let (_d, backend) = open();
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let backend = backend.clone();
+                tokio::spawn(async move {
+                    backend.increment("a", "n", 1).await.unwrap();
+                    backend
+                        .set("a", &format!("k{i}"), entry(b"v", None))
+                        .await
+                        .unwrap();
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(backend.get("a", "n").await.unwrap().unwrap().value, b"200");
+        assert_eq!(
+            backend
+                .list("a", "k", None, 1000)
+                .await
+                .unwrap()
+                .items
+                .len(),
+            200
+        );
+    }
+
     /// Expiry in controlled time: hidden at its instant, then swept.
     #[tokio::test]
     async fn ttl_hides_then_sweeps() {
         let (_d, kv) = open();
         let kv = &kv.inner;
-        kv.kv_set("a", "t", &entry(b"1", Some((1_000, 100))))
-            .unwrap();
-        kv.kv_set("a", "p", &entry(b"2", None)).unwrap();
+        set(kv, "a", "t", entry(b"1", Some((1_000, 100))));
+        set(kv, "a", "p", entry(b"2", None));
         assert!(kv.kv_get("a", "t", 1_099).unwrap().is_some());
         assert!(kv.kv_get("a", "t", 1_100).unwrap().is_none());
         let page = kv.kv_list("a", "", None, 1000, 1_100).unwrap();
@@ -348,8 +490,8 @@ mod tests {
         assert_eq!(kv.kv_sweep_expired(1_100, 10).unwrap(), 1);
         assert_eq!(kv.kv_sweep_expired(1_100, 10).unwrap(), 0);
         // Overwriting without a TTL clears the old expiry from the index.
-        kv.kv_set("a", "x", &entry(b"1", Some((0, 10)))).unwrap();
-        kv.kv_set("a", "x", &entry(b"2", None)).unwrap();
+        set(kv, "a", "x", entry(b"1", Some((0, 10))));
+        set(kv, "a", "x", entry(b"2", None));
         assert_eq!(kv.kv_sweep_expired(100, 10).unwrap(), 0);
         assert_eq!(kv.kv_get("a", "x", 100).unwrap().unwrap().value, b"2");
     }
@@ -358,9 +500,8 @@ mod tests {
     async fn the_sweeper_reclaims_expired_entries() {
         let (_d, backend) = open_sweeping_every(Duration::from_millis(50));
         let kv = &backend.inner;
-        kv.kv_set("a", "short", &entry(b"1", Some((now_ms(), 100))))
-            .unwrap();
-        kv.kv_set("a", "long", &entry(b"2", None)).unwrap();
+        set(kv, "a", "short", entry(b"1", Some((now_ms(), 100))));
+        set(kv, "a", "long", entry(b"2", None));
         tokio::time::sleep(Duration::from_millis(500)).await;
         // Read as of long ago: an expired entry still stored would show.
         assert!(kv.kv_get("a", "short", 0).unwrap().is_none());
@@ -371,8 +512,8 @@ mod tests {
     async fn a_listing_ends_at_its_namespace() {
         let (_d, kv) = open();
         let kv = &kv.inner;
-        kv.kv_set("a", "k1", &entry(b"", None)).unwrap();
-        kv.kv_set("b", "k2", &entry(b"", None)).unwrap();
+        set(kv, "a", "k1", entry(b"", None));
+        set(kv, "b", "k2", entry(b"", None));
         for limit in [1, 10] {
             let page = kv.kv_list("a", "", None, limit, 0).unwrap();
             assert_eq!(page.items.len(), 1);

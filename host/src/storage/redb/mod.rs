@@ -16,6 +16,7 @@
 //! blocking pool (`blocking`); short reads run in place.
 
 mod blob;
+mod group_commit;
 mod kv;
 mod rooms;
 mod versions;
@@ -43,6 +44,8 @@ pub struct RedbBackend {
     inner: Arc<Inner>,
     /// The room log's writer thread (see `rooms`).
     appender: rooms::Appender,
+    /// The KV's writer thread (see `kv`).
+    kv_writer: kv::KvWriter,
     /// The expiry sweeper, stopped when the backend drops.
     sweeper: tokio::task::AbortHandle,
 }
@@ -163,11 +166,14 @@ impl RedbBackend {
             settings.kv_sweep_interval,
         ))
         .abort_handle();
-        let appender = rooms::Appender::start(Arc::downgrade(&inner))
+        let appender = rooms::start_appender(Arc::downgrade(&inner))
             .map_err(StorageError::io("starting the room log writer"))?;
+        let kv_writer = kv::start_writer(Arc::downgrade(&inner))
+            .map_err(StorageError::io("starting the KV writer"))?;
         Ok(Arc::new(Self {
             inner,
             appender,
+            kv_writer,
             sweeper,
         }))
     }

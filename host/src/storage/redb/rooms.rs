@@ -3,15 +3,16 @@
 //!
 //! Appends go to one writer thread, which commits every append waiting at
 //! that moment in one transaction: one fsync covers many events of many
-//! rooms (group commit). A room's owner waits for that commit before it
+//! rooms (`group_commit`). A room's owner waits for that commit before it
 //! acknowledges or broadcasts (its output gate), so the commit's latency is
 //! the room's; batching is what keeps it short under load.
 
-use std::sync::{Weak, mpsc};
+use std::sync::Weak;
 
 use bytes::Bytes;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::group_commit::GroupCommit;
 use super::{Inner, RedbBackend, blocking};
 use crate::storage::{Result, RoomLog, RoomLogHead, RoomSnapshot, StorageError};
 
@@ -27,63 +28,19 @@ pub(super) const ROOM_SNAPSHOTS: TableDefinition<&str, (u64, &[u8])> =
 pub(super) const ROOM_STATE: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("room_state");
 
-/// At most this many appends go into one transaction, so that one commit
-/// cannot grow without bound under a flood.
-const MAX_BATCH: usize = 1024;
-
 /// One append waiting for the writer thread.
-struct Append {
+pub(super) struct Append {
     room: String,
     first: u64,
     events: Vec<Bytes>,
-    done: tokio::sync::oneshot::Sender<Result<()>>,
 }
 
-/// The handle to the writer thread; the thread ends when it drops.
-pub(super) struct Appender(mpsc::Sender<Append>);
+/// The writer thread of appends (group commit).
+pub(super) type Appender = GroupCommit<Append, ()>;
 
-impl Appender {
-    /// The thread holds the database only while it commits, so that
-    /// dropping the backend closes it at once.
-    pub(super) fn start(inner: Weak<Inner>) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("spike-room-log".into())
-            .spawn(move || write_appends(&inner, &rx))?;
-        Ok(Self(tx))
-    }
-}
-
-/// The writer thread: takes whatever appends are waiting, commits them
-/// together, tells each how it went.
-fn write_appends(inner: &Weak<Inner>, rx: &mpsc::Receiver<Append>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH
-            && let Ok(next) = rx.try_recv()
-        {
-            batch.push(next);
-        }
-        let committed = match inner.upgrade() {
-            Some(inner) => commit_appends(&inner, &batch),
-            None => Err(StorageError::Backend("the database has closed".into())),
-        };
-        match committed {
-            Ok(outcomes) => {
-                for (append, outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = append.done.send(outcome);
-                }
-            }
-            Err(e) => {
-                let message = e.to_string();
-                for append in batch {
-                    let _ = append
-                        .done
-                        .send(Err(StorageError::Backend(message.clone())));
-                }
-            }
-        }
-    }
+/// Starts the thread that commits appends.
+pub(super) fn start_appender(inner: Weak<Inner>) -> std::io::Result<Appender> {
+    GroupCommit::start("spike-room-log", "room log", inner, commit_appends)
 }
 
 /// One transaction for `batch`: each append that follows its room's head
@@ -207,16 +164,12 @@ impl RoomLog for RedbBackend {
     }
 
     async fn append(&self, room: &str, first: u64, events: Vec<Bytes>) -> Result<()> {
-        let (done, outcome) = tokio::sync::oneshot::channel();
         let append = Append {
             room: room.to_string(),
             first,
             events,
-            done,
         };
-        let gone = || StorageError::Backend("the room log writer has stopped".into());
-        self.appender.0.send(append).map_err(|_| gone())?;
-        outcome.await.map_err(|_| gone())?
+        self.appender.submit(append).await
     }
 
     async fn read(&self, room: &str, after: u64, limit: usize) -> Result<Vec<(u64, Bytes)>> {
