@@ -54,8 +54,6 @@ per_s = 1
 [env]
 PROVIDERS = '[{"name": "fake", "kind": "openai", "base_url": "http://127.0.0.1:8871/v1", "models": ["gpt-*"], "api_key_secret": "openai-api-key"}]'
 QUOTA = "ai"
-[limits]
-max_concurrent = 64
 EOF
 SPIKE_SECRET_OPENAI_API_KEY=$key "$spike" serve --listen 127.0.0.1:8872 --plugins "$work/plugins" \
   --data "$work/data" --no-watch >"$out/spike.log" 2>&1 &
