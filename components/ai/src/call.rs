@@ -9,7 +9,7 @@ use spike_sdk::wasi::http::types::Method;
 use crate::breaker::{Admission, Breaker};
 use crate::config::{Format, Provider, Settings};
 use crate::errors::{ApiError, Kind};
-use crate::upstream::{self, Body, Failure, Incoming, Instant, Outgoing};
+use crate::upstream::{self, FetchError, Instant, Streaming};
 
 /// How much of a failed answer's body is read, for its message.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -37,7 +37,7 @@ impl CallError {
 /// A provider's answer whose body is still to be read: a success, or an
 /// error the caller is to see (a 4xx other than 429).
 pub struct Answer {
-    pub response: Incoming,
+    pub response: Streaming,
     pub attempts: u32,
     /// The key the call was made with, to blank it out of error messages.
     key: Option<String>,
@@ -180,17 +180,14 @@ pub fn chat(
     loop {
         attempt += 1;
         let last = attempt >= settings.retry.attempts;
-        let request = Outgoing {
-            method: Method::Post,
-            url: &url,
-            headers: headers.clone(),
-        };
-        let sent = upstream::send(
-            request,
-            Body::Bytes(body),
+        let sent = upstream::request(
+            Method::Post,
+            &url,
+            &headers,
             deadline,
             settings.stream_idle_ms,
-        );
+        )
+        .and_then(|fetch| fetch.body(body).start());
         let (retry_in_ms, failed) = match sent {
             Ok(response) if response.status != 429 && response.status < 500 => {
                 breaker.success(admission);
@@ -204,7 +201,7 @@ pub fn chat(
                 if response.status >= 500 {
                     breaker.failure(admission);
                 }
-                let asked = response.retry_after_ms();
+                let asked = upstream::retry_after_ms(&response);
                 let status = response.status;
                 let body = response
                     .read_all(MAX_ERROR_BODY, deadline)
@@ -221,7 +218,7 @@ pub fn chat(
                 }
                 (wait, error)
             }
-            Err(Failure::Timeout) => {
+            Err(FetchError::Timeout) => {
                 breaker.failure(admission);
                 let error = ApiError::new(
                     Kind::Timeout,
@@ -229,10 +226,10 @@ pub fn chat(
                 );
                 return Err(CallError::new(error, attempt, false));
             }
-            Err(Failure::Denied(why)) => {
+            Err(e @ (FetchError::Denied(_) | FetchError::InvalidUrl(_))) => {
                 let error = ApiError::new(
                     Kind::Unavailable,
-                    format!("provider '{}' cannot be reached: {why}", provider.name),
+                    format!("provider '{}' cannot be reached: {e}", provider.name),
                 );
                 return Err(CallError::new(error, attempt, true));
             }

@@ -16,7 +16,7 @@ use crate::errors::{ApiError, Kind};
 use crate::logs::Call;
 use crate::sse::Parser;
 use crate::translate::{self, Flow, Translator, Usage};
-use crate::upstream::{self, Failure, Incoming};
+use crate::upstream::{self, FetchError, Streaming};
 
 /// The largest answer read whole.
 const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
@@ -294,13 +294,13 @@ pub fn handle(
     kept
 }
 
-fn read_failure(f: Failure) -> ApiError {
+fn read_failure(f: FetchError) -> ApiError {
     match f {
-        Failure::Timeout => ApiError::new(
+        FetchError::Timeout => ApiError::new(
             Kind::Timeout,
             "the provider's answer did not arrive in time",
         ),
-        Failure::TooLarge => ApiError::new(Kind::Upstream, "the provider's answer is too large"),
+        FetchError::TooLarge => ApiError::new(Kind::Upstream, "the provider's answer is too large"),
         other => ApiError::new(
             Kind::Upstream,
             format!("reading the provider's answer: {other}"),
@@ -325,7 +325,7 @@ fn finish_error(
 /// the caller going away (which drops the provider's connection: the
 /// provider sees the cancel). Returns what the caller got.
 fn stream(
-    response: Incoming,
+    response: Streaming,
     mut translator: Translator,
     client: Format,
     settings: &Settings,
@@ -350,7 +350,7 @@ fn stream(
     let mut parser = Parser::new(MAX_EVENT_BYTES);
     let mut pending = Vec::new();
     let ended: Result<(), ApiError> = loop {
-        let chunk = match response.next_chunk(upstream::after_ms(settings.stream_idle_ms)) {
+        let chunk = match response.next_chunk() {
             Ok(Some(chunk)) => chunk,
             Ok(None) => {
                 break Err(ApiError::new(
@@ -358,7 +358,7 @@ fn stream(
                     "the provider's stream ended before its last event",
                 ));
             }
-            Err(Failure::Timeout) => {
+            Err(FetchError::Timeout) => {
                 break Err(ApiError::new(
                     Kind::Timeout,
                     format!(

@@ -16,7 +16,7 @@ use crate::chat::Exchange;
 use crate::config::{Format, Settings};
 use crate::errors::{ApiError, Kind};
 use crate::logs::Call;
-use crate::upstream::{self, Body, Instant, Outgoing};
+use crate::upstream::{self, FetchError, Instant};
 
 const MAX_ANSWER: usize = 4 * 1024 * 1024;
 
@@ -60,14 +60,10 @@ impl Replicate<'_> {
         if let Some(key) = &self.key {
             headers.push(("authorization".into(), format!("Bearer {key}").into_bytes()));
         }
-        let request = Outgoing {
-            method,
-            url,
-            headers,
-        };
-        let response =
-            upstream::send(request, Body::Bytes(body), deadline, self.idle_ms).map_err(|f| {
-                let kind = if f == upstream::Failure::Timeout {
+        let response = upstream::request(method, url, &headers, deadline, self.idle_ms)
+            .and_then(|fetch| fetch.body(body).start())
+            .map_err(|f| {
+                let kind = if f == FetchError::Timeout {
                     Kind::Timeout
                 } else {
                     Kind::Upstream

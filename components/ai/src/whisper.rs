@@ -19,7 +19,7 @@ use crate::chat::Exchange;
 use crate::config::{Format, Settings};
 use crate::errors::{ApiError, Kind};
 use crate::logs::Call;
-use crate::upstream::{self, Body, Failure, Outgoing};
+use crate::upstream::{self, FetchError};
 
 /// How much of the form is read, at most, looking for its `model`.
 const MAX_PREFIX: usize = 64 * 1024;
@@ -114,23 +114,22 @@ fn transcribe(
     }
     let url = call::url(provider, "/audio/transcriptions");
     let deadline = upstream::after_ms(settings.deadline_ms);
-    let request = Outgoing {
-        method: Method::Post,
-        url: &url,
-        headers,
-    };
     log.attempts = 1;
-    let body = Body::Stream {
-        prefix: &prefix,
-        rest: &stream,
-    };
-    let response = match upstream::send(request, body, deadline, settings.stream_idle_ms) {
+    let sent = upstream::request(
+        Method::Post,
+        &url,
+        &headers,
+        deadline,
+        settings.stream_idle_ms,
+    )
+    .and_then(|fetch| fetch.body(prefix).start_streaming(&stream));
+    let response = match sent {
         Ok(r) => r,
         Err(f) => {
-            if !matches!(f, Failure::Denied(_)) {
+            if !matches!(f, FetchError::Denied(_) | FetchError::InvalidUrl(_)) {
                 breaker.failure(admission);
             }
-            let kind = if f == Failure::Timeout {
+            let kind = if f == FetchError::Timeout {
                 Kind::Timeout
             } else {
                 Kind::Upstream

@@ -2,9 +2,14 @@
 //! exchange and a cap on the response body: a slow or endless upstream
 //! costs at most `timeout`, and a huge one at most `max_body` bytes.
 //!
+//! [`Fetch::send`] reads the answer whole; [`Fetch::start`] hands out the
+//! response once its head has come, to read its body as it arrives (a
+//! stream of events, say), each wait bounded by the idle timeout. A request
+//! body can be bytes ([`Fetch::body`]) or bytes followed by a stream the
+//! host copies ([`Fetch::start_streaming`]), e.g. an upload passed on.
+//!
 //! The host lets a plugin reach only the hosts its manifest grants
-//! (`grants.outbound`); anything else fails with
-//! [`FetchError::Refused`].
+//! (`grants.outbound`); anything else fails with [`FetchError::Denied`].
 //!
 //! ```ignore
 //! let got = spike_sdk::client::Fetch::get("https://example.com/keys.json")?.send()?;
@@ -16,11 +21,11 @@ use std::time::Duration;
 use crate::wasi::clocks::monotonic_clock;
 use crate::wasi::http::outgoing_handler;
 use crate::wasi::http::types::{
-    ErrorCode, Fields, FutureIncomingResponse, IncomingResponse, Method, OutgoingBody,
-    OutgoingRequest, RequestOptions, Scheme,
+    ErrorCode, Fields, FutureIncomingResponse, IncomingBody, IncomingResponse, Method,
+    OutgoingBody, OutgoingRequest, RequestOptions, Scheme, http_error_code,
 };
 use crate::wasi::io::poll::{Pollable, poll};
-use crate::wasi::io::streams::StreamError;
+use crate::wasi::io::streams::{InputStream, OutputStream, StreamError};
 
 /// An outgoing request to build and send.
 pub struct Fetch {
@@ -30,9 +35,12 @@ pub struct Fetch {
     path_with_query: String,
     headers: Vec<(String, Vec<u8>)>,
     body: Vec<u8>,
-    /// The whole exchange: connecting, the response and its body.
+    /// Until the response head (and, for [`Fetch::send`], its whole body).
     pub timeout: Duration,
-    /// The longest response body read; longer is [`FetchError::TooLarge`].
+    /// The longest wait for the next bytes of a body read as it arrives.
+    pub idle_timeout: Duration,
+    /// The longest response body [`Fetch::send`] reads; longer is
+    /// [`FetchError::TooLarge`].
     pub max_body: usize,
 }
 
@@ -48,23 +56,31 @@ pub struct Fetched {
 impl Fetched {
     /// The first value of header `name` (lower case), if it is UTF-8.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        header(&self.headers, name)
     }
 }
 
-/// Why a request got no response.
+fn header<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+}
+
+/// Why a request got no (more) response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FetchError {
-    /// The URL is not `http(s)://authority/path`.
+    /// The URL is not `http(s)://authority/path`, or a part of the request
+    /// cannot be sent.
     InvalidUrl(String),
-    /// The host refused the request (not granted) or it failed on the way.
+    /// The host refused the request: its host is not granted, or it
+    /// resolves to an address the grant does not allow.
+    Denied(String),
+    /// Connecting, sending or receiving failed.
     Refused(String),
-    /// The deadline passed.
+    /// The deadline (or, reading a body, the idle timeout) passed.
     Timeout,
-    /// The body is longer than `max_body`.
+    /// The body is longer than allowed.
     TooLarge,
 }
 
@@ -72,6 +88,7 @@ impl std::fmt::Display for FetchError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             FetchError::InvalidUrl(url) => write!(f, "not an http(s) URL: {url}"),
+            FetchError::Denied(why) => write!(f, "the host refused the request: {why}"),
             FetchError::Refused(why) => write!(f, "the request failed: {why}"),
             FetchError::Timeout => f.write_str("no complete response in time"),
             FetchError::TooLarge => f.write_str("the response body is too large"),
@@ -79,9 +96,15 @@ impl std::fmt::Display for FetchError {
     }
 }
 
+/// Nanoseconds on the monotonic clock, `d` from now.
+fn after(d: Duration) -> u64 {
+    monotonic_clock::now().saturating_add(d.as_nanos() as u64)
+}
+
 impl Fetch {
-    /// A `GET` of `url`, with a 10 s deadline and a 1 MiB body cap.
-    pub fn get(url: &str) -> Result<Self, FetchError> {
+    /// A request of `method` to `url`, with a 10 s deadline and a 1 MiB
+    /// body cap.
+    pub fn new(method: Method, url: &str) -> Result<Self, FetchError> {
         let (scheme, rest) = if let Some(rest) = url.strip_prefix("https://") {
             (Scheme::Https, rest)
         } else if let Some(rest) = url.strip_prefix("http://") {
@@ -97,15 +120,21 @@ impl Fetch {
             return Err(FetchError::InvalidUrl(url.into()));
         }
         Ok(Self {
-            method: Method::Get,
+            method,
             scheme,
             authority: authority.into(),
             path_with_query: path.into(),
             headers: Vec::new(),
             body: Vec::new(),
             timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(10),
             max_body: 1024 * 1024,
         })
+    }
+
+    /// A `GET` of `url`.
+    pub fn get(url: &str) -> Result<Self, FetchError> {
+        Self::new(Method::Get, url)
     }
 
     pub fn method(mut self, method: Method) -> Self {
@@ -128,6 +157,11 @@ impl Fetch {
         self
     }
 
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle_timeout = idle;
+        self
+    }
+
     pub fn max_body(mut self, bytes: usize) -> Self {
         self.max_body = bytes;
         self
@@ -136,9 +170,34 @@ impl Fetch {
     /// Sends the request and reads the response whole, or fails by the
     /// deadline.
     pub fn send(self) -> Result<Fetched, FetchError> {
-        let deadline = monotonic_clock::now().saturating_add(self.timeout.as_nanos() as u64);
+        let deadline = after(self.timeout);
+        let max_body = self.max_body;
+        let response = self.start()?;
+        let body = response.read_all(max_body, deadline)?;
+        Ok(Fetched {
+            status: response.status,
+            headers: response.headers,
+            body,
+        })
+    }
+
+    /// Sends the request and waits for the response head, by the deadline;
+    /// its body is read as it comes.
+    pub fn start(self) -> Result<Streaming, FetchError> {
+        self.exchange(None)
+    }
+
+    /// As [`Fetch::start`], the request body being this request's bytes
+    /// followed by everything `rest` yields (copied by the host; it never
+    /// enters this guest's memory).
+    pub fn start_streaming(self, rest: &InputStream) -> Result<Streaming, FetchError> {
+        self.exchange(Some(rest))
+    }
+
+    fn exchange(self, rest: Option<&InputStream>) -> Result<Streaming, FetchError> {
+        let deadline = after(self.timeout);
         let fields = Fields::from_list(&self.headers)
-            .map_err(|e| FetchError::Refused(format!("bad header: {e:?}")))?;
+            .map_err(|e| FetchError::InvalidUrl(format!("bad header: {e:?}")))?;
         let request = OutgoingRequest::new(fields);
         let invalid = |what: &str| FetchError::InvalidUrl(format!("{what} refused"));
         request
@@ -155,27 +214,54 @@ impl Fetch {
             .map_err(|()| invalid("path"))?;
         let body = request.body().map_err(|()| invalid("body"))?;
         // The host's own timeouts too, so a connection it holds is dropped
-        // by the deadline even if this guest stops polling.
+        // by them even if this guest stops polling. Its idle limit is a
+        // second longer than ours, which is checked first.
         let options = RequestOptions::new();
         let ns = self.timeout.as_nanos() as u64;
         let _ = options.set_connect_timeout(Some(ns));
         let _ = options.set_first_byte_timeout(Some(ns));
-        let _ = options.set_between_bytes_timeout(Some(ns));
-        let pending = outgoing_handler::handle(request, Some(options)).map_err(refused)?;
-        if !self.body.is_empty() {
+        let idle = (self.idle_timeout + Duration::from_secs(1)).as_nanos() as u64;
+        let _ = options.set_between_bytes_timeout(Some(idle));
+        let pending = outgoing_handler::handle(request, Some(options)).map_err(failure)?;
+        {
             let stream = body.write().map_err(|()| invalid("body"))?;
-            crate::http::write_all(&stream, &self.body)
-                .map_err(|e| FetchError::Refused(format!("writing the body: {e:?}")))?;
+            let written = |e: StreamError| FetchError::Refused(format!("writing the body: {e:?}"));
+            if !self.body.is_empty() {
+                crate::http::write_all(&stream, &self.body).map_err(written)?;
+            }
+            if let Some(rest) = rest {
+                splice_all(rest, &stream)?;
+            }
         }
-        OutgoingBody::finish(body, None).map_err(refused)?;
+        OutgoingBody::finish(body, None).map_err(failure)?;
         let response = wait_response(&pending, deadline)?;
-        read(response, deadline, self.max_body)
+        Streaming::new(response, self.idle_timeout)
     }
 }
 
-fn refused(e: ErrorCode) -> FetchError {
+/// Copies `input` into `output` until `input` ends.
+fn splice_all(input: &InputStream, output: &OutputStream) -> Result<(), FetchError> {
+    loop {
+        match output.blocking_splice(input, 1 << 20) {
+            Ok(_) => {}
+            Err(StreamError::Closed) => return Ok(()),
+            Err(StreamError::LastOperationFailed(e)) => {
+                return Err(FetchError::Refused(format!(
+                    "streaming the body: {}",
+                    e.to_debug_string()
+                )));
+            }
+        }
+    }
+}
+
+fn failure(e: ErrorCode) -> FetchError {
     match e {
         ErrorCode::ConnectionTimeout | ErrorCode::ConnectionReadTimeout => FetchError::Timeout,
+        ErrorCode::HttpRequestDenied | ErrorCode::DestinationIpProhibited => FetchError::Denied(
+            "not granted to this plugin (grants.outbound), or an address the grant does not allow"
+                .into(),
+        ),
         e => FetchError::Refused(format!("{e:?}")),
     }
 }
@@ -195,7 +281,7 @@ fn wait_response(
         if let Some(got) = pending.get() {
             return got
                 .map_err(|()| FetchError::Refused("response taken twice".into()))?
-                .map_err(refused);
+                .map_err(failure);
         }
         if !wait(&pending.subscribe(), deadline) {
             return Err(FetchError::Timeout);
@@ -203,43 +289,80 @@ fn wait_response(
     }
 }
 
-fn read(response: IncomingResponse, deadline: u64, max_body: usize) -> Result<Fetched, FetchError> {
-    let status = response.status();
-    let headers = response
-        .headers()
-        .entries()
-        .into_iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v))
-        .collect();
-    let incoming = response
-        .consume()
-        .map_err(|()| FetchError::Refused("body taken twice".into()))?;
-    let stream = incoming
-        .stream()
-        .map_err(|()| FetchError::Refused("body taken twice".into()))?;
-    let mut body = Vec::new();
-    loop {
-        match stream.read(64 * 1024) {
-            Ok(chunk) if chunk.is_empty() => {
-                if !wait(&stream.subscribe(), deadline) {
-                    return Err(FetchError::Timeout);
+/// A response whose body is read as it arrives.
+pub struct Streaming {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: Vec<(String, Vec<u8>)>,
+    idle_timeout: Duration,
+    // Field order: the stream is dropped before the body it came from.
+    stream: InputStream,
+    _body: IncomingBody,
+}
+
+impl Streaming {
+    fn new(response: IncomingResponse, idle_timeout: Duration) -> Result<Self, FetchError> {
+        let status = response.status();
+        let headers = response
+            .headers()
+            .entries()
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        let taken = || FetchError::Refused("body taken twice".into());
+        let body = response.consume().map_err(|()| taken())?;
+        let stream = body.stream().map_err(|()| taken())?;
+        Ok(Self {
+            status,
+            headers,
+            idle_timeout,
+            stream,
+            _body: body,
+        })
+    }
+
+    /// The first value of header `name` (lower case), if it is UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header(&self.headers, name)
+    }
+
+    /// The next bytes of the body, `None` at its end; fails if nothing
+    /// comes within the idle timeout.
+    pub fn next_chunk(&self) -> Result<Option<Vec<u8>>, FetchError> {
+        self.next_chunk_by(after(self.idle_timeout))
+    }
+
+    /// The next bytes of the body, `None` at its end; fails if nothing
+    /// comes by `deadline` (monotonic clock nanoseconds).
+    pub fn next_chunk_by(&self, deadline: u64) -> Result<Option<Vec<u8>>, FetchError> {
+        loop {
+            match self.stream.read(64 * 1024) {
+                Ok(chunk) if chunk.is_empty() => {
+                    if !wait(&self.stream.subscribe(), deadline) {
+                        return Err(FetchError::Timeout);
+                    }
                 }
-            }
-            Ok(chunk) => {
-                if body.len() + chunk.len() > max_body {
-                    return Err(FetchError::TooLarge);
+                Ok(chunk) => return Ok(Some(chunk)),
+                Err(StreamError::Closed) => return Ok(None),
+                Err(StreamError::LastOperationFailed(e)) => {
+                    return Err(match http_error_code(&e) {
+                        Some(code) => failure(code),
+                        None => FetchError::Refused(e.to_debug_string()),
+                    });
                 }
-                body.extend_from_slice(&chunk);
-            }
-            Err(StreamError::Closed) => break,
-            Err(StreamError::LastOperationFailed(e)) => {
-                return Err(FetchError::Refused(e.to_debug_string()));
             }
         }
     }
-    Ok(Fetched {
-        status,
-        headers,
-        body,
-    })
+
+    /// The rest of the body, at most `max` bytes, by `deadline`.
+    pub fn read_all(&self, max: usize, deadline: u64) -> Result<Vec<u8>, FetchError> {
+        let mut body = Vec::new();
+        while let Some(chunk) = self.next_chunk_by(deadline)? {
+            if body.len() + chunk.len() > max {
+                return Err(FetchError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
 }
