@@ -19,7 +19,7 @@ mkdir -p "$out"
 source bench/lib.sh
 
 set_up_and_build
-wasmtime="$HOME/.cache/spike-tools/wasmtime-48/bin/wasmtime"
+wasmtime="${SPIKE_TOOLS_DIR:-$HOME/.cache/spike-tools}/wasmtime-48/bin/wasmtime"
 workerd=bench/node_modules/.bin/workerd
 plain="$CARGO_TARGET_DIR/wasm32-wasip2/guest/fixture_plain_hello.wasm"
 

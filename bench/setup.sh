@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the peers the benchmarks compare against, each from its own
-# registry: wrk and nginx (Debian), wasmtime-cli 48 (crates.io), workerd (npm).
-# Tools go under ~/.cache/spike-tools and bench/node_modules.
+# registry: wrk and nginx (Debian), wasmtime-cli 48 (crates.io), workerd (npm),
+# LiteLLM's proxy (PyPI).
+# Tools go under $SPIKE_TOOLS_DIR (default ~/.cache/spike-tools) and bench/node_modules.
 set -euo pipefail
 cd "$(dirname "$0")"
-tools="$HOME/.cache/spike-tools"
+tools="${SPIKE_TOOLS_DIR:-$HOME/.cache/spike-tools}"
 
 if ! command -v wrk >/dev/null; then
   apt-get update -qq && apt-get install -y -qq wrk
@@ -21,4 +22,12 @@ fi
 if ! cmp -s package-lock.json node_modules/.spike-installed 2>/dev/null; then
   npm install --no-audit --no-fund --silent
   cp package-lock.json node_modules/.spike-installed
+fi
+# LiteLLM's proxy, the peer of bench/ai.sh, in a venv of its own (its
+# dependencies pin versions the tests' venv must not get). 1.106.0: the
+# newest 1.106 whose dependencies the index here serves.
+if ! "$tools/litellm/bin/litellm" --version >/dev/null 2>&1; then
+  echo "bench setup: installing litellm[proxy] 1.106.0"
+  python3 -m venv "$tools/litellm"
+  "$tools/litellm/bin/pip" install --quiet --disable-pip-version-check 'litellm[proxy]==1.106.0'
 fi
