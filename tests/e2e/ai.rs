@@ -939,4 +939,18 @@ async fn the_callers_key_is_forwarded_only_when_configured() {
             "Bearer a-wrong-key".to_string()
         ]
     );
+    // A forwarded key echoed by the provider is blanked out too.
+    fake.state.push_faults([Fault::EchoKey]);
+    let req = client()
+        .post(server.at("/openai"))
+        .bearer_auth("the-callers-own-key-4821")
+        .json(&chat("gpt-4o", "hi"));
+    let (status, body) = send(req).await;
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("[redacted]") && !body.contains("the-callers-own-key-4821"),
+        "{body}"
+    );
+    let logs = logs_of(&server, 3).await.to_string() + &captured_logs();
+    assert!(!logs.contains("the-callers-own-key-4821"));
 }

@@ -66,7 +66,7 @@ pub struct CallerHeaders {
 }
 
 /// The secret holding `provider`'s key, read; `None` if it has none.
-pub fn api_key(provider: &Provider) -> Result<Option<String>, ApiError> {
+fn api_key(provider: &Provider) -> Result<Option<String>, ApiError> {
     let Some(name) = &provider.api_key_secret else {
         return Ok(None);
     };
@@ -93,8 +93,21 @@ pub fn api_key(provider: &Provider) -> Result<Option<String>, ApiError> {
     })
 }
 
-/// The headers for `provider`: its key (or the caller's, if it passes
-/// them on) in its own header, and its API version.
+/// The key that goes to `provider`: the caller's own if the provider
+/// passes it on and the caller sent one, else the configured one. It is
+/// blanked out of whatever comes back.
+pub fn upstream_key(
+    provider: &Provider,
+    caller: &CallerHeaders,
+) -> Result<Option<String>, ApiError> {
+    match (&caller.key, provider.forward_authorization) {
+        (Some(own), true) => Ok(Some(own.clone())),
+        _ => api_key(provider),
+    }
+}
+
+/// The headers for `provider`: `key` in its own header, and its API
+/// version.
 fn headers(
     provider: &Provider,
     key: Option<&str>,
@@ -104,10 +117,6 @@ fn headers(
         ("content-type".to_string(), b"application/json".to_vec()),
         ("user-agent".to_string(), b"spike-ai".to_vec()),
     ];
-    let key = match (&caller.key, provider.forward_authorization) {
-        (Some(own), true) => Some(own.as_str()),
-        _ => key,
-    };
     match provider.kind {
         Format::OpenAi => {
             if let Some(key) = key {
@@ -169,7 +178,7 @@ pub fn chat(
         .retry_after(retry_in_ms.div_ceil(1000));
         return Err(CallError::new(error, 0, true));
     }
-    let key = api_key(provider).map_err(|e| CallError::new(e, 0, true))?;
+    let key = upstream_key(provider, caller).map_err(|e| CallError::new(e, 0, true))?;
     let path = match provider.kind {
         Format::OpenAi => "/chat/completions",
         Format::Anthropic => "/messages",

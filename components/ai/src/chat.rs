@@ -127,7 +127,7 @@ fn unknown_model(client: Format, model: &str) -> ApiError {
 }
 
 /// The caller's key and Anthropic headers.
-fn caller_headers(req: &Request) -> CallerHeaders {
+pub fn caller_headers(req: &Request) -> CallerHeaders {
     let key = req
         .header("x-api-key")
         .or_else(|| {

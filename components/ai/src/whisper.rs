@@ -104,7 +104,7 @@ fn transcribe(
         )
         .retry_after(seconds));
     }
-    let key = call::api_key(provider)?;
+    let key = call::upstream_key(provider, &crate::chat::caller_headers(req))?;
     let mut headers = vec![("content-type".to_string(), content_type.into_bytes())];
     if let Some(len) = req.header("content-length") {
         headers.push(("content-length".into(), len.into_bytes()));
