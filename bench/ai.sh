@@ -2,7 +2,7 @@
 # What AI routing adds, side by side in one run: the same chat completion
 # (OpenAI format, gpt-4o) sent to
 #
-#   direct    the fake provider itself (tests/fake_ai.rs, `fake-ai`)
+#   direct    the fake provider itself (tests/fake_ai/, `fake-ai`)
 #   spike     spike's AI plugin (components/ai) in front of that fake:
 #             routing, quota check, breaker reads, the call log written
 #   litellm   LiteLLM's proxy (PyPI `litellm[proxy]`, one worker) in front
@@ -27,7 +27,7 @@ source bench/lib.sh
 set_up_and_build
 cargo build --quiet --release -p spike-e2e --bin fake-ai
 litellm="${SPIKE_TOOLS_DIR:-$HOME/.cache/spike-tools}/litellm/bin/litellm"
-key=sk-fake-openai-5f1c2a9e7b3d   # tests/fake_ai.rs OPENAI_KEY
+key=sk-fake-openai-5f1c2a9e7b3d   # OPENAI_KEY in tests/fake_ai/mod.rs
 
 work=$(mktemp -d)
 pids=()

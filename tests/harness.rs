@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use spike::{RunningServer, ServerConfig};
 
+pub mod ai_server;
 pub mod fake_ai;
 pub mod node;
 pub mod rooms;
