@@ -409,3 +409,21 @@ async fn the_callers_key_is_forwarded_only_when_configured() {
     let logs = logs_of(&server, 3).await.to_string() + &captured_logs();
     assert!(!logs.contains("the-callers-own-key-4821"));
 }
+
+#[tokio::test]
+async fn answers_read_to_their_end_leave_the_connection_for_the_next_call() {
+    let fake = FakeAi::start().await;
+    let server = start(&fake).await;
+    let mut streamed = chat("gpt-4o", "one two three");
+    streamed["stream"] = json!(true);
+    for body in [&streamed, &streamed, &chat("gpt-4o", "whole")] {
+        let resp = post(&server, "/openai", body).await;
+        assert_eq!(resp.status(), 200);
+        within(resp.bytes()).await.unwrap();
+    }
+    let metrics = server.metrics_text().await;
+    for (kind, n) in [("connected", 1), ("reused", 2)] {
+        let line = format!("spike_outbound_requests_total{{plugin=\"ai\",kind=\"{kind}\"}} {n}");
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    }
+}

@@ -405,7 +405,12 @@ fn stream(
         }
         match flow {
             Flow::Continue => {}
-            Flow::Done => break Ok(()),
+            Flow::Done => {
+                // Read the stream's end, so that its connection can go back
+                // to the pool (a body left unread closes it).
+                let _ = response.read_all(64 * 1024, upstream::after_ms(1_000));
+                break Ok(());
+            }
             Flow::Failed(message) => {
                 log.error = Some(message);
                 break Ok(());
