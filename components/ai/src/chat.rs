@@ -314,9 +314,7 @@ fn finish_error(
     out: ResponseOutparam,
     log: &mut Call,
 ) -> Option<Exchange> {
-    log.status = e.status;
-    log.error = Some(e.message.clone());
-    e.response(client).send(out);
+    crate::answer(out, log, Err(e), client);
     None
 }
 

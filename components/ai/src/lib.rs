@@ -110,6 +110,27 @@ impl Guest for Ai {
 
 spike_sdk::export!(Ai);
 
+/// Sends `result` (an error in `format`'s shape), noting its status and
+/// any error in `log`.
+fn answer(
+    out: ResponseOutparam,
+    log: &mut Call,
+    result: Result<Response, ApiError>,
+    format: Format,
+) {
+    match result {
+        Ok(resp) => {
+            log.status = 200;
+            resp.send(out);
+        }
+        Err(e) => {
+            log.status = e.status;
+            log.error = Some(e.message.clone());
+            e.response(format).send(out);
+        }
+    }
+}
+
 enum Route {
     Chat(Format),
     Summarize,

@@ -27,17 +27,8 @@ pub fn handle(
     log: &mut Call,
 ) -> Option<Exchange> {
     log.provider = "replicate".into();
-    match predict(req, settings, log) {
-        Ok(prediction) => {
-            log.status = 200;
-            Response::json(200, prediction.to_string()).send(out);
-        }
-        Err(e) => {
-            log.status = e.status;
-            log.error = Some(e.message.clone());
-            e.response(Format::OpenAi).send(out);
-        }
-    }
+    let result = predict(req, settings, log).map(|p| Response::json(200, p.to_string()));
+    crate::answer(out, log, result, Format::OpenAi);
     None
 }
 

@@ -25,23 +25,18 @@ pub fn handle(
     out: ResponseOutparam,
     log: &mut Call,
 ) -> Option<Exchange> {
-    match summarize(req, settings, ns, log) {
+    let (result, kept) = match summarize(req, settings, ns, log) {
         Ok((raw, text)) => {
-            log.status = 200;
             let body = json!({"response": text}).to_string();
             let kept = settings
                 .log_prompts
                 .then(|| (raw, body.clone().into_bytes()));
-            Response::json(200, body).send(out);
-            kept
+            (Ok(Response::json(200, body)), kept)
         }
-        Err(e) => {
-            log.status = e.status;
-            log.error = Some(e.message.clone());
-            e.response(Format::OpenAi).send(out);
-            None
-        }
-    }
+        Err(e) => (Err(e), None),
+    };
+    crate::answer(out, log, result, Format::OpenAi);
+    kept
 }
 
 fn summarize(

@@ -34,17 +34,8 @@ pub fn handle(
     out: ResponseOutparam,
     log: &mut Call,
 ) -> Option<Exchange> {
-    match transcribe(req, settings, ns, log) {
-        Ok(resp) => {
-            log.status = 200;
-            resp.send(out);
-        }
-        Err(e) => {
-            log.status = e.status;
-            log.error = Some(e.message.clone());
-            e.response(Format::OpenAi).send(out);
-        }
-    }
+    let result = transcribe(req, settings, ns, log);
+    crate::answer(out, log, result, Format::OpenAi);
     None
 }
 
