@@ -188,3 +188,25 @@ async fn poll_status(server: &TestServer, state: &str) -> serde_json::Value {
     })
     .await
 }
+
+#[tokio::test]
+async fn operators_can_look_into_a_kv_namespace() {
+    let server = TestServer::start(&[HELLO]).await;
+    let c = client();
+    for _ in 0..2 {
+        assert_eq!(send(c.post(server.at("/hello/counter"))).await.0, 200);
+    }
+    let url = |query: &str| server.at(&format!("/_spike/kv/hello{query}"));
+    let (status, body) = send_json(c.get(url("?prefix=count")).bearer_auth(ADMIN_TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["keys"][0]["name"], "counter");
+    assert_eq!(body["keys"][0]["value"], "2");
+    assert_eq!(body["keys"].as_array().unwrap().len(), 1);
+    let (status, body) = send_json(c.get(url("?prefix=nothing")).bearer_auth(ADMIN_TOKEN)).await;
+    assert_eq!((status, body["keys"].as_array().unwrap().len()), (200, 0));
+    // Bad input and a missing token: JSON errors, nothing shown.
+    let (status, body) = send_json(c.get(url("?limit=lots")).bearer_auth(ADMIN_TOKEN)).await;
+    assert_eq!((status, error_code(&body)), (400, "bad_request"));
+    let (status, body) = send_json(c.get(url(""))).await;
+    assert_eq!((status, error_code(&body)), (401, "unauthorized"));
+}
