@@ -80,6 +80,17 @@ async fn retries_back_off_and_honour_retry_after() {
     assert_eq!(body["error"]["type"], "rate_limit_error");
     assert_eq!(headers["retry-after"], "120");
     assert_eq!(fake.state.requests().len(), 1);
+    // The same as an HTTP date (decades away): read, and passed on.
+    fake.state.clear();
+    fake.state.push_faults([Fault::Status {
+        status: 429,
+        retry_after: Some("Fri, 01 Jan 2100 00:00:00 GMT"),
+    }]);
+    let (status, _, headers) = post_json(&server, "/openai", &chat("gpt-4o", "hi")).await;
+    assert_eq!(status, 429);
+    let after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(after > 365 * 86_400, "{after}");
+    assert_eq!(fake.state.requests().len(), 1);
 
     // Retries are bounded: three 500s in a row are the caller's 500.
     fake.state.clear();
