@@ -6,6 +6,8 @@
 //! resolves to a loopback, private or link-local address is refused unless
 //! the grant itself names that address and port; and the connection goes to
 //! exactly the checked addresses (`send`), never to a second lookup's answer.
+//! Connections are kept alive for later requests of the same plugin version
+//! to the same destination (`pool`), which then need no lookup at all.
 
 mod pattern;
 mod pool;
