@@ -19,7 +19,9 @@ use serde_json::{Value, json};
 use spike_sdk::kv::{Namespace, SetOptions};
 
 use crate::config::BreakerSettings;
+use crate::errors::{ApiError, Kind};
 use crate::logs::unix_ms;
+use crate::upstream::FetchError;
 
 /// Whether a call may go to the provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,8 +81,46 @@ impl<'a> Breaker<'a> {
         }
     }
 
+    /// Admits a call, or refuses it with the 503 its caller gets.
+    pub fn admit_call(&self) -> Result<Admission, ApiError> {
+        match self.admit() {
+            Admission::Refused { retry_in_ms } => {
+                let seconds = retry_in_ms.div_ceil(1000);
+                Err(ApiError::new(
+                    Kind::Unavailable,
+                    format!(
+                        "provider '{}' is failing and its circuit breaker is open; it is tried again in {seconds} s",
+                        self.provider
+                    ),
+                )
+                .retry_after(seconds))
+            }
+            admission => Ok(admission),
+        }
+    }
+
+    /// What an answer of `status` tells the breaker: a 5xx is a failure, a
+    /// 429 neither (the provider asks for patience, it is not failing),
+    /// anything else a success.
+    pub fn answered(&self, admission: Admission, status: u16) {
+        if status >= 500 {
+            self.failure(admission);
+        } else if status != 429 {
+            self.success(admission);
+        }
+    }
+
+    /// A call that got no answer: the provider's failure, unless the host
+    /// would not send it (a grant missing: the operator's to fix, not the
+    /// provider's).
+    pub fn unanswered(&self, admission: Admission, e: &FetchError) {
+        if !matches!(e, FetchError::Denied(_) | FetchError::InvalidUrl(_)) {
+            self.failure(admission);
+        }
+    }
+
     /// A call that worked (any answer but a 5xx or a 429).
-    pub fn success(&self, admission: Admission) {
+    fn success(&self, admission: Admission) {
         let Some(ns) = self.ns else { return };
         let failed_before = self.read_u64(ns, "failures").is_some_and(|n| n > 0);
         if admission == Admission::Probe || failed_before {
@@ -94,7 +134,7 @@ impl<'a> Breaker<'a> {
 
     /// A failed attempt: counts it, and opens the breaker at the threshold
     /// (or again, if this was the probe).
-    pub fn failure(&self, admission: Admission) {
+    fn failure(&self, admission: Admission) {
         let Some(ns) = self.ns else { return };
         let failures = ns.increment(&self.key("failures"), 1).unwrap_or(0);
         let opened = self.read_u64(ns, "opened");

@@ -165,19 +165,9 @@ pub fn chat(
     deadline: Instant,
 ) -> Result<Answer, CallError> {
     let breaker = Breaker::new(ns, &provider.name, settings.breaker);
-    let admission = breaker.admit();
-    if let Admission::Refused { retry_in_ms } = admission {
-        let error = ApiError::new(
-            Kind::Unavailable,
-            format!(
-                "provider '{}' is failing and its circuit breaker is open; it is tried again in {} s",
-                provider.name,
-                retry_in_ms.div_ceil(1000)
-            ),
-        )
-        .retry_after(retry_in_ms.div_ceil(1000));
-        return Err(CallError::new(error, 0, true));
-    }
+    let admission = breaker
+        .admit_call()
+        .map_err(|e| CallError::new(e, 0, true))?;
     let key = upstream_key(provider, caller).map_err(|e| CallError::new(e, 0, true))?;
     let path = match provider.kind {
         Format::OpenAi => "/chat/completions",
@@ -197,9 +187,13 @@ pub fn chat(
             settings.stream_idle_ms,
         )
         .and_then(|fetch| fetch.body(body).start());
+        match &sent {
+            Ok(response) => breaker.answered(admission, response.status),
+            Err(e) => breaker.unanswered(admission, e),
+        }
+        let who = format!("provider '{}'", provider.name);
         let (retry_in_ms, failed) = match sent {
             Ok(response) if response.status != 429 && response.status < 500 => {
-                breaker.success(admission);
                 return Ok(Answer {
                     response,
                     attempts: attempt,
@@ -207,9 +201,6 @@ pub fn chat(
                 });
             }
             Ok(response) => {
-                if response.status >= 500 {
-                    breaker.failure(admission);
-                }
                 let asked = upstream::retry_after_ms(&response);
                 let status = response.status;
                 let body = response
@@ -227,29 +218,16 @@ pub fn chat(
                 }
                 (wait, error)
             }
-            Err(FetchError::Timeout) => {
-                breaker.failure(admission);
-                let error = ApiError::new(
-                    Kind::Timeout,
-                    format!("provider '{}' did not answer in time", provider.name),
-                );
-                return Err(CallError::new(error, attempt, false));
+            // Past the deadline, or not sent at all: no other try helps.
+            Err(e @ (FetchError::Timeout | FetchError::Denied(_) | FetchError::InvalidUrl(_))) => {
+                let may_fall_back = e != FetchError::Timeout;
+                let error = ApiError::unanswered(&who, &e);
+                return Err(CallError::new(error, attempt, may_fall_back));
             }
-            Err(e @ (FetchError::Denied(_) | FetchError::InvalidUrl(_))) => {
-                let error = ApiError::new(
-                    Kind::Unavailable,
-                    format!("provider '{}' cannot be reached: {e}", provider.name),
-                );
-                return Err(CallError::new(error, attempt, true));
-            }
-            Err(failure) => {
-                breaker.failure(admission);
-                let error = ApiError::new(
-                    Kind::Upstream,
-                    format!("provider '{}': {failure}", provider.name),
-                );
-                (backoff_ms(settings, attempt - 1), error)
-            }
+            Err(e) => (
+                backoff_ms(settings, attempt - 1),
+                ApiError::unanswered(&who, &e),
+            ),
         };
         // A probe gets one try: its outcome decides the breaker.
         if last || admission == Admission::Probe {

@@ -404,9 +404,7 @@ fn stream(
         match flow {
             Flow::Continue => {}
             Flow::Done => {
-                // Read the stream's end, so that its connection can go back
-                // to the pool (a body left unread closes it).
-                let _ = response.read_all(64 * 1024, upstream::after_ms(1_000));
+                response.finish();
                 break Ok(());
             }
             Flow::Failed(message) => {

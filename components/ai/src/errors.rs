@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use spike_sdk::http::Response;
 
 use crate::config::Format;
+use crate::upstream::FetchError;
 
 /// What went wrong, in the terms both APIs share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +94,18 @@ impl ApiError {
             message,
             retry_after_s: None,
         }
+    }
+
+    /// A call to `who` that got no answer: 504 for a deadline, 503 when
+    /// the host would not send it (the manifest does not grant the host),
+    /// 502 otherwise.
+    pub fn unanswered(who: &str, e: &FetchError) -> Self {
+        let kind = match e {
+            FetchError::Timeout => Kind::Timeout,
+            FetchError::Denied(_) | FetchError::InvalidUrl(_) => Kind::Unavailable,
+            _ => Kind::Upstream,
+        };
+        Self::new(kind, format!("{who}: {e}"))
     }
 
     /// The body in `format`'s shape.

@@ -16,7 +16,7 @@ use crate::chat::Exchange;
 use crate::config::{Format, Settings};
 use crate::errors::{ApiError, Kind};
 use crate::logs::Call;
-use crate::upstream::{self, FetchError, Instant};
+use crate::upstream::{self, Instant};
 
 const MAX_ANSWER: usize = 4 * 1024 * 1024;
 
@@ -53,14 +53,7 @@ impl Replicate<'_> {
         }
         let response = upstream::request(method, url, &headers, deadline, self.idle_ms)
             .and_then(|fetch| fetch.body(body).start())
-            .map_err(|f| {
-                let kind = if f == FetchError::Timeout {
-                    Kind::Timeout
-                } else {
-                    Kind::Upstream
-                };
-                ApiError::new(kind, format!("Replicate: {f}"))
-            })?;
+            .map_err(|e| ApiError::unanswered("Replicate", &e))?;
         let answer = response.read_all(MAX_ANSWER, deadline).map_err(|f| {
             ApiError::new(Kind::Upstream, format!("reading Replicate's answer: {f}"))
         })?;

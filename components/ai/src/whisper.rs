@@ -13,13 +13,13 @@ use spike_sdk::kv::Namespace;
 use spike_sdk::wasi::http::types::{Method, ResponseOutparam};
 use spike_sdk::wasi::io::streams::StreamError;
 
-use crate::breaker::{Admission, Breaker};
+use crate::breaker::Breaker;
 use crate::call::{self, scrub};
 use crate::chat::Exchange;
 use crate::config::{Format, Settings};
 use crate::errors::{ApiError, Kind};
 use crate::logs::Call;
-use crate::upstream::{self, FetchError};
+use crate::upstream;
 
 /// How much of the form is read, at most, looking for its `model`.
 const MAX_PREFIX: usize = 64 * 1024;
@@ -83,18 +83,7 @@ fn transcribe(
         )));
     }
     let breaker = Breaker::new(ns, &provider.name, settings.breaker);
-    let admission = breaker.admit();
-    if let Admission::Refused { retry_in_ms } = admission {
-        let seconds = retry_in_ms.div_ceil(1000);
-        return Err(ApiError::new(
-            Kind::Unavailable,
-            format!(
-                "provider '{}' is failing and its circuit breaker is open",
-                provider.name
-            ),
-        )
-        .retry_after(seconds));
-    }
+    let admission = breaker.admit_call()?;
     let key = call::upstream_key(provider, &crate::chat::caller_headers(req))?;
     let mut headers = vec![("content-type".to_string(), content_type.into_bytes())];
     if let Some(len) = req.header("content-length") {
@@ -116,26 +105,15 @@ fn transcribe(
     .and_then(|fetch| fetch.body(prefix).start_streaming(&stream));
     let response = match sent {
         Ok(r) => r,
-        Err(f) => {
-            if !matches!(f, FetchError::Denied(_) | FetchError::InvalidUrl(_)) {
-                breaker.failure(admission);
-            }
-            let kind = if f == FetchError::Timeout {
-                Kind::Timeout
-            } else {
-                Kind::Upstream
-            };
-            return Err(ApiError::new(
-                kind,
-                format!("provider '{}': {f}", provider.name),
+        Err(e) => {
+            breaker.unanswered(admission, &e);
+            return Err(ApiError::unanswered(
+                &format!("provider '{}'", provider.name),
+                &e,
             ));
         }
     };
-    if response.status >= 500 {
-        breaker.failure(admission);
-    } else if response.status != 429 {
-        breaker.success(admission);
-    }
+    breaker.answered(admission, response.status);
     let answer = response
         .read_all(MAX_ANSWER, deadline)
         .map_err(|f| ApiError::new(Kind::Upstream, format!("reading the transcription: {f}")))?;

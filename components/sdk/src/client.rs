@@ -354,6 +354,14 @@ impl Streaming {
         }
     }
 
+    /// Reads what is left of the body, once its content is no longer needed
+    /// (a stream after its last event), and drops it: a body read to its
+    /// end lets the host keep its connection for the next request, one left
+    /// unread closes it. At most 64 KiB and one second are spent on it.
+    pub fn finish(&self) {
+        let _ = self.read_all(64 * 1024, after(Duration::from_secs(1)));
+    }
+
     /// The rest of the body, at most `max` bytes, by `deadline`.
     pub fn read_all(&self, max: usize, deadline: u64) -> Result<Vec<u8>, FetchError> {
         let mut body = Vec::new();
