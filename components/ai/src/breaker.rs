@@ -20,7 +20,6 @@ use spike_sdk::kv::{Namespace, SetOptions};
 
 use crate::config::BreakerSettings;
 use crate::errors::{ApiError, Kind};
-use crate::logs::unix_ms;
 use crate::upstream::FetchError;
 
 /// Whether a call may go to the provider.
@@ -68,7 +67,7 @@ impl<'a> Breaker<'a> {
             return Admission::Go;
         };
         let reopen_at = opened.saturating_add(self.settings.cooldown_ms);
-        let now = unix_ms();
+        let now = spike_sdk::now_ms();
         if now < reopen_at {
             return Admission::Refused {
                 retry_in_ms: reopen_at - now,
@@ -143,7 +142,7 @@ impl<'a> Breaker<'a> {
             if let Some(old) = opened {
                 let _ = ns.delete(&self.key(&format!("probe:{old}")));
             }
-            let now = unix_ms().to_string();
+            let now = spike_sdk::now_ms().to_string();
             let options = SetOptions {
                 ttl_ms: None,
                 metadata: None,
@@ -168,7 +167,7 @@ impl<'a> Breaker<'a> {
             None => json!({"state": "closed"}),
             Some(opened) => {
                 let until = opened.saturating_add(self.settings.cooldown_ms);
-                let state = if unix_ms() < until {
+                let state = if spike_sdk::now_ms() < until {
                     "open"
                 } else {
                     "half-open"

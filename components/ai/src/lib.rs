@@ -86,7 +86,7 @@ impl Guest for Ai {
             .ok();
         let started = upstream::now();
         let mut log = Call {
-            time_ms: logs::unix_ms(),
+            time_ms: spike_sdk::now_ms(),
             route: req.path().to_string(),
             ..Call::default()
         };

@@ -17,15 +17,6 @@ const MAX_KEPT_BYTES: usize = 64 * 1024;
 /// The longest model or error text recorded (metadata holds 1 KiB).
 const MAX_FIELD_CHARS: usize = 160;
 
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms() -> u64 {
-    // std's clock is WASI's wall clock in the component, and works in the
-    // native unit tests too.
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// One call, as `/ai-logs` lists it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Call {

@@ -61,7 +61,7 @@ pub fn retry_after_ms(response: &Streaming) -> Option<u64> {
         return (secs.is_finite() && secs >= 0.0).then_some((secs * 1000.0) as u64);
     }
     let at_ms = http_date_unix_s(value)?.saturating_mul(1000);
-    Some(at_ms.saturating_sub(crate::logs::unix_ms()))
+    Some(at_ms.saturating_sub(spike_sdk::now_ms()))
 }
 
 /// The Unix time of an HTTP date in its preferred form (RFC 9110's

@@ -96,7 +96,7 @@ pub fn key(url: &str, kid: &str, settings: &JwksSettings) -> Result<Value, KeyEr
     })?;
     let id = hex::encode(&Sha256::digest(url.as_bytes())[..8]);
     let record_key = format!("jwks:{id}");
-    let now = now_ms();
+    let now = spike_sdk::now_ms();
     let mut record = load(&ns, &record_key, url);
 
     // Stale or never fetched: fetch, unless a fetch failed moments ago.
@@ -248,13 +248,6 @@ fn claim(ns: &Namespace, id: &str, purpose: &str, now: u64, window_ms: u64) -> b
         Ok(_) => false,
         Err(_) => true,
     }
-}
-
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

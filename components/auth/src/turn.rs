@@ -12,7 +12,7 @@ use spike_sdk::http::json_string;
 use spike_sdk::secrets;
 
 use crate::config::TurnSettings;
-use crate::jwks::now_ms;
+use spike_sdk::now_ms;
 
 /// Credentials for one user.
 pub struct Credentials {

@@ -303,7 +303,7 @@ fn put(
         etag,
         content_type,
         size,
-        updated_at_ms: store::now_ms(),
+        updated_at_ms: spike_sdk::now_ms(),
         versions,
     };
     let inline: &[u8] = if small { &prefix } else { &[] };

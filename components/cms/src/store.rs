@@ -182,10 +182,3 @@ impl Drop for Lock<'_> {
         let _ = self.ns.delete(&self.key);
     }
 }
-
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}

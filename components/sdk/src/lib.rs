@@ -42,6 +42,15 @@ pub mod http;
 
 pub use spike::host::{blob, identity, kv, rate_limit, rooms, secrets, types::Error};
 
+/// Milliseconds since the Unix epoch by the wall clock (0 before it).
+/// std's clock is WASI's wall clock in a component, and the system's in a
+/// plugin's native unit tests.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 impl Error {
     /// The HTTP status that best answers a request that failed with this
     /// error: 403, 400, 413 or 500.

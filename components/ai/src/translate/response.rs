@@ -56,7 +56,7 @@ pub fn finish_reason(stop: &str) -> &'static str {
 
 /// The seconds since the Unix epoch, for `created`.
 pub fn unix_s() -> u64 {
-    crate::logs::unix_ms() / 1000
+    spike_sdk::now_ms() / 1000
 }
 
 /// Parses a tool call's arguments; what is not a JSON object becomes an
