@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds every guest component (components/*, tests/fixtures/*) for
 # wasm32-wasip2 into $CARGO_TARGET_DIR/wasm32-wasip2/guest/, and puts the
-# shipped plugins' components (hello, auth, cms, chat, transpile, ai) beside their manifests in plugins/.
+# shipped plugins' components (hello, auth, cms, chat, transpile, ai, render) beside their manifests in plugins/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${CARGO_TARGET_DIR:=$HOME/.cache/spike-target}"
@@ -22,5 +22,5 @@ for v in 1 2; do
   cp "$out/fixture_room_faults.wasm" "$out/fixture_room_faults_v$v.wasm"
 done
 
-for plugin in hello auth cms chat transpile ai; do cp "$out/$plugin.wasm" "plugins/$plugin.wasm"; done
+for plugin in hello auth cms chat transpile ai render; do cp "$out/$plugin.wasm" "plugins/$plugin.wasm"; done
 echo "guests built in $out"

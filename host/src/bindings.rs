@@ -17,6 +17,7 @@ wasmtime::component::bindgen!({
         "spike:host/identity": async | trappable,
         "spike:host/rate-limit": async | trappable,
         "spike:host/rooms": async | trappable,
+        "spike:host/render": async | trappable,
         default: trappable,
     },
     exports: { default: async },

@@ -60,6 +60,9 @@ pub struct ServerConfig {
     pub auth_cache_entries: usize,
     /// Static sites served where no plugin route matches.
     pub sites: Vec<crate::assets::SiteConfig>,
+    /// The renderer's browser, pages and guard (`profiles_dir` is set
+    /// under `data_dir` at start).
+    pub render: crate::caps::render::RenderSettings,
     /// Tests only: how long each plugin's first load waits before it starts.
     #[doc(hidden)]
     pub test_load_delay: Duration,
@@ -155,6 +158,7 @@ impl ServerConfig {
             client_addresses: ClientAddresses::default(),
             auth_cache_entries: crate::runtime::auth::DEFAULT_CACHE_ENTRIES,
             sites: Vec::new(),
+            render: Default::default(),
             test_load_delay: Duration::ZERO,
         }
     }

@@ -117,6 +117,8 @@ enum Command {
         /// no plugin route matches; repeat for more.
         #[arg(long, env = "SPIKE_SITES", value_delimiter = ',')]
         site: Vec<spike::assets::SiteConfig>,
+        #[command(flatten)]
+        render: RenderArgs,
     },
     /// Check that a component fits the plugin world, and time its loading:
     /// a fresh compile against a load from the compile cache.
@@ -124,6 +126,61 @@ enum Command {
         /// The component (.wasm).
         component: PathBuf,
     },
+}
+
+/// The renderer's settings (plugins with `grants.render`).
+#[derive(clap::Args)]
+struct RenderArgs {
+    /// The Chromium binary the renderer drives.
+    #[arg(long, default_value = "/usr/bin/chromium", env = "SPIKE_CHROMIUM")]
+    chromium: PathBuf,
+    /// Renders at once (browser pages open); as many contexts are kept
+    /// ready ahead of demand.
+    #[arg(long, default_value_t = 2, env = "SPIKE_RENDER_PAGES")]
+    render_pages: usize,
+    /// Renders that may wait for a page; beyond it 503 at once.
+    #[arg(long, default_value_t = 32)]
+    render_queue: usize,
+    /// Seconds a render may wait for a page before a 503 with Retry-After.
+    #[arg(long, default_value_t = 10)]
+    render_queue_wait_secs: u64,
+    /// A render's deadline in seconds, queueing included (and the most a
+    /// caller may ask for).
+    #[arg(long, default_value_t = 30)]
+    render_timeout_secs: u64,
+    /// Renders after which the browser is replaced by a fresh one.
+    #[arg(long, default_value_t = 500)]
+    render_restart_after: u32,
+    /// An internal address pages may reach: IP[:port] (e.g. 127.0.0.1:3000,
+    /// [::1]:8080); repeat or separate with commas. Loopback, private,
+    /// link-local and metadata addresses are refused otherwise.
+    #[arg(long, env = "SPIKE_RENDER_ALLOW", value_delimiter = ',')]
+    render_allow: Vec<spike::caps::outbound::HostPattern>,
+    /// Largest screenshot, PDF or HTML handed to a plugin, in MiB.
+    #[arg(long, default_value_t = 32)]
+    render_max_mib: usize,
+}
+
+impl RenderArgs {
+    fn settings(self) -> anyhow::Result<spike::caps::render::RenderSettings> {
+        if let Some(name) = self.render_allow.iter().find_map(|p| p.host_name()) {
+            anyhow::bail!(
+                "--render-allow {name}: give an address (IP[:port]); names are checked by \
+                 the addresses they resolve to"
+            );
+        }
+        Ok(spike::caps::render::RenderSettings {
+            chromium: self.chromium,
+            pages: self.render_pages.max(1),
+            queue: self.render_queue,
+            queue_wait: Duration::from_secs(self.render_queue_wait_secs),
+            timeout: Duration::from_secs(self.render_timeout_secs.max(1)),
+            restart_after: self.render_restart_after.max(1),
+            allow: self.render_allow,
+            max_bytes: self.render_max_mib.max(1) << 20,
+            ..Default::default()
+        })
+    }
 }
 
 #[tokio::main]
@@ -152,6 +209,7 @@ async fn main() -> anyhow::Result<()> {
             client_ip_header,
             auth_cache_entries,
             site,
+            render,
         } => {
             let mut config = spike::ServerConfig::new(plugins, data);
             config.listen = listen;
@@ -178,6 +236,7 @@ async fn main() -> anyhow::Result<()> {
             };
             config.auth_cache_entries = auth_cache_entries;
             config.sites = site;
+            config.render = render.settings()?;
             if config.admin_token.is_none() {
                 tracing::info!("no admin token: the /_spike admin API is disabled");
             }
@@ -197,8 +256,11 @@ async fn main() -> anyhow::Result<()> {
 
 fn init_logging(format: LogFormat) {
     use std::io::IsTerminal;
+    // chromiumoxide warns of each DevTools message its protocol definitions
+    // (older than Debian's Chromium) cannot parse; it skips them, and so
+    // does the log.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into());
+        .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn,chromiumoxide=error".into());
     let logs = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         // Colour codes are for people at a terminal, not for files.

@@ -124,6 +124,18 @@ pub struct Metrics {
     /// (a kept-alive connection), `connected` (a new one), `denied` (not
     /// granted, or an internal address), `failed` (no connection).
     pub outbound_requests: Family<KindLabels, Counter>,
+    /// Renders, by plugin and outcome: `ok`, `busy`, `timeout`, `blocked`,
+    /// `failed`, `unavailable`, `invalid`, `denied`, `too_large`.
+    pub renders: Family<KindLabels, Counter>,
+    /// Time of a render that succeeded, queueing included.
+    pub render_seconds: Histograms,
+    /// What the renderer's guard refused, by plugin: a `page` (the render
+    /// failed) or a `request` of a page (the render went on without it).
+    pub render_blocked: Family<KindLabels, Counter>,
+    /// Chromium processes started.
+    pub render_launches: Counter,
+    /// Browsers replaced: `crashed`, `recycled` (after `restart_after`).
+    pub render_restarts: Family<KindLabels, Counter>,
 }
 
 impl Metrics {
@@ -159,6 +171,11 @@ impl Metrics {
             room_handler_calls: Family::default(),
             livestore_requests: Family::default(),
             outbound_requests: Family::default(),
+            renders: Family::default(),
+            render_seconds: Family::new_with_constructor(latency_histogram),
+            render_blocked: Family::default(),
+            render_launches: Counter::default(),
+            render_restarts: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -307,6 +324,31 @@ impl Metrics {
             "Outgoing HTTP requests, by plugin and connection (reused, connected, denied, failed)",
             m.outbound_requests.clone(),
         );
+        r.register(
+            "renders",
+            "Renders (screenshots, PDFs, HTML), by plugin and outcome",
+            m.renders.clone(),
+        );
+        r.register(
+            "render_seconds",
+            "Time of a successful render, queueing included, by plugin",
+            m.render_seconds.clone(),
+        );
+        r.register(
+            "render_blocked",
+            "What the renderer's guard refused, by plugin: a page, or a request of a page",
+            m.render_blocked.clone(),
+        );
+        r.register(
+            "render_browser_launches",
+            "Chromium processes the renderer started",
+            m.render_launches.clone(),
+        );
+        r.register(
+            "render_browser_restarts",
+            "Browsers the renderer replaced, by reason (crashed, recycled)",
+            m.render_restarts.clone(),
+        );
         Arc::new(Self { registry, ..m })
     }
 
@@ -316,6 +358,16 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String does not fail");
         out
+    }
+
+    /// Times a render of `plugin` that succeeded.
+    pub fn render_time(&self, plugin: &Arc<str>, took: std::time::Duration) {
+        let label = PluginLabel {
+            plugin: plugin.clone(),
+        };
+        self.render_seconds
+            .get_or_create(&label)
+            .observe(took.as_secs_f64());
     }
 
     /// Counts one `kind` of `family` for `plugin`.

@@ -42,6 +42,7 @@ wit_bindgen::generate!({
         "spike:host/identity@0.1.0": spike_sdk::spike::host::identity,
         "spike:host/rate-limit@0.1.0": spike_sdk::spike::host::rate_limit,
         "spike:host/rooms@0.1.0": spike_sdk::spike::host::rooms,
+        "spike:host/render@0.1.0": spike_sdk::spike::host::render,
     },
 });
 

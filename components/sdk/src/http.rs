@@ -164,6 +164,12 @@ impl Response {
         self
     }
 
+    /// Its headers, for a response whose body is streamed
+    /// (`start_response`).
+    pub fn into_headers(self) -> Vec<(String, Vec<u8>)> {
+        self.headers
+    }
+
     /// Sends the response.
     pub fn send(self, out: ResponseOutparam) {
         let len = self.body.len();

@@ -40,7 +40,7 @@ pub mod blob_io;
 pub mod client;
 pub mod http;
 
-pub use spike::host::{blob, identity, kv, rate_limit, rooms, secrets, types::Error};
+pub use spike::host::{blob, identity, kv, rate_limit, render, rooms, secrets, types::Error};
 
 /// Milliseconds since the Unix epoch by the wall clock (0 before it).
 /// std's clock is WASI's wall clock in a component, and the system's in a

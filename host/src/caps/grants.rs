@@ -39,6 +39,8 @@ pub struct Grants {
     /// The quotas the plugin keeps through `rate-limit`, by name
     /// (`[quotas.<name>]`).
     pub quotas: BTreeMap<String, Rule>,
+    /// Whether the plugin may use the headless browser (`render`).
+    pub render: bool,
 }
 
 impl Grants {
@@ -48,6 +50,7 @@ impl Grants {
             names: BTreeMap::new(),
             outbound,
             quotas: BTreeMap::new(),
+            render: false,
         }
     }
 

@@ -18,6 +18,7 @@ pub mod identity;
 pub mod kv;
 pub mod outbound;
 pub mod rate_limit;
+pub mod render;
 pub mod rooms;
 pub mod secrets;
 
@@ -204,6 +205,8 @@ pub struct CapSettings {
     pub secrets: Arc<secrets::SecretsCtx>,
     /// The limit of routes whose manifest sets none.
     pub default_rate_limit: Option<rate_limit::Rule>,
+    /// The renderer's browser, pages and guard.
+    pub render: render::RenderSettings,
 }
 
 /// Every capability the host offers, built once at start.
@@ -214,6 +217,8 @@ pub struct Caps {
     pub secrets: Arc<secrets::SecretsCtx>,
     /// Every limiter: routes' and plugins' quotas.
     pub rate_limits: Arc<rate_limit::RateLimits>,
+    /// The headless browser (started when a plugin with the grant loads).
+    pub render: render::RenderCtx,
     /// Where the capabilities count their operations and bytes.
     pub metrics: Arc<Metrics>,
 }
@@ -235,6 +240,11 @@ impl Caps {
             },
             secrets: settings.secrets.clone(),
             rate_limits: rate_limit::RateLimits::start(settings.default_rate_limit, metrics),
+            render: render::Renderer::new(
+                settings.render.clone(),
+                settings.resolver.clone(),
+                metrics,
+            ),
         })
     }
 
@@ -250,6 +260,9 @@ impl Caps {
                 (quota.clone(), limiter)
             })
             .collect();
+        if grants.render {
+            self.render.warm();
+        }
         PluginCaps {
             name: name.into(),
             grants: Arc::new(grants.clone()),
@@ -331,6 +344,13 @@ impl PluginCaps {
         table: &'a mut wasmtime::component::ResourceTable,
     ) -> rooms::RoomsView<'a> {
         self.view(event, table)
+    }
+
+    pub fn render<'a>(
+        &'a self,
+        table: &'a mut wasmtime::component::ResourceTable,
+    ) -> render::RenderView<'a> {
+        self.view(&self.caps.render, table)
     }
 
     /// The host's limiters (routes' limits are kept there too).

@@ -112,6 +112,8 @@ pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
             // Never the operator's: a report has nothing to leak.
             secrets: Arc::default(),
             default_rate_limit: None,
+            // Nothing is granted `render`: no browser starts.
+            render: Default::default(),
         },
         &metrics,
     );

@@ -20,5 +20,6 @@ pub fn new(engine: &Engine) -> wasmtime::Result<Linker<RequestState>> {
     caps::identity::add_to_linker(&mut linker, RequestState::identity_view)?;
     caps::rate_limit::add_to_linker(&mut linker, RequestState::rate_limit_view)?;
     caps::rooms::add_to_linker(&mut linker, RequestState::rooms_view)?;
+    caps::render::add_to_linker(&mut linker, RequestState::render_view)?;
     Ok(linker)
 }

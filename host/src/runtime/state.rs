@@ -20,6 +20,7 @@ use crate::caps::identity::{IdentityCtx, IdentityView};
 use crate::caps::kv::KvView;
 use crate::caps::outbound::OutboundHooks;
 use crate::caps::rate_limit::RateLimitView;
+use crate::caps::render::RenderView;
 use crate::caps::rooms::{RoomEvent, RoomsCtx, RoomsView};
 use crate::caps::secrets::SecretsView;
 use crate::caps::{Caps, PluginCaps};
@@ -163,6 +164,10 @@ impl RequestState {
 
     pub fn rooms_view(&mut self) -> RoomsView<'_> {
         self.plugin.caps.rooms(&self.room, &mut self.table)
+    }
+
+    pub fn render_view(&mut self) -> RenderView<'_> {
+        self.plugin.caps.render(&mut self.table)
     }
 
     /// Makes this store's calls handle `event` (a room handler's).

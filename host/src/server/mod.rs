@@ -414,6 +414,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             resolver: config.resolver.clone(),
             secrets: Arc::new(secrets),
             default_rate_limit: config.default_rate_limit,
+            render: crate::caps::render::RenderSettings {
+                profiles_dir: config.data_dir.join("render"),
+                ..config.render.clone()
+            },
         },
         &metrics,
     );

@@ -23,7 +23,10 @@ use crate::metrics::Metrics;
 pub use pattern::HostPattern;
 pub use pool::ConnectionPool;
 use pool::Destination;
+/// The renderer's guard checks and connects the same way.
+pub(crate) use resolve::destinations;
 pub use resolve::{Resolver, SystemResolver};
+pub(crate) use send::connect_any;
 
 /// The host's side of outgoing HTTP: the resolver names go through, and
 /// the connections kept alive between requests.
@@ -101,12 +104,13 @@ impl WasiHttpHooks for OutboundHooks {
                     sender
                 }
                 None => {
-                    let addrs = resolve::destinations(&grants, resolver.as_ref(), &host, port)
-                        .await
-                        .inspect_err(|e| match e {
-                            HttpError::DestinationIpProhibited => count("denied"),
-                            _ => count("failed"),
-                        })?;
+                    let addrs =
+                        resolve::destinations(&grants.outbound, resolver.as_ref(), &host, port)
+                            .await
+                            .inspect_err(|e| match e {
+                                HttpError::DestinationIpProhibited => count("denied"),
+                                _ => count("failed"),
+                            })?;
                     let sender = send::connect(&addrs, https, &host, timeouts)
                         .await
                         .inspect_err(|_| count("failed"))?;

@@ -108,6 +108,14 @@ impl HostPattern {
         matches!(self.host, HostMatch::Ip(g) if g == ip) && self.port_matches(port)
     }
 
+    /// The host name of an entry that is not an address.
+    pub fn host_name(&self) -> Option<&str> {
+        match &self.host {
+            HostMatch::Exact(name) | HostMatch::Suffix(name) => Some(name),
+            HostMatch::Ip(_) => None,
+        }
+    }
+
     fn port_matches(&self, port: u16) -> bool {
         self.port.is_none_or(|p| p == port)
     }

@@ -10,8 +10,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use wasmtime_wasi_http::Error as HttpError;
 
-use super::pattern::is_internal;
-use crate::caps::Grants;
+use super::pattern::{HostPattern, is_internal};
 
 /// How long a lookup may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -47,10 +46,11 @@ impl Resolver for SystemResolver {
 
 /// The addresses a request to `host:port` may connect to, in the resolver's
 /// order. `host` has already passed the grant's name check. Refused if any
-/// address is internal (loopback, private, link-local...) and no grant names
+/// address is internal (loopback, private, link-local...) and no entry of
+/// `allowed` (the plugin's outbound grants, the renderer's allow-list) names
 /// that address and port literally: a public name must not lead inside.
 pub async fn destinations(
-    grants: &Grants,
+    allowed: &[HostPattern],
     resolver: &dyn Resolver,
     host: &str,
     port: u16,
@@ -73,7 +73,7 @@ pub async fn destinations(
         return Err(HttpError::DestinationNotFound);
     }
     for &ip in &addrs {
-        let granted = || grants.outbound.iter().any(|g| g.names_address(ip, port));
+        let granted = || allowed.iter().any(|g| g.names_address(ip, port));
         if is_internal(ip) && !granted() {
             tracing::warn!(%host, %ip, port, "outbound request to an internal address refused");
             return Err(HttpError::DestinationIpProhibited);
@@ -99,8 +99,8 @@ mod tests {
         }
     }
 
-    fn grants(entries: &[&str]) -> Grants {
-        Grants::new(entries.iter().map(|e| e.parse().unwrap()).collect())
+    fn grants(entries: &[&str]) -> Vec<HostPattern> {
+        entries.iter().map(|e| e.parse().unwrap()).collect()
     }
 
     #[tokio::test]
@@ -108,15 +108,15 @@ mod tests {
         let to_loopback = Fixed(vec!["127.0.0.1".parse().unwrap()]);
         let g = grants(&["api.example.com"]);
         assert!(matches!(
-            destinations(&g, &to_loopback, "api.example.com", 443).await,
+            destinations(&g[..], &to_loopback, "api.example.com", 443).await,
             Err(HttpError::DestinationIpProhibited)
         ));
         // The address is granted, on one port only.
         let g = grants(&["api.example.com", "127.0.0.1:8851"]);
-        let ok = destinations(&g, &to_loopback, "api.example.com", 8851).await;
+        let ok = destinations(&g[..], &to_loopback, "api.example.com", 8851).await;
         assert_eq!(ok.unwrap(), vec!["127.0.0.1:8851".parse().unwrap()]);
         assert!(matches!(
-            destinations(&g, &to_loopback, "api.example.com", 8852).await,
+            destinations(&g[..], &to_loopback, "api.example.com", 8852).await,
             Err(HttpError::DestinationIpProhibited)
         ));
     }
@@ -143,7 +143,7 @@ mod tests {
     async fn literals_skip_the_resolver() {
         let never = Fixed(vec![]);
         let g = grants(&["127.0.0.1"]);
-        let ok = destinations(&g, &never, "127.0.0.1", 80).await.unwrap();
+        let ok = destinations(&g[..], &never, "127.0.0.1", 80).await.unwrap();
         assert_eq!(ok, vec!["127.0.0.1:80".parse().unwrap()]);
         assert!(matches!(
             destinations(&grants(&["x.example"]), &never, "x.example", 80).await,

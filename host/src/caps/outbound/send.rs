@@ -142,7 +142,10 @@ pub async fn exchange(
     Ok((response, Box::new(io)))
 }
 
-async fn connect_any(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream, HttpError> {
+pub(crate) async fn connect_any(
+    addrs: &[SocketAddr],
+    timeout: Duration,
+) -> Result<TcpStream, HttpError> {
     let mut last = HttpError::DestinationNotFound;
     for addr in addrs {
         match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {

@@ -17,6 +17,7 @@
 //! blob = ["hello-files"]
 //! outbound = ["api.example.com", "127.0.0.1:9000"]
 //! secrets = ["openai-api-key"]
+//! render = true                       # the headless browser (screenshots, PDFs)
 //!
 //! [quotas.ai-calls]                   # limits the plugin keeps through rate-limit
 //! requests = 1000
@@ -232,6 +233,8 @@ struct RawGrants {
     outbound: Vec<Spanned<String>>,
     #[serde(default)]
     secrets: Vec<Spanned<String>>,
+    #[serde(default)]
+    render: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -352,6 +355,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
         })
         .collect::<Result<_, _>>()?;
     let mut grants = Grants::new(outbound);
+    grants.render = raw.grants.render;
     for (kind, list) in [
         (Kind::Kv, &raw.grants.kv),
         (Kind::Blob, &raw.grants.blob),

@@ -1,0 +1,209 @@
+//! `render`: the seed system's renderer worker as a plugin, over the host's
+//! headless Chromium (the `render` import).
+//!
+//! | request                                  | answer                         |
+//! |------------------------------------------|--------------------------------|
+//! | `GET\|POST /render/screenshot`           | PNG, JPEG or WebP              |
+//! | `GET\|POST /render/pdf`                  | PDF                            |
+//! | `GET\|POST /render/html`                 | the page's HTML after its scripts ran |
+//! | `GET /render?url=…&sleep=…`              | the old renderer's full-page JPEG |
+//!
+//! Options come in the query string (`GET`) or a JSON object (`POST`) with
+//! the same names (see `request`): `url` or `html`; `width`, `height`,
+//! `deviceScaleFactor`; `waitUntil` (`load`, `networkidle`),
+//! `waitForSelector`, `delay` (or `sleep`) in ms, `timeout` in ms;
+//! screenshots: `format`, `quality`, `fullPage`, `clip` (a selector); PDFs:
+//! `paper` or `paperWidth`/`paperHeight`, `margin` or `marginTop`..., in
+//! inches or with a unit, `landscape`, `printBackground`, `headerTemplate`,
+//! `footerTemplate`; `cache` (`no`, or a lifetime in seconds).
+//!
+//! Results are cached in blob storage (`cache`) for `CACHE_TTL_S` (3600 by
+//! default), with `x-cache: hit|miss` (or `bypass`). The answer also says
+//! `x-render-final-url`, `x-render-status` (the page's own HTTP status) and
+//! `x-render-blocked` (requests of the page the guard refused).
+
+mod cache;
+mod request;
+
+use spike_sdk::exports::wasi::http::incoming_handler::Guest;
+use spike_sdk::http::{Request, Response, copy, start_response};
+use spike_sdk::render::{self, RenderError, Rendered};
+use spike_sdk::wasi::http::types::{IncomingRequest, OutgoingBody, ResponseOutparam};
+
+use request::{CachePolicy, Kind, RenderRequest};
+
+/// Largest `POST` body: an inline document of up to 5 MiB, with room for
+/// the JSON around it.
+const MAX_BODY: usize = 6 << 20;
+
+struct Renderer;
+
+impl Guest for Renderer {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let req = Request::new(request);
+        match serve(&req) {
+            Ok(Reply::Fresh(r)) | Err(r) => r.send(out),
+            Ok(Reply::Cached(hit)) => stream(hit, out),
+        }
+    }
+}
+
+spike_sdk::export!(Renderer);
+
+enum Reply {
+    Fresh(Response),
+    Cached(cache::Hit),
+}
+
+fn serve(req: &Request) -> Result<Reply, Response> {
+    let kind = match req.path() {
+        "/render/screenshot" => Kind::Screenshot,
+        "/render/pdf" => Kind::Pdf,
+        "/render/html" => Kind::Html,
+        "/render" | "/render/" => Kind::Legacy,
+        _ => {
+            return Err(Response::error(
+                404,
+                "not_found",
+                "the renderer serves /render/screenshot, /render/pdf, /render/html and /render?url=",
+            ));
+        }
+    };
+    let fields = match (req.method().as_str(), kind) {
+        ("GET" | "HEAD", _) => request::from_query(req.query().unwrap_or("")),
+        ("POST", Kind::Screenshot | Kind::Pdf | Kind::Html) => {
+            let body = req.body_bytes(MAX_BODY).map_err(|_| {
+                Response::error(
+                    413,
+                    "too_large",
+                    &format!(
+                        "the body is over {} MiB or did not arrive whole",
+                        MAX_BODY >> 20
+                    ),
+                )
+            })?;
+            request::from_json(&body)
+        }
+        _ => {
+            return Err(
+                Response::error(405, "method_not_allowed", "use GET, or POST with JSON")
+                    .header("allow", "GET, HEAD, POST"),
+            );
+        }
+    }
+    .map_err(bad_request)?;
+    let r = request::parse(kind, fields, default_ttl_s()).map_err(bad_request)?;
+    let key = r.cache_key();
+    let now = spike_sdk::now_ms();
+    let bucket = match r.cache {
+        CachePolicy::Use { .. } => Some(cache::open().map_err(|e| storage(&e))?),
+        CachePolicy::Bypass => None,
+    };
+    if let Some(bucket) = &bucket {
+        match cache::get(bucket, &key, now) {
+            Ok(Some(hit)) => return Ok(Reply::Cached(hit)),
+            Ok(None) => {}
+            // A cache that fails is not the caller's problem: render.
+            Err(e) => eprintln!("render: reading the cache: {}", e.message()),
+        }
+    }
+    let rendered = run(&r).map_err(|e| render_error(&e))?;
+    let facts = cache::Facts::of(&rendered);
+    let (label, max_age) = match (&bucket, r.cache) {
+        (Some(bucket), CachePolicy::Use { ttl_s }) => {
+            if let Err(e) = cache::put(bucket, &key, &facts, &rendered.body, ttl_s, now) {
+                eprintln!("render: storing in the cache: {}", e.message());
+            }
+            ("miss", ttl_s)
+        }
+        _ => ("bypass", 0),
+    };
+    let response = headers(Response::new(200), &facts, label, max_age);
+    Ok(Reply::Fresh(response.body(rendered.body)))
+}
+
+fn run(r: &RenderRequest) -> Result<Rendered, RenderError> {
+    match r.kind {
+        Kind::Screenshot | Kind::Legacy => render::screenshot(&r.page, &r.screenshot),
+        Kind::Pdf => render::pdf(&r.page, &r.pdf),
+        Kind::Html => render::html(&r.page),
+    }
+}
+
+fn headers(response: Response, facts: &cache::Facts, label: &str, max_age: u64) -> Response {
+    let cache_control = match max_age {
+        0 => "no-store".to_string(),
+        s => format!("public, max-age={s}"),
+    };
+    let mut response = response
+        .header("content-type", &facts.content_type)
+        .header("x-cache", label)
+        .header("cache-control", cache_control)
+        .header("x-render-blocked", facts.blocked.to_string());
+    // A final URL is ASCII (the browser encodes it); anything else is left
+    // out rather than sent as a malformed header.
+    if !facts.final_url.is_empty() && facts.final_url.bytes().all(|b| b.is_ascii_graphic()) {
+        response = response.header("x-render-final-url", &facts.final_url);
+    }
+    if let Some(status) = facts.status {
+        response = response.header("x-render-status", status.to_string());
+    }
+    response
+}
+
+/// Sends a cached render from blob storage.
+fn stream(hit: cache::Hit, out: ResponseOutparam) {
+    let mut list = vec![(
+        "content-length".to_string(),
+        hit.body.length.to_string().into_bytes(),
+    )];
+    let response = headers(
+        Response::new(200),
+        &hit.facts,
+        "hit",
+        hit.fresh_for_s.max(1),
+    );
+    list.extend(response.into_headers());
+    let (resp, body) = start_response(200, &list);
+    ResponseOutparam::set(out, Ok(resp));
+    if let Ok(sink) = body.write() {
+        // A client that hangs up mid-download ends the copy.
+        let _ = copy(&hit.body.body, &sink);
+        drop(sink);
+    }
+    let _ = OutgoingBody::finish(body, None);
+}
+
+/// The one place a render error becomes an HTTP answer.
+fn render_error(e: &RenderError) -> Response {
+    match e {
+        RenderError::AccessDenied(m) => Response::error(403, "render_not_granted", m),
+        RenderError::InvalidInput(m) => Response::error(400, "bad_request", m),
+        RenderError::Blocked(m) => Response::error(403, "blocked", m),
+        RenderError::Busy(ms) => {
+            Response::error(503, "busy", "every browser page is busy; try again shortly")
+                .header("retry-after", ms.div_ceil(1000).max(1).to_string())
+        }
+        RenderError::Timeout(m) => Response::error(504, "render_timeout", m),
+        RenderError::Unavailable(m) => Response::error(503, "renderer_unavailable", m),
+        RenderError::Failed(m) => Response::error(502, "render_failed", m),
+        RenderError::TooLarge(m) => Response::error(413, "too_large", m),
+    }
+}
+
+fn bad_request(message: String) -> Response {
+    Response::error(400, "bad_request", &message)
+}
+
+fn storage(e: &spike_sdk::Error) -> Response {
+    Response::from_error(e)
+}
+
+/// `CACHE_TTL_S` from the manifest's `[env]` (3600 by default; 0 turns the
+/// cache off).
+fn default_ttl_s() -> u64 {
+    std::env::var("CACHE_TTL_S")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(3600)
+}

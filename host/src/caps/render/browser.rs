@@ -1,0 +1,262 @@
+//! One Chromium process, driven over the DevTools protocol by
+//! `chromiumoxide`, and the browser contexts made in it: each render gets a
+//! context of its own (its own cookies, storage and cache, its own proxy),
+//! disposed of when the render ends, however it ends.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use chromiumoxide::browser::{Browser, BrowserConfig};
+use chromiumoxide::cdp::browser_protocol::browser::BrowserContextId;
+use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
+use chromiumoxide::cdp::browser_protocol::target::{
+    CreateBrowserContextParams, CreateTargetParams, DisposeBrowserContextParams,
+};
+use chromiumoxide::page::Page;
+use futures::StreamExt;
+
+use super::guard::{Guard, RenderProxy};
+use super::{RenderError, RenderSettings};
+
+/// The viewport a page is prepared with, and a render's when it names none.
+pub const DEFAULT_VIEWPORT: Viewport = Viewport {
+    width: 1280,
+    height: 800,
+    scale: 1.0,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Viewport {
+    pub width: u32,
+    pub height: u32,
+    pub scale: f64,
+}
+
+/// The flags of the developers' guide for Chromium on these machines
+/// (chromiumoxide adds `--` and its own defaults: headless, no background
+/// networking, no extensions). Without the network ones Chromium calls
+/// Google's services at start and is refused by a closed network.
+const FLAGS: &[&str] = &[
+    "disable-gpu",
+    "no-first-run",
+    "disable-component-update",
+    "disable-sync",
+    "disable-quic",
+    // Containers often give /dev/shm 64 MiB, which a big page exhausts.
+    "disable-dev-shm-usage",
+    "hide-scrollbars",
+];
+
+/// A running Chromium.
+pub struct Instance {
+    browser: Browser,
+    /// False once the DevTools connection is gone (the browser died).
+    alive: Arc<AtomicBool>,
+    /// Renders started in it, to recycle it after `restart_after`.
+    pub renders: AtomicU32,
+    /// No new render goes to it (it crashed or served its share).
+    retired: AtomicBool,
+    /// Its profile folder, removed with it.
+    dir: PathBuf,
+}
+
+impl Instance {
+    /// Starts Chromium with a fresh profile folder under `dir`.
+    pub async fn launch(settings: &RenderSettings, dir: PathBuf) -> Result<Self, RenderError> {
+        if !settings.chromium.exists() {
+            return Err(RenderError::Unavailable(missing_chromium(
+                &settings.chromium,
+            )));
+        }
+        let config = BrowserConfig::builder()
+            .chrome_executable(&settings.chromium)
+            .no_sandbox()
+            .user_data_dir(&dir)
+            // Viewports are set per page; chromiumoxide's default would be
+            // one more command per page.
+            .viewport(None)
+            .respect_https_errors()
+            .request_timeout(settings.timeout + Duration::from_secs(5))
+            .launch_timeout(Duration::from_secs(30))
+            .args(FLAGS.iter().copied())
+            .build()
+            .map_err(|e| RenderError::Unavailable(format!("Chromium: {e}")))?;
+        let (browser, mut handler) = Browser::launch(config).await.map_err(|e| {
+            RenderError::Unavailable(format!(
+                "Chromium ({}) did not start: {e}",
+                settings.chromium.display()
+            ))
+        })?;
+        let alive = Arc::new(AtomicBool::new(true));
+        let watch = alive.clone();
+        tokio::spawn(async move {
+            // The handler drives the DevTools connection; it ends when the
+            // browser goes away. (Messages it cannot parse, from a Chromium
+            // newer than its protocol definitions, are skipped.)
+            while let Some(event) = handler.next().await {
+                if let Err(e) = event {
+                    tracing::debug!("render: DevTools: {e}");
+                }
+            }
+            watch.store(false, Ordering::Release);
+        });
+        Ok(Self {
+            browser,
+            alive,
+            renders: AtomicU32::new(0),
+            retired: AtomicBool::new(false),
+            dir,
+        })
+    }
+
+    pub fn alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    pub fn retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    /// Marks it retired; true the first time.
+    pub fn retire(&self) -> bool {
+        !self.retired.swap(true, Ordering::AcqRel)
+    }
+
+    /// Whether the browser is dead or dies within `wait`.
+    pub async fn died_within(&self, wait: Duration) -> bool {
+        let until = tokio::time::Instant::now() + wait;
+        while self.alive() {
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    /// A new context with its own proxy, and a blank page in it at the
+    /// default viewport.
+    pub async fn prepare(self: &Arc<Self>, guard: &Guard) -> Result<Prepared, RenderError> {
+        let proxy = guard
+            .proxy()
+            .await
+            .map_err(|e| RenderError::Failed(format!("the render's proxy: {e}")))?;
+        let context = self
+            .browser
+            .create_browser_context(
+                CreateBrowserContextParams::builder()
+                    .proxy_server(proxy.url.clone())
+                    .proxy_bypass_list("<-loopback>")
+                    .build(),
+            )
+            .await
+            .map_err(|e| self.failure("creating a browser context", e))?;
+        // From here the context is disposed of with the `Prepared`, on
+        // every path.
+        let mut prepared = Prepared {
+            page: None,
+            context: Some(context.clone()),
+            proxy,
+            viewport: DEFAULT_VIEWPORT,
+            instance: self.clone(),
+        };
+        let target = CreateTargetParams::builder()
+            .url("about:blank")
+            .browser_context_id(context)
+            .build()
+            .map_err(RenderError::Failed)?;
+        let page = self
+            .browser
+            .new_page(target)
+            .await
+            .map_err(|e| self.failure("opening a page", e))?;
+        page.execute(metrics(DEFAULT_VIEWPORT))
+            .await
+            .map_err(|e| self.failure("setting the viewport", e))?;
+        prepared.page = Some(page);
+        Ok(prepared)
+    }
+
+    /// A browser error, told apart from the browser having died.
+    pub fn failure(&self, doing: &str, e: impl std::fmt::Display) -> RenderError {
+        if self.alive() {
+            RenderError::Failed(format!("Chromium failed {doing}: {e}"))
+        } else {
+            RenderError::Crashed
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        // chromiumoxide starts Chromium with kill-on-drop: the process goes
+        // with `browser`. Its profile folder is ours to remove.
+        let dir = std::mem::take(&mut self.dir);
+        if !dir.as_os_str().is_empty() {
+            std::thread::spawn(move || {
+                // Chromium may still be writing as it dies.
+                std::thread::sleep(Duration::from_millis(500));
+                let _ = std::fs::remove_dir_all(dir);
+            });
+        }
+    }
+}
+
+/// A viewport as the DevTools command that sets it.
+pub fn metrics(v: Viewport) -> SetDeviceMetricsOverrideParams {
+    SetDeviceMetricsOverrideParams::new(v.width as i64, v.height as i64, v.scale, false)
+}
+
+/// A context and its page, ready for one render.
+pub struct Prepared {
+    page: Option<Page>,
+    context: Option<BrowserContextId>,
+    pub proxy: RenderProxy,
+    /// What the page's viewport is set to now.
+    pub viewport: Viewport,
+    pub instance: Arc<Instance>,
+}
+
+impl Prepared {
+    pub fn page(&self) -> &Page {
+        self.page.as_ref().expect("a prepared page")
+    }
+}
+
+impl Drop for Prepared {
+    /// Disposing of the context closes its page and forgets its cookies,
+    /// storage and cache. It runs off the render's path; a browser that
+    /// died takes its contexts with it.
+    fn drop(&mut self) {
+        let (Some(context), Ok(runtime)) =
+            (self.context.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let instance = self.instance.clone();
+        let page = self.page.take();
+        runtime.spawn(async move {
+            drop(page);
+            if instance.alive()
+                && let Err(e) = instance
+                    .browser
+                    .execute(DisposeBrowserContextParams::new(context))
+                    .await
+            {
+                tracing::debug!("render: disposing of a context: {e}");
+            }
+        });
+    }
+}
+
+/// What to tell an operator whose machine has no Chromium.
+pub fn missing_chromium(path: &Path) -> String {
+    format!(
+        "Chromium is not installed at {}: install it with `sudo apt-get install chromium` \
+         (Debian, Ubuntu) or run scripts/setup.sh, or point `spike serve --chromium` at a \
+         Chromium or Chrome binary",
+        path.display()
+    )
+}

@@ -1,0 +1,276 @@
+//! One render on a prepared page: set the viewport, load the page, wait
+//! until it is ready, take the screenshot, PDF or HTML. The renderer bounds
+//! all of it with the job's deadline.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use chromiumoxide::cdp::browser_protocol::page::{
+    CaptureScreenshotFormat, CaptureScreenshotParams, EventLifecycleEvent, GetLayoutMetricsParams,
+    PrintToPdfParams, Viewport as Clip,
+};
+use chromiumoxide::error::CdpError;
+use chromiumoxide::page::Page;
+use futures::StreamExt;
+use serde::Deserialize;
+
+use super::browser::{Prepared, metrics};
+use super::options::{Job, Output, Source};
+use super::{RenderError, RenderSettings, Rendered};
+use crate::bindings::spike::host::render as wit;
+
+/// Tallest full-page capture, in CSS pixels: Chromium's largest surface is
+/// 16,384 pixels a side.
+const MAX_FULL_PAGE_HEIGHT: f64 = 16_384.0;
+/// How often a `wait-for-selector` looks.
+const SELECTOR_POLL: Duration = Duration::from_millis(25);
+
+pub async fn run(
+    prepared: &mut Prepared,
+    job: &Job,
+    settings: &RenderSettings,
+) -> Result<Rendered, RenderError> {
+    let instance = prepared.instance.clone();
+    let fail = |doing: &str, e: CdpError| instance.failure(doing, e);
+    if prepared.viewport != job.viewport {
+        prepared
+            .page()
+            .execute(metrics(job.viewport))
+            .await
+            .map_err(|e| fail("setting the viewport", e))?;
+        prepared.viewport = job.viewport;
+    }
+    let page = prepared.page();
+    // Listening before the load starts, so that no event is missed.
+    let mut lifecycle = match job.network_idle {
+        true => Some(
+            page.event_listener::<EventLifecycleEvent>()
+                .await
+                .map_err(|e| fail("listening to the page", e))?,
+        ),
+        false => None,
+    };
+    let loaded = match &job.source {
+        Source::Url { url, .. } => page.goto(url.as_str()).await.map(|_| ()),
+        Source::Html(html) => page.set_content(html).await.map(|_| ()),
+    };
+    match loaded {
+        Ok(()) => {
+            if let Some(why) = prepared.proxy.document_refused() {
+                return Err(RenderError::Blocked(why));
+            }
+        }
+        // A navigation that failed: refused by the guard (a `CONNECT` the
+        // proxy refused), or the network's or server's doing.
+        Err(CdpError::ChromeMessage(text)) => {
+            let refused = prepared.proxy.document_refused();
+            return Err(match refused.or_else(|| prepared.proxy.blocked().pop()) {
+                Some(why) => RenderError::Blocked(why),
+                None => RenderError::Failed(format!("the page did not load: {text}")),
+            });
+        }
+        Err(e) => return Err(fail("loading the page", e)),
+    }
+    if let Some(events) = &mut lifecycle {
+        while let Some(event) = events.next().await {
+            if event.name == "networkIdle" {
+                break;
+            }
+        }
+    }
+    if let Some(selector) = &job.selector {
+        wait_for_selector(page, selector).await?;
+    }
+    if !job.delay.is_zero() {
+        tokio::time::sleep(job.delay).await;
+    }
+    let (body, content_type) = match &job.output {
+        Output::Screenshot {
+            format,
+            quality,
+            full_page,
+            clip,
+        } => screenshot(page, *format, *quality, *full_page, clip.as_deref()).await?,
+        Output::Pdf(options) => (
+            page.pdf(pdf_params(options))
+                .await
+                .map_err(|e| fail("printing to PDF", e))?,
+            "application/pdf",
+        ),
+        Output::Html => {
+            let html: String = evaluate(page, HTML).await?;
+            (html.into_bytes(), "text/html; charset=utf-8")
+        }
+    };
+    if body.len() > settings.max_bytes {
+        return Err(RenderError::TooLarge(format!(
+            "the result is {} bytes, the limit is {} (--render-max-mib)",
+            body.len(),
+            settings.max_bytes
+        )));
+    }
+    let document: Document = evaluate(page, DOCUMENT).await?;
+    Ok(Rendered {
+        body,
+        content_type,
+        final_url: document.url,
+        status: document.status.filter(|s| *s > 0),
+        blocked: prepared.proxy.blocked(),
+    })
+}
+
+/// The page's HTML with its doctype, as a browser would save it.
+const HTML: &str = "(document.doctype ? new XMLSerializer().serializeToString(document.doctype) \
+                    : '') + document.documentElement.outerHTML";
+
+/// Where the page is, and its document's HTTP status (0 when it did not
+/// come over HTTP).
+const DOCUMENT: &str = "({ url: location.href, status: \
+                        performance.getEntriesByType('navigation')[0]?.responseStatus ?? 0 })";
+
+#[derive(Deserialize)]
+struct Document {
+    url: String,
+    status: Option<u16>,
+}
+
+async fn evaluate<T: serde::de::DeserializeOwned>(
+    page: &Page,
+    expression: &str,
+) -> Result<T, RenderError> {
+    match page.evaluate(expression).await {
+        Ok(result) => result
+            .into_value()
+            .map_err(|e| RenderError::Failed(format!("reading the page: {e}"))),
+        Err(CdpError::JavascriptException(e)) => Err(RenderError::Invalid(format!(
+            "the page refused: {}",
+            e.exception
+                .as_ref()
+                .and_then(|x| x.description.clone())
+                .unwrap_or(e.text.clone())
+        ))),
+        Err(e) => Err(RenderError::Failed(format!("reading the page: {e}"))),
+    }
+}
+
+/// Waits until `selector` matches an element (the deadline bounds it).
+async fn wait_for_selector(page: &Page, selector: &str) -> Result<(), RenderError> {
+    let quoted = serde_json::to_string(selector).unwrap_or_default();
+    let probe = format!("document.querySelector({quoted}) !== null");
+    loop {
+        let found: bool = evaluate(page, &probe).await.map_err(|e| match e {
+            RenderError::Invalid(_) => {
+                RenderError::Invalid(format!("'{selector}' is not a valid CSS selector"))
+            }
+            e => e,
+        })?;
+        if found {
+            return Ok(());
+        }
+        tokio::time::sleep(SELECTOR_POLL).await;
+    }
+}
+
+async fn screenshot(
+    page: &Page,
+    format: wit::ImageFormat,
+    quality: Option<u8>,
+    full_page: bool,
+    clip: Option<&str>,
+) -> Result<(Vec<u8>, &'static str), RenderError> {
+    let (format, content_type, lossy) = match format {
+        wit::ImageFormat::Png => (CaptureScreenshotFormat::Png, "image/png", false),
+        wit::ImageFormat::Jpeg => (CaptureScreenshotFormat::Jpeg, "image/jpeg", true),
+        wit::ImageFormat::Webp => (CaptureScreenshotFormat::Webp, "image/webp", true),
+    };
+    let mut params = CaptureScreenshotParams::builder()
+        .format(format)
+        // Chromium's fastest encoder settings: a bigger PNG, a fraction
+        // of the time.
+        .optimize_for_speed(true);
+    if lossy {
+        params = params.quality(i64::from(quality.unwrap_or(80)));
+    }
+    if let Some(selector) = clip {
+        params = params
+            .clip(element_box(page, selector).await?)
+            .capture_beyond_viewport(true);
+    } else if full_page {
+        let layout = page
+            .execute(GetLayoutMetricsParams::default())
+            .await
+            .map_err(|e| RenderError::Failed(format!("measuring the page: {e}")))?;
+        let size = &layout.result.css_content_size;
+        params = params
+            .clip(Clip {
+                x: 0.0,
+                y: 0.0,
+                width: size.width.ceil().max(1.0),
+                height: size.height.ceil().clamp(1.0, MAX_FULL_PAGE_HEIGHT),
+                scale: 1.0,
+            })
+            .capture_beyond_viewport(true);
+    }
+    let shot = page
+        .execute(params.build())
+        .await
+        .map_err(|e| RenderError::Failed(format!("taking the screenshot: {e}")))?;
+    let image = base64::engine::general_purpose::STANDARD
+        .decode(&shot.result.data)
+        .map_err(|e| RenderError::Failed(format!("the screenshot's data: {e}")))?;
+    Ok((image, content_type))
+}
+
+/// The page box of the first element `selector` matches.
+async fn element_box(page: &Page, selector: &str) -> Result<Clip, RenderError> {
+    let quoted = serde_json::to_string(selector).unwrap_or_default();
+    let expression = format!(
+        "(() => {{ const e = document.querySelector({quoted}); if (!e) return null; \
+         const r = e.getBoundingClientRect(); \
+         return [r.x + scrollX, r.y + scrollY, r.width, r.height]; }})()"
+    );
+    let rect: Option<[f64; 4]> = evaluate(page, &expression).await.map_err(|e| match e {
+        RenderError::Invalid(_) => {
+            RenderError::Invalid(format!("'{selector}' is not a valid CSS selector"))
+        }
+        e => e,
+    })?;
+    match rect {
+        Some([x, y, width, height]) if width >= 1.0 && height >= 1.0 => Ok(Clip {
+            x,
+            y,
+            width,
+            height: height.min(MAX_FULL_PAGE_HEIGHT),
+            scale: 1.0,
+        }),
+        Some(_) => Err(RenderError::Invalid(format!(
+            "the element '{selector}' has no size to capture"
+        ))),
+        None => Err(RenderError::Invalid(format!(
+            "no element matches the clip selector '{selector}'"
+        ))),
+    }
+}
+
+fn pdf_params(o: &wit::PdfOptions) -> PrintToPdfParams {
+    let headers = o.header_template.is_some() || o.footer_template.is_some();
+    // Chromium fills a template left out with its own (the date, the
+    // title): an empty one keeps that side blank.
+    let template =
+        |t: &Option<String>| headers.then(|| t.clone().unwrap_or("<span></span>".into()));
+    let inches = |v: Option<f32>, default: f64| Some(v.map_or(default, f64::from));
+    PrintToPdfParams {
+        landscape: Some(o.landscape),
+        print_background: Some(o.print_background),
+        display_header_footer: Some(headers),
+        header_template: template(&o.header_template),
+        footer_template: template(&o.footer_template),
+        paper_width: inches(o.paper_width, 8.5),
+        paper_height: inches(o.paper_height, 11.0),
+        margin_top: inches(o.margin_top, 0.4),
+        margin_right: inches(o.margin_right, 0.4),
+        margin_bottom: inches(o.margin_bottom, 0.4),
+        margin_left: inches(o.margin_left, 0.4),
+        ..Default::default()
+    }
+}

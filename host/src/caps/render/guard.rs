@@ -1,0 +1,315 @@
+//! The renderer's network guard against server-side request forgery: every
+//! request a page makes (the page itself, each redirect, each image, script,
+//! frame, fetch and WebSocket) goes through a proxy of the host's, one per
+//! render, set on that render's browser context. The proxy resolves the
+//! name once, refuses internal addresses (loopback, private, link-local,
+//! metadata) unless the operator's allow-list names them, and connects to
+//! exactly the addresses it checked. Chromium never resolves a name itself,
+//! so a second DNS answer cannot swap an internal address in after the
+//! check (DNS rebinding), and nothing the page does can go around the proxy
+//! (`<-loopback>` takes loopback off Chromium's implicit bypass list).
+//!
+//! The checks are the outbound capability's (`outbound::destinations`),
+//! with the allow-list where a plugin has its grants.
+
+use std::convert::Infallible;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+use wasmtime_wasi_http::Error as HttpError;
+
+use crate::caps::outbound::{self, HostPattern, Resolver};
+
+/// How long connecting to a page's server may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most refusals one render keeps to report (a page may try thousands).
+const MAX_BLOCKED_KEPT: usize = 20;
+
+type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// What the guard lets through: public addresses, and the internal ones
+/// the operator allows.
+#[derive(Clone)]
+pub struct Guard {
+    allow: Arc<[HostPattern]>,
+    resolver: Arc<dyn Resolver>,
+}
+
+/// One render's proxy: its address for Chromium, and what it refused.
+/// Dropping it closes the proxy and every connection through it.
+pub struct RenderProxy {
+    pub url: String,
+    blocked: Arc<Mutex<Blocked>>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct Blocked {
+    kept: Vec<String>,
+    /// A refused page document (`Sec-Fetch-Dest: document`: the page
+    /// itself or a redirect of it), which fails the render.
+    document: Option<String>,
+}
+
+impl Drop for RenderProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RenderProxy {
+    /// The requests refused so far (`host:port: why`), at most
+    /// `MAX_BLOCKED_KEPT` of them.
+    pub fn blocked(&self) -> Vec<String> {
+        self.blocked
+            .lock()
+            .map(|b| b.kept.clone())
+            .unwrap_or_default()
+    }
+
+    /// Why the page's own document was refused, if it was. (Over
+    /// `CONNECT` the proxy cannot tell a document from a sub-resource: a
+    /// navigation that failed with refusals on record counts as refused.)
+    pub fn document_refused(&self) -> Option<String> {
+        self.blocked.lock().ok()?.document.clone()
+    }
+}
+
+impl Guard {
+    pub fn new(allow: Vec<HostPattern>, resolver: Arc<dyn Resolver>) -> Self {
+        Self {
+            allow: allow.into(),
+            resolver,
+        }
+    }
+
+    /// Where `host:port` may be reached, or why not (a refusal or a lookup
+    /// that failed).
+    pub async fn check(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, Refusal> {
+        outbound::destinations(&self.allow, self.resolver.as_ref(), host, port)
+            .await
+            .map_err(|e| match e {
+                HttpError::DestinationIpProhibited => Refusal::Blocked(format!(
+                    "{host}:{port}: an internal address (loopback, private, link-local or \
+                     metadata) that --render-allow does not list"
+                )),
+                e => Refusal::Unreachable(format!("{host}:{port}: {e}")),
+            })
+    }
+
+    /// A proxy for one render, listening on loopback.
+    pub async fn proxy(&self) -> std::io::Result<RenderProxy> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let blocked = Arc::new(Mutex::new(Blocked::default()));
+        let serving = Serving {
+            guard: self.clone(),
+            blocked: blocked.clone(),
+        };
+        let task = tokio::spawn(serving.accept(listener));
+        Ok(RenderProxy { url, blocked, task })
+    }
+}
+
+/// Why the guard did not let a request through.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The policy refused the address.
+    Blocked(String),
+    /// The name did not resolve.
+    Unreachable(String),
+}
+
+#[derive(Clone)]
+struct Serving {
+    guard: Guard,
+    blocked: Arc<Mutex<Blocked>>,
+}
+
+impl Serving {
+    /// Serves Chromium's connections until the render ends (the task is
+    /// aborted, and the `JoinSet` with it ends every connection).
+    async fn accept(self, listener: TcpListener) {
+        let mut connections = JoinSet::new();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let serving = self.clone();
+            connections.spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let serving = serving.clone();
+                    async move { Ok::<_, Infallible>(serving.handle(req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await;
+            });
+            // Reap finished connections so the set does not grow.
+            while connections.try_join_next().is_some() {}
+        }
+    }
+
+    async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let https = req.method() == Method::CONNECT;
+        let Some((host, port)) = target(&req, https) else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "spike's renderer fetches only http and https",
+            );
+        };
+        let addrs = match self.guard.check(&host, port).await {
+            Ok(addrs) => addrs,
+            Err(Refusal::Blocked(why)) => {
+                tracing::info!("render: refused {why}");
+                let document = req
+                    .headers()
+                    .get("sec-fetch-dest")
+                    .is_some_and(|d| d == "document");
+                if let Ok(mut b) = self.blocked.lock() {
+                    if document && b.document.is_none() {
+                        b.document = Some(why.clone());
+                    }
+                    if b.kept.len() < MAX_BLOCKED_KEPT {
+                        b.kept.push(why.clone());
+                    }
+                }
+                return text(StatusCode::FORBIDDEN, &format!("blocked by spike: {why}"));
+            }
+            Err(Refusal::Unreachable(why)) => return text(StatusCode::BAD_GATEWAY, &why),
+        };
+        let upstream = match outbound::connect_any(&addrs, CONNECT_TIMEOUT).await {
+            Ok(tcp) => tcp,
+            Err(e) => return text(StatusCode::BAD_GATEWAY, &format!("{host}:{port}: {e}")),
+        };
+        if https {
+            // A tunnel (TLS, or a WebSocket): bytes both ways once hyper
+            // hands the connection over.
+            tokio::spawn(async move {
+                if let Ok(upgraded) = hyper::upgrade::on(req).await {
+                    let mut upstream = upstream;
+                    let _ =
+                        tokio::io::copy_bidirectional(&mut TokioIo::new(upgraded), &mut upstream)
+                            .await;
+                }
+            });
+            return Response::new(empty());
+        }
+        forward(req, upstream).await
+    }
+}
+
+/// The host and port a proxied request goes to: the authority of a
+/// `CONNECT`, or of an absolute `http://` URI.
+fn target(req: &Request<Incoming>, connect: bool) -> Option<(String, u16)> {
+    let uri = req.uri();
+    if !connect && uri.scheme() != Some(&http::uri::Scheme::HTTP) {
+        return None;
+    }
+    let authority = uri.authority()?;
+    let port = authority
+        .port_u16()
+        .unwrap_or(if connect { 443 } else { 80 });
+    Some((authority.host().to_string(), port))
+}
+
+/// Sends a plain-HTTP request on to its server over `upstream` and streams
+/// the answer back.
+async fn forward(
+    mut req: Request<Incoming>,
+    upstream: tokio::net::TcpStream,
+) -> Response<ProxyBody> {
+    let Ok((mut sender, conn)) =
+        hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await
+    else {
+        return text(
+            StatusCode::BAD_GATEWAY,
+            "the page's server closed the connection",
+        );
+    };
+    tokio::spawn(conn);
+    // On the wire to the server the request line has only the path.
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    *req.uri_mut() = path.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
+    let headers = req.headers_mut();
+    headers.remove("proxy-connection");
+    headers.remove(http::header::PROXY_AUTHORIZATION);
+    match sender.send_request(req).await {
+        Ok(response) => response.map(BodyExt::boxed),
+        Err(e) => text(
+            StatusCode::BAD_GATEWAY,
+            &format!("the page's server failed: {e}"),
+        ),
+    }
+}
+
+fn empty() -> ProxyBody {
+    Full::new(Bytes::new()).map_err(|e| match e {}).boxed()
+}
+
+fn text(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(message.to_string()))
+            .map_err(|e| match e {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::future::BoxFuture;
+    use std::net::IpAddr;
+
+    /// Every name resolves to loopback.
+    #[derive(Debug)]
+    struct ToLoopback;
+
+    impl Resolver for ToLoopback {
+        fn lookup<'a>(&'a self, _: &'a str, _: u16) -> BoxFuture<'a, std::io::Result<Vec<IpAddr>>> {
+            Box::pin(async { Ok(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]) })
+        }
+    }
+
+    #[tokio::test]
+    async fn internal_addresses_need_the_allow_list() {
+        let guard = Guard::new(
+            vec!["127.0.0.1:9000".parse().unwrap()],
+            Arc::new(ToLoopback),
+        );
+        assert!(guard.check("127.0.0.1", 9000).await.is_ok());
+        assert!(guard.check("rebind.example", 9000).await.is_ok());
+        for (host, port) in [
+            ("127.0.0.1", 9001),
+            ("rebind.example", 80),
+            ("169.254.169.254", 80),
+            ("10.1.2.3", 80),
+            ("[::1]", 80),
+            ("[::ffff:127.0.0.1]", 80),
+            ("0.0.0.0", 80),
+        ] {
+            match guard.check(host, port).await {
+                Err(Refusal::Blocked(why)) => assert!(why.starts_with(&format!("{host}:{port}"))),
+                other => panic!("{host}:{port} was not refused: {other:?}"),
+            }
+        }
+        assert!(guard.check("93.184.216.34", 443).await.is_ok());
+    }
+}
