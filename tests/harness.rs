@@ -11,6 +11,7 @@ use spike::{RunningServer, ServerConfig};
 pub mod ai_server;
 pub mod fake_ai;
 pub mod node;
+pub mod render_pages;
 pub mod rooms;
 pub mod tokens;
 

@@ -14,6 +14,7 @@ use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverridePar
 use chromiumoxide::cdp::browser_protocol::target::{
     CreateBrowserContextParams, CreateTargetParams, DisposeBrowserContextParams,
 };
+use chromiumoxide::error::CdpError;
 use chromiumoxide::page::Page;
 use futures::StreamExt;
 
@@ -74,6 +75,10 @@ impl Instance {
             .chrome_executable(&settings.chromium)
             .no_sandbox()
             .user_data_dir(&dir)
+            // Its shared-memory files (in TMPDIR, with
+            // --disable-dev-shm-usage) go with the profile, not left in
+            // /tmp when the process is killed.
+            .env("TMPDIR", dir.display().to_string())
             // Viewports are set per page; chromiumoxide's default would be
             // one more command per page.
             .viewport(None)
@@ -92,12 +97,19 @@ impl Instance {
         let alive = Arc::new(AtomicBool::new(true));
         let watch = alive.clone();
         tokio::spawn(async move {
-            // The handler drives the DevTools connection; it ends when the
-            // browser goes away. (Messages it cannot parse, from a Chromium
-            // newer than its protocol definitions, are skipped.)
+            // The handler drives the DevTools connection. Messages it
+            // cannot parse (from a Chromium newer than its protocol
+            // definitions) are skipped; a broken connection means the
+            // browser is gone, and dropping the handler fails every
+            // command still waiting on it.
             while let Some(event) = handler.next().await {
-                if let Err(e) = event {
-                    tracing::debug!("render: DevTools: {e}");
+                match event {
+                    Err(CdpError::Ws(e)) => {
+                        tracing::warn!("render: Chromium's DevTools connection broke: {e}");
+                        break;
+                    }
+                    Err(e) => tracing::debug!("render: DevTools: {e}"),
+                    Ok(()) => {}
                 }
             }
             watch.store(false, Ordering::Release);

@@ -225,28 +225,30 @@ async fn screenshot(
 async fn element_box(page: &Page, selector: &str) -> Result<Clip, RenderError> {
     let quoted = serde_json::to_string(selector).unwrap_or_default();
     let expression = format!(
-        "(() => {{ const e = document.querySelector({quoted}); if (!e) return null; \
+        "(() => {{ const e = document.querySelector({quoted}); if (!e) return []; \
          const r = e.getBoundingClientRect(); \
          return [r.x + scrollX, r.y + scrollY, r.width, r.height]; }})()"
     );
-    let rect: Option<[f64; 4]> = evaluate(page, &expression).await.map_err(|e| match e {
+    // An empty list when nothing matches (chromiumoxide reads a `null`
+    // result as no value at all).
+    let rect: Vec<f64> = evaluate(page, &expression).await.map_err(|e| match e {
         RenderError::Invalid(_) => {
             RenderError::Invalid(format!("'{selector}' is not a valid CSS selector"))
         }
         e => e,
     })?;
-    match rect {
-        Some([x, y, width, height]) if width >= 1.0 && height >= 1.0 => Ok(Clip {
+    match rect[..] {
+        [x, y, width, height] if width >= 1.0 && height >= 1.0 => Ok(Clip {
             x,
             y,
             width,
             height: height.min(MAX_FULL_PAGE_HEIGHT),
             scale: 1.0,
         }),
-        Some(_) => Err(RenderError::Invalid(format!(
+        [_, _, _, _] => Err(RenderError::Invalid(format!(
             "the element '{selector}' has no size to capture"
         ))),
-        None => Err(RenderError::Invalid(format!(
+        _ => Err(RenderError::Invalid(format!(
             "no element matches the clip selector '{selector}'"
         ))),
     }

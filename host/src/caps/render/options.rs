@@ -146,7 +146,7 @@ fn job(page: wit::Page, output: Output, settings: &RenderSettings) -> Result<Job
         v => Ok(v),
     };
     let scale = match page.device_scale_factor {
-        s if s == 0.0 => 1.0,
+        0.0 => 1.0,
         s if s.is_finite() && s > 0.0 && s <= MAX_SCALE => s,
         s => {
             return Err(invalid(format!(
