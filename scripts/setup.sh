@@ -46,6 +46,18 @@ if ! command -v turnserver >/dev/null 2>&1 || ! command -v turnutils_uclient >/d
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn >/dev/null
 fi
 
+# The renderer's browser (Debian's Chromium at /usr/bin/chromium, which
+# `spike serve` drives) and poppler's pdfinfo / pdftotext, with which the
+# renderer's tests read the PDFs it makes.
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v pdftotext >/dev/null 2>&1 || missing+=(poppler-utils)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
 # The npm clients the end-to-end tests drive (tests/node/package.json,
 # pinned by its package-lock.json; npm's cache is outside the clone),
 # installed again when the lock file changes.

@@ -105,7 +105,6 @@ impl Renderer {
             let mut prepared = timeout_at(deadline, self.take_prepared())
                 .await
                 .map_err(|_| late())??;
-            self.refill();
             let instance = prepared.instance.clone();
             let served = instance.renders.fetch_add(1, Ordering::Relaxed) + 1;
             if served >= self.settings.restart_after {
@@ -115,8 +114,11 @@ impl Renderer {
                 .await
                 .map_err(|_| late())
                 .and_then(|r| r);
-            // The context goes now, whatever happened in it.
+            // The context goes now, whatever happened in it, and the next
+            // one is prepared: after the render, not beside it, since both
+            // need the same cores.
             drop(prepared);
+            self.refill();
             let crashed = match &outcome {
                 Err(RenderError::Crashed) => true,
                 // The browser may die a moment after a command failed.
