@@ -165,6 +165,14 @@ async fn pdfs_html_waits_and_the_cache() {
         "{}",
         idle.text()
     );
+    let inline_idle = render_post(
+        &server,
+        "/render/html",
+        json!({"html": "<p>inline</p>", "waitUntil": "networkidle", "timeout": 10000, "cache": "no"}),
+    )
+    .await;
+    assert_eq!(inline_idle.status, 200, "{}", inline_idle.text());
+    assert!(inline_idle.text().contains("<p>inline</p>"));
 
     // The cache: a miss renders, a hit does not even reach the page.
     let counted = url_encode(&pages.url("/counted"));

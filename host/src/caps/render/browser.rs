@@ -136,18 +136,6 @@ impl Instance {
         !self.retired.swap(true, Ordering::AcqRel)
     }
 
-    /// Whether the browser is dead or dies within `wait`.
-    pub async fn died_within(&self, wait: Duration) -> bool {
-        let until = tokio::time::Instant::now() + wait;
-        while self.alive() {
-            if tokio::time::Instant::now() >= until {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        true
-    }
-
     /// A new context with its own proxy, and a blank page in it at the
     /// default viewport.
     pub async fn prepare(self: &Arc<Self>, guard: &Guard) -> Result<Prepared, RenderError> {

@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use chromiumoxide::cdp::browser_protocol::page::{
-    CaptureScreenshotFormat, CaptureScreenshotParams, EventLifecycleEvent, GetLayoutMetricsParams,
-    PrintToPdfParams, Viewport as Clip,
+    CaptureScreenshotFormat, CaptureScreenshotParams, GetLayoutMetricsParams, PrintToPdfParams,
+    Viewport as Clip,
 };
 use chromiumoxide::error::CdpError;
 use chromiumoxide::page::Page;
-use futures::StreamExt;
 use serde::Deserialize;
 
 use super::browser::{Prepared, metrics};
@@ -22,6 +21,9 @@ use crate::bindings::spike::host::render as wit;
 /// Tallest full-page capture, in CSS pixels: Chromium's largest surface is
 /// 16,384 pixels a side.
 const MAX_FULL_PAGE_HEIGHT: f64 = 16_384.0;
+/// How long the network must be quiet to count as idle (as Puppeteer's
+/// `networkidle0`).
+const NETWORK_QUIET: Duration = Duration::from_millis(500);
 /// How often a `wait-for-selector` looks.
 const SELECTOR_POLL: Duration = Duration::from_millis(25);
 
@@ -41,15 +43,6 @@ pub async fn run(
         prepared.viewport = job.viewport;
     }
     let page = prepared.page();
-    // Listening before the load starts, so that no event is missed.
-    let mut lifecycle = match job.network_idle {
-        true => Some(
-            page.event_listener::<EventLifecycleEvent>()
-                .await
-                .map_err(|e| fail("listening to the page", e))?,
-        ),
-        false => None,
-    };
     let loaded = match &job.source {
         Source::Url { url, .. } => page.goto(url.as_str()).await.map(|_| ()),
         Source::Html(html) => page.set_content(html).await.map(|_| ()),
@@ -71,12 +64,11 @@ pub async fn run(
         }
         Err(e) => return Err(fail("loading the page", e)),
     }
-    if let Some(events) = &mut lifecycle {
-        while let Some(event) = events.next().await {
-            if event.name == "networkIdle" {
-                break;
-            }
-        }
+    if job.network_idle {
+        // Counted by the render's proxy rather than from Chromium's
+        // lifecycle events, whose `networkIdle` may be the blank page's
+        // that came before, and does not follow inline HTML.
+        prepared.proxy.network_idle(NETWORK_QUIET).await;
     }
     if let Some(selector) = &job.selector {
         wait_for_selector(page, selector).await?;

@@ -14,6 +14,7 @@
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use wasmtime_wasi_http::Error as HttpError;
 
@@ -49,7 +51,45 @@ pub struct Guard {
 pub struct RenderProxy {
     pub url: String,
     blocked: Arc<Mutex<Blocked>>,
+    activity: Arc<Activity>,
     task: JoinHandle<()>,
+    /// Dropped with the proxy: ends the tunnels and upstream connections
+    /// that outlive their request (a server that never closes).
+    _closed: watch::Sender<()>,
+}
+
+/// The page's network activity as the proxy sees it, for "network idle".
+struct Activity {
+    /// Requests whose answer has not begun (tunnels: until connected).
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// When a request last began or was answered.
+    last: Mutex<tokio::time::Instant>,
+}
+
+impl Activity {
+    fn touch(&self) {
+        if let Ok(mut last) = self.last.lock() {
+            *last = tokio::time::Instant::now();
+        }
+    }
+}
+
+/// Counts one request in flight until dropped.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn new(activity: &Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        activity.touch();
+        Self(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.touch();
+    }
 }
 
 #[derive(Default)]
@@ -82,6 +122,30 @@ impl RenderProxy {
     pub fn document_refused(&self) -> Option<String> {
         self.blocked.lock().ok()?.document.clone()
     }
+
+    /// Waits until no request of the page has been in flight for `quiet`
+    /// (Puppeteer's `networkidle0`), counted by the proxy, which sees every
+    /// request that leaves the browser.
+    pub async fn network_idle(&self, quiet: Duration) {
+        loop {
+            let last = self
+                .activity
+                .last
+                .lock()
+                .map(|l| *l)
+                .unwrap_or_else(|_| tokio::time::Instant::now());
+            let idle_for = last.elapsed();
+            if self.activity.in_flight.load(Ordering::Acquire) == 0 && idle_for >= quiet {
+                return;
+            }
+            tokio::time::sleep(
+                quiet
+                    .saturating_sub(idle_for)
+                    .max(Duration::from_millis(25)),
+            )
+            .await;
+        }
+    }
 }
 
 impl Guard {
@@ -111,12 +175,25 @@ impl Guard {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let url = format!("http://{}", listener.local_addr()?);
         let blocked = Arc::new(Mutex::new(Blocked::default()));
+        let (closed, open) = watch::channel(());
+        let activity = Arc::new(Activity {
+            in_flight: Default::default(),
+            last: Mutex::new(tokio::time::Instant::now()),
+        });
         let serving = Serving {
             guard: self.clone(),
             blocked: blocked.clone(),
+            activity: activity.clone(),
+            open,
         };
         let task = tokio::spawn(serving.accept(listener));
-        Ok(RenderProxy { url, blocked, task })
+        Ok(RenderProxy {
+            url,
+            blocked,
+            activity,
+            task,
+            _closed: closed,
+        })
     }
 }
 
@@ -133,6 +210,22 @@ pub enum Refusal {
 struct Serving {
     guard: Guard,
     blocked: Arc<Mutex<Blocked>>,
+    activity: Arc<Activity>,
+    /// Changes (errs) when the render's proxy is dropped.
+    open: watch::Receiver<()>,
+}
+
+impl Serving {
+    /// Runs `work` on its own task until it ends or the render does.
+    fn spawn_for_render(&self, work: impl Future<Output = ()> + Send + 'static) {
+        let mut open = self.open.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = work => {}
+                _ = open.changed() => {}
+            }
+        });
+    }
 }
 
 impl Serving {
@@ -141,8 +234,14 @@ impl Serving {
     async fn accept(self, listener: TcpListener) {
         let mut connections = JoinSet::new();
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!("render proxy: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
             };
             let _ = stream.set_nodelay(true);
             let serving = self.clone();
@@ -162,6 +261,7 @@ impl Serving {
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let _in_flight = InFlight::new(&self.activity);
         let https = req.method() == Method::CONNECT;
         let Some((host, port)) = target(&req, https) else {
             return text(
@@ -196,7 +296,7 @@ impl Serving {
         if https {
             // A tunnel (TLS, or a WebSocket): bytes both ways once hyper
             // hands the connection over.
-            tokio::spawn(async move {
+            self.spawn_for_render(async move {
                 if let Ok(upgraded) = hyper::upgrade::on(req).await {
                     let mut upstream = upstream;
                     let _ =
@@ -206,7 +306,7 @@ impl Serving {
             });
             return Response::new(empty());
         }
-        forward(req, upstream).await
+        forward(req, upstream, self).await
     }
 }
 
@@ -229,6 +329,7 @@ fn target(req: &Request<Incoming>, connect: bool) -> Option<(String, u16)> {
 async fn forward(
     mut req: Request<Incoming>,
     upstream: tokio::net::TcpStream,
+    serving: &Serving,
 ) -> Response<ProxyBody> {
     let Ok((mut sender, conn)) =
         hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await
@@ -238,7 +339,9 @@ async fn forward(
             "the page's server closed the connection",
         );
     };
-    tokio::spawn(conn);
+    serving.spawn_for_render(async move {
+        let _ = conn.await;
+    });
     // On the wire to the server the request line has only the path.
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     *req.uri_mut() = path.parse().unwrap_or_else(|_| http::Uri::from_static("/"));

@@ -119,12 +119,12 @@ impl Renderer {
             // need the same cores.
             drop(prepared);
             self.refill();
+            // A command fails once the DevTools connection is gone, which
+            // the handler notes first; a failure of a live browser is the
+            // page's.
             let crashed = match &outcome {
                 Err(RenderError::Crashed) => true,
-                // The browser may die a moment after a command failed.
-                Err(RenderError::Failed(_)) => {
-                    instance.died_within(Duration::from_millis(200)).await
-                }
+                Err(RenderError::Failed(_)) => !instance.alive(),
                 _ => false,
             };
             if !crashed {
