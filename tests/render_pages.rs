@@ -246,24 +246,16 @@ impl Rendered {
 
 /// `GET` of a render route with a query string.
 pub async fn render_get(server: &TestServer, path_and_query: &str) -> Rendered {
-    let response = within(client().get(server.at(path_and_query)).send())
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = within(response.bytes()).await.unwrap().to_vec();
-    Rendered {
-        status,
-        headers,
-        body,
-    }
+    rendered(client().get(server.at(path_and_query))).await
 }
 
 /// `POST` of a JSON request to a render route.
 pub async fn render_post(server: &TestServer, path: &str, json: serde_json::Value) -> Rendered {
-    let response = within(client().post(server.at(path)).json(&json).send())
-        .await
-        .unwrap();
+    rendered(client().post(server.at(path)).json(&json)).await
+}
+
+async fn rendered(request: reqwest::RequestBuilder) -> Rendered {
+    let response = within(request.send()).await.unwrap();
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = within(response.bytes()).await.unwrap().to_vec();
