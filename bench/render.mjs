@@ -11,7 +11,8 @@
 //         opens a page, takes the screenshot and closes it, per request.
 // warm:   puppeteer-core with one browser kept open, a fresh browser
 //         context (and page) per screenshot, closed after it.
-// Prints one JSON line per phase: {"mode","phase","n","p50_ms","p99_ms","per_s"}.
+// Prints one JSON line per phase (spaced, sequential, concurrent_N):
+// {"mode","phase","n","p50_ms","p99_ms","per_s"}.
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -42,12 +43,25 @@ function report(phase, times, elapsedMs) {
   }));
 }
 
-// Runs `shot` `count` times in a row, then as many as fit in `seconds` with
-// `concurrency` in flight.
-async function measure(shot) {
+// Runs `shot` `count` times with a pause of 700 ms before each (the browser
+// idle, its next context ready: a render as a user meets it when renders
+// do not arrive back to back), then `count` times in a row, then as many
+// as fit in `seconds` with `concurrency` in flight.
+async function measure(shot, spaced = true) {
   await shot(); // warm-up
   let times = [];
   let started = performance.now();
+  if (spaced) {
+    for (let i = 0; i < count; i++) {
+      await new Promise((r) => setTimeout(r, 700));
+      const t = performance.now();
+      await shot();
+      times.push(performance.now() - t);
+    }
+    report('spaced', times, performance.now() - started);
+  }
+  times = [];
+  started = performance.now();
   for (let i = 0; i < count; i++) {
     const t = performance.now();
     await shot();
@@ -110,7 +124,7 @@ if (mode === 'spike') {
     } finally {
       await browser.close();
     }
-  });
+  }, false);
 } else if (mode === 'warm') {
   const browser = await launch();
   await measure(async () => {
