@@ -85,21 +85,24 @@ impl Renderer {
     /// Runs one render under the job's deadline.
     pub async fn render(self: &Arc<Self>, job: &Job) -> Result<Rendered, RenderError> {
         let deadline = Instant::now() + job.timeout;
-        // The page's own address is checked before any browser work, so a
-        // direct attempt at an internal address costs nothing.
-        if let Source::Url { host, port, .. } = &job.source {
-            self.guard.check(host, *port).await.map_err(|r| match r {
-                Refusal::Blocked(why) => RenderError::Blocked(why),
-                Refusal::Unreachable(why) => RenderError::Failed(why),
-            })?;
-        }
-        let _permit = self.admit(deadline).await?;
         let late = || {
             RenderError::Timeout(format!(
                 "the page was not ready within {} ms",
                 job.timeout.as_millis()
             ))
         };
+        // The page's own address is checked before any browser work, so a
+        // direct attempt at an internal address costs nothing.
+        if let Source::Url { host, port, .. } = &job.source {
+            timeout_at(deadline, self.guard.check(host, *port))
+                .await
+                .map_err(|_| late())?
+                .map_err(|r| match r {
+                    Refusal::Blocked(why) => RenderError::Blocked(why),
+                    Refusal::Unreachable(why) => RenderError::Failed(why),
+                })?;
+        }
+        let _permit = self.admit(deadline).await?;
         let mut retried = false;
         loop {
             let mut prepared = timeout_at(deadline, self.take_prepared())
