@@ -226,9 +226,7 @@ impl Serving {
             }
         });
     }
-}
 
-impl Serving {
     /// Serves Chromium's connections until the render ends (the task is
     /// aborted, and the `JoinSet` with it ends every connection).
     async fn accept(self, listener: TcpListener) {
