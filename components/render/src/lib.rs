@@ -96,7 +96,7 @@ fn serve(req: &Request) -> Result<Reply, Response> {
     let key = r.cache_key();
     let now = spike_sdk::now_ms();
     let bucket = match r.cache {
-        CachePolicy::Use { .. } => Some(cache::open().map_err(|e| storage(&e))?),
+        CachePolicy::Use { .. } => Some(cache::open().map_err(|e| Response::from_error(&e))?),
         CachePolicy::Bypass => None,
     };
     if let Some(bucket) = &bucket {
@@ -193,10 +193,6 @@ fn render_error(e: &RenderError) -> Response {
 
 fn bad_request(message: String) -> Response {
     Response::error(400, "bad_request", &message)
-}
-
-fn storage(e: &spike_sdk::Error) -> Response {
-    Response::from_error(e)
 }
 
 /// `CACHE_TTL_S` from the manifest's `[env]` (3600 by default; 0 turns the

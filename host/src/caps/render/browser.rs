@@ -157,7 +157,7 @@ impl Instance {
                     .build(),
             )
             .await
-            .map_err(|e| self.failure("creating a browser context", e))?;
+            .map_err(|e| failed("creating a browser context", e))?;
         // From here the context is disposed of with the `Prepared`, on
         // every path.
         let mut prepared = Prepared {
@@ -176,21 +176,12 @@ impl Instance {
             .browser
             .new_page(target)
             .await
-            .map_err(|e| self.failure("opening a page", e))?;
+            .map_err(|e| failed("opening a page", e))?;
         page.execute(metrics(DEFAULT_VIEWPORT))
             .await
-            .map_err(|e| self.failure("setting the viewport", e))?;
+            .map_err(|e| failed("setting the viewport", e))?;
         prepared.page = Some(page);
         Ok(prepared)
-    }
-
-    /// A browser error, told apart from the browser having died.
-    pub fn failure(&self, doing: &str, e: impl std::fmt::Display) -> RenderError {
-        if self.alive() {
-            RenderError::Failed(format!("Chromium failed {doing}: {e}"))
-        } else {
-            RenderError::Crashed
-        }
     }
 }
 
@@ -207,6 +198,12 @@ impl Drop for Instance {
             });
         }
     }
+}
+
+/// A DevTools command that failed. Whether the browser died under it is
+/// the renderer's question (`Instance::alive`), asked once per render.
+pub fn failed(doing: &str, e: impl std::fmt::Display) -> RenderError {
+    RenderError::Failed(format!("Chromium failed {doing}: {e}"))
 }
 
 /// A viewport as the DevTools command that sets it.

@@ -13,7 +13,7 @@ use chromiumoxide::error::CdpError;
 use chromiumoxide::page::Page;
 use serde::Deserialize;
 
-use super::browser::{Prepared, metrics};
+use super::browser::{Prepared, failed, metrics};
 use super::options::{Job, Output, Source};
 use super::{RenderError, RenderSettings, Rendered};
 use crate::bindings::spike::host::render as wit;
@@ -32,14 +32,12 @@ pub async fn run(
     job: &Job,
     settings: &RenderSettings,
 ) -> Result<Rendered, RenderError> {
-    let instance = prepared.instance.clone();
-    let fail = |doing: &str, e: CdpError| instance.failure(doing, e);
     if prepared.viewport != job.viewport {
         prepared
             .page()
             .execute(metrics(job.viewport))
             .await
-            .map_err(|e| fail("setting the viewport", e))?;
+            .map_err(|e| failed("setting the viewport", e))?;
         prepared.viewport = job.viewport;
     }
     let page = prepared.page();
@@ -62,7 +60,7 @@ pub async fn run(
                 None => RenderError::Failed(format!("the page did not load: {text}")),
             });
         }
-        Err(e) => return Err(fail("loading the page", e)),
+        Err(e) => return Err(failed("loading the page", e)),
     }
     if job.network_idle {
         // Counted by the render's proxy rather than from Chromium's
@@ -86,7 +84,7 @@ pub async fn run(
         Output::Pdf(options) => (
             page.pdf(pdf_params(options))
                 .await
-                .map_err(|e| fail("printing to PDF", e))?,
+                .map_err(|e| failed("printing to PDF", e))?,
             "application/pdf",
         ),
         Output::Html => {
@@ -145,17 +143,24 @@ async fn evaluate<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// A page that threw on a query of `selector`: the selector is malformed.
+fn bad_selector(e: RenderError, selector: &str) -> RenderError {
+    match e {
+        RenderError::Invalid(_) => {
+            RenderError::Invalid(format!("'{selector}' is not a valid CSS selector"))
+        }
+        e => e,
+    }
+}
+
 /// Waits until `selector` matches an element (the deadline bounds it).
 async fn wait_for_selector(page: &Page, selector: &str) -> Result<(), RenderError> {
     let quoted = serde_json::to_string(selector).unwrap_or_default();
     let probe = format!("document.querySelector({quoted}) !== null");
     loop {
-        let found: bool = evaluate(page, &probe).await.map_err(|e| match e {
-            RenderError::Invalid(_) => {
-                RenderError::Invalid(format!("'{selector}' is not a valid CSS selector"))
-            }
-            e => e,
-        })?;
+        let found: bool = evaluate(page, &probe)
+            .await
+            .map_err(|e| bad_selector(e, selector))?;
         if found {
             return Ok(());
         }
@@ -223,12 +228,9 @@ async fn element_box(page: &Page, selector: &str) -> Result<Clip, RenderError> {
     );
     // An empty list when nothing matches (chromiumoxide reads a `null`
     // result as no value at all).
-    let rect: Vec<f64> = evaluate(page, &expression).await.map_err(|e| match e {
-        RenderError::Invalid(_) => {
-            RenderError::Invalid(format!("'{selector}' is not a valid CSS selector"))
-        }
-        e => e,
-    })?;
+    let rect: Vec<f64> = evaluate(page, &expression)
+        .await
+        .map_err(|e| bad_selector(e, selector))?;
     match rect[..] {
         [x, y, width, height] if width >= 1.0 && height >= 1.0 => Ok(Clip {
             x,

@@ -90,10 +90,6 @@ pub enum RenderError {
     Unavailable(String),
     #[error("{0}")]
     Failed(String),
-    /// The browser died under the render (it is retried once on a new
-    /// one).
-    #[error("Chromium crashed")]
-    Crashed,
     #[error("{0}")]
     TooLarge(String),
 }
@@ -108,7 +104,7 @@ impl RenderError {
             RenderError::Busy { .. } => "busy",
             RenderError::Timeout(_) => "timeout",
             RenderError::Unavailable(_) => "unavailable",
-            RenderError::Failed(_) | RenderError::Crashed => "failed",
+            RenderError::Failed(_) => "failed",
             RenderError::TooLarge(_) => "too_large",
         }
     }
@@ -125,7 +121,6 @@ impl RenderError {
             RenderError::Timeout(m) => wit::RenderError::Timeout(m.clone()),
             RenderError::Unavailable(m) => wit::RenderError::Unavailable(m.clone()),
             RenderError::Failed(m) => wit::RenderError::Failed(m.clone()),
-            RenderError::Crashed => wit::RenderError::Failed(self.to_string()),
             RenderError::TooLarge(m) => wit::RenderError::TooLarge(m.clone()),
         }
     }

@@ -123,13 +123,9 @@ impl Renderer {
             drop(prepared);
             self.refill();
             // A command fails once the DevTools connection is gone, which
-            // the handler notes first; a failure of a live browser is the
-            // page's.
-            let crashed = match &outcome {
-                Err(RenderError::Crashed) => true,
-                Err(RenderError::Failed(_)) => !instance.alive(),
-                _ => false,
-            };
+            // the handler notes first: a failure with the browser dead is
+            // the browser's (tried again), with it alive the page's.
+            let crashed = matches!(outcome, Err(RenderError::Failed(_))) && !instance.alive();
             if !crashed {
                 return outcome;
             }
