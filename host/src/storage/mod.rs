@@ -14,7 +14,10 @@
 //! every backend. `redb/` is the embedded backend, the default.
 //! `conformance` is the one test suite every backend must pass.
 
+pub mod kv_entry;
+pub mod nats;
 pub mod redb;
+mod spool;
 
 #[cfg(test)]
 pub(crate) mod conformance;
@@ -284,6 +287,12 @@ pub trait RoomLog: Send + Sync {
     async fn state_get(&self, room: &str, key: &str) -> Result<Option<Bytes>>;
     /// Sets (`Some`) or removes (`None`) one key of a room's state.
     async fn state_set(&self, room: &str, key: &str, value: Option<Bytes>) -> Result<()>;
+    /// Makes every append this or any other node prepared before the call
+    /// fail with `RoomConflict`: a new owner's first act on a log that
+    /// other nodes share. A log only one process writes needs none.
+    async fn fence(&self, _room: &str) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The backends of one host, and a way to tell when they have all closed.
@@ -313,6 +322,23 @@ impl Backends {
             blob: backend.clone(),
             rooms: backend.clone(),
             versions: backend,
+        })
+    }
+
+    /// The cluster backend on the NATS server `settings` names; uploads
+    /// are spooled under `data_dir`.
+    pub async fn connect_nats(
+        settings: &nats::NatsSettings,
+        data_dir: &Path,
+        storage: &StorageSettings,
+    ) -> Result<Self> {
+        let backend = nats::NatsBackend::connect(settings, data_dir, storage).await?;
+        Ok(Self {
+            liveness: backend.liveness(),
+            kv: Arc::new(backend.clone()),
+            blob: Arc::new(backend.clone()),
+            rooms: Arc::new(backend.clone()),
+            versions: Arc::new(backend),
         })
     }
 

@@ -11,14 +11,14 @@ use std::sync::Arc;
 
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 
 use super::{BLOB_OBJECTS, BLOB_REFS, Inner, RedbBackend, blocking, list_scope};
 use crate::storage::{
     BlobBackend, ObjectBody, ObjectInfo, ObjectUpload, OpenObject, Page, Result, StorageError,
 };
-use crate::util::{now_ms, unique_suffix};
+use crate::storage::spool::Spool;
+use crate::util::now_ms;
 
 /// What redb keeps about an object (the key is the table's).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,61 +207,45 @@ pub(super) fn sweep_orphans(inner: &Inner) -> Result<usize> {
     Ok(removed)
 }
 
-/// An upload: a temporary file, hashed as it is written.
+/// An upload: a spooled temporary file, renamed into place at commit.
 struct Upload {
     inner: Arc<Inner>,
-    file: tokio::fs::File,
-    tmp_path: PathBuf,
-    hasher: Sha256,
-    size: u64,
-    committed: bool,
-}
-
-impl Drop for Upload {
-    fn drop(&mut self) {
-        // Abandoned: the bytes were never acknowledged.
-        if !self.committed {
-            let _ = std::fs::remove_file(&self.tmp_path);
-        }
-    }
+    spool: Spool,
 }
 
 #[async_trait::async_trait]
 impl ObjectUpload for Upload {
     async fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.hasher.update(bytes);
-        self.size += bytes.len() as u64;
-        self.file
-            .write_all(bytes)
-            .await
-            .map_err(StorageError::io("writing an upload"))
+        self.spool.write(bytes).await
     }
 
     async fn commit(
-        mut self: Box<Self>,
+        self: Box<Self>,
         bucket: &str,
         key: &str,
         content_type: Option<String>,
         metadata: Vec<(String, String)>,
     ) -> Result<ObjectInfo> {
-        let io = StorageError::io("syncing an upload");
-        self.file
-            .flush()
-            .await
-            .map_err(StorageError::io("flushing an upload"))?;
-        self.file.sync_all().await.map_err(io)?;
+        let spooled = self.spool.finish().await?;
         let record = Record {
-            sha256: hex::encode(std::mem::take(&mut self.hasher).finalize()),
-            size: self.size,
+            sha256: spooled.sha256,
+            size: spooled.size,
             content_type,
             metadata,
             uploaded_at_ms: now_ms(),
         };
-        let (inner, tmp) = (self.inner.clone(), self.tmp_path.clone());
+        let (inner, tmp) = (self.inner.clone(), spooled.path);
         let (bucket, key_owned, committed) = (bucket.to_string(), key.to_string(), record.clone());
-        blocking(move || inner.blob_commit(&bucket, &key_owned, &tmp, &committed)).await?;
-        // The temporary file is now the body (or was a duplicate, removed).
-        self.committed = true;
+        // The temporary file becomes the body (or, a duplicate, is removed).
+        let done = blocking({
+            let tmp = tmp.clone();
+            move || inner.blob_commit(&bucket, &key_owned, &tmp, &committed)
+        })
+        .await;
+        if done.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        done?;
         Ok(record.info(key))
     }
 }
@@ -300,22 +284,10 @@ impl BlobBackend for RedbBackend {
     }
 
     async fn upload(&self) -> Result<Box<dyn ObjectUpload>> {
-        let tmp_path = self
-            .inner
-            .root
-            .join("blobs")
-            .join("tmp")
-            .join(unique_suffix());
-        let file = tokio::fs::File::create(&tmp_path)
-            .await
-            .map_err(StorageError::io("starting an upload"))?;
+        let spool = Spool::create(&self.inner.root.join("blobs").join("tmp")).await?;
         Ok(Box::new(Upload {
             inner: self.inner.clone(),
-            file,
-            tmp_path,
-            hasher: Sha256::new(),
-            size: 0,
-            committed: false,
+            spool,
         }))
     }
 
@@ -353,7 +325,7 @@ mod tests {
 
     /// `bytes` staged as an upload's temporary file, with its record.
     fn staged(inner: &Inner, bytes: &[u8]) -> (PathBuf, Record) {
-        let path = inner.root.join("blobs").join("tmp").join(unique_suffix());
+        let path = inner.root.join("blobs").join("tmp").join(crate::util::unique_suffix());
         std::fs::write(&path, bytes).unwrap();
         let record = Record {
             sha256: crate::util::sha256_hex(bytes),

@@ -8,68 +8,9 @@ use redb::ReadableTable;
 
 use super::group_commit::GroupCommit;
 use super::{Inner, KV_ENTRIES, KV_EXPIRY, RedbBackend, blocking, list_scope};
+use crate::storage::kv_entry::{codec, incremented, live};
 use crate::storage::{KvBackend, KvEntry, KvKey, Page, Result, StorageError};
 use crate::util::now_ms;
-
-/// The byte layout of an entry in `KV_ENTRIES`:
-/// `[version=1][expires_at u64 LE, 0 = never][metadata length u32 LE, MAX = none][metadata][value]`.
-mod codec {
-    use crate::storage::KvEntry;
-
-    const VERSION: u8 = 1;
-    const HEADER: usize = 1 + 8 + 4;
-
-    pub fn encode(e: &KvEntry) -> Vec<u8> {
-        let meta = e.metadata.as_deref().map(str::as_bytes);
-        let mut out = Vec::with_capacity(HEADER + meta.map_or(0, <[u8]>::len) + e.value.len());
-        out.push(VERSION);
-        out.extend_from_slice(&e.expires_at_ms.unwrap_or(0).to_le_bytes());
-        out.extend_from_slice(&meta.map_or(u32::MAX, |m| m.len() as u32).to_le_bytes());
-        out.extend_from_slice(meta.unwrap_or_default());
-        out.extend_from_slice(&e.value);
-        out
-    }
-
-    /// Reads only the expiry, without copying the value.
-    pub fn expires_at(bytes: &[u8]) -> Option<u64> {
-        let t = u64::from_le_bytes(bytes.get(1..9)?.try_into().ok()?);
-        (t != 0).then_some(t)
-    }
-
-    pub fn decode(bytes: &[u8]) -> Option<KvEntry> {
-        if bytes.len() < HEADER || bytes[0] != VERSION {
-            return None;
-        }
-        let expires_at_ms = expires_at(bytes);
-        let meta_len = u32::from_le_bytes(bytes[9..13].try_into().ok()?);
-        let (metadata, rest) = if meta_len == u32::MAX {
-            (None, &bytes[HEADER..])
-        } else {
-            let end = HEADER.checked_add(meta_len as usize)?;
-            let meta = std::str::from_utf8(bytes.get(HEADER..end)?).ok()?;
-            (Some(meta.to_string()), &bytes[end..])
-        };
-        Some(KvEntry {
-            value: rest.to_vec(),
-            metadata,
-            expires_at_ms,
-        })
-    }
-
-    /// Reads the metadata only (for listings).
-    pub fn metadata(bytes: &[u8]) -> Option<String> {
-        let meta_len = u32::from_le_bytes(bytes.get(9..13)?.try_into().ok()?);
-        if meta_len == u32::MAX {
-            return None;
-        }
-        let meta = bytes.get(13..13 + meta_len as usize)?;
-        std::str::from_utf8(meta).ok().map(str::to_string)
-    }
-}
-
-fn live(entry: &KvEntry, now: u64) -> bool {
-    entry.expires_at_ms.is_none_or(|t| t > now)
-}
 
 fn corrupt(ns: &str, key: &str) -> StorageError {
     StorageError::Corrupt(format!("kv entry {ns}/{key}"))
@@ -176,34 +117,16 @@ impl KvWrite {
                 };
                 // Everything that may refuse the write comes before any of
                 // it is written.
-                let (current, metadata, expires_at_ms) = match &old {
-                    Some(e) if live(e, *now) => {
-                        let parsed = std::str::from_utf8(&e.value)
-                            .ok()
-                            .and_then(|s| s.trim().parse::<i64>().ok());
-                        let Some(n) = parsed else {
-                            return Ok(Err(StorageError::NotAnInteger { key: key.into() }));
-                        };
-                        (n, e.metadata.clone(), e.expires_at_ms)
-                    }
-                    _ => (0, None, None),
-                };
-                let Some(next) = current.checked_add(*delta) else {
-                    return Ok(Err(StorageError::Overflow { key: key.into() }));
+                let (entry, next) = match incremented(old.as_ref(), key, *delta, *now) {
+                    Ok(done) => done,
+                    Err(refused) => return Ok(Err(refused)),
                 };
                 if let Some(t) = old.and_then(|e| e.expires_at_ms) {
                     expiry.remove((t, ns, key))?;
                 }
-                // A live key keeps its expiry (a counter per time window, a
-                // lock that must lapse if its holder dies).
-                if let Some(t) = expires_at_ms {
+                if let Some(t) = entry.expires_at_ms {
                     expiry.insert((t, ns, key), ())?;
                 }
-                let entry = KvEntry {
-                    value: next.to_string().into_bytes(),
-                    metadata,
-                    expires_at_ms,
-                };
                 entries.insert((ns, key), codec::encode(&entry).as_slice())?;
                 Ok(Ok(Written::Incremented(next)))
             }
@@ -386,29 +309,6 @@ mod tests {
             metadata: None,
             expires_at_ms: ttl_from.map(|(now, ttl)| now + ttl),
         }
-    }
-
-    #[test]
-    fn codec_round_trips() {
-        for e in [
-            entry(b"v", None),
-            KvEntry {
-                value: vec![],
-                metadata: Some("{}".into()),
-                expires_at_ms: Some(5),
-            },
-            KvEntry {
-                value: vec![0; 1000],
-                metadata: Some(String::new()),
-                expires_at_ms: None,
-            },
-        ] {
-            let bytes = codec::encode(&e);
-            assert_eq!(codec::decode(&bytes), Some(e.clone()));
-            assert_eq!(codec::metadata(&bytes), e.metadata);
-            assert_eq!(codec::expires_at(&bytes), e.expires_at_ms);
-        }
-        assert_eq!(codec::decode(&[9, 9]), None);
     }
 
     /// In one batch, a refused increment changes nothing (its value and

@@ -1,0 +1,134 @@
+//! KV namespaces in one JetStream KV bucket, `P_kv`: the key
+//! `<namespace>.<key>`, the value in the shared entry layout
+//! (`kv_entry::codec`). An entry that expires is also published with a
+//! per-message TTL, so the server reclaims it; until then the expiry in
+//! the entry hides it. `increment` is a compare-and-set on the key's
+//! revision, retried when another writer came first.
+
+use std::time::Duration;
+
+use async_nats::jetstream::kv::Store;
+use bytes::Bytes;
+
+use super::names::{scoped, token, unscoped};
+use super::stream::{Published, kv_values, last, publish, purge};
+use super::{NatsBackend, StorageError};
+use crate::storage::kv_entry::{codec, incremented, live};
+use crate::storage::{KvBackend, KvEntry, KvKey, Page, Result};
+use crate::util::now_ms;
+
+/// The stored entry under a key and the revision a write over it expects.
+pub(super) struct Current {
+    pub entry: Option<KvEntry>,
+    pub revision: u64,
+}
+
+async fn current(store: &Store, key: &str) -> Result<Current> {
+    let (value, revision) = last(store, key).await?;
+    let entry = match value {
+        Some(raw) => Some(codec::decode(&raw).ok_or_else(|| corrupt(key))?),
+        None => None,
+    };
+    Ok(Current { entry, revision })
+}
+
+fn corrupt(key: &str) -> StorageError {
+    StorageError::Corrupt(format!("kv entry {key}"))
+}
+
+/// How long the server should keep an entry that expires at `expires_at`.
+fn ttl(expires_at: Option<u64>) -> Option<Duration> {
+    expires_at.map(|t| Duration::from_millis(t.saturating_sub(now_ms())))
+}
+
+impl NatsBackend {
+    /// Writes `entry` under `key` if the key's revision is still `expect`.
+    async fn write_kv(&self, key: &str, entry: &KvEntry, expect: Option<u64>) -> Result<Published> {
+        let store = &self.inner.kv;
+        publish(
+            &self.inner.js,
+            format!("{}{key}", store.prefix),
+            Bytes::from(codec::encode(entry)),
+            expect,
+            ttl(entry.expires_at_ms),
+        )
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl KvBackend for NatsBackend {
+    async fn get(&self, ns: &str, key: &str) -> Result<Option<KvEntry>> {
+        let found = current(&self.inner.kv, &scoped(ns, key)).await?;
+        Ok(found.entry.filter(|e| live(e, now_ms())))
+    }
+
+    async fn set(&self, ns: &str, key: &str, entry: KvEntry) -> Result<()> {
+        self.write_kv(&scoped(ns, key), &entry, None).await?;
+        Ok(())
+    }
+
+    async fn delete(&self, ns: &str, key: &str) -> Result<bool> {
+        let key = scoped(ns, key);
+        let store = &self.inner.kv;
+        loop {
+            let found = current(store, &key).await?;
+            let Some(entry) = found.entry else {
+                return Ok(false);
+            };
+            let subject = format!("{}{key}", store.prefix);
+            match purge(&self.inner.js, subject, Some(found.revision)).await? {
+                Published::Stored(_) => return Ok(live(&entry, now_ms())),
+                Published::Conflict => continue,
+            }
+        }
+    }
+
+    async fn increment(&self, ns: &str, key: &str, delta: i64) -> Result<i64> {
+        let kv_key = scoped(ns, key);
+        loop {
+            let found = current(&self.inner.kv, &kv_key).await?;
+            let (entry, next) = incremented(found.entry.as_ref(), key, delta, now_ms())?;
+            match self.write_kv(&kv_key, &entry, Some(found.revision)).await? {
+                Published::Stored(_) => return Ok(next),
+                Published::Conflict => tokio::task::yield_now().await,
+            }
+        }
+    }
+
+    async fn list(
+        &self,
+        ns: &str,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<KvKey>> {
+        // JetStream filters by whole tokens only: read the namespace's
+        // last values, then pick and order here.
+        let values = kv_values(&self.inner.client, &self.inner.kv, &format!("{}.>", token(ns)))
+            .await?;
+        let now = now_ms();
+        let mut keys = Vec::new();
+        for (kv_key, raw) in values {
+            let name = unscoped(&kv_key).ok_or_else(|| corrupt(&kv_key))?;
+            let expires_at_ms = codec::expires_at(&raw);
+            if !name.starts_with(prefix)
+                || cursor.is_some_and(|c| name.as_str() <= c)
+                || expires_at_ms.is_some_and(|t| t <= now)
+            {
+                continue;
+            }
+            let metadata = codec::metadata(&raw);
+            keys.push((
+                name.clone(),
+                KvKey {
+                    name,
+                    metadata,
+                    expires_at_ms,
+                },
+            ));
+        }
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
+        Page::collect(keys.into_iter().map(Ok), prefix, limit)
+    }
+}
