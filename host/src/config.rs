@@ -27,8 +27,16 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Folder of plugin manifests (`*.toml`).
     pub plugins_dir: PathBuf,
-    /// Folder of the database, blob bodies and caches.
+    /// Folder of the database, blob bodies and caches (with a shared
+    /// store: of the caches and uploads in progress only).
     pub data_dir: PathBuf,
+    /// Where KV, blobs, plugin versions and room logs are kept: the
+    /// embedded database in `data_dir` (`None`), or a NATS server shared
+    /// by the nodes of a cluster.
+    pub storage: Option<crate::storage::nats::NatsSettings>,
+    /// This node's name in a cluster (unique among its nodes); the
+    /// listen address by default.
+    pub node: Option<String>,
     /// Bearer token for `/_spike/*`. Without one the admin API is disabled.
     pub admin_token: Option<String>,
     /// Reload a plugin when its component file changes.
@@ -143,6 +151,8 @@ impl ServerConfig {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             plugins_dir: plugins_dir.into(),
             data_dir: data_dir.into(),
+            storage: None,
+            node: None,
             admin_token: None,
             watch: true,
             pool: PoolSettings::default(),

@@ -50,6 +50,16 @@ enum Command {
         /// Folder for the database, blob bodies and caches.
         #[arg(long, default_value = "data", env = "SPIKE_DATA")]
         data: PathBuf,
+        /// Keep KV, blobs, plugin versions and room logs on a NATS server
+        /// with JetStream, shared by the nodes of a cluster:
+        /// nats://host:port[,host:port…][/prefix][?replicas=N]. Without it,
+        /// the embedded database in --data.
+        #[arg(long, env = "SPIKE_STORAGE", value_parser = spike::storage::nats::NatsSettings::parse)]
+        storage: Option<spike::storage::nats::NatsSettings>,
+        /// This node's name in a cluster (unique among its nodes; the
+        /// listen address by default).
+        #[arg(long, env = "SPIKE_NODE")]
+        node: Option<String>,
         /// Bearer token for the admin API (/_spike/*); disabled without one.
         #[arg(long, env = "SPIKE_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
@@ -192,6 +202,8 @@ async fn main() -> anyhow::Result<()> {
             listen,
             plugins,
             data,
+            storage,
+            node,
             admin_token,
             no_watch,
             max_instances,
@@ -213,6 +225,8 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let mut config = spike::ServerConfig::new(plugins, data);
             config.listen = listen;
+            config.storage = storage;
+            config.node = node;
             config.admin_token = admin_token.filter(|t| !t.is_empty());
             config.watch = !no_watch;
             config.pool.max_instances = max_instances;

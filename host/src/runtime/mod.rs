@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod check;
+pub mod cluster;
 pub mod compile_cache;
 pub mod dispatch;
 pub mod engine;

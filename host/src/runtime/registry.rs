@@ -297,7 +297,7 @@ impl PluginRegistry {
     /// The slot named `name`, with its swap lock held; the slot may have
     /// been replaced while waiting for the lock (a manifest change), so it
     /// is looked up again until it is the current one.
-    async fn locked_slot(
+    pub(super) async fn locked_slot(
         &self,
         name: &str,
     ) -> Result<(Arc<PluginSlot>, tokio::sync::OwnedMutexGuard<()>), LoadError> {

@@ -104,9 +104,28 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
+    let nodes = match &state.cluster {
+        Some(cluster) => Some(cluster.nodes().await.map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cluster_unavailable",
+                format!("cannot read the cluster's nodes: {e}"),
+            )
+        })?),
+        None => None,
+    };
     let mut plugins = Vec::new();
     for slot in state.registry.slots() {
-        plugins.push(plugin_json(&state, &slot).await);
+        let mut plugin = plugin_json(&state, &slot).await;
+        if let Some(nodes) = &nodes {
+            // Each node's active version of this plugin, as it last said.
+            let versions: serde_json::Map<String, Value> = nodes
+                .iter()
+                .filter_map(|n| Some((n.node.clone(), json!(n.plugins.get(&slot.manifest.name)?))))
+                .collect();
+            plugin["nodes"] = Value::Object(versions);
+        }
+        plugins.push(plugin);
     }
     let refused: Vec<Value> = state
         .registry
@@ -114,9 +133,12 @@ pub async fn list(
         .into_iter()
         .map(|(path, reason)| json!({ "path": path.display().to_string(), "reason": reason }))
         .collect();
-    Ok(Json(
-        json!({ "plugins": plugins, "refused_manifests": refused }),
-    ))
+    let mut answer = json!({ "plugins": plugins, "refused_manifests": refused });
+    if let (Some(cluster), Some(nodes)) = (&state.cluster, nodes) {
+        answer["node"] = json!(cluster.node());
+        answer["nodes"] = json!(nodes);
+    }
+    Ok(Json(answer))
 }
 
 fn load_error(e: LoadError) -> ApiError {

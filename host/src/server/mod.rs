@@ -50,6 +50,8 @@ pub struct AppState {
     pub rooms: Arc<RoomHub>,
     /// KV storage, for the admin API's look into a namespace.
     pub kv: Arc<dyn crate::storage::KvBackend>,
+    /// The other nodes, with a shared backend.
+    pub cluster: Option<Arc<dyn crate::storage::Cluster>>,
 }
 
 /// Which plugin and route served a response, for the request log and
@@ -358,6 +360,8 @@ pub struct RunningServer {
     shutdown: Vec<tokio::sync::oneshot::Sender<()>>,
     serving: Vec<tokio::task::JoinHandle<()>>,
     _watcher: Option<watch::FileWatch>,
+    /// Following the cluster's plugin versions, publishing this node's.
+    _cluster: Option<crate::runtime::cluster::ClusterTasks>,
     storage: Liveness,
     rooms: Arc<RoomHub>,
 }
@@ -397,6 +401,18 @@ impl RunningServer {
     }
 }
 
+/// A node's name when the operator gives none: the host's name and the
+/// port it serves (its process id for a port chosen by the system).
+fn default_node(listen: SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "spike".into());
+    match listen.port() {
+        0 => format!("{host}-{}", std::process::id()),
+        port => format!("{host}:{port}"),
+    }
+}
+
 /// Opens the data folder, loads the plugins and starts serving.
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let storage = StorageSettings {
@@ -404,7 +420,19 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     };
     let secrets = config.secrets.load()?;
     tracing::info!(secrets = secrets.len(), "secrets loaded");
-    let backends = Backends::open_redb(&config.data_dir, &storage)?;
+    let backends = match &config.storage {
+        None => Backends::open_redb(&config.data_dir, &storage)?,
+        Some(nats) => {
+            let node = config
+                .node
+                .clone()
+                .unwrap_or_else(|| default_node(config.listen));
+            let backends = Backends::connect_nats(nats, &node, &config.data_dir, &storage).await?;
+            tracing::info!(node, servers = %nats.servers, prefix = %nats.prefix, "joined the cluster");
+            backends
+        }
+    };
+    let cluster = backends.cluster.clone();
     let liveness = backends.liveness();
     let metrics = Metrics::new();
     let caps = Caps::new(
@@ -435,6 +463,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         PluginRegistry::start(&settings, &caps, backends.versions.clone(), &metrics).await?;
     let rooms = RoomHub::new(backends.rooms.clone(), &registry, &metrics);
     let kv = backends.kv.clone();
+    let cluster_tasks = cluster
+        .as_ref()
+        .map(|cluster| crate::runtime::cluster::start(&registry, cluster));
     drop((caps, backends));
     let watcher = if config.watch {
         match watch::watch_plugins(registry.clone()) {
@@ -469,6 +500,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         sites,
         rooms: rooms.clone(),
         kv,
+        cluster,
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let serve = tokio::spawn(listener::serve(
@@ -519,6 +551,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         shutdown: stops,
         serving,
         _watcher: watcher,
+        _cluster: cluster_tasks,
         storage: liveness,
         rooms,
     })

@@ -295,6 +295,34 @@ pub trait RoomLog: Send + Sync {
     }
 }
 
+/// What one node of a cluster tells the others about itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node: String,
+    /// Each plugin's active version (SHA-256) on the node.
+    pub plugins: std::collections::BTreeMap<String, String>,
+    pub at_ms: u64,
+}
+
+/// What the nodes of a cluster share besides storage: who is there, and
+/// word of plugin changes. Only a shared backend has one.
+#[async_trait::async_trait]
+pub trait Cluster: Send + Sync {
+    /// This node's name, unique in the cluster.
+    fn node(&self) -> &str;
+    /// Publishes this node's status; it lapses unless published again
+    /// within `NODE_STATUS_TTL`.
+    async fn report(&self, status: &NodeStatus) -> Result<()>;
+    /// The nodes that reported lately, by name.
+    async fn nodes(&self) -> Result<Vec<NodeStatus>>;
+    /// The names of plugins whose version history changes from now on,
+    /// on any node (this one included), as they change.
+    async fn plugin_changes(&self) -> Result<futures::stream::BoxStream<'static, Result<String>>>;
+}
+
+/// How long a node's status stays without being published again.
+pub const NODE_STATUS_TTL: Duration = Duration::from_secs(15);
+
 /// The backends of one host, and a way to tell when they have all closed.
 #[derive(Clone)]
 pub struct Backends {
@@ -302,6 +330,9 @@ pub struct Backends {
     pub blob: Arc<dyn BlobBackend>,
     pub versions: Arc<dyn VersionStore>,
     pub rooms: Arc<dyn RoomLog>,
+    /// The other nodes, when the backend is shared (`None`: this node is
+    /// alone with its data).
+    pub cluster: Option<Arc<dyn Cluster>>,
     liveness: Liveness,
 }
 
@@ -322,23 +353,27 @@ impl Backends {
             blob: backend.clone(),
             rooms: backend.clone(),
             versions: backend,
+            cluster: None,
         })
     }
 
-    /// The cluster backend on the NATS server `settings` names; uploads
-    /// are spooled under `data_dir`.
+    /// The cluster backend on the NATS server `settings` names, as the
+    /// node `node`; uploads are spooled under `data_dir`.
     pub async fn connect_nats(
         settings: &nats::NatsSettings,
+        node: &str,
         data_dir: &Path,
         storage: &StorageSettings,
     ) -> Result<Self> {
         let backend = nats::NatsBackend::connect(settings, data_dir, storage).await?;
+        let cluster = nats::NatsCluster::join(&backend, node).await?;
         Ok(Self {
             liveness: backend.liveness(),
             kv: Arc::new(backend.clone()),
             blob: Arc::new(backend.clone()),
             rooms: Arc::new(backend.clone()),
             versions: Arc::new(backend),
+            cluster: Some(Arc::new(cluster)),
         })
     }
 

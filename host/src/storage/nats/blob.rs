@@ -171,7 +171,8 @@ impl ObjectBody for Body {
 }
 
 fn decode(key: &str, raw: &[u8]) -> Result<ObjectInfo> {
-    serde_json::from_slice(raw).map_err(|e| StorageError::Corrupt(format!("blob record {key}: {e}")))
+    serde_json::from_slice(raw)
+        .map_err(|e| StorageError::Corrupt(format!("blob record {key}: {e}")))
 }
 
 #[async_trait::async_trait]

@@ -105,8 +105,12 @@ impl KvBackend for NatsBackend {
     ) -> Result<Page<KvKey>> {
         // JetStream filters by whole tokens only: read the namespace's
         // last values, then pick and order here.
-        let values = kv_values(&self.inner.client, &self.inner.kv, &format!("{}.>", token(ns)))
-            .await?;
+        let values = kv_values(
+            &self.inner.client,
+            &self.inner.kv,
+            &format!("{}.>", token(ns)),
+        )
+        .await?;
         let now = now_ms();
         let mut keys = Vec::new();
         for (kv_key, raw) in values {

@@ -42,15 +42,13 @@ impl LocalNats {
                 .map_err(std::io::Error::from)
             });
         }
-        let child = command
-            .spawn()
-            .map_err(|e| {
-                format!(
-                    "cannot run {} ({e}): run scripts/setup.sh, which installs nats-server, \
+        let child = command.spawn().map_err(|e| {
+            format!(
+                "cannot run {} ({e}): run scripts/setup.sh, which installs nats-server, \
                      or set SPIKE_NATS_SERVER",
-                    binary.display()
-                )
-            })?;
+                binary.display()
+            )
+        })?;
         let mut server = Self {
             url: String::new(),
             child,
@@ -169,7 +167,8 @@ mod tempfile_dir {
 
     impl Dir {
         pub fn new() -> Result<Self, String> {
-            let path = std::env::temp_dir().join(format!("{PREFIX}{}", crate::util::unique_suffix()));
+            let path =
+                std::env::temp_dir().join(format!("{PREFIX}{}", crate::util::unique_suffix()));
             std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             Ok(Self(path))
         }

@@ -14,6 +14,7 @@
 //! P_rooms       stream, subject P.room.<room> -> one message per append
 //! P_room_state  KV bucket   "<room>.<key>"    -> a room's small state
 //! P_snapshots   Object Store "<room>"         -> a room's snapshot
+//! P_nodes       KV bucket   "<node>"          -> JSON NodeStatus, lapsing
 //! ```
 //!
 //! `P` is the prefix (`spike` unless the URL names another). Names in keys
@@ -23,6 +24,7 @@
 //! disk; `docs/operating.md` says how to set it.
 
 mod blob;
+mod cluster;
 mod kv;
 pub mod local;
 mod names;
@@ -37,6 +39,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv::Store, object_store::ObjectStore};
+
+pub use cluster::NatsCluster;
 
 use super::{Liveness, Result, StorageError, StorageSettings};
 
@@ -211,8 +215,10 @@ impl NatsBackend {
             .or_failed(format!("cannot open the stream {p}_rooms"))?;
         let uploads_dir = data_dir.join("nats-uploads");
         let _ = std::fs::remove_dir_all(&uploads_dir);
-        std::fs::create_dir_all(&uploads_dir)
-            .map_err(StorageError::io(format!("creating {}", uploads_dir.display())))?;
+        std::fs::create_dir_all(&uploads_dir).map_err(StorageError::io(format!(
+            "creating {}",
+            uploads_dir.display()
+        )))?;
         let backend = Self {
             inner: Arc::new(Inner {
                 client,
@@ -297,12 +303,81 @@ mod tests {
             kv_sweep_interval: Duration::from_secs(60),
         };
         tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(Backends::connect_nats(&settings, dir, &storage))
+            tokio::runtime::Handle::current()
+                .block_on(Backends::connect_nats(&settings, "test", dir, &storage))
         })
         .unwrap()
     }
 
     crate::storage::conformance::suite!(open);
+
+    /// Two nodes over the same prefix: once one fences a room, the other's
+    /// appends are refused by the server, and nothing of them lands.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fenced_owner_cannot_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (open(dir.path()).rooms, open(dir.path()).rooms);
+        let event = |t: &'static str| vec![bytes::Bytes::from_static(t.as_bytes())];
+        old.append("r", 1, event("a")).await.unwrap();
+        assert_eq!(new.head("r").await.unwrap().head, 1);
+        new.fence("r").await.unwrap();
+        let refused = old.append("r", 2, event("stale")).await;
+        assert!(
+            matches!(refused, Err(StorageError::RoomConflict { head: 1, .. })),
+            "{refused:?}"
+        );
+        new.append("r", 2, event("b")).await.unwrap();
+        // The stale owner, having looked again, sees the new owner's log.
+        assert!(old.append("r", 2, event("late")).await.is_err());
+        let texts: Vec<_> = old.read("r", 0, 10).await.unwrap();
+        assert_eq!(
+            texts,
+            vec![(1, bytes::Bytes::from("a")), (2, bytes::Bytes::from("b"))]
+        );
+    }
+
+    /// An expiring key is removed by the server itself (per-message TTL),
+    /// not only hidden.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_server_reclaims_expired_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = local::LocalNats::shared().unwrap();
+        let settings = NatsSettings::parse(&format!("{url}/ttl")).unwrap();
+        let storage = StorageSettings {
+            kv_sweep_interval: Duration::from_secs(60),
+        };
+        let backend = NatsBackend::connect(&settings, dir.path(), &storage)
+            .await
+            .unwrap();
+        use crate::storage::{KvBackend, KvEntry};
+        let entry = KvEntry {
+            value: b"v".to_vec(),
+            metadata: None,
+            expires_at_ms: Some(crate::util::now_ms() + 500),
+        };
+        backend.set("ns", "k", entry).await.unwrap();
+        let key = names::scoped("ns", "k");
+        assert!(
+            stream::last(&backend.inner.kv, &key)
+                .await
+                .unwrap()
+                .0
+                .is_some()
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while stream::last(&backend.inner.kv, &key)
+            .await
+            .unwrap()
+            .0
+            .is_some()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the key is still stored"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 
     #[test]
     fn urls_name_servers_prefix_and_replicas() {

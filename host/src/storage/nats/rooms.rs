@@ -203,7 +203,10 @@ impl NatsBackend {
                 _ => lo = mid + 1,
             }
         }
-        Ok(self.room_message(room, Some(lo), false).await?.map(|(s, _)| s))
+        Ok(self
+            .room_message(room, Some(lo), false)
+            .await?
+            .map(|(s, _)| s))
     }
 
     async fn snapshot(&self, room: &str) -> Result<Option<RoomSnapshot>> {
@@ -222,7 +225,9 @@ impl NatsBackend {
         object
             .read_to_end(&mut data)
             .await
-            .map_err(StorageError::io(format!("reading the snapshot of '{room}'")))?;
+            .map_err(StorageError::io(format!(
+                "reading the snapshot of '{room}'"
+            )))?;
         Ok(Some(RoomSnapshot {
             seq,
             data: data.into(),
@@ -260,7 +265,15 @@ impl RoomLog for NatsBackend {
             let n = run.len() as u64;
             let next = seen.head + 1;
             let message = Batch::encode(next, &run);
-            match publish(&self.inner.js, subject.clone(), message, Some(seen.seq), None).await {
+            match publish(
+                &self.inner.js,
+                subject.clone(),
+                message,
+                Some(seen.seq),
+                None,
+            )
+            .await
+            {
                 Ok(Published::Stored(seq)) => {
                     seen = Seen {
                         seq,
@@ -381,7 +394,11 @@ mod tests {
 
     #[test]
     fn batches_round_trip_and_split() {
-        let events = vec![Bytes::from_static(b"a"), Bytes::new(), Bytes::from(vec![7; 300])];
+        let events = vec![
+            Bytes::from_static(b"a"),
+            Bytes::new(),
+            Bytes::from(vec![7; 300]),
+        ];
         let batch = Batch::decode(Batch::encode(5, &events)).unwrap();
         assert_eq!((batch.first, batch.last()), (5, 7));
         assert_eq!(batch.events, events);
@@ -393,7 +410,10 @@ mod tests {
         assert!(Batch::decode(truncated.into()).is_none());
         let big = vec![Bytes::from(vec![0; MAX_MESSAGE / 2]); 5];
         let split = runs(big);
-        assert_eq!(split.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 1, 1, 1]);
+        assert_eq!(
+            split.iter().map(Vec::len).collect::<Vec<_>>(),
+            [1, 1, 1, 1, 1]
+        );
         assert_eq!(runs(vec![]).len(), 1);
     }
 }

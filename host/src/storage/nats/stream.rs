@@ -52,7 +52,15 @@ pub async fn purge(
     let mut headers = HeaderMap::new();
     headers.insert("KV-Operation", "PURGE");
     headers.insert(async_nats::header::NATS_ROLLUP, "sub");
-    send(js, subject, headers, Bytes::new(), expect, Some(super::MARKER_TTL)).await
+    send(
+        js,
+        subject,
+        headers,
+        Bytes::new(),
+        expect,
+        Some(super::MARKER_TTL),
+    )
+    .await
 }
 
 async fn send(
@@ -64,13 +72,19 @@ async fn send(
     ttl: Option<Duration>,
 ) -> Result<Published> {
     if let Some(seq) = expect {
-        headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, seq.to_string().as_str());
+        headers.insert(
+            NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            seq.to_string().as_str(),
+        );
     }
     if let Some(ttl) = ttl {
         let secs = ttl.as_millis().div_ceil(1000).max(1);
         headers.insert(NATS_MESSAGE_TTL, secs.to_string().as_str());
     }
-    let ack = match js.publish_with_headers(subject.clone(), headers, payload).await {
+    let ack = match js
+        .publish_with_headers(subject.clone(), headers, payload)
+        .await
+    {
         Ok(ack) => ack.await,
         Err(e) => Err(e),
     };
@@ -122,7 +136,9 @@ pub async fn read_to_now(
             )));
         };
         let message = message.or_failed(format!("reading {filter}"))?;
-        let info = message.info().or_failed("a message without its stream info")?;
+        let info = message
+            .info()
+            .or_failed("a message without its stream info")?;
         let pending = info.pending;
         let message = message.message;
         let more = take(Read {

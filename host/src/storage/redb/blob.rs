@@ -14,10 +14,10 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 
 use super::{BLOB_OBJECTS, BLOB_REFS, Inner, RedbBackend, blocking, list_scope};
+use crate::storage::spool::Spool;
 use crate::storage::{
     BlobBackend, ObjectBody, ObjectInfo, ObjectUpload, OpenObject, Page, Result, StorageError,
 };
-use crate::storage::spool::Spool;
 use crate::util::now_ms;
 
 /// What redb keeps about an object (the key is the table's).
@@ -325,7 +325,11 @@ mod tests {
 
     /// `bytes` staged as an upload's temporary file, with its record.
     fn staged(inner: &Inner, bytes: &[u8]) -> (PathBuf, Record) {
-        let path = inner.root.join("blobs").join("tmp").join(crate::util::unique_suffix());
+        let path = inner
+            .root
+            .join("blobs")
+            .join("tmp")
+            .join(crate::util::unique_suffix());
         std::fs::write(&path, bytes).unwrap();
         let record = Record {
             sha256: crate::util::sha256_hex(bytes),
