@@ -36,6 +36,8 @@ case "${1:-}" in
     # would change the features of shared crates and build the host twice.
     # A hung test must fail CI, not stall it.
     step "tests"
+    # The cluster tests run nodes as processes of the spike binary.
+    cargo build -p spike
     timeout 1800 cargo test -p spike -p spike-e2e -p hello
     timeout 600 cargo test -p auth -p transpile -p ai
     ;;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use spike::{RunningServer, ServerConfig};
 
 pub mod ai_server;
+pub mod cluster;
 pub mod fake_ai;
 pub mod node;
 pub mod render_pages;
@@ -35,7 +36,7 @@ pub async fn within_for<T>(limit: Duration, fut: impl Future<Output = T>) -> T {
 }
 
 /// The target directory (the test binary lives in `<target>/debug/deps/`).
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     exe.ancestors()
         .nth(3)

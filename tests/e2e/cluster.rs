@@ -1,0 +1,111 @@
+//! Three spike nodes (separate processes) on one JetStream server: what is
+//! written through one node is read through another, and a plugin pushed
+//! to one node serves from every node.
+
+use std::time::{Duration, Instant};
+
+use spike_e2e::cluster::Cluster;
+use spike_e2e::{ADMIN_TOKEN, HELLO, client, guest, send, send_json, within};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_and_blobs_written_through_one_node_are_read_through_another() {
+    let cluster = Cluster::start(3, &[HELLO]).await;
+    // The counter's increments through all three nodes make one sequence.
+    let mut seen = Vec::new();
+    for round in 0..3 {
+        for i in 1..=3 {
+            let (status, body) =
+                send_json(client().post(cluster.node(i).at("/hello/counter"))).await;
+            assert_eq!(status, 200, "round {round}, node {i}: {body}");
+            seen.push(body["count"].as_i64().unwrap());
+        }
+    }
+    assert_eq!(seen, (1..=9).collect::<Vec<_>>());
+
+    let put = client()
+        .put(cluster.node(1).at("/hello/files/notes.txt"))
+        .body("written through node 1");
+    let (status, body) = send(put).await;
+    assert!(status == 200 || status == 201, "{status} {body}");
+    let (status, body) = send(client().get(cluster.node(3).at("/hello/files/notes.txt"))).await;
+    assert_eq!((status, body.as_str()), (200, "written through node 1"));
+    // A range of it, through the third node.
+    let ranged = client()
+        .get(cluster.node(3).at("/hello/files/notes.txt"))
+        .header("range", "bytes=8-14");
+    let (status, body) = send(ranged).await;
+    assert_eq!((status, body.as_str()), (206, "through"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_pushed_to_one_node_serves_from_every_node() {
+    let cluster = Cluster::start(3, &[HELLO]).await;
+    let (_, before) = send(client().get(cluster.node(1).at("/hello"))).await;
+    let bytes = std::fs::read(guest("fixture_plain_hello")).unwrap();
+    let push = client()
+        .put(cluster.node(2).at("/_spike/plugins/hello"))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(bytes);
+    let (status, pushed) = send_json(push).await;
+    assert_eq!(status, 200, "{pushed}");
+    let sha = pushed["version"]["sha256"].as_str().unwrap().to_string();
+    let pushed_at = Instant::now();
+
+    // Every node serves the new version within a few seconds.
+    within(async {
+        for i in [1, 3] {
+            loop {
+                let (_, now) = send(client().get(cluster.node(i).at("/hello"))).await;
+                if now != before {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    })
+    .await;
+    let took = pushed_at.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "served everywhere after {took:?}"
+    );
+
+    // Each node's list shows every node's active version.
+    within(async {
+        loop {
+            let list = cluster.node(3).plugins().await;
+            let hello = list["plugins"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == "hello")
+                .unwrap()
+                .clone();
+            let nodes = hello["nodes"].as_object().cloned().unwrap_or_default();
+            if nodes.len() == 3 && nodes.values().all(|v| v == sha.as_str()) {
+                assert_eq!(list["node"], "node-3");
+                assert_eq!(list["nodes"].as_array().unwrap().len(), 3);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+
+    // A rollback on node 3 reaches node 1 too.
+    let rollback = client()
+        .post(cluster.node(3).at("/_spike/plugins/hello/rollback"))
+        .bearer_auth(ADMIN_TOKEN);
+    let (status, body) = send_json(rollback).await;
+    assert_eq!(status, 200, "{body}");
+    within(async {
+        loop {
+            let (_, now) = send(client().get(cluster.node(1).at("/hello"))).await;
+            if now == before {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
