@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use serde_json::json;
 use spike_e2e::cluster::Cluster;
 use spike_e2e::{ADMIN_TOKEN, HELLO, client, guest, send, send_json, within};
 
@@ -108,4 +109,51 @@ async fn a_plugin_pushed_to_one_node_serves_from_every_node() {
         }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_quota_is_one_quota_across_nodes() {
+    let whoami = spike_e2e::Plugin {
+        name: "whoami",
+        guest: "fixture_whoami",
+        manifest: "[[routes]]\nprefix = \"/whoami\"\n[quotas.calls]\nrequests = 4\nper_s = 60\n",
+    };
+    let cluster = Cluster::start(3, &[whoami]).await;
+    let check = |node: usize, key: &str| {
+        client().post(
+            cluster
+                .node(node)
+                .at(&format!("/whoami/quota?quota=calls&key={key}&cost=1")),
+        )
+    };
+    // Four calls of one key through three nodes use up one allowance of
+    // four; the fifth, through any node, is refused.
+    let mut remaining = Vec::new();
+    for node in [1, 2, 3, 1] {
+        let (status, body) = send_json(check(node, "alice")).await;
+        assert_eq!((status, &body["allowed"]), (200, &json!(true)), "{body}");
+        remaining.push(body["remaining"].as_u64().unwrap());
+    }
+    assert_eq!(remaining, [3, 2, 1, 0]);
+    for node in [2, 3] {
+        let (_, body) = send_json(check(node, "alice")).await;
+        assert_eq!(body["allowed"], false, "{body}");
+        let wait = body["retry_after_ms"].as_u64().unwrap();
+        assert!((14_000..=15_000).contains(&wait), "{wait}");
+    }
+    // Another key has its own allowance.
+    let (_, body) = send_json(check(3, "bob")).await;
+    assert_eq!(
+        (body["allowed"].clone(), body["remaining"].clone()),
+        (json!(true), json!(3))
+    );
+
+    // Twelve calls at once through three nodes: exactly four allowed.
+    let calls = (0..12).map(|i| send_json(check(i % 3 + 1, "carol")));
+    let answers = futures::future::join_all(calls).await;
+    let allowed = answers
+        .iter()
+        .filter(|(status, body)| *status == 200 && body["allowed"] == true)
+        .count();
+    assert_eq!(allowed, 4, "{answers:?}");
 }

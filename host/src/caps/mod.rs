@@ -239,7 +239,11 @@ impl Caps {
                 pool: outbound::ConnectionPool::start(),
             },
             secrets: settings.secrets.clone(),
-            rate_limits: rate_limit::RateLimits::start(settings.default_rate_limit, metrics),
+            rate_limits: rate_limit::RateLimits::start(
+                settings.default_rate_limit,
+                backends.cluster.clone(),
+                metrics,
+            ),
             render: render::Renderer::new(
                 settings.render.clone(),
                 settings.resolver.clone(),
@@ -253,12 +257,7 @@ impl Caps {
         let quotas = grants
             .quotas
             .iter()
-            .map(|(quota, rule)| {
-                let limiter = self
-                    .rate_limits
-                    .limiter(name, &format!("quota {quota}"), *rule);
-                (quota.clone(), limiter)
-            })
+            .map(|(quota, rule)| (quota.clone(), self.rate_limits.quota(name, quota, *rule)))
             .collect();
         if grants.render {
             self.render.warm();

@@ -318,6 +318,13 @@ pub trait Cluster: Send + Sync {
     /// The names of plugins whose version history changes from now on,
     /// on any node (this one included), as they change.
     async fn plugin_changes(&self) -> Result<futures::stream::BoxStream<'static, Result<String>>>;
+    /// A shared number (a quota's state) and the revision a write over it
+    /// expects; `None` if absent or lapsed.
+    async fn number(&self, key: &str) -> Result<(Option<u64>, u64)>;
+    /// Writes `value` under `key`, lapsing after `ttl`, if its revision is
+    /// still `revision`; whether it did.
+    async fn set_number(&self, key: &str, value: u64, revision: u64, ttl: Duration)
+    -> Result<bool>;
 }
 
 /// How long a node's status stays without being published again.

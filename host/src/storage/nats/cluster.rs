@@ -1,13 +1,16 @@
 //! What the nodes share besides storage: their statuses in the KV bucket
 //! `P_nodes` (each published with a TTL, so a node that dies drops out),
-//! and the plugin histories' changes, watched on `P_plugins`.
+//! the plugin histories' changes, watched on `P_plugins`, and shared
+//! numbers (`P_numbers`), changed by compare-and-set.
 
 use async_nats::jetstream::kv::{Operation, Store};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
 use super::names::{name, token};
-use super::stream::{kv_values, publish};
+use std::time::Duration;
+
+use super::stream::{Published, kv_values, last, publish};
 use super::{NatsBackend, OrFailed, open_kv};
 use crate::storage::{Cluster, NODE_STATUS_TTL, NodeStatus, Result, StorageError};
 
@@ -15,14 +18,16 @@ pub struct NatsCluster {
     backend: NatsBackend,
     node: String,
     nodes: Store,
+    /// Shared numbers: quotas' states (`P_numbers`).
+    numbers: Store,
 }
 
 impl NatsCluster {
     /// Joins as `node` (statuses are published by the caller).
     pub async fn join(backend: &NatsBackend, node: &str) -> Result<Self> {
         let js = async_nats::jetstream::new(backend.client());
-        let config = async_nats::jetstream::kv::Config {
-            bucket: format!("{}_nodes", backend.prefix()),
+        let config = |name: &str| async_nats::jetstream::kv::Config {
+            bucket: format!("{}_{name}", backend.prefix()),
             history: 1,
             limit_markers: Some(super::MARKER_TTL),
             ..Default::default()
@@ -30,7 +35,8 @@ impl NatsCluster {
         Ok(Self {
             backend: backend.clone(),
             node: node.to_string(),
-            nodes: open_kv(&js, config).await?,
+            nodes: open_kv(&js, config("nodes")).await?,
+            numbers: open_kv(&js, config("numbers")).await?,
         })
     }
 }
@@ -66,6 +72,34 @@ impl Cluster for NatsCluster {
         }
         nodes.sort_by(|a, b| a.node.cmp(&b.node));
         Ok(nodes)
+    }
+
+    async fn number(&self, key: &str) -> Result<(Option<u64>, u64)> {
+        let (value, revision) = last(&self.numbers, &token(key)).await?;
+        let number = match value {
+            Some(raw) => Some(
+                std::str::from_utf8(&raw)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| StorageError::Corrupt(format!("the number {key}")))?,
+            ),
+            None => None,
+        };
+        Ok((number, revision))
+    }
+
+    async fn set_number(
+        &self,
+        key: &str,
+        value: u64,
+        revision: u64,
+        ttl: Duration,
+    ) -> Result<bool> {
+        let subject = format!("{}{}", self.numbers.prefix, token(key));
+        let value = bytes::Bytes::from(value.to_string());
+        let inner = &self.backend.inner;
+        let done = publish(&inner.js, subject, value, Some(revision), Some(ttl)).await?;
+        Ok(matches!(done, Published::Stored(_)))
     }
 
     async fn plugin_changes(&self) -> Result<BoxStream<'static, Result<String>>> {

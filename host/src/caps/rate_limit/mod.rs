@@ -12,6 +12,13 @@
 //! to fresh are dropped by a sweep every few seconds, and a limiter that is
 //! full after a sweep counts new keys together under one shared key (they
 //! are limited as one client) until room comes back.
+//!
+//! On a cluster, plugin quotas are the cluster's (`shared`): a user's AI
+//! quota is one quota whichever node serves them. Route limits by client
+//! address stay each node's own: checked before any instance on every
+//! request, they must not wait on the network (`docs/operating.md`).
+
+mod shared;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -19,10 +26,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use governor::RateLimiter;
 use governor::clock::{Clock, QuantaClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DashMapStateStore;
-use governor::{Quota, RateLimiter};
 
 use super::{CapError, View};
 use crate::bindings::spike::host::rate_limit as wit;
@@ -58,12 +65,12 @@ impl Rule {
         })
     }
 
-    fn quota(&self) -> Quota {
+    fn quota(&self) -> governor::Quota {
         // `per` is at least a second and `requests` at most u32::MAX, so
         // the interval is at least a fraction of a nanosecond: never zero
         // after the max(1).
         let interval = (self.per / self.requests.get()).max(Duration::from_nanos(1));
-        Quota::with_period(interval)
+        governor::Quota::with_period(interval)
             .expect("a non-zero period")
             .allow_burst(self.requests)
     }
@@ -207,14 +214,37 @@ pub struct RateLimits {
     limiters: Mutex<HashMap<LimiterId, Weak<Limiter>>>,
     /// For routes whose manifest says nothing (`--rate-limit`).
     pub route_default: Option<Rule>,
+    /// Where plugin quotas are kept when the node is one of a cluster.
+    cluster: Option<Arc<dyn crate::storage::Cluster>>,
+}
+
+/// A plugin's quota: this node's, or the cluster's.
+#[derive(Clone)]
+pub enum Quota {
+    Local(Arc<Limiter>),
+    Shared(Arc<shared::SharedQuota>),
+}
+
+impl Quota {
+    async fn check(&self, key: &str, cost: NonZeroU32) -> Result<Decision, CapError> {
+        match self {
+            Quota::Local(limiter) => limiter.check(key, cost),
+            Quota::Shared(quota) => quota.check(key, cost).await,
+        }
+    }
 }
 
 impl RateLimits {
     /// The limiters, swept every few seconds for as long as they live.
-    pub fn start(route_default: Option<Rule>, metrics: &Arc<Metrics>) -> Arc<Self> {
+    pub fn start(
+        route_default: Option<Rule>,
+        cluster: Option<Arc<dyn crate::storage::Cluster>>,
+        metrics: &Arc<Metrics>,
+    ) -> Arc<Self> {
         let limits = Arc::new(Self {
             limiters: Mutex::default(),
             route_default,
+            cluster,
         });
         let weak = Arc::downgrade(&limits);
         let keys = metrics.rate_limit_keys.clone();
@@ -250,6 +280,20 @@ impl RateLimits {
         limiter
     }
 
+    /// The quota `quota` of `plugin` under `rule`: the cluster's if the
+    /// node is one of a cluster, else a limiter of this node.
+    pub fn quota(&self, plugin: &str, quota: &str, rule: Rule) -> Quota {
+        match &self.cluster {
+            Some(cluster) => Quota::Shared(Arc::new(shared::SharedQuota::new(
+                cluster.clone(),
+                plugin,
+                quota,
+                rule,
+            ))),
+            None => Quota::Local(self.limiter(plugin, &format!("quota {quota}"), rule)),
+        }
+    }
+
     /// Drops idle keys of every limiter, and forgets limiters no manifest
     /// uses any more. Returns the keys left.
     fn sweep(&self) -> usize {
@@ -268,7 +312,7 @@ impl RateLimits {
 }
 
 /// A plugin's quotas, by name, as its manifest declares them.
-pub type Quotas = HashMap<String, Arc<Limiter>>;
+pub type Quotas = HashMap<String, Quota>;
 
 /// The view that implements the rate-limit `Host` trait.
 pub type RateLimitView<'a> = View<'a, Quotas>;
@@ -280,7 +324,7 @@ impl wit::Host for RateLimitView<'_> {
         key: String,
         cost: u32,
     ) -> Result<wit::Decision, CapError> {
-        let limiter = self.ctx.get(&quota).ok_or_else(|| {
+        let limiter = self.ctx.get(&quota).cloned().ok_or_else(|| {
             CapError::AccessDenied(format!(
                 "quota '{quota}' is not declared in this plugin's manifest ([quotas.{quota}])"
             ))
@@ -288,7 +332,7 @@ impl wit::Host for RateLimitView<'_> {
         super::check_key("quota key", &key, 512)?;
         let cost = NonZeroU32::new(cost)
             .ok_or_else(|| CapError::InvalidInput("cost must be at least 1".into()))?;
-        let d = limiter.check(&key, cost)?;
+        let d = limiter.check(&key, cost).await?;
         self.counts
             .quota(if d.allowed { "allowed" } else { "refused" });
         Ok(wit::Decision {
@@ -381,7 +425,7 @@ mod tests {
 
     #[test]
     fn limiters_are_shared_by_rule_and_scope() {
-        let limits = RateLimits::start(None, &Metrics::new());
+        let limits = RateLimits::start(None, None, &Metrics::new());
         let rule = Rule::new(5, 60).unwrap();
         let a = limits.limiter("p", "route 0", rule);
         assert!(Arc::ptr_eq(&a, &limits.limiter("p", "route 0", rule)));
