@@ -3,6 +3,7 @@
 //! | request                    | what it does                                   |
 //! |----------------------------|------------------------------------------------|
 //! | `GET /hello`               | a greeting (`?name=` to change who is greeted) |
+//! | `GET /hello/counter`       | reads the KV counter                           |
 //! | `POST /hello/counter`      | adds one to a KV counter and returns it        |
 //! | `PUT /hello/files/{name}`  | stores the body as a blob, streamed            |
 //! | `GET /hello/files/{name}`  | returns it (with `Range` support, RFC 9110)    |
@@ -33,6 +34,7 @@ impl Guest for Hello {
         let path = req.path().to_string();
         match (method.as_str(), path.as_str()) {
             ("GET", "/hello") => greet(&req).send(out),
+            ("GET", "/hello/counter") => read_count().send(out),
             ("POST", "/hello/counter") => count().send(out),
             ("PUT", p) if p.starts_with("/hello/files/") => put_file(&req, &p[13..]).send(out),
             ("GET", p) if p.starts_with("/hello/files/") => get_file(&req, &p[13..], out),
@@ -58,6 +60,21 @@ fn count() -> Response {
     let result = Namespace::open(KV_NAMESPACE).and_then(|ns| ns.increment("counter", 1));
     match result {
         Ok(n) => Response::json(200, format!(r#"{{"count":{n}}}"#)),
+        Err(e) => Response::from_error(&e),
+    }
+}
+
+/// The counter as stored (0 before the first count).
+fn read_count() -> Response {
+    let result = Namespace::open(KV_NAMESPACE).and_then(|ns| ns.get("counter"));
+    match result {
+        Ok(value) => {
+            let n = value.map_or_else(
+                || "0".to_string(),
+                |v| String::from_utf8_lossy(&v).into_owned(),
+            );
+            Response::json(200, format!(r#"{{"count":{n}}}"#))
+        }
         Err(e) => Response::from_error(&e),
     }
 }

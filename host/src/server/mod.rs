@@ -461,7 +461,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let sites = crate::assets::Sites::start(&config.sites, config.watch)?;
     let registry =
         PluginRegistry::start(&settings, &caps, backends.versions.clone(), &metrics).await?;
-    let rooms = RoomHub::new(backends.rooms.clone(), &registry, &metrics);
+    let rooms = RoomHub::new(
+        backends.rooms.clone(),
+        backends.cluster.clone(),
+        &registry,
+        &metrics,
+    );
     let kv = backends.kv.clone();
     let cluster_tasks = cluster
         .as_ref()

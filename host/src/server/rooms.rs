@@ -113,6 +113,14 @@ pub async fn join(state: &AppState, routed: &Routed, room: usize, req: Request) 
         Err(JoinError::Rejected { code, reason }) => {
             return upgrade.on_upgrade(move |socket| room_socket::refuse(socket, code, reason));
         }
+        Err(e @ JoinError::Elsewhere(_)) => {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "room_elsewhere",
+                e.to_string(),
+            )
+            .into_response();
+        }
         Err(e @ JoinError::Unavailable(_)) => {
             tracing::error!(plugin = %manifest.name, room = %id, "{e}");
             return ApiError::new(

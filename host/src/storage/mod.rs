@@ -325,6 +325,25 @@ pub trait Cluster: Send + Sync {
     /// still `revision`; whether it did.
     async fn set_number(&self, key: &str, value: u64, revision: u64, ttl: Duration)
     -> Result<bool>;
+    /// Claims the lease of `room` for this node, lapsing after `ttl`
+    /// unless renewed, or says which node holds it. A lease this node
+    /// holds already is written again (a fresh revision): the caller
+    /// makes sure one owner at a time claims.
+    async fn claim_room(&self, room: &str, ttl: Duration) -> Result<RoomClaim>;
+    /// Renews a lease held at `revision`; its new revision, or `None` if
+    /// the lease is no longer this node's (it lapsed, another node took it).
+    async fn renew_room(&self, room: &str, revision: u64, ttl: Duration) -> Result<Option<u64>>;
+    /// Gives a lease back, if it is still held at `revision`.
+    async fn release_room(&self, room: &str, revision: u64) -> Result<()>;
+}
+
+/// Who owns a room across the nodes of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomClaim {
+    /// This node does, at this revision of the lease.
+    Ours(u64),
+    /// Another node does.
+    Theirs(String),
 }
 
 /// How long a node's status stays without being published again.

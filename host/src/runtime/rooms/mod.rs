@@ -36,12 +36,17 @@ use crate::caps::identity::Caller;
 use crate::metrics::Metrics;
 use crate::runtime::PluginRegistry;
 use crate::runtime::manifest::{RoomLimits, RoomRoute};
-use crate::storage::{RoomLog, StorageError};
+use crate::storage::{Cluster, RoomClaim, RoomLog, StorageError};
 use owner::Command;
 
 /// How many commands may wait for an owner before connections wait to
 /// hand theirs over (which slows their reading: backpressure).
 const OWNER_INBOX: usize = 4096;
+
+/// On a cluster, how long a room's lease lasts unless its owner renews it
+/// (every quarter of it): how long a room whose owner died waits before
+/// another node may take it. Whole seconds (the store's TTLs are).
+const ROOM_LEASE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Every open room of the host.
 pub struct RoomHub {
@@ -57,6 +62,12 @@ pub struct RoomHub {
     /// is open.
     sockets: Arc<tokio::sync::Semaphore>,
     max_sockets: std::sync::atomic::AtomicUsize,
+    /// The other nodes, when the log is shared: an owner needs the room's
+    /// lease first.
+    cluster: Option<Arc<dyn Cluster>>,
+    /// One room opened at a time on this node, so that two joins of a
+    /// room that is not open claim its lease once.
+    opening: tokio::sync::Mutex<()>,
 }
 
 /// Which room: the plugin and room route that declare it, and its id.
@@ -96,6 +107,9 @@ pub enum JoinError {
     ServerFull(usize),
     #[error("the room's log is unavailable: {0}")]
     Unavailable(String),
+    /// Another node of the cluster owns the room.
+    #[error("the room is open on node {0}")]
+    Elsewhere(String),
     /// The room handler said no: the connection is closed with this.
     #[error("the room refused the connection: {reason}")]
     Rejected { code: u16, reason: String },
@@ -141,6 +155,12 @@ impl Kick {
     pub const MALFORMED: Self = Self {
         code: 1007,
         reason: "not a message of this room's protocol",
+    };
+    /// The room's lease went to another node (this one was paused, or cut
+    /// off from the store): the client reconnects, with `since`.
+    pub const MOVED: Self = Self {
+        code: 1012,
+        reason: "the room moved to another node: reconnect with since",
     };
     /// The host is stopping; the client may reconnect (with `since`).
     pub const STOPPING: Self = Self {
@@ -307,10 +327,13 @@ fn next_connection_id() -> Arc<str> {
 impl RoomHub {
     pub fn new(
         log: Arc<dyn RoomLog>,
+        cluster: Option<Arc<dyn Cluster>>,
         registry: &Arc<PluginRegistry>,
         metrics: &Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
+            cluster,
+            opening: tokio::sync::Mutex::new(()),
             rooms: Mutex::default(),
             log,
             registry: registry.clone(),
@@ -367,7 +390,10 @@ impl RoomHub {
         // An owner that is ending hands joins back (or has closed its
         // inbox): try a new one. A few tries: an owner ends only when idle.
         for _ in 0..8 {
-            let owner = self.owner_of(&name, room);
+            let owner = match self.open_owner(&name) {
+                Some(owner) => owner,
+                None => self.open(&name, room).await?,
+            };
             let (reply, outcome) = oneshot::channel();
             let join = Command::Join { request, reply };
             request = match owner.send(join).await {
@@ -390,22 +416,40 @@ impl RoomHub {
         Err(JoinError::Unavailable("the room kept closing".into()))
     }
 
-    /// The owner of `name`, started if there is none.
-    fn owner_of(
+    /// The owner of `name`, if the room is open here.
+    fn open_owner(&self, name: &str) -> Option<mailbox::Sender<Command>> {
+        let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        rooms.get(name).filter(|owner| !owner.is_closed()).cloned()
+    }
+
+    /// Opens `name` on this node: on a cluster, once its lease is this
+    /// node's.
+    async fn open(
         self: &Arc<Self>,
         name: &Arc<str>,
         room: &RoomAddress<'_>,
-    ) -> mailbox::Sender<Command> {
-        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(owner) = rooms.get(name)
-            && !owner.is_closed()
-        {
-            return owner.clone();
+    ) -> Result<mailbox::Sender<Command>, JoinError> {
+        let _one_at_a_time = self.opening.lock().await;
+        if let Some(owner) = self.open_owner(name) {
+            return Ok(owner);
         }
+        let lease = match &self.cluster {
+            None => None,
+            Some(cluster) => match cluster.claim_room(name, ROOM_LEASE).await {
+                Ok(RoomClaim::Ours(revision)) => Some(owner::Lease {
+                    cluster: cluster.clone(),
+                    revision,
+                    ttl: ROOM_LEASE,
+                }),
+                Ok(RoomClaim::Theirs(node)) => return Err(JoinError::Elsewhere(node)),
+                Err(e) => return Err(JoinError::Unavailable(e.to_string())),
+            },
+        };
         let (tx, rx) = mailbox::channel(OWNER_INBOX);
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         rooms.insert(name.clone(), tx.clone());
-        owner::spawn(self.clone(), name.clone(), room, rx, &tx);
-        tx
+        owner::spawn(self.clone(), name.clone(), room, rx, &tx, lease);
+        Ok(tx)
     }
 
     /// Removes `name`'s entry if it is still `owner`.

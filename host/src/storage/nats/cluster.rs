@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::stream::{Published, kv_values, last, publish};
 use super::{NatsBackend, OrFailed, open_kv};
-use crate::storage::{Cluster, NODE_STATUS_TTL, NodeStatus, Result, StorageError};
+use crate::storage::{Cluster, NODE_STATUS_TTL, NodeStatus, Result, RoomClaim, StorageError};
 
 pub struct NatsCluster {
     backend: NatsBackend,
@@ -20,6 +20,17 @@ pub struct NatsCluster {
     nodes: Store,
     /// Shared numbers: quotas' states (`P_numbers`).
     numbers: Store,
+    /// Room leases (`P_leases`): which node owns each open room.
+    leases: Store,
+    /// This process, as a lease names it (for whoever reads the bucket).
+    instance: String,
+}
+
+/// A room's lease as stored.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Lease {
+    node: String,
+    instance: String,
 }
 
 impl NatsCluster {
@@ -37,7 +48,27 @@ impl NatsCluster {
             node: node.to_string(),
             nodes: open_kv(&js, config("nodes")).await?,
             numbers: open_kv(&js, config("numbers")).await?,
+            leases: open_kv(&js, config("leases")).await?,
+            instance: format!("{}-{}", std::process::id(), crate::util::now_ms()),
         })
+    }
+}
+
+impl NatsCluster {
+    /// Writes this node's lease over `revision`; its new revision, or
+    /// `None` if another write came first.
+    async fn write_lease(&self, key: &str, revision: u64, ttl: Duration) -> Result<Option<u64>> {
+        let lease = Lease {
+            node: self.node.clone(),
+            instance: self.instance.clone(),
+        };
+        let value = serde_json::to_vec(&lease).expect("a lease encodes");
+        let subject = format!("{}{key}", self.leases.prefix);
+        let inner = &self.backend.inner;
+        match publish(&inner.js, subject, value.into(), Some(revision), Some(ttl)).await? {
+            Published::Stored(revision) => Ok(Some(revision)),
+            Published::Conflict => Ok(None),
+        }
     }
 }
 
@@ -100,6 +131,35 @@ impl Cluster for NatsCluster {
         let inner = &self.backend.inner;
         let done = publish(&inner.js, subject, value, Some(revision), Some(ttl)).await?;
         Ok(matches!(done, Published::Stored(_)))
+    }
+
+    async fn claim_room(&self, room: &str, ttl: Duration) -> Result<RoomClaim> {
+        let key = token(room);
+        loop {
+            let (value, revision) = last(&self.leases, &key).await?;
+            if let Some(raw) = value {
+                let holder: Lease = serde_json::from_slice(&raw)
+                    .map_err(|e| StorageError::Corrupt(format!("the lease of {room}: {e}")))?;
+                // This node's lease (or a previous run's, under the same
+                // name) is refreshed; another node keeps it until it lapses.
+                if holder.node != self.node {
+                    return Ok(RoomClaim::Theirs(holder.node));
+                }
+            }
+            if let Some(revision) = self.write_lease(&key, revision, ttl).await? {
+                return Ok(RoomClaim::Ours(revision));
+            }
+        }
+    }
+
+    async fn renew_room(&self, room: &str, revision: u64, ttl: Duration) -> Result<Option<u64>> {
+        self.write_lease(&token(room), revision, ttl).await
+    }
+
+    async fn release_room(&self, room: &str, revision: u64) -> Result<()> {
+        let subject = format!("{}{}", self.leases.prefix, token(room));
+        super::stream::purge(&self.backend.inner.js, subject, Some(revision)).await?;
+        Ok(())
     }
 
     async fn plugin_changes(&self) -> Result<BoxStream<'static, Result<String>>> {

@@ -10,6 +10,11 @@
 //! ends; with members but no commands for `idle`, it drops its state
 //! (hibernates) and reloads it from the log (`state`) on the next event.
 //! A `livestore` room's pulls and pushes are `livestore`'s.
+//!
+//! On a cluster the owner holds the room's lease (`Lease`), renews it, and
+//! fences the log before it first reads it; if the lease goes to another
+//! node, or an append finds another node's writes, the owner closes every
+//! member with 1012 (`Kick::MOVED`: reconnect) and ends.
 
 mod events;
 mod join;
@@ -139,8 +144,21 @@ impl Pending {
     }
 }
 
+/// A room's lease on a cluster, held by its owner.
+pub(super) struct Lease {
+    pub cluster: Arc<dyn crate::storage::Cluster>,
+    pub revision: u64,
+    pub ttl: std::time::Duration,
+}
+
 struct Owner {
     hub: Arc<RoomHub>,
+    /// On a cluster: the lease, and when it was last renewed.
+    lease: Option<(Lease, Instant)>,
+    /// Another node owns the room now: close everyone and end.
+    moved: bool,
+    /// Whether the log was fenced (before the first read of it).
+    fenced: bool,
     name: Arc<str>,
     id: String,
     plugin: Arc<str>,
@@ -170,6 +188,7 @@ pub(super) fn spawn(
     room: &RoomAddress<'_>,
     inbox: mailbox::Receiver<Command>,
     inbox_tx: &mailbox::Sender<Command>,
+    lease: Option<Lease>,
 ) {
     let plugin: Arc<str> = room.plugin.into();
     let label = PluginLabel {
@@ -178,6 +197,9 @@ pub(super) fn spawn(
     let metrics = &hub.metrics;
     metrics.rooms_open.inc();
     let owner = Owner {
+        lease: lease.map(|l| (l, Instant::now())),
+        moved: false,
+        fenced: false,
         events: metrics.room_events.get_or_create_owned(&label),
         deliveries: metrics.room_deliveries.get_or_create_owned(&label),
         hub: hub.clone(),
@@ -201,6 +223,11 @@ pub(super) fn spawn(
 impl Owner {
     async fn run(mut self: Box<Self>, mut inbox: mailbox::Receiver<Command>) {
         let mut stopping = self.hub.stopping.subscribe();
+        let renew_every = (self.lease.as_ref())
+            .map_or(std::time::Duration::from_secs(86_400), |(l, _)| l.ttl / 4);
+        let mut renew =
+            tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
+        let mut active_at = tokio::time::Instant::now();
         loop {
             // A batch's own vector: one kept across batches would keep the
             // largest batch's size in every open room.
@@ -210,17 +237,34 @@ impl Owner {
             } else {
                 self.limits.idle
             };
-            let next = tokio::select! {
-                next = tokio::time::timeout(wait, inbox.recv()) => next,
-                _ = stopping.wait_for(|stop| *stop) => {
-                    let all: Vec<u64> = self.members.keys().copied().collect();
-                    for n in all {
-                        self.kick(n, Kick::STOPPING, "stopping");
+            // What woke the owner; acted on once the select is over (the
+            // stop signal's guard must not be held across an await).
+            enum Woke<T> {
+                Inbox(T),
+                Renew,
+                Stopping,
+            }
+            let woke = tokio::select! {
+                next = tokio::time::timeout_at(active_at + wait, inbox.recv()) => Woke::Inbox(next),
+                _ = renew.tick(), if self.lease.is_some() => Woke::Renew,
+                _ = stopping.wait_for(|stop| *stop) => Woke::Stopping,
+            };
+            let next = match woke {
+                Woke::Inbox(next) => next,
+                Woke::Renew => {
+                    self.renew_lease().await;
+                    if self.moved {
+                        self.close_all(Kick::MOVED, "moved");
+                        break;
                     }
-                    self.hub.retire_now(&self.name);
+                    continue;
+                }
+                Woke::Stopping => {
+                    self.close_all(Kick::STOPPING, "stopping");
                     break;
                 }
             };
+            active_at = tokio::time::Instant::now();
             match next {
                 Ok(Some(command)) => batch.push(command),
                 Ok(None) => break,
@@ -243,6 +287,10 @@ impl Owner {
             // Boxed: its state (joins, handler calls, appends) is several KB,
             // which a waiting room would otherwise carry.
             Box::pin(self.handle(&mut batch)).await;
+            if self.moved {
+                self.close_all(Kick::MOVED, "moved");
+                break;
+            }
         }
         // Joins that reached the inbox as it closed go to a new owner.
         inbox.close();
@@ -254,6 +302,43 @@ impl Owner {
         let metrics = &self.hub.metrics;
         metrics.room_connections.dec_by(self.departed.len() as i64);
         metrics.rooms_open.dec();
+    }
+
+    /// Closes every member with `kick` and leaves the hub's table.
+    fn close_all(&mut self, kick: Kick, kind: &'static str) {
+        let all: Vec<u64> = self.members.keys().copied().collect();
+        for n in all {
+            self.kick(n, kick, kind);
+        }
+        self.hub.retire_now(&self.name);
+    }
+
+    /// Renews the room's lease; marks the room moved if it is another
+    /// node's now, or if it could not be renewed for as long as it lasts
+    /// (the store is out of reach: another node may have it by now).
+    async fn renew_lease(&mut self) {
+        let Some((lease, renewed)) = &mut self.lease else {
+            return;
+        };
+        match lease
+            .cluster
+            .renew_room(&self.name, lease.revision, lease.ttl)
+            .await
+        {
+            Ok(Some(revision)) => {
+                lease.revision = revision;
+                *renewed = Instant::now();
+            }
+            Ok(None) => {
+                tracing::warn!(room = %self.name, "the room's lease went to another node");
+                self.moved = true;
+            }
+            Err(e) if renewed.elapsed() >= lease.ttl => {
+                tracing::warn!(room = %self.name, "the room's lease lapsed: {e}");
+                self.moved = true;
+            }
+            Err(e) => tracing::warn!(room = %self.name, "renewing the room's lease: {e}"),
+        }
     }
 
     async fn handle(&mut self, batch: &mut Vec<Command>) {
@@ -333,6 +418,12 @@ impl Owner {
             Err(e) => {
                 tracing::error!(room = %self.name, "room events not stored: {e}");
                 self.state = None;
+                if self.lease.is_some()
+                    && matches!(e, crate::storage::StorageError::RoomConflict { .. })
+                {
+                    // Another node appended: it owns the room now.
+                    self.moved = true;
+                }
                 // A JSON member is told and may send again; a yjs or
                 // livestore client is closed, and syncs again on its
                 // reconnect (what it sent was not acknowledged).

@@ -36,6 +36,12 @@ impl Owner {
             return Ok(());
         }
         let log = &self.hub.log;
+        if !self.fenced {
+            // Appends another node prepared as this room's owner fail from
+            // here on (a no-op where one process writes the log).
+            log.fence(&self.name).await?;
+            self.fenced = true;
+        }
         let head = log.head(&self.name).await?;
         let snapshot_seq = head.snapshot.as_ref().map_or(0, |s| s.seq);
         let corrupt = |seq: u64, why: String| {
