@@ -5,6 +5,7 @@
 #     KV reads (GET /hello/counter), KV counter increments (POST), and
 #     GET /hello (no storage);
 #  2. 1, 2 and 3 nodes on NATS, wrk spreading the same connections over
+#     (2 wrk threads in all for one node and two, 3 for three)
 #     them: total requests/s and per-node efficiency (this machine has 2
 #     cores: more nodes share the same CPUs, so the question is what the
 #     cluster costs, not how it scales).
@@ -113,7 +114,7 @@ for nodes in 1 2 3; do
     if [ "$what" = kv-increment ]; then url_path=/hello/counter; lua="$work/post.lua"; fi
     wrk_pids=()
     for i in $(seq 1 "$nodes"); do
-      wrk -t1 -c$((CONNECTIONS / nodes)) -d"$DURATION" ${lua:+-s "$lua"} \
+      wrk -t$((nodes == 1 ? 2 : 1)) -c$((CONNECTIONS / nodes)) -d"$DURATION" ${lua:+-s "$lua"} \
         "http://127.0.0.1:$((8840 + i))$url_path" >"$out/wrk-scale-$nodes-$what-$i.txt" &
       wrk_pids+=($!)
     done

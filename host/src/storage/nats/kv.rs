@@ -41,7 +41,98 @@ fn ttl(expires_at: Option<u64>) -> Option<Duration> {
     expires_at.map(|t| Duration::from_millis(t.saturating_sub(now_ms())))
 }
 
+/// An increment waiting for the writer of its key.
+pub(super) struct Waiting {
+    delta: i64,
+    done: tokio::sync::oneshot::Sender<Result<i64>>,
+}
+
+/// Increments waiting, by KV key. The first to arrive for a key starts
+/// its writer (`write_increments`), which writes everything that waits
+/// then as one compare-and-set, and again while more arrive: concurrent
+/// increments of one counter cost one write, not a write and a retry
+/// each (the contention a hot counter would otherwise spend its time on).
+pub(super) type Increments = std::sync::Mutex<std::collections::HashMap<String, Queue>>;
+
+/// A key's increments waiting, and whether its writer runs (the key is in
+/// the map exactly as long as it does).
+#[derive(Default)]
+pub(super) struct Queue {
+    waiting: Vec<Waiting>,
+}
+
 impl NatsBackend {
+    async fn write_increments(self, kv_key: String, key: String) {
+        loop {
+            let batch = {
+                let mut waiting = self.inner.increments.lock().unwrap();
+                let queue = waiting
+                    .get_mut(&kv_key)
+                    .expect("the writer's key is in the map");
+                // Everything waiting now; the key stays in the map while
+                // the writer runs, so what arrives meanwhile queues for
+                // its next write instead of starting another writer.
+                let batch = std::mem::take(&mut queue.waiting);
+                if batch.is_empty() {
+                    waiting.remove(&kv_key);
+                    return;
+                }
+                batch
+            };
+            let outcomes = self.apply_increments(&kv_key, &key, &batch).await;
+            for (waiter, outcome) in batch.into_iter().zip(outcomes) {
+                let _ = waiter.done.send(outcome);
+            }
+        }
+    }
+
+    /// One compare-and-set of every delta of `batch`, in order, retried
+    /// from the stored value when another writer came first. A delta the
+    /// value refuses fails alone.
+    async fn apply_increments(
+        &self,
+        kv_key: &str,
+        key: &str,
+        batch: &[Waiting],
+    ) -> Vec<Result<i64>> {
+        loop {
+            let found = match current(&self.inner.kv, kv_key).await {
+                Ok(found) => found,
+                Err(e) => {
+                    return batch
+                        .iter()
+                        .map(|_| Err(StorageError::Backend(e.to_string())))
+                        .collect();
+                }
+            };
+            let now = now_ms();
+            let mut entry = found.entry;
+            let mut changed = false;
+            let outcomes: Vec<Result<i64>> = batch
+                .iter()
+                .map(|w| {
+                    let (next, n) = incremented(entry.as_ref(), key, w.delta, now)?;
+                    entry = Some(next);
+                    changed = true;
+                    Ok(n)
+                })
+                .collect();
+            let Some(entry) = entry.filter(|_| changed) else {
+                return outcomes;
+            };
+            match self.write_kv(kv_key, &entry, Some(found.revision)).await {
+                Ok(Published::Stored(_)) => return outcomes,
+                Ok(Published::Conflict) => tokio::task::yield_now().await,
+                Err(e) => {
+                    return batch
+                        .iter()
+                        .map(|_| Err(StorageError::Backend(e.to_string())))
+                        .collect();
+                }
+            }
+        }
+    }
+
     /// Writes `entry` under `key` if the key's revision is still `expect`.
     async fn write_kv(&self, key: &str, entry: &KvEntry, expect: Option<u64>) -> Result<Published> {
         let store = &self.inner.kv;
@@ -86,14 +177,22 @@ impl KvBackend for NatsBackend {
 
     async fn increment(&self, ns: &str, key: &str, delta: i64) -> Result<i64> {
         let kv_key = scoped(ns, key);
-        loop {
-            let found = current(&self.inner.kv, &kv_key).await?;
-            let (entry, next) = incremented(found.entry.as_ref(), key, delta, now_ms())?;
-            match self.write_kv(&kv_key, &entry, Some(found.revision)).await? {
-                Published::Stored(_) => return Ok(next),
-                Published::Conflict => tokio::task::yield_now().await,
-            }
+        let (done, result) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut waiting = self.inner.increments.lock().unwrap();
+            let starts = !waiting.contains_key(&kv_key);
+            let queue = waiting.entry(kv_key.clone()).or_default();
+            queue.waiting.push(Waiting { delta, done });
+            starts
+        };
+        if lead {
+            // A task of its own: the writer must finish for every waiter
+            // even if the caller that started it goes away.
+            tokio::spawn(self.clone().write_increments(kv_key, key.to_string()));
         }
+        result
+            .await
+            .map_err(|_| StorageError::Backend("the increment's writer stopped".into()))?
     }
 
     async fn list(

@@ -129,6 +129,8 @@ struct Inner {
     /// What this node last saw of each room it appended to: the fencing
     /// condition of its next append (see `rooms`).
     room_heads: std::sync::Mutex<HashMap<String, rooms::Seen>>,
+    /// Increments waiting for their key's writer (see `kv`).
+    increments: kv::Increments,
     closed: Arc<AtomicBool>,
     sweeper: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
 }
@@ -235,6 +237,7 @@ impl NatsBackend {
                 snapshots,
                 uploads_dir,
                 room_heads: Default::default(),
+                increments: Default::default(),
                 closed: Arc::new(AtomicBool::new(false)),
                 sweeper: Default::default(),
             }),
