@@ -8,10 +8,14 @@
 #     (2 wrk threads in all for one node and two, 3 for three)
 #     them: total requests/s and per-node efficiency (this machine has 2
 #     cores: more nodes share the same CPUs, so the question is what the
-#     cluster costs, not how it scales).
+#     cluster costs, not how it scales);
+#  3. failover: a room's owner killed (SIGKILL) with a client on it, the
+#     time until the client's next event is stored through another node
+#     (bench/failover.mjs), FAILOVERS times.
 #
-#   bench/cluster.sh                     # 2 rounds of 10 s
+#   bench/cluster.sh                     # 2 rounds of 10 s, 5 failovers
 #   ROUNDS=1 DURATION=5s bench/cluster.sh
+#   ONLY=failover FAILOVERS=10 bench/cluster.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/spike-target}"
@@ -32,6 +36,7 @@ trap cleanup EXIT
 mkdir -p "$work/plugins"
 cp "$CARGO_TARGET_DIR/wasm32-wasip2/guest/hello.wasm" "$work/plugins/hello.wasm"
 printf 'component = "hello.wasm"\n[[routes]]\nprefix = "/hello"\n[grants]\nkv = ["hello"]\n' >"$work/plugins/hello.toml"
+printf '[[rooms]]\nprefix = "/chat"\n' >"$work/plugins/rooms.toml"
 printf 'wrk.method = "POST"\n' >"$work/post.lua"
 
 cat >"$work/nats.conf" <<EOF
@@ -73,6 +78,7 @@ one() {
 }
 
 echo "wrk -c$CONNECTIONS -d$DURATION, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
+if [ "${ONLY:-}" != failover ]; then
 echo
 echo "== one node: redb vs NATS (same plugin, same requests)"
 serve 8831 "$work/redb"
@@ -139,3 +145,20 @@ for what in hello kv-increment; do
       'BEGIN {printf "  %-13s %d nodes: %.2fx one node'"'"'s requests/s (per-node efficiency %.2f)\n", w, n, t / one, t / one / n}'
   done
 done
+fi
+
+echo
+echo "== failover: the room's owner killed, the next event stored through another node"
+failovers=()
+for trial in $(seq 1 "${FAILOVERS:-5}"); do
+  serve 8851 "$work/f$trial-1" --storage "nats://127.0.0.1:8830/failover$trial" --node node-1
+  first_pid=$last_pid
+  serve 8852 "$work/f$trial-2" --storage "nats://127.0.0.1:8830/failover$trial" --node node-2
+  second_pid=$last_pid
+  line=$(node bench/failover.mjs ws://127.0.0.1:8851/chat/f ws://127.0.0.1:8852/chat/f "$first_pid")
+  wait "$first_pid" 2>/dev/null || true
+  stop "$second_pid"
+  echo "  trial $trial: $line"
+  failovers+=("$(field "$line" failover_ms)")
+done
+echo "  failover median $(median "${failovers[*]}") ms (target 3000 ms)"
