@@ -160,6 +160,9 @@ impl<T, E: std::fmt::Display> OrFailed<T> for std::result::Result<T, E> {
     }
 }
 
+/// How often a node looks for blob bodies no object uses.
+const BODY_SWEEP: Duration = Duration::from_secs(600);
+
 /// How long a delete marker of an expired or removed key stays (the
 /// server's minimum is a second; a watcher must have time to see it).
 const MARKER_TTL: Duration = Duration::from_secs(60);
@@ -169,7 +172,7 @@ impl NatsBackend {
     pub async fn connect(
         settings: &NatsSettings,
         data_dir: &Path,
-        storage: &StorageSettings,
+        _storage: &StorageSettings,
     ) -> Result<Self> {
         let client = async_nats::ConnectOptions::new()
             .name("spike")
@@ -242,10 +245,10 @@ impl NatsBackend {
                 sweeper: Default::default(),
             }),
         };
-        let sweeper = blob::spawn_sweeper(
-            Arc::downgrade(&backend.inner),
-            storage.kv_sweep_interval.max(Duration::from_secs(60)),
-        );
+        // Expired KV entries need no sweep here (the server drops them);
+        // unused blob bodies are looked for now and then: each look reads
+        // the whole blob index.
+        let sweeper = blob::spawn_sweeper(Arc::downgrade(&backend.inner), BODY_SWEEP);
         *backend.inner.sweeper.lock().unwrap() = Some(sweeper);
         Ok(backend)
     }
