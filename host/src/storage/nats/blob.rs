@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::names::{scoped, token, unscoped};
-use super::stream::{Published, kv_values, last, publish, purge};
+use super::stream::{Published, kv_values, last, publish, purge, subject};
 use super::{Inner, NatsBackend, OrFailed};
 use crate::storage::spool::{Spool, Spooled};
 use crate::storage::{
@@ -52,7 +52,7 @@ impl Inner {
     /// node moved it first.
     async fn set_body_ref(&self, sha256: &str, state: &BodyRef, revision: u64) -> Result<bool> {
         let value = serde_json::to_vec(state).expect("a body state encodes");
-        let subject = format!("{}{sha256}", self.body_refs.prefix);
+        let subject = subject(&self.body_refs, sha256);
         let done = publish(&self.js, subject, value.into(), Some(revision), None).await?;
         Ok(matches!(done, Published::Stored(_)))
     }
@@ -137,7 +137,7 @@ impl ObjectUpload for Upload {
             uploaded_at_ms: now_ms(),
         };
         let record = serde_json::to_vec(&info).expect("an object's info encodes");
-        let subject = format!("{}{}", inner.blobs.prefix, scoped(bucket, key));
+        let subject = subject(&inner.blobs, &scoped(bucket, key));
         publish(&inner.js, subject, record.into(), None, None).await?;
         Ok(info)
     }
@@ -206,7 +206,7 @@ impl BlobBackend for NatsBackend {
             if value.is_none() {
                 return Ok(false);
             }
-            let subject = format!("{}{key}", self.inner.blobs.prefix);
+            let subject = subject(&self.inner.blobs, &key);
             if let Published::Stored(_) = purge(&self.inner.js, subject, Some(revision)).await? {
                 return Ok(true);
             }
@@ -288,7 +288,7 @@ async fn sweep(inner: &Arc<Inner>) -> Result<usize> {
             .await
             .or_failed(format!("removing body {sha}"))?;
         let (_, revision) = inner.body_ref(&sha).await?;
-        let subject = format!("{}{sha}", inner.body_refs.prefix);
+        let subject = subject(&inner.body_refs, &sha);
         purge(&inner.js, subject, Some(revision)).await?;
         removed += 1;
     }

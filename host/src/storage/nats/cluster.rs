@@ -10,7 +10,7 @@ use futures::stream::BoxStream;
 use super::names::{name, token};
 use std::time::Duration;
 
-use super::stream::{Published, kv_values, last, publish};
+use super::stream::{Published, kv_values, last, publish, subject};
 use super::{NatsBackend, OrFailed, open_kv};
 use crate::storage::{Cluster, NODE_STATUS_TTL, NodeStatus, Result, RoomClaim, StorageError};
 
@@ -63,7 +63,7 @@ impl NatsCluster {
             instance: self.instance.clone(),
         };
         let value = serde_json::to_vec(&lease).expect("a lease encodes");
-        let subject = format!("{}{key}", self.leases.prefix);
+        let subject = subject(&self.leases, key);
         let inner = &self.backend.inner;
         match publish(&inner.js, subject, value.into(), Some(revision), Some(ttl)).await? {
             Published::Stored(revision) => Ok(Some(revision)),
@@ -80,7 +80,7 @@ impl Cluster for NatsCluster {
 
     async fn report(&self, status: &NodeStatus) -> Result<()> {
         let value = serde_json::to_vec(status).expect("a node status encodes");
-        let subject = format!("{}{}", self.nodes.prefix, token(&self.node));
+        let subject = subject(&self.nodes, &token(&self.node));
         let inner = &self.backend.inner;
         publish(
             &inner.js,
@@ -126,7 +126,7 @@ impl Cluster for NatsCluster {
         revision: u64,
         ttl: Duration,
     ) -> Result<bool> {
-        let subject = format!("{}{}", self.numbers.prefix, token(key));
+        let subject = subject(&self.numbers, &token(key));
         let value = bytes::Bytes::from(value.to_string());
         let inner = &self.backend.inner;
         let done = publish(&inner.js, subject, value, Some(revision), Some(ttl)).await?;
@@ -157,7 +157,7 @@ impl Cluster for NatsCluster {
     }
 
     async fn release_room(&self, room: &str, revision: u64) -> Result<()> {
-        let subject = format!("{}{}", self.leases.prefix, token(room));
+        let subject = subject(&self.leases, &token(room));
         super::stream::purge(&self.backend.inner.js, subject, Some(revision)).await?;
         Ok(())
     }

@@ -11,7 +11,7 @@ use async_nats::jetstream::kv::Store;
 use bytes::Bytes;
 
 use super::names::{scoped, token, unscoped};
-use super::stream::{Published, kv_values, last, publish, purge};
+use super::stream::{Published, kv_values, last, publish, purge, subject};
 use super::{NatsBackend, StorageError};
 use crate::storage::kv_entry::{codec, incremented, live};
 use crate::storage::{KvBackend, KvEntry, KvKey, Page, Result};
@@ -138,7 +138,7 @@ impl NatsBackend {
         let store = &self.inner.kv;
         publish(
             &self.inner.js,
-            format!("{}{key}", store.prefix),
+            subject(store, key),
             Bytes::from(codec::encode(entry)),
             expect,
             ttl(entry.expires_at_ms),
@@ -167,7 +167,7 @@ impl KvBackend for NatsBackend {
             let Some(entry) = found.entry else {
                 return Ok(false);
             };
-            let subject = format!("{}{key}", store.prefix);
+            let subject = subject(store, &key);
             match purge(&self.inner.js, subject, Some(found.revision)).await? {
                 Published::Stored(_) => return Ok(live(&entry, now_ms())),
                 Published::Conflict => continue,

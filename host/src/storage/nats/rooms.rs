@@ -23,7 +23,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 
 use super::names::{scoped, token};
-use super::stream::{Published, last, publish, purge, read_to_now};
+use super::stream::{Published, last, publish, purge, read_to_now, subject};
 use super::{NatsBackend, OrFailed};
 use crate::storage::{Result, RoomLog, RoomLogHead, RoomSnapshot, StorageError};
 
@@ -346,7 +346,7 @@ impl RoomLog for NatsBackend {
         if drop_through <= compacted {
             return Ok(());
         }
-        let subject = format!("{}{}", self.inner.room_state.prefix, token(room));
+        let subject = subject(&self.inner.room_state, &token(room));
         let mark = Bytes::from(drop_through.to_string());
         publish(&self.inner.js, subject, mark, None, None).await?;
         let purge_messages = self.inner.rooms.purge().filter(self.room_subject(room));
@@ -379,7 +379,7 @@ impl RoomLog for NatsBackend {
     }
 
     async fn state_set(&self, room: &str, key: &str, value: Option<Bytes>) -> Result<()> {
-        let subject = format!("{}{}", self.inner.room_state.prefix, scoped(room, key));
+        let subject = subject(&self.inner.room_state, &scoped(room, key));
         match value {
             Some(value) => publish(&self.inner.js, subject, value, None, None).await?,
             None => purge(&self.inner.js, subject, None).await?,

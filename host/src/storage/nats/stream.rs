@@ -198,3 +198,8 @@ pub async fn last(store: &jetstream::kv::Store, key: &str) -> Result<(Option<Byt
         Some(e) => (Some(e.value), e.revision),
     })
 }
+
+/// The subject of `key` in a KV bucket (what a write to it publishes to).
+pub fn subject(store: &jetstream::kv::Store, key: &str) -> String {
+    format!("{}{key}", store.prefix)
+}

@@ -6,7 +6,7 @@ use async_nats::jetstream::object_store::{InfoErrorKind, ObjectMetadata};
 use tokio::io::AsyncReadExt;
 
 use super::names::token;
-use super::stream::{last, publish};
+use super::stream::{last, publish, subject};
 use super::{NatsBackend, OrFailed};
 use crate::storage::{Result, StorageError, VersionHistory, VersionStore};
 
@@ -22,7 +22,7 @@ impl VersionStore for NatsBackend {
 
     async fn save_history(&self, plugin: &str, history: &VersionHistory) -> Result<()> {
         let raw = serde_json::to_vec(history).expect("a version history encodes");
-        let subject = format!("{}{}", self.inner.plugins.prefix, token(plugin));
+        let subject = subject(&self.inner.plugins, &token(plugin));
         publish(&self.inner.js, subject, raw.into(), None, None).await?;
         Ok(())
     }
