@@ -75,6 +75,13 @@ impl NodeScript {
     }
 }
 
+/// Yjs rooms at `/yjs`, for a plugin without a component.
+pub const YJS: crate::Plugin = crate::Plugin {
+    name: "yjs",
+    guest: "",
+    manifest: "[[rooms]]\nprefix = \"/yjs\"\nprotocol = \"yjs\"\n",
+};
+
 /// An unmodified y-websocket client (`tests/node/yjs-peer.mjs`) editing
 /// the text "text" of one document.
 pub struct YjsPeer {

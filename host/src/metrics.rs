@@ -110,6 +110,10 @@ pub struct Metrics {
     pub room_deliveries: Family<PluginLabel, Counter>,
     /// Room connections closed by the host, or refused, by reason.
     pub room_closes: Family<KindLabels, Counter>,
+    /// Room connections forwarded between the nodes of a cluster, by
+    /// plugin and side: `entry` (this node holds the client's socket) or
+    /// `owner` (this node owns the room).
+    pub room_links: Family<KindLabels, Gauge>,
     /// Time to make a batch of room events durable (the output gate).
     pub room_append_seconds: Histogram,
     /// Calls of the rooms import, by plugin and function.
@@ -166,6 +170,7 @@ impl Metrics {
             room_events: Family::default(),
             room_deliveries: Family::default(),
             room_closes: Family::default(),
+            room_links: Family::default(),
             room_append_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             room_operations: Family::default(),
             room_handler_calls: Family::default(),
@@ -298,6 +303,11 @@ impl Metrics {
             "room_closes",
             "Room connections the host closed or refused, by reason",
             m.room_closes.clone(),
+        );
+        r.register(
+            "room_links",
+            "Room connections forwarded between nodes, by plugin and side (entry, owner)",
+            m.room_links.clone(),
         );
         r.register(
             "room_append_seconds",

@@ -1,13 +1,15 @@
 //! Spike nodes (separate processes) on one JetStream server: what is
 //! written through one node is read through another, a plugin pushed to
 //! one node serves from every node, quotas are the cluster's, and a room
-//! has one owner: another node takes it when its owner dies, and an owner
-//! that lost its lease cannot append.
+//! has one owner, which clients of every node reach through their own
+//! node: another node takes it when its owner dies, and an owner that lost
+//! its lease cannot append.
 
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use spike_e2e::cluster::Cluster;
+use spike_e2e::node::{YJS, YjsPeer};
 use spike_e2e::rooms::{ROOMS, RoomClient, tungstenite, ws_url};
 use spike_e2e::{ADMIN_TOKEN, HELLO, client, guest, send, send_json, within};
 
@@ -193,14 +195,95 @@ async fn events(client: &mut RoomClient, first: u64, n: u64) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_on_different_nodes_see_one_order() {
+    let cluster = Cluster::start(3, &[ROOMS]).await;
+    // Node 1 owns the room (its first client came there); the others
+    // forward their clients to it.
+    let mut clients = Vec::new();
+    for i in 1..=3 {
+        clients.push(RoomClient::join(&ws_url(&cluster.node(i).url, "/chat/o")).await);
+    }
+    let ids: Vec<String> = clients.iter().map(RoomClient::id).collect();
+    // Everyone sees everyone: presence crosses nodes too.
+    assert_eq!(
+        clients[2].welcome["member_count"], 3,
+        "{}",
+        clients[2].welcome
+    );
+    let sends = clients
+        .iter_mut()
+        .enumerate()
+        .map(|(i, client)| async move {
+            for k in 0..10 {
+                client.send(&format!("{i}:{k}")).await;
+            }
+        });
+    futures::future::join_all(sends).await;
+    let mut orders = Vec::new();
+    for client in &mut clients {
+        let mut order = Vec::new();
+        for seq in 1..=30u64 {
+            let event = client.next_event().await;
+            assert_eq!(event["seq"], seq, "{event}");
+            order.push((event["from"].to_string(), event["data"].to_string()));
+        }
+        orders.push(order);
+    }
+    assert_eq!(orders[0], orders[1]);
+    assert_eq!(orders[0], orders[2]);
+    // Each client's own messages keep the order it sent them in, and
+    // carry its id, whichever node it came to.
+    for (i, id) in ids.iter().enumerate() {
+        let own: Vec<&str> = orders[0]
+            .iter()
+            .filter(|(from, _)| from.trim_matches('"') == id)
+            .map(|(_, data)| data.trim_matches('"'))
+            .collect();
+        let sent: Vec<String> = (0..10).map(|k| format!("{i}:{k}")).collect();
+        assert_eq!(own, sent, "client {i} on node {}", i + 1);
+    }
+    // A forwarded client that leaves is gone from the room on its owner.
+    let leaver = clients.pop().unwrap();
+    leaver.close().await;
+    let leave = clients[0].next_of("leave").await;
+    assert_eq!(leave["connection"], ids[2].as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_yjs_document_edited_through_two_nodes_converges() {
+    let cluster = Cluster::start(2, &[YJS]).await;
+    let mut ann = YjsPeer::start(&ws_url(&cluster.node(1).url, "/yjs"), "doc").await;
+    ann.synced().await;
+    let mut bob = YjsPeer::start(&ws_url(&cluster.node(2).url, "/yjs"), "doc").await;
+    bob.synced().await;
+    ann.insert(0, "hello").await;
+    bob.text_is("hello").await;
+    ann.insert(5, " ann").await;
+    bob.insert(5, " bob").await;
+    let settled = ann
+        .until("both edits", |d| d["text"].as_str().unwrap().len() == 13)
+        .await;
+    let text = settled["text"].as_str().unwrap().to_string();
+    bob.text_is(&text).await;
+    assert!(text.contains(" ann") && text.contains(" bob"), "{text}");
+    ann.command(json!({"op": "presence", "state": {"user": "ann"}}))
+        .await;
+    bob.until("ann's presence", |d| d["peers"] == json!([{"user": "ann"}]))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_goes_on_from_another_node_when_its_owner_is_killed() {
     let mut cluster = Cluster::start(3, &[ROOMS]).await;
     let mut writer = RoomClient::join(&ws_url(&cluster.node(1).url, "/chat/k")).await;
+    // A client of node 3, forwarded to node 1.
+    let mut forwarded = RoomClient::join(&ws_url(&cluster.node(3).url, "/chat/k")).await;
     for k in 1..=10 {
         writer.send(&format!("m{k}")).await;
     }
     // What the writer saw come back is acknowledged.
     events(&mut writer, 1, 10).await;
+    events(&mut forwarded, 1, 10).await;
     cluster.node_mut(1).kill();
     let killed = Instant::now();
     let mut writer = join_when_open(cluster.node(2), "/chat/k?since=10").await;
@@ -215,8 +298,15 @@ async fn a_room_goes_on_from_another_node_when_its_owner_is_killed() {
         took < Duration::from_secs(6),
         "the room took {took:?} to accept events"
     );
-    // The whole log, in order, with no gap, from the room's new owner.
-    let mut reader = join_when_open(cluster.node(2), "/chat/k?since=0").await;
+    // The forwarded client learns that its room's node is gone, and comes
+    // back through node 3 (now forwarded to node 2) for what it missed.
+    let (code, reason) = forwarded.closed().await;
+    assert_eq!(code, 1012, "{reason}");
+    let mut forwarded = join_when_open(cluster.node(3), "/chat/k?since=10").await;
+    assert_eq!(events(&mut forwarded, 11, 1).await, ["after"]);
+    // The whole log, in order, with no gap, from the room's new owner,
+    // through another node.
+    let mut reader = join_when_open(cluster.node(3), "/chat/k?since=0").await;
     let mut want: Vec<String> = (1..=10).map(|k| format!("m{k}")).collect();
     want.push("after".into());
     assert_eq!(events(&mut reader, 1, 11).await, want);

@@ -3,15 +3,9 @@
 //! a restart, awareness.
 
 use serde_json::json;
-use spike_e2e::node::YjsPeer;
+use spike_e2e::node::{YJS, YjsPeer};
 use spike_e2e::rooms::ws_url;
 use spike_e2e::*;
-
-const YJS: Plugin = Plugin {
-    name: "yjs",
-    guest: "",
-    manifest: "[[rooms]]\nprefix = \"/yjs\"\nprotocol = \"yjs\"\n",
-};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn y_websocket_clients_collaborate_and_late_joiners_get_everything() {

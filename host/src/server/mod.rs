@@ -493,6 +493,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     (clients.max_connections, clients.max_room_connections) =
         listener::connection_caps(clients.max_connections, clients.max_room_connections);
     rooms.set_max_connections(clients.max_room_connections);
+    rooms.serve_other_nodes();
     let max_connections = clients.max_connections;
     let state = Arc::new(AppState {
         registry: registry.clone(),

@@ -113,7 +113,10 @@ pub async fn join(state: &AppState, routed: &Routed, room: usize, req: Request) 
         Err(JoinError::Rejected { code, reason }) => {
             return upgrade.on_upgrade(move |socket| room_socket::refuse(socket, code, reason));
         }
-        Err(e @ JoinError::Elsewhere(_)) => {
+        // Its owner node refused or did not answer a forwarded join (the
+        // room is moving between nodes): the client tries again.
+        Err(e @ (JoinError::Elsewhere(_) | JoinError::Unreachable { .. })) => {
+            tracing::warn!(plugin = %manifest.name, room = %id, "{e}");
             return ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "room_elsewhere",

@@ -15,6 +15,7 @@
 //! `conformance` is the one test suite every backend must pass.
 
 pub mod kv_entry;
+mod messages;
 pub mod nats;
 pub mod redb;
 mod spool;
@@ -29,6 +30,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncRead;
+
+pub use messages::{Call, Link, LinkSender};
 
 /// Why a backend could not do what was asked. Only the variants a caller
 /// acts on are told apart; everything else is a failure of the backend.
@@ -335,6 +338,16 @@ pub trait Cluster: Send + Sync {
     async fn renew_room(&self, room: &str, revision: u64, ttl: Duration) -> Result<Option<u64>>;
     /// Gives a lease back, if it is still held at `revision`.
     async fn release_room(&self, room: &str, revision: u64) -> Result<()>;
+    /// Calls addressed to this node, from now on, as they come.
+    async fn calls(&self) -> Result<futures::stream::BoxStream<'static, Call>>;
+    /// Sends `body` to `node` and waits up to `timeout` for its answer.
+    async fn call(&self, node: &str, body: Bytes, timeout: Duration) -> Result<Bytes>;
+    /// Opens a new link: this end, whose id the other node passes to
+    /// `answer_link`. It receives from the moment it is returned.
+    async fn open_link(&self) -> Result<Link>;
+    /// The other end of link `id`, receiving from the moment it is
+    /// returned.
+    async fn answer_link(&self, id: &str) -> Result<Link>;
 }
 
 /// Who owns a room across the nodes of a cluster.

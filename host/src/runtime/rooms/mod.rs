@@ -12,6 +12,7 @@
 //! OT), `yjs` (y-websocket), `livestore` (LiveStore sync); `handler` calls
 //! a plugin's room handler.
 
+mod forward;
 mod frames;
 mod handler;
 pub mod livestore;
@@ -110,6 +111,9 @@ pub enum JoinError {
     /// Another node of the cluster owns the room.
     #[error("the room is open on node {0}")]
     Elsewhere(String),
+    /// Another node owns the room, and did not answer a forwarded join.
+    #[error("the room is open on node {node}, which did not answer: {reason}")]
+    Unreachable { node: String, reason: String },
     /// The room handler said no: the connection is closed with this.
     #[error("the room refused the connection: {reason}")]
     Rejected { code: u16, reason: String },
@@ -199,10 +203,19 @@ pub enum Delivery {
 
 /// A member's line to its room's owner; leaving when dropped.
 pub struct Membership {
-    connection: u64,
-    owner: mailbox::Sender<Command>,
+    line: Line,
     /// The socket's place under the host's cap.
     _socket: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+enum Line {
+    /// To the room's owner task on this node.
+    Local {
+        connection: u64,
+        owner: mailbox::Sender<Command>,
+    },
+    /// To the owner on another node, over a link (`forward`).
+    Remote(forward::Up),
 }
 
 /// The room is gone (its owner stopped: the host is stopping).
@@ -213,25 +226,34 @@ impl Membership {
     /// Hands a client's message to the owner; waits while the owner is
     /// behind.
     pub async fn send(&self, message: Frame) -> Result<(), RoomGone> {
-        let command = Command::Message {
-            connection: self.connection,
-            message,
-        };
-        self.owner.send(command).await.map_err(|_| RoomGone)
+        match &self.line {
+            Line::Local { connection, owner } => {
+                let command = Command::Message {
+                    connection: *connection,
+                    message,
+                };
+                owner.send(command).await.map_err(|_| RoomGone)
+            }
+            Line::Remote(up) => up.send(message).await,
+        }
     }
 }
 
 impl Drop for Membership {
     fn drop(&mut self) {
+        // A remote member's line tells its owner itself, when dropped.
+        let Line::Local { connection, owner } = &self.line else {
+            return;
+        };
         let leave = Command::Leave {
-            connection: self.connection,
+            connection: *connection,
         };
         // A full inbox: hand the leave over from a task (dropped outside a
         // runtime, the host is stopping and the room goes anyway).
-        if let Err(mailbox::TrySendError::Full(leave)) = self.owner.try_send(leave)
+        if let Err(mailbox::TrySendError::Full(leave)) = owner.try_send(leave)
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            let owner = self.owner.clone();
+            let owner = owner.clone();
             runtime.spawn(async move { owner.send(leave).await });
         }
     }
@@ -366,11 +388,38 @@ impl RoomHub {
         }
     }
 
-    /// Joins `room`, opening it if it is not open.
+    /// Joins `room`, opening it if it is not open; on a cluster, through
+    /// the node that owns it if that is another.
     pub async fn join(
         self: &Arc<Self>,
         room: &RoomAddress<'_>,
         request: JoinRequest,
+    ) -> Result<Joined, JoinError> {
+        self.join_as(room, request, true).await
+    }
+
+    /// Serves joins that other nodes forward to this one (on a cluster).
+    pub fn serve_other_nodes(self: &Arc<Self>) {
+        if let Some(cluster) = &self.cluster {
+            tokio::spawn(forward::serve(self.clone(), cluster.clone()));
+        }
+    }
+
+    /// Joins `room` on this node, or not at all (a join another node
+    /// forwarded).
+    async fn join_here(
+        self: &Arc<Self>,
+        room: &RoomAddress<'_>,
+        request: JoinRequest,
+    ) -> Result<Joined, JoinError> {
+        self.join_as(room, request, false).await
+    }
+
+    async fn join_as(
+        self: &Arc<Self>,
+        room: &RoomAddress<'_>,
+        request: JoinRequest,
+        may_forward: bool,
     ) -> Result<Joined, JoinError> {
         if *self.stopping.borrow() {
             return Err(JoinError::Unavailable("the server is stopping".into()));
@@ -390,9 +439,18 @@ impl RoomHub {
         // An owner that is ending hands joins back (or has closed its
         // inbox): try a new one. A few tries: an owner ends only when idle.
         for _ in 0..8 {
-            let owner = match self.open_owner(&name) {
-                Some(owner) => owner,
-                None => self.open(&name, room).await?,
+            let opened = match self.open_owner(&name) {
+                Some(owner) => Ok(owner),
+                None => self.open(&name, room).await,
+            };
+            let owner = match (opened, &self.cluster) {
+                (Ok(owner), _) => owner,
+                (Err(JoinError::Elsewhere(node)), Some(cluster)) if may_forward => {
+                    let mut joined = forward::join(self, cluster, node, room, *request).await?;
+                    joined.membership._socket = Some(permit);
+                    return Ok(joined);
+                }
+                (Err(e), _) => return Err(e),
             };
             let (reply, outcome) = oneshot::channel();
             let join = Command::Join { request, reply };

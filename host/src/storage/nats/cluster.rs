@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use super::stream::{Published, kv_values, last, publish, subject};
 use super::{NatsBackend, OrFailed, open_kv};
-use crate::storage::{Cluster, NODE_STATUS_TTL, NodeStatus, Result, RoomClaim, StorageError};
+use crate::storage::{
+    Call, Cluster, Link, NODE_STATUS_TTL, NodeStatus, Result, RoomClaim, StorageError,
+};
 
 pub struct NatsCluster {
     backend: NatsBackend,
@@ -160,6 +162,28 @@ impl Cluster for NatsCluster {
         let subject = subject(&self.leases, &token(room));
         super::stream::purge(&self.backend.inner.js, subject, Some(revision)).await?;
         Ok(())
+    }
+
+    async fn calls(&self) -> Result<BoxStream<'static, Call>> {
+        super::messages::calls(&self.backend, &self.node).await
+    }
+
+    async fn call(
+        &self,
+        node: &str,
+        body: bytes::Bytes,
+        timeout: Duration,
+    ) -> Result<bytes::Bytes> {
+        super::messages::call(&self.backend, node, body, timeout).await
+    }
+
+    async fn open_link(&self) -> Result<Link> {
+        let id = super::messages::new_link_id(&self.backend);
+        super::messages::link(&self.backend, id, true).await
+    }
+
+    async fn answer_link(&self, id: &str) -> Result<Link> {
+        super::messages::link(&self.backend, id.to_string(), false).await
     }
 
     async fn plugin_changes(&self) -> Result<BoxStream<'static, Result<String>>> {

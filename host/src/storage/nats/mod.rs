@@ -27,6 +27,7 @@ mod blob;
 mod cluster;
 mod kv;
 pub mod local;
+mod messages;
 mod names;
 mod rooms;
 mod stream;

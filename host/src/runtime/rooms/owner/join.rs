@@ -16,7 +16,7 @@ use crate::runtime::rooms::handler::{Answer, Call, Handler};
 use crate::runtime::rooms::livestore::Dialect;
 use crate::runtime::rooms::mailbox;
 use crate::runtime::rooms::{
-    CatchUp, CatchUpForm, JoinError, JoinRequest, Joined, Membership, next_connection_id,
+    CatchUp, CatchUpForm, JoinError, JoinRequest, Joined, Line, Membership, next_connection_id,
 };
 
 /// The close codes a handler may refuse with: policy violation, or the
@@ -185,8 +185,7 @@ impl Owner {
             queue,
             kicked,
             membership: Membership {
-                connection,
-                owner,
+                line: Line::Local { connection, owner },
                 _socket: None,
             },
             limits: self.limits.clone(),
