@@ -9,13 +9,18 @@
 #     them: total requests/s and per-node efficiency (this machine has 2
 #     cores: more nodes share the same CPUs, so the question is what the
 #     cluster costs, not how it scales);
-#  3. failover: a room's owner killed (SIGKILL) with a client on it, the
+#  3. room fan-out with 1, 2 and 3 nodes: one relay room, its 99 clients
+#     spread over the nodes (the first node owns the room, the others
+#     forward their clients to it), bench/roomload: delivery latency at
+#     100 messages/s in all, and deliveries/s with 8 messages in flight
+#     per client;
+#  4. failover: a room's owner killed (SIGKILL) with a client on it, the
 #     time until the client's next event is stored through another node
 #     (bench/failover.mjs), FAILOVERS times.
 #
 #   bench/cluster.sh                     # 2 rounds of 10 s, 5 failovers
 #   ROUNDS=1 DURATION=5s bench/cluster.sh
-#   ONLY=failover FAILOVERS=10 bench/cluster.sh
+#   ONLY=failover FAILOVERS=10 bench/cluster.sh   # or stores, scale, rooms
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/spike-target}"
@@ -26,7 +31,8 @@ out=bench/out/cluster
 mkdir -p "$out"
 source bench/lib.sh
 
-set_up_and_build
+set_up_and_build -p roomload
+load="$CARGO_TARGET_DIR/release/roomload"
 nats_server="${SPIKE_NATS_SERVER:-${SPIKE_TOOLS_DIR:-$HOME/.cache/spike-tools}/venv/bin/nats-server}"
 
 work=$(mktemp -d)
@@ -36,7 +42,10 @@ trap cleanup EXIT
 mkdir -p "$work/plugins"
 cp "$CARGO_TARGET_DIR/wasm32-wasip2/guest/hello.wasm" "$work/plugins/hello.wasm"
 printf 'component = "hello.wasm"\n[[routes]]\nprefix = "/hello"\n[grants]\nkv = ["hello"]\n' >"$work/plugins/hello.toml"
-printf '[[rooms]]\nprefix = "/chat"\n' >"$work/plugins/rooms.toml"
+# Room limits as bench/rooms.sh sets them: saturation is not cut by the
+# per-client message rate.
+printf '[[rooms]]\nprefix = "/chat"\nmax_connections = 20000\nmessages_per_s = 1000000\nsend_queue = 4096\n' \
+  >"$work/plugins/rooms.toml"
 printf 'wrk.method = "POST"\n' >"$work/post.lua"
 
 cat >"$work/nats.conf" <<EOF
@@ -77,8 +86,11 @@ one() {
   echo "$1 $3 $(rps "$file")" >>"$out/results.txt"
 }
 
+# Whether phase $1 runs (all of them unless ONLY names one).
+want() { [ -z "${ONLY:-}" ] || [ "$ONLY" = "$1" ]; }
+
 echo "wrk -c$CONNECTIONS -d$DURATION, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
-if [ "${ONLY:-}" != failover ]; then
+if want stores; then
 echo
 echo "== one node: redb vs NATS (same plugin, same requests)"
 serve 8831 "$work/redb"
@@ -97,14 +109,18 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 stop "$redb_pid"
 stop "$nats_node_pid"
+fi
 
 mean() { awk -v n="$1" '$1 == n {s += $3; c++} END {printf "%.0f", s / c}' "$out/results.txt"; }
+if want stores; then
 echo
 for what in kv-read kv-increment hello; do
   awk -v w="$what" -v r="$(mean "redb-$what")" -v n="$(mean "nats-$what")" \
     'BEGIN {printf "  %-13s redb %8d req/s   NATS %8d req/s   NATS / redb %.2fx\n", w, r, n, n / r}'
 done
+fi
 
+if want scale; then
 echo
 echo "== 1, 2, 3 nodes on NATS (the connections spread over the nodes)"
 for nodes in 1 2 3; do
@@ -147,6 +163,40 @@ for what in hello kv-increment; do
 done
 fi
 
+if want rooms; then
+echo
+echo "== room fan-out, 1, 2, 3 nodes on NATS (99 clients of one room spread over the nodes)"
+seconds=${DURATION%s}
+for nodes in 1 2 3; do
+  node_pids=()
+  urls=()
+  for i in $(seq 1 "$nodes"); do
+    serve $((8860 + i)) "$work/r$nodes-$i" --storage "nats://127.0.0.1:8830/rooms$nodes" --node "node-$i"
+    node_pids+=("$last_pid")
+  done
+  for round in $(seq 1 "$ROUNDS"); do
+    urls=()
+    for i in $(seq 1 "$nodes"); do urls+=("ws://127.0.0.1:$((8860 + i))/chat/fanout-$round"); done
+    r=$("$load" fanout "$(IFS=,; echo "${urls[*]}")" 99 100 "$seconds")
+    urls=()
+    for i in $(seq 1 "$nodes"); do urls+=("ws://127.0.0.1:$((8860 + i))/chat/saturate-$round"); done
+    s=$("$load" saturate "$(IFS=,; echo "${urls[*]}")" 99 8 "$seconds")
+    printf '  %d node(s) round %s: p50 %s ms  p99 %s ms  saturated %s deliveries/s\n' "$nodes" "$round" \
+      "$(field "$r" p50_ms)" "$(field "$r" p99_ms)" "$(field "$s" deliveries_per_s)"
+    echo "rooms $nodes $(field "$s" deliveries_per_s) $(field "$r" p50_ms) $(field "$r" p99_ms)" >>"$out/results.txt"
+  done
+  for pid in "${node_pids[@]}"; do stop "$pid"; done
+done
+echo
+one_node=$(awk '$1 == "rooms" && $2 == 1 {s += $3; c++} END {print s / c}' "$out/results.txt")
+for nodes in 2 3; do
+  awk -v n="$nodes" -v one="$one_node" '$1 == "rooms" && $2 == n {s += $3; c++}
+    END {printf "  rooms %d nodes: %.2fx one node'"'"'s deliveries/s (per-node efficiency %.2f)\n", n, s / c / one, s / c / one / n}' \
+    "$out/results.txt"
+done
+fi
+
+if want failover; then
 echo
 echo "== failover: the room's owner killed, the next event stored through another node"
 failovers=()
@@ -162,3 +212,4 @@ for trial in $(seq 1 "${FAILOVERS:-5}"); do
   failovers+=("$(field "$line" failover_ms)")
 done
 echo "  failover median $(median "${failovers[*]}") ms (target 3000 ms)"
+fi

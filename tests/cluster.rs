@@ -1,7 +1,7 @@
 //! A cluster for the tests: a JetStream server of its own and spike nodes
 //! as separate processes of the `spike` binary (so that one can be killed
-//! or paused like a real machine), all on loopback, sharing one plugins
-//! folder and the server, each with its own data folder.
+//! or paused like a real machine), all on loopback, sharing the server,
+//! each with its own plugins and data folders.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -14,7 +14,8 @@ use crate::{ADMIN_TOKEN, Plugin, client, target_dir, within_for, write_plugins};
 pub struct Cluster {
     pub nats: LocalNats,
     pub nodes: Vec<Node>,
-    pub plugins_dir: PathBuf,
+    /// Each node's plugins folder, by node number from 1.
+    pub plugins_dirs: Vec<PathBuf>,
     dir: tempfile::TempDir,
 }
 
@@ -53,12 +54,17 @@ impl Cluster {
         crate::init_logging();
         let nats = LocalNats::start().unwrap_or_else(|e| panic!("{e}"));
         let dir = tempfile::tempdir().unwrap();
-        let plugins_dir = dir.path().join("plugins");
-        write_plugins(&plugins_dir, plugins);
+        // A folder each, as on separate machines.
+        let plugins_dirs: Vec<PathBuf> = (1..=n)
+            .map(|i| dir.path().join(format!("plugins-{i}")))
+            .collect();
+        for plugins_dir in &plugins_dirs {
+            write_plugins(plugins_dir, plugins);
+        }
         let mut cluster = Self {
             nats,
             nodes: Vec::new(),
-            plugins_dir,
+            plugins_dirs,
             dir,
         };
         for i in 1..=n {
@@ -83,7 +89,7 @@ impl Cluster {
             "--listen".into(),
             format!("127.0.0.1:{port}"),
             "--plugins".into(),
-            self.plugins_dir.display().to_string(),
+            self.plugins_dirs[i - 1].display().to_string(),
             "--data".into(),
             data.display().to_string(),
             "--storage".into(),

@@ -1,6 +1,6 @@
 //! Spike nodes (separate processes) on one JetStream server: what is
-//! written through one node is read through another, a plugin pushed to
-//! one node serves from every node, quotas are the cluster's, and a room
+//! written through one node is read through another, a plugin or a
+//! manifest pushed to one node serves from every node, quotas are the cluster's, and a room
 //! has one owner, which clients of every node reach through their own
 //! node: another node takes it when its owner dies, and an owner that lost
 //! its lease cannot append.
@@ -117,6 +117,75 @@ async fn a_plugin_pushed_to_one_node_serves_from_every_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_pushed_to_one_node_serves_from_every_node() {
+    let cluster = Cluster::start(2, &[HELLO]).await;
+    let put_manifest = |node: usize, name: &str, text: &str| {
+        client()
+            .put(
+                cluster
+                    .node(node)
+                    .at(&format!("/_spike/plugins/{name}/manifest")),
+            )
+            .bearer_auth(ADMIN_TOKEN)
+            .body(text.to_string())
+    };
+    // A new plugin, whose component file is on no node: it runs once a
+    // version is pushed, on every node.
+    let manifest = "component = \"greeter.wasm\"\n[[routes]]\nprefix = \"/greet\"\n";
+    let (status, body) = send_json(put_manifest(2, "greeter", manifest)).await;
+    assert_eq!(
+        (status, body["change"].as_str()),
+        (200, Some("added")),
+        "{body}"
+    );
+    let bytes = std::fs::read(guest("fixture_plain_hello")).unwrap();
+    let push = client()
+        .put(cluster.node(2).at("/_spike/plugins/greeter"))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(bytes);
+    let (status, body) = send_json(push).await;
+    assert_eq!(status, 200, "{body}");
+    within(async {
+        loop {
+            let (status, _) = send(client().get(cluster.node(1).at("/greet"))).await;
+            if status == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let written = cluster.plugins_dirs[0].join("greeter.toml");
+    assert_eq!(std::fs::read_to_string(written).unwrap(), manifest);
+
+    // A typo is refused with its line, and changes nothing.
+    let typo = "component = \"greeter.wasm\"\n[[routes]]\nprefx = \"/greet\"\n";
+    let (status, body) = send_json(put_manifest(2, "greeter", typo)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bad_manifest")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains(":3:"),
+        "{body}"
+    );
+    // So is a route another plugin serves (409), and a manifest that
+    // names another plugin.
+    let clash = "component = \"greeter.wasm\"\n[[routes]]\nprefix = \"/hello\"\n";
+    let (status, body) = send_json(put_manifest(1, "greeter", clash)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("manifest_refused")),
+        "{body}"
+    );
+    let (status, body) = send_json(put_manifest(1, "greeter", "name = \"other\"\n")).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = send(client().get(cluster.node(2).at("/greet"))).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_quota_is_one_quota_across_nodes() {
     let whoami = spike_e2e::Plugin {
         name: "whoami",
@@ -196,7 +265,7 @@ async fn events(client: &mut RoomClient, first: u64, n: u64) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_on_different_nodes_see_one_order() {
-    let cluster = Cluster::start(3, &[ROOMS]).await;
+    let mut cluster = Cluster::start(3, &[ROOMS]).await;
     // Node 1 owns the room (its first client came there); the others
     // forward their clients to it.
     let mut clients = Vec::new();
@@ -247,6 +316,10 @@ async fn clients_on_different_nodes_see_one_order() {
     leaver.close().await;
     let leave = clients[0].next_of("leave").await;
     assert_eq!(leave["connection"], ids[2].as_str());
+    // So is one whose node died (its link falls silent).
+    cluster.node_mut(2).kill();
+    let leave = clients[0].next_of("leave").await;
+    assert_eq!(leave["connection"], ids[1].as_str());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

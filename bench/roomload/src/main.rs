@@ -12,6 +12,9 @@
 //! roomload yjs-docs     URL_PREFIX DOCS SECONDS            # open documents, one client each
 //! ```
 //!
+//! `fanout` and `saturate` take several URLs separated by commas (one
+//! room through the nodes of a cluster), the clients spread over them.
+//!
 //! The Yjs modes speak y-protocols in binary frames: the writer appends
 //! `t=<µs>;` to a shared text with `yrs` and sends each change as a sync
 //! update, as y-websocket does; the marker is found in the update's bytes
@@ -57,10 +60,14 @@ pub(crate) async fn connect(url: &str) -> Socket {
     unreachable!()
 }
 
-pub(crate) async fn connect_all(url: &str, n: usize) -> Vec<Socket> {
+/// `n` clients; `urls` may list several, separated by commas (the same
+/// room through several nodes of a cluster): the clients take them in
+/// turn, the first client the first URL.
+pub(crate) async fn connect_all(urls: &str, n: usize) -> Vec<Socket> {
+    let urls: Vec<&str> = urls.split(',').collect();
     let mut sockets = Vec::with_capacity(n);
-    for _ in 0..n {
-        sockets.push(connect(url).await);
+    for i in 0..n {
+        sockets.push(connect(urls[i % urls.len()]).await);
     }
     sockets
 }

@@ -1,10 +1,14 @@
 //! A node's part in a cluster (a shared backend): it follows the plugin
 //! versions that any node activates (an upload, a rollback, a changed
-//! file), and tells the others which versions it runs.
+//! file) and the manifests pushed to any node, and tells the others which
+//! versions it runs.
 //!
 //! Every node keeps its own plugins folder, manifests and compile cache;
 //! what they share is the version history and the components' bytes
-//! (`storage::VersionStore`). A push to one node records the version in
+//! (`storage::VersionStore`), and the manifests pushed through the admin
+//! API, which each node writes over its own file and applies as an edit.
+//! A plugin whose component file a node lacks runs the last version its
+//! shared history kept. A push to one node records the version in
 //! the shared history; the others see the change on the watch
 //! (`Cluster::plugin_changes`), load the bytes and swap, each with its own
 //! compile cache. A node that was away catches up when its watch starts
@@ -16,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
+use super::live::ManifestChange;
 use super::{LoadError, PluginRegistry};
 use crate::storage::{Cluster, NodeStatus};
 use crate::util::now_ms;
@@ -39,8 +44,49 @@ impl Drop for ClusterTasks {
 
 pub fn start(registry: &Arc<PluginRegistry>, cluster: &Arc<dyn Cluster>) -> ClusterTasks {
     let follow = tokio::spawn(follow(registry.clone(), cluster.clone()));
+    let manifests = tokio::spawn(follow_manifests(registry.clone(), cluster.clone()));
     let report = tokio::spawn(report(registry.clone(), cluster.clone()));
-    ClusterTasks(vec![follow.abort_handle(), report.abort_handle()])
+    ClusterTasks(vec![
+        follow.abort_handle(),
+        manifests.abort_handle(),
+        report.abort_handle(),
+    ])
+}
+
+/// Puts in force every manifest pushed to any node (`Cluster::manifests`),
+/// written over this node's file, for as long as the node runs.
+async fn follow_manifests(registry: Arc<PluginRegistry>, cluster: Arc<dyn Cluster>) {
+    registry.ready().await;
+    loop {
+        match cluster.manifests().await {
+            Ok(mut manifests) => {
+                while let Some(next) = manifests.next().await {
+                    match next {
+                        Ok((plugin, text)) => take_manifest(&registry, &plugin, &text).await,
+                        Err(e) => {
+                            tracing::warn!("following shared manifests: {e}");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cannot follow shared manifests: {e}"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn take_manifest(registry: &PluginRegistry, plugin: &str, text: &str) {
+    match registry.put_manifest(plugin, text).await {
+        Ok(ManifestChange::Unchanged) => {}
+        Ok(change) => {
+            tracing::info!(plugin, "the cluster's manifest is in force: {change:?}");
+            // A new plugin whose component file is not here runs the
+            // version pushed to another node.
+            follow_one(registry, plugin).await;
+        }
+        Err(e) => tracing::error!(plugin, "the cluster's manifest is refused here: {e}"),
+    }
 }
 
 /// Follows every change of the shared histories, for as long as the node

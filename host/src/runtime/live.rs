@@ -29,6 +29,20 @@ pub enum ManifestChange {
     Refused(String),
 }
 
+/// Why a pushed manifest was not put in force.
+#[derive(Debug, thiserror::Error)]
+pub enum PutManifestError {
+    /// It does not parse, or names another plugin.
+    #[error("{0}")]
+    Invalid(manifest::ManifestError),
+    /// It parses but cannot serve (a route another plugin has, a component
+    /// that does not load): what served before still does.
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Io(String),
+}
+
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
@@ -38,6 +52,56 @@ impl PluginRegistry {
     /// removed. Changes are applied one at a time.
     pub async fn manifest_changed(&self, path: &Path) -> ManifestChange {
         let _one_at_a_time = self.manifests.lock().await;
+        self.changed(path).await
+    }
+
+    /// Writes `text` as the manifest of plugin `name` (its file, or
+    /// `{name}.toml` for a new plugin) and applies it, as if an operator
+    /// had edited the file. A manifest that is refused is not kept: the
+    /// file is put back as it was.
+    pub async fn put_manifest(
+        &self,
+        name: &str,
+        text: &str,
+    ) -> Result<ManifestChange, PutManifestError> {
+        let _one_at_a_time = self.manifests.lock().await;
+        let path = match self.slot(name) {
+            Some(slot) => slot.manifest.path.clone(),
+            None => self.plugins_dir.join(format!("{name}.toml")),
+        };
+        let manifest = manifest::parse(&path, text).map_err(PutManifestError::Invalid)?;
+        if manifest.name != name {
+            return Err(PutManifestError::Invalid(manifest::ManifestError {
+                path,
+                line: None,
+                message: format!("this manifest is plugin '{}', not '{name}'", manifest.name),
+            }));
+        }
+        let before = std::fs::read(&path).ok();
+        let write = |bytes: &[u8]| -> Result<(), PutManifestError> {
+            let staged = path.with_extension("toml.pushed");
+            std::fs::write(&staged, bytes)
+                .and_then(|()| std::fs::rename(&staged, &path))
+                .map_err(|e| PutManifestError::Io(format!("writing {}: {e}", path.display())))
+        };
+        if before.as_deref() != Some(text.as_bytes()) {
+            write(text.as_bytes())?;
+        }
+        let change = self.changed(&path).await;
+        if let ManifestChange::Refused(reason) = change {
+            match &before {
+                Some(before) => write(before)?,
+                None => {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+            self.changed(&path).await;
+            return Err(PutManifestError::Refused(reason));
+        }
+        Ok(change)
+    }
+
+    async fn changed(&self, path: &Path) -> ManifestChange {
         let path = absolute(path);
         let current = self.plugins.load_full();
         let old = current

@@ -331,7 +331,10 @@ impl PluginRegistry {
         let Some(component) = &slot.manifest.component else {
             return Ok(()); // rooms only: nothing to load
         };
-        let bytes = read_component(component).await?;
+        let bytes = match read_component(component).await {
+            Ok(bytes) => bytes,
+            Err(e) => return self.load_last_kept(slot, e).await,
+        };
         let file_sha = sha256_hex(&bytes);
         let mut history = self.versions.history(name).await?;
         if let Some(kept) = versions::to_resume(&history, &file_sha).cloned() {
@@ -354,6 +357,27 @@ impl PluginRegistry {
             .await?;
         self.keep_and_record(name, &mut history, &loaded, &bytes)
             .await?;
+        self.activate(slot, loaded);
+        Ok(())
+    }
+
+    /// Loads the last version `slot`'s history kept, for a component file
+    /// this node does not have (a plugin whose manifest and versions were
+    /// pushed to another node of the cluster); `missing` if none was kept.
+    async fn load_last_kept(&self, slot: &PluginSlot, missing: LoadError) -> Result<(), LoadError> {
+        let history = self.versions.history(&slot.manifest.name).await?;
+        let Some(last) = history.versions.last() else {
+            return Err(missing);
+        };
+        let bytes = self.versions.load(&last.sha256).await?;
+        let loaded = (self.load(
+            &slot.manifest,
+            bytes.into(),
+            last.sha256.clone(),
+            last.source,
+        ))
+        .await?;
+        tracing::info!(plugin = %slot.manifest.name, "no component file here: {missing}; running the last kept version");
         self.activate(slot, loaded);
         Ok(())
     }

@@ -1,5 +1,5 @@
 //! The operator API under `/_spike/`: list plugins, upload a new version,
-//! roll back, look into a KV namespace. Every call needs `Authorization: Bearer <admin token>`; with no
+//! roll back, put a manifest, look into a KV namespace. Every call needs `Authorization: Bearer <admin token>`; with no
 //! token configured the API is disabled.
 
 use std::sync::Arc;
@@ -284,6 +284,77 @@ pub async fn rollback(
     let loaded = state.registry.rollback(&name).await.map_err(load_error)?;
     Ok(Json(
         json!({ "name": name, "version": version_json(&loaded) }),
+    ))
+}
+
+/// The largest manifest `put_manifest` takes.
+const MAX_MANIFEST_BYTES: usize = 256 << 10;
+
+/// `PUT /_spike/plugins/{name}/manifest` with the manifest (TOML) as the
+/// body: adds or changes plugin `name` as an edit of its manifest file
+/// would, and on a cluster shares it with every node. A manifest that does
+/// not parse is a 400 with its line; one that cannot serve is a 409, and
+/// what served before goes on.
+pub async fn put_manifest(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    use crate::runtime::live::{ManifestChange, PutManifestError};
+    authorize(&state, request.headers())?;
+    let bad = |code, message: String| ApiError::new(StatusCode::BAD_REQUEST, code, message);
+    crate::runtime::manifest::check_name(&name)
+        .map_err(|e| bad("bad_name", format!("plugin name: {e}")))?;
+    let body = axum::body::to_bytes(request.into_body(), MAX_MANIFEST_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "manifest_too_large",
+                format!("a manifest is at most {MAX_MANIFEST_BYTES} bytes"),
+            )
+        })?;
+    let text = String::from_utf8(body.to_vec())
+        .map_err(|_| bad("bad_manifest", "a manifest is UTF-8 text (TOML)".into()))?;
+    let change = match state.registry.put_manifest(&name, &text).await {
+        Ok(change) => change,
+        // Its message names the line.
+        Err(PutManifestError::Invalid(e)) => return Err(bad("bad_manifest", e.to_string())),
+        Err(PutManifestError::Refused(reason)) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "manifest_refused",
+                reason,
+            ));
+        }
+        Err(e @ PutManifestError::Io(_)) => {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                e.to_string(),
+            ));
+        }
+    };
+    if let Some(cluster) = &state.cluster {
+        cluster.share_manifest(&name, &text).await.map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cluster_unavailable",
+                format!("in force on this node, not shared with the others: {e}"),
+            )
+        })?;
+    }
+    let change = match change {
+        ManifestChange::Added(_) => "added",
+        ManifestChange::Updated(_) => "updated",
+        _ => "unchanged",
+    };
+    let plugin = match state.registry.slot(&name) {
+        Some(slot) => plugin_json(&state, &slot).await,
+        None => Value::Null,
+    };
+    Ok(Json(
+        json!({ "name": name, "change": change, "plugin": plugin }),
     ))
 }
 

@@ -71,6 +71,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/_spike/metrics", get(admin::metrics))
         .route("/_spike/plugins/{name}", put(admin::upload))
         .route("/_spike/plugins/{name}/rollback", post(admin::rollback))
+        .route("/_spike/plugins/{name}/manifest", put(admin::put_manifest))
         .route("/_spike/kv/{namespace}", get(admin::kv_list))
         .fallback(plugin_request)
         .layer(middleware::from_fn_with_state(state.clone(), every_request))

@@ -338,6 +338,14 @@ pub trait Cluster: Send + Sync {
     async fn renew_room(&self, room: &str, revision: u64, ttl: Duration) -> Result<Option<u64>>;
     /// Gives a lease back, if it is still held at `revision`.
     async fn release_room(&self, room: &str, revision: u64) -> Result<()>;
+    /// Shares `plugin`'s manifest (pushed through the admin API) with
+    /// every node.
+    async fn share_manifest(&self, plugin: &str, text: &str) -> Result<()>;
+    /// Every shared manifest as `(plugin, text)`, then each one shared
+    /// from now on, as it is.
+    async fn manifests(
+        &self,
+    ) -> Result<futures::stream::BoxStream<'static, Result<(String, String)>>>;
     /// Calls addressed to this node, from now on, as they come.
     async fn calls(&self) -> Result<futures::stream::BoxStream<'static, Call>>;
     /// Sends `body` to `node` and waits up to `timeout` for its answer.

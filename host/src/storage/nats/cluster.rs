@@ -1,7 +1,9 @@
 //! What the nodes share besides storage: their statuses in the KV bucket
 //! `P_nodes` (each published with a TTL, so a node that dies drops out),
-//! the plugin histories' changes, watched on `P_plugins`, and shared
-//! numbers (`P_numbers`), changed by compare-and-set.
+//! the plugin histories' changes, watched on `P_plugins`, manifests pushed
+//! through the admin API (`P_manifests`), shared numbers (`P_numbers`,
+//! changed by compare-and-set), room leases (`P_leases`), and calls and
+//! links between nodes (`messages`).
 
 use async_nats::jetstream::kv::{Operation, Store};
 use futures::StreamExt;
@@ -24,6 +26,8 @@ pub struct NatsCluster {
     numbers: Store,
     /// Room leases (`P_leases`): which node owns each open room.
     leases: Store,
+    /// Manifests pushed through the admin API (`P_manifests`), by plugin.
+    manifests: Store,
     /// This process, as a lease names it (for whoever reads the bucket).
     instance: String,
 }
@@ -51,6 +55,7 @@ impl NatsCluster {
             nodes: open_kv(&js, config("nodes")).await?,
             numbers: open_kv(&js, config("numbers")).await?,
             leases: open_kv(&js, config("leases")).await?,
+            manifests: open_kv(&js, config("manifests")).await?,
             instance: format!("{}-{}", std::process::id(), crate::util::now_ms()),
         })
     }
@@ -162,6 +167,33 @@ impl Cluster for NatsCluster {
         let subject = subject(&self.leases, &token(room));
         super::stream::purge(&self.backend.inner.js, subject, Some(revision)).await?;
         Ok(())
+    }
+
+    async fn share_manifest(&self, plugin: &str, text: &str) -> Result<()> {
+        let value = bytes::Bytes::from(text.to_string());
+        (self.manifests.put(token(plugin), value).await).or_failed("sharing a manifest")?;
+        Ok(())
+    }
+
+    async fn manifests(&self) -> Result<BoxStream<'static, Result<(String, String)>>> {
+        let watch = (self.manifests.watch_with_history(">").await)
+            .or_failed("watching shared manifests")?;
+        Ok(watch
+            .filter_map(|entry| async move {
+                let e = match entry {
+                    Ok(e) if e.operation == Operation::Put => e,
+                    Ok(_) => return None,
+                    Err(e) => {
+                        let e = format!("watching shared manifests: {e}");
+                        return Some(Err(StorageError::Backend(e)));
+                    }
+                };
+                let plugin = name(&e.key)?;
+                let text = String::from_utf8(e.value.to_vec())
+                    .map_err(|_| StorageError::Corrupt(format!("the manifest of {plugin}")));
+                Some(text.map(|text| (plugin, text)))
+            })
+            .boxed())
     }
 
     async fn calls(&self) -> Result<BoxStream<'static, Call>> {
