@@ -164,6 +164,12 @@ impl<T, E: std::fmt::Display> OrFailed<T> for std::result::Result<T, E> {
 /// How often a node looks for blob bodies no object uses.
 const BODY_SWEEP: Duration = Duration::from_secs(600);
 
+/// How long a request to the server (a JetStream write, a read) may take
+/// before it fails: a server that is down or hung makes requests fail
+/// after this, not after the client's default 10 s. A healthy one answers
+/// in milliseconds, even with `sync_interval: always`.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
+
 /// How long a delete marker of an expired or removed key stays (the
 /// server's minimum is a second; a watcher must have time to see it).
 const MARKER_TTL: Duration = Duration::from_secs(60);
@@ -178,6 +184,7 @@ impl NatsBackend {
         let client = async_nats::ConnectOptions::new()
             .name("spike")
             .connection_timeout(Duration::from_secs(5))
+            .request_timeout(Some(REQUEST_TIMEOUT))
             .connect(settings.servers.as_str())
             .await
             .map_err(|e| {
