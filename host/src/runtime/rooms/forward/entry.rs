@@ -8,8 +8,8 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, oneshot};
 
 use super::{
-    Answer, Broken, CALL_TIMEOUT, Incoming, KEEPALIVE, LINK_LOST, LinkGauge, Message, Outgoing,
-    Request, WireCaller, halves, kick_of,
+    Answer, Broken, CALL_TIMEOUT, Incoming, JOIN_TIMEOUT, KEEPALIVE, LINK_LOST, LinkGauge, Message,
+    Outgoing, Request, WireCaller, halves, kick_of,
 };
 use crate::metrics::Metrics;
 use crate::runtime::rooms::mailbox::{self, TrySendError};
@@ -40,26 +40,44 @@ pub async fn join(
         dialect: request.dialect.map(super::dialect_name),
     };
     let body = serde_json::to_vec(&wire).expect("a join encodes");
-    let answer = match cluster.call(&node, body.into(), CALL_TIMEOUT).await {
-        Ok(answer) => answer,
-        Err(e) => {
-            return Err(JoinError::Unreachable {
-                node,
-                reason: e.to_string(),
-            });
-        }
+    let unreachable = |reason: String| JoinError::Unreachable {
+        node: node.clone(),
+        reason,
     };
-    let connection = match serde_json::from_slice(&answer) {
-        Ok(Answer::Joined { connection }) => connection,
-        Ok(Answer::Refused(refusal)) => return Err(refusal.into()),
-        Err(e) => {
-            return Err(JoinError::Unavailable(format!(
-                "node {node} answered a join with {e}"
+    let answered = (cluster.call(&node, body.into(), CALL_TIMEOUT).await)
+        .map_err(|e| unreachable(e.to_string()))?;
+    let answer = |bytes: &[u8]| {
+        serde_json::from_slice::<Answer>(bytes)
+            .map_err(|e| JoinError::Unavailable(format!("node {node} answered a join with {e}")))
+    };
+    match answer(&answered)? {
+        Answer::Accepted => {}
+        Answer::Refused(refusal) => return Err(refusal.into()),
+        Answer::Joined { .. } => {
+            return Err(JoinError::Unavailable("a join answered early".into()));
+        }
+    }
+    // The join itself (a room handler's on-connect, maybe) answers on the
+    // link.
+    let (outgoing, mut incoming) = halves(link);
+    let connection = match tokio::time::timeout(JOIN_TIMEOUT, incoming.next()).await {
+        Ok(Ok(Message::Answer(bytes))) => match answer(&bytes)? {
+            Answer::Joined { connection } => connection,
+            Answer::Refused(refusal) => return Err(refusal.into()),
+            Answer::Accepted => return Err(JoinError::Unavailable("a join accepted twice".into())),
+        },
+        Ok(_) => {
+            return Err(unreachable(
+                "the link broke before the join's answer".into(),
+            ));
+        }
+        Err(_) => {
+            return Err(unreachable(format!(
+                "no answer to the join in {JOIN_TIMEOUT:?}"
             )));
         }
     };
     let limits = room.route.limits.clone();
-    let (outgoing, incoming) = halves(link);
     let outgoing = Arc::new(Mutex::new(outgoing));
     let (queue_tx, queue) = mailbox::channel(limits.send_queue);
     let (kick, kicked) = oneshot::channel();
@@ -168,7 +186,8 @@ impl Pump {
                         return Ended::Kicked { kick: kick_of(code, &reason), tell_owner: false };
                     }
                     Ok(Message::Keepalive) => {}
-                    Err(Broken::Lost) => return self.lost(),
+                    // The join was answered already: out of place.
+                    Ok(Message::Answer(_)) | Err(Broken::Lost) => return self.lost(),
                 },
                 _ = tick.tick() => {
                     if self.incoming.silent() {

@@ -6,10 +6,12 @@
 //! order the owner makes, whatever node it came to.
 //!
 //! - A join: the entry calls the owner node (`storage::Cluster::call`)
-//!   with a `Request` naming a link it has opened; the owner joins the
-//!   room as for a local socket (never forwarding it again: a room that is
-//!   not its own any more is `Refusal::Elsewhere`), answers the link and
-//!   then the call.
+//!   with a `Request` naming a link it has opened; the owner answers the
+//!   link's other end, answers the call at once (`CALL_TIMEOUT` is short:
+//!   a call to a node that just died goes unanswered), then joins the room
+//!   as for a local socket (never forwarding it again: a room that is not
+//!   its own any more is `Refusal::Elsewhere`) and sends the join's answer
+//!   first on the link.
 //! - On the link, `Message`s, numbered from 0 in each direction: data
 //!   frames, a close (a kick from the owner, or the client gone from the
 //!   entry), and keepalives while it is quiet. A message missing from the
@@ -39,9 +41,15 @@ use super::{Frame, JoinError, Kick};
 use crate::caps::identity::Caller;
 use crate::storage::{Link, LinkSender, StorageError};
 
-/// How long an entry waits for the owner node to answer a join: longer
-/// than a room handler's `on-connect` takes, shorter than a client waits.
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an entry waits for the owner node to take a join (to answer
+/// the call, before it joins): a node that does not is dead, paused or cut
+/// off, and the client tries again, which reaches the room's next owner
+/// once the lease lapses. Short: a call can reach a node that just died.
+const CALL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long an entry waits for the join's answer on the link: longer than
+/// a room handler's `on-connect` takes, shorter than a client waits.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A quiet link sends a keepalive this often.
 const KEEPALIVE: Duration = Duration::from_secs(2);
@@ -120,6 +128,9 @@ impl From<WireCaller> for Caller {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Answer {
+    /// The call's answer: the owner node has the link, and answers the
+    /// join on it.
+    Accepted,
     /// With the connection's id.
     Joined {
         connection: String,
@@ -175,12 +186,15 @@ enum Message {
         reason: String,
     },
     Keepalive,
+    /// The owner's answer to the join (an `Answer` in JSON), first.
+    Answer(Bytes),
 }
 
 const TEXT: u8 = 0;
 const BINARY: u8 = 1;
 const CLOSE: u8 = 2;
 const KEEPALIVE_KIND: u8 = 3;
+const ANSWER: u8 = 4;
 
 impl Message {
     /// `[number: u64][kind: u8][payload]`, big-endian.
@@ -190,6 +204,7 @@ impl Message {
             Message::Frame(Frame::Binary(data)) => (BINARY, data),
             Message::Close { reason, .. } => (CLOSE, reason.as_bytes()),
             Message::Keepalive => (KEEPALIVE_KIND, &[]),
+            Message::Answer(json) => (ANSWER, json),
         };
         let mut out = BytesMut::with_capacity(11 + payload.len());
         out.put_u64(number);
@@ -215,6 +230,7 @@ impl Message {
                 Message::Close { code, reason }
             }
             KEEPALIVE_KIND => Message::Keepalive,
+            ANSWER => Message::Answer(bytes),
             _ => return None,
         };
         Some((number, message))
@@ -359,6 +375,7 @@ mod tests {
                 reason: "moved".into(),
             },
             Message::Keepalive,
+            Message::Answer(Bytes::from_static(b"\"accepted\"")),
         ] {
             let decoded = Message::decode(message.encode(7)).unwrap();
             assert_eq!(decoded, (7, message));

@@ -8,10 +8,12 @@ use futures::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{
-    Answer, Broken, KEEPALIVE, LINK_LOST, LinkGauge, Message, Outgoing, Refusal, Request, halves,
+    Answer, Broken, Incoming, KEEPALIVE, LINK_LOST, LinkGauge, Message, Outgoing, Refusal, Request,
+    halves,
 };
+use crate::runtime::PluginSlot;
 use crate::runtime::rooms::{CatchUp, Delivery, JoinRequest, Joined, Kick, RoomAddress, RoomHub};
-use crate::storage::{Call, Cluster, Link};
+use crate::storage::{Call, Cluster};
 
 /// Serves the joins other nodes forward to this one, until the host
 /// stops.
@@ -37,23 +39,49 @@ pub async fn serve(hub: Arc<RoomHub>, cluster: Arc<dyn Cluster>) {
     }
 }
 
-/// Answers one forwarded join, then relays its connection.
+/// Answers one forwarded join: the call at once (this node has the link),
+/// then the join itself over the link, then relays the connection.
 async fn answer(hub: Arc<RoomHub>, cluster: Arc<dyn Cluster>, call: Call) {
-    let joined = match serde_json::from_slice::<Request>(&call.body) {
-        Err(e) => Err(Refusal::Unavailable(format!("a malformed join: {e}"))),
-        Ok(request) => join(&hub, &*cluster, request).await,
+    let refused = |refusal| encode(&Answer::Refused(refusal));
+    let request = match serde_json::from_slice::<Request>(&call.body) {
+        Ok(request) => request,
+        Err(e) => {
+            let why = format!("a malformed join: {e}");
+            return call.answer(refused(Refusal::Unavailable(why))).await;
+        }
     };
-    match joined {
-        Ok((joined, link, plugin)) => {
+    let slot = match room_slot(&hub, &request) {
+        Ok(slot) => slot,
+        Err(refusal) => return call.answer(refused(refusal)).await,
+    };
+    // The link's end before the call's answer: the entry waits on it.
+    let link = match cluster.answer_link(&request.link).await {
+        Ok(link) => link,
+        Err(e) => {
+            return call
+                .answer(refused(Refusal::Unavailable(e.to_string())))
+                .await;
+        }
+    };
+    call.answer(encode(&Answer::Accepted)).await;
+    let (mut outgoing, incoming) = halves(link);
+    match join(&hub, &slot, request).await {
+        Ok(joined) => {
             let answer = Answer::Joined {
                 connection: joined.connection.to_string(),
             };
-            call.answer(encode(&answer)).await;
-            let gauge = LinkGauge::new(&hub.metrics, &plugin, "owner");
-            relay(joined, link).await;
-            drop(gauge);
+            if outgoing
+                .send(&Message::Answer(encode(&answer)))
+                .await
+                .is_ok()
+            {
+                let _gauge = LinkGauge::new(&hub.metrics, &slot.manifest.name, "owner");
+                relay(joined, outgoing, incoming).await;
+            }
         }
-        Err(refusal) => call.answer(encode(&Answer::Refused(refusal))).await,
+        Err(refusal) => {
+            let _ = outgoing.send(&Message::Answer(refused(refusal))).await;
+        }
     }
 }
 
@@ -63,32 +91,36 @@ fn encode(answer: &Answer) -> bytes::Bytes {
         .into()
 }
 
-/// Joins the room a forwarded join names, here (never forwarding it
-/// again), with the link's end that relays it.
-async fn join(
-    hub: &Arc<RoomHub>,
-    cluster: &dyn Cluster,
-    request: Request,
-) -> Result<(Joined, Link, Arc<str>), Refusal> {
+/// The plugin a forwarded join names, if it has the room route here.
+fn room_slot(hub: &RoomHub, request: &Request) -> Result<Arc<PluginSlot>, Refusal> {
     let unavailable = |why: String| Refusal::Unavailable(why);
     let slot = (hub.registry.slot(&request.plugin))
         .ok_or_else(|| unavailable(format!("no plugin {} on this node", request.plugin)))?;
+    if !slot
+        .manifest
+        .rooms
+        .iter()
+        .any(|r| r.prefix == request.prefix)
+    {
+        return Err(unavailable(format!(
+            "plugin {} has no room route {} on this node",
+            request.plugin, request.prefix
+        )));
+    }
+    Ok(slot)
+}
+
+/// Joins the room a forwarded join names, here (never forwarding it
+/// again).
+async fn join(hub: &Arc<RoomHub>, slot: &PluginSlot, request: Request) -> Result<Joined, Refusal> {
     let route = (slot.manifest.rooms.iter())
         .find(|route| route.prefix == request.prefix)
-        .ok_or_else(|| {
-            unavailable(format!(
-                "plugin {} has no room route {} on this node",
-                request.plugin, request.prefix
-            ))
-        })?;
+        .expect("room_slot checked the route");
     let address = RoomAddress {
         plugin: &slot.manifest.name,
         route,
         id: &request.room,
     };
-    // The link's end first: the entry sends on it as soon as it hears.
-    let link =
-        (cluster.answer_link(&request.link).await).map_err(|e| unavailable(e.to_string()))?;
     let mut headers = HeaderMap::new();
     for (name, value) in request.headers {
         if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
@@ -101,13 +133,11 @@ async fn join(
         headers,
         dialect: request.dialect.as_deref().and_then(super::dialect_named),
     };
-    let joined = hub.join_here(&address, join).await?;
-    Ok((joined, link, slot.manifest.name.as_str().into()))
+    Ok(hub.join_here(&address, join).await?)
 }
 
 /// Relays a joined connection over its link until either side ends it.
-async fn relay(joined: Joined, link: Link) {
-    let (mut outgoing, mut incoming) = halves(link);
+async fn relay(joined: Joined, mut outgoing: Outgoing, mut incoming: Incoming) {
     let Joined {
         hello,
         catch_up,
@@ -149,7 +179,8 @@ async fn relay(joined: Joined, link: Link) {
                     // The client is gone.
                     Ok(Message::Close { .. }) => return Err(None),
                     Ok(Message::Keepalive) => {}
-                    Err(Broken::Lost) => return Err(Some(LINK_LOST)),
+                    // An answer is the owner's to send, once.
+                    Ok(Message::Answer(_)) | Err(Broken::Lost) => return Err(Some(LINK_LOST)),
                 },
                 _ = tick.tick() => {
                     // The entry node died or was cut off: the member leaves.
