@@ -155,6 +155,23 @@ impl YjsPeer {
     pub async fn quit(self) {
         self.script.quit().await;
     }
+
+    /// `self` and `other`, both synced to an empty document, edit it: one
+    /// types, the other sees it, then both type at the same place at
+    /// once. Both converge to the text returned, which holds both edits.
+    pub async fn edit_together(&mut self, other: &mut YjsPeer) -> String {
+        self.insert(0, "hello").await;
+        other.text_is("hello").await;
+        self.insert(5, " ann").await;
+        other.insert(5, " bob").await;
+        let settled = self
+            .until("both edits", |d| d["text"].as_str().unwrap().len() == 13)
+            .await;
+        let text = settled["text"].as_str().unwrap().to_string();
+        other.text_is(&text).await;
+        assert!(text.contains(" ann") && text.contains(" bob"), "{text}");
+        text
+    }
 }
 
 /// An unmodified LiveStore client (`tests/node/livestore-peer.mjs`:

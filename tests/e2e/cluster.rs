@@ -316,6 +316,16 @@ async fn clients_on_different_nodes_see_one_order() {
     leaver.close().await;
     let leave = clients[0].next_of("leave").await;
     assert_eq!(leave["connection"], ids[2].as_str());
+    // A node that stops closes its forwarded clients as its own (1001),
+    // and their owner sees them leave.
+    let mut stopped = RoomClient::join(&ws_url(&cluster.node(3).url, "/chat/o")).await;
+    let stopped_id = stopped.id();
+    clients[0].next_of("join").await;
+    cluster.node(3).signal("TERM");
+    let (code, reason) = stopped.closed().await;
+    assert_eq!(code, 1001, "{reason}");
+    let leave = clients[0].next_of("leave").await;
+    assert_eq!(leave["connection"], stopped_id.as_str());
     // So is one whose node died (its link falls silent).
     cluster.node_mut(2).kill();
     let leave = clients[0].next_of("leave").await;
@@ -329,16 +339,7 @@ async fn a_yjs_document_edited_through_two_nodes_converges() {
     ann.synced().await;
     let mut bob = YjsPeer::start(&ws_url(&cluster.node(2).url, "/yjs"), "doc").await;
     bob.synced().await;
-    ann.insert(0, "hello").await;
-    bob.text_is("hello").await;
-    ann.insert(5, " ann").await;
-    bob.insert(5, " bob").await;
-    let settled = ann
-        .until("both edits", |d| d["text"].as_str().unwrap().len() == 13)
-        .await;
-    let text = settled["text"].as_str().unwrap().to_string();
-    bob.text_is(&text).await;
-    assert!(text.contains(" ann") && text.contains(" bob"), "{text}");
+    ann.edit_together(&mut bob).await;
     ann.command(json!({"op": "presence", "state": {"user": "ann"}}))
         .await;
     bob.until("ann's presence", |d| d["peers"] == json!([{"user": "ann"}]))

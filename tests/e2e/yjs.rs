@@ -15,17 +15,8 @@ async fn y_websocket_clients_collaborate_and_late_joiners_get_everything() {
     let mut bob = YjsPeer::start(&url, "notes").await;
     ann.synced().await;
     bob.synced().await;
-    ann.insert(0, "hello").await;
-    bob.text_is("hello").await;
     // At the same time, at the same place: both converge.
-    ann.insert(5, " ann").await;
-    bob.insert(5, " bob").await;
-    let settled = ann
-        .until("both edits", |d| d["text"].as_str().unwrap().len() == 13)
-        .await;
-    let text = settled["text"].as_str().unwrap().to_string();
-    bob.text_is(&text).await;
-    assert!(text.contains(" ann") && text.contains(" bob"), "{text}");
+    let text = ann.edit_together(&mut bob).await;
 
     // Awareness: seen by the others, gone when its client leaves.
     ann.command(json!({"op": "presence", "state": {"user": "ann"}}))

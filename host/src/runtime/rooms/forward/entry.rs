@@ -89,6 +89,7 @@ pub async fn join(
         kick: Some(kick),
         plugin: room.plugin.into(),
         metrics: hub.metrics.clone(),
+        stopping: hub.stopping.subscribe(),
         _gauge: LinkGauge::new(&hub.metrics, room.plugin, "entry"),
     };
     tokio::spawn(pump.run(gone));
@@ -136,6 +137,7 @@ struct Pump {
     kick: Option<oneshot::Sender<Kick>>,
     plugin: Arc<str>,
     metrics: Arc<Metrics>,
+    stopping: tokio::sync::watch::Receiver<bool>,
     _gauge: LinkGauge,
 }
 
@@ -170,9 +172,19 @@ impl Pump {
 
     async fn pump(&mut self, gone: &mut oneshot::Receiver<()>) -> Ended {
         let mut tick = tokio::time::interval(KEEPALIVE / 2);
+        // This node is stopping: its forwarded clients are closed as its
+        // own rooms' are (1001, reconnect), and their owners told.
+        let mut stopping = self.stopping.clone();
+        let stop = async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+        };
+        tokio::pin!(stop);
         loop {
             tokio::select! {
                 _ = &mut *gone => return Ended::Left,
+                () = &mut stop => {
+                    return Ended::Kicked { kick: Kick::STOPPING, tell_owner: true };
+                }
                 message = self.incoming.next() => match message {
                     Ok(Message::Frame(frame)) => match self.queue.try_send(Delivery::Frame(frame)) {
                         Ok(()) => {}
