@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
-use futures::SinkExt;
+use futures::{SinkExt, StreamExt};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
@@ -250,24 +250,18 @@ async fn send_queued(
 /// Writes stored events read from the log, page by page.
 async fn write_catch_up(
     socket: &mut WebSocket,
-    mut catch_up: CatchUp,
+    catch_up: CatchUp,
     limit: Duration,
 ) -> Result<(), End> {
-    if let Some(snapshot) = catch_up.snapshot.take() {
-        bounded(limit, socket.feed(message(snapshot))).await?;
-    }
-    loop {
-        let page = catch_up.next_page().await.map_err(|e| {
+    let mut frames = std::pin::pin!(catch_up.frames());
+    while let Some(frame) = frames.next().await {
+        let frame = frame.map_err(|e| {
             tracing::error!("room catch-up: {e}");
             End::Close(1011, "the room's log could not be read", "log_error")
         })?;
-        if page.is_empty() {
-            return Ok(());
-        }
-        for frame in page {
-            bounded(limit, socket.feed(message(frame))).await?;
-        }
+        bounded(limit, socket.feed(message(frame))).await?;
     }
+    Ok(())
 }
 
 /// A frame as the socket sends it.

@@ -29,7 +29,8 @@ pub const MAX_EVENTS_PER_CHUNK: usize = 100;
 pub const MAX_CHUNK_BYTES: usize = 900_000;
 
 /// Which `@livestore/sync-cf` a connection speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Dialect {
     /// 0.4: Effect RPC (`?storeId&payload&transport=ws` at the prefix).
     Rpc,

@@ -99,8 +99,10 @@ pub struct JoinRequest {
     pub dialect: Option<livestore::Dialect>,
 }
 
-/// Why a join was refused.
-#[derive(Debug, thiserror::Error)]
+/// Why a join was refused. Serialized as it goes back to the node that
+/// forwarded the join (`forward`).
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum JoinError {
     #[error("the room is full ({0} connections)")]
     Full(usize),
@@ -265,7 +267,7 @@ pub struct CatchUp {
     log: Arc<dyn RoomLog>,
     room: Arc<str>,
     /// Sent before the events (events before it were compacted away).
-    pub snapshot: Option<Frame>,
+    snapshot: Option<Frame>,
     after: u64,
     through: u64,
     form: CatchUpForm,
@@ -284,8 +286,23 @@ enum CatchUpForm {
 }
 
 impl CatchUp {
+    /// Every frame owed, the snapshot first, the events read from the log
+    /// a page at a time as the stream is polled (by whoever sends them: a
+    /// socket, or a link to another node).
+    pub fn frames(mut self) -> impl futures::Stream<Item = Result<Frame, StorageError>> + Send {
+        use futures::{StreamExt, TryStreamExt};
+        let snapshot = self.snapshot.take().map(Ok);
+        let pages = futures::stream::try_unfold(self, |mut catch_up| async move {
+            let page = catch_up.next_page().await?;
+            let more = !page.is_empty();
+            let frames = futures::stream::iter(page.into_iter().map(Ok));
+            Ok::<_, StorageError>(more.then_some((frames, catch_up)))
+        });
+        futures::stream::iter(snapshot).chain(pages.try_flatten())
+    }
+
     /// The next frames, empty when caught up.
-    pub async fn next_page(&mut self) -> Result<Vec<Frame>, StorageError> {
+    async fn next_page(&mut self) -> Result<Vec<Frame>, StorageError> {
         let page_size = match self.form {
             CatchUpForm::Stored => 256,
             CatchUpForm::LiveStore { .. } => livestore::MAX_EVENTS_PER_CHUNK,

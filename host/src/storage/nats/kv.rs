@@ -52,14 +52,8 @@ pub(super) struct Waiting {
 /// then as one compare-and-set, and again while more arrive: concurrent
 /// increments of one counter cost one write, not a write and a retry
 /// each (the contention a hot counter would otherwise spend its time on).
-pub(super) type Increments = std::sync::Mutex<std::collections::HashMap<String, Queue>>;
-
-/// A key's increments waiting, and whether its writer runs (the key is in
-/// the map exactly as long as it does).
-#[derive(Default)]
-pub(super) struct Queue {
-    waiting: Vec<Waiting>,
-}
+/// A key is in the map exactly as long as its writer runs.
+pub(super) type Increments = std::sync::Mutex<std::collections::HashMap<String, Vec<Waiting>>>;
 
 impl NatsBackend {
     async fn write_increments(self, kv_key: String, key: String) {
@@ -72,7 +66,7 @@ impl NatsBackend {
                 // Everything waiting now; the key stays in the map while
                 // the writer runs, so what arrives meanwhile queues for
                 // its next write instead of starting another writer.
-                let batch = std::mem::take(&mut queue.waiting);
+                let batch = std::mem::take(queue);
                 if batch.is_empty() {
                     waiting.remove(&kv_key);
                     return;
@@ -95,40 +89,33 @@ impl NatsBackend {
         key: &str,
         batch: &[Waiting],
     ) -> Vec<Result<i64>> {
+        let failed = |e: StorageError| {
+            let each = |_| Err(StorageError::Backend(e.to_string()));
+            batch.iter().map(each).collect()
+        };
         loop {
             let found = match current(&self.inner.kv, kv_key).await {
                 Ok(found) => found,
-                Err(e) => {
-                    return batch
-                        .iter()
-                        .map(|_| Err(StorageError::Backend(e.to_string())))
-                        .collect();
-                }
+                Err(e) => return failed(e),
             };
             let now = now_ms();
             let mut entry = found.entry;
-            let mut changed = false;
             let outcomes: Vec<Result<i64>> = batch
                 .iter()
                 .map(|w| {
                     let (next, n) = incremented(entry.as_ref(), key, w.delta, now)?;
                     entry = Some(next);
-                    changed = true;
                     Ok(n)
                 })
                 .collect();
-            let Some(entry) = entry.filter(|_| changed) else {
+            // Every delta refused: nothing to write.
+            let Some(entry) = entry.filter(|_| outcomes.iter().any(Result::is_ok)) else {
                 return outcomes;
             };
             match self.write_kv(kv_key, &entry, Some(found.revision)).await {
                 Ok(Published::Stored(_)) => return outcomes,
                 Ok(Published::Conflict) => tokio::task::yield_now().await,
-                Err(e) => {
-                    return batch
-                        .iter()
-                        .map(|_| Err(StorageError::Backend(e.to_string())))
-                        .collect();
-                }
+                Err(e) => return failed(e),
             }
         }
     }
@@ -182,7 +169,7 @@ impl KvBackend for NatsBackend {
             let mut waiting = self.inner.increments.lock().unwrap();
             let starts = !waiting.contains_key(&kv_key);
             let queue = waiting.entry(kv_key.clone()).or_default();
-            queue.waiting.push(Waiting { delta, done });
+            queue.push(Waiting { delta, done });
             starts
         };
         if lead {

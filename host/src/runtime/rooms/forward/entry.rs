@@ -37,7 +37,7 @@ pub async fn join(
         since: request.since,
         caller: request.caller.as_deref().map(WireCaller::from),
         headers: crate::util::header_pairs(&request.headers),
-        dialect: request.dialect.map(super::dialect_name),
+        dialect: request.dialect,
     };
     let body = serde_json::to_vec(&wire).expect("a join encodes");
     let unreachable = |reason: String| JoinError::Unreachable {
@@ -52,7 +52,7 @@ pub async fn join(
     };
     match answer(&answered)? {
         Answer::Accepted => {}
-        Answer::Refused(refusal) => return Err(refusal.into()),
+        Answer::Refused(refusal) => return Err(refusal),
         Answer::Joined { .. } => {
             return Err(JoinError::Unavailable("a join answered early".into()));
         }
@@ -63,7 +63,7 @@ pub async fn join(
     let connection = match tokio::time::timeout(JOIN_TIMEOUT, incoming.next()).await {
         Ok(Ok(Message::Answer(bytes))) => match answer(&bytes)? {
             Answer::Joined { connection } => connection,
-            Answer::Refused(refusal) => return Err(refusal.into()),
+            Answer::Refused(refusal) => return Err(refusal),
             Answer::Accepted => return Err(JoinError::Unavailable("a join accepted twice".into())),
         },
         Ok(_) => {

@@ -70,23 +70,8 @@ struct Request {
     caller: Option<WireCaller>,
     /// The upgrade request's headers (for a room handler's `on-connect`).
     headers: Vec<(String, Vec<u8>)>,
-    /// A LiveStore connection's dialect: `rpc` or `ws-message`.
-    dialect: Option<String>,
-}
-
-fn dialect_name(dialect: Dialect) -> String {
-    match dialect {
-        Dialect::Rpc => "rpc".into(),
-        Dialect::WsMessage => "ws-message".into(),
-    }
-}
-
-fn dialect_named(name: &str) -> Option<Dialect> {
-    match name {
-        "rpc" => Some(Dialect::Rpc),
-        "ws-message" => Some(Dialect::WsMessage),
-        _ => None,
-    }
+    /// A LiveStore connection's dialect.
+    dialect: Option<Dialect>,
 }
 
 /// A verified caller as it travels to the owner node (it was verified at
@@ -135,44 +120,7 @@ enum Answer {
     Joined {
         connection: String,
     },
-    Refused(Refusal),
-}
-
-/// Why the owner node refused, as `JoinError` says it.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum Refusal {
-    Full(usize),
-    ServerFull(usize),
-    Unavailable(String),
-    Elsewhere(String),
-    Rejected { code: u16, reason: String },
-}
-
-impl From<JoinError> for Refusal {
-    fn from(e: JoinError) -> Self {
-        match e {
-            JoinError::Full(n) => Self::Full(n),
-            JoinError::ServerFull(n) => Self::ServerFull(n),
-            JoinError::Unavailable(why) => Self::Unavailable(why),
-            JoinError::Elsewhere(node) | JoinError::Unreachable { node, .. } => {
-                Self::Elsewhere(node)
-            }
-            JoinError::Rejected { code, reason } => Self::Rejected { code, reason },
-        }
-    }
-}
-
-impl From<Refusal> for JoinError {
-    fn from(r: Refusal) -> Self {
-        match r {
-            Refusal::Full(n) => Self::Full(n),
-            Refusal::ServerFull(n) => Self::ServerFull(n),
-            Refusal::Unavailable(why) => Self::Unavailable(why),
-            Refusal::Elsewhere(node) => Self::Elsewhere(node),
-            Refusal::Rejected { code, reason } => Self::Rejected { code, reason },
-        }
-    }
+    Refused(JoinError),
 }
 
 /// What a link carries.

@@ -8,11 +8,12 @@ use futures::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{
-    Answer, Broken, Incoming, KEEPALIVE, LINK_LOST, LinkGauge, Message, Outgoing, Refusal, Request,
-    halves,
+    Answer, Broken, Incoming, KEEPALIVE, LINK_LOST, LinkGauge, Message, Outgoing, Request, halves,
 };
 use crate::runtime::PluginSlot;
-use crate::runtime::rooms::{CatchUp, Delivery, JoinRequest, Joined, Kick, RoomAddress, RoomHub};
+use crate::runtime::rooms::{
+    CatchUp, Delivery, JoinError, JoinRequest, Joined, Kick, RoomAddress, RoomHub,
+};
 use crate::storage::{Call, Cluster};
 
 /// Serves the joins other nodes forward to this one, until the host
@@ -47,7 +48,7 @@ async fn answer(hub: Arc<RoomHub>, cluster: Arc<dyn Cluster>, call: Call) {
         Ok(request) => request,
         Err(e) => {
             let why = format!("a malformed join: {e}");
-            return call.answer(refused(Refusal::Unavailable(why))).await;
+            return call.answer(refused(JoinError::Unavailable(why))).await;
         }
     };
     let slot = match room_slot(&hub, &request) {
@@ -59,7 +60,7 @@ async fn answer(hub: Arc<RoomHub>, cluster: Arc<dyn Cluster>, call: Call) {
         Ok(link) => link,
         Err(e) => {
             return call
-                .answer(refused(Refusal::Unavailable(e.to_string())))
+                .answer(refused(JoinError::Unavailable(e.to_string())))
                 .await;
         }
     };
@@ -92,8 +93,8 @@ fn encode(answer: &Answer) -> bytes::Bytes {
 }
 
 /// The plugin a forwarded join names, if it has the room route here.
-fn room_slot(hub: &RoomHub, request: &Request) -> Result<Arc<PluginSlot>, Refusal> {
-    let unavailable = |why: String| Refusal::Unavailable(why);
+fn room_slot(hub: &RoomHub, request: &Request) -> Result<Arc<PluginSlot>, JoinError> {
+    let unavailable = |why: String| JoinError::Unavailable(why);
     let slot = (hub.registry.slot(&request.plugin))
         .ok_or_else(|| unavailable(format!("no plugin {} on this node", request.plugin)))?;
     if !slot
@@ -112,7 +113,11 @@ fn room_slot(hub: &RoomHub, request: &Request) -> Result<Arc<PluginSlot>, Refusa
 
 /// Joins the room a forwarded join names, here (never forwarding it
 /// again).
-async fn join(hub: &Arc<RoomHub>, slot: &PluginSlot, request: Request) -> Result<Joined, Refusal> {
+async fn join(
+    hub: &Arc<RoomHub>,
+    slot: &PluginSlot,
+    request: Request,
+) -> Result<Joined, JoinError> {
     let route = (slot.manifest.rooms.iter())
         .find(|route| route.prefix == request.prefix)
         .expect("room_slot checked the route");
@@ -131,9 +136,9 @@ async fn join(hub: &Arc<RoomHub>, slot: &PluginSlot, request: Request) -> Result
         since: request.since,
         caller: request.caller.map(|c| Arc::new(c.into())),
         headers,
-        dialect: request.dialect.as_deref().and_then(super::dialect_named),
+        dialect: request.dialect,
     };
-    Ok(hub.join_here(&address, join).await?)
+    hub.join_here(&address, join).await
 }
 
 /// Relays a joined connection over its link until either side ends it.
@@ -204,26 +209,17 @@ async fn relay(joined: Joined, mut outgoing: Outgoing, mut incoming: Incoming) {
 }
 
 /// Sends stored events a connection is owed, page by page.
-async fn send_catch_up(outgoing: &mut Outgoing, mut catch_up: CatchUp) -> Result<(), Option<Kick>> {
-    if let Some(snapshot) = catch_up.snapshot.take() {
-        outgoing
-            .send(&Message::Frame(snapshot))
-            .await
-            .map_err(|_| None)?;
-    }
-    loop {
-        let page = catch_up.next_page().await.map_err(|e| {
+async fn send_catch_up(outgoing: &mut Outgoing, catch_up: CatchUp) -> Result<(), Option<Kick>> {
+    let mut frames = std::pin::pin!(catch_up.frames());
+    while let Some(frame) = frames.next().await {
+        let frame = frame.map_err(|e| {
             tracing::error!("room catch-up for another node: {e}");
             Some(Kick::UNAVAILABLE)
         })?;
-        if page.is_empty() {
-            return Ok(());
-        }
-        for frame in page {
-            outgoing
-                .send(&Message::Frame(frame))
-                .await
-                .map_err(|_| None)?;
-        }
+        outgoing
+            .send(&Message::Frame(frame))
+            .await
+            .map_err(|_| None)?;
     }
+    Ok(())
 }
