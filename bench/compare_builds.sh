@@ -4,14 +4,18 @@
 # alternating rounds of wrk, and the server's CPU time per request is read
 # from /proc (steadier than requests/s on a shared machine).
 #
-#   bench/compare_builds.sh f005d67            # 3 rounds of 8 s each
-#   ROUNDS=5 DURATION=10 bench/compare_builds.sh HEAD~3
+#   bench/compare_builds.sh f005d67            # 8 pairs of rounds of 4 s each
+#   ROUNDS=12 DURATION=3 bench/compare_builds.sh HEAD~3
+#
+# This machine's speed drifts by a third over tens of seconds (other
+# tenants), so rounds are short and alternate, and the verdict is the median
+# of each pair's ratio (base round, then head round), not a ratio of means.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/spike-target}"
 rev="${1:?usage: bench/compare_builds.sh <git revision>}"
-ROUNDS="${ROUNDS:-3}"
-DURATION="${DURATION:-8}"
+ROUNDS="${ROUNDS:-8}"
+DURATION="${DURATION:-4}"
 out=bench/out
 mkdir -p "$out"
 
@@ -63,5 +67,9 @@ for round in $(seq 1 "$ROUNDS"); do
   run head "$work/spike-head" "$round"
 done
 awk '{rps[$1] += $2; cpu[$1] += $3; n[$1]++}
-  END {printf "mean: base %.0f req/s, %.1f us/request; head %.0f req/s, %.1f us/request\n", rps["base"]/n["base"], cpu["base"]/n["base"], rps["head"]/n["head"], cpu["head"]/n["head"]
-       printf "head / base: %.3fx requests/s, %.3fx CPU per request\n", (rps["head"]/n["head"]) / (rps["base"]/n["base"]), (cpu["head"]/n["head"]) / (cpu["base"]/n["base"])}' "$out/compare.txt"
+  END {printf "mean: base %.0f req/s, %.1f us/request; head %.0f req/s, %.1f us/request\n", rps["base"]/n["base"], cpu["base"]/n["base"], rps["head"]/n["head"], cpu["head"]/n["head"]}' "$out/compare.txt"
+# Pairs: line 2k-1 is base, 2k is head.
+paste - - <"$out/compare.txt" | awk '{print $5 / $2, $6 / $3}' >"$out/compare-pairs.txt"
+median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+printf 'head / base, median of %s pairs: %.3fx requests/s, %.3fx CPU per request\n' "$ROUNDS" \
+  "$(cut -d' ' -f1 "$out/compare-pairs.txt" | median)" "$(cut -d' ' -f2 "$out/compare-pairs.txt" | median)"

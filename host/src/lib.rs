@@ -8,12 +8,14 @@
 //! - `storage`: the seam between capabilities and backends (redb today)
 //! - `bindings`: the Rust side of the `spike:host` WIT package
 //! - `metrics`: every series the host exports, in the Prometheus format
+//! - `log_sink`: the log, written to stdout in batches by a thread of its own
 //! - `util`: the clock, hashes, temporary file names
 
 pub mod assets;
 pub mod bindings;
 pub mod caps;
 pub mod config;
+pub mod log_sink;
 pub mod metrics;
 pub mod runtime;
 pub mod server;

@@ -196,7 +196,7 @@ impl RenderArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let _log = init_logging(cli.log_format);
     match cli.command {
         Command::Serve {
             listen,
@@ -268,19 +268,25 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs to stdout through `LogSink`; what is buffered is written when the
+/// returned guard drops.
+fn init_logging(format: LogFormat) -> spike::log_sink::FlushOnDrop {
     use std::io::IsTerminal;
     // chromiumoxide warns of each DevTools message its protocol definitions
     // (older than Debian's Chromium) cannot parse; it skips them, and so
     // does the log.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn,chromiumoxide=error".into());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    let (sink, flush) = spike::log_sink::LogSink::stdout();
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(sink);
     match format {
         // Colour codes are for people at a terminal, not for files.
         LogFormat::Text => logs.with_ansi(std::io::stdout().is_terminal()).init(),
         LogFormat::Json => logs.json().flatten_event(true).init(),
     }
+    flush
 }
 
 async fn shutdown_signal() {

@@ -2,35 +2,33 @@
 //! plugin's limits, and what becomes of a guest that misbehaves or a client
 //! that is too slow.
 //!
-//! The guest runs in its own task so that it can keep streaming the response
-//! body after the headers have gone out. That task holds one of the plugin's
-//! concurrency permits for as long as the instance lives, and the watchdog
-//! (`runtime::watchdog`) ends it when the headers are late (`timeout_ms`),
-//! at `max_duration_ms`, or when the client stops reading the response. A
+//! The guest runs on the connection's task until its response headers come,
+//! and in a task of its own only if it still has a body to stream then. It
+//! holds one of the plugin's concurrency permits for as long as the
+//! instance lives, and the watchdog (`runtime::watchdog`, through
+//! `request_watch`) ends it when the headers are late (`timeout_ms`), at
+//! `max_duration_ms`, or when the client stops reading the response. A
 //! trap, a CPU or memory limit, or a missed deadline ends only this
 //! request's store; the error is classified here and turned into a status
 //! by `server::errors`.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::body::{Body, Frame, SizeHint};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 
 use super::loader::LoadedPlugin;
-use super::manifest::Limits;
 use super::memory_budget::MemoryBudgetExhausted;
 use super::request_body::{BODY_OK, BODY_OVERFLOWED, BODY_STALLED, RequestBody, declared_length};
 use super::slot::PluginSlot;
 use super::state::{CpuLimitExceeded, MemoryLimitExceeded, RequestState};
-use super::watchdog::{self, Watchdog, Watched};
+use super::request_watch::{RequestWatch, WatchedBody};
+use super::watchdog::{self, Watchdog};
 use crate::caps::identity::IdentityCtx;
 use crate::metrics::PluginMetrics;
 
@@ -80,18 +78,6 @@ pub enum Busy {
     Plugin(u32),
     #[error("{0}")]
     Memory(MemoryBudgetExhausted),
-}
-
-/// Why the watchdog ended a request: the guest's instance is freed, and a
-/// response already begun is cut off.
-#[derive(Debug, Clone, thiserror::Error)]
-enum Cut {
-    #[error("the plugin did not respond within {0} ms")]
-    NoHeaders(u128),
-    #[error("the request ran past the plugin's max_duration_ms of {0} ms")]
-    MaxDuration(u128),
-    #[error("the client read nothing of the response for {0} ms")]
-    ClientStalled(u128),
 }
 
 impl DispatchError {
@@ -157,7 +143,7 @@ pub async fn dispatch(
 
     let mut store = RequestState::new_store(engine, &slot.context, caller);
 
-    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
     let http = || DispatchError::Internal("creating the request resources".into());
     let incoming = store
         .data_mut()
@@ -176,53 +162,71 @@ pub async fn dispatch(
         timeouts.response,
         watchdog::now_ms(),
     ));
-    let watching = watchdog.watch(watch.clone());
-    let pre = plugin.pre.clone();
     let guest_watch = watch.clone();
-    let guest = tokio::spawn(async move {
-        let outcome = async {
-            let instance = instantiate(&pre, &mut store, &guest_watch.metrics).await?;
-            let proxy = http_export.load(&mut store, &instance)?;
-            store.data_mut().begin_call();
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, incoming, outparam)
-                .await
-        }
-        .await;
-        if let Err(e) = &outcome
-            && guest_watch.responded.load(Ordering::Relaxed)
-            && guest_watch.cut.get().is_none()
-        {
-            let failure = classify(e);
-            let plugin = &guest_watch.metrics.plugin;
-            tracing::warn!(%plugin, "failed while streaming its response: {failure}");
-            failure.count(&guest_watch.metrics);
-        }
-        // Aborted or not, this task's end frees the instance (the store),
-        // then the permit: only now may another request take its place.
-        // The version stays alive as long as its instance ran.
-        drop(store);
-        drop((permit, watching, plugin));
-        outcome
-    });
-    watch.guest.get_or_init(|| guest.abort_handle());
-    // If this future is dropped before the response begins (the client
-    // went away), the guest is stopped with it.
-    let mut abort = AbortOnDrop(Some(guest.abort_handle()));
+    let mut guest: Pin<Box<dyn Future<Output = wasmtime::Result<()>> + Send>> =
+        Box::pin(async move {
+            let outcome = async {
+                let instance = instantiate(&plugin.pre, &mut store, &guest_watch.metrics).await?;
+                let proxy = http_export.load(&mut store, &instance)?;
+                store.data_mut().begin_call();
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, incoming, outparam)
+                    .await
+            }
+            .await;
+            if let Err(e) = &outcome
+                && guest_watch.responded.load(Ordering::Relaxed)
+                && guest_watch.cut.get().is_none()
+            {
+                streaming_failed(&guest_watch.metrics, e);
+            }
+            // However the guest ends (returned, failed, or dropped by the
+            // watchdog), its end frees the instance (the store), then the
+            // permit: only now may another request take its place. The
+            // version stays alive as long as its instance ran.
+            drop(store);
+            drop((permit, plugin));
+            outcome
+        });
 
-    let result = match rx.await {
-        Ok(Ok(resp)) => Ok(resp),
-        Ok(Err(code)) => Err(DispatchError::Guest(code)),
-        // The guest dropped the outparam: it returned, trapped, or the
-        // watchdog ended it.
-        Err(_) => match (watch.cut.get(), guest.await) {
-            (Some(_), _) => Err(DispatchError::Timeout {
-                timeout_ms: limits.timeout.as_millis(),
-            }),
-            (None, Ok(Ok(()))) => Err(DispatchError::NoResponse),
-            (None, Ok(Err(e))) => Err(classify(&e)),
-            (None, Err(e)) => Err(DispatchError::Internal(format!("guest task: {e}"))),
+    // The guest runs on this (the connection's) task until the response
+    // headers come: no task spawned, no thread woken for the common case
+    // of a guest that answers at once. It is registered with the watchdog
+    // only when it has to wait. Dropping this future (the client went
+    // away) drops the guest with it.
+    let mut watching = None;
+    let mut finished = None;
+    let headers = std::future::poll_fn(|cx| {
+        if finished.is_none()
+            && let Poll::Ready(outcome) = guest.as_mut().poll(cx)
+        {
+            finished = Some(outcome);
+        }
+        // A guest that ended dropped the outparam: this is then ready.
+        if let Poll::Ready(sent) = Pin::new(&mut rx).poll(cx) {
+            return Poll::Ready(Some(sent));
+        }
+        watch.waker.register(cx.waker());
+        if watch.cut.get().is_some() {
+            return Poll::Ready(None);
+        }
+        watching.get_or_insert_with(|| watchdog.watch(watch.clone()));
+        Poll::Pending
+    })
+    .await;
+
+    let result = match headers {
+        None => Err(DispatchError::Timeout {
+            timeout_ms: limits.timeout.as_millis(),
+        }),
+        Some(Ok(Ok(resp))) => Ok(resp),
+        Some(Ok(Err(code))) => Err(DispatchError::Guest(code)),
+        // The guest dropped the outparam: it returned or failed (or, if
+        // it runs on, gave up on answering).
+        Some(Err(_)) => match finished.take() {
+            Some(Err(e)) => Err(classify(&e)),
+            Some(Ok(())) | None => Err(DispatchError::NoResponse),
         },
     };
     // Whatever the guest made of a body cut off at the limit or stalled,
@@ -237,157 +241,43 @@ pub async fn dispatch(
         _ => {}
     }
     let resp = result?;
-    // From here the guest streams the body on its own, under the watchdog.
-    abort.0 = None;
     watch.responded.store(true, Ordering::Relaxed);
+    let body_error = |e| std::io::Error::other(format!("{e:?}"));
+    if let Some(outcome) = finished {
+        // The guest has ended: all it wrote of the body is buffered, and
+        // nothing is left to watch.
+        if let Err(e) = outcome {
+            streaming_failed(&watch.metrics, &e);
+        }
+        return Ok(resp.map(|body| axum::body::Body::new(body.map_err(body_error))));
+    }
+    // The guest streams the rest of the body from a task of its own, under
+    // the watchdog, which aborts that task to end it.
+    let watching = watching.unwrap_or_else(|| watchdog.watch(watch.clone()));
+    let task = tokio::spawn(async move {
+        let outcome = guest.await;
+        drop(watching);
+        outcome
+    });
+    watch.guest.get_or_init(|| task.abort_handle());
+    if watch.cut.get().is_some() {
+        task.abort();
+    }
     Ok(resp.map(|body| {
         axum::body::Body::new(WatchedBody {
-            inner: body.map_err(|e| std::io::Error::other(format!("{e:?}"))),
+            inner: body.map_err(body_error),
             watch,
         })
     }))
 }
 
-/// A request's deadlines, checked by the watchdog every tick: response
-/// headers by `headers_by`, the whole request by `done_by`, and no piece
-/// of the response left unread for `send_timeout`. Times are the
-/// watchdog's `now_ms`.
-struct RequestWatch {
-    /// The plugin's series (and its name).
-    metrics: PluginMetrics,
-    headers_by: u64,
-    done_by: u64,
-    timeout: Duration,
-    max_duration: Duration,
-    send_timeout: u64,
-    /// When the body last handed a frame to the server; `NOT_WAITING`
-    /// while the server is asking for the next one. A frame handed out and
-    /// not followed by another request for one means the server could not
-    /// write it: the client is not reading.
-    handed_out: AtomicU64,
-    /// The response headers went out.
-    responded: AtomicBool,
-    /// Set once, when the watchdog ends the request. The body then ends in
-    /// an error, not in a clean end that would make a cut-off response look
-    /// complete.
-    cut: OnceLock<Cut>,
-    /// The guest's task, to abort.
-    guest: OnceLock<tokio::task::AbortHandle>,
-}
-
-const NOT_WAITING: u64 = u64::MAX;
-
-fn millis(d: Duration) -> u64 {
-    d.as_millis().try_into().unwrap_or(u64::MAX)
-}
-
-impl RequestWatch {
-    fn new(metrics: PluginMetrics, limits: &Limits, send_timeout: Duration, now: u64) -> Self {
-        Self {
-            metrics,
-            headers_by: now.saturating_add(millis(limits.timeout)),
-            done_by: now.saturating_add(millis(limits.max_duration)),
-            timeout: limits.timeout,
-            max_duration: limits.max_duration,
-            send_timeout: millis(send_timeout),
-            handed_out: AtomicU64::new(NOT_WAITING),
-            responded: AtomicBool::new(false),
-            cut: OnceLock::new(),
-            guest: OnceLock::new(),
-        }
-    }
-
-    /// What, if anything, ends the request at `now`.
-    fn due(&self, now: u64) -> Option<Cut> {
-        if !self.responded.load(Ordering::Relaxed) && now >= self.headers_by {
-            return Some(Cut::NoHeaders(self.timeout.as_millis()));
-        }
-        if now >= self.done_by {
-            return Some(Cut::MaxDuration(self.max_duration.as_millis()));
-        }
-        match self.handed_out.load(Ordering::Relaxed) {
-            NOT_WAITING => None,
-            since => (now.saturating_sub(since) >= self.send_timeout)
-                .then_some(Cut::ClientStalled(u128::from(self.send_timeout))),
-        }
-    }
-}
-
-impl Watched for RequestWatch {
-    fn check(&self, now: u64) {
-        if self.cut.get().is_some() {
-            return;
-        }
-        let Some(cut) = self.due(now) else { return };
-        if self.responded.load(Ordering::Relaxed) {
-            // Before the headers, the 504 (and its log line and count)
-            // says it.
-            tracing::warn!(plugin = %self.metrics.plugin, "response cut off: {cut}");
-            let kind = match cut {
-                Cut::NoHeaders(_) | Cut::MaxDuration(_) => "max_duration",
-                Cut::ClientStalled(_) => "client_stalled",
-            };
-            self.metrics.count(&self.metrics.host.faults, kind);
-        }
-        let _ = self.cut.set(cut);
-        if let Some(guest) = self.guest.get() {
-            guest.abort();
-        }
-    }
-}
-
-/// The guest's response body as the server reads it, telling the watchdog
-/// when the client stops taking it.
-struct WatchedBody<B> {
-    inner: B,
-    watch: Arc<RequestWatch>,
-}
-
-impl<B> Body for WatchedBody<B>
-where
-    B: Body<Data = Bytes, Error = std::io::Error> + Unpin,
-{
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        let WatchedBody { inner, watch } = &mut *self;
-        watch.handed_out.store(NOT_WAITING, Ordering::Relaxed);
-        match Pin::new(inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                watch
-                    .handed_out
-                    .store(watchdog::now_ms(), Ordering::Relaxed);
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(None) if watch.cut.get().is_some() => {
-                Poll::Ready(Some(Err(std::io::Error::other("the response was cut off"))))
-            }
-            other => other,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// Aborts the guest task when dropped, unless disarmed.
-struct AbortOnDrop(Option<tokio::task::AbortHandle>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        if let Some(handle) = self.0.take() {
-            handle.abort();
-        }
-    }
+/// Logs and counts a guest that failed after its response headers went
+/// out (the client sees the body cut off).
+fn streaming_failed(metrics: &PluginMetrics, e: &wasmtime::Error) {
+    let failure = classify(e);
+    let plugin = &metrics.plugin;
+    tracing::warn!(%plugin, "failed while streaming its response: {failure}");
+    failure.count(metrics);
 }
 
 /// A fresh instance of `pre` in `store`, counted in the plugin's
@@ -434,39 +324,3 @@ fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or(s).chars().take(500).collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deadlines_come_due_in_order() {
-        let limits = Limits {
-            timeout: Duration::from_secs(10),
-            max_duration: Duration::from_secs(100),
-            ..Limits::default()
-        };
-        let start = 5_000;
-        let metrics = PluginMetrics::new(&crate::metrics::Metrics::new(), &"p".into());
-        let watch = RequestWatch::new(metrics, &limits, Duration::from_secs(30), start);
-        let at = |s: u64| start + s * 1000;
-        assert!(watch.due(at(9)).is_none());
-        assert!(matches!(watch.due(at(10)), Some(Cut::NoHeaders(10_000))));
-        watch.responded.store(true, Ordering::Relaxed);
-        assert!(watch.due(at(99)).is_none());
-        assert!(matches!(
-            watch.due(at(100)),
-            Some(Cut::MaxDuration(100_000))
-        ));
-        // A frame handed out at 20 s and not taken: the client stopped
-        // reading, cut 30 s later.
-        watch.handed_out.store(at(20), Ordering::Relaxed);
-        assert!(watch.due(at(49)).is_none());
-        assert!(matches!(
-            watch.due(at(50)),
-            Some(Cut::ClientStalled(30_000))
-        ));
-        // Taken (the server asks for the next): fine again.
-        watch.handed_out.store(NOT_WAITING, Ordering::Relaxed);
-        assert!(watch.due(at(60)).is_none());
-    }
-}
