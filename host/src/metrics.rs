@@ -68,6 +68,9 @@ pub struct Metrics {
     pub connections_open: Gauge,
     pub connections_refused: Counter,
     pub instantiations: Family<PluginLabel, Counter>,
+    /// Requests served by an instance kept from an earlier request
+    /// (`instance_reuse`).
+    pub instance_reuses: Family<PluginLabel, Counter>,
     pub instantiation_seconds: Histograms,
     /// Requests a guest failed or a limit ended: `trap`, `cpu_limit`,
     /// `memory_limit`, `timeout`, `max_duration`, `client_stalled`,
@@ -151,6 +154,7 @@ impl Metrics {
             connections_open: Gauge::default(),
             connections_refused: Counter::default(),
             instantiations: Family::default(),
+            instance_reuses: Family::default(),
             instantiation_seconds: Family::new_with_constructor(instantiation_histogram),
             faults: Family::default(),
             busy: Family::default(),
@@ -208,6 +212,11 @@ impl Metrics {
             "plugin_instantiations",
             "Plugin instances created",
             m.instantiations.clone(),
+        );
+        r.register(
+            "plugin_instance_reuses",
+            "Requests served by an instance kept from an earlier request of its plugin",
+            m.instance_reuses.clone(),
         );
         r.register(
             "plugin_instantiation_seconds",
@@ -403,6 +412,7 @@ pub struct PluginMetrics {
     pub host: Arc<Metrics>,
     pub request_seconds: Histogram,
     pub instantiations: Counter,
+    pub instance_reuses: Counter,
     pub instantiation_seconds: Histogram,
 }
 
@@ -416,6 +426,7 @@ impl PluginMetrics {
             host: host.clone(),
             request_seconds: host.request_seconds.get_or_create_owned(&label),
             instantiations: host.instantiations.get_or_create_owned(&label),
+            instance_reuses: host.instance_reuses.get_or_create_owned(&label),
             instantiation_seconds: host.instantiation_seconds.get_or_create_owned(&label),
         }
     }

@@ -141,7 +141,17 @@ pub async fn dispatch(
     let body = RequestBody::new(body, max_body, timeouts.request, body_state.clone());
     let req = http::Request::from_parts(parts, body);
 
-    let mut store = RequestState::new_store(engine, &slot.context, caller);
+    // A kept instance if the plugin allows reuse and one waits, else a
+    // fresh store (instantiated on the guest's first poll).
+    let reuse = limits.instance_reuse;
+    let kept = match reuse {
+        0 => None,
+        _ => plugin.idle.take(&slot.context, caller.clone()),
+    };
+    let (mut store, mut warm) = match kept {
+        Some(idle) => (idle.store, Some((idle.proxy, idle.served))),
+        None => (RequestState::new_store(engine, &slot.context, caller), None),
+    };
 
     let (tx, mut rx) = tokio::sync::oneshot::channel();
     let http = || DispatchError::Internal("creating the request resources".into());
@@ -163,29 +173,56 @@ pub async fn dispatch(
         watchdog::now_ms(),
     ));
     let guest_watch = watch.clone();
+    let watchdog_for_guest = watchdog.clone();
+    let max_idle = slot.max_concurrent;
     let mut guest: Pin<Box<dyn Future<Output = wasmtime::Result<()>> + Send>> =
         Box::pin(async move {
+            let metrics = &guest_watch.metrics;
+            let mut served = 0;
             let outcome = async {
-                let instance = instantiate(&plugin.pre, &mut store, &guest_watch.metrics).await?;
-                let proxy = http_export.load(&mut store, &instance)?;
+                let proxy = match warm.take() {
+                    Some((proxy, before)) => {
+                        served = before;
+                        metrics.instance_reuses.inc();
+                        proxy
+                    }
+                    None => {
+                        let instance = instantiate(&plugin.pre, &mut store, metrics).await?;
+                        http_export.load(&mut store, &instance)?
+                    }
+                };
                 store.data_mut().begin_call();
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, incoming, outparam)
                     .await
+                    .map(|()| proxy)
             }
             .await;
             if let Err(e) = &outcome
                 && guest_watch.responded.load(Ordering::Relaxed)
                 && guest_watch.cut.get().is_none()
             {
-                streaming_failed(&guest_watch.metrics, e);
+                streaming_failed(metrics, e);
             }
             // However the guest ends (returned, failed, or dropped by the
-            // watchdog), its end frees the instance (the store), then the
-            // permit: only now may another request take its place. The
-            // version stays alive as long as its instance ran.
-            drop(store);
+            // watchdog), its end frees the instance (the store), or keeps
+            // it for the next request if the plugin allows and the call
+            // returned normally; then the permit: only now may another
+            // request take its place. The version stays alive as long as
+            // its instance ran.
+            served += 1;
+            let outcome = match outcome {
+                Ok(proxy) if served < reuse && guest_watch.cut.get().is_none() => {
+                    let idle = &plugin.idle;
+                    idle.keep(store, proxy, served, max_idle, &watchdog_for_guest);
+                    Ok(())
+                }
+                outcome => {
+                    drop(store);
+                    outcome.map(drop)
+                }
+            };
             drop((permit, plugin));
             outcome
         });

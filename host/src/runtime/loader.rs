@@ -28,6 +28,8 @@ pub struct LoadedPlugin {
     pub cache: CacheOutcome,
     pub pre: InstancePre<RequestState>,
     pub exports: Exports,
+    /// Instances kept between requests (`instance_reuse`).
+    pub idle: super::reuse::IdleInstances,
 }
 
 /// The exports of the plugin world a component provides. A new kind of
@@ -139,6 +141,7 @@ impl Loader {
                 cache,
                 pre,
                 exports,
+                idle: Default::default(),
             })
         })
         .await

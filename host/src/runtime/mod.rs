@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod memory_budget;
 pub mod registry;
 pub mod request_body;
+pub mod reuse;
 mod request_watch;
 pub mod rooms;
 pub mod routes;

@@ -142,6 +142,17 @@ impl RequestState {
         store
     }
 
+    /// The plugin context this store was made for.
+    pub fn context(&self) -> &Arc<PluginContext> {
+        &self.plugin
+    }
+
+    /// Makes a kept store serve a new request, of `caller` (see
+    /// `runtime::reuse`).
+    pub fn begin_request(&mut self, caller: IdentityCtx) {
+        self.caller = caller;
+    }
+
     pub fn kv_view(&mut self) -> KvView<'_> {
         self.plugin.caps.kv(&mut self.table)
     }

@@ -12,7 +12,6 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::body::Body;
 use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
@@ -101,14 +100,23 @@ fn fit_caps(files: u64, http: usize, rooms: usize) -> (usize, usize) {
 
 /// Serves `app` on `listener` until `stop` fires, then lets open
 /// connections finish their requests (up to `DRAIN_TIMEOUT`).
-pub async fn serve(
+pub async fn serve<S>(
     listener: TcpListener,
-    app: Router,
+    app: S,
     limits: ClientLimits,
     watchdog: Watchdog,
     metrics: Arc<Metrics>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
-) {
+) where
+    S: tower::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let cap = limits.max_connections.max(1);
     let open = Arc::new(Semaphore::new(cap));
     let (draining_tx, draining) = watch::channel(false);

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use http::{HeaderValue, Method, StatusCode};
@@ -62,20 +61,71 @@ struct ServedBy {
     route: Arc<str>,
 }
 
-/// The axum application.
-pub fn app(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/_spike/plugins", get(admin::list))
-        .route("/_spike/metrics", get(admin::metrics))
-        .route("/_spike/plugins/{name}", put(admin::upload))
-        .route("/_spike/plugins/{name}/rollback", post(admin::rollback))
-        .route("/_spike/plugins/{name}/manifest", put(admin::put_manifest))
-        .route("/_spike/kv/{namespace}", get(admin::kv_list))
-        .fallback(plugin_request)
-        .layer(middleware::from_fn_with_state(state.clone(), every_request))
-        .with_state(state)
+/// What the public address serves. The host's own routes (`/healthz`,
+/// `/readyz`, `/_spike/...`) go through axum's router; every other request
+/// goes straight to `plugin_request`, on the hot path, where axum's router
+/// and middleware cost boxed futures and clones of their own.
+#[derive(Clone)]
+pub struct App {
+    state: Arc<AppState>,
+    host: Router,
+}
+
+impl App {
+    pub fn new(state: Arc<AppState>) -> Self {
+        let host = Router::new()
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .route("/_spike/plugins", get(admin::list))
+            .route("/_spike/metrics", get(admin::metrics))
+            .route("/_spike/plugins/{name}", put(admin::upload))
+            .route("/_spike/plugins/{name}/rollback", post(admin::rollback))
+            .route("/_spike/plugins/{name}/manifest", put(admin::put_manifest))
+            .route("/_spike/kv/{namespace}", get(admin::kv_list))
+            .fallback(|req: Request| async move {
+                ApiError::not_found(format!("nothing is served at {}", req.uri().path()))
+            })
+            .with_state(state.clone());
+        Self { state, host }
+    }
+
+    fn is_host_route(path: &str) -> bool {
+        path == "/healthz" || path == "/readyz" || path.starts_with("/_spike/")
+    }
+}
+
+impl tower::Service<http::Request<hyper::body::Incoming>> for App {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        let app = self.clone();
+        Box::pin(async move {
+            let req = req.map(axum::body::Body::new);
+            Ok(every_request(&app.state, req, |req| async {
+                if App::is_host_route(req.uri().path()) {
+                    use tower::ServiceExt;
+                    match app.host.clone().oneshot(req).await {
+                        Ok(resp) => resp,
+                        Err(never) => match never {},
+                    }
+                } else {
+                    plugin_request(&app.state, req).await
+                }
+            })
+            .await)
+        })
+    }
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -179,7 +229,7 @@ fn is_valid_host(value: &[u8]) -> bool {
 
 /// Every request that is not the host's own goes to the plugin whose route
 /// covers it.
-async fn plugin_request(State(state): State<Arc<AppState>>, mut req: Request) -> Response {
+async fn plugin_request(state: &Arc<AppState>, mut req: Request) -> Response {
     let routed = match state
         .registry
         .route(req.method().as_str(), req.uri().path())
@@ -300,11 +350,14 @@ fn head_only(resp: Response) -> Response {
     Response::from_parts(parts, axum::body::Body::empty())
 }
 
-/// What every request goes through (one middleware: each layer costs a
-/// boxed future per request): refused if malformed, then one log line with
-/// a request id (also sent back as `x-request-id`), method, path, plugin,
-/// status and latency.
-async fn every_request(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+/// What every request goes through: refused if malformed, then one log
+/// line with a request id (also sent back as `x-request-id`), method, path,
+/// plugin, status and latency.
+async fn every_request<F, Fut>(state: &AppState, req: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
     static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let start = Instant::now();
@@ -312,7 +365,7 @@ async fn every_request(State(state): State<Arc<AppState>>, req: Request, next: N
     let path = req.uri().path().to_string();
     let mut resp = match malformed(&req) {
         Some(refusal) => refusal.into_response(),
-        None => next.run(req).await,
+        None => next(req).await,
     };
     resp.headers_mut()
         .insert("x-request-id", HeaderValue::from(id));
@@ -512,7 +565,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let serve = tokio::spawn(listener::serve(
         listener,
-        app(state),
+        App::new(state),
         clients.clone(),
         registry.watchdog().clone(),
         metrics.clone(),

@@ -34,6 +34,8 @@
 //!                                     # (default: 120000, or timeout_ms if longer)
 //! max_body_mib = 16                   # request body
 //! max_concurrent = 64                 # requests at once (default: half the instance pool)
+//! instance_reuse = 1000               # requests one instance serves in turn (default 0:
+//!                                     # a fresh instance each; see runtime::reuse)
 //! ```
 //!
 //! A malformed manifest is refused with its file, line and reason.
@@ -67,6 +69,8 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_MAX_DURATION_MS: u64 = 120_000;
 /// Default request body limit.
 pub const DEFAULT_MAX_BODY_MIB: u64 = 16;
+/// The most requests `instance_reuse` lets one instance serve.
+pub const MAX_INSTANCE_REUSE: u32 = 1_000_000;
 
 /// The authenticator a route names when it names none.
 pub const DEFAULT_AUTHENTICATOR: &str = "auth";
@@ -152,6 +156,9 @@ pub struct Limits {
     /// host (a share of the instance pool, see `PluginRegistry`), so that one
     /// plugin's slow clients cannot take every instance.
     pub max_concurrent: Option<u32>,
+    /// Requests one instance may serve, one after another; 0 (the
+    /// default): a fresh instance for every request. See `runtime::reuse`.
+    pub instance_reuse: u32,
 }
 
 impl Default for Limits {
@@ -163,6 +170,7 @@ impl Default for Limits {
             max_duration: Duration::from_millis(DEFAULT_MAX_DURATION_MS),
             max_body_bytes: DEFAULT_MAX_BODY_MIB << 20,
             max_concurrent: None,
+            instance_reuse: 0,
         }
     }
 }
@@ -246,6 +254,7 @@ struct RawLimits {
     max_duration_ms: Option<Spanned<u64>>,
     max_body_mib: Option<Spanned<u64>>,
     max_concurrent: Option<Spanned<u32>>,
+    instance_reuse: Option<Spanned<u32>>,
 }
 
 /// Reads and validates the manifest at `path`.
@@ -446,6 +455,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
             ));
         }
         limits.max_concurrent = Some(*v.get_ref());
+    }
+    if let Some(v) = &l.instance_reuse {
+        if *v.get_ref() > MAX_INSTANCE_REUSE {
+            return Err(err(
+                Some(v.span()),
+                format!("instance_reuse must be at most {MAX_INSTANCE_REUSE}"),
+            ));
+        }
+        limits.instance_reuse = *v.get_ref();
     }
 
     Ok(Manifest {
