@@ -1,95 +1,183 @@
 #!/usr/bin/env bash
-# GET hello world, side by side in one run: spike vs `wasmtime serve` (both
-# serving the same plain wasi:http component, a fresh instance per request)
-# vs workerd (the same hello as a Worker). Same machine, same load generator.
+# Hello world, side by side in one run, one load generator (wrk on loopback),
+# the same response everywhere ("Hello, world!\n", text/plain):
 #
-#   bench/http_hello.sh            # 2 rounds of 15 s per server
-#   ROUNDS=1 DURATION=5s bench/http_hello.sh
+#   native            plain axum on tokio, no wasm: what the machine can do
+#   spike, wasmtime   the plain wasi:http component (Rust), a fresh instance
+#                     per request, and with instance reuse
+#   workerd           the hello as a JavaScript Worker
+#   *-js, *-py        the same hello as a componentize-js and a
+#                     componentize-py component (bench/guests), fresh and
+#                     reused, on spike and on `wasmtime serve`
+#   spike-sdk-hello   the SDK's hello plugin (a KV grant, the SDK's router)
 #
-# Prints requests/s, p50 and p99 per server and the ratios, then what
-# `spike check` measures: per-request instantiation, compile vs cached load.
+# For each: requests/s, p50, p99 and the server's CPU time per request (its
+# user + system ticks from /proc over the run, divided by the requests:
+# steadier than requests/s on a shared machine). Then allocations per
+# request of native and spike, counted by bench/alloc-count preloaded (a
+# run of its own: counting perturbs the timing).
+#
+#   bench/http_hello.sh                       # 2 rounds of 8 s per server
+#   ROUNDS=1 DURATION=4s bench/http_hello.sh
+#   ONLY="native spike spike-reused" bench/http_hello.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/spike-target}"
 ROUNDS="${ROUNDS:-2}"
-DURATION="${DURATION:-15s}"
+DURATION="${DURATION:-8s}"
 CONNECTIONS="${CONNECTIONS:-32}"
+REUSE=1000
 out=bench/out
 mkdir -p "$out"
 source bench/lib.sh
 
 set_up_and_build
+cargo build --quiet --release -p native-hello
+bench/guests/build.sh
+native="$CARGO_TARGET_DIR/release/native-hello"
 wasmtime="${SPIKE_TOOLS_DIR:-$HOME/.cache/spike-tools}/wasmtime-48/bin/wasmtime"
-workerd=bench/node_modules/.bin/workerd
-plain="$CARGO_TARGET_DIR/wasm32-wasip2/guest/fixture_plain_hello.wasm"
+guests="$CARGO_TARGET_DIR/wasm32-wasip2/guest"
+plain="$guests/fixture_plain_hello.wasm"
+js="$CARGO_TARGET_DIR/bench-guests/js_hello.wasm"
+py="$CARGO_TARGET_DIR/bench-guests/py_hello.wasm"
 
 work=$(mktemp -d)
 pids=()
 trap cleanup EXIT
+gcc -O2 -shared -fPIC -o "$work/alloc_count.so" bench/alloc-count/alloc_count.c -ldl
 
-# spike: the plain component at /, and the SDK hello at /hello.
+# spike: each component fresh and reused, on routes of their own.
+plugin() { # name component prefix reuse
+  cp "$2" "$work/plugins/$1.wasm"
+  printf 'component = "%s.wasm"\n[[routes]]\nprefix = "%s"\n[limits]\ninstance_reuse = %s\n' \
+    "$1" "$3" "$4" >"$work/plugins/$1.toml"
+}
 mkdir -p "$work/plugins"
-cp "$plain" "$work/plugins/plain.wasm"
-printf 'component = "plain.wasm"\n[[routes]]\nprefix = "/"\n' > "$work/plugins/plain.toml"
-cp "$CARGO_TARGET_DIR/wasm32-wasip2/guest/hello.wasm" "$work/plugins/hello.wasm"
-printf 'component = "hello.wasm"\n[[routes]]\nprefix = "/hello"\n[grants]\nkv = ["hello"]\n' > "$work/plugins/hello.toml"
+plugin plain "$plain" / 0
+plugin plain-reused "$plain" /reused $REUSE
+plugin js "$js" /js 0
+plugin js-reused "$js" /js-reused $REUSE
+plugin py "$py" /py 0
+plugin py-reused "$py" /py-reused $REUSE
+cp "$guests/hello.wasm" "$work/plugins/hello.wasm"
+printf 'component = "hello.wasm"\n[[routes]]\nprefix = "/hello"\n[grants]\nkv = ["hello"]\n' >"$work/plugins/hello.toml"
 
-wait_up() {
-  for _ in $(seq 1 200); do
-    curl -fs "$1" >/dev/null 2>&1 && return 0
-    sleep 0.1
+declare -A url pid_of
+serve() { # name url command...
+  local name=$1
+  url[$name]=$2
+  shift 2
+  "$@" >"$out/hello-$name.log" 2>&1 &
+  pids+=($!)
+  pid_of[$name]=$!
+}
+serve native http://127.0.0.1:8792/ "$native" 127.0.0.1:8792
+serve spike http://127.0.0.1:8788/ "$spike" serve --listen 127.0.0.1:8788 --plugins "$work/plugins" \
+  --data "$work/data" --no-watch
+for r in reused js js-reused py py-reused; do
+  url[spike-$r]=http://127.0.0.1:8788/$r
+  pid_of[spike-$r]=${pid_of[spike]}
+done
+url[spike-sdk-hello]=http://127.0.0.1:8788/hello
+pid_of[spike-sdk-hello]=${pid_of[spike]}
+wasmtime_serve() { # name port component [reuse]
+  serve "$1" "http://127.0.0.1:$2/" "$wasmtime" serve -Scli --addr "127.0.0.1:$2" \
+    ${4:+--max-instance-reuse-count "$4"} "$3"
+}
+wasmtime_serve wasmtime 8789 "$plain"
+wasmtime_serve wasmtime-reused 8793 "$plain" $REUSE
+wasmtime_serve wasmtime-js 8794 "$js"
+wasmtime_serve wasmtime-js-reused 8795 "$js" $REUSE
+wasmtime_serve wasmtime-py 8796 "$py"
+wasmtime_serve wasmtime-py-reused 8797 "$py" $REUSE
+serve workerd http://127.0.0.1:8790/ bash -c 'cd bench/workerd && exec ../node_modules/.bin/workerd serve config.capnp'
+
+# Components of 13 and 18 MB take a while to compile.
+wait_ok() {
+  for _ in $(seq 1 1200); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$1")" = 200 ] && return 0
+    sleep 0.25
   done
-  echo "server at $1 did not come up" >&2
+  echo "$1 did not answer 200" >&2
   exit 1
 }
+names="native spike spike-reused wasmtime wasmtime-reused workerd spike-js spike-js-reused
+  wasmtime-js wasmtime-js-reused spike-py spike-py-reused wasmtime-py wasmtime-py-reused spike-sdk-hello"
+names="${ONLY:-$names}"
+for n in $names; do wait_ok "${url[$n]}"; done
 
-"$spike" serve --listen 127.0.0.1:8788 --plugins "$work/plugins" --data "$work/data" --no-watch >"$out/spike.log" 2>&1 &
-pids+=($!)
-"$wasmtime" serve -Scli --addr 127.0.0.1:8789 "$plain" >"$out/wasmtime.log" 2>&1 &
-pids+=($!)
-(cd bench/workerd && exec ../node_modules/.bin/workerd serve config.capnp) >"$out/workerd.log" 2>&1 &
-pids+=($!)
-wait_up http://127.0.0.1:8788/
-wait_up http://127.0.0.1:8789/
-wait_up http://127.0.0.1:8790/
-
-
-run() { # name url round
-  local file="$out/wrk-$1-$3.txt"
-  wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "$2" >"$file"
-  local rps p50 p99 errors
-  rps=$(awk '/^Requests\/sec:/ {print $2}' "$file")
-  p50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$file")")
-  p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$file")")
-  errors=$(awk '/Non-2xx|Socket errors/ {print}' "$file" | tr '\n' ' ')
-  printf '%-22s round %s  %10s req/s  p50 %6.2f ms  p99 %6.2f ms  %s\n' "$1" "$3" "$rps" "$p50" "$p99" "$errors"
-  echo "$1 $3 $rps $p50 $p99" >>"$out/results.txt"
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+run() { # name round
+  local file="$out/wrk-$1-$2.txt" before after
+  before=$(ticks "${pid_of[$1]}")
+  wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "${url[$1]}" >"$file"
+  after=$(ticks "${pid_of[$1]}")
+  awk -v name="$1" -v round="$2" -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" '
+    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+    /requests in/ {n = $1} /^Requests\/sec:/ {r = $2} $1 == "50%" {p50 = ms($2)} $1 == "99%" {p99 = ms($2)}
+    /Non-2xx|Socket errors/ {errors = errors " " $0}
+    END {
+      cpu = t / hz * 1e6 / n
+      printf "%-20s round %s %11.0f req/s  p50 %7.2f ms  p99 %7.2f ms  %8.1f us CPU/request%s\n", name, round, r, p50, p99, cpu, errors
+      printf "%s %s %s %s %s %s\n", name, round, r, p50, p99, cpu >> "'"$out"'/hello-results.txt"
+    }' "$file"
 }
 
-: >"$out/results.txt"
-echo "wrk -t2 -c$CONNECTIONS -d$DURATION, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
+: >"$out/hello-results.txt"
+echo "wrk -t2 -c$CONNECTIONS -d$DURATION, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), instance reuse $REUSE"
 for round in $(seq 1 "$ROUNDS"); do
-  run spike-plain http://127.0.0.1:8788/ "$round"
-  run wasmtime-serve http://127.0.0.1:8789/ "$round"
-  run workerd http://127.0.0.1:8790/ "$round"
-  run spike-sdk-hello http://127.0.0.1:8788/hello "$round"
+  for n in $names; do run "$n" "$round"; done
 done
 
-mean() { awk -v n="$1" -v col="$2" '$1 == n {s += $col; c++} END {printf "%.2f", s / c}' "$out/results.txt"; }
+mean() { awk -v n="$1" -v col="$2" '$1 == n {s += $col; c++} END {if (c) printf "%.2f", s / c}' "$out/hello-results.txt"; }
 echo
 echo "mean over $ROUNDS rounds:"
-for n in spike-plain wasmtime-serve workerd spike-sdk-hello; do
-  printf '  %-18s %10s req/s  p50 %6s ms  p99 %6s ms\n' "$n" "$(mean $n 3)" "$(mean $n 4)" "$(mean $n 5)"
+for n in $names; do
+  printf '  %-20s %11.0f req/s  p50 %7s ms  p99 %7s ms  %8s us CPU/request\n' "$n" "$(mean "$n" 3)" "$(mean "$n" 4)" "$(mean "$n" 5)" "$(mean "$n" 6)"
 done
-awk -v s="$(mean spike-plain 3)" -v w="$(mean wasmtime-serve 3)" -v k="$(mean workerd 3)" \
-    -v sp="$(mean spike-plain 5)" -v wp="$(mean wasmtime-serve 5)" 'BEGIN {
-  printf "ratio spike / wasmtime serve: %.2fx requests/s, p99 %.2f ms vs %.2f ms\n", s / w, sp, wp
-  printf "ratio spike / workerd:        %.2fx requests/s\n", s / k
-}'
+ratio() { # label a b column
+  local a b
+  a=$(mean "$2" "$4") b=$(mean "$3" "$4")
+  [ -n "$a" ] && [ -n "$b" ] && awk -v a="$a" -v b="$b" -v l="$1" 'BEGIN {printf "  %-44s %.2fx\n", l, a / b}'
+  return 0
+}
+echo "ratios:"
+ratio "spike / wasmtime serve, requests/s" spike wasmtime 3
+ratio "spike / native, CPU per request" spike native 6
+ratio "spike reused / wasmtime reused, requests/s" spike-reused wasmtime-reused 3
+ratio "spike-js / wasmtime-js, requests/s" spike-js wasmtime-js 3
+ratio "spike-js reused / workerd, requests/s" spike-js-reused workerd 3
+ratio "spike-js reused / wasmtime-js reused, req/s" spike-js-reused wasmtime-js-reused 3
+ratio "spike-py / wasmtime-py, requests/s" spike-py wasmtime-py 3
+ratio "spike-py reused / wasmtime-py reused, req/s" spike-py-reused wasmtime-py-reused 3
 
+# Allocations per request: the counter preloaded into a server of its own,
+# a warm-up, then the count over a timed run (SIGUSR2 appends it to a file).
+allocations() { # name url command...
+  local name=$1 at=$2 counts="$work/allocs-$1" p n
+  shift 2
+  ALLOC_COUNT_FILE="$counts" LD_PRELOAD="$work/alloc_count.so" "$@" >"$out/allocs-$name.log" 2>&1 &
+  p=$!
+  pids+=($p)
+  wait_ok "$at"
+  wrk -t2 -c"$CONNECTIONS" -d2s "$at" >/dev/null
+  kill -USR2 "$p"; sleep 0.2
+  wrk -t2 -c"$CONNECTIONS" -d4s "$at" >"$work/allocs-wrk.txt"
+  kill -USR2 "$p"; sleep 0.2
+  stop "$p"
+  n=$(awk '/requests in/ {print $1}' "$work/allocs-wrk.txt")
+  awk -v n="$n" -v name="$name" 'NR == 1 {a = $1} NR == 2 {b = $1}
+    END {printf "  %-20s %6.1f allocations per request (%d requests)\n", name, (b - a) / n, n}' "$counts"
+}
 echo
-echo "spike check (instantiation per request, compile vs cached load):"
-for c in "$plain" "$CARGO_TARGET_DIR/wasm32-wasip2/guest/hello.wasm"; do
-  "$spike" check "$c" 2>/dev/null | tee "$out/check-$(basename "$c" .wasm).json" |
-    awk -F': ' '/"(component|instantiate_us_median|instantiate_us_p99|compile_ms|cached_load_ms|cache_speedup)"/ {gsub(/[",]/, ""); printf "  %s %s\n", $1, $2}'
+echo "allocations per request:"
+for n in native spike spike-reused; do
+  [[ " $names " == *" $n "* ]] || continue
+  case $n in
+    native) allocations native http://127.0.0.1:8802/ "$native" 127.0.0.1:8802 ;;
+    spike) allocations spike http://127.0.0.1:8803/ "$spike" serve --listen 127.0.0.1:8803 \
+      --plugins "$work/plugins" --data "$work/data-allocs" --no-watch ;;
+    spike-reused) allocations spike-reused http://127.0.0.1:8804/reused "$spike" serve \
+      --listen 127.0.0.1:8804 --plugins "$work/plugins" --data "$work/data-allocs2" --no-watch ;;
+  esac
 done

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the peers the benchmarks compare against, each from its own
-# registry: wrk and nginx (Debian), wasmtime-cli 48 (crates.io), workerd (npm),
-# LiteLLM's proxy (PyPI).
+# registry: wrk and nginx (Debian), wasmtime-cli 48 (crates.io), workerd and
+# componentize-js (npm), LiteLLM's proxy and componentize-py (PyPI).
 # Tools go under $SPIKE_TOOLS_DIR (default ~/.cache/spike-tools) and bench/node_modules.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -30,4 +30,10 @@ if ! "$tools/litellm/bin/litellm" --version >/dev/null 2>&1; then
   echo "bench setup: installing litellm[proxy] 1.106.0"
   python3 -m venv "$tools/litellm"
   "$tools/litellm/bin/pip" install --quiet --disable-pip-version-check 'litellm[proxy]==1.106.0'
+fi
+# componentize-py, which builds the Python hello of bench/http_hello.sh.
+if ! "$tools/componentize-py/bin/componentize-py" --version 2>/dev/null | grep -q '0\.25\.1'; then
+  echo "bench setup: installing componentize-py 0.25.1"
+  python3 -m venv "$tools/componentize-py"
+  "$tools/componentize-py/bin/pip" install --quiet --disable-pip-version-check 'componentize-py==0.25.1'
 fi

@@ -25,9 +25,9 @@ use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use super::loader::LoadedPlugin;
 use super::memory_budget::MemoryBudgetExhausted;
 use super::request_body::{BODY_OK, BODY_OVERFLOWED, BODY_STALLED, RequestBody, declared_length};
+use super::request_watch::{RequestWatch, WatchedBody};
 use super::slot::PluginSlot;
 use super::state::{CpuLimitExceeded, MemoryLimitExceeded, RequestState};
-use super::request_watch::{RequestWatch, WatchedBody};
 use super::watchdog::{self, Watchdog};
 use crate::caps::identity::IdentityCtx;
 use crate::metrics::PluginMetrics;
@@ -360,4 +360,3 @@ pub(super) fn classify(e: &wasmtime::Error) -> DispatchError {
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or(s).chars().take(500).collect()
 }
-

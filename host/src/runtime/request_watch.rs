@@ -10,8 +10,8 @@
 //! task of its own once the response streams (aborted).
 
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -34,7 +34,6 @@ pub(super) enum Cut {
     #[error("the client read nothing of the response for {0} ms")]
     ClientStalled(u128),
 }
-
 
 /// A request's deadlines, checked by the watchdog every tick: response
 /// headers by `headers_by`, the whole request by `done_by`, and no piece
@@ -72,7 +71,12 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl RequestWatch {
-    pub(super) fn new(metrics: PluginMetrics, limits: &Limits, send_timeout: Duration, now: u64) -> Self {
+    pub(super) fn new(
+        metrics: PluginMetrics,
+        limits: &Limits,
+        send_timeout: Duration,
+        now: u64,
+    ) -> Self {
         Self {
             metrics,
             headers_by: now.saturating_add(millis(limits.timeout)),
@@ -170,7 +174,6 @@ where
         self.inner.size_hint()
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -55,7 +55,6 @@ pub struct AppState {
 
 /// Which plugin and route served a response, for the request log and
 /// metrics.
-#[derive(Clone)]
 struct ServedBy {
     plugin: Arc<PluginContext>,
     route: Arc<str>,
@@ -116,7 +115,7 @@ impl tower::Service<http::Request<hyper::body::Incoming>> for App {
                 if App::is_host_route(req.uri().path()) {
                     use tower::ServiceExt;
                     match app.host.clone().oneshot(req).await {
-                        Ok(resp) => resp,
+                        Ok(resp) => (resp, None),
                         Err(never) => match never {},
                     }
                 } else {
@@ -228,8 +227,8 @@ fn is_valid_host(value: &[u8]) -> bool {
 }
 
 /// Every request that is not the host's own goes to the plugin whose route
-/// covers it.
-async fn plugin_request(state: &Arc<AppState>, mut req: Request) -> Response {
+/// covers it (and which one, for the log and metrics).
+async fn plugin_request(state: &Arc<AppState>, mut req: Request) -> (Response, Option<ServedBy>) {
     let routed = match state
         .registry
         .route(req.method().as_str(), req.uri().path())
@@ -249,14 +248,15 @@ async fn plugin_request(state: &Arc<AppState>, mut req: Request) -> Response {
             if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
                 resp.headers_mut().insert(http::header::ALLOW, v);
             }
-            return resp;
+            return (resp, None);
         }
         Err(_) => {
             let path = req.uri().path().to_string();
-            return match state.sites.serve(req).await {
+            let resp = match state.sites.serve(req).await {
                 Some(resp) => resp,
                 None => ApiError::not_found(format!("no plugin serves {path}")).into_response(),
             };
+            return (resp, None);
         }
     };
     let slot = &routed.slot;
@@ -265,11 +265,12 @@ async fn plugin_request(state: &Arc<AppState>, mut req: Request) -> Response {
         route: routed.route.clone(),
     };
     if let Some(room) = routed.room {
-        let mut resp = rooms::join(&state, &routed, room, req).await;
-        resp.extensions_mut().insert(served_by);
-        return resp;
+        return (
+            rooms::join(state, &routed, room, req).await,
+            Some(served_by),
+        );
     }
-    let mut resp = match slot.active() {
+    let resp = match slot.active() {
         None if slot.is_loading() => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "plugin_loading",
@@ -299,10 +300,7 @@ async fn plugin_request(state: &Arc<AppState>, mut req: Request) -> Response {
             let passed = match gate::pass(&state, &routed, method, path, req.headers(), peer).await
             {
                 Ok(passed) => passed,
-                Err(mut refusal) => {
-                    refusal.extensions_mut().insert(served_by);
-                    return refusal;
-                }
+                Err(refusal) => return (refusal, Some(served_by)),
             };
             if routed.head_as_get {
                 *req.method_mut() = Method::GET;
@@ -339,8 +337,7 @@ async fn plugin_request(state: &Arc<AppState>, mut req: Request) -> Response {
             resp
         }
     };
-    resp.extensions_mut().insert(served_by);
-    resp
+    (resp, Some(served_by))
 }
 
 /// The response to a `HEAD` run as `GET`: the same headers, no body. The
@@ -356,23 +353,23 @@ fn head_only(resp: Response) -> Response {
 async fn every_request<F, Fut>(state: &AppState, req: Request, next: F) -> Response
 where
     F: FnOnce(Request) -> Fut,
-    Fut: std::future::Future<Output = Response>,
+    Fut: std::future::Future<Output = (Response, Option<ServedBy>)>,
 {
     static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let start = Instant::now();
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let mut resp = match malformed(&req) {
-        Some(refusal) => refusal.into_response(),
+    // The URI shares its bytes: a clone for the log line costs no copy.
+    let uri = req.uri().clone();
+    let (mut resp, served_by) = match malformed(&req) {
+        Some(refusal) => (refusal.into_response(), None),
         None => next(req).await,
     };
     resp.headers_mut()
         .insert("x-request-id", HeaderValue::from(id));
     let status = resp.status().as_u16();
     let latency = start.elapsed();
-    let served_by = resp.extensions().get::<ServedBy>();
-    let (plugin, route) = match served_by {
+    let (plugin, route) = match &served_by {
         Some(s) => {
             let metrics = &s.plugin.metrics;
             metrics.request_seconds.observe(latency.as_secs_f64());
@@ -389,7 +386,7 @@ where
     tracing::info!(
         request_id = id,
         %method,
-        %path,
+        path = %uri.path(),
         plugin = %plugin,
         status,
         latency_us = latency.as_micros() as u64,
