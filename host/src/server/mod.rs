@@ -297,8 +297,7 @@ async fn plugin_request(state: &Arc<AppState>, mut req: Request) -> (Response, O
             }
             let peer = req.extensions().get::<gate::PeerAddr>().copied();
             let (method, path) = (req.method().as_str(), req.uri().path());
-            let passed = match gate::pass(&state, &routed, method, path, req.headers(), peer).await
-            {
+            let passed = match gate::pass(state, &routed, method, path, req.headers(), peer).await {
                 Ok(passed) => passed,
                 Err(refusal) => return (refusal, Some(served_by)),
             };
