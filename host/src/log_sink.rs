@@ -249,7 +249,9 @@ mod tests {
         let kept = Kept::default();
         let (sink, guard) = LogSink::new(Blocked(gate.clone(), kept.clone()));
         let line = vec![b'x'; 1023];
-        let lines = MAX_BUFFERED / 1024 + 100;
+        // Twice what the buffer holds: whatever the writer took before it
+        // blocked, lines must be dropped.
+        let lines = 2 * MAX_BUFFERED / 1024;
         for _ in 0..lines {
             let mut l = line.clone();
             l.push(b'\n');
