@@ -31,6 +31,8 @@ if [ "$(cat "$out/js_hello.stamp" 2>/dev/null)" != "$js_stamp" ]; then
   world "$out/js-wit" 0.2.10
   sed -i -E 's/@0\.2\.1[12]/@0.2.10/g; s/@since\(version = 0\.2\.1[12]\)/@since(version = 0.2.10)/g' \
     "$out"/js-wit/deps/*.wit "$out/js-wit/world.wit"
+  # (bench/package.json names @bytecodealliance/preview2-shim itself: componentize-js
+  # imports it at run time but lists it only among its dev dependencies.)
   bench/node_modules/.bin/componentize-js bench/guests/hello.js \
     --wit "$out/js-wit" --world-name hello -o "$out/js_hello.wasm"
   echo "$js_stamp" >"$out/js_hello.stamp"
