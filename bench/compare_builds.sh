@@ -21,8 +21,6 @@ mkdir -p "$out"
 
 scripts/setup.sh
 scripts/build-guests.sh >/dev/null
-# The other revision, built in a worktree sharing the target directory (only
-# the spike crate compiles again).
 work=$(mktemp -d)
 pid=
 cleanup() {
@@ -31,13 +29,23 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+# This tree's build first, then the other revision's in a worktree sharing
+# the target directory (only the spike crate compiles again). Both builds
+# write the same `libspike` artifact, and cargo cannot tell whose it holds:
+# this tree's sources are touched before its build and after the other's,
+# so that each build of this tree compiles them instead of linking the
+# other revision's library.
+find host/src -name '*.rs' -exec touch {} +
+cargo build --quiet --release -p spike
+cp "$CARGO_TARGET_DIR/release/spike" "$work/spike-head"
 git worktree add --quiet --detach "$work/tree" "$rev"
 (cd "$work/tree" && cargo build --quiet --release -p spike)
 cp "$CARGO_TARGET_DIR/release/spike" "$work/spike-base"
-# This tree's build again (the shared output path now holds the other one).
-touch host/src/main.rs
-cargo build --quiet --release -p spike
-cp "$CARGO_TARGET_DIR/release/spike" "$work/spike-head"
+find host/src -name '*.rs' -exec touch {} +
+if cmp -s "$work/spike-head" "$work/spike-base"; then
+  echo "the two builds are the same binary: nothing to compare" >&2
+  exit 1
+fi
 
 mkdir -p "$work/plugins"
 cp "$CARGO_TARGET_DIR/wasm32-wasip2/guest/fixture_plain_hello.wasm" "$work/plugins/plain.wasm"
