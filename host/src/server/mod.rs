@@ -88,8 +88,10 @@ impl App {
         Self { state, host }
     }
 
+    /// The paths no plugin may claim (`RESERVED_PREFIXES`) are the host's.
     fn is_host_route(path: &str) -> bool {
-        path == "/healthz" || path == "/readyz" || path.starts_with("/_spike/")
+        use crate::runtime::{manifest::RESERVED_PREFIXES, routes::prefix_matches};
+        RESERVED_PREFIXES.iter().any(|p| prefix_matches(p, path))
     }
 }
 
