@@ -173,8 +173,8 @@ pub async fn dispatch(
         watchdog::now_ms(),
     ));
     let guest_watch = watch.clone();
-    let watchdog_for_guest = watchdog.clone();
-    let max_idle = slot.max_concurrent;
+    // What keeping the instance takes, only for a plugin that reuses them.
+    let keeping = (reuse > 0).then(|| (watchdog.clone(), slot.max_concurrent));
     let mut guest: Pin<Box<dyn Future<Output = wasmtime::Result<()>> + Send>> =
         Box::pin(async move {
             let metrics = &guest_watch.metrics;
@@ -212,13 +212,14 @@ pub async fn dispatch(
             // request take its place. The version stays alive as long as
             // its instance ran.
             served += 1;
-            let outcome = match outcome {
-                Ok(proxy) if served < reuse && guest_watch.cut.get().is_none() => {
-                    let idle = &plugin.idle;
-                    idle.keep(store, proxy, served, max_idle, &watchdog_for_guest);
+            let outcome = match (outcome, &keeping) {
+                (Ok(proxy), Some((watchdog, max_idle)))
+                    if served < reuse && guest_watch.cut.get().is_none() =>
+                {
+                    plugin.idle.keep(store, proxy, served, *max_idle, watchdog);
                     Ok(())
                 }
-                outcome => {
+                (outcome, _) => {
                     drop(store);
                     outcome.map(drop)
                 }

@@ -110,18 +110,22 @@ impl tower::Service<http::Request<hyper::body::Incoming>> for App {
     }
 
     fn call(&mut self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
-        let app = self.clone();
+        let state = self.state.clone();
+        // The router only for the host's routes: a clone is an atomic
+        // count on a line every core shares.
+        let host = Self::is_host_route(req.uri().path()).then(|| self.host.clone());
         Box::pin(async move {
             let req = req.map(axum::body::Body::new);
-            Ok(every_request(&app.state, req, |req| async {
-                if App::is_host_route(req.uri().path()) {
-                    use tower::ServiceExt;
-                    match app.host.clone().oneshot(req).await {
-                        Ok(resp) => (resp, None),
-                        Err(never) => match never {},
+            Ok(every_request(&state, req, |req| async {
+                match host {
+                    Some(host) => {
+                        use tower::ServiceExt;
+                        match host.oneshot(req).await {
+                            Ok(resp) => (resp, None),
+                            Err(never) => match never {},
+                        }
                     }
-                } else {
-                    plugin_request(&app.state, req).await
+                    None => plugin_request(&state, req).await,
                 }
             })
             .await)
