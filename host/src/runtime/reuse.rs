@@ -66,7 +66,8 @@ impl IdleInstances {
     }
 
     /// Keeps `store` (its instance `proxy` has served `served` requests,
-    /// the last of them normally) for a later request, if there is room.
+    /// the last of them normally) for a later request, if there is room;
+    /// else it is dropped (after the lock: it is a parameter).
     pub fn keep(
         &self,
         store: Store<RequestState>,
@@ -86,15 +87,6 @@ impl IdleInstances {
                 since_ms: watchdog::now_ms(),
             });
         }
-    }
-
-    /// How many instances wait now.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
