@@ -1,7 +1,7 @@
 //! spike: runs the backend services of a live code-editing site as
 //! WebAssembly components, with KV, blob storage and more as host imports.
 //!
-//! - `server`: the axum app, routing to plugins, the admin API, errors
+//! - `server`: the listener, routing to plugins, the admin API, errors
 //! - `runtime`: engine, compile cache, manifests, plugin registry (hot swap),
 //!   per-request stores and dispatch
 //! - `caps`: one module per capability a plugin may be granted

@@ -1,7 +1,8 @@
-//! The HTTP server: the axum app, its routes and the running server handle.
+//! The HTTP server: what the public address serves (`App`), the host's own
+//! routes and the running server handle.
 //!
 //! A request reads top to bottom: `plugin_request` (here) routes it,
-//! `runtime::dispatch` runs it in a fresh instance, the component calls
+//! `runtime::dispatch` runs it in a fresh (or kept) instance, the component calls
 //! `caps::*`, and `errors` turns any failure into a JSON error.
 
 pub mod admin;
