@@ -1,5 +1,6 @@
 //! `instance_reuse`: an instance serves up to N requests of its plugin in
-//! turn; never one after a trap or a limit, never another plugin's.
+//! turn; never one after a trap or a limit, never another plugin's, and
+//! not after `instance_idle_ms` unused.
 //! The probe fixture's `/probe/count` says how many requests the instance
 //! that answers has served.
 
@@ -112,6 +113,23 @@ async fn a_new_manifest_starts_from_fresh_instances() {
     assert_eq!(counts(&server, "/reused", 2).await, strings(&["1", "2"]));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_instance_unused_for_its_idle_time_is_dropped() {
+    let server = TestServer::start(&[probe(
+        "reused",
+        "/reused",
+        "instance_reuse = 100\ninstance_idle_ms = 1000",
+    )])
+    .await;
+    assert_eq!(counts(&server, "/reused", 2).await, strings(&["1", "2"]));
+    // Within its idle time, the instance is still there.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(counts(&server, "/reused", 1).await, strings(&["3"]));
+    // Past it (plus a few of the watchdog's 50 ms ticks), it is gone.
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    assert_eq!(counts(&server, "/reused", 1).await, strings(&["1"]));
+}
+
 #[test]
 fn a_reuse_count_out_of_bounds_is_refused_with_its_line() {
     let text =
@@ -119,4 +137,9 @@ fn a_reuse_count_out_of_bounds_is_refused_with_its_line() {
     let err = spike::runtime::manifest::parse(std::path::Path::new("x.toml"), text).unwrap_err();
     assert_eq!(err.line, Some(5), "{err}");
     assert!(err.message.contains("at most 1000000"), "{err}");
+    let text =
+        "component = \"x.wasm\"\n[[routes]]\nprefix = \"/x\"\n[limits]\ninstance_idle_ms = 5\n";
+    let err = spike::runtime::manifest::parse(std::path::Path::new("x.toml"), text).unwrap_err();
+    assert_eq!(err.line, Some(5), "{err}");
+    assert!(err.message.contains("between 10 and"), "{err}");
 }

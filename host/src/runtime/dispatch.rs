@@ -174,7 +174,14 @@ pub async fn dispatch(
     ));
     let guest_watch = watch.clone();
     // What keeping the instance takes, only for a plugin that reuses them.
-    let keeping = (reuse > 0).then(|| (watchdog.clone(), slot.max_concurrent));
+    let keeping = (reuse > 0).then(|| {
+        let idle_for_ms = limits
+            .instance_idle
+            .as_millis()
+            .try_into()
+            .unwrap_or(u64::MAX);
+        (watchdog.clone(), slot.max_concurrent, idle_for_ms)
+    });
     let mut guest: Pin<Box<dyn Future<Output = wasmtime::Result<()>> + Send>> =
         Box::pin(async move {
             let metrics = &guest_watch.metrics;
@@ -213,10 +220,11 @@ pub async fn dispatch(
             // its instance ran.
             served += 1;
             let outcome = match (outcome, &keeping) {
-                (Ok(proxy), Some((watchdog, max_idle)))
+                (Ok(proxy), Some((watchdog, max_idle, idle_for_ms)))
                     if served < reuse && guest_watch.cut.get().is_none() =>
                 {
-                    plugin.idle.keep(store, proxy, served, *max_idle, watchdog);
+                    let idle = &plugin.idle;
+                    idle.keep(store, proxy, served, *max_idle, *idle_for_ms, watchdog);
                     Ok(())
                 }
                 (outcome, _) => {

@@ -14,7 +14,8 @@
 //! be.
 //!
 //! At most `max_concurrent` instances wait per version, newest first, and
-//! one unused for `IDLE_FOR` is dropped by the watchdog's tick.
+//! one unused for `instance_idle_ms` (30 s by default) is dropped by the
+//! watchdog's tick.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -26,16 +27,14 @@ use super::state::{PluginContext, RequestState};
 use super::watchdog::{self, Watchdog, Watched, Watching};
 use crate::caps::identity::IdentityCtx;
 
-/// How long an instance may wait unused before it is dropped.
-pub const IDLE_FOR_MS: u64 = 30_000;
-
 /// An instance between requests.
 pub struct Idle {
     pub store: Store<RequestState>,
     pub proxy: Proxy,
     /// Requests it has served.
     pub served: u32,
-    since_ms: u64,
+    /// When it is dropped if no request has taken it (watchdog time).
+    expires_ms: u64,
 }
 
 type IdleList = Mutex<VecDeque<Idle>>;
@@ -66,14 +65,16 @@ impl IdleInstances {
     }
 
     /// Keeps `store` (its instance `proxy` has served `served` requests,
-    /// the last of them normally) for a later request, if there is room;
-    /// else it is dropped (after the lock: it is a parameter).
+    /// the last of them normally) for a later request within `idle_for_ms`,
+    /// if there is room; else it is dropped (after the lock: it is a
+    /// parameter).
     pub fn keep(
         &self,
         store: Store<RequestState>,
         proxy: Proxy,
         served: u32,
         max_idle: u32,
+        idle_for_ms: u64,
         watchdog: &Watchdog,
     ) {
         self.expiry
@@ -84,7 +85,7 @@ impl IdleInstances {
                 store,
                 proxy,
                 served,
-                since_ms: watchdog::now_ms(),
+                expires_ms: watchdog::now_ms().saturating_add(idle_for_ms),
             });
         }
     }
@@ -94,10 +95,10 @@ impl IdleInstances {
     }
 }
 
-/// Drops instances idle for `IDLE_FOR_MS`. It holds the list weakly, so
-/// that the list goes with its version, and not the `IdleInstances`:
-/// dropping that here would unregister this check from within the
-/// watchdog's own tick.
+/// Drops instances idle for their `instance_idle_ms`. It holds the list
+/// weakly, so that the list goes with its version, and not the
+/// `IdleInstances`: dropping that here would unregister this check from
+/// within the watchdog's own tick.
 struct Expiry(Weak<IdleList>);
 
 impl Watched for Expiry {
@@ -109,13 +110,16 @@ impl Watched for Expiry {
         let Ok(mut idle) = list.try_lock() else {
             return;
         };
-        // Oldest first: the list is in the order they were kept.
-        let stale = idle
-            .iter()
-            .take_while(|i| now_ms.saturating_sub(i.since_ms) >= IDLE_FOR_MS)
-            .count();
-        let dropped: Vec<Idle> = idle.drain(..stale).collect();
+        let mut expired = Vec::new();
+        let mut i = 0;
+        while i < idle.len() {
+            if idle[i].expires_ms <= now_ms {
+                expired.extend(idle.remove(i));
+            } else {
+                i += 1;
+            }
+        }
         drop(idle);
-        drop(dropped);
+        drop(expired);
     }
 }

@@ -36,6 +36,7 @@
 //! max_concurrent = 64                 # requests at once (default: half the instance pool)
 //! instance_reuse = 1000               # requests one instance serves in turn (default 0:
 //!                                     # a fresh instance each; see runtime::reuse)
+//! instance_idle_ms = 30000            # how long a kept instance waits for a request
 //! ```
 //!
 //! A malformed manifest is refused with its file, line and reason.
@@ -71,6 +72,9 @@ pub const DEFAULT_MAX_DURATION_MS: u64 = 120_000;
 pub const DEFAULT_MAX_BODY_MIB: u64 = 16;
 /// The most requests `instance_reuse` lets one instance serve.
 pub const MAX_INSTANCE_REUSE: u32 = 1_000_000;
+/// How long a kept instance waits for a request before it is dropped.
+pub const DEFAULT_INSTANCE_IDLE_MS: u64 = 30_000;
+pub const MAX_INSTANCE_IDLE_MS: u64 = 3_600_000;
 
 /// The authenticator a route names when it names none.
 pub const DEFAULT_AUTHENTICATOR: &str = "auth";
@@ -159,6 +163,8 @@ pub struct Limits {
     /// Requests one instance may serve, one after another; 0 (the
     /// default): a fresh instance for every request. See `runtime::reuse`.
     pub instance_reuse: u32,
+    /// How long a kept instance may wait for its next request.
+    pub instance_idle: Duration,
 }
 
 impl Default for Limits {
@@ -171,6 +177,7 @@ impl Default for Limits {
             max_body_bytes: DEFAULT_MAX_BODY_MIB << 20,
             max_concurrent: None,
             instance_reuse: 0,
+            instance_idle: Duration::from_millis(DEFAULT_INSTANCE_IDLE_MS),
         }
     }
 }
@@ -255,6 +262,7 @@ struct RawLimits {
     max_body_mib: Option<Spanned<u64>>,
     max_concurrent: Option<Spanned<u32>>,
     instance_reuse: Option<Spanned<u32>>,
+    instance_idle_ms: Option<Spanned<u64>>,
 }
 
 /// Reads and validates the manifest at `path`.
@@ -464,6 +472,16 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
             ));
         }
         limits.instance_reuse = *v.get_ref();
+    }
+    if let Some(v) = &l.instance_idle_ms {
+        let ms = *v.get_ref();
+        if !(10..=MAX_INSTANCE_IDLE_MS).contains(&ms) {
+            return Err(err(
+                Some(v.span()),
+                format!("instance_idle_ms must be between 10 and {MAX_INSTANCE_IDLE_MS}"),
+            ));
+        }
+        limits.instance_idle = Duration::from_millis(ms);
     }
 
     Ok(Manifest {
