@@ -25,7 +25,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use super::loader::LoadedPlugin;
 use super::memory_budget::MemoryBudgetExhausted;
 use super::request_body::{BODY_OK, BODY_OVERFLOWED, BODY_STALLED, RequestBody, declared_length};
-use super::request_watch::{RequestWatch, WatchedBody};
+use super::request_watch::{RequestWatch, WatchedBody, millis};
 use super::slot::PluginSlot;
 use super::state::{CpuLimitExceeded, MemoryLimitExceeded, RequestState};
 use super::watchdog::{self, Watchdog};
@@ -175,11 +175,7 @@ pub async fn dispatch(
     let guest_watch = watch.clone();
     // What keeping the instance takes, only for a plugin that reuses them.
     let keeping = (reuse > 0).then(|| {
-        let idle_for_ms = limits
-            .instance_idle
-            .as_millis()
-            .try_into()
-            .unwrap_or(u64::MAX);
+        let idle_for_ms = millis(limits.instance_idle);
         (watchdog.clone(), slot.max_concurrent, idle_for_ms)
     });
     let mut guest: Pin<Box<dyn Future<Output = wasmtime::Result<()>> + Send>> =

@@ -66,7 +66,8 @@ pub(super) struct RequestWatch {
 
 const NOT_WAITING: u64 = u64::MAX;
 
-fn millis(d: Duration) -> u64 {
+/// `d` in whole milliseconds, as the watchdog's clock counts.
+pub(super) fn millis(d: Duration) -> u64 {
     d.as_millis().try_into().unwrap_or(u64::MAX)
 }
 
