@@ -18,7 +18,7 @@ case "${1:-}" in
     step "example site"; scripts/build-site.sh
     step "host (release)"; cargo build --release -p spike
     step "spike serve on ${SPIKE_LISTEN:-127.0.0.1:8787}"
-    exec "$CARGO_TARGET_DIR/release/spike" serve --site /=site/dist "$@"
+    exec "$CARGO_TARGET_DIR/release/spike" serve --site /=site/dist --access-log "$@"
     ;;
   test)
     step "set-up"; scripts/setup.sh

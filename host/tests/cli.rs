@@ -1,5 +1,6 @@
 //! The `spike` binary: its logs (one JSON object per line with
-//! `--log-format json`, no colour codes when stdout is not a terminal), and
+//! `--log-format json`, no colour codes when stdout is not a terminal, a
+//! line per request only with `--access-log`), and
 //! secrets that never show in a log line, an error, an admin answer or a
 //! `spike check` report.
 
@@ -13,7 +14,7 @@ use common::*;
 
 #[test]
 fn json_logs_are_one_object_per_line() {
-    let mut spike = Spike::start(&["--log-format", "json"]);
+    let mut spike = Spike::start(&["--log-format", "json", "--access-log"]);
     let addr = spike.serving_addr();
     let reply = get(&addr, "/healthz");
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
@@ -34,7 +35,7 @@ fn json_logs_are_one_object_per_line() {
 
 #[test]
 fn text_logs_have_no_colour_codes_off_a_terminal() {
-    let mut spike = Spike::start(&[]);
+    let mut spike = Spike::start(&["--access-log"]);
     let line = spike.line_with("spike is serving");
     assert!(!line.contains('\u{1b}'), "{line:?}");
     let addr = line
@@ -46,6 +47,20 @@ fn text_logs_have_no_colour_codes_off_a_terminal() {
     let line = spike.line_with("request");
     assert!(!line.contains('\u{1b}'), "{line:?}");
     assert!(line.contains("path=/healthz"), "{line}");
+}
+
+#[test]
+fn no_line_per_request_without_access_log() {
+    let mut spike = Spike::start(&["--log-format", "json"]);
+    let addr = spike.serving_addr();
+    for path in ["/healthz", "/nothing-here"] {
+        let reply = get(&addr, path);
+        assert!(reply.contains("x-request-id: "), "{reply}");
+    }
+    // Longer than the log sink waits to write what it buffered.
+    std::thread::sleep(Duration::from_millis(500));
+    let logs = spike.stop();
+    assert!(logs.iter().all(|l| !l.contains("request_id")), "{logs:?}");
 }
 
 const PLANTED_FILE: &str = "PLANTED-file-secret-7c1d2e";

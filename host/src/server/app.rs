@@ -320,9 +320,10 @@ fn head_only(resp: Response) -> Response {
     Response::from_parts(parts, axum::body::Body::empty())
 }
 
-/// What every request goes through: refused if malformed, then one log
-/// line with a request id (also sent back as `x-request-id`), method, path,
-/// plugin, status and latency.
+/// What every request goes through: refused if malformed, then counted,
+/// and one access log line (target `spike::access`, off unless
+/// `--access-log`) with a request id (also sent back as `x-request-id`),
+/// method, path, plugin, status and latency.
 async fn every_request<F, Fut>(state: &AppState, req: Request, next: F) -> Response
 where
     F: FnOnce(Request) -> Fut,
@@ -357,6 +358,7 @@ where
     };
     state.metrics.requests.get_or_create(&labels).inc();
     tracing::info!(
+        target: "spike::access",
         request_id = id,
         %method,
         path = %uri.path(),
