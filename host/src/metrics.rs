@@ -48,6 +48,15 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    /// The calling plugin.
+    pub plugin: Arc<str>,
+    /// The plugin it called.
+    pub service: Arc<str>,
+    pub outcome: &'static str,
+}
+
 type Histograms = Family<PluginLabel, Histogram, fn() -> Histogram>;
 
 /// Latencies from 0.1 ms to about 26 s.
@@ -131,6 +140,11 @@ pub struct Metrics {
     /// (a kept-alive connection), `connected` (a new one), `denied` (not
     /// granted, or an internal address), `failed` (no connection).
     pub outbound_requests: Family<KindLabels, Counter>,
+    /// Service calls (`caps::services`), by caller, callee and outcome:
+    /// `called` (the callee answered, whatever its status), `denied` (not
+    /// granted), `too_deep` (the chain reached its depth limit), `failed`
+    /// (no such plugin, or not ready).
+    pub service_calls: Family<ServiceLabels, Counter>,
     /// Renders, by plugin and outcome: `ok`, `busy`, `timeout`, `blocked`,
     /// `failed`, `unavailable`, `invalid`, `denied`, `too_large`.
     pub renders: Family<KindLabels, Counter>,
@@ -180,6 +194,7 @@ impl Metrics {
             room_handler_calls: Family::default(),
             livestore_requests: Family::default(),
             outbound_requests: Family::default(),
+            service_calls: Family::default(),
             renders: Family::default(),
             render_seconds: Family::new_with_constructor(latency_histogram),
             render_blocked: Family::default(),
@@ -344,6 +359,11 @@ impl Metrics {
             m.outbound_requests.clone(),
         );
         r.register(
+            "service_calls",
+            "Calls of a plugin to another in-process, by caller, service and outcome (called, denied, too_deep, failed)",
+            m.service_calls.clone(),
+        );
+        r.register(
             "renders",
             "Renders (screenshots, PDFs, HTML), by plugin and outcome",
             m.renders.clone(),
@@ -401,6 +421,16 @@ impl Metrics {
             kind,
         };
         family.get_or_create(&labels).inc_by(n);
+    }
+
+    /// Counts a service call of `plugin` to `service`.
+    pub fn count_service_call(&self, plugin: &Arc<str>, service: &Arc<str>, outcome: &'static str) {
+        let labels = ServiceLabels {
+            plugin: plugin.clone(),
+            service: service.clone(),
+            outcome,
+        };
+        self.service_calls.get_or_create(&labels).inc();
     }
 }
 

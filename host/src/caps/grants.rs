@@ -17,6 +17,8 @@ pub enum Kind {
     Blob,
     /// A secret (`grants.secrets`).
     Secret,
+    /// A plugin this one may call in-process (`grants.services`).
+    Service,
 }
 
 impl Kind {
@@ -26,6 +28,7 @@ impl Kind {
             Kind::Kv => "kv namespace",
             Kind::Blob => "blob bucket",
             Kind::Secret => "secret",
+            Kind::Service => "service",
         }
     }
 }
@@ -41,6 +44,9 @@ pub struct Grants {
     pub quotas: BTreeMap<String, Rule>,
     /// Whether the plugin may use the headless browser (`render`).
     pub render: bool,
+    /// The services that see the caller of the request that calls them
+    /// (`grants.identity_to`); the others are called anonymously.
+    pub identity_to: BTreeSet<String>,
 }
 
 impl Grants {
@@ -51,6 +57,7 @@ impl Grants {
             outbound,
             quotas: BTreeMap::new(),
             render: false,
+            identity_to: BTreeSet::new(),
         }
     }
 

@@ -21,6 +21,7 @@ pub mod rate_limit;
 pub mod render;
 pub mod rooms;
 pub mod secrets;
+pub mod services;
 
 use std::sync::Arc;
 
@@ -237,6 +238,7 @@ impl Caps {
             outbound: outbound::OutboundCtx {
                 resolver: settings.resolver.clone(),
                 pool: outbound::ConnectionPool::start(),
+                services: Arc::default(),
             },
             secrets: settings.secrets.clone(),
             rate_limits: rate_limit::RateLimits::start(
@@ -357,13 +359,15 @@ impl PluginCaps {
         &self.caps.rate_limits
     }
 
-    /// The `wasi:http` hooks of one request of this plugin.
-    pub fn outbound_hooks(&self) -> outbound::OutboundHooks {
+    /// The `wasi:http` hooks of one request of this plugin, made by
+    /// `origin`.
+    pub fn outbound_hooks(&self, origin: services::CallOrigin) -> outbound::OutboundHooks {
         outbound::OutboundHooks::new(
             self.grants.clone(),
             &self.caps.outbound,
             self.caps.metrics.clone(),
             self.name.clone(),
+            origin,
         )
     }
 }

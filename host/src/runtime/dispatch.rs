@@ -30,6 +30,7 @@ use super::slot::PluginSlot;
 use super::state::{CpuLimitExceeded, MemoryLimitExceeded, RequestState};
 use super::watchdog::{self, Watchdog};
 use crate::caps::identity::IdentityCtx;
+use crate::caps::services::CallDepth;
 use crate::metrics::PluginMetrics;
 
 /// How long a client may leave a body stalled: the server's settings, not
@@ -152,6 +153,9 @@ pub async fn dispatch(
         Some(idle) => (idle.store, Some((idle.proxy, idle.served))),
         None => (RequestState::new_store(engine, &slot.context, caller), None),
     };
+    if let Some(CallDepth(depth)) = req.extensions().get() {
+        store.data_mut().set_call_depth(*depth);
+    }
 
     let (tx, mut rx) = tokio::sync::oneshot::channel();
     let http = || DispatchError::Internal("creating the request resources".into());

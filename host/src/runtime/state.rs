@@ -23,6 +23,7 @@ use crate::caps::rate_limit::RateLimitView;
 use crate::caps::render::RenderView;
 use crate::caps::rooms::{RoomEvent, RoomsCtx, RoomsView};
 use crate::caps::secrets::SecretsView;
+use crate::caps::services::CallOrigin;
 use crate::caps::{Caps, PluginCaps};
 use crate::metrics::{Metrics, PluginMetrics};
 
@@ -111,7 +112,10 @@ impl RequestState {
             table: ResourceTable::new(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            hooks: plugin.caps.outbound_hooks(),
+            hooks: plugin.caps.outbound_hooks(CallOrigin {
+                caller: caller.clone(),
+                depth: 0,
+            }),
             caller,
             room: None,
             limiter: GuestLimiter {
@@ -150,7 +154,17 @@ impl RequestState {
     /// Makes a kept store serve a new request, of `caller` (see
     /// `runtime::reuse`).
     pub fn begin_request(&mut self, caller: IdentityCtx) {
+        self.hooks.set_origin(CallOrigin {
+            caller: caller.clone(),
+            depth: 0,
+        });
         self.caller = caller;
+    }
+
+    /// Marks this store's request as made by a service call `depth` deep
+    /// (`caps::services`), which its own service calls go deeper than.
+    pub fn set_call_depth(&mut self, depth: u8) {
+        self.hooks.set_depth(depth);
     }
 
     pub fn kv_view(&mut self) -> KvView<'_> {

@@ -19,6 +19,7 @@ use crate::caps::identity::IdentityCtx;
 use crate::metrics::RequestLabels;
 use crate::runtime::dispatch::{BodyTimeouts, DispatchError, dispatch};
 use crate::runtime::routes::RouteMatch;
+use crate::runtime::slot::PluginSlot;
 use crate::runtime::state::PluginContext;
 
 /// Which plugin and route served a response, for the request log and
@@ -245,20 +246,7 @@ async fn plugin_request(state: &Arc<AppState>, mut req: Request) -> (Response, O
         );
     }
     let resp = match slot.active() {
-        None if slot.is_loading() => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "plugin_loading",
-            format!("plugin '{}' is still loading", slot.manifest.name),
-        )
-        .into_response(),
-        // Why it failed names files of the host: that is for the log and
-        // the admin API, not for whoever sent this request.
-        None => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "plugin_unavailable",
-            format!("plugin '{}' is unavailable", slot.manifest.name),
-        )
-        .into_response(),
+        None => not_ready(slot),
         Some(plugin) => {
             // wasi:http needs an authority; HTTP/1.0 clients may send none.
             if req
@@ -311,6 +299,27 @@ async fn plugin_request(state: &Arc<AppState>, mut req: Request) -> (Response, O
         }
     };
     (resp, Some(served_by))
+}
+
+/// The answer of a plugin with no version to run: 503, still loading or
+/// unavailable.
+pub(super) fn not_ready(slot: &PluginSlot) -> Response {
+    if slot.is_loading() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "plugin_loading",
+            format!("plugin '{}' is still loading", slot.manifest.name),
+        )
+        .into_response();
+    }
+    // Why it failed names files of the host: that is for the log and the
+    // admin API, not for whoever sent this request.
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "plugin_unavailable",
+        format!("plugin '{}' is unavailable", slot.manifest.name),
+    )
+    .into_response()
 }
 
 /// The response to a `HEAD` run as `GET`: the same headers, no body. The

@@ -12,6 +12,7 @@ pub mod gate;
 pub mod listener;
 mod room_socket;
 pub mod rooms;
+mod services;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use axum::routing::get;
 use crate::caps::{CapSettings, Caps};
 use crate::config::{ClientAddresses, ClientLimits, ServerConfig};
 use crate::metrics::Metrics;
+use crate::runtime::dispatch::BodyTimeouts;
 use crate::runtime::registry::RegistrySettings;
 use crate::runtime::rooms::RoomHub;
 use crate::runtime::{PluginRegistry, watch};
@@ -69,6 +71,8 @@ pub struct RunningServer {
     _cluster: Option<crate::runtime::cluster::ClusterTasks>,
     storage: Liveness,
     rooms: Arc<RoomHub>,
+    /// What service calls go through (`caps::services` holds it weakly).
+    _services: Arc<dyn crate::caps::services::Dispatcher>,
 }
 
 impl RunningServer {
@@ -176,7 +180,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let cluster_tasks = cluster
         .as_ref()
         .map(|cluster| crate::runtime::cluster::start(&registry, cluster));
-    drop((caps, backends));
+    drop(backends);
     let watcher = if config.watch {
         match watch::watch_plugins(registry.clone()) {
             Ok(w) => Some(w),
@@ -200,6 +204,15 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     rooms.set_max_connections(clients.max_room_connections);
     rooms.serve_other_nodes();
     let max_connections = clients.max_connections;
+    let services = services::ServiceDispatcher::for_registry(
+        &registry,
+        BodyTimeouts {
+            request: clients.body_timeout,
+            response: clients.send_timeout,
+        },
+    );
+    caps.outbound.services.bind(&services);
+    drop(caps);
     let state = Arc::new(AppState {
         registry: registry.clone(),
         metrics: metrics.clone(),
@@ -265,5 +278,6 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         _cluster: cluster_tasks,
         storage: liveness,
         rooms,
+        _services: services,
     })
 }

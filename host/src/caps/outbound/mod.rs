@@ -8,6 +8,8 @@
 //! exactly the checked addresses (`send`), never to a second lookup's answer.
 //! Connections are kept alive for later requests of the same plugin version
 //! to the same destination (`pool`), which then need no lookup at all.
+//! A request to `<plugin>.spike.internal` is a service call, dispatched
+//! in-process by `caps::services` under the grant `services`.
 
 mod pattern;
 mod pool;
@@ -19,6 +21,7 @@ use std::sync::Arc;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::Grants;
+use super::services::{self, Binding, CallOrigin};
 use crate::metrics::Metrics;
 pub use pattern::HostPattern;
 pub use pool::ConnectionPool;
@@ -28,11 +31,13 @@ pub(crate) use resolve::destinations;
 pub use resolve::{Resolver, SystemResolver};
 pub(crate) use send::connect_any;
 
-/// The host's side of outgoing HTTP: the resolver names go through, and
-/// the connections kept alive between requests.
+/// The host's side of outgoing HTTP: the resolver names go through, the
+/// connections kept alive between requests, and the plugins service calls
+/// reach.
 pub struct OutboundCtx {
     pub resolver: Arc<dyn Resolver>,
     pub pool: Arc<ConnectionPool>,
+    pub services: Arc<Binding>,
 }
 
 /// The `wasi:http` hooks of one request: outgoing requests go through the
@@ -43,6 +48,9 @@ pub struct OutboundHooks {
     pool: Arc<ConnectionPool>,
     metrics: Arc<Metrics>,
     plugin: Arc<str>,
+    services: Arc<Binding>,
+    /// What the service calls of this request carry.
+    origin: CallOrigin,
 }
 
 impl OutboundHooks {
@@ -51,6 +59,7 @@ impl OutboundHooks {
         ctx: &OutboundCtx,
         metrics: Arc<Metrics>,
         plugin: Arc<str>,
+        origin: CallOrigin,
     ) -> Self {
         Self {
             grants,
@@ -58,7 +67,19 @@ impl OutboundHooks {
             pool: ctx.pool.clone(),
             metrics,
             plugin,
+            services: ctx.services.clone(),
+            origin,
         }
+    }
+
+    /// The request these hooks serve now (a kept instance serves several).
+    pub fn set_origin(&mut self, origin: CallOrigin) {
+        self.origin = origin;
+    }
+
+    /// Marks the request as made by a service call `depth` deep.
+    pub fn set_depth(&mut self, depth: u8) {
+        self.origin.depth = depth;
     }
 }
 
@@ -72,6 +93,25 @@ impl WasiHttpHooks for OutboundHooks {
         fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> SendFuture {
         drop(fut);
+        if let Some(service) = request.uri().host().and_then(services::service_name) {
+            let service = service.to_owned();
+            let (grants, metrics) = (&self.grants, &self.metrics);
+            let call = services::call(
+                &self.services,
+                grants,
+                metrics,
+                &self.plugin,
+                &service,
+                &self.origin,
+                request,
+            );
+            return Box::new(async move {
+                let response = call.await?;
+                let io: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
+                    Box::new(async { Ok(()) });
+                Ok((response, io))
+            });
+        }
         let (grants, resolver) = (self.grants.clone(), self.resolver.clone());
         let pool = self.pool.clone();
         let (metrics, plugin) = (self.metrics.clone(), self.plugin.clone());

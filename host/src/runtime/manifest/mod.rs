@@ -18,6 +18,9 @@
 //! outbound = ["api.example.com", "127.0.0.1:9000"]
 //! secrets = ["openai-api-key"]
 //! render = true                       # the headless browser (screenshots, PDFs)
+//! services = ["transpiler", "cms"]    # plugins it may call in-process, at
+//!                                     # http://<plugin>.spike.internal/<path>
+//! identity_to = ["cms"]               # of those, the ones that see this request's caller
 //!
 //! [quotas.ai-calls]                   # limits the plugin keeps through rate-limit
 //! requests = 1000
@@ -250,6 +253,10 @@ struct RawGrants {
     secrets: Vec<Spanned<String>>,
     #[serde(default)]
     render: bool,
+    #[serde(default)]
+    services: Vec<Spanned<String>>,
+    #[serde(default)]
+    identity_to: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -383,6 +390,19 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
                 .map_err(|m| err(Some(n.span()), format!("{}: {m}", kind.noun())))?;
             grants.grant(kind, n.get_ref().clone());
         }
+    }
+    for service in &raw.grants.services {
+        check_name(service.get_ref())
+            .map_err(|m| err(Some(service.span()), format!("service: {m}")))?;
+        grants.grant(Kind::Service, service.get_ref().clone());
+    }
+    for service in &raw.grants.identity_to {
+        let name = service.get_ref();
+        if grants.check(Kind::Service, name).is_err() {
+            let m = format!("identity_to: '{name}' is not one of this plugin's services");
+            return Err(err(Some(service.span()), m));
+        }
+        grants.identity_to.insert(name.clone());
     }
     for (name, quota) in &raw.quotas {
         let at = Some(quota.span());

@@ -20,6 +20,8 @@ prefix = "/api/hello"
 kv = ["hello"]
 blob = ["files"]
 outbound = ["api.example.com", "127.0.0.1:9000"]
+services = ["transpiler", "cms"]
+identity_to = ["cms"]
 [limits]
 memory_mib = 64
 cpu_ms = 100
@@ -39,6 +41,9 @@ max_concurrent = 7
     assert!(m.routes[1].methods.is_empty());
     assert!(m.grants.check(Kind::Kv, "hello").is_ok());
     assert!(m.grants.check_outbound("127.0.0.1", 9000).is_ok());
+    assert!(m.grants.check(Kind::Service, "transpiler").is_ok());
+    assert!(m.grants.check(Kind::Service, "hello").is_err());
+    assert_eq!(m.grants.identity_to, ["cms".to_string()].into());
     assert_eq!(m.limits.memory_bytes, 64 << 20);
     assert_eq!(m.limits.cpu, Duration::from_millis(100));
     assert_eq!(m.limits.max_body_bytes, 1024 << 20);
@@ -173,6 +178,14 @@ fn refuses_bad_values() {
         (
             "routes = [{ prefix = \"/x\" }]\ngrants.outbound = [\"http://x\"]",
             "not a URL",
+        ),
+        (
+            "routes = [{ prefix = \"/x\" }]\ngrants.services = [\"Bad\"]",
+            "service: ",
+        ),
+        (
+            "routes = [{ prefix = \"/x\" }]\n[grants]\nservices = [\"a\"]\nidentity_to = [\"b\"]",
+            "'b' is not one of this plugin's services",
         ),
         (
             "routes = [{ prefix = \"/x\" }]\nlimits.memory_mib = 0",
