@@ -129,3 +129,49 @@ async fn a_loop_of_service_calls_is_cut_at_the_depth_limit() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_caller_reaches_only_the_services_listed_in_identity_to() {
+    const KEY: &str = "service-bindings-test-hs256-key";
+    let passes = "[[routes]]\nprefix = \"/passes\"\nauth = \"required\"\n\
+                  [grants]\nservices = [\"whoami\"]\nidentity_to = [\"whoami\"]\n";
+    let keeps = "[[routes]]\nprefix = \"/keeps\"\nauth = \"required\"\n\
+                 [grants]\nservices = [\"whoami\"]\n";
+    let server = spike_e2e::tokens::start_with_hs256_auth(
+        KEY,
+        &[
+            Plugin {
+                name: "passes",
+                guest: "fixture_fetch",
+                manifest: passes,
+            },
+            Plugin {
+                name: "keeps",
+                guest: "fixture_fetch",
+                manifest: keeps,
+            },
+            Plugin {
+                name: "whoami",
+                guest: "fixture_whoami",
+                manifest: "[[routes]]\nprefix = \"/whoami\"\n",
+            },
+        ],
+    )
+    .await;
+    let token = spike_e2e::tokens::hs256_tokens(KEY, &["alice"]).remove(0);
+    let c = client();
+    let ask = |from: &str| {
+        c.get(server.at(&format!(
+            "/{from}?authority=whoami.spike.internal&path=/whoami"
+        )))
+        .header("authorization", format!("Bearer {token}"))
+    };
+    let (status, text) = send(ask("passes")).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.starts_with("upstream 200: "), "{text}");
+    assert!(text.contains("\"subject\":\"alice\""), "{text}");
+    let (status, text) = send(ask("keeps")).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"anonymous\":true"), "{text}");
+    assert!(!text.contains("alice"), "{text}");
+}
