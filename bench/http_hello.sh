@@ -106,21 +106,12 @@ names="native spike spike-reused wasmtime wasmtime-reused workerd spike-js spike
 names="${ONLY:-$names}"
 for n in $names; do wait_ok "${url[$n]}"; done
 
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 run() { # name round
-  local file="$out/wrk-$1-$2.txt" before after
-  before=$(ticks "${pid_of[$1]}")
-  wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "${url[$1]}" >"$file"
-  after=$(ticks "${pid_of[$1]}")
-  awk -v name="$1" -v round="$2" -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" '
-    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
-    /requests in/ {n = $1} /^Requests\/sec:/ {r = $2} $1 == "50%" {p50 = ms($2)} $1 == "99%" {p99 = ms($2)}
-    /Non-2xx|Socket errors/ {errors = errors " " $0}
-    END {
-      cpu = t / hz * 1e6 / n
-      printf "%-20s round %s %11.0f req/s  p50 %7.2f ms  p99 %7.2f ms  %8.1f us CPU/request%s\n", name, round, r, p50, p99, cpu, errors
-      printf "%s %s %s %s %s %s\n", name, round, r, p50, p99, cpu >> "'"$out"'/hello-results.txt"
-    }' "$file"
+  local r p50 p99 cpu errors
+  read -r r p50 p99 cpu errors < <(wrk_cpu "${pid_of[$1]}" "${url[$1]}" "$out/wrk-$1-$2.txt")
+  printf "%-20s round %s %11.0f req/s  p50 %7.2f ms  p99 %7.2f ms  %8.1f us CPU/request %s\n" \
+    "$1" "$2" "$r" "$p50" "$p99" "$cpu" "$errors"
+  echo "$1 $2 $r $p50 $p99 $cpu" >>"$out/hello-results.txt"
 }
 
 : >"$out/hello-results.txt"

@@ -60,3 +60,19 @@ to_ms() {
     else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000 }
     else print v }'
 }
+
+# One wrk run (-t2, $CONNECTIONS connections, $DURATION) against URL $2,
+# its output kept in $3, with the CPU time server $1 spent meanwhile (user +
+# system ticks from /proc). Prints: requests/s, p50 ms, p99 ms, server CPU
+# µs per request, and wrk's error lines if any.
+wrk_cpu() {
+  local pid=$1 at=$2 file=$3 before after
+  before=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  wrk -t2 -c"${CONNECTIONS:-32}" -d"${DURATION:-8s}" --latency "$at" >"$file"
+  after=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" '
+    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+    /requests in/ {n = $1} /^Requests\/sec:/ {r = $2} $1 == "50%" {p50 = ms($2)} $1 == "99%" {p99 = ms($2)}
+    /Non-2xx|Socket errors/ {errors = errors " " $0}
+    END { printf "%s %s %s %.2f%s\n", r, p50, p99, t / hz * 1e6 / n, errors }' "$file"
+}
