@@ -17,6 +17,7 @@ pub mod caps;
 pub mod config;
 pub mod log_sink;
 pub mod metrics;
+pub mod operator;
 pub mod runtime;
 pub mod server;
 pub mod storage;

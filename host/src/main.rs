@@ -137,6 +137,20 @@ enum Command {
         #[command(flatten)]
         render: RenderArgs,
     },
+    /// Manage the plugins of a running server through its admin API.
+    Plugins {
+        /// The server's URL.
+        #[arg(long, env = "SPIKE_SERVER", default_value = "http://127.0.0.1:8787")]
+        server: String,
+        /// The admin token the server was started with.
+        #[arg(long, env = "SPIKE_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Print the server's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        command: spike::operator::PluginsCommand,
+    },
     /// Check that a component fits the plugin world, and time its loading:
     /// a fresh compile against a load from the compile cache.
     Check {
@@ -266,6 +280,25 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("shutting down: finishing requests in flight");
             server.stop().await;
             Ok(())
+        }
+        Command::Plugins {
+            server,
+            token,
+            json,
+            command,
+        } => {
+            let token = token.filter(|t| !t.is_empty());
+            let target = spike::operator::Target { server, token };
+            match spike::operator::run(&target, &command, json).await {
+                Ok(out) => {
+                    print!("{out}");
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    std::process::exit(1);
+                }
+            }
         }
         Command::Check { component } => {
             let report = spike::runtime::check::check_component(&component).await?;

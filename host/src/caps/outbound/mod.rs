@@ -30,6 +30,8 @@ use pool::Destination;
 pub(crate) use resolve::destinations;
 pub use resolve::{Resolver, SystemResolver};
 pub(crate) use send::connect_any;
+/// The operator commands reach a server's admin API the same way.
+pub(crate) use send::{Timeouts, connect};
 
 /// The host's side of outgoing HTTP: the resolver names go through, the
 /// connections kept alive between requests, and the plugins service calls

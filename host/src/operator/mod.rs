@@ -1,0 +1,281 @@
+//! The operator's commands against a running server (`spike plugins ...`):
+//! list, status, push, rollback. Tables for people by default, the server's
+//! JSON with `--json`.
+
+mod client;
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use bytes::Bytes;
+use http::Method;
+use serde_json::Value;
+
+pub use client::{ClientError, Target};
+
+/// One operator command (`spike plugins <command>`).
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum PluginsCommand {
+    /// Every plugin: state, active version, requests in flight, routes.
+    List,
+    /// One plugin: state, version, error, routes, its versions.
+    Status { name: String },
+    /// Upload a new component for a plugin; it serves once it compiled.
+    Push {
+        name: String,
+        /// The component (.wasm).
+        component: std::path::PathBuf,
+        /// A manifest (TOML) to apply first: adds the plugin, or changes it.
+        #[arg(long)]
+        manifest: Option<std::path::PathBuf>,
+    },
+    /// Go back to the plugin's previous version.
+    Rollback { name: String },
+}
+
+/// Why a command failed: the server's answer, or a file it needed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("no plugin '{0}' on this server (`spike plugins list` shows them)")]
+    NoSuchPlugin(String),
+}
+
+/// Runs `command`; what to print.
+pub async fn run(
+    target: &Target,
+    command: &PluginsCommand,
+    json: bool,
+) -> Result<String, CommandError> {
+    let answer = match command {
+        PluginsCommand::List => {
+            let answer = target.call(Method::GET, "/_spike/plugins", None).await?;
+            if !json {
+                return Ok(list_table(&answer));
+            }
+            answer
+        }
+        PluginsCommand::Status { name } => {
+            let answer = target.call(Method::GET, "/_spike/plugins", None).await?;
+            let plugin = find(&answer, name)?;
+            if !json {
+                return Ok(status_text(&plugin));
+            }
+            plugin
+        }
+        PluginsCommand::Push {
+            name,
+            component,
+            manifest,
+        } => {
+            if let Some(manifest) = manifest {
+                let text = read(manifest).await?;
+                let path = format!("/_spike/plugins/{name}/manifest");
+                target
+                    .call(Method::PUT, &path, Some((text, "application/toml")))
+                    .await?;
+            }
+            let bytes = read(component).await?;
+            let path = format!("/_spike/plugins/{name}");
+            let answer = target
+                .call(Method::PUT, &path, Some((bytes, "application/wasm")))
+                .await
+                .map_err(|e| no_such_plugin(e, name))?;
+            if !json {
+                return Ok(format!(
+                    "{name}: now serving {}\n",
+                    version_line(&answer["version"])
+                ));
+            }
+            answer
+        }
+        PluginsCommand::Rollback { name } => {
+            let path = format!("/_spike/plugins/{name}/rollback");
+            let answer = target
+                .call(Method::POST, &path, None)
+                .await
+                .map_err(|e| no_such_plugin(e, name))?;
+            if !json {
+                return Ok(format!(
+                    "{name}: back to {}\n",
+                    version_line(&answer["version"])
+                ));
+            }
+            answer
+        }
+    };
+    Ok(format!(
+        "{}\n",
+        serde_json::to_string_pretty(&answer).unwrap_or_default()
+    ))
+}
+
+async fn read(path: &Path) -> Result<Bytes, CommandError> {
+    tokio::fs::read(path)
+        .await
+        .map(Bytes::from)
+        .map_err(|source| CommandError::Read {
+            path: path.display().to_string(),
+            source,
+        })
+}
+
+fn no_such_plugin(e: ClientError, name: &str) -> CommandError {
+    match e {
+        ClientError::Refused { status: 404, .. } => CommandError::NoSuchPlugin(name.to_owned()),
+        e => e.into(),
+    }
+}
+
+fn find(answer: &Value, name: &str) -> Result<Value, CommandError> {
+    plugins(answer)
+        .iter()
+        .find(|p| p["name"] == name)
+        .cloned()
+        .ok_or_else(|| CommandError::NoSuchPlugin(name.to_owned()))
+}
+
+fn plugins(answer: &Value) -> &[Value] {
+    answer["plugins"].as_array().map_or(&[], Vec::as_slice)
+}
+
+/// A version as people read it: the start of its hash, and where it came
+/// from.
+fn version_line(version: &Value) -> String {
+    match version["sha256"].as_str() {
+        Some(sha) => format!(
+            "{} ({})",
+            &sha[..sha.len().min(12)],
+            version["source"].as_str().unwrap_or("?")
+        ),
+        None => "-".into(),
+    }
+}
+
+fn routes(plugin: &Value) -> String {
+    let prefixes: Vec<&str> = plugin["routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["prefix"].as_str())
+        .collect();
+    match prefixes.is_empty() {
+        true => "-".into(),
+        false => prefixes.join(" "),
+    }
+}
+
+fn list_table(answer: &Value) -> String {
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "STATE".into(),
+        "VERSION".into(),
+        "IN FLIGHT".into(),
+        "ROUTES".into(),
+    ]];
+    for p in plugins(answer) {
+        rows.push([
+            p["name"].as_str().unwrap_or("?").into(),
+            p["state"].as_str().unwrap_or("?").into(),
+            version_line(&p["version"]),
+            format!("{}/{}", p["in_flight"], p["max_concurrent"]),
+            routes(p),
+        ]);
+    }
+    let mut out = table(&rows);
+    for refused in answer["refused_manifests"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "refused manifest {}: {}",
+            refused["path"].as_str().unwrap_or("?"),
+            refused["reason"].as_str().unwrap_or("?")
+        );
+    }
+    out
+}
+
+fn status_text(p: &Value) -> String {
+    let mut out = String::new();
+    let field = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        v => v.to_string(),
+    };
+    let _ = writeln!(out, "plugin     {}", field(&p["name"]));
+    let _ = writeln!(out, "state      {}", field(&p["state"]));
+    let _ = writeln!(out, "version    {}", version_line(&p["version"]));
+    if !p["error"].is_null() {
+        let _ = writeln!(out, "error      {}", field(&p["error"]));
+    }
+    let _ = writeln!(out, "in flight  {}/{}", p["in_flight"], p["max_concurrent"]);
+    let _ = writeln!(out, "routes     {}", routes(p));
+    let _ = writeln!(out, "manifest   {}", field(&p["manifest"]["path"]));
+    let _ = writeln!(out, "component  {}", field(&p["component"]));
+    let history = p["history"].as_array().map_or(&[][..], Vec::as_slice);
+    if !history.is_empty() {
+        let _ = writeln!(out, "versions, newest first:");
+        for v in history.iter().rev() {
+            let _ = writeln!(out, "  {}", version_line(v));
+        }
+    }
+    out
+}
+
+/// Left-aligned columns, two spaces apart.
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            let pad = if i + 1 == N {
+                0
+            } else {
+                widths[i] - cell.chars().count() + 2
+            };
+            line.push_str(cell);
+            line.extend(std::iter::repeat_n(' ', pad));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_list_is_a_table() {
+        let answer = json!({
+            "plugins": [
+                {"name": "hello", "state": "ready", "in_flight": 0, "max_concurrent": 500,
+                 "version": {"sha256": "0123456789abcdef", "source": "file"},
+                 "routes": [{"prefix": "/hello"}, {"prefix": "/api/hello"}]},
+                {"name": "chat", "state": "failed", "in_flight": 0, "max_concurrent": 8,
+                 "version": null, "routes": []}
+            ],
+            "refused_manifests": [{"path": "plugins/x.toml", "reason": "x.toml:3: bad"}]
+        });
+        assert_eq!(
+            list_table(&answer),
+            "NAME   STATE   VERSION              IN FLIGHT  ROUTES\n\
+             hello  ready   0123456789ab (file)  0/500      /hello /api/hello\n\
+             chat   failed  -                    0/8        -\n\
+             refused manifest plugins/x.toml: x.toml:3: bad\n"
+        );
+    }
+}

@@ -1,0 +1,169 @@
+//! `spike plugins list | status | push | rollback` against a running
+//! `spike serve`: tables and `--json`, a push and a rollback that serve,
+//! and errors that say what to do (a wrong token, a server that is down, a
+//! component that does not fit, a manifest with a typo, an unknown plugin).
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::*;
+
+const TOKEN: &str = "operator-test-token";
+
+/// `spike plugins <args>` against `server` with `token`.
+fn plugins(server: &str, token: &str, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_spike"));
+    command
+        .arg("plugins")
+        .args(["--server", server])
+        .args(args)
+        .env_remove("SPIKE_SERVER")
+        .env_remove("RUST_LOG");
+    match token {
+        "" => command.env_remove("SPIKE_ADMIN_TOKEN"),
+        t => command.env("SPIKE_ADMIN_TOKEN", t),
+    };
+    command.output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn failure(o: &Output) -> String {
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+/// A server with the hello plugin (the plain hello component), and its URL.
+fn start() -> (Spike, tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(guest("fixture_plain_hello"), plugins.join("hello.wasm")).unwrap();
+    std::fs::write(
+        plugins.join("hello.toml"),
+        "component = \"hello.wasm\"\n[[routes]]\nprefix = \"/hello\"\n",
+    )
+    .unwrap();
+    let mut spike = Spike::start_in(
+        dir.path(),
+        &["--log-format", "json", "--admin-token", TOKEN],
+        &[],
+    );
+    let addr = spike.serving_addr();
+    wait_ready(&addr);
+    (spike, dir, format!("http://{addr}"))
+}
+
+#[test]
+fn list_push_status_rollback() {
+    let (_spike, _dir, server) = start();
+    let table = stdout(&plugins(&server, TOKEN, &["list"]));
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("NAME"), "{table}");
+    assert!(lines[1].starts_with("hello  ready"), "{table}");
+    assert!(lines[1].ends_with("/hello"), "{table}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&plugins(&server, TOKEN, &["--json", "list"]))).unwrap();
+    let first = json["plugins"][0]["version"]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A different component: the probe fixture.
+    let probe = guest("fixture_probe");
+    let out = stdout(&plugins(
+        &server,
+        TOKEN,
+        &["push", "hello", probe.to_str().unwrap()],
+    ));
+    assert!(out.starts_with("hello: now serving "), "{out}");
+    assert!(out.contains("(upload)"), "{out}");
+    let reply = get(server.trim_start_matches("http://"), "/hello/probe/count");
+    assert!(reply.ends_with("\r\n\r\n1"), "{reply}");
+
+    let status = stdout(&plugins(&server, TOKEN, &["status", "hello"]));
+    assert!(status.contains("state      ready"), "{status}");
+    assert!(status.contains("versions, newest first:"), "{status}");
+    assert!(status.contains(&first[..12]), "{status}");
+
+    let out = stdout(&plugins(&server, TOKEN, &["rollback", "hello"]));
+    assert!(
+        out.starts_with(&format!("hello: back to {}", &first[..12])),
+        "{out}"
+    );
+    let reply = get(server.trim_start_matches("http://"), "/hello");
+    assert!(reply.ends_with("Hello, world!\n"), "{reply}");
+}
+
+#[test]
+fn errors_say_what_to_do() {
+    let (_spike, dir, server) = start();
+
+    let wrong = failure(&plugins(&server, "not-the-token", &["list"]));
+    assert!(wrong.contains("refused the token"), "{wrong}");
+    assert!(wrong.contains("SPIKE_ADMIN_TOKEN"), "{wrong}");
+
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let out = failure(&plugins(&down, TOKEN, &["list"]));
+    assert!(out.contains("no spike server answers at"), "{out}");
+    assert!(out.contains("is it running?"), "{out}");
+
+    let out = failure(&plugins("ftp://x", TOKEN, &["list"]));
+    assert!(out.contains("is not a server URL"), "{out}");
+
+    let not_a_plugin = guest("fixture_not_a_plugin");
+    let out = failure(&plugins(
+        &server,
+        TOKEN,
+        &["push", "hello", not_a_plugin.to_str().unwrap()],
+    ));
+    assert!(out.contains("422 component_refused"), "{out}");
+
+    let out = failure(&plugins(
+        &server,
+        TOKEN,
+        &["push", "nobody", guest("fixture_probe").to_str().unwrap()],
+    ));
+    assert!(out.contains("no plugin 'nobody'"), "{out}");
+
+    let manifest = dir.path().join("typo.toml");
+    std::fs::write(
+        &manifest,
+        "component = \"hello.wasm\"\n[[routes]]\nprefx = \"/hello\"\n",
+    )
+    .unwrap();
+    let out = failure(&plugins(
+        &server,
+        TOKEN,
+        &[
+            "push",
+            "hello",
+            guest("fixture_probe").to_str().unwrap(),
+            "--manifest",
+            manifest.to_str().unwrap(),
+        ],
+    ));
+    assert!(out.contains("400 bad_manifest"), "{out}");
+    assert!(out.contains(":3:"), "{out}");
+    assert!(out.contains("prefx"), "{out}");
+
+    let out = failure(&plugins(&server, TOKEN, &["status", "nobody"]));
+    assert!(out.contains("no plugin 'nobody'"), "{out}");
+}
+
+#[test]
+fn a_server_without_an_admin_token_says_how_to_enable_it() {
+    let mut spike = Spike::start(&["--log-format", "json"]);
+    let server = format!("http://{}", spike.serving_addr());
+    let out = failure(&plugins(&server, TOKEN, &["list"]));
+    assert!(out.contains("the admin API is disabled"), "{out}");
+    assert!(out.contains("--admin-token"), "{out}");
+}
