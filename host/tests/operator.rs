@@ -1,4 +1,4 @@
-//! `spike plugins list | status | push | rollback` against a running
+//! `spike plugins list | status | push | rollback | logs` against a running
 //! `spike serve`: tables and `--json`, a push and a rollback that serve,
 //! and errors that say what to do (a wrong token, a server that is down, a
 //! component that does not fit, a manifest with a typo, an unknown plugin).
@@ -37,17 +37,20 @@ fn failure(o: &Output) -> String {
     String::from_utf8(o.stderr.clone()).unwrap()
 }
 
-/// A server with the hello plugin (the plain hello component), and its URL.
+/// A server with the hello plugin (the plain hello component) and the
+/// panic fixture (which prints its panic to stderr), and its URL.
 fn start() -> (Spike, tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
-    std::fs::copy(guest("fixture_plain_hello"), plugins.join("hello.wasm")).unwrap();
-    std::fs::write(
-        plugins.join("hello.toml"),
-        "component = \"hello.wasm\"\n[[routes]]\nprefix = \"/hello\"\n",
-    )
-    .unwrap();
+    for (name, guest_name) in [("hello", "fixture_plain_hello"), ("panic", "fixture_panic")] {
+        std::fs::copy(guest(guest_name), plugins.join(format!("{name}.wasm"))).unwrap();
+        std::fs::write(
+            plugins.join(format!("{name}.toml")),
+            format!("component = \"{name}.wasm\"\n[[routes]]\nprefix = \"/{name}\"\n"),
+        )
+        .unwrap();
+    }
     let mut spike = Spike::start_in(
         dir.path(),
         &["--log-format", "json", "--admin-token", TOKEN],
@@ -66,6 +69,7 @@ fn list_push_status_rollback() {
     assert!(lines[0].starts_with("NAME"), "{table}");
     assert!(lines[1].starts_with("hello  ready"), "{table}");
     assert!(lines[1].ends_with("/hello"), "{table}");
+    assert!(lines[2].starts_with("panic  ready"), "{table}");
 
     let json: serde_json::Value =
         serde_json::from_str(&stdout(&plugins(&server, TOKEN, &["--json", "list"]))).unwrap();
@@ -166,4 +170,61 @@ fn a_server_without_an_admin_token_says_how_to_enable_it() {
     let out = failure(&plugins(&server, TOKEN, &["list"]));
     assert!(out.contains("the admin API is disabled"), "{out}");
     assert!(out.contains("--admin-token"), "{out}");
+}
+
+#[test]
+fn logs_show_what_guests_printed_and_follow_new_lines() {
+    let (_spike, _dir, server) = start();
+    let addr = server.trim_start_matches("http://").to_string();
+    assert!(get(&addr, "/panic").starts_with("HTTP/1.1 500"));
+    // The line reaches the feed as the guest's stderr is written; the
+    // request's end does not wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let out = loop {
+        let out = stdout(&plugins(&server, TOKEN, &["logs", "panic"]));
+        if out.contains("this fixture always panics") || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let line = out
+        .lines()
+        .find(|l| l.contains("this fixture always panics"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains(" stderr "), "{line}");
+    assert!(stdout(&plugins(&server, TOKEN, &["logs", "hello"])).is_empty());
+
+    // --follow: a new panic shows up in a reader that was already reading.
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_spike"))
+        .args(["plugins", "--server", &server, "--token", TOKEN, "--json"])
+        .args(["logs", "panic", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // The kept lines first (a panic prints two), then the new ones.
+    let next_panic = || loop {
+        let line = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        if line.contains("always panics") {
+            break line;
+        }
+    };
+    next_panic();
+    assert!(get(&addr, "/panic").starts_with("HTTP/1.1 500"));
+    let second = next_panic();
+    let entry: serde_json::Value = serde_json::from_str(&second).unwrap();
+    assert_eq!(entry["stream"], "stderr");
+    assert!(entry["at_ms"].as_u64().unwrap() > 0);
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+
+    let out = failure(&plugins(&server, TOKEN, &["logs", "nobody"]));
+    assert!(out.contains("no plugin 'nobody'"), "{out}");
 }

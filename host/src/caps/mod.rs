@@ -14,6 +14,7 @@
 
 pub mod blob;
 pub mod grants;
+pub mod guest_log;
 pub mod identity;
 pub mod kv;
 pub mod outbound;
@@ -222,12 +223,15 @@ pub struct Caps {
     pub render: render::RenderCtx,
     /// Where the capabilities count their operations and bytes.
     pub metrics: Arc<Metrics>,
+    /// What each plugin's guests printed lately.
+    pub guest_logs: guest_log::LogFeeds,
 }
 
 impl Caps {
     pub fn new(backends: &Backends, settings: &CapSettings, metrics: &Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self {
             metrics: metrics.clone(),
+            guest_logs: guest_log::LogFeeds::default(),
             kv: kv::KvCtx {
                 backend: backends.kv.clone(),
             },
@@ -264,8 +268,10 @@ impl Caps {
         if grants.render {
             self.render.warm();
         }
+        let name: Arc<str> = name.into();
         PluginCaps {
-            name: name.into(),
+            log_feed: self.guest_logs.feed(&name),
+            name,
             grants: Arc::new(grants.clone()),
             quotas,
             caps: self.clone(),
@@ -278,6 +284,8 @@ impl Caps {
 pub struct PluginCaps {
     pub name: Arc<str>,
     pub grants: Arc<Grants>,
+    /// Where its guests' stdout and stderr lines go, besides the log.
+    pub log_feed: Arc<guest_log::LogFeed>,
     /// The limiters of its quotas.
     quotas: rate_limit::Quotas,
     caps: Arc<Caps>,

@@ -63,6 +63,49 @@ impl Target {
         path: &str,
         body: Option<(Bytes, &'static str)>,
     ) -> Result<Value, ClientError> {
+        let response = self.send(method, path, body).await?;
+        let bytes = tokio::time::timeout(ANSWER, response.into_body().collect())
+            .await
+            .map_err(|_| self.down(format!("no answer within {} s", ANSWER.as_secs())))?
+            .map_err(|e| self.down(e.to_string()))?
+            .to_bytes();
+        serde_json::from_slice(&bytes).map_err(|_| ClientError::Protocol("not JSON".into()))
+    }
+
+    /// `GET path`, each line of the answer to `each` as it comes, until
+    /// the server ends it.
+    pub async fn lines(&self, path: &str, mut each: impl FnMut(&str)) -> Result<(), ClientError> {
+        let mut body = self.send(Method::GET, path, None).await?.into_body();
+        let mut pending = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| self.down(e.to_string()))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            pending.extend_from_slice(&data);
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                each(String::from_utf8_lossy(&line[..end]).as_ref());
+            }
+        }
+        Ok(())
+    }
+
+    fn down(&self, reason: String) -> ClientError {
+        ClientError::Down {
+            server: self.server.clone(),
+            reason,
+        }
+    }
+
+    /// Sends the request; the response if it is a 2xx, else the server's
+    /// error.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(Bytes, &'static str)>,
+    ) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
         let base: Uri = self
             .server
             .parse()
@@ -76,14 +119,10 @@ impl Target {
             _ => return Err(ClientError::BadUrl(self.server.clone())),
         };
         let port = base.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let down = |reason: String| ClientError::Down {
-            server: self.server.clone(),
-            reason,
-        };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let addrs: Vec<_> = tokio::net::lookup_host((host, port))
             .await
-            .map_err(|e| down(format!("cannot resolve {host}: {e}")))?
+            .map_err(|e| self.down(format!("cannot resolve {host}: {e}")))?
             .collect();
         let timeouts = Timeouts {
             connect: CONNECT,
@@ -92,7 +131,7 @@ impl Target {
         };
         let mut sender = connect(&addrs, https, host, timeouts)
             .await
-            .map_err(|e| down(e.to_string()))?;
+            .map_err(|e| self.down(e.to_string()))?;
         let authority = base.authority().map_or(host, |a| a.as_str());
         let mut request = http::Request::builder()
             .method(method)
@@ -106,20 +145,21 @@ impl Target {
             .header(http::header::CONTENT_TYPE, content_type)
             .body(Full::new(bytes).map_err(|e| match e {}).boxed_unsync())
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let answer = async {
-            let response = sender.send_request(request).await?;
-            let status = response.status();
-            let bytes = response.into_body().collect().await?.to_bytes();
-            Ok::<_, hyper::Error>((status, bytes))
-        };
-        let (status, bytes) = tokio::time::timeout(ANSWER, answer)
+        let response = tokio::time::timeout(ANSWER, sender.send_request(request))
             .await
-            .map_err(|_| down(format!("no answer within {} s", ANSWER.as_secs())))?
-            .map_err(|e| down(e.to_string()))?;
-        let json: Option<Value> = serde_json::from_slice(&bytes).ok();
+            .map_err(|_| self.down(format!("no answer within {} s", ANSWER.as_secs())))?
+            .map_err(|e| self.down(e.to_string()))?;
+        let status = response.status();
         if status.is_success() {
-            return json.ok_or_else(|| ClientError::Protocol("not JSON".into()));
+            return Ok(response);
         }
+        let bytes = tokio::time::timeout(ANSWER, response.into_body().collect())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let json: Option<Value> = serde_json::from_slice(&bytes).ok();
         let field = |name: &str| {
             json.as_ref()
                 .and_then(|j| j["error"][name].as_str())

@@ -1,5 +1,5 @@
 //! The operator's commands against a running server (`spike plugins ...`):
-//! list, status, push, rollback. Tables for people by default, the server's
+//! list, status, push, rollback, logs. Tables for people by default, the server's
 //! JSON with `--json`.
 
 mod client;
@@ -31,6 +31,13 @@ pub enum PluginsCommand {
     },
     /// Go back to the plugin's previous version.
     Rollback { name: String },
+    /// What the plugin's guests printed lately (the last 200 lines).
+    Logs {
+        name: String,
+        /// Then print new lines as they come, until interrupted.
+        #[arg(long, short)]
+        follow: bool,
+    },
 }
 
 /// Why a command failed: the server's answer, or a file it needed.
@@ -109,11 +116,42 @@ pub async fn run(
             }
             answer
         }
+        PluginsCommand::Logs { name, follow } => {
+            let path = format!("/_spike/plugins/{name}/logs?follow={follow}");
+            target
+                .lines(&path, |line| match json {
+                    true => println!("{line}"),
+                    false => println!("{}", log_line(line)),
+                })
+                .await
+                .map_err(|e| no_such_plugin(e, name))?;
+            return Ok(String::new());
+        }
     };
     Ok(format!(
         "{}\n",
         serde_json::to_string_pretty(&answer).unwrap_or_default()
     ))
+}
+
+/// A guest's log line as people read it: time (UTC), stream, text.
+fn log_line(json: &str) -> String {
+    let Ok(v) = serde_json::from_str::<Value>(json) else {
+        return json.to_owned();
+    };
+    if let Some(n) = v["missed"].as_u64() {
+        return format!("... {n} lines missed (this reader fell behind)");
+    }
+    let ms = v["at_ms"].as_u64().unwrap_or(0);
+    let (s, ms) = (ms / 1000, ms % 1000);
+    format!(
+        "{:02}:{:02}:{:02}.{ms:03} {:6} {}",
+        s / 3600 % 24,
+        s / 60 % 60,
+        s % 60,
+        v["stream"].as_str().unwrap_or("?"),
+        v["line"].as_str().unwrap_or("")
+    )
 }
 
 async fn read(path: &Path) -> Result<Bytes, CommandError> {

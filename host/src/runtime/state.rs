@@ -1,14 +1,11 @@
 //! What one request's `Store` holds: WASI and HTTP contexts, the plugin's
 //! capabilities, and the meters that enforce its limits.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{CallHook, ResourceLimiter, StoreContextMut, UpdateDeadline};
-use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -16,6 +13,7 @@ use super::engine::EPOCH_TICK;
 use super::manifest::{Limits, Manifest};
 use super::memory_budget::MemoryBudget;
 use crate::caps::blob::BlobView;
+use crate::caps::guest_log::GuestLog;
 use crate::caps::identity::{IdentityCtx, IdentityView};
 use crate::caps::kv::KvView;
 use crate::caps::outbound::OutboundHooks;
@@ -105,8 +103,8 @@ impl RequestState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .envs(&plugin.env)
-            .stdout(GuestLog::new(plugin.name(), "stdout"))
-            .stderr(GuestLog::new(plugin.name(), "stderr"));
+            .stdout(GuestLog::new(&plugin.caps, "stdout"))
+            .stderr(GuestLog::new(&plugin.caps, "stderr"));
         Self {
             plugin: plugin.clone(),
             table: ResourceTable::new(),
@@ -337,91 +335,5 @@ impl ResourceLimiter for GuestLimiter {
 impl Drop for GuestLimiter {
     fn drop(&mut self) {
         self.budget.release(self.reserved);
-    }
-}
-
-/// A guest's stdout or stderr, sent to the host's log line by line with the
-/// plugin's name.
-struct GuestLog {
-    plugin: Arc<str>,
-    stream: &'static str,
-}
-
-impl GuestLog {
-    fn new(plugin: &Arc<str>, stream: &'static str) -> Self {
-        Self {
-            plugin: plugin.clone(),
-            stream,
-        }
-    }
-}
-
-impl IsTerminal for GuestLog {
-    fn is_terminal(&self) -> bool {
-        false
-    }
-}
-
-impl StdoutStream for GuestLog {
-    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(LineLogger {
-            plugin: self.plugin.clone(),
-            stream: self.stream,
-            line: Vec::new(),
-        })
-    }
-}
-
-struct LineLogger {
-    plugin: Arc<str>,
-    stream: &'static str,
-    line: Vec<u8>,
-}
-
-/// Longest line kept before it is logged in pieces.
-const MAX_LOG_LINE: usize = 8 * 1024;
-
-impl LineLogger {
-    fn emit(&mut self) {
-        if !self.line.is_empty() {
-            let text = String::from_utf8_lossy(&self.line);
-            tracing::info!(plugin = %self.plugin, stream = self.stream, "{}", text.trim_end());
-            self.line.clear();
-        }
-    }
-}
-
-impl tokio::io::AsyncWrite for LineLogger {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        for &b in buf {
-            if b == b'\n' {
-                self.emit();
-            } else {
-                self.line.push(b);
-                if self.line.len() >= MAX_LOG_LINE {
-                    self.emit();
-                }
-            }
-        }
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.emit();
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl Drop for LineLogger {
-    fn drop(&mut self) {
-        self.emit();
     }
 }

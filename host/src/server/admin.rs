@@ -1,5 +1,6 @@
 //! The operator API under `/_spike/`: list plugins, upload a new version,
-//! roll back, put a manifest, look into a KV namespace. Every call needs `Authorization: Bearer <admin token>`; with no
+//! roll back, put a manifest, read a plugin's guest logs, look into a KV
+//! namespace. Every call needs `Authorization: Bearer <admin token>`; with no
 //! token configured the API is disabled.
 
 use std::sync::Arc;
@@ -419,4 +420,42 @@ pub async fn kv_list(
     Ok(Json(
         json!({"namespace": namespace, "keys": keys, "cursor": page.cursor}),
     ))
+}
+
+/// `GET /_spike/plugins/{name}/logs[?follow=true]`: what the plugin's
+/// guests printed lately (the last `guest_log::KEPT` lines), one JSON object
+/// a line (`at_ms`, `stream`, `line`); with `follow`, then each new line as
+/// it comes, until the client goes (a follower that falls too far behind
+/// gets `{"missed": n}` where lines were lost).
+pub async fn logs(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    authorize(&state, &headers)?;
+    let slot = (state.registry.slot(&name))
+        .ok_or_else(|| load_error(LoadError::NoSuchPlugin(name.clone())))?;
+    let follow = query.get("follow").is_some_and(|v| v == "true" || v == "1");
+    let (kept, live) = slot.context.caps.log_feed.read();
+    let line = |value: Value| Ok::<_, std::convert::Infallible>(format!("{value}\n"));
+    let kept = futures::stream::iter(kept).map(move |l| line(json!(*l)));
+    let live = futures::stream::unfold(live, |mut live| async move {
+        use tokio::sync::broadcast::error::RecvError;
+        let value = match live.recv().await {
+            Ok(l) => json!(*l),
+            Err(RecvError::Lagged(n)) => json!({ "missed": n }),
+            Err(RecvError::Closed) => return None,
+        };
+        Some((value, live))
+    })
+    .map(line);
+    let body = match follow {
+        true => axum::body::Body::from_stream(kept.chain(live)),
+        false => axum::body::Body::from_stream(kept),
+    };
+    Ok(axum::response::Response::builder()
+        .header(http::header::CONTENT_TYPE, "application/x-ndjson")
+        .body(body)
+        .expect("a valid response"))
 }

@@ -48,6 +48,7 @@ impl App {
             .route("/_spike/metrics", get(admin::metrics))
             .route("/_spike/plugins/{name}", put(admin::upload))
             .route("/_spike/plugins/{name}/rollback", post(admin::rollback))
+            .route("/_spike/plugins/{name}/logs", get(admin::logs))
             .route("/_spike/plugins/{name}/manifest", put(admin::put_manifest))
             .route("/_spike/kv/{namespace}", get(admin::kv_list))
             .fallback(|req: Request| async move {
