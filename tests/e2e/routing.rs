@@ -57,9 +57,22 @@ async fn serves_routes_and_own_endpoints() {
     assert_eq!(resp.status(), 405);
     assert_eq!(resp.headers()["allow"], "GET, HEAD, POST, PUT");
 
-    // The plugin's own 404 for a path it does not know.
+    // The plugin's own 404 for a path it does not know, and 405 for a
+    // method its router has no route for (the SDK's router).
     let (status, body) = send_json(c.get(server.at("/hello/unknown"))).await;
     assert_eq!((status, error_code(&body)), (404, "not_found"));
+    let resp = within(c.put(server.at("/hello/counter")).send())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "GET, POST");
+    let body: serde_json::Value = within(resp.json()).await.unwrap();
+    assert_eq!(error_code(&body), "method_not_allowed");
+    // A path parameter arrives percent-decoded.
+    let (status, _) = send(c.put(server.at("/hello/files/a%20b")).body("spaced")).await;
+    assert_eq!(status, 201);
+    let (status, body) = send(c.get(server.at("/hello/files/a%20b"))).await;
+    assert_eq!((status, body.as_str()), (200, "spaced"));
 }
 
 #[tokio::test]

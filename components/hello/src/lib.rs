@@ -19,6 +19,7 @@ use spike_sdk::blob_io::put_stream;
 use spike_sdk::exports::wasi::http::incoming_handler::Guest;
 use spike_sdk::http::{Request, Response, copy, json_string, start_response};
 use spike_sdk::kv::Namespace;
+use spike_sdk::router::{Params, Router};
 use spike_sdk::wasi::http::types::{IncomingRequest, OutgoingBody, ResponseOutparam};
 
 /// The KV namespace and blob bucket this plugin's manifest grants.
@@ -29,23 +30,21 @@ struct Hello;
 
 impl Guest for Hello {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
-        let req = Request::new(request);
-        let method = req.method();
-        let path = req.path().to_string();
-        match (method.as_str(), path.as_str()) {
-            ("GET", "/hello") => greet(&req).send(out),
-            ("GET", "/hello/counter") => read_count().send(out),
-            ("POST", "/hello/counter") => count().send(out),
-            ("PUT", p) if p.starts_with("/hello/files/") => put_file(&req, &p[13..]).send(out),
-            ("GET", p) if p.starts_with("/hello/files/") => get_file(&req, &p[13..], out),
-            _ => Response::error(
-                404,
-                "not_found",
-                &format!("hello has nothing at {method} {path}"),
-            )
-            .send(out),
-        }
+        Router::new()
+            .get("/hello", |req, _| greet(req))
+            .get("/hello/counter", |_, _| read_count())
+            .post("/hello/counter", |_, _| count())
+            .put("/hello/files/:name", |req, p| put_file(req, name(p)))
+            .streaming("GET", "/hello/files/:name", |req, p, out| {
+                get_file(req, name(p), out)
+            })
+            .serve(request, out);
     }
+}
+
+/// The `:name` of a files route (always there when the route matched).
+fn name(params: &Params) -> &str {
+    params.get("name").unwrap_or_default()
 }
 
 spike_sdk::export!(Hello);

@@ -2,20 +2,30 @@
 //!
 //! A plugin is a `wasi:http/proxy` component that may also import spike's
 //! capabilities (`kv`, `blob`, ...). This crate holds the generated bindings
-//! for the whole `spike:host/plugin` world and small helpers for HTTP and
-//! for streaming blobs.
+//! for the whole `spike:host/plugin` world and small helpers: HTTP
+//! requests and responses (`http`), a router with path parameters and
+//! errors mapped to statuses (`router`), and streaming blobs (`blob_io`).
 //!
 //! ```ignore
 //! use spike_sdk::exports::wasi::http::incoming_handler::Guest;
-//! use spike_sdk::http::{Request, Response};
+//! use spike_sdk::http::Response;
+//! use spike_sdk::kv::Namespace;
+//! use spike_sdk::router::{HttpError, Router};
 //! use spike_sdk::wasi::http::types::{IncomingRequest, ResponseOutparam};
 //!
 //! struct Hello;
 //!
 //! impl Guest for Hello {
 //!     fn handle(request: IncomingRequest, out: ResponseOutparam) {
-//!         let req = Request::new(request);
-//!         Response::text(200, format!("hello from {}", req.path())).send(out);
+//!         Router::new()
+//!             .get("/hello/:name", |_, p| {
+//!                 Response::text(200, format!("hello, {}", p.get("name").unwrap_or_default()))
+//!             })
+//!             .post("/hello/counter", |_, _| -> Result<Response, HttpError> {
+//!                 let n = Namespace::open("hello")?.increment("counter", 1)?;
+//!                 Ok(Response::json(200, format!(r#"{{"count":{n}}}"#)))
+//!             })
+//!             .serve(request, out);
 //!     }
 //! }
 //!
@@ -39,6 +49,7 @@ wit_bindgen::generate!({
 pub mod blob_io;
 pub mod client;
 pub mod http;
+pub mod router;
 
 pub use spike::host::{blob, identity, kv, rate_limit, render, rooms, secrets, types::Error};
 

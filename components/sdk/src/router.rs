@@ -1,0 +1,343 @@
+//! A request router: method and path patterns with parameters, so that a
+//! plugin's `handle` is a table of routes, not string slicing.
+//!
+//! ```ignore
+//! use spike_sdk::router::{Params, Router};
+//! use spike_sdk::http::{Request, Response};
+//!
+//! fn item(req: &Request, params: &Params) -> Result<Response, spike_sdk::router::HttpError> {
+//!     let id = params.get("id").unwrap_or_default();
+//!     Ok(Response::text(200, format!("item {id}")))
+//! }
+//!
+//! Router::new()
+//!     .get("/items/:id", item)
+//!     .get("/files/*path", |_, p| Response::text(200, p.get("path").unwrap_or_default()))
+//!     .serve(request, out);
+//! ```
+//!
+//! Patterns are matched segment by segment: a literal matches itself,
+//! `:name` any one non-empty segment (percent-decoded), and a last `*name`
+//! the rest of the path (possibly empty, `/` kept, percent-decoded). The
+//! first route whose pattern and method match wins. A path that no pattern
+//! matches gets 404, one whose patterns match but not for this method 405
+//! with `Allow`, both with a JSON error body.
+
+use crate::http::{Request, Response, percent_decode_path};
+use crate::wasi::http::types::{IncomingRequest, ResponseOutparam};
+
+/// The parameters a pattern took from the path, by name.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    /// The value of parameter `name`, if the pattern has it.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// An error a handler answers with: its status, a short code and a
+/// message, sent as `{"error": {"code", "message"}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpError {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+impl HttpError {
+    pub fn new(status: u16, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    /// 400 `bad_request`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "bad_request", message)
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(404, "not_found", message)
+    }
+}
+
+/// A capability's error as the status that best answers it (403, 400,
+/// 413 or 500; see [`crate::Error::status`]).
+impl From<crate::Error> for HttpError {
+    fn from(e: crate::Error) -> Self {
+        Self::new(e.status(), e.code(), e.message())
+    }
+}
+
+/// What a handler may return.
+pub trait IntoResponse {
+    fn into_response(self) -> Response;
+}
+
+impl IntoResponse for Response {
+    fn into_response(self) -> Response {
+        self
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        Response::error(self.status, &self.code, &self.message)
+    }
+}
+
+impl IntoResponse for crate::Error {
+    fn into_response(self) -> Response {
+        HttpError::from(self).into_response()
+    }
+}
+
+impl<T: IntoResponse, E: IntoResponse> IntoResponse for Result<T, E> {
+    fn into_response(self) -> Response {
+        match self {
+            Ok(r) => r.into_response(),
+            Err(e) => e.into_response(),
+        }
+    }
+}
+
+type Handler = Box<dyn Fn(&Request, &Params, ResponseOutparam)>;
+
+struct Route {
+    method: &'static str,
+    pattern: Vec<Segment>,
+    handler: Handler,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param(String),
+    Rest(String),
+}
+
+/// Routes, tried in the order they were added.
+#[derive(Default)]
+pub struct Router {
+    routes: Vec<Route>,
+}
+
+impl Router {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A route for `method` (upper case) whose handler returns a response.
+    pub fn route<R: IntoResponse>(
+        self,
+        method: &'static str,
+        pattern: &str,
+        handler: impl Fn(&Request, &Params) -> R + 'static,
+    ) -> Self {
+        self.streaming(method, pattern, move |req, params, out| {
+            handler(req, params).into_response().send(out)
+        })
+    }
+
+    /// A route whose handler sends the response itself, for a body it
+    /// streams (see [`crate::http::start_response`]).
+    pub fn streaming(
+        mut self,
+        method: &'static str,
+        pattern: &str,
+        handler: impl Fn(&Request, &Params, ResponseOutparam) + 'static,
+    ) -> Self {
+        self.routes.push(Route {
+            method,
+            pattern: parse(pattern),
+            handler: Box::new(handler),
+        });
+        self
+    }
+
+    pub fn get<R: IntoResponse>(
+        self,
+        pattern: &str,
+        handler: impl Fn(&Request, &Params) -> R + 'static,
+    ) -> Self {
+        self.route("GET", pattern, handler)
+    }
+
+    pub fn post<R: IntoResponse>(
+        self,
+        pattern: &str,
+        handler: impl Fn(&Request, &Params) -> R + 'static,
+    ) -> Self {
+        self.route("POST", pattern, handler)
+    }
+
+    pub fn put<R: IntoResponse>(
+        self,
+        pattern: &str,
+        handler: impl Fn(&Request, &Params) -> R + 'static,
+    ) -> Self {
+        self.route("PUT", pattern, handler)
+    }
+
+    pub fn delete<R: IntoResponse>(
+        self,
+        pattern: &str,
+        handler: impl Fn(&Request, &Params) -> R + 'static,
+    ) -> Self {
+        self.route("DELETE", pattern, handler)
+    }
+
+    /// Answers `request` with the first matching route's handler, or 404 /
+    /// 405.
+    pub fn serve(&self, request: IncomingRequest, out: ResponseOutparam) {
+        let req = Request::new(request);
+        match self.find(&req.method(), req.path()) {
+            Found::Route(route, params) => (route.handler)(&req, &params, out),
+            Found::MethodNotAllowed(allowed) => {
+                HttpError::new(
+                    405,
+                    "method_not_allowed",
+                    format!("{} is not allowed here; allowed: {allowed}", req.method()),
+                )
+                .into_response()
+                .header("allow", allowed)
+                .send(out);
+            }
+            Found::Nothing => HttpError::not_found(format!("nothing at {}", req.path()))
+                .into_response()
+                .send(out),
+        }
+    }
+
+    fn find(&self, method: &str, path: &str) -> Found<'_> {
+        let mut allowed: Vec<&str> = Vec::new();
+        for route in &self.routes {
+            let Some(params) = matches(&route.pattern, path) else {
+                continue;
+            };
+            if route.method == method {
+                return Found::Route(route, params);
+            }
+            if !allowed.contains(&route.method) {
+                allowed.push(route.method);
+            }
+        }
+        match allowed.is_empty() {
+            true => Found::Nothing,
+            false => Found::MethodNotAllowed(allowed.join(", ")),
+        }
+    }
+}
+
+enum Found<'a> {
+    Route(&'a Route, Params),
+    MethodNotAllowed(String),
+    Nothing,
+}
+
+fn parse(pattern: &str) -> Vec<Segment> {
+    pattern
+        .trim_start_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| match (s.strip_prefix(':'), s.strip_prefix('*')) {
+            (Some(name), _) => Segment::Param(name.into()),
+            (_, Some(name)) => Segment::Rest(name.into()),
+            _ => Segment::Literal(s.into()),
+        })
+        .collect()
+}
+
+/// The parameters if `path` matches `pattern`.
+fn matches(pattern: &[Segment], path: &str) -> Option<Params> {
+    let mut rest = path.trim_start_matches('/');
+    let mut params = Vec::new();
+    for (i, segment) in pattern.iter().enumerate() {
+        if let Segment::Rest(name) = segment {
+            debug_assert_eq!(i + 1, pattern.len(), "*{name} must be last");
+            params.push((name.clone(), percent_decode_path(rest)?));
+            return Some(Params(params));
+        }
+        let (part, after) = rest.split_once('/').unwrap_or((rest, ""));
+        match segment {
+            Segment::Literal(l) if l == part => {}
+            Segment::Param(name) if !part.is_empty() => {
+                params.push((name.clone(), percent_decode_path(part)?));
+            }
+            _ => return None,
+        }
+        rest = after;
+    }
+    rest.is_empty().then_some(Params(params))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Option<Params> {
+        Some(Params(
+            pairs
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        ))
+    }
+
+    #[test]
+    fn patterns() {
+        let p = parse("/items/:id");
+        assert_eq!(matches(&p, "/items/42"), params(&[("id", "42")]));
+        assert_eq!(matches(&p, "/items/a%20b"), params(&[("id", "a b")]));
+        assert_eq!(matches(&p, "/items/"), None);
+        assert_eq!(matches(&p, "/items"), None);
+        assert_eq!(matches(&p, "/items/42/more"), None);
+        assert_eq!(matches(&p, "/other/42"), None);
+
+        let p = parse("/files/*path");
+        assert_eq!(
+            matches(&p, "/files/a/b.txt"),
+            params(&[("path", "a/b.txt")])
+        );
+        assert_eq!(matches(&p, "/files/"), params(&[("path", "")]));
+        assert_eq!(matches(&p, "/files"), params(&[("path", "")]));
+
+        let p = parse("/");
+        assert_eq!(matches(&p, "/"), params(&[]));
+        assert_eq!(matches(&p, "/x"), None);
+    }
+
+    #[test]
+    fn method_and_order() {
+        let router = Router::new()
+            .get("/a/:x", |_, _| Response::new(200))
+            .put("/a/:x", |_, _| Response::new(200))
+            .get("/a/special", |_, _| Response::new(200));
+        match router.find("GET", "/a/special") {
+            Found::Route(route, p) => {
+                assert_eq!(route.method, "GET");
+                assert_eq!(p.get("x"), Some("special"), "the first route wins");
+            }
+            _ => panic!("no route"),
+        }
+        match router.find("POST", "/a/1") {
+            Found::MethodNotAllowed(allowed) => assert_eq!(allowed, "GET, PUT"),
+            _ => panic!("not a 405"),
+        }
+        assert!(matches!(router.find("GET", "/b"), Found::Nothing));
+    }
+
+    #[test]
+    fn errors_become_statuses() {
+        let e: HttpError = crate::Error::TooLarge("big".into()).into();
+        assert_eq!((e.status, e.code.as_str()), (413, "too_large"));
+    }
+}
