@@ -18,6 +18,7 @@ pub mod config;
 pub mod log_sink;
 pub mod metrics;
 pub mod operator;
+pub mod project;
 pub mod runtime;
 pub mod server;
 pub mod storage;

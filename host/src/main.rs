@@ -37,6 +37,11 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
+enum Lang {
+    Rust,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
 enum LogFormat {
     Text,
     Json,
@@ -136,6 +141,23 @@ enum Command {
         site: Vec<spike::assets::SiteConfig>,
         #[command(flatten)]
         render: RenderArgs,
+    },
+    /// Start a plugin project: a Rust crate on the SDK with its manifest.
+    New {
+        /// The plugin's name (lower case letters, digits and dashes).
+        name: String,
+        /// The language of the project.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: Lang,
+        /// The folder to make it in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Build the plugin project in a folder into its component
+    /// (`plugin/<name>.wasm`, beside its manifest).
+    Build {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
     },
     /// Manage the plugins of a running server through its admin API.
     Plugins {
@@ -281,6 +303,28 @@ async fn main() -> anyhow::Result<()> {
             server.stop().await;
             Ok(())
         }
+        Command::New { name, lang, dir } => {
+            let Lang::Rust = lang;
+            match spike::project::new_rust(&dir, &name) {
+                Ok(project) => {
+                    println!("created {}", project.display());
+                    println!("next: spike build --dir {}", project.display());
+                    Ok(())
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::Build { dir } => {
+            match spike::project::build(&dir, &mut |step| eprintln!("== {step}")) {
+                Ok(component) => {
+                    let plugins = component.parent().unwrap_or(&dir);
+                    println!("built {}", component.display());
+                    println!("serve it: spike serve --plugins {}", plugins.display());
+                    Ok(())
+                }
+                Err(e) => fail(e),
+            }
+        }
         Command::Plugins {
             server,
             token,
@@ -294,10 +338,7 @@ async fn main() -> anyhow::Result<()> {
                     print!("{out}");
                     Ok(())
                 }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    std::process::exit(1);
-                }
+                Err(e) => fail(e),
             }
         }
         Command::Check { component } => {
@@ -331,6 +372,12 @@ fn init_logging(format: LogFormat, access_log: bool) -> spike::log_sink::FlushOn
         LogFormat::Json => logs.json().flatten_event(true).init(),
     }
     flush
+}
+
+/// Ends a command that failed: its reason on stderr, status 1.
+fn fail(e: impl std::fmt::Display) -> ! {
+    eprintln!("error: {e}");
+    std::process::exit(1)
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,261 @@
+//! The files of a new project: the templates, and the SDK and WIT package
+//! this binary was built with.
+
+/// The SDK's sources and the WIT package, as the repository has them.
+/// (`every_sdk_and_wit_file_is_embedded` checks that none is missing.)
+const EMBEDDED: &[(&str, &str)] = &[
+    (
+        "spike-sdk/wit/authenticator.wit",
+        include_str!("../../../wit/authenticator.wit"),
+    ),
+    (
+        "spike-sdk/wit/blob.wit",
+        include_str!("../../../wit/blob.wit"),
+    ),
+    (
+        "spike-sdk/wit/deps/cli.wit",
+        include_str!("../../../wit/deps/cli.wit"),
+    ),
+    (
+        "spike-sdk/wit/deps/clocks.wit",
+        include_str!("../../../wit/deps/clocks.wit"),
+    ),
+    (
+        "spike-sdk/wit/deps/filesystem.wit",
+        include_str!("../../../wit/deps/filesystem.wit"),
+    ),
+    (
+        "spike-sdk/wit/deps/http.wit",
+        include_str!("../../../wit/deps/http.wit"),
+    ),
+    (
+        "spike-sdk/wit/deps/io.wit",
+        include_str!("../../../wit/deps/io.wit"),
+    ),
+    (
+        "spike-sdk/wit/deps/random.wit",
+        include_str!("../../../wit/deps/random.wit"),
+    ),
+    (
+        "spike-sdk/wit/deps/sockets.wit",
+        include_str!("../../../wit/deps/sockets.wit"),
+    ),
+    (
+        "spike-sdk/wit/identity.wit",
+        include_str!("../../../wit/identity.wit"),
+    ),
+    ("spike-sdk/wit/kv.wit", include_str!("../../../wit/kv.wit")),
+    (
+        "spike-sdk/wit/rate-limit.wit",
+        include_str!("../../../wit/rate-limit.wit"),
+    ),
+    (
+        "spike-sdk/wit/render.wit",
+        include_str!("../../../wit/render.wit"),
+    ),
+    (
+        "spike-sdk/wit/room-handler.wit",
+        include_str!("../../../wit/room-handler.wit"),
+    ),
+    (
+        "spike-sdk/wit/rooms.wit",
+        include_str!("../../../wit/rooms.wit"),
+    ),
+    (
+        "spike-sdk/wit/secrets.wit",
+        include_str!("../../../wit/secrets.wit"),
+    ),
+    (
+        "spike-sdk/wit/types.wit",
+        include_str!("../../../wit/types.wit"),
+    ),
+    (
+        "spike-sdk/wit/worlds.wit",
+        include_str!("../../../wit/worlds.wit"),
+    ),
+    (
+        "spike-sdk/src/blob_io.rs",
+        include_str!("../../../components/sdk/src/blob_io.rs"),
+    ),
+    (
+        "spike-sdk/src/client.rs",
+        include_str!("../../../components/sdk/src/client.rs"),
+    ),
+    (
+        "spike-sdk/src/http.rs",
+        include_str!("../../../components/sdk/src/http.rs"),
+    ),
+    (
+        "spike-sdk/src/lib.rs",
+        include_str!("../../../components/sdk/src/lib.rs"),
+    ),
+    (
+        "spike-sdk/src/router.rs",
+        include_str!("../../../components/sdk/src/router.rs"),
+    ),
+];
+
+/// The SDK's `Cargo.toml` in a project: no workspace to inherit from.
+const SDK_CARGO: &str = r#"[package]
+name = "spike-sdk"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[dependencies]
+wit-bindgen = { version = "0.61", default-features = false, features = ["macros", "realloc"] }
+"#;
+
+const CARGO: &str = r#"[package]
+name = "__NAME__"
+version = "0.1.0"
+edition = "2024"
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+spike-sdk = { path = "spike-sdk" }
+
+[profile.release]
+opt-level = "s"
+lto = true
+codegen-units = 1
+strip = true
+
+# A project of its own, even inside another workspace.
+[workspace]
+"#;
+
+const LIB: &str = r##"//! __NAME__: a spike plugin.
+//!
+//! | request               | what it does                          |
+//! |-----------------------|---------------------------------------|
+//! | `GET /__NAME__`           | a greeting (`?name=` for someone else) |
+//! | `POST /__NAME__/counter`  | adds one to a KV counter, returns it  |
+//! | `GET /__NAME__/counter`   | reads the counter                     |
+//!
+//! `spike build` builds it into `plugin/__NAME__.wasm`; `spike serve
+//! --plugins plugin` serves it. Its manifest, `plugin/__NAME__.toml`, grants
+//! the KV namespace `__NAME__`: anything else it tried would be refused.
+
+use spike_sdk::exports::wasi::http::incoming_handler::Guest;
+use spike_sdk::http::{Request, Response};
+use spike_sdk::kv::Namespace;
+use spike_sdk::router::{HttpError, Router};
+use spike_sdk::wasi::http::types::{IncomingRequest, ResponseOutparam};
+
+const KV_NAMESPACE: &str = "__NAME__";
+
+struct Plugin;
+
+impl Guest for Plugin {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        Router::new()
+            .get("/__NAME__", |req, _| greet(req))
+            .get("/__NAME__/counter", |_, _| read_count())
+            .post("/__NAME__/counter", |_, _| count())
+            .serve(request, out);
+    }
+}
+
+spike_sdk::export!(Plugin);
+
+fn greet(req: &Request) -> Response {
+    let name = req.query_param("name").unwrap_or_else(|| "world".into());
+    Response::text(200, format!("Hello, {name}! This is __NAME__.\n"))
+}
+
+/// Atomic: concurrent requests never lose a count.
+fn count() -> Result<Response, HttpError> {
+    let n = Namespace::open(KV_NAMESPACE)?.increment("counter", 1)?;
+    Ok(Response::json(200, format!(r#"{{"count":{n}}}"#)))
+}
+
+fn read_count() -> Result<Response, HttpError> {
+    let value = Namespace::open(KV_NAMESPACE)?.get("counter")?;
+    let n = value.map_or_else(|| "0".into(), |v| String::from_utf8_lossy(&v).into_owned());
+    Ok(Response::json(200, format!(r#"{{"count":{n}}}"#)))
+}
+"##;
+
+const MANIFEST: &str = r#"# The plugin's manifest: its routes, what it may touch, its limits.
+# See the README of spike, "Plugins and manifests".
+component = "__NAME__.wasm"
+
+[[routes]]
+prefix = "/__NAME__"
+
+[grants]
+kv = ["__NAME__"]
+"#;
+
+const GITIGNORE: &str = "/target\n/plugin/*.wasm\n";
+
+/// Every file of a new Rust project `name`, by path in the project.
+pub fn rust_project(name: &str) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = EMBEDDED
+        .iter()
+        .map(|(path, text)| (path.to_string(), text.to_string()))
+        .collect();
+    for (path, text) in &mut files {
+        if path == "spike-sdk/src/lib.rs" {
+            // The WIT package sits inside the SDK's folder here.
+            *text = text.replace(r#"path: "../../wit""#, r#"path: "wit""#);
+        }
+    }
+    let named = |t: &str| t.replace("__NAME__", name);
+    files.push(("spike-sdk/Cargo.toml".into(), SDK_CARGO.into()));
+    files.push(("Cargo.toml".into(), named(CARGO)));
+    files.push(("src/lib.rs".into(), named(LIB)));
+    files.push((format!("plugin/{name}.toml"), named(MANIFEST)));
+    files.push((".gitignore".into(), GITIGNORE.into()));
+    files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sdk_and_wit_file_is_embedded() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut on_disk = Vec::new();
+        for (dir, prefix) in [
+            ("wit", "spike-sdk/wit"),
+            ("wit/deps", "spike-sdk/wit/deps"),
+            ("components/sdk/src", "spike-sdk/src"),
+        ] {
+            for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_file() {
+                    on_disk.push(format!(
+                        "{prefix}/{}",
+                        path.file_name().unwrap().to_str().unwrap()
+                    ));
+                }
+            }
+        }
+        on_disk.sort();
+        let mut embedded: Vec<String> = EMBEDDED.iter().map(|(p, _)| p.to_string()).collect();
+        embedded.sort();
+        assert_eq!(embedded, on_disk);
+    }
+
+    #[test]
+    fn the_sdk_finds_its_wit_in_a_project() {
+        let files = rust_project("demo");
+        let lib = &files
+            .iter()
+            .find(|(p, _)| p == "spike-sdk/src/lib.rs")
+            .unwrap()
+            .1;
+        assert!(lib.contains(r#"path: "wit""#), "{lib}");
+        let manifest = &files
+            .iter()
+            .find(|(p, _)| p == "plugin/demo.toml")
+            .unwrap()
+            .1;
+        assert!(manifest.contains("prefix = \"/demo\""), "{manifest}");
+    }
+}

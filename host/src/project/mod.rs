@@ -1,0 +1,146 @@
+//! A third party's plugin project: `spike new` scaffolds one, `spike build`
+//! builds it.
+//!
+//! A Rust project is a Cargo crate on the SDK, with the SDK and the WIT
+//! package copied in (`spike-sdk/`, from this binary: the project builds
+//! offline from crates.io's `wit-bindgen` alone, and matches the host that
+//! made it), and its manifest in `plugin/`. `spike build` puts the component
+//! beside the manifest, so `spike serve --plugins plugin` (or
+//! `spike plugins push <name> plugin/<name>.wasm --manifest
+//! plugin/<name>.toml`) runs it.
+
+mod files;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::runtime::manifest::check_name;
+
+/// Why a project command failed, and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectError {
+    #[error("'{name}' cannot name a plugin: {reason}")]
+    BadName { name: String, reason: String },
+    #[error("{0} already exists: pick another name, or remove it")]
+    Exists(PathBuf),
+    #[error(
+        "{0} is not a spike project (no Cargo.toml with a plugin/ manifest): run `spike new` first, or pass --dir"
+    )]
+    NotAProject(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what} failed{}", status.map_or(String::new(), |s| format!(" (exit status {s})")))]
+    Tool { what: String, status: Option<i32> },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ProjectError + '_ {
+    move |source| ProjectError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Writes a new Rust plugin project `name` in `parent/name`; its folder.
+pub fn new_rust(parent: &Path, name: &str) -> Result<PathBuf, ProjectError> {
+    check_name(name).map_err(|reason| ProjectError::BadName {
+        name: name.to_owned(),
+        reason,
+    })?;
+    let dir = parent.join(name);
+    if dir.exists() {
+        return Err(ProjectError::Exists(dir));
+    }
+    for (path, text) in files::rust_project(name) {
+        let path = dir.join(path);
+        if let Some(folder) = path.parent() {
+            std::fs::create_dir_all(folder).map_err(io(folder))?;
+        }
+        std::fs::write(&path, text).map_err(io(&path))?;
+    }
+    Ok(dir)
+}
+
+/// Builds the project in `dir`, telling `progress` each step; the
+/// component's path.
+pub fn build(dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, ProjectError> {
+    let name = project_name(dir)?;
+    ensure_wasm_target(progress)?;
+    progress(&format!(
+        "building {name} (cargo build --release --target {TARGET})"
+    ));
+    let status = Command::new("cargo")
+        .args(["build", "--release", "--target", TARGET])
+        .current_dir(dir)
+        .status()
+        .map_err(io(Path::new("cargo")))?;
+    if !status.success() {
+        return Err(ProjectError::Tool {
+            what: "cargo build".into(),
+            status: status.code(),
+        });
+    }
+    let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => dir.join("target"),
+    };
+    let built = target_dir
+        .join(TARGET)
+        .join("release")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    let component = dir.join("plugin").join(format!("{name}.wasm"));
+    std::fs::copy(&built, &component).map_err(io(&built))?;
+    progress(&format!("component: {}", component.display()));
+    Ok(component)
+}
+
+const TARGET: &str = "wasm32-wasip2";
+
+/// The plugin's name: the manifest's in `plugin/` (the crate has the same).
+fn project_name(dir: &Path) -> Result<String, ProjectError> {
+    let not_one = || ProjectError::NotAProject(dir.to_owned());
+    if !dir.join("Cargo.toml").is_file() {
+        return Err(not_one());
+    }
+    let manifests: Vec<String> = std::fs::read_dir(dir.join("plugin"))
+        .map_err(|_| not_one())?
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            (path.extension()? == "toml").then(|| path.file_stem()?.to_str().map(str::to_owned))?
+        })
+        .collect();
+    match manifests.as_slice() {
+        [name] => Ok(name.clone()),
+        _ => Err(not_one()),
+    }
+}
+
+/// Installs the wasm target with rustup if it is missing.
+fn ensure_wasm_target(progress: &mut dyn FnMut(&str)) -> Result<(), ProjectError> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map_err(io(Path::new("rustup")))?;
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.trim() == TARGET)
+    {
+        return Ok(());
+    }
+    progress(&format!(
+        "installing the {TARGET} target (rustup target add {TARGET})"
+    ));
+    let status = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status()
+        .map_err(io(Path::new("rustup")))?;
+    match status.success() {
+        true => Ok(()),
+        false => Err(ProjectError::Tool {
+            what: format!("rustup target add {TARGET}"),
+            status: status.code(),
+        }),
+    }
+}

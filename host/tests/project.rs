@@ -1,0 +1,91 @@
+//! `spike new` and `spike build` in a clean folder, then the built plugin
+//! served by `spike serve` and pushed to a running server by `spike plugins
+//! push`, answering a request that uses a spike import (KV).
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::*;
+
+fn spike(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_spike"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn new_build_serve_and_push_a_rust_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ok(&spike(dir.path(), &["new", "demo"]));
+    assert!(out.contains("created ./demo"), "{out}");
+
+    // The same name again, and a name no plugin may have, are refused.
+    let again = spike(dir.path(), &["new", "demo"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let bad = spike(dir.path(), &["new", "Not_OK!"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot name a plugin"));
+
+    // Built with the target directory the tests share (CARGO_TARGET_DIR,
+    // set by ./dev.sh), so wit-bindgen compiles once.
+    let out = ok(&spike(dir.path(), &["build", "--dir", "demo"]));
+    assert!(out.contains("built demo/plugin/demo.wasm"), "{out}");
+    let project = dir.path().join("demo");
+    assert!(project.join("plugin/demo.wasm").is_file());
+
+    // Served as the project's plugin folder has it (copied as a server's
+    // plugins folder): the greeting, and the KV counter.
+    let served = dir.path().join("served");
+    std::fs::create_dir_all(served.join("plugins")).unwrap();
+    for file in ["demo.toml", "demo.wasm"] {
+        std::fs::copy(
+            project.join("plugin").join(file),
+            served.join("plugins").join(file),
+        )
+        .unwrap();
+    }
+    let mut server = Spike::start_in(
+        &served,
+        &["--log-format", "json", "--admin-token", "t"],
+        &[],
+    );
+    let addr = server.serving_addr();
+    wait_ready(&addr);
+    let reply = get(&addr, "/demo?name=tester");
+    assert!(reply.ends_with("Hello, tester! This is demo.\n"), "{reply}");
+    for n in 1..=2 {
+        let reply = request(&addr, "POST", "/demo/counter", "");
+        assert!(reply.ends_with(&format!("{{\"count\":{n}}}")), "{reply}");
+    }
+    let reply = get(&addr, "/demo/counter");
+    assert!(reply.ends_with("{\"count\":2}"), "{reply}");
+
+    // Pushed to the running server as a new version.
+    let push = Command::new(env!("CARGO_BIN_EXE_spike"))
+        .args([
+            "plugins",
+            "--server",
+            &format!("http://{addr}"),
+            "--token",
+            "t",
+        ])
+        .arg("push")
+        .arg("demo")
+        .arg(project.join("plugin/demo.wasm"))
+        .output()
+        .unwrap();
+    assert!(ok(&push).starts_with("demo: now serving "));
+}
