@@ -159,6 +159,15 @@ enum Command {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
+    /// Serve a plugin project, building it again and swapping it in on
+    /// every save; each request and guest log line is printed.
+    Dev {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = spike::config::DEFAULT_LISTEN)]
+        listen: SocketAddr,
+    },
     /// Manage the plugins of a running server through its admin API.
     Plugins {
         /// The server's URL.
@@ -239,7 +248,9 @@ impl RenderArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let _log = init_logging(cli.log_format, cli.access_log);
+    // `spike dev` prints each request.
+    let access_log = cli.access_log || matches!(cli.command, Command::Dev { .. });
+    let _log = init_logging(cli.log_format, access_log);
     match cli.command {
         Command::Serve {
             listen,
@@ -325,6 +336,10 @@ async fn main() -> anyhow::Result<()> {
                 Err(e) => fail(e),
             }
         }
+        Command::Dev { dir, listen } => match spike::project::dev(&dir, listen).await {
+            Ok(()) => Ok(()),
+            Err(e) => fail(e),
+        },
         Command::Plugins {
             server,
             token,

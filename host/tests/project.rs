@@ -1,6 +1,7 @@
 //! `spike new` and `spike build` in a clean folder, then the built plugin
 //! served by `spike serve` and pushed to a running server by `spike plugins
-//! push`, answering a request that uses a spike import (KV).
+//! push`, answering a request that uses a spike import (KV); and `spike dev`
+//! serving an edit within seconds of its save.
 
 mod common;
 
@@ -88,4 +89,51 @@ fn new_build_serve_and_push_a_rust_plugin() {
         .output()
         .unwrap();
     assert!(ok(&push).starts_with("demo: now serving "));
+}
+
+#[test]
+fn dev_serves_an_edit_within_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(&spike(dir.path(), &["new", "devdemo"]));
+    let project = dir.path().join("devdemo");
+    let mut dev = Command::new(env!("CARGO_BIN_EXE_spike"));
+    dev.args(["dev", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(&project)
+        .env_remove("RUST_LOG");
+    let mut dev = Spike::spawn(dev);
+    let line = dev.line_with("== serving http://");
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    wait_ready(&addr);
+    let reply = get(&addr, "/devdemo");
+    assert!(
+        reply.ends_with("Hello, world! This is devdemo.\n"),
+        "{reply}"
+    );
+    // Each request is printed.
+    let logged = dev.line_with("path=/devdemo");
+    assert!(logged.contains("status=200"), "{logged}");
+
+    let lib = project.join("src/lib.rs");
+    let source = std::fs::read_to_string(&lib).unwrap();
+    std::fs::write(&lib, source.replace("This is devdemo.", "Edited devdemo.")).unwrap();
+    let saved = std::time::Instant::now();
+    let deadline = saved + std::time::Duration::from_secs(120);
+    loop {
+        let reply = get(&addr, "/devdemo");
+        if reply.ends_with("Hello, world! Edited devdemo.\n") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not swapped in: {reply}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    eprintln!("the edit served {:?} after its save", saved.elapsed());
+    dev.line_with("built: the server swaps it in");
 }

@@ -190,7 +190,7 @@ prefix = "/__NAME__"
 kv = ["__NAME__"]
 "#;
 
-const GITIGNORE: &str = "/target\n/plugin/*.wasm\n";
+const GITIGNORE: &str = "/target\n/plugin/*.wasm\n/.spike-data\n";
 
 /// Every file of a new Rust project `name`, by path in the project.
 pub fn rust_project(name: &str) -> Vec<(String, String)> {

@@ -1,5 +1,5 @@
 //! A third party's plugin project: `spike new` scaffolds one, `spike build`
-//! builds it.
+//! builds it, `spike dev` serves it and builds it again on every save.
 //!
 //! A Rust project is a Cargo crate on the SDK, with the SDK and the WIT
 //! package copied in (`spike-sdk/`, from this binary: the project builds
@@ -9,7 +9,10 @@
 //! `spike plugins push <name> plugin/<name>.wasm --manifest
 //! plugin/<name>.toml`) runs it.
 
+mod dev;
 mod files;
+
+pub use dev::dev;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -90,8 +93,12 @@ pub fn build(dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, Proj
         .join(TARGET)
         .join("release")
         .join(format!("{}.wasm", name.replace('-', "_")));
+    // Written beside it and renamed over it: a server watching the file
+    // (`spike dev`, `spike serve`) never reads half a component.
     let component = dir.join("plugin").join(format!("{name}.wasm"));
-    std::fs::copy(&built, &component).map_err(io(&built))?;
+    let part = dir.join("plugin").join(format!(".{name}.wasm.part"));
+    std::fs::copy(&built, &part).map_err(io(&built))?;
+    std::fs::rename(&part, &component).map_err(io(&component))?;
     progress(&format!("component: {}", component.display()));
     Ok(component)
 }

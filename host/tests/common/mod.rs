@@ -31,10 +31,18 @@ impl Spike {
     /// With the plugins in `dir/plugins` and the data in `dir/data`, and
     /// `env` added.
     pub fn start_in(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = serve_command(dir)
+        let mut command = serve_command(dir);
+        command
             .args(extra)
             .env_remove("RUST_LOG")
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        Self::spawn(command)
+    }
+
+    /// Runs `command` (a `spike` command line), its output read line by
+    /// line.
+    pub fn spawn(mut command: Command) -> Self {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
