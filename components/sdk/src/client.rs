@@ -47,9 +47,11 @@ pub struct Fetch {
 /// A response, its body read whole.
 #[derive(Debug)]
 pub struct Fetched {
+    /// The HTTP status.
     pub status: u16,
     /// Header names in lower case.
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The whole body.
     pub body: Vec<u8>,
 }
 
@@ -137,31 +139,37 @@ impl Fetch {
         Self::new(Method::Get, url)
     }
 
+    /// The method (`GET` unless set).
     pub fn method(mut self, method: Method) -> Self {
         self.method = method;
         self
     }
 
+    /// Adds a header.
     pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
         self.headers.push((name.into(), value.as_ref().to_vec()));
         self
     }
 
+    /// The request body.
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = body.into();
         self
     }
 
+    /// How long the whole exchange may take.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
+    /// How long the response body may stall between bytes.
     pub fn idle_timeout(mut self, idle: Duration) -> Self {
         self.idle_timeout = idle;
         self
     }
 
+    /// The largest response body read whole (`FetchError` beyond it).
     pub fn max_body(mut self, bytes: usize) -> Self {
         self.max_body = bytes;
         self
@@ -291,6 +299,7 @@ fn wait_response(
 
 /// A response whose body is read as it arrives.
 pub struct Streaming {
+    /// The HTTP status.
     pub status: u16,
     /// Header names in lower case.
     pub headers: Vec<(String, Vec<u8>)>,

@@ -14,6 +14,7 @@ pub struct Request {
 }
 
 impl Request {
+    /// Wraps the request the handler was given.
     pub fn new(inner: IncomingRequest) -> Self {
         let full = inner.path_with_query().unwrap_or_else(|| "/".into());
         let (path, query) = match full.split_once('?') {
@@ -102,7 +103,9 @@ impl Request {
 /// Why a body could not be read.
 #[derive(Debug)]
 pub enum BodyError {
+    /// Longer than the limit the caller gave.
     TooLarge,
+    /// The stream failed (the client went away, say).
     Stream(String),
 }
 
@@ -114,6 +117,7 @@ pub struct Response {
 }
 
 impl Response {
+    /// An empty response with `status`.
     pub fn new(status: u16) -> Self {
         Self {
             status,
@@ -153,12 +157,14 @@ impl Response {
         Self::error(e.status(), e.code(), e.message())
     }
 
+    /// Adds a header.
     pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
         self.headers
             .push((name.to_string(), value.as_ref().to_vec()));
         self
     }
 
+    /// The body.
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = body.into();
         self

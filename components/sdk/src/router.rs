@@ -44,12 +44,16 @@ impl Params {
 /// message, sent as `{"error": {"code", "message"}}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpError {
+    /// The HTTP status (4xx or 5xx).
     pub status: u16,
+    /// A short code a program can test, e.g. `not_found`.
     pub code: String,
+    /// What went wrong, for a person.
     pub message: String,
 }
 
 impl HttpError {
+    /// An error with `status`, `code` and `message`.
     pub fn new(status: u16, code: &str, message: impl Into<String>) -> Self {
         Self {
             status,
@@ -79,6 +83,7 @@ impl From<crate::Error> for HttpError {
 
 /// What a handler may return.
 pub trait IntoResponse {
+    /// The response that answers the request.
     fn into_response(self) -> Response;
 }
 
@@ -131,6 +136,7 @@ pub struct Router {
 }
 
 impl Router {
+    /// A router with no routes (every request gets 404).
     pub fn new() -> Self {
         Self::default()
     }
@@ -163,6 +169,7 @@ impl Router {
         self
     }
 
+    /// A `GET` route.
     pub fn get<R: IntoResponse>(
         self,
         pattern: &str,
@@ -171,6 +178,7 @@ impl Router {
         self.route("GET", pattern, handler)
     }
 
+    /// A `POST` route.
     pub fn post<R: IntoResponse>(
         self,
         pattern: &str,
@@ -179,6 +187,7 @@ impl Router {
         self.route("POST", pattern, handler)
     }
 
+    /// A `PUT` route.
     pub fn put<R: IntoResponse>(
         self,
         pattern: &str,
@@ -187,6 +196,7 @@ impl Router {
         self.route("PUT", pattern, handler)
     }
 
+    /// A `DELETE` route.
     pub fn delete<R: IntoResponse>(
         self,
         pattern: &str,
