@@ -24,6 +24,7 @@ case "${1:-}" in
     step "set-up"; scripts/setup.sh
     step "guest components"; scripts/build-guests.sh
     step "format"; cargo fmt --all --check
+    step "WIT reference page"; python3 scripts/wit-reference.py --check
     step "lints (host and tests)"; cargo clippy --all-targets -- -D warnings
     step "lints (guests, wasm32-wasip2)"
     guests=()
