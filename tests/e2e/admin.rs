@@ -210,3 +210,32 @@ async fn operators_can_look_into_a_kv_namespace() {
     let (status, body) = send_json(c.get(url(""))).await;
     assert_eq!((status, error_code(&body)), (401, "unauthorized"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_log_ends_when_the_server_stops() {
+    let mut server = TestServer::start(&[HELLO]).await;
+    let resp = within(
+        client()
+            .get(server.at("/_spike/plugins/hello/logs?follow=true"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
+    let body = tokio::spawn(resp.text());
+    // Well within the 10 s the server gives open connections to finish.
+    let started = std::time::Instant::now();
+    server.stop().await;
+    let text = tokio::time::timeout(Duration::from_secs(5), body)
+        .await
+        .expect("the followed log ended")
+        .unwrap();
+    assert!(text.is_ok(), "{text:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -425,8 +425,8 @@ pub async fn kv_list(
 /// `GET /_spike/plugins/{name}/logs[?follow=true]`: what the plugin's
 /// guests printed lately (the last `guest_log::KEPT` lines), one JSON object
 /// a line (`at_ms`, `stream`, `line`); with `follow`, then each new line as
-/// it comes, until the client goes (a follower that falls too far behind
-/// gets `{"missed": n}` where lines were lost).
+/// it comes, until the client goes or the server stops (a follower that
+/// falls too far behind gets `{"missed": n}` where lines were lost).
 pub async fn logs(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -440,14 +440,20 @@ pub async fn logs(
     let (kept, live) = slot.context.caps.log_feed.read();
     let line = |value: Value| Ok::<_, std::convert::Infallible>(format!("{value}\n"));
     let kept = futures::stream::iter(kept).map(move |l| line(json!(*l)));
-    let live = futures::stream::unfold(live, |mut live| async move {
+    // Until the client goes, or the server stops.
+    let stopping = state.stopping.clone();
+    let live = futures::stream::unfold((live, stopping), |(mut live, mut stopping)| async move {
         use tokio::sync::broadcast::error::RecvError;
-        let value = match live.recv().await {
+        let next = tokio::select! {
+            next = live.recv() => next,
+            _ = stopping.wait_for(|stop| *stop) => return None,
+        };
+        let value = match next {
             Ok(l) => json!(*l),
             Err(RecvError::Lagged(n)) => json!({ "missed": n }),
             Err(RecvError::Closed) => return None,
         };
-        Some((value, live))
+        Some((value, (live, stopping)))
     })
     .map(line);
     let body = match follow {

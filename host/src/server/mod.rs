@@ -49,6 +49,9 @@ pub struct AppState {
     pub kv: Arc<dyn crate::storage::KvBackend>,
     /// The other nodes, with a shared backend.
     pub cluster: Option<Arc<dyn crate::storage::Cluster>>,
+    /// Turns true when the server stops: answers that would go on forever
+    /// (a followed log) end then.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The metrics as a scrape answer.
@@ -65,6 +68,8 @@ pub struct RunningServer {
     pub registry: Arc<PluginRegistry>,
     /// One per listener (the public one, and the metrics one if any).
     shutdown: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// Tells the answers that never end by themselves to end.
+    stopping: tokio::sync::watch::Sender<bool>,
     serving: Vec<tokio::task::JoinHandle<()>>,
     _watcher: Option<watch::FileWatch>,
     /// Following the cluster's plugin versions, publishing this node's.
@@ -88,6 +93,7 @@ impl RunningServer {
         for tx in self.shutdown.drain(..) {
             let _ = tx.send(());
         }
+        let _ = self.stopping.send(true);
         // Room connections outlive their HTTP connection: close them.
         self.rooms.stop(Duration::from_secs(5)).await;
         // Idle keep-alive connections close at once; a stuck one must not
@@ -213,6 +219,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     );
     caps.outbound.services.bind(&services);
     drop(caps);
+    let (stop_tx, stopping) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {
         registry: registry.clone(),
         metrics: metrics.clone(),
@@ -225,6 +232,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         rooms: rooms.clone(),
         kv,
         cluster,
+        stopping,
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let serve = tokio::spawn(listener::serve(
@@ -273,6 +281,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         metrics_addr,
         registry,
         shutdown: stops,
+        stopping: stop_tx,
         serving,
         _watcher: watcher,
         _cluster: cluster_tasks,
