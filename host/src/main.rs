@@ -37,11 +37,6 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
-enum Lang {
-    Rust,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
 enum LogFormat {
     Text,
     Json,
@@ -142,13 +137,14 @@ enum Command {
         #[command(flatten)]
         render: RenderArgs,
     },
-    /// Start a plugin project: a Rust crate on the SDK with its manifest.
+    /// Start a plugin project with its manifest: a Rust crate on the SDK,
+    /// or a JavaScript package for componentize-js.
     New {
         /// The plugin's name (lower case letters, digits and dashes).
         name: String,
         /// The language of the project.
         #[arg(long, value_enum, default_value = "rust")]
-        lang: Lang,
+        lang: spike::project::Lang,
         /// The folder to make it in.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
@@ -314,17 +310,14 @@ async fn main() -> anyhow::Result<()> {
             server.stop().await;
             Ok(())
         }
-        Command::New { name, lang, dir } => {
-            let Lang::Rust = lang;
-            match spike::project::new_rust(&dir, &name) {
-                Ok(project) => {
-                    println!("created {}", project.display());
-                    println!("next: spike build --dir {}", project.display());
-                    Ok(())
-                }
-                Err(e) => fail(e),
+        Command::New { name, lang, dir } => match spike::project::new(&dir, &name, lang) {
+            Ok(project) => {
+                println!("created {}", project.display());
+                println!("next: spike build --dir {}", project.display());
+                Ok(())
             }
-        }
+            Err(e) => fail(e),
+        },
         Command::Build { dir } => {
             match spike::project::build(&dir, &mut |step| eprintln!("== {step}")) {
                 Ok(component) => {

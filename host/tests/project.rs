@@ -137,3 +137,35 @@ fn dev_serves_an_edit_within_seconds() {
     eprintln!("the edit served {:?} after its save", saved.elapsed());
     dev.line_with("built: the server swaps it in");
 }
+
+#[test]
+fn new_build_and_serve_a_javascript_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(&spike(dir.path(), &["new", "jsdemo", "--lang", "js"]));
+    // npm install (componentize-js), then componentize-js.
+    let out = ok(&spike(dir.path(), &["build", "--dir", "jsdemo"]));
+    assert!(out.contains("built jsdemo/plugin/jsdemo.wasm"), "{out}");
+
+    let served = dir.path().join("served");
+    std::fs::create_dir_all(served.join("plugins")).unwrap();
+    for file in ["jsdemo.toml", "jsdemo.wasm"] {
+        let from = dir.path().join("jsdemo/plugin").join(file);
+        std::fs::copy(from, served.join("plugins").join(file)).unwrap();
+    }
+    let mut server = Spike::start_in(&served, &["--log-format", "json"], &[]);
+    let addr = server.serving_addr();
+    wait_ready(&addr);
+    // (Its bodies come chunked: the raw replies hold the chunk framing.)
+    let reply = get(&addr, "/jsdemo");
+    assert!(
+        reply.contains("Hello from jsdemo, in JavaScript.\n"),
+        "{reply}"
+    );
+    // spike's KV import, from JavaScript.
+    let reply = get(&addr, "/jsdemo/counter");
+    assert!(reply.contains("{\"count\":0}"), "{reply}");
+    for n in 1..=2 {
+        let reply = request(&addr, "POST", "/jsdemo/counter", "");
+        assert!(reply.contains(&format!("{{\"count\":{n}}}")), "{reply}");
+    }
+}

@@ -45,13 +45,14 @@ pub async fn dev(dir: &Path, listen: SocketAddr) -> Result<(), ProjectError> {
         }
     })
     .map_err(|e| tool(format!("watching the sources: {e}")))?;
-    for watched in [dir.join("src"), dir.join("Cargo.toml")] {
+    let sources = ["src", "Cargo.toml", "package.json"].map(|p| dir.join(p));
+    for watched in sources.iter().filter(|p| p.exists()) {
         let mode = match watched.is_dir() {
             true => RecursiveMode::Recursive,
             false => RecursiveMode::NonRecursive,
         };
         watcher
-            .watch(&watched, mode)
+            .watch(watched, mode)
             .map_err(|e| tool(format!("watching {}: {e}", watched.display())))?;
     }
     while changes.recv().await.is_some() {

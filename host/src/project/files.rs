@@ -192,6 +192,106 @@ kv = ["__NAME__"]
 
 const GITIGNORE: &str = "/target\n/plugin/*.wasm\n/.spike-data\n";
 
+const PACKAGE_JSON: &str = r#"{
+  "name": "__NAME__",
+  "private": true,
+  "description": "A spike plugin in JavaScript, built by componentize-js",
+  "devDependencies": {
+    "@bytecodealliance/componentize-js": "0.23.0",
+    "@bytecodealliance/preview2-shim": "0.25.0"
+  }
+}
+"#;
+
+const PLUGIN_JS: &str = r#"// __NAME__: a spike plugin in JavaScript.
+//
+//   GET  /__NAME__           a greeting
+//   POST /__NAME__/counter   adds one to a KV counter and returns it
+//   GET  /__NAME__/counter   reads it
+//
+// `spike build` makes plugin/__NAME__.wasm with componentize-js; spike's
+// imports are modules named as in wit/ (`spike:host/kv@0.1.0`, ...), and a
+// WIT `result` error is thrown. Written against wasi:http itself: it serves
+// any number of requests in one instance, so `instance_reuse` may be set.
+import { Fields, OutgoingBody, OutgoingResponse, ResponseOutparam } from 'wasi:http/types@0.2.10';
+import { Namespace } from 'spike:host/kv@0.1.0';
+
+const encoder = new TextEncoder();
+
+function send(out, status, contentType, text) {
+  const response = new OutgoingResponse(Fields.fromList([['content-type', encoder.encode(contentType)]]));
+  response.setStatusCode(status);
+  const body = response.body();
+  ResponseOutparam.set(out, { tag: 'ok', val: response });
+  const stream = body.write();
+  stream.blockingWriteAndFlush(encoder.encode(text));
+  stream[Symbol.dispose]();
+  OutgoingBody.finish(body, undefined);
+}
+
+function counter(change) {
+  const ns = Namespace.open('__NAME__');
+  if (change) return ns.increment('counter', 1n);
+  const value = ns.get('counter');
+  return value === undefined ? 0n : BigInt(new TextDecoder().decode(value));
+}
+
+export const incomingHandler = {
+  handle(request, out) {
+    const [path] = (request.pathWithQuery() ?? '/').split('?');
+    const method = request.method().tag;
+    try {
+      if (path === '/__NAME__' && method === 'get') {
+        send(out, 200, 'text/plain', 'Hello from __NAME__, in JavaScript.\n');
+      } else if (path === '/__NAME__/counter' && (method === 'get' || method === 'post')) {
+        const count = counter(method === 'post');
+        send(out, 200, 'application/json', JSON.stringify({ count: Number(count) }));
+      } else {
+        send(out, 404, 'application/json', JSON.stringify({ error: { code: 'not_found', message: `nothing at ${path}` } }));
+      }
+    } catch (e) {
+      send(out, 500, 'application/json', JSON.stringify({ error: { code: 'internal', message: String(e?.payload?.val ?? e) } }));
+    }
+  },
+};
+"#;
+
+const GITIGNORE_JS: &str = "/node_modules\n/plugin/*.wasm\n/.spike-data\n";
+
+/// Every file of a new JavaScript project `name`: the WIT package with its
+/// WASI packages at 0.2.10, the version componentize-js 0.23's runtime
+/// (StarlingMonkey) exports; the host links any 0.2.x.
+pub fn js_project(name: &str) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = EMBEDDED
+        .iter()
+        .filter_map(|(path, text)| {
+            let wit = path.strip_prefix("spike-sdk/")?.strip_prefix("wit/")?;
+            Some((format!("wit/{wit}"), wasi_0_2_10(text)))
+        })
+        .collect();
+    let named = |t: &str| t.replace("__NAME__", name);
+    files.push(("package.json".into(), named(PACKAGE_JSON)));
+    files.push(("src/plugin.js".into(), named(PLUGIN_JS)));
+    files.push((format!("plugin/{name}.toml"), named(MANIFEST)));
+    files.push((".gitignore".into(), GITIGNORE_JS.into()));
+    files
+}
+
+/// `text` with every WASI 0.2.11 and 0.2.12 version (and feature gate) at
+/// 0.2.10.
+fn wasi_0_2_10(text: &str) -> String {
+    ["@0.2.11", "@0.2.12", "version = 0.2.11", "version = 0.2.12"]
+        .iter()
+        .fold(text.to_owned(), |t, from| {
+            let to = if from.starts_with('@') {
+                "@0.2.10"
+            } else {
+                "version = 0.2.10"
+            };
+            t.replace(from, to)
+        })
+}
+
 /// Every file of a new Rust project `name`, by path in the project.
 pub fn rust_project(name: &str) -> Vec<(String, String)> {
     let mut files: Vec<(String, String)> = EMBEDDED
@@ -240,6 +340,15 @@ mod tests {
         let mut embedded: Vec<String> = EMBEDDED.iter().map(|(p, _)| p.to_string()).collect();
         embedded.sort();
         assert_eq!(embedded, on_disk);
+    }
+
+    #[test]
+    fn a_js_project_has_the_wit_at_wasi_0_2_10() {
+        let files = js_project("demo");
+        let worlds = &files.iter().find(|(p, _)| p == "wit/worlds.wit").unwrap().1;
+        assert!(worlds.contains("wasi:http/proxy@0.2.10"), "{worlds}");
+        assert!(files.iter().all(|(_, t)| !t.contains("0.2.12")));
+        assert!(files.iter().any(|(p, _)| p == "wit/deps/http.wit"));
     }
 
     #[test]

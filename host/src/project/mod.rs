@@ -3,8 +3,9 @@
 //!
 //! A Rust project is a Cargo crate on the SDK, with the SDK and the WIT
 //! package copied in (`spike-sdk/`, from this binary: the project builds
-//! offline from crates.io's `wit-bindgen` alone, and matches the host that
-//! made it), and its manifest in `plugin/`. `spike build` puts the component
+//! from crates.io's `wit-bindgen` alone, and matches the host that made
+//! it). A JavaScript project is an npm package built by componentize-js,
+//! with the WIT package in `wit/`. Either has its manifest in `plugin/`. `spike build` puts the component
 //! beside the manifest, so `spike serve --plugins plugin` (or
 //! `spike plugins push <name> plugin/<name>.wasm --manifest
 //! plugin/<name>.toml`) runs it.
@@ -27,7 +28,7 @@ pub enum ProjectError {
     #[error("{0} already exists: pick another name, or remove it")]
     Exists(PathBuf),
     #[error(
-        "{0} is not a spike project (no Cargo.toml with a plugin/ manifest): run `spike new` first, or pass --dir"
+        "{0} is not a spike project (no Cargo.toml or package.json with a plugin/ manifest): run `spike new` first, or pass --dir"
     )]
     NotAProject(PathBuf),
     #[error("{path}: {source}")]
@@ -46,8 +47,18 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ProjectError + '_ {
     }
 }
 
-/// Writes a new Rust plugin project `name` in `parent/name`; its folder.
-pub fn new_rust(parent: &Path, name: &str) -> Result<PathBuf, ProjectError> {
+/// The languages a project may be written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// A Cargo crate on the SDK.
+    Rust,
+    /// JavaScript, componentized by componentize-js (npm).
+    Js,
+}
+
+/// Writes a new plugin project `name` in `lang` in `parent/name`; its
+/// folder.
+pub fn new(parent: &Path, name: &str, lang: Lang) -> Result<PathBuf, ProjectError> {
     check_name(name).map_err(|reason| ProjectError::BadName {
         name: name.to_owned(),
         reason,
@@ -56,7 +67,11 @@ pub fn new_rust(parent: &Path, name: &str) -> Result<PathBuf, ProjectError> {
     if dir.exists() {
         return Err(ProjectError::Exists(dir));
     }
-    for (path, text) in files::rust_project(name) {
+    let files = match lang {
+        Lang::Rust => files::rust_project(name),
+        Lang::Js => files::js_project(name),
+    };
+    for (path, text) in files {
         let path = dir.join(path);
         if let Some(folder) = path.parent() {
             std::fs::create_dir_all(folder).map_err(io(folder))?;
@@ -69,7 +84,26 @@ pub fn new_rust(parent: &Path, name: &str) -> Result<PathBuf, ProjectError> {
 /// Builds the project in `dir`, telling `progress` each step; the
 /// component's path.
 pub fn build(dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, ProjectError> {
-    let name = project_name(dir)?;
+    let (name, lang) = project_name(dir)?;
+    // Written beside the component and renamed over it: a server watching
+    // the file (`spike dev`, `spike serve`) never reads half a component.
+    let component = dir.join("plugin").join(format!("{name}.wasm"));
+    let part = dir.join("plugin").join(format!(".{name}.wasm.part"));
+    match lang {
+        Lang::Rust => build_rust(dir, &name, &part, progress)?,
+        Lang::Js => build_js(dir, &name, &part, progress)?,
+    }
+    std::fs::rename(&part, &component).map_err(io(&component))?;
+    progress(&format!("component: {}", component.display()));
+    Ok(component)
+}
+
+fn build_rust(
+    dir: &Path,
+    name: &str,
+    part: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), ProjectError> {
     ensure_wasm_target(progress)?;
     progress(&format!(
         "building {name} (cargo build --release --target {TARGET})"
@@ -93,24 +127,73 @@ pub fn build(dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, Proj
         .join(TARGET)
         .join("release")
         .join(format!("{}.wasm", name.replace('-', "_")));
-    // Written beside it and renamed over it: a server watching the file
-    // (`spike dev`, `spike serve`) never reads half a component.
-    let component = dir.join("plugin").join(format!("{name}.wasm"));
-    let part = dir.join("plugin").join(format!(".{name}.wasm.part"));
-    std::fs::copy(&built, &part).map_err(io(&built))?;
-    std::fs::rename(&part, &component).map_err(io(&component))?;
-    progress(&format!("component: {}", component.display()));
-    Ok(component)
+    std::fs::copy(&built, part).map_err(io(&built))?;
+    Ok(())
+}
+
+/// `npm install` if componentize-js is not there yet, then componentize.
+fn build_js(
+    dir: &Path,
+    name: &str,
+    part: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), ProjectError> {
+    // Absolute: it runs with the project as its working directory.
+    let componentize = dir.join("node_modules/.bin/componentize-js");
+    let componentize = std::path::absolute(&componentize).map_err(io(&componentize))?;
+    let part = std::path::absolute(part).map_err(io(part))?;
+    if !componentize.exists() {
+        progress("installing componentize-js (npm install)");
+        run(
+            Command::new("npm")
+                .args(["install", "--no-audit", "--no-fund"])
+                .current_dir(dir),
+            "npm install",
+        )?;
+    }
+    progress(&format!("building {name} (componentize-js src/plugin.js)"));
+    run(
+        Command::new(&componentize)
+            .args([
+                "src/plugin.js",
+                "--wit",
+                "wit",
+                "--world-name",
+                "spike:host/plugin",
+                "-o",
+            ])
+            .arg(&part)
+            .current_dir(dir),
+        "componentize-js",
+    )
+}
+
+/// Runs `command`; its failure named `what`.
+fn run(command: &mut Command, what: &str) -> Result<(), ProjectError> {
+    let status = command.status().map_err(io(Path::new(what)))?;
+    match status.success() {
+        true => Ok(()),
+        false => Err(ProjectError::Tool {
+            what: what.into(),
+            status: status.code(),
+        }),
+    }
 }
 
 const TARGET: &str = "wasm32-wasip2";
 
-/// The plugin's name: the manifest's in `plugin/` (the crate has the same).
-fn project_name(dir: &Path) -> Result<String, ProjectError> {
+/// The plugin's name (its manifest's in `plugin/`) and the project's
+/// language (a `Cargo.toml` or a `package.json`).
+fn project_name(dir: &Path) -> Result<(String, Lang), ProjectError> {
     let not_one = || ProjectError::NotAProject(dir.to_owned());
-    if !dir.join("Cargo.toml").is_file() {
-        return Err(not_one());
-    }
+    let lang = match (
+        dir.join("Cargo.toml").is_file(),
+        dir.join("package.json").is_file(),
+    ) {
+        (true, _) => Lang::Rust,
+        (false, true) => Lang::Js,
+        _ => return Err(not_one()),
+    };
     let manifests: Vec<String> = std::fs::read_dir(dir.join("plugin"))
         .map_err(|_| not_one())?
         .filter_map(|e| {
@@ -119,7 +202,7 @@ fn project_name(dir: &Path) -> Result<String, ProjectError> {
         })
         .collect();
     match manifests.as_slice() {
-        [name] => Ok(name.clone()),
+        [name] => Ok((name.clone(), lang)),
         _ => Err(not_one()),
     }
 }
