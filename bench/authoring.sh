@@ -3,9 +3,11 @@
 # third party meets it: `spike new`, `spike build`, `spike serve` on the
 # project's plugin folder, until `GET /<name>` answers 200.
 #
-#   cold   an empty Cargo target directory: wit-bindgen and the SDK compile
-#          (crates.io's index and downloads are in ~/.cargo already)
-#   warm   the same target directory again, a new project
+#   rust cold   an empty Cargo target directory: wit-bindgen and the SDK
+#               compile (crates.io's downloads are in ~/.cargo already)
+#   rust warm   the same target directory again, a new project
+#   js          a new project: npm install of componentize-js (from npm's
+#               cache in ~/.npm once it has been fetched), componentize-js
 #
 #   bench/authoring.sh            # 2 runs of each
 #   RUNS=1 bench/authoring.sh
@@ -25,18 +27,19 @@ trap cleanup EXIT
 now() { date +%s.%N; }
 
 # One project from nothing to a 200; prints the seconds of each phase.
-first_request() { # target-dir project
-  local target=$1 name=$2 t0 t1 t2 t3 pid
+first_request() { # target-dir project [lang]
+  local target=$1 name=$2 lang=${3:-rust} t0 t1 t2 t3 pid
   cd "$work"
   t0=$(now)
-  "$spike" new "$name" >/dev/null
+  "$spike" new "$name" --lang "$lang" >/dev/null
   t1=$(now)
   CARGO_TARGET_DIR="$target" "$spike" build --dir "$name" >/dev/null 2>&1
   t2=$(now)
   "$spike" serve --listen "127.0.0.1:$PORT" --plugins "$name/plugin" --data "$name/data" \
     --no-watch >"$work/$name.log" 2>&1 &
   pid=$!
-  until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/$name")" = 200 ]; do
+  for _ in $(seq 1 3000); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/$name")" = 200 ] && break
     sleep 0.02
   done
   t3=$(now)
@@ -46,12 +49,15 @@ first_request() { # target-dir project
     'BEGIN {printf "new %.2f s  build %.2f s  serve to first 200 %.2f s  total %.2f s\n", b - a, c - b, d - c, d - a}'
 }
 
-echo "rust, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD)"
+echo "$(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD)"
 for run in $(seq 1 "$RUNS"); do
-  echo "cold run $run: $(first_request "$work/target-cold-$run" "cold$run")"
+  echo "rust cold run $run: $(first_request "$work/target-cold-$run" "cold$run")"
 done
 warm="$work/target-warm"
 first_request "$warm" warmup >/dev/null
 for run in $(seq 1 "$RUNS"); do
-  echo "warm run $run: $(first_request "$warm" "warm$run")"
+  echo "rust warm run $run: $(first_request "$warm" "warm$run")"
+done
+for run in $(seq 1 "$RUNS"); do
+  echo "js run $run: $(first_request "$work/unused" "js$run" js)"
 done
