@@ -138,7 +138,8 @@ enum Command {
         render: RenderArgs,
     },
     /// Start a plugin project with its manifest: a Rust crate on the SDK,
-    /// or a JavaScript package for componentize-js.
+    /// a JavaScript package for componentize-js, or a Python app for
+    /// componentize-py.
     New {
         /// The plugin's name (lower case letters, digits and dashes).
         name: String,

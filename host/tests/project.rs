@@ -1,7 +1,8 @@
 //! `spike new` and `spike build` in a clean folder, then the built plugin
 //! served by `spike serve` and pushed to a running server by `spike plugins
-//! push`, answering a request that uses a spike import (KV); and `spike dev`
-//! serving an edit within seconds of its save.
+//! push`, answering a request that uses a spike import (KV), in Rust,
+//! JavaScript and Python; and `spike dev` serving an edit within seconds of
+//! its save.
 
 mod common;
 
@@ -138,34 +139,51 @@ fn dev_serves_an_edit_within_seconds() {
     dev.line_with("built: the server swaps it in");
 }
 
-#[test]
-fn new_build_and_serve_a_javascript_plugin() {
+/// `spike new <name> --lang <lang>`, `spike build` (which installs the
+/// language's componentizer the first time), then the plugin served: its
+/// greeting and spike's KV import from that language. `count` renders
+/// `{"count": n}` as the language's JSON does.
+fn new_build_and_serve(lang: &str, name: &str, greeting: &str, count: fn(u32) -> String) {
     let dir = tempfile::tempdir().unwrap();
-    ok(&spike(dir.path(), &["new", "jsdemo", "--lang", "js"]));
-    // npm install (componentize-js), then componentize-js.
-    let out = ok(&spike(dir.path(), &["build", "--dir", "jsdemo"]));
-    assert!(out.contains("built jsdemo/plugin/jsdemo.wasm"), "{out}");
+    ok(&spike(dir.path(), &["new", name, "--lang", lang]));
+    let out = ok(&spike(dir.path(), &["build", "--dir", name]));
+    assert!(
+        out.contains(&format!("built {name}/plugin/{name}.wasm")),
+        "{out}"
+    );
 
     let served = dir.path().join("served");
     std::fs::create_dir_all(served.join("plugins")).unwrap();
-    for file in ["jsdemo.toml", "jsdemo.wasm"] {
-        let from = dir.path().join("jsdemo/plugin").join(file);
-        std::fs::copy(from, served.join("plugins").join(file)).unwrap();
+    for ext in ["toml", "wasm"] {
+        let file = format!("{name}.{ext}");
+        let from = dir.path().join(name).join("plugin").join(&file);
+        std::fs::copy(from, served.join("plugins").join(&file)).unwrap();
     }
     let mut server = Spike::start_in(&served, &["--log-format", "json"], &[]);
     let addr = server.serving_addr();
     wait_ready(&addr);
-    // (Its bodies come chunked: the raw replies hold the chunk framing.)
-    let reply = get(&addr, "/jsdemo");
-    assert!(
-        reply.contains("Hello from jsdemo, in JavaScript.\n"),
-        "{reply}"
-    );
-    // spike's KV import, from JavaScript.
-    let reply = get(&addr, "/jsdemo/counter");
-    assert!(reply.contains("{\"count\":0}"), "{reply}");
+    // (Their bodies may come chunked: the raw replies hold the framing.)
+    let reply = get(&addr, &format!("/{name}"));
+    assert!(reply.contains(greeting), "{reply}");
+    let counter = format!("/{name}/counter");
+    let reply = get(&addr, &counter);
+    assert!(reply.contains(&count(0)), "{reply}");
     for n in 1..=2 {
-        let reply = request(&addr, "POST", "/jsdemo/counter", "");
-        assert!(reply.contains(&format!("{{\"count\":{n}}}")), "{reply}");
+        let reply = request(&addr, "POST", &counter, "");
+        assert!(reply.contains(&count(n)), "{reply}");
     }
+}
+
+#[test]
+fn new_build_and_serve_a_javascript_plugin() {
+    new_build_and_serve("js", "jsdemo", "Hello from jsdemo, in JavaScript.\n", |n| {
+        format!("{{\"count\":{n}}}")
+    });
+}
+
+#[test]
+fn new_build_and_serve_a_python_plugin() {
+    new_build_and_serve("python", "pydemo", "Hello from pydemo, in Python.\n", |n| {
+        format!("{{\"count\": {n}}}")
+    });
 }

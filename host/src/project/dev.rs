@@ -29,7 +29,7 @@ pub async fn dev(dir: &Path, listen: SocketAddr) -> Result<(), ProjectError> {
         .await
         .map_err(|e| tool(format!("spike serve: {e:#}")))?;
     say(&format!(
-        "serving http://{} (edit {}/src and save to rebuild)",
+        "serving http://{} (edit the sources in {} and save to rebuild)",
         server.addr,
         dir.display()
     ));
@@ -45,7 +45,7 @@ pub async fn dev(dir: &Path, listen: SocketAddr) -> Result<(), ProjectError> {
         }
     })
     .map_err(|e| tool(format!("watching the sources: {e}")))?;
-    let sources = ["src", "Cargo.toml", "package.json"].map(|p| dir.join(p));
+    let sources = ["src", "Cargo.toml", "package.json", "app.py"].map(|p| dir.join(p));
     for watched in sources.iter().filter(|p| p.exists()) {
         let mode = match watched.is_dir() {
             true => RecursiveMode::Recursive,

@@ -262,19 +262,94 @@ const GITIGNORE_JS: &str = "/node_modules\n/plugin/*.wasm\n/.spike-data\n";
 /// WASI packages at 0.2.10, the version componentize-js 0.23's runtime
 /// (StarlingMonkey) exports; the host links any 0.2.x.
 pub fn js_project(name: &str) -> Vec<(String, String)> {
-    let mut files: Vec<(String, String)> = EMBEDDED
-        .iter()
-        .filter_map(|(path, text)| {
-            let wit = path.strip_prefix("spike-sdk/")?.strip_prefix("wit/")?;
-            Some((format!("wit/{wit}"), wasi_0_2_10(text)))
-        })
-        .collect();
+    let mut files = wit_files(wasi_0_2_10);
     let named = |t: &str| t.replace("__NAME__", name);
     files.push(("package.json".into(), named(PACKAGE_JSON)));
     files.push(("src/plugin.js".into(), named(PLUGIN_JS)));
     files.push((format!("plugin/{name}.toml"), named(MANIFEST)));
     files.push((".gitignore".into(), GITIGNORE_JS.into()));
     files
+}
+
+const APP_PY: &str = r#""""__NAME__: a spike plugin in Python.
+
+  GET  /__NAME__           a greeting
+  POST /__NAME__/counter   adds one to a KV counter and returns it
+  GET  /__NAME__/counter   reads it
+
+`spike build` makes plugin/__NAME__.wasm with componentize-py; spike's
+imports are modules of `wit_world.imports` (`kv`, `blob`, `secrets`, ...),
+and a WIT `result` error is raised as `componentize_py_types.Err`.
+"""
+import json
+
+from componentize_py_types import Err, Ok
+from wit_world import exports
+from wit_world.imports import kv
+from wit_world.imports.wasi_http_types import (
+    Fields, IncomingRequest, Method_Get, Method_Post, OutgoingBody, OutgoingResponse,
+    ResponseOutparam,
+)
+
+
+def send(out: ResponseOutparam, status: int, content_type: str, text: str) -> None:
+    response = OutgoingResponse(Fields.from_list([("content-type", content_type.encode())]))
+    response.set_status_code(status)
+    body = response.body()
+    ResponseOutparam.set(out, Ok(response))
+    with body.write() as stream:
+        stream.blocking_write_and_flush(text.encode())
+    OutgoingBody.finish(body, None)
+
+
+def counter(change: bool) -> int:
+    namespace = kv.Namespace.open("__NAME__")
+    if change:
+        return namespace.increment("counter", 1)
+    value = namespace.get("counter")
+    return 0 if value is None else int(value.decode())
+
+
+class IncomingHandler(exports.IncomingHandler):
+    def handle(self, request: IncomingRequest, response_out: ResponseOutparam) -> None:
+        path = (request.path_with_query() or "/").split("?")[0]
+        method = request.method()
+        try:
+            if path == "/__NAME__" and isinstance(method, Method_Get):
+                send(response_out, 200, "text/plain", "Hello from __NAME__, in Python.\n")
+            elif path == "/__NAME__/counter" and isinstance(method, (Method_Get, Method_Post)):
+                count = counter(isinstance(method, Method_Post))
+                send(response_out, 200, "application/json", json.dumps({"count": count}))
+            else:
+                error = {"code": "not_found", "message": f"nothing at {path}"}
+                send(response_out, 404, "application/json", json.dumps({"error": error}))
+        except Err as e:
+            error = {"code": "internal", "message": str(e.value)}
+            send(response_out, 500, "application/json", json.dumps({"error": error}))
+"#;
+
+const GITIGNORE_PY: &str = "/.venv\n/__pycache__\n/plugin/*.wasm\n/.spike-data\n";
+
+/// Every file of a new Python project `name`: the WIT package as it is
+/// (componentize-py reads WASI 0.2.12).
+pub fn python_project(name: &str) -> Vec<(String, String)> {
+    let mut files = wit_files(|text| text.to_owned());
+    let named = |t: &str| t.replace("__NAME__", name);
+    files.push(("app.py".into(), named(APP_PY)));
+    files.push((format!("plugin/{name}.toml"), named(MANIFEST)));
+    files.push((".gitignore".into(), GITIGNORE_PY.into()));
+    files
+}
+
+/// The WIT package's files under `wit/`, each through `edit`.
+fn wit_files(edit: impl Fn(&str) -> String) -> Vec<(String, String)> {
+    EMBEDDED
+        .iter()
+        .filter_map(|(path, text)| {
+            let wit = path.strip_prefix("spike-sdk/")?.strip_prefix("wit/")?;
+            Some((format!("wit/{wit}"), edit(text)))
+        })
+        .collect()
 }
 
 /// `text` with every WASI 0.2.11 and 0.2.12 version (and feature gate) at

@@ -4,8 +4,10 @@
 //! A Rust project is a Cargo crate on the SDK, with the SDK and the WIT
 //! package copied in (`spike-sdk/`, from this binary: the project builds
 //! from crates.io's `wit-bindgen` alone, and matches the host that made
-//! it). A JavaScript project is an npm package built by componentize-js,
-//! with the WIT package in `wit/`. Either has its manifest in `plugin/`. `spike build` puts the component
+//! it). A JavaScript project is an npm package built by componentize-js, a
+//! Python one an `app.py` built by componentize-py (in the project's own
+//! `.venv`), both with the WIT package in `wit/`. Each has its manifest in
+//! `plugin/`. `spike build` puts the component
 //! beside the manifest, so `spike serve --plugins plugin` (or
 //! `spike plugins push <name> plugin/<name>.wasm --manifest
 //! plugin/<name>.toml`) runs it.
@@ -28,7 +30,7 @@ pub enum ProjectError {
     #[error("{0} already exists: pick another name, or remove it")]
     Exists(PathBuf),
     #[error(
-        "{0} is not a spike project (no Cargo.toml or package.json with a plugin/ manifest): run `spike new` first, or pass --dir"
+        "{0} is not a spike project (no Cargo.toml, package.json or app.py with a plugin/ manifest): run `spike new` first, or pass --dir"
     )]
     NotAProject(PathBuf),
     #[error("{path}: {source}")]
@@ -54,6 +56,8 @@ pub enum Lang {
     Rust,
     /// JavaScript, componentized by componentize-js (npm).
     Js,
+    /// Python, componentized by componentize-py (PyPI).
+    Python,
 }
 
 /// Writes a new plugin project `name` in `lang` in `parent/name`; its
@@ -70,6 +74,7 @@ pub fn new(parent: &Path, name: &str, lang: Lang) -> Result<PathBuf, ProjectErro
     let files = match lang {
         Lang::Rust => files::rust_project(name),
         Lang::Js => files::js_project(name),
+        Lang::Python => files::python_project(name),
     };
     for (path, text) in files {
         let path = dir.join(path);
@@ -92,6 +97,7 @@ pub fn build(dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, Proj
     match lang {
         Lang::Rust => build_rust(dir, &name, &part, progress)?,
         Lang::Js => build_js(dir, &name, &part, progress)?,
+        Lang::Python => build_python(dir, &name, &part, progress)?,
     }
     std::fs::rename(&part, &component).map_err(io(&component))?;
     progress(&format!("component: {}", component.display()));
@@ -168,6 +174,56 @@ fn build_js(
     )
 }
 
+/// The componentize-py `spike build` installs.
+const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+
+/// A virtual environment with componentize-py if there is none yet, then
+/// componentize.
+fn build_python(
+    dir: &Path,
+    name: &str,
+    part: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), ProjectError> {
+    let venv = std::path::absolute(dir.join(".venv")).map_err(io(dir))?;
+    let componentize = venv.join("bin/componentize-py");
+    if !componentize.exists() {
+        progress(&format!(
+            "installing {COMPONENTIZE_PY} (python3 -m venv .venv, pip install)"
+        ));
+        run(
+            Command::new("python3").args(["-m", "venv"]).arg(&venv),
+            "python3 -m venv",
+        )?;
+        run(
+            Command::new(venv.join("bin/pip")).args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                COMPONENTIZE_PY,
+            ]),
+            "pip install componentize-py",
+        )?;
+    }
+    let part = std::path::absolute(part).map_err(io(part))?;
+    progress(&format!("building {name} (componentize-py app.py)"));
+    run(
+        Command::new(&componentize)
+            .args([
+                "-d",
+                "wit",
+                "-w",
+                "spike:host/plugin",
+                "componentize",
+                "app",
+                "-o",
+            ])
+            .arg(&part)
+            .current_dir(dir),
+        "componentize-py",
+    )
+}
+
 /// Runs `command`; its failure named `what`.
 fn run(command: &mut Command, what: &str) -> Result<(), ProjectError> {
     let status = command.status().map_err(io(Path::new(what)))?;
@@ -183,16 +239,17 @@ fn run(command: &mut Command, what: &str) -> Result<(), ProjectError> {
 const TARGET: &str = "wasm32-wasip2";
 
 /// The plugin's name (its manifest's in `plugin/`) and the project's
-/// language (a `Cargo.toml` or a `package.json`).
+/// language (a `Cargo.toml`, a `package.json` or an `app.py`).
 fn project_name(dir: &Path) -> Result<(String, Lang), ProjectError> {
     let not_one = || ProjectError::NotAProject(dir.to_owned());
-    let lang = match (
-        dir.join("Cargo.toml").is_file(),
-        dir.join("package.json").is_file(),
-    ) {
-        (true, _) => Lang::Rust,
-        (false, true) => Lang::Js,
-        _ => return Err(not_one()),
+    let lang = if dir.join("Cargo.toml").is_file() {
+        Lang::Rust
+    } else if dir.join("package.json").is_file() {
+        Lang::Js
+    } else if dir.join("app.py").is_file() {
+        Lang::Python
+    } else {
+        return Err(not_one());
     };
     let manifests: Vec<String> = std::fs::read_dir(dir.join("plugin"))
         .map_err(|_| not_one())?
