@@ -8,13 +8,16 @@
 #   rust warm   the same target directory again, a new project
 #   js          a new project: npm install of componentize-js (from npm's
 #               cache in ~/.npm once it has been fetched), componentize-js
+#   python      a new project: a venv with componentize-py (pip's cache
+#               once fetched), componentize-py
 #
 #   bench/authoring.sh            # 2 runs of each
-#   RUNS=1 bench/authoring.sh
+#   RUNS=1 LANGS="js python" bench/authoring.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/spike-target}"
 RUNS="${RUNS:-2}"
+LANGS="${LANGS:-rust js python}"
 PORT=8799
 source bench/lib.sh
 
@@ -50,14 +53,19 @@ first_request() { # target-dir project [lang]
 }
 
 echo "$(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD)"
-for run in $(seq 1 "$RUNS"); do
-  echo "rust cold run $run: $(first_request "$work/target-cold-$run" "cold$run")"
-done
-warm="$work/target-warm"
-first_request "$warm" warmup >/dev/null
-for run in $(seq 1 "$RUNS"); do
-  echo "rust warm run $run: $(first_request "$warm" "warm$run")"
-done
-for run in $(seq 1 "$RUNS"); do
-  echo "js run $run: $(first_request "$work/unused" "js$run" js)"
+if [[ " $LANGS " == *" rust "* ]]; then
+  for run in $(seq 1 "$RUNS"); do
+    echo "rust cold run $run: $(first_request "$work/target-cold-$run" "cold$run")"
+  done
+  warm="$work/target-warm"
+  first_request "$warm" warmup >/dev/null
+  for run in $(seq 1 "$RUNS"); do
+    echo "rust warm run $run: $(first_request "$warm" "warm$run")"
+  done
+fi
+for lang in js python; do
+  [[ " $LANGS " == *" $lang "* ]] || continue
+  for run in $(seq 1 "$RUNS"); do
+    echo "$lang run $run: $(first_request "$work/unused" "$lang$run" "$lang")"
+  done
 done
