@@ -114,19 +114,15 @@ fn build_rust(
     progress(&format!(
         "building {name} (cargo build --release --target {TARGET})"
     ));
-    let status = Command::new("cargo")
-        .args(["build", "--release", "--target", TARGET])
-        .current_dir(dir)
-        .status()
-        .map_err(io(Path::new("cargo")))?;
-    if !status.success() {
-        return Err(ProjectError::Tool {
-            what: "cargo build".into(),
-            status: status.code(),
-        });
-    }
+    run(
+        Command::new("cargo")
+            .args(["build", "--release", "--target", TARGET])
+            .current_dir(dir),
+        "cargo build",
+    )?;
+    // Cargo takes a relative CARGO_TARGET_DIR from the project's folder.
     let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(d) => PathBuf::from(d),
+        Some(d) => dir.join(d),
         None => dir.join("target"),
     };
     let built = target_dir
@@ -279,15 +275,8 @@ fn ensure_wasm_target(progress: &mut dyn FnMut(&str)) -> Result<(), ProjectError
     progress(&format!(
         "installing the {TARGET} target (rustup target add {TARGET})"
     ));
-    let status = Command::new("rustup")
-        .args(["target", "add", TARGET])
-        .status()
-        .map_err(io(Path::new("rustup")))?;
-    match status.success() {
-        true => Ok(()),
-        false => Err(ProjectError::Tool {
-            what: format!("rustup target add {TARGET}"),
-            status: status.code(),
-        }),
-    }
+    run(
+        Command::new("rustup").args(["target", "add", TARGET]),
+        &format!("rustup target add {TARGET}"),
+    )
 }
