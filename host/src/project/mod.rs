@@ -150,7 +150,7 @@ fn build_js(
             Command::new("npm")
                 .args(["install", "--no-audit", "--no-fund"])
                 .current_dir(dir),
-            "npm install",
+            "npm install (Node.js and npm must be installed)",
         )?;
     }
     progress(&format!("building {name} (componentize-js src/plugin.js)"));
@@ -189,7 +189,7 @@ fn build_python(
         ));
         run(
             Command::new("python3").args(["-m", "venv"]).arg(&venv),
-            "python3 -m venv",
+            "python3 -m venv (on Debian it needs the python3-venv package)",
         )?;
         run(
             Command::new(venv.join("bin/pip")).args([
