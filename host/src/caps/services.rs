@@ -16,7 +16,7 @@
 //! The server binds the dispatcher (`server::services`) once the plugin
 //! registry exists: capabilities are built before it.
 
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 
 use futures::future::BoxFuture;
 use http_body_util::BodyExt;
@@ -65,19 +65,19 @@ pub trait Dispatcher: Send + Sync {
     ) -> BoxFuture<'static, Result<http::Response<axum::body::Body>, HttpError>>;
 }
 
-/// The dispatcher, once the server has bound it.
+/// The dispatcher, once the server has bound it. (The dispatcher holds
+/// the registry, which holds the capabilities, weakly: no cycle.)
 #[derive(Default)]
-pub struct Binding(OnceLock<Weak<dyn Dispatcher>>);
+pub struct Binding(OnceLock<Arc<dyn Dispatcher>>);
 
 impl Binding {
-    /// Binds the dispatcher (once; later calls are ignored). Held weakly:
-    /// the dispatcher holds the registry, which holds the capabilities.
-    pub fn bind(&self, dispatcher: &Arc<dyn Dispatcher>) {
-        let _ = self.0.set(Arc::downgrade(dispatcher));
+    /// Binds the dispatcher (once; later calls are ignored).
+    pub fn bind(&self, dispatcher: Arc<dyn Dispatcher>) {
+        let _ = self.0.set(dispatcher);
     }
 
     fn get(&self) -> Option<Arc<dyn Dispatcher>> {
-        self.0.get()?.upgrade()
+        self.0.get().cloned()
     }
 }
 

@@ -17,7 +17,7 @@ use super::errors::ApiError;
 use super::{AppState, admin, gate, rooms};
 use crate::caps::identity::IdentityCtx;
 use crate::metrics::RequestLabels;
-use crate::runtime::dispatch::{BodyTimeouts, DispatchError, dispatch};
+use crate::runtime::dispatch::{DispatchError, dispatch};
 use crate::runtime::routes::RouteMatch;
 use crate::runtime::slot::PluginSlot;
 use crate::runtime::state::PluginContext;
@@ -269,10 +269,7 @@ async fn plugin_request(state: &Arc<AppState>, mut req: Request) -> (Response, O
             }
             let registry = &state.registry;
             let (engine, watchdog) = (registry.engine(), registry.watchdog());
-            let timeouts = BodyTimeouts {
-                request: state.clients.body_timeout,
-                response: state.clients.send_timeout,
-            };
+            let timeouts = state.body_timeouts;
             let caller = IdentityCtx {
                 caller: passed.caller,
                 client: Some(passed.client),
@@ -281,17 +278,7 @@ async fn plugin_request(state: &Arc<AppState>, mut req: Request) -> (Response, O
                 match dispatch(slot, plugin, engine, watchdog, timeouts, caller, req).await {
                     Ok(resp) if routed.head_as_get => head_only(resp),
                     Ok(resp) => resp,
-                    Err(e) => {
-                        e.count(&slot.context.metrics);
-                        // Busy comes in floods under load, and the request line
-                        // already shows the 503.
-                        if matches!(e, DispatchError::Busy(_)) {
-                            tracing::debug!(plugin = %slot.manifest.name, "{e}");
-                        } else {
-                            tracing::warn!(plugin = %slot.manifest.name, "{e}");
-                        }
-                        ApiError::from(e).into_response()
-                    }
+                    Err(e) => dispatch_failed(slot, e),
                 };
             if let Some(decision) = &passed.limit {
                 gate::rate_limit_headers(resp.headers_mut(), decision);
@@ -300,6 +287,20 @@ async fn plugin_request(state: &Arc<AppState>, mut req: Request) -> (Response, O
         }
     };
     (resp, Some(served_by))
+}
+
+/// The answer to a request `dispatch` failed: counted, logged, and the
+/// status and JSON error of its kind.
+pub(super) fn dispatch_failed(slot: &PluginSlot, e: DispatchError) -> Response {
+    e.count(&slot.context.metrics);
+    // Busy comes in floods under load, and the request line already shows
+    // the 503.
+    if matches!(e, DispatchError::Busy(_)) {
+        tracing::debug!(plugin = %slot.manifest.name, "{e}");
+    } else {
+        tracing::warn!(plugin = %slot.manifest.name, "{e}");
+    }
+    ApiError::from(e).into_response()
 }
 
 /// The answer of a plugin with no version to run: 503, still loading or

@@ -41,6 +41,8 @@ pub struct AppState {
     pub admin_token: Option<String>,
     pub max_component_bytes: u64,
     pub clients: ClientLimits,
+    /// The clients' body timeouts, as every dispatch takes them.
+    pub body_timeouts: BodyTimeouts,
     pub client_addresses: ClientAddresses,
     /// Static sites, tried where no plugin route matches.
     pub sites: crate::assets::Sites,
@@ -76,8 +78,6 @@ pub struct RunningServer {
     _cluster: Option<crate::runtime::cluster::ClusterTasks>,
     storage: Liveness,
     rooms: Arc<RoomHub>,
-    /// What service calls go through (`caps::services` holds it weakly).
-    _services: Arc<dyn crate::caps::services::Dispatcher>,
 }
 
 impl RunningServer {
@@ -210,14 +210,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     rooms.set_max_connections(clients.max_room_connections);
     rooms.serve_other_nodes();
     let max_connections = clients.max_connections;
-    let services = services::ServiceDispatcher::for_registry(
-        &registry,
-        BodyTimeouts {
-            request: clients.body_timeout,
-            response: clients.send_timeout,
-        },
-    );
-    caps.outbound.services.bind(&services);
+    let body_timeouts = BodyTimeouts {
+        request: clients.body_timeout,
+        response: clients.send_timeout,
+    };
+    let services = services::ServiceDispatcher::for_registry(&registry, body_timeouts);
+    caps.outbound.services.bind(services);
     drop(caps);
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {
@@ -227,6 +225,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         admin_token: config.admin_token.clone(),
         max_component_bytes: config.max_component_bytes,
         clients: clients.clone(),
+        body_timeouts,
         client_addresses: config.client_addresses.clone(),
         sites,
         rooms: rooms.clone(),
@@ -287,6 +286,5 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         _cluster: cluster_tasks,
         storage: liveness,
         rooms,
-        _services: services,
     })
 }

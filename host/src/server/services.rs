@@ -6,12 +6,10 @@
 
 use std::sync::{Arc, Weak};
 
-use axum::response::IntoResponse;
 use futures::future::BoxFuture;
 use wasmtime_wasi_http::Error as HttpError;
 
-use super::app::not_ready;
-use super::errors::ApiError;
+use super::app::{dispatch_failed, not_ready};
 use crate::caps::identity::IdentityCtx;
 use crate::caps::services::Dispatcher;
 use crate::runtime::PluginRegistry;
@@ -19,7 +17,8 @@ use crate::runtime::dispatch::{BodyTimeouts, dispatch};
 
 /// Dispatches service calls to the plugins of one registry.
 pub struct ServiceDispatcher {
-    /// Weak: the registry holds the capabilities, which hold this.
+    /// Weak: the registry holds the capabilities, which hold this
+    /// (`caps::services::Binding`).
     registry: Weak<PluginRegistry>,
     timeouts: BodyTimeouts,
 }
@@ -56,11 +55,7 @@ impl Dispatcher for ServiceDispatcher {
             let (engine, watchdog) = (registry.engine(), registry.watchdog());
             match dispatch(&slot, plugin, engine, watchdog, timeouts, caller, request).await {
                 Ok(response) => Ok(response),
-                Err(e) => {
-                    e.count(&slot.context.metrics);
-                    tracing::warn!(plugin = %slot.manifest.name, "service call: {e}");
-                    Ok(ApiError::from(e).into_response())
-                }
+                Err(e) => Ok(dispatch_failed(&slot, e)),
             }
         })
     }
