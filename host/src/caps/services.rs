@@ -122,13 +122,9 @@ pub fn call(
         false => IdentityCtx::default(),
     };
     request.extensions_mut().insert(CallDepth(origin.depth + 1));
-    let request = request.map(axum::body::Body::new);
-    let service = service.to_owned();
+    let pending = dispatcher.call(service, request.map(axum::body::Body::new), caller);
     Box::pin(async move {
-        let response = dispatcher
-            .call(&service, request, caller)
-            .await
-            .inspect_err(|_| count("failed"))?;
+        let response = pending.await.inspect_err(|_| count("failed"))?;
         count("called");
         Ok(response.map(|body| {
             body.map_err(|e| HttpError::InternalError(Some(e.to_string())))
