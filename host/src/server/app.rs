@@ -343,9 +343,10 @@ where
     static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let start = Instant::now();
-    let method = req.method().clone();
-    // The URI shares its bytes: a clone for the log line costs no copy.
-    let uri = req.uri().clone();
+    // What the access log line needs, only if it is on (it is off by
+    // default). The URI shares its bytes: its clone costs no copy.
+    let access = tracing::enabled!(target: "spike::access", tracing::Level::INFO)
+        .then(|| (req.method().clone(), req.uri().clone()));
     let (mut resp, served_by) = match malformed(&req) {
         Some(refusal) => (refusal.into_response(), None),
         None => next(req).await,
@@ -368,16 +369,18 @@ where
         status,
     };
     state.metrics.requests.get_or_create(&labels).inc();
-    tracing::info!(
-        target: "spike::access",
-        request_id = id,
-        %method,
-        path = %uri.path(),
-        plugin = %plugin,
-        status,
-        latency_us = latency.as_micros() as u64,
-        "request"
-    );
+    if let Some((method, uri)) = access {
+        tracing::info!(
+            target: "spike::access",
+            request_id = id,
+            %method,
+            path = %uri.path(),
+            plugin = %plugin,
+            status,
+            latency_us = latency.as_micros() as u64,
+            "request"
+        );
+    }
     resp
 }
 
