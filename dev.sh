@@ -40,7 +40,7 @@ case "${1:-}" in
     # The cluster tests run nodes as processes of the spike binary.
     cargo build -p spike
     timeout 1800 cargo test -p spike -p spike-e2e -p hello
-    timeout 600 cargo test -p auth -p transpile -p ai
+    timeout 600 cargo test -p spike-sdk -p auth -p cms -p transpile -p ai
     ;;
   *)
     echo "usage: ./dev.sh serve [flags for spike serve] | ./dev.sh test" >&2

@@ -171,6 +171,11 @@ async fn bad_input_gets_a_4xx_in_the_callers_own_shape() {
     assert_eq!(status, 400, "{body}");
     let (status, body) = send("/summarize", r#"{"txt": "x"}"#).await;
     assert_eq!(status, 400, "{body}");
+    // A body that is not JSON: where it broke, in the caller's format.
+    let (status, body) = send("/summarize", r#"{"text": "#).await;
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("the JSON body: EOF"), "{message}");
     let (status, body) = send("/v1/nothing", "{}").await;
     assert_eq!(status, 404, "{body}");
     // An upstream that talks garbage: a clean 502.

@@ -65,9 +65,15 @@ async fn serves_routes_and_own_endpoints() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 405);
-    assert_eq!(resp.headers()["allow"], "GET, POST");
+    assert_eq!(resp.headers()["allow"], "GET, HEAD, POST");
     let body: serde_json::Value = within(resp.json()).await.unwrap();
     assert_eq!(error_code(&body), "method_not_allowed");
+    // A GET route answers HEAD: the headers, no body.
+    let resp = within(c.head(server.at("/hello/counter")).send())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(within(resp.bytes()).await.unwrap().len(), 0);
     // A path parameter arrives percent-decoded.
     let (status, _) = send(c.put(server.at("/hello/files/a%20b")).body("spaced")).await;
     assert_eq!(status, 201);

@@ -158,6 +158,22 @@ async fn cors_and_health() {
         .unwrap();
     assert_eq!(resp.status(), 204);
     assert!(resp.headers().get("access-control-allow-origin").is_none());
+    // The router's own answers carry CORS too, so that a browser can read
+    // why: a method a path does not take, and a path there is not.
+    for (method, path, status) in [
+        (reqwest::Method::GET, "/transpile", 405),
+        (reqwest::Method::POST, "/transpile/nothing", 404),
+    ] {
+        let resp = client()
+            .request(method, server.at(path))
+            .header("origin", "https://app.example");
+        let resp = within(resp.send()).await.unwrap();
+        assert_eq!(resp.status(), status, "{path}");
+        assert_eq!(
+            resp.headers()["access-control-allow-origin"],
+            "https://app.example"
+        );
+    }
 
     let (status, health) = send_json(client().get(server.at("/transpile/health"))).await;
     assert_eq!(status, 200, "{health}");

@@ -71,21 +71,7 @@ fn api_key(provider: &Provider) -> Result<Option<String>, ApiError> {
         return Ok(None);
     };
     spike_sdk::secrets::get(name).map(Some).map_err(|e| {
-        let how = match e {
-            spike_sdk::Error::AccessDenied(_) => {
-                format!("the manifest does not grant the secret '{name}' (grants.secrets)")
-            }
-            _ => format!(
-                "set the secret '{name}' (in the secrets file, or SPIKE_SECRET_{})",
-                name.chars()
-                    .map(|c| if c.is_ascii_alphanumeric() {
-                        c.to_ascii_uppercase()
-                    } else {
-                        '_'
-                    })
-                    .collect::<String>()
-            ),
-        };
+        let how = spike_sdk::access::secret_hint(name, &e);
         ApiError::new(
             Kind::Unavailable,
             format!("provider '{}' has no API key: {how}", provider.name),

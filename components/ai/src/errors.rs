@@ -6,6 +6,7 @@
 
 use serde_json::{Value, json};
 use spike_sdk::http::Response;
+use spike_sdk::router::HttpError;
 
 use crate::config::Format;
 use crate::upstream::FetchError;
@@ -55,6 +56,32 @@ impl ApiError {
             kind,
             message: message.into(),
             retry_after_s: None,
+        }
+    }
+
+    /// An SDK helper's answer (`spike_sdk::access`) in this API's terms,
+    /// with its `Retry-After`.
+    pub fn from_http(e: HttpError) -> Self {
+        let kind = match e.status {
+            401 => Kind::Authentication,
+            403 => Kind::Permission,
+            404 => Kind::NotFound,
+            413 => Kind::TooLarge,
+            429 => Kind::RateLimited,
+            502 => Kind::Upstream,
+            504 => Kind::Timeout,
+            400..=499 => Kind::InvalidRequest,
+            _ => Kind::Unavailable,
+        };
+        let retry_after = e
+            .headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("retry-after"))
+            .and_then(|(_, v)| v.parse().ok());
+        let error = Self::new(kind, e.message);
+        match retry_after {
+            Some(seconds) => error.retry_after(seconds),
+            None => error,
         }
     }
 

@@ -78,11 +78,9 @@ impl Replicate<'_> {
 }
 
 fn predict(req: &Request, settings: &Settings, log: &mut Call) -> Result<Value, ApiError> {
-    let raw = req
-        .body_bytes(settings.max_request_bytes)
-        .map_err(|_| ApiError::new(Kind::TooLarge, "the request is too large"))?;
-    let input: Value = serde_json::from_slice(&raw)
-        .map_err(|e| ApiError::invalid(format!("the body is not valid JSON: {e}")))?;
+    let input: Value = req
+        .json(settings.max_request_bytes)
+        .map_err(ApiError::from_http)?;
     let Some(fields) = input.get("input").filter(|i| i.is_object()) else {
         return Err(ApiError::invalid("input is required and must be an object"));
     };
@@ -115,12 +113,7 @@ fn predict(req: &Request, settings: &Settings, log: &mut Call) -> Result<Value, 
     crate::quota::check(settings, 1)?;
     let key = match &config.api_key_secret {
         None => None,
-        Some(name) => Some(spike_sdk::secrets::get(name).map_err(|_| {
-            ApiError::new(
-                Kind::Unavailable,
-                format!("Replicate has no API key: set the secret '{name}'"),
-            )
-        })?),
+        Some(name) => Some(spike_sdk::access::secret(name).map_err(ApiError::from_http)?),
     };
     let replicate = Replicate {
         base,

@@ -48,8 +48,7 @@ fn summarize(
     let raw = req
         .body_bytes(settings.max_request_bytes)
         .map_err(|_| ApiError::new(Kind::TooLarge, "the text is too large"))?;
-    let input: Value = serde_json::from_slice(&raw)
-        .map_err(|e| ApiError::invalid(format!("the body is not valid JSON: {e}")))?;
+    let input: Value = spike_sdk::json::parse(&raw).map_err(ApiError::from_http)?;
     let text = input
         .get("text")
         .and_then(Value::as_str)

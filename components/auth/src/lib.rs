@@ -20,8 +20,9 @@ mod jwks;
 mod turn;
 mod verify;
 
-use spike_sdk::http::{Request, Response, json_string};
-use spike_sdk::identity;
+use spike_sdk::access;
+use spike_sdk::http::Response;
+use spike_sdk::router::{HttpError, Router};
 use spike_sdk::wasi::http::types::{IncomingRequest, ResponseOutparam};
 
 use crate::config::Config;
@@ -81,54 +82,30 @@ impl authenticator::Guest for Auth {
 
 impl exports::wasi::http::incoming_handler::Guest for Auth {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
-        let req = Request::new(request);
-        let response = match (req.method().as_str(), req.path()) {
-            ("GET" | "HEAD", "/api/logged_in") => logged_in(),
-            ("GET" | "HEAD", "/api/my-turn") => my_turn(),
-            (method, path) => Response::error(
-                404,
-                "not_found",
-                &format!("auth has nothing at {method} {path}"),
-            ),
-        };
-        response.header("cache-control", "no-store").send(out)
+        Router::new()
+            .get("/api/logged_in", |_, _| logged_in())
+            .get("/api/my-turn", |_, _| my_turn())
+            // Answers about a caller are never cached.
+            .map_response(|_, r| r.header("cache-control", "no-store"))
+            .serve(request, out)
     }
 }
 
 /// The caller's claims, exactly as signed. The route asks for
 /// authentication, so the host has answered 401 already if there is none;
 /// a manifest that made it optional gets the same 401 here.
-fn logged_in() -> Response {
-    match identity::current() {
-        Some(caller) => Response::json(200, caller.claims),
-        None => not_logged_in(),
-    }
+fn logged_in() -> Result<Response, HttpError> {
+    Ok(Response::json(200, access::signed_in()?.claims))
 }
 
-fn my_turn() -> Response {
-    let Some(caller) = identity::current() else {
-        return not_logged_in();
-    };
-    let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("auth: bad configuration: {e}");
-            return Response::error(503, "misconfigured", "TURN credentials are misconfigured");
-        }
-    };
+fn my_turn() -> Result<Response, HttpError> {
+    let caller = access::signed_in()?;
+    let config = Config::from_env().map_err(|e| {
+        eprintln!("auth: bad configuration: {e}");
+        HttpError::new(503, "misconfigured", "TURN credentials are misconfigured")
+    })?;
     match turn::credentials(&config.turn, &caller.subject) {
-        Ok(creds) => Response::json(200, creds.to_json()),
-        Err(turn::Unavailable(reason)) => Response::error(503, "turn_unavailable", reason),
+        Ok(creds) => Ok(Response::json_of(200, &creds)),
+        Err(turn::Unavailable(reason)) => Err(HttpError::new(503, "turn_unavailable", reason)),
     }
-}
-
-fn not_logged_in() -> Response {
-    Response::error(401, "missing_token", "this needs a signed-in caller")
-        .header("www-authenticate", "Bearer")
-}
-
-/// A JSON array of strings.
-fn json_strings(items: &[String]) -> String {
-    let items: Vec<String> = items.iter().map(|s| json_string(s)).collect();
-    format!("[{}]", items.join(","))
 }

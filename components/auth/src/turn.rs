@@ -7,36 +7,26 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
+use serde::Serialize;
 use sha1::Sha1;
-use spike_sdk::http::json_string;
 use spike_sdk::secrets;
 
 use crate::config::TurnSettings;
 use spike_sdk::now_ms;
 
-/// Credentials for one user.
+/// Credentials for one user, as WebRTC's `RTCIceServer` wants them, with
+/// the lifetime.
+#[derive(Serialize)]
 pub struct Credentials {
     pub urls: Vec<String>,
     pub username: String,
     pub credential: String,
+    #[serde(rename = "ttl")]
     pub ttl_s: u64,
 }
 
 /// Why there are none: TURN is not set up here.
 pub struct Unavailable(pub &'static str);
-
-impl Credentials {
-    /// As WebRTC's `RTCIceServer` wants them, with the lifetime.
-    pub fn to_json(&self) -> String {
-        format!(
-            r#"{{"urls":{},"username":{},"credential":{},"ttl":{}}}"#,
-            crate::json_strings(&self.urls),
-            json_string(&self.username),
-            json_string(&self.credential),
-            self.ttl_s
-        )
-    }
-}
 
 /// Credentials for `user`, valid for the configured lifetime from now.
 pub fn credentials(settings: &TurnSettings, user: &str) -> Result<Credentials, Unavailable> {
@@ -86,7 +76,7 @@ mod tests {
         assert_eq!(c.username, "1700000000:user_1");
         assert_eq!(c.credential, "l5aJJWrgG9fNphe0Vy53sjw8NxE=");
         assert_eq!(
-            c.to_json(),
+            serde_json::to_string(&c).unwrap(),
             r#"{"urls":["turn:127.0.0.1:3478"],"username":"1700000000:user_1","credential":"l5aJJWrgG9fNphe0Vy53sjw8NxE=","ttl":60}"#
         );
     }

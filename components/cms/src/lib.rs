@@ -24,10 +24,10 @@ mod store;
 
 use sha2::{Digest, Sha256};
 use spike_sdk::Error;
+use spike_sdk::access;
 use spike_sdk::blob::{Bucket, ObjectWriter, PutOptions};
 use spike_sdk::exports::wasi::http::incoming_handler::Guest;
 use spike_sdk::http::{CopyError, Request, Response, copy, json_string, start_response, write_all};
-use spike_sdk::identity;
 use spike_sdk::kv::Namespace;
 use spike_sdk::wasi::http::types::{IncomingRequest, OutgoingBody, ResponseOutparam};
 use spike_sdk::wasi::io::streams::{InputStream, StreamError};
@@ -83,7 +83,7 @@ impl Settings {
 
 fn serve(req: &Request) -> Result<Reply> {
     let (space, rest, public_read) = if let Some(rest) = req.path().strip_prefix("/my-cms") {
-        let caller = identity::current().ok_or_else(not_signed_in)?;
+        let caller = access::signed_in()?;
         (Space::of(&caller), rest, false)
     } else if let Some(rest) = req.path().strip_prefix("/live-cms") {
         (Space::live(), rest, true)
@@ -97,8 +97,8 @@ fn serve(req: &Request) -> Result<Reply> {
     let rest = rest.strip_prefix('/').unwrap_or(rest);
     let doc = path::parse(rest).map_err(|why| Response::error(400, "bad_path", why))?;
     let method = req.method();
-    if public_read && method != "GET" && method != "HEAD" && identity::current().is_none() {
-        return Err(not_signed_in());
+    if public_read && method != "GET" && method != "HEAD" {
+        access::signed_in()?;
     }
     let settings = Settings::from_env()?;
     let ns = Namespace::open(store::NAMESPACE).map_err(storage)?;
@@ -522,15 +522,6 @@ fn is_json(content_type: &str) -> bool {
 
 fn not_found(doc: &DocPath) -> Response {
     Response::error(404, "not_found", &format!("no document at '{}'", doc.path))
-}
-
-fn not_signed_in() -> Response {
-    Response::error(
-        401,
-        "missing_token",
-        "writing here needs a signed-in caller",
-    )
-    .header("www-authenticate", "Bearer")
 }
 
 fn storage(e: Error) -> Response {

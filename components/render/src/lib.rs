@@ -28,6 +28,7 @@ mod request;
 use spike_sdk::exports::wasi::http::incoming_handler::Guest;
 use spike_sdk::http::{Request, Response, copy, start_response};
 use spike_sdk::render::{self, RenderError, Rendered};
+use spike_sdk::router::{HttpError, Params, Router};
 use spike_sdk::wasi::http::types::{IncomingRequest, OutgoingBody, ResponseOutparam};
 
 use request::{CachePolicy, Kind, RenderRequest};
@@ -40,11 +41,25 @@ struct Renderer;
 
 impl Guest for Renderer {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
-        let req = Request::new(request);
-        match serve(&req) {
-            Ok(Reply::Fresh(r)) | Err(r) => r.send(out),
-            Ok(Reply::Cached(hit)) => stream(hit, out),
+        // Every route may answer from the cache, streamed from blob storage.
+        let route = |kind: Kind| {
+            move |req: &Request, _: &Params, out: ResponseOutparam| match serve(req, kind) {
+                Ok(Reply::Fresh(r)) | Err(r) => r.send(out),
+                Ok(Reply::Cached(hit)) => stream(hit, out),
+            }
+        };
+        let mut router = Router::new().streaming("GET", "/render", route(Kind::Legacy));
+        for (path, kind) in [
+            ("/render/screenshot", Kind::Screenshot),
+            ("/render/pdf", Kind::Pdf),
+            ("/render/html", Kind::Html),
+        ] {
+            router =
+                router
+                    .streaming("GET", path, route(kind))
+                    .streaming("POST", path, route(kind));
         }
+        router.serve(request, out);
     }
 }
 
@@ -55,44 +70,22 @@ enum Reply {
     Cached(cache::Hit),
 }
 
-fn serve(req: &Request) -> Result<Reply, Response> {
-    let kind = match req.path() {
-        "/render/screenshot" => Kind::Screenshot,
-        "/render/pdf" => Kind::Pdf,
-        "/render/html" => Kind::Html,
-        "/render" | "/render/" => Kind::Legacy,
-        _ => {
-            return Err(Response::error(
-                404,
-                "not_found",
-                "the renderer serves /render/screenshot, /render/pdf, /render/html and /render?url=",
-            ));
-        }
-    };
-    let fields = match (req.method().as_str(), kind) {
-        ("GET" | "HEAD", _) => request::from_query(req.query().unwrap_or("")),
-        ("POST", Kind::Screenshot | Kind::Pdf | Kind::Html) => {
+fn serve(req: &Request, kind: Kind) -> Result<Reply, Response> {
+    let fields = match req.method().as_str() {
+        "POST" => {
             let body = req.body_bytes(MAX_BODY).map_err(|_| {
-                Response::error(
-                    413,
-                    "too_large",
-                    &format!(
-                        "the body is over {} MiB or did not arrive whole",
-                        MAX_BODY >> 20
-                    ),
-                )
+                let why = format!(
+                    "the body is over {} MiB or did not arrive whole",
+                    MAX_BODY >> 20
+                );
+                HttpError::new(413, "too_large", why)
             })?;
             request::from_json(&body)
         }
-        _ => {
-            return Err(
-                Response::error(405, "method_not_allowed", "use GET, or POST with JSON")
-                    .header("allow", "GET, HEAD, POST"),
-            );
-        }
+        _ => request::from_query(req.query().unwrap_or("")),
     }
-    .map_err(bad_request)?;
-    let r = request::parse(kind, fields, default_ttl_s()).map_err(bad_request)?;
+    .map_err(HttpError::bad_request)?;
+    let r = request::parse(kind, fields, default_ttl_s()).map_err(HttpError::bad_request)?;
     let key = r.cache_key();
     let now = spike_sdk::now_ms();
     let bucket = match r.cache {
@@ -107,7 +100,7 @@ fn serve(req: &Request) -> Result<Reply, Response> {
             Err(e) => eprintln!("render: reading the cache: {}", e.message()),
         }
     }
-    let rendered = run(&r).map_err(|e| render_error(&e))?;
+    let rendered = run(&r).map_err(HttpError::from)?;
     let facts = cache::Facts::of(&rendered);
     let (label, max_age) = match (&bucket, r.cache) {
         (Some(bucket), CachePolicy::Use { ttl_s }) => {
@@ -172,27 +165,6 @@ fn stream(hit: cache::Hit, out: ResponseOutparam) {
         drop(sink);
     }
     let _ = OutgoingBody::finish(body, None);
-}
-
-/// The one place a render error becomes an HTTP answer.
-fn render_error(e: &RenderError) -> Response {
-    match e {
-        RenderError::AccessDenied(m) => Response::error(403, "render_not_granted", m),
-        RenderError::InvalidInput(m) => Response::error(400, "bad_request", m),
-        RenderError::Blocked(m) => Response::error(403, "blocked", m),
-        RenderError::Busy(ms) => {
-            Response::error(503, "busy", "every browser page is busy; try again shortly")
-                .header("retry-after", ms.div_ceil(1000).max(1).to_string())
-        }
-        RenderError::Timeout(m) => Response::error(504, "render_timeout", m),
-        RenderError::Unavailable(m) => Response::error(503, "renderer_unavailable", m),
-        RenderError::Failed(m) => Response::error(502, "render_failed", m),
-        RenderError::TooLarge(m) => Response::error(413, "too_large", m),
-    }
-}
-
-fn bad_request(message: String) -> Response {
-    Response::error(400, "bad_request", &message)
 }
 
 /// `CACHE_TTL_S` from the manifest's `[env]` (3600 by default; 0 turns the

@@ -4,7 +4,9 @@
 //! capabilities (`kv`, `blob`, ...). This crate holds the generated bindings
 //! for the whole `spike:host/plugin` world and small helpers: HTTP
 //! requests and responses (`http`), a router with path parameters and
-//! errors mapped to statuses (`router`), and streaming blobs (`blob_io`).
+//! errors mapped to statuses (`router`), JSON bodies and KV values
+//! (`json`), the caller, quotas and secrets as answers (`access`),
+//! outgoing requests (`client`) and streaming blobs (`blob_io`).
 //!
 //! ```ignore
 //! use spike_sdk::exports::wasi::http::incoming_handler::Guest;
@@ -46,9 +48,11 @@ wit_bindgen::generate!({
     generate_all,
 });
 
+pub mod access;
 pub mod blob_io;
 pub mod client;
 pub mod http;
+pub mod json;
 pub mod router;
 
 pub use spike::host::{blob, identity, kv, rate_limit, render, rooms, secrets, types::Error};
@@ -60,6 +64,17 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// No time to live and no metadata: `SetOptions { ttl_ms: Some(60_000),
+/// ..Default::default() }` for a key that expires.
+impl Default for kv::SetOptions {
+    fn default() -> Self {
+        Self {
+            ttl_ms: None,
+            metadata: None,
+        }
+    }
 }
 
 impl Error {

@@ -21,7 +21,8 @@
 //! the rest of the path (possibly empty, `/` kept, percent-decoded). The
 //! first route whose pattern and method match wins. A path that no pattern
 //! matches gets 404, one whose patterns match but not for this method 405
-//! with `Allow`, both with a JSON error body.
+//! with `Allow`, both with a JSON error body. A `GET` route also answers
+//! `HEAD`.
 
 use crate::http::{Request, Response, percent_decode_path};
 use crate::wasi::http::types::{IncomingRequest, ResponseOutparam};
@@ -50,6 +51,9 @@ pub struct HttpError {
     pub code: String,
     /// What went wrong, for a person.
     pub message: String,
+    /// Headers the answer carries besides the JSON body (`Retry-After`,
+    /// `WWW-Authenticate`).
+    pub headers: Vec<(String, String)>,
 }
 
 impl HttpError {
@@ -59,7 +63,14 @@ impl HttpError {
             status,
             code: code.into(),
             message: message.into(),
+            headers: Vec::new(),
         }
+    }
+
+    /// The same error with header `name` added to its answer.
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
     }
 
     /// 400 `bad_request`.
@@ -81,6 +92,28 @@ impl From<crate::Error> for HttpError {
     }
 }
 
+/// A failed render as the status that best answers it: 403 for a page
+/// the guard refuses (or no `render` grant), 400 for a bad option, 503
+/// with `Retry-After` when every page is busy or 503 with no browser, 504
+/// for a deadline, 502 for a page that failed to load, 413 for a result
+/// over the host's limit.
+impl From<crate::render::RenderError> for HttpError {
+    fn from(e: crate::render::RenderError) -> Self {
+        use crate::render::RenderError as E;
+        match e {
+            E::AccessDenied(m) => Self::new(403, "render_not_granted", m),
+            E::InvalidInput(m) => Self::bad_request(m),
+            E::Blocked(m) => Self::new(403, "blocked", m),
+            E::Busy(ms) => Self::new(503, "busy", "every browser page is busy; try again shortly")
+                .with_header("retry-after", ms.div_ceil(1000).max(1).to_string()),
+            E::Timeout(m) => Self::new(504, "render_timeout", m),
+            E::Unavailable(m) => Self::new(503, "renderer_unavailable", m),
+            E::Failed(m) => Self::new(502, "render_failed", m),
+            E::TooLarge(m) => Self::new(413, "too_large", m),
+        }
+    }
+}
+
 /// What a handler may return.
 pub trait IntoResponse {
     /// The response that answers the request.
@@ -95,7 +128,18 @@ impl IntoResponse for Response {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        Response::error(self.status, &self.code, &self.message)
+        let response = Response::error(self.status, &self.code, &self.message);
+        self.headers
+            .iter()
+            .fold(response, |r, (name, value)| r.header(name, value))
+    }
+}
+
+/// So that `?` turns an `HttpError` into the answer of a function that
+/// returns `Result<_, Response>`.
+impl From<HttpError> for Response {
+    fn from(e: HttpError) -> Self {
+        e.into_response()
     }
 }
 
@@ -114,7 +158,17 @@ impl<T: IntoResponse, E: IntoResponse> IntoResponse for Result<T, E> {
     }
 }
 
-type Handler = Box<dyn Fn(&Request, &Params, ResponseOutparam)>;
+/// A route's handler: one that returns its response (which the router's
+/// [`Router::map_response`] may amend), or one that sends it itself.
+enum Handler {
+    Respond(Box<Respond>),
+    Stream(Box<Stream>),
+}
+
+type Respond = dyn Fn(&Request, &Params) -> Response;
+type Stream = dyn Fn(&Request, &Params, ResponseOutparam);
+
+type MapResponse = Box<dyn Fn(&Request, Response) -> Response>;
 
 struct Route {
     method: &'static str,
@@ -133,6 +187,7 @@ enum Segment {
 #[derive(Default)]
 pub struct Router {
     routes: Vec<Route>,
+    map_response: Option<MapResponse>,
 }
 
 impl Router {
@@ -148,24 +203,36 @@ impl Router {
         pattern: &str,
         handler: impl Fn(&Request, &Params) -> R + 'static,
     ) -> Self {
-        self.streaming(method, pattern, move |req, params, out| {
-            handler(req, params).into_response().send(out)
-        })
+        let handler = move |req: &Request, params: &Params| handler(req, params).into_response();
+        self.add(method, pattern, Handler::Respond(Box::new(handler)))
     }
 
     /// A route whose handler sends the response itself, for a body it
-    /// streams (see [`crate::http::start_response`]).
+    /// streams (see [`crate::http::start_response`]). `map_response` does
+    /// not see its response.
     pub fn streaming(
-        mut self,
+        self,
         method: &'static str,
         pattern: &str,
         handler: impl Fn(&Request, &Params, ResponseOutparam) + 'static,
     ) -> Self {
+        self.add(method, pattern, Handler::Stream(Box::new(handler)))
+    }
+
+    fn add(mut self, method: &'static str, pattern: &str, handler: Handler) -> Self {
         self.routes.push(Route {
             method,
             pattern: parse(pattern),
-            handler: Box::new(handler),
+            handler,
         });
+        self
+    }
+
+    /// Amends every response the router sends but those of streaming
+    /// routes: the handlers' answers and its own 404 and 405. For headers
+    /// every answer carries (CORS, `Cache-Control`).
+    pub fn map_response(mut self, f: impl Fn(&Request, Response) -> Response + 'static) -> Self {
+        self.map_response = Some(Box::new(f));
         self
     }
 
@@ -209,22 +276,27 @@ impl Router {
     /// 405.
     pub fn serve(&self, request: IncomingRequest, out: ResponseOutparam) {
         let req = Request::new(request);
-        match self.find(&req.method(), req.path()) {
-            Found::Route(route, params) => (route.handler)(&req, &params, out),
-            Found::MethodNotAllowed(allowed) => {
-                HttpError::new(
-                    405,
-                    "method_not_allowed",
-                    format!("{} is not allowed here; allowed: {allowed}", req.method()),
-                )
-                .into_response()
-                .header("allow", allowed)
-                .send(out);
+        let response = match self.find(&req.method(), req.path()) {
+            Found::Route(route, params) => match &route.handler {
+                Handler::Respond(handler) => handler(&req, &params),
+                Handler::Stream(handler) => return handler(&req, &params, out),
+            },
+            Found::MethodNotAllowed(allowed) => HttpError::new(
+                405,
+                "method_not_allowed",
+                format!("{} is not allowed here; allowed: {allowed}", req.method()),
+            )
+            .with_header("allow", allowed)
+            .into_response(),
+            Found::Nothing => {
+                HttpError::not_found(format!("nothing at {}", req.path())).into_response()
             }
-            Found::Nothing => HttpError::not_found(format!("nothing at {}", req.path()))
-                .into_response()
-                .send(out),
+        };
+        match &self.map_response {
+            Some(map) => map(&req, response),
+            None => response,
         }
+        .send(out)
     }
 
     fn find(&self, method: &str, path: &str) -> Found<'_> {
@@ -233,11 +305,15 @@ impl Router {
             let Some(params) = matches(&route.pattern, path) else {
                 continue;
             };
-            if route.method == method {
+            // A `GET` route answers `HEAD` too (the server sends no body).
+            if route.method == method || (method == "HEAD" && route.method == "GET") {
                 return Found::Route(route, params);
             }
-            if !allowed.contains(&route.method) {
-                allowed.push(route.method);
+            let head = (route.method == "GET").then_some("HEAD");
+            for m in std::iter::once(route.method).chain(head) {
+                if !allowed.contains(&m) {
+                    allowed.push(m);
+                }
             }
         }
         match allowed.is_empty() {
@@ -339,9 +415,13 @@ mod tests {
             _ => panic!("no route"),
         }
         match router.find("POST", "/a/1") {
-            Found::MethodNotAllowed(allowed) => assert_eq!(allowed, "GET, PUT"),
+            Found::MethodNotAllowed(allowed) => assert_eq!(allowed, "GET, HEAD, PUT"),
             _ => panic!("not a 405"),
         }
+        assert!(
+            matches!(router.find("HEAD", "/a/1"), Found::Route(r, _) if r.method == "GET"),
+            "HEAD is answered by the GET route"
+        );
         assert!(matches!(router.find("GET", "/b"), Found::Nothing));
     }
 

@@ -35,6 +35,7 @@ mod tests;
 
 use spike_sdk::exports::wasi::http::incoming_handler::Guest;
 use spike_sdk::http::{BodyError, Request, Response, json_string};
+use spike_sdk::router::{Params, Router};
 use spike_sdk::wasi::http::types::{IncomingRequest, ResponseOutparam};
 use swc_core::common::{GLOBALS, Globals};
 use swc_core::ecma::ast::Program;
@@ -48,23 +49,16 @@ struct Transpile;
 
 impl Guest for Transpile {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
-        let req = Request::new(request);
-        let method = req.method();
-        let response = match (method.as_str(), req.path()) {
-            ("POST", "/transpile") => transpile(&req, Route::Transpile),
-            ("POST", "/transpile/esm") => transpile(&req, Route::Esm),
-            ("OPTIONS", "/transpile" | "/transpile/esm" | "/transpile/health") => {
-                Response::new(204)
-            }
-            ("GET", "/transpile/health") => health(),
-            (_, "/transpile" | "/transpile/esm" | "/transpile/health") => Response::error(
-                405,
-                "method_not_allowed",
-                "POST /transpile, POST /transpile/esm, GET /transpile/health",
-            ),
-            (_, path) => Response::error(404, "not_found", &format!("no transpiler at {path}")),
-        };
-        with_cors(&req, response).send(out);
+        let preflight = |_: &Request, _: &Params| Response::new(204);
+        Router::new()
+            .post("/transpile", |req, _| transpile(req, Route::Transpile))
+            .post("/transpile/esm", |req, _| transpile(req, Route::Esm))
+            .get("/transpile/health", |_, _| health())
+            .route("OPTIONS", "/transpile", preflight)
+            .route("OPTIONS", "/transpile/esm", preflight)
+            .route("OPTIONS", "/transpile/health", preflight)
+            .map_response(with_cors)
+            .serve(request, out);
     }
 }
 

@@ -74,6 +74,10 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../../wit/worlds.wit"),
     ),
     (
+        "spike-sdk/src/access.rs",
+        include_str!("../../../components/sdk/src/access.rs"),
+    ),
+    (
         "spike-sdk/src/blob_io.rs",
         include_str!("../../../components/sdk/src/blob_io.rs"),
     ),
@@ -84,6 +88,10 @@ const EMBEDDED: &[(&str, &str)] = &[
     (
         "spike-sdk/src/http.rs",
         include_str!("../../../components/sdk/src/http.rs"),
+    ),
+    (
+        "spike-sdk/src/json.rs",
+        include_str!("../../../components/sdk/src/json.rs"),
     ),
     (
         "spike-sdk/src/lib.rs",
@@ -104,6 +112,8 @@ publish = false
 
 [dependencies]
 wit-bindgen = { version = "0.61", default-features = false, features = ["macros", "realloc"] }
+serde = "1"
+serde_json = "1"
 "#;
 
 const CARGO: &str = r#"[package]
@@ -116,6 +126,7 @@ crate-type = ["cdylib"]
 
 [dependencies]
 spike-sdk = { path = "spike-sdk" }
+serde = { version = "1", features = ["derive"] }
 
 [profile.release]
 opt-level = "s"
@@ -139,8 +150,10 @@ const LIB: &str = r##"//! __NAME__: a spike plugin.
 //! --plugins plugin` serves it. Its manifest, `plugin/__NAME__.toml`, grants
 //! the KV namespace `__NAME__`: anything else it tried would be refused.
 
+use serde::Serialize;
 use spike_sdk::exports::wasi::http::incoming_handler::Guest;
 use spike_sdk::http::{Request, Response};
+use spike_sdk::json::Json;
 use spike_sdk::kv::Namespace;
 use spike_sdk::router::{HttpError, Router};
 use spike_sdk::wasi::http::types::{IncomingRequest, ResponseOutparam};
@@ -166,16 +179,26 @@ fn greet(req: &Request) -> Response {
     Response::text(200, format!("Hello, {name}! This is __NAME__.\n"))
 }
 
-/// Atomic: concurrent requests never lose a count.
-fn count() -> Result<Response, HttpError> {
-    let n = Namespace::open(KV_NAMESPACE)?.increment("counter", 1)?;
-    Ok(Response::json(200, format!(r#"{{"count":{n}}}"#)))
+/// The answer of both counter routes, as JSON: `{"count": 3}`.
+#[derive(Serialize)]
+struct Count {
+    count: i64,
 }
 
-fn read_count() -> Result<Response, HttpError> {
+/// Atomic: concurrent requests never lose a count. A capability's error
+/// becomes its status (403 for a namespace the manifest does not grant).
+fn count() -> Result<Json<Count>, HttpError> {
+    let count = Namespace::open(KV_NAMESPACE)?.increment("counter", 1)?;
+    Ok(Json(Count { count }))
+}
+
+/// `increment` keeps the count as decimal text.
+fn read_count() -> Result<Json<Count>, HttpError> {
     let value = Namespace::open(KV_NAMESPACE)?.get("counter")?;
-    let n = value.map_or_else(|| "0".into(), |v| String::from_utf8_lossy(&v).into_owned());
-    Ok(Response::json(200, format!(r#"{{"count":{n}}}"#)))
+    let count = value
+        .and_then(|v| String::from_utf8(v).ok()?.parse().ok())
+        .unwrap_or(0);
+    Ok(Json(Count { count }))
 }
 "##;
 
