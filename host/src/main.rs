@@ -167,12 +167,18 @@ enum Command {
     },
     /// Manage the plugins of a running server through its admin API.
     Plugins {
-        /// The server's URL.
-        #[arg(long, env = "SPIKE_SERVER", default_value = "http://127.0.0.1:8787")]
-        server: String,
-        /// The admin token the server was started with.
+        /// The server's URL [default: the config file's, else
+        /// http://127.0.0.1:8787].
+        #[arg(long, env = "SPIKE_SERVER")]
+        server: Option<String>,
+        /// The admin token the server was started with [default: the config
+        /// file's].
         #[arg(long, env = "SPIKE_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// A file with `server = "URL"` and `token = "…"` [default:
+        /// ~/.config/spike/cli.toml, if it exists].
+        #[arg(long, env = "SPIKE_CLI_CONFIG")]
+        config: Option<PathBuf>,
         /// Print the server's JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -337,11 +343,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Plugins {
             server,
             token,
+            config,
             json,
             command,
         } => {
-            let token = token.filter(|t| !t.is_empty());
-            let target = spike::operator::Target { server, token };
+            let target = match spike::operator::target(server, token, config.as_deref()) {
+                Ok(target) => target,
+                Err(e) => fail(e),
+            };
             match spike::operator::run(&target, &command, json).await {
                 Ok(out) => {
                     print!("{out}");

@@ -13,18 +13,59 @@ const TOKEN: &str = "operator-test-token";
 
 /// `spike plugins <args>` against `server` with `token`.
 fn plugins(server: &str, token: &str, args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_spike"));
-    command
-        .arg("plugins")
-        .args(["--server", server])
-        .args(args)
-        .env_remove("SPIKE_SERVER")
-        .env_remove("RUST_LOG");
+    let mut command = bare_plugins(std::path::Path::new("/nonexistent"));
+    command.args(["--server", server]).args(args);
     match token {
         "" => command.env_remove("SPIKE_ADMIN_TOKEN"),
         t => command.env("SPIKE_ADMIN_TOKEN", t),
     };
     command.output().unwrap()
+}
+
+/// `spike plugins` with no server, token or config from this process's
+/// environment, and `config_home` as `XDG_CONFIG_HOME`.
+fn bare_plugins(config_home: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_spike"));
+    command
+        .arg("plugins")
+        .env("XDG_CONFIG_HOME", config_home)
+        .env_remove("SPIKE_SERVER")
+        .env_remove("SPIKE_ADMIN_TOKEN")
+        .env_remove("SPIKE_CLI_CONFIG")
+        .env_remove("RUST_LOG");
+    command
+}
+
+#[test]
+fn a_config_file_names_the_server_and_the_token() {
+    let (_spike, dir, server) = start();
+    // The default file: no flag at all.
+    let home = dir.path().join("config-home");
+    std::fs::create_dir_all(home.join("spike")).unwrap();
+    let text = format!("server = \"{server}\"\ntoken = \"{TOKEN}\"\n");
+    std::fs::write(home.join("spike/cli.toml"), &text).unwrap();
+    let table = stdout(&bare_plugins(&home).arg("list").output().unwrap());
+    assert!(table.contains("hello"), "{table}");
+    // A flag wins over the file.
+    let wrong = bare_plugins(&home)
+        .args(["--token", "not-the-token", "list"])
+        .output()
+        .unwrap();
+    assert!(failure(&wrong).contains("refused the token"));
+    // --config names another file; a typo in it names its line.
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(
+        &typo,
+        format!("server = \"{server}\"\ntokn = \"{TOKEN}\"\n"),
+    )
+    .unwrap();
+    let out = bare_plugins(&home)
+        .args(["--config", typo.to_str().unwrap(), "list"])
+        .output()
+        .unwrap();
+    let out = failure(&out);
+    assert!(out.contains("line 2") && out.contains("tokn"), "{out}");
+    assert!(!out.contains(TOKEN), "the token is never printed: {out}");
 }
 
 fn stdout(o: &Output) -> String {

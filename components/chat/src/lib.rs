@@ -99,7 +99,7 @@ impl room_handler::Guest for Chat {
             }
             return match rooms::set(&nick_key(&message.connection), nick.as_bytes()) {
                 Ok(()) => reply(json!({ "type": "nick", "name": nick })),
-                Err(e) => error(&format!("{e:?}")),
+                Err(e) => error(e.message()),
             };
         }
         if text == "/who" {
@@ -108,7 +108,7 @@ impl room_handler::Guest for Chat {
                     .iter()
                     .map(|m| name_of(&m.connection, m.user.as_deref()))
                     .collect(),
-                Err(e) => return error(&format!("{e:?}")),
+                Err(e) => return error(e.message()),
             };
             return reply(json!({ "type": "who", "members": members }));
         }

@@ -25,7 +25,7 @@ pub struct Target {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error(
-        "'{0}' is not a server URL: give one like http://127.0.0.1:8787 (--server or SPIKE_SERVER)"
+        "'{0}' is not a server URL: give one like http://127.0.0.1:8787 (--server, SPIKE_SERVER or the CLI config)"
     )]
     BadUrl(String),
     #[error(
@@ -33,7 +33,7 @@ pub enum ClientError {
     )]
     Down { server: String, reason: String },
     #[error(
-        "the server refused the token: pass the token it was started with (--token or SPIKE_ADMIN_TOKEN)"
+        "the server refused the token: pass the token it was started with (--token, SPIKE_ADMIN_TOKEN or the CLI config)"
     )]
     Unauthorized,
     #[error("{0}")]

@@ -3,6 +3,7 @@
 //! JSON with `--json`.
 
 mod client;
+mod config;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -12,6 +13,7 @@ use http::Method;
 use serde_json::Value;
 
 pub use client::{ClientError, Target};
+pub use config::{ConfigError, target};
 
 /// One operator command (`spike plugins <command>`).
 #[derive(Debug, Clone, clap::Subcommand)]
