@@ -25,6 +25,10 @@ case "${1:-}" in
     step "guest components"; scripts/build-guests.sh
     step "format"; cargo fmt --all --check
     step "WIT reference page"; python3 scripts/wit-reference.py --check
+    # The SDK is published with the WIT it was built from (its `wit` link).
+    step "SDK package"
+    cargo package -p spike-sdk --allow-dirty --list 2>/dev/null | grep -x wit/worlds.wit >/dev/null \
+      || { echo "the spike-sdk package lacks its WIT (components/sdk/wit)" >&2; exit 1; }
     step "lints (host and tests)"; cargo clippy --all-targets -- -D warnings
     step "lints (guests, wasm32-wasip2)"
     guests=()

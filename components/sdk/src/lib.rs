@@ -40,7 +40,7 @@
 //! bindings a crate generates itself, mapped onto this crate's imports).
 
 wit_bindgen::generate!({
-    path: "../../wit",
+    path: "wit",
     world: "spike:host/plugin",
     pub_export_macro: true,
     export_macro_name: "export",

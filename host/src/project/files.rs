@@ -392,16 +392,12 @@ fn wasi_0_2_10(text: &str) -> String {
 
 /// Every file of a new Rust project `name`, by path in the project.
 pub fn rust_project(name: &str) -> Vec<(String, String)> {
+    // The SDK finds the WIT package in its own folder (`wit`, a link to the
+    // repository's in `components/sdk`), as in the project.
     let mut files: Vec<(String, String)> = EMBEDDED
         .iter()
         .map(|(path, text)| (path.to_string(), text.to_string()))
         .collect();
-    for (path, text) in &mut files {
-        if path == "spike-sdk/src/lib.rs" {
-            // The WIT package sits inside the SDK's folder here.
-            *text = text.replace(r#"path: "../../wit""#, r#"path: "wit""#);
-        }
-    }
     let named = |t: &str| t.replace("__NAME__", name);
     files.push(("spike-sdk/Cargo.toml".into(), SDK_CARGO.into()));
     files.push(("Cargo.toml".into(), named(CARGO)));
