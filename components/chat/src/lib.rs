@@ -14,6 +14,7 @@
 //! - Leaving forgets the nickname.
 
 use serde_json::json;
+use spike_sdk::json::{room_get, room_set};
 use spike_sdk::{identity, rooms};
 
 use crate::exports::spike::host::room_handler::{self, Connect, Message, Outcome, Rejection};
@@ -120,7 +121,7 @@ impl room_handler::Guest for Chat {
             return error("empty message");
         }
         let name = name_of(&message.connection, message.user.as_deref());
-        let _ = rooms::set("messages", (stored_count() + 1).to_string().as_bytes());
+        let _ = room_set("messages", &(stored_count() + 1));
         Outcome {
             event: Some(json!({ "name": name, "text": text }).to_string()),
             reply: None,
@@ -134,10 +135,5 @@ impl room_handler::Guest for Chat {
 
 /// How many messages this room has stored, as counted in its storage.
 fn stored_count() -> u64 {
-    rooms::get("messages")
-        .ok()
-        .flatten()
-        .and_then(|v| String::from_utf8(v).ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    room_get("messages").ok().flatten().unwrap_or(0)
 }

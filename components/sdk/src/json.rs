@@ -1,5 +1,6 @@
 //! JSON in and out, with serde: a request body read into a type, a value
-//! sent as a response, and KV values kept as JSON.
+//! sent as a response, and KV values and a room's stored values kept as
+//! JSON.
 //!
 //! ```ignore
 //! use serde::{Deserialize, Serialize};
@@ -96,10 +97,37 @@ impl Namespace {
         value: &T,
         options: &SetOptions,
     ) -> Result<(), crate::Error> {
-        let bytes = serde_json::to_vec(value)
-            .map_err(|e| crate::Error::InvalidInput(format!("the value is not JSON: {e}")))?;
-        self.set(key, &bytes, options)
+        self.set(key, &to_stored(value)?, options)
     }
+}
+
+/// The room's stored value under `key` (`rooms::get`), parsed as JSON;
+/// for room handlers. A value that does not parse as `T` fails with
+/// `internal`.
+pub fn room_get<T: DeserializeOwned>(key: &str) -> Result<Option<T>, crate::Error> {
+    let Some(bytes) = crate::rooms::get(key)? else {
+        return Ok(None);
+    };
+    from_stored(key, &bytes).map(Some)
+}
+
+/// Stores `value` as JSON under `key` in the room's storage
+/// (`rooms::set`).
+pub fn room_set<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<(), crate::Error> {
+    crate::rooms::set(key, &to_stored(value)?)
+}
+
+fn from_stored<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, crate::Error> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        crate::Error::Internal(format!(
+            "the value under '{key}' is not the JSON expected: {e}"
+        ))
+    })
+}
+
+fn to_stored<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, crate::Error> {
+    serde_json::to_vec(value)
+        .map_err(|e| crate::Error::InvalidInput(format!("the value is not JSON: {e}")))
 }
 
 #[cfg(test)]
