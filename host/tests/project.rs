@@ -1,8 +1,7 @@
 //! `spike new` and `spike build` in a clean folder, then the built plugin
-//! served by `spike serve` and pushed to a running server by `spike plugins
-//! push`, answering a request that uses a spike import (KV), in Rust,
-//! JavaScript and Python; and `spike dev` serving an edit within seconds of
-//! its save.
+//! pushed to a running server by `spike plugins push --manifest`, answering
+//! requests that use a spike import (KV), in Rust, JavaScript and Python;
+//! and `spike dev` serving an edit within seconds of its save.
 
 mod common;
 
@@ -29,10 +28,12 @@ fn ok(o: &Output) -> String {
 }
 
 #[test]
-fn new_build_serve_and_push_a_rust_plugin() {
+fn new_build_push_and_serve_a_rust_plugin() {
     let dir = tempfile::tempdir().unwrap();
-    let out = ok(&spike(dir.path(), &["new", "demo"]));
-    assert!(out.contains("created ./demo"), "{out}");
+    let (_served, addr) = new_build_and_push(dir.path(), None, "demo");
+    let reply = get(&addr, "/demo?name=tester");
+    assert!(reply.ends_with("Hello, tester! This is demo.\n"), "{reply}");
+    count_from_zero(&addr, "/demo/counter", |n| format!("{{\"count\":{n}}}"));
 
     // The same name again, and a name no plugin may have, are refused.
     let again = spike(dir.path(), &["new", "demo"]);
@@ -40,25 +41,49 @@ fn new_build_serve_and_push_a_rust_plugin() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
     let bad = spike(dir.path(), &["new", "Not_OK!"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot name a plugin"));
+}
 
-    // Built with the target directory the tests share (CARGO_TARGET_DIR,
-    // set by ./dev.sh), so wit-bindgen compiles once.
-    let out = ok(&spike(dir.path(), &["build", "--dir", "demo"]));
-    assert!(out.contains("built demo/plugin/demo.wasm"), "{out}");
-    let project = dir.path().join("demo");
-    assert!(project.join("plugin/demo.wasm").is_file());
+#[test]
+fn new_build_push_and_serve_a_javascript_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_served, addr) = new_build_and_push(dir.path(), Some("js"), "jsdemo");
+    // (Its bodies may come chunked: the raw replies hold the framing.)
+    let reply = get(&addr, "/jsdemo");
+    assert!(
+        reply.contains("Hello from jsdemo, in JavaScript.\n"),
+        "{reply}"
+    );
+    count_from_zero(&addr, "/jsdemo/counter", |n| format!("{{\"count\":{n}}}"));
+}
 
-    // Served as the project's plugin folder has it (copied as a server's
-    // plugins folder): the greeting, and the KV counter.
-    let served = dir.path().join("served");
+#[test]
+fn new_build_push_and_serve_a_python_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_served, addr) = new_build_and_push(dir.path(), Some("python"), "pydemo");
+    let reply = get(&addr, "/pydemo");
+    assert!(reply.contains("Hello from pydemo, in Python.\n"), "{reply}");
+    count_from_zero(&addr, "/pydemo/counter", |n| format!("{{\"count\": {n}}}"));
+}
+
+/// In `dir`: `spike new <name> [--lang <lang>]`, `spike build` (which
+/// installs the language's componentizer the first time), then a server
+/// with no plugins, and `spike plugins push --manifest` of the built
+/// plugin to it. The server, serving the plugin, and its address.
+fn new_build_and_push(dir: &std::path::Path, lang: Option<&str>, name: &str) -> (Spike, String) {
+    let mut new = vec!["new", name];
+    new.extend(lang.map(|l| ["--lang", l]).iter().flatten());
+    let out = ok(&spike(dir, &new));
+    assert!(out.contains(&format!("created ./{name}")), "{out}");
+    // Rust builds with the target directory the tests share
+    // (CARGO_TARGET_DIR, set by ./dev.sh), so wit-bindgen compiles once.
+    let out = ok(&spike(dir, &["build", "--dir", name]));
+    assert!(
+        out.contains(&format!("built {name}/plugin/{name}.wasm")),
+        "{out}"
+    );
+
+    let served = dir.join("served");
     std::fs::create_dir_all(served.join("plugins")).unwrap();
-    for file in ["demo.toml", "demo.wasm"] {
-        std::fs::copy(
-            project.join("plugin").join(file),
-            served.join("plugins").join(file),
-        )
-        .unwrap();
-    }
     let mut server = Spike::start_in(
         &served,
         &["--log-format", "json", "--admin-token", "t"],
@@ -66,30 +91,33 @@ fn new_build_serve_and_push_a_rust_plugin() {
     );
     let addr = server.serving_addr();
     wait_ready(&addr);
-    let reply = get(&addr, "/demo?name=tester");
-    assert!(reply.ends_with("Hello, tester! This is demo.\n"), "{reply}");
-    for n in 1..=2 {
-        let reply = request(&addr, "POST", "/demo/counter", "");
-        assert!(reply.ends_with(&format!("{{\"count\":{n}}}")), "{reply}");
-    }
-    let reply = get(&addr, "/demo/counter");
-    assert!(reply.ends_with("{\"count\":2}"), "{reply}");
-
-    // Pushed to the running server as a new version.
+    let plugin = dir.join(name).join("plugin");
     let push = Command::new(env!("CARGO_BIN_EXE_spike"))
-        .args([
-            "plugins",
-            "--server",
-            &format!("http://{addr}"),
-            "--token",
-            "t",
-        ])
-        .arg("push")
-        .arg("demo")
-        .arg(project.join("plugin/demo.wasm"))
+        .args(["plugins", "--server", &format!("http://{addr}")])
+        .args(["--token", "t", "push", name])
+        .arg(plugin.join(format!("{name}.wasm")))
+        .arg("--manifest")
+        .arg(plugin.join(format!("{name}.toml")))
+        .env_remove("SPIKE_CLI_CONFIG")
         .output()
         .unwrap();
-    assert!(ok(&push).starts_with("demo: now serving "));
+    let out = ok(&push);
+    assert!(out.starts_with(&format!("{name}: now serving ")), "{out}");
+    (server, addr)
+}
+
+/// The counter plugin of every template: 0, then one more per `POST`, as
+/// spike's KV keeps it. `count` renders `{"count": n}` as the language's
+/// JSON does.
+fn count_from_zero(addr: &str, path: &str, count: fn(u32) -> String) {
+    let reply = get(addr, path);
+    assert!(reply.contains(&count(0)), "{reply}");
+    for n in 1..=2 {
+        let reply = request(addr, "POST", path, "");
+        assert!(reply.contains(&count(n)), "{reply}");
+    }
+    let reply = get(addr, path);
+    assert!(reply.contains(&count(2)), "{reply}");
 }
 
 #[test]
@@ -137,53 +165,4 @@ fn dev_serves_an_edit_within_seconds() {
     }
     eprintln!("the edit served {:?} after its save", saved.elapsed());
     dev.line_with("built: the server swaps it in");
-}
-
-/// `spike new <name> --lang <lang>`, `spike build` (which installs the
-/// language's componentizer the first time), then the plugin served: its
-/// greeting and spike's KV import from that language. `count` renders
-/// `{"count": n}` as the language's JSON does.
-fn new_build_and_serve(lang: &str, name: &str, greeting: &str, count: fn(u32) -> String) {
-    let dir = tempfile::tempdir().unwrap();
-    ok(&spike(dir.path(), &["new", name, "--lang", lang]));
-    let out = ok(&spike(dir.path(), &["build", "--dir", name]));
-    assert!(
-        out.contains(&format!("built {name}/plugin/{name}.wasm")),
-        "{out}"
-    );
-
-    let served = dir.path().join("served");
-    std::fs::create_dir_all(served.join("plugins")).unwrap();
-    for ext in ["toml", "wasm"] {
-        let file = format!("{name}.{ext}");
-        let from = dir.path().join(name).join("plugin").join(&file);
-        std::fs::copy(from, served.join("plugins").join(&file)).unwrap();
-    }
-    let mut server = Spike::start_in(&served, &["--log-format", "json"], &[]);
-    let addr = server.serving_addr();
-    wait_ready(&addr);
-    // (Their bodies may come chunked: the raw replies hold the framing.)
-    let reply = get(&addr, &format!("/{name}"));
-    assert!(reply.contains(greeting), "{reply}");
-    let counter = format!("/{name}/counter");
-    let reply = get(&addr, &counter);
-    assert!(reply.contains(&count(0)), "{reply}");
-    for n in 1..=2 {
-        let reply = request(&addr, "POST", &counter, "");
-        assert!(reply.contains(&count(n)), "{reply}");
-    }
-}
-
-#[test]
-fn new_build_and_serve_a_javascript_plugin() {
-    new_build_and_serve("js", "jsdemo", "Hello from jsdemo, in JavaScript.\n", |n| {
-        format!("{{\"count\":{n}}}")
-    });
-}
-
-#[test]
-fn new_build_and_serve_a_python_plugin() {
-    new_build_and_serve("python", "pydemo", "Hello from pydemo, in Python.\n", |n| {
-        format!("{{\"count\": {n}}}")
-    });
 }
