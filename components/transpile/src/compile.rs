@@ -116,10 +116,14 @@ impl Session {
         };
         errors.extend(module);
         errors.sort_by_key(|e| e.span().lo);
-        Err(errors
+        let mut diagnostics: Vec<Diagnostic> = errors
             .into_iter()
             .map(|e| self.diagnostic(e.span().lo, e.kind().msg().to_string()))
-            .collect())
+            .collect();
+        // The error that ended the parse is often among the recovered ones
+        // too: one report of each.
+        diagnostics.dedup();
+        Err(diagnostics)
     }
 
     /// Lowers `module` to JavaScript for `options.target`. Returns the

@@ -276,12 +276,19 @@ fn syntax_errors_are_placed_by_line_and_column() {
         ("const x: number = ;", (1, 19)),
         ("let ok = 1;\nconst é = ('a' + ;", (2, 18)),
         ("export const A = () => <div>\n  <p>open\n", (3, 1)),
+        (
+            "export default function App() {\n  return <main>\n}\n",
+            (3, 1),
+        ),
     ];
     for (source, (line, column)) in cases {
         let d = crate::run(Input::Module(source.into()), &defaults())
             .err()
             .unwrap();
         assert_eq!((d[0].line, d[0].column), (line, column), "{source}: {d:?}");
+        let mut distinct = d.clone();
+        distinct.dedup();
+        assert_eq!(distinct, d, "each problem is reported once");
         assert!(
             d[0].to_text()
                 .starts_with(&format!("input.tsx:{line}:{column}: error: "))
