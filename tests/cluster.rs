@@ -213,6 +213,11 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        // A failed test shows what each node said: its log is deleted
+        // with the cluster's folder.
+        if std::thread::panicking() {
+            eprintln!("==== {} log ====\n{}", self.name, self.log());
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
