@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The two commands of this project, each from a fresh machine:
-#   ./dev.sh serve [spike serve flags...]   set up, build guests, the example site and host (release), run spike
+#   ./dev.sh serve [spike serve flags...]   set up, build guests, the editor site and host (release), run spike
 #   ./dev.sh test                           set up, build guests, check format and lints, run every test
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -15,14 +15,27 @@ case "${1:-}" in
     shift
     step "set-up"; scripts/setup.sh
     step "guest components"; scripts/build-guests.sh
-    step "example site"; scripts/build-site.sh
+    step "editor site"; scripts/build-site.sh
     step "host (release)"; cargo build --release -p spike
+    # Sign-in for the editor (plugins/dev-tokens.toml): an HS256 key for
+    # this machine, made once and kept with the data, unless one is given.
+    if [ -z "${SPIKE_SECRET_JWT_HS256_KEY:-}" ]; then
+      key="${SPIKE_DATA:-data}/dev-jwt-hs256.key"
+      mkdir -p "$(dirname "$key")"
+      [ -s "$key" ] || (umask 077; head -c 32 /dev/urandom | base64 >"$key")
+      SPIKE_SECRET_JWT_HS256_KEY=$(cat "$key")
+      export SPIKE_SECRET_JWT_HS256_KEY
+    fi
+    # The renderer may load this server's own pages (the editor's
+    # screenshots import the React modules the site serves).
+    export SPIKE_RENDER_ALLOW="${SPIKE_RENDER_ALLOW:-${SPIKE_LISTEN:-127.0.0.1:8787}}"
     step "spike serve on ${SPIKE_LISTEN:-127.0.0.1:8787}"
     exec "$CARGO_TARGET_DIR/release/spike" serve --site /=site/dist --access-log "$@"
     ;;
   test)
     step "set-up"; scripts/setup.sh
     step "guest components"; scripts/build-guests.sh
+    step "editor site"; scripts/build-site.sh
     step "format"; cargo fmt --all --check
     step "WIT reference page"; python3 scripts/wit-reference.py --check
     # The SDK is published with the WIT it was built from (its `wit` link).

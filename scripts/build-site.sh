@@ -1,31 +1,29 @@
 #!/usr/bin/env bash
-# Builds the example site (site/src -> site/dist) the way a bundler would:
-# assets get their content hash in their name (so they are served
-# immutable), index.html points at the hashed names, and every file gets a
-# gzip sibling (chosen by Accept-Encoding). Hashed assets are written before
-# the index that names them, each file by rename, so a watching spike never
-# serves an index whose assets are missing.
+# Builds the editor spike serves at / (site/ -> site/dist): its npm
+# packages from site/package-lock.json (npm's cache is outside the clone),
+# Vite for the page (assets named by content hash, which spike serves as
+# immutable), then scripts/vendor.mjs for the React modules previews import
+# (site/dist/vendor/). The build goes to a new folder that replaces
+# site/dist whole, so a watching spike never scans half a build.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-src=site/src
-out=site/dist
-mkdir -p "$out"
-
-put() { # source name: writes $out/name and name.gz by rename
-  cp "$1" "$out/.$2.tmp"
-  gzip -9 -n -c "$1" >"$out/.$2.gz.tmp"
-  mv "$out/.$2.gz.tmp" "$out/$2.gz"
-  mv "$out/.$2.tmp" "$out/$2"
-}
-
-index=$(mktemp)
-trap 'rm -f "$index"' EXIT
-cp "$src/index.html" "$index"
-for asset in app.js style.css; do
-  hash=$(sha256sum "$src/$asset" | cut -c1-10)
-  hashed="${asset%.*}.$hash.${asset##*.}"
-  put "$src/$asset" "$hashed"
-  sed -i "s|/$asset\"|/$hashed\"|" "$index"
-done
-put "$index" index.html
-echo "site built in $out"
+cd "$(dirname "$0")/../site"
+if ! command -v npm >/dev/null 2>&1; then
+  echo "build-site: npm is missing: run scripts/setup.sh (it installs Node.js and npm)" >&2
+  exit 1
+fi
+# `npm ci` when the lock changed since the last install (it is exact and
+# starts clean); otherwise the installed packages are the lock's.
+stamp=node_modules/.spike-lock.sha256
+want=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$want" >"$stamp"
+fi
+rm -rf .dist-new
+npx --no-install vite build --outDir .dist-new --emptyOutDir --logLevel warn
+node scripts/vendor.mjs .dist-new/vendor
+rm -rf .dist-old
+[ -d dist ] && mv dist .dist-old
+mv .dist-new dist
+rm -rf .dist-old
+echo "site built in site/dist"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A spike cluster on this machine, for trying it and for benchmarks: one
 # NATS server with JetStream and N spike nodes (3 by default) on loopback,
-# all serving the shipped plugins/ and the example site, sharing their data
+# all serving the shipped plugins/ and the editor site, sharing their data
 # through JetStream. Ctrl-C stops them all.
 #
 #   scripts/cluster.sh [--nodes N] [--release|--debug] [flags for spike serve...]

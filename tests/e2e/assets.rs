@@ -147,6 +147,8 @@ async fn files_carry_cache_headers_etags_encodings_and_ranges() {
         "{:?}",
         js.headers
     );
+    // Public: a module script of another origin may load it.
+    assert_eq!(js.header("access-control-allow-origin"), Some("*"));
     // Text without a sibling is compressed as it goes, and decodes to the
     // file.
     assert_eq!(js.header("content-encoding"), Some("br"));

@@ -16,6 +16,8 @@
 //! | `TURN_URLS`          | TURN server URLs for `/api/my-turn`, comma-separated      | none: 503 |
 //! | `TURN_SECRET`        | name of the secret shared with the TURN server            | none: 503 |
 //! | `TURN_TTL_S`         | lifetime of TURN credentials                              | 3600 |
+//! | `DEV_TOKENS`         | `true`: `POST /api/dev-token` issues HS256 tokens (`devtoken`) | off |
+//! | `DEV_TOKEN_TTL_S`    | lifetime of a development token                           | 43200 |
 
 use std::time::Duration;
 
@@ -27,6 +29,7 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     pub leeway_s: u64,
     pub hs256_secret: Option<String>,
+    pub dev_token_ttl_s: u64,
     pub jwks: JwksSettings,
     pub turn: TurnSettings,
 }
@@ -59,6 +62,7 @@ impl Config {
             allowed_origins: list("ALLOWED_ORIGINS"),
             leeway_s: number("LEEWAY_S", 5)?,
             hs256_secret: var("HS256_SECRET"),
+            dev_token_ttl_s: number("DEV_TOKEN_TTL_S", 43_200)?,
             jwks: JwksSettings {
                 timeout: Duration::from_millis(number("JWKS_TIMEOUT_MS", 3000)?),
                 default_max_age_s: number("JWKS_MAX_AGE_S", 300)?,

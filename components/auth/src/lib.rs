@@ -11,11 +11,13 @@
 //! |---------------------|--------------------------------------------------------|
 //! | `GET /api/logged_in`| the caller's claims (its route has `auth = "required"`) |
 //! | `GET /api/my-turn`  | short-lived TURN credentials for the caller            |
+//! | `POST /api/dev-token` | a development token, when the manifest allows (`devtoken`) |
 //!
 //! Its settings are the manifest's `[env]`; see [`config`] and
 //! `plugins/auth.toml`.
 
 mod config;
+mod devtoken;
 mod jwks;
 mod turn;
 mod verify;
@@ -85,6 +87,7 @@ impl exports::wasi::http::incoming_handler::Guest for Auth {
         Router::new()
             .get("/api/logged_in", |_, _| logged_in())
             .get("/api/my-turn", |_, _| my_turn())
+            .post("/api/dev-token", |req, _| devtoken::issue(req))
             // Answers about a caller are never cached.
             .map_response(|_, r| r.header("cache-control", "no-store"))
             .serve(request, out)

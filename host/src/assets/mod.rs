@@ -11,6 +11,8 @@
 //!   file names carrying a content hash are `Cache-Control: public,
 //!   max-age=31536000, immutable`, others `no-cache` with an `ETag` (304 to
 //!   `If-None-Match`);
+//! - `Access-Control-Allow-Origin: *` on every answer: the files are
+//!   public, and a module script of another origin needs it to load them;
 //! - `index.html` for a folder, and for unknown paths without an extension
 //!   (a single-page app's routes);
 //! - `/ASSET_MANIFEST` (path to content hash), and the service worker's
@@ -182,7 +184,15 @@ impl Sites {
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return Some(resp);
         }
-        Some(site.serve(req, &rest).await)
+        let mut resp = site.serve(req, &rest).await;
+        // The files are public: any page may read them, also one of an
+        // opaque origin, such as the renderer's inline pages importing a
+        // site's modules (module scripts are always fetched with CORS).
+        resp.headers_mut().insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        Some(resp)
     }
 }
 

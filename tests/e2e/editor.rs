@@ -1,0 +1,201 @@
+//! The editor at `/` (`site/`) in Debian's Chromium, driven by
+//! playwright-core (`tests/node/editor.mjs`), against a server running the
+//! shipped manifests of `plugins/` (auth, dev tokens, CMS, transpiler, Yjs
+//! rooms, renderer) and the AI routes in front of the fake provider: two
+//! users editing one document, the preview, a syntax error, save and
+//! reload, the screenshot button, the explain panel, the offline shell
+//! (with the document's text), a new version and the kill switch. Screenshots of each step are kept in
+//! `$CARGO_TARGET_TMPDIR/editor-artifacts/` for a person to look at.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use spike::caps::secrets::SecretSource;
+use spike_e2e::ai_server;
+use spike_e2e::fake_ai::{ANTHROPIC_KEY, FakeAi, OPENAI_KEY};
+use spike_e2e::*;
+
+/// The shipped plugins the editor uses, by manifest name and guest.
+const SHIPPED: [(&str, &str); 6] = [
+    ("auth", "auth"),
+    ("dev-tokens", "auth"),
+    ("cms", "cms"),
+    ("transpile", "transpile"),
+    ("yjs", ""),
+    ("render", "render"),
+];
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A shipped manifest without its `component` line (the harness writes
+/// its own, next to the guest it copies).
+fn shipped_manifest(name: &str) -> String {
+    let path = repo().join("plugins").join(format!("{name}.toml"));
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("component"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A copy of the built site, which the test may change (a new version,
+/// the kill switch) while the server watches it.
+fn site_copy(into: &Path) -> PathBuf {
+    let built = repo().join("site/dist");
+    assert!(
+        built.join("vendor/importmap.json").exists(),
+        "{} is not built: run scripts/build-site.sh (./dev.sh test does)",
+        built.display()
+    );
+    let site = into.join("site");
+    copy_dir(&built, &site);
+    site
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A server with the editor's plugins and `site`; the AI routes have the
+/// fake provider's keys only if `ai_keys`.
+async fn start(fake: &FakeAi, site: &Path, ai_keys: bool) -> TestServer {
+    let manifests: Vec<(String, &str, String)> = SHIPPED
+        .iter()
+        .map(|(name, guest)| (name.to_string(), *guest, shipped_manifest(name)))
+        .chain([(
+            "ai".to_string(),
+            "ai",
+            ai_server::manifest(fake, &ai_server::providers(fake, ""), ""),
+        )])
+        .collect();
+    let plugins: Vec<Plugin<'_>> = manifests
+        .iter()
+        .map(|(name, guest, manifest)| Plugin {
+            name,
+            guest,
+            manifest,
+        })
+        .collect();
+    let site = site.to_path_buf();
+    let mut env = vec![(
+        "SPIKE_SECRET_JWT_HS256_KEY".into(),
+        "editor-test-key".into(),
+    )];
+    if ai_keys {
+        env.push(("SPIKE_SECRET_OPENAI_API_KEY".into(), OPENAI_KEY.into()));
+        env.push((
+            "SPIKE_SECRET_ANTHROPIC_API_KEY".into(),
+            ANTHROPIC_KEY.into(),
+        ));
+    }
+    TestServer::start_with(&plugins, move |config| {
+        config.sites = vec![spike::assets::SiteConfig {
+            host: None,
+            prefix: "/".into(),
+            dir: site,
+        }];
+        config.watch = true;
+        config.secrets = SecretSource { file: None, env };
+        // The renderer loads this server's own modules for the screenshot
+        // button (any port of loopback: the server's is not known yet).
+        config.render.allow = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await
+}
+
+/// Runs `editor.mjs` in `mode`; its checks by name.
+async fn run_browser(server: &TestServer, site: &Path, mode: &str) -> HashMap<String, Value> {
+    let artifacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("editor-artifacts");
+    let output = within_for(
+        Duration::from_secs(600),
+        tokio::process::Command::new("node")
+            .arg(node::node_dir().join("editor.mjs"))
+            .arg(&server.url)
+            .arg(site)
+            .arg(&artifacts)
+            .arg(mode)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}\n(screenshots in {})",
+        String::from_utf8_lossy(&output.stderr),
+        artifacts.display()
+    );
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| Some((v["check"].as_str()?.to_string(), v)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_edit_preview_save_render_and_ask_in_a_real_browser() {
+    let fake = FakeAi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let site = site_copy(dir.path());
+    let server = start(&fake, &site, true).await;
+    let checks = run_browser(&server, &site, "full").await;
+    for name in [
+        "both see the document",
+        "presence",
+        "text and cursors reach the other editor",
+        "the preview follows typing",
+        "a syntax error shows its line and column",
+        "save, reload: the document is back",
+        "the screenshot button",
+        "the explain panel streams",
+        "offline reload shows the shell",
+        "a new version is picked up on reload",
+        "the kill switch removes the worker",
+    ] {
+        assert_eq!(checks[name]["ok"], true, "{name}: {:?}", checks.get(name));
+    }
+    let preview = &checks["the preview follows typing"];
+    eprintln!("the preview followed typing in {} ms", preview["ms"]);
+    // Measured from the keystroke to the new heading in the preview; the
+    // issue asks for a second, with room here for a loaded 2-core machine.
+    assert!(preview["ms"].as_u64().unwrap() < 3000, "{preview}");
+    let error = &checks["a syntax error shows its line and column"];
+    assert_eq!((&error["line"], &error["column"]), (&3.into(), &1.into()));
+    assert!(
+        checks["the screenshot button"]["bytes"].as_u64().unwrap() > 1000,
+        "{checks:?}"
+    );
+    // The fake provider echoes the last message: the code itself.
+    let explained = checks["the explain panel streams"]["text"]
+        .as_str()
+        .unwrap();
+    assert!(explained.starts_with("echo: import"), "{explained}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_explain_panel_says_when_no_provider_is_configured() {
+    let fake = FakeAi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let site = site_copy(dir.path());
+    let server = start(&fake, &site, false).await;
+    let checks = run_browser(&server, &site, "unconfigured-ai").await;
+    let said = checks["explain says no provider is configured"]["text"]
+        .as_str()
+        .unwrap();
+    assert!(said.contains("SPIKE_SECRET_OPENAI_API_KEY"), "{said}");
+}

@@ -1,0 +1,276 @@
+// The editor at / driven in Debian's Chromium by playwright-core, as two
+// users would use it, for tests/e2e/editor.rs. Prints one JSON line per
+// check ({"check", "ok", ...figures}); exits 1 at the first that fails.
+//
+//   node editor.mjs <server url> <site folder> <artifacts folder> [full|unconfigured-ai]
+//
+// `full`: two contexts edit one document (text, presence, cursors), the
+// preview follows typing, a syntax error shows its line and column, save
+// and reload, revert, the screenshot button, the explain panel (the fake
+// provider), offline reload (the shell and the document's text), a new
+// site version, the kill switch.
+// `unconfigured-ai`: the explain panel against a server whose AI routes
+// have no provider key says so.
+// Screenshots of each step go to the artifacts folder.
+import { chromium } from 'playwright-core';
+import { mkdirSync, writeFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+
+const [url, siteDir, artifacts, mode = 'full'] = process.argv.slice(2);
+mkdirSync(artifacts, { recursive: true });
+const STEP = 30_000;
+
+const say = (value) => process.stdout.write(JSON.stringify(value) + '\n');
+let current = 'start';
+// A check that hangs (an evaluate has no timeout of its own) fails by
+// name after this long.
+const CHECK_LIMIT = 120_000;
+
+async function check(name, body) {
+  current = name;
+  let timer;
+  const hung = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${CHECK_LIMIT} ms`)), CHECK_LIMIT);
+  });
+  try {
+    const figures = await Promise.race([body(), hung]);
+    say({ check: name, ok: true, ...(figures ?? {}) });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.SPIKE_CHROMIUM ?? '/usr/bin/chromium',
+  args: ['--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  timeout: STEP,
+});
+
+const pages = [];
+
+async function user(name, doc) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  pages.push([name, page]);
+  page.setDefaultTimeout(STEP);
+  page.on('pageerror', (e) => say({ pageerror: name, message: e.message }));
+  await page.goto(`${url}/?doc=${doc}`);
+  await page.locator('.cm-content').waitFor();
+  if (name) {
+    await page.fill('#user-name', name);
+    await page.click('#sign-in button');
+    await page.locator('#signed-in').waitFor({ state: 'visible' });
+  }
+  return { context, page };
+}
+
+// The page exposes its document as `window.spikeEditor` (main.js).
+const text = (page) => page.evaluate(() => window.spikeEditor?.text() ?? '');
+const shot = (page, file) => page.screenshot({ path: join(artifacts, file) });
+
+/** Replaces the whole document by typing into the editor. */
+async function retype(page, source) {
+  await page.locator('.cm-content').click();
+  await page.keyboard.press('Control+A');
+  await page.keyboard.insertText(source);
+}
+
+const app = (title) => `import { useState } from "react";
+
+export default function App() {
+  const [n, setN] = useState(0);
+  return (
+    <main>
+      <h1>${title}</h1>
+      <button onClick={() => setN(n + 1)}>clicked {n}</button>
+    </main>
+  );
+}
+`;
+
+async function until(what, test, limit = STEP) {
+  const end = Date.now() + limit;
+  for (;;) {
+    const value = await test();
+    if (value) return value;
+    if (Date.now() > end) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function full() {
+  const doc = `t${Date.now().toString(36)}`;
+  const ann = await user('Ann', doc);
+  const bob = await user('Bob', doc);
+
+  await check('both see the document', async () => {
+    for (const u of [ann, bob]) await until('the template', async () => (await text(u.page)).includes('Hello from spike'));
+  });
+
+  await check('presence', async () => {
+    for (const [u, other] of [[ann, 'Bob'], [bob, 'Ann']]) {
+      await u.page.locator('#presence li', { hasText: other }).waitFor();
+    }
+    return { ann: await ann.page.locator('#presence li').allTextContents() };
+  });
+
+  await check('text and cursors reach the other editor', async () => {
+    await ann.page.locator('.cm-content').click();
+    await ann.page.keyboard.press('Control+End');
+    await ann.page.keyboard.insertText('\n// a line from Ann');
+    await until('Ann\'s line at Bob', async () => (await text(bob.page)).includes('// a line from Ann'));
+    // y-codemirror.next draws the other's caret with their name.
+    await bob.page.locator('.cm-ySelectionInfo', { hasText: 'Ann' }).waitFor({ state: 'attached' });
+    await shot(ann.page, 'ann-editing.png');
+    await shot(bob.page, 'bob-sees-ann.png');
+  });
+
+  await check('the preview follows typing', async () => {
+    const title = `Preview ${Date.now()}`;
+    const h1 = ann.page.frameLocator('#preview').locator('h1', { hasText: title });
+    const started = Date.now();
+    await retype(ann.page, app(title));
+    await h1.waitFor();
+    const ms = Date.now() - started;
+    // Bob's preview follows his copy of the text.
+    await bob.page.frameLocator('#preview').locator('h1', { hasText: title }).waitFor();
+    await ann.page.frameLocator('#preview').locator('button').click();
+    await ann.page.frameLocator('#preview').locator('button', { hasText: 'clicked 1' }).waitFor();
+    await shot(ann.page, 'preview.png');
+    return { ms };
+  });
+
+  await check('a syntax error shows its line and column', async () => {
+    const broken = 'export default function App() {\n  return <main>\n}\n';
+    const expected = await (await fetch(`${url}/transpile`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ code: broken, loader: 'tsx' }),
+    })).json();
+    const { line, column } = expected.diagnostics[0];
+    await retype(ann.page, broken);
+    const problem = ann.page.locator('#problems', { hasText: `Syntax error at ${line}:${column}:` });
+    await problem.waitFor({ state: 'visible' });
+    await shot(ann.page, 'syntax-error.png');
+    return { line, column, shown: await problem.textContent() };
+  });
+
+  const saved = app('Saved by Ann');
+  await check('save, reload: the document is back', async () => {
+    await retype(ann.page, saved);
+    await until('the problem clears', async () => ann.page.locator('#problems').isHidden());
+    await ann.page.click('#save');
+    await ann.page.locator('#saved-state', { hasText: 'version 1, up to date' }).waitFor();
+    await ann.page.reload();
+    await until('the text after reload', async () => (await text(ann.page)) === saved);
+    await ann.page.locator('#saved-state', { hasText: 'version 1, up to date' }).waitFor();
+    const stored = await ann.page.evaluate(async (d) => (await fetch(`/my-cms/editor/${d}.tsx`)).text(), doc);
+    if (stored !== saved) throw new Error(`the CMS holds ${JSON.stringify(stored)}`);
+    // Revert brings the saved copy back over later edits.
+    await retype(ann.page, app('Not saved'));
+    await ann.page.click('#revert');
+    await until('the reverted text', async () => (await text(ann.page)) === saved);
+  });
+
+  await check('the screenshot button', async () => {
+    await ann.page.click('#screenshot');
+    const failed = ann.page.locator('#explanation', { hasText: 'No screenshot' });
+    await ann.page.locator('#shot:visible').or(failed).waitFor({ timeout: 60_000 });
+    if (await failed.isVisible()) throw new Error(await failed.textContent());
+    const png = await ann.page.locator('#shot').evaluate(async (img) => {
+      const bytes = new Uint8Array(await (await fetch(img.src)).arrayBuffer());
+      return { width: img.naturalWidth, b64: btoa(String.fromCharCode(...bytes)) };
+    });
+    const bytes = Buffer.from(png.b64, 'base64');
+    if (bytes.subarray(1, 4).toString() !== 'PNG') throw new Error('not a PNG');
+    writeFileSync(join(artifacts, 'screenshot-button.png'), bytes);
+    await shot(ann.page, 'screenshot-panel.png');
+    return { width: png.width, bytes: bytes.length };
+  });
+
+  await check('the explain panel streams', async () => {
+    await ann.page.click('#explain');
+    const out = ann.page.locator('#explanation');
+    await ann.page.locator('#explanation[data-done]').waitFor();
+    await shot(ann.page, 'explain.png');
+    return { text: (await out.textContent()).slice(0, 120) };
+  });
+
+  await check('offline reload shows the shell', async () => {
+    const { page, context } = ann;
+    await until('the service worker controls the page', () =>
+      page.evaluate(() => navigator.serviceWorker.ready.then(() => !!navigator.serviceWorker.controller)),
+    );
+    await context.setOffline(true);
+    await page.reload();
+    await page.locator('.cm-editor').waitFor();
+    await page.locator('#connection:not([data-state="connected"])').waitFor();
+    // The browser's copy of the document (IndexedDB) shows the text.
+    await until('the text offline', async () => (await text(page)) === saved);
+    await shot(page, 'offline.png');
+    await context.setOffline(false);
+  });
+
+  const version = async () => (await (await fetch(`${url}/sw-config.json`)).json());
+  await check('a new version is picked up on reload', async () => {
+    const { page } = ann;
+    await page.reload();
+    const before = (await version()).version;
+    writeFileSync(join(siteDir, `release-${Date.now()}.txt`), 'a new build\n');
+    const after = await until('the site rescanned', async () => {
+      const v = (await version()).version;
+      return v !== before && v;
+    });
+    const caches = await until('the new worker took over', async () => {
+      await page.reload();
+      const keys = await page.evaluate(() => caches.keys());
+      return keys.includes(`spike-shell-${after}`) && !keys.includes(`spike-shell-${before}`) && keys;
+    });
+    return { before, after, caches };
+  });
+
+  await check('the kill switch removes the worker', async () => {
+    const { page } = ann;
+    const kill = join(siteDir, 'sw-kill-switch');
+    writeFileSync(kill, '');
+    try {
+      await until('the kill switch on', async () => (await version()).killSwitch);
+      await until('no worker, no caches', async () => {
+        await page.reload();
+        return page.evaluate(async () =>
+          (await navigator.serviceWorker.getRegistrations()).length === 0 && (await caches.keys()).length === 0);
+      });
+    } finally {
+      rmSync(kill, { force: true });
+    }
+  });
+}
+
+async function unconfiguredAi() {
+  const ann = await user('Ann', `t${Date.now().toString(36)}`);
+  await check('explain says no provider is configured', async () => {
+    await ann.page.click('#explain');
+    const out = ann.page.locator('#explanation', { hasText: 'No AI provider is configured here' });
+    await out.waitFor();
+    await shot(ann.page, 'explain-unconfigured.png');
+    return { text: await out.textContent() };
+  });
+}
+
+try {
+  await (mode === 'full' ? full() : unconfiguredAi());
+} catch (e) {
+  // What each page said, and how it looked.
+  const said = {};
+  for (const [name, page] of pages) {
+    said[name] = await page.evaluate(() => Object.fromEntries(
+      ['status', 'saved-state', 'problems', 'explanation', 'connection']
+        .map((id) => [id, document.getElementById(id)?.textContent ?? null]),
+    )).catch((err) => String(err));
+    await shot(page, `failed-${name}.png`).catch(() => {});
+  }
+  say({ check: current, ok: false, error: String(e?.stack ?? e), pages: said });
+  await browser.close();
+  process.exit(1);
+}
+await browser.close();
