@@ -25,6 +25,32 @@ pub fn node_dir() -> PathBuf {
     dir
 }
 
+/// Runs `script` of `tests/node` with `args` to its end (within `limit`)
+/// and returns the JSON lines it printed; fails the test, with what it
+/// printed, if it fails.
+pub async fn run_to_end(script: &str, args: &[&std::ffi::OsStr], limit: Duration) -> Vec<Value> {
+    let output = crate::within_for(
+        limit,
+        Command::new("node")
+            .arg(node_dir().join(script))
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{script} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
 /// A Node script of `tests/node`, driven by JSON lines.
 struct NodeScript {
     child: Child,

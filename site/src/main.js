@@ -221,7 +221,11 @@ $('explain').addEventListener('click', async () => {
   explaining = controller;
   const out = $('explanation');
   try {
-    await assist.explain(doc.text(), (piece) => out.append(piece), controller.signal);
+    let pieces = 0;
+    await assist.explain(doc.text(), (piece) => {
+      out.append(piece);
+      out.dataset.pieces = String(++pieces);
+    }, controller.signal);
     out.dataset.done = 'true';
   } catch (err) {
     if (err.name !== 'AbortError') out.textContent = err.message;

@@ -13,27 +13,11 @@ use spike_e2e::*;
 
 /// Every line the SDK script printed, by case name.
 async fn run_sdk_cases(server: &TestServer) -> std::collections::HashMap<String, Value> {
-    let output = within_for(
-        Duration::from_secs(120),
-        tokio::process::Command::new("node")
-            .arg(node::node_dir().join("ai-sdk.mjs"))
-            .arg(&server.url)
-            .output(),
-    )
-    .await
-    .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
-            (v["name"].as_str().unwrap().to_string(), v)
-        })
+    let url = std::ffi::OsStr::new(&server.url);
+    node::run_to_end("ai-sdk.mjs", &[url], Duration::from_secs(120))
+        .await
+        .into_iter()
+        .map(|v| (v["name"].as_str().unwrap().to_string(), v))
         .collect()
 }
 

@@ -193,7 +193,8 @@ async function full() {
     const out = ann.page.locator('#explanation');
     await ann.page.locator('#explanation[data-done]').waitFor();
     await shot(ann.page, 'explain.png');
-    return { text: (await out.textContent()).slice(0, 120) };
+    // Shown as the provider's events came: one piece each.
+    return { text: (await out.textContent()).slice(0, 120), pieces: Number(await out.getAttribute('data-pieces')) };
   });
 
   await check('offline reload shows the shell', async () => {
