@@ -136,6 +136,17 @@ async function full() {
     await bob.page.frameLocator('#preview').locator('h1', { hasText: title }).waitFor();
     await ann.page.frameLocator('#preview').locator('button').click();
     await ann.page.frameLocator('#preview').locator('button', { hasText: 'clicked 1' }).waitFor();
+    // The document's code runs in an opaque origin: a collaborator's code
+    // cannot read this user's session.
+    const preview = ann.page.frames().find((f) => f !== ann.page.mainFrame());
+    const reach = await preview.evaluate(() => {
+      try {
+        return `read ${localStorage.getItem('spike.session') ?? ''}${document.cookie}`;
+      } catch (e) {
+        return `refused: ${e.name}`;
+      }
+    });
+    if (!reach.startsWith('refused')) throw new Error(`the preview reached the session: ${reach}`);
     await shot(ann.page, 'preview.png');
     return { ms };
   });
