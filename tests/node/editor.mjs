@@ -21,6 +21,18 @@ mkdirSync(artifacts, { recursive: true });
 const STEP = 30_000;
 
 const say = (value) => process.stdout.write(JSON.stringify(value) + '\n');
+
+// `promise`, or `fallback` after `ms`: page.evaluate has no deadline of
+// its own, and one that never settles (seen while a service worker was
+// being replaced) must not hang the run.
+const bounded = (promise, ms = 5_000, fallback = undefined) =>
+  Promise.race([promise, new Promise((resolve) => setTimeout(() => resolve(fallback), ms))]);
+
+// The whole run ends well within the Rust test's deadline, saying where.
+setTimeout(() => {
+  say({ check: current, ok: false, error: 'the run took more than 480 s' });
+  process.exit(1);
+}, 480_000).unref();
 let current = 'start';
 // A check that hangs (an evaluate has no timeout of its own) fails by
 // name after this long.
@@ -65,7 +77,7 @@ async function user(name, doc) {
 }
 
 // The page exposes its document as `window.spikeEditor` (main.js).
-const text = (page) => page.evaluate(() => window.spikeEditor?.text() ?? '');
+const text = (page) => bounded(page.evaluate(() => window.spikeEditor?.text() ?? ''), 5_000, '');
 const shot = (page, file) => page.screenshot({ path: join(artifacts, file) });
 
 /** Replaces the whole document by typing into the editor. */
@@ -175,7 +187,7 @@ async function full() {
     await ann.page.reload();
     await until('the text after reload', async () => (await text(ann.page)) === saved);
     await ann.page.locator('#saved-state', { hasText: 'version 1, up to date' }).waitFor();
-    const stored = await ann.page.evaluate(async (d) => (await fetch(`/my-cms/editor/${d}.tsx`)).text(), doc);
+    const stored = await bounded(ann.page.evaluate(async (d) => (await fetch(`/my-cms/editor/${d}.tsx`)).text(), doc), 10_000, null);
     if (stored !== saved) throw new Error(`the CMS holds ${JSON.stringify(stored)}`);
     // Revert brings the saved copy back over later edits.
     await retype(ann.page, app('Not saved'));
@@ -211,7 +223,8 @@ async function full() {
   await check('offline reload shows the shell', async () => {
     const { page, context } = ann;
     await until('the service worker controls the page', () =>
-      page.evaluate(() => navigator.serviceWorker.ready.then(() => !!navigator.serviceWorker.controller)),
+      // (`ready` never settles while nothing is registered.)
+      bounded(page.evaluate(() => navigator.serviceWorker.ready.then(() => !!navigator.serviceWorker.controller)), 5_000, false),
     );
     await context.setOffline(true);
     await page.reload();
@@ -235,7 +248,7 @@ async function full() {
     });
     const caches = await until('the new worker took over', async () => {
       await page.reload();
-      const keys = await page.evaluate(() => caches.keys());
+      const keys = await bounded(page.evaluate(() => caches.keys()), 5_000, []);
       return keys.includes(`spike-shell-${after}`) && !keys.includes(`spike-shell-${before}`) && keys;
     });
     return { before, after, caches };
@@ -249,8 +262,8 @@ async function full() {
       await until('the kill switch on', async () => (await version()).killSwitch);
       await until('no worker, no caches', async () => {
         await page.reload();
-        return page.evaluate(async () =>
-          (await navigator.serviceWorker.getRegistrations()).length === 0 && (await caches.keys()).length === 0);
+        return bounded(page.evaluate(async () =>
+          (await navigator.serviceWorker.getRegistrations()).length === 0 && (await caches.keys()).length === 0), 5_000, false);
       });
     } finally {
       rmSync(kill, { force: true });
@@ -275,14 +288,14 @@ try {
   // What each page said, and how it looked.
   const said = {};
   for (const [name, page] of pages) {
-    said[name] = await page.evaluate(() => Object.fromEntries(
+    said[name] = await bounded(page.evaluate(() => Object.fromEntries(
       ['status', 'saved-state', 'problems', 'explanation', 'connection']
         .map((id) => [id, document.getElementById(id)?.textContent ?? null]),
-    )).catch((err) => String(err));
-    await shot(page, `failed-${name}.png`).catch(() => {});
+    )).catch((err) => String(err)), 5_000, 'no answer');
+    await bounded(shot(page, `failed-${name}.png`).catch(() => {}));
   }
   say({ check: current, ok: false, error: String(e?.stack ?? e), pages: said });
-  await browser.close();
+  await bounded(browser.close());
   process.exit(1);
 }
 await browser.close();
