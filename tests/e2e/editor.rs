@@ -135,13 +135,19 @@ async fn run_browser(server: &TestServer, site: &Path, mode: &str) -> HashMap<St
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_users_edit_preview_save_render_and_ask_in_a_real_browser() {
+/// A server (the fake provider's keys given to the AI routes only if
+/// `ai_keys`) on a copy of the site, and `editor.mjs` in `mode` against it.
+async fn browse(ai_keys: bool, mode: &str) -> HashMap<String, Value> {
     let fake = FakeAi::start().await;
     let dir = tempfile::tempdir().unwrap();
     let site = site_copy(dir.path());
-    let server = start(&fake, &site, true).await;
-    let checks = run_browser(&server, &site, "full").await;
+    let server = start(&fake, &site, ai_keys).await;
+    run_browser(&server, &site, mode).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_edit_preview_save_render_and_ask_in_a_real_browser() {
+    let checks = browse(true, "full").await;
     for name in [
         "both see the document",
         "presence",
@@ -178,11 +184,7 @@ async fn two_users_edit_preview_save_render_and_ask_in_a_real_browser() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_explain_panel_says_when_no_provider_is_configured() {
-    let fake = FakeAi::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let site = site_copy(dir.path());
-    let server = start(&fake, &site, false).await;
-    let checks = run_browser(&server, &site, "unconfigured-ai").await;
+    let checks = browse(false, "unconfigured-ai").await;
     let said = checks["explain says no provider is configured"]["text"]
         .as_str()
         .unwrap();
