@@ -247,7 +247,9 @@ async function full() {
       return v !== before && v;
     });
     const caches = await until('the new worker took over', async () => {
-      await page.reload();
+      // A reload while the new worker takes over may never reach `load`:
+      // that try counts as "not yet", and the next one goes on.
+      await page.reload({ timeout: 10_000 }).catch(() => {});
       const keys = await bounded(page.evaluate(() => caches.keys()), 5_000, []);
       return keys.includes(`spike-shell-${after}`) && !keys.includes(`spike-shell-${before}`) && keys;
     });
