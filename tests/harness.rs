@@ -12,9 +12,11 @@ pub mod ai_server;
 pub mod cluster;
 pub mod fake_ai;
 pub mod node;
+pub mod process;
 pub mod render_pages;
 pub mod rooms;
 pub mod tokens;
+pub mod yjs_wire;
 
 /// The operator token test servers use.
 pub const ADMIN_TOKEN: &str = "test-operator-token";

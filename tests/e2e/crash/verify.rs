@@ -1,0 +1,249 @@
+//! What a restarted server must hold: every acknowledged write, whole,
+//! and no write half done.
+
+use super::*;
+use futures::stream;
+
+/// The LiveStore store as the server has it.
+#[derive(Clone)]
+pub struct Store {
+    pub backend: String,
+    pub head: u64,
+}
+
+/// Where the next round's writers go on from.
+pub struct State {
+    pub livestore: Store,
+    /// The Yjs document's state vector (client → next clock).
+    pub yjs_vector: BTreeMap<u64, u64>,
+    /// The last edit of the Yjs text, which the next round's edits follow.
+    pub yjs_tail: Option<(u64, u64)>,
+}
+
+/// The LiveStore event `seq` written in `round`.
+pub fn store_event(seq: u64, round: usize) -> Value {
+    json!({"name": "v1.TodoCreated", "args": {"id": format!("e{seq}"), "text": format!("r{round}")},
+           "seqNum": seq, "parentSeqNum": seq - 1, "clientId": "crash",
+           "sessionId": format!("s{round}")})
+}
+
+/// Checks everything the ledger holds against the server.
+pub async fn all(spike: &SpikeProcess, token: &str, ledger: &Shared) -> State {
+    let (kv, blobs, cms, chat, acked_store, acked_yjs) = {
+        let l = ledger.lock().unwrap();
+        let (kv, blobs, cms) = (l.kv.clone(), l.blobs.clone(), l.cms.clone());
+        (kv, blobs, cms, l.chat.clone(), l.livestore, l.yjs.clone())
+    };
+    kv_values(spike, &kv).await;
+    objects(spike, None, &blobs).await;
+    objects(spike, Some(token), &cms).await;
+    chat_log(spike, &chat).await;
+    let livestore = store_log(spike, acked_store).await;
+    let yjs_vector = yjs_vector(spike).await;
+    for (client, end) in &acked_yjs {
+        let held = yjs_vector.get(client).copied().unwrap_or(0);
+        assert!(
+            held >= *end,
+            "Yjs client {client}: {end} acknowledged, {held} held"
+        );
+    }
+    let yjs_tail = yjs_vector
+        .iter()
+        .rfind(|(_, clock)| **clock > 0)
+        .map(|(client, clock)| (*client, clock - 1));
+    State {
+        livestore,
+        yjs_vector,
+        yjs_tail,
+    }
+}
+
+/// Runs `check` over `items`, 16 at a time.
+async fn each<T, F>(items: Vec<T>, check: impl Fn(T) -> F)
+where
+    F: std::future::Future<Output = ()>,
+{
+    stream::iter(items.into_iter().map(check))
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+async fn kv_values(spike: &SpikeProcess, acked: &BTreeMap<String, String>) {
+    let client = client();
+    each(acked.iter().collect(), |(key, value)| {
+        let get = client.get(spike.at(&format!("/probe/kv/{key}")));
+        async move {
+            let (status, body) = send(get).await;
+            assert_eq!((status, body.as_str()), (200, value.as_str()), "kv {key}");
+        }
+    })
+    .await;
+}
+
+/// The index a writer's key ends with (`r0-w1-17` → 17).
+fn index_of(key: &str) -> usize {
+    key.rsplit('-').next().unwrap().parse().unwrap()
+}
+
+/// Blob objects (no token) or CMS documents: each acknowledged one whole;
+/// each that exists (written but not acknowledged, say) whole too.
+async fn objects(spike: &SpikeProcess, token: Option<&str>, acked: &BTreeMap<String, usize>) {
+    let client = client();
+    let mut keys: Vec<String> = acked.keys().cloned().collect();
+    match token {
+        None => keys = blob_keys(spike).await,
+        // The document after each writer's last acknowledged one.
+        Some(_) => {
+            let mut last: BTreeMap<&str, usize> = BTreeMap::new();
+            for key in acked.keys() {
+                let (writer, _) = key.rsplit_once('-').unwrap();
+                let entry = last.entry(writer).or_default();
+                *entry = (*entry).max(index_of(key));
+            }
+            keys.extend(last.iter().map(|(w, i)| format!("{w}-{}", i + 1)));
+        }
+    }
+    for key in acked.keys() {
+        assert!(keys.contains(key), "acknowledged object {key} is gone");
+    }
+    each(keys, |key| {
+        let get = match token {
+            Some(token) => client
+                .get(spike.at(&format!("/my-cms/{key}")))
+                .bearer_auth(token),
+            None => client.get(spike.at(&format!("/probe/blob/{key}"))),
+        };
+        let acked = acked.contains_key(&key);
+        async move {
+            let answer = within(get.send()).await.unwrap();
+            let status = answer.status();
+            let body = within(answer.bytes()).await.unwrap();
+            if status == 404 && !acked {
+                return;
+            }
+            assert_eq!(status, 200, "{key}: {}", String::from_utf8_lossy(&body));
+            assert!(
+                body == content(&key, index_of(&key)),
+                "{key} is not whole ({} bytes)",
+                body.len()
+            );
+        }
+    })
+    .await;
+}
+
+/// Every key of the probe's bucket.
+async fn blob_keys(spike: &SpikeProcess) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = spike.at("/probe/blob?limit=1000");
+        if let Some(c) = &cursor {
+            url += &format!("&cursor={}", url_encode(c));
+        }
+        let (status, page) = send_json(client().get(url)).await;
+        assert_eq!(status, 200, "{page}");
+        let objects = page["objects"].as_array().unwrap();
+        keys.extend(
+            objects
+                .iter()
+                .map(|o| o["key"].as_str().unwrap().to_string()),
+        );
+        match page["cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return keys,
+        }
+    }
+}
+
+/// The chat room's whole log: numbered 1 to its head with no gap, each
+/// round's messages in the order they were sent, from the first on, and
+/// every acknowledged event as it was.
+async fn chat_log(spike: &SpikeProcess, acked: &BTreeMap<u64, String>) {
+    let mut room = rooms::RoomClient::join(&ws_url(&spike.url, "/chat/crash?since=0")).await;
+    let head = room.welcome["seq"].as_u64().unwrap();
+    let mut next_of_round: BTreeMap<String, u64> = BTreeMap::new();
+    for seq in 1..=head {
+        let event = room.next_of("event").await;
+        assert_eq!(event["seq"], seq, "a gap or a repeat: {event}");
+        let data = event["data"].as_str().unwrap();
+        let (round, k) = data.split_once(':').unwrap();
+        let expected = next_of_round.entry(round.to_string()).or_default();
+        assert_eq!(k.parse::<u64>().unwrap(), *expected, "{data} out of order");
+        *expected += 1;
+        if let Some(was) = acked.get(&seq) {
+            assert_eq!(was, data, "event {seq} changed");
+        }
+    }
+    if let Some((last, _)) = acked.last_key_value() {
+        assert!(
+            *last <= head,
+            "acknowledged event {last} lost (head {head})"
+        );
+    }
+    room.close().await;
+}
+
+/// The LiveStore store read whole: events 1 to its head in order, each as
+/// pushed, the acknowledged ones all there.
+async fn store_log(spike: &SpikeProcess, acked: u64) -> Store {
+    let url = ws_url(&spike.url, "/livestore?storeId=crash&transport=ws");
+    let mut ws = rooms::RoomClient::open(&url, None).await.unwrap();
+    let pull = json!({"_tag": "Request", "id": "all", "tag": "SyncWsRpc.Pull", "headers": [],
+                      "payload": {"storeId": "crash", "live": false, "cursor": {"_tag": "None"}}});
+    ws.send(&pull.to_string()).await;
+    let (mut backend, mut head) = (String::new(), 0u64);
+    loop {
+        let frame = ws.next().await;
+        if frame["_tag"] == "Exit" {
+            assert_eq!(frame["exit"]["_tag"], "Success", "{frame}");
+            break;
+        }
+        let response = &frame["values"][0];
+        backend = response["backendId"].as_str().unwrap().to_string();
+        for item in response["batch"].as_array().unwrap() {
+            let event = &item["eventEncoded"];
+            head += 1;
+            assert_eq!(event["seqNum"], head, "a gap: {event}");
+            assert_eq!(event["args"]["id"], format!("e{head}"), "{event}");
+        }
+    }
+    assert!(
+        head >= acked,
+        "acknowledged event {acked} lost (head {head})"
+    );
+    ws.close().await;
+    Store { backend, head }
+}
+
+/// The Yjs document's state vector, from the sync step 1 the server sends
+/// a new client.
+async fn yjs_vector(spike: &SpikeProcess) -> BTreeMap<u64, u64> {
+    let url = ws_url(&spike.url, "/yjs/crash");
+    let (mut ws, _) = within(connect_async(&url)).await.unwrap();
+    loop {
+        let message = within(ws.next()).await.unwrap().unwrap();
+        if let Message::Binary(bytes) = message
+            && let Some(vector) = yjs_wire::state_vector(&bytes)
+        {
+            return vector;
+        }
+    }
+}
+
+/// The text an unmodified Yjs client reads: every round's stored edits,
+/// whole and in order.
+pub async fn yjs_text(spike: &SpikeProcess, state: &State) {
+    let mut expected = String::new();
+    for (client, clock) in &state.yjs_vector {
+        let round = (client - writers::yjs_client(0)) as usize;
+        for i in 0..clock / writers::CHUNK {
+            expected += &writers::chunk(round, i);
+        }
+    }
+    let mut peer = YjsPeer::start(&ws_url(&spike.url, "/yjs"), "crash").await;
+    peer.synced().await;
+    peer.text_is(&expected).await;
+    peer.quit().await;
+}
