@@ -148,6 +148,12 @@ impl SpikeProcess {
     /// SIGTERM; how the process ended, which must be within `limit`.
     pub async fn terminate(&mut self, limit: Duration) -> ExitStatus {
         self.signal("TERM");
+        self.exited(limit).await
+    }
+
+    /// How the process ended (by a signal sent before), which must be
+    /// within `limit`.
+    pub async fn exited(&mut self, limit: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("the process runs");
         let deadline = tokio::time::Instant::now() + limit;
         loop {
@@ -157,11 +163,7 @@ impl SpikeProcess {
             if tokio::time::Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!(
-                    "{} still ran {limit:?} after SIGTERM:\n{}",
-                    self.name,
-                    self.log()
-                );
+                panic!("{} still ran after {limit:?}:\n{}", self.name, self.log());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -97,6 +97,15 @@ impl RoomClient {
         }
     }
 
+    /// The next message from the host, whatever its kind.
+    pub async fn next_message(&mut self) -> Message {
+        tokio::time::timeout(FRAME_TIMEOUT, self.ws.next())
+            .await
+            .expect("a message within the timeout")
+            .expect("the connection is open")
+            .expect("a message")
+    }
+
     /// The next frame of `kind` (skipping presence and other kinds).
     pub async fn next_of(&mut self, kind: &str) -> Value {
         loop {

@@ -100,6 +100,9 @@ pub struct ClientLimits {
     /// hand it the next bytes); then the connection is closed and the
     /// plugin's instance freed.
     pub send_timeout: Duration,
+    /// At a stop (SIGTERM), how long requests in flight may take to finish
+    /// and room members to be told (1001); then what is left is cut.
+    pub drain_timeout: Duration,
 }
 
 impl Default for ClientLimits {
@@ -110,6 +113,7 @@ impl Default for ClientLimits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             send_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -106,6 +106,10 @@ enum Command {
         /// connection is closed.
         #[arg(long, default_value_t = ClientLimits::default().send_timeout.as_secs())]
         send_timeout_secs: u64,
+        /// Seconds requests in flight get to finish at a stop (SIGTERM or
+        /// Ctrl-C) before they are cut.
+        #[arg(long, default_value_t = ClientLimits::default().drain_timeout.as_secs())]
+        drain_timeout_secs: u64,
         /// The secrets file (TOML, name = "value"); missing is fine.
         /// `SPIKE_SECRET_<NAME>` environment variables are secrets too, and
         /// win over the file.
@@ -272,6 +276,7 @@ async fn main() -> anyhow::Result<()> {
             header_timeout_secs,
             body_timeout_secs,
             send_timeout_secs,
+            drain_timeout_secs,
             secrets,
             rate_limit,
             trusted_proxy,
@@ -298,6 +303,7 @@ async fn main() -> anyhow::Result<()> {
                 header_timeout: Duration::from_secs(header_timeout_secs.max(1)),
                 body_timeout: Duration::from_secs(body_timeout_secs.max(1)),
                 send_timeout: Duration::from_secs(send_timeout_secs.max(1)),
+                drain_timeout: Duration::from_secs(drain_timeout_secs),
             };
             config.secrets = spike::caps::secrets::SecretSource::from_process(Some(secrets));
             config.default_rate_limit = rate_limit;
@@ -315,6 +321,9 @@ async fn main() -> anyhow::Result<()> {
             shutdown_signal().await;
             tracing::info!("shutting down: finishing requests in flight");
             server.stop().await;
+            // The last line: a reader (or a supervisor) knows the stop
+            // was clean, and that the lines before it were written.
+            tracing::info!("spike stopped");
             Ok(())
         }
         Command::New { name, lang, dir } => match spike::project::new(&dir, &name, lang) {

@@ -39,9 +39,6 @@ content-length: 100\r\n\
 \r\n\
 {\"error\":{\"code\":\"too_many_connections\",\"message\":\"the server is at its limit of open connections\"}}";
 
-/// How long a stop waits for connections to finish their requests.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The caps of HTTP connections and room sockets that the open-file limit
 /// allows: the soft limit is raised to the hard one first (the default
 /// soft limit, 1024 on many systems, is too low for a server); then, if
@@ -99,7 +96,7 @@ fn fit_caps(files: u64, http: usize, rooms: usize) -> (usize, usize) {
 }
 
 /// Serves `app` on `listener` until `stop` fires, then lets open
-/// connections finish their requests (up to `DRAIN_TIMEOUT`).
+/// connections finish their requests (up to the drain timeout).
 pub async fn serve<S>(
     listener: TcpListener,
     app: S,
@@ -120,6 +117,8 @@ pub async fn serve<S>(
     let cap = limits.max_connections.max(1);
     let open = Arc::new(Semaphore::new(cap));
     let (draining_tx, draining) = watch::channel(false);
+    // Fired when the drain timeout has passed: what is still open is cut.
+    let (cut_tx, cut) = watch::channel(false);
     let http = hyper::server::conn::http1::Builder::new();
     let mut refused = RefusalLog::default();
     loop {
@@ -163,6 +162,7 @@ pub async fn serve<S>(
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         let mut draining = draining.clone();
+        let mut cut = cut.clone();
         let task = tokio::spawn(async move {
             // Dropped with the task however it ends, the watchdog's abort
             // included.
@@ -174,7 +174,12 @@ pub async fn serve<S>(
             };
             if drain {
                 conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
+                // Dropping the connection drops its request, and the guest
+                // serving it.
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = cut.wait_for(|c| *c) => {}
+                }
             }
             drop((permit, watching));
         });
@@ -183,11 +188,15 @@ pub async fn serve<S>(
     drop(listener);
     let _ = draining_tx.send(true);
     let all = u32::try_from(cap).unwrap_or(u32::MAX);
-    if tokio::time::timeout(DRAIN_TIMEOUT, open.acquire_many(all))
+    let drain = limits.drain_timeout;
+    if tokio::time::timeout(drain, open.acquire_many(all))
         .await
         .is_err()
     {
-        tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
+        tracing::warn!("connections still open after {drain:?}; closing them");
+        let _ = cut_tx.send(true);
+        let closed = open.acquire_many(all);
+        let _ = tokio::time::timeout(Duration::from_secs(1), closed).await;
     }
 }
 

@@ -78,6 +78,8 @@ pub struct RunningServer {
     _cluster: Option<crate::runtime::cluster::ClusterTasks>,
     storage: Liveness,
     rooms: Arc<RoomHub>,
+    /// What requests in flight get at a stop.
+    drain_timeout: Duration,
 }
 
 impl RunningServer {
@@ -95,14 +97,15 @@ impl RunningServer {
         }
         let _ = self.stopping.send(true);
         // Room connections outlive their HTTP connection: close them.
-        self.rooms.stop(Duration::from_secs(5)).await;
-        // Idle keep-alive connections close at once; a stuck one must not
-        // hold the stop forever.
+        self.rooms
+            .stop(self.drain_timeout.min(Duration::from_secs(5)))
+            .await;
+        // Idle keep-alive connections close at once; requests in flight
+        // get the drain timeout (the listener gives up on them then); a
+        // stuck one must not hold the stop forever.
+        let limit = self.drain_timeout + Duration::from_secs(5);
         for serve in &mut self.serving {
-            if tokio::time::timeout(Duration::from_secs(15), &mut *serve)
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(limit, &mut *serve).await.is_err() {
                 serve.abort();
             }
         }
@@ -210,6 +213,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     rooms.set_max_connections(clients.max_room_connections);
     rooms.serve_other_nodes();
     let max_connections = clients.max_connections;
+    let drain_timeout = clients.drain_timeout;
     let body_timeouts = BodyTimeouts {
         request: clients.body_timeout,
         response: clients.send_timeout,
@@ -286,5 +290,6 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         _cluster: cluster_tasks,
         storage: liveness,
         rooms,
+        drain_timeout,
     })
 }
