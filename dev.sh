@@ -47,16 +47,17 @@ case "${1:-}" in
     guests=()
     while read -r package; do guests+=(-p "$package"); done < scripts/guests.txt
     cargo clippy --target wasm32-wasip2 "${guests[@]}" -- -D warnings
-    # The host crate (unit tests), tests/ (end to end), and the unit tests
-    # of hello (its range parsing), auth (keys, TURN), transpile (golden
+    # The host crate (unit tests), tests/ (end to end), the fuzz targets'
+    # regressions and a short run of each (fuzz/), and the unit tests of
+    # hello (its range parsing), auth (keys, TURN), transpile (golden
     # tests whose output Node runs) and ai (translation, SSE), run natively;
     # auth, transpile and ai on their own, since building them with the host
     # would change the features of shared crates and build the host twice.
     # A hung test must fail CI, not stall it.
     step "tests"
-    # The cluster tests run nodes as processes of the spike binary.
+    # The cluster, crash and restart tests run the spike binary.
     cargo build -p spike
-    timeout 1800 cargo test -p spike -p spike-e2e -p hello
+    timeout 1800 cargo test -p spike -p spike-e2e -p spike-fuzz -p hello
     timeout 600 cargo test -p spike-sdk -p auth -p cms -p transpile -p ai
     ;;
   *)

@@ -15,6 +15,8 @@ pub mod assets;
 pub mod bindings;
 pub mod caps;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod log_sink;
 pub mod metrics;
 pub mod operator;

@@ -22,7 +22,7 @@
 //! The folder is watched: a rebuild is scanned once it settles and the new
 //! snapshot replaces the old one whole.
 
-mod respond;
+pub(crate) mod respond;
 mod snapshot;
 mod watch;
 

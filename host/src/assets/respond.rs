@@ -105,7 +105,7 @@ pub(super) fn from_memory(
 
 /// What a `Range` header asks of a file of `len` bytes.
 #[derive(Debug, PartialEq, Eq)]
-enum RangeAnswer {
+pub(crate) enum RangeAnswer {
     /// No single byte range this server answers: the whole file (a server
     /// may ignore a range it does not support, RFC 9110 14.2).
     Whole,
@@ -115,7 +115,7 @@ enum RangeAnswer {
     Unsatisfiable,
 }
 
-fn byte_range(spec: &str, len: u64) -> RangeAnswer {
+pub(crate) fn byte_range(spec: &str, len: u64) -> RangeAnswer {
     let Some(set) = spec.trim().strip_prefix("bytes=") else {
         return RangeAnswer::Whole;
     };

@@ -193,7 +193,7 @@ async fn call(
 
 /// The bearer token of a request: from `Authorization: Bearer`, else from
 /// the `__session` cookie. `Err` for one that cannot be a token.
-fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, &'static str> {
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, &'static str> {
     let from_header = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -216,6 +216,14 @@ fn steps_of(op: &Op) -> Result<Vec<Step>, String> {
     };
     let length = || op.length.ok_or_else(|| format!("{} needs length", op.kind));
     let at = op.position;
+    // Past any text a room may hold; bounded here, the positions of
+    // concurrent edits can be added together when they are transformed.
+    let max = super::text::MAX_TEXT_UNITS;
+    if at > max || op.length.is_some_and(|n| n > max) {
+        return Err(format!(
+            "position and length are at most {max}, a room's longest text"
+        ));
+    }
     let steps = match op.kind.as_str() {
         "insert" => vec![Step::Insert {
             at,
@@ -311,6 +319,16 @@ mod tests {
                 "expected",
             ),
             ("not json", "expected"),
+            // Found by fuzzing: transformed against a concurrent edit,
+            // such a position overflowed.
+            (
+                r#"{"type":"replace","position":18446744073709551615,"length":3,"content":"x","seq":1}"#,
+                "at most 8388608",
+            ),
+            (
+                r#"{"type":"delete","position":0,"length":8388609,"seq":1}"#,
+                "at most 8388608",
+            ),
         ] {
             let e = parse_edit(message).unwrap_err();
             assert!(e.contains(needle), "{message}: {e}");

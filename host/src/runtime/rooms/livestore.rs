@@ -263,7 +263,7 @@ pub fn check_push(head: u64, batch: &[Event]) -> Result<(), PushRefusal> {
     }
     let mut parent = head;
     for event in batch {
-        if event.parent_seq_num != parent || event.seq_num != parent + 1 {
+        if event.parent_seq_num != parent || Some(event.seq_num) != parent.checked_add(1) {
             return Err(PushRefusal::Malformed(format!(
                 "event {} (parent {}) does not follow event {parent}",
                 event.seq_num, event.parent_seq_num

@@ -13,7 +13,7 @@
 //! a plugin's room handler.
 
 mod forward;
-mod frames;
+pub(crate) mod frames;
 mod handler;
 pub mod livestore;
 mod mailbox;

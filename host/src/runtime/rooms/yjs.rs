@@ -75,10 +75,16 @@ impl YjsRoom {
     }
 
     /// The whole document as one update, for a snapshot.
+    ///
+    /// Without the updates still pending (whose dependencies never came):
+    /// yrs' encoding with them merges them back through its decoder, which
+    /// panics on some it accepted (found by fuzzing, `fuzz/regressions/yjs`).
+    /// They are no part of the text anyone sees, nor of the state vector;
+    /// a client that holds them sends them again when it syncs, as it sends
+    /// whatever is past the server's state vector.
     pub fn snapshot(&self) -> Bytes {
         let txn = self.doc.transact();
-        txn.encode_state_as_update_v1(&StateVector::default())
-            .into()
+        txn.encode_diff_v1(&StateVector::default()).into()
     }
 
     /// What a client gets on joining: sync step 1, and the awareness
@@ -120,7 +126,8 @@ impl YjsRoom {
         match message {
             Message::Sync(SyncMessage::SyncStep1(sv)) => {
                 let txn = self.doc.transact();
-                let diff = txn.encode_state_as_update_v1(&sv);
+                // Without pending updates, as `snapshot`.
+                let diff = txn.encode_diff_v1(&sv);
                 outcome
                     .replies
                     .push(encode(&Message::Sync(SyncMessage::SyncStep2(diff))));

@@ -150,6 +150,13 @@ fn a_push_must_continue_the_head_one_by_one() {
         check_push(3, &[wrong]),
         Err(PushRefusal::Malformed(_))
     ));
+    // Found by fuzzing: nothing follows the last number there is.
+    let mut last = event(1);
+    last.parent_seq_num = u64::MAX;
+    assert!(matches!(
+        check_push(u64::MAX, &[last]),
+        Err(PushRefusal::Malformed(_))
+    ));
 }
 
 fn stored_events(n: u64) -> Vec<bytes::Bytes> {
