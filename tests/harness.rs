@@ -15,6 +15,7 @@ pub mod node;
 pub mod process;
 pub mod render_pages;
 pub mod rooms;
+pub mod soak;
 pub mod tokens;
 pub mod yjs_wire;
 

@@ -17,6 +17,8 @@ pub struct SpikeProcess {
     log: PathBuf,
     command: Vec<String>,
     env: Vec<(String, String)>,
+    /// The debug build's, unless set.
+    binary: Option<PathBuf>,
 }
 
 /// The debug `spike` binary (`./dev.sh test` builds it before the tests).
@@ -65,7 +67,15 @@ impl SpikeProcess {
             log,
             command,
             env: Vec::new(),
+            binary: None,
         }
+    }
+
+    /// Runs `binary` (a release build, for a benchmark) instead of the
+    /// debug build.
+    pub fn binary(mut self, binary: PathBuf) -> Self {
+        self.binary = Some(binary);
+        self
     }
 
     /// Adds `key=value` to the process's environment (a secret, say).
@@ -82,7 +92,8 @@ impl SpikeProcess {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(spike_binary())
+        let binary = self.binary.clone().unwrap_or_else(spike_binary);
+        let child = Command::new(binary)
             .args(&self.command)
             .env(
                 "RUST_LOG",
