@@ -231,6 +231,14 @@ secrets = ["hs-key"]
 HS256_SECRET = "hs-key"
 "#;
 
+/// The auth plugin verifying HS256 tokens (the key is the secret
+/// `hs-key`: `hs256_secret`, or `SPIKE_SECRET_HS_KEY` for a process).
+pub const AUTH_HS256: crate::Plugin = crate::Plugin {
+    name: "auth",
+    guest: "auth",
+    manifest: HS256_AUTH,
+};
+
 /// The operator's secrets holding `key` as the HS256 key.
 pub fn hs256_secret(key: &str) -> spike::caps::secrets::SecretSource {
     spike::caps::secrets::SecretSource {
@@ -242,12 +250,7 @@ pub fn hs256_secret(key: &str) -> spike::caps::secrets::SecretSource {
 /// A server with the auth plugin verifying HS256 tokens signed with `key`,
 /// beside `plugins`.
 pub async fn start_with_hs256_auth(key: &str, plugins: &[crate::Plugin<'_>]) -> crate::TestServer {
-    let auth = crate::Plugin {
-        name: "auth",
-        guest: "auth",
-        manifest: HS256_AUTH,
-    };
-    let all: Vec<crate::Plugin<'_>> = std::iter::once(auth)
+    let all: Vec<crate::Plugin<'_>> = std::iter::once(AUTH_HS256)
         .chain(plugins.iter().copied())
         .collect();
     crate::TestServer::start_with(&all, |config| config.secrets = hs256_secret(key)).await

@@ -1,6 +1,7 @@
 //! `spike-fuzz [--seconds N] [--seed S] [TARGET...]`: fuzzes each target
 //! (all by default) for N seconds (60), printing a line per target, and
 //! exits 1 at the first crash, saying where its input was saved.
+//! `spike-fuzz --list` names the targets.
 
 use std::time::Duration;
 
@@ -18,6 +19,12 @@ fn main() {
         match arg.as_str() {
             "--seconds" => seconds = value("--seconds"),
             "--seed" => seed = value("--seed"),
+            "--list" => {
+                for (name, _) in spike_fuzz::TARGETS {
+                    println!("{name}");
+                }
+                return;
+            }
             name => names.push(name.to_string()),
         }
     }

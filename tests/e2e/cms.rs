@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use spike_e2e::tokens::{HS256_AUTH, hs256_secret, hs256_tokens};
+use spike_e2e::tokens::{AUTH_HS256, hs256_secret, hs256_tokens};
 use spike_e2e::*;
 use tokio::io::AsyncWriteExt;
 
@@ -34,11 +34,7 @@ max_body_mib = 4
 async fn start() -> TestServer {
     TestServer::start_with(
         &[
-            Plugin {
-                name: "auth",
-                guest: "auth",
-                manifest: HS256_AUTH,
-            },
+            AUTH_HS256,
             Plugin {
                 name: "cms",
                 guest: "cms",

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use spike_e2e::node::YjsPeer;
 use spike_e2e::process::SpikeProcess;
 use spike_e2e::rooms::{tungstenite::Message, ws_url};
-use spike_e2e::tokens::{HS256_AUTH, hs256_tokens};
+use spike_e2e::tokens::{AUTH_HS256, hs256_tokens};
 use spike_e2e::yjs_wire;
 use spike_e2e::*;
 use tokio_tungstenite::connect_async;
@@ -43,11 +43,7 @@ fn plugins() -> Vec<Plugin<'static>> {
             guest: "fixture_probe",
             manifest: "[[routes]]\nprefix = \"/probe\"\n[grants]\nkv = [\"probe\"]\nblob = [\"probe-files\"]\n",
         },
-        Plugin {
-            name: "auth",
-            guest: "auth",
-            manifest: HS256_AUTH,
-        },
+        AUTH_HS256,
         Plugin {
             name: "cms",
             guest: "cms",

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use spike::assets::SiteConfig;
-use spike_e2e::tokens::{HS256_AUTH, hs256_secret, hs256_tokens};
+use spike_e2e::tokens::{AUTH_HS256, hs256_secret, hs256_tokens};
 use spike_e2e::*;
 use spike_fuzz::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -128,13 +128,8 @@ async fn exchange(addr: std::net::SocketAddr, request: &[u8], framed: bool) -> O
 }
 
 async fn start(site: &Path) -> TestServer {
-    let auth = Plugin {
-        name: "auth",
-        guest: "auth",
-        manifest: HS256_AUTH,
-    };
     let site = site.to_path_buf();
-    TestServer::start_with(&[auth, HELLO, TRANSPILE], move |config| {
+    TestServer::start_with(&[AUTH_HS256, HELLO, TRANSPILE], move |config| {
         config.secrets = hs256_secret(HS_KEY);
         config.sites = vec![SiteConfig {
             host: None,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use spike::config::ServerConfig;
-use spike_e2e::tokens::{HS256_AUTH, hs256_secret, hs256_tokens};
+use spike_e2e::tokens::{AUTH_HS256, hs256_secret, hs256_tokens};
 use spike_e2e::*;
 
 const HS_KEY: &str = "rate-limit-test-hs256-key";
@@ -38,11 +38,7 @@ async fn start(configure: impl FnOnce(&mut ServerConfig)) -> TestServer {
                 guest: "fixture_whoami",
                 manifest: WHOAMI,
             },
-            Plugin {
-                name: "auth",
-                guest: "auth",
-                manifest: HS256_AUTH,
-            },
+            AUTH_HS256,
         ],
         |config| {
             config.secrets = hs256_secret(HS_KEY);

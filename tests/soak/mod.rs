@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use crate::fake_ai::{ANTHROPIC_KEY, FakeAi, OPENAI_KEY};
 use crate::process::SpikeProcess;
-use crate::tokens::{HS256_AUTH, hs256_tokens};
+use crate::tokens::{AUTH_HS256, hs256_tokens};
 use crate::{Plugin, write_plugins};
 
 const HS_KEY: &str = "soak-hs256-key";
@@ -93,11 +93,7 @@ fn write_soak_plugins(dir: &Path, fake: &FakeAi) {
         dir,
         &[
             crate::HELLO,
-            Plugin {
-                name: "auth",
-                guest: "auth",
-                manifest: HS256_AUTH,
-            },
+            AUTH_HS256,
             Plugin {
                 name: "cms",
                 guest: "cms",
