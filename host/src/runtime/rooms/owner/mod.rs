@@ -220,6 +220,16 @@ pub(super) fn spawn(
     tokio::spawn(Box::new(owner).run(inbox));
 }
 
+/// Joins an ending owner did not take: each goes back to the hub, to a
+/// new owner.
+fn hand_back_joins(commands: impl Iterator<Item = Command>) {
+    for command in commands {
+        if let Command::Join { request, reply } = command {
+            let _ = reply.send(JoinOutcome::Closing(request));
+        }
+    }
+}
+
 impl Owner {
     async fn run(mut self: Box<Self>, mut inbox: mailbox::Receiver<Command>) {
         let mut stopping = self.hub.stopping.subscribe();
@@ -284,6 +294,14 @@ impl Owner {
             {
                 batch.push(command);
             }
+            if self.lease_may_have_lapsed() {
+                self.renew_lease().await;
+                if self.moved {
+                    hand_back_joins(batch.drain(..));
+                    self.close_all(Kick::MOVED, "moved");
+                    break;
+                }
+            }
             // Boxed: its state (joins, handler calls, appends) is several KB,
             // which a waiting room would otherwise carry.
             Box::pin(self.handle(&mut batch)).await;
@@ -294,11 +312,7 @@ impl Owner {
         }
         // Joins that reached the inbox as it closed go to a new owner.
         inbox.close();
-        while let Some(command) = inbox.try_recv() {
-            if let Command::Join { request, reply } = command {
-                let _ = reply.send(JoinOutcome::Closing(request));
-            }
-        }
+        hand_back_joins(std::iter::from_fn(|| inbox.try_recv()));
         let metrics = &self.hub.metrics;
         metrics.room_connections.dec_by(self.departed.len() as i64);
         metrics.rooms_open.dec();
@@ -311,6 +325,19 @@ impl Owner {
             self.kick(n, kick, kind);
         }
         self.hub.retire_now(&self.name);
+    }
+
+    /// Whether the lease was last renewed longer ago than half its time
+    /// (it is renewed every quarter): this process was paused or starved,
+    /// and another node may own the room by now and have appended to its
+    /// log. Nothing is then read or stored before the lease is renewed
+    /// (`cluster::a_paused_owner_cannot_append_once_its_lease_is_gone`:
+    /// woken, this node re-read the log at a join and appended after the
+    /// new owner).
+    fn lease_may_have_lapsed(&self) -> bool {
+        self.lease
+            .as_ref()
+            .is_some_and(|(lease, renewed)| renewed.elapsed() > lease.ttl / 2)
     }
 
     /// Renews the room's lease; marks the room moved if it is another
