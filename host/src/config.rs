@@ -103,6 +103,9 @@ pub struct ClientLimits {
     /// At a stop (SIGTERM), how long requests in flight may take to finish
     /// and room members to be told (1001); then what is left is cut.
     pub drain_timeout: Duration,
+    /// How long a request waits for its plugin's first load (the server
+    /// listens before its plugins have loaded); then 503 `plugin_loading`.
+    pub load_wait: Duration,
 }
 
 impl Default for ClientLimits {
@@ -114,6 +117,7 @@ impl Default for ClientLimits {
             body_timeout: Duration::from_secs(10),
             send_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
+            load_wait: Duration::from_secs(10),
         }
     }
 }

@@ -304,6 +304,7 @@ async fn main() -> anyhow::Result<()> {
                 body_timeout: Duration::from_secs(body_timeout_secs.max(1)),
                 send_timeout: Duration::from_secs(send_timeout_secs.max(1)),
                 drain_timeout: Duration::from_secs(drain_timeout_secs),
+                ..ClientLimits::default()
             };
             config.secrets = spike::caps::secrets::SecretSource::from_process(Some(secrets));
             config.default_rate_limit = rate_limit;

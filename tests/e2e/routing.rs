@@ -248,28 +248,39 @@ async fn the_server_listens_while_plugins_load() {
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
     write_plugins(&plugins, &[HELLO_1MIB]);
-    let mut config = test_config(&plugins, &dir.path().join("data"));
-    config.test_load_delay = std::time::Duration::from_millis(1500);
-    let server = within(spike::start(config)).await.unwrap();
+    let start = |delay_ms, wait_ms, data: &str| {
+        let mut config = test_config(&plugins, &dir.path().join(data));
+        config.test_load_delay = std::time::Duration::from_millis(delay_ms);
+        config.clients.load_wait = std::time::Duration::from_millis(wait_ms);
+        spike::start(config)
+    };
+    let server = within(start(1500, 10_000, "data")).await.unwrap();
     let url = |p: &str| format!("http://{}{p}", server.addr);
     let c = client();
 
     // Listening already; the plugin is not ready yet.
-    let resp = within(c.get(url("/hello")).send()).await.unwrap();
-    assert_eq!(resp.status(), 503);
-    assert_eq!(resp.headers()["retry-after"], "1");
-    let body: serde_json::Value = within(resp.json()).await.unwrap();
-    assert_eq!(error_code(&body), "plugin_loading");
     let (status, _) = send(c.get(url("/healthz"))).await;
     assert_eq!(status, 200, "alive while loading");
     let (status, body) = send_json(c.get(url("/readyz"))).await;
     assert_eq!((status, body["status"].as_str()), (503, Some("loading")));
     assert_eq!(body["loading"], serde_json::json!(["hello"]));
-
-    within(server.ready()).await;
-    let (status, body) = send_json(c.get(url("/readyz"))).await;
-    assert_eq!((status, body["status"].as_str()), (200, Some("ready")));
+    // A request waits for the load rather than being turned away.
+    let asked = std::time::Instant::now();
     let (status, _) = send(c.get(url("/hello"))).await;
     assert_eq!(status, 200);
+    assert!(asked.elapsed() >= std::time::Duration::from_millis(1000));
+    let (status, body) = send_json(c.get(url("/readyz"))).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ready")));
+    within(server.stop()).await;
+
+    // Past the load wait: 503, to come back.
+    let server = within(start(3000, 200, "data-2")).await.unwrap();
+    let resp = within(c.get(format!("http://{}/hello", server.addr)).send())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let body: serde_json::Value = within(resp.json()).await.unwrap();
+    assert_eq!(error_code(&body), "plugin_loading");
     within(server.stop()).await;
 }

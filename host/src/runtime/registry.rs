@@ -221,6 +221,13 @@ impl PluginRegistry {
         slot.loading.store(false, Ordering::Release);
     }
 
+    /// Waits, up to `limit`, until `slot`'s first load has ended.
+    pub async fn first_load_of(&self, slot: &PluginSlot, limit: std::time::Duration) {
+        let mut loaded = self.loaded.clone();
+        let ended = loaded.wait_for(|_| !slot.is_loading());
+        let _ = tokio::time::timeout(limit, ended).await;
+    }
+
     /// Waits until every plugin's first load has ended (ready or failed).
     pub async fn ready(&self) {
         let mut loaded = self.loaded.clone();

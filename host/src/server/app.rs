@@ -246,7 +246,16 @@ async fn plugin_request(state: &Arc<AppState>, mut req: Request) -> (Response, O
             Some(served_by),
         );
     }
-    let resp = match slot.active() {
+    let mut active = slot.active();
+    if active.is_none() && slot.is_loading() {
+        // The server listens before its plugins have loaded (a restart
+        // under load): a request that comes meanwhile waits for the load
+        // rather than being turned away.
+        let registry = &state.registry;
+        registry.first_load_of(slot, state.clients.load_wait).await;
+        active = slot.active();
+    }
+    let resp = match active {
         None => not_ready(slot),
         Some(plugin) => {
             // wasi:http needs an authority; HTTP/1.0 clients may send none.
