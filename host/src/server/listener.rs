@@ -95,6 +95,10 @@ fn fit_caps(files: u64, http: usize, rooms: usize) -> (usize, usize) {
     (scale(http), scale(rooms))
 }
 
+/// At a stop, how long a kept-alive connection may take to send one more
+/// request (answered with `connection: close`) before it is closed.
+const LAST_REQUEST_GRACE: Duration = Duration::from_millis(250);
+
 /// Serves `app` on `listener` until `stop` fires, then lets open
 /// connections finish their requests (up to the drain timeout).
 pub async fn serve<S>(
@@ -119,6 +123,8 @@ pub async fn serve<S>(
     let (draining_tx, draining) = watch::channel(false);
     // Fired when the drain timeout has passed: what is still open is cut.
     let (cut_tx, cut) = watch::channel(false);
+    // Set when the drain starts: every answer then says `connection: close`.
+    let closing = Arc::new(AtomicBool::new(false));
     let http = hyper::server::conn::http1::Builder::new();
     let mut refused = RefusalLog::default();
     loop {
@@ -144,12 +150,20 @@ pub async fn serve<S>(
         let watching = watchdog.watch(deadline.clone());
         let app = TowerToHyperService::new(app.clone());
         let tracking = deadline.clone();
+        let closing_now = closing.clone();
         let service = hyper::service::service_fn(move |mut request: http::Request<_>| {
             request.extensions_mut().insert(PeerAddr(peer));
             let responding = Responding::start(&tracking);
             let response = hyper::service::Service::call(&app, request);
+            let closing = closing_now.clone();
             async move {
-                let response = response.await?;
+                let mut response = response.await?;
+                if closing.load(Ordering::Relaxed) {
+                    let close = http::HeaderValue::from_static("close");
+                    response
+                        .headers_mut()
+                        .insert(http::header::CONNECTION, close);
+                }
                 Ok::<_, std::convert::Infallible>(response.map(|body| {
                     Body::new(UntilSent {
                         body,
@@ -172,13 +186,25 @@ pub async fn serve<S>(
                 _ = conn.as_mut() => false,
                 _ = draining.wait_for(|d| *d) => true,
             };
+            // Between two requests a kept-alive connection is idle to hyper
+            // while its client may be sending the next one already: closed
+            // then, that request is reset. It gets a moment for one more,
+            // answered with `connection: close` (then hyper ends the
+            // connection); one still idle after it is closed, one still
+            // busy finishes its request first. Dropping the connection (at
+            // the cut) drops its request, and the guest serving it.
             if drain {
-                conn.as_mut().graceful_shutdown();
-                // Dropping the connection drops its request, and the guest
-                // serving it.
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    _ = cut.wait_for(|c| *c) => {}
+                let ended = tokio::select! {
+                    _ = conn.as_mut() => true,
+                    _ = tokio::time::sleep(LAST_REQUEST_GRACE) => false,
+                    _ = cut.wait_for(|c| *c) => true,
+                };
+                if !ended {
+                    conn.as_mut().graceful_shutdown();
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = cut.wait_for(|c| *c) => {}
+                    }
                 }
             }
             drop((permit, watching));
@@ -186,6 +212,7 @@ pub async fn serve<S>(
         deadline.task.get_or_init(|| task.abort_handle());
     }
     drop(listener);
+    closing.store(true, Ordering::Relaxed);
     let _ = draining_tx.send(true);
     let all = u32::try_from(cap).unwrap_or(u32::MAX);
     let drain = limits.drain_timeout;
