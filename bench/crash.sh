@@ -14,4 +14,4 @@ scripts/setup.sh
 scripts/build-guests.sh >/dev/null
 cargo build --quiet -p spike
 SPIKE_CRASH_ROUNDS="${ROUNDS:-25}" cargo test --quiet -p spike-e2e --test crash -- --nocapture 2>&1 |
-  grep -E '^round|test result|panicked|assert'
+  grep -E '^round|^after|test result|panicked|assert'

@@ -138,6 +138,17 @@ async fn acknowledged_writes_of_every_kind_survive_kill_9() {
         .await;
         if round == rounds {
             within(verify::yjs_text(&spike, &state)).await;
+            let l = ledger.lock().unwrap();
+            eprintln!(
+                "after {rounds} kills, every acknowledged write held: {} KV values, {} blob objects, \
+                 {} CMS documents, {} chat events, {} LiveStore events, {} Yjs edits",
+                l.kv.len(),
+                l.blobs.len(),
+                l.cms.len(),
+                l.chat.len(),
+                l.livestore,
+                l.yjs.values().sum::<u64>() / writers::CHUNK
+            );
             break;
         }
         ledger.lock().unwrap().round_acks.clear();
