@@ -38,13 +38,16 @@ pub async fn within_for<T>(limit: Duration, fut: impl Future<Output = T>) -> T {
     }
 }
 
-/// The target directory (the test binary lives in `<target>/debug/deps/`).
+/// The target directory: a test binary lives in `<target>/debug/deps/`,
+/// this crate's binaries (`soak`, `fake-ai`) in `<target>/release/`.
 pub(crate) fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    exe.ancestors()
-        .nth(3)
-        .expect("target directory")
-        .to_path_buf()
+    let profile = exe.ancestors().find(|dir| {
+        dir.file_name()
+            .is_some_and(|name| name == "debug" || name == "release")
+    });
+    let target = profile.and_then(|dir| dir.parent());
+    target.expect("the target directory").to_path_buf()
 }
 
 /// The built component `name` (e.g. `hello`, `fixture_loop`).
