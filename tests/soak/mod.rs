@@ -50,6 +50,9 @@ pub struct Report {
     pub samples: Vec<(f64, u64, u64)>,
     /// HTTP p99 in ms per 10 s window.
     pub p99_ms: Vec<f64>,
+    /// The data folder's size at the end (the database grows with every
+    /// write, and redb's page cache with it).
+    pub data_bytes: u64,
 }
 
 /// What the workers share.
@@ -139,7 +142,8 @@ pub async fn run(settings: &Settings) -> Report {
     }
     spike.restart().await;
     let token = hs256_tokens(HS_KEY, &["soaker"]).remove(0);
-    let report = soak(&spike, &token, settings).await;
+    let mut report = soak(&spike, &token, settings).await;
+    report.data_bytes = folder_bytes(&dir.path().join("data"));
     let status = spike.terminate(Duration::from_secs(60)).await;
     assert!(status.success(), "the stop after the soak: {status}");
     report
@@ -179,6 +183,7 @@ async fn soak(spike: &SpikeProcess, token: &str, settings: &Settings) -> Report 
         error_count: tally.error_count,
         samples,
         p99_ms,
+        data_bytes: 0,
     }
 }
 
@@ -189,6 +194,21 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// The size of every file under `dir`.
+fn folder_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => folder_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 fn open_files(pid: u32) -> u64 {
@@ -245,6 +265,7 @@ impl Report {
             "open_files_end": fds_end,
             "open_files_slope_per_min": self.slope_per_min(|s| s.2),
             "p99_ms_per_10s": self.p99_ms,
+            "data_mib_end": self.data_bytes >> 20,
         })
     }
 }
