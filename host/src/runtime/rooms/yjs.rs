@@ -74,17 +74,27 @@ impl YjsRoom {
         txn.apply_update(update).map_err(|e| e.to_string())
     }
 
-    /// The whole document as one update, for a snapshot.
+    /// The whole document as one update, for a snapshot; `Err` if that
+    /// update does not read back into the same state, so that a room is
+    /// never compacted into a snapshot it cannot load.
     ///
     /// Without the updates still pending (whose dependencies never came):
     /// yrs' encoding with them merges them back through its decoder, which
     /// panics on some it accepted (found by fuzzing, `fuzz/regressions/yjs`).
     /// They are no part of the text anyone sees, nor of the state vector;
     /// a client that holds them sends them again when it syncs, as it sends
-    /// whatever is past the server's state vector.
-    pub fn snapshot(&self) -> Bytes {
+    /// whatever is past the server's state vector. And some documents yrs
+    /// accepted encode to an update it cannot decode (fuzzing again): the
+    /// check.
+    pub fn snapshot(&self) -> Result<Bytes, String> {
         let txn = self.doc.transact();
-        txn.encode_diff_v1(&StateVector::default()).into()
+        let snapshot = txn.encode_diff_v1(&StateVector::default());
+        let mut restored = Self::new();
+        restored.apply_stored(&snapshot)?;
+        if restored.doc.transact().state_vector() != txn.state_vector() {
+            return Err("the snapshot reads back into another state".into());
+        }
+        Ok(snapshot.into())
     }
 
     /// What a client gets on joining: sync step 1, and the awareness
@@ -316,7 +326,7 @@ mod tests {
 
         // The snapshot rebuilds the same text; bad bytes change nothing.
         let mut restored = YjsRoom::new();
-        restored.apply_stored(&room.snapshot()).unwrap();
+        restored.apply_stored(&room.snapshot().unwrap()).unwrap();
         assert_eq!(text_of(&restored), "hello");
         assert!(room.handle(1, &[0, 2, 200]).is_err());
         assert!(room.handle(1, &[]).is_err());
@@ -382,5 +392,26 @@ mod tests {
         // A removal with the same clock removes.
         room.handle(1, &awareness(9, 3, "null")).unwrap();
         assert!(states(&room).is_empty());
+    }
+
+    #[test]
+    fn a_document_whose_snapshot_would_not_read_back_is_not_snapshotted() {
+        // Found by fuzzing: updates from three members, split at 0xFF.
+        let input =
+            include_bytes!("../../../../fuzz/regressions/yjs/snapshot-that-does-not-decode");
+        let mut room = YjsRoom::new();
+        let mut stored = Vec::new();
+        for (i, message) in input.split(|b| *b == 0xFF).enumerate() {
+            if let Ok(outcome) = room.handle(i as u64 % 3, message) {
+                stored.extend(outcome.updates);
+            }
+        }
+        assert!(room.snapshot().is_err());
+        // Its log still rebuilds it.
+        let mut replayed = YjsRoom::new();
+        for update in &stored {
+            replayed.apply_stored(update).unwrap();
+        }
+        assert_eq!(replayed.welcome()[0], room.welcome()[0]);
     }
 }

@@ -121,7 +121,16 @@ impl Owner {
             Content::LiveStore(_) => return,
             Content::Relay => Bytes::new(),
             Content::Text(doc) => Bytes::from(doc.text()),
-            Content::Yjs(room) => room.snapshot(),
+            Content::Yjs(room) => match room.snapshot() {
+                Ok(data) => data,
+                Err(why) => {
+                    // The log holds every update: nothing is lost, the
+                    // room is compacted again after `every` more events.
+                    tracing::warn!(room = %self.name, "not compacted: {why}");
+                    state.snapshot_seq = state.head;
+                    return;
+                }
+            },
         };
         let snapshot = RoomSnapshot {
             seq: state.head,
