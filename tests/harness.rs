@@ -11,6 +11,7 @@ use spike::{RunningServer, ServerConfig};
 pub mod ai_server;
 pub mod cluster;
 pub mod fake_ai;
+pub mod livestore_wire;
 pub mod node;
 pub mod process;
 pub mod render_pages;
@@ -448,7 +449,12 @@ impl RssWatch {
 
 /// The resident memory of this process (server and test client together).
 pub fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    rss_bytes_of("self")
+}
+
+/// The resident set size of process `pid` (`"self"`: this one).
+pub fn rss_bytes_of(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kb: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))

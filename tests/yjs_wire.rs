@@ -104,3 +104,23 @@ pub fn state_vector(message: &[u8]) -> Option<std::collections::BTreeMap<u64, u6
     }
     Some(vector)
 }
+
+/// The state vector of the document at `url` (`ws://…/yjs/<doc>`), from
+/// the sync step 1 the server sends a new client.
+pub async fn state_vector_at(url: &str) -> std::collections::BTreeMap<u64, u64> {
+    use futures::StreamExt;
+    let (mut ws, _) = crate::within(tokio_tungstenite::connect_async(url))
+        .await
+        .expect("the document's socket opens");
+    loop {
+        let message = crate::within(ws.next()).await;
+        let Some(Ok(message)) = message else {
+            panic!("the socket ended before a sync step 1");
+        };
+        if let tokio_tungstenite::tungstenite::Message::Binary(bytes) = message
+            && let Some(vector) = state_vector(&bytes)
+        {
+            return vector;
+        }
+    }
+}

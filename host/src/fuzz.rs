@@ -24,17 +24,6 @@ pub const TARGETS: &[Target] = &[
     ("range", range),
 ];
 
-/// Runs target `name` on `data`; `false` if there is no such target.
-pub fn run(name: &str, data: &[u8]) -> bool {
-    match TARGETS.iter().find(|(n, _)| *n == name) {
-        Some((_, target)) => {
-            target(data);
-            true
-        }
-        None => false,
-    }
-}
-
 /// A plugin manifest as an operator (or a push) gives it.
 fn manifest(data: &[u8]) {
     let text = String::from_utf8_lossy(data);

@@ -12,13 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use serde_json::Value;
 use spike_e2e::node::YjsPeer;
 use spike_e2e::process::SpikeProcess;
 use spike_e2e::rooms::{tungstenite::Message, ws_url};
 use spike_e2e::tokens::{AUTH_HS256, hs256_tokens};
-use spike_e2e::yjs_wire;
 use spike_e2e::*;
+use spike_e2e::{livestore_wire, yjs_wire};
 use tokio_tungstenite::connect_async;
 
 #[path = "crash/verify.rs"]

@@ -4,6 +4,7 @@
 //! 0.3's `WSMessage`) at the frame level.
 
 use serde_json::{Value, json};
+use spike_e2e::livestore_wire::{event, pull, push};
 use spike_e2e::node::LiveStorePeer;
 use spike_e2e::rooms::{RoomClient, refused_status, ws_url};
 use spike_e2e::tokens::{hs256_tokens, start_with_hs256_auth};
@@ -76,35 +77,6 @@ async fn livestore_clients_sync_rebase_and_keep_every_event_across_a_restart() {
         total + 1
     );
     dave.quit().await;
-}
-
-fn event(seq: u64) -> Value {
-    json!({"name": "v1.TodoCreated", "args": {"id": format!("e{seq}"), "text": "x"},
-           "seqNum": seq, "parentSeqNum": seq - 1, "clientId": "raw", "sessionId": "s1"})
-}
-
-fn request(id: &str, tag: &str, payload: Value) -> String {
-    json!({"_tag": "Request", "id": id, "tag": tag, "payload": payload, "headers": []}).to_string()
-}
-
-fn push(id: &str, store: &str, events: Vec<Value>, backend: Option<&str>) -> String {
-    let backend = match backend {
-        Some(b) => json!({"_tag": "Some", "value": b}),
-        None => json!({"_tag": "None"}),
-    };
-    let payload = json!({"storeId": store, "batch": events, "backendId": backend});
-    request(id, "SyncWsRpc.Push", payload)
-}
-
-fn pull(id: &str, store: &str, live: bool, cursor: Option<(&str, u64)>) -> String {
-    let cursor = match cursor {
-        Some((backend, seq)) => {
-            json!({"_tag": "Some", "value": {"backendId": backend, "eventSequenceNumber": seq}})
-        }
-        None => json!({"_tag": "None"}),
-    };
-    let payload = json!({"storeId": store, "live": live, "cursor": cursor});
-    request(id, "SyncWsRpc.Pull", payload)
 }
 
 fn exit_success(id: &str) -> Value {

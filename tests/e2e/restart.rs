@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use futures::SinkExt;
+use spike_e2e::livestore_wire::{event, push};
 use spike_e2e::process::SpikeProcess;
 use spike_e2e::rooms::{RoomClient, tungstenite::Message, ws_url};
 use spike_e2e::yjs_wire;
@@ -27,18 +27,6 @@ const UPLOAD: usize = 2 << 20;
 
 fn upload_byte(i: usize) -> u8 {
     (i % 251) as u8
-}
-
-fn livestore_push(id: &str, seqs: std::ops::RangeInclusive<u64>) -> String {
-    let batch: Vec<Value> = seqs
-        .map(|seq| {
-            json!({"name": "v1.TodoCreated", "args": {"id": format!("e{seq}"), "text": "x"},
-                   "seqNum": seq, "parentSeqNum": seq - 1, "clientId": "c", "sessionId": "s"})
-        })
-        .collect();
-    let payload = json!({"storeId": "s", "batch": batch, "backendId": {"_tag": "None"}});
-    json!({"_tag": "Request", "id": id, "tag": "SyncWsRpc.Push", "payload": payload, "headers": []})
-        .to_string()
 }
 
 /// Waits until a new connection to `addr` is refused.
@@ -73,7 +61,9 @@ async fn sigterm_drains_tells_room_members_and_a_restart_resumes_everything() {
     }
     let store_url = ws_url(&spike.url, "/livestore?storeId=s&transport=ws");
     let mut store = RoomClient::open(&store_url, None).await.unwrap();
-    store.send(&livestore_push("1", 1..=3)).await;
+    store
+        .send(&push("1", "s", (1..=3).map(event).collect(), None))
+        .await;
     assert_eq!(store.next().await["exit"]["_tag"], "Success");
     let doc_url = ws_url(&spike.url, "/yjs/notes");
     let (mut writer, _) = within(connect_async(&doc_url)).await.unwrap();
@@ -153,23 +143,13 @@ async fn sigterm_drains_tells_room_members_and_a_restart_resumes_everything() {
     chat.send("after the restart").await;
     assert_eq!(chat.next_of("event").await["seq"], 6);
     let mut store = RoomClient::open(&store_url, None).await.unwrap();
-    store.send(&livestore_push("2", 4..=4)).await;
+    store.send(&push("2", "s", vec![event(4)], None)).await;
     assert_eq!(
         store.next().await["exit"]["_tag"],
         "Success",
         "events 1-3 are there"
     );
-    let (mut reader, _) = within(connect_async(&doc_url)).await.unwrap();
-    let vector = within(async {
-        loop {
-            if let Some(Ok(Message::Binary(bytes))) = reader.next().await
-                && let Some(vector) = yjs_wire::state_vector(&bytes)
-            {
-                return vector;
-            }
-        }
-    })
-    .await;
+    let vector = yjs_wire::state_vector_at(&doc_url).await;
     assert_eq!(vector.get(&7), Some(&5), "the Yjs edit is there");
     let status = spike.terminate(Duration::from_secs(30)).await;
     assert!(status.success(), "{status}");

@@ -159,7 +159,7 @@ async fn soak(spike: &SpikeProcess, token: &str, settings: &Settings) -> Report 
     while Instant::now() < until {
         samples.push((
             started.elapsed().as_secs_f64(),
-            rss_kib(pid),
+            crate::rss_bytes_of(&pid.to_string()) / 1024,
             open_files(pid),
         ));
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -185,15 +185,6 @@ async fn soak(spike: &SpikeProcess, token: &str, settings: &Settings) -> Report 
         p99_ms,
         data_bytes: 0,
     }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// The size of every file under `dir`.

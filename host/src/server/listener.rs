@@ -123,7 +123,8 @@ pub async fn serve<S>(
     let (draining_tx, draining) = watch::channel(false);
     // Fired when the drain timeout has passed: what is still open is cut.
     let (cut_tx, cut) = watch::channel(false);
-    // Set when the drain starts: every answer then says `connection: close`.
+    // Set when the drain starts: every request after it is answered with
+    // `connection: close`.
     let closing = Arc::new(AtomicBool::new(false));
     let http = hyper::server::conn::http1::Builder::new();
     let mut refused = RefusalLog::default();
@@ -155,10 +156,12 @@ pub async fn serve<S>(
             request.extensions_mut().insert(PeerAddr(peer));
             let responding = Responding::start(&tracking);
             let response = hyper::service::Service::call(&app, request);
-            let closing = closing_now.clone();
+            // A request begun once the drain has started is the last of its
+            // connection (one in flight then is the grace period's to end).
+            let last = closing_now.load(Ordering::Relaxed);
             async move {
                 let mut response = response.await?;
-                if closing.load(Ordering::Relaxed) {
+                if last {
                     let close = http::HeaderValue::from_static("close");
                     response
                         .headers_mut()

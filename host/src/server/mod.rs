@@ -100,9 +100,9 @@ impl RunningServer {
         self.rooms
             .stop(self.drain_timeout.min(Duration::from_secs(5)))
             .await;
-        // Idle keep-alive connections close at once; requests in flight
-        // get the drain timeout (the listener gives up on them then); a
-        // stuck one must not hold the stop forever.
+        // Kept-alive connections close after one more request or a short
+        // grace; requests in flight get the drain timeout (the listener
+        // cuts them then); a stuck listener must not hold the stop forever.
         let limit = self.drain_timeout + Duration::from_secs(5);
         for serve in &mut self.serving {
             if tokio::time::timeout(limit, &mut *serve).await.is_err() {

@@ -20,13 +20,6 @@ pub struct State {
     pub yjs_tail: Option<(u64, u64)>,
 }
 
-/// The LiveStore event `seq` written in `round`.
-pub fn store_event(seq: u64, round: usize) -> Value {
-    json!({"name": "v1.TodoCreated", "args": {"id": format!("e{seq}"), "text": format!("r{round}")},
-           "seqNum": seq, "parentSeqNum": seq - 1, "clientId": "crash",
-           "sessionId": format!("s{round}")})
-}
-
 /// Checks everything the ledger holds against the server.
 pub async fn all(spike: &SpikeProcess, token: &str, ledger: &Shared) -> State {
     let (kv, blobs, cms, chat, acked_store, acked_yjs) = {
@@ -39,7 +32,7 @@ pub async fn all(spike: &SpikeProcess, token: &str, ledger: &Shared) -> State {
     objects(spike, Some(token), &cms).await;
     chat_log(spike, &chat).await;
     let livestore = store_log(spike, acked_store).await;
-    let yjs_vector = yjs_vector(spike).await;
+    let yjs_vector = yjs_wire::state_vector_at(&ws_url(&spike.url, "/yjs/crash")).await;
     for (client, end) in &acked_yjs {
         let held = yjs_vector.get(client).copied().unwrap_or(0);
         assert!(
@@ -190,9 +183,8 @@ async fn chat_log(spike: &SpikeProcess, acked: &BTreeMap<u64, String>) {
 async fn store_log(spike: &SpikeProcess, acked: u64) -> Store {
     let url = ws_url(&spike.url, "/livestore?storeId=crash&transport=ws");
     let mut ws = rooms::RoomClient::open(&url, None).await.unwrap();
-    let pull = json!({"_tag": "Request", "id": "all", "tag": "SyncWsRpc.Pull", "headers": [],
-                      "payload": {"storeId": "crash", "live": false, "cursor": {"_tag": "None"}}});
-    ws.send(&pull.to_string()).await;
+    ws.send(&livestore_wire::pull("all", "crash", false, None))
+        .await;
     let (mut backend, mut head) = (String::new(), 0u64);
     loop {
         let frame = ws.next().await;
@@ -215,21 +207,6 @@ async fn store_log(spike: &SpikeProcess, acked: u64) -> Store {
     );
     ws.close().await;
     Store { backend, head }
-}
-
-/// The Yjs document's state vector, from the sync step 1 the server sends
-/// a new client.
-async fn yjs_vector(spike: &SpikeProcess) -> BTreeMap<u64, u64> {
-    let url = ws_url(&spike.url, "/yjs/crash");
-    let (mut ws, _) = within(connect_async(&url)).await.unwrap();
-    loop {
-        let message = within(ws.next()).await.unwrap().unwrap();
-        if let Message::Binary(bytes) = message
-            && let Some(vector) = yjs_wire::state_vector(&bytes)
-        {
-            return vector;
-        }
-    }
 }
 
 /// The text an unmodified Yjs client reads: every round's stored edits,

@@ -44,7 +44,7 @@ pub fn start(
     tasks.push(tokio::spawn(chat(url, round, ledger.clone())));
     let url = ws_url(&spike.url, "/livestore?storeId=crash&transport=ws");
     let from = state.livestore.clone();
-    tasks.push(tokio::spawn(livestore(url, from, round, ledger.clone())));
+    tasks.push(tokio::spawn(livestore(url, from, ledger.clone())));
     let url = ws_url(&spike.url, "/yjs/crash");
     let after = state.yjs_tail;
     tasks.push(tokio::spawn(yjs(url, round, after, ledger.clone())));
@@ -138,20 +138,15 @@ async fn chat(url: String, round: usize, ledger: Shared) {
 
 /// LiveStore pushes of 10 events each, the next after the last's
 /// acknowledgement (`Exit` with `Success`).
-async fn livestore(url: String, from: verify::Store, round: usize, ledger: Shared) {
+async fn livestore(url: String, from: verify::Store, ledger: Shared) {
     let Ok((mut ws, _)) = connect_async(&url).await else {
         return;
     };
     let mut head = from.head;
     for id in 0.. {
-        let events: Vec<Value> = (head + 1..=head + 10)
-            .map(|seq| verify::store_event(seq, round))
-            .collect();
-        let payload = json!({"storeId": "crash", "batch": events,
-                             "backendId": {"_tag": "Some", "value": from.backend}});
-        let push = json!({"_tag": "Request", "id": id.to_string(), "tag": "SyncWsRpc.Push",
-                          "payload": payload, "headers": []});
-        if ws.send(Message::text(push.to_string())).await.is_err() {
+        let events = (head + 1..=head + 10).map(livestore_wire::event).collect();
+        let push = livestore_wire::push(&id.to_string(), "crash", events, Some(&from.backend));
+        if ws.send(Message::text(push)).await.is_err() {
             return;
         }
         let exit = loop {
