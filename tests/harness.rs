@@ -410,40 +410,54 @@ pub async fn closed_within(
     .map(|()| start.elapsed())
 }
 
-/// Samples this process's resident memory every 10 ms from creation until
+/// Samples a process's resident memory every 10 ms from creation until
 /// `growth` is asked, and reports the peak above the starting point.
 pub struct RssWatch {
+    pid: String,
     baseline: u64,
     peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
     sampler: tokio::task::JoinHandle<()>,
 }
 
 impl RssWatch {
+    /// This process's (server and test client together).
     pub fn start() -> Self {
+        Self::of("self".into())
+    }
+
+    /// Process `pid`'s (a `SpikeProcess`, alone).
+    pub fn of(pid: String) -> Self {
         use std::sync::atomic::{AtomicU64, Ordering};
-        let baseline = rss_bytes();
+        let baseline = rss_bytes_of(&pid);
         let peak = std::sync::Arc::new(AtomicU64::new(baseline));
         let sampling = peak.clone();
+        let sampled = pid.clone();
         let sampler = tokio::spawn(async move {
             loop {
-                sampling.fetch_max(rss_bytes(), Ordering::Relaxed);
+                sampling.fetch_max(rss_bytes_of(&sampled), Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         });
         Self {
+            pid,
             baseline,
             peak,
             sampler,
         }
     }
 
+    /// The peak growth in bytes so far.
+    pub fn peak_growth(&self) -> u64 {
+        self.peak
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(rss_bytes_of(&self.pid))
+            .saturating_sub(self.baseline)
+    }
+
     /// Stops sampling; the peak growth in bytes.
     pub fn growth(self) -> u64 {
         self.sampler.abort();
-        self.peak
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .max(rss_bytes())
-            .saturating_sub(self.baseline)
+        self.peak_growth()
     }
 }
 

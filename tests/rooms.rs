@@ -48,6 +48,16 @@ impl RoomClient {
         let mut client = Self::open(url, token).await?;
         client.welcome = client.next().await;
         assert_eq!(client.welcome["type"], "welcome", "{}", client.welcome);
+        // A long text follows in parts: joined into the welcome's `text`.
+        if let Some(parts) = client.welcome["text_parts"].as_u64() {
+            let mut text = String::new();
+            for _ in 0..parts {
+                let part = client.next().await;
+                assert_eq!(part["type"], "text_part", "{part}");
+                text.push_str(part["text"].as_str().expect("a part's text"));
+            }
+            client.welcome["text"] = Value::from(text);
+        }
         Ok(client)
     }
 
@@ -104,6 +114,15 @@ impl RoomClient {
             .expect("a message within the timeout")
             .expect("the connection is open")
             .expect("a message")
+    }
+
+    /// The next message if one comes within `wait` (`None`: none came, or
+    /// the connection ended).
+    pub async fn message_within(&mut self, wait: Duration) -> Option<Message> {
+        match tokio::time::timeout(wait, self.ws.next()).await {
+            Ok(Some(Ok(message))) => Some(message),
+            _ => None,
+        }
     }
 
     /// The next frame of `kind` (skipping presence and other kinds).

@@ -70,7 +70,7 @@ fn yjs(data: &[u8]) {
     let mut room = YjsRoom::new();
     let mut stored = Vec::new();
     for (i, message) in data.split(|b| *b == 0xFF).enumerate() {
-        if let Ok(outcome) = room.handle(i as u64 % 3, message) {
+        if let Ok(outcome) = room.handle(i as u64 % 3, message, &mut || true) {
             stored.extend(outcome.updates);
         }
     }
@@ -132,7 +132,8 @@ fn token(data: &[u8]) {
         };
         headers.append(name, value);
     }
-    if let Ok(Some(token)) = crate::runtime::auth::bearer_token(&headers) {
+    if let Ok(Some(credential)) = crate::runtime::auth::credential(&headers) {
+        let token = credential.token;
         assert!(!token.is_empty() && token.len() <= crate::runtime::auth::MAX_TOKEN_BYTES);
         assert!(
             token

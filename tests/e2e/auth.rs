@@ -563,3 +563,132 @@ authenticator = "ghost"
     let (status, body) = get_with(&server, "/whoami/optional-ghost", "a.b.c").await;
     assert_eq!((status, body), (200, json!({"anonymous": true})));
 }
+
+/// The hostile probe's session fixation: `Authorization: Basic`, then
+/// `Authorization: Bearer <user A's token>`, then a garbage `__session`
+/// cookie. The host read the cookie, the authenticator the second header,
+/// and the host cached A's verdict under the garbage, which then
+/// authenticated as A on its own for an hour. Now such a request is
+/// refused before anything runs, and a token is cached only as verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_is_cached_only_under_itself() {
+    let (rsa, _) = key_pairs("rsa-1", "ec-1");
+    let jwks = JwksServer::start(vec![rsa.jwk.clone()]).await;
+    let server = start(&jwks, "").await;
+    let token = sign_all(&[(&rsa, claims("user_a"))]).remove(0);
+    let garbage = "attacker-chosen.garbage.value";
+    let mixed = client()
+        .get(server.at("/whoami/required"))
+        .header("authorization", "Basic dXNlcjpwdw==")
+        .header("authorization", format!("Bearer {token}"))
+        .header("cookie", format!("__session={garbage}"));
+    let (status, body) = send_json(mixed).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("several Authorization"),
+        "{body}"
+    );
+    let alone = client()
+        .get(server.at("/whoami/required"))
+        .header("cookie", format!("__session={garbage}"));
+    let (status, body) = send_json(alone).await;
+    assert_eq!(status, 401, "the garbage alone is no one: {body}");
+    // A cookie header that is not ASCII, beside a good token: refused too
+    // (the host skipped it, the authenticator read it).
+    let resp = within(
+        client()
+            .get(server.at("/whoami/required"))
+            .bearer_auth(&token)
+            .header(
+                "cookie",
+                reqwest::header::HeaderValue::from_bytes("x=é".as_bytes()).unwrap(),
+            )
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 401);
+    // The token itself still works, from the header or the cookie.
+    assert_eq!(get_with(&server, "/whoami/required", &token).await.0, 200);
+    let from_cookie = client()
+        .get(server.at("/whoami/required"))
+        .header("cookie", format!("theme=dark; __session={token}"));
+    assert_eq!(send_json(from_cookie).await.0, 200);
+}
+
+/// The development issuer sets its token as an `HttpOnly` cookie (a
+/// script on the page cannot read the session), `SameSite=Strict`,
+/// `Secure` over HTTPS; the cookie alone signs the browser in, and
+/// `DELETE` signs it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_tokens_come_as_an_http_only_cookie() {
+    let dev_tokens = "[[routes]]\nprefix = \"/api/dev-token\"\nmethods = [\"POST\", \"DELETE\"]\n\
+                      [grants]\nsecrets = [\"hs-key\"]\n[env]\nDEV_TOKENS = \"true\"\n\
+                      HS256_SECRET = \"hs-key\"\n";
+    let whoami = "[[routes]]\nprefix = \"/whoami\"\nauth = \"required\"\n";
+    let server = spike_e2e::tokens::start_with_hs256_auth(
+        HS_KEY,
+        &[
+            Plugin {
+                name: "dev-tokens",
+                guest: "auth",
+                manifest: dev_tokens,
+            },
+            Plugin {
+                name: "whoami",
+                guest: "fixture_whoami",
+                manifest: whoami,
+            },
+        ],
+    )
+    .await;
+    let issue = |https: bool| {
+        let mut req = client()
+            .post(server.at("/api/dev-token"))
+            .json(&json!({"name": "Ann"}));
+        if https {
+            req = req.header("x-forwarded-proto", "https");
+        }
+        req.send()
+    };
+    let resp = within(issue(false)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    let body: Value = within(resp.json()).await.unwrap();
+    let token = body["token"].as_str().unwrap();
+    assert!(
+        cookie.starts_with(&format!("__session={token};")),
+        "{cookie}"
+    );
+    for part in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age="] {
+        assert!(cookie.contains(part), "{part} in {cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "{cookie}");
+    let resp = within(issue(true)).await.unwrap();
+    assert!(
+        resp.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .ends_with("; Secure")
+    );
+    // The cookie, as a browser sends it back, is the session.
+    let (status, me) = send_json(
+        client()
+            .get(server.at("/whoami"))
+            .header("cookie", format!("__session={token}")),
+    )
+    .await;
+    assert_eq!((status, &me["subject"]), (200, &json!("dev_ann")), "{me}");
+    let resp = within(client().delete(server.at("/api/dev-token")).send())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let cleared = resp.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cleared.starts_with("__session=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+}

@@ -364,6 +364,55 @@ async fn live_documents_are_public_to_read_and_signed_in_to_write() {
     assert_eq!(deleting.status, 401);
 }
 
+/// A signed-in writer's HTML or SVG is served inert to its readers: the
+/// hostile probe's stored XSS ran on the editor's origin and read the
+/// reader's private documents. In KV (small) and in blob storage (large)
+/// alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_are_served_inert_whatever_their_type() {
+    let server = start().await;
+    let [alice] = users(["alice"]);
+    let script = "<script>fetch('/my-cms/').then(r => r.text()).then(alert)</script>";
+    for (path, content_type, body, attachment) in [
+        ("/live-cms/evil.html", "text/html", script.to_string(), true),
+        (
+            "/live-cms/big.svg",
+            "image/svg+xml",
+            format!("<svg>{}</svg>", script.repeat(40)),
+            true,
+        ),
+        (
+            "/live-cms/notes.md",
+            "text/markdown",
+            "# fine".to_string(),
+            false,
+        ),
+    ] {
+        let stored = call(
+            client()
+                .put(server.at(path))
+                .bearer_auth(&alice)
+                .header("content-type", content_type)
+                .body(body.clone()),
+        )
+        .await;
+        assert_eq!(stored.status, 201, "{path}");
+        let resp = within(client().get(server.at(path)).send()).await.unwrap();
+        let headers = resp.headers().clone();
+        assert_eq!(within(resp.text()).await.unwrap(), body, "{path}");
+        assert_eq!(headers["content-type"], content_type, "{path}");
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(headers["content-security-policy"], "sandbox", "{path}");
+        assert_eq!(
+            headers
+                .get("content-disposition")
+                .map(|v| v.to_str().unwrap()),
+            attachment.then_some("attachment"),
+            "{path}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn folders_list_their_documents_and_subfolders_with_a_cursor() {
     let server = start().await;

@@ -325,6 +325,90 @@ async fn the_guard_keeps_pages_off_internal_addresses() {
     );
 }
 
+/// WebRTC cannot go around the guard (the hostile probe: a page's TURN
+/// server at 127.0.0.1 got 10 STUN datagrams while the proxy refused every
+/// request of the page), and the renderer's own DevTools port stays out of
+/// reach even with all of loopback allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webrtc_and_the_browsers_own_ports_stay_behind_the_guard() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let udp_port = udp.local_addr().unwrap().port();
+    let datagrams = Arc::new(AtomicUsize::new(0));
+    let counted = datagrams.clone();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while udp.recv_from(&mut buf).await.is_ok() {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tcp_port = tcp.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while tcp.accept().await.is_ok() {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let profiles = tempfile::tempdir().unwrap();
+    let secret = start_secret().await;
+    let pages = start_pages(&secret).await;
+    let profiles_dir = profiles.path().to_path_buf();
+    let server = start_renderer(&pages, move |config| {
+        // All of loopback, as `--render-allow 127.0.0.1` gives it.
+        config.render.allow = vec!["127.0.0.1".parse().unwrap()];
+        config.render.profiles_dir = profiles_dir;
+    })
+    .await;
+    let page = format!(
+        r#"<p id="out">gathering</p><script>
+        const pc = new RTCPeerConnection({{ iceServers: [
+          {{ urls: 'stun:127.0.0.1:{udp_port}' }},
+          {{ urls: 'turn:127.0.0.1:{udp_port}?transport=udp', username: 'u', credential: 'p' }},
+          {{ urls: 'turn:127.0.0.1:{tcp_port}?transport=tcp', username: 'u', credential: 'p' }},
+        ] }});
+        pc.createDataChannel('probe');
+        pc.onicecandidate = (e) => {{ if (!e.candidate) document.getElementById('out').textContent = 'done'; }};
+        pc.createOffer().then((offer) => pc.setLocalDescription(offer));
+        </script>"#
+    );
+    let r = render_post(
+        &server,
+        "/render/html",
+        json!({"html": page, "delay": 3000, "cache": "no"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        datagrams.load(Ordering::SeqCst),
+        0,
+        "UDP went around the guard"
+    );
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "TCP went around the guard"
+    );
+
+    // Chromium's DevTools port (in its profile's DevToolsActivePort).
+    let active = std::fs::read_dir(profiles.path())
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path().join("DevToolsActivePort")).ok())
+        .next()
+        .expect("a running Chromium's DevToolsActivePort");
+    let devtools: u16 = active.lines().next().unwrap().parse().unwrap();
+    let target = format!("http://127.0.0.1:{devtools}/json/version");
+    let r = render_get(
+        &server,
+        &format!("/render/html?url={}&cache=no", url_encode(&target)),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("DevTools"), "{}", r.text());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_are_bounded_queued_and_timed_out() {
     let secret = start_secret().await;

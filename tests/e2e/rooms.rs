@@ -533,6 +533,28 @@ async fn a_slow_consumer_is_dropped_and_the_room_goes_on() {
     );
 }
 
+/// A member's queue is bounded in bytes too, whatever its count allows:
+/// 1,024 frames of up to 8 MiB (a `yjs` room's) were 8 GiB per member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumers_queue_is_bounded_in_bytes() {
+    let rooms = "[[rooms]]\nprefix = \"/chat\"\nmax_message_kib = 64\nsend_queue = 100000\n\
+                 send_queue_kib = 256\nmessages_per_s = 100000\n";
+    let server = TestServer::start(&[plugin(rooms)]).await;
+    let url = ws_url(&server.url, "/chat/slow");
+    let mut slow = RoomClient::join(&url).await; // never reads until the end
+    let mut writer = RoomClient::join(&url).await;
+    let big = "y".repeat(60 << 10);
+    // 24 MiB: past the socket buffers on both sides, then past 256 KiB
+    // queued (100,000 frames would have held all of it).
+    for k in 0..400u64 {
+        writer.send(&big).await;
+        assert_eq!(writer.next_event().await["seq"], k + 1);
+    }
+    let (code, reason) = slow.closed().await;
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.contains("slow consumer"), "{reason}");
+}
+
 /// A member that never reads a byte: its socket cannot take even the close
 /// frame, so it is let go after the send timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -647,4 +669,53 @@ async fn stopping_the_server_closes_rooms_with_1001() {
     assert_eq!(code, 1001);
     assert!(reason.contains("since"), "{reason}");
     within(stopping).await.unwrap();
+}
+
+/// A long text reaches a joiner in parts (joined, it is the room's text),
+/// and joiners that read nothing hold little of the server's memory: a
+/// welcome of the whole text in one frame cost each of them a copy (60 of
+/// an 8 M-character room: 379 → 855 MiB, in the hostile probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joiners_of_a_long_text_that_read_nothing_hold_little_memory() {
+    use spike_e2e::process::SpikeProcess;
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    let rooms = "[[rooms]]\nprefix = \"/room\"\nprotocol = \"text\"\nmax_message_kib = 16384\n";
+    write_plugins(&plugins, &[plugin(rooms)]);
+    let log = dir.path().join("spike.log");
+    let mut spike = SpikeProcess::new("spike", &plugins, &dir.path().join("data"), log, &[]);
+    spike.spawn();
+    spike.wait_ready().await;
+    let url = ws_url(&spike.url, "/room/long");
+    let text = "0123456789".repeat(800_000); // 8 M characters
+    let mut writer = RoomClient::join(&url).await;
+    let edit = serde_json::json!({"type": "insert", "position": 0, "content": text, "seq": 0});
+    writer.send(&edit.to_string()).await;
+    assert_eq!(writer.next_event().await["seq"], 1);
+    let reader = RoomClient::join(&url).await;
+    assert!(reader.welcome["text_parts"].as_u64() > Some(1));
+    assert!(
+        reader.welcome["text"] == text.as_str(),
+        "the parts join into the text"
+    );
+
+    let watch = RssWatch::of(spike.pid().to_string());
+    let mut deaf = Vec::new();
+    for _ in 0..60 {
+        let mut stream = raw_connect(spike.addr).await;
+        let request = "GET /room/long HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n\
+                       Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+                       Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+        within(stream.write_all(request.as_bytes())).await.unwrap();
+        deaf.push(stream); // never read
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let growth = watch.growth();
+    assert!(
+        growth < 160 << 20,
+        "60 joiners that read nothing took {} MiB",
+        growth >> 20
+    );
+    drop(deaf);
 }

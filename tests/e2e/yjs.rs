@@ -160,3 +160,141 @@ async fn a_flooding_client_is_closed_not_silently_dropped() {
         "{metrics}"
     );
 }
+
+/// Sync step 1 with an empty state vector: "send me everything".
+const STEP1_EMPTY: [u8; 4] = [0, 0, 1, 0];
+
+/// A document of `bytes` ASCII characters, written by a client that then
+/// waits for its own update to come back (stored).
+async fn write_document(url: &str, bytes: usize) {
+    use spike_e2e::rooms::{RoomClient, tungstenite::Message};
+    use spike_e2e::yjs_wire::{append, update_message};
+    let mut writer = RoomClient::open(url, None).await.unwrap();
+    let update = update_message(&append(1, 0, None, &"x".repeat(bytes)));
+    writer.send_message(Message::binary(update)).await;
+    loop {
+        if let Message::Binary(b) = writer.next_message().await
+            && b.len() > bytes
+        {
+            break;
+        }
+    }
+    writer.close().await;
+}
+
+/// The hostile probe's amplification: one small frame of many sync step
+/// 1s was answered once per message (600 copies of a 1 MiB document for a
+/// 2,400-byte frame). A frame is answered once per kind, and each of its
+/// messages counts against `messages_per_s`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_frame_of_many_queries_is_answered_once_and_counted_per_message() {
+    use spike_e2e::rooms::{RoomClient, tungstenite::Message};
+    let server = TestServer::start(&[YJS]).await;
+    let url = ws_url(&server.url, "/yjs/big");
+    write_document(&url, 1 << 20).await;
+    let mut asker = RoomClient::open(&url, None).await.unwrap();
+    assert!(matches!(asker.next_message().await, Message::Binary(_)));
+    // 40 sync step 1s and 40 awareness queries: within the rate (100 a
+    // second).
+    let frame: Vec<u8> = (0..40)
+        .flat_map(|_| [&STEP1_EMPTY[..], &[3]].concat())
+        .collect();
+    asker.send_message(Message::binary(frame)).await;
+    let mut answers = Vec::new();
+    let wait = std::time::Duration::from_millis(1500);
+    while let Some(message) = asker.message_within(wait).await {
+        match message {
+            Message::Binary(b) => answers.push(b.len()),
+            Message::Close(close) => panic!("closed: {close:?}"),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        answers.len(),
+        2,
+        "one sync step 2 and one awareness answer: {answers:?}"
+    );
+    assert!(answers.iter().any(|n| *n > 1 << 20), "{answers:?}");
+    // 600 in one frame: past 100 messages a second, the sender is closed.
+    let frame: Vec<u8> = STEP1_EMPTY.repeat(600);
+    asker.send_message(Message::binary(frame)).await;
+    let (code, reason) = asker.closed().await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (1008, "too many messages a second")
+    );
+}
+
+/// The same attack by a client that stops reading, against a spike
+/// process of its own: its memory stays flat (before: 377 → 919 MiB with
+/// one 2,400-byte frame), and so do the awareness queries of another
+/// (before: 1,000 one-byte queries against 512 KiB of states, 378 → 817
+/// MiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_asks_much_and_reads_nothing_costs_the_server_little() {
+    use spike_e2e::process::SpikeProcess;
+    use spike_e2e::rooms::{RoomClient, tungstenite::Message};
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    write_plugins(&plugins, &[YJS]);
+    let log = dir.path().join("spike.log");
+    let mut spike = SpikeProcess::new("spike", &plugins, &dir.path().join("data"), log, &[]);
+    spike.spawn();
+    spike.wait_ready().await;
+    let url = ws_url(&spike.url, "/yjs/big");
+    write_document(&url, 1 << 20).await;
+    // Awareness states as large as the room keeps (1 MiB in all).
+    let mut states = RoomClient::open(&url, None).await.unwrap();
+    for client in 0..3u64 {
+        let json = format!(r#"{{"pad":"{}"}}"#, "s".repeat(300 << 10));
+        states
+            .send_message(Message::binary(awareness_message(client + 10, &json)))
+            .await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    let watch = RssWatch::of(spike.pid().to_string());
+    let mut deaf = Vec::new();
+    for round in 0..4 {
+        let mut asker = RoomClient::open(&url, None).await.unwrap();
+        let frame: Vec<u8> = if round % 2 == 0 {
+            STEP1_EMPTY.repeat(600)
+        } else {
+            vec![3; 1000]
+        };
+        asker.send_message(Message::binary(frame)).await;
+        deaf.push(asker); // never read
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let growth = watch.growth();
+    assert!(
+        growth < 64 << 20,
+        "the server grew by {} MiB for four small frames",
+        growth >> 20
+    );
+    // The room still serves.
+    let mut reader = RoomClient::open(&url, None).await.unwrap();
+    assert!(matches!(reader.next_message().await, Message::Binary(_)));
+    drop(deaf);
+}
+
+/// y-protocols' awareness message for one client's state.
+fn awareness_message(client: u64, json: &str) -> Vec<u8> {
+    fn var(out: &mut Vec<u8>, mut n: u64) {
+        while n >= 0x80 {
+            out.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    }
+    let mut update = Vec::new();
+    var(&mut update, 1);
+    var(&mut update, client);
+    var(&mut update, 1); // clock
+    var(&mut update, json.len() as u64);
+    update.extend_from_slice(json.as_bytes());
+    let mut message = vec![1];
+    var(&mut message, update.len() as u64);
+    message.extend_from_slice(&update);
+    message
+}

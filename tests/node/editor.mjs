@@ -159,6 +159,17 @@ async function full() {
       }
     });
     if (!reach.startsWith('refused')) throw new Error(`the preview reached the session: ${reach}`);
+    // Nor can a script of the editor's own origin: the session cookie is
+    // HttpOnly and the page keeps no token.
+    const own = await bounded(ann.page.evaluate(() => `${localStorage.getItem('spike.session') ?? ''} ${document.cookie}`), 5_000, null);
+    const cookies = await ann.context.cookies();
+    const session = cookies.find((c) => c.name === '__session');
+    if (own === null || own.includes('__session') || own.includes('token') || own.includes('eyJ')) {
+      throw new Error(`a page script reads the session: ${own}`);
+    }
+    if (!session?.httpOnly || session.sameSite !== 'Strict') {
+      throw new Error(`the session cookie is ${JSON.stringify(session)}`);
+    }
     await shot(ann.page, 'preview.png');
     return { ms };
   });

@@ -3,6 +3,12 @@
 //! key the authenticator verifies HS256 tokens with, so that a local
 //! server has sign-in without an identity provider.
 //!
+//! The answer also sets the token as the `__session` cookie, `HttpOnly`
+//! (no page script can read it, so a script that runs on this origin
+//! cannot take the session away), `SameSite=Strict`, and `Secure` when the
+//! request came over HTTPS; a browser needs nothing else. `DELETE
+//! /api/dev-token` signs out: it clears the cookie.
+//!
 //! It answers only when the manifest says `DEV_TOKENS = "true"` (the
 //! shipped `plugins/dev-tokens.toml`, which routes `/api/dev-token` to
 //! this component) and the HS256 key's secret is set (`./dev.sh serve`
@@ -11,8 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 use spike_sdk::access;
-use spike_sdk::http::Request;
-use spike_sdk::json::Json;
+use spike_sdk::http::{Request, Response};
 use spike_sdk::router::HttpError;
 
 use crate::config::Config;
@@ -44,8 +49,11 @@ pub struct Issued {
     expires_at_ms: u64,
 }
 
+/// The cookie the authenticator reads a browser's token from.
+const SESSION_COOKIE: &str = "__session";
+
 /// `POST /api/dev-token`.
-pub fn issue(req: &Request) -> Result<Json<Issued>, HttpError> {
+pub fn issue(req: &Request) -> Result<Response, HttpError> {
     if std::env::var("DEV_TOKENS").ok().as_deref() != Some("true") {
         return Err(HttpError::not_found(
             "the development token issuer is off (DEV_TOKENS in the manifest)",
@@ -82,12 +90,31 @@ pub fn issue(req: &Request) -> Result<Json<Issued>, HttpError> {
         &jsonwebtoken::EncodingKey::from_secret(key.as_bytes()),
     )
     .map_err(|e| HttpError::new(500, "internal", format!("signing: {e}")))?;
-    Ok(Json(Issued {
+    let cookie = session_cookie(req, &token, config.dev_token_ttl_s);
+    let issued = Issued {
         token,
         sub,
         name: name.to_string(),
         expires_at_ms: exp * 1000,
-    }))
+    };
+    Ok(Response::json_of(200, &issued).header("set-cookie", cookie))
+}
+
+/// `DELETE /api/dev-token`: signs a browser out (its cookie goes).
+pub fn sign_out(req: &Request) -> Response {
+    Response::new(204).header("set-cookie", session_cookie(req, "", 0))
+}
+
+/// The `Set-Cookie` value holding `token` for `max_age_s` (0: cleared).
+fn session_cookie(req: &Request, token: &str, max_age_s: u64) -> String {
+    let https = req
+        .header("x-forwarded-proto")
+        .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+        || req.scheme_is_https();
+    let secure = if https { "; Secure" } else { "" };
+    format!(
+        "{SESSION_COOKIE}={token}; Path=/; Max-Age={max_age_s}; HttpOnly; SameSite=Strict{secure}"
+    )
 }
 
 /// `dev_` and the name in lower case, spaces as `_`; `None` for a name

@@ -11,7 +11,8 @@
 //! |---------------------|--------------------------------------------------------|
 //! | `GET /api/logged_in`| the caller's claims (its route has `auth = "required"`) |
 //! | `GET /api/my-turn`  | short-lived TURN credentials for the caller            |
-//! | `POST /api/dev-token` | a development token, when the manifest allows (`devtoken`) |
+//! | `POST /api/dev-token` | a development token, when the manifest allows (`devtoken`), also as an `HttpOnly` cookie |
+//! | `DELETE /api/dev-token` | signs a browser out (clears the cookie) |
 //!
 //! Its settings are the manifest's `[env]`; see [`config`] and
 //! `plugins/auth.toml`.
@@ -88,6 +89,7 @@ impl exports::wasi::http::incoming_handler::Guest for Auth {
             .get("/api/logged_in", |_, _| logged_in())
             .get("/api/my-turn", |_, _| my_turn())
             .post("/api/dev-token", |req, _| devtoken::issue(req))
+            .delete("/api/dev-token", |req, _| devtoken::sign_out(req))
             // Answers about a caller are never cached.
             .map_response(|_, r| r.header("cache-control", "no-store"))
             .serve(request, out)

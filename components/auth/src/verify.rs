@@ -47,7 +47,9 @@ struct Claims {
 }
 
 /// The bearer token of a request, read as the host reads it:
-/// `Authorization: Bearer`, else the `__session` cookie.
+/// `Authorization: Bearer`, else the `__session` cookie. The host hands
+/// over the one credential it read; a request with several `Authorization`
+/// headers (which the host refuses) has none here either.
 pub fn bearer_token(headers: &[(String, Vec<u8>)]) -> Option<String> {
     let values = |name: &'static str| {
         headers
@@ -55,6 +57,9 @@ pub fn bearer_token(headers: &[(String, Vec<u8>)]) -> Option<String> {
             .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
             .filter_map(|(_, v)| std::str::from_utf8(v).ok())
     };
+    if values("authorization").count() > 1 {
+        return None;
+    }
     let from_header = values("authorization").find_map(|v| {
         let (scheme, token) = v.trim().split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
@@ -230,6 +235,11 @@ mod tests {
             Some("h.h.h".into())
         );
         assert_eq!(bearer_token(&h(&[("authorization", "Basic abc")])), None);
+        let two = h(&[
+            ("authorization", "Basic abc"),
+            ("authorization", "Bearer a.b.c"),
+        ]);
+        assert_eq!(bearer_token(&two), None);
     }
 
     #[test]

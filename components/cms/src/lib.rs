@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 use spike_sdk::Error;
 use spike_sdk::access;
 use spike_sdk::blob::{Bucket, ObjectWriter, PutOptions};
+use spike_sdk::blob_io::user_content_headers;
 use spike_sdk::exports::wasi::http::incoming_handler::Guest;
 use spike_sdk::http::{CopyError, Request, Response, copy, json_string, start_response, write_all};
 use spike_sdk::kv::Namespace;
@@ -145,17 +146,16 @@ fn get(req: &Request, ns: &Namespace, space: &Space, doc: &DocPath) -> Result<Re
             Response::new(304).header("etag", meta.etag_header()),
         ));
     }
-    let mut headers = vec![
-        (
-            "content-type".to_string(),
-            meta.content_type.clone().into_bytes(),
-        ),
+    // A document is served inert whatever its type: a signed-in writer's
+    // HTML must not run as a page of this origin for its readers.
+    let mut headers = user_content_headers(Some(&meta.content_type));
+    headers.extend([
         (
             "x-cms-version".to_string(),
             version.to_string().into_bytes(),
         ),
         ("cache-control".to_string(), b"no-cache".to_vec()),
-    ];
+    ]);
     if current {
         headers.push(("etag".to_string(), meta.etag_header().into_bytes()));
     }

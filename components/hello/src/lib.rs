@@ -15,7 +15,7 @@
 //! the blob bucket `hello-files`; anything else it tried would be refused.
 
 use spike_sdk::blob::{Bucket, ByteRange, PutOptions};
-use spike_sdk::blob_io::put_stream;
+use spike_sdk::blob_io::{put_stream, user_content_headers};
 use spike_sdk::exports::wasi::http::incoming_handler::Guest;
 use spike_sdk::http::{Request, Response, copy, json_string, start_response};
 use spike_sdk::kv::Namespace;
@@ -169,14 +169,10 @@ fn get_file(req: &Request, name: &str, out: ResponseOutparam) {
             format!("\"{}\"", meta.etag).into_bytes(),
         ),
         ("accept-ranges".to_string(), b"bytes".to_vec()),
-        (
-            "content-type".to_string(),
-            meta.content_type
-                .clone()
-                .unwrap_or_else(|| "application/octet-stream".into())
-                .into_bytes(),
-        ),
     ];
+    // Whatever was uploaded is served inert: its type as stored, never
+    // run as a page of this origin.
+    headers.extend(user_content_headers(meta.content_type.as_deref()));
     let status = if range.is_some() {
         let last = object.offset + object.length - 1;
         headers.push((

@@ -25,6 +25,7 @@
 mod cache;
 mod request;
 
+use spike_sdk::blob_io::user_content_headers;
 use spike_sdk::exports::wasi::http::incoming_handler::Guest;
 use spike_sdk::http::{Request, Response, copy, start_response};
 use spike_sdk::render::{self, RenderError, Rendered};
@@ -128,8 +129,12 @@ fn headers(response: Response, facts: &cache::Facts, label: &str, max_age: u64) 
         0 => "no-store".to_string(),
         s => format!("public, max-age={s}"),
     };
+    // A rendered page's HTML is the page's, whoever wrote it: inert here.
+    let mut response = response;
+    for (name, value) in user_content_headers(Some(&facts.content_type)) {
+        response = response.header(&name, value);
+    }
     let mut response = response
-        .header("content-type", &facts.content_type)
         .header("x-cache", label)
         .header("cache-control", cache_control)
         .header("x-render-blocked", facts.blocked.to_string());

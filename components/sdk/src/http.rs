@@ -40,6 +40,15 @@ impl Request {
         }
     }
 
+    /// Whether it came over HTTPS (to this server; behind a proxy, see
+    /// `X-Forwarded-Proto`).
+    pub fn scheme_is_https(&self) -> bool {
+        matches!(
+            self.inner.scheme(),
+            Some(crate::wasi::http::types::Scheme::Https)
+        )
+    }
+
     /// The path, without the query.
     pub fn path(&self) -> &str {
         &self.path

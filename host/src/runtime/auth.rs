@@ -4,12 +4,22 @@
 //! route's plugin through `identity`.
 //!
 //! Credentials are a bearer token, from `Authorization: Bearer` or the
-//! `__session` cookie (as Clerk sends them). A request without one is
-//! anonymous without any guest running. A verified token is cached by its
-//! SHA-256, with the authenticator's name, manifest and version, until the
-//! token expires (an hour at most), so a repeated token costs a hash and a
-//! lookup instead of an instance and a signature check. The cache is
-//! bounded; what falls out is verified again.
+//! `__session` cookie (as Clerk sends them), read here and nowhere else
+//! (`credential`): a request that is ambiguous about it (several
+//! `Authorization` headers, several `__session` cookies, a header that is
+//! not ASCII) is refused before any guest runs, and the authenticator is
+//! handed that one credential, in the place it was found, with no other
+//! (`head`). So the token it verified is the token the verdict is cached
+//! under: when each side read the request its own way, a request with a
+//! garbage cookie and another user's token in a second `Authorization`
+//! header made the garbage authenticate as that user for an hour.
+//!
+//! A request without a credential is anonymous without any guest running.
+//! A verified token is cached by its SHA-256, with the authenticator's
+//! name, manifest and version, until the token expires (an hour at most),
+//! so a repeated token costs a hash and a lookup instead of an instance
+//! and a signature check. The cache is bounded; what falls out is verified
+//! again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,11 +93,12 @@ impl AuthHook {
         path: &str,
         headers: &HeaderMap,
     ) -> AuthOutcome {
-        let token = match bearer_token(headers) {
-            Ok(Some(token)) => token,
+        let credential = match credential(headers) {
+            Ok(Some(credential)) => credential,
             Ok(None) => return AuthOutcome::Missing,
             Err(reason) => return AuthOutcome::Rejected(reason.into()),
         };
+        let token = credential.token;
         let Some(slot) = registry.slot(authenticator) else {
             tracing::error!(
                 authenticator,
@@ -111,11 +122,7 @@ impl AuthHook {
             cache.remove(&key);
         }
         counted("miss");
-        let head = RequestHead {
-            method: method.into(),
-            path: path.into(),
-            headers: crate::util::header_pairs(headers),
-        };
+        let head = head(method, path, headers, &credential);
         let outcome = match call(registry, &slot, &plugin, &head).await {
             Ok(outcome) => outcome,
             Err(e) => {
@@ -191,40 +198,124 @@ async fn call(
     }
 }
 
+/// Where a request's bearer token was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    Header,
+    Cookie,
+}
+
+/// A request's one bearer token, and where it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Credential<'a> {
+    pub token: &'a str,
+    pub source: Source,
+}
+
 /// The bearer token of a request: from `Authorization: Bearer`, else from
-/// the `__session` cookie. `Err` for one that cannot be a token.
-pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, &'static str> {
-    let from_header = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        });
-    let token = match from_header {
-        Some(token) => Some(token),
-        None => headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .find_map(|pair| {
-                let (name, value) = pair.trim().split_once('=')?;
-                (name.trim() == SESSION_COOKIE).then(|| value.trim().trim_matches('"'))
-            }),
+/// the `__session` cookie. `Err` for a request that is ambiguous about it
+/// (several `Authorization` headers, several `__session` cookies, or one
+/// of those headers not ASCII, which a reader could take or skip) or a
+/// token that cannot be one.
+pub(crate) fn credential(headers: &HeaderMap) -> Result<Option<Credential<'_>>, &'static str> {
+    let mut authorization = headers.get_all(http::header::AUTHORIZATION).iter();
+    let header = authorization.next();
+    if authorization.next().is_some() {
+        return Err("several Authorization headers: send one");
+    }
+    let from_header = match header {
+        None => None,
+        Some(value) => {
+            let value = value
+                .to_str()
+                .map_err(|_| "the Authorization header is not ASCII")?;
+            value.trim().split_once(' ').and_then(|(scheme, token)| {
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+        }
     };
-    match token {
-        None | Some("") => Ok(None),
-        Some(t) if t.len() > MAX_TOKEN_BYTES => Err("the token is too long"),
+    let mut from_cookie = None;
+    for value in headers.get_all(http::header::COOKIE) {
+        let value = value.to_str().map_err(|_| "a Cookie header is not ASCII")?;
+        for pair in value.split(';') {
+            let Some((name, value)) = pair.trim().split_once('=') else {
+                continue;
+            };
+            if name.trim() == SESSION_COOKIE {
+                if from_cookie.is_some() {
+                    return Err("several __session cookies: send one");
+                }
+                from_cookie = Some(value.trim().trim_matches('"'));
+            }
+        }
+    }
+    let credential = match (from_header, from_cookie) {
+        (Some(token), _) => Credential {
+            token,
+            source: Source::Header,
+        },
+        (None, Some(token)) => Credential {
+            token,
+            source: Source::Cookie,
+        },
+        (None, None) => return Ok(None),
+    };
+    match credential.token {
+        "" => Ok(None),
+        t if t.len() > MAX_TOKEN_BYTES => Err("the token is too long"),
         // A JWT is base64url segments and dots.
-        Some(t)
-            if !t
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.=".contains(&b)) =>
+        t if !t
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.=".contains(&b)) =>
         {
             Err("the token is malformed")
         }
-        Some(t) => Ok(Some(t)),
+        _ => Ok(Some(credential)),
+    }
+}
+
+/// The request as the authenticator sees it: its headers but for the
+/// credentials, and the one credential read, where it was found
+/// (`Authorization: Bearer`, or a `__session` cookie beside the request's
+/// other cookies).
+fn head(method: &str, path: &str, headers: &HeaderMap, credential: &Credential<'_>) -> RequestHead {
+    let mut pairs: Vec<(String, Vec<u8>)> = Vec::with_capacity(headers.len() + 1);
+    let mut cookies: Vec<&str> = Vec::new();
+    for (name, value) in headers {
+        if name == http::header::AUTHORIZATION {
+            continue;
+        }
+        if name == http::header::COOKIE {
+            // ASCII: `credential` refused the request otherwise.
+            let value = value.to_str().unwrap_or_default();
+            cookies.extend(value.split(';').map(str::trim).filter(|pair| {
+                !pair.is_empty()
+                    && pair
+                        .split_once('=')
+                        .is_none_or(|(name, _)| name.trim() != SESSION_COOKIE)
+            }));
+            continue;
+        }
+        pairs.push((name.as_str().to_string(), value.as_bytes().to_vec()));
+    }
+    let session;
+    match credential.source {
+        Source::Header => {
+            let value = format!("Bearer {}", credential.token).into_bytes();
+            pairs.push(("authorization".into(), value));
+        }
+        Source::Cookie => {
+            session = format!("{SESSION_COOKIE}={}", credential.token);
+            cookies.push(&session);
+        }
+    }
+    if !cookies.is_empty() {
+        pairs.push(("cookie".into(), cookies.join("; ").into_bytes()));
+    }
+    RequestHead {
+        method: method.into(),
+        path: path.into(),
+        headers: pairs,
     }
 }
 
@@ -254,9 +345,13 @@ mod tests {
         h
     }
 
+    fn token_of(pairs: &[(&str, &str)]) -> Result<Option<String>, &'static str> {
+        credential(&headers(pairs)).map(|c| c.map(|c| c.token.to_string()))
+    }
+
     #[test]
     fn tokens_come_from_the_header_or_the_session_cookie() {
-        let t = |pairs: &[(&str, &str)]| bearer_token(&headers(pairs)).map(|t| t.map(String::from));
+        let t = token_of;
         assert_eq!(t(&[]), Ok(None));
         assert_eq!(
             t(&[("authorization", "Bearer a.b.c")]),
@@ -287,6 +382,70 @@ mod tests {
         assert!(t(&[("cookie", "__session=<script>")]).is_err());
         let long = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
         assert!(t(&[("authorization", long.as_str())]).is_err());
+    }
+
+    #[test]
+    fn a_request_ambiguous_about_its_credential_is_refused() {
+        let t = token_of;
+        // The probe's request: which token would each reader take?
+        assert!(
+            t(&[
+                ("authorization", "Basic dXNlcjpwdw=="),
+                ("authorization", "Bearer a.a.a"),
+                ("cookie", "__session=garbage"),
+            ])
+            .is_err()
+        );
+        assert!(
+            t(&[
+                ("authorization", "Bearer a.a.a"),
+                ("authorization", "Bearer b.b.b")
+            ])
+            .is_err()
+        );
+        assert!(t(&[("cookie", "__session=a.a.a"), ("cookie", "__session=b.b.b")]).is_err());
+        assert!(t(&[("cookie", "__session=a.a.a; __session=b.b.b")]).is_err());
+        let mut h = headers(&[("cookie", "__session=a.a.a")]);
+        h.append(
+            http::header::COOKIE,
+            http::HeaderValue::from_bytes("x=é".as_bytes()).unwrap(),
+        );
+        assert!(credential(&h).is_err(), "a cookie header that is not ASCII");
+        let mut h = HeaderMap::new();
+        h.append(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_bytes("Bearer é".as_bytes()).unwrap(),
+        );
+        assert!(credential(&h).is_err());
+    }
+
+    #[test]
+    fn the_authenticator_sees_only_the_credential_read() {
+        let find = |head: &RequestHead, name: &str| -> Vec<String> {
+            (head.headers.iter())
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| String::from_utf8(v.clone()).unwrap())
+                .collect()
+        };
+        // From the header: the session cookie goes, other cookies stay.
+        let h = headers(&[
+            ("authorization", "Bearer h.h.h"),
+            ("cookie", "theme=dark; __session=c.c.c"),
+            ("x-other", "1"),
+        ]);
+        let seen = head("GET", "/p", &h, &credential(&h).unwrap().unwrap());
+        assert_eq!(find(&seen, "authorization"), ["Bearer h.h.h"]);
+        assert_eq!(find(&seen, "cookie"), ["theme=dark"]);
+        assert_eq!(find(&seen, "x-other"), ["1"]);
+        // From the cookie: no Authorization header (a Basic one goes).
+        let h = headers(&[
+            ("authorization", "Basic dXNlcjpwdw=="),
+            ("cookie", "a=1"),
+            ("cookie", "__session=\"c.c.c\"; b=2"),
+        ]);
+        let seen = head("GET", "/p", &h, &credential(&h).unwrap().unwrap());
+        assert!(find(&seen, "authorization").is_empty());
+        assert_eq!(find(&seen, "cookie"), ["a=1; b=2; __session=c.c.c"]);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `grants.outbound` entries, and which addresses count as internal.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 
 /// One `grants.outbound` entry: `host`, `*.suffix` or an IP literal, with an
@@ -122,25 +122,56 @@ impl HostPattern {
 }
 
 /// Addresses a name-based grant must never reach: loopback, private,
-/// link-local, unspecified, and the like.
+/// link-local, shared (CGNAT), benchmarking, reserved, multicast and
+/// unspecified ones (IANA's special-purpose registries), and IPv6 forms
+/// that carry an IPv4 address (mapped, compatible, NAT64, 6to4, Teredo)
+/// when the one they carry is internal, or always where it cannot be
+/// read.
 pub fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
             v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
                 || v4.is_unspecified()
                 || v4.is_broadcast()
-                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64 // CGNAT
+                || v4.is_multicast()
+                || a == 0 // "this network"
+                || a == 100 && (b & 0xc0) == 64 // shared address space (CGNAT)
+                || a == 192 && b == 0 && c == 0 // IETF protocol assignments
+                || a == 198 && (b & 0xfe) == 18 // benchmarking
+                || a >= 240 // reserved
         }
         IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let embedded = |high: u16, low: u16| {
+                Ipv4Addr::new((high >> 8) as u8, high as u8, (low >> 8) as u8, low as u8)
+            };
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_internal(IpAddr::V4(v4));
             }
+            // IPv4-compatible (::a.b.c.d, deprecated) and NAT64
+            // (64:ff9b::/96): the last 32 bits.
+            if s[..6] == [0; 6] && !v6.is_loopback() && !v6.is_unspecified()
+                || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+            {
+                return is_internal(IpAddr::V4(embedded(s[6], s[7])));
+            }
+            // 6to4 (2002::/16): bits 16 to 48.
+            if s[0] == 0x2002 {
+                return is_internal(IpAddr::V4(embedded(s[1], s[2])));
+            }
             v6.is_loopback()
                 || v6.is_unspecified()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00 // unique local
-                || (v6.segments()[0] & 0xffc0) == 0xfe80 // link local
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link local
+                || (s[0] & 0xffc0) == 0xfec0 // site local (deprecated)
+                || s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 // local-use NAT64 (64:ff9b:1::/48)
+                || s[0] == 0x2001 && s[1] == 0 // Teredo: the address it reaches is hidden
+                || s[0] == 0x2001 && s[1] == 0xdb8 // documentation
+                || s[..4] == [0x100, 0, 0, 0] // discard-only
         }
     }
 }
@@ -191,10 +222,36 @@ mod tests {
             "fd00::1",
             "fe80::1",
             "::ffff:127.0.0.1",
+            // The ranges the hostile probe found open.
+            "192.0.0.1",
+            "198.18.0.1",
+            "198.19.255.255",
+            "240.0.0.1",
+            "255.255.255.254",
+            "0.1.2.3",
+            "224.0.0.1",
+            "64:ff9b::7f00:1",   // NAT64 of 127.0.0.1
+            "64:ff9b::a00:1",    // NAT64 of 10.0.0.1
+            "64:ff9b:1::1",      // local-use NAT64
+            "2002:7f00:1::1",    // 6to4 of 127.0.0.1
+            "2002:a9fe:a9fe::1", // 6to4 of 169.254.169.254
+            "::7f00:1",          // IPv4-compatible 127.0.0.1
+            "::a9fe:a9fe",       // IPv4-compatible 169.254.169.254
+            "2001::1",           // Teredo
+            "fec0::1",
+            "ff02::1",
+            "100::1",
         ] {
             assert!(is_internal(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["93.184.216.34", "2606:2800:220:1::1"] {
+        for ip in [
+            "93.184.216.34",
+            "2606:2800:220:1::1",
+            "64:ff9b::5db8:d822", // NAT64 of 93.184.216.34
+            "2002:5db8:d822::1",  // 6to4 of 93.184.216.34
+            "198.20.0.1",
+            "192.0.1.1",
+        ] {
             assert!(!is_internal(ip.parse().unwrap()), "{ip}");
         }
     }

@@ -18,7 +18,7 @@ use chromiumoxide::error::CdpError;
 use chromiumoxide::page::Page;
 use futures::StreamExt;
 
-use super::guard::{Guard, RenderProxy};
+use super::guard::{Guard, RenderProxy, Reservation};
 use super::{RenderError, RenderSettings};
 
 /// The viewport a page is prepared with, and a render's when it names none.
@@ -53,6 +53,9 @@ const FLAGS: &[&str] = &[
     // the capture of a 1280x800 page about 40 % faster).
     "disable-gpu-vsync",
     "disable-frame-rate-limit",
+    // A page's WebRTC may not send UDP around the proxy (the guard):
+    // peer connections go through it over TCP, or not at all.
+    "force-webrtc-ip-handling-policy=disable_non_proxied_udp",
 ];
 
 /// A running Chromium.
@@ -66,11 +69,17 @@ pub struct Instance {
     retired: AtomicBool,
     /// Its profile folder, removed with it.
     dir: PathBuf,
+    /// Its DevTools port, which no page may reach.
+    _devtools: Option<Reservation>,
 }
 
 impl Instance {
     /// Starts Chromium with a fresh profile folder under `dir`.
-    pub async fn launch(settings: &RenderSettings, dir: PathBuf) -> Result<Self, RenderError> {
+    pub async fn launch(
+        settings: &RenderSettings,
+        guard: &Guard,
+        dir: PathBuf,
+    ) -> Result<Self, RenderError> {
         if !settings.chromium.exists() {
             return Err(RenderError::Unavailable(missing_chromium(
                 &settings.chromium,
@@ -119,7 +128,15 @@ impl Instance {
             }
             watch.store(false, Ordering::Release);
         });
+        let devtools = devtools_port(browser.websocket_address());
+        if devtools.is_none() {
+            tracing::warn!(
+                "render: Chromium's DevTools address has no port: {}",
+                browser.websocket_address()
+            );
+        }
         Ok(Self {
+            _devtools: devtools.map(|port| guard.reserved().hold(port)),
             browser,
             alive,
             renders: AtomicU32::new(0),
@@ -253,6 +270,12 @@ impl Drop for Prepared {
     }
 }
 
+/// The port of a DevTools address (`ws://127.0.0.1:PORT/devtools/...`).
+fn devtools_port(address: &str) -> Option<u16> {
+    let authority = address.split("://").nth(1)?.split('/').next()?;
+    authority.rsplit_once(':')?.1.parse().ok()
+}
+
 /// What to tell an operator whose machine has no Chromium.
 pub fn missing_chromium(path: &Path) -> String {
     format!(
@@ -261,4 +284,17 @@ pub fn missing_chromium(path: &Path) -> String {
          Chromium or Chrome binary",
         path.display()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devtools_ports_are_read_from_the_address() {
+        let address = "ws://127.0.0.1:39427/devtools/browser/4a0e6b2c";
+        assert_eq!(devtools_port(address), Some(39427));
+        assert_eq!(devtools_port("ws://[::1]:9222/devtools/x"), Some(9222));
+        assert_eq!(devtools_port("nonsense"), None);
+    }
 }

@@ -10,8 +10,20 @@
 //! (`<-loopback>` takes loopback off Chromium's implicit bypass list).
 //!
 //! The checks are the outbound capability's (`outbound::destinations`),
-//! with the allow-list where a plugin has its grants.
+//! with the allow-list where a plugin has its grants. Whatever the
+//! allow-list says, the renderer's own loopback ports are never reached:
+//! Chromium's DevTools port (which drives the browser: any page that
+//! reached it could read every other render) and the per-render proxies
+//! (`Reserved`). `--render-allow 127.0.0.1` without a port once let a page
+//! reach both.
+//!
+//! Chromium's UDP (WebRTC) cannot take the proxy: the browser is started
+//! with `--force-webrtc-ip-handling-policy=disable_non_proxied_udp`
+//! (`browser::FLAGS`), so a page's peer connections use TCP through the
+//! proxy or nothing. Without it, a page's TURN server at 127.0.0.1 got
+//! STUN datagrams while the proxy refused every request of the same page.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -44,12 +56,55 @@ type ProxyBody = BoxBody<Bytes, hyper::Error>;
 pub struct Guard {
     allow: Arc<[HostPattern]>,
     resolver: Arc<dyn Resolver>,
+    /// The renderer's own loopback ports, refused whatever `allow` says.
+    reserved: Reserved,
+}
+
+/// Loopback ports of the renderer itself (DevTools, the proxies), with how
+/// many holders each has.
+#[derive(Clone, Default)]
+pub struct Reserved(Arc<Mutex<HashMap<u16, usize>>>);
+
+/// A port held in `Reserved` until dropped.
+pub struct Reservation {
+    reserved: Reserved,
+    port: u16,
+}
+
+impl Reserved {
+    pub fn hold(&self, port: u16) -> Reservation {
+        if let Ok(mut ports) = self.0.lock() {
+            *ports.entry(port).or_default() += 1;
+        }
+        Reservation {
+            reserved: self.clone(),
+            port,
+        }
+    }
+
+    fn contains(&self, port: u16) -> bool {
+        self.0.lock().is_ok_and(|ports| ports.contains_key(&port))
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Ok(mut ports) = self.reserved.0.lock()
+            && let Some(n) = ports.get_mut(&self.port)
+        {
+            *n -= 1;
+            if *n == 0 {
+                ports.remove(&self.port);
+            }
+        }
+    }
 }
 
 /// One render's proxy: its address for Chromium, and what it refused.
 /// Dropping it closes the proxy and every connection through it.
 pub struct RenderProxy {
     pub url: String,
+    _port: Reservation,
     blocked: Arc<Mutex<Blocked>>,
     activity: Arc<Activity>,
     task: JoinHandle<()>,
@@ -153,13 +208,19 @@ impl Guard {
         Self {
             allow: allow.into(),
             resolver,
+            reserved: Reserved::default(),
         }
+    }
+
+    /// The renderer's own ports, to hold the DevTools port in.
+    pub fn reserved(&self) -> &Reserved {
+        &self.reserved
     }
 
     /// Where `host:port` may be reached, or why not (a refusal or a lookup
     /// that failed).
     pub async fn check(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, Refusal> {
-        outbound::destinations(&self.allow, self.resolver.as_ref(), host, port)
+        let addrs = outbound::destinations(&self.allow, self.resolver.as_ref(), host, port)
             .await
             .map_err(|e| match e {
                 HttpError::DestinationIpProhibited => Refusal::Blocked(format!(
@@ -167,13 +228,27 @@ impl Guard {
                      metadata) that --render-allow does not list"
                 )),
                 e => Refusal::Unreachable(format!("{host}:{port}: {e}")),
-            })
+            })?;
+        // Loopback, or the unspecified address (which connects to it).
+        let local = |a: &SocketAddr| a.ip().is_loopback() || a.ip().is_unspecified();
+        if addrs
+            .iter()
+            .any(|a| local(a) && self.reserved.contains(a.port()))
+        {
+            return Err(Refusal::Blocked(format!(
+                "{host}:{port}: the renderer's own DevTools or proxy port, which no page may \
+                 reach whatever --render-allow lists"
+            )));
+        }
+        Ok(addrs)
     }
 
     /// A proxy for one render, listening on loopback.
     pub async fn proxy(&self) -> std::io::Result<RenderProxy> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-        let url = format!("http://{}", listener.local_addr()?);
+        let addr = listener.local_addr()?;
+        let url = format!("http://{addr}");
+        let port = self.reserved.hold(addr.port());
         let blocked = Arc::new(Mutex::new(Blocked::default()));
         let (closed, open) = watch::channel(());
         let activity = Arc::new(Activity {
@@ -189,6 +264,7 @@ impl Guard {
         let task = tokio::spawn(serving.accept(listener));
         Ok(RenderProxy {
             url,
+            _port: port,
             blocked,
             activity,
             task,
@@ -412,5 +488,33 @@ mod tests {
             }
         }
         assert!(guard.check("93.184.216.34", 443).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_renderers_own_ports_are_refused_whatever_is_allowed() {
+        // All of loopback allowed, as `--render-allow 127.0.0.1` does.
+        let guard = Guard::new(vec!["127.0.0.1".parse().unwrap()], Arc::new(ToLoopback));
+        assert!(guard.check("127.0.0.1", 9222).await.is_ok());
+        let devtools = guard.reserved().hold(9222);
+        let again = guard.reserved().hold(9222);
+        for host in ["127.0.0.1", "rebind.example"] {
+            match guard.check(host, 9222).await {
+                Err(Refusal::Blocked(why)) => assert!(why.contains("DevTools"), "{why}"),
+                other => panic!("{host}: {other:?}"),
+            }
+        }
+        drop(devtools);
+        assert!(
+            guard.check("127.0.0.1", 9222).await.is_err(),
+            "still held once"
+        );
+        drop(again);
+        assert!(guard.check("127.0.0.1", 9222).await.is_ok());
+        // Each proxy holds its own port while it lives.
+        let proxy = guard.proxy().await.unwrap();
+        let port: u16 = proxy.url.rsplit(':').next().unwrap().parse().unwrap();
+        assert!(guard.check("127.0.0.1", port).await.is_err());
+        drop(proxy);
+        assert!(guard.check("127.0.0.1", port).await.is_ok());
     }
 }

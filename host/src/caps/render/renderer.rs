@@ -190,7 +190,7 @@ impl Renderer {
             .profiles_dir
             .join(format!("chromium-{}-{n}", std::process::id()));
         let started = std::time::Instant::now();
-        let instance = Arc::new(Instance::launch(&self.settings, dir).await?);
+        let instance = Arc::new(Instance::launch(&self.settings, &self.guard, dir).await?);
         tracing::info!(
             launch = n,
             ms = started.elapsed().as_millis() as u64,

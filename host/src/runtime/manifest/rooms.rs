@@ -13,6 +13,7 @@
 //! messages_per_s = 100        # per connection; more are refused with an error frame
 //!                             # (livestore: 1000 by default)
 //! send_queue = 1024           # frames waiting for a slow client before it is dropped
+//! send_queue_kib = 4096       # and their bytes (one larger frame may wait alone)
 //! idle_s = 60                 # an idle room drops its memory (it reopens from its log)
 //! ping_s = 30                 # keepalive; a client silent through two pings is closed
 //! compact_every = 1000        # events between snapshots; as many are kept for catch-up
@@ -91,6 +92,8 @@ pub struct RoomLimits {
     pub max_connections: usize,
     pub messages_per_s: u32,
     pub send_queue: usize,
+    /// The bytes of the frames waiting for a client (see `mailbox`).
+    pub send_queue_bytes: usize,
     pub idle: Duration,
     pub ping: Duration,
     pub compact_every: u64,
@@ -103,6 +106,7 @@ impl Default for RoomLimits {
             max_connections: 10_000,
             messages_per_s: 100,
             send_queue: 1024,
+            send_queue_bytes: 4 << 20,
             idle: Duration::from_secs(60),
             ping: Duration::from_secs(30),
             compact_every: 1000,
@@ -122,6 +126,7 @@ pub(super) struct RawRoom {
     max_connections: Option<Spanned<u64>>,
     messages_per_s: Option<Spanned<u64>>,
     send_queue: Option<Spanned<u64>>,
+    send_queue_kib: Option<Spanned<u64>>,
     idle_s: Option<Spanned<u64>>,
     ping_s: Option<Spanned<u64>>,
     compact_every: Option<Spanned<u64>>,
@@ -188,6 +193,9 @@ pub(super) fn parse_room(raw: &RawRoom, err: Err<'_>) -> Result<RoomRoute, Manif
     }
     if let Some(n) = bounded(&raw.send_queue, "send_queue", 16, 1 << 20)? {
         limits.send_queue = n as usize;
+    }
+    if let Some(kib) = bounded(&raw.send_queue_kib, "send_queue_kib", 64, 1 << 20)? {
+        limits.send_queue_bytes = (kib as usize) << 10;
     }
     if let Some(s) = bounded(&raw.idle_s, "idle_s", 1, 86_400)? {
         limits.idle = Duration::from_secs(s);

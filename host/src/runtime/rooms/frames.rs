@@ -6,6 +6,7 @@
 //! ```text
 //! {"type":"welcome","room":"abc","connection":"c1x","protocol":"relay","seq":41,
 //!  "members":[{"connection":"c1w","user":"user_2"}],"member_count":1,"text":"..."}
+//! {"type":"text_part","text":"..."}      a long text comes in parts (below)
 //! {"type":"event","seq":42,"from":"c1x","user":null,"data":"hello"}        relay
 //! {"type":"op","seq":43,"from":"c1x","user":null,"ops":[{"type":"insert","position":0,"content":"a"}]}
 //! {"type":"snapshot","seq":40}            events up to 40 were compacted away (relay catch-up)
@@ -81,6 +82,63 @@ pub fn stored(bytes: Bytes) -> Option<Frame> {
 /// is always there.
 pub const MAX_LISTED_MEMBERS: usize = 100;
 
+/// A text room's text up to this many bytes (UTF-8) is in its welcome.
+pub const WELCOME_TEXT_INLINE: usize = 256 << 10;
+
+/// A longer text follows the welcome in parts of about this many bytes.
+const TEXT_PART_BYTES: usize = 256 << 10;
+
+/// A text room's text as a joiner gets it, encoded once per version of the
+/// room and shared by every joiner of that version.
+///
+/// Up to `WELCOME_TEXT_INLINE` bytes it is the welcome's `text`. A longer
+/// one (up to 8 Mi UTF-16 units: 24 MB of JSON) is not: the welcome says
+/// `"text_parts": n` and `n` frames `{"type":"text_part","text":"…"}`
+/// follow it, whose texts joined are the room's. The socket copies a
+/// frame into its write buffer until the client reads it, so a whole text
+/// in one frame cost every joiner that did not read a copy of it (60 such
+/// joiners of an 8 M-character room took 476 MiB); in parts, such a joiner
+/// holds one part, the parts themselves shared.
+pub struct WelcomeText {
+    /// The room's `seq` this is the text of.
+    pub head: u64,
+    inline: Option<String>,
+    parts: Vec<Frame>,
+}
+
+impl WelcomeText {
+    pub fn new(head: u64, text: String) -> Self {
+        if text.len() <= WELCOME_TEXT_INLINE {
+            return Self {
+                head,
+                inline: Some(text),
+                parts: Vec::new(),
+            };
+        }
+        let mut parts = Vec::new();
+        let mut rest = text.as_str();
+        while !rest.is_empty() {
+            let mut end = TEXT_PART_BYTES.min(rest.len());
+            while !rest.is_char_boundary(end) {
+                end += 1;
+            }
+            let (part, after) = rest.split_at(end);
+            parts.push(frame(&json!({ "type": "text_part", "text": part })));
+            rest = after;
+        }
+        Self {
+            head,
+            inline: None,
+            parts,
+        }
+    }
+
+    /// The frames that follow the welcome (none for a short text).
+    pub fn parts(&self) -> &[Frame] {
+        &self.parts
+    }
+}
+
 /// The first frame a connection gets.
 pub fn welcome(
     room: &str,
@@ -89,7 +147,7 @@ pub fn welcome(
     seq: u64,
     members: &[MemberInfo<'_>],
     member_count: usize,
-    text: Option<&str>,
+    text: Option<&WelcomeText>,
 ) -> Frame {
     let members: Vec<Value> = (members.iter().take(MAX_LISTED_MEMBERS))
         .map(|m| json!({ "connection": m.connection, "user": m.user }))
@@ -103,8 +161,12 @@ pub fn welcome(
         "members": members,
         "member_count": member_count,
     });
-    if let Some(text) = text {
-        value["text"] = Value::from(text);
+    match text {
+        Some(WelcomeText {
+            inline: Some(text), ..
+        }) => value["text"] = Value::from(text.as_str()),
+        Some(WelcomeText { parts, .. }) => value["text_parts"] = Value::from(parts.len()),
+        None => {}
     }
     frame(&value)
 }
@@ -302,6 +364,30 @@ mod tests {
         assert_eq!(steps_of_event(&stored).unwrap(), Some(steps));
         let relay = relay_event(9, "c1", Some("u"), "hi").bytes();
         assert_eq!(steps_of_event(&relay).unwrap(), None);
+    }
+
+    #[test]
+    fn a_long_text_comes_in_parts_that_join_into_it() {
+        let short = WelcomeText::new(3, "héllo".into());
+        let first = welcome("r", "c1", "text", 3, &[], 1, Some(&short));
+        let value: Value = serde_json::from_slice(&first.bytes()).unwrap();
+        assert_eq!(value["text"], "héllo");
+        assert!(short.parts().is_empty());
+
+        let text: String = "ab€😀".repeat(100_000); // 1 MB, characters of 1 to 4 bytes
+        let long = WelcomeText::new(4, text.clone());
+        let first = welcome("r", "c1", "text", 4, &[], 1, Some(&long));
+        let value: Value = serde_json::from_slice(&first.bytes()).unwrap();
+        assert_eq!(value["text"], Value::Null);
+        assert_eq!(value["text_parts"], long.parts().len());
+        let mut joined = String::new();
+        for part in long.parts() {
+            assert!(part.len() < TEXT_PART_BYTES + 64, "{}", part.len());
+            let value: Value = serde_json::from_slice(&part.bytes()).unwrap();
+            assert_eq!(value["type"], "text_part");
+            joined.push_str(value["text"].as_str().unwrap());
+        }
+        assert_eq!(joined, text);
     }
 
     #[test]

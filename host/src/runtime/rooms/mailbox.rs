@@ -5,17 +5,29 @@
 //! connection's deliveries from its owner (which only `try_send`s: a full
 //! queue drops the slow member).
 //!
+//! Bounded twice: in items, and in bytes (what each item `weigh`s: a
+//! frame's length). A count alone let a member that stops reading hold a
+//! thousand replies of a megabyte each; a byte bound alone, a million
+//! empty ones. An item heavier than the whole byte bound still fits, alone,
+//! in an empty queue (a large document's sync answer must reach its
+//! client).
+//!
 //! Not a tokio `mpsc` channel, whose block of 32 slots and cache-padded
 //! state take about 2 KB per queue before anything is sent, in every open
 //! room and every connection: here a `VecDeque` is allocated when items
-//! wait and given back when they are taken, and the bound is a
-//! semaphore's permits.
+//! wait and given back when they are taken, and the bounds are two
+//! semaphores' permits.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{Notify, Semaphore};
+
+/// What an item costs against a mailbox's byte bound.
+pub trait Weigh {
+    fn weight(&self) -> usize;
+}
 
 /// A sending end; the mailbox is open while one exists.
 pub struct Sender<T> {
@@ -46,24 +58,32 @@ struct Shared<T> {
     queue: Mutex<Queue<T>>,
     /// One permit per free place.
     space: Semaphore,
+    /// One permit per free byte.
+    bytes: Semaphore,
+    max_bytes: usize,
     /// Wakes the receiver (a permit is kept if it is not waiting).
     ready: Notify,
     senders: AtomicUsize,
 }
 
 struct Queue<T> {
-    items: VecDeque<T>,
+    /// Each item with the bytes it holds of the bound.
+    items: VecDeque<(T, u32)>,
     closed: bool,
 }
 
-/// A mailbox of at most `capacity` commands.
-pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+/// A mailbox of at most `capacity` items weighing at most `max_bytes`
+/// together (at most 4 GiB).
+pub fn channel<T: Weigh>(capacity: usize, max_bytes: usize) -> (Sender<T>, Receiver<T>) {
+    let max_bytes = max_bytes.clamp(1, u32::MAX as usize);
     let shared = Arc::new(Shared {
         queue: Mutex::new(Queue {
             items: VecDeque::new(),
             closed: false,
         }),
         space: Semaphore::new(capacity),
+        bytes: Semaphore::new(max_bytes),
+        max_bytes,
         ready: Notify::new(),
         senders: AtomicUsize::new(1),
     });
@@ -77,38 +97,67 @@ impl<T> Shared<T> {
     fn lock(&self) -> MutexGuard<'_, Queue<T>> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
 
-    /// Queues `item` in a place already taken from `space`.
-    fn put(&self, item: T) -> Result<(), T> {
+impl<T: Weigh> Shared<T> {
+    /// What `item` holds of the byte bound: its weight, or the whole bound
+    /// for a heavier one (which then waits alone).
+    fn weight_of(&self, item: &T) -> u32 {
+        item.weight().min(self.max_bytes) as u32
+    }
+
+    /// Queues `item` in a place and bytes already taken from `space` and
+    /// `bytes`.
+    fn put(&self, item: T, weight: u32) -> Result<(), T> {
         {
             let mut queue = self.lock();
             if queue.closed {
                 return Err(item);
             }
-            queue.items.push_back(item);
+            queue.items.push_back((item, weight));
         }
         self.ready.notify_one();
         Ok(())
     }
 }
 
-impl<T> Sender<T> {
-    /// Queues `item`, waiting for a place while the mailbox is full.
+impl<T: Weigh> Sender<T> {
+    /// Queues `item`, waiting for a place and its bytes while the mailbox
+    /// is full.
     pub async fn send(&self, item: T) -> Result<(), SendError<T>> {
-        match self.shared.space.acquire().await {
+        let shared = &self.shared;
+        let weight = shared.weight_of(&item);
+        match shared.space.acquire().await {
             Ok(place) => place.forget(),
             Err(_closed) => return Err(SendError(item)),
         }
-        self.shared.put(item).map_err(SendError)
+        match shared.bytes.acquire_many(weight).await {
+            Ok(bytes) => bytes.forget(),
+            Err(_closed) => return Err(SendError(item)),
+        }
+        shared.put(item, weight).map_err(SendError)
     }
 
     pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
-        match self.shared.space.try_acquire() {
+        use tokio::sync::TryAcquireError;
+        let shared = &self.shared;
+        let weight = shared.weight_of(&item);
+        match shared.space.try_acquire() {
             Ok(place) => place.forget(),
-            Err(tokio::sync::TryAcquireError::NoPermits) => return Err(TrySendError::Full(item)),
-            Err(tokio::sync::TryAcquireError::Closed) => return Err(TrySendError::Closed(item)),
+            Err(TryAcquireError::NoPermits) => return Err(TrySendError::Full(item)),
+            Err(TryAcquireError::Closed) => return Err(TrySendError::Closed(item)),
         }
-        self.shared.put(item).map_err(TrySendError::Closed)
+        match shared.bytes.try_acquire_many(weight) {
+            Ok(bytes) => bytes.forget(),
+            Err(e) => {
+                shared.space.add_permits(1);
+                return Err(match e {
+                    TryAcquireError::NoPermits => TrySendError::Full(item),
+                    TryAcquireError::Closed => TrySendError::Closed(item),
+                });
+            }
+        }
+        shared.put(item, weight).map_err(TrySendError::Closed)
     }
 
     /// Whether the receiver is gone (or closed the mailbox).
@@ -144,7 +193,7 @@ impl<T> Drop for Sender<T> {
     }
 }
 
-impl<T> WeakSender<T> {
+impl<T: Weigh> WeakSender<T> {
     /// A sender, if one still keeps the mailbox open.
     pub fn upgrade(&self) -> Option<Sender<T>> {
         let senders = &self.shared.senders;
@@ -169,7 +218,7 @@ impl<T> WeakSender<T> {
 /// member's queue refills at once; a burst's size is given back).
 const KEEP_PLACES: usize = 4;
 
-impl<T> Receiver<T> {
+impl<T: Weigh> Receiver<T> {
     /// The next command; `None` when every sender is gone (or the mailbox
     /// was closed) and nothing waits.
     pub async fn recv(&mut self) -> Option<T> {
@@ -197,19 +246,23 @@ impl<T> Receiver<T> {
         self.shared.lock().items.is_empty()
     }
 
-    /// No more commands are taken: senders get theirs back.
-    pub fn close(&mut self) {
-        self.shared.lock().closed = true;
-        self.shared.space.close();
-    }
-
     fn take(&self, queue: &mut Queue<T>) -> Option<T> {
-        let item = queue.items.pop_front()?;
+        let (item, weight) = queue.items.pop_front()?;
         if queue.items.is_empty() && queue.items.capacity() > KEEP_PLACES {
             queue.items = VecDeque::new();
         }
         self.shared.space.add_permits(1);
+        self.shared.bytes.add_permits(weight as usize);
         Some(item)
+    }
+}
+
+impl<T> Receiver<T> {
+    /// No more commands are taken: senders get theirs back.
+    pub fn close(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.space.close();
+        self.shared.bytes.close();
     }
 }
 
@@ -224,9 +277,22 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// Numbers weigh nothing: the count bounds them.
+    impl Weigh for u32 {
+        fn weight(&self) -> usize {
+            0
+        }
+    }
+
+    impl Weigh for Vec<u8> {
+        fn weight(&self) -> usize {
+            self.len()
+        }
+    }
+
     #[tokio::test]
     async fn bounded_in_order_with_waiting_senders() {
-        let (tx, mut rx) = channel(2);
+        let (tx, mut rx) = channel::<u32>(2, 1 << 20);
         tx.send(1).await.unwrap();
         tx.try_send(2).unwrap();
         assert!(matches!(tx.try_send(3), Err(TrySendError::Full(3))));
@@ -245,7 +311,7 @@ mod tests {
 
     #[tokio::test]
     async fn ends_when_the_senders_go_and_refuses_once_closed() {
-        let (tx, mut rx) = channel::<u32>(4);
+        let (tx, mut rx) = channel::<u32>(4, 1 << 20);
         let weak = tx.downgrade();
         let other = weak.upgrade().expect("a sender is alive");
         assert!(tx.same_channel(&other));
@@ -255,7 +321,7 @@ mod tests {
         assert_eq!(rx.recv().await, Some(7), "what waits is still taken");
         assert_eq!(rx.recv().await, None);
 
-        let (tx, mut rx) = channel::<u32>(1);
+        let (tx, mut rx) = channel::<u32>(1, 1 << 20);
         tx.send(1).await.unwrap();
         let blocked = {
             let tx = tx.clone();
@@ -270,7 +336,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_drained_burst_gives_its_memory_back() {
-        let (tx, mut rx) = channel(1000);
+        let (tx, mut rx) = channel::<u32>(1000, 1 << 20);
         for n in 0..100 {
             tx.try_send(n).unwrap();
         }
@@ -278,5 +344,42 @@ mod tests {
             rx.recv().await.unwrap();
         }
         assert_eq!(rx.shared.lock().items.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn bounded_in_bytes_with_a_heavy_item_alone() {
+        let (tx, mut rx) = channel::<Vec<u8>>(100, 10);
+        tx.try_send(vec![0; 6]).unwrap();
+        let Err(TrySendError::Full(back)) = tx.try_send(vec![1; 6]) else {
+            panic!("6 + 6 bytes are past 10");
+        };
+        assert_eq!(back, [1; 6]);
+        tx.try_send(vec![2; 4]).unwrap();
+        let waiting = {
+            let tx = tx.clone();
+            tokio::spawn(async move { tx.send(vec![3; 3]).await.is_ok() })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !waiting.is_finished(),
+            "a mailbox full of bytes holds its sender"
+        );
+        assert_eq!(rx.recv().await.unwrap().len(), 6);
+        assert!(waiting.await.unwrap());
+        assert_eq!(rx.recv().await.unwrap().len(), 4);
+        assert_eq!(rx.recv().await.unwrap().len(), 3);
+        // Heavier than the bound: it fits an empty mailbox, alone.
+        tx.try_send(vec![4; 50]).unwrap();
+        assert!(matches!(tx.try_send(vec![5]), Err(TrySendError::Full(_))));
+        assert_eq!(rx.recv().await.unwrap().len(), 50);
+        tx.try_send(vec![5]).unwrap();
+        // A failed byte reservation gives its place back.
+        let (tx, _rx) = channel::<Vec<u8>>(1, 10);
+        assert!(tx.try_send(vec![0; 11]).is_ok());
+        let (tx, _rx) = channel::<Vec<u8>>(2, 10);
+        tx.try_send(vec![0; 10]).unwrap();
+        assert!(tx.try_send(vec![0; 1]).is_err());
+        tx.shared.bytes.add_permits(1);
+        tx.try_send(vec![0; 1]).expect("its place was given back");
     }
 }

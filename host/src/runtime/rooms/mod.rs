@@ -41,8 +41,11 @@ use crate::storage::{Cluster, RoomClaim, RoomLog, StorageError};
 use owner::Command;
 
 /// How many commands may wait for an owner before connections wait to
-/// hand theirs over (which slows their reading: backpressure).
+/// hand theirs over (which slows their reading: backpressure), and their
+/// bytes: without that bound, one connection of a `yjs` room (8 MiB
+/// messages) could queue 32 GiB before the owner read any of it.
 const OWNER_INBOX: usize = 4096;
+const OWNER_INBOX_BYTES: usize = 64 << 20;
 
 /// On a cluster, how long a room's lease lasts unless its owner renews it
 /// (every quarter of it): how long a room whose owner died waits before
@@ -147,6 +150,12 @@ impl Kick {
         code: 1008,
         reason: "too many messages a second",
     };
+    /// A `yjs` member's awareness states would take the room's past
+    /// `yjs::MAX_AWARENESS_BYTES`.
+    pub const AWARENESS_FULL: Self = Self {
+        code: 1008,
+        reason: "the room's awareness states are full",
+    };
     /// The room's log failed (the client may come back and sync again).
     pub const UNAVAILABLE: Self = Self {
         code: 1011,
@@ -201,6 +210,16 @@ pub enum Delivery {
     /// the queue (a LiveStore pull): the connection reads them at its own
     /// pace, the room does not wait.
     CatchUp(Box<CatchUp>),
+}
+
+impl mailbox::Weigh for Delivery {
+    fn weight(&self) -> usize {
+        match self {
+            Delivery::Frame(frame) => frame.len(),
+            // Read from the log as it is sent, a page at a time.
+            Delivery::CatchUp(_) => 0,
+        }
+    }
 }
 
 /// A member's line to its room's owner; leaving when dropped.
@@ -520,7 +539,7 @@ impl RoomHub {
                 Err(e) => return Err(JoinError::Unavailable(e.to_string())),
             },
         };
-        let (tx, rx) = mailbox::channel(OWNER_INBOX);
+        let (tx, rx) = mailbox::channel(OWNER_INBOX, OWNER_INBOX_BYTES);
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         rooms.insert(name.clone(), tx.clone());
         owner::spawn(self.clone(), name.clone(), room, rx, &tx, lease);

@@ -33,10 +33,35 @@ pub struct Outcome {
     pub updates: Vec<Bytes>,
     /// Awareness messages to send to every member, not stored.
     pub relays: Vec<Bytes>,
-    /// Why a later message of the same frame was refused: what came
+    /// Why a later message of the same frame was not taken: what came
     /// before it stands (and must be stored), the connection goes.
-    pub refused: Option<String>,
+    pub refused: Option<Refusal>,
 }
+
+/// Why a message of a frame was not taken.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// It does not decode, or cannot be applied.
+    Malformed(String),
+    /// The sender is past its messages a second: each y-protocols message
+    /// of a frame counts, not the frame.
+    TooFast,
+    /// It would take the room's awareness states past
+    /// `MAX_AWARENESS_BYTES`.
+    AwarenessFull,
+}
+
+/// The awareness states a room keeps, all clients together (a state's
+/// JSON, and `AWARENESS_ENTRY_BYTES` for each client ever announced).
+/// y-websocket clients announce a name, a colour and a cursor: a few
+/// hundred bytes each. Without a bound, every awareness query of a frame
+/// answered with half a megabyte of states took 440 MiB for a thousand
+/// queries (the hostile probe).
+pub const MAX_AWARENESS_BYTES: usize = 1 << 20;
+
+/// What a client's entry costs beyond its JSON (its id and clock, in a
+/// map).
+const AWARENESS_ENTRY_BYTES: usize = 64;
 
 /// A room's document and who is aware of what.
 pub struct YjsRoom {
@@ -45,8 +70,20 @@ pub struct YjsRoom {
     /// once removed). Kept here, not in yrs' `Awareness`, whose map is
     /// sharded (about 1 KB per room before any state is set).
     states: HashMap<ClientID, (u32, Option<Arc<str>>)>,
+    /// What `states` weighs, against `MAX_AWARENESS_BYTES`.
+    awareness_bytes: usize,
     /// The awareness clients each member has announced.
     controlled: HashMap<u64, HashSet<u64>>,
+}
+
+/// What a frame's messages were answered with already: a frame is
+/// answered once per kind, however many times it asks (600 sync step 1s
+/// in one 2,400-byte frame against a 1 MiB document were 600 MiB of
+/// replies).
+#[derive(Default)]
+struct Answered {
+    sync_step1: bool,
+    awareness_query: bool,
 }
 
 /// What y-protocols writes for a removed state.
@@ -63,6 +100,7 @@ impl YjsRoom {
         Self {
             doc: yrs::Doc::new(),
             states: HashMap::new(),
+            awareness_bytes: 0,
             controlled: HashMap::new(),
         }
     }
@@ -109,32 +147,61 @@ impl YjsRoom {
         messages
     }
 
-    /// Handles one WebSocket message of `member` (one or more y-protocols
-    /// messages); `Err` for one that does not decode (nothing of it is
-    /// applied). A message that decodes but cannot be applied stops the
-    /// rest (`Outcome::refused`).
-    pub fn handle(&mut self, member: u64, data: &[u8]) -> Result<Outcome, String> {
+    /// Handles one WebSocket message of `member`: one or more y-protocols
+    /// messages, decoded and taken one at a time. Each message after the
+    /// first must get a token from `more` (the sender's rate limit, which
+    /// counted the frame as the first). `Err` if the first message does not
+    /// decode (nothing is applied); a later message that does not decode or
+    /// apply, or past the rate, stops the rest (`Outcome::refused`).
+    pub fn handle(
+        &mut self,
+        member: u64,
+        data: &[u8],
+        more: &mut dyn FnMut() -> bool,
+    ) -> Result<Outcome, String> {
         let mut decoder = DecoderV1::from(data);
-        let messages: Vec<Message> = MessageReader::new(&mut decoder)
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("not a y-protocols message: {e}"))?;
-        if messages.is_empty() {
-            return Err("an empty message".into());
-        }
         let mut outcome = Outcome::default();
-        for message in messages {
-            if let Err(why) = self.take(member, message, &mut outcome) {
-                outcome.refused = Some(why);
+        let mut answered = Answered::default();
+        let mut taken = 0usize;
+        for message in MessageReader::new(&mut decoder) {
+            let message = match message {
+                Ok(message) => message,
+                Err(e) if taken == 0 => return Err(format!("not a y-protocols message: {e}")),
+                Err(e) => {
+                    let why = format!("not a y-protocols message: {e}");
+                    outcome.refused = Some(Refusal::Malformed(why));
+                    break;
+                }
+            };
+            if taken > 0 && !more() {
+                outcome.refused = Some(Refusal::TooFast);
                 break;
             }
+            taken += 1;
+            if let Err(refusal) = self.take(member, message, &mut outcome, &mut answered) {
+                outcome.refused = Some(refusal);
+                break;
+            }
+        }
+        if taken == 0 {
+            return Err("an empty message".into());
         }
         Ok(outcome)
     }
 
     /// One message of a frame, into `outcome`.
-    fn take(&mut self, member: u64, message: Message, outcome: &mut Outcome) -> Result<(), String> {
+    fn take(
+        &mut self,
+        member: u64,
+        message: Message,
+        outcome: &mut Outcome,
+        answered: &mut Answered,
+    ) -> Result<(), Refusal> {
         match message {
             Message::Sync(SyncMessage::SyncStep1(sv)) => {
+                if std::mem::replace(&mut answered.sync_step1, true) {
+                    return Ok(());
+                }
                 let txn = self.doc.transact();
                 // Without pending updates, as `snapshot`.
                 let diff = txn.encode_diff_v1(&sv);
@@ -143,23 +210,27 @@ impl YjsRoom {
                     .push(encode(&Message::Sync(SyncMessage::SyncStep2(diff))));
             }
             Message::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) => {
-                let decoded = Update::decode_v1(&update).map_err(|e| e.to_string())?;
+                let malformed = |e: &dyn std::fmt::Display| Refusal::Malformed(e.to_string());
+                let decoded = Update::decode_v1(&update).map_err(|e| malformed(&e))?;
                 // A client with nothing new answers sync step 1 with an
                 // empty update: nothing to store or send.
                 if decoded.is_empty() {
                     return Ok(());
                 }
                 let mut txn = self.doc.transact_mut();
-                txn.apply_update(decoded).map_err(|e| e.to_string())?;
+                txn.apply_update(decoded).map_err(|e| malformed(&e))?;
                 drop(txn);
                 outcome.updates.push(update.into());
             }
             Message::Awareness(update) => {
+                self.apply_awareness(&update)?;
                 self.announce(member, &update);
-                self.apply_awareness(&update);
                 outcome.relays.push(encode(&Message::Awareness(update)));
             }
             Message::AwarenessQuery => {
+                if std::mem::replace(&mut answered.awareness_query, true) {
+                    return Ok(());
+                }
                 let update = self.awareness_update();
                 outcome.replies.push(encode(&Message::Awareness(update)));
             }
@@ -183,22 +254,36 @@ impl YjsRoom {
 
     /// Applies a client's awareness update as y-protocols does: a state
     /// replaces one with an older clock; a removal (`null`) with the same
-    /// clock removes it too.
-    fn apply_awareness(&mut self, update: &AwarenessUpdate) {
+    /// clock removes it too. Refused whole if it would take the room's
+    /// states past `MAX_AWARENESS_BYTES`.
+    fn apply_awareness(&mut self, update: &AwarenessUpdate) -> Result<(), Refusal> {
+        let weight =
+            |data: &Option<Arc<str>>| AWARENESS_ENTRY_BYTES + data.as_ref().map_or(0, |d| d.len());
+        let mut changes = Vec::new();
+        let mut total = self.awareness_bytes;
         for (client, entry) in &update.clients {
             let new = (&*entry.json != NULL_STATE).then(|| entry.json.clone());
-            match self.states.get_mut(client) {
+            let before = match self.states.get(client) {
                 Some((clock, data)) => {
                     let removal = *clock == entry.clock && new.is_none() && data.is_some();
-                    if *clock < entry.clock || removal {
-                        (*clock, *data) = (entry.clock, new);
+                    if !(*clock < entry.clock || removal) {
+                        continue;
                     }
+                    weight(data)
                 }
-                None => {
-                    self.states.insert(*client, (entry.clock, new));
-                }
-            }
+                None => 0,
+            };
+            total = total - before + weight(&new);
+            changes.push((*client, entry.clock, new));
         }
+        if total > MAX_AWARENESS_BYTES {
+            return Err(Refusal::AwarenessFull);
+        }
+        self.awareness_bytes = total;
+        for (client, clock, data) in changes {
+            self.states.insert(client, (clock, data));
+        }
+        Ok(())
     }
 
     /// Every state set now.
@@ -226,7 +311,8 @@ impl YjsRoom {
         for client in clients.into_iter().map(ClientID::new) {
             if let Some((clock, data)) = self.states.get_mut(&client) {
                 *clock += 1;
-                *data = None;
+                let json_bytes = data.take().map_or(0, |d| d.len());
+                self.awareness_bytes -= json_bytes;
                 let json: Arc<str> = NULL_STATE.into();
                 removed.insert(
                     client,
@@ -301,20 +387,23 @@ mod tests {
         let mut room = YjsRoom::new();
         let (_, hello) = client_with("hello");
         assert!(may_update(&hello));
-        let outcome = room.handle(1, &hello).unwrap();
+        let outcome = room.handle(1, &hello, &mut || true).unwrap();
         assert_eq!(outcome.updates.len(), 1);
         assert_eq!(text_of(&room), "hello");
         // An empty sync step 2 stores nothing.
         let empty = encode(&Message::Sync(SyncMessage::SyncStep2(
             yrs::Doc::new().transact_mut().encode_update_v1(),
         )));
-        assert_eq!(room.handle(2, &empty).unwrap(), Outcome::default());
+        assert_eq!(
+            room.handle(2, &empty, &mut || true).unwrap(),
+            Outcome::default()
+        );
 
         // A new client's sync step 1 gets everything.
         let fresh = yrs::Doc::new();
         let sv = fresh.transact().state_vector();
         let step1 = encode(&Message::Sync(SyncMessage::SyncStep1(sv)));
-        let outcome = room.handle(2, &step1).unwrap();
+        let outcome = room.handle(2, &step1, &mut || true).unwrap();
         assert_eq!(outcome.replies.len(), 1);
         let mut decoder = DecoderV1::from(outcome.replies[0].as_ref());
         let Ok(Message::Sync(SyncMessage::SyncStep2(diff))) = Message::decode(&mut decoder) else {
@@ -328,15 +417,15 @@ mod tests {
         let mut restored = YjsRoom::new();
         restored.apply_stored(&room.snapshot().unwrap()).unwrap();
         assert_eq!(text_of(&restored), "hello");
-        assert!(room.handle(1, &[0, 2, 200]).is_err());
-        assert!(room.handle(1, &[]).is_err());
+        assert!(room.handle(1, &[0, 2, 200], &mut || true).is_err());
+        assert!(room.handle(1, &[], &mut || true).is_err());
         assert_eq!(text_of(&room), "hello");
         // A good update then one that decodes as a message but not as an
         // update: the first stands, to be stored; the rest is refused.
         let (_, more) = client_with("!");
         let mut frame = more.to_vec();
         frame.extend_from_slice(&[0, 2, 1, 0xff]);
-        let outcome = room.handle(1, &frame).unwrap();
+        let outcome = room.handle(1, &frame, &mut || true).unwrap();
         assert_eq!(outcome.updates.len(), 1);
         assert!(outcome.refused.is_some());
     }
@@ -348,7 +437,7 @@ mod tests {
         let mut theirs = yrs::sync::Awareness::new(doc);
         theirs.set_local_state_raw(r#"{"user":"ann"}"#);
         let message = encode(&Message::Awareness(theirs.update().unwrap()));
-        let outcome = room.handle(7, &message).unwrap();
+        let outcome = room.handle(7, &message, &mut || true).unwrap();
         assert_eq!(outcome.relays.len(), 1);
         assert!(outcome.updates.is_empty());
         assert!(!may_update(&outcome.relays[0]));
@@ -383,15 +472,76 @@ mod tests {
     #[test]
     fn awareness_clocks_order_states_as_y_protocols_does() {
         let mut room = YjsRoom::new();
-        room.handle(1, &awareness(9, 2, r#"{"a":2}"#)).unwrap();
+        room.handle(1, &awareness(9, 2, r#"{"a":2}"#), &mut || true)
+            .unwrap();
         // Older: ignored.
-        room.handle(1, &awareness(9, 1, r#"{"a":1}"#)).unwrap();
+        room.handle(1, &awareness(9, 1, r#"{"a":1}"#), &mut || true)
+            .unwrap();
         assert_eq!(states(&room), [(2, r#"{"a":2}"#.to_string())]);
-        room.handle(1, &awareness(9, 3, r#"{"a":3}"#)).unwrap();
+        room.handle(1, &awareness(9, 3, r#"{"a":3}"#), &mut || true)
+            .unwrap();
         assert_eq!(states(&room), [(3, r#"{"a":3}"#.to_string())]);
         // A removal with the same clock removes.
-        room.handle(1, &awareness(9, 3, "null")).unwrap();
+        room.handle(1, &awareness(9, 3, "null"), &mut || true)
+            .unwrap();
         assert!(states(&room).is_empty());
+    }
+
+    #[test]
+    fn a_frame_of_repeated_queries_is_answered_once_and_counted_per_message() {
+        let mut room = YjsRoom::new();
+        let (_, hello) = client_with(&"x".repeat(10_000));
+        room.handle(1, &hello, &mut || true).unwrap();
+        room.handle(1, &awareness(9, 1, r#"{"user":"ann"}"#), &mut || true)
+            .unwrap();
+        // 600 sync step 1s and 600 awareness queries in one frame.
+        let sv = yrs::Doc::new().transact().state_vector();
+        let step1 = encode(&Message::Sync(SyncMessage::SyncStep1(sv)));
+        let mut frame = Vec::new();
+        for _ in 0..600 {
+            frame.extend_from_slice(&step1);
+            frame.push(3); // an awareness query
+        }
+        let outcome = room.handle(2, &frame, &mut || true).unwrap();
+        assert_eq!(outcome.replies.len(), 2, "one answer of each kind");
+        assert_eq!(outcome.refused, None);
+        // Each message after the first takes a token of the sender's rate.
+        let mut tokens = 99;
+        let mut more = || {
+            tokens -= 1;
+            tokens >= 0
+        };
+        let outcome = room.handle(2, &frame, &mut more).unwrap();
+        assert_eq!(outcome.refused, Some(Refusal::TooFast));
+        assert_eq!(tokens, -1, "100 messages taken, the 101st refused");
+    }
+
+    #[test]
+    fn awareness_states_are_bounded_per_room() {
+        let mut room = YjsRoom::new();
+        let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(300 << 10));
+        for client in 0..3 {
+            let outcome = room
+                .handle(1, &awareness(client, 1, &big), &mut || true)
+                .unwrap();
+            assert_eq!(outcome.refused, None, "client {client}");
+        }
+        let outcome = room
+            .handle(1, &awareness(3, 1, &big), &mut || true)
+            .unwrap();
+        assert_eq!(outcome.refused, Some(Refusal::AwarenessFull));
+        assert!(outcome.relays.is_empty(), "a refused state is not relayed");
+        assert_eq!(states(&room).len(), 3);
+        // Replacing a state with a smaller one, or removing it, makes room.
+        room.handle(1, &awareness(0, 2, "null"), &mut || true)
+            .unwrap();
+        let outcome = room
+            .handle(1, &awareness(3, 1, &big), &mut || true)
+            .unwrap();
+        assert_eq!(outcome.refused, None);
+        // A member's leave gives its states' bytes back.
+        room.leave(1);
+        assert_eq!(room.awareness_bytes, 4 * AWARENESS_ENTRY_BYTES);
     }
 
     #[test]
@@ -402,7 +552,7 @@ mod tests {
         let mut room = YjsRoom::new();
         let mut stored = Vec::new();
         for (i, message) in input.split(|b| *b == 0xFF).enumerate() {
-            if let Ok(outcome) = room.handle(i as u64 % 3, message) {
+            if let Ok(outcome) = room.handle(i as u64 % 3, message, &mut || true) {
                 stored.extend(outcome.updates);
             }
         }

@@ -79,7 +79,7 @@ pub async fn join(
     };
     let limits = room.route.limits.clone();
     let outgoing = Arc::new(Mutex::new(outgoing));
-    let (queue_tx, queue) = mailbox::channel(limits.send_queue);
+    let (queue_tx, queue) = mailbox::channel(limits.send_queue, limits.send_queue_bytes);
     let (kick, kicked) = oneshot::channel();
     let (left, gone) = oneshot::channel();
     let pump = Pump {

@@ -171,14 +171,21 @@ impl Owner {
                 }
             }
         }
-        let Some(State {
-            content: Content::Yjs(room),
-            ..
-        }) = &mut self.state
+        let rate = self.limits.messages_per_s;
+        let (
+            Some(State {
+                content: Content::Yjs(room),
+                ..
+            }),
+            Some(member),
+        ) = (&mut self.state, self.members.get_mut(&connection))
         else {
             return;
         };
-        match room.handle(connection, data) {
+        // The frame took one token (`take_message`); each further message
+        // of it takes one more.
+        let handled = room.handle(connection, data, &mut || member.bucket.take(rate));
+        match handled {
             Ok(outcome) => {
                 for reply in outcome.replies {
                     self.reply(connection, Frame::Binary(reply));
@@ -194,9 +201,18 @@ impl Owner {
                 for relay in outcome.relays {
                     self.broadcast(&Frame::Binary(relay), &[]);
                 }
-                if let Some(why) = outcome.refused {
-                    tracing::debug!(room = %self.name, "a y-protocols message refused: {why}");
-                    self.kick(connection, Kick::MALFORMED, "malformed");
+                match outcome.refused {
+                    None => {}
+                    Some(yjs::Refusal::TooFast) => {
+                        self.kick(connection, Kick::TOO_FAST, "rate_limited");
+                    }
+                    Some(yjs::Refusal::AwarenessFull) => {
+                        self.kick(connection, Kick::AWARENESS_FULL, "awareness_full");
+                    }
+                    Some(yjs::Refusal::Malformed(why)) => {
+                        tracing::debug!(room = %self.name, "a y-protocols message refused: {why}");
+                        self.kick(connection, Kick::MALFORMED, "malformed");
+                    }
                 }
             }
             Err(why) => {

@@ -11,7 +11,7 @@ use super::{Bucket, Member, Owner, Pending, livestore};
 use crate::bindings::exports::spike::host::room_handler::Connect;
 use crate::metrics::Metrics;
 use crate::runtime::manifest::RoomProtocol;
-use crate::runtime::rooms::frames::{self, Frame, MemberInfo};
+use crate::runtime::rooms::frames::{self, Frame, MemberInfo, WelcomeText};
 use crate::runtime::rooms::handler::{Answer, Call, Handler};
 use crate::runtime::rooms::livestore::Dialect;
 use crate::runtime::rooms::mailbox;
@@ -98,10 +98,19 @@ impl Owner {
                 .await
                 .map_err(|e| JoinError::Unavailable(e.to_string()))?;
         }
-        let state = self.state.as_ref().expect("loaded");
+        let state = self.state.as_mut().expect("loaded");
         let head = state.head;
-        let text = || match &state.content {
-            Content::Text(doc) => Some(doc.text()),
+        // The text, shared with the other joiners of this version.
+        let mut text = || match &state.content {
+            Content::Text(doc) => {
+                let cached = (state.welcome_text)
+                    .as_ref()
+                    .filter(|t| t.head == head)
+                    .cloned();
+                let text = cached.unwrap_or_else(|| Arc::new(WelcomeText::new(head, doc.text())));
+                state.welcome_text = Some(text.clone());
+                Some(text)
+            }
             _ => None,
         };
         let catch_up = |after, snapshot| {
@@ -114,6 +123,7 @@ impl Owner {
                 form: CatchUpForm::Stored,
             })
         };
+        let compacted_through = state.compacted_through;
         let (text, catch_up) = match request.since {
             None => (text(), None),
             Some(since) if since >= head => (None, None),
@@ -122,15 +132,16 @@ impl Owner {
             // A yjs client catches up by syncing, a livestore client by
             // pulling, not from the log.
             Some(_) if !self.protocol.host_frames() => (None, None),
-            Some(since) if since < state.compacted_through => match self.protocol {
-                RoomProtocol::Relay => {
-                    let through = state.compacted_through;
-                    (None, catch_up(through, Some(frames::snapshot(through))))
-                }
+            Some(since) if since < compacted_through => match self.protocol {
+                RoomProtocol::Relay => (
+                    None,
+                    catch_up(compacted_through, Some(frames::snapshot(compacted_through))),
+                ),
                 _ => (text(), None),
             },
             Some(since) => (None, catch_up(since, None)),
         };
+        let state = self.state.as_ref().expect("loaded");
         let count = self.members.len() + 1;
         let others: Vec<MemberInfo<'_>> = (self.members.values())
             .take(frames::MAX_LISTED_MEMBERS)
@@ -140,15 +151,19 @@ impl Owner {
             Content::Yjs(room) => room.welcome().into_iter().map(Frame::Binary).collect(),
             // A LiveStore client speaks first (it pulls).
             Content::LiveStore(_) => Vec::new(),
-            _ => vec![frames::welcome(
-                &self.id,
-                &id,
-                self.protocol.name(),
-                head,
-                &others,
-                count,
-                text.as_deref(),
-            )],
+            _ => {
+                let welcome = frames::welcome(
+                    &self.id,
+                    &id,
+                    self.protocol.name(),
+                    head,
+                    &others,
+                    count,
+                    text.as_deref(),
+                );
+                let parts = text.iter().flat_map(|t| t.parts().iter().cloned());
+                std::iter::once(welcome).chain(parts).collect()
+            }
         };
         let info = MemberInfo {
             connection: &id,
@@ -159,7 +174,8 @@ impl Owner {
         }
         let livestore = (self.protocol == RoomProtocol::LiveStore)
             .then(|| livestore::Subscriber::new(request.dialect.unwrap_or(Dialect::Rpc)));
-        let (queue_tx, queue) = mailbox::channel(self.limits.send_queue);
+        let (queue_tx, queue) =
+            mailbox::channel(self.limits.send_queue, self.limits.send_queue_bytes);
         let (kick_tx, kicked) = oneshot::channel();
         let connection = self.next_member;
         self.next_member += 1;

@@ -63,6 +63,15 @@ pub(super) enum Command {
     },
 }
 
+impl mailbox::Weigh for Command {
+    fn weight(&self) -> usize {
+        match self {
+            Command::Message { message, .. } => message.len(),
+            Command::Join { .. } | Command::Leave { .. } => 0,
+        }
+    }
+}
+
 struct Member {
     id: Arc<str>,
     user: Option<Arc<str>>,

@@ -16,6 +16,8 @@ pub(super) struct State {
     pub compacted_through: u64,
     pub snapshot_seq: u64,
     pub content: Content,
+    /// A text room's text as its last joiners got it (`WelcomeText`).
+    pub welcome_text: Option<std::sync::Arc<frames::WelcomeText>>,
 }
 
 /// What a protocol keeps of a room beyond its events.
@@ -100,6 +102,7 @@ impl Owner {
         self.state = Some(State {
             head: head.head,
             compacted_through: head.compacted_through,
+            welcome_text: None,
             snapshot_seq,
             content,
         });
