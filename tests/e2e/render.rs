@@ -352,16 +352,9 @@ async fn webrtc_and_the_browsers_own_ports_stay_behind_the_guard() {
             counted.fetch_add(1, Ordering::SeqCst);
         }
     });
-    let profiles = tempfile::tempdir().unwrap();
     let secret = start_secret().await;
     let pages = start_pages(&secret).await;
-    let profiles_dir = profiles.path().to_path_buf();
-    let server = start_renderer(&pages, move |config| {
-        // All of loopback, as `--render-allow 127.0.0.1` gives it.
-        config.render.allow = vec!["127.0.0.1".parse().unwrap()];
-        config.render.profiles_dir = profiles_dir;
-    })
-    .await;
+    let server = start_renderer(&pages, |_| {}).await;
     let page = format!(
         r#"<p id="out">gathering</p><script>
         const pc = new RTCPeerConnection({{ iceServers: [
@@ -392,12 +385,31 @@ async fn webrtc_and_the_browsers_own_ports_stay_behind_the_guard() {
         "TCP went around the guard"
     );
 
-    // Chromium's DevTools port (in its profile's DevToolsActivePort).
-    let active = std::fs::read_dir(profiles.path())
+    // Chromium's DevTools port (in its profile's DevToolsActivePort), with
+    // all of loopback allowed, as `--render-allow 127.0.0.1` allows it.
+    let server = start_renderer(&pages, |config| {
+        config.render.allow = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    let warm = render_post(
+        &server,
+        "/render/html",
+        json!({"html": "<p>hi</p>", "cache": "no"}),
+    )
+    .await;
+    assert_eq!(warm.status, 200, "{}", warm.text());
+    let dirs: Vec<_> = std::fs::read_dir(server.data_dir.join("render"))
         .unwrap()
-        .filter_map(|e| std::fs::read_to_string(e.unwrap().path().join("DevToolsActivePort")).ok())
-        .next()
-        .expect("a running Chromium's DevToolsActivePort");
+        .map(|e| e.unwrap().path())
+        .collect();
+    let active = (dirs.iter())
+        .find_map(|d| std::fs::read_to_string(d.join("DevToolsActivePort")).ok())
+        .unwrap_or_else(|| {
+            let listing: Vec<_> = (dirs.iter())
+                .flat_map(|d| std::fs::read_dir(d).unwrap().map(|e| e.unwrap().path()))
+                .collect();
+            panic!("no DevToolsActivePort in {listing:?}")
+        });
     let devtools: u16 = active.lines().next().unwrap().parse().unwrap();
     let target = format!("http://127.0.0.1:{devtools}/json/version");
     let r = render_get(

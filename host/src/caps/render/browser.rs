@@ -53,9 +53,6 @@ const FLAGS: &[&str] = &[
     // the capture of a 1280x800 page about 40 % faster).
     "disable-gpu-vsync",
     "disable-frame-rate-limit",
-    // A page's WebRTC may not send UDP around the proxy (the guard):
-    // peer connections go through it over TCP, or not at all.
-    "force-webrtc-ip-handling-policy=disable_non_proxied_udp",
 ];
 
 /// A running Chromium.
@@ -85,6 +82,9 @@ impl Instance {
                 &settings.chromium,
             )));
         }
+        write_preferences(&dir).map_err(|e| {
+            RenderError::Unavailable(format!("Chromium's profile at {}: {e}", dir.display()))
+        })?;
         let config = BrowserConfig::builder()
             .chrome_executable(&settings.chromium)
             .no_sandbox()
@@ -268,6 +268,24 @@ impl Drop for Prepared {
             }
         });
     }
+}
+
+/// The profile's preferences, written before Chromium first starts with
+/// it: WebRTC may use UDP only through a proxy that carries it, which the
+/// render's proxy does not, so a page's peer connections take TCP through
+/// the guard or nothing. (Chromium reads this policy from preferences,
+/// which every browser context inherits; there is no switch for it.)
+fn write_preferences(dir: &Path) -> std::io::Result<()> {
+    let preferences = serde_json::json!({
+        "webrtc": {
+            "ip_handling_policy": "disable_non_proxied_udp",
+            "multiple_routes_enabled": false,
+            "nonproxied_udp_enabled": false,
+        }
+    });
+    let default = dir.join("Default");
+    std::fs::create_dir_all(&default)?;
+    std::fs::write(default.join("Preferences"), preferences.to_string())
 }
 
 /// The port of a DevTools address (`ws://127.0.0.1:PORT/devtools/...`).
