@@ -468,13 +468,17 @@ pub fn rss_bytes() -> u64 {
 
 /// The resident set size of process `pid` (`"self"`: this one).
 pub fn rss_bytes_of(pid: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    try_rss_bytes_of(pid).unwrap_or_else(|| panic!("no resident size for process {pid}"))
+}
+
+/// The resident set size of process `pid`, if it (still) has one.
+pub fn try_rss_bytes_of(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())?;
+    Some(kb * 1024)
 }
 
 /// `s` percent-encoded as `encodeURIComponent` does, but for `!'()*` too:

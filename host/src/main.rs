@@ -228,6 +228,11 @@ struct RenderArgs {
     /// Largest screenshot, PDF or HTML handed to a plugin, in MiB.
     #[arg(long, default_value_t = 32)]
     render_max_mib: usize,
+    /// The memory one page may hold, in MiB: a page past it is stopped
+    /// and its render fails with 413 (Chromium is outside
+    /// --memory-budget-mib).
+    #[arg(long, default_value_t = spike::caps::render::DEFAULT_PAGE_MEMORY >> 20)]
+    render_page_mib: u64,
 }
 
 impl RenderArgs {
@@ -247,6 +252,7 @@ impl RenderArgs {
             restart_after: self.render_restart_after.max(1),
             allow: self.render_allow,
             max_bytes: self.render_max_mib.max(1) << 20,
+            page_memory: self.render_page_mib.max(64) << 20,
             ..Default::default()
         })
     }

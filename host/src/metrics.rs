@@ -157,6 +157,8 @@ pub struct Metrics {
     pub render_launches: Counter,
     /// Browsers replaced: `crashed`, `recycled` (after `restart_after`).
     pub render_restarts: Family<KindLabels, Counter>,
+    /// Pages (renderer processes) stopped past `--render-page-mib`.
+    pub render_pages_killed: Counter,
 }
 
 impl Metrics {
@@ -200,6 +202,7 @@ impl Metrics {
             render_blocked: Family::default(),
             render_launches: Counter::default(),
             render_restarts: Family::default(),
+            render_pages_killed: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -387,6 +390,11 @@ impl Metrics {
             "render_browser_restarts",
             "Browsers the renderer replaced, by reason (crashed, recycled)",
             m.render_restarts.clone(),
+        );
+        r.register(
+            "render_pages_killed",
+            "Pages the renderer stopped for holding more memory than --render-page-mib",
+            m.render_pages_killed.clone(),
         );
         Arc::new(Self { registry, ..m })
     }

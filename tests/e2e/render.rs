@@ -421,6 +421,120 @@ async fn webrtc_and_the_browsers_own_ports_stay_behind_the_guard() {
     assert!(r.text().contains("DevTools"), "{}", r.text());
 }
 
+/// Chromium's memory is bounded per page (the hostile probe: a page that
+/// allocated 1.5 GiB took the process tree to 3,870 MiB; an 8192 x 8192
+/// screenshot at scale 2, 6,160 MiB): a page past `--render-page-mib` is
+/// stopped and its render answered 413, and a screenshot larger than 4096
+/// x 4096 device pixels is refused before the browser draws it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_past_its_memory_is_stopped_and_huge_screenshots_refused() {
+    let secret = start_secret().await;
+    let pages = start_pages(&secret).await;
+    let server = start_renderer(&pages, |config| {
+        config.render.page_memory = 300 << 20;
+    })
+    .await;
+    let huge = render_get(
+        &server,
+        "/render/screenshot?html=x&width=8192&height=8192&deviceScaleFactor=2&cache=no",
+    )
+    .await;
+    assert_eq!(huge.status, 400, "{}", huge.text());
+    assert!(huge.text().contains("device pixels"), "{}", huge.text());
+
+    // Warm: the browser runs, its process tree is known.
+    let warm = render_post(
+        &server,
+        "/render/html",
+        json!({"html": "<p>hi</p>", "cache": "no"}),
+    )
+    .await;
+    assert_eq!(warm.status, 200, "{}", warm.text());
+    let render_dir = server.data_dir.join("render");
+    let browser = chromium_of(&render_dir).expect("the server's Chromium");
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let sampling = sampling.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0u64;
+            while sampling.load(Ordering::Relaxed) {
+                for pid in descendants_of(browser) {
+                    peak = peak.max(try_rss_bytes_of(&pid.to_string()).unwrap_or(0));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        })
+    };
+    let hog = "<body><script>const keep = []; try { for (let i = 0; i < 128; i++) { \
+               const a = new Uint8Array(16 << 20); a.fill(1); keep.push(a); } } \
+               catch (e) { document.body.append(String(e)); } \
+               document.body.append(' allocated ' + keep.length);</script></body>";
+    let r = render_post(&server, "/render/html", json!({"html": hog, "cache": "no"})).await;
+    sampling.store(false, Ordering::Relaxed);
+    let peak = sampler.join().unwrap();
+    eprintln!("the hog's browser peaked at {} MiB", peak >> 20);
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(r.text().contains("300 MiB of memory"), "{}", r.text());
+    assert!(
+        peak < 1 << 30,
+        "a page of Chromium's reached {} MiB (limit 300)",
+        peak >> 20
+    );
+    let metrics = server.metrics_text().await;
+    assert!(
+        metrics.contains("spike_render_pages_killed_total 1"),
+        "{metrics}"
+    );
+    // The next render is served.
+    let next = render_post(
+        &server,
+        "/render/html",
+        json!({"html": "<p>after</p>", "cache": "no"}),
+    )
+    .await;
+    assert_eq!(next.status, 200, "{}", next.text());
+}
+
+/// The Chromium a server runs, by its profile folder under `dir`.
+fn chromium_of(dir: &std::path::Path) -> Option<u32> {
+    let dir = dir.display().to_string();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        (cmdline.contains(&dir) && !cmdline.contains("--type=")).then_some(pid)
+    })
+}
+
+/// Every process below `root`.
+fn descendants_of(root: u32) -> Vec<u32> {
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat[stat.rfind(')')? + 1..]
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let all: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .filter_map(|pid| Some((pid, parent(pid)?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(all.iter().filter(|(_, pp)| *pp == p).map(|(pid, _)| *pid));
+        i += 1;
+    }
+    found
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_are_bounded_queued_and_timed_out() {
     let secret = start_secret().await;

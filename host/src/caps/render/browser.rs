@@ -19,7 +19,9 @@ use chromiumoxide::page::Page;
 use futures::StreamExt;
 
 use super::guard::{Guard, RenderProxy, Reservation};
+use super::memory::{self, Killed};
 use super::{RenderError, RenderSettings};
+use crate::metrics::Metrics;
 
 /// The viewport a page is prepared with, and a render's when it names none.
 pub const DEFAULT_VIEWPORT: Viewport = Viewport {
@@ -68,6 +70,8 @@ pub struct Instance {
     dir: PathBuf,
     /// Its DevTools port, which no page may reach.
     _devtools: Option<Reservation>,
+    /// Its pages killed for their memory (`memory`), counted.
+    killed: Option<Killed>,
 }
 
 impl Instance {
@@ -76,6 +80,7 @@ impl Instance {
         settings: &RenderSettings,
         guard: &Guard,
         dir: PathBuf,
+        metrics: &Metrics,
     ) -> Result<Self, RenderError> {
         if !settings.chromium.exists() {
             return Err(RenderError::Unavailable(missing_chromium(
@@ -102,7 +107,7 @@ impl Instance {
             .args(FLAGS.iter().copied())
             .build()
             .map_err(|e| RenderError::Unavailable(format!("Chromium: {e}")))?;
-        let (browser, mut handler) = Browser::launch(config).await.map_err(|e| {
+        let (mut browser, mut handler) = Browser::launch(config).await.map_err(|e| {
             RenderError::Unavailable(format!(
                 "Chromium ({}) did not start: {e}",
                 settings.chromium.display()
@@ -128,6 +133,17 @@ impl Instance {
             }
             watch.store(false, Ordering::Release);
         });
+        // The watch ends when the instance (its receiver) does.
+        let pid = browser.get_mut_child().and_then(|c| c.inner.id());
+        let killed = pid.map(|pid| {
+            let counted = metrics.render_pages_killed.clone();
+            memory::watch(pid, settings.page_memory, counted)
+        });
+        if killed.is_none() {
+            tracing::warn!(
+                "render: Chromium's process id is unknown: pages are not memory-bounded"
+            );
+        }
         let devtools = devtools_port(browser.websocket_address());
         if devtools.is_none() {
             tracing::warn!(
@@ -137,12 +153,19 @@ impl Instance {
         }
         Ok(Self {
             _devtools: devtools.map(|port| guard.reserved().hold(port)),
+            killed,
             browser,
             alive,
             renders: AtomicU32::new(0),
             retired: AtomicBool::new(false),
             dir,
         })
+    }
+
+    /// Pages of this browser killed for their memory so far (`None`: not
+    /// watched).
+    pub fn killed(&self) -> Option<Killed> {
+        self.killed.clone()
     }
 
     pub fn alive(&self) -> bool {

@@ -14,13 +14,13 @@ use chromiumoxide::page::Page;
 use serde::Deserialize;
 
 use super::browser::{Prepared, failed, metrics};
-use super::options::{Job, Output, Source};
+use super::options::{Job, MAX_DEVICE_PIXELS, Output, Source};
 use super::{RenderError, RenderSettings, Rendered};
 use crate::bindings::spike::host::render as wit;
 
-/// Tallest full-page capture, in CSS pixels: Chromium's largest surface is
-/// 16,384 pixels a side.
-const MAX_FULL_PAGE_HEIGHT: f64 = 16_384.0;
+/// Widest and tallest capture, in CSS pixels: Chromium's largest surface
+/// is 16,384 pixels a side.
+const MAX_CAPTURE_SIDE: f64 = 16_384.0;
 /// How long the network must be quiet to count as idle (as Puppeteer's
 /// `networkidle0`).
 const NETWORK_QUIET: Duration = Duration::from_millis(500);
@@ -80,7 +80,10 @@ pub async fn run(
             quality,
             full_page,
             clip,
-        } => screenshot(page, *format, *quality, *full_page, clip.as_deref()).await?,
+        } => {
+            let scale = job.viewport.scale;
+            screenshot(page, *format, *quality, *full_page, clip.as_deref(), scale).await?
+        }
         Output::Pdf(options) => (
             page.pdf(pdf_params(options))
                 .await
@@ -168,12 +171,26 @@ async fn wait_for_selector(page: &Page, selector: &str) -> Result<(), RenderErro
     }
 }
 
+/// A capture of `width` × `height` CSS pixels at `scale`, cut (from the
+/// bottom, then the right) to what `MAX_DEVICE_PIXELS` and
+/// `MAX_CAPTURE_SIDE` allow: a full page of 16,384 × 16,384 at scale 4
+/// would be 4 G pixels.
+fn within_pixels(width: f64, height: f64, scale: f64) -> (f64, f64) {
+    let area = MAX_DEVICE_PIXELS / (scale * scale);
+    let width = width.ceil().clamp(1.0, MAX_CAPTURE_SIDE.min(area));
+    let height = height
+        .ceil()
+        .clamp(1.0, MAX_CAPTURE_SIDE.min((area / width).floor()));
+    (width, height)
+}
+
 async fn screenshot(
     page: &Page,
     format: wit::ImageFormat,
     quality: Option<u8>,
     full_page: bool,
     clip: Option<&str>,
+    scale: f64,
 ) -> Result<(Vec<u8>, &'static str), RenderError> {
     let (format, content_type, lossy) = match format {
         wit::ImageFormat::Png => (CaptureScreenshotFormat::Png, "image/png", false),
@@ -190,7 +207,7 @@ async fn screenshot(
     }
     if let Some(selector) = clip {
         params = params
-            .clip(element_box(page, selector).await?)
+            .clip(element_box(page, selector, scale).await?)
             .capture_beyond_viewport(true);
     } else if full_page {
         let layout = page
@@ -198,12 +215,13 @@ async fn screenshot(
             .await
             .map_err(|e| RenderError::Failed(format!("measuring the page: {e}")))?;
         let size = &layout.result.css_content_size;
+        let (width, height) = within_pixels(size.width, size.height, scale);
         params = params
             .clip(Clip {
                 x: 0.0,
                 y: 0.0,
-                width: size.width.ceil().max(1.0),
-                height: size.height.ceil().clamp(1.0, MAX_FULL_PAGE_HEIGHT),
+                width,
+                height,
                 scale: 1.0,
             })
             .capture_beyond_viewport(true);
@@ -219,7 +237,7 @@ async fn screenshot(
 }
 
 /// The page box of the first element `selector` matches.
-async fn element_box(page: &Page, selector: &str) -> Result<Clip, RenderError> {
+async fn element_box(page: &Page, selector: &str, scale: f64) -> Result<Clip, RenderError> {
     let quoted = serde_json::to_string(selector).unwrap_or_default();
     let expression = format!(
         "(() => {{ const e = document.querySelector({quoted}); if (!e) return []; \
@@ -232,13 +250,16 @@ async fn element_box(page: &Page, selector: &str) -> Result<Clip, RenderError> {
         .await
         .map_err(|e| bad_selector(e, selector))?;
     match rect[..] {
-        [x, y, width, height] if width >= 1.0 && height >= 1.0 => Ok(Clip {
-            x,
-            y,
-            width,
-            height: height.min(MAX_FULL_PAGE_HEIGHT),
-            scale: 1.0,
-        }),
+        [x, y, width, height] if width >= 1.0 && height >= 1.0 => {
+            let (width, height) = within_pixels(width, height, scale);
+            Ok(Clip {
+                x,
+                y,
+                width,
+                height,
+                scale: 1.0,
+            })
+        }
         [_, _, _, _] => Err(RenderError::Invalid(format!(
             "the element '{selector}' has no size to capture"
         ))),
@@ -268,5 +289,25 @@ fn pdf_params(o: &wit::PdfOptions) -> PrintToPdfParams {
         margin_bottom: inches(o.margin_bottom, 0.4),
         margin_left: inches(o.margin_left, 0.4),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captures_are_cut_to_the_pixel_ceiling() {
+        assert_eq!(within_pixels(300.0, 3000.0, 1.0), (300.0, 3000.0));
+        assert_eq!(within_pixels(0.2, 0.0, 1.0), (1.0, 1.0));
+        // A page of 16,384 x 100,000 at scale 2: 2,048 x 2,048 CSS pixels.
+        let (w, h) = within_pixels(16_384.0, 100_000.0, 2.0);
+        assert!(w * h * 4.0 <= MAX_DEVICE_PIXELS, "{w} x {h}");
+        assert_eq!(w, 16_384.0_f64.min(MAX_DEVICE_PIXELS / 4.0));
+        // Tall and narrow: the height is cut at Chromium's side.
+        assert_eq!(
+            within_pixels(800.0, 100_000.0, 1.0),
+            (800.0, MAX_CAPTURE_SIDE)
+        );
     }
 }

@@ -9,11 +9,14 @@
 //!   render, so nothing leaks between callers);
 //! - `capture`: what one render does on its page (load, wait, take);
 //! - `options`: a guest's request checked and turned into a `Job`;
-//! - `guard`: the proxy every request of a page goes through (SSRF).
+//! - `guard`: the proxy every request of a page goes through (SSRF);
+//! - `memory`: a page's memory, bounded (its renderer process is killed
+//!   past `--render-page-mib`).
 
 mod browser;
 mod capture;
 mod guard;
+mod memory;
 mod options;
 mod renderer;
 
@@ -29,6 +32,11 @@ use super::View;
 use super::outbound::HostPattern;
 use crate::bindings::spike::host::render as wit;
 use crate::metrics::Metrics;
+
+/// The memory a page may hold by default (`--render-page-mib`): more
+/// than the heaviest common web applications take, a fraction of a
+/// machine.
+pub const DEFAULT_PAGE_MEMORY: u64 = 1 << 30;
 
 /// The operator's settings of the renderer (`spike serve --render-*`).
 #[derive(Debug, Clone)]
@@ -53,6 +61,8 @@ pub struct RenderSettings {
     pub allow: Vec<HostPattern>,
     /// Largest result handed to a plugin.
     pub max_bytes: usize,
+    /// The resident memory one page (its renderer process) may hold.
+    pub page_memory: u64,
     /// Where browser profiles live while a browser runs.
     pub profiles_dir: PathBuf,
 }
@@ -68,6 +78,7 @@ impl Default for RenderSettings {
             restart_after: 500,
             allow: Vec::new(),
             max_bytes: 32 << 20,
+            page_memory: DEFAULT_PAGE_MEMORY,
             profiles_dir: std::env::temp_dir(),
         }
     }

@@ -11,6 +11,10 @@ use crate::bindings::spike::host::render as wit;
 /// Widest and tallest viewport, in CSS pixels.
 const MAX_VIEWPORT: u32 = 8192;
 const MAX_SCALE: f32 = 4.0;
+/// The most device pixels a page is drawn at (4096 × 4096: 64 MiB as
+/// RGBA): the viewport, and what a screenshot takes of the page. One
+/// 8192 × 8192 screenshot at scale 2 (1 G pixels) took Chromium to 6 GiB.
+pub const MAX_DEVICE_PIXELS: f64 = 4096.0 * 4096.0;
 /// Longest `delay-ms`.
 const MAX_DELAY: Duration = Duration::from_secs(10);
 /// Longest URL (Chromium's own limit is 2 MiB; no page needs that).
@@ -159,6 +163,14 @@ fn job(page: wit::Page, output: Output, settings: &RenderSettings) -> Result<Job
         height: dimension("height", page.viewport_height, DEFAULT_VIEWPORT.height)?,
         scale: scale.into(),
     };
+    let pixels = f64::from(viewport.width) * f64::from(viewport.height) * viewport.scale.powi(2);
+    if pixels > MAX_DEVICE_PIXELS {
+        return Err(invalid(format!(
+            "a {} x {} viewport at scale {} is {pixels:.0} device pixels, over {MAX_DEVICE_PIXELS:.0} \
+             (4096 x 4096): ask for a smaller viewport or scale",
+            viewport.width, viewport.height, viewport.scale
+        )));
+    }
     let delay = Duration::from_millis(page.delay_ms.into());
     if delay > MAX_DELAY {
         return Err(invalid(format!(
@@ -295,6 +307,16 @@ mod tests {
         assert!(html(p, &s).is_err());
         let mut p = page("http://example.com/");
         p.device_scale_factor = f32::NAN;
+        assert!(html(p, &s).is_err());
+        // The hostile probe's 8192 x 8192 at scale 2; 4096 x 4096 at 1 fits.
+        let mut p = page("http://example.com/");
+        (p.viewport_width, p.viewport_height, p.device_scale_factor) = (8192, 8192, 2.0);
+        assert!(matches!(html(p, &s), Err(RenderError::Invalid(m)) if m.contains("device pixels")));
+        let mut p = page("http://example.com/");
+        (p.viewport_width, p.viewport_height) = (4096, 4096);
+        assert!(html(p, &s).is_ok());
+        let mut p = page("http://example.com/");
+        (p.viewport_width, p.viewport_height, p.device_scale_factor) = (2048, 2048, 2.5);
         assert!(html(p, &s).is_err());
         let mut p = page("http://example.com/");
         p.delay_ms = 60_000;

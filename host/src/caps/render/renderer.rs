@@ -113,7 +113,17 @@ impl Renderer {
             if served >= self.settings.restart_after {
                 self.retire(&instance, "recycled").await;
             }
-            let outcome = timeout_at(deadline, capture::run(&mut prepared, job, &self.settings))
+            // A page past its memory is killed (`memory`): its render ends
+            // then, saying so, rather than at its deadline.
+            let page = prepared.page().clone();
+            let killed = instance.killed();
+            let work = async {
+                tokio::select! {
+                    outcome = capture::run(&mut prepared, job, &self.settings) => outcome,
+                    gone = killed_under(&page, killed, self.settings.page_memory) => Err(gone),
+                }
+            };
+            let outcome = timeout_at(deadline, work)
                 .await
                 .map_err(|_| late())
                 .and_then(|r| r);
@@ -139,6 +149,9 @@ impl Renderer {
         }
     }
 
+    /// Resolves once `page` is found dead after a page of its browser was
+    /// killed for its memory (another render's page may have been the
+    /// one); never, if the browser is not watched.
     /// A page for one render, or `busy` when none comes free in time.
     async fn admit(&self, deadline: Instant) -> Result<OwnedSemaphorePermit, RenderError> {
         if let Ok(permit) = self.permits.clone().try_acquire_owned() {
@@ -190,7 +203,8 @@ impl Renderer {
             .profiles_dir
             .join(format!("chromium-{}-{n}", std::process::id()));
         let started = std::time::Instant::now();
-        let instance = Arc::new(Instance::launch(&self.settings, &self.guard, dir).await?);
+        let instance =
+            Arc::new(Instance::launch(&self.settings, &self.guard, dir, &self.metrics).await?);
         tracing::info!(
             launch = n,
             ms = started.elapsed().as_millis() as u64,
@@ -258,5 +272,31 @@ impl Renderer {
                 }
             }
         });
+    }
+}
+
+/// Resolves once `page` is found gone after a page of its browser was
+/// killed for its memory (the killed one may have been another render's:
+/// each render asks its own page); never if the browser is not watched.
+async fn killed_under(
+    page: &chromiumoxide::page::Page,
+    killed: Option<super::memory::Killed>,
+    limit: u64,
+) -> RenderError {
+    let Some(mut killed) = killed else {
+        return std::future::pending().await;
+    };
+    killed.mark_unchanged();
+    loop {
+        if killed.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        let answer = tokio::time::timeout(Duration::from_secs(1), page.evaluate("1")).await;
+        if !matches!(answer, Ok(Ok(_))) {
+            return RenderError::TooLarge(format!(
+                "the page used more than {} MiB of memory (--render-page-mib) and was stopped",
+                limit >> 20
+            ));
+        }
     }
 }
