@@ -355,15 +355,61 @@ async fn pathological_sources_end_in_4xx_or_504_and_the_server_goes_on() {
         ("arrows", format!("x = {}1;", "() => ".repeat(999))),
         ("operators", format!("x = 1{};", " + 1".repeat(3_990))),
         ("members", format!("x = a{};", ".b".repeat(3_990))),
+        ("nested ifs", format!("{}x();", "if (a) ".repeat(990))),
+        ("nested loops", format!("{}x();", "for (;;) ".repeat(990))),
+        (
+            "an else-if chain",
+            format!("if (a) {{}}{}", " else if (a) {}".repeat(990)),
+        ),
+        (
+            "labels",
+            format!(
+                "{}x();",
+                (0..3_990).map(|i| format!("l{i}: ")).collect::<String>()
+            ),
+        ),
+        ("ternaries", format!("x = {}1;", "a ? b : ".repeat(1_990))),
     ] {
         let resp = post(&server, &source).await;
         assert_eq!(resp.status(), 200, "{what} within the limit");
     }
+    // The hostile probe's constant of 3,000 terms, minified: its folding
+    // took the component past 512 MiB (a 500).
+    let terms: Vec<String> = (0..3_000).map(|i| format!("x{i}")).collect();
+    let (status, body) = post_json(
+        &server,
+        serde_json::json!({"code": format!("export const x = {};", terms.join("+")), "loader": "ts", "minify": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["code"].as_str().unwrap().contains("x2999"));
     // Past it: a 400 that says where.
     for (what, source) in [
         ("10,000 brackets", nested("(", ")", 10_000)),
         ("10,000 elements", nested("<div>", "</div>", 10_000)),
         ("a 5 MB chain", format!("x = 1{};", "+1".repeat(2_500_000))),
+        // The hostile probe's: brackets behind a division read as a
+        // regular expression, nested statements, a long else-if chain.
+        (
+            "a division of 6,000 brackets",
+            format!(
+                "export const x = {{}} / {}1{} / 1;",
+                "(".repeat(6_000),
+                ")".repeat(6_000)
+            ),
+        ),
+        (
+            "10,000 nested ifs",
+            format!("{}x();", "if (a) ".repeat(10_000)),
+        ),
+        (
+            "10,000 nested loops",
+            format!("{}x();", "for (;;) ".repeat(10_000)),
+        ),
+        (
+            "50,000 else-ifs",
+            format!("if (a) {{}}{}", " else if (a) {}".repeat(50_000)),
+        ),
     ] {
         let resp = post(&server, &source).await;
         assert_eq!(resp.status(), 400, "{what}");

@@ -110,7 +110,21 @@ impl Session {
         let parsed = parser.parse_module();
         let mut errors = parser.take_errors();
         let module = match parsed {
-            Ok(module) if errors.is_empty() => return Ok((module, file)),
+            Ok(mut module) if errors.is_empty() => {
+                if loader.is_typescript() {
+                    crate::const_fold::limit(&mut module).map_err(|at| {
+                        let max = crate::const_fold::MAX_FOLDED_OPERATORS;
+                        vec![self.diagnostic(
+                            at,
+                            format!(
+                                "an enum member's initializer of more than {max} operators: \
+                                 compute it outside the enum"
+                            ),
+                        )]
+                    })?;
+                }
+                return Ok((module, file));
+            }
             Ok(_) => None,
             Err(e) => Some(e),
         };

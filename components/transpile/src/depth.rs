@@ -5,14 +5,21 @@
 //! nested deeper than the stack allows traps the instance ("call stack
 //! exhausted", a 500). So the source is scanned first, in one pass over its
 //! bytes, for what makes the tree deep: brackets (`(`, `[`, `{`, `${`), JSX
-//! elements, arrow functions, and chains of operators, member accesses and
-//! unary keywords within one expression (`a + b + …`, `a.b.c…`, `!!!…`,
-//! `typeof typeof …`). Each costs units, about in proportion to the stack
-//! swc spends on it (measured in the component: a bracket, a JSX element or
-//! an arrow 1.3–1.7 KiB of wasm stack, an operator or a `.` 0.3–0.45 KiB),
-//! and the costs along the way from the top of the source to the deepest
-//! point are summed. Strings, comments, templates and regular expressions
-//! are skipped by the usual heuristics; where they guess wrong they count
+//! elements, arrow functions, statements nested without brackets (`if (a)
+//! if (b) …`, `for (;;) for (;;) …`, `else if` chains, `class extends class
+//! extends …`), and chains of operators, member accesses and unary
+//! keywords within one expression (`a + b + …`, `a.b.c…`, `!!!…`, `typeof
+//! typeof …`). Each costs units, about in proportion to the stack swc
+//! spends on it (measured in the component: a bracket, a JSX element or an
+//! arrow 1.3–1.7 KiB of wasm stack, an operator or a `.` 0.3–0.45 KiB; a
+//! nesting statement is counted as a bracket), and the costs along the way
+//! from the top of the source to the deepest point are summed; a statement
+//! that a `}` ends and another begins after starts again from its level.
+//! Strings, comments and templates are skipped by the usual heuristics,
+//! and so are regular expressions but for their groups, which count as
+//! brackets: a `/` the scan takes for the start of one may be a division
+//! (`{} / ((( … ))) / 1` went through swc's stack while the scan skipped
+//! it, in the hostile probe). Where the heuristics guess wrong they count
 //! too much, and the limit is far above what code is written with.
 //!
 //! `MAX_NESTING` (units, default [`MAX_UNITS`]) moves the limit. With the
@@ -20,7 +27,7 @@
 //! (`build.rs`) it took 5,695 nested brackets, 5,788 nested JSX elements,
 //! 4,806 nested arrows, 24,954 chained `+`, 19,408 chained `.` and 20,961
 //! `!` (measured one at a time over HTTP); the default stops at 1,000
-//! brackets, elements or arrows, or 4,000 operators.
+//! brackets, elements, arrows or nested statements, or 4,000 operators.
 
 use crate::compile::{Diagnostic, line_and_column};
 
@@ -129,6 +136,35 @@ fn is_unary_word(word: &[u8]) -> bool {
     )
 }
 
+/// Words that open a statement or class nested in what follows them
+/// (`if (a) if (b) …`, `for (;;) for (;;) …`, `else if` chains, `class A
+/// extends class B extends …`): each is a level of swc's recursion, as a
+/// bracket is, though no bracket is opened.
+fn is_nesting_word(word: &[u8]) -> bool {
+    matches!(
+        word,
+        b"if" | b"for" | b"while" | b"do" | b"with" | b"extends"
+    )
+}
+
+/// Words that go on with the statement a `}` closed (`} else`, `} catch`,
+/// `} while (…)`, `{} instanceof C`, ...); any other word after a `}`
+/// starts a new statement, where nothing before it nests.
+fn continues_after_block(word: &[u8]) -> bool {
+    matches!(
+        word,
+        b"else"
+            | b"catch"
+            | b"finally"
+            | b"while"
+            | b"in"
+            | b"instanceof"
+            | b"as"
+            | b"satisfies"
+            | b"of"
+    )
+}
+
 /// The byte offset where the scan's units first pass `max`, if they do.
 fn too_deep(bytes: &[u8], max: usize) -> Option<usize> {
     let mut scan = Scan {
@@ -141,6 +177,9 @@ fn too_deep(bytes: &[u8], max: usize) -> Option<usize> {
     let mut last_word: &[u8] = b"";
     // Inside a JSX tag (`<div a="1">`): its `=` and `>` are no operators.
     let mut in_tag = false;
+    // The last thing read was a `}` closing a bracket: a word now may start
+    // a new statement.
+    let mut after_block = false;
     let mut i = 0;
     let at = |i: usize| bytes.get(i).copied().unwrap_or(b'\n');
     while i < bytes.len() {
@@ -153,11 +192,16 @@ fn too_deep(bytes: &[u8], max: usize) -> Option<usize> {
             }
             last_word = &bytes[start..i];
             last = bytes[i - 1];
+            if std::mem::take(&mut after_block) && !continues_after_block(last_word) {
+                scan.end_expression();
+            }
             if is_unary_word(last_word) {
                 scan.add(1);
-                if scan.total > max {
-                    return Some(start);
-                }
+            } else if is_nesting_word(last_word) {
+                scan.add(LEVEL);
+            }
+            if scan.total > max {
+                return Some(start);
             }
             continue;
         }
@@ -165,6 +209,7 @@ fn too_deep(bytes: &[u8], max: usize) -> Option<usize> {
             i += 1;
             continue;
         }
+        let mut closed_block = false;
         let starts_expression = || {
             expression_starts_after(last)
                 || (is_word(last)
@@ -198,17 +243,38 @@ fn too_deep(bytes: &[u8], max: usize) -> Option<usize> {
             }
             b'/' if starts_expression() => {
                 // A regular expression, to its unescaped `/` outside a class.
+                // Its groups and quantifiers count as brackets: a regular
+                // expression's are few and balanced, and where the guess is
+                // wrong (`{} / ((( … ))) / 1` is a division) they are the
+                // brackets of the code.
+                let start = i;
                 let mut class = false;
+                let (mut depth, mut deepest) = (0usize, 0usize);
                 i += 1;
                 while i < bytes.len() && bytes[i] != b'\n' {
                     match bytes[i] {
                         b'\\' => i += 1,
-                        b'[' => class = true,
-                        b']' => class = false,
+                        b'[' if !class => {
+                            class = true;
+                            depth += 1;
+                            deepest = deepest.max(depth);
+                        }
+                        b']' if class => {
+                            class = false;
+                            depth = depth.saturating_sub(1);
+                        }
+                        b'(' | b'{' if !class => {
+                            depth += 1;
+                            deepest = deepest.max(depth);
+                        }
+                        b')' | b'}' if !class => depth = depth.saturating_sub(1),
                         b'/' if !class => break,
                         _ => {}
                     }
                     i += 1;
+                }
+                if scan.total + deepest * LEVEL > max {
+                    return Some(start + 1);
                 }
             }
             // A quote right after a letter is an apostrophe in JSX text.
@@ -227,6 +293,10 @@ fn too_deep(bytes: &[u8], max: usize) -> Option<usize> {
             b')' | b']' | b'}' => {
                 // JSX elements left open inside the bracket close with it.
                 while scan.pop() == Some(Open::Jsx) {}
+                if b == b'}' {
+                    // Set after `last` below.
+                    closed_block = true;
+                }
             }
             b'<' if at(i + 1) == b'/' => {
                 if scan.open.last().is_some_and(|(k, _)| *k == Open::Jsx) {
@@ -261,6 +331,7 @@ fn too_deep(bytes: &[u8], max: usize) -> Option<usize> {
         }
         if i < bytes.len() && !bytes[i].is_ascii_whitespace() {
             last = bytes[i];
+            after_block = std::mem::take(&mut closed_block);
         }
         i += 1;
     }
@@ -346,6 +417,51 @@ mod tests {
         }
         let nested = format!("x = `{}`", "${`".repeat(10) + &"`}".repeat(10));
         assert_eq!(units(&nested), 41);
+    }
+
+    #[test]
+    fn a_division_taken_for_a_regular_expression_still_counts_its_brackets() {
+        // The hostile probe's: `/` after `}` reads as a regular expression.
+        let division = format!(
+            "export const x = {{}} / {}1{} / 1;",
+            "(".repeat(100),
+            ")".repeat(100)
+        );
+        assert!(units(&division) >= 400, "{}", units(&division));
+        // A real one's groups are few.
+        assert!(units("x = /(a(b)c)+[(]{2,3}/g;") <= 16);
+    }
+
+    #[test]
+    fn nested_statements_count_as_levels_and_sequences_do_not() {
+        let level = |source: &str| units(source) / LEVEL;
+        let nested_ifs = format!("{}x();", "if (a) ".repeat(100));
+        assert_eq!(level(&nested_ifs), 101);
+        let nested_fors = format!("{}x();", "for (;;) ".repeat(100));
+        assert_eq!(level(&nested_fors), 101);
+        let chain = format!("if (a) {{}}{}", " else if (a) {}".repeat(100));
+        assert_eq!(level(&chain), 102);
+        let classes = format!(
+            "x = {}{{}}{};",
+            "class extends ".repeat(100),
+            " {}".repeat(100)
+        );
+        assert!(units(&classes) >= 400, "{}", units(&classes));
+        // One after another, each in its block: no deeper than one.
+        for sequence in [
+            "if (a) { b(); }\n".repeat(10_000),
+            "for (const x of y) { z(x) }\n".repeat(10_000),
+            "if (a) { b() } else { c() }\nwhile (d) { e() }\n".repeat(5_000),
+            "function f() {}\nclass C extends D {}\n".repeat(10_000),
+            "try { a() } catch (e) { b() } finally { c() }\ndo { d() } while (e)\n".repeat(5_000),
+        ] {
+            assert!(
+                units(&sequence) <= 20,
+                "{}: {}",
+                &sequence[..40],
+                units(&sequence)
+            );
+        }
     }
 
     #[test]

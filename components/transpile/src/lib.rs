@@ -26,6 +26,7 @@
 mod bundle;
 mod cache;
 mod compile;
+mod const_fold;
 mod depth;
 mod emit;
 mod import_map;

@@ -373,3 +373,42 @@ fn a_dynamic_import_of_a_bundled_file_is_a_diagnostic() {
         "{diagnostics:?}"
     );
 }
+
+#[test]
+fn long_constant_chains_are_compiled_as_written() {
+    // The hostile probe's chain (its memory is the end-to-end test's,
+    // `tests/e2e/transpile.rs`): the output holds it whole.
+    let terms: Vec<String> = (0..3_000).map(|i| format!("x{i}")).collect();
+    let source = format!("export const y = {};", terms.join("+"));
+    let out = std::thread::Builder::new()
+        .stack_size(256 << 20) // natively swc recurses on a test thread's 2 MiB
+        .spawn(move || compile(&source, &defaults()))
+        .unwrap()
+        .join()
+        .unwrap();
+    assert!(
+        out.contains("x0 + x1") && out.contains("x2998 + x2999"),
+        "{}",
+        &out[..80]
+    );
+    assert!(!out.contains(" as "), "the mark is stripped");
+    // A shorter one is folded as before, and runs.
+    let out = compile(
+        "const big = 1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12 + 13 + 14 + 15 + 16;\nexport const y = big + 300 * 0 + 'x';",
+        &defaults(),
+    );
+    assert_eq!(eval(&out, "m.y"), "\"136x\"");
+    // An enum member that long is refused where it starts.
+    let members: Vec<String> = (0..300).map(|i| i.to_string()).collect();
+    let source = format!("enum E {{ A = {} }}", members.join(" + "));
+    let diagnostics = match crate::run(Input::Module(source), &defaults()) {
+        Err(d) => d,
+        Ok(_) => panic!("an enum member of 300 operators was taken"),
+    };
+    assert_eq!(
+        (diagnostics[0].line, diagnostics[0].column),
+        (1, 14),
+        "{diagnostics:?}"
+    );
+    assert!(diagnostics[0].message.contains("more than 256 operators"));
+}
