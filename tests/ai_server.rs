@@ -37,6 +37,7 @@ prefix = "/whisper"
 prefix = "/replicate"
 [[routes]]
 prefix = "/ai-logs"
+auth = "operator"
 [grants]
 kv = ["ai"]
 outbound = ["127.0.0.1:{port}"]
@@ -115,12 +116,17 @@ pub async fn post_json(
     (status, json, headers)
 }
 
+/// A `GET` of `path` as the operator (the admin token).
+pub fn operator_get(server: &TestServer, path: &str) -> reqwest::RequestBuilder {
+    client().get(server.at(path)).bearer_auth(ADMIN_TOKEN)
+}
+
 /// `/ai-logs` once it lists `n` calls: a call is logged just after its
 /// answer has gone out.
 pub async fn logs_of(server: &TestServer, n: usize) -> Value {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let (status, logs) = send_json(client().get(server.at("/ai-logs"))).await;
+        let (status, logs) = send_json(operator_get(server, "/ai-logs")).await;
         assert_eq!(status, 200, "{logs}");
         if logs["calls"].as_array().unwrap().len() >= n {
             return logs;
@@ -135,7 +141,7 @@ pub async fn logs_of(server: &TestServer, n: usize) -> Value {
 
 /// The breaker of `provider` as `/ai-logs` shows it.
 pub async fn breaker(server: &TestServer, provider: &str) -> Value {
-    let (status, logs) = send_json(client().get(server.at("/ai-logs"))).await;
+    let (status, logs) = send_json(operator_get(server, "/ai-logs")).await;
     assert_eq!(status, 200);
     logs["breakers"]
         .as_array()

@@ -239,3 +239,67 @@ async fn a_followed_log_ends_when_the_server_stops() {
         started.elapsed()
     );
 }
+
+/// Wrong operator tokens are throttled per client address (the hostile
+/// probe sent 3,000 without being slowed): past ten a minute, the address
+/// is refused with 429 whatever it sends, on the admin API and on plugin
+/// routes that say `auth = "operator"` alike. Those routes' plugins see
+/// the operator as their caller.
+#[tokio::test]
+async fn operator_tokens_are_throttled_and_operator_routes_see_the_operator() {
+    let whoami = Plugin {
+        name: "whoami",
+        guest: "fixture_whoami",
+        manifest: "[[routes]]\nprefix = \"/whoami/ops\"\nauth = \"operator\"\n",
+    };
+    let server = TestServer::start(&[whoami]).await;
+    let (status, me) = send_json(
+        client()
+            .get(server.at("/whoami/ops"))
+            .bearer_auth(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(
+        (&me["subject"], &me["issuer"]),
+        (&"operator".into(), &"spike".into())
+    );
+    let (status, body) = send_json(client().get(server.at("/whoami/ops"))).await;
+    assert_eq!((status, error_code(&body)), (401, "unauthorized"));
+
+    for _ in 0..9 {
+        let wrong = client()
+            .get(server.at("/_spike/plugins"))
+            .bearer_auth("guess");
+        assert_eq!(send_json(wrong).await.0, 401);
+    }
+    let resp = within(
+        client()
+            .get(server.at("/_spike/plugins"))
+            .bearer_auth("guess")
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 429);
+    let wait: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    // The right token too, from this address, for now; and the routes.
+    let right = client()
+        .get(server.at("/_spike/plugins"))
+        .bearer_auth(ADMIN_TOKEN);
+    let (status, body) = send_json(right).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (429, "too_many_attempts"),
+        "{body}"
+    );
+    let route = client()
+        .get(server.at("/whoami/ops"))
+        .bearer_auth(ADMIN_TOKEN);
+    assert_eq!(send_json(route).await.0, 429);
+}

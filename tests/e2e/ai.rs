@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use spike_e2e::ai_server::*;
-use spike_e2e::fake_ai::{ANTHROPIC_KEY, FakeAi, Fault, OPENAI_KEY};
+use spike_e2e::fake_ai::{ANTHROPIC_KEY, FakeAi, Fault, Leak, OPENAI_KEY};
 use spike_e2e::*;
 
 /// Every line the SDK script printed, by case name.
@@ -312,8 +312,16 @@ async fn summarize_and_the_call_log() {
         call.get("prompt").is_none(),
         "prompts are kept only if the operator asks"
     );
-    let (status, _) = send_json(client().get(server.at("/ai-logs?limit=0"))).await;
+    let (status, _) = send_json(operator_get(&server, "/ai-logs?limit=0")).await;
     assert_eq!(status, 400);
+    // For the operator only (the hostile probe: any signed-in user read
+    // every call, and with LOG_PROMPTS every prompt).
+    let (status, body) = send_json(client().get(server.at("/ai-logs"))).await;
+    assert_eq!((status, error_code(&body)), (401, "unauthorized"), "{body}");
+    let wrong = client()
+        .get(server.at("/ai-logs"))
+        .bearer_auth("a-users-token");
+    assert_eq!(send_json(wrong).await.0, 401);
 }
 
 #[tokio::test]
@@ -335,7 +343,43 @@ async fn keys_never_leak() {
         seen += &within(resp.text()).await.unwrap();
     }
     assert!(seen.contains("[redacted]"), "{seen}");
-    seen += &logs_of(&server, 4).await.to_string();
+    // A provider that writes its key into a 200, as it is, in base64 or
+    // percent-encoded; whole or streamed (four characters an event, so
+    // that the key is split across events), passed through or translated.
+    let mut leaks = 0;
+    for leak in [Leak::Plain, Leak::Base64, Leak::Percent] {
+        for (path, model) in [
+            ("/openai", "gpt-4o"),
+            ("/openai", "claude-x"),
+            ("/v1/messages", "claude-x"),
+            ("/v1/messages", "gpt-4o"),
+        ] {
+            for stream in [false, true] {
+                fake.state.push_faults([Fault::LeakKey(leak)]);
+                let body = json!({"model": model, "max_tokens": 5, "stream": stream,
+                                  "messages": [{"role": "user", "content": "hi"}]});
+                let resp = post(&server, path, &body).await;
+                assert_eq!(resp.status(), 200, "{leak:?} {path} {model}");
+                let text = within(resp.text()).await.unwrap();
+                let joined = stream_text(&text);
+                assert!(
+                    joined.contains("here it is: [redacted] (keep it)")
+                        || text.contains("[redacted]"),
+                    "{leak:?} {path} {model} {stream}: {text}"
+                );
+                for key in [OPENAI_KEY, ANTHROPIC_KEY] {
+                    let written = leak.text(key);
+                    assert!(
+                        !joined.contains(&written) && !text.contains(&written),
+                        "{leak:?}: {joined}"
+                    );
+                }
+                seen += &text;
+                leaks += 1;
+            }
+        }
+    }
+    seen += &logs_of(&server, 4 + leaks).await.to_string();
     seen += &send(client().get(server.at("/v1/models"))).await.1;
     let logs = captured_logs();
     for key in [OPENAI_KEY, ANTHROPIC_KEY] {
@@ -415,4 +459,21 @@ async fn answers_read_to_their_end_leave_the_connection_for_the_next_call() {
         let line = format!("spike_outbound_requests_total{{plugin=\"ai\",kind=\"{kind}\"}} {n}");
         assert!(metrics.contains(&line), "{line} not in\n{metrics}");
     }
+}
+
+/// The text a caller reads from an answer: a whole answer as it is, a
+/// stream's text deltas (OpenAI's or Anthropic's) joined.
+fn stream_text(answer: &str) -> String {
+    if !answer.contains("data: ") {
+        return answer.to_string();
+    }
+    (answer.lines())
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| {
+            (v["choices"][0]["delta"]["content"].as_str())
+                .or(v["delta"]["text"].as_str())
+                .map(str::to_string)
+        })
+        .collect()
 }

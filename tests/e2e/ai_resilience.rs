@@ -316,10 +316,27 @@ async fn streams_that_stall_or_break_end_with_the_providers_error_event() {
     assert!(started.elapsed() < Duration::from_secs(2));
     let last = text.trim_end().lines().last().unwrap();
     assert!(
-        last.starts_with("data: {\"error\"") && last.contains("sent nothing for 300 ms"),
+        last.starts_with("data: {\"error\"") && last.contains("sent no whole event for 300 ms"),
         "{text}"
     );
     assert!(!text.contains("[DONE]"));
+
+    // A provider that keeps sending a byte but never a whole event (the
+    // hostile probe: one ':' every 1.5 s held a call 40 s against 4 s).
+    fake.state
+        .push_faults([Fault::Trickle(2, Duration::from_millis(100))]);
+    let started = Instant::now();
+    let text = read_stream(
+        post(&server, "/openai", &openai).await,
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(text.contains("sent no whole event for 300 ms"), "{text}");
 
     // Paced, so that the head and the first events leave the provider
     // before it breaks off.
@@ -346,7 +363,7 @@ async fn streams_that_stall_or_break_end_with_the_providers_error_event() {
     assert!(!text.contains("message_stop"));
     assert_eq!(
         fake.state.requests().len(),
-        2,
+        3,
         "a stream that broke off is not tried again"
     );
 
@@ -367,7 +384,7 @@ async fn streams_that_stall_or_break_end_with_the_providers_error_event() {
             .starts_with("data: {\"error\""),
         "{text}"
     );
-    let logs = logs_of(&server, 3).await;
+    let logs = logs_of(&server, 4).await;
     assert!(
         logs["calls"][0]["error"]
             .as_str()

@@ -48,6 +48,52 @@ pub enum Fault {
     Garbage,
     /// A 400 whose message holds the key it was sent.
     EchoKey,
+    /// A 200 whose text holds the key it was sent, written as `Leak`
+    /// says; streamed four characters an event, so that the key is split
+    /// across events.
+    LeakKey(Leak),
+    /// Streams this many events, then one `:` (no whole event) every
+    /// interval, for ever.
+    Trickle(usize, Duration),
+}
+
+/// How `Fault::LeakKey` writes the key.
+#[derive(Debug, Clone, Copy)]
+pub enum Leak {
+    Plain,
+    Base64,
+    Percent,
+}
+
+impl Leak {
+    /// The text a leaking answer says.
+    pub fn text(self, key: &str) -> String {
+        use base64::Engine as _;
+        let written = match self {
+            Leak::Plain => key.to_string(),
+            Leak::Base64 => base64::engine::general_purpose::STANDARD.encode(format!("k={key}")),
+            Leak::Percent => key.bytes().map(|b| format!("%{b:02X}")).collect(),
+        };
+        format!("here it is: {written} (keep it)")
+    }
+}
+
+/// The pieces a streamed text goes in: words, or four characters for a
+/// leak (so that the key spans several events).
+fn pieces(text: &str, fault: &Option<Fault>) -> Vec<String> {
+    if matches!(fault, Some(Fault::LeakKey(_))) {
+        let chars: Vec<char> = text.chars().collect();
+        return chars.chunks(4).map(|c| c.iter().collect()).collect();
+    }
+    (text.split(' ').enumerate())
+        .map(|(i, word)| {
+            if i == 0 {
+                word.to_string()
+            } else {
+                format!(" {word}")
+            }
+        })
+        .collect()
 }
 
 /// A request the fake received.
@@ -320,6 +366,10 @@ fn event_stream(state: Arc<FakeState>, events: Vec<String>, fault: Option<Fault>
             Some(Fault::StallMidStream(n, d)) if ev.sent == n => {
                 tokio::time::sleep(d).await;
             }
+            Some(Fault::Trickle(n, every)) if ev.sent >= n => {
+                tokio::time::sleep(every).await;
+                return Some((Ok(Bytes::from_static(b":")), ev));
+            }
             _ => {}
         }
         let Some(item) = ev.items.pop_front() else {
@@ -362,7 +412,10 @@ async fn openai_chat(
         );
     };
     let model = request["model"].as_str().unwrap_or("fake").to_string();
-    let r = reply(&request);
+    let mut r = reply(&request);
+    if let Some(Fault::LeakKey(leak)) = &fault {
+        r.text = leak.text(OPENAI_KEY);
+    }
     let usage = json!({"prompt_tokens": r.input_tokens, "completion_tokens": r.output_tokens,
                        "total_tokens": r.input_tokens + r.output_tokens});
     let call = r.tool.as_ref().map(|name| {
@@ -401,12 +454,7 @@ async fn openai_chat(
             }
         }
         None => {
-            for (i, word) in r.text.split(' ').enumerate() {
-                let piece = if i == 0 {
-                    word.to_string()
-                } else {
-                    format!(" {word}")
-                };
+            for piece in pieces(&r.text, &fault) {
                 events.push(chunk(json!({"content": piece}), None));
             }
         }
@@ -449,7 +497,10 @@ async fn anthropic_messages(
         return error_json(400, true, "max_tokens: Field required");
     }
     let model = request["model"].as_str().unwrap_or("fake").to_string();
-    let r = reply(&request);
+    let mut r = reply(&request);
+    if let Some(Fault::LeakKey(leak)) = &fault {
+        r.text = leak.text(ANTHROPIC_KEY);
+    }
     let stop = if r.tool.is_some() {
         "tool_use"
     } else {
@@ -497,12 +548,7 @@ async fn anthropic_messages(
                 json!({"type": "content_block_start", "index": 0,
                 "content_block": {"type": "text", "text": ""}}),
             ));
-            for (i, word) in r.text.split(' ').enumerate() {
-                let piece = if i == 0 {
-                    word.to_string()
-                } else {
-                    format!(" {word}")
-                };
+            for piece in pieces(&r.text, &fault) {
                 events.push(event(
                     "content_block_delta",
                     json!({"type": "content_block_delta", "index": 0,

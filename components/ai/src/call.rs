@@ -44,6 +44,11 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// The key the call was made with, if any.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
     /// The provider's error answer (a 4xx), read and mapped to an error,
     /// with any echo of the key blanked out.
     pub fn into_error(self, deadline: Instant) -> ApiError {
@@ -230,25 +235,10 @@ pub fn chat(
     }
 }
 
-/// `body` with every occurrence of `key` blanked out: a provider may echo
-/// a key in an error message, and it must not reach the caller.
+/// `body` with every form of `key` blanked out (`redact`): a provider may
+/// echo a key in an error message, and it must not reach the caller.
 pub fn scrub(body: &[u8], key: Option<&str>) -> Vec<u8> {
-    let Some(key) = key.filter(|k| k.len() >= 4) else {
-        return body.to_vec();
-    };
-    let key = key.as_bytes();
-    let mut out = Vec::with_capacity(body.len());
-    let mut i = 0;
-    while i < body.len() {
-        if body[i..].starts_with(key) {
-            out.extend_from_slice(b"[redacted]");
-            i += key.len();
-        } else {
-            out.push(body[i]);
-            i += 1;
-        }
-    }
-    out
+    crate::redact::Redactor::new(key).bytes(body)
 }
 
 #[cfg(test)]
@@ -258,7 +248,7 @@ mod tests {
     #[test]
     fn keys_are_blanked() {
         assert_eq!(
-            scrub(b"bad key sk-123456 given", Some("sk-123456")),
+            scrub(b"bad key sk-12345678 given", Some("sk-12345678")),
             b"bad key [redacted] given"
         );
         assert_eq!(scrub(b"nothing", None), b"nothing");

@@ -14,6 +14,7 @@ use crate::call::{self, Answer, CallerHeaders};
 use crate::config::{Format, Provider, Settings};
 use crate::errors::{ApiError, Kind};
 use crate::logs::Call;
+use crate::redact::{Redactor, TextHold};
 use crate::sse::Parser;
 use crate::translate::{self, Flow, Translator, Usage};
 use crate::upstream::{self, FetchError, Streaming};
@@ -239,6 +240,8 @@ pub fn handle(
         Err(e) => return finish_error(e, client, out, log),
     };
     let upstream_kind = routed.provider.kind;
+    // A provider may echo its key anywhere in an answer (`redact`).
+    let key = routed.answer.key().map(str::to_string);
     if routed.answer.response.status >= 400 {
         let e = routed
             .answer
@@ -252,7 +255,16 @@ pub fn handle(
             .and_then(Value::as_bool)
             == Some(true);
         let translator = Translator::new(client, upstream_kind, &routed.model, include_usage);
-        let sent = stream(response, translator, client, settings, out, log);
+        let redactor = Redactor::new(key.as_deref());
+        let sent = stream(
+            response,
+            translator,
+            (&redactor, upstream_kind),
+            client,
+            settings,
+            out,
+            log,
+        );
         return settings.log_prompts.then_some((raw, sent));
     }
     let deadline = upstream::after_ms(settings.deadline_ms);
@@ -281,6 +293,7 @@ pub fn handle(
             .to_string()
             .into_bytes(),
     };
+    let body = Redactor::new(key.as_deref()).bytes(&body);
     log.status = 200;
     if let (Some(ns), Some(key)) = (ns, &cache_key) {
         crate::cache::put(ns, key, &body, usage, settings.cache_ttl_s);
@@ -318,13 +331,16 @@ fn finish_error(
     None
 }
 
-/// Passes the provider's stream on event by event (translated if need be)
-/// until its last event, an error, a stall longer than `STREAM_IDLE_MS` or
-/// the caller going away (which drops the provider's connection: the
-/// provider sees the cancel). Returns what the caller got.
+/// Passes the provider's stream on event by event (translated if need be,
+/// the key redacted from its bytes and from its text across events, which
+/// come in the `upstream` format) until its last event, an error, `STREAM_IDLE_MS`
+/// without a whole event (bytes that make none, a `:` at a time, do not
+/// count) or the caller going away (which drops the provider's
+/// connection: the provider sees the cancel). Returns what the caller got.
 fn stream(
     response: Streaming,
     mut translator: Translator,
+    (redactor, upstream): (&Redactor, Format),
     client: Format,
     settings: &Settings,
     out: ResponseOutparam,
@@ -346,9 +362,12 @@ fn stream(
         return sent;
     };
     let mut parser = Parser::new(MAX_EVENT_BYTES);
-    let mut pending = Vec::new();
+    let mut text = TextHold::new(redactor, upstream);
+    let mut bytes = redactor.stream();
+    let idle = settings.stream_idle_ms.saturating_mul(1_000_000);
+    let mut event_by = upstream::now() + idle;
     let ended: Result<(), ApiError> = loop {
-        let chunk = match response.next_chunk() {
+        let chunk = match response.next_chunk_by(event_by) {
             Ok(Some(chunk)) => chunk,
             Ok(None) => {
                 break Err(ApiError::new(
@@ -360,7 +379,7 @@ fn stream(
                 break Err(ApiError::new(
                     Kind::Timeout,
                     format!(
-                        "the provider's stream sent nothing for {} ms",
+                        "the provider's stream sent no whole event for {} ms",
                         settings.stream_idle_ms
                     ),
                 ));
@@ -381,15 +400,24 @@ fn stream(
                 ));
             }
         };
+        if !events.is_empty() {
+            event_by = upstream::now() + idle;
+        }
         let mut flow = Flow::Continue;
-        for event in &events {
-            flow = translator.event(event, &mut pending);
+        let mut translated = Vec::new();
+        let ready: Vec<_> = events.into_iter().flat_map(|e| text.take(e)).collect();
+        for event in &ready {
+            flow = translator.event(event, &mut translated);
             if flow != Flow::Continue {
                 break;
             }
         }
-        if !pending.is_empty() {
-            if write_all(&stream, &pending).is_err() {
+        let mut ready_bytes = bytes.push(&translated);
+        if flow != Flow::Continue {
+            ready_bytes.extend(bytes.finish());
+        }
+        if !ready_bytes.is_empty() {
+            if write_all(&stream, &ready_bytes).is_err() {
                 // The caller went away: returning drops the provider's
                 // response, and with it the connection.
                 log.status = 499;
@@ -397,9 +425,8 @@ fn stream(
                 break Ok(());
             }
             if settings.log_prompts {
-                sent.extend_from_slice(&pending);
+                sent.extend_from_slice(&ready_bytes);
             }
-            pending.clear();
         }
         match flow {
             Flow::Continue => {}
@@ -414,8 +441,16 @@ fn stream(
         }
     };
     if let Err(e) = ended {
+        // What was held back goes before the error, redacted.
         log.error = Some(e.message.clone());
-        let _ = write_all(&stream, e.stream_event(client).as_bytes());
+        let mut last = Vec::new();
+        for event in text.finish() {
+            translator.event(&event, &mut last);
+        }
+        let mut out = bytes.push(&last);
+        out.extend(bytes.finish());
+        out.extend(redactor.bytes(e.stream_event(client).as_bytes()));
+        let _ = write_all(&stream, &out);
     }
     log.tokens_in = translator.usage.input;
     log.tokens_out = translator.usage.output;

@@ -125,6 +125,9 @@ pub struct Settings {
     pub quota_key: QuotaKey,
     /// Whether `/ai-logs` keeps the prompts and answers.
     pub log_prompts: bool,
+    /// Signed-in callers (subjects) who may read `/ai-logs` besides the
+    /// operator (`LOG_READERS`, separated by commas).
+    pub log_readers: Vec<String>,
     pub log_ttl_s: u64,
     /// The largest JSON request body read.
     pub max_request_bytes: usize,
@@ -223,6 +226,14 @@ impl Settings {
             quota: setting("QUOTA"),
             quota_key,
             log_prompts: flag("LOG_PROMPTS"),
+            log_readers: setting("LOG_READERS")
+                .map(|v| {
+                    (v.split(','))
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
             log_ttl_s: number("LOG_TTL_S", 86_400)?.max(1),
             max_request_bytes: number("MAX_REQUEST_KIB", 4_096)? as usize * 1024,
             replicate: ReplicateSettings {

@@ -11,7 +11,7 @@
 //! | `POST /summarize`                             | `{text}` → `{response}` with `DEFAULT_MODEL`   |
 //! | `POST /whisper`, `POST /v1/audio/transcriptions` | audio transcription, the upload streamed  |
 //! | `POST /replicate`                             | a Replicate prediction, polled until done     |
-//! | `GET /ai-logs`                                | recent calls and each provider's breaker      |
+//! | `GET /ai-logs`                                | recent calls and each provider's breaker (operators) |
 //!
 //! A call is routed by its model (`config`), translated when its provider
 //! speaks the other format (`translate`), retried and guarded by a breaker
@@ -26,6 +26,7 @@ mod config;
 mod errors;
 mod logs;
 mod quota;
+mod redact;
 mod replicate;
 mod sse;
 mod summarize;
@@ -102,7 +103,12 @@ impl Guest for Ai {
         };
         log.latency_ms = (upstream::now() - started) / 1_000_000;
         if let Some(ns) = &ns {
-            let kept = exchange.as_ref().map(|(q, a)| (&q[..], &a[..]));
+            // No key in any form reaches the log (what the caller got was
+            // redacted already; an error's text and the prompt are here).
+            let redactor = redact::Redactor::for_request(&settings, &req);
+            log.error = log.error.map(|e| redactor.text(&e));
+            let kept = exchange.map(|(q, a)| (redactor.bytes(&q), redactor.bytes(&a)));
+            let kept = kept.as_ref().map(|(q, a)| (&q[..], &a[..]));
             logs::record(ns, log, settings.log_ttl_s, kept);
         }
     }
@@ -177,8 +183,22 @@ fn models(req: &Request, settings: &Settings) -> Response {
 }
 
 /// `GET /ai-logs?limit=N`: the newest calls (100 by default, at most
-/// 1000) and the state of each provider's breaker.
+/// 1000) and the state of each provider's breaker; for the operator (its
+/// route says `auth = "operator"`) and the subjects `LOG_READERS` lists.
+/// What every caller asked is no other caller's to read.
 fn ai_logs(req: &Request, settings: &Settings, ns: Option<&Namespace>) -> Response {
+    let reader = spike_sdk::identity::current();
+    let may_read = reader.as_ref().is_some_and(|c| {
+        spike_sdk::access::is_operator(c) || settings.log_readers.contains(&c.subject)
+    });
+    if !may_read {
+        let e = ApiError::new(
+            Kind::Permission,
+            "the call log is for the operator (auth = \"operator\" on its route) and the \
+             subjects LOG_READERS lists",
+        );
+        return e.response(Format::OpenAi);
+    }
     let Some(ns) = ns else {
         let e = ApiError::new(
             Kind::Unavailable,

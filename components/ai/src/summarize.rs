@@ -77,6 +77,7 @@ fn summarize(
         log,
     )?;
     let deadline = upstream::after_ms(settings.deadline_ms);
+    let key = routed.answer.key().map(str::to_string);
     if routed.answer.response.status >= 400 {
         return Err(routed.answer.into_error(deadline));
     }
@@ -104,7 +105,7 @@ fn summarize(
     (log.tokens_in, log.tokens_out) = (usage.input, usage.output);
     let summary = answer["choices"][0]["message"]["content"]
         .as_str()
-        .unwrap_or_default()
-        .to_string();
+        .unwrap_or_default();
+    let summary = crate::redact::Redactor::new(key.as_deref()).text(summary);
     Ok((raw, summary))
 }

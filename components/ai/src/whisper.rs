@@ -129,7 +129,7 @@ fn transcribe(
         .to_string();
     Ok(Response::new(response.status)
         .header("content-type", kind)
-        .body(answer))
+        .body(scrub(&answer, key.as_deref())))
 }
 
 /// The boundary of a `multipart/form-data` content type.

@@ -36,6 +36,14 @@ pub fn signed_in() -> Result<Caller, HttpError> {
     })
 }
 
+/// Whether `caller` is the server's operator: the caller the host gives a
+/// route whose manifest says `auth = "operator"` (who sent the operator's
+/// token). No authenticator's caller is: the host refuses one of issuer
+/// `spike`.
+pub fn is_operator(caller: &Caller) -> bool {
+    caller.issuer == "spike" && caller.subject == "operator"
+}
+
 /// A key for per-caller limits: `user:<subject>` for a signed-in caller
 /// when `prefer_user`, else the client's address, an IPv6 address by its
 /// /64 (one host holds all of it): `ip:203.0.113.7`,

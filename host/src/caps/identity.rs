@@ -10,6 +10,22 @@ use crate::bindings::spike::host::identity as wit;
 
 pub use wit::Caller;
 
+/// The issuer of the caller of an `auth = "operator"` route (the server's
+/// operator, subject `operator`). No authenticator's caller may have it:
+/// the auth hook refuses one that does, so a plugin can trust it.
+pub const OPERATOR_ISSUER: &str = "spike";
+
+/// The caller of an `auth = "operator"` route.
+pub fn operator() -> Caller {
+    Caller {
+        subject: "operator".into(),
+        session_id: None,
+        issuer: OPERATOR_ISSUER.into(),
+        claims: "{}".into(),
+        expires_at_ms: None,
+    }
+}
+
 /// Who made one request.
 #[derive(Debug, Clone, Default)]
 pub struct IdentityCtx {

@@ -31,7 +31,7 @@ use super::PluginRegistry;
 use super::dispatch::{DispatchError, classify, instantiate};
 use super::state::RequestState;
 use crate::bindings::exports::spike::host::authenticator::{Outcome, RequestHead};
-use crate::caps::identity::Caller;
+use crate::caps::identity::{Caller, OPERATOR_ISSUER};
 use crate::metrics::{Metrics, PluginMetrics};
 use crate::util::now_ms;
 
@@ -132,6 +132,18 @@ impl AuthHook {
             }
         };
         match outcome {
+            // The operator's issuer is the host's to give (`auth =
+            // "operator"` routes), never an authenticator's.
+            Outcome::Verified(caller) if caller.issuer == OPERATOR_ISSUER => {
+                tracing::warn!(
+                    authenticator,
+                    "the authenticator verified a caller of issuer '{OPERATOR_ISSUER}', which only \
+                     the host gives: refused"
+                );
+                AuthOutcome::Rejected(format!(
+                    "a token of issuer '{OPERATOR_ISSUER}' is not accepted"
+                ))
+            }
             Outcome::Verified(caller) => {
                 let ceiling = now_ms().saturating_add(MAX_CACHE_TIME.as_millis() as u64);
                 let until_ms = caller.expires_at_ms.unwrap_or(ceiling).min(ceiling);

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::HeaderMap;
@@ -16,37 +17,25 @@ use tokio::io::AsyncWriteExt;
 
 use super::AppState;
 use super::errors::ApiError;
+use super::gate::{self, PeerAddr};
 use crate::runtime::PluginSlot;
 use crate::runtime::registry::{NewVersion, StagedFile};
 use crate::runtime::request_body::declared_length;
 use crate::runtime::{LoadError, LoadedPlugin};
 use crate::storage::VersionSource;
 
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(token) = state.admin_token.as_deref() else {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "admin_disabled",
-            "the admin API is disabled: start spike with --admin-token or SPIKE_ADMIN_TOKEN",
-        ));
-    };
-    let given = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
-        _ => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong operator token (Authorization: Bearer <token>)",
-        )),
-    }
+/// The operator's token, checked before anything else (see `operator`).
+fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<PeerAddr>,
+) -> Result<(), ApiError> {
+    let client = gate::client_ip(peer, headers, &state.client_addresses);
+    state.operator.check(headers, client)
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+/// The connection's peer, as the listener noted it.
+type Peer = Option<Extension<PeerAddr>>;
 
 fn version_json(v: &LoadedPlugin) -> Value {
     json!({
@@ -102,9 +91,10 @@ async fn plugin_json(state: &AppState, slot: &PluginSlot) -> Value {
 /// `GET /_spike/plugins`
 pub async fn list(
     State(state): State<Arc<AppState>>,
+    peer: Peer,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
+    authorize(&state, &headers, peer.map(|Extension(p)| p))?;
     let nodes = match &state.cluster {
         Some(cluster) => Some(cluster.nodes().await.map_err(|e| {
             ApiError::new(
@@ -179,7 +169,8 @@ pub async fn upload(
     Path(name): Path<String>,
     request: Request,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, request.headers())?;
+    let peer = request.extensions().get::<PeerAddr>().copied();
+    authorize(&state, request.headers(), peer)?;
     let limit = state.max_component_bytes;
     if declared_length(request.headers()).is_some_and(|n| n > limit) {
         return Err(component_too_large(limit));
@@ -269,19 +260,21 @@ async fn stage_body(
 /// `GET /_spike/metrics`: every series, in the Prometheus text format.
 pub async fn metrics(
     State(state): State<Arc<AppState>>,
+    peer: Peer,
     headers: HeaderMap,
 ) -> Result<axum::response::Response, ApiError> {
-    authorize(&state, &headers)?;
+    authorize(&state, &headers, peer.map(|Extension(p)| p))?;
     Ok(super::metrics_response(&state.metrics))
 }
 
 /// `POST /_spike/plugins/{name}/rollback`
 pub async fn rollback(
     State(state): State<Arc<AppState>>,
+    peer: Peer,
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
+    authorize(&state, &headers, peer.map(|Extension(p)| p))?;
     let loaded = state.registry.rollback(&name).await.map_err(load_error)?;
     Ok(Json(
         json!({ "name": name, "version": version_json(&loaded) }),
@@ -302,7 +295,8 @@ pub async fn put_manifest(
     request: Request,
 ) -> Result<Json<Value>, ApiError> {
     use crate::runtime::live::{ManifestChange, PutManifestError};
-    authorize(&state, request.headers())?;
+    let peer = request.extensions().get::<PeerAddr>().copied();
+    authorize(&state, request.headers(), peer)?;
     let bad = |code, message: String| ApiError::new(StatusCode::BAD_REQUEST, code, message);
     crate::runtime::manifest::check_name(&name)
         .map_err(|e| bad("bad_name", format!("plugin name: {e}")))?;
@@ -370,9 +364,10 @@ pub async fn kv_list(
     State(state): State<Arc<AppState>>,
     Path(namespace): Path<String>,
     Query(query): Query<std::collections::HashMap<String, String>>,
+    peer: Peer,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
+    authorize(&state, &headers, peer.map(|Extension(p)| p))?;
     let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
         None => 100,
         Some(Ok(n @ 1..=1000)) => n,
@@ -431,9 +426,10 @@ pub async fn logs(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     Query(query): Query<std::collections::HashMap<String, String>>,
+    peer: Peer,
     headers: HeaderMap,
 ) -> Result<axum::response::Response, ApiError> {
-    authorize(&state, &headers)?;
+    authorize(&state, &headers, peer.map(|Extension(p)| p))?;
     let slot = (state.registry.slot(&name))
         .ok_or_else(|| load_error(LoadError::NoSuchPlugin(name.clone())))?;
     let follow = query.get("follow").is_some_and(|v| v == "true" || v == "1");

@@ -1,6 +1,6 @@
 //! What a request passes before its plugin runs, as its route's policy
 //! says (`runtime::slot::RoutePolicy`): a rate limit by client address, the
-//! auth hook, then a rate limit by user. A request turned away here costs no
+//! auth hook (or the operator's token), then a rate limit by user. A request turned away here costs no
 //! instance of the route's plugin.
 
 use std::net::{IpAddr, SocketAddr};
@@ -17,7 +17,7 @@ use crate::caps::rate_limit::Decision;
 use crate::config::ClientAddresses;
 use crate::metrics::RouteLabels;
 use crate::runtime::auth::AuthOutcome;
-use crate::runtime::manifest::LimitKey;
+use crate::runtime::manifest::{LimitKey, RouteAuth};
 use crate::runtime::slot::{RouteLimiter, Routed};
 
 /// The address of the connection a request came on, put in the request's
@@ -56,38 +56,29 @@ pub async fn pass(
         let key = ip_key(client);
         passed.limit = Some(check(limit, &key).map_err(|d| too_many(state, routed, limit, &d))?);
     }
-    if let Some(auth) = &policy.auth {
-        let outcome = state
-            .registry
-            .authenticate(&auth.authenticator, method, path, headers)
-            .await;
-        let kind = match &outcome {
-            AuthOutcome::Verified(_) => "verified",
-            _ if !auth.required => "anonymous",
-            AuthOutcome::Missing => "missing",
-            AuthOutcome::Rejected(_) => "rejected",
-            AuthOutcome::Unavailable(_) => "unavailable",
-        };
-        routed
-            .slot
-            .context
-            .metrics
-            .count(&state.metrics.auth_outcomes, kind);
-        match outcome {
-            AuthOutcome::Verified(caller) => passed.caller = Some(caller),
-            // An optional route goes on without a caller, whatever the
-            // reason: the plugin serves anonymous callers anyway.
-            _ if !auth.required => {}
-            AuthOutcome::Missing => return Err(unauthorized(None)),
-            AuthOutcome::Rejected(reason) => return Err(unauthorized(Some(reason))),
-            AuthOutcome::Unavailable(reason) => {
-                return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "auth_unavailable",
-                    reason,
-                )
-                .into_response());
-            }
+    match &policy.auth {
+        None => {}
+        Some(RouteAuth::Operator) => {
+            state
+                .operator
+                .check(headers, client)
+                .map_err(IntoResponse::into_response)?;
+            passed.caller = Some(Arc::new(crate::caps::identity::operator()));
+        }
+        Some(RouteAuth::Caller {
+            required,
+            authenticator,
+        }) => {
+            passed.caller = caller(
+                state,
+                routed,
+                *required,
+                authenticator,
+                method,
+                path,
+                headers,
+            )
+            .await?;
         }
     }
     if let Some(limit) = &policy.rate_limit
@@ -100,6 +91,49 @@ pub async fn pass(
         passed.limit = Some(check(limit, &key).map_err(|d| too_many(state, routed, limit, &d))?);
     }
     Ok(passed)
+}
+
+/// The caller the route's authenticator verified: `None` on an optional
+/// route without one, `Err` with the answer on a required route.
+async fn caller(
+    state: &AppState,
+    routed: &Routed,
+    required: bool,
+    authenticator: &str,
+    method: &str,
+    path: &str,
+    headers: &HeaderMap,
+) -> Result<Option<Arc<Caller>>, Response> {
+    let outcome = state
+        .registry
+        .authenticate(authenticator, method, path, headers)
+        .await;
+    let kind = match &outcome {
+        AuthOutcome::Verified(_) => "verified",
+        _ if !required => "anonymous",
+        AuthOutcome::Missing => "missing",
+        AuthOutcome::Rejected(_) => "rejected",
+        AuthOutcome::Unavailable(_) => "unavailable",
+    };
+    routed
+        .slot
+        .context
+        .metrics
+        .count(&state.metrics.auth_outcomes, kind);
+    match outcome {
+        AuthOutcome::Verified(caller) => Ok(Some(caller)),
+        // An optional route goes on without a caller, whatever the
+        // reason: the plugin serves anonymous callers anyway.
+        _ if !required => Ok(None),
+        AuthOutcome::Missing => Err(unauthorized(None)),
+        AuthOutcome::Rejected(reason) => Err(unauthorized(Some(reason))),
+        AuthOutcome::Unavailable(reason) => {
+            Err(
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable", reason)
+                    .into_response(),
+            )
+        }
+    }
 }
 
 /// 401, with the challenge RFC 6750 asks for: no error code when nothing
@@ -187,7 +221,7 @@ fn ceil_secs(d: std::time::Duration) -> u64 {
 }
 
 /// The client's address: the peer's, or what a trusted proxy reports.
-fn client_ip(peer: Option<PeerAddr>, headers: &HeaderMap, config: &ClientAddresses) -> IpAddr {
+pub fn client_ip(peer: Option<PeerAddr>, headers: &HeaderMap, config: &ClientAddresses) -> IpAddr {
     let peer = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.0.ip().to_canonical());
     let trusted = |ip: &IpAddr| config.trusted_proxies.iter().any(|n| n.contains(ip));
     if !trusted(&peer) {
@@ -230,7 +264,7 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 /// The rate limit key of an address: IPv4 whole, IPv6 by its /64 (one
 /// host's share of a network; counting each of its addresses apart would
 /// let one host take a limit 2^64 times).
-fn ip_key(ip: IpAddr) -> String {
+pub fn ip_key(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => {

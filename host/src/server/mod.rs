@@ -10,6 +10,7 @@ mod app;
 pub mod errors;
 pub mod gate;
 pub mod listener;
+pub mod operator;
 mod room_socket;
 pub mod rooms;
 mod services;
@@ -38,7 +39,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The label of requests no plugin served.
     unserved: Arc<str>,
-    pub admin_token: Option<String>,
+    /// The operator's token: the admin API, `auth = "operator"` routes.
+    pub operator: operator::OperatorToken,
     pub max_component_bytes: u64,
     pub clients: ClientLimits,
     /// The clients' body timeouts, as every dispatch takes them.
@@ -220,13 +222,14 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     };
     let services = services::ServiceDispatcher::for_registry(&registry, body_timeouts);
     caps.outbound.services.bind(services);
+    let operator = operator::OperatorToken::new(config.admin_token.clone(), &caps.rate_limits);
     drop(caps);
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {
         registry: registry.clone(),
         metrics: metrics.clone(),
         unserved: "-".into(),
-        admin_token: config.admin_token.clone(),
+        operator,
         max_component_bytes: config.max_component_bytes,
         clients: clients.clone(),
         body_timeouts,

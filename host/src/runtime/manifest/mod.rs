@@ -117,12 +117,20 @@ pub struct Route {
 
 /// A route that asks who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteAuth {
-    /// `required`: no verified caller, no plugin (401). `optional`: the
-    /// plugin runs either way, with the caller if there is one.
-    pub required: bool,
-    /// The plugin that authenticates.
-    pub authenticator: String,
+pub enum RouteAuth {
+    /// A caller the authenticator plugin verifies. `required`: no verified
+    /// caller, no plugin (401). `optional`: the plugin runs either way,
+    /// with the caller if there is one.
+    Caller {
+        required: bool,
+        /// The plugin that authenticates.
+        authenticator: String,
+    },
+    /// `auth = "operator"`: the server's operator only, who sends the
+    /// admin token as the bearer token (the host checks it, as for the
+    /// admin API); the plugin sees the caller `operator` of issuer
+    /// `spike`.
+    Operator,
 }
 
 /// A route's rate limit.
@@ -527,7 +535,7 @@ fn gate(
     let auth = match auth {
         None => None,
         Some(a) => match a.get_ref().as_str() {
-            "required" | "optional" => Some(RouteAuth {
+            "required" | "optional" => Some(RouteAuth::Caller {
                 required: a.get_ref() == "required",
                 authenticator: match authenticator {
                     Some(n) => {
@@ -537,18 +545,19 @@ fn gate(
                     None => DEFAULT_AUTHENTICATOR.into(),
                 },
             }),
+            "operator" => Some(RouteAuth::Operator),
             other => {
                 return Err(err(
                     Some(a.span()),
-                    format!("auth = \"{other}\": write \"required\" or \"optional\""),
+                    format!("auth = \"{other}\": write \"required\", \"optional\" or \"operator\""),
                 ));
             }
         },
     };
-    if let (None, Some(n)) = (&auth, authenticator) {
+    if let (None | Some(RouteAuth::Operator), Some(n)) = (&auth, authenticator) {
         return Err(err(
             Some(n.span()),
-            "authenticator is set but auth is not: add auth = \"required\" or \"optional\"".into(),
+            "authenticator is set but auth does not name a caller: add auth = \"required\" or \"optional\"".into(),
         ));
     }
     let rate_limit = match limit {

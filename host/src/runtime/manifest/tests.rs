@@ -82,7 +82,7 @@ _X1 = ""
     let r = &m.routes;
     assert_eq!(
         r[0].auth,
-        Some(RouteAuth {
+        Some(RouteAuth::Caller {
             required: true,
             authenticator: "auth".into()
         })
@@ -94,8 +94,13 @@ _X1 = ""
             key: LimitKey::User
         }
     );
-    assert_eq!(r[1].auth.as_ref().unwrap().authenticator, "clerk");
-    assert!(!r[1].auth.as_ref().unwrap().required);
+    assert_eq!(
+        r[1].auth,
+        Some(RouteAuth::Caller {
+            required: false,
+            authenticator: "clerk".into()
+        })
+    );
     assert_eq!(r[1].rate_limit, RouteLimit::Off);
     assert!(matches!(
         r[2].rate_limit,
@@ -209,7 +214,15 @@ fn refuses_bad_values() {
         ),
         (
             "routes = [{ prefix = \"/x\", authenticator = \"auth\" }]",
-            "auth is not",
+            "auth does not name a caller",
+        ),
+        (
+            "routes = [{ prefix = \"/x\", auth = \"operator\", authenticator = \"auth\" }]",
+            "auth does not name a caller",
+        ),
+        (
+            "routes = [{ prefix = \"/x\", auth = \"admin\" }]",
+            "write \"required\", \"optional\" or \"operator\"",
         ),
         (
             "routes = [{ prefix = \"/x\", auth = \"required\", authenticator = \"A\" }]",
@@ -272,7 +285,13 @@ fn rooms_with_and_without_a_component() {
         (room.prefix.as_str(), room.protocol),
         ("/room", RoomProtocol::Text)
     );
-    assert_eq!(room.auth.as_ref().map(|a| a.required), Some(false));
+    assert!(matches!(
+        room.auth,
+        Some(RouteAuth::Caller {
+            required: false,
+            ..
+        })
+    ));
     assert_eq!(room.limits.max_message_bytes, 8 << 10);
     assert_eq!(room.limits.idle, std::time::Duration::from_secs(5));
     assert_eq!(room.limits.send_queue, RoomLimits::default().send_queue);
@@ -305,7 +324,7 @@ fn rooms_with_and_without_a_component() {
         ),
         (
             "rooms = [{ prefix = \"/r\", authenticator = \"auth\" }]",
-            "auth is not",
+            "auth does not name a caller",
         ),
         ("rooms = [{ prefix = \"/r\", speed = 3 }]", "speed"),
         (
