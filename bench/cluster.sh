@@ -41,7 +41,7 @@ trap cleanup EXIT
 
 mkdir -p "$work/plugins"
 cp "$CARGO_TARGET_DIR/wasm32-wasip2/guest/hello.wasm" "$work/plugins/hello.wasm"
-printf 'component = "hello.wasm"\n[[routes]]\nprefix = "/hello"\n[grants]\nkv = ["hello"]\n' >"$work/plugins/hello.toml"
+printf 'component = "hello.wasm"\n[[routes]]\nprefix = "/hello"\n[grants]\nkv = ["hello"]\n[env]\nWRITE_ACCESS = "anyone"\n' >"$work/plugins/hello.toml"
 # Room limits as bench/rooms.sh sets them: saturation is not cut by the
 # per-client message rate.
 printf '[[rooms]]\nprefix = "/chat"\nmax_connections = 20000\nmessages_per_s = 1000000\nsend_queue = 4096\n' \

@@ -29,7 +29,7 @@ SPIKE = os.path.join(TARGET, "release", "spike")
 GUESTS = os.path.join(TARGET, "wasm32-wasip2", "guest")
 TOKEN = "probe-token"
 
-HELLO = ("hello", "hello", '[[routes]]\nprefix = "/hello"\n[grants]\nkv = ["hello"]\nblob = ["hello-files"]\n')
+HELLO = ("hello", "hello", '[[routes]]\nprefix = "/hello"\n[grants]\nkv = ["hello"]\nblob = ["hello-files"]\n[env]\nWRITE_ACCESS = "anyone"\n')
 PLAIN = ("plain", "fixture_plain_hello", '[[routes]]\nprefix = "/plain"\n')
 
 

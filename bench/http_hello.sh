@@ -60,7 +60,7 @@ plugin js-reused "$js" /js-reused $REUSE
 plugin py "$py" /py 0
 plugin py-reused "$py" /py-reused $REUSE
 cp "$guests/hello.wasm" "$work/plugins/hello.wasm"
-printf 'component = "hello.wasm"\n[[routes]]\nprefix = "/hello"\n[grants]\nkv = ["hello"]\n' >"$work/plugins/hello.toml"
+printf 'component = "hello.wasm"\n[[routes]]\nprefix = "/hello"\n[grants]\nkv = ["hello"]\n[env]\nWRITE_ACCESS = "anyone"\n' >"$work/plugins/hello.toml"
 
 declare -A url pid_of
 serve() { # name url command...

@@ -74,11 +74,13 @@ pub struct Plugin<'a> {
     pub manifest: &'a str,
 }
 
-/// The hello plugin as `plugins/hello.toml` grants it.
+/// The hello plugin as `plugins/hello.toml` grants it, with anonymous
+/// writes (the shipped manifest asks for a signed-in caller).
 pub const HELLO: Plugin = Plugin {
     name: "hello",
     guest: "hello",
-    manifest: "[[routes]]\nprefix = \"/hello\"\n[grants]\nkv = [\"hello\"]\nblob = [\"hello-files\"]\n",
+    manifest: "[[routes]]\nprefix = \"/hello\"\n[grants]\nkv = [\"hello\"]\nblob = [\"hello-files\"]\n\
+               [env]\nWRITE_ACCESS = \"anyone\"\n",
 };
 
 /// A running test server with its folders.

@@ -209,3 +209,128 @@ async fn reads_during_overwrites_see_the_old_or_the_new_object_never_404() {
     eprintln!("{reads} reads during {writes} overwrites, none missed");
     assert!(reads > 20 && writes > 20, "{reads} reads, {writes} writes");
 }
+
+/// What a plugin's writes may fill is bounded by its manifest's
+/// `[storage]` (the hostile probe: anonymous 5 GiB uploads with no quota
+/// and no delete): past it, 507 `quota_exceeded`, the upload stopped as it
+/// passes the quota, nothing of it kept; replacing or deleting makes room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_past_the_buckets_quota_get_507() {
+    let hello = Plugin {
+        manifest: "[[routes]]\nprefix = \"/hello\"\n[grants]\nkv = [\"hello\"]\nblob = [\"hello-files\"]\n\
+                   [storage]\nblob_mib = 1\nblob_objects = 3\nkv_keys = 1\n\
+                   [env]\nWRITE_ACCESS = \"anyone\"\n",
+        ..HELLO
+    };
+    let server = TestServer::start(&[hello]).await;
+    let c = client();
+    let put = |name: &str, bytes: usize| {
+        c.put(server.at(&format!("/hello/files/{name}")))
+            .body(vec![b'x'; bytes])
+    };
+    assert_eq!(send(put("a", 600 << 10)).await.0, 201);
+    let (status, body) = send_json(put("b", 600 << 10)).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (507, "quota_exceeded"),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("quota exceeded")
+    );
+    let (status, _) = send(c.get(server.at("/hello/files/b"))).await;
+    assert_eq!(status, 404, "nothing of it is kept");
+    // Replacing "a" with less makes room for "b".
+    assert_eq!(send(put("a", 100 << 10)).await.0, 201);
+    assert_eq!(send(put("b", 600 << 10)).await.0, 201);
+    assert_eq!(send(put("c", 10)).await.0, 201);
+    // The objects' count.
+    let (status, body) = send_json(put("d", 10)).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (507, "quota_exceeded"),
+        "{body}"
+    );
+    // The KV's keys: one counter, then no second key.
+    assert_eq!(send(c.post(server.at("/hello/counter"))).await.0, 200);
+    assert_eq!(send(c.post(server.at("/hello/counter"))).await.0, 200);
+}
+
+/// The shipped manifest's hello takes writes from signed-in callers only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_hello_takes_writes_from_signed_in_callers_only() {
+    use spike_e2e::tokens::{HS256_AUTH, hs256_secret, hs256_tokens};
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/hello.toml"),
+    )
+    .unwrap();
+    let manifest: String = (shipped.lines())
+        .filter(|l| !l.starts_with("component"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let auth = Plugin {
+        name: "auth",
+        guest: "auth",
+        manifest: HS256_AUTH,
+    };
+    let hello = Plugin {
+        manifest: &manifest,
+        ..HELLO
+    };
+    let server = TestServer::start_with(&[auth, hello], |config| {
+        config.secrets = hs256_secret("hello-test-key");
+    })
+    .await;
+    let c = client();
+    let (status, body) = send_json(c.put(server.at("/hello/files/x")).body("anonymous")).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (401, "missing_token"),
+        "{body}"
+    );
+    assert_eq!(send(c.post(server.at("/hello/counter"))).await.0, 401);
+    let token = hs256_tokens("hello-test-key", &["ann"]).remove(0);
+    let put = c
+        .put(server.at("/hello/files/x"))
+        .bearer_auth(&token)
+        .body("ann's");
+    assert_eq!(send(put).await.0, 201);
+    // Reads stay open.
+    let (status, text) = send(c.get(server.at("/hello/files/x"))).await;
+    assert_eq!((status, text.as_str()), (200, "ann's"));
+    assert_eq!(send(c.get(server.at("/hello"))).await.0, 200);
+}
+
+/// An uploaded page is downloaded, never run on this origin (the hostile
+/// probe's stored XSS: an anonymous `evil.html` read a signed-in
+/// visitor's session and documents).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploaded_pages_are_served_inert() {
+    let server = TestServer::start(&[HELLO]).await;
+    let c = client();
+    let page = "<script>document.title = document.cookie</script>";
+    let resp = within(
+        c.put(server.at("/hello/files/evil.html"))
+            .header("content-type", "text/html")
+            .body(page)
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 201);
+    for range in [None, Some("bytes=0-9")] {
+        let mut req = c.get(server.at("/hello/files/evil.html"));
+        if let Some(range) = range {
+            req = req.header("range", range);
+        }
+        let resp = within(req.send()).await.unwrap();
+        let h = resp.headers();
+        assert_eq!(h["content-type"], "text/html", "{range:?}");
+        assert_eq!(h["content-disposition"], "attachment");
+        assert_eq!(h["content-security-policy"], "sandbox");
+        assert_eq!(h["x-content-type-options"], "nosniff");
+    }
+}

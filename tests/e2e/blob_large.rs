@@ -25,7 +25,7 @@ async fn two_hundred_mib_streams_in_and_out_with_bounded_memory() {
     let server = TestServer::start(&[Plugin {
         name: "hello",
         guest: "hello",
-        manifest: "[[routes]]\nprefix = \"/hello\"\n[grants]\nkv = [\"hello\"]\nblob = [\"hello-files\"]\n[limits]\nmax_body_mib = 512\ntimeout_ms = 300000\n",
+        manifest: "[[routes]]\nprefix = \"/hello\"\n[grants]\nkv = [\"hello\"]\nblob = [\"hello-files\"]\n[limits]\nmax_body_mib = 512\ntimeout_ms = 300000\n[env]\nWRITE_ACCESS = \"anyone\"\n",
     }])
     .await;
     let c = client();

@@ -15,6 +15,8 @@ kv = ["hello"]
 blob = ["hello-files"]
 [limits]
 max_body_mib = 1
+[env]
+WRITE_ACCESS = "anyone"
 "#,
 };
 

@@ -100,7 +100,7 @@ async fn a_stalled_request_body_gets_408_and_frees_the_instance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_nobody_reads_frees_its_instance() {
-    let manifest = "[[routes]]\nprefix = \"/hello\"\n[grants]\nblob = [\"hello-files\"]\n[limits]\nmax_concurrent = 2\nmax_body_mib = 64\n";
+    let manifest = "[[routes]]\nprefix = \"/hello\"\n[grants]\nblob = [\"hello-files\"]\n[limits]\nmax_concurrent = 2\nmax_body_mib = 64\n[env]\nWRITE_ACCESS = \"anyone\"\n";
     let server = TestServer::start_with(
         &[Plugin {
             name: "hello",

@@ -298,3 +298,53 @@ fn awareness_message(client: u64, json: &str) -> Vec<u8> {
     message.extend_from_slice(&update);
     message
 }
+
+/// A document's log is bounded (`max_log_mib`; the hostile probe: Yjs
+/// logs were anonymous, uncapped writers): an update past it is not
+/// stored, its sender is closed with 1008 "the room's log is full", and
+/// the document keeps what it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_past_its_log_quota_takes_no_more() {
+    use spike_e2e::rooms::{RoomClient, tungstenite::Message};
+    use spike_e2e::yjs_wire::{append, update_message};
+    let limited = Plugin {
+        manifest: "[[rooms]]\nprefix = \"/yjs\"\nprotocol = \"yjs\"\nmax_log_mib = 1\n",
+        ..YJS
+    };
+    let server = TestServer::start(&[limited]).await;
+    let url = ws_url(&server.url, "/yjs/full");
+    let mut writer = RoomClient::open(&url, None).await.unwrap();
+    let chunk = "y".repeat(300 << 10);
+    let mut clock = 0u64;
+    let mut stored = 0;
+    let closed = loop {
+        let after = (clock > 0).then(|| (1, clock - 1));
+        let update = update_message(&append(1, clock, after, &chunk));
+        writer.send_message(Message::binary(update)).await;
+        // Its own update comes back once stored; a close if refused.
+        let answer = loop {
+            match writer.next_message().await {
+                Message::Binary(b) if b.len() > chunk.len() => break None,
+                Message::Close(frame) => break Some(frame),
+                _ => {}
+            }
+        };
+        match answer {
+            None => {
+                stored += 1;
+                clock += chunk.len() as u64;
+            }
+            Some(frame) => break frame,
+        }
+        assert!(stored < 10, "never refused");
+    };
+    let frame = closed.expect("a close frame");
+    assert_eq!(
+        (u16::from(frame.code), frame.reason.as_str()),
+        (1008, "the room's log is full")
+    );
+    assert_eq!(stored, 3, "three of 300 KiB fit in 1 MiB");
+    // What was stored stays: a new client syncs three chunks' worth.
+    let sv = spike_e2e::yjs_wire::state_vector_at(&url).await;
+    assert_eq!(sv.get(&1), Some(&clock));
+}

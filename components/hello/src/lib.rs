@@ -11,15 +11,22 @@
 //! (`HEAD` works wherever `GET` does: the host runs `GET` and sends the
 //! headers only.)
 //!
+//! Writes (`POST`, `PUT`) need a signed-in caller (401 otherwise): a
+//! public server must not take anonymous uploads. Its route is `auth =
+//! "optional"`, so reads stay open; `WRITE_ACCESS = "anyone"` in the
+//! manifest's `[env]` lets anyone write (a server on a private network).
+//!
 //! Its manifest, `plugins/hello.toml`, grants the KV namespace `hello` and
-//! the blob bucket `hello-files`; anything else it tried would be refused.
+//! the blob bucket `hello-files`, and bounds what they may hold
+//! (`[storage]`); anything else it tried would be refused.
 
+use spike_sdk::access;
 use spike_sdk::blob::{Bucket, ByteRange, PutOptions};
 use spike_sdk::blob_io::{put_stream, user_content_headers};
 use spike_sdk::exports::wasi::http::incoming_handler::Guest;
 use spike_sdk::http::{Request, Response, copy, json_string, start_response};
 use spike_sdk::kv::Namespace;
-use spike_sdk::router::{Params, Router};
+use spike_sdk::router::{HttpError, Params, Router};
 use spike_sdk::wasi::http::types::{IncomingRequest, OutgoingBody, ResponseOutparam};
 
 /// The KV namespace and blob bucket this plugin's manifest grants.
@@ -33,13 +40,24 @@ impl Guest for Hello {
         Router::new()
             .get("/hello", |req, _| greet(req))
             .get("/hello/counter", |_, _| read_count())
-            .post("/hello/counter", |_, _| count())
-            .put("/hello/files/:name", |req, p| put_file(req, name(p)))
+            .post("/hello/counter", |_, _| may_write().map(|()| count()))
+            .put("/hello/files/:name", |req, p| {
+                may_write().map(|()| put_file(req, name(p)))
+            })
             .streaming("GET", "/hello/files/:name", |req, p, out| {
                 get_file(req, name(p), out)
             })
             .serve(request, out);
     }
+}
+
+/// Whether this request may write: a signed-in caller, or anyone if the
+/// manifest says `WRITE_ACCESS = "anyone"`.
+fn may_write() -> Result<(), HttpError> {
+    if std::env::var("WRITE_ACCESS").is_ok_and(|v| v == "anyone") {
+        return Ok(());
+    }
+    access::signed_in().map(drop)
 }
 
 /// The `:name` of a files route (always there when the route matched).

@@ -79,14 +79,23 @@ impl Default for kv::SetOptions {
 
 impl Error {
     /// The HTTP status that best answers a request that failed with this
-    /// error: 403, 400, 413 or 500.
+    /// error: 403, 400, 413, 507 (a storage quota of the manifest) or 500.
     pub fn status(&self) -> u16 {
         match self {
             Error::AccessDenied(_) => 403,
             Error::InvalidInput(_) => 400,
+            _ if self.is_quota_exceeded() => 507,
             Error::TooLarge(_) => 413,
             Error::Internal(_) => 500,
         }
+    }
+
+    /// Whether a write was refused for the quota of what the plugin's
+    /// writes may fill (its manifest's `[storage]`, or a room's
+    /// `max_log_mib`): the host says so as `too-large`, its message
+    /// starting `quota exceeded:`.
+    pub fn is_quota_exceeded(&self) -> bool {
+        matches!(self, Error::TooLarge(m) if m.starts_with("quota exceeded"))
     }
 
     /// The error's message.
@@ -104,6 +113,7 @@ impl Error {
         match self {
             Error::AccessDenied(_) => "access_denied",
             Error::InvalidInput(_) => "invalid_input",
+            _ if self.is_quota_exceeded() => "quota_exceeded",
             Error::TooLarge(_) => "too_large",
             Error::Internal(_) => "internal",
         }

@@ -71,7 +71,11 @@ pub struct BlobCtx {
 /// Why an upload cannot be committed.
 #[derive(Debug, Clone)]
 enum UploadFailure {
-    TooLarge { limit: u64 },
+    TooLarge {
+        limit: u64,
+    },
+    /// Past what the bucket's quota leaves (it says so).
+    Quota(String),
     Storage,
 }
 
@@ -81,6 +85,8 @@ struct Upload {
     sink: Option<Box<dyn ObjectUpload>>,
     size: u64,
     max_size: u64,
+    /// What the bucket's quota leaves, if it has one.
+    quota_room: Option<u64>,
     /// Bytes accepted by `write` and not yet handed to the backend.
     pending: Option<Bytes>,
     failed: Option<UploadFailure>,
@@ -102,6 +108,7 @@ impl Upload {
                 UploadFailure::TooLarge { limit } => {
                     format!("object is larger than the limit of {limit} bytes")
                 }
+                UploadFailure::Quota(why) => why.clone(),
                 UploadFailure::Storage => "storing the upload failed".into(),
             };
             return Err(StreamError::LastOperationFailed(wasmtime::format_err!(
@@ -137,7 +144,12 @@ impl OutputStream for UploadStream {
         }
         let size = up.size + bytes.len() as u64;
         if size > up.max_size {
-            up.failed = Some(UploadFailure::TooLarge { limit: up.max_size });
+            up.failed = Some(match up.quota_room.filter(|room| *room == up.max_size) {
+                Some(room) => UploadFailure::Quota(format!(
+                    "quota exceeded: the bucket has {room} bytes left of its quota"
+                )),
+                None => UploadFailure::TooLarge { limit: up.max_size },
+            });
             return up.status();
         }
         up.size = size;
@@ -267,11 +279,33 @@ impl wit::HostBucket for BlobView<'_> {
             )));
         }
         self.counts.blob("put");
+        // What the bucket's quota leaves, the object replaced included: the
+        // upload stops there, before its bytes fill the disk (the commit
+        // checks again, exactly).
+        let quota = self.grants.storage.blob;
+        let quota_room = match (quota.bytes, quota.items) {
+            (None, None) => None,
+            _ => match self.ctx.backend.usage(&bucket).await? {
+                None => None,
+                Some(usage) => {
+                    let old = self.ctx.backend.head(&bucket, &k).await?.map(|o| o.size);
+                    if old.is_none() && quota.items.is_some_and(|max| usage.items >= max) {
+                        return Err(CapError::TooLarge(format!(
+                            "quota exceeded: the bucket '{bucket}' holds {} objects, its quota",
+                            usage.items
+                        )));
+                    }
+                    (quota.bytes).map(|max| (max + old.unwrap_or(0)).saturating_sub(usage.bytes))
+                }
+            },
+        };
+        let max_object = self.ctx.max_object_bytes;
         let sink = self.ctx.backend.upload().await?;
         let upload = Arc::new(tokio::sync::Mutex::new(Upload {
             sink: Some(sink),
             size: 0,
-            max_size: self.ctx.max_object_bytes,
+            max_size: quota_room.map_or(max_object, |room| room.min(max_object)),
+            quota_room,
             pending: None,
             failed: None,
         }));
@@ -347,6 +381,7 @@ impl wit::HostObjectWriter for BlobView<'_> {
                     "object is larger than the limit of {limit} bytes"
                 )));
             }
+            Some(UploadFailure::Quota(why)) => return Err(CapError::TooLarge(why)),
             Some(UploadFailure::Storage) => {
                 return Err(CapError::Internal("storing the upload failed".into()));
             }
@@ -362,6 +397,7 @@ impl wit::HostObjectWriter for BlobView<'_> {
                 &writer.key,
                 options.content_type,
                 options.metadata,
+                self.grants.storage.blob,
             )
             .await?;
         self.counts.blob_bytes("written", info.size);

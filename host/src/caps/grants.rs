@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::CapError;
 use super::outbound::HostPattern;
 use super::rate_limit::Rule;
+use crate::storage::Quota;
 
 /// A kind of named resource a manifest grants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -47,6 +48,15 @@ pub struct Grants {
     /// The services that see the caller of the request that calls them
     /// (`grants.identity_to`); the others are called anonymously.
     pub identity_to: BTreeSet<String>,
+    /// What the plugin's writes may fill (`[storage]`).
+    pub storage: StorageQuotas,
+}
+
+/// The quotas of a plugin's writes: each KV namespace's and each bucket's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StorageQuotas {
+    pub kv: Quota,
+    pub blob: Quota,
 }
 
 impl Grants {
@@ -58,6 +68,7 @@ impl Grants {
             quotas: BTreeMap::new(),
             render: false,
             identity_to: BTreeSet::new(),
+            storage: StorageQuotas::default(),
         }
     }
 

@@ -127,7 +127,8 @@ impl wit::HostNamespace for KvView<'_> {
         let entry = entry(value, options)?;
         self.counts.kv("set");
         self.counts.kv_bytes("written", entry.value.len());
-        Ok(self.ctx.backend.set(&ns, &k, entry).await?)
+        let quota = self.grants.storage.kv;
+        Ok(self.ctx.backend.set(&ns, &k, entry, quota).await?)
     }
 
     async fn delete(&mut self, ns: Resource<Namespace>, k: String) -> Result<bool, CapError> {
@@ -146,7 +147,8 @@ impl wit::HostNamespace for KvView<'_> {
         let ns = self.name_of(&ns)?;
         key(&k)?;
         self.counts.kv("increment");
-        Ok(self.ctx.backend.increment(&ns, &k, delta).await?)
+        let quota = self.grants.storage.kv;
+        Ok(self.ctx.backend.increment(&ns, &k, delta, quota).await?)
     }
 
     async fn list(

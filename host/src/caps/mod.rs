@@ -62,6 +62,10 @@ impl From<StorageError> for CapError {
             StorageError::NotAnInteger { .. } | StorageError::Overflow { .. } => {
                 CapError::InvalidInput(e.to_string())
             }
+            // `too-large`, its message starting "quota exceeded:" (the
+            // SDK answers it 507 `quota_exceeded`): a new error case would
+            // change the WIT every built guest links against.
+            StorageError::QuotaExceeded(_) => CapError::TooLarge(e.to_string()),
             e => CapError::internal("storage", e),
         }
     }

@@ -11,7 +11,8 @@ use tokio::io::AsyncReadExt;
 use bytes::Bytes;
 
 use super::{
-    Backends, KvEntry, RoomSnapshot, StorageError, VersionHistory, VersionRecord, VersionSource,
+    Backends, KvEntry, Quota, RoomSnapshot, StorageError, VersionHistory, VersionRecord,
+    VersionSource,
 };
 
 pub type Open = dyn Fn(&Path) -> Backends + Sync;
@@ -51,11 +52,15 @@ fn entry(value: &[u8], metadata: Option<&str>, expires_at_ms: Option<u64>) -> Kv
 pub async fn kv_set_get_delete(dir: &Path, open: &Open) {
     let kv = open(dir).kv;
     assert_eq!(kv.get("a", "k").await.unwrap(), None);
-    kv.set("a", "k", entry(b"v", None, None)).await.unwrap();
+    kv.set("a", "k", entry(b"v", None, None), Quota::NONE)
+        .await
+        .unwrap();
     assert_eq!(kv.get("a", "k").await.unwrap().unwrap().value, b"v");
     // Namespaces are separate.
     assert_eq!(kv.get("b", "k").await.unwrap(), None);
-    kv.set("a", "k", entry(b"v2", None, None)).await.unwrap();
+    kv.set("a", "k", entry(b"v2", None, None), Quota::NONE)
+        .await
+        .unwrap();
     assert_eq!(kv.get("a", "k").await.unwrap().unwrap().value, b"v2");
     assert!(kv.delete("a", "k").await.unwrap());
     assert!(!kv.delete("a", "k").await.unwrap());
@@ -64,14 +69,14 @@ pub async fn kv_set_get_delete(dir: &Path, open: &Open) {
 
 pub async fn kv_metadata_and_ttl(dir: &Path, open: &Open) {
     let kv = open(dir).kv;
-    kv.set("a", "m", entry(b"v", Some("{\"x\":1}"), None))
+    kv.set("a", "m", entry(b"v", Some("{\"x\":1}"), None), Quota::NONE)
         .await
         .unwrap();
     let got = kv.get("a", "m").await.unwrap().unwrap();
     assert_eq!(got.metadata.as_deref(), Some("{\"x\":1}"));
     // Expiring in 300 ms: there, listed with its expiry, then gone.
     let at = crate::util::now_ms() + 300;
-    kv.set("a", "t", entry(b"1", Some("meta"), Some(at)))
+    kv.set("a", "t", entry(b"1", Some("meta"), Some(at)), Quota::NONE)
         .await
         .unwrap();
     let got = kv.get("a", "t").await.unwrap().unwrap();
@@ -87,23 +92,37 @@ pub async fn kv_metadata_and_ttl(dir: &Path, open: &Open) {
         "an expired key is not live"
     );
     // An expired counter starts again from zero.
-    kv.set("a", "n", entry(b"41", None, Some(crate::util::now_ms())))
-        .await
-        .unwrap();
+    kv.set(
+        "a",
+        "n",
+        entry(b"41", None, Some(crate::util::now_ms())),
+        Quota::NONE,
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(kv.increment("a", "n", 1).await.unwrap(), 1);
+    assert_eq!(kv.increment("a", "n", 1, Quota::NONE).await.unwrap(), 1);
 }
 
 pub async fn kv_pages_with_cursors(dir: &Path, open: &Open) {
     let kv = open(dir).kv;
     for i in 0..25 {
-        kv.set("a", &format!("user:{i:02}"), entry(b"", None, None))
-            .await
-            .unwrap();
+        kv.set(
+            "a",
+            &format!("user:{i:02}"),
+            entry(b"", None, None),
+            Quota::NONE,
+        )
+        .await
+        .unwrap();
     }
-    kv.set("a", "other", entry(b"", None, None)).await.unwrap();
-    kv.set("a", "zzz", entry(b"", None, None)).await.unwrap();
-    kv.set("b", "user:99", entry(b"", None, None))
+    kv.set("a", "other", entry(b"", None, None), Quota::NONE)
+        .await
+        .unwrap();
+    kv.set("a", "zzz", entry(b"", None, None), Quota::NONE)
+        .await
+        .unwrap();
+    kv.set("b", "user:99", entry(b"", None, None), Quota::NONE)
         .await
         .unwrap();
     let (mut seen, mut cursor, mut pages) = (Vec::new(), None, 0);
@@ -129,34 +148,38 @@ pub async fn kv_pages_with_cursors(dir: &Path, open: &Open) {
 
 pub async fn kv_increment_is_atomic(dir: &Path, open: &Open) {
     let kv = open(dir).kv;
-    assert_eq!(kv.increment("a", "n", 1).await.unwrap(), 1);
-    assert_eq!(kv.increment("a", "n", 41).await.unwrap(), 42);
-    kv.set("a", "s", entry(b"text", None, None)).await.unwrap();
+    assert_eq!(kv.increment("a", "n", 1, Quota::NONE).await.unwrap(), 1);
+    assert_eq!(kv.increment("a", "n", 41, Quota::NONE).await.unwrap(), 42);
+    kv.set("a", "s", entry(b"text", None, None), Quota::NONE)
+        .await
+        .unwrap();
     assert!(matches!(
-        kv.increment("a", "s", 1).await,
+        kv.increment("a", "s", 1, Quota::NONE).await,
         Err(StorageError::NotAnInteger { .. })
     ));
     let max = i64::MAX.to_string().into_bytes();
-    kv.set("a", "max", entry(&max, None, None)).await.unwrap();
+    kv.set("a", "max", entry(&max, None, None), Quota::NONE)
+        .await
+        .unwrap();
     assert!(matches!(
-        kv.increment("a", "max", 1).await,
+        kv.increment("a", "max", 1, Quota::NONE).await,
         Err(StorageError::Overflow { .. })
     ));
     // A live key keeps its metadata and expiry; an expired one starts over.
     let later = crate::util::now_ms() + 3_600_000;
-    kv.set("a", "t", entry(b"5", Some("m"), Some(later)))
+    kv.set("a", "t", entry(b"5", Some("m"), Some(later)), Quota::NONE)
         .await
         .unwrap();
-    assert_eq!(kv.increment("a", "t", 1).await.unwrap(), 6);
+    assert_eq!(kv.increment("a", "t", 1, Quota::NONE).await.unwrap(), 6);
     let kept = kv.get("a", "t").await.unwrap().unwrap();
     assert_eq!(
         (kept.metadata.as_deref(), kept.expires_at_ms),
         (Some("m"), Some(later))
     );
-    kv.set("a", "gone", entry(b"5", Some("m"), Some(1)))
+    kv.set("a", "gone", entry(b"5", Some("m"), Some(1)), Quota::NONE)
         .await
         .unwrap();
-    assert_eq!(kv.increment("a", "gone", 1).await.unwrap(), 1);
+    assert_eq!(kv.increment("a", "gone", 1, Quota::NONE).await.unwrap(), 1);
     let fresh = kv.get("a", "gone").await.unwrap().unwrap();
     assert_eq!((fresh.metadata, fresh.expires_at_ms), (None, None));
     // 32 callers at once, 10 increments each: none lost, none doubled.
@@ -165,7 +188,7 @@ pub async fn kv_increment_is_atomic(dir: &Path, open: &Open) {
         tokio::spawn(async move {
             let mut seen = Vec::new();
             for _ in 0..10 {
-                seen.push(kv.increment("a", "c", 1).await.unwrap());
+                seen.push(kv.increment("a", "c", 1, Quota::NONE).await.unwrap());
             }
             seen
         })
@@ -193,7 +216,13 @@ async fn put(
     }
     let metadata = vec![("owner".to_string(), "test".to_string())];
     upload
-        .commit(bucket, key, Some("application/x-test".into()), metadata)
+        .commit(
+            bucket,
+            key,
+            Some("application/x-test".into()),
+            metadata,
+            Quota::NONE,
+        )
         .await
         .unwrap()
 }
@@ -335,7 +364,7 @@ pub async fn everything_survives_reopen(dir: &Path, open: &Open) {
     let backends = open(dir);
     backends
         .kv
-        .set("a", "k", entry(b"v", Some("m"), None))
+        .set("a", "k", entry(b"v", Some("m"), None), Quota::NONE)
         .await
         .unwrap();
     put(&backends, "b", "k", b"object", 2).await;
@@ -350,7 +379,10 @@ pub async fn everything_survives_reopen(dir: &Path, open: &Open) {
     };
     backends.versions.save_history("p", &history).await.unwrap();
     let rooms = &backends.rooms;
-    rooms.append("r", 1, events(&["a", "b"])).await.unwrap();
+    rooms
+        .append("r", 1, events(&["a", "b"]), Quota::NONE)
+        .await
+        .unwrap();
     let snapshot = RoomSnapshot {
         seq: 1,
         data: Bytes::from_static(b"snap"),
@@ -402,8 +434,14 @@ pub async fn rooms_append_in_order(dir: &Path, open: &Open) {
         (head.head, head.compacted_through, head.snapshot),
         (0, 0, None)
     );
-    rooms.append("r", 1, events(&["a", "b"])).await.unwrap();
-    rooms.append("r", 3, events(&["c"])).await.unwrap();
+    rooms
+        .append("r", 1, events(&["a", "b"]), Quota::NONE)
+        .await
+        .unwrap();
+    rooms
+        .append("r", 3, events(&["c"]), Quota::NONE)
+        .await
+        .unwrap();
     assert_eq!(rooms.head("r").await.unwrap().head, 3);
     assert_eq!(
         rooms.read("r", 0, 10).await.unwrap(),
@@ -414,11 +452,14 @@ pub async fn rooms_append_in_order(dir: &Path, open: &Open) {
     assert_eq!(rooms.read("r", u64::MAX, 10).await.unwrap(), vec![]);
     // Rooms are separate, including rooms whose names extend another's.
     assert_eq!(rooms.read("r2", 0, 10).await.unwrap(), vec![]);
-    rooms.append("r2", 1, events(&["x"])).await.unwrap();
+    rooms
+        .append("r2", 1, events(&["x"]), Quota::NONE)
+        .await
+        .unwrap();
     assert_eq!(rooms.read("r", 0, 10).await.unwrap().len(), 3);
     // Not right after the head: refused, nothing written.
     for first in [3, 5, 0] {
-        let refused = rooms.append("r", first, events(&["z"])).await;
+        let refused = rooms.append("r", first, events(&["z"]), Quota::NONE).await;
         assert!(
             matches!(refused, Err(StorageError::RoomConflict { head: 3, .. })),
             "{first}: {refused:?}"
@@ -438,11 +479,16 @@ pub async fn rooms_group_commits_many_rooms(dir: &Path, open: &Open) {
             let room = format!("room-{r}");
             for seq in 1..=50u64 {
                 rooms
-                    .append(&room, seq, events(&[&format!("{r}:{seq}")]))
+                    .append(&room, seq, events(&[&format!("{r}:{seq}")]), Quota::NONE)
                     .await
                     .unwrap();
                 // A stale writer is refused without harm to the batch.
-                assert!(rooms.append(&room, seq, events(&["stale"])).await.is_err());
+                assert!(
+                    rooms
+                        .append(&room, seq, events(&["stale"]), Quota::NONE)
+                        .await
+                        .is_err()
+                );
             }
         });
     }
@@ -461,7 +507,7 @@ pub async fn rooms_group_commits_many_rooms(dir: &Path, open: &Open) {
 pub async fn rooms_compact_to_a_snapshot(dir: &Path, open: &Open) {
     let rooms = open(dir).rooms;
     rooms
-        .append("r", 1, events(&["a", "b", "c", "d"]))
+        .append("r", 1, events(&["a", "b", "c", "d"]), Quota::NONE)
         .await
         .unwrap();
     let snapshot = |seq, data: &'static [u8]| RoomSnapshot {
@@ -477,12 +523,18 @@ pub async fn rooms_compact_to_a_snapshot(dir: &Path, open: &Open) {
         numbered(3, &["c", "d"])
     );
     // Numbers go on from the head, never reused.
-    rooms.append("r", 5, events(&["e"])).await.unwrap();
+    rooms
+        .append("r", 5, events(&["e"]), Quota::NONE)
+        .await
+        .unwrap();
     rooms.compact("r", snapshot(5, b"abcde"), 5).await.unwrap();
     assert_eq!(rooms.read("r", 0, 10).await.unwrap(), vec![]);
     let head = rooms.head("r").await.unwrap();
     assert_eq!((head.head, head.compacted_through), (5, 5));
-    rooms.append("r", 6, events(&["f"])).await.unwrap();
+    rooms
+        .append("r", 6, events(&["f"]), Quota::NONE)
+        .await
+        .unwrap();
     assert_eq!(rooms.read("r", 0, 10).await.unwrap(), numbered(6, &["f"]));
     // A snapshot past the head, or dropping past the snapshot: refused.
     assert!(rooms.compact("r", snapshot(7, b"x"), 6).await.is_err());

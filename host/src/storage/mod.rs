@@ -54,6 +54,10 @@ pub enum StorageError {
         head: u64,
         expected: u64,
     },
+    /// The write would take a namespace, bucket or room past its quota
+    /// (`Quota`); nothing was written.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
     /// Data that cannot be decoded.
     #[error("corrupt data: {0}")]
     Corrupt(String),
@@ -76,6 +80,56 @@ impl StorageError {
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// What a namespace, bucket or room holds: its bytes (keys and values,
+/// objects, events) and its items (keys, objects, events).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub bytes: u64,
+    pub items: u64,
+}
+
+/// The most a namespace, bucket or room may hold, as the writing plugin's
+/// manifest says (`[storage]`); `None`: no limit. A write that would take
+/// usage past a limit is refused (`StorageError::QuotaExceeded`) unless it
+/// does not grow that usage (an overwrite with less, a delete), so that a
+/// store already past a lowered quota can still shrink.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quota {
+    pub bytes: Option<u64>,
+    pub items: Option<u64>,
+}
+
+impl Quota {
+    /// No limit.
+    pub const NONE: Quota = Quota {
+        bytes: None,
+        items: None,
+    };
+
+    /// `Err` with why if going from `before` to `after` passes a limit.
+    pub fn check(&self, what: &str, before: Usage, after: Usage) -> Result<()> {
+        if let Some(max) = self.bytes
+            && after.bytes > max
+            && after.bytes > before.bytes
+        {
+            return Err(StorageError::QuotaExceeded(format!(
+                "{what} would hold {} bytes, over its quota of {max}",
+                after.bytes
+            )));
+        }
+        if let Some(max) = self.items
+            && after.items > max
+            && after.items > before.items
+        {
+            return Err(StorageError::QuotaExceeded(format!(
+                "{what} would hold {} items, over its quota of {max}",
+                after.items
+            )));
+        }
+        Ok(())
+    }
+}
 
 /// A KV entry as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,28 +222,37 @@ pub trait ObjectUpload: Send {
     async fn write(&mut self, bytes: &[u8]) -> Result<()>;
 
     /// Makes the bytes written the object `bucket/key`, replacing any
-    /// object there; durable when it returns.
+    /// object there, unless that passes the bucket's `quota`; durable when
+    /// it returns.
     async fn commit(
         self: Box<Self>,
         bucket: &str,
         key: &str,
         content_type: Option<String>,
         metadata: Vec<(String, String)>,
+        quota: Quota,
     ) -> Result<ObjectInfo>;
 }
 
 /// Key-value namespaces. Expired entries are invisible (and reclaimed by
 /// the backend in its own time).
+///
+/// A backend that accounts usage (`usage` answers) refuses a write past
+/// the namespace's `quota` in the same step as the write; one that does
+/// not (NATS: JetStream's own limits bound its buckets) takes it.
 #[async_trait::async_trait]
 pub trait KvBackend: Send + Sync {
     async fn get(&self, ns: &str, key: &str) -> Result<Option<KvEntry>>;
-    async fn set(&self, ns: &str, key: &str, entry: KvEntry) -> Result<()>;
+    async fn set(&self, ns: &str, key: &str, entry: KvEntry, quota: Quota) -> Result<()>;
     /// Whether a live entry was removed.
     async fn delete(&self, ns: &str, key: &str) -> Result<bool>;
     /// Adds `delta` to the decimal integer under `key` (0 if absent or
     /// expired), atomically; keeps the metadata and the expiry of a live
     /// key.
-    async fn increment(&self, ns: &str, key: &str, delta: i64) -> Result<i64>;
+    async fn increment(&self, ns: &str, key: &str, delta: i64, quota: Quota) -> Result<i64>;
+    /// What `ns` holds (its keys and entries, expired ones until they are
+    /// reclaimed); `None` if the backend does not account it.
+    async fn usage(&self, ns: &str) -> Result<Option<Usage>>;
     async fn list(
         &self,
         ns: &str,
@@ -199,9 +262,12 @@ pub trait KvBackend: Send + Sync {
     ) -> Result<Page<KvKey>>;
 }
 
-/// Buckets of objects.
+/// Buckets of objects (quotas as for `KvBackend`, at an upload's commit).
 #[async_trait::async_trait]
 pub trait BlobBackend: Send + Sync {
+    /// What `bucket` holds (its objects' sizes and count); `None` if the
+    /// backend does not account it.
+    async fn usage(&self, bucket: &str) -> Result<Option<Usage>>;
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>>;
     async fn open(&self, bucket: &str, key: &str) -> Result<Option<OpenObject>>;
     async fn upload(&self) -> Result<Box<dyn ObjectUpload>>;
@@ -279,8 +345,10 @@ pub struct RoomLogHead {
 pub trait RoomLog: Send + Sync {
     async fn head(&self, room: &str) -> Result<RoomLogHead>;
     /// Appends `events` as numbers `first`, `first + 1`, ...; refused with
-    /// `RoomConflict` unless `first` is the head plus one.
-    async fn append(&self, room: &str, first: u64, events: Vec<Bytes>) -> Result<()>;
+    /// `RoomConflict` unless `first` is the head plus one, `QuotaExceeded`
+    /// if the room's events (those kept since its last compaction) would
+    /// pass `quota` (a backend that accounts rooms).
+    async fn append(&self, room: &str, first: u64, events: Vec<Bytes>, quota: Quota) -> Result<()>;
     /// Up to `limit` events after `after`, in order, with their numbers.
     async fn read(&self, room: &str, after: u64, limit: usize) -> Result<Vec<(u64, Bytes)>>;
     /// Keeps `snapshot` (replacing the one before) and drops the events up

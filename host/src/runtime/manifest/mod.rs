@@ -26,6 +26,12 @@
 //! requests = 1000
 //! per_s = 3600
 //!
+//! [storage]                           # what the plugin's writes may fill (0: no limit)
+//! kv_mib = 1024                       # each KV namespace: keys and values
+//! kv_keys = 1000000
+//! blob_mib = 16384                    # each bucket: objects' bytes
+//! blob_objects = 1000000
+//!
 //! [env]                               # the guest's environment variables
 //! ISSUER = "https://clerk.example.com"
 //!
@@ -59,9 +65,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::caps::grants::StorageQuotas;
 use crate::caps::outbound::HostPattern;
 use crate::caps::rate_limit::Rule;
 use crate::caps::{Grants, Kind};
+use crate::storage::Quota;
 
 /// Default linear memory per instance.
 pub const DEFAULT_MEMORY_MIB: u64 = 128;
@@ -228,7 +236,27 @@ struct RawManifest {
     #[serde(default)]
     quotas: BTreeMap<String, Spanned<RawQuota>>,
     #[serde(default)]
+    storage: RawStorage,
+    #[serde(default)]
     env: BTreeMap<Spanned<String>, String>,
+}
+
+/// `[storage]`: quotas of what the plugin writes (0: no limit).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    kv_mib: Option<u64>,
+    kv_keys: Option<u64>,
+    blob_mib: Option<u64>,
+    blob_objects: Option<u64>,
+}
+
+/// The quota for a `[storage]` value: the default if absent, none if 0.
+fn storage_limit(value: Option<u64>, default: u64, scale: u32) -> Option<u64> {
+    match value.unwrap_or(default) {
+        0 => None,
+        n => Some(n.saturating_mul(1 << scale)),
+    }
 }
 
 #[derive(Deserialize)]
@@ -279,6 +307,14 @@ struct RawLimits {
     instance_reuse: Option<Spanned<u32>>,
     instance_idle_ms: Option<Spanned<u64>>,
 }
+
+/// What a manifest that says nothing of `[storage]` may fill: enough for
+/// any plugin of the seed system, and a bound on what anonymous writers
+/// can put on a public server's disk.
+pub const DEFAULT_KV_MIB: u64 = 1024;
+pub const DEFAULT_KV_KEYS: u64 = 1_000_000;
+pub const DEFAULT_BLOB_MIB: u64 = 16 << 10;
+pub const DEFAULT_BLOB_OBJECTS: u64 = 1_000_000;
 
 /// Reads and validates the manifest at `path`.
 pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
@@ -420,6 +456,17 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
             .map_err(|m| err(at.clone(), format!("quota '{name}': {m}")))?;
         grants.quotas.insert(name.clone(), rule);
     }
+    let st = &raw.storage;
+    grants.storage = StorageQuotas {
+        kv: Quota {
+            bytes: storage_limit(st.kv_mib, DEFAULT_KV_MIB, 20),
+            items: storage_limit(st.kv_keys, DEFAULT_KV_KEYS, 0),
+        },
+        blob: Quota {
+            bytes: storage_limit(st.blob_mib, DEFAULT_BLOB_MIB, 20),
+            items: storage_limit(st.blob_objects, DEFAULT_BLOB_OBJECTS, 0),
+        },
+    };
     let mut env = Vec::new();
     for (name, value) in &raw.env {
         check_env_name(name.get_ref()).map_err(|m| err(Some(name.span()), m))?;

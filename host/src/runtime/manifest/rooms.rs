@@ -18,6 +18,8 @@
 //! ping_s = 30                 # keepalive; a client silent through two pings is closed
 //! compact_every = 1000        # events between snapshots; as many are kept for catch-up
 //!                             # (not for livestore: a store keeps every event)
+//! max_log_mib = 256           # what one room's log may hold (its snapshot and events;
+//!                             # 0: no limit); past it, writes are refused
 //! ```
 
 use std::time::Duration;
@@ -97,7 +99,12 @@ pub struct RoomLimits {
     pub idle: Duration,
     pub ping: Duration,
     pub compact_every: u64,
+    /// What one room's log may hold (`None`: no limit).
+    pub max_log_bytes: Option<u64>,
 }
+
+/// A room log's default quota (`max_log_mib`).
+pub const DEFAULT_MAX_LOG_MIB: u64 = 256;
 
 impl Default for RoomLimits {
     fn default() -> Self {
@@ -110,6 +117,7 @@ impl Default for RoomLimits {
             idle: Duration::from_secs(60),
             ping: Duration::from_secs(30),
             compact_every: 1000,
+            max_log_bytes: Some(DEFAULT_MAX_LOG_MIB << 20),
         }
     }
 }
@@ -130,6 +138,7 @@ pub(super) struct RawRoom {
     idle_s: Option<Spanned<u64>>,
     ping_s: Option<Spanned<u64>>,
     compact_every: Option<Spanned<u64>>,
+    max_log_mib: Option<Spanned<u64>>,
 }
 
 type Err<'a> = &'a dyn Fn(Option<std::ops::Range<usize>>, String) -> ManifestError;
@@ -211,6 +220,9 @@ pub(super) fn parse_room(raw: &RawRoom, err: Err<'_>) -> Result<RoomRoute, Manif
             ));
         }
         limits.compact_every = n;
+    }
+    if let Some(mib) = bounded(&raw.max_log_mib, "max_log_mib", 0, 1 << 20)? {
+        limits.max_log_bytes = (mib > 0).then_some(mib << 20);
     }
     Ok(RoomRoute {
         prefix: prefix.clone(),

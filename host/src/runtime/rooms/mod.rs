@@ -156,6 +156,12 @@ impl Kick {
         code: 1008,
         reason: "the room's awareness states are full",
     };
+    /// The room's log is at its quota (`max_log_mib`): what the member
+    /// sent was not stored.
+    pub const LOG_FULL: Self = Self {
+        code: 1008,
+        reason: "the room's log is full",
+    };
     /// The room's log failed (the client may come back and sync again).
     pub const UNAVAILABLE: Self = Self {
         code: 1011,

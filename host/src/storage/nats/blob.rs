@@ -24,7 +24,8 @@ use super::stream::{Published, kv_values, last, publish, purge, subject};
 use super::{Inner, NatsBackend, OrFailed};
 use crate::storage::spool::{Spool, Spooled};
 use crate::storage::{
-    BlobBackend, ObjectBody, ObjectInfo, ObjectUpload, OpenObject, Page, Result, StorageError,
+    BlobBackend, ObjectBody, ObjectInfo, ObjectUpload, OpenObject, Page, Quota, Result,
+    StorageError, Usage,
 };
 use crate::util::now_ms;
 
@@ -122,6 +123,7 @@ impl ObjectUpload for Upload {
         key: &str,
         content_type: Option<String>,
         metadata: Vec<(String, String)>,
+        _quota: Quota,
     ) -> Result<ObjectInfo> {
         let spooled = self.spool.finish().await?;
         let inner = &self.backend.inner;
@@ -177,6 +179,11 @@ fn decode(key: &str, raw: &[u8]) -> Result<ObjectInfo> {
 
 #[async_trait::async_trait]
 impl BlobBackend for NatsBackend {
+    /// Not accounted: on a cluster, JetStream's limits bound the buckets.
+    async fn usage(&self, _bucket: &str) -> Result<Option<Usage>> {
+        Ok(None)
+    }
+
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>> {
         let (value, _) = last(&self.inner.blobs, &scoped(bucket, key)).await?;
         value.map(|raw| decode(key, &raw)).transpose()

@@ -14,7 +14,7 @@ use super::names::{scoped, token, unscoped};
 use super::stream::{Published, kv_values, last, publish, purge, subject};
 use super::{NatsBackend, StorageError};
 use crate::storage::kv_entry::{codec, incremented, live};
-use crate::storage::{KvBackend, KvEntry, KvKey, Page, Result};
+use crate::storage::{KvBackend, KvEntry, KvKey, Page, Quota, Result, Usage};
 use crate::util::now_ms;
 
 /// The stored entry under a key and the revision a write over it expects.
@@ -136,12 +136,18 @@ impl NatsBackend {
 
 #[async_trait::async_trait]
 impl KvBackend for NatsBackend {
+    /// Not accounted: on a cluster, JetStream's limits bound the buckets.
+    async fn usage(&self, _ns: &str) -> Result<Option<Usage>> {
+        Ok(None)
+    }
+
     async fn get(&self, ns: &str, key: &str) -> Result<Option<KvEntry>> {
         let found = current(&self.inner.kv, &scoped(ns, key)).await?;
         Ok(found.entry.filter(|e| live(e, now_ms())))
     }
 
-    async fn set(&self, ns: &str, key: &str, entry: KvEntry) -> Result<()> {
+    /// Quotas are JetStream's here (its buckets' limits), not the host's.
+    async fn set(&self, ns: &str, key: &str, entry: KvEntry, _quota: Quota) -> Result<()> {
         self.write_kv(&scoped(ns, key), &entry, None).await?;
         Ok(())
     }
@@ -162,7 +168,7 @@ impl KvBackend for NatsBackend {
         }
     }
 
-    async fn increment(&self, ns: &str, key: &str, delta: i64) -> Result<i64> {
+    async fn increment(&self, ns: &str, key: &str, delta: i64, _quota: Quota) -> Result<i64> {
         let kv_key = scoped(ns, key);
         let (done, result) = tokio::sync::oneshot::channel();
         let lead = {

@@ -304,7 +304,7 @@ async fn open_objects(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::Backends;
+    use crate::storage::{Backends, Quota};
 
     /// The conformance suite against the test process's shared server,
     /// each check under a prefix of its own (the same for the same folder,
@@ -332,17 +332,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (old, new) = (open(dir.path()).rooms, open(dir.path()).rooms);
         let event = |t: &'static str| vec![bytes::Bytes::from_static(t.as_bytes())];
-        old.append("r", 1, event("a")).await.unwrap();
+        old.append("r", 1, event("a"), Quota::NONE).await.unwrap();
         assert_eq!(new.head("r").await.unwrap().head, 1);
         new.fence("r").await.unwrap();
-        let refused = old.append("r", 2, event("stale")).await;
+        let refused = old.append("r", 2, event("stale"), Quota::NONE).await;
         assert!(
             matches!(refused, Err(StorageError::RoomConflict { head: 1, .. })),
             "{refused:?}"
         );
-        new.append("r", 2, event("b")).await.unwrap();
+        new.append("r", 2, event("b"), Quota::NONE).await.unwrap();
         // The stale owner, having looked again, sees the new owner's log.
-        assert!(old.append("r", 2, event("late")).await.is_err());
+        assert!(
+            old.append("r", 2, event("late"), Quota::NONE)
+                .await
+                .is_err()
+        );
         let texts: Vec<_> = old.read("r", 0, 10).await.unwrap();
         assert_eq!(
             texts,
@@ -369,7 +373,7 @@ mod tests {
             metadata: None,
             expires_at_ms: Some(crate::util::now_ms() + 500),
         };
-        backend.set("ns", "k", entry).await.unwrap();
+        backend.set("ns", "k", entry, Quota::NONE).await.unwrap();
         let key = names::scoped("ns", "k");
         assert!(
             stream::last(&backend.inner.kv, &key)

@@ -25,7 +25,7 @@ use tokio::io::AsyncReadExt;
 use super::names::{scoped, token};
 use super::stream::{Published, last, publish, purge, read_to_now, subject};
 use super::{NatsBackend, OrFailed};
-use crate::storage::{Result, RoomLog, RoomLogHead, RoomSnapshot, StorageError};
+use crate::storage::{Quota, Result, RoomLog, RoomLogHead, RoomSnapshot, StorageError};
 
 /// What a node last saw of a room's subject.
 #[derive(Debug, Clone, Copy)]
@@ -246,7 +246,13 @@ impl RoomLog for NatsBackend {
         })
     }
 
-    async fn append(&self, room: &str, first: u64, events: Vec<Bytes>) -> Result<()> {
+    async fn append(
+        &self,
+        room: &str,
+        first: u64,
+        events: Vec<Bytes>,
+        _quota: Quota,
+    ) -> Result<()> {
         let known = self.inner.room_heads.lock().unwrap().get(room).copied();
         let mut seen = match known {
             Some(seen) => seen,

@@ -13,10 +13,12 @@ use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 
+use super::usage::{self, Kind, USAGE};
 use super::{BLOB_OBJECTS, BLOB_REFS, Inner, RedbBackend, blocking, list_scope};
 use crate::storage::spool::Spool;
 use crate::storage::{
-    BlobBackend, ObjectBody, ObjectInfo, ObjectUpload, OpenObject, Page, Result, StorageError,
+    BlobBackend, ObjectBody, ObjectInfo, ObjectUpload, OpenObject, Page, Quota, Result,
+    StorageError, Usage,
 };
 use crate::util::now_ms;
 
@@ -91,12 +93,21 @@ impl Inner {
         )))
     }
 
-    /// Makes a finished upload the object `bucket/key`, durable on return.
-    fn blob_commit(&self, bucket: &str, key: &str, staged: &Path, record: &Record) -> Result<()> {
+    /// Makes a finished upload the object `bucket/key`, durable on return,
+    /// unless that passes the bucket's `quota` (then nothing is kept of it).
+    fn blob_commit(
+        &self,
+        bucket: &str,
+        key: &str,
+        staged: &Path,
+        record: &Record,
+        quota: Quota,
+    ) -> Result<()> {
         let body = self.body_path(&record.sha256);
         let io = |what: &str| StorageError::io(format!("{what} {}", body.display()));
         let _guard = self.blob_fs.lock().unwrap_or_else(|p| p.into_inner());
-        if body.exists() {
+        let placed = !body.exists();
+        if !placed {
             std::fs::remove_file(staged).map_err(io("dropping a duplicate of"))?;
         } else {
             let dir = body.parent().expect("body paths have a shard folder");
@@ -111,8 +122,26 @@ impl Inner {
         let orphan = {
             let mut objects = txn.open_table(BLOB_OBJECTS)?;
             let mut refs = txn.open_table(BLOB_REFS)?;
+            let mut ledger = txn.open_table(USAGE)?;
             let raw = serde_json::to_vec(record)
                 .map_err(|e| StorageError::Corrupt(format!("encoding a blob record: {e}")))?;
+            let old_size = (objects.get((bucket, key))?)
+                .map(|o| decode(o.value()))
+                .transpose()?
+                .map(|o| o.size);
+            let before = usage::get(&ledger, Kind::Blob, bucket)?;
+            let bytes = record.size as i64 - old_size.unwrap_or(0) as i64;
+            let after = usage::moved(before, bytes, i64::from(old_size.is_none()));
+            if let Err(refused) = quota.check(&Kind::Blob.describe(bucket), before, after) {
+                drop((objects, refs, ledger));
+                drop(txn);
+                // A body this upload put in place, which nothing points at.
+                if placed {
+                    self.remove_body(&record.sha256);
+                }
+                return Err(refused);
+            }
+            usage::put(&mut ledger, Kind::Blob, bucket, after)?;
             let old = objects
                 .insert((bucket, key), raw.as_slice())?
                 .map(|o| decode(o.value()))
@@ -136,12 +165,18 @@ impl Inner {
         let (existed, orphan) = {
             let mut objects = txn.open_table(BLOB_OBJECTS)?;
             let mut refs = txn.open_table(BLOB_REFS)?;
+            let mut ledger = txn.open_table(USAGE)?;
             let old = objects
                 .remove((bucket, key))?
                 .map(|o| decode(o.value()))
                 .transpose()?;
             match old {
-                Some(old) => (true, add_ref(&mut refs, &old.sha256, -1)?),
+                Some(old) => {
+                    let before = usage::get(&ledger, Kind::Blob, bucket)?;
+                    let after = usage::moved(before, -(old.size as i64), -1);
+                    usage::put(&mut ledger, Kind::Blob, bucket, after)?;
+                    (true, add_ref(&mut refs, &old.sha256, -1)?)
+                }
                 None => (false, None),
             }
         };
@@ -225,6 +260,7 @@ impl ObjectUpload for Upload {
         key: &str,
         content_type: Option<String>,
         metadata: Vec<(String, String)>,
+        quota: Quota,
     ) -> Result<ObjectInfo> {
         let spooled = self.spool.finish().await?;
         let record = Record {
@@ -239,7 +275,7 @@ impl ObjectUpload for Upload {
         // The temporary file becomes the body (or, a duplicate, is removed).
         let done = blocking({
             let tmp = tmp.clone();
-            move || inner.blob_commit(&bucket, &key_owned, &tmp, &committed)
+            move || inner.blob_commit(&bucket, &key_owned, &tmp, &committed, quota)
         })
         .await;
         if done.is_err() {
@@ -270,6 +306,10 @@ impl ObjectBody for Body {
 
 #[async_trait::async_trait]
 impl BlobBackend for RedbBackend {
+    async fn usage(&self, bucket: &str) -> Result<Option<Usage>> {
+        self.inner.usage(Kind::Blob, bucket).map(Some)
+    }
+
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>> {
         Ok(self.inner.blob_head(bucket, key)?.map(|r| r.info(key)))
     }
@@ -347,14 +387,18 @@ mod tests {
         let backend = open(dir.path());
         let inner = &backend.inner;
         let (path, record) = staged(inner, b"first");
-        inner.blob_commit("b", "k", &path, &record).unwrap();
+        inner
+            .blob_commit("b", "k", &path, &record, Quota::NONE)
+            .unwrap();
         let done = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|s| {
             s.spawn(|| {
                 // Each overwrite unlinks the body the previous one left.
                 for i in 0..300u32 {
                     let (path, record) = staged(inner, format!("version {i}").as_bytes());
-                    inner.blob_commit("b", "k", &path, &record).unwrap();
+                    inner
+                        .blob_commit("b", "k", &path, &record, Quota::NONE)
+                        .unwrap();
                 }
                 done.store(true, std::sync::atomic::Ordering::Relaxed);
             });
@@ -375,7 +419,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let backend = open(dir.path());
         let (path, record) = staged(&backend.inner, b"kept");
-        backend.inner.blob_commit("b", "k", &path, &record).unwrap();
+        backend
+            .inner
+            .blob_commit("b", "k", &path, &record, Quota::NONE)
+            .unwrap();
         // A body no record points at (a crash between rename and commit).
         let orphan = backend.inner.body_path("ff00");
         std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();

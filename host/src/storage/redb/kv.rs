@@ -7,9 +7,10 @@ use std::time::Duration;
 use redb::ReadableTable;
 
 use super::group_commit::GroupCommit;
+use super::usage::{self, Kind, Ledger, USAGE};
 use super::{Inner, KV_ENTRIES, KV_EXPIRY, RedbBackend, blocking, list_scope};
 use crate::storage::kv_entry::{codec, incremented, live};
-use crate::storage::{KvBackend, KvEntry, KvKey, Page, Result, StorageError};
+use crate::storage::{KvBackend, KvEntry, KvKey, Page, Quota, Result, StorageError, Usage};
 use crate::util::now_ms;
 
 fn corrupt(ns: &str, key: &str) -> StorageError {
@@ -22,6 +23,7 @@ pub(super) enum KvWrite {
         ns: String,
         key: String,
         entry: KvEntry,
+        quota: Quota,
     },
     Delete {
         ns: String,
@@ -33,6 +35,7 @@ pub(super) enum KvWrite {
         key: String,
         delta: i64,
         now: u64,
+        quota: Quota,
     },
 }
 
@@ -56,6 +59,41 @@ pub(super) fn start_writer(inner: Weak<Inner>) -> std::io::Result<KvWriter> {
 type Entries<'t> = redb::Table<'t, (&'static str, &'static str), &'static [u8]>;
 type Expiry<'t> = redb::Table<'t, (u64, &'static str, &'static str), ()>;
 
+/// The tables a KV write changes.
+struct Tables<'t> {
+    entries: Entries<'t>,
+    expiry: Expiry<'t>,
+    ledger: Ledger<'t>,
+}
+
+/// What an entry weighs in its namespace's usage.
+fn weight(key: &str, encoded_len: usize) -> i64 {
+    (key.len() + encoded_len) as i64
+}
+
+impl Tables<'_> {
+    /// Moves `ns`'s usage from an entry of `old` bytes (`None`: none) to
+    /// one of `new` bytes (`None`: removed), if `quota` allows it.
+    fn account(
+        &mut self,
+        ns: &str,
+        key: &str,
+        old: Option<usize>,
+        new: Option<usize>,
+        quota: Quota,
+    ) -> Result<Result<()>> {
+        let before = usage::get(&self.ledger, Kind::Kv, ns)?;
+        let bytes = new.map_or(0, |n| weight(key, n)) - old.map_or(0, |o| weight(key, o));
+        let items = i64::from(new.is_some()) - i64::from(old.is_some());
+        let after = usage::moved(before, bytes, items);
+        if let Err(refused) = quota.check(&Kind::Kv.describe(ns), before, after) {
+            return Ok(Err(refused));
+        }
+        usage::put(&mut self.ledger, Kind::Kv, ns, after)?;
+        Ok(Ok(()))
+    }
+}
+
 /// One transaction for `writes`, applied in order; a write that is refused
 /// (an increment of a value that is not an integer) changes nothing and
 /// fails alone. `Err`: nothing was written.
@@ -63,10 +101,13 @@ fn commit_writes(inner: &Inner, writes: &[KvWrite]) -> Result<Vec<Result<Written
     let txn = inner.db.begin_write()?;
     let mut outcomes = Vec::with_capacity(writes.len());
     {
-        let mut entries = txn.open_table(KV_ENTRIES)?;
-        let mut expiry = txn.open_table(KV_EXPIRY)?;
+        let mut tables = Tables {
+            entries: txn.open_table(KV_ENTRIES)?,
+            expiry: txn.open_table(KV_EXPIRY)?,
+            ledger: txn.open_table(USAGE)?,
+        };
         for write in writes {
-            outcomes.push(write.apply(&mut entries, &mut expiry)?);
+            outcomes.push(write.apply(&mut tables)?);
         }
     }
     txn.commit()?;
@@ -77,29 +118,42 @@ impl KvWrite {
     /// Applies the write. The outer `Err` is a storage failure (the whole
     /// transaction is abandoned); the inner one refuses this write alone,
     /// and is only returned before anything of it was written.
-    fn apply(&self, entries: &mut Entries, expiry: &mut Expiry) -> Result<Result<Written>> {
+    fn apply(&self, t: &mut Tables) -> Result<Result<Written>> {
         match self {
-            KvWrite::Set { ns, key, entry } => {
+            KvWrite::Set {
+                ns,
+                key,
+                entry,
+                quota,
+            } => {
                 let (ns, key) = (ns.as_str(), key.as_str());
-                let old = entries.insert((ns, key), codec::encode(entry).as_slice())?;
-                if let Some(old_t) = old.and_then(|o| codec::expires_at(o.value())) {
-                    expiry.remove((old_t, ns, key))?;
+                let encoded = codec::encode(entry);
+                let old_len = t.entries.get((ns, key))?.map(|o| o.value().len());
+                if let Err(refused) = t.account(ns, key, old_len, Some(encoded.len()), *quota)? {
+                    return Ok(Err(refused));
                 }
-                if let Some(t) = entry.expires_at_ms {
-                    expiry.insert((t, ns, key), ())?;
+                let old = t.entries.insert((ns, key), encoded.as_slice())?;
+                if let Some(old_t) = old.and_then(|o| codec::expires_at(o.value())) {
+                    t.expiry.remove((old_t, ns, key))?;
+                }
+                if let Some(at) = entry.expires_at_ms {
+                    t.expiry.insert((at, ns, key), ())?;
                 }
                 Ok(Ok(Written::Set))
             }
             KvWrite::Delete { ns, key, now } => {
                 let (ns, key) = (ns.as_str(), key.as_str());
-                let removed_live = match entries.remove((ns, key))? {
+                let removed = (t.entries.remove((ns, key))?)
+                    .map(|old| (codec::expires_at(old.value()), old.value().len()));
+                let removed_live = match removed {
                     None => false,
-                    Some(old) => {
-                        let t = codec::expires_at(old.value());
-                        if let Some(t) = t {
-                            expiry.remove((t, ns, key))?;
+                    Some((at, len)) => {
+                        if let Some(at) = at {
+                            t.expiry.remove((at, ns, key))?;
                         }
-                        t.is_none_or(|t| t > *now)
+                        // Less is always allowed.
+                        let _ = t.account(ns, key, Some(len), None, Quota::NONE)?;
+                        at.is_none_or(|at| at > *now)
                     }
                 };
                 Ok(Ok(Written::Deleted(removed_live)))
@@ -109,11 +163,15 @@ impl KvWrite {
                 key,
                 delta,
                 now,
+                quota,
             } => {
                 let (ns, key) = (ns.as_str(), key.as_str());
-                let old = match entries.get((ns, key))? {
-                    Some(raw) => Some(codec::decode(raw.value()).ok_or_else(|| corrupt(ns, key))?),
-                    None => None,
+                let (old, old_len) = match t.entries.get((ns, key))? {
+                    Some(raw) => (
+                        Some(codec::decode(raw.value()).ok_or_else(|| corrupt(ns, key))?),
+                        Some(raw.value().len()),
+                    ),
+                    None => (None, None),
                 };
                 // Everything that may refuse the write comes before any of
                 // it is written.
@@ -121,13 +179,17 @@ impl KvWrite {
                     Ok(done) => done,
                     Err(refused) => return Ok(Err(refused)),
                 };
-                if let Some(t) = old.and_then(|e| e.expires_at_ms) {
-                    expiry.remove((t, ns, key))?;
+                let encoded = codec::encode(&entry);
+                if let Err(refused) = t.account(ns, key, old_len, Some(encoded.len()), *quota)? {
+                    return Ok(Err(refused));
                 }
-                if let Some(t) = entry.expires_at_ms {
-                    expiry.insert((t, ns, key), ())?;
+                if let Some(at) = old.and_then(|e| e.expires_at_ms) {
+                    t.expiry.remove((at, ns, key))?;
                 }
-                entries.insert((ns, key), codec::encode(&entry).as_slice())?;
+                if let Some(at) = entry.expires_at_ms {
+                    t.expiry.insert((at, ns, key), ())?;
+                }
+                t.entries.insert((ns, key), encoded.as_slice())?;
                 Ok(Ok(Written::Incremented(next)))
             }
         }
@@ -175,6 +237,7 @@ impl Inner {
         let swept = {
             let mut entries = txn.open_table(KV_ENTRIES)?;
             let mut expiry = txn.open_table(KV_EXPIRY)?;
+            let mut ledger = txn.open_table(USAGE)?;
             let due: Vec<(u64, String, String)> = expiry
                 .range::<(u64, &str, &str)>(..=(now, "\u{10ffff}", "\u{10ffff}"))?
                 .take(max)
@@ -191,9 +254,13 @@ impl Inner {
                 // index and the entry are written together, so it should).
                 let still_due = entries
                     .get((ns.as_str(), key.as_str()))?
-                    .is_some_and(|raw| codec::expires_at(raw.value()) == Some(*t));
-                if still_due {
+                    .filter(|raw| codec::expires_at(raw.value()) == Some(*t))
+                    .map(|raw| raw.value().len());
+                if let Some(len) = still_due {
                     entries.remove((ns.as_str(), key.as_str()))?;
+                    let before = usage::get(&ledger, Kind::Kv, ns)?;
+                    let after = usage::moved(before, -weight(key, len), -1);
+                    usage::put(&mut ledger, Kind::Kv, ns, after)?;
                 }
             }
             due.len()
@@ -209,11 +276,15 @@ impl KvBackend for RedbBackend {
         self.inner.kv_get(ns, key, now_ms())
     }
 
-    async fn set(&self, ns: &str, key: &str, entry: KvEntry) -> Result<()> {
+    async fn set(&self, ns: &str, key: &str, entry: KvEntry, quota: Quota) -> Result<()> {
         let (ns, key) = (ns.to_string(), key.to_string());
-        self.kv_writer
-            .submit(KvWrite::Set { ns, key, entry })
-            .await?;
+        let write = KvWrite::Set {
+            ns,
+            key,
+            entry,
+            quota,
+        };
+        self.kv_writer.submit(write).await?;
         Ok(())
     }
 
@@ -229,13 +300,14 @@ impl KvBackend for RedbBackend {
         }
     }
 
-    async fn increment(&self, ns: &str, key: &str, delta: i64) -> Result<i64> {
+    async fn increment(&self, ns: &str, key: &str, delta: i64, quota: Quota) -> Result<i64> {
         let (ns, key, now) = (ns.to_string(), key.to_string(), now_ms());
         let write = KvWrite::Increment {
             ns,
             key,
             delta,
             now,
+            quota,
         };
         match self.kv_writer.submit(write).await? {
             Written::Incremented(n) => Ok(n),
@@ -251,6 +323,10 @@ impl KvBackend for RedbBackend {
         limit: usize,
     ) -> Result<Page<KvKey>> {
         self.inner.kv_list(ns, prefix, cursor, limit, now_ms())
+    }
+
+    async fn usage(&self, ns: &str) -> Result<Option<Usage>> {
+        self.inner.usage(Kind::Kv, ns).map(Some)
     }
 }
 
@@ -299,7 +375,14 @@ mod tests {
     /// A write committed on its own, with no writer thread.
     fn set(inner: &Inner, ns: &str, key: &str, entry: KvEntry) {
         let (ns, key) = (ns.to_string(), key.to_string());
-        let outcomes = commit_writes(inner, &[KvWrite::Set { ns, key, entry }]).unwrap();
+        let quota = Quota::NONE;
+        let write = KvWrite::Set {
+            ns,
+            key,
+            entry,
+            quota,
+        };
+        let outcomes = commit_writes(inner, &[write]).unwrap();
         assert!(matches!(outcomes[..], [Ok(Written::Set)]));
     }
 
@@ -323,6 +406,7 @@ mod tests {
             key: key.into(),
             delta,
             now: 1_000,
+            quota: Quota::NONE,
         };
         let outcomes =
             commit_writes(kv, &[write("n", 2), write("text", 1), write("n", 3)]).unwrap();
@@ -351,9 +435,9 @@ mod tests {
             .map(|i| {
                 let backend = backend.clone();
                 tokio::spawn(async move {
-                    backend.increment("a", "n", 1).await.unwrap();
+                    backend.increment("a", "n", 1, Quota::NONE).await.unwrap();
                     backend
-                        .set("a", &format!("k{i}"), entry(b"v", None))
+                        .set("a", &format!("k{i}"), entry(b"v", None), Quota::NONE)
                         .await
                         .unwrap();
                 })

@@ -19,6 +19,7 @@ mod blob;
 mod group_commit;
 mod kv;
 mod rooms;
+mod usage;
 mod versions;
 
 use std::path::{Path, PathBuf};
@@ -26,7 +27,7 @@ use std::sync::{Arc, Mutex};
 
 use redb::{Database, TableDefinition};
 
-use super::{Liveness, Page, Result, StorageError, StorageSettings};
+use super::{Liveness, Page, Result, StorageError, StorageSettings, Usage};
 
 /// KV entries: (namespace, key) -> encoded entry (see `kv::codec`).
 const KV_ENTRIES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("kv_entries");
@@ -147,7 +148,9 @@ impl RedbBackend {
         txn.open_table(rooms::ROOM_HEADS)?;
         txn.open_table(rooms::ROOM_SNAPSHOTS)?;
         txn.open_table(rooms::ROOM_STATE)?;
+        txn.open_table(usage::USAGE)?;
         txn.commit()?;
+        usage::rebuild(&db)?;
         let inner = Arc::new(Inner {
             db: ClosingDb {
                 db: Some(db),
@@ -180,6 +183,14 @@ impl RedbBackend {
 
     pub(super) fn liveness(&self) -> Liveness {
         Liveness(self.inner.db.closed.clone())
+    }
+}
+
+impl Inner {
+    /// What the ledger says `name` holds.
+    fn usage(&self, kind: usage::Kind, name: &str) -> Result<Usage> {
+        let txn = redb::ReadableDatabase::begin_read(&*self.db)?;
+        usage::get(&txn.open_table(usage::USAGE)?, kind, name)
     }
 }
 

@@ -13,8 +13,9 @@ use bytes::Bytes;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::group_commit::GroupCommit;
+use super::usage::{self, Kind, USAGE};
 use super::{Inner, RedbBackend, blocking};
-use crate::storage::{Result, RoomLog, RoomLogHead, RoomSnapshot, StorageError};
+use crate::storage::{Quota, Result, RoomLog, RoomLogHead, RoomSnapshot, StorageError, Usage};
 
 /// Events: (room, number) -> the event as its owner encoded it.
 pub(super) const ROOM_EVENTS: TableDefinition<(&str, u64), &[u8]> =
@@ -33,6 +34,7 @@ pub(super) struct Append {
     room: String,
     first: u64,
     events: Vec<Bytes>,
+    quota: Quota,
 }
 
 /// The writer thread of appends (group commit).
@@ -51,10 +53,10 @@ fn commit_appends(inner: &Inner, batch: &[Append]) -> Result<Vec<Result<()>>> {
     {
         let mut heads = txn.open_table(ROOM_HEADS)?;
         let mut events = txn.open_table(ROOM_EVENTS)?;
+        let mut ledger = txn.open_table(USAGE)?;
         for append in batch {
-            let (head, compacted) = heads
-                .get(append.room.as_str())?
-                .map_or((0, 0), |v| v.value());
+            let room = append.room.as_str();
+            let (head, compacted) = heads.get(room)?.map_or((0, 0), |v| v.value());
             if append.first != head + 1 {
                 outcomes.push(Err(StorageError::RoomConflict {
                     room: append.room.clone(),
@@ -63,6 +65,17 @@ fn commit_appends(inner: &Inner, batch: &[Append]) -> Result<Vec<Result<()>>> {
                 }));
                 continue;
             }
+            let before = usage::get(&ledger, Kind::Room, room)?;
+            let bytes: usize = append.events.iter().map(Bytes::len).sum();
+            let after = usage::moved(before, bytes as i64, append.events.len() as i64);
+            if let Err(refused) = append
+                .quota
+                .check(&Kind::Room.describe(room), before, after)
+            {
+                outcomes.push(Err(refused));
+                continue;
+            }
+            usage::put(&mut ledger, Kind::Room, room, after)?;
             for (seq, event) in (append.first..).zip(&append.events) {
                 events.insert((append.room.as_str(), seq), event.as_ref())?;
             }
@@ -122,12 +135,25 @@ impl Inner {
                 )));
             }
             let mut events = txn.open_table(ROOM_EVENTS)?;
+            // The room holds its snapshot and the events after it: less
+            // the events dropped and the snapshot replaced, more the new
+            // one. Never refused: compaction is how a room gets smaller.
+            let mut dropped = Usage::default();
             if drop_through > compacted {
-                events.retain_in((room, compacted + 1)..=(room, drop_through), |_, _| false)?;
+                events.retain_in((room, compacted + 1)..=(room, drop_through), |_, event| {
+                    dropped = usage::moved(dropped, event.len() as i64, 1);
+                    false
+                })?;
             }
             heads.insert(room, (head, drop_through.max(compacted)))?;
-            txn.open_table(ROOM_SNAPSHOTS)?
-                .insert(room, (snapshot.seq, snapshot.data.as_ref()))?;
+            let mut snapshots = txn.open_table(ROOM_SNAPSHOTS)?;
+            let replaced = (snapshots.insert(room, (snapshot.seq, snapshot.data.as_ref()))?)
+                .map_or(0, |old| old.value().1.len());
+            let mut ledger = txn.open_table(USAGE)?;
+            let before = usage::get(&ledger, Kind::Room, room)?;
+            let bytes = snapshot.data.len() as i64 - replaced as i64 - dropped.bytes as i64;
+            let after = usage::moved(before, bytes, -(dropped.items as i64));
+            usage::put(&mut ledger, Kind::Room, room, after)?;
         }
         txn.commit()?;
         Ok(())
@@ -163,11 +189,12 @@ impl RoomLog for RedbBackend {
         self.inner.room_head(room)
     }
 
-    async fn append(&self, room: &str, first: u64, events: Vec<Bytes>) -> Result<()> {
+    async fn append(&self, room: &str, first: u64, events: Vec<Bytes>, quota: Quota) -> Result<()> {
         let append = Append {
             room: room.to_string(),
             first,
             events,
+            quota,
         };
         self.appender.submit(append).await
     }

@@ -429,7 +429,11 @@ impl Owner {
         let first = state.head + 1;
         let events: Vec<Bytes> = pending.iter().map(|p| p.stored.clone()).collect();
         let started = Instant::now();
-        let appended = self.hub.log.append(&self.name, first, events).await;
+        let quota = crate::storage::Quota {
+            bytes: self.limits.max_log_bytes,
+            items: None,
+        };
+        let appended = self.hub.log.append(&self.name, first, events, quota).await;
         let metrics = &self.hub.metrics;
         metrics
             .room_append_seconds
@@ -452,7 +456,11 @@ impl Owner {
                 }
             }
             Err(e) => {
-                tracing::error!(room = %self.name, "room events not stored: {e}");
+                if matches!(e, crate::storage::StorageError::QuotaExceeded(_)) {
+                    tracing::warn!(room = %self.name, "room events not stored: {e}");
+                } else {
+                    tracing::error!(room = %self.name, "room events not stored: {e}");
+                }
                 self.state = None;
                 if self.lease.is_some()
                     && matches!(e, crate::storage::StorageError::RoomConflict { .. })
@@ -463,13 +471,25 @@ impl Owner {
                 // A JSON member is told and may send again; a yjs or
                 // livestore client is closed, and syncs again on its
                 // reconnect (what it sent was not acknowledged).
-                let error =
-                    frames::error("not_stored", "the message was not stored: send it again");
+                let full = matches!(e, crate::storage::StorageError::QuotaExceeded(_));
+                let error = if full {
+                    frames::error(
+                        "quota_exceeded",
+                        &format!("the message was not stored: {e}"),
+                    )
+                } else {
+                    frames::error("not_stored", "the message was not stored: send it again")
+                };
+                let (kick, kind) = if full {
+                    (Kick::LOG_FULL, "log_full")
+                } else {
+                    (Kick::UNAVAILABLE, "unavailable")
+                };
                 for sender in pending.iter().filter_map(|p| p.sender) {
                     if self.protocol.host_frames() {
                         self.reply(sender, error.clone());
                     } else {
-                        self.kick(sender, Kick::UNAVAILABLE, "unavailable");
+                        self.kick(sender, kick, kind);
                     }
                 }
             }
