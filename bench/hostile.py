@@ -47,8 +47,11 @@ class Server:
         self.plugins = os.path.join(self.dir, "plugins")
         os.makedirs(self.plugins)
         for name, guest, manifest in plugins:
-            shutil.copy(os.path.join(GUESTS, guest + ".wasm"), os.path.join(self.plugins, name + ".wasm"))
             with open(os.path.join(self.plugins, name + ".toml"), "w") as f:
+                if guest is None:  # rooms only: no component
+                    f.write(manifest)
+                    continue
+                shutil.copy(os.path.join(GUESTS, guest + ".wasm"), os.path.join(self.plugins, name + ".wasm"))
                 f.write(f'component = "{name}.wasm"\n{manifest}')
         for name, text in manifests_extra:
             with open(os.path.join(self.plugins, name + ".toml"), "w") as f:
@@ -439,6 +442,217 @@ async def probe_errors():
         print("errors:\n  " + "\n  ".join(out))
 
 
+# The probes of the second hostile pass (issue 33): rooms that amplify,
+# memory outside the budget, the transpiler's limits.
+
+YJS = ("yjs", None, '[[rooms]]\nprefix = "/yjs"\nprotocol = "yjs"\n')
+TEXT = ("text", None, '[[rooms]]\nprefix = "/room"\nprotocol = "text"\nmax_message_kib = 16384\n')
+TRANSPILE = ("transpile", "transpile", '[[routes]]\nprefix = "/transpile"\n[limits]\ncpu_ms = 10000\ntimeout_ms = 15000\nmemory_mib = 512\nmax_body_mib = 6\n')
+RENDER = ("render", "render", '[[routes]]\nprefix = "/render"\n[grants]\nrender = true\n')
+
+
+def var(n):
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+async def ws_open(port, path):
+    """A WebSocket opened by hand: the 101 read, nothing else."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: websocket\r\n"
+                 "sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode())
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert head.startswith(b"HTTP/1.1 101"), head[:100]
+    return reader, writer
+
+
+def ws_frame(payload, opcode=2):
+    """A masked client frame (the mask all zero: the payload as it is)."""
+    n = len(payload)
+    head = bytes([0x80 | opcode])
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+    return head + b"\0\0\0\0" + payload
+
+
+def yjs_update(text):
+    """y-protocols' sync update inserting `text` at the start of the text "text"."""
+    t = text.encode()
+    update = var(1) + var(1) + var(1) + var(0) + b"\x04" + var(4) + b"text" + var(len(t)) + t + var(0)
+    return b"\x00\x02" + var(len(update)) + update
+
+
+def awareness(client, json):
+    j = json.encode()
+    update = var(1) + var(client) + var(1) + var(len(j)) + j
+    return b"\x01" + var(len(update)) + update
+
+
+async def hello_latency(port, stop, worst):
+    while not stop.is_set():
+        t0 = time.time()
+        await request(port, get("/hello"))
+        worst[0] = max(worst[0], (time.time() - t0) * 1000)
+        await asyncio.sleep(0.02)
+
+
+async def probe_yjs_amplify():
+    """One 2,400-byte frame of 600 sync step 1s (and one of 1,000 awareness
+    queries against 1 MiB of states) from each of 20 clients that never read,
+    against a 1 MiB document; /hello timed meanwhile."""
+    with Server([YJS, HELLO]) as s:
+        _, w = await ws_open(s.port, "/yjs/big")
+        w.write(ws_frame(yjs_update("x" * (1 << 20))))
+        for client in range(3):
+            w.write(ws_frame(awareness(10 + client, '{"pad":"%s"}' % ("s" * (300 << 10)))))
+        await w.drain()
+        await asyncio.sleep(1)
+        base = s.rss_mib()
+        stop, peak, worst = asyncio.Event(), [base], [0.0]
+        tasks = [asyncio.create_task(sample_rss(s, stop, peak)),
+                 asyncio.create_task(hello_latency(s.port, stop, worst))]
+        deaf, closed = [], 0
+        for i in range(20):
+            r, dw = await ws_open(s.port, "/yjs/big")
+            dw.write(ws_frame(b"\x00\x00\x01\x00" * 600 if i % 2 == 0 else b"\x03" * 1000))
+            await dw.drain()
+            deaf.append((r, dw))
+        await asyncio.sleep(3)
+        stop.set()
+        await asyncio.gather(*tasks)
+        for _, dw in deaf:
+            dw.close()
+        w.close()
+        print(f"yjs_amplify: 20 clients, each one frame of 600 sync step 1s or 1,000 awareness queries "
+              f"against a 1 MiB document and 1 MiB of states, reading nothing: server RSS {base:.0f} -> "
+              f"peak {peak[0]:.0f} MiB (+{peak[0] - base:.0f}); /hello worst {worst[0]:.0f} ms")
+
+
+async def probe_text_welcome():
+    """60 joiners that never read, of an 8 M-character text room."""
+    with Server([TEXT]) as s:
+        _, w = await ws_open(s.port, "/room/long")
+        edit = json.dumps({"type": "insert", "position": 0, "content": "0123456789" * 800_000, "seq": 0})
+        w.write(ws_frame(edit.encode(), opcode=1))
+        await w.drain()
+        await asyncio.sleep(3)
+        base = s.rss_mib()
+        stop, peak = asyncio.Event(), [base]
+        sampler = asyncio.create_task(sample_rss(s, stop, peak))
+        deaf = [await ws_open(s.port, "/room/long") for _ in range(60)]
+        await asyncio.sleep(5)
+        for _, dw in deaf:
+            dw.close()
+        await asyncio.sleep(5)
+        stop.set()
+        await sampler
+        after = s.rss_mib()
+        w.close()
+        print(f"text_welcome: 60 joiners of an 8 M-character room reading nothing: server RSS {base:.0f} -> "
+              f"peak {peak[0]:.0f} MiB (+{peak[0] - base:.0f}); {after:.0f} MiB 5 s after they closed")
+
+
+async def probe_stacks():
+    """80 requests at once that run their wasm stack to its end, under a 1 GiB budget."""
+    panic = ("panic", "fixture_panic", '[[routes]]\nprefix = "/panic"\n')
+    with Server([panic], flags=["--memory-budget-mib", "1024"]) as s:
+        await request(s.port, get("/panic?deep"), timeout=30)
+        base = s.rss_mib()
+        stop, peak = asyncio.Event(), [base]
+        sampler = asyncio.create_task(sample_rss(s, stop, peak))
+        statuses = await asyncio.gather(*(request(s.port, get("/panic?deep"), timeout=60) for _ in range(80)))
+        stop.set()
+        await sampler
+        await asyncio.sleep(1)
+        print(f"stacks: 80 stack overflows at once: statuses {sorted({st for st, _, _ in statuses})}; server RSS "
+              f"{base:.0f} -> peak {peak[0]:.0f} MiB, {s.rss_mib():.0f} MiB with no instance alive")
+
+
+async def probe_transpile():
+    """Sources deeper than the stack, past the scan's old blind spots, and a long constant."""
+    with Server([TRANSPILE]) as s:
+        cases = [
+            ("a division of 6,000 brackets", "export const x = {} / " + "(" * 6000 + "1" + ")" * 6000 + " / 1;"),
+            ("10,000 nested ifs", "if (a) " * 10000 + "x();"),
+            ("10,000 nested loops", "for (;;) " * 10000 + "x();"),
+            ("a 50,000-branch else-if chain", "if (a) {}" + " else if (a) {}" * 50000),
+        ]
+        out = []
+        for name, source in cases:
+            st, _, body = await request(s.port, put_post("/transpile", source.encode()), timeout=60)
+            out.append(f"{name} -> {st}")
+        for n in (500, 1000, 2000, 3000):
+            body = json.dumps({"code": "export const y = " + "+".join(f"x{i}" for i in range(n)) + ";",
+                               "loader": "ts", "minify": True}).encode()
+            t0 = time.time()
+            st, _, _ = await request(s.port, put_post("/transpile", body, "content-type: application/json\r\ncache-control: no-store\r\n"), timeout=60)
+            out.append(f"a constant of {n} terms, minified -> {st} in {(time.time() - t0) * 1000:.0f} ms")
+        print("transpile: " + "; ".join(out))
+
+
+def put_post(path, body, extra=""):
+    return (f"POST {path} HTTP/1.1\r\nhost: spike\r\nconnection: close\r\ncontent-length: {len(body)}\r\n{extra}\r\n"
+            .encode() + body)
+
+
+def tree_rss_mib(pid):
+    """The resident memory of a process and every process below it."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+                children.setdefault(int(stat[stat.rfind(")") + 2:].split()[1]), []).append(int(entry))
+            except OSError:
+                pass
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        todo.extend(children.get(p, []))
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total += next((int(l.split()[1]) for l in f if l.startswith("VmRSS:")), 0)
+        except OSError:
+            pass
+    return total / 1024
+
+
+async def probe_chromium():
+    """A page that allocates 1.5 GiB, and an 8192 x 8192 screenshot at scale 2."""
+    if not os.path.exists("/usr/bin/chromium"):
+        print("chromium: skipped, no /usr/bin/chromium")
+        return
+    with Server([RENDER]) as s:
+        await request(s.port, put_post("/render/html", json.dumps({"html": "<p>warm</p>", "cache": "no"}).encode()), timeout=60)
+        base = tree_rss_mib(s.proc.pid)
+        peak, stop = [base], asyncio.Event()
+
+        async def sample():
+            while not stop.is_set():
+                peak[0] = max(peak[0], tree_rss_mib(s.proc.pid))
+                await asyncio.sleep(0.02)
+
+        sampler = asyncio.create_task(sample())
+        hog = ("<body><script>const keep=[];try{for(let i=0;i<96;i++){const a=new Uint8Array(16<<20);a.fill(1);"
+               "keep.push(a)}}catch(e){document.body.append(String(e))}document.body.append(' kept '+keep.length)</script>")
+        st, _, body = await request(s.port, put_post("/render/html", json.dumps({"html": hog, "cache": "no"}).encode()), timeout=60)
+        stop.set()
+        await sampler
+        big, _, _ = await request(s.port, get("/render/screenshot?html=x&width=8192&height=8192&deviceScaleFactor=2&cache=no"), timeout=60)
+        print(f"chromium: a page allocating 1.5 GiB -> {st} ({body[:90].decode(errors='replace')}); process tree "
+              f"{base:.0f} -> peak {peak[0]:.0f} MiB; an 8192 x 8192 screenshot at scale 2 -> {big}")
+
+
 PROBES = {
     "uploads": probe_uploads,
     "ports": probe_ports,
@@ -449,6 +663,11 @@ PROBES = {
     "membomb": probe_membomb,
     "overwrite": probe_overwrite,
     "errors": probe_errors,
+    "yjs_amplify": probe_yjs_amplify,
+    "text_welcome": probe_text_welcome,
+    "stacks": probe_stacks,
+    "transpile": probe_transpile,
+    "chromium": probe_chromium,
 }
 
 

@@ -89,6 +89,9 @@ pub struct ClientLimits {
     /// `max_connections` too); beyond it a join gets a 503. Lowered at start
     /// with `max_connections` to what the open-file limit allows.
     pub max_room_connections: usize,
+    /// Room WebSockets one client address may hold open (an IPv6 address
+    /// by its /64); beyond it a join gets a 429.
+    pub max_room_connections_per_client: usize,
     /// Time for a request head to arrive, counted from when the connection
     /// is ready for one: a new connection, or a kept-alive one after its last
     /// response (so this is also the idle keep-alive timeout).
@@ -113,6 +116,7 @@ impl Default for ClientLimits {
         Self {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_room_connections: DEFAULT_MAX_ROOM_CONNECTIONS,
+            max_room_connections_per_client: 256,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             send_timeout: Duration::from_secs(30),

@@ -95,6 +95,10 @@ enum Command {
         /// 503. Shares the open-file limit with --max-connections.
         #[arg(long, default_value_t = ClientLimits::default().max_room_connections)]
         max_room_connections: usize,
+        /// Room WebSockets one client address may hold open; beyond it
+        /// joins get a 429.
+        #[arg(long, default_value_t = ClientLimits::default().max_room_connections_per_client)]
+        max_room_connections_per_client: usize,
         /// Seconds a client has to send a request head, and that a kept-alive
         /// connection may stay idle.
         #[arg(long, default_value_t = ClientLimits::default().header_timeout.as_secs())]
@@ -279,6 +283,7 @@ async fn main() -> anyhow::Result<()> {
             metrics_listen,
             max_connections,
             max_room_connections,
+            max_room_connections_per_client,
             header_timeout_secs,
             body_timeout_secs,
             send_timeout_secs,
@@ -306,6 +311,7 @@ async fn main() -> anyhow::Result<()> {
             config.clients = ClientLimits {
                 max_connections,
                 max_room_connections,
+                max_room_connections_per_client: max_room_connections_per_client.max(1),
                 header_timeout: Duration::from_secs(header_timeout_secs.max(1)),
                 body_timeout: Duration::from_secs(body_timeout_secs.max(1)),
                 send_timeout: Duration::from_secs(send_timeout_secs.max(1)),

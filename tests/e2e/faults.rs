@@ -239,3 +239,36 @@ async fn stacks_that_overflowed_do_not_stay_resident() {
         after >> 20
     );
 }
+
+/// A plugin may cap what one client address runs of it at once
+/// (`max_concurrent_per_client`; the shipped transpiler takes 4): more
+/// get 429 `too_many_at_once` while another client is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_runs_a_bounded_number_of_a_plugins_requests() {
+    let looping = Plugin {
+        name: "loop",
+        guest: "fixture_loop",
+        manifest: "[[routes]]\nprefix = \"/loop\"\n[limits]\ncpu_ms = 800\ntimeout_ms = 3000\n\
+                   max_concurrent_per_client = 2\n",
+    };
+    let server = TestServer::start(&[looping, HELLO]).await;
+    let c = client();
+    let spinning: Vec<_> = (0..2)
+        .map(|_| {
+            let (c, url) = (c.clone(), server.at("/loop"));
+            tokio::spawn(async move { send(c.get(url)).await.0 })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = send_json(c.get(server.at("/loop"))).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (429, "too_many_at_once"),
+        "{body}"
+    );
+    for s in spinning {
+        assert_eq!(within(s).await.unwrap(), 504);
+    }
+    // Their places are back.
+    assert_eq!(send(c.get(server.at("/loop"))).await.0, 504);
+}

@@ -382,6 +382,30 @@ async fn the_host_caps_room_sockets_across_rooms() {
     .await;
 }
 
+/// One client address holds a bounded share of the host's room sockets
+/// (the hostile probe suggested it: one source could take them all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_holds_a_bounded_number_of_room_sockets() {
+    let server = TestServer::start_with(&[ROOMS], |config| {
+        config.clients.max_room_connections_per_client = 2;
+    })
+    .await;
+    let one = RoomClient::join(&ws_url(&server.url, "/chat/a")).await;
+    let _two = RoomClient::join(&ws_url(&server.url, "/chat/b")).await;
+    let refused = RoomClient::try_join(&ws_url(&server.url, "/chat/a")).await;
+    assert_eq!(refused_status(&refused.err().unwrap()), 429);
+    one.close().await;
+    within(async {
+        loop {
+            match RoomClient::try_join(&ws_url(&server.url, "/chat/c")).await {
+                Ok(_) => break,
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_client_is_closed_after_two_pings() {
     let rooms = "[[rooms]]\nprefix = \"/chat\"\nping_s = 1\n";

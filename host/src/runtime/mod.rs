@@ -14,6 +14,7 @@ pub mod live;
 pub mod loader;
 pub mod manifest;
 pub mod memory_budget;
+pub mod per_client;
 pub mod registry;
 pub mod request_body;
 mod request_watch;

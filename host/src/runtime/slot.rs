@@ -31,6 +31,9 @@ pub struct PluginSlot {
     /// or a share of the instance pool): one plugin's slow clients wait on
     /// their own permits, never on the other plugins' instances.
     pub max_concurrent: u32,
+    /// Of those, what one client address may have (`limits.
+    /// max_concurrent_per_client`), if capped.
+    pub per_client: Option<Arc<super::per_client::PerClient>>,
     running: Arc<AtomicU32>,
     pub(super) active: ArcSwapOption<LoadedPlugin>,
     /// Until its first load ends (ready or failed).
@@ -125,9 +128,12 @@ impl PluginSlot {
             RoutePolicy::new(name, &what, &r.auth, r.rate_limit, limits)
         });
         let policies = routes.chain(rooms).collect();
+        let per_client = (manifest.limits.max_concurrent_per_client)
+            .map(|max| super::per_client::PerClient::new(max as usize));
         Self {
             context,
             policies,
+            per_client,
             manifest,
             since_ms: now_ms(),
             max_concurrent,

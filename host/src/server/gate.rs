@@ -31,6 +31,9 @@ pub struct Passed {
     pub caller: Option<Arc<Caller>>,
     pub client: IpAddr,
     pub limit: Option<Decision>,
+    /// The client's place among the plugin's requests in progress
+    /// (`max_concurrent_per_client`), held as long as this is.
+    pub held: Option<crate::runtime::per_client::Held>,
 }
 
 /// Runs the route's policy for a request; `Err` is the response that turns
@@ -49,6 +52,7 @@ pub async fn pass(
         caller: None,
         client,
         limit: None,
+        held: None,
     };
     if let Some(limit) = &policy.rate_limit
         && limit.key == LimitKey::Ip
@@ -89,6 +93,21 @@ pub async fn pass(
             None => ip_key(client),
         };
         passed.limit = Some(check(limit, &key).map_err(|d| too_many(state, routed, limit, &d))?);
+    }
+    if let Some(per_client) = &routed.slot.per_client {
+        let held = per_client.try_hold(ip_key(client)).ok_or_else(|| {
+            let max = per_client.max();
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_at_once",
+                format!(
+                    "this plugin takes {max} requests at once from one client; wait for one to end"
+                ),
+            )
+            .with_retry_after(1)
+            .into_response()
+        })?;
+        passed.held = Some(held);
     }
     Ok(passed)
 }

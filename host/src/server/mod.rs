@@ -49,6 +49,8 @@ pub struct AppState {
     /// Static sites, tried where no plugin route matches.
     pub sites: crate::assets::Sites,
     pub rooms: Arc<RoomHub>,
+    /// Room sockets by client address (`max_room_connections_per_client`).
+    pub room_clients: Arc<crate::runtime::per_client::PerClient>,
     /// KV storage, for the admin API's look into a namespace.
     pub kv: Arc<dyn crate::storage::KvBackend>,
     /// The other nodes, with a shared backend.
@@ -236,6 +238,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         client_addresses: config.client_addresses.clone(),
         sites,
         rooms: rooms.clone(),
+        room_clients: crate::runtime::per_client::PerClient::new(
+            clients.max_room_connections_per_client,
+        ),
         kv,
         cluster,
         stopping,

@@ -14,6 +14,7 @@ use super::AppState;
 use super::errors::ApiError;
 use super::gate::{self, PeerAddr};
 use super::room_socket;
+use crate::metrics::Metrics;
 use crate::runtime::manifest::{RoomProtocol, RoomRoute};
 use crate::runtime::rooms::livestore::Dialect;
 use crate::runtime::rooms::{JoinError, JoinRequest, RoomAddress};
@@ -69,6 +70,23 @@ pub async fn join(state: &AppState, routed: &Routed, room: usize, req: Request) 
     let passed = match gate::pass(state, routed, "GET", &path, &parts.headers, peer).await {
         Ok(passed) => passed,
         Err(refusal) => return refusal,
+    };
+    // Held by the socket for as long as it is open.
+    let Some(place) = state.room_clients.try_hold(gate::ip_key(passed.client)) else {
+        let max = state.room_clients.max();
+        Metrics::count(
+            &state.metrics.room_closes,
+            &manifest.name.as_str().into(),
+            "client_full",
+            1,
+        );
+        return ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connections",
+            format!("this address holds {max} room connections, the most one client may"),
+        )
+        .with_retry_after(1)
+        .into_response();
     };
     let id = target.id;
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
@@ -144,7 +162,10 @@ pub async fn join(state: &AppState, routed: &Routed, room: usize, req: Request) 
         .read_buffer_size(READ_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| room_socket::run(socket, joined, metrics, send_timeout))
+        .on_upgrade(move |socket| async move {
+            room_socket::run(socket, joined, metrics, send_timeout).await;
+            drop(place);
+        })
 }
 
 /// Which room a request joins, and how.

@@ -43,6 +43,7 @@
 //!                                     # (default: 120000, or timeout_ms if longer)
 //! max_body_mib = 16                   # request body
 //! max_concurrent = 64                 # requests at once (default: half the instance pool)
+//! max_concurrent_per_client = 4       # of those, from one client address (default: no cap)
 //! instance_reuse = 1000               # requests one instance serves in turn (default 0:
 //!                                     # a fresh instance each; see runtime::reuse)
 //! instance_idle_ms = 30000            # how long a kept instance waits for a request
@@ -179,6 +180,9 @@ pub struct Limits {
     /// host (a share of the instance pool, see `PluginRegistry`), so that one
     /// plugin's slow clients cannot take every instance.
     pub max_concurrent: Option<u32>,
+    /// Requests of this plugin one client address may have running at
+    /// once (until their answers begin); `None`: no cap of its own.
+    pub max_concurrent_per_client: Option<u32>,
     /// Requests one instance may serve, one after another; 0 (the
     /// default): a fresh instance for every request. See `runtime::reuse`.
     pub instance_reuse: u32,
@@ -195,6 +199,7 @@ impl Default for Limits {
             max_duration: Duration::from_millis(DEFAULT_MAX_DURATION_MS),
             max_body_bytes: DEFAULT_MAX_BODY_MIB << 20,
             max_concurrent: None,
+            max_concurrent_per_client: None,
             instance_reuse: 0,
             instance_idle: Duration::from_millis(DEFAULT_INSTANCE_IDLE_MS),
         }
@@ -304,6 +309,7 @@ struct RawLimits {
     max_duration_ms: Option<Spanned<u64>>,
     max_body_mib: Option<Spanned<u64>>,
     max_concurrent: Option<Spanned<u32>>,
+    max_concurrent_per_client: Option<Spanned<u32>>,
     instance_reuse: Option<Spanned<u32>>,
     instance_idle_ms: Option<Spanned<u64>>,
 }
@@ -538,6 +544,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
             ));
         }
         limits.max_concurrent = Some(*v.get_ref());
+    }
+    if let Some(v) = &l.max_concurrent_per_client {
+        if *v.get_ref() == 0 {
+            return Err(err(
+                Some(v.span()),
+                "max_concurrent_per_client must be at least 1".into(),
+            ));
+        }
+        limits.max_concurrent_per_client = Some(*v.get_ref());
     }
     if let Some(v) = &l.instance_reuse {
         if *v.get_ref() > MAX_INSTANCE_REUSE {
