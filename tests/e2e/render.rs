@@ -391,13 +391,7 @@ async fn webrtc_and_the_browsers_own_ports_stay_behind_the_guard() {
         config.render.allow = vec!["127.0.0.1".parse().unwrap()];
     })
     .await;
-    let warm = render_post(
-        &server,
-        "/render/html",
-        json!({"html": "<p>hi</p>", "cache": "no"}),
-    )
-    .await;
-    assert_eq!(warm.status, 200, "{}", warm.text());
+    warm_up(&server).await;
     let dirs: Vec<_> = std::fs::read_dir(server.data_dir.join("render"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -419,6 +413,17 @@ async fn webrtc_and_the_browsers_own_ports_stay_behind_the_guard() {
     .await;
     assert_eq!(r.status, 403, "{}", r.text());
     assert!(r.text().contains("DevTools"), "{}", r.text());
+}
+
+/// One small render, so that the server's Chromium runs.
+async fn warm_up(server: &TestServer) {
+    let warm = render_post(
+        server,
+        "/render/html",
+        json!({"html": "<p>hi</p>", "cache": "no"}),
+    )
+    .await;
+    assert_eq!(warm.status, 200, "{}", warm.text());
 }
 
 /// Chromium's memory is bounded per page (the hostile probe: a page that
@@ -443,13 +448,7 @@ async fn a_page_past_its_memory_is_stopped_and_huge_screenshots_refused() {
     assert!(huge.text().contains("device pixels"), "{}", huge.text());
 
     // Warm: the browser runs, its process tree is known.
-    let warm = render_post(
-        &server,
-        "/render/html",
-        json!({"html": "<p>hi</p>", "cache": "no"}),
-    )
-    .await;
-    assert_eq!(warm.status, 200, "{}", warm.text());
+    warm_up(&server).await;
     let render_dir = server.data_dir.join("render");
     let browser = chromium_of(&render_dir).expect("the server's Chromium");
     let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));

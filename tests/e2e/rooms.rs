@@ -371,12 +371,15 @@ async fn the_host_caps_room_sockets_across_rooms() {
     assert_eq!(refused_status(&refused.err().unwrap()), 503);
     // A socket that closes gives its place back.
     one.close().await;
+    joins_soon(&ws_url(&server.url, "/chat/c")).await;
+}
+
+/// Joins `url` once a place is free (a closed socket gives its place back
+/// when the server sees the close), within the usual timeout.
+async fn joins_soon(url: &str) {
     within(async {
-        loop {
-            match RoomClient::try_join(&ws_url(&server.url, "/chat/c")).await {
-                Ok(_) => break,
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-            }
+        while RoomClient::try_join(url).await.is_err() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     })
     .await;
@@ -395,15 +398,7 @@ async fn one_client_holds_a_bounded_number_of_room_sockets() {
     let refused = RoomClient::try_join(&ws_url(&server.url, "/chat/a")).await;
     assert_eq!(refused_status(&refused.err().unwrap()), 429);
     one.close().await;
-    within(async {
-        loop {
-            match RoomClient::try_join(&ws_url(&server.url, "/chat/c")).await {
-                Ok(_) => break,
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-            }
-        }
-    })
-    .await;
+    joins_soon(&ws_url(&server.url, "/chat/c")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
