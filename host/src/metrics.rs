@@ -159,6 +159,18 @@ pub struct Metrics {
     pub render_restarts: Family<KindLabels, Counter>,
     /// Pages (renderer processes) stopped past `--render-page-mib`.
     pub render_pages_killed: Counter,
+    /// Writes through the storage imports (KV, blob, a room handler's
+    /// appends) refused past a quota, by plugin (a client's room event
+    /// past `max_log_mib` counts in `room_closes` as `log_full`).
+    pub storage_quota_refusals: Family<PluginLabel, Counter>,
+    /// Requests refused with 429 `too_many_at_once` past the plugin's
+    /// `max_concurrent_per_client` (room joins past
+    /// `--max-room-connections-per-client` count in `room_closes` as
+    /// `client_full`).
+    pub client_capped: Family<PluginLabel, Counter>,
+    /// Wrong operator tokens (plugin `-`): `wrong` (401), `throttled`
+    /// (429, past ten a minute from one address).
+    pub operator_token_refusals: Family<KindLabels, Counter>,
 }
 
 impl Metrics {
@@ -203,6 +215,9 @@ impl Metrics {
             render_launches: Counter::default(),
             render_restarts: Family::default(),
             render_pages_killed: Counter::default(),
+            storage_quota_refusals: Family::default(),
+            client_capped: Family::default(),
+            operator_token_refusals: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -395,6 +410,21 @@ impl Metrics {
             "render_pages_killed",
             "Pages the renderer stopped for holding more memory than --render-page-mib",
             m.render_pages_killed.clone(),
+        );
+        r.register(
+            "storage_quota_refusals",
+            "Writes through the storage imports refused past a quota",
+            m.storage_quota_refusals.clone(),
+        );
+        r.register(
+            "client_capped",
+            "Requests refused past the plugin's max_concurrent_per_client",
+            m.client_capped.clone(),
+        );
+        r.register(
+            "operator_token_refusals",
+            "Wrong operator tokens, refused (wrong) or throttled",
+            m.operator_token_refusals.clone(),
         );
         Arc::new(Self { registry, ..m })
     }

@@ -257,6 +257,9 @@ async fn uploads_past_the_buckets_quota_get_507() {
     // The KV's keys: one counter, then no second key.
     assert_eq!(send(c.post(server.at("/hello/counter"))).await.0, 200);
     assert_eq!(send(c.post(server.at("/hello/counter"))).await.0, 200);
+    let metrics = server.metrics_text().await;
+    let refused = "spike_storage_quota_refusals_total{plugin=\"hello\"} 2";
+    assert!(metrics.contains(refused), "{metrics}");
 }
 
 /// The shipped manifest's hello takes writes from signed-in callers only.

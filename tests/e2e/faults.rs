@@ -271,4 +271,7 @@ async fn one_client_runs_a_bounded_number_of_a_plugins_requests() {
     }
     // Their places are back.
     assert_eq!(send(c.get(server.at("/loop"))).await.0, 504);
+    let metrics = server.metrics_text().await;
+    let capped = "spike_client_capped_total{plugin=\"loop\"} 1";
+    assert!(metrics.contains(capped), "{metrics}");
 }

@@ -397,6 +397,8 @@ async fn one_client_holds_a_bounded_number_of_room_sockets() {
     let _two = RoomClient::join(&ws_url(&server.url, "/chat/b")).await;
     let refused = RoomClient::try_join(&ws_url(&server.url, "/chat/a")).await;
     assert_eq!(refused_status(&refused.err().unwrap()), 429);
+    let metrics = server.metrics_text().await;
+    assert!(metrics.contains("kind=\"client_full\"} 1"), "{metrics}");
     one.close().await;
     joins_soon(&ws_url(&server.url, "/chat/c")).await;
 }

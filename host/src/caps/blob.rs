@@ -290,7 +290,7 @@ impl wit::HostBucket for BlobView<'_> {
                 Some(usage) => {
                     let old = self.ctx.backend.head(&bucket, &k).await?.map(|o| o.size);
                     if old.is_none() && quota.items.is_some_and(|max| usage.items >= max) {
-                        return Err(CapError::TooLarge(format!(
+                        return Err(CapError::QuotaExceeded(format!(
                             "quota exceeded: the bucket '{bucket}' holds {} objects, its quota",
                             usage.items
                         )));
@@ -381,7 +381,7 @@ impl wit::HostObjectWriter for BlobView<'_> {
                     "object is larger than the limit of {limit} bytes"
                 )));
             }
-            Some(UploadFailure::Quota(why)) => return Err(CapError::TooLarge(why)),
+            Some(UploadFailure::Quota(why)) => return Err(CapError::QuotaExceeded(why)),
             Some(UploadFailure::Storage) => {
                 return Err(CapError::Internal("storing the upload failed".into()));
             }

@@ -42,6 +42,12 @@ pub enum CapError {
     TooLarge(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A write past a `[storage]` quota: `too-large` to the guest, its
+    /// message starting "quota exceeded:" (the SDK answers it 507
+    /// `quota_exceeded`); a new WIT case would change what every built
+    /// guest links against.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// Not the guest's to handle: the call traps.
     #[error("{0}")]
     Trap(wasmtime::Error),
@@ -62,10 +68,7 @@ impl From<StorageError> for CapError {
             StorageError::NotAnInteger { .. } | StorageError::Overflow { .. } => {
                 CapError::InvalidInput(e.to_string())
             }
-            // `too-large`, its message starting "quota exceeded:" (the
-            // SDK answers it 507 `quota_exceeded`): a new error case would
-            // change the WIT every built guest links against.
-            StorageError::QuotaExceeded(_) => CapError::TooLarge(e.to_string()),
+            StorageError::QuotaExceeded(_) => CapError::QuotaExceeded(e.to_string()),
             e => CapError::internal("storage", e),
         }
     }
@@ -82,7 +85,7 @@ pub fn to_wit(e: CapError) -> wasmtime::Result<WitError> {
     Ok(match e {
         CapError::AccessDenied(m) => WitError::AccessDenied(m),
         CapError::InvalidInput(m) => WitError::InvalidInput(m),
-        CapError::TooLarge(m) => WitError::TooLarge(m),
+        CapError::TooLarge(m) | CapError::QuotaExceeded(m) => WitError::TooLarge(m),
         CapError::Internal(m) => WitError::Internal(m),
         CapError::Trap(e) => return Err(e),
     })
@@ -129,6 +132,9 @@ pub struct View<'a, C> {
 
 impl<C: Send> crate::bindings::spike::host::types::Host for View<'_, C> {
     fn convert_error(&mut self, e: CapError) -> wasmtime::Result<WitError> {
+        if let CapError::QuotaExceeded(_) = e {
+            self.counts.quota_exceeded();
+        }
         to_wit(e)
     }
 }
@@ -192,6 +198,17 @@ impl Counts<'_> {
     /// A quota check: `allowed` or `refused`.
     pub fn quota(self, decision: &'static str) {
         Metrics::count(&self.metrics.quota_checks, self.plugin, decision, 1);
+    }
+
+    /// A write refused past a `[storage]` quota.
+    pub fn quota_exceeded(self) {
+        let labels = crate::metrics::PluginLabel {
+            plugin: self.plugin.clone(),
+        };
+        self.metrics
+            .storage_quota_refusals
+            .get_or_create(&labels)
+            .inc();
     }
 
     /// A call of the rooms import, by function.

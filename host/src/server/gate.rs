@@ -96,6 +96,10 @@ pub async fn pass(
     }
     if let Some(per_client) = &routed.slot.per_client {
         let held = per_client.try_hold(ip_key(client)).ok_or_else(|| {
+            let plugin = crate::metrics::PluginLabel {
+                plugin: routed.slot.manifest.name.as_str().into(),
+            };
+            state.metrics.client_capped.get_or_create(&plugin).inc();
             let max = per_client.max();
             ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,

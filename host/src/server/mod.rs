@@ -224,7 +224,11 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     };
     let services = services::ServiceDispatcher::for_registry(&registry, body_timeouts);
     caps.outbound.services.bind(services);
-    let operator = operator::OperatorToken::new(config.admin_token.clone(), &caps.rate_limits);
+    let operator = operator::OperatorToken::new(
+        config.admin_token.clone(),
+        &caps.rate_limits,
+        metrics.clone(),
+    );
     drop(caps);
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {

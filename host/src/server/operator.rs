@@ -14,6 +14,7 @@ use http::{HeaderMap, StatusCode};
 
 use super::errors::ApiError;
 use crate::caps::rate_limit::{Limiter, RateLimits, Rule};
+use crate::metrics::Metrics;
 
 /// Wrong tokens a client address may send a minute.
 const MAX_FAILURES: u32 = 10;
@@ -27,15 +28,17 @@ pub struct OperatorToken {
     failures: Arc<Limiter>,
     /// Addresses refused until then.
     refused: quick_cache::sync::Cache<String, Instant>,
+    metrics: Arc<Metrics>,
 }
 
 impl OperatorToken {
-    pub fn new(token: Option<String>, limits: &RateLimits) -> Self {
+    pub fn new(token: Option<String>, limits: &RateLimits, metrics: Arc<Metrics>) -> Self {
         let rule = Rule::new(MAX_FAILURES, 60).expect("a valid rule");
         Self {
             token,
             failures: limits.limiter("-", "operator token failures", rule),
             refused: quick_cache::sync::Cache::new(MAX_REFUSED),
+            metrics,
         }
     }
 
@@ -53,6 +56,7 @@ impl OperatorToken {
         let key = super::gate::ip_key(client);
         if let Some(until) = self.refused.get(&key) {
             if let Some(left) = until.checked_duration_since(Instant::now()) {
+                self.refused("throttled");
                 return Err(too_many(left));
             }
             self.refused.remove(&key);
@@ -70,13 +74,21 @@ impl OperatorToken {
         {
             let left = decision.retry_after.max(Duration::from_secs(1));
             self.refused.insert(key, Instant::now() + left);
+            self.refused("throttled");
             return Err(too_many(left));
         }
+        self.refused("wrong");
         Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "missing or wrong operator token (Authorization: Bearer <token>)",
         ))
+    }
+}
+
+impl OperatorToken {
+    fn refused(&self, kind: &'static str) {
+        Metrics::count(&self.metrics.operator_token_refusals, &"-".into(), kind, 1);
     }
 }
 
@@ -114,7 +126,7 @@ mod tests {
     async fn wrong_tokens_are_throttled_per_address_and_then_refused_whatever_comes() {
         let metrics = crate::metrics::Metrics::new();
         let limits = RateLimits::start(None, None, &metrics);
-        let operator = OperatorToken::new(Some("right".into()), &limits);
+        let operator = OperatorToken::new(Some("right".into()), &limits, metrics.clone());
         let (attacker, other): (IpAddr, IpAddr) = (
             "203.0.113.7".parse().unwrap(),
             "198.51.100.1".parse().unwrap(),
@@ -131,7 +143,14 @@ mod tests {
         assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
         // Another address is not.
         assert!(operator.check(&bearer("right"), other).is_ok());
-        let off = OperatorToken::new(None, &limits);
+        let text = metrics.render();
+        for line in [
+            "spike_operator_token_refusals_total{plugin=\"-\",kind=\"wrong\"} 10",
+            "spike_operator_token_refusals_total{plugin=\"-\",kind=\"throttled\"} 2",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        let off = OperatorToken::new(None, &limits, metrics.clone());
         let e = off.check(&bearer("right"), other).unwrap_err();
         assert_eq!(e.status, StatusCode::FORBIDDEN);
     }
