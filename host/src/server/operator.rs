@@ -84,9 +84,8 @@ impl OperatorToken {
             "missing or wrong operator token (Authorization: Bearer <token>)",
         ))
     }
-}
 
-impl OperatorToken {
+    /// Counts a refused token in `spike_operator_token_refusals_total`.
     fn refused(&self, kind: &'static str) {
         Metrics::count(&self.metrics.operator_token_refusals, &"-".into(), kind, 1);
     }
