@@ -26,9 +26,6 @@ case "${1:-}" in
       SPIKE_SECRET_JWT_HS256_KEY=$(cat "$key")
       export SPIKE_SECRET_JWT_HS256_KEY
     fi
-    # The renderer may load this server's own pages (the editor's
-    # screenshots import the React modules the site serves).
-    export SPIKE_RENDER_ALLOW="${SPIKE_RENDER_ALLOW:-${SPIKE_LISTEN:-127.0.0.1:8787}}"
     step "spike serve on ${SPIKE_LISTEN:-127.0.0.1:8787}"
     exec "$CARGO_TARGET_DIR/release/spike" serve --site /=site/dist --access-log "$@"
     ;;

@@ -15,25 +15,17 @@ use spike::config::ClientLimits;
     about = "Serve WebAssembly components over HTTP, with KV and blob storage"
 )]
 struct Cli {
-    /// How log lines look: `text` (colours only on a terminal) or `json`
-    /// (one object per line, for log collectors).
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value = "text",
-        env = "SPIKE_LOG_FORMAT"
-    )]
-    log_format: LogFormat,
-    /// Log one line per request (id, method, path, plugin, status,
-    /// latency) under the target `spike::access`. Off by default, as in
-    /// Caddy, Spin and workerd: formatting it costs about 5% of the CPU
-    /// of a small request. `spike::access=info` in `RUST_LOG` does the
-    /// same.
-    #[arg(long, global = true, env = "SPIKE_ACCESS_LOG")]
-    access_log: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How a long-running command (`serve`, `dev`) logs.
+#[derive(clap::Args)]
+struct LogArgs {
+    /// How log lines look: `text` (colours only on a terminal) or `json`
+    /// (one object per line, for log collectors).
+    #[arg(long, value_enum, default_value = "text", env = "SPIKE_LOG_FORMAT")]
+    log_format: LogFormat,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -48,6 +40,15 @@ enum LogFormat {
 enum Command {
     /// Serve the plugins described by the manifests in a folder.
     Serve {
+        #[command(flatten)]
+        log: LogArgs,
+        /// Log one line per request (id, method, path, plugin, status,
+        /// latency) under the target `spike::access`. Off by default, as in
+        /// Caddy, Spin and workerd: formatting it costs about 5% of the CPU
+        /// of a small request. `spike::access=info` in `RUST_LOG` does the
+        /// same.
+        #[arg(long, env = "SPIKE_ACCESS_LOG")]
+        access_log: bool,
         /// Address to listen on.
         #[arg(long, default_value = spike::config::DEFAULT_LISTEN, env = "SPIKE_LISTEN")]
         listen: SocketAddr,
@@ -167,6 +168,8 @@ enum Command {
     /// Serve a plugin project, building it again and swapping it in on
     /// every save; each request and guest log line is printed.
     Dev {
+        #[command(flatten)]
+        log: LogArgs,
         #[arg(long, default_value = ".")]
         dir: PathBuf,
         /// Address to listen on.
@@ -174,21 +177,23 @@ enum Command {
         listen: SocketAddr,
     },
     /// Manage the plugins of a running server through its admin API.
+    /// `--server`, `--token`, `--config` and `--json` go before or after
+    /// the command (`spike plugins list --json`).
     Plugins {
         /// The server's URL [default: the config file's, else
         /// http://127.0.0.1:8787].
-        #[arg(long, env = "SPIKE_SERVER")]
+        #[arg(long, global = true, env = "SPIKE_SERVER")]
         server: Option<String>,
         /// The admin token the server was started with [default: the config
         /// file's].
-        #[arg(long, env = "SPIKE_ADMIN_TOKEN", hide_env_values = true)]
+        #[arg(long, global = true, env = "SPIKE_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
         /// A file with `server = "URL"` and `token = "…"` [default:
         /// ~/.config/spike/cli.toml, if it exists].
-        #[arg(long, env = "SPIKE_CLI_CONFIG")]
+        #[arg(long, global = true, env = "SPIKE_CLI_CONFIG")]
         config: Option<PathBuf>,
         /// Print the server's JSON instead of a table.
-        #[arg(long)]
+        #[arg(long, global = true)]
         json: bool,
         #[command(subcommand)]
         command: spike::operator::PluginsCommand,
@@ -265,11 +270,24 @@ impl RenderArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // `spike dev` prints each request.
-    let access_log = cli.access_log || matches!(cli.command, Command::Dev { .. });
-    let _log = init_logging(cli.log_format, access_log);
+    // `spike dev` prints each request; the commands that end by
+    // themselves log as text.
+    let _log = match &cli.command {
+        Command::Serve {
+            log, access_log, ..
+        } => init_logging(log.log_format, *access_log),
+        Command::Dev { log, .. } => init_logging(log.log_format, true),
+        _ => init_logging(LogFormat::Text, false),
+    };
+    if matches!(cli.command, Command::Serve { .. } | Command::Dev { .. }) {
+        // What a server writes (the database, blobs, caches, Chromium's
+        // profiles, pushed manifests) is this user's alone.
+        rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    }
     match cli.command {
         Command::Serve {
+            log: _,
+            access_log: _,
             listen,
             plugins,
             data,
@@ -358,7 +376,7 @@ async fn main() -> anyhow::Result<()> {
                 Err(e) => fail(e),
             }
         }
-        Command::Dev { dir, listen } => match spike::project::dev(&dir, listen).await {
+        Command::Dev { dir, listen, .. } => match spike::project::dev(&dir, listen).await {
             Ok(()) => Ok(()),
             Err(e) => fail(e),
         },

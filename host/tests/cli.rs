@@ -347,3 +347,58 @@ fn a_kill_in_the_middle_of_a_put_leaves_the_previous_version_whole() {
     );
     let _ = spike.stop();
 }
+
+/// The shipped development set warns of what makes it unfit for real
+/// users, the development token issuer first; the data folder and the
+/// database are the operator's alone, even where they were created open.
+#[test]
+fn demo_settings_are_warned_of_and_the_data_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    for name in ["dev-tokens", "yjs", "livestore", "rooms", "chat", "hello"] {
+        let manifest = format!("{name}.toml");
+        std::fs::copy(shipped.join(&manifest), plugins.join(&manifest)).unwrap();
+    }
+    // A data folder made by hand, open to everyone.
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let mut spike = Spike::start_in(dir.path(), &["--log-format", "json"], &[]);
+    spike.serving_addr();
+    let warnings: Vec<serde_json::Value> = spike
+        .stop()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["level"] == "WARN")
+        .collect();
+    let texts: Vec<&str> = (warnings.iter())
+        .filter_map(|w| w["message"].as_str())
+        .collect();
+    let demo: Vec<&&str> = (texts.iter())
+        .filter(|t| t.contains("development only") || t.contains("anyone may join"))
+        .collect();
+    assert!(
+        demo[0].starts_with("plugin 'dev-tokens' is for development only")
+            && demo[0].contains("anyone can sign in as anyone"),
+        "{texts:#?}"
+    );
+    for room in ["/yjs/…", "/livestore/…", "/room/…"] {
+        assert!(demo.iter().any(|t| t.contains(room)), "{room}: {texts:#?}");
+    }
+    // Chat's rooms have a handler; hello's writes need sign-in.
+    assert_eq!(demo.len(), 4, "{texts:#?}");
+    assert!(
+        texts.iter().any(|t| t.contains("readable by other users")),
+        "{texts:#?}"
+    );
+
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("spike.redb")), 0o600);
+    // What the server made under it is its user's alone too (the umask).
+    assert_eq!(mode(&data.join("blobs")), 0o700);
+}

@@ -104,7 +104,7 @@ fn start() -> (Spike, tempfile::TempDir, String) {
 
 #[test]
 fn list_push_status_rollback() {
-    let (_spike, _dir, server) = start();
+    let (_spike, dir, server) = start();
     let table = stdout(&plugins(&server, TOKEN, &["list"]));
     let lines: Vec<&str> = table.lines().collect();
     assert!(lines[0].starts_with("NAME"), "{table}");
@@ -133,8 +133,19 @@ fn list_push_status_rollback() {
 
     let status = stdout(&plugins(&server, TOKEN, &["status", "hello"]));
     assert!(status.contains("state      ready"), "{status}");
-    assert!(status.contains("versions, newest first:"), "{status}");
-    assert!(status.contains(&first[..12]), "{status}");
+    assert!(
+        status.contains("versions, newest first (* serving):"),
+        "{status}"
+    );
+    assert!(status.contains(&format!("  {}", &first[..12])), "{status}");
+    assert!(status.contains("component  an upload"), "{status}");
+    let json: serde_json::Value = serde_json::from_str(&stdout(&plugins(
+        &server,
+        TOKEN,
+        &["--json", "status", "hello"],
+    )))
+    .unwrap();
+    let pushed = json["version"]["sha256"].as_str().unwrap().to_string();
 
     let out = stdout(&plugins(&server, TOKEN, &["rollback", "hello"]));
     assert!(
@@ -143,6 +154,37 @@ fn list_push_status_rollback() {
     );
     let reply = get(server.trim_start_matches("http://"), "/hello");
     assert!(reply.ends_with("Hello, world!\n"), "{reply}");
+    // The newer version is kept: forward again by the start of its hash.
+    let status = stdout(&plugins(&server, TOKEN, &["status", "hello"]));
+    assert!(status.contains(&format!("  {}", &pushed[..12])), "{status}");
+    assert!(status.contains(&format!("* {}", &first[..12])), "{status}");
+    let out = stdout(&plugins(
+        &server,
+        TOKEN,
+        &["activate", "hello", &pushed[..6]],
+    ));
+    assert!(
+        out.starts_with(&format!("hello: now serving {}", &pushed[..12])),
+        "{out}"
+    );
+    let reply = get(server.trim_start_matches("http://"), "/hello/probe/count");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let out = failure(&plugins(&server, TOKEN, &["activate", "hello", "0000000"]));
+    assert!(
+        out.contains("no kept version starts with '0000000'"),
+        "{out}"
+    );
+
+    // Removed: not served, not listed, its manifest gone.
+    let out = stdout(&plugins(&server, TOKEN, &["remove", "panic"]));
+    assert_eq!(out, "panic: removed\n");
+    let reply = get(server.trim_start_matches("http://"), "/panic");
+    assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
+    let table = stdout(&plugins(&server, TOKEN, &["list"]));
+    assert!(!table.contains("panic"), "{table}");
+    assert!(!dir.path().join("plugins/panic.toml").exists());
+    let out = failure(&plugins(&server, TOKEN, &["remove", "panic"]));
+    assert!(out.contains("no plugin 'panic'"), "{out}");
 }
 
 #[test]
@@ -178,6 +220,7 @@ fn errors_say_what_to_do() {
         &["push", "nobody", guest("fixture_probe").to_str().unwrap()],
     ));
     assert!(out.contains("no plugin 'nobody'"), "{out}");
+    assert!(out.contains("--manifest nobody.toml"), "{out}");
 
     let manifest = dir.path().join("typo.toml");
     std::fs::write(
@@ -196,12 +239,51 @@ fn errors_say_what_to_do() {
             manifest.to_str().unwrap(),
         ],
     ));
-    assert!(out.contains("400 bad_manifest"), "{out}");
-    assert!(out.contains(":3:"), "{out}");
+    // The file pushed and its line, not the server's copy.
+    let pushed = format!("{}: line 3: ", manifest.display());
+    assert!(out.contains(&pushed), "{out}");
     assert!(out.contains("prefx"), "{out}");
+    assert!(!out.contains("plugins/hello.toml"), "{out}");
 
     let out = failure(&plugins(&server, TOKEN, &["status", "nobody"]));
     assert!(out.contains("no plugin 'nobody'"), "{out}");
+}
+
+#[test]
+fn group_flags_go_after_the_command_too_and_no_token_is_named() {
+    let (_spike, _dir, server) = start();
+    // After the command, as people type them.
+    let table = stdout(
+        &bare_plugins(std::path::Path::new("/nonexistent"))
+            .args(["list", "--server", &server, "--token", TOKEN, "--json"])
+            .output()
+            .unwrap(),
+    );
+    let json: serde_json::Value = serde_json::from_str(&table).unwrap();
+    assert!(json["plugins"].is_array(), "{table}");
+    // Each command's help lists them; `new` does not list serve's logging.
+    let help = stdout(
+        &bare_plugins(std::path::Path::new("/nonexistent"))
+            .args(["push", "--help"])
+            .output()
+            .unwrap(),
+    );
+    for flag in ["--server", "--token", "--config", "--json"] {
+        assert!(help.contains(flag), "{flag} in {help}");
+    }
+    for command in ["new", "build", "check"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_spike"))
+            .args([command, "--help"])
+            .output()
+            .unwrap();
+        let help = stdout(&out);
+        assert!(!help.contains("--access-log"), "{command}: {help}");
+        assert!(!help.contains("--log-format"), "{command}: {help}");
+    }
+    // No token at all is not a wrong one.
+    let out = failure(&plugins(&server, "", &["list"]));
+    assert!(out.contains("no admin token was given"), "{out}");
+    assert!(out.contains("--token"), "{out}");
 }
 
 #[test]
@@ -233,7 +315,10 @@ fn logs_show_what_guests_printed_and_follow_new_lines() {
         .find(|l| l.contains("this fixture always panics"))
         .unwrap_or_else(|| panic!("{out}"));
     assert!(line.contains(" stderr "), "{line}");
-    assert!(stdout(&plugins(&server, TOKEN, &["logs", "hello"])).is_empty());
+    let none = stdout(&plugins(&server, TOKEN, &["logs", "hello"]));
+    assert!(none.starts_with("no log lines from hello yet"), "{none}");
+    let none = stdout(&plugins(&server, TOKEN, &["--json", "logs", "hello"]));
+    assert!(none.is_empty(), "JSON stays machine-readable: {none}");
 
     // --follow: a new panic shows up in a reader that was already reading.
     let mut follower = Command::new(env!("CARGO_BIN_EXE_spike"))

@@ -57,8 +57,15 @@ export async function transpile(source) {
 export async function page(module) {
   const imports = await vendorMap();
   const data = `data:text/javascript;base64,${btoa(unescape(encodeURIComponent(module)))}`;
+  // Packages the transpiler pointed at /vendor/not-served/: their import
+  // fails (404), and the browser's message would name only the data: URL.
+  const missing = [...new Set([...module.matchAll(/\/vendor\/not-served\/([^'"?#]+)/g)].map((m) => m[1]))];
+  const unserved = missing.length
+    ? `cannot import ${missing.join(', ')}: the preview serves only ${Object.keys(imports).filter((k) => !k.endsWith('/')).join(', ')}`
+    : null;
   const boot = `
     const report = (message) => parent !== window && parent.postMessage({ previewError: String(message) }, '*');
+    const unserved = ${JSON.stringify(unserved)};
     addEventListener('error', (e) => report(e.message));
     addEventListener('unhandledrejection', (e) => report(e.reason?.message ?? e.reason));
     try {
@@ -70,7 +77,7 @@ export async function page(module) {
       if (typeof App !== 'function') throw new Error('export a component as the default export');
       createRoot(document.getElementById('root')).render(jsx(App, {}));
       document.documentElement.dataset.rendered = 'true';
-    } catch (e) { report(e.message ?? e); }`;
+    } catch (e) { report(unserved ?? e.message ?? e); }`;
   return `<!doctype html><html><head><meta charset="utf-8">
 <style>body{font-family:system-ui,sans-serif;margin:16px;color:#1d2430}</style></head>
 <body><div id="root"></div><script type="module">${boot.replaceAll('</script', '<\\/script')}</script></body></html>`;

@@ -256,13 +256,36 @@ async fn app_routes_fall_back_to_the_index_and_bad_paths_are_400() {
     let site = tempfile::tempdir().unwrap();
     write_site(site.path());
     let server = start(site.path()).await;
-    for route in ["/settings", "/rooms/42/edit", "/assets/nothing-here"] {
-        let got = curl(&server, "GET", route, BROWSER);
+    // A page load, as browsers say it (or, without Sec-Fetch-Mode, by
+    // asking for HTML).
+    let navigate = [BROWSER, &["Sec-Fetch-Mode: navigate"]].concat();
+    let html = ["Accept: text/html,application/xhtml+xml,*/*;q=0.8"];
+    for (route, headers) in [
+        ("/settings", &navigate[..]),
+        ("/rooms/42/edit", &navigate[..]),
+        ("/assets/nothing-here", &html[..]),
+    ] {
+        let got = curl(&server, "GET", route, headers);
         assert_eq!(
             (got.status, got.body.as_slice()),
             (200, b"<!doctype html><title>site</title>".as_slice()),
             "{route}"
         );
+    }
+    // Not a page load (a fetch, a module import), or under the API and
+    // the vendored modules: 404, never the app's HTML.
+    let fetch = [BROWSER, &["Sec-Fetch-Mode: cors"]].concat();
+    for (route, headers) in [
+        ("/settings", BROWSER),
+        ("/settings", &fetch[..]),
+        ("/api/loged_in", &navigate[..]),
+        ("/vendor/not-served/canvas-confetti", &navigate[..]),
+        ("/_spike/nothing", &html[..]),
+    ] {
+        let got = curl(&server, "GET", route, headers);
+        assert_eq!(got.status, 404, "{route} {headers:?}");
+        let body: Value = serde_json::from_slice(&got.body).unwrap();
+        assert_eq!(error_code(&body), "not_found", "{route}");
     }
     let missing = curl(&server, "GET", "/missing.png", BROWSER);
     assert_eq!(missing.status, 404);

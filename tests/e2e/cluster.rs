@@ -167,7 +167,10 @@ async fn a_manifest_pushed_to_one_node_serves_from_every_node() {
         "{body}"
     );
     assert!(
-        body["error"]["message"].as_str().unwrap().contains(":3:"),
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("line 3: "),
         "{body}"
     );
     // So is a route another plugin serves (409), and a manifest that
@@ -183,6 +186,24 @@ async fn a_manifest_pushed_to_one_node_serves_from_every_node() {
     assert_eq!(status, 400, "{body}");
     let (status, _) = send(client().get(cluster.node(2).at("/greet"))).await;
     assert_eq!(status, 200);
+
+    // Removed on one node: gone from every node, its file too.
+    let remove = client()
+        .delete(cluster.node(2).at("/_spike/plugins/greeter"))
+        .bearer_auth(ADMIN_TOKEN);
+    let (status, body) = send_json(remove).await;
+    assert_eq!((status, body["change"].as_str()), (200, Some("removed")));
+    within(async {
+        loop {
+            let (status, _) = send(client().get(cluster.node(1).at("/greet"))).await;
+            if status == 404 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(!cluster.plugins_dirs[0].join("greeter.toml").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -325,6 +325,69 @@ async fn the_guard_keeps_pages_off_internal_addresses() {
     );
 }
 
+/// A plain `spike serve` renders pages that load from the server itself
+/// (the editor's previews import the site's modules): its public address
+/// is what any client may reach. Its metrics listener stays out of reach,
+/// and a render that waits in vain for what was refused says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_reach_this_servers_own_address_and_a_stalled_render_says_what_was_refused() {
+    let site = tempfile::tempdir().unwrap();
+    std::fs::write(site.path().join("answer.js"), "export default 42;\n").unwrap();
+    let site_config: spike::assets::SiteConfig =
+        format!("/={}", site.path().display()).parse().unwrap();
+    // No --render-allow at all, as a plain `spike serve` starts.
+    let server = TestServer::start_with(&[RENDER], move |config| {
+        config.sites = vec![site_config];
+        config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let (port, metrics) = (server.addr().port(), server.server().metrics_addr.unwrap());
+    let html = format!(
+        "<body><script type=module>
+           import answer from 'http://127.0.0.1:{port}/answer.js';
+           document.body.dataset.answer = answer;
+           document.body.dataset.metrics = await fetch('http://127.0.0.1:{}/metrics')
+             .then(() => 'reached', () => 'refused');
+         </script></body>",
+        metrics.port()
+    );
+    let r = render_post(
+        &server,
+        "/render/html",
+        json!({"html": html, "waitForSelector": "body[data-metrics]", "cache": "no"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains(r#"data-answer="42""#), "{}", r.text());
+    assert!(
+        r.text().contains(r#"data-metrics="refused""#),
+        "{}",
+        r.text()
+    );
+
+    // A module the page waits for, refused: the timeout names it.
+    let stalled = format!(
+        "<body><script type=module>
+           import x from 'http://127.0.0.1:{}/x.js';
+           document.body.dataset.done = x;
+         </script></body>",
+        metrics.port()
+    );
+    let r = render_post(
+        &server,
+        "/render/html",
+        json!({"html": stalled, "waitForSelector": "body[data-done]", "timeout": 3000, "cache": "no"}),
+    )
+    .await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains(&format!("127.0.0.1:{}", metrics.port()))
+            && message.contains("--render-allow"),
+        "{message}"
+    );
+}
+
 /// WebRTC cannot go around the guard (the hostile probe: a page's TURN
 /// server at 127.0.0.1 got 10 STUN datagrams while the proxy refused every
 /// request of the page), and the renderer's own DevTools port stays out of

@@ -31,8 +31,17 @@ async fn serves_routes_and_own_endpoints() {
     let server = TestServer::start(&[HELLO_1MIB, PLAIN]).await;
     let c = client();
 
+    // JSON answers end their line: the host's, and a guest's through the
+    // SDK (its 404, its JSON).
     let (status, body) = send(c.get(server.at("/healthz"))).await;
-    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+    assert_eq!((status, body.as_str()), (200, "{\"status\":\"ok\"}\n"));
+    for path in ["/nothing-here", "/hello/unknown", "/hello/counter"] {
+        let (_, body) = send(c.get(server.at(path))).await;
+        assert!(
+            body.starts_with('{') && body.ends_with("}\n"),
+            "{path}: {body:?}"
+        );
+    }
 
     let (status, body) = send(c.get(server.at("/hello"))).await;
     assert_eq!(status, 200);

@@ -183,14 +183,20 @@ async fn coturn_accepts_the_credentials_and_refuses_them_once_expired() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_turn_setup_the_answer_is_503() {
-    for env in [
-        "",
-        "TURN_URLS = \"turn:127.0.0.1:3478\"",
-        "TURN_URLS = \"turn:127.0.0.1:3478\"\nTURN_SECRET = \"not-granted\"",
+    // Each answer names what the operator sets, as every secret error does.
+    for (env, names) in [
+        ("", "TURN_URLS"),
+        ("TURN_URLS = \"turn:127.0.0.1:3478\"", "TURN_SECRET"),
+        (
+            "TURN_URLS = \"turn:127.0.0.1:3478\"\nTURN_SECRET = \"not-granted\"",
+            "the manifest does not grant the secret 'not-granted' (grants.secrets)",
+        ),
     ] {
         let server = start(env).await;
         let (status, body) = my_turn(&server, &token("user_1")).await;
         assert_eq!(status, 503, "{env}: {body}");
         assert_eq!(error_code(&body), "turn_unavailable");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(names), "{env}: {message}");
     }
 }

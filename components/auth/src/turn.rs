@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha1::Sha1;
-use spike_sdk::secrets;
+use spike_sdk::{access, secrets};
 
 use crate::config::TurnSettings;
 use spike_sdk::now_ms;
@@ -25,24 +25,29 @@ pub struct Credentials {
     pub ttl_s: u64,
 }
 
-/// Why there are none: TURN is not set up here.
-pub struct Unavailable(pub &'static str);
+/// Why there are none: TURN is not set up here, and what the operator sets.
+pub struct Unavailable(pub String);
 
 /// Credentials for `user`, valid for the configured lifetime from now.
 pub fn credentials(settings: &TurnSettings, user: &str) -> Result<Credentials, Unavailable> {
     if settings.urls.is_empty() {
-        return Err(Unavailable("no TURN server is configured"));
+        return Err(Unavailable(
+            "no TURN server is configured: set TURN_URLS in the auth plugin's [env]".into(),
+        ));
     }
-    let name = settings
-        .secret
-        .as_deref()
-        .ok_or(Unavailable("no TURN secret is configured"))?;
+    let name = settings.secret.as_deref().ok_or_else(|| {
+        Unavailable(
+            "no TURN secret is configured: set TURN_SECRET in the auth plugin's [env] \
+                 to the name of the secret shared with the TURN server"
+                .into(),
+        )
+    })?;
     let secret = secrets::get(name).map_err(|e| {
-        eprintln!(
-            "auth: the TURN secret '{name}' cannot be read: {}",
-            e.message()
-        );
-        Unavailable("the TURN secret is not available")
+        // The same words as every other secret error (`access::secret`).
+        Unavailable(format!(
+            "the TURN secret is not available: {}",
+            access::secret_hint(name, &e)
+        ))
     })?;
     let expiry = now_ms() / 1000 + settings.ttl_s;
     Ok(sign(settings, secret.as_bytes(), expiry, user))

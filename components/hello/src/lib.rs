@@ -76,7 +76,7 @@ fn greet(req: &Request) -> Response {
 fn count() -> Response {
     let result = Namespace::open(KV_NAMESPACE).and_then(|ns| ns.increment("counter", 1));
     match result {
-        Ok(n) => Response::json(200, format!(r#"{{"count":{n}}}"#)),
+        Ok(n) => Response::json(200, format!("{{\"count\":{n}}}\n")),
         Err(e) => Response::from_error(&e),
     }
 }
@@ -90,7 +90,7 @@ fn read_count() -> Response {
                 || "0".to_string(),
                 |v| String::from_utf8_lossy(&v).into_owned(),
             );
-            Response::json(200, format!(r#"{{"count":{n}}}"#))
+            Response::json(200, format!("{{\"count\":{n}}}\n"))
         }
         Err(e) => Response::from_error(&e),
     }

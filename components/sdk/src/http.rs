@@ -149,12 +149,13 @@ impl Response {
             .body(json.into().into_bytes())
     }
 
-    /// A JSON error in the host's shape: `{"error":{"code","message"}}`.
+    /// A JSON error in the host's shape: `{"error":{"code","message"}}`,
+    /// ending in a newline as the host's own answers do.
     pub fn error(status: u16, code: &str, message: &str) -> Self {
         Self::json(
             status,
             format!(
-                r#"{{"error":{{"code":{},"message":{}}}}}"#,
+                "{{\"error\":{{\"code\":{},\"message\":{}}}}}\n",
                 json_string(code),
                 json_string(message)
             ),

@@ -38,12 +38,13 @@ impl<T: Serialize> IntoResponse for Json<T> {
 }
 
 impl Response {
-    /// An `application/json` response with `value` serialized. A value
-    /// that cannot be serialized (a map with non-string keys, say) is a bug
-    /// in the plugin and answers 500.
+    /// An `application/json` response with `value` serialized, ending in
+    /// a newline as the host's own answers do. A value that cannot be
+    /// serialized (a map with non-string keys, say) is a bug in the plugin
+    /// and answers 500.
     pub fn json_of<T: Serialize + ?Sized>(status: u16, value: &T) -> Response {
         match serde_json::to_string(value) {
-            Ok(text) => Response::json(status, text),
+            Ok(text) => Response::json(status, text + "\n"),
             Err(e) => Response::error(500, "internal", &format!("the answer is not JSON: {e}")),
         }
     }

@@ -13,8 +13,10 @@
 //!   `If-None-Match`);
 //! - `Access-Control-Allow-Origin: *` on every answer: the files are
 //!   public, and a module script of another origin needs it to load them;
-//! - `index.html` for a folder, and for unknown paths without an extension
-//!   (a single-page app's routes);
+//! - `index.html` for a folder, and for a browser's navigation to an
+//!   unknown path without an extension (a single-page app's routes), but
+//!   never under `api/`, `vendor/` or `_spike/`: a fetch, a module import
+//!   or a typo of an API path gets 404 `not_found`, not the app's HTML;
 //! - `/ASSET_MANIFEST` (path to content hash), and the service worker's
 //!   `/swVersion.mjs`, `/swVersion.js` and `/sw-config.json`, all derived
 //!   from one [`Snapshot`] of the folder.
@@ -196,6 +198,29 @@ impl Sites {
     }
 }
 
+/// Folders whose missing files are never the app's routes: its API, the
+/// modules it imports, the host's own.
+const NO_APP_ROUTES_UNDER: &[&str] = &["api", "vendor", "_spike"];
+
+/// Whether a request for the missing file `wanted` is a navigation to one
+/// of the single-page app's own routes, answered with its `index.html`:
+/// no extension, not under `NO_APP_ROUTES_UNDER`, and a browser's page
+/// load (`Sec-Fetch-Mode: navigate`; without that header, an `Accept` that
+/// asks for HTML). Anything else that nothing serves is a 404, so a
+/// module or a fetch that fails says so instead of parsing HTML.
+fn app_route(wanted: &str, headers: &http::HeaderMap) -> bool {
+    let last = wanted.rsplit('/').next().unwrap_or(wanted);
+    let first = wanted.split('/').next().unwrap_or(wanted);
+    if last.contains('.') || NO_APP_ROUTES_UNDER.contains(&first) {
+        return false;
+    }
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    match header("sec-fetch-mode") {
+        Some(mode) => mode == "navigate",
+        None => header("accept").is_some_and(|a| a.contains("text/html")),
+    }
+}
+
 impl Site {
     async fn serve(&self, req: Request<Body>, raw: &str) -> Response {
         let rel = match checked_path(raw) {
@@ -216,9 +241,7 @@ impl Site {
         let (path, entry) = match snapshot.files.get_key_value(&wanted) {
             Some(found) => found,
             None => {
-                // A single-page app's own routes have no extension.
-                let last = wanted.rsplit('/').next().unwrap_or(&wanted);
-                let fallback = (!last.contains('.'))
+                let fallback = app_route(&wanted, req.headers())
                     .then(|| snapshot.files.get_key_value("index.html"))
                     .flatten();
                 match fallback {

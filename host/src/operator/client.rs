@@ -36,6 +36,10 @@ pub enum ClientError {
         "the server refused the token: pass the token it was started with (--token, SPIKE_ADMIN_TOKEN or the CLI config)"
     )]
     Unauthorized,
+    #[error(
+        "no admin token was given, and the server needs one: pass the token it was started with (--token, SPIKE_ADMIN_TOKEN, or token = \"…\" in ~/.config/spike/cli.toml)"
+    )]
+    NoToken,
     #[error("{0}")]
     AdminDisabled(String),
     /// The server's own answer: its status, code and message.
@@ -169,6 +173,7 @@ impl Target {
         let message =
             field("message").unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_owned());
         Err(match (status, code.as_str()) {
+            (StatusCode::UNAUTHORIZED, _) if self.token.is_none() => ClientError::NoToken,
             (StatusCode::UNAUTHORIZED, _) => ClientError::Unauthorized,
             (_, "admin_disabled") => ClientError::AdminDisabled(message),
             _ => ClientError::Refused {

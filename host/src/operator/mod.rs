@@ -1,5 +1,5 @@
 //! The operator's commands against a running server (`spike plugins ...`):
-//! list, status, push, rollback, logs. Tables for people by default, the server's
+//! list, status, push, rollback, activate, remove, logs. Tables for people by default, the server's
 //! JSON with `--json`.
 
 mod client;
@@ -31,8 +31,15 @@ pub enum PluginsCommand {
         #[arg(long)]
         manifest: Option<std::path::PathBuf>,
     },
-    /// Go back to the plugin's previous version.
+    /// Go back to the version before the active one; the newer ones stay
+    /// kept (`status` lists them, `activate` serves one again).
     Rollback { name: String },
+    /// Serve a kept version, back or forward: the start of its hash (at
+    /// least four digits), as `status` lists it.
+    Activate { name: String, version: String },
+    /// Stop serving a plugin and remove its manifest (on every node of a
+    /// cluster); its kept versions and data stay.
+    Remove { name: String },
     /// What the plugin's guests printed lately (the last 200 lines).
     Logs {
         name: String,
@@ -54,6 +61,13 @@ pub enum CommandError {
     },
     #[error("no plugin '{0}' on this server (`spike plugins list` shows them)")]
     NoSuchPlugin(String),
+    #[error(
+        "no plugin '{0}' on this server: to add it, push its manifest with it (`spike plugins push {0} COMPONENT.wasm --manifest {0}.toml`)"
+    )]
+    NewWithoutManifest(String),
+    /// The server's words on a manifest, for the file they are about.
+    #[error("{path}: {message}")]
+    BadManifest { path: String, message: String },
 }
 
 /// Runs `command`; what to print.
@@ -88,14 +102,30 @@ pub async fn run(
                 let path = format!("/_spike/plugins/{name}/manifest");
                 target
                     .call(Method::PUT, &path, Some((text, "application/toml")))
-                    .await?;
+                    .await
+                    .map_err(|e| match e {
+                        // The server's message names the line; the file
+                        // is the one pushed, not the server's copy.
+                        ClientError::Refused { code, message, .. } if code == "bad_manifest" => {
+                            CommandError::BadManifest {
+                                path: manifest.display().to_string(),
+                                message,
+                            }
+                        }
+                        e => e.into(),
+                    })?;
             }
             let bytes = read(component).await?;
             let path = format!("/_spike/plugins/{name}");
             let answer = target
                 .call(Method::PUT, &path, Some((bytes, "application/wasm")))
                 .await
-                .map_err(|e| no_such_plugin(e, name))?;
+                .map_err(|e| match (no_such_plugin(e, name), manifest) {
+                    (CommandError::NoSuchPlugin(name), None) => {
+                        CommandError::NewWithoutManifest(name)
+                    }
+                    (e, _) => e,
+                })?;
             if !json {
                 return Ok(format!(
                     "{name}: now serving {}\n",
@@ -118,15 +148,50 @@ pub async fn run(
             }
             answer
         }
+        PluginsCommand::Activate { name, version } => {
+            let path = format!("/_spike/plugins/{name}/versions/{version}/activate");
+            let answer = target
+                .call(Method::POST, &path, None)
+                .await
+                .map_err(|e| no_such_plugin(e, name))?;
+            if !json {
+                return Ok(format!(
+                    "{name}: now serving {}\n",
+                    version_line(&answer["version"])
+                ));
+            }
+            answer
+        }
+        PluginsCommand::Remove { name } => {
+            let path = format!("/_spike/plugins/{name}");
+            let answer = target
+                .call(Method::DELETE, &path, None)
+                .await
+                .map_err(|e| no_such_plugin(e, name))?;
+            if !json {
+                return Ok(format!("{name}: removed\n"));
+            }
+            answer
+        }
         PluginsCommand::Logs { name, follow } => {
             let path = format!("/_spike/plugins/{name}/logs?follow={follow}");
+            let mut printed = 0;
             target
-                .lines(&path, |line| match json {
-                    true => println!("{line}"),
-                    false => println!("{}", log_line(line)),
+                .lines(&path, |line| {
+                    printed += 1;
+                    match json {
+                        true => println!("{line}"),
+                        false => println!("{}", log_line(line)),
+                    }
                 })
                 .await
                 .map_err(|e| no_such_plugin(e, name))?;
+            // Nothing at all would look like a command that did not run.
+            if printed == 0 && !json && !follow {
+                return Ok(format!(
+                    "no log lines from {name} yet (what its guests print to stdout and stderr shows here)\n"
+                ));
+            }
             return Ok(String::new());
         }
     };
@@ -168,7 +233,9 @@ async fn read(path: &Path) -> Result<Bytes, CommandError> {
 
 fn no_such_plugin(e: ClientError, name: &str) -> CommandError {
     match e {
-        ClientError::Refused { status: 404, .. } => CommandError::NoSuchPlugin(name.to_owned()),
+        ClientError::Refused {
+            status: 404, code, ..
+        } if code == "not_found" => CommandError::NoSuchPlugin(name.to_owned()),
         e => e.into(),
     }
 }
@@ -198,12 +265,13 @@ fn version_line(version: &Value) -> String {
     }
 }
 
+/// Its HTTP routes' prefixes and its rooms' paths (`/chat/{id}`).
 fn routes(plugin: &Value) -> String {
-    let prefixes: Vec<&str> = plugin["routes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["prefix"].as_str())
+    let field = |list: &str, key: &'static str| {
+        (plugin[list].as_array().into_iter().flatten()).filter_map(move |r| r[key].as_str())
+    };
+    let prefixes: Vec<&str> = field("routes", "prefix")
+        .chain(field("rooms", "path"))
         .collect();
     match prefixes.is_empty() {
         true => "-".into(),
@@ -256,12 +324,26 @@ fn status_text(p: &Value) -> String {
     let _ = writeln!(out, "in flight  {}/{}", p["in_flight"], p["max_concurrent"]);
     let _ = writeln!(out, "routes     {}", routes(p));
     let _ = writeln!(out, "manifest   {}", field(&p["manifest"]["path"]));
-    let _ = writeln!(out, "component  {}", field(&p["component"]));
+    let component = field(&p["component"]);
+    let uploaded = p["version"]["source"] == "upload";
+    let component = match (p["component_exists"].as_bool(), uploaded) {
+        (Some(false), true) => {
+            format!("an upload, kept in the data folder ({component} would replace it)")
+        }
+        (Some(false), false) => format!("{component} (missing)"),
+        (_, true) => format!("an upload, kept in the data folder (not {component})"),
+        _ => component,
+    };
+    let _ = writeln!(out, "component  {component}");
     let history = p["history"].as_array().map_or(&[][..], Vec::as_slice);
     if !history.is_empty() {
-        let _ = writeln!(out, "versions, newest first:");
+        let _ = writeln!(out, "versions, newest first (* serving):");
         for v in history.iter().rev() {
-            let _ = writeln!(out, "  {}", version_line(v));
+            let mark = match v["sha256"] == p["active_sha256"] {
+                true => '*',
+                false => ' ',
+            };
+            let _ = writeln!(out, "{mark} {}", version_line(v));
         }
     }
     out

@@ -127,6 +127,7 @@ pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
         grants: Grants::default(),
         limits: Limits::default(),
         env: Vec::new(),
+        demo: None,
     };
     let context = PluginContext::new(&caps, &manifest, MemoryBudget::new(u64::MAX), &metrics);
     let mut times = Vec::with_capacity(INSTANTIATIONS);

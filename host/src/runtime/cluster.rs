@@ -62,7 +62,12 @@ async fn follow_manifests(registry: Arc<PluginRegistry>, cluster: Arc<dyn Cluste
             Ok(mut manifests) => {
                 while let Some(next) = manifests.next().await {
                     match next {
-                        Ok((plugin, text)) => take_manifest(&registry, &plugin, &text).await,
+                        Ok((plugin, Some(text))) => take_manifest(&registry, &plugin, &text).await,
+                        Ok((plugin, None)) => match registry.remove_plugin(&plugin).await {
+                            Ok(true) => tracing::info!(plugin, "removed from the cluster"),
+                            Ok(false) => {}
+                            Err(e) => tracing::error!(plugin, "cannot remove a plugin: {e}"),
+                        },
                         Err(e) => {
                             tracing::warn!("following shared manifests: {e}");
                             break;
@@ -126,7 +131,7 @@ async fn follow_one(registry: &PluginRegistry, plugin: &str) {
 }
 
 impl PluginRegistry {
-    /// Activates the last version of `name`'s shared history if this node
+    /// Activates the active version of `name`'s shared history if this node
     /// runs another; whether it did. A plugin this node has no manifest
     /// for is not its business.
     pub async fn follow(&self, name: &str) -> Result<bool, LoadError> {
@@ -139,7 +144,7 @@ impl PluginRegistry {
             return Ok(false);
         }
         let history = self.versions.history(name).await?;
-        let Some(want) = history.versions.last().cloned() else {
+        let Some(want) = history.active().cloned() else {
             return Ok(false);
         };
         if slot.active().is_some_and(|a| a.sha256 == want.sha256) {

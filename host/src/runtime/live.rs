@@ -101,6 +101,23 @@ impl PluginRegistry {
         Ok(change)
     }
 
+    /// Removes plugin `name` as a deletion of its manifest file would:
+    /// the file goes and the plugin stops serving. Whether there was one.
+    pub async fn remove_plugin(&self, name: &str) -> std::io::Result<bool> {
+        let _one_at_a_time = self.manifests.lock().await;
+        let Some(slot) = self.slot(name) else {
+            return Ok(false);
+        };
+        match std::fs::remove_file(&slot.manifest.path) {
+            Ok(()) => {}
+            // Gone already (the watcher has not applied it yet).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        self.changed(&slot.manifest.path).await;
+        Ok(true)
+    }
+
     async fn changed(&self, path: &Path) -> ManifestChange {
         let path = absolute(path);
         let current = self.plugins.load_full();
@@ -214,6 +231,14 @@ impl PluginRegistry {
         }
         slot.loading.store(false, Ordering::Release);
 
+        // What the new manifest allows that it did not before, or a new
+        // plugin's: warned of as at start.
+        if old
+            .as_ref()
+            .is_none_or(|o| o.manifest.demo_warnings() != slot.manifest.demo_warnings())
+        {
+            super::manifest::warn_of_demo_settings([&slot.manifest]);
+        }
         let name = slot.manifest.name.clone();
         let mut slots = current.slots.clone();
         if let Some(old) = &old {

@@ -78,6 +78,8 @@ pub enum LoadError {
     Conflict(String),
     #[error("no previous version to roll back to")]
     NoPreviousVersion,
+    #[error("{0}")]
+    NoSuchVersion(super::versions::FindError),
     #[error("storage: {0}")]
     Storage(Arc<StorageError>),
 }

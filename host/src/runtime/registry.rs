@@ -157,6 +157,7 @@ impl PluginRegistry {
     ) -> Result<Arc<Self>, StartError> {
         let manifests = read_manifests(&settings.plugins_dir)?;
         let routes = RouteTable::new(&manifests).map_err(StartError::Routes)?;
+        super::manifest::warn_of_demo_settings(&manifests);
         let engine = build_engine(&settings.pool).map_err(|e| StartError::Engine(e.to_string()))?;
         let loader = Loader::new(&engine, settings.compile_cache_dir.clone())
             .map_err(|e| StartError::Engine(format!("{e:#}")))?;
@@ -373,7 +374,7 @@ impl PluginRegistry {
     /// pushed to another node of the cluster); `missing` if none was kept.
     async fn load_last_kept(&self, slot: &PluginSlot, missing: LoadError) -> Result<(), LoadError> {
         let history = self.versions.history(&slot.manifest.name).await?;
-        let Some(last) = history.versions.last() else {
+        let Some(last) = history.active() else {
             return Err(missing);
         };
         let bytes = self.versions.load(&last.sha256).await?;
@@ -462,25 +463,56 @@ impl PluginRegistry {
         self.staging_dir.join(unique_suffix())
     }
 
-    /// Goes back to the version before the active one.
+    /// Goes back to the version before the active one; the newer ones
+    /// stay kept, to `activate` again.
     pub async fn rollback(&self, name: &str) -> Result<Arc<LoadedPlugin>, LoadError> {
         let (slot, _swap) = self.locked_slot(name).await?;
         let mut history = self.versions.history(name).await?;
         let previous = versions::previous(&history)
             .cloned()
             .ok_or(LoadError::NoPreviousVersion)?;
-        let bytes = self.versions.load(&previous.sha256).await?;
+        self.switch_to(&slot, &mut history, previous).await
+    }
+
+    /// Activates the kept version of `name` whose hash starts with
+    /// `prefix`: back, or forward again after a rollback.
+    pub async fn activate_kept(
+        &self,
+        name: &str,
+        prefix: &str,
+    ) -> Result<Arc<LoadedPlugin>, LoadError> {
+        let (slot, _swap) = self.locked_slot(name).await?;
+        let mut history = self.versions.history(name).await?;
+        let kept = versions::find(&history, prefix)
+            .cloned()
+            .map_err(LoadError::NoSuchVersion)?;
+        if let Some(active) = slot.active().filter(|a| a.sha256 == kept.sha256) {
+            return Ok(active);
+        }
+        self.switch_to(&slot, &mut history, kept).await
+    }
+
+    /// Loads a kept version and marks it active in the history.
+    async fn switch_to(
+        &self,
+        slot: &PluginSlot,
+        history: &mut VersionHistory,
+        kept: VersionRecord,
+    ) -> Result<Arc<LoadedPlugin>, LoadError> {
+        let bytes = self.versions.load(&kept.sha256).await?;
         let loaded = self
             .load(
                 &slot.manifest,
                 bytes.into(),
-                previous.sha256,
-                previous.source,
+                kept.sha256.clone(),
+                kept.source,
             )
             .await?;
-        history.versions.pop();
-        self.versions.save_history(name, &history).await?;
-        Ok(self.activate(&slot, loaded))
+        versions::mark_active(history, &kept.sha256);
+        self.versions
+            .save_history(&slot.manifest.name, history)
+            .await?;
+        Ok(self.activate(slot, loaded))
     }
 
     /// Compiles and links a version; refuses one that cannot serve what

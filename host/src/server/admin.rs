@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::Json;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::HeaderMap;
 use futures::StreamExt;
@@ -18,6 +17,7 @@ use tokio::io::AsyncWriteExt;
 use super::AppState;
 use super::errors::ApiError;
 use super::gate::{self, PeerAddr};
+use super::json::JsonLine;
 use crate::runtime::PluginSlot;
 use crate::runtime::registry::{NewVersion, StagedFile};
 use crate::runtime::request_body::declared_length;
@@ -70,6 +70,13 @@ async fn plugin_json(state: &AppState, slot: &PluginSlot) -> Value {
         .iter()
         .map(|r| json!({ "prefix": r.prefix, "methods": r.methods }))
         .collect();
+    let rooms: Vec<Value> = (slot.manifest.rooms.iter())
+        .map(|r| json!({ "path": room_path(r), "protocol": r.protocol.name() }))
+        .collect();
+    // An uploaded version runs from the data folder: the manifest's file
+    // may not exist, and is not what serves until it is written.
+    let component = slot.manifest.component.as_ref();
+    let component_exists = component.map(|c| c.is_file());
     json!({
         "name": slot.manifest.name,
         "state": state_name,
@@ -84,8 +91,22 @@ async fn plugin_json(state: &AppState, slot: &PluginSlot) -> Value {
         "in_flight": slot.in_flight(),
         "max_concurrent": slot.max_concurrent,
         "routes": routes,
+        "rooms": rooms,
+        "component_exists": component_exists,
         "history": history.versions,
+        "active_sha256": history.active().map(|v| v.sha256.clone()),
     })
+}
+
+/// Where a room route's sockets connect, as a client writes it.
+fn room_path(route: &crate::runtime::manifest::RoomRoute) -> String {
+    use crate::runtime::manifest::RoomProtocol;
+    let prefix = &route.prefix;
+    match route.protocol {
+        RoomProtocol::LiveStore => format!("{prefix}?storeId={{store}}"),
+        RoomProtocol::Yjs | RoomProtocol::Text => format!("{prefix}/{{doc}}"),
+        RoomProtocol::Relay => format!("{prefix}/{{id}}"),
+    }
 }
 
 /// `GET /_spike/plugins`
@@ -93,7 +114,7 @@ pub async fn list(
     State(state): State<Arc<AppState>>,
     peer: Peer,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<JsonLine<Value>, ApiError> {
     authorize(&state, &headers, peer.map(|Extension(p)| p))?;
     let nodes = match &state.cluster {
         Some(cluster) => Some(cluster.nodes().await.map_err(|e| {
@@ -129,7 +150,7 @@ pub async fn list(
         answer["node"] = json!(cluster.node());
         answer["nodes"] = json!(nodes);
     }
-    Ok(Json(answer))
+    Ok(JsonLine(answer))
 }
 
 fn load_error(e: LoadError) -> ApiError {
@@ -148,6 +169,12 @@ fn load_error(e: LoadError) -> ApiError {
         }
         LoadError::NoPreviousVersion => {
             ApiError::new(StatusCode::CONFLICT, "no_previous_version", e.to_string())
+        }
+        LoadError::NoSuchVersion(crate::runtime::versions::FindError::None(_)) => {
+            ApiError::new(StatusCode::NOT_FOUND, "no_such_version", e.to_string())
+        }
+        LoadError::NoSuchVersion(_) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_version", e.to_string())
         }
         LoadError::Manifest(_) | LoadError::Conflict(_) => {
             ApiError::new(StatusCode::CONFLICT, "manifest_refused", e.to_string())
@@ -168,7 +195,7 @@ pub async fn upload(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     request: Request,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<JsonLine<Value>, ApiError> {
     let peer = request.extensions().get::<PeerAddr>().copied();
     authorize(&state, request.headers(), peer)?;
     let limit = state.max_component_bytes;
@@ -195,7 +222,7 @@ pub async fn upload(
         .install(&name, NewVersion::Staged(staged), VersionSource::Upload)
         .await
         .map_err(load_error)?;
-    Ok(Json(
+    Ok(JsonLine(
         json!({ "name": name, "version": version_json(&loaded) }),
     ))
 }
@@ -273,12 +300,56 @@ pub async fn rollback(
     peer: Peer,
     Path(name): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<JsonLine<Value>, ApiError> {
     authorize(&state, &headers, peer.map(|Extension(p)| p))?;
     let loaded = state.registry.rollback(&name).await.map_err(load_error)?;
-    Ok(Json(
+    Ok(JsonLine(
         json!({ "name": name, "version": version_json(&loaded) }),
     ))
+}
+
+/// `POST /_spike/plugins/{name}/versions/{version}/activate`: serves the
+/// kept version whose hash starts with `version` (at least four hex
+/// digits), back or forward.
+pub async fn activate(
+    State(state): State<Arc<AppState>>,
+    peer: Peer,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<JsonLine<Value>, ApiError> {
+    authorize(&state, &headers, peer.map(|Extension(p)| p))?;
+    let loaded = (state.registry.activate_kept(&name, &version).await).map_err(load_error)?;
+    Ok(JsonLine(
+        json!({ "name": name, "version": version_json(&loaded) }),
+    ))
+}
+
+/// `DELETE /_spike/plugins/{name}`: the plugin stops serving (requests in
+/// flight finish) and its manifest file is removed, on every node of a
+/// cluster; its kept versions and its data stay.
+pub async fn remove(
+    State(state): State<Arc<AppState>>,
+    peer: Peer,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<JsonLine<Value>, ApiError> {
+    authorize(&state, &headers, peer.map(|Extension(p)| p))?;
+    let internal = |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e);
+    match state.registry.remove_plugin(&name).await {
+        Ok(true) => {}
+        Ok(false) => return Err(load_error(LoadError::NoSuchPlugin(name))),
+        Err(e) => return Err(internal(e.to_string())),
+    }
+    if let Some(cluster) = &state.cluster {
+        cluster.unshare_manifest(&name).await.map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cluster_unavailable",
+                format!("removed from this node, not from the others: {e}"),
+            )
+        })?;
+    }
+    Ok(JsonLine(json!({ "name": name, "change": "removed" })))
 }
 
 /// The largest manifest `put_manifest` takes.
@@ -293,7 +364,7 @@ pub async fn put_manifest(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     request: Request,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<JsonLine<Value>, ApiError> {
     use crate::runtime::live::{ManifestChange, PutManifestError};
     let peer = request.extensions().get::<PeerAddr>().copied();
     authorize(&state, request.headers(), peer)?;
@@ -313,8 +384,15 @@ pub async fn put_manifest(
         .map_err(|_| bad("bad_manifest", "a manifest is UTF-8 text (TOML)".into()))?;
     let change = match state.registry.put_manifest(&name, &text).await {
         Ok(change) => change,
-        // Its message names the line.
-        Err(PutManifestError::Invalid(e)) => return Err(bad("bad_manifest", e.to_string())),
+        // Its line, not this server's path: the sender knows which file
+        // it pushed (`spike plugins push` names it).
+        Err(PutManifestError::Invalid(e)) => {
+            let message = match e.line {
+                Some(line) => format!("line {line}: {}", e.message),
+                None => e.message,
+            };
+            return Err(bad("bad_manifest", message));
+        }
         Err(PutManifestError::Refused(reason)) => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -348,7 +426,7 @@ pub async fn put_manifest(
         Some(slot) => plugin_json(&state, &slot).await,
         None => Value::Null,
     };
-    Ok(Json(
+    Ok(JsonLine(
         json!({ "name": name, "change": change, "plugin": plugin }),
     ))
 }
@@ -366,7 +444,7 @@ pub async fn kv_list(
     Query(query): Query<std::collections::HashMap<String, String>>,
     peer: Peer,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<JsonLine<Value>, ApiError> {
     authorize(&state, &headers, peer.map(|Extension(p)| p))?;
     let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
         None => 100,
@@ -412,7 +490,7 @@ pub async fn kv_list(
             "value_bytes": bytes,
         }));
     }
-    Ok(Json(
+    Ok(JsonLine(
         json!({"namespace": namespace, "keys": keys, "cursor": page.cursor}),
     ))
 }

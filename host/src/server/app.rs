@@ -46,8 +46,15 @@ impl App {
             .route("/readyz", get(readyz))
             .route("/_spike/plugins", get(admin::list))
             .route("/_spike/metrics", get(admin::metrics))
-            .route("/_spike/plugins/{name}", put(admin::upload))
+            .route(
+                "/_spike/plugins/{name}",
+                put(admin::upload).delete(admin::remove),
+            )
             .route("/_spike/plugins/{name}/rollback", post(admin::rollback))
+            .route(
+                "/_spike/plugins/{name}/versions/{version}/activate",
+                post(admin::activate),
+            )
             .route("/_spike/plugins/{name}/logs", get(admin::logs))
             .route("/_spike/plugins/{name}/manifest", put(admin::put_manifest))
             .route("/_spike/kv/{namespace}", get(admin::kv_list))
@@ -104,7 +111,7 @@ impl tower::Service<http::Request<hyper::body::Incoming>> for App {
 }
 
 async fn healthz() -> impl IntoResponse {
-    axum::Json(serde_json::json!({ "status": "ok" }))
+    super::json::JsonLine(serde_json::json!({ "status": "ok" }))
 }
 
 /// `GET /readyz`: 200 once every plugin serves a version; 503 while any is
@@ -130,7 +137,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let mut resp = (status, axum::Json(body)).into_response();
+    let mut resp = (status, super::json::JsonLine(body)).into_response();
     if !ready {
         resp.headers_mut()
             .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -1,7 +1,6 @@
 //! Every error the host answers with: a status and a JSON body
 //! `{ "error": { "code", "message" } }`.
 
-use axum::Json;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 
@@ -52,7 +51,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
-        let mut resp = (self.status, Json(body)).into_response();
+        let mut resp = (self.status, super::json::JsonLine(body)).into_response();
         // Busy is a moment's state, not a verdict: say when to come back.
         let retry_after = match self.retry_after {
             Some(secs) => Some(secs),

@@ -9,6 +9,7 @@ pub mod admin;
 mod app;
 pub mod errors;
 pub mod gate;
+mod json;
 pub mod listener;
 pub mod operator;
 mod room_socket;
@@ -19,6 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use axum::Router;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -142,6 +144,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     };
     let secrets = config.secrets.load()?;
     tracing::info!(secrets = secrets.len(), "secrets loaded");
+    crate::util::private_dir(&config.data_dir)
+        .with_context(|| format!("the data folder {}", config.data_dir.display()))?;
     let backends = match &config.storage {
         None => Backends::open_redb(&config.data_dir, &storage)?,
         Some(nats) => {
@@ -224,6 +228,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     };
     let services = services::ServiceDispatcher::for_registry(&registry, body_timeouts);
     caps.outbound.services.bind(services);
+    caps.render.allow_own_listener(addr);
     let operator = operator::OperatorToken::new(
         config.admin_token.clone(),
         &caps.rate_limits,

@@ -343,6 +343,7 @@ pub async fn versions_history_and_bytes(dir: &Path, open: &Open) {
             activated_at_ms: 7,
         }],
         file_sha256: Some("cd".repeat(32)),
+        active: Some("ab".repeat(32)),
     };
     versions.save_history("p", &history).await.unwrap();
     assert_eq!(versions.history("p").await.unwrap(), history);

@@ -300,13 +300,19 @@ pub struct VersionRecord {
     pub activated_at_ms: u64,
 }
 
-/// A plugin's activations, oldest first; the last is the active one.
+/// A plugin's versions, each once, in the order they were last installed
+/// (oldest first), and which one is active: a rollback moves that mark
+/// and forgets nothing, so the way forward stays open.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionHistory {
     pub versions: Vec<VersionRecord>,
     /// Hash of the component file when it was last read, to tell at start
     /// whether the file changed since an upload or rollback.
     pub file_sha256: Option<String>,
+    /// The active version's hash; histories written before it was kept
+    /// have none, and their last version is the active one.
+    #[serde(default)]
+    pub active: Option<String>,
 }
 
 /// Component versions, by SHA-256, and each plugin's history.
@@ -409,11 +415,13 @@ pub trait Cluster: Send + Sync {
     /// Shares `plugin`'s manifest (pushed through the admin API) with
     /// every node.
     async fn share_manifest(&self, plugin: &str, text: &str) -> Result<()>;
-    /// Every shared manifest as `(plugin, text)`, then each one shared
-    /// from now on, as it is.
+    /// Tells every node that `plugin` was removed.
+    async fn unshare_manifest(&self, plugin: &str) -> Result<()>;
+    /// Every shared manifest as `(plugin, Some(text))`, then each one
+    /// shared from now on, as it is; `(plugin, None)` for one removed.
     async fn manifests(
         &self,
-    ) -> Result<futures::stream::BoxStream<'static, Result<(String, String)>>>;
+    ) -> Result<futures::stream::BoxStream<'static, Result<(String, Option<String>)>>>;
     /// Calls addressed to this node, from now on, as they come.
     async fn calls(&self) -> Result<futures::stream::BoxStream<'static, Call>>;
     /// Sends `body` to `node` and waits up to `timeout` for its answer.

@@ -10,7 +10,10 @@
 //! (`<-loopback>` takes loopback off Chromium's implicit bypass list).
 //!
 //! The checks are the outbound capability's (`outbound::destinations`),
-//! with the allow-list where a plugin has its grants. Whatever the
+//! with the allow-list where a plugin has its grants, and this server's
+//! own public listener allowed: a page reaches what any client of the
+//! server may (a plain `spike serve` renders the editor's previews, whose
+//! modules the server serves), never the metrics listener. Whatever the
 //! allow-list says, the renderer's own loopback ports are never reached:
 //! Chromium's DevTools port (which drives the browser: any page that
 //! reached it could read every other render) and the per-render proxies
@@ -50,14 +53,18 @@ const MAX_BLOCKED_KEPT: usize = 20;
 
 type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
-/// What the guard lets through: public addresses, and the internal ones
-/// the operator allows.
+/// What the guard lets through: public addresses, this server's own
+/// public listener, and the internal addresses the operator allows.
 #[derive(Clone)]
 pub struct Guard {
     allow: Arc<[HostPattern]>,
     resolver: Arc<dyn Resolver>,
     /// The renderer's own loopback ports, refused whatever `allow` says.
     reserved: Reserved,
+    /// The server's public listener, once it listens: a page may load
+    /// what any client on the internet may (the editor's previews import
+    /// the site's modules from it). Never the metrics listener.
+    own: Arc<std::sync::OnceLock<SocketAddr>>,
 }
 
 /// Loopback ports of the renderer itself (DevTools, the proxies), with how
@@ -209,7 +216,26 @@ impl Guard {
             allow: allow.into(),
             resolver,
             reserved: Reserved::default(),
+            own: Arc::default(),
         }
+    }
+
+    /// Lets pages reach the server's public listener at `addr` (bound to
+    /// one address, or to all of them: then through loopback).
+    pub fn allow_own_listener(&self, addr: SocketAddr) {
+        let _ = self.own.set(addr);
+    }
+
+    /// `host:port` as this server's own public listener, if it is.
+    fn own_listener(&self, host: &str, port: u16) -> Option<SocketAddr> {
+        let own = self.own.get().filter(|own| own.port() == port)?;
+        let ip = match host.trim_start_matches('[').trim_end_matches(']') {
+            "localhost" => std::net::IpAddr::from(Ipv4Addr::LOCALHOST),
+            literal => literal.parse().ok()?,
+        };
+        let everywhere = own.ip().is_unspecified();
+        (ip == own.ip() || (ip.is_loopback() && (everywhere || own.ip().is_loopback())))
+            .then_some(SocketAddr::new(ip, port))
     }
 
     /// The renderer's own ports, to hold the DevTools port in.
@@ -220,6 +246,9 @@ impl Guard {
     /// Where `host:port` may be reached, or why not (a refusal or a lookup
     /// that failed).
     pub async fn check(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, Refusal> {
+        if let Some(own) = self.own_listener(host, port) {
+            return Ok(vec![own]);
+        }
         let addrs = outbound::destinations(&self.allow, self.resolver.as_ref(), host, port)
             .await
             .map_err(|e| match e {

@@ -126,7 +126,8 @@ impl Renderer {
             let outcome = timeout_at(deadline, work)
                 .await
                 .map_err(|_| late())
-                .and_then(|r| r);
+                .and_then(|r| r)
+                .map_err(|e| with_refusals(e, &prepared.proxy.blocked()));
             // The context goes now, whatever happened in it, and the next
             // one is prepared: after the render, not beside it, since both
             // need the same cores.
@@ -149,9 +150,11 @@ impl Renderer {
         }
     }
 
-    /// Resolves once `page` is found dead after a page of its browser was
-    /// killed for its memory (another render's page may have been the
-    /// one); never, if the browser is not watched.
+    /// Lets pages reach the server's own public listener (see `Guard`).
+    pub fn allow_own_listener(&self, addr: std::net::SocketAddr) {
+        self.guard.allow_own_listener(addr);
+    }
+
     /// A page for one render, or `busy` when none comes free in time.
     async fn admit(&self, deadline: Instant) -> Result<OwnedSemaphorePermit, RenderError> {
         if let Ok(permit) = self.permits.clone().try_acquire_owned() {
@@ -298,5 +301,28 @@ async fn killed_under(
                 limit >> 20
             ));
         }
+    }
+}
+
+/// A render that timed out or failed while the guard refused some of its
+/// page's requests says which: a module or an image the page waited for
+/// is the likely cause, and the operator's fix is `--render-allow`.
+fn with_refusals(e: RenderError, blocked: &[String]) -> RenderError {
+    if blocked.is_empty() {
+        return e;
+    }
+    let addresses: Vec<&str> = blocked
+        .iter()
+        .map(|b| b.split_once(": ").map_or(b.as_str(), |(at, _)| at))
+        .collect();
+    let note = format!(
+        "; the renderer refused the page's requests to {} (internal addresses: \
+         --render-allow IP[:PORT] lets pages reach one)",
+        addresses.join(", ")
+    );
+    match e {
+        RenderError::Timeout(m) => RenderError::Timeout(m + &note),
+        RenderError::Failed(m) => RenderError::Failed(m + &note),
+        e => e,
     }
 }

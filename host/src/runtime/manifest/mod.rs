@@ -52,10 +52,12 @@
 //! A malformed manifest is refused with its file, line and reason.
 
 mod checks;
+mod demo;
 mod rooms;
 
 pub use checks::check_name;
 use checks::{check_env_name, check_prefix, check_resource_name, route_limit};
+pub use demo::warn_of_demo_settings;
 pub use rooms::{RoomLimits, RoomProtocol, RoomRoute};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -112,6 +114,9 @@ pub struct Manifest {
     pub limits: Limits,
     /// The guest's environment variables.
     pub env: Vec<(String, String)>,
+    /// `demo = "…"`: why this plugin is for development only (the
+    /// development token issuer says so); warned of at start.
+    pub demo: Option<String>,
 }
 
 /// A path prefix the plugin serves, the methods (empty: all), and what
@@ -229,6 +234,7 @@ impl std::error::Error for ManifestError {}
 #[serde(deny_unknown_fields)]
 struct RawManifest {
     name: Option<Spanned<String>>,
+    demo: Option<String>,
     component: Option<Spanned<String>>,
     #[serde(default)]
     routes: Vec<RawRoute>,
@@ -584,6 +590,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
         grants,
         limits,
         env,
+        demo: raw.demo.filter(|d| !d.trim().is_empty()),
     })
 }
 

@@ -175,23 +175,30 @@ impl Cluster for NatsCluster {
         Ok(())
     }
 
-    async fn manifests(&self) -> Result<BoxStream<'static, Result<(String, String)>>> {
+    async fn unshare_manifest(&self, plugin: &str) -> Result<()> {
+        (self.manifests.delete(token(plugin)).await).or_failed("removing a shared manifest")?;
+        Ok(())
+    }
+
+    async fn manifests(&self) -> Result<BoxStream<'static, Result<(String, Option<String>)>>> {
         let watch = (self.manifests.watch_with_history(">").await)
             .or_failed("watching shared manifests")?;
         Ok(watch
             .filter_map(|entry| async move {
                 let e = match entry {
-                    Ok(e) if e.operation == Operation::Put => e,
-                    Ok(_) => return None,
+                    Ok(e) => e,
                     Err(e) => {
                         let e = format!("watching shared manifests: {e}");
                         return Some(Err(StorageError::Backend(e)));
                     }
                 };
                 let plugin = name(&e.key)?;
+                if e.operation != Operation::Put {
+                    return Some(Ok((plugin, None)));
+                }
                 let text = String::from_utf8(e.value.to_vec())
                     .map_err(|_| StorageError::Corrupt(format!("the manifest of {plugin}")));
-                Some(text.map(|text| (plugin, text)))
+                Some(text.map(|text| (plugin, Some(text))))
             })
             .boxed())
     }

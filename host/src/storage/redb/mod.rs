@@ -137,6 +137,8 @@ impl RedbBackend {
         let db_path = root.join("spike.redb");
         let db = Database::create(&db_path)
             .map_err(|e| StorageError::Backend(format!("{}: {e}", db_path.display())))?;
+        crate::util::private_file(&db_path)
+            .map_err(StorageError::io(db_path.display().to_string()))?;
         // Create every table once so that read transactions can open them.
         let txn = db.begin_write()?;
         txn.open_table(KV_ENTRIES)?;
