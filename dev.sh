@@ -13,8 +13,10 @@ step() { printf '\n== %s\n' "$*"; }
 case "${1:-}" in
   serve)
     shift
-    step "set-up"; scripts/setup.sh
-    step "guest components"; scripts/build-guests.sh
+    # Only what serving needs: the test tools and fixtures are the test
+    # command's.
+    step "set-up"; scripts/setup.sh serve
+    step "guest components"; scripts/build-guests.sh --shipped
     step "editor site"; scripts/build-site.sh
     step "host (release)"; cargo build --release -p spike
     # Sign-in for the editor (plugins/dev-tokens.toml): an HS256 key for
@@ -30,7 +32,7 @@ case "${1:-}" in
     exec "$CARGO_TARGET_DIR/release/spike" serve --site /=site/dist --access-log "$@"
     ;;
   test)
-    step "set-up"; scripts/setup.sh
+    step "set-up"; scripts/setup.sh test
     step "guest components"; scripts/build-guests.sh
     step "editor site"; scripts/build-site.sh
     step "format"; cargo fmt --all --check

@@ -1,12 +1,26 @@
 #!/usr/bin/env bash
 # Builds every guest component (components/*, tests/fixtures/*) for
 # wasm32-wasip2 into $CARGO_TARGET_DIR/wasm32-wasip2/guest/, and puts the
-# shipped plugins' components (hello, auth, cms, chat, transpile, ai, render) beside their manifests in plugins/.
+# shipped plugins' components (hello, auth, cms, chat, transpile, ai,
+# render) beside their manifests in plugins/.
+#
+#   scripts/build-guests.sh            every guest (the tests need them all)
+#   scripts/build-guests.sh --shipped  the shipped plugins only (serving)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${CARGO_TARGET_DIR:=$HOME/.cache/spike-target}"
 export CARGO_TARGET_DIR
 out="$CARGO_TARGET_DIR/wasm32-wasip2/guest"
+shipped=(hello auth cms chat transpile ai render)
+
+if [ "${1:-}" = --shipped ]; then
+  guests=()
+  for plugin in "${shipped[@]}"; do guests+=(-p "$plugin"); done
+  cargo build --quiet --profile guest --target wasm32-wasip2 "${guests[@]}"
+  for plugin in "${shipped[@]}"; do cp "$out/$plugin.wasm" "plugins/$plugin.wasm"; done
+  echo "shipped plugins built in $out"
+  exit 0
+fi
 
 # Every guest package, listed once in scripts/guests.txt.
 guests=()
@@ -22,5 +36,5 @@ for v in 1 2; do
   cp "$out/fixture_room_faults.wasm" "$out/fixture_room_faults_v$v.wasm"
 done
 
-for plugin in hello auth cms chat transpile ai render; do cp "$out/$plugin.wasm" "plugins/$plugin.wasm"; done
+for plugin in "${shipped[@]}"; do cp "$out/$plugin.wasm" "plugins/$plugin.wasm"; done
 echo "guests built in $out"
