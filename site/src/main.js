@@ -36,8 +36,13 @@ $('doc-name').addEventListener('change', (e) => {
   if (next) location.search = `?doc=${next}`;
 });
 
+// The footer: the last thing that happened, cleared after a while so that
+// an old message is never read as news.
+let statusTimer = null;
 function status(message) {
+  clearTimeout(statusTimer);
   $('status').textContent = message;
+  if (message) statusTimer = setTimeout(() => ($('status').textContent = ''), 10_000);
 }
 
 // Who is editing: the signed-in user, or a guest name for this tab.
@@ -50,16 +55,17 @@ function showUser() {
   $('sign-in').hidden = !!user;
   $('signed-in').hidden = !user;
   $('user-label').textContent = user ? `signed in as ${user.name}` : '';
-  for (const id of ['save', 'revert']) $(id).disabled = !user;
-  $('saved-state').textContent = user ? '' : 'sign in to save';
+  $('save').disabled = !user;
+  showSavedState();
 }
 
 $('sign-in').addEventListener('submit', async (e) => {
   e.preventDefault();
   try {
     user = await session.signIn($('user-name').value.trim());
+    // The colour follows the user, as after a reload.
+    doc.setUser(identity());
     showUser();
-    doc.rename(user.name);
     await showSaved();
   } catch (err) {
     status(`Sign-in failed: ${err.message}`);
@@ -68,9 +74,8 @@ $('sign-in').addEventListener('submit', async (e) => {
 $('sign-out').addEventListener('click', () => {
   session.signOut();
   user = null;
-  savedCopy = null;
+  doc.setUser(identity());
   showUser();
-  doc.rename(guestKey);
 });
 
 // The preview follows the text, at most one transpile in flight.
@@ -96,7 +101,11 @@ async function refresh() {
         frame.srcdoc = await preview.page(module);
         showProblem(null);
       } catch (err) {
-        showProblem(err instanceof preview.Problem ? `Syntax error at ${err.message}` : err.message);
+        if (err instanceof preview.Problem) showProblem(`Syntax error at ${err.message}`);
+        else if (!navigator.onLine || err instanceof TypeError) {
+          // fetch() itself failed: no answer from the server at all.
+          showProblem('No preview while offline: the transpiler runs on the server, and this page cannot reach it. The preview comes back with the connection.');
+        } else showProblem(err.message);
       }
     }
   } finally {
@@ -106,10 +115,16 @@ async function refresh() {
 
 function onText(text) {
   latest = text;
-  if (savedCopy) showSavedState();
+  showSavedState();
   clearTimeout(timer);
   timer = setTimeout(refresh, 120);
 }
+
+// Back online: the preview that could not be made is made now.
+addEventListener('online', () => {
+  latest = doc.text();
+  refresh();
+});
 
 addEventListener('message', (e) => {
   if (e.source === frame.contentWindow && e.data?.previewError) {
@@ -140,6 +155,13 @@ const doc = editor.open({
   onConnection: (state) => {
     $('connection').dataset.state = state;
     $('connection').textContent = state;
+    $('connection').title = state === 'offline'
+      ? 'The server cannot be reached: edits are kept in this browser and sent when it can.'
+      : '';
+  },
+  onMeta: ({ revert, local }) => {
+    showSavedState();
+    if (!local && revert) showRevertNotice(revert);
   },
 });
 
@@ -147,45 +169,80 @@ const doc = editor.open({
 // replace().
 window.spikeEditor = doc;
 
-// Saved copies: the last one seen, and whether the text still matches it.
-let savedCopy = null;
+// The saved copy is the document's (every collaborator sees who saved
+// which version, and may revert to it); each user's CMS keeps the copies
+// they saved. A document saved before it kept its copy falls back to the
+// user's own.
+let ownCopy = null;
+const savedCopy = () => doc.saved() ?? ownCopy;
 
 function showSavedState() {
-  if (!user) return;
-  $('saved-state').textContent = savedCopy
-    ? `saved: version ${savedCopy.version}${savedCopy.text === doc.text() ? ', up to date' : ', changed since'}`
-    : 'not saved yet';
+  const copy = savedCopy();
+  $('revert').disabled = !copy;
+  if (!copy) {
+    $('saved-state').textContent = user ? 'not saved yet' : 'sign in to save';
+    return;
+  }
+  const by = copy.by ? ` by ${copy.by}` : '';
+  const fresh = copy.text === doc.text() ? 'up to date' : 'changed since';
+  $('saved-state').textContent = `saved${by}: version ${copy.version}, ${fresh}`;
 }
 
 async function showSaved() {
-  if (!user) return;
-  try {
-    savedCopy = await documents.load(docName);
-    showSavedState();
-  } catch (err) {
-    $('saved-state').textContent = err.message;
+  if (user && !doc.saved()) {
+    try {
+      ownCopy = await documents.load(docName);
+    } catch (err) {
+      status(err.message);
+    }
   }
+  showSavedState();
 }
 
 $('save').addEventListener('click', async () => {
   try {
     const text = doc.text();
-    savedCopy = { text, version: await documents.save(docName, text) };
-    showSavedState();
+    const version = await documents.save(docName, text);
+    doc.markSaved({ text, version, by: user.name });
+    status(`Saved version ${version}.`);
   } catch (err) {
     status(err.message);
   }
 });
-$('revert').addEventListener('click', async () => {
-  try {
-    savedCopy = await documents.load(docName);
-    if (!savedCopy) return status('There is no saved copy of this document yet.');
-    doc.replace(savedCopy.text);
-    showSavedState();
-  } catch (err) {
-    status(err.message);
+$('revert').addEventListener('click', () => {
+  const copy = savedCopy();
+  if (!copy) return status('There is no saved copy of this document yet.');
+  if (copy.text === doc.text()) return status('The text is the saved copy already.');
+  doc.revert(copy, identity().name);
+  hideNotice();
+  status(`Reverted to the saved copy (version ${copy.version}): Ctrl+Z undoes it.`);
+});
+
+// A collaborator's revert replaced the text for everyone: said, with the
+// way back.
+function hideNotice() {
+  $('notice').hidden = true;
+}
+function showRevertNotice(revert) {
+  if (revert.undoneBy) {
+    $('notice-text').textContent = `${revert.undoneBy} undid ${revert.by}'s revert.`;
+    $('notice-undo').hidden = true;
+  } else {
+    $('notice-text').textContent = `${revert.by} reverted the document to the saved copy (version ${revert.version}), replacing everyone's changes since.`;
+    $('notice-undo').hidden = false;
+  }
+  $('notice').hidden = false;
+}
+$('notice-undo').addEventListener('click', () => {
+  if (doc.undoRevert(identity().name)) {
+    hideNotice();
+    status('The revert is undone, for everyone.');
+  } else {
+    $('notice-text').textContent = 'That revert cannot be undone any more: the text has changed since.';
+    $('notice-undo').hidden = true;
   }
 });
+$('notice-close').addEventListener('click', hideNotice);
 
 // The side panel: a screenshot, or an explanation.
 let explaining = null;
@@ -234,5 +291,7 @@ $('explain').addEventListener('click', async () => {
 
 showUser();
 registerServiceWorker()
-  .then((state) => status(`Offline shell: ${state}.`))
-  .catch((err) => status(`No offline shell: ${err.message}`));
+  .then((state) => {
+    if (state === 'offline') status('Offline: this page and your document come from this browser; edits are sent when the server can be reached.');
+  })
+  .catch((err) => status(`This page will not work offline: ${err.message}`));

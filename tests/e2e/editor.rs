@@ -110,9 +110,9 @@ async fn start(fake: &FakeAi, site: &Path, ai_keys: bool) -> TestServer {
         }];
         config.watch = true;
         config.secrets = SecretSource { file: None, env };
-        // The renderer loads this server's own modules for the screenshot
-        // button (any port of loopback: the server's is not known yet).
-        config.render.allow = vec!["127.0.0.1".parse().unwrap()];
+        // No --render-allow: the screenshot button's page loads this
+        // server's own modules, which the renderer may reach as any
+        // client may.
     })
     .await
 }
@@ -154,7 +154,9 @@ async fn two_users_edit_preview_save_render_and_ask_in_a_real_browser() {
         "text and cursors reach the other editor",
         "the preview follows typing",
         "a syntax error shows its line and column",
+        "an unserved package is named",
         "save, reload: the document is back",
+        "a revert is the document's: seen, announced and undoable",
         "the screenshot button",
         "the explain panel streams",
         "offline reload shows the shell",

@@ -5,10 +5,12 @@
 //   node editor.mjs <server url> <site folder> <artifacts folder> [full|unconfigured-ai]
 //
 // `full`: two contexts edit one document (text, presence, cursors), the
-// preview follows typing, a syntax error shows its line and column, save
-// and reload, revert, the screenshot button, the explain panel (the fake
-// provider), offline reload (the shell and the document's text), a new
-// site version, the kill switch.
+// preview follows typing, a syntax error shows its line and column, an
+// unserved package is named, save and reload (the colour stays), a revert
+// every collaborator sees and can undo, the screenshot button, the
+// explain panel (the fake provider), offline reload (the shell, the
+// document's text, "offline" and why no preview), a new site version, the
+// kill switch.
 // `unconfigured-ai`: the explain panel against a server whose AI routes
 // have no provider key says so.
 // Screenshots of each step go to the artifacts folder.
@@ -189,21 +191,67 @@ async function full() {
     return { line, column, shown: await problem.textContent() };
   });
 
+  await check('an unserved package is named', async () => {
+    await retype(ann.page, 'import confetti from "canvas-confetti";\nexport default function App() {\n  confetti();\n  return <p>hi</p>;\n}\n');
+    const problem = ann.page.locator('#problems', { hasText: 'cannot import canvas-confetti' });
+    await problem.waitFor({ state: 'visible' });
+    // Long lines wrap in the half-width editor.
+    await ann.page.locator('.cm-content.cm-lineWrapping').waitFor();
+    return { shown: await problem.textContent() };
+  });
+
+  const ownColor = (page) => bounded(page.evaluate(() =>
+    [...document.querySelectorAll('#presence li')].find((li) => li.textContent.endsWith('(you)'))?.style.getPropertyValue('--who')), 5_000, null);
+
   const saved = app('Saved by Ann');
   await check('save, reload: the document is back', async () => {
     await retype(ann.page, saved);
     await until('the problem clears', async () => ann.page.locator('#problems').isHidden());
     await ann.page.click('#save');
     await ann.page.locator('#saved-state', { hasText: 'version 1, up to date' }).waitFor();
+    const color = await until('Ann\'s colour', () => ownColor(ann.page));
     await ann.page.reload();
     await until('the text after reload', async () => (await text(ann.page)) === saved);
     await ann.page.locator('#saved-state', { hasText: 'version 1, up to date' }).waitFor();
+    // Her colour is hers, before and after the reload.
+    const after = await until('Ann\'s colour after the reload', () => ownColor(ann.page));
+    if (after !== color) throw new Error(`Ann's colour was ${color}, is ${after} after a reload`);
     const stored = await bounded(ann.page.evaluate(async (d) => (await fetch(`/my-cms/editor/${d}.tsx`)).text(), doc), 10_000, null);
     if (stored !== saved) throw new Error(`the CMS holds ${JSON.stringify(stored)}`);
     // Revert brings the saved copy back over later edits.
     await retype(ann.page, app('Not saved'));
     await ann.page.click('#revert');
     await until('the reverted text', async () => (await text(ann.page)) === saved);
+  });
+
+  await check('a revert is the document\'s: seen, announced and undoable', async () => {
+    // Bob never saved: he sees Ann's saved copy of the document.
+    await bob.page.locator('#saved-state', { hasText: 'saved by Ann: version 1' }).waitFor();
+    // Bob's unsaved paragraph, then Ann's revert takes it away...
+    const paragraph = '// Bob\'s unsaved paragraph';
+    await bob.page.locator('.cm-content').click();
+    await bob.page.keyboard.press('Control+End');
+    await bob.page.keyboard.insertText(`\n${paragraph}`);
+    await until('Bob\'s paragraph at Ann', async () => (await text(ann.page)).includes(paragraph));
+    await ann.page.click('#revert');
+    for (const u of [ann, bob]) await until('the reverted text', async () => (await text(u.page)) === saved);
+    // ...Bob is told who did it, and undoes it for both.
+    const notice = bob.page.locator('#notice', { hasText: 'Ann reverted the document' });
+    await notice.waitFor();
+    await shot(bob.page, 'revert-notice.png');
+    await bob.page.click('#notice-undo');
+    for (const u of [ann, bob]) await until('the paragraph back', async () => (await text(u.page)).includes(paragraph));
+    await ann.page.locator('#notice', { hasText: 'Bob undid Ann\'s revert' }).waitFor();
+    // Ann's own undo takes her revert back too.
+    await ann.page.click('#revert');
+    await until('reverted again', async () => (await text(bob.page)) === saved);
+    await ann.page.locator('.cm-content').click();
+    await ann.page.keyboard.press('Control+z');
+    for (const u of [ann, bob]) await until('undone by Ann', async () => (await text(u.page)).includes(paragraph));
+    // The footer's news is cleared once old; it never speaks of shells.
+    await ann.page.locator('#status', { hasText: 'Ctrl+Z undoes it' }).waitFor();
+    await until('the footer cleared', async () => (await ann.page.locator('#status').textContent()) === '', 15_000);
+    await retype(ann.page, saved);
   });
 
   await check('the screenshot button', async () => {
@@ -240,10 +288,14 @@ async function full() {
     await context.setOffline(true);
     await page.reload();
     await page.locator('.cm-editor').waitFor();
-    await page.locator('#connection:not([data-state="connected"])').waitFor();
+    // Said as it is: offline, and why there is no preview.
+    await page.locator('#connection[data-state="offline"]', { hasText: 'offline' }).waitFor();
+    await page.locator('#problems', { hasText: 'No preview while offline' }).waitFor();
     // The browser's copy of the document (IndexedDB) shows the text.
     await until('the text offline', async () => (await text(page)) === saved);
     await shot(page, 'offline.png');
+    const footer = await page.locator('#status').textContent();
+    if (footer.includes('shell') || footer.includes('version')) throw new Error(`the footer says ${footer}`);
     await context.setOffline(false);
   });
 
