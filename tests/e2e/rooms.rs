@@ -31,6 +31,16 @@ async fn events(client: &mut RoomClient, first: u64, n: usize) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_member_gets_every_event_once_in_one_order() {
     let server = TestServer::start(&[ROOMS]).await;
+    // The admin API lists where a room plugin's sockets connect.
+    let status = server.plugin_status("rooms").await;
+    assert_eq!(
+        status["rooms"],
+        serde_json::json!([
+            {"path": "/room/{doc}", "protocol": "text"},
+            {"path": "/chat/{id}", "protocol": "relay"}
+        ]),
+        "{status}"
+    );
     let url = ws_url(&server.url, "/chat/order");
     const CLIENTS: usize = 6;
     const EACH: usize = 40;

@@ -388,7 +388,9 @@ mod tests {
                  "version": {"sha256": "0123456789abcdef", "source": "file"},
                  "routes": [{"prefix": "/hello"}, {"prefix": "/api/hello"}]},
                 {"name": "chat", "state": "failed", "in_flight": 0, "max_concurrent": 8,
-                 "version": null, "routes": []}
+                 "version": null, "routes": []},
+                {"name": "yjs", "state": "ready", "in_flight": 0, "max_concurrent": 8,
+                 "version": null, "routes": [], "rooms": [{"path": "/yjs/{doc}"}]}
             ],
             "refused_manifests": [{"path": "plugins/x.toml", "reason": "x.toml:3: bad"}]
         });
@@ -397,6 +399,7 @@ mod tests {
             "NAME   STATE   VERSION              IN FLIGHT  ROUTES\n\
              hello  ready   0123456789ab (file)  0/500      /hello /api/hello\n\
              chat   failed  -                    0/8        -\n\
+             yjs    ready   -                    0/8        /yjs/{doc}\n\
              refused manifest plugins/x.toml: x.toml:3: bad\n"
         );
     }
