@@ -279,9 +279,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Dev { log, .. } => init_logging(log.log_format, true),
         _ => init_logging(LogFormat::Text, false),
     };
-    if matches!(cli.command, Command::Serve { .. } | Command::Dev { .. }) {
+    if matches!(cli.command, Command::Serve { .. }) {
         // What a server writes (the database, blobs, caches, Chromium's
-        // profiles, pushed manifests) is this user's alone.
+        // profiles, pushed manifests) is this user's alone. (Not `dev`:
+        // it runs the author's own builds, whose files are theirs to share.)
         rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     }
     match cli.command {
