@@ -248,7 +248,7 @@ async fn one_client_runs_a_bounded_number_of_a_plugins_requests() {
     let looping = Plugin {
         name: "loop",
         guest: "fixture_loop",
-        manifest: "[[routes]]\nprefix = \"/loop\"\n[limits]\ncpu_ms = 800\ntimeout_ms = 3000\n\
+        manifest: "[[routes]]\nprefix = \"/loop\"\n[limits]\ncpu_ms = 2500\ntimeout_ms = 6000\n\
                    max_concurrent_per_client = 2\n",
     };
     let server = TestServer::start(&[looping, HELLO]).await;
@@ -259,7 +259,9 @@ async fn one_client_runs_a_bounded_number_of_a_plugins_requests() {
             tokio::spawn(async move { send(c.get(url)).await.0 })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Both running (and seconds of their CPU time left, so that a loaded
+    // machine still sends the third while they run).
+    server.wait_in_flight("loop", 2).await;
     let (status, body) = send_json(c.get(server.at("/loop"))).await;
     assert_eq!(
         (status, error_code(&body)),
