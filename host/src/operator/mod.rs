@@ -339,7 +339,7 @@ fn status_text(p: &Value) -> String {
     if !history.is_empty() {
         let _ = writeln!(out, "versions, newest first (* serving):");
         for v in history.iter().rev() {
-            let mark = match v["sha256"] == p["active_sha256"] {
+            let mark = match v["sha256"] == p["version"]["sha256"] {
                 true => '*',
                 false => ' ',
             };

@@ -31,8 +31,17 @@ impl VersionHistory {
 
 /// Records an installed version (an upload, a changed file): it becomes
 /// the newest and the active one, and an earlier entry of it goes. The
-/// oldest are forgotten past `MAX_HISTORY`.
+/// active version installed again (its file read at a start, say) stays
+/// where it is: after a rollback, the newer versions stay ahead of it.
+/// The oldest are forgotten past `MAX_HISTORY`.
 pub fn record(history: &mut VersionHistory, installed: VersionRecord) {
+    if history
+        .active()
+        .is_some_and(|v| v.sha256 == installed.sha256)
+    {
+        history.active = Some(installed.sha256);
+        return;
+    }
     history.versions.retain(|v| v.sha256 != installed.sha256);
     history.active = Some(installed.sha256.clone());
     history.versions.push(installed);
@@ -158,6 +167,15 @@ mod tests {
         mark_active(&mut h, &back);
         assert_eq!(previous(&h).unwrap().sha256, "a", "twice goes further back");
         assert_eq!(shas(&h), ["a", "b", "c"], "nothing forgotten");
+        // A start reads the file, whose version is the active one: the
+        // order stays, and forward is still forward.
+        let file = VersionRecord {
+            sha256: "b".into(),
+            source: VersionSource::File,
+            activated_at_ms: 2,
+        };
+        record(&mut h, file);
+        assert_eq!(shas(&h), ["a", "b", "c"]);
         mark_active(&mut h, "a");
         assert!(previous(&h).is_none());
         mark_active(&mut h, "c");

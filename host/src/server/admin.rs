@@ -94,7 +94,6 @@ async fn plugin_json(state: &AppState, slot: &PluginSlot) -> Value {
         "rooms": rooms,
         "component_exists": component_exists,
         "history": history.versions,
-        "active_sha256": history.active().map(|v| v.sha256.clone()),
     })
 }
 

@@ -230,12 +230,16 @@ impl Guard {
     fn own_listener(&self, host: &str, port: u16) -> Option<SocketAddr> {
         let own = self.own.get().filter(|own| own.port() == port)?;
         let ip = match host.trim_start_matches('[').trim_end_matches(']') {
+            "localhost" if own.ip().is_loopback() => own.ip(),
             "localhost" => std::net::IpAddr::from(Ipv4Addr::LOCALHOST),
             literal => literal.parse().ok()?,
         };
-        let everywhere = own.ip().is_unspecified();
-        (ip == own.ip() || (ip.is_loopback() && (everywhere || own.ip().is_loopback())))
-            .then_some(SocketAddr::new(ip, port))
+        // Bound to all addresses: loopback reaches it (IPv4's only, for an
+        // IPv4 wildcard). Bound to one: that address exactly, so another
+        // server on another loopback address and the same port is not.
+        let wildcard_reaches =
+            own.ip().is_unspecified() && ip.is_loopback() && (own.is_ipv6() || ip.is_ipv4());
+        (ip == own.ip() || wildcard_reaches).then_some(SocketAddr::new(ip, port))
     }
 
     /// The renderer's own ports, to hold the DevTools port in.
@@ -517,6 +521,38 @@ mod tests {
             }
         }
         assert!(guard.check("93.184.216.34", 443).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn this_servers_own_listener_is_reached_and_nothing_beside_it() {
+        let own = |addr: &str| {
+            let guard = Guard::new(Vec::new(), Arc::new(ToLoopback));
+            guard.allow_own_listener(addr.parse().unwrap());
+            guard
+        };
+        let reached = |guard: &Guard, host: &'static str, port: u16| {
+            let guard = guard.clone();
+            async move { guard.check(host, port).await.is_ok() }
+        };
+        // Bound to one loopback address: that address, by IP or name.
+        let one = own("127.0.0.1:8787");
+        assert!(reached(&one, "127.0.0.1", 8787).await);
+        assert!(reached(&one, "localhost", 8787).await);
+        assert!(!reached(&one, "127.0.0.1", 8788).await, "another port");
+        assert!(!reached(&one, "127.0.0.2", 8787).await, "another address");
+        assert!(!reached(&one, "[::1]", 8787).await);
+        assert!(
+            !reached(&one, "rebind.example", 8787).await,
+            "names resolve"
+        );
+        // Bound to every IPv4 address: through IPv4's loopback.
+        let all = own("0.0.0.0:8787");
+        assert!(reached(&all, "127.0.0.1", 8787).await);
+        assert!(!reached(&all, "[::1]", 8787).await);
+        assert!(!reached(&all, "10.0.0.1", 8787).await);
+        // Before the server listens, nothing.
+        let none = Guard::new(Vec::new(), Arc::new(ToLoopback));
+        assert!(!reached(&none, "127.0.0.1", 8787).await);
     }
 
     #[tokio::test]
