@@ -78,8 +78,9 @@ impl Tally {
 }
 
 /// The plugins: hello, auth, CMS, transpile, render, AI (to `fake`) and
-/// chat rooms, with manifests as shipped (render without its rate limit,
-/// the AI quota above the soak's rate).
+/// chat rooms, with manifests as shipped but for the per-address rate
+/// limits (every soak client is 127.0.0.1; render's is left out, the
+/// transpiler's line dropped, the AI quota above the soak's rate).
 fn write_soak_plugins(dir: &Path, fake: &FakeAi) {
     let ai = crate::ai_server::manifest(fake, &crate::ai_server::providers(fake, ""), "");
     let shipped = |name: &str| {
@@ -87,7 +88,7 @@ fn write_soak_plugins(dir: &Path, fake: &FakeAi) {
         let text = std::fs::read_to_string(path).unwrap();
         // Without its `component = …` line: written again below.
         text.lines()
-            .filter(|l| !l.starts_with("component"))
+            .filter(|l| !l.starts_with("component") && !l.starts_with("rate_limit"))
             .collect::<Vec<_>>()
             .join("\n")
     };
