@@ -23,7 +23,8 @@ case "${1:-}" in
     # this machine, made once and kept with the data, unless one is given.
     if [ -z "${SPIKE_SECRET_JWT_HS256_KEY:-}" ]; then
       key="${SPIKE_DATA:-data}/dev-jwt-hs256.key"
-      mkdir -p "$(dirname "$key")"
+      # The data folder is the operator's alone (spike keeps it 0700).
+      (umask 077; mkdir -p "$(dirname "$key")")
       [ -s "$key" ] || (umask 077; head -c 32 /dev/urandom | base64 >"$key")
       SPIKE_SECRET_JWT_HS256_KEY=$(cat "$key")
       export SPIKE_SECRET_JWT_HS256_KEY
