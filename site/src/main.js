@@ -74,6 +74,7 @@ $('sign-in').addEventListener('submit', async (e) => {
 $('sign-out').addEventListener('click', () => {
   session.signOut();
   user = null;
+  ownCopy = null; // the signed-out user's own saved copy is theirs
   doc.setUser(identity());
   showUser();
 });
