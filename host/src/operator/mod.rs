@@ -126,41 +126,17 @@ pub async fn run(
                     }
                     (e, _) => e,
                 })?;
-            if !json {
-                return Ok(format!(
-                    "{name}: now serving {}\n",
-                    version_line(&answer["version"])
-                ));
-            }
-            answer
+            return Ok(swapped(answer, json, name, "now serving"));
         }
         PluginsCommand::Rollback { name } => {
             let path = format!("/_spike/plugins/{name}/rollback");
-            let answer = target
-                .call(Method::POST, &path, None)
-                .await
-                .map_err(|e| no_such_plugin(e, name))?;
-            if !json {
-                return Ok(format!(
-                    "{name}: back to {}\n",
-                    version_line(&answer["version"])
-                ));
-            }
-            answer
+            let answer = post(target, &path, name).await?;
+            return Ok(swapped(answer, json, name, "back to"));
         }
         PluginsCommand::Activate { name, version } => {
             let path = format!("/_spike/plugins/{name}/versions/{version}/activate");
-            let answer = target
-                .call(Method::POST, &path, None)
-                .await
-                .map_err(|e| no_such_plugin(e, name))?;
-            if !json {
-                return Ok(format!(
-                    "{name}: now serving {}\n",
-                    version_line(&answer["version"])
-                ));
-            }
-            answer
+            let answer = post(target, &path, name).await?;
+            return Ok(swapped(answer, json, name, "now serving"));
         }
         PluginsCommand::Remove { name } => {
             let path = format!("/_spike/plugins/{name}");
@@ -199,6 +175,23 @@ pub async fn run(
         "{}\n",
         serde_json::to_string_pretty(&answer).unwrap_or_default()
     ))
+}
+
+/// `POST path` about plugin `name`.
+async fn post(target: &Target, path: &str, name: &str) -> Result<Value, CommandError> {
+    (target.call(Method::POST, path, None).await).map_err(|e| no_such_plugin(e, name))
+}
+
+/// What to print of a swap's answer: the server's JSON, or `name: {done}
+/// <version>`.
+fn swapped(answer: Value, json: bool, name: &str, done: &str) -> String {
+    match json {
+        true => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&answer).unwrap_or_default()
+        ),
+        false => format!("{name}: {done} {}\n", version_line(&answer["version"])),
+    }
 }
 
 /// A guest's log line as people read it: time (UTC), stream, text.

@@ -221,9 +221,12 @@ pub async fn upload(
         .install(&name, NewVersion::Staged(staged), VersionSource::Upload)
         .await
         .map_err(load_error)?;
-    Ok(JsonLine(
-        json!({ "name": name, "version": version_json(&loaded) }),
-    ))
+    Ok(serving(&name, &loaded))
+}
+
+/// The answer to a swap: the plugin and the version it now serves.
+fn serving(name: &str, loaded: &LoadedPlugin) -> JsonLine<Value> {
+    JsonLine(json!({ "name": name, "version": version_json(loaded) }))
 }
 
 fn component_too_large(limit: u64) -> ApiError {
@@ -302,9 +305,7 @@ pub async fn rollback(
 ) -> Result<JsonLine<Value>, ApiError> {
     authorize(&state, &headers, peer.map(|Extension(p)| p))?;
     let loaded = state.registry.rollback(&name).await.map_err(load_error)?;
-    Ok(JsonLine(
-        json!({ "name": name, "version": version_json(&loaded) }),
-    ))
+    Ok(serving(&name, &loaded))
 }
 
 /// `POST /_spike/plugins/{name}/versions/{version}/activate`: serves the
@@ -318,9 +319,7 @@ pub async fn activate(
 ) -> Result<JsonLine<Value>, ApiError> {
     authorize(&state, &headers, peer.map(|Extension(p)| p))?;
     let loaded = (state.registry.activate_kept(&name, &version).await).map_err(load_error)?;
-    Ok(JsonLine(
-        json!({ "name": name, "version": version_json(&loaded) }),
-    ))
+    Ok(serving(&name, &loaded))
 }
 
 /// `DELETE /_spike/plugins/{name}`: the plugin stops serving (requests in
