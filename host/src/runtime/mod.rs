@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod compile_cache;
 pub mod dispatch;
 pub mod engine;
+mod kept;
 pub mod linker;
 pub mod live;
 pub mod loader;
