@@ -5,7 +5,8 @@
 //! - `runtime`: engine, compile cache, manifests, plugin registry (hot swap),
 //!   per-request stores and dispatch
 //! - `caps`: one module per capability a plugin may be granted
-//! - `storage`: the seam between capabilities and backends (redb today)
+//! - `storage`: the seam between capabilities and backends (redb, NATS
+//!   JetStream), the `spike-storage` crate
 //! - `bindings`: the Rust side of the `spike:host` WIT package
 //! - `metrics`: every series the host exports, in the Prometheus format
 //! - `log_sink`: the log, written to stdout in batches by a thread of its own
@@ -23,7 +24,8 @@ pub mod operator;
 pub mod project;
 pub mod runtime;
 pub mod server;
-pub mod storage;
+/// The bottom layer, a crate of its own (`storage/`).
+pub use spike_storage as storage;
 pub mod util;
 
 pub use config::ServerConfig;

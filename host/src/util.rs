@@ -1,61 +1,9 @@
 //! Small helpers every layer uses: the wall clock, hashes, names for
-//! temporary files, request headers as the WIT exports take them.
+//! temporary files and private folders (the storage crate's, which is the
+//! bottom layer), request headers as the WIT exports take them.
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use crate::storage::util::{now_ms, private_dir, private_file, sha256_hex, unique_suffix};
 
-/// A suffix for a temporary file that no other writer in any spike process
-/// uses: write to `name.<suffix>`, then rename into place.
-pub fn unique_suffix() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}-{}.tmp",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Creates `dir` (and its parents) if needed and makes it private to this
-/// user (0700): it holds every user's documents, KV values, room logs and
-/// keys. A folder that was open to others is tightened, and said so.
-pub fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-        tracing::warn!(
-            dir = %dir.display(),
-            "the data folder was readable by other users ({mode:o}); it is 700 now"
-        );
-    }
-    Ok(())
-}
-
-/// Makes the file at `path` readable and writable by this user only (0600).
-pub fn private_file(path: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
-    if mode != 0o600 {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    }
-    Ok(())
-}
-
-/// Lower-case hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
-}
 /// Headers as the guest exports that look at a request take them (the
 /// authenticator's `request-head`, the room handler's `connect`): names in
 /// lower case, values as bytes.

@@ -13,22 +13,6 @@ pub const MAX_HISTORY: usize = 50;
 /// enough not to match by accident.
 pub const MIN_PREFIX: usize = 4;
 
-impl VersionHistory {
-    /// The active version: the marked one, else (a history from before
-    /// the mark) the last.
-    pub fn active(&self) -> Option<&VersionRecord> {
-        let position = self.active_position()?;
-        self.versions.get(position)
-    }
-
-    fn active_position(&self) -> Option<usize> {
-        match &self.active {
-            Some(sha) => self.versions.iter().rposition(|v| &v.sha256 == sha),
-            None => self.versions.len().checked_sub(1),
-        }
-    }
-}
-
 /// Records an installed version (an upload, a changed file): it becomes
 /// the newest and the active one, and an earlier entry of it goes. The
 /// active version installed again (its file read at a start, say) stays

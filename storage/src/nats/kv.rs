@@ -13,9 +13,9 @@ use bytes::Bytes;
 use super::names::{scoped, token, unscoped};
 use super::stream::{Published, kv_values, last, publish, purge, subject};
 use super::{NatsBackend, StorageError};
-use crate::storage::kv_entry::{codec, incremented, live};
-use crate::storage::{KvBackend, KvEntry, KvKey, Page, Quota, Result, Usage};
+use crate::kv_entry::{codec, incremented, live};
 use crate::util::now_ms;
+use crate::{KvBackend, KvEntry, KvKey, Page, Quota, Result, Usage};
 
 /// The stored entry under a key and the revision a write over it expects.
 pub(super) struct Current {

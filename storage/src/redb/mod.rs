@@ -244,7 +244,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::Backends;
+    use crate::Backends;
 
     fn settings() -> StorageSettings {
         StorageSettings {
@@ -256,5 +256,5 @@ mod tests {
         Backends::open_redb(dir, &settings()).unwrap()
     }
 
-    crate::storage::conformance::suite!(open);
+    crate::conformance::suite!(open);
 }

@@ -304,7 +304,7 @@ async fn open_objects(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{Backends, Quota};
+    use crate::{Backends, Quota};
 
     /// The conformance suite against the test process's shared server,
     /// each check under a prefix of its own (the same for the same folder,
@@ -323,7 +323,7 @@ mod tests {
         .unwrap()
     }
 
-    crate::storage::conformance::suite!(open);
+    crate::conformance::suite!(open);
 
     /// Two nodes over the same prefix: once one fences a room, the other's
     /// appends are refused by the server, and nothing of them lands.
@@ -367,7 +367,7 @@ mod tests {
         let backend = NatsBackend::connect(&settings, dir.path(), &storage)
             .await
             .unwrap();
-        use crate::storage::{KvBackend, KvEntry};
+        use crate::{KvBackend, KvEntry};
         let entry = KvEntry {
             value: b"v".to_vec(),
             metadata: None,

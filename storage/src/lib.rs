@@ -1,5 +1,7 @@
-//! The storage seam: what the capabilities and the runtime need of a
-//! backend, as traits, and the plain records that cross it.
+//! spike's storage seam: what the host's capabilities and runtime need of
+//! a backend, as traits, and the plain records that cross it. The host's
+//! bottom layer: it depends on nothing of the host (it is a crate of its
+//! own so that no import can run back up).
 //!
 //! - `KvBackend`: namespaced keys with TTL and metadata, atomic increment.
 //! - `BlobBackend`: objects streamed in and out, with ranges and ETags.
@@ -19,9 +21,10 @@ mod messages;
 pub mod nats;
 pub mod redb;
 mod spool;
+pub mod util;
 
 #[cfg(test)]
-pub(crate) mod conformance;
+mod conformance;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -313,6 +316,22 @@ pub struct VersionHistory {
     /// have none, and their last version is the active one.
     #[serde(default)]
     pub active: Option<String>,
+}
+
+impl VersionHistory {
+    /// The active version: the marked one, else (a history from before
+    /// the mark) the last.
+    pub fn active(&self) -> Option<&VersionRecord> {
+        let position = self.active_position()?;
+        self.versions.get(position)
+    }
+
+    pub fn active_position(&self) -> Option<usize> {
+        match &self.active {
+            Some(sha) => self.versions.iter().rposition(|v| &v.sha256 == sha),
+            None => self.versions.len().checked_sub(1),
+        }
+    }
 }
 
 /// Component versions, by SHA-256, and each plugin's history.

@@ -9,9 +9,9 @@ use redb::ReadableTable;
 use super::group_commit::GroupCommit;
 use super::usage::{self, Kind, Ledger, USAGE};
 use super::{Inner, KV_ENTRIES, KV_EXPIRY, RedbBackend, blocking, list_scope};
-use crate::storage::kv_entry::{codec, incremented, live};
-use crate::storage::{KvBackend, KvEntry, KvKey, Page, Quota, Result, StorageError, Usage};
+use crate::kv_entry::{codec, incremented, live};
 use crate::util::now_ms;
+use crate::{KvBackend, KvEntry, KvKey, Page, Quota, Result, StorageError, Usage};
 
 fn corrupt(ns: &str, key: &str) -> StorageError {
     StorageError::Corrupt(format!("kv entry {ns}/{key}"))
@@ -357,7 +357,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::storage::StorageSettings;
+    use crate::StorageSettings;
 
     fn open() -> (tempfile::TempDir, Arc<RedbBackend>) {
         open_sweeping_every(Duration::from_secs(3600))

@@ -22,12 +22,12 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use super::names::{scoped, token, unscoped};
 use super::stream::{Published, kv_values, last, publish, purge, subject};
 use super::{Inner, NatsBackend, OrFailed};
-use crate::storage::spool::{Spool, Spooled};
-use crate::storage::{
+use crate::spool::{Spool, Spooled};
+use crate::util::now_ms;
+use crate::{
     BlobBackend, ObjectBody, ObjectInfo, ObjectUpload, OpenObject, Page, Quota, Result,
     StorageError, Usage,
 };
-use crate::util::now_ms;
 
 /// How long a body outlives the last object that pointed at it: readers
 /// that opened it before an overwrite have this long to finish.

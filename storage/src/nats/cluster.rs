@@ -14,9 +14,7 @@ use std::time::Duration;
 
 use super::stream::{Published, kv_values, last, publish, subject};
 use super::{NatsBackend, OrFailed, open_kv};
-use crate::storage::{
-    Call, Cluster, Link, NODE_STATUS_TTL, NodeStatus, Result, RoomClaim, StorageError,
-};
+use crate::{Call, Cluster, Link, NODE_STATUS_TTL, NodeStatus, Result, RoomClaim, StorageError};
 
 pub struct NatsCluster {
     backend: NatsBackend,

@@ -15,12 +15,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 
 use super::usage::{self, Kind, USAGE};
 use super::{BLOB_OBJECTS, BLOB_REFS, Inner, RedbBackend, blocking, list_scope};
-use crate::storage::spool::Spool;
-use crate::storage::{
+use crate::spool::Spool;
+use crate::util::now_ms;
+use crate::{
     BlobBackend, ObjectBody, ObjectInfo, ObjectUpload, OpenObject, Page, Quota, Result,
     StorageError, Usage,
 };
-use crate::util::now_ms;
 
 /// What redb keeps about an object (the key is the table's).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -354,7 +354,7 @@ impl BlobBackend for RedbBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::StorageSettings;
+    use crate::StorageSettings;
 
     fn open(dir: &Path) -> Arc<RedbBackend> {
         let settings = StorageSettings {

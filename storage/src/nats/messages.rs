@@ -14,7 +14,7 @@ use futures::stream::BoxStream;
 
 use super::names::token;
 use super::{NatsBackend, OrFailed};
-use crate::storage::{Call, Link, LinkSender, Result, StorageError};
+use crate::{Call, Link, LinkSender, Result, StorageError};
 
 fn node_subject(backend: &NatsBackend, node: &str) -> String {
     format!("{}.node.{}", backend.prefix(), token(node))

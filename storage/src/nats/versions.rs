@@ -8,7 +8,7 @@ use tokio::io::AsyncReadExt;
 use super::names::token;
 use super::stream::{last, publish, subject};
 use super::{NatsBackend, OrFailed};
-use crate::storage::{Result, StorageError, VersionHistory, VersionStore};
+use crate::{Result, StorageError, VersionHistory, VersionStore};
 
 #[async_trait::async_trait]
 impl VersionStore for NatsBackend {

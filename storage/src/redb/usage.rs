@@ -12,7 +12,7 @@ use redb::{ReadableTable, TableDefinition};
 
 use super::rooms::{ROOM_EVENTS, ROOM_SNAPSHOTS};
 use super::{BLOB_OBJECTS, KV_ENTRIES};
-use crate::storage::{Result, StorageError, Usage};
+use crate::{Result, StorageError, Usage};
 
 /// ("kv" | "blob" | "room", name) -> (bytes, items).
 pub(super) const USAGE: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new("usage");
@@ -127,10 +127,8 @@ pub(super) fn rebuild(db: &redb::Database) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::redb::RedbBackend;
-    use crate::storage::{
-        BlobBackend, KvBackend, KvEntry, Quota, RoomLog, RoomSnapshot, StorageSettings,
-    };
+    use crate::redb::RedbBackend;
+    use crate::{BlobBackend, KvBackend, KvEntry, Quota, RoomLog, RoomSnapshot, StorageSettings};
     use bytes::Bytes;
     use std::sync::Arc;
 

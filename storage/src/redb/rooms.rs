@@ -15,7 +15,7 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use super::group_commit::GroupCommit;
 use super::usage::{self, Kind, USAGE};
 use super::{Inner, RedbBackend, blocking};
-use crate::storage::{Quota, Result, RoomLog, RoomLogHead, RoomSnapshot, StorageError, Usage};
+use crate::{Quota, Result, RoomLog, RoomLogHead, RoomSnapshot, StorageError, Usage};
 
 /// Events: (room, number) -> the event as its owner encoded it.
 pub(super) const ROOM_EVENTS: TableDefinition<(&str, u64), &[u8]> =

@@ -25,7 +25,7 @@ use tokio::io::AsyncReadExt;
 use super::names::{scoped, token};
 use super::stream::{Published, last, publish, purge, read_to_now, subject};
 use super::{NatsBackend, OrFailed};
-use crate::storage::{Quota, Result, RoomLog, RoomLogHead, RoomSnapshot, StorageError};
+use crate::{Quota, Result, RoomLog, RoomLogHead, RoomSnapshot, StorageError};
 
 /// What a node last saw of a room's subject.
 #[derive(Debug, Clone, Copy)]

@@ -20,7 +20,7 @@ pub type Open = dyn Fn(&Path) -> Backends + Sync;
 /// One `#[tokio::test]` per check, for a backend's `open`.
 macro_rules! suite {
     ($open:ident) => {
-        $crate::storage::conformance::suite!(@each $open;
+        $crate::conformance::suite!(@each $open;
             kv_set_get_delete, kv_metadata_and_ttl, kv_pages_with_cursors,
             kv_increment_is_atomic, blob_streams_large_objects, blob_ranges_and_metadata,
             blob_pages_with_cursors, blob_shared_bodies_and_abandoned_uploads,
@@ -33,7 +33,7 @@ macro_rules! suite {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $check() {
                     let dir = tempfile::tempdir().unwrap();
-                    $crate::storage::conformance::$check(dir.path(), &super::$open).await;
+                    $crate::conformance::$check(dir.path(), &super::$open).await;
                 }
             )*
         }

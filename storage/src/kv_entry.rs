@@ -6,7 +6,7 @@ use super::{KvEntry, StorageError};
 /// The byte layout of a stored entry:
 /// `[version=1][expires_at u64 LE, 0 = never][metadata length u32 LE, MAX = none][metadata][value]`.
 pub mod codec {
-    use crate::storage::KvEntry;
+    use crate::KvEntry;
 
     const VERSION: u8 = 1;
     const HEADER: usize = 1 + 8 + 4;

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use super::{Inner, PLUGIN_VERSIONS, RedbBackend, blocking};
-use crate::storage::{Result, StorageError, VersionHistory, VersionStore};
 use crate::util::unique_suffix;
+use crate::{Result, StorageError, VersionHistory, VersionStore};
 
 impl Inner {
     fn version_path(&self, sha256: &str) -> PathBuf {

@@ -9,7 +9,7 @@
 use std::sync::{Weak, mpsc};
 
 use super::Inner;
-use crate::storage::{Result, StorageError};
+use crate::{Result, StorageError};
 
 /// At most this many writes go into one transaction, so that one commit
 /// cannot grow without bound under a flood.
