@@ -4,6 +4,9 @@
 //! - `server`: the listener, routing to plugins, the admin API, errors
 //! - `runtime`: engine, compile cache, manifests, plugin registry (hot swap),
 //!   per-request stores and dispatch
+//! - `objects`: owned objects: one owner per object across the nodes of a
+//!   cluster, its inbox, lease, idle time and hibernation (rooms are one
+//!   kind)
 //! - `caps`: one module per capability a plugin may be granted
 //! - `storage`: the seam between capabilities and backends (redb, NATS
 //!   JetStream), the `spike-storage` crate
@@ -20,6 +23,7 @@ pub mod config;
 pub mod fuzz;
 pub mod log_sink;
 pub mod metrics;
+pub mod objects;
 pub mod operator;
 pub mod project;
 pub mod runtime;

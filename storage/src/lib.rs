@@ -421,16 +421,17 @@ pub trait Cluster: Send + Sync {
     /// still `revision`; whether it did.
     async fn set_number(&self, key: &str, value: u64, revision: u64, ttl: Duration)
     -> Result<bool>;
-    /// Claims the lease of `room` for this node, lapsing after `ttl`
-    /// unless renewed, or says which node holds it. A lease this node
-    /// holds already is written again (a fresh revision): the caller
-    /// makes sure one owner at a time claims.
-    async fn claim_room(&self, room: &str, ttl: Duration) -> Result<RoomClaim>;
+    /// Claims the lease of `object` (a room, say: whatever has one owner
+    /// in the cluster) for this node, lapsing after `ttl` unless renewed,
+    /// or says which node holds it. A lease this node holds already is
+    /// written again (a fresh revision): the caller makes sure one owner
+    /// at a time claims.
+    async fn claim_lease(&self, object: &str, ttl: Duration) -> Result<LeaseClaim>;
     /// Renews a lease held at `revision`; its new revision, or `None` if
     /// the lease is no longer this node's (it lapsed, another node took it).
-    async fn renew_room(&self, room: &str, revision: u64, ttl: Duration) -> Result<Option<u64>>;
+    async fn renew_lease(&self, object: &str, revision: u64, ttl: Duration) -> Result<Option<u64>>;
     /// Gives a lease back, if it is still held at `revision`.
-    async fn release_room(&self, room: &str, revision: u64) -> Result<()>;
+    async fn release_lease(&self, object: &str, revision: u64) -> Result<()>;
     /// Shares `plugin`'s manifest (pushed through the admin API) with
     /// every node.
     async fn share_manifest(&self, plugin: &str, text: &str) -> Result<()>;
@@ -453,9 +454,9 @@ pub trait Cluster: Send + Sync {
     async fn answer_link(&self, id: &str) -> Result<Link>;
 }
 
-/// Who owns a room across the nodes of a cluster.
+/// Who owns an object (a room) across the nodes of a cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RoomClaim {
+pub enum LeaseClaim {
     /// This node does, at this revision of the lease.
     Ours(u64),
     /// Another node does.
@@ -528,11 +529,18 @@ impl Backends {
 
 /// See `Backends::liveness`: raised by a backend once it has closed.
 #[derive(Clone)]
-pub struct Liveness(Arc<std::sync::atomic::AtomicBool>);
+pub struct Liveness(tokio::sync::watch::Receiver<bool>);
 
 impl Liveness {
-    pub fn is_open(&self) -> bool {
-        !self.0.load(std::sync::atomic::Ordering::Acquire)
+    /// A backend's flag, lowered.
+    pub(crate) fn flag() -> tokio::sync::watch::Sender<bool> {
+        tokio::sync::watch::Sender::new(false)
+    }
+
+    /// Waits until the backend has closed (its flag raised, or gone with
+    /// it).
+    pub async fn closed(mut self) {
+        let _ = self.0.wait_for(|closed| *closed).await;
     }
 }
 

@@ -56,3 +56,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+/// What a lock guards, even if a holder panicked with it: one panicked
+/// request must not fail every later one that takes the lock. spike's
+/// locks are held for short changes of a table or a counter, which a panic
+/// elsewhere in the request does not leave half made (the locking rules:
+/// `docs/ARCHITECTURE.md`).
+pub fn unpoisoned<T>(locked: std::sync::LockResult<T>) -> T {
+    locked.unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -18,7 +18,7 @@ mod services;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
@@ -118,10 +118,7 @@ impl RunningServer {
         let storage = self.storage.clone();
         drop(self);
         // Guests still streaming a body hold the storage; give them a moment.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while storage.is_open() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), storage.closed()).await;
     }
 }
 

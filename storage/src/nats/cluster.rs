@@ -2,7 +2,7 @@
 //! `P_nodes` (each published with a TTL, so a node that dies drops out),
 //! the plugin histories' changes, watched on `P_plugins`, manifests pushed
 //! through the admin API (`P_manifests`), shared numbers (`P_numbers`,
-//! changed by compare-and-set), room leases (`P_leases`), and calls and
+//! changed by compare-and-set), object leases (`P_leases`: rooms), and calls and
 //! links between nodes (`messages`).
 
 use async_nats::jetstream::kv::{Operation, Store};
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use super::stream::{Published, kv_values, last, publish, subject};
 use super::{NatsBackend, OrFailed, open_kv};
-use crate::{Call, Cluster, Link, NODE_STATUS_TTL, NodeStatus, Result, RoomClaim, StorageError};
+use crate::{Call, Cluster, LeaseClaim, Link, NODE_STATUS_TTL, NodeStatus, Result, StorageError};
 
 pub struct NatsCluster {
     backend: NatsBackend,
@@ -22,7 +22,7 @@ pub struct NatsCluster {
     nodes: Store,
     /// Shared numbers: quotas' states (`P_numbers`).
     numbers: Store,
-    /// Room leases (`P_leases`): which node owns each open room.
+    /// Object leases (`P_leases`): which node owns each open room.
     leases: Store,
     /// Manifests pushed through the admin API (`P_manifests`), by plugin.
     manifests: Store,
@@ -30,7 +30,7 @@ pub struct NatsCluster {
     instance: String,
 }
 
-/// A room's lease as stored.
+/// An object's lease as stored.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Lease {
     node: String,
@@ -138,31 +138,31 @@ impl Cluster for NatsCluster {
         Ok(matches!(done, Published::Stored(_)))
     }
 
-    async fn claim_room(&self, room: &str, ttl: Duration) -> Result<RoomClaim> {
-        let key = token(room);
+    async fn claim_lease(&self, object: &str, ttl: Duration) -> Result<LeaseClaim> {
+        let key = token(object);
         loop {
             let (value, revision) = last(&self.leases, &key).await?;
             if let Some(raw) = value {
                 let holder: Lease = serde_json::from_slice(&raw)
-                    .map_err(|e| StorageError::Corrupt(format!("the lease of {room}: {e}")))?;
+                    .map_err(|e| StorageError::Corrupt(format!("the lease of {object}: {e}")))?;
                 // This node's lease (or a previous run's, under the same
                 // name) is refreshed; another node keeps it until it lapses.
                 if holder.node != self.node {
-                    return Ok(RoomClaim::Theirs(holder.node));
+                    return Ok(LeaseClaim::Theirs(holder.node));
                 }
             }
             if let Some(revision) = self.write_lease(&key, revision, ttl).await? {
-                return Ok(RoomClaim::Ours(revision));
+                return Ok(LeaseClaim::Ours(revision));
             }
         }
     }
 
-    async fn renew_room(&self, room: &str, revision: u64, ttl: Duration) -> Result<Option<u64>> {
-        self.write_lease(&token(room), revision, ttl).await
+    async fn renew_lease(&self, object: &str, revision: u64, ttl: Duration) -> Result<Option<u64>> {
+        self.write_lease(&token(object), revision, ttl).await
     }
 
-    async fn release_room(&self, room: &str, revision: u64) -> Result<()> {
-        let subject = subject(&self.leases, &token(room));
+    async fn release_lease(&self, object: &str, revision: u64) -> Result<()> {
+        let subject = subject(&self.leases, &token(object));
         super::stream::purge(&self.backend.inner.js, subject, Some(revision)).await?;
         Ok(())
     }

@@ -36,7 +36,6 @@ mod versions;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv::Store, object_store::ObjectStore};
@@ -132,7 +131,7 @@ struct Inner {
     room_heads: std::sync::Mutex<HashMap<String, rooms::Seen>>,
     /// Increments waiting for their key's writer (see `kv`).
     increments: kv::Increments,
-    closed: Arc<AtomicBool>,
+    closed: tokio::sync::watch::Sender<bool>,
     sweeper: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
 }
 
@@ -141,7 +140,7 @@ impl Drop for Inner {
         if let Some(sweeper) = self.sweeper.lock().unwrap().take() {
             sweeper.abort();
         }
-        self.closed.store(true, Ordering::Release);
+        self.closed.send_replace(true);
     }
 }
 
@@ -249,7 +248,7 @@ impl NatsBackend {
                 uploads_dir,
                 room_heads: Default::default(),
                 increments: Default::default(),
-                closed: Arc::new(AtomicBool::new(false)),
+                closed: Liveness::flag(),
                 sweeper: Default::default(),
             }),
         };
@@ -262,7 +261,7 @@ impl NatsBackend {
     }
 
     pub fn liveness(&self) -> Liveness {
-        Liveness(self.inner.closed.clone())
+        Liveness(self.inner.closed.subscribe())
     }
 
     /// The connection, for what the cluster does besides storage.

@@ -72,7 +72,7 @@ impl Drop for RedbBackend {
 /// same folder again must wait for the flag, not for the count.
 struct ClosingDb {
     db: Option<Database>,
-    closed: Arc<std::sync::atomic::AtomicBool>,
+    closed: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::ops::Deref for ClosingDb {
@@ -88,8 +88,7 @@ impl std::ops::Deref for ClosingDb {
 impl Drop for ClosingDb {
     fn drop(&mut self) {
         drop(self.db.take());
-        self.closed
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.closed.send_replace(true);
     }
 }
 
@@ -156,7 +155,7 @@ impl RedbBackend {
         let inner = Arc::new(Inner {
             db: ClosingDb {
                 db: Some(db),
-                closed: Arc::default(),
+                closed: Liveness::flag(),
             },
             root: root.to_path_buf(),
             blob_fs: Mutex::new(()),
@@ -184,7 +183,7 @@ impl RedbBackend {
     }
 
     pub(super) fn liveness(&self) -> Liveness {
-        Liveness(self.inner.db.closed.clone())
+        Liveness(self.inner.db.closed.subscribe())
     }
 }
 

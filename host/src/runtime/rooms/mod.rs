@@ -16,7 +16,6 @@ mod forward;
 pub(crate) mod frames;
 mod handler;
 pub mod livestore;
-mod mailbox;
 mod owner;
 pub mod text;
 pub mod yjs;
@@ -26,18 +25,18 @@ pub use frames::Frame;
 /// bounded, never waited on by the owner (a full queue drops the member).
 pub type Inbox = mailbox::Receiver<Delivery>;
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::caps::identity::Caller;
 use crate::metrics::Metrics;
+use crate::objects::{Directory, OpenError, mailbox};
 use crate::runtime::PluginRegistry;
 use crate::runtime::manifest::{RoomLimits, RoomRoute};
-use crate::storage::{Cluster, RoomClaim, RoomLog, StorageError};
+use crate::storage::{Cluster, RoomLog, StorageError};
 use owner::Command;
 
 /// How many commands may wait for an owner before connections wait to
@@ -54,24 +53,17 @@ const ROOM_LEASE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Every open room of the host.
 pub struct RoomHub {
-    rooms: Mutex<HashMap<Arc<str>, mailbox::Sender<Command>>>,
+    /// The rooms open on this node, each an owned object (`objects`): one
+    /// owner task, on one node of a cluster.
+    rooms: Arc<Directory<Command>>,
     log: Arc<dyn RoomLog>,
     /// Where room handlers are found (the plugin's active version).
     registry: Arc<PluginRegistry>,
     metrics: Arc<Metrics>,
-    /// Raised once, when the host stops: every owner closes its members
-    /// and ends.
-    stopping: tokio::sync::watch::Sender<bool>,
     /// Room sockets of the whole host: one permit each, held as long as it
     /// is open.
     sockets: Arc<tokio::sync::Semaphore>,
     max_sockets: std::sync::atomic::AtomicUsize,
-    /// The other nodes, when the log is shared: an owner needs the room's
-    /// lease first.
-    cluster: Option<Arc<dyn Cluster>>,
-    /// One room opened at a time on this node, so that two joins of a
-    /// room that is not open claim its lease once.
-    opening: tokio::sync::Mutex<()>,
 }
 
 /// Which room: the plugin and room route that declare it, and its id.
@@ -396,13 +388,10 @@ impl RoomHub {
         metrics: &Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
-            cluster,
-            opening: tokio::sync::Mutex::new(()),
-            rooms: Mutex::default(),
+            rooms: Directory::new("room", cluster, ROOM_LEASE),
             log,
             registry: registry.clone(),
             metrics: metrics.clone(),
-            stopping: tokio::sync::watch::Sender::new(false),
             sockets: Arc::new(tokio::sync::Semaphore::new(
                 crate::config::DEFAULT_MAX_ROOM_CONNECTIONS,
             )),
@@ -423,11 +412,7 @@ impl RoomHub {
     /// Closes every room (its members get 1001) and waits, up to
     /// `deadline`, for their owners to end.
     pub async fn stop(&self, deadline: std::time::Duration) {
-        self.stopping.send_replace(true);
-        let until = tokio::time::Instant::now() + deadline;
-        while self.open_rooms() > 0 && tokio::time::Instant::now() < until {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        self.rooms.stop(deadline).await;
     }
 
     /// Joins `room`, opening it if it is not open; on a cluster, through
@@ -442,7 +427,7 @@ impl RoomHub {
 
     /// Serves joins that other nodes forward to this one (on a cluster).
     pub fn serve_other_nodes(self: &Arc<Self>) {
-        if let Some(cluster) = &self.cluster {
+        if let Some(cluster) = self.rooms.cluster() {
             tokio::spawn(forward::serve(self.clone(), cluster.clone()));
         }
     }
@@ -463,7 +448,7 @@ impl RoomHub {
         request: JoinRequest,
         may_forward: bool,
     ) -> Result<Joined, JoinError> {
-        if *self.stopping.borrow() {
+        if self.rooms.stopping() {
             return Err(JoinError::Unavailable("the server is stopping".into()));
         }
         let Ok(permit) = self.sockets.clone().try_acquire_owned() else {
@@ -481,24 +466,21 @@ impl RoomHub {
         // An owner that is ending hands joins back (or has closed its
         // inbox): try a new one. A few tries: an owner ends only when idle.
         for _ in 0..8 {
-            let opened = match self.open_owner(&name) {
-                Some(owner) => Ok(owner),
-                None => self.open(&name, room).await,
-            };
-            let owner = match (opened, &self.cluster) {
+            let owner = match (self.open(&name, room).await, self.rooms.cluster()) {
                 (Ok(owner), _) => owner,
-                (Err(JoinError::Elsewhere(node)), Some(cluster)) if may_forward => {
+                (Err(OpenError::Elsewhere(node)), Some(cluster)) if may_forward => {
                     let mut joined = forward::join(self, cluster, node, room, *request).await?;
                     joined.membership._socket = Some(permit);
                     return Ok(joined);
                 }
-                (Err(e), _) => return Err(e),
+                (Err(OpenError::Elsewhere(node)), _) => return Err(JoinError::Elsewhere(node)),
+                (Err(OpenError::Unavailable(why)), _) => return Err(JoinError::Unavailable(why)),
             };
             let (reply, outcome) = oneshot::channel();
             let join = Command::Join { request, reply };
             request = match owner.send(join).await {
                 Err(mailbox::SendError(Command::Join { request, .. })) => {
-                    self.forget(&name, &owner);
+                    self.rooms.forget(&name, &owner);
                     request
                 }
                 Err(_) => unreachable!("the command sent was a join"),
@@ -516,71 +498,24 @@ impl RoomHub {
         Err(JoinError::Unavailable("the room kept closing".into()))
     }
 
-    /// The owner of `name`, if the room is open here.
-    fn open_owner(&self, name: &str) -> Option<mailbox::Sender<Command>> {
-        let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        rooms.get(name).filter(|owner| !owner.is_closed()).cloned()
-    }
-
-    /// Opens `name` on this node: on a cluster, once its lease is this
-    /// node's.
+    /// The owner of `name`, opening the room on this node if it is not
+    /// open: on a cluster, once its lease is this node's.
     async fn open(
         self: &Arc<Self>,
         name: &Arc<str>,
         room: &RoomAddress<'_>,
-    ) -> Result<mailbox::Sender<Command>, JoinError> {
-        let _one_at_a_time = self.opening.lock().await;
-        if let Some(owner) = self.open_owner(name) {
-            return Ok(owner);
-        }
-        let lease = match &self.cluster {
-            None => None,
-            Some(cluster) => match cluster.claim_room(name, ROOM_LEASE).await {
-                Ok(RoomClaim::Ours(revision)) => Some(owner::Lease {
-                    cluster: cluster.clone(),
-                    revision,
-                    ttl: ROOM_LEASE,
-                }),
-                Ok(RoomClaim::Theirs(node)) => return Err(JoinError::Elsewhere(node)),
-                Err(e) => return Err(JoinError::Unavailable(e.to_string())),
-            },
+    ) -> Result<mailbox::Sender<Command>, OpenError> {
+        let start = |inbox, inbox_tx: &_, lease| {
+            owner::spawn(self.clone(), name.clone(), room, inbox, inbox_tx, lease);
         };
-        let (tx, rx) = mailbox::channel(OWNER_INBOX, OWNER_INBOX_BYTES);
-        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        rooms.insert(name.clone(), tx.clone());
-        owner::spawn(self.clone(), name.clone(), room, rx, &tx, lease);
-        Ok(tx)
-    }
-
-    /// Removes `name`'s entry if it is still `owner`.
-    fn forget(&self, name: &str, owner: &mailbox::Sender<Command>) {
-        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        if rooms.get(name).is_some_and(|o| o.same_channel(owner)) {
-            rooms.remove(name);
-        }
-    }
-
-    /// An owner with no members asks to end: yes if no command waits for
-    /// it, and then no new one can reach it (it leaves the registry under
-    /// the lock that joins take it from).
-    fn retire(&self, name: &str, inbox: &mailbox::Receiver<Command>) -> bool {
-        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        if !inbox.is_empty() {
-            return false;
-        }
-        rooms.remove(name);
-        true
-    }
-
-    /// Removes `name` whatever waits for it (the host is stopping).
-    fn retire_now(&self, name: &str) {
-        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        rooms.remove(name);
+        self.rooms
+            .open(name, start, (OWNER_INBOX, OWNER_INBOX_BYTES))
+            .await
     }
 
     /// Rooms open now.
     pub fn open_rooms(&self) -> usize {
-        self.rooms.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.rooms.len()
     }
 }
 

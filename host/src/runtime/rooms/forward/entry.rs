@@ -12,7 +12,7 @@ use super::{
     Outgoing, Request, WireCaller, halves, kick_of,
 };
 use crate::metrics::Metrics;
-use crate::runtime::rooms::mailbox::{self, TrySendError};
+use crate::objects::mailbox::{self, TrySendError};
 use crate::runtime::rooms::{
     Delivery, Frame, JoinError, JoinRequest, Joined, Kick, Line, Membership, RoomAddress, RoomGone,
     RoomHub,
@@ -89,7 +89,7 @@ pub async fn join(
         kick: Some(kick),
         plugin: room.plugin.into(),
         metrics: hub.metrics.clone(),
-        stopping: hub.stopping.subscribe(),
+        stopping: hub.rooms.stop_signal(),
         _gauge: LinkGauge::new(&hub.metrics, room.plugin, "entry"),
     };
     tokio::spawn(pump.run(gone));

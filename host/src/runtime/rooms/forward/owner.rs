@@ -19,7 +19,7 @@ use crate::storage::{Call, Cluster};
 /// Serves the joins other nodes forward to this one, until the host
 /// stops.
 pub async fn serve(hub: Arc<RoomHub>, cluster: Arc<dyn Cluster>) {
-    let mut stopping = hub.stopping.subscribe();
+    let mut stopping = hub.rooms.stop_signal();
     loop {
         let listen = async {
             match cluster.calls().await {

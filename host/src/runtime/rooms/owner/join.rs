@@ -10,11 +10,11 @@ use super::state::Content;
 use super::{Bucket, Member, Owner, Pending, livestore};
 use crate::bindings::exports::spike::host::room_handler::Connect;
 use crate::metrics::Metrics;
+use crate::objects::mailbox;
 use crate::runtime::manifest::RoomProtocol;
 use crate::runtime::rooms::frames::{self, Frame, MemberInfo, WelcomeText};
 use crate::runtime::rooms::handler::{Answer, Call, Handler};
 use crate::runtime::rooms::livestore::Dialect;
-use crate::runtime::rooms::mailbox;
 use crate::runtime::rooms::{
     CatchUp, CatchUpForm, JoinError, JoinRequest, Joined, Line, Membership, next_connection_id,
 };

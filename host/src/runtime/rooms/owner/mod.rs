@@ -18,7 +18,6 @@
 
 mod events;
 mod join;
-mod lease;
 mod livestore;
 mod state;
 
@@ -32,17 +31,13 @@ use tokio::sync::oneshot;
 
 use super::frames::{self, Frame, MemberInfo};
 use super::handler::{Call, Handler};
-use super::mailbox;
 use super::{Delivery, JoinOutcome, JoinRequest, Kick, RoomAddress, RoomHub};
 use crate::caps::identity::Caller;
 use crate::caps::rooms::{MemberEntry, RoomEvent};
 use crate::metrics::{Metrics, PluginLabel};
+use crate::objects::{self, Ending, Lease, Object, mailbox};
 use crate::runtime::manifest::{RoomLimits, RoomProtocol};
-pub(super) use lease::Lease;
 use state::{Content, State};
-
-/// Commands taken as one batch at most.
-const MAX_BATCH: usize = 512;
 
 /// How long a room with no members stays open (for a reconnect) before
 /// its owner ends, if its `idle` is longer: empty rooms must not pile up
@@ -157,9 +152,10 @@ impl Pending {
 
 struct Owner {
     hub: Arc<RoomHub>,
-    /// On a cluster: the lease, and when it was last renewed.
-    lease: Option<(Lease, Instant)>,
-    /// Another node owns the room now: close everyone and end.
+    /// On a cluster (its owner task holds the room's lease).
+    clustered: bool,
+    /// Another node owns the room now (it appended to the log): close
+    /// everyone and end.
     moved: bool,
     /// Whether the log was fenced (before the first read of it).
     fenced: bool,
@@ -186,6 +182,7 @@ struct Owner {
     deliveries: Counter,
 }
 
+/// Starts the owner of the room `name`.
 pub(super) fn spawn(
     hub: Arc<RoomHub>,
     name: Arc<str>,
@@ -201,13 +198,13 @@ pub(super) fn spawn(
     let metrics = &hub.metrics;
     metrics.rooms_open.inc();
     let owner = Owner {
-        lease: lease.map(|l| (l, Instant::now())),
+        clustered: lease.is_some(),
         moved: false,
         fenced: false,
         events: metrics.room_events.get_or_create_owned(&label),
         deliveries: metrics.room_deliveries.get_or_create_owned(&label),
         hub: hub.clone(),
-        name,
+        name: name.clone(),
         id: room.id.to_string(),
         plugin,
         protocol: room.route.protocol,
@@ -219,119 +216,63 @@ pub(super) fn spawn(
         state: None,
         departed: Vec::new(),
     };
-    // Boxed, and the batch's work boxed when it runs (`run`): an open
-    // room's task then holds a small future while it waits.
-    tokio::spawn(Box::new(owner).run(inbox));
+    objects::spawn(hub.rooms.clone(), name, owner, inbox, lease);
 }
 
-/// Joins an ending owner did not take: each goes back to the hub, to a
-/// new owner.
-fn hand_back_joins(commands: impl Iterator<Item = Command>) {
-    for command in commands {
-        if let Command::Join { request, reply } = command {
-            let _ = reply.send(JoinOutcome::Closing(request));
+impl Object for Owner {
+    type Command = Command;
+
+    fn idle(&self) -> std::time::Duration {
+        if self.members.is_empty() {
+            self.limits.idle.min(EMPTY_ROOM_GRACE)
+        } else {
+            self.limits.idle
         }
     }
-}
 
-impl Owner {
-    async fn run(mut self: Box<Self>, mut inbox: mailbox::Receiver<Command>) {
-        let mut stopping = self.hub.stopping.subscribe();
-        let renew_every = (self.lease.as_ref())
-            .map_or(std::time::Duration::from_secs(86_400), |(l, _)| l.ttl / 4);
-        let mut renew =
-            tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
-        let mut active_at = tokio::time::Instant::now();
-        loop {
-            // A batch's own vector: one kept across batches would keep the
-            // largest batch's size in every open room.
-            let mut batch = Vec::new();
-            let wait = if self.members.is_empty() {
-                self.limits.idle.min(EMPTY_ROOM_GRACE)
-            } else {
-                self.limits.idle
-            };
-            // What woke the owner; acted on once the select is over (the
-            // stop signal's guard must not be held across an await).
-            enum Woke<T> {
-                Inbox(T),
-                Renew,
-                Stopping,
-            }
-            let woke = tokio::select! {
-                next = tokio::time::timeout_at(active_at + wait, inbox.recv()) => Woke::Inbox(next),
-                _ = renew.tick(), if self.lease.is_some() => Woke::Renew,
-                _ = stopping.wait_for(|stop| *stop) => Woke::Stopping,
-            };
-            let next = match woke {
-                Woke::Inbox(next) => next,
-                Woke::Renew => {
-                    self.renew_lease().await;
-                    if self.moved {
-                        self.close_all(Kick::MOVED, "moved");
-                        break;
-                    }
-                    continue;
-                }
-                Woke::Stopping => {
-                    self.close_all(Kick::STOPPING, "stopping");
-                    break;
-                }
-            };
-            active_at = tokio::time::Instant::now();
-            match next {
-                Ok(Some(command)) => batch.push(command),
-                Ok(None) => break,
-                Err(_idle) if self.members.is_empty() => {
-                    if self.hub.retire(&self.name, &inbox) {
-                        break;
-                    }
-                    continue;
-                }
-                Err(_idle) => {
-                    self.state = None; // hibernate: it is all in the log
-                    continue;
-                }
-            }
-            while batch.len() < MAX_BATCH
-                && let Some(command) = inbox.try_recv()
-            {
-                batch.push(command);
-            }
-            if self.lease_may_have_lapsed() {
-                self.renew_lease().await;
-                if self.moved {
-                    hand_back_joins(batch.drain(..));
-                    self.close_all(Kick::MOVED, "moved");
-                    break;
-                }
-            }
-            // Boxed: its state (joins, handler calls, appends) is several KB,
-            // which a waiting room would otherwise carry.
-            Box::pin(self.handle(&mut batch)).await;
-            if self.moved {
-                self.close_all(Kick::MOVED, "moved");
-                break;
-            }
-        }
-        // Joins that reached the inbox as it closed go to a new owner.
-        inbox.close();
-        hand_back_joins(std::iter::from_fn(|| inbox.try_recv()));
-        let metrics = &self.hub.metrics;
-        metrics.room_connections.dec_by(self.departed.len() as i64);
-        metrics.rooms_open.dec();
+    fn in_use(&self) -> bool {
+        !self.members.is_empty()
     }
 
-    /// Closes every member with `kick` and leaves the hub's table.
-    fn close_all(&mut self, kick: Kick, kind: &'static str) {
+    fn handle(&mut self, batch: &mut Vec<Command>) -> impl Future<Output = ()> + Send {
+        self.take_batch(batch)
+    }
+
+    fn hibernate(&mut self) {
+        self.state = None; // it is all in the log
+    }
+
+    fn moved(&self) -> bool {
+        self.moved
+    }
+
+    fn end(&mut self, why: Ending) {
+        let (kick, kind) = match why {
+            Ending::Moved => (Kick::MOVED, "moved"),
+            Ending::Stopping => (Kick::STOPPING, "stopping"),
+        };
         let all: Vec<u64> = self.members.keys().copied().collect();
         for n in all {
             self.kick(n, kick, kind);
         }
-        self.hub.retire_now(&self.name);
     }
 
-    async fn handle(&mut self, batch: &mut Vec<Command>) {
+    /// A join the owner did not take goes back to the hub, to a new owner.
+    fn hand_back(command: Command) {
+        if let Command::Join { request, reply } = command {
+            let _ = reply.send(JoinOutcome::Closing(request));
+        }
+    }
+
+    async fn ended(self) {
+        let metrics = &self.hub.metrics;
+        metrics.room_connections.dec_by(self.departed.len() as i64);
+        metrics.rooms_open.dec();
+    }
+}
+
+impl Owner {
+    async fn take_batch(&mut self, batch: &mut Vec<Command>) {
         let mut pending = Vec::new();
         let mut after = Vec::new();
         for command in batch.drain(..) {
@@ -416,8 +357,7 @@ impl Owner {
                     tracing::error!(room = %self.name, "room events not stored: {e}");
                 }
                 self.state = None;
-                if self.lease.is_some()
-                    && matches!(e, crate::storage::StorageError::RoomConflict { .. })
+                if self.clustered && matches!(e, crate::storage::StorageError::RoomConflict { .. })
                 {
                     // Another node appended: it owns the room now.
                     self.moved = true;

@@ -1,9 +1,8 @@
-//! A bounded queue with many senders and one receiver, for both
-//! directions between a room's owner and its connections: an owner's
-//! commands from its connections (a sender waits while it is full: the
-//! backpressure that slows a flooding connection's reading), and each
-//! connection's deliveries from its owner (which only `try_send`s: a full
-//! queue drops the slow member).
+//! A bounded queue with many senders and one receiver: an object's inbox
+//! (a sender waits while it is full: the backpressure that slows a
+//! flooding room connection's reading), and what an object sends its users
+//! (a room owner only `try_send`s to its members: a full queue drops the
+//! slow member).
 //!
 //! Bounded twice: in items, and in bytes (what each item `weigh`s: a
 //! frame's length). A count alone let a member that stops reading hold a
@@ -14,7 +13,7 @@
 //!
 //! Not a tokio `mpsc` channel, whose block of 32 slots and cache-padded
 //! state take about 2 KB per queue before anything is sent, in every open
-//! room and every connection: here a `VecDeque` is allocated when items
+//! object and every room connection: here a `VecDeque` is allocated when items
 //! wait and given back when they are taken, and the bounds are two
 //! semaphores' permits.
 
