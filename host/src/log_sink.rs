@@ -12,6 +12,7 @@
 //! `MAX_BUFFERED` bytes, lines are dropped, and the next batch says how
 //! many.
 
+use crate::util::unpoisoned;
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -70,13 +71,9 @@ impl LogSink {
                 let mut batch = Vec::new();
                 loop {
                     let closing = {
-                        let mut pending = lock(&writing.pending);
+                        let mut pending = unpoisoned(writing.pending.lock());
                         if !pending.urgent && !pending.closing {
-                            pending = writing
-                                .wake
-                                .wait_timeout(pending, FLUSH_EVERY)
-                                .unwrap_or_else(|p| p.into_inner())
-                                .0;
+                            pending = unpoisoned(writing.wake.wait_timeout(pending, FLUSH_EVERY)).0;
                         }
                         pending.urgent = false;
                         std::mem::swap(&mut batch, &mut pending.bytes);
@@ -112,7 +109,7 @@ impl LogSink {
     }
 
     fn append(&self, line: &[u8], urgent: bool) {
-        let mut pending = lock(&self.shared.pending);
+        let mut pending = unpoisoned(self.shared.pending.lock());
         if pending.bytes.len() + line.len() > MAX_BUFFERED {
             pending.dropped += 1;
             return;
@@ -126,13 +123,9 @@ impl LogSink {
     }
 }
 
-fn lock(m: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Drop for FlushOnDrop {
     fn drop(&mut self) {
-        lock(&self.shared.pending).closing = true;
+        unpoisoned(self.shared.pending.lock()).closing = true;
         self.shared.wake.notify_one();
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();

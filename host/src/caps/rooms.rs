@@ -8,6 +8,7 @@
 //! the owner's list at the event; room storage goes to the room log's
 //! state at once (durable when `set` returns).
 
+use crate::util::unpoisoned;
 use std::sync::{Arc, Mutex};
 
 use super::{CapError, View, check_key};
@@ -63,11 +64,11 @@ pub struct RoomEvent {
 impl RoomEvent {
     /// What the handler asked for, in order.
     pub fn take_actions(&self) -> Vec<Action> {
-        std::mem::take(&mut *self.actions.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *unpoisoned(self.actions.lock()))
     }
 
     fn record(&self, action: Action) -> Result<usize, CapError> {
-        let mut actions = self.actions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut actions = unpoisoned(self.actions.lock());
         if actions.len() >= MAX_ACTIONS {
             return Err(CapError::TooLarge(format!(
                 "an event may send or append at most {MAX_ACTIONS} times"

@@ -17,6 +17,7 @@
 //! wait and given back when they are taken, and the bounds are two
 //! semaphores' permits.
 
+use crate::util::unpoisoned;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -94,7 +95,7 @@ pub fn channel<T: Weigh>(capacity: usize, max_bytes: usize) -> (Sender<T>, Recei
 
 impl<T> Shared<T> {
     fn lock(&self) -> MutexGuard<'_, Queue<T>> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+        unpoisoned(self.queue.lock())
     }
 }
 

@@ -7,6 +7,7 @@
 //! whose component does not load is refused with the reason, and the old
 //! one keeps serving.
 
+use crate::util::unpoisoned;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -133,7 +134,7 @@ impl PluginRegistry {
         } else {
             ManifestChange::Unchanged
         };
-        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        let mut refused = unpoisoned(self.refused.lock());
         match &change {
             ManifestChange::Refused(reason) => {
                 tracing::error!(manifest = %path.display(), "manifest refused: {reason}");

@@ -3,6 +3,7 @@
 //! cannot take what many share. Keys are the rate limits' address keys
 //! (an IPv6 address by its /64).
 
+use crate::util::unpoisoned;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -31,7 +32,7 @@ impl PerClient {
 
     /// A place for `key`, or `None` if it holds `max` already.
     pub fn try_hold(self: &Arc<Self>, key: String) -> Option<Held> {
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let mut held = unpoisoned(self.held.lock());
         let count = held.entry(key.clone()).or_default();
         if *count >= self.max {
             return None;
@@ -46,7 +47,7 @@ impl PerClient {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        let mut held = self.owner.held.lock().unwrap_or_else(|p| p.into_inner());
+        let mut held = unpoisoned(self.owner.held.lock());
         if let Some(count) = held.get_mut(&self.key) {
             *count -= 1;
             if *count == 0 {

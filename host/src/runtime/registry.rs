@@ -13,6 +13,7 @@
 //! plugin's history (`versions`), so an upload survives a restart and
 //! `rollback` can go back.
 
+use crate::util::unpoisoned;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -296,10 +297,7 @@ impl PluginRegistry {
     /// Manifest files that could not be applied, and why (for the admin
     /// API).
     pub fn refused_manifests(&self) -> BTreeMap<PathBuf, String> {
-        self.refused
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        unpoisoned(self.refused.lock()).clone()
     }
 
     /// The slot named `name`, with its swap lock held; the slot may have

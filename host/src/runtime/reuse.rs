@@ -17,6 +17,7 @@
 //! one unused for `instance_idle_ms` (30 s by default) is dropped by the
 //! watchdog's tick.
 
+use crate::util::unpoisoned;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
@@ -91,7 +92,7 @@ impl IdleInstances {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+        unpoisoned(self.idle.lock())
     }
 }
 

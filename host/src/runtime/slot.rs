@@ -3,6 +3,7 @@
 //! in flight. A manifest change replaces the slot whole (see `live`), so a
 //! request that took a slot runs under one manifest from start to end.
 
+use crate::util::unpoisoned;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -163,20 +164,18 @@ impl PluginSlot {
     /// The most recent load failure, if the last attempt failed. For the
     /// log and the admin API only: it may name files of the host.
     pub fn last_error(&self) -> Option<String> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        unpoisoned(self.last_error.lock())
             .as_ref()
             .map(ToString::to_string)
     }
 
     pub(super) fn set_error(&self, e: Option<LoadError>) {
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+        *unpoisoned(self.last_error.lock()) = e;
     }
 
     /// Forgets a refused manifest edit (the manifest in force is back).
     pub(super) fn clear_manifest_error(&self) {
-        let mut error = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        let mut error = unpoisoned(self.last_error.lock());
         if matches!(
             *error,
             Some(LoadError::Manifest(_) | LoadError::Conflict(_))
@@ -187,7 +186,7 @@ impl PluginSlot {
 
     pub(super) fn error_is_unreadable_file(&self) -> bool {
         matches!(
-            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()),
+            *unpoisoned(self.last_error.lock()),
             Some(LoadError::Read { .. })
         )
     }

@@ -3,6 +3,7 @@
 //! that changes is loaded (the registry refuses a broken one and keeps the
 //! old version).
 
+use crate::util::unpoisoned;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -94,7 +95,7 @@ fn watch_dir(
     if watched.contains(dir) {
         return Ok(());
     }
-    let mut watcher = watcher.lock().unwrap_or_else(|p| p.into_inner());
+    let mut watcher = unpoisoned(watcher.lock());
     watcher.watch(dir, RecursiveMode::NonRecursive)?;
     watched.insert(dir.to_path_buf());
     Ok(())

@@ -14,6 +14,7 @@
 //! (`now_ms`), precise to a tick: what requests and connections stamp their
 //! progress with, many times a second.
 
+use crate::util::unpoisoned;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -78,7 +79,7 @@ impl Watchdog {
                         return;
                     };
                     let now = tick_clock();
-                    let slots = watched.lock().unwrap_or_else(|p| p.into_inner());
+                    let slots = unpoisoned(watched.lock());
                     for entry in slots.entries.iter().flatten() {
                         entry.check(now);
                     }
@@ -90,7 +91,7 @@ impl Watchdog {
 
     /// Checks `entry` every tick until the returned registration drops.
     pub fn watch(&self, entry: Arc<dyn Watched>) -> Watching {
-        let mut slots = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slots = unpoisoned(self.watched.lock());
         let slot = match slots.free.pop() {
             Some(slot) => {
                 slots.entries[slot] = Some(entry);
@@ -109,7 +110,7 @@ impl Watchdog {
 
     /// How many entries are watched now.
     pub fn len(&self) -> usize {
-        let slots = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        let slots = unpoisoned(self.watched.lock());
         slots.entries.len() - slots.free.len()
     }
 
@@ -120,7 +121,7 @@ impl Watchdog {
 
 impl Drop for Watching {
     fn drop(&mut self) {
-        let mut slots = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slots = unpoisoned(self.watched.lock());
         slots.entries[self.slot] = None;
         slots.free.push(self.slot);
     }

@@ -5,6 +5,7 @@
 //! into place and committed in one redb transaction, so an object is either
 //! wholly there or not at all.
 
+use crate::util::unpoisoned;
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -77,8 +78,7 @@ impl Inner {
     fn blob_open(&self, bucket: &str, key: &str) -> Result<Option<(Record, std::fs::File)>> {
         const OPTIMISTIC_TRIES: usize = 8;
         for attempt in 0..=OPTIMISTIC_TRIES {
-            let _guard = (attempt == OPTIMISTIC_TRIES)
-                .then(|| self.blob_fs.lock().unwrap_or_else(|p| p.into_inner()));
+            let _guard = (attempt == OPTIMISTIC_TRIES).then(|| unpoisoned(self.blob_fs.lock()));
             let Some(record) = self.blob_head(bucket, key)? else {
                 return Ok(None);
             };
@@ -105,7 +105,7 @@ impl Inner {
     ) -> Result<()> {
         let body = self.body_path(&record.sha256);
         let io = |what: &str| StorageError::io(format!("{what} {}", body.display()));
-        let _guard = self.blob_fs.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = unpoisoned(self.blob_fs.lock());
         let placed = !body.exists();
         if !placed {
             std::fs::remove_file(staged).map_err(io("dropping a duplicate of"))?;
@@ -160,7 +160,7 @@ impl Inner {
     }
 
     fn blob_delete(&self, bucket: &str, key: &str) -> Result<bool> {
-        let _guard = self.blob_fs.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = unpoisoned(self.blob_fs.lock());
         let txn = self.db.begin_write()?;
         let (existed, orphan) = {
             let mut objects = txn.open_table(BLOB_OBJECTS)?;
@@ -215,7 +215,7 @@ fn add_ref(refs: &mut redb::Table<&str, u64>, hash: &str, delta: i64) -> Result<
 /// upload's rename and its commit). Run once, at open.
 pub(super) fn sweep_orphans(inner: &Inner) -> Result<usize> {
     let io = StorageError::io("sweeping blob bodies");
-    let _guard = inner.blob_fs.lock().unwrap_or_else(|p| p.into_inner());
+    let _guard = unpoisoned(inner.blob_fs.lock());
     let txn = redb::ReadableDatabase::begin_read(&*inner.db)?;
     let refs = txn.open_table(BLOB_REFS)?;
     let mut removed = 0;

@@ -10,6 +10,7 @@
 //! connections are bounded per destination and closed after
 //! [`IDLE_TIMEOUT`].
 
+use crate::util::unpoisoned;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -79,7 +80,7 @@ impl ConnectionPool {
         to: &Destination,
         grants: &Arc<Grants>,
     ) -> Option<SendRequest<WasiBody>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = unpoisoned(self.idle.lock());
         let list = idle.get_mut(to)?;
         // The most recently used first: the least likely to be stale.
         while let Some(conn) = list.pop() {
@@ -99,7 +100,7 @@ impl ConnectionPool {
         if sender.is_closed() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = unpoisoned(self.idle.lock());
         let list = idle.entry(to).or_default();
         if list.len() >= MAX_IDLE_PER_DESTINATION {
             // Dropping the oldest closes it.
@@ -115,7 +116,7 @@ impl ConnectionPool {
     /// Closes connections idle for longer than [`IDLE_TIMEOUT`] or closed
     /// by their server.
     fn sweep(&self) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = unpoisoned(self.idle.lock());
         idle.retain(|_, list| {
             list.retain(|c| c.since.elapsed() < IDLE_TIMEOUT && !c.sender.is_closed());
             !list.is_empty()

@@ -20,6 +20,7 @@
 
 mod shared;
 
+use crate::util::unpoisoned;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -271,7 +272,7 @@ impl RateLimits {
             scope: scope.into(),
             rule,
         };
-        let mut limiters = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        let mut limiters = unpoisoned(self.limiters.lock());
         if let Some(live) = limiters.get(&id).and_then(Weak::upgrade) {
             return live;
         }
@@ -298,7 +299,7 @@ impl RateLimits {
     /// uses any more. Returns the keys left.
     fn sweep(&self) -> usize {
         let live: Vec<Arc<Limiter>> = {
-            let mut limiters = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+            let mut limiters = unpoisoned(self.limiters.lock());
             limiters.retain(|_, l| l.strong_count() > 0);
             limiters.values().filter_map(Weak::upgrade).collect()
         };
