@@ -6,6 +6,8 @@
 #
 #   bench/compare_builds.sh f005d67            # 8 pairs of rounds of 4 s each
 #   ROUNDS=12 DURATION=3 bench/compare_builds.sh HEAD~3
+#   KV_READ=1 bench/compare_builds.sh HEAD~1    # the hello plugin's KV read
+#                                               # (GET /hello/counter) instead
 #
 # This machine's speed drifts by a third over tens of seconds (other
 # tenants), so rounds are short and alternate, and the verdict is the median
@@ -48,18 +50,25 @@ if cmp -s "$work/spike-head" "$work/spike-base"; then
 fi
 
 mkdir -p "$work/plugins"
-cp "$CARGO_TARGET_DIR/wasm32-wasip2/guest/fixture_plain_hello.wasm" "$work/plugins/plain.wasm"
-printf 'component = "plain.wasm"\n[[routes]]\nprefix = "/"\n' >"$work/plugins/plain.toml"
+if [ -n "${KV_READ:-}" ]; then
+  cp "$CARGO_TARGET_DIR/wasm32-wasip2/guest/hello.wasm" "$work/plugins/hello.wasm"
+  printf 'component = "hello.wasm"\n[[routes]]\nprefix = "/hello"\n[grants]\nkv = ["hello"]\n' >"$work/plugins/hello.toml"
+  path=/hello/counter
+else
+  cp "$CARGO_TARGET_DIR/wasm32-wasip2/guest/fixture_plain_hello.wasm" "$work/plugins/plain.wasm"
+  printf 'component = "plain.wasm"\n[[routes]]\nprefix = "/"\n' >"$work/plugins/plain.toml"
+  path=/
+fi
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 run() { # name binary round
   rm -rf "$work/data"
   "$2" serve --listen 127.0.0.1:8791 --plugins "$work/plugins" --data "$work/data" --no-watch >"$out/compare-$1.log" 2>&1 &
   pid=$!
-  for _ in $(seq 1 100); do curl -fs http://127.0.0.1:8791/ >/dev/null 2>&1 && break; sleep 0.05; done
+  for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:8791$path" >/dev/null 2>&1 && break; sleep 0.05; done
   local before after
   before=$(ticks "$pid")
-  wrk -t2 -c32 -d"${DURATION}s" --latency http://127.0.0.1:8791/ >"$out/compare-$1-$3.txt"
+  wrk -t2 -c32 -d"${DURATION}s" --latency "http://127.0.0.1:8791$path" >"$out/compare-$1-$3.txt"
   after=$(ticks "$pid")
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
   awk -v name="$1" -v round="$3" -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" '
@@ -69,7 +78,7 @@ run() { # name binary round
 }
 
 : >"$out/compare.txt"
-echo "base $rev ($(git rev-parse --short "$rev")) vs head ($(git rev-parse --short HEAD), with the working tree), wrk -t2 -c32 -d${DURATION}s, $(nproc) cores"
+echo "GET $path: base $rev ($(git rev-parse --short "$rev")) vs head ($(git rev-parse --short HEAD), with the working tree), wrk -t2 -c32 -d${DURATION}s, $(nproc) cores"
 for round in $(seq 1 "$ROUNDS"); do
   run base "$work/spike-base" "$round"
   run head "$work/spike-head" "$round"

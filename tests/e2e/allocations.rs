@@ -25,8 +25,10 @@ const FRESH_HELLO: f64 = 103.0;
 /// The same, with `instance_reuse`: no instance to build.
 const REUSED_HELLO: f64 = 61.0;
 /// What one KV read adds (the hello component's `GET /hello/counter`
-/// against its `GET /hello`, both fresh).
-const KV_READ: f64 = 24.0;
+/// against its `GET /hello`, both fresh). 24 until the redb read moved to
+/// the blocking pool (a value may be 25 MiB): its task, and the namespace
+/// and key it owns, are 3 more.
+const KV_READ: f64 = 27.0;
 
 struct Counting;
 

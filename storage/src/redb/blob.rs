@@ -343,11 +343,21 @@ impl BlobBackend for RedbBackend {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<ObjectInfo>> {
-        let txn = redb::ReadableDatabase::begin_read(&*self.inner.db)?;
-        let table = txn.open_table(BLOB_OBJECTS)?;
-        list_scope(&table, bucket, prefix, cursor, limit, |key, raw| {
-            Ok(Some(decode(raw)?.info(key)))
+        let (inner, bucket, prefix) = (self.inner.clone(), bucket.to_string(), prefix.to_string());
+        let cursor = cursor.map(str::to_string);
+        blocking(move || {
+            let txn = redb::ReadableDatabase::begin_read(&*inner.db)?;
+            let table = txn.open_table(BLOB_OBJECTS)?;
+            list_scope(
+                &table,
+                &bucket,
+                &prefix,
+                cursor.as_deref(),
+                limit,
+                |key, raw| Ok(Some(decode(raw)?.info(key))),
+            )
         })
+        .await
     }
 }
 

@@ -273,7 +273,10 @@ impl Inner {
 #[async_trait::async_trait]
 impl KvBackend for RedbBackend {
     async fn get(&self, ns: &str, key: &str) -> Result<Option<KvEntry>> {
-        self.inner.kv_get(ns, key, now_ms())
+        // A value may be 25 MiB, read from the file and copied: not on an
+        // async worker.
+        let (inner, ns, key) = (self.inner.clone(), ns.to_string(), key.to_string());
+        blocking(move || inner.kv_get(&ns, &key, now_ms())).await
     }
 
     async fn set(&self, ns: &str, key: &str, entry: KvEntry, quota: Quota) -> Result<()> {
@@ -322,7 +325,10 @@ impl KvBackend for RedbBackend {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<KvKey>> {
-        self.inner.kv_list(ns, prefix, cursor, limit, now_ms())
+        // A page may pass over any number of expired keys.
+        let (inner, ns, prefix) = (self.inner.clone(), ns.to_string(), prefix.to_string());
+        let cursor = cursor.map(str::to_string);
+        blocking(move || inner.kv_list(&ns, &prefix, cursor.as_deref(), limit, now_ms())).await
     }
 
     async fn usage(&self, ns: &str) -> Result<Option<Usage>> {

@@ -12,8 +12,12 @@
 //! ```
 //!
 //! redb commits are durable (fsync) by default, which is what lets a write
-//! return only once it is on disk. Commits and file I/O run on tokio's
-//! blocking pool (`blocking`); short reads run in place.
+//! return only once it is on disk. Commits, file I/O, and every read whose
+//! size has no small bound (a KV value of up to 25 MiB, a listing that may
+//! pass over many expired keys) run on tokio's blocking pool (`blocking`).
+//! Reads of one small record run in place on the async worker: a blob's or
+//! a room log's head, a room's state value (64 KiB at most), a usage
+//! ledger entry, a plugin's version history (a few KB: 50 versions).
 
 mod blob;
 mod group_commit;
