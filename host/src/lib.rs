@@ -7,6 +7,7 @@
 //! - `objects`: owned objects: one owner per object across the nodes of a
 //!   cluster, its inbox, lease, idle time and hibernation (rooms are one
 //!   kind)
+//! - `cli`: the `spike` command's arguments, and the settings they make
 //! - `caps`: one module per capability a plugin may be granted
 //! - `storage`: the seam between capabilities and backends (redb, NATS
 //!   JetStream), the `spike-storage` crate
@@ -18,6 +19,7 @@
 pub mod assets;
 pub mod bindings;
 pub mod caps;
+pub mod cli;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzz;
