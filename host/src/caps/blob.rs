@@ -5,6 +5,9 @@
 //! ranges, and streams bytes between the guest's `wasi:io` streams and the
 //! `BlobBackend`; an object never passes through memory whole.
 
+use crate::metrics::KindLabels;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -423,6 +426,17 @@ pub fn add_to_linker<T: Send + 'static>(
     view: fn(&mut T) -> BlobView<'_>,
 ) -> wasmtime::Result<()> {
     wit::add_to_linker::<T, HasBlob>(linker, view)
+}
+
+crate::metrics::series! {
+    /// The blob import's series.
+    pub struct BlobMetrics {
+        operations: Family<KindLabels, Counter> = Family::default(),
+            "blob_operations", "Blob calls, by operation";
+        /// Object bytes `read` and `written`.
+        bytes: Family<KindLabels, Counter> = Family::default(),
+            "blob_bytes", "Object bytes read and written";
+    }
 }
 
 #[cfg(test)]

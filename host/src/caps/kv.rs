@@ -5,6 +5,9 @@
 //! for a granted name), checks keys and sizes, and hands the rest to the
 //! `KvBackend`.
 
+use crate::metrics::KindLabels;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use std::sync::Arc;
 
 use wasmtime::component::{HasData, Linker, Resource};
@@ -198,6 +201,17 @@ pub fn add_to_linker<T: Send + 'static>(
     view: fn(&mut T) -> KvView<'_>,
 ) -> wasmtime::Result<()> {
     wit::add_to_linker::<T, HasKv>(linker, view)
+}
+
+crate::metrics::series! {
+    /// The KV import's series.
+    pub struct KvMetrics {
+        operations: Family<KindLabels, Counter> = Family::default(),
+            "kv_operations", "KV calls, by operation";
+        /// Value bytes `read` and `written`.
+        bytes: Family<KindLabels, Counter> = Family::default(),
+            "kv_bytes", "KV value bytes read and written";
+    }
 }
 
 #[cfg(test)]

@@ -24,6 +24,9 @@ pub mod rooms;
 pub mod secrets;
 pub mod services;
 
+use crate::metrics::PluginLabel;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use std::sync::Arc;
 
 pub use crate::bindings::spike::host::types::Error as WitError;
@@ -175,45 +178,47 @@ pub struct Counts<'a> {
 
 impl Counts<'_> {
     pub fn kv(self, operation: &'static str) {
-        Metrics::count(&self.metrics.kv_operations, self.plugin, operation, 1);
+        Metrics::count(&self.metrics.kv.operations, self.plugin, operation, 1);
     }
 
     pub fn kv_bytes(self, direction: &'static str, n: usize) {
-        Metrics::count(&self.metrics.kv_bytes, self.plugin, direction, n as u64);
+        Metrics::count(&self.metrics.kv.bytes, self.plugin, direction, n as u64);
     }
 
     pub fn blob(self, operation: &'static str) {
-        Metrics::count(&self.metrics.blob_operations, self.plugin, operation, 1);
+        Metrics::count(&self.metrics.blob.operations, self.plugin, operation, 1);
     }
 
     pub fn blob_bytes(self, direction: &'static str, n: u64) {
-        Metrics::count(&self.metrics.blob_bytes, self.plugin, direction, n);
+        Metrics::count(&self.metrics.blob.bytes, self.plugin, direction, n);
     }
 
     /// A secret read: `read`, `denied` or `unset`.
     pub fn secret(self, outcome: &'static str) {
-        Metrics::count(&self.metrics.secret_reads, self.plugin, outcome, 1);
+        Metrics::count(&self.metrics.secrets.reads, self.plugin, outcome, 1);
     }
 
     /// A quota check: `allowed` or `refused`.
     pub fn quota(self, decision: &'static str) {
-        Metrics::count(&self.metrics.quota_checks, self.plugin, decision, 1);
+        Metrics::count(
+            &self.metrics.rate_limit.quota_checks,
+            self.plugin,
+            decision,
+            1,
+        );
     }
 
     /// A write refused past a `[storage]` quota.
     pub fn quota_exceeded(self) {
-        let labels = crate::metrics::PluginLabel {
+        let labels = PluginLabel {
             plugin: self.plugin.clone(),
         };
-        self.metrics
-            .storage_quota_refusals
-            .get_or_create(&labels)
-            .inc();
+        (self.metrics.quota.refusals).get_or_create(&labels).inc();
     }
 
     /// A call of the rooms import, by function.
     pub fn room(self, operation: &'static str) {
-        Metrics::count(&self.metrics.room_operations, self.plugin, operation, 1);
+        Metrics::count(&self.metrics.rooms.operations, self.plugin, operation, 1);
     }
 }
 
@@ -398,5 +403,16 @@ impl PluginCaps {
             self.name.clone(),
             origin,
         )
+    }
+}
+
+crate::metrics::series! {
+    /// Storage quotas' series (each import's own operations are its own).
+    pub struct QuotaMetrics {
+        /// Writes through the storage imports (KV, blob, a room handler's
+        /// appends) refused past a quota, by plugin (a client's room event
+        /// past `max_log_mib` counts in `room_closes` as `log_full`).
+        refusals: Family<PluginLabel, Counter> = Family::default(),
+            "storage_quota_refusals", "Writes through the storage imports refused past a quota";
     }
 }

@@ -7,6 +7,9 @@
 //! any `Debug`, log line or error message, and a malformed secrets file is
 //! reported by line only, since the line may hold a value.
 
+use crate::metrics::KindLabels;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -183,6 +186,15 @@ pub fn add_to_linker<T: Send + 'static>(
     view: fn(&mut T) -> SecretsView<'_>,
 ) -> wasmtime::Result<()> {
     wit::add_to_linker::<T, HasSecrets>(linker, view)
+}
+
+crate::metrics::series! {
+    /// The secrets import's series.
+    pub struct SecretMetrics {
+        /// Secret reads: `read`, `denied`, `unset`.
+        reads: Family<KindLabels, Counter> = Family::default(),
+            "secret_reads", "Secret reads, by outcome";
+    }
 }
 
 #[cfg(test)]

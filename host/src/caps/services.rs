@@ -16,6 +16,9 @@
 //! The server binds the dispatcher (`server::services`) once the plugin
 //! registry exists: capabilities are built before it.
 
+use crate::metrics::ServiceLabels;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use std::sync::{Arc, OnceLock};
 
 use futures::future::BoxFuture;
@@ -97,7 +100,7 @@ pub fn call(
     let count = {
         let (metrics, plugin) = (metrics.clone(), plugin.clone());
         let service: Arc<str> = service.into();
-        move |outcome| metrics.count_service_call(&plugin, &service, outcome)
+        move |outcome| metrics.services.count(&plugin, &service, outcome)
     };
     if grants.check(Kind::Service, service).is_err() {
         tracing::warn!(%plugin, service, "service call refused: not granted");
@@ -131,6 +134,31 @@ pub fn call(
                 .boxed_unsync()
         }))
     })
+}
+
+crate::metrics::series! {
+    /// Service calls' series.
+    pub struct ServiceMetrics {
+        /// Service calls, by caller, callee and outcome: `called` (the
+        /// callee answered, whatever its status), `denied` (not granted),
+        /// `too_deep` (the chain reached its depth limit), `failed` (no
+        /// such plugin, or not ready).
+        calls: Family<ServiceLabels, Counter> = Family::default(),
+            "service_calls",
+            "Calls of a plugin to another in-process, by caller, service and outcome (called, denied, too_deep, failed)";
+    }
+}
+
+impl ServiceMetrics {
+    /// Counts a service call of `plugin` to `service`.
+    pub fn count(&self, plugin: &Arc<str>, service: &Arc<str>, outcome: &'static str) {
+        let labels = ServiceLabels {
+            plugin: plugin.clone(),
+            service: service.clone(),
+            outcome,
+        };
+        self.calls.get_or_create(&labels).inc();
+    }
 }
 
 #[cfg(test)]

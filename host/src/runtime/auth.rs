@@ -21,6 +21,9 @@
 //! and a signature check. The cache is bounded; what falls out is verified
 //! again.
 
+use crate::metrics::KindLabels;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,7 +114,7 @@ impl AuthHook {
             return unavailable();
         };
         let key = cache_key(authenticator, &slot.manifest.sha256, &plugin.sha256, token);
-        let counted = |kind| Metrics::count(&self.metrics.auth_cache, slot.context.name(), kind, 1);
+        let counted = |kind| Metrics::count(&self.metrics.auth.cache, slot.context.name(), kind, 1);
         if let Some(cache) = &self.verified
             && let Some(hit) = cache.get(&key)
         {
@@ -340,6 +343,20 @@ fn cache_key(authenticator: &str, manifest: &str, version: &str, token: &str) ->
         h.update([0]);
     }
     h.finalize().into()
+}
+
+crate::metrics::series! {
+    /// The auth hook's series.
+    pub struct AuthMetrics {
+        /// What the auth hook concluded, by the route's plugin: `verified`,
+        /// `anonymous`, `missing`, `rejected`, `unavailable`.
+        outcomes: Family<KindLabels, Counter> = Family::default(),
+            "auth_outcomes", "What the auth hook concluded, by the route's plugin";
+        /// Lookups of a token: `hit` (cached) or `miss` (the authenticator
+        /// ran).
+        cache: Family<KindLabels, Counter> = Family::default(),
+            "auth_cache", "Auth hook token lookups: hit (cached) or miss";
+    }
 }
 
 #[cfg(test)]

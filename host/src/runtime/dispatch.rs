@@ -87,8 +87,8 @@ impl DispatchError {
     pub fn count(&self, metrics: &PluginMetrics) {
         let host = &metrics.host;
         let family = match self {
-            DispatchError::Busy(_) => &host.busy,
-            _ => &host.faults,
+            DispatchError::Busy(_) => &host.instances.busy,
+            _ => &host.instances.faults,
         };
         metrics.count(family, self.kind());
     }

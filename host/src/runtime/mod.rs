@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod compile_cache;
 pub mod dispatch;
 pub mod engine;
+mod instance_metrics;
 mod kept;
 pub mod linker;
 pub mod live;
@@ -28,6 +29,7 @@ pub mod versions;
 pub mod watch;
 pub mod watchdog;
 
+pub use instance_metrics::InstanceMetrics;
 pub use loader::{LoadError, LoadedPlugin};
 pub use registry::PluginRegistry;
 pub use slot::PluginSlot;

@@ -123,7 +123,8 @@ impl Watched for RequestWatch {
                 Cut::NoHeaders(_) | Cut::MaxDuration(_) => "max_duration",
                 Cut::ClientStalled(_) => "client_stalled",
             };
-            self.metrics.count(&self.metrics.host.faults, kind);
+            self.metrics
+                .count(&self.metrics.host.instances.faults, kind);
         }
         let _ = self.cut.set(cut);
         if let Some(guest) = self.guest.get() {

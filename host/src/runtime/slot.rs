@@ -153,7 +153,7 @@ impl PluginSlot {
 
     pub(super) fn count_swap(&self, outcome: &'static str) {
         let metrics = &self.context.metrics;
-        Metrics::count(&metrics.host.swaps, &metrics.plugin, outcome, 1);
+        Metrics::count(&metrics.host.instances.swaps, &metrics.plugin, outcome, 1);
     }
 
     /// Whether the plugin's first load is still under way.

@@ -384,7 +384,7 @@ where
         route: route.clone(),
         status,
     };
-    state.metrics.requests.get_or_create(&labels).inc();
+    state.metrics.http.requests.get_or_create(&labels).inc();
     if let Some((method, uri)) = access {
         tracing::info!(
             target: "spike::access",

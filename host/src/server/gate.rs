@@ -99,7 +99,12 @@ pub async fn pass(
             let plugin = crate::metrics::PluginLabel {
                 plugin: routed.slot.manifest.name.as_str().into(),
             };
-            state.metrics.client_capped.get_or_create(&plugin).inc();
+            state
+                .metrics
+                .http
+                .client_capped
+                .get_or_create(&plugin)
+                .inc();
             let max = per_client.max();
             ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -142,7 +147,7 @@ async fn caller(
         .slot
         .context
         .metrics
-        .count(&state.metrics.auth_outcomes, kind);
+        .count(&state.metrics.auth.outcomes, kind);
     match outcome {
         AuthOutcome::Verified(caller) => Ok(Some(caller)),
         // An optional route goes on without a caller, whatever the
@@ -206,7 +211,7 @@ fn too_many(
         plugin: routed.slot.context.name().clone(),
         route: routed.route.clone(),
     };
-    state.metrics.rate_limited.get_or_create(&labels).inc();
+    state.metrics.http.rate_limited.get_or_create(&labels).inc();
     let rule = limit.limiter.rule;
     let mut resp = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,

@@ -140,12 +140,12 @@ pub async fn serve<S>(
             _ = &mut stop => break,
         };
         let Ok(permit) = open.clone().try_acquire_owned() else {
-            metrics.connections_refused.inc();
+            metrics.http.connections_refused.inc();
             refuse(stream, &mut refused);
             continue;
         };
-        metrics.connections_open.inc();
-        let open_gauge = metrics.connections_open.clone();
+        metrics.http.connections_open.inc();
+        let open_gauge = metrics.http.connections_open.clone();
         let _ = stream.set_nodelay(true);
         let deadline = Arc::new(HeadDeadline::new(limits.header_timeout, watchdog::now_ms()));
         let watching = watchdog.watch(deadline.clone());

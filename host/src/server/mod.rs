@@ -9,6 +9,7 @@ pub mod admin;
 mod app;
 pub mod errors;
 pub mod gate;
+mod http_metrics;
 mod json;
 pub mod listener;
 pub mod operator;
@@ -34,6 +35,7 @@ use crate::runtime::rooms::RoomHub;
 use crate::runtime::{PluginRegistry, watch};
 use crate::storage::{Backends, Liveness, StorageSettings};
 pub use app::App;
+pub use http_metrics::HttpMetrics;
 
 /// What every handler shares.
 pub struct AppState {

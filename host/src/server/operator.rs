@@ -87,7 +87,12 @@ impl OperatorToken {
 
     /// Counts a refused token in `spike_operator_token_refusals_total`.
     fn refused(&self, kind: &'static str) {
-        Metrics::count(&self.metrics.operator_token_refusals, &"-".into(), kind, 1);
+        Metrics::count(
+            &self.metrics.http.operator_token_refusals,
+            &"-".into(),
+            kind,
+            1,
+        );
     }
 }
 

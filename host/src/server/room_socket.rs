@@ -32,7 +32,7 @@ pub struct SocketMetrics {
 impl SocketMetrics {
     pub fn new(metrics: &Metrics, plugin: &str) -> Self {
         Self {
-            closes: metrics.room_closes.clone(),
+            closes: metrics.rooms.closes.clone(),
             plugin: plugin.into(),
         }
     }

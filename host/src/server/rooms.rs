@@ -75,7 +75,7 @@ pub async fn join(state: &AppState, routed: &Routed, room: usize, req: Request) 
     let Some(place) = state.room_clients.try_hold(gate::ip_key(passed.client)) else {
         let max = state.room_clients.max();
         Metrics::count(
-            &state.metrics.room_closes,
+            &state.metrics.rooms.closes,
             &manifest.name.as_str().into(),
             "client_full",
             1,

@@ -16,6 +16,9 @@ mod pool;
 mod resolve;
 mod send;
 
+use crate::metrics::KindLabels;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use std::sync::Arc;
 
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
@@ -117,7 +120,7 @@ impl WasiHttpHooks for OutboundHooks {
         let (grants, resolver) = (self.grants.clone(), self.resolver.clone());
         let pool = self.pool.clone();
         let (metrics, plugin) = (self.metrics.clone(), self.plugin.clone());
-        let count = move |kind| Metrics::count(&metrics.outbound_requests, &plugin, kind, 1);
+        let count = move |kind| Metrics::count(&metrics.outbound.requests, &plugin, kind, 1);
         Box::new(async move {
             let uri = request.uri();
             let host = uri.host().unwrap_or_default().to_string();
@@ -163,5 +166,18 @@ impl WasiHttpHooks for OutboundHooks {
             let back = send::Return { pool, to, grants };
             send::exchange(sender, request, timeouts, back).await
         })
+    }
+}
+
+crate::metrics::series! {
+    /// Outgoing HTTP's series.
+    pub struct OutboundMetrics {
+        /// Outgoing HTTP requests, by plugin and how each went out:
+        /// `reused` (a kept-alive connection), `connected` (a new one),
+        /// `denied` (not granted, or an internal address), `failed` (no
+        /// connection).
+        requests: Family<KindLabels, Counter> = Family::default(),
+            "outbound_requests",
+            "Outgoing HTTP requests, by plugin and connection (reused, connected, denied, failed)";
     }
 }

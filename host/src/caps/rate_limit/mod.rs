@@ -20,7 +20,11 @@
 
 mod shared;
 
+use crate::metrics::KindLabels;
 use crate::util::unpoisoned;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -248,7 +252,7 @@ impl RateLimits {
             cluster,
         });
         let weak = Arc::downgrade(&limits);
-        let keys = metrics.rate_limit_keys.clone();
+        let keys = metrics.rate_limit.keys.clone();
         // A thread, not a task: a sweep of a large limiter takes a few
         // milliseconds, which no async worker should spend.
         std::thread::Builder::new()
@@ -357,6 +361,18 @@ pub fn add_to_linker<T: Send + 'static>(
     view: fn(&mut T) -> RateLimitView<'_>,
 ) -> wasmtime::Result<()> {
     wit::add_to_linker::<T, HasRateLimit>(linker, view)
+}
+
+crate::metrics::series! {
+    /// The rate limiters' series (routes' refusals are the server's).
+    pub struct RateLimitMetrics {
+        /// Quota checks through `rate-limit`: `allowed`, `refused`.
+        quota_checks: Family<KindLabels, Counter> = Family::default(),
+            "quota_checks", "Quota checks through rate-limit, by decision";
+        /// Keys held by all limiters, after the last sweep.
+        keys: Gauge = Gauge::default(),
+            "rate_limit_keys", "Keys held by all rate limiters, after the last sweep";
+    }
 }
 
 #[cfg(test)]

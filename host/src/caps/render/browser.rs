@@ -136,7 +136,7 @@ impl Instance {
         // The watch ends when the instance (its receiver) does.
         let pid = browser.get_mut_child().and_then(|c| c.inner.id());
         let killed = pid.map(|pid| {
-            let counted = metrics.render_pages_killed.clone();
+            let counted = metrics.render.pages_killed.clone();
             memory::watch(pid, settings.page_memory, counted)
         });
         if killed.is_none() {

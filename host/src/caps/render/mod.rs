@@ -20,6 +20,9 @@ mod memory;
 mod options;
 mod renderer;
 
+use crate::metrics::{Histograms, KindLabels, PluginLabel, latency_histogram};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -169,17 +172,17 @@ impl RenderView<'_> {
         let metrics = self.counts.metrics;
         match &outcome {
             Ok(r) => {
-                Metrics::count(&metrics.renders, self.counts.plugin, "ok", 1);
-                metrics.render_time(self.counts.plugin, started.elapsed());
+                Metrics::count(&metrics.render.renders, self.counts.plugin, "ok", 1);
+                metrics.render.time(self.counts.plugin, started.elapsed());
                 if !r.blocked.is_empty() {
                     let n = r.blocked.len() as u64;
-                    Metrics::count(&metrics.render_blocked, self.counts.plugin, "request", n);
+                    Metrics::count(&metrics.render.blocked, self.counts.plugin, "request", n);
                 }
             }
             Err(e) => {
-                Metrics::count(&metrics.renders, self.counts.plugin, e.outcome(), 1);
+                Metrics::count(&metrics.render.renders, self.counts.plugin, e.outcome(), 1);
                 if let RenderError::Blocked(_) = e {
-                    Metrics::count(&metrics.render_blocked, self.counts.plugin, "page", 1);
+                    Metrics::count(&metrics.render.blocked, self.counts.plugin, "page", 1);
                 }
             }
         }
@@ -224,4 +227,45 @@ pub fn add_to_linker<T: Send + 'static>(
     view: fn(&mut T) -> RenderView<'_>,
 ) -> wasmtime::Result<()> {
     wit::add_to_linker::<T, HasRender>(linker, view)
+}
+
+crate::metrics::series! {
+    /// The renderer's series.
+    pub struct RenderMetrics {
+        /// Renders, by plugin and outcome: `ok`, `busy`, `timeout`,
+        /// `blocked`, `failed`, `unavailable`, `invalid`, `denied`,
+        /// `too_large`.
+        renders: Family<KindLabels, Counter> = Family::default(),
+            "renders", "Renders (screenshots, PDFs, HTML), by plugin and outcome";
+        /// Time of a render that succeeded, queueing included.
+        seconds: Histograms = Family::new_with_constructor(latency_histogram),
+            "render_seconds", "Time of a successful render, queueing included, by plugin";
+        /// What the guard refused, by plugin: a `page` (the render failed)
+        /// or a `request` of a page (the render went on without it).
+        blocked: Family<KindLabels, Counter> = Family::default(),
+            "render_blocked",
+            "What the renderer's guard refused, by plugin: a page, or a request of a page";
+        launches: Counter = Counter::default(),
+            "render_browser_launches", "Chromium processes the renderer started";
+        /// Browsers replaced: `crashed`, `recycled` (after `restart_after`).
+        restarts: Family<KindLabels, Counter> = Family::default(),
+            "render_browser_restarts",
+            "Browsers the renderer replaced, by reason (crashed, recycled)";
+        /// Pages (renderer processes) stopped past `--render-page-mib`.
+        pages_killed: Counter = Counter::default(),
+            "render_pages_killed",
+            "Pages the renderer stopped for holding more memory than --render-page-mib";
+    }
+}
+
+impl RenderMetrics {
+    /// Times a render of `plugin` that succeeded.
+    pub fn time(&self, plugin: &Arc<str>, took: Duration) {
+        let label = PluginLabel {
+            plugin: plugin.clone(),
+        };
+        self.seconds
+            .get_or_create(&label)
+            .observe(took.as_secs_f64());
+    }
 }

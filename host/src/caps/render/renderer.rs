@@ -213,7 +213,7 @@ impl Renderer {
             ms = started.elapsed().as_millis() as u64,
             "render: Chromium started"
         );
-        self.metrics.render_launches.inc();
+        self.metrics.render.launches.inc();
         *current = Some(instance.clone());
         Ok(instance)
     }
@@ -223,7 +223,7 @@ impl Renderer {
     async fn retire(self: &Arc<Self>, instance: &Arc<Instance>, why: &'static str) {
         if instance.retire() {
             tracing::info!("render: Chromium {why}, starting another");
-            Metrics::count(&self.metrics.render_restarts, &Arc::from("-"), why, 1);
+            Metrics::count(&self.metrics.render.restarts, &Arc::from("-"), why, 1);
         }
         let mut current = self.current.lock().await;
         if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, instance)) {

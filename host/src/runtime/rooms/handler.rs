@@ -82,7 +82,7 @@ impl Handler {
             }
         };
         let metrics = &slot.context.metrics.host;
-        Metrics::count(&metrics.room_handler_calls, slot.context.name(), kind, 1);
+        Metrics::count(&metrics.rooms.handler_calls, slot.context.name(), kind, 1);
         match outcome {
             Ok((answer, actions)) => (Ok(answer), actions),
             Err(e) => (Err(e), Vec::new()),

@@ -16,11 +16,13 @@ mod forward;
 pub(crate) mod frames;
 mod handler;
 pub mod livestore;
+mod metrics;
 mod owner;
 pub mod text;
 pub mod yjs;
 
 pub use frames::Frame;
+pub use metrics::RoomMetrics;
 /// A connection's end of its queue: what the owner sends it, in order,
 /// bounded, never waited on by the owner (a full queue drops the member).
 pub type Inbox = mailbox::Receiver<Delivery>;
@@ -454,7 +456,7 @@ impl RoomHub {
         let Ok(permit) = self.sockets.clone().try_acquire_owned() else {
             let max = self.max_sockets.load(Ordering::Relaxed);
             Metrics::count(
-                &self.metrics.room_closes,
+                &self.metrics.rooms.closes,
                 &room.plugin.into(),
                 "server_full",
                 1,

@@ -189,7 +189,7 @@ impl Pump {
                     Ok(Message::Frame(frame)) => match self.queue.try_send(Delivery::Frame(frame)) {
                         Ok(()) => {}
                         Err(TrySendError::Full(_)) => {
-                            Metrics::count(&self.metrics.room_closes, &self.plugin, "slow_consumer", 1);
+                            Metrics::count(&self.metrics.rooms.closes, &self.plugin, "slow_consumer", 1);
                             return Ended::Kicked { kick: Kick::SLOW_CONSUMER, tell_owner: true };
                         }
                         Err(TrySendError::Closed(_)) => return Ended::Left,
@@ -214,7 +214,7 @@ impl Pump {
     }
 
     fn lost(&self) -> Ended {
-        Metrics::count(&self.metrics.room_closes, &self.plugin, "link_lost", 1);
+        Metrics::count(&self.metrics.rooms.closes, &self.plugin, "link_lost", 1);
         Ended::Kicked {
             kick: LINK_LOST,
             tell_owner: true,

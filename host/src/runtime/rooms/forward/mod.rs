@@ -267,7 +267,7 @@ impl LinkGauge {
             plugin: plugin.into(),
             kind: side,
         };
-        let gauge = metrics.room_links.get_or_create(&labels).clone();
+        let gauge = metrics.rooms.links.get_or_create(&labels).clone();
         gauge.inc();
         Self(gauge)
     }

@@ -50,7 +50,7 @@ impl Owner {
     ) -> Result<Joined, JoinError> {
         let max = self.limits.max_connections;
         if self.members.len() >= max {
-            Metrics::count(&self.hub.metrics.room_closes, &self.plugin, "full", 1);
+            Metrics::count(&self.hub.metrics.rooms.closes, &self.plugin, "full", 1);
             return Err(JoinError::Full(max));
         }
         let owner = self
@@ -73,7 +73,7 @@ impl Owner {
             match answer {
                 Ok(Answer::Connect(Ok(()))) => {}
                 Ok(Answer::Connect(Err(rejection))) => {
-                    Metrics::count(&self.hub.metrics.room_closes, &self.plugin, "rejected", 1);
+                    Metrics::count(&self.hub.metrics.rooms.closes, &self.plugin, "rejected", 1);
                     return Err(JoinError::Rejected {
                         code: rejection_code(rejection.code),
                         reason: rejection_reason(rejection.reason),
@@ -192,7 +192,7 @@ impl Owner {
             }),
         );
         self.listed = None;
-        self.hub.metrics.room_connections.inc();
+        self.hub.metrics.rooms.connections.inc();
         Ok(Joined {
             connection: id,
             hello,

@@ -88,7 +88,7 @@ pub(in crate::runtime::rooms) struct Pushed {
 impl Owner {
     fn count_request(&self, outcome: &'static str) {
         Metrics::count(
-            &self.hub.metrics.livestore_requests,
+            &self.hub.metrics.rooms.livestore_requests,
             &self.plugin,
             outcome,
             1,

@@ -196,13 +196,13 @@ pub(super) fn spawn(
         plugin: plugin.clone(),
     };
     let metrics = &hub.metrics;
-    metrics.rooms_open.inc();
+    metrics.rooms.open.inc();
     let owner = Owner {
         clustered: lease.is_some(),
         moved: false,
         fenced: false,
-        events: metrics.room_events.get_or_create_owned(&label),
-        deliveries: metrics.room_deliveries.get_or_create_owned(&label),
+        events: metrics.rooms.events.get_or_create_owned(&label),
+        deliveries: metrics.rooms.deliveries.get_or_create_owned(&label),
         hub: hub.clone(),
         name: name.clone(),
         id: room.id.to_string(),
@@ -266,8 +266,8 @@ impl Object for Owner {
 
     async fn ended(self) {
         let metrics = &self.hub.metrics;
-        metrics.room_connections.dec_by(self.departed.len() as i64);
-        metrics.rooms_open.dec();
+        metrics.rooms.connections.dec_by(self.departed.len() as i64);
+        metrics.rooms.open.dec();
     }
 }
 
@@ -330,9 +330,7 @@ impl Owner {
         };
         let appended = self.hub.log.append(&self.name, first, events, quota).await;
         let metrics = &self.hub.metrics;
-        metrics
-            .room_append_seconds
-            .observe(started.elapsed().as_secs_f64());
+        (metrics.rooms.append_seconds).observe(started.elapsed().as_secs_f64());
         match appended {
             Ok(()) => {
                 state.head += pending.len() as u64;
@@ -434,7 +432,7 @@ impl Owner {
     fn kick(&mut self, connection: u64, kick: Kick, kind: &'static str) {
         // Counted first: once the kick is sent, the client may read its
         // close (and the metrics) before this task runs again.
-        Metrics::count(&self.hub.metrics.room_closes, &self.plugin, kind, 1);
+        Metrics::count(&self.hub.metrics.rooms.closes, &self.plugin, kind, 1);
         self.remove(connection, Some(kick));
     }
 
@@ -455,7 +453,7 @@ impl Owner {
     /// announced in turn.
     async fn depart(&mut self, pending: &mut Vec<Pending>) {
         while let Some((number, member)) = self.departed.pop() {
-            self.hub.metrics.room_connections.dec();
+            self.hub.metrics.rooms.connections.dec();
             let count = self.members.len();
             if self.protocol.host_frames() {
                 self.broadcast(&frames::presence("leave", &member.info(), count), &[]);
