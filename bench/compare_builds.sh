@@ -22,6 +22,8 @@ out=bench/out
 mkdir -p "$out"
 
 scripts/setup.sh
+# wrk alone of the benchmarks' peers (bench/setup.sh installs them all).
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 scripts/build-guests.sh >/dev/null
 work=$(mktemp -d)
 pid=

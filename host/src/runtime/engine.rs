@@ -58,7 +58,9 @@ pub fn build_engine(pool: &PoolSettings) -> anyhow::Result<Engine> {
         // entries on every core (an IPI per request, a quarter of the CPU
         // under load in our profile). Instead: find the pages a request
         // dirtied with PAGEMAP_SCAN (Linux 6.7+) and restore them with
-        // memcpy, up to this many bytes; madvise only beyond that, in batches.
+        // memcpy, up to this many bytes; madvise only beyond that, for each
+        // slot as it is freed (`decommit_batch_size(1)`: a batch would keep
+        // freed slots out of the pool until it filled).
         .pagemap_scan(wasmtime::Enabled::Auto)
         .linear_memory_keep_resident(1 << 20)
         .table_keep_resident(64 * 1024)

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Limits, MAX_INSTANCE_IDLE_MS, MAX_INSTANCE_REUSE, ManifestError};
+use super::{ErrAt, Limits, MAX_INSTANCE_IDLE_MS, MAX_INSTANCE_REUSE, ManifestError};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -23,102 +23,78 @@ pub(super) struct RawLimits {
 }
 
 /// `[limits]` over the defaults; `err` makes an error at a span.
-pub(super) fn parse(
-    l: &RawLimits,
-    err: &dyn Fn(Option<std::ops::Range<usize>>, String) -> ManifestError,
-) -> Result<Limits, ManifestError> {
+pub(super) fn parse(l: &RawLimits, err: ErrAt<'_>) -> Result<Limits, ManifestError> {
     let mut limits = Limits::default();
-    if let Some(v) = &l.memory_mib {
-        let mib = *v.get_ref();
-        if !(1..=4096).contains(&mib) {
-            return Err(err(
-                Some(v.span()),
-                "memory_mib must be between 1 and 4096".into(),
-            ));
-        }
+    if let Some(mib) = bounded(&l.memory_mib, "memory_mib", Some(1), Some(4096), err)? {
         limits.memory_bytes = mib << 20;
     }
-    if let Some(v) = &l.cpu_ms {
-        if *v.get_ref() < 10 {
-            return Err(err(Some(v.span()), "cpu_ms must be at least 10".into()));
-        }
-        limits.cpu = Duration::from_millis(*v.get_ref());
+    if let Some(ms) = bounded(&l.cpu_ms, "cpu_ms", Some(10), None, err)? {
+        limits.cpu = Duration::from_millis(ms);
     }
-    if let Some(v) = &l.timeout_ms {
-        if *v.get_ref() < 10 {
-            return Err(err(Some(v.span()), "timeout_ms must be at least 10".into()));
-        }
-        limits.timeout = Duration::from_millis(*v.get_ref());
+    if let Some(ms) = bounded(&l.timeout_ms, "timeout_ms", Some(10), None, err)? {
+        limits.timeout = Duration::from_millis(ms);
     }
-    if let Some(v) = &l.max_body_mib {
-        if !(1..=1 << 20).contains(v.get_ref()) {
-            return Err(err(
-                Some(v.span()),
-                "max_body_mib must be between 1 and 1048576".into(),
-            ));
-        }
-        limits.max_body_bytes = *v.get_ref() << 20;
+    if let Some(mib) = bounded(&l.max_body_mib, "max_body_mib", Some(1), Some(1 << 20), err)? {
+        limits.max_body_bytes = mib << 20;
     }
-    if let Some(v) = &l.max_duration_ms {
-        if *v.get_ref() < 10 {
-            return Err(err(
-                Some(v.span()),
-                "max_duration_ms must be at least 10".into(),
-            ));
-        }
-        limits.max_duration = Duration::from_millis(*v.get_ref());
-    }
-    match &l.max_duration_ms {
-        Some(v) if limits.timeout > limits.max_duration => {
+    let max_duration = bounded(&l.max_duration_ms, "max_duration_ms", Some(10), None, err)?;
+    match (max_duration, &l.max_duration_ms) {
+        (Some(ms), Some(v)) if limits.timeout > Duration::from_millis(ms) => {
             return Err(err(
                 Some(v.span()),
                 format!(
-                    "max_duration_ms ({}) is shorter than timeout_ms ({})",
-                    limits.max_duration.as_millis(),
+                    "max_duration_ms ({ms}) is shorter than timeout_ms ({})",
                     limits.timeout.as_millis()
                 ),
             ));
         }
+        (Some(ms), _) => limits.max_duration = Duration::from_millis(ms),
         // Left to the default: never shorter than the time to headers.
-        None => limits.max_duration = limits.max_duration.max(limits.timeout),
-        Some(_) => {}
+        (None, _) => limits.max_duration = limits.max_duration.max(limits.timeout),
     }
-    if let Some(v) = &l.max_concurrent {
-        if *v.get_ref() == 0 {
-            return Err(err(
-                Some(v.span()),
-                "max_concurrent must be at least 1".into(),
-            ));
-        }
-        limits.max_concurrent = Some(*v.get_ref());
+    let at_least_one = |v, key| bounded(v, key, Some(1), None, err);
+    limits.max_concurrent = at_least_one(&l.max_concurrent, "max_concurrent")?;
+    limits.max_concurrent_per_client =
+        at_least_one(&l.max_concurrent_per_client, "max_concurrent_per_client")?;
+    let reuse = bounded(
+        &l.instance_reuse,
+        "instance_reuse",
+        None,
+        Some(MAX_INSTANCE_REUSE),
+        err,
+    )?;
+    if let Some(n) = reuse {
+        limits.instance_reuse = n;
     }
-    if let Some(v) = &l.max_concurrent_per_client {
-        if *v.get_ref() == 0 {
-            return Err(err(
-                Some(v.span()),
-                "max_concurrent_per_client must be at least 1".into(),
-            ));
-        }
-        limits.max_concurrent_per_client = Some(*v.get_ref());
-    }
-    if let Some(v) = &l.instance_reuse {
-        if *v.get_ref() > MAX_INSTANCE_REUSE {
-            return Err(err(
-                Some(v.span()),
-                format!("instance_reuse must be at most {MAX_INSTANCE_REUSE}"),
-            ));
-        }
-        limits.instance_reuse = *v.get_ref();
-    }
-    if let Some(v) = &l.instance_idle_ms {
-        let ms = *v.get_ref();
-        if !(10..=MAX_INSTANCE_IDLE_MS).contains(&ms) {
-            return Err(err(
-                Some(v.span()),
-                format!("instance_idle_ms must be between 10 and {MAX_INSTANCE_IDLE_MS}"),
-            ));
-        }
+    let idle = Some(MAX_INSTANCE_IDLE_MS);
+    if let Some(ms) = bounded(&l.instance_idle_ms, "instance_idle_ms", Some(10), idle, err)? {
         limits.instance_idle = Duration::from_millis(ms);
     }
     Ok(limits)
+}
+
+/// A bounded value of the manifest: `None` if absent, the value if it is
+/// within `min` and `max` (where given), else an error at its line that
+/// names the key and its range.
+pub(super) fn bounded<T: Copy + PartialOrd + std::fmt::Display>(
+    value: &Option<Spanned<T>>,
+    key: &str,
+    min: Option<T>,
+    max: Option<T>,
+    err: ErrAt<'_>,
+) -> Result<Option<T>, ManifestError> {
+    let Some(v) = value else {
+        return Ok(None);
+    };
+    let n = *v.get_ref();
+    if min.is_none_or(|min| n >= min) && max.is_none_or(|max| n <= max) {
+        return Ok(Some(n));
+    }
+    let range = match (min, max) {
+        (Some(min), Some(max)) => format!("between {min} and {max}"),
+        (Some(min), None) => format!("at least {min}"),
+        (None, Some(max)) => format!("at most {max}"),
+        (None, None) => unreachable!("a value without bounds is always within them"),
+    };
+    Err(err(Some(v.span()), format!("{key} must be {range}")))
 }

@@ -53,12 +53,15 @@
 
 mod checks;
 mod demo;
+mod grants;
 mod limits;
 mod rooms;
+mod routes;
 
+use checks::check_env_name;
 pub use checks::check_name;
-use checks::{check_env_name, check_prefix, check_resource_name, route_limit};
 pub use demo::warn_of_demo_settings;
+pub use grants::{DEFAULT_BLOB_MIB, DEFAULT_BLOB_OBJECTS, DEFAULT_KV_KEYS, DEFAULT_KV_MIB};
 pub use rooms::{RoomLimits, RoomProtocol, RoomRoute};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -69,11 +72,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::caps::grants::StorageQuotas;
-use crate::caps::outbound::HostPattern;
+use crate::caps::Grants;
 use crate::caps::rate_limit::Rule;
-use crate::caps::{Grants, Kind};
-use crate::storage::Quota;
 
 /// Default linear memory per instance.
 pub const DEFAULT_MEMORY_MIB: u64 = 128;
@@ -238,82 +238,20 @@ struct RawManifest {
     demo: Option<String>,
     component: Option<Spanned<String>>,
     #[serde(default)]
-    routes: Vec<RawRoute>,
+    routes: Vec<routes::RawRoute>,
     #[serde(default)]
     rooms: Vec<rooms::RawRoom>,
     #[serde(default)]
-    grants: RawGrants,
+    grants: grants::RawGrants,
     #[serde(default)]
     limits: limits::RawLimits,
     #[serde(default)]
-    quotas: BTreeMap<String, Spanned<RawQuota>>,
+    quotas: BTreeMap<String, Spanned<grants::RawQuota>>,
     #[serde(default)]
-    storage: RawStorage,
+    storage: grants::RawStorage,
     #[serde(default)]
     env: BTreeMap<Spanned<String>, String>,
 }
-
-/// `[storage]`: quotas of what the plugin writes (0: no limit).
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawStorage {
-    kv_mib: Option<u64>,
-    kv_keys: Option<u64>,
-    blob_mib: Option<u64>,
-    blob_objects: Option<u64>,
-}
-
-/// The quota for a `[storage]` value: the default if absent, none if 0.
-fn storage_limit(value: Option<u64>, default: u64, scale: u32) -> Option<u64> {
-    match value.unwrap_or(default) {
-        0 => None,
-        n => Some(n.saturating_mul(1 << scale)),
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRoute {
-    prefix: Spanned<String>,
-    methods: Option<Vec<Spanned<String>>>,
-    auth: Option<Spanned<String>>,
-    authenticator: Option<Spanned<String>>,
-    rate_limit: Option<Spanned<toml::Value>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawQuota {
-    requests: u32,
-    per_s: u32,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawGrants {
-    #[serde(default)]
-    kv: Vec<Spanned<String>>,
-    #[serde(default)]
-    blob: Vec<Spanned<String>>,
-    #[serde(default)]
-    outbound: Vec<Spanned<String>>,
-    #[serde(default)]
-    secrets: Vec<Spanned<String>>,
-    #[serde(default)]
-    render: bool,
-    #[serde(default)]
-    services: Vec<Spanned<String>>,
-    #[serde(default)]
-    identity_to: Vec<Spanned<String>>,
-}
-
-/// What a manifest that says nothing of `[storage]` may fill: enough for
-/// any plugin of the seed system, and a bound on what anonymous writers
-/// can put on a public server's disk.
-pub const DEFAULT_KV_MIB: u64 = 1024;
-pub const DEFAULT_KV_KEYS: u64 = 1_000_000;
-pub const DEFAULT_BLOB_MIB: u64 = 16 << 10;
-pub const DEFAULT_BLOB_OBJECTS: u64 = 1_000_000;
 
 /// Reads and validates the manifest at `path`.
 pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
@@ -325,7 +263,8 @@ pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
     parse(path, &text)
 }
 
-/// Parses and validates manifest `text` read from `path`.
+/// Parses and validates manifest `text` read from `path`, a section at a
+/// time.
 pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
     let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
     let err = |span: Option<std::ops::Range<usize>>, message: String| ManifestError {
@@ -337,143 +276,26 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
         // toml's own message repeats the line; keep just the reason.
         err(e.span(), e.message().to_string())
     })?;
-
-    let name = match &raw.name {
-        Some(n) => {
-            check_name(n.get_ref()).map_err(|m| err(Some(n.span()), m))?;
-            n.get_ref().clone()
-        }
-        None => {
-            let stem = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or_default();
-            check_name(stem).map_err(|m| err(None, format!("file name: {m}")))?;
-            stem.to_string()
-        }
-    };
-
-    let base = path.parent().unwrap_or(Path::new("."));
-    let component = match &raw.component {
-        Some(c) if c.get_ref().trim().is_empty() => {
-            return Err(err(
-                Some(c.span()),
-                "component must name a .wasm file".into(),
-            ));
-        }
-        Some(c) => Some(base.join(c.get_ref())),
-        None if raw.routes.is_empty() && !raw.rooms.is_empty() => None,
-        None => {
-            return Err(err(
-                None,
-                "no component: a plugin with [[routes]] needs component = \"<file>.wasm\"".into(),
-            ));
-        }
-    };
-
+    let name = name_of(&raw, path, &err)?;
+    let component = component_of(&raw, path, &err)?;
     if raw.routes.is_empty() && raw.rooms.is_empty() {
         return Err(err(
             None,
             "no [[routes]] and no [[rooms]]: a plugin must serve at least one path prefix".into(),
         ));
     }
-    let mut routes = Vec::new();
-    for r in &raw.routes {
-        let prefix = r.prefix.get_ref();
-        check_prefix(prefix).map_err(|m| err(Some(r.prefix.span()), m))?;
-        let mut methods = BTreeSet::new();
-        for m in r.methods.iter().flatten() {
-            let method = m.get_ref().to_ascii_uppercase();
-            if http::Method::from_bytes(method.as_bytes()).is_err() || method.is_empty() {
-                return Err(err(
-                    Some(m.span()),
-                    format!("'{}' is not an HTTP method", m.get_ref()),
-                ));
-            }
-            methods.insert(method);
-        }
-        if r.methods.as_ref().is_some_and(Vec::is_empty) {
-            return Err(err(
-                Some(r.prefix.span()),
-                "methods is empty: omit it to allow all methods".into(),
-            ));
-        }
-        let (auth, rate_limit) = gate(&r.auth, &r.authenticator, &r.rate_limit, &err)?;
-        routes.push(Route {
-            prefix: prefix.clone(),
-            methods,
-            auth,
-            rate_limit,
-        });
-    }
-
+    let routes = (raw.routes.iter())
+        .map(|r| routes::parse_route(r, &err))
+        .collect::<Result<Vec<_>, _>>()?;
     let rooms = (raw.rooms.iter())
         .map(|r| rooms::parse_room(r, &err))
         .collect::<Result<Vec<_>, _>>()?;
-
-    let outbound = raw
-        .grants
-        .outbound
-        .iter()
-        .map(|h| {
-            h.get_ref()
-                .parse::<HostPattern>()
-                .map_err(|m| err(Some(h.span()), m))
-        })
-        .collect::<Result<_, _>>()?;
-    let mut grants = Grants::new(outbound);
-    grants.render = raw.grants.render;
-    for (kind, list) in [
-        (Kind::Kv, &raw.grants.kv),
-        (Kind::Blob, &raw.grants.blob),
-        (Kind::Secret, &raw.grants.secrets),
-    ] {
-        for n in list {
-            check_resource_name(n.get_ref())
-                .map_err(|m| err(Some(n.span()), format!("{}: {m}", kind.noun())))?;
-            grants.grant(kind, n.get_ref().clone());
-        }
-    }
-    for service in &raw.grants.services {
-        check_name(service.get_ref())
-            .map_err(|m| err(Some(service.span()), format!("service: {m}")))?;
-        grants.grant(Kind::Service, service.get_ref().clone());
-    }
-    for service in &raw.grants.identity_to {
-        let name = service.get_ref();
-        if grants.check(Kind::Service, name).is_err() {
-            let m = format!("identity_to: '{name}' is not one of this plugin's services");
-            return Err(err(Some(service.span()), m));
-        }
-        grants.identity_to.insert(name.clone());
-    }
-    for (name, quota) in &raw.quotas {
-        let at = Some(quota.span());
-        check_resource_name(name).map_err(|m| err(at.clone(), format!("quota: {m}")))?;
-        let q = quota.get_ref();
-        let rule = Rule::new(q.requests, q.per_s)
-            .map_err(|m| err(at.clone(), format!("quota '{name}': {m}")))?;
-        grants.quotas.insert(name.clone(), rule);
-    }
-    let st = &raw.storage;
-    grants.storage = StorageQuotas {
-        kv: Quota {
-            bytes: storage_limit(st.kv_mib, DEFAULT_KV_MIB, 20),
-            items: storage_limit(st.kv_keys, DEFAULT_KV_KEYS, 0),
-        },
-        blob: Quota {
-            bytes: storage_limit(st.blob_mib, DEFAULT_BLOB_MIB, 20),
-            items: storage_limit(st.blob_objects, DEFAULT_BLOB_OBJECTS, 0),
-        },
-    };
+    let grants = grants::parse(&raw.grants, &raw.quotas, &raw.storage, &err)?;
     let mut env = Vec::new();
     for (name, value) in &raw.env {
         check_env_name(name.get_ref()).map_err(|m| err(Some(name.span()), m))?;
         env.push((name.get_ref().clone(), value.clone()));
     }
-
-    let limits = limits::parse(&raw.limits, &err)?;
-
     Ok(Manifest {
         name,
         path: path.to_path_buf(),
@@ -482,67 +304,53 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
         routes,
         rooms,
         grants,
-        limits,
+        limits: limits::parse(&raw.limits, &err)?,
         env,
         demo: raw.demo.filter(|d| !d.trim().is_empty()),
     })
 }
 
-/// A route's or a room's `auth`, `authenticator` and `rate_limit`.
-fn gate(
-    auth: &Option<Spanned<String>>,
-    authenticator: &Option<Spanned<String>>,
-    limit: &Option<Spanned<toml::Value>>,
-    err: &dyn Fn(Option<std::ops::Range<usize>>, String) -> ManifestError,
-) -> Result<(Option<RouteAuth>, RouteLimit), ManifestError> {
-    let auth = match auth {
-        None => None,
-        Some(a) => match a.get_ref().as_str() {
-            "required" | "optional" => Some(RouteAuth::Caller {
-                required: a.get_ref() == "required",
-                authenticator: match authenticator {
-                    Some(n) => {
-                        check_name(n.get_ref()).map_err(|m| err(Some(n.span()), m))?;
-                        n.get_ref().clone()
-                    }
-                    None => DEFAULT_AUTHENTICATOR.into(),
-                },
-            }),
-            "operator" => Some(RouteAuth::Operator),
-            other => {
-                return Err(err(
-                    Some(a.span()),
-                    format!("auth = \"{other}\": write \"required\", \"optional\" or \"operator\""),
-                ));
-            }
-        },
-    };
-    if let (None | Some(RouteAuth::Operator), Some(n)) = (&auth, authenticator) {
-        return Err(err(
-            Some(n.span()),
-            "authenticator is set but auth does not name a caller: add auth = \"required\" or \"optional\"".into(),
-        ));
+/// Makes an error at a span of the manifest's text (its line).
+pub(super) type ErrAt<'a> = &'a dyn Fn(Option<std::ops::Range<usize>>, String) -> ManifestError;
+
+/// `name`, else the file's name.
+fn name_of(raw: &RawManifest, path: &Path, err: ErrAt<'_>) -> Result<String, ManifestError> {
+    match &raw.name {
+        Some(n) => {
+            check_name(n.get_ref()).map_err(|m| err(Some(n.span()), m))?;
+            Ok(n.get_ref().clone())
+        }
+        None => {
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
+            check_name(stem).map_err(|m| err(None, format!("file name: {m}")))?;
+            Ok(stem.to_string())
+        }
     }
-    let rate_limit = match limit {
-        None => RouteLimit::Default,
-        Some(v) => route_limit(v.get_ref()).map_err(|m| err(Some(v.span()), m))?,
-    };
-    if let (
-        RouteLimit::Rule {
-            key: LimitKey::User,
-            ..
-        },
-        None,
-        Some(v),
-    ) = (rate_limit, &auth, limit)
-    {
-        return Err(err(
-            Some(v.span()),
-            "key = \"user\" needs a caller: add auth = \"required\" or \"optional\" to the route"
-                .into(),
-        ));
+}
+
+/// `component`, resolved against the manifest's folder; none only for a
+/// plugin of rooms alone.
+fn component_of(
+    raw: &RawManifest,
+    path: &Path,
+    err: ErrAt<'_>,
+) -> Result<Option<PathBuf>, ManifestError> {
+    let base = path.parent().unwrap_or(Path::new("."));
+    match &raw.component {
+        Some(c) if c.get_ref().trim().is_empty() => Err(err(
+            Some(c.span()),
+            "component must name a .wasm file".into(),
+        )),
+        Some(c) => Ok(Some(base.join(c.get_ref()))),
+        None if raw.routes.is_empty() && !raw.rooms.is_empty() => Ok(None),
+        None => Err(err(
+            None,
+            "no component: a plugin with [[routes]] needs component = \"<file>.wasm\"".into(),
+        )),
     }
-    Ok((auth, rate_limit))
 }
 
 #[cfg(test)]

@@ -28,7 +28,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::checks::check_prefix;
-use super::{ManifestError, RouteAuth, RouteLimit, gate};
+use super::routes::gate;
+use super::{ErrAt, ManifestError, RouteAuth, RouteLimit};
 
 /// The default largest message of a `yjs` room.
 pub const YJS_MAX_MESSAGE_BYTES: usize = 8 << 20;
@@ -141,10 +142,8 @@ pub(super) struct RawRoom {
     max_log_mib: Option<Spanned<u64>>,
 }
 
-type Err<'a> = &'a dyn Fn(Option<std::ops::Range<usize>>, String) -> ManifestError;
-
 /// One `[[rooms]]` entry, checked.
-pub(super) fn parse_room(raw: &RawRoom, err: Err<'_>) -> Result<RoomRoute, ManifestError> {
+pub(super) fn parse_room(raw: &RawRoom, err: ErrAt<'_>) -> Result<RoomRoute, ManifestError> {
     let prefix = raw.prefix.get_ref();
     check_prefix(prefix).map_err(|m| err(Some(raw.prefix.span()), m))?;
     if prefix == "/" {
@@ -183,13 +182,8 @@ pub(super) fn parse_room(raw: &RawRoom, err: Err<'_>) -> Result<RoomRoute, Manif
         }
         _ => {}
     }
-    let bounded = |v: &Option<Spanned<u64>>, name: &str, min: u64, max: u64| match v {
-        None => Ok(None),
-        Some(v) if (min..=max).contains(v.get_ref()) => Ok(Some(*v.get_ref())),
-        Some(v) => Err(err(
-            Some(v.span()),
-            format!("{name} must be between {min} and {max}"),
-        )),
+    let bounded = |v: &Option<Spanned<u64>>, name: &str, min: u64, max: u64| {
+        super::limits::bounded(v, name, Some(min), Some(max), err)
     };
     if let Some(kib) = bounded(&raw.max_message_kib, "max_message_kib", 1, 16 << 10)? {
         limits.max_message_bytes = (kib as usize) << 10;

@@ -1,6 +1,7 @@
 //! Manifest parsing: what is accepted, and each refusal with its line.
 
 use super::*;
+use crate::caps::Kind;
 
 fn parse_str(text: &str) -> Result<Manifest, ManifestError> {
     parse(Path::new("/p/hello.toml"), text)

@@ -1,0 +1,124 @@
+//! A manifest's `[grants]`, `[quotas]` and `[storage]`: what the plugin may
+//! use, how often, and how much it may store.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::checks::check_resource_name;
+use super::{ErrAt, ManifestError, check_name};
+use crate::caps::grants::StorageQuotas;
+use crate::caps::outbound::HostPattern;
+use crate::caps::rate_limit::Rule;
+use crate::caps::{Grants, Kind};
+use crate::storage::Quota;
+
+/// What a manifest that says nothing of `[storage]` may fill: enough for
+/// any plugin of the seed system, and a bound on what anonymous writers
+/// can put on a public server's disk.
+pub const DEFAULT_KV_MIB: u64 = 1024;
+pub const DEFAULT_KV_KEYS: u64 = 1_000_000;
+pub const DEFAULT_BLOB_MIB: u64 = 16 << 10;
+pub const DEFAULT_BLOB_OBJECTS: u64 = 1_000_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawQuota {
+    requests: u32,
+    per_s: u32,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGrants {
+    #[serde(default)]
+    kv: Vec<Spanned<String>>,
+    #[serde(default)]
+    blob: Vec<Spanned<String>>,
+    #[serde(default)]
+    outbound: Vec<Spanned<String>>,
+    #[serde(default)]
+    secrets: Vec<Spanned<String>>,
+    #[serde(default)]
+    render: bool,
+    #[serde(default)]
+    services: Vec<Spanned<String>>,
+    #[serde(default)]
+    identity_to: Vec<Spanned<String>>,
+}
+
+/// `[storage]`: quotas of what the plugin writes (0: no limit).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStorage {
+    kv_mib: Option<u64>,
+    kv_keys: Option<u64>,
+    blob_mib: Option<u64>,
+    blob_objects: Option<u64>,
+}
+
+/// The quota for a `[storage]` value: the default if absent, none if 0.
+fn storage_limit(value: Option<u64>, default: u64, scale: u32) -> Option<u64> {
+    match value.unwrap_or(default) {
+        0 => None,
+        n => Some(n.saturating_mul(1 << scale)),
+    }
+}
+
+/// The grants, with the quotas and storage limits they carry.
+pub(super) fn parse(
+    raw: &RawGrants,
+    quotas: &BTreeMap<String, Spanned<RawQuota>>,
+    storage: &RawStorage,
+    err: ErrAt<'_>,
+) -> Result<Grants, ManifestError> {
+    let outbound = (raw.outbound.iter())
+        .map(|h| (h.get_ref().parse::<HostPattern>()).map_err(|m| err(Some(h.span()), m)))
+        .collect::<Result<_, _>>()?;
+    let mut grants = Grants::new(outbound);
+    grants.render = raw.render;
+    for (kind, list) in [
+        (Kind::Kv, &raw.kv),
+        (Kind::Blob, &raw.blob),
+        (Kind::Secret, &raw.secrets),
+    ] {
+        for n in list {
+            check_resource_name(n.get_ref())
+                .map_err(|m| err(Some(n.span()), format!("{}: {m}", kind.noun())))?;
+            grants.grant(kind, n.get_ref().clone());
+        }
+    }
+    for service in &raw.services {
+        check_name(service.get_ref())
+            .map_err(|m| err(Some(service.span()), format!("service: {m}")))?;
+        grants.grant(Kind::Service, service.get_ref().clone());
+    }
+    for service in &raw.identity_to {
+        let name = service.get_ref();
+        if grants.check(Kind::Service, name).is_err() {
+            let m = format!("identity_to: '{name}' is not one of this plugin's services");
+            return Err(err(Some(service.span()), m));
+        }
+        grants.identity_to.insert(name.clone());
+    }
+    for (name, quota) in quotas {
+        let at = Some(quota.span());
+        check_resource_name(name).map_err(|m| err(at.clone(), format!("quota: {m}")))?;
+        let q = quota.get_ref();
+        let rule = Rule::new(q.requests, q.per_s)
+            .map_err(|m| err(at.clone(), format!("quota '{name}': {m}")))?;
+        grants.quotas.insert(name.clone(), rule);
+    }
+    grants.storage = StorageQuotas {
+        kv: Quota {
+            bytes: storage_limit(storage.kv_mib, DEFAULT_KV_MIB, 20),
+            items: storage_limit(storage.kv_keys, DEFAULT_KV_KEYS, 0),
+        },
+        blob: Quota {
+            bytes: storage_limit(storage.blob_mib, DEFAULT_BLOB_MIB, 20),
+            items: storage_limit(storage.blob_objects, DEFAULT_BLOB_OBJECTS, 0),
+        },
+    };
+    Ok(grants)
+}
