@@ -57,7 +57,7 @@ pub struct CallOrigin {
 pub struct CallDepth(pub u8);
 
 /// Runs a request through a plugin by name; the server implements it.
-pub trait Dispatcher: Send + Sync {
+pub trait ServiceCaller: Send + Sync {
     /// The callee's response, or why there is none (no such plugin, not
     /// loaded, no HTTP handler).
     fn call(
@@ -71,15 +71,15 @@ pub trait Dispatcher: Send + Sync {
 /// The dispatcher, once the server has bound it. (The dispatcher holds
 /// the registry, which holds the capabilities, weakly: no cycle.)
 #[derive(Default)]
-pub struct Binding(OnceLock<Arc<dyn Dispatcher>>);
+pub struct Binding(OnceLock<Arc<dyn ServiceCaller>>);
 
 impl Binding {
     /// Binds the dispatcher (once; later calls are ignored).
-    pub fn bind(&self, dispatcher: Arc<dyn Dispatcher>) {
+    pub fn bind(&self, dispatcher: Arc<dyn ServiceCaller>) {
         let _ = self.0.set(dispatcher);
     }
 
-    fn get(&self) -> Option<Arc<dyn Dispatcher>> {
+    fn get(&self) -> Option<Arc<dyn ServiceCaller>> {
         self.0.get().cloned()
     }
 }

@@ -19,14 +19,19 @@ use std::task::Poll;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
+use tokio::sync::oneshot::error::RecvError;
+use wasmtime::component::Resource;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyIndices};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
 use super::loader::LoadedPlugin;
 use super::memory_budget::MemoryBudgetExhausted;
 use super::request_body::{BODY_OK, BODY_OVERFLOWED, BODY_STALLED, RequestBody, declared_length};
 use super::request_watch::{RequestWatch, WatchedBody, millis};
-use super::slot::PluginSlot;
+use super::slot::{Admitted, PluginSlot};
 use super::state::{CpuLimitExceeded, MemoryLimitExceeded, RequestState};
 use super::watchdog::{self, Watchdog};
 use crate::caps::identity::IdentityCtx;
@@ -113,208 +118,327 @@ impl DispatchError {
     }
 }
 
-/// Runs `req` through `plugin`, a version of `slot`, for `caller`.
-pub async fn dispatch(
-    slot: &PluginSlot,
-    plugin: Arc<LoadedPlugin>,
-    engine: &wasmtime::Engine,
-    watchdog: &Watchdog,
+/// Runs requests through plugins, in small steps: `prepare` (the checks,
+/// a permit, a store), the guest run to its response head on the
+/// caller's task (`run_to_head`), then `respond` (the answer, or the
+/// failure, and the body streamed under the watchdog). It holds what every
+/// request shares: the engine, the watchdog and the server's body timeouts.
+#[derive(Clone)]
+pub struct Dispatcher {
+    engine: wasmtime::Engine,
+    watchdog: Watchdog,
     timeouts: BodyTimeouts,
-    caller: IdentityCtx,
-    req: http::Request<axum::body::Body>,
-) -> Result<http::Response<axum::body::Body>, DispatchError> {
-    let limits = &slot.context.limits;
-    let http_export = plugin
-        .exports
-        .http
-        .clone()
-        .ok_or_else(|| DispatchError::Internal("the plugin has no HTTP handler".into()))?;
-    let max_body = limits.max_body_bytes;
-    if declared_length(req.headers()).is_some_and(|n| n > max_body) {
-        return Err(DispatchError::BodyTooLarge { limit: max_body });
+}
+
+/// A request made ready for its guest.
+struct Call {
+    /// The guest: instantiate (or take a kept instance), handle, then free
+    /// or keep the instance and the permit.
+    guest: Pin<Box<dyn Future<Output = wasmtime::Result<()>> + Send>>,
+    /// Where the guest's response head arrives.
+    head: Outparam,
+    watch: Arc<RequestWatch>,
+    /// Whether the request body overflowed or stalled.
+    body_state: Arc<AtomicU8>,
+    max_body: u64,
+    timeout: Duration,
+}
+
+type Outparam =
+    tokio::sync::oneshot::Receiver<Result<http::Response<HyperOutgoingBody>, ErrorCode>>;
+
+/// How the run to the response head ended.
+struct Head {
+    /// The response head, or the guest's error code; `Err` if the guest
+    /// dropped its outparam; `None` if the watchdog cut it first.
+    sent: Option<Result<Result<http::Response<HyperOutgoingBody>, ErrorCode>, RecvError>>,
+    /// The guest's outcome, if it ended too.
+    finished: Option<wasmtime::Result<()>>,
+    /// Its place with the watchdog, if it had to wait.
+    watching: Option<watchdog::Watching>,
+}
+
+/// What a guest run owns: its store and instance, and what to do with them
+/// when it ends.
+struct GuestRun {
+    plugin: Arc<LoadedPlugin>,
+    store: wasmtime::Store<RequestState>,
+    /// A kept instance, and the requests it served.
+    warm: Option<(Proxy, u32)>,
+    http_export: ProxyIndices,
+    incoming: Resource<HostIncomingRequest>,
+    outparam: Resource<HostResponseOutparam>,
+    watch: Arc<RequestWatch>,
+    /// What keeping the instance takes, for a plugin that reuses them.
+    keeping: Option<(Watchdog, u32, u64)>,
+    reuse: u32,
+    permit: Admitted,
+}
+
+impl Dispatcher {
+    pub fn new(engine: wasmtime::Engine, watchdog: Watchdog, timeouts: BodyTimeouts) -> Self {
+        Self {
+            engine,
+            watchdog,
+            timeouts,
+        }
     }
-    let permit = slot
-        .try_admit()
-        .ok_or(DispatchError::Busy(Busy::Plugin(slot.max_concurrent)))?;
 
-    let body_state = Arc::new(AtomicU8::new(BODY_OK));
-    let (parts, body) = req.into_parts();
-    let body = RequestBody::new(body, max_body, timeouts.request, body_state.clone());
-    let req = http::Request::from_parts(parts, body);
-
-    // A kept instance if the plugin allows reuse and one waits, else a
-    // fresh store (instantiated on the guest's first poll).
-    let reuse = limits.instance_reuse;
-    let kept = match reuse {
-        0 => None,
-        _ => plugin.idle.take(&slot.context, caller.clone()),
-    };
-    let (mut store, mut warm) = match kept {
-        Some(idle) => (idle.store, Some((idle.proxy, idle.served))),
-        None => (RequestState::new_store(engine, &slot.context, caller), None),
-    };
-    if let Some(CallDepth(depth)) = req.extensions().get() {
-        store.data_mut().set_call_depth(*depth);
+    /// Runs `req` through `plugin`, a version of `slot`, for `caller`.
+    pub async fn dispatch(
+        &self,
+        slot: &PluginSlot,
+        plugin: Arc<LoadedPlugin>,
+        caller: IdentityCtx,
+        req: http::Request<axum::body::Body>,
+    ) -> Result<http::Response<axum::body::Body>, DispatchError> {
+        let mut call = self.prepare(slot, plugin, caller, req)?;
+        let head = self.run_to_head(&mut call).await;
+        self.respond(call, head)
     }
 
-    let (tx, mut rx) = tokio::sync::oneshot::channel();
-    let http = || DispatchError::Internal("creating the request resources".into());
-    let incoming = store
-        .data_mut()
-        .http()
-        .new_incoming_request(Scheme::Http, req)
-        .map_err(|_| http())?;
-    let outparam = store
-        .data_mut()
-        .http()
-        .new_response_outparam(tx)
-        .map_err(|_| http())?;
+    /// The checks before any instance (the body's declared length, a
+    /// permit), then the request's store: a kept instance's if the plugin
+    /// reuses them and one waits, else a fresh one (instantiated on the
+    /// guest's first poll).
+    fn prepare(
+        &self,
+        slot: &PluginSlot,
+        plugin: Arc<LoadedPlugin>,
+        caller: IdentityCtx,
+        req: http::Request<axum::body::Body>,
+    ) -> Result<Call, DispatchError> {
+        let limits = &slot.context.limits;
+        let http_export = (plugin.exports.http.clone())
+            .ok_or_else(|| DispatchError::Internal("the plugin has no HTTP handler".into()))?;
+        let max_body = limits.max_body_bytes;
+        if declared_length(req.headers()).is_some_and(|n| n > max_body) {
+            return Err(DispatchError::BodyTooLarge { limit: max_body });
+        }
+        let permit = slot
+            .try_admit()
+            .ok_or(DispatchError::Busy(Busy::Plugin(slot.max_concurrent)))?;
 
-    let watch = Arc::new(RequestWatch::new(
-        slot.context.metrics.clone(),
-        limits,
-        timeouts.response,
-        watchdog::now_ms(),
-    ));
-    let guest_watch = watch.clone();
-    // What keeping the instance takes, only for a plugin that reuses them.
-    let keeping = (reuse > 0).then(|| {
-        let idle_for_ms = millis(limits.instance_idle);
-        (watchdog.clone(), slot.max_concurrent, idle_for_ms)
-    });
-    let mut guest: Pin<Box<dyn Future<Output = wasmtime::Result<()>> + Send>> =
-        Box::pin(async move {
-            let metrics = &guest_watch.metrics;
-            let mut served = 0;
-            let outcome = async {
-                let proxy = match warm.take() {
-                    Some((proxy, before)) => {
-                        served = before;
-                        metrics.instance_reuses.inc();
-                        proxy
-                    }
-                    None => {
-                        let instance = instantiate(&plugin.pre, &mut store, metrics).await?;
-                        http_export.load(&mut store, &instance)?
-                    }
-                };
-                store.data_mut().begin_call();
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, incoming, outparam)
-                    .await
-                    .map(|()| proxy)
-            }
-            .await;
-            if let Err(e) = &outcome
-                && guest_watch.responded.load(Ordering::Relaxed)
-                && guest_watch.cut.get().is_none()
+        let body_state = Arc::new(AtomicU8::new(BODY_OK));
+        let (parts, body) = req.into_parts();
+        let body = RequestBody::new(body, max_body, self.timeouts.request, body_state.clone());
+        let req = http::Request::from_parts(parts, body);
+
+        let reuse = limits.instance_reuse;
+        let kept = match reuse {
+            0 => None,
+            _ => plugin.idle.take(&slot.context, caller.clone()),
+        };
+        let (mut store, warm) = match kept {
+            Some(idle) => (idle.store, Some((idle.proxy, idle.served))),
+            None => (
+                RequestState::new_store(&self.engine, &slot.context, caller),
+                None,
+            ),
+        };
+        if let Some(CallDepth(depth)) = req.extensions().get() {
+            store.data_mut().set_call_depth(*depth);
+        }
+        let (tx, head) = tokio::sync::oneshot::channel();
+        let http = || DispatchError::Internal("creating the request resources".into());
+        let incoming = (store.data_mut().http())
+            .new_incoming_request(Scheme::Http, req)
+            .map_err(|_| http())?;
+        let outparam = (store.data_mut().http())
+            .new_response_outparam(tx)
+            .map_err(|_| http())?;
+        let watch = Arc::new(RequestWatch::new(
+            slot.context.metrics.clone(),
+            limits,
+            self.timeouts.response,
+            watchdog::now_ms(),
+        ));
+        let keeping = (reuse > 0).then(|| {
+            let idle_for_ms = millis(limits.instance_idle);
+            (self.watchdog.clone(), slot.max_concurrent, idle_for_ms)
+        });
+        let run = GuestRun {
+            plugin,
+            store,
+            warm,
+            http_export,
+            incoming,
+            outparam,
+            watch: watch.clone(),
+            keeping,
+            reuse,
+            permit,
+        };
+        Ok(Call {
+            guest: Box::pin(run.run()),
+            head,
+            watch,
+            body_state,
+            max_body,
+            timeout: limits.timeout,
+        })
+    }
+
+    /// Runs the guest on this (the connection's) task until the response
+    /// head comes: no task spawned, no thread woken for the common case of
+    /// a guest that answers at once. It is registered with the watchdog
+    /// only when it has to wait. Dropping this future (the client went
+    /// away) drops the guest with it.
+    async fn run_to_head(&self, call: &mut Call) -> Head {
+        let mut watching = None;
+        let mut finished = None;
+        let sent = std::future::poll_fn(|cx| {
+            if finished.is_none()
+                && let Poll::Ready(outcome) = call.guest.as_mut().poll(cx)
             {
-                streaming_failed(metrics, e);
+                finished = Some(outcome);
             }
-            // However the guest ends (returned, failed, or dropped by the
-            // watchdog), its end frees the instance (the store), or keeps
-            // it for the next request if the plugin allows and the call
-            // returned normally; then the permit: only now may another
-            // request take its place. The version stays alive as long as
-            // its instance ran.
-            served += 1;
-            let outcome = match (outcome, &keeping) {
-                (Ok(proxy), Some((watchdog, max_idle, idle_for_ms)))
-                    if served < reuse && guest_watch.cut.get().is_none() =>
-                {
-                    let idle = &plugin.idle;
-                    idle.keep(store, proxy, served, *max_idle, *idle_for_ms, watchdog);
-                    Ok(())
-                }
-                (outcome, _) => {
-                    drop(store);
-                    outcome.map(drop)
-                }
-            };
-            drop((permit, plugin));
+            // A guest that ended dropped the outparam: this is then ready.
+            if let Poll::Ready(sent) = Pin::new(&mut call.head).poll(cx) {
+                return Poll::Ready(Some(sent));
+            }
+            call.watch.waker.register(cx.waker());
+            if call.watch.cut.get().is_some() {
+                return Poll::Ready(None);
+            }
+            watching.get_or_insert_with(|| self.watchdog.watch(call.watch.clone()));
+            Poll::Pending
+        })
+        .await;
+        Head {
+            sent,
+            finished,
+            watching,
+        }
+    }
+
+    /// The answer: the guest's response, its body streamed from a task of
+    /// its own if the guest still writes it; or why there is none.
+    fn respond(
+        &self,
+        call: Call,
+        head: Head,
+    ) -> Result<http::Response<axum::body::Body>, DispatchError> {
+        let Head {
+            sent,
+            mut finished,
+            watching,
+        } = head;
+        let result = match sent {
+            None => Err(DispatchError::Timeout {
+                timeout_ms: call.timeout.as_millis(),
+            }),
+            Some(Ok(Ok(resp))) => Ok(resp),
+            Some(Ok(Err(code))) => Err(DispatchError::Guest(code)),
+            // The guest dropped the outparam: it returned or failed (or,
+            // if it runs on, gave up on answering).
+            Some(Err(_)) => match finished.take() {
+                Some(Err(e)) => Err(classify(&e)),
+                Some(Ok(())) | None => Err(DispatchError::NoResponse),
+            },
+        };
+        // Whatever the guest made of a body cut off at the limit or
+        // stalled, the answer is 413 or 408.
+        match call.body_state.load(Ordering::Relaxed) {
+            BODY_OVERFLOWED => {
+                return Err(DispatchError::BodyTooLarge {
+                    limit: call.max_body,
+                });
+            }
+            BODY_STALLED => {
+                return Err(DispatchError::BodyTimeout {
+                    idle_ms: self.timeouts.request.as_millis(),
+                });
+            }
+            _ => {}
+        }
+        let resp = result?;
+        let watch = call.watch;
+        watch.responded.store(true, Ordering::Relaxed);
+        let body_error = |e| std::io::Error::other(format!("{e:?}"));
+        if let Some(outcome) = finished {
+            // The guest has ended: all it wrote of the body is buffered,
+            // and nothing is left to watch.
+            if let Err(e) = outcome {
+                streaming_failed(&watch.metrics, &e);
+            }
+            return Ok(resp.map(|body| axum::body::Body::new(body.map_err(body_error))));
+        }
+        // The guest streams the rest of the body from a task of its own,
+        // under the watchdog, which aborts that task to end it.
+        let watching = watching.unwrap_or_else(|| self.watchdog.watch(watch.clone()));
+        let guest = call.guest;
+        let task = tokio::spawn(async move {
+            let outcome = guest.await;
+            drop(watching);
             outcome
         });
-
-    // The guest runs on this (the connection's) task until the response
-    // headers come: no task spawned, no thread woken for the common case
-    // of a guest that answers at once. It is registered with the watchdog
-    // only when it has to wait. Dropping this future (the client went
-    // away) drops the guest with it.
-    let mut watching = None;
-    let mut finished = None;
-    let headers = std::future::poll_fn(|cx| {
-        if finished.is_none()
-            && let Poll::Ready(outcome) = guest.as_mut().poll(cx)
-        {
-            finished = Some(outcome);
-        }
-        // A guest that ended dropped the outparam: this is then ready.
-        if let Poll::Ready(sent) = Pin::new(&mut rx).poll(cx) {
-            return Poll::Ready(Some(sent));
-        }
-        watch.waker.register(cx.waker());
+        watch.guest.get_or_init(|| task.abort_handle());
         if watch.cut.get().is_some() {
-            return Poll::Ready(None);
+            task.abort();
         }
-        watching.get_or_insert_with(|| watchdog.watch(watch.clone()));
-        Poll::Pending
-    })
-    .await;
+        Ok(resp.map(|body| {
+            axum::body::Body::new(WatchedBody {
+                inner: body.map_err(body_error),
+                watch,
+            })
+        }))
+    }
+}
 
-    let result = match headers {
-        None => Err(DispatchError::Timeout {
-            timeout_ms: limits.timeout.as_millis(),
-        }),
-        Some(Ok(Ok(resp))) => Ok(resp),
-        Some(Ok(Err(code))) => Err(DispatchError::Guest(code)),
-        // The guest dropped the outparam: it returned or failed (or, if
-        // it runs on, gave up on answering).
-        Some(Err(_)) => match finished.take() {
-            Some(Err(e)) => Err(classify(&e)),
-            Some(Ok(())) | None => Err(DispatchError::NoResponse),
-        },
-    };
-    // Whatever the guest made of a body cut off at the limit or stalled,
-    // the answer is 413 or 408.
-    match body_state.load(Ordering::Relaxed) {
-        BODY_OVERFLOWED => return Err(DispatchError::BodyTooLarge { limit: max_body }),
-        BODY_STALLED => {
-            return Err(DispatchError::BodyTimeout {
-                idle_ms: timeouts.request.as_millis(),
-            });
+impl GuestRun {
+    /// The guest's whole run. However it ends (returned, failed, or
+    /// dropped by the watchdog), its end frees the instance (the store), or
+    /// keeps it for the next request if the plugin allows and the call
+    /// returned normally; then the permit: only now may another request
+    /// take its place. The version stays alive as long as its instance ran.
+    async fn run(mut self) -> wasmtime::Result<()> {
+        let watch = self.watch.clone();
+        let metrics = &watch.metrics;
+        let mut served = 0;
+        let outcome = async {
+            let proxy = match self.warm.take() {
+                Some((proxy, before)) => {
+                    served = before;
+                    metrics.instance_reuses.inc();
+                    proxy
+                }
+                None => {
+                    let instance = instantiate(&self.plugin.pre, &mut self.store, metrics).await?;
+                    self.http_export.load(&mut self.store, &instance)?
+                }
+            };
+            self.store.data_mut().begin_call();
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut self.store, self.incoming, self.outparam)
+                .await
+                .map(|()| proxy)
         }
-        _ => {}
-    }
-    let resp = result?;
-    watch.responded.store(true, Ordering::Relaxed);
-    let body_error = |e| std::io::Error::other(format!("{e:?}"));
-    if let Some(outcome) = finished {
-        // The guest has ended: all it wrote of the body is buffered, and
-        // nothing is left to watch.
-        if let Err(e) = outcome {
-            streaming_failed(&watch.metrics, &e);
+        .await;
+        if let Err(e) = &outcome
+            && watch.responded.load(Ordering::Relaxed)
+            && watch.cut.get().is_none()
+        {
+            streaming_failed(metrics, e);
         }
-        return Ok(resp.map(|body| axum::body::Body::new(body.map_err(body_error))));
-    }
-    // The guest streams the rest of the body from a task of its own, under
-    // the watchdog, which aborts that task to end it.
-    let watching = watching.unwrap_or_else(|| watchdog.watch(watch.clone()));
-    let task = tokio::spawn(async move {
-        let outcome = guest.await;
-        drop(watching);
+        served += 1;
+        let outcome = match (outcome, &self.keeping) {
+            (Ok(proxy), Some((watchdog, max_idle, idle_for_ms)))
+                if served < self.reuse && watch.cut.get().is_none() =>
+            {
+                let idle = &self.plugin.idle;
+                idle.keep(self.store, proxy, served, *max_idle, *idle_for_ms, watchdog);
+                Ok(())
+            }
+            (outcome, _) => {
+                drop(self.store);
+                outcome.map(drop)
+            }
+        };
+        drop((self.permit, self.plugin));
         outcome
-    });
-    watch.guest.get_or_init(|| task.abort_handle());
-    if watch.cut.get().is_some() {
-        task.abort();
     }
-    Ok(resp.map(|body| {
-        axum::body::Body::new(WatchedBody {
-            inner: body.map_err(body_error),
-            watch,
-        })
-    }))
 }
 
 /// Logs and counts a guest that failed after its response headers went

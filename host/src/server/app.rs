@@ -17,7 +17,7 @@ use super::errors::ApiError;
 use super::{AppState, admin, gate, rooms};
 use crate::caps::identity::IdentityCtx;
 use crate::metrics::RequestLabels;
-use crate::runtime::dispatch::{DispatchError, dispatch};
+use crate::runtime::dispatch::DispatchError;
 use crate::runtime::routes::RouteMatch;
 use crate::runtime::slot::PluginSlot;
 use crate::runtime::state::PluginContext;
@@ -283,19 +283,15 @@ async fn plugin_request(state: &Arc<AppState>, mut req: Request) -> (Response, O
             if routed.head_as_get {
                 *req.method_mut() = Method::GET;
             }
-            let registry = &state.registry;
-            let (engine, watchdog) = (registry.engine(), registry.watchdog());
-            let timeouts = state.body_timeouts;
             let caller = IdentityCtx {
                 caller: passed.caller,
                 client: Some(passed.client),
             };
-            let mut resp =
-                match dispatch(slot, plugin, engine, watchdog, timeouts, caller, req).await {
-                    Ok(resp) if routed.head_as_get => head_only(resp),
-                    Ok(resp) => resp,
-                    Err(e) => dispatch_failed(slot, e),
-                };
+            let mut resp = match state.dispatcher.dispatch(slot, plugin, caller, req).await {
+                Ok(resp) if routed.head_as_get => head_only(resp),
+                Ok(resp) => resp,
+                Err(e) => dispatch_failed(slot, e),
+            };
             if let Some(decision) = &passed.limit {
                 gate::rate_limit_headers(resp.headers_mut(), decision);
             }

@@ -29,7 +29,7 @@ use axum::routing::get;
 use crate::caps::{CapSettings, Caps};
 use crate::config::{ClientAddresses, ClientLimits, ServerConfig};
 use crate::metrics::Metrics;
-use crate::runtime::dispatch::BodyTimeouts;
+use crate::runtime::dispatch::{BodyTimeouts, Dispatcher};
 use crate::runtime::registry::RegistrySettings;
 use crate::runtime::rooms::RoomHub;
 use crate::runtime::{PluginRegistry, watch};
@@ -47,8 +47,8 @@ pub struct AppState {
     pub operator: operator::OperatorToken,
     pub max_component_bytes: u64,
     pub clients: ClientLimits,
-    /// The clients' body timeouts, as every dispatch takes them.
-    pub body_timeouts: BodyTimeouts,
+    /// Runs requests through plugins (with the clients' body timeouts).
+    pub dispatcher: Dispatcher,
     pub client_addresses: ClientAddresses,
     /// Static sites, tried where no plugin route matches.
     pub sites: crate::assets::Sites,
@@ -225,7 +225,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         request: clients.body_timeout,
         response: clients.send_timeout,
     };
-    let services = services::ServiceDispatcher::for_registry(&registry, body_timeouts);
+    let dispatcher = Dispatcher::new(
+        registry.engine().clone(),
+        registry.watchdog().clone(),
+        body_timeouts,
+    );
+    let services = services::ServiceDispatcher::for_registry(&registry, dispatcher.clone());
     caps.outbound.services.bind(services);
     caps.render.allow_own_listener(addr);
     let operator = operator::OperatorToken::new(
@@ -242,7 +247,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         operator,
         max_component_bytes: config.max_component_bytes,
         clients: clients.clone(),
-        body_timeouts,
+        dispatcher,
         client_addresses: config.client_addresses.clone(),
         sites,
         rooms: rooms.clone(),

@@ -11,31 +11,31 @@ use wasmtime_wasi_http::Error as HttpError;
 
 use super::app::{dispatch_failed, not_ready};
 use crate::caps::identity::IdentityCtx;
-use crate::caps::services::Dispatcher;
+use crate::caps::services::ServiceCaller;
 use crate::runtime::PluginRegistry;
-use crate::runtime::dispatch::{BodyTimeouts, dispatch};
+use crate::runtime::dispatch::Dispatcher;
 
 /// Dispatches service calls to the plugins of one registry.
 pub struct ServiceDispatcher {
     /// Weak: the registry holds the capabilities, which hold this
     /// (`caps::services::Binding`).
     registry: Weak<PluginRegistry>,
-    timeouts: BodyTimeouts,
+    dispatcher: Dispatcher,
 }
 
 impl ServiceDispatcher {
     pub fn for_registry(
         registry: &Arc<PluginRegistry>,
-        timeouts: BodyTimeouts,
-    ) -> Arc<dyn Dispatcher> {
+        dispatcher: Dispatcher,
+    ) -> Arc<dyn ServiceCaller> {
         Arc::new(Self {
             registry: Arc::downgrade(registry),
-            timeouts,
+            dispatcher,
         })
     }
 }
 
-impl Dispatcher for ServiceDispatcher {
+impl ServiceCaller for ServiceDispatcher {
     fn call(
         &self,
         plugin: &str,
@@ -44,16 +44,15 @@ impl Dispatcher for ServiceDispatcher {
     ) -> BoxFuture<'static, Result<http::Response<axum::body::Body>, HttpError>> {
         let registry = self.registry.upgrade();
         let slot = registry.as_ref().and_then(|r| r.slot(plugin));
-        let timeouts = self.timeouts;
+        let dispatcher = self.dispatcher.clone();
         Box::pin(async move {
-            let (Some(registry), Some(slot)) = (registry, slot) else {
+            let (Some(_registry), Some(slot)) = (registry, slot) else {
                 return Err(HttpError::DestinationNotFound);
             };
             let Some(plugin) = slot.active() else {
                 return Ok(not_ready(&slot));
             };
-            let (engine, watchdog) = (registry.engine(), registry.watchdog());
-            match dispatch(&slot, plugin, engine, watchdog, timeouts, caller, request).await {
+            match dispatcher.dispatch(&slot, plugin, caller, request).await {
                 Ok(response) => Ok(response),
                 Err(e) => Ok(dispatch_failed(&slot, e)),
             }
