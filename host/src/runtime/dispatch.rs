@@ -392,26 +392,37 @@ impl GuestRun {
     /// keeps it for the next request if the plugin allows and the call
     /// returned normally; then the permit: only now may another request
     /// take its place. The version stays alive as long as its instance ran.
-    async fn run(mut self) -> wasmtime::Result<()> {
-        let watch = self.watch.clone();
+    async fn run(self) -> wasmtime::Result<()> {
+        let GuestRun {
+            plugin,
+            mut store,
+            mut warm,
+            http_export,
+            incoming,
+            outparam,
+            watch,
+            keeping,
+            reuse,
+            permit,
+        } = self;
         let metrics = &watch.metrics;
         let mut served = 0;
         let outcome = async {
-            let proxy = match self.warm.take() {
+            let proxy = match warm.take() {
                 Some((proxy, before)) => {
                     served = before;
                     metrics.instance_reuses.inc();
                     proxy
                 }
                 None => {
-                    let instance = instantiate(&self.plugin.pre, &mut self.store, metrics).await?;
-                    self.http_export.load(&mut self.store, &instance)?
+                    let instance = instantiate(&plugin.pre, &mut store, metrics).await?;
+                    http_export.load(&mut store, &instance)?
                 }
             };
-            self.store.data_mut().begin_call();
+            store.data_mut().begin_call();
             proxy
                 .wasi_http_incoming_handler()
-                .call_handle(&mut self.store, self.incoming, self.outparam)
+                .call_handle(&mut store, incoming, outparam)
                 .await
                 .map(|()| proxy)
         }
@@ -423,20 +434,20 @@ impl GuestRun {
             streaming_failed(metrics, e);
         }
         served += 1;
-        let outcome = match (outcome, &self.keeping) {
+        let outcome = match (outcome, &keeping) {
             (Ok(proxy), Some((watchdog, max_idle, idle_for_ms)))
-                if served < self.reuse && watch.cut.get().is_none() =>
+                if served < reuse && watch.cut.get().is_none() =>
             {
-                let idle = &self.plugin.idle;
-                idle.keep(self.store, proxy, served, *max_idle, *idle_for_ms, watchdog);
+                let idle = &plugin.idle;
+                idle.keep(store, proxy, served, *max_idle, *idle_for_ms, watchdog);
                 Ok(())
             }
             (outcome, _) => {
-                drop(self.store);
+                drop(store);
                 outcome.map(drop)
             }
         };
-        drop((self.permit, self.plugin));
+        drop((permit, plugin));
         outcome
     }
 }

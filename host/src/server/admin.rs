@@ -115,7 +115,7 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Result<JsonLine<Value>, ApiError> {
     authorize(&state, &headers, peer.map(|Extension(p)| p))?;
-    let nodes = match &state.cluster {
+    let nodes = match &state.admin.cluster {
         Some(cluster) => Some(cluster.nodes().await.map_err(|e| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -145,7 +145,7 @@ pub async fn list(
         .map(|(path, reason)| json!({ "path": path.display().to_string(), "reason": reason }))
         .collect();
     let mut answer = json!({ "plugins": plugins, "refused_manifests": refused });
-    if let (Some(cluster), Some(nodes)) = (&state.cluster, nodes) {
+    if let (Some(cluster), Some(nodes)) = (&state.admin.cluster, nodes) {
         answer["node"] = json!(cluster.node());
         answer["nodes"] = json!(nodes);
     }
@@ -197,7 +197,7 @@ pub async fn upload(
 ) -> Result<JsonLine<Value>, ApiError> {
     let peer = request.extensions().get::<PeerAddr>().copied();
     authorize(&state, request.headers(), peer)?;
-    let limit = state.max_component_bytes;
+    let limit = state.admin.max_component_bytes;
     if declared_length(request.headers()).is_some_and(|n| n > limit) {
         return Err(component_too_large(limit));
     }
@@ -253,7 +253,7 @@ async fn stage_body(
             "could not store the upload",
         )
     };
-    let limit = state.max_component_bytes;
+    let limit = state.admin.max_component_bytes;
     let mut file = tokio::fs::File::create(&staged.path)
         .await
         .map_err(internal)?;
@@ -338,7 +338,7 @@ pub async fn remove(
         Ok(false) => return Err(load_error(LoadError::NoSuchPlugin(name))),
         Err(e) => return Err(internal(e.to_string())),
     }
-    if let Some(cluster) = &state.cluster {
+    if let Some(cluster) = &state.admin.cluster {
         cluster.unshare_manifest(&name).await.map_err(|e| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -406,7 +406,7 @@ pub async fn put_manifest(
             ));
         }
     };
-    if let Some(cluster) = &state.cluster {
+    if let Some(cluster) = &state.admin.cluster {
         cluster.share_manifest(&name, &text).await.map_err(|e| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -461,6 +461,7 @@ pub async fn kv_list(
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage", e.to_string())
     };
     let page = state
+        .admin
         .kv
         .list(
             &namespace,
@@ -472,7 +473,12 @@ pub async fn kv_list(
         .map_err(storage)?;
     let mut keys = Vec::with_capacity(page.items.len());
     for key in page.items {
-        let value = state.kv.get(&namespace, &key.name).await.map_err(storage)?;
+        let value = state
+            .admin
+            .kv
+            .get(&namespace, &key.name)
+            .await
+            .map_err(storage)?;
         let (text, bytes) = match &value {
             Some(entry) => {
                 let shown = &entry.value[..entry.value.len().min(KV_VALUE_PREVIEW)];

@@ -37,7 +37,7 @@ use crate::storage::{Backends, Liveness, StorageSettings};
 pub use app::App;
 pub use http_metrics::HttpMetrics;
 
-/// What every handler shares.
+/// What every handler shares; what only the admin API uses is `admin`.
 pub struct AppState {
     pub registry: Arc<PluginRegistry>,
     pub metrics: Arc<Metrics>,
@@ -45,7 +45,6 @@ pub struct AppState {
     unserved: Arc<str>,
     /// The operator's token: the admin API, `auth = "operator"` routes.
     pub operator: operator::OperatorToken,
-    pub max_component_bytes: u64,
     pub clients: ClientLimits,
     /// Runs requests through plugins (with the clients' body timeouts).
     pub dispatcher: Dispatcher,
@@ -55,13 +54,20 @@ pub struct AppState {
     pub rooms: Arc<RoomHub>,
     /// Room sockets by client address (`max_room_connections_per_client`).
     pub room_clients: Arc<crate::runtime::per_client::PerClient>,
-    /// KV storage, for the admin API's look into a namespace.
-    pub kv: Arc<dyn crate::storage::KvBackend>,
-    /// The other nodes, with a shared backend.
-    pub cluster: Option<Arc<dyn crate::storage::Cluster>>,
     /// Turns true when the server stops: answers that would go on forever
     /// (a followed log) end then.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    pub admin: AdminState,
+}
+
+/// What the admin API uses beyond the handlers' shared state.
+pub struct AdminState {
+    /// The largest component an upload may be.
+    pub max_component_bytes: u64,
+    /// KV storage, for a look into a namespace.
+    pub kv: Arc<dyn crate::storage::KvBackend>,
+    /// The other nodes, with a shared backend.
+    pub cluster: Option<Arc<dyn crate::storage::Cluster>>,
 }
 
 /// The metrics as a scrape answer.
@@ -145,44 +151,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     tracing::info!(secrets = secrets.len(), "secrets loaded");
     crate::util::private_dir(&config.data_dir)
         .with_context(|| format!("the data folder {}", config.data_dir.display()))?;
-    let backends = match &config.storage {
-        None => Backends::open_redb(&config.data_dir, &storage)?,
-        Some(nats) => {
-            let node = config
-                .node
-                .clone()
-                .unwrap_or_else(|| default_node(config.listen));
-            let backends = Backends::connect_nats(nats, &node, &config.data_dir, &storage).await?;
-            tracing::info!(node, servers = %nats.servers, prefix = %nats.prefix, "joined the cluster");
-            backends
-        }
-    };
+    let backends = open_storage(&config, &storage).await?;
     let cluster = backends.cluster.clone();
     let liveness = backends.liveness();
     let metrics = Metrics::new();
-    let caps = Caps::new(
-        &backends,
-        &CapSettings {
-            max_object_bytes: config.max_object_bytes,
-            resolver: config.resolver.clone(),
-            secrets: Arc::new(secrets),
-            default_rate_limit: config.default_rate_limit,
-            render: crate::caps::render::RenderSettings {
-                profiles_dir: config.data_dir.join("render"),
-                ..config.render.clone()
-            },
-        },
-        &metrics,
-    );
-    let settings = RegistrySettings {
-        plugins_dir: config.plugins_dir.clone(),
-        pool: config.pool.clone(),
-        memory_budget_bytes: config.memory_budget_bytes,
-        compile_cache_dir: config.data_dir.join("compile-cache"),
-        staging_dir: config.data_dir.join("staging"),
-        load_delay: config.test_load_delay,
-        auth_cache_entries: config.auth_cache_entries,
-    };
+    let caps = Caps::new(&backends, &cap_settings(&config, secrets), &metrics);
+    let settings = registry_settings(&config);
     let sites = crate::assets::Sites::start(&config.sites, config.watch)?;
     let registry =
         PluginRegistry::start(&settings, &caps, backends.versions.clone(), &metrics).await?;
@@ -197,19 +171,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .as_ref()
         .map(|cluster| crate::runtime::cluster::start(&registry, cluster));
     drop(backends);
-    let watcher = if config.watch {
-        match watch::watch_plugins(registry.clone()) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(
-                    "file watching unavailable, hot swap only through the admin API: {e}"
-                );
-                None
-            }
-        }
-    } else {
-        None
-    };
+    let watcher = config.watch.then(|| watch_plugins(&registry)).flatten();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
@@ -245,7 +207,6 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         metrics: metrics.clone(),
         unserved: "-".into(),
         operator,
-        max_component_bytes: config.max_component_bytes,
         clients: clients.clone(),
         dispatcher,
         client_addresses: config.client_addresses.clone(),
@@ -254,9 +215,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         room_clients: crate::runtime::per_client::PerClient::new(
             clients.max_room_connections_per_client,
         ),
-        kv,
-        cluster,
         stopping,
+        admin: AdminState {
+            max_component_bytes: config.max_component_bytes,
+            kv,
+            cluster,
+        },
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let serve = tokio::spawn(listener::serve(
@@ -271,27 +235,11 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let mut serving = vec![serve];
     let mut metrics_addr = None;
     if let Some(at) = config.metrics_listen {
-        // The scrape address is the operator's: kept off the public one,
-        // it needs no token.
-        let listener = tokio::net::TcpListener::bind(at)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {at}: {e}"))?;
-        metrics_addr = Some(listener.local_addr()?);
-        tracing::info!(addr = %listener.local_addr()?, "metrics at /metrics");
-        let scrapes = metrics.clone();
-        let app = Router::new().route(
-            "/metrics",
-            get(move || {
-                let metrics = scrapes.clone();
-                async move { metrics_response(&metrics) }
-            }),
-        );
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let watchdog = registry.watchdog().clone();
-        stops.push(tx);
-        serving.push(tokio::spawn(listener::serve(
-            listener, app, clients, watchdog, metrics, rx,
-        )));
+        let (addr, stop, serve) = serve_metrics(at, metrics, clients, watchdog).await?;
+        metrics_addr = Some(addr);
+        stops.push(stop);
+        serving.push(serve);
     }
     tracing::info!(
         %addr,
@@ -313,4 +261,89 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         rooms,
         drain_timeout,
     })
+}
+
+/// The storage backends: the embedded database in the data folder, or the
+/// cluster's NATS server.
+async fn open_storage(
+    config: &ServerConfig,
+    storage: &StorageSettings,
+) -> anyhow::Result<Backends> {
+    let Some(nats) = &config.storage else {
+        return Ok(Backends::open_redb(&config.data_dir, storage)?);
+    };
+    let node = (config.node.clone()).unwrap_or_else(|| default_node(config.listen));
+    let backends = Backends::connect_nats(nats, &node, &config.data_dir, storage).await?;
+    tracing::info!(node, servers = %nats.servers, prefix = %nats.prefix, "joined the cluster");
+    Ok(backends)
+}
+
+/// The host's settings of the capabilities.
+fn cap_settings(config: &ServerConfig, secrets: crate::caps::secrets::SecretsCtx) -> CapSettings {
+    CapSettings {
+        max_object_bytes: config.max_object_bytes,
+        resolver: config.resolver.clone(),
+        secrets: Arc::new(secrets),
+        default_rate_limit: config.default_rate_limit,
+        render: crate::caps::render::RenderSettings {
+            profiles_dir: config.data_dir.join("render"),
+            ..config.render.clone()
+        },
+    }
+}
+
+fn registry_settings(config: &ServerConfig) -> RegistrySettings {
+    RegistrySettings {
+        plugins_dir: config.plugins_dir.clone(),
+        pool: config.pool.clone(),
+        memory_budget_bytes: config.memory_budget_bytes,
+        compile_cache_dir: config.data_dir.join("compile-cache"),
+        staging_dir: config.data_dir.join("staging"),
+        load_delay: config.test_load_delay,
+        auth_cache_entries: config.auth_cache_entries,
+    }
+}
+
+/// Watches the plugins folder for changed components and manifests, if
+/// the system lets it.
+fn watch_plugins(registry: &Arc<PluginRegistry>) -> Option<watch::FileWatch> {
+    match watch::watch_plugins(registry.clone()) {
+        Ok(watcher) => Some(watcher),
+        Err(e) => {
+            tracing::warn!("file watching unavailable, hot swap only through the admin API: {e}");
+            None
+        }
+    }
+}
+
+/// Serves `GET /metrics` on `at`, the operator's scrape address: kept off
+/// the public one, it needs no token.
+async fn serve_metrics(
+    at: SocketAddr,
+    metrics: Arc<Metrics>,
+    clients: ClientLimits,
+    watchdog: crate::runtime::watchdog::Watchdog,
+) -> anyhow::Result<(
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+)> {
+    let listener = tokio::net::TcpListener::bind(at)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {at}: {e}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "metrics at /metrics");
+    let scrapes = metrics.clone();
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let metrics = scrapes.clone();
+            async move { metrics_response(&metrics) }
+        }),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serve = tokio::spawn(listener::serve(
+        listener, app, clients, watchdog, metrics, stopped,
+    ));
+    Ok((addr, stop, serve))
 }
