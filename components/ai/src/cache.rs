@@ -7,8 +7,7 @@
 //! answer as the caller got it, with its token counts in the metadata.
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-use spike_sdk::kv::{Namespace, SetOptions};
+use spike_sdk::cache::KvCache;
 
 use crate::config::Format;
 use crate::translate::Usage;
@@ -21,17 +20,15 @@ pub fn cacheable(request: &Value) -> bool {
 }
 
 pub fn key(format: Format, model: &str, body: &[u8]) -> String {
-    let mut hash = Sha256::new();
-    for part in [format.name().as_bytes(), model.as_bytes(), body] {
-        hash.update((part.len() as u64).to_le_bytes());
-        hash.update(part);
-    }
-    format!("cache:{}", hex::encode(hash.finalize()))
+    spike_sdk::cache::key(
+        "cache:",
+        &[format.name().as_bytes(), model.as_bytes(), body],
+    )
 }
 
 /// The cached answer and its usage, if there is one.
-pub fn get(ns: &Namespace, key: &str) -> Option<(Vec<u8>, Usage)> {
-    let entry = ns.get_with_metadata(key).ok()??;
+pub fn get(cache: &KvCache<'_>, key: &str) -> Option<(Vec<u8>, Usage)> {
+    let entry = cache.get(key)?;
     let usage = entry
         .metadata
         .as_deref()
@@ -41,15 +38,12 @@ pub fn get(ns: &Namespace, key: &str) -> Option<(Vec<u8>, Usage)> {
     Some((entry.value, usage))
 }
 
-pub fn put(ns: &Namespace, key: &str, answer: &[u8], usage: Usage, ttl_s: u64) {
-    let options = SetOptions {
-        ttl_ms: Some(ttl_s.saturating_mul(1000)),
-        metadata: Some(format!(
-            r#"{{"input_tokens":{},"output_tokens":{}}}"#,
-            usage.input, usage.output
-        )),
-    };
-    if let Err(e) = ns.set(key, answer, &options) {
+pub fn put(cache: &KvCache<'_>, key: &str, answer: &[u8], usage: Usage) {
+    let metadata = format!(
+        r#"{{"input_tokens":{},"output_tokens":{}}}"#,
+        usage.input, usage.output
+    );
+    if let Err(e) = cache.put(key, answer, Some(metadata)) {
         eprintln!("ai: an answer could not be cached: {}", e.message());
     }
 }

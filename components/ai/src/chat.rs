@@ -6,6 +6,7 @@
 //! whole (cached when deterministic) or streamed event by event.
 
 use serde_json::{Value, json};
+use spike_sdk::cache::KvCache;
 use spike_sdk::http::{Request, Response, start_response, write_all};
 use spike_sdk::kv::Namespace;
 use spike_sdk::wasi::http::types::{OutgoingBody, ResponseOutparam};
@@ -218,8 +219,9 @@ pub fn handle(
     }
     let cache_key = (settings.cache_ttl_s > 0 && crate::cache::cacheable(&request))
         .then(|| crate::cache::key(client, &model, &raw));
-    if let (Some(ns), Some(key)) = (ns, &cache_key)
-        && let Some((answer, usage)) = crate::cache::get(ns, key)
+    let cache = ns.map(|ns| KvCache::new(ns, settings.cache_ttl_s));
+    if let (Some(cache), Some(key)) = (&cache, &cache_key)
+        && let Some((answer, usage)) = crate::cache::get(cache, key)
     {
         log.cache_hit = true;
         log.status = 200;
@@ -295,8 +297,8 @@ pub fn handle(
     };
     let body = Redactor::new(key.as_deref()).bytes(&body);
     log.status = 200;
-    if let (Some(ns), Some(key)) = (ns, &cache_key) {
-        crate::cache::put(ns, key, &body, usage, settings.cache_ttl_s);
+    if let (Some(cache), Some(key)) = (&cache, &cache_key) {
+        crate::cache::put(cache, key, &body, usage);
     }
     let kept = settings.log_prompts.then(|| (raw, body.clone()));
     let mut resp = Response::json(200, String::new()).body(body);

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use spike_sdk::render::{ImageFormat, Page, PdfOptions, ScreenshotOptions, Source, WaitEvent};
 
 /// What a route renders.
@@ -214,12 +213,8 @@ impl RenderRequest {
             Kind::Pdf => format!("pdf {:?}", self.pdf),
             Kind::Html => "html".to_string(),
         };
-        let digest = Sha256::new()
-            .chain_update(b"render v1\n")
-            .chain_update(format!("{:?}\n", self.page))
-            .chain_update(shape)
-            .finalize();
-        hex::encode(digest)
+        let page = format!("{:?}", self.page);
+        spike_sdk::cache::key("", &[b"render v2", page.as_bytes(), shape.as_bytes()])
     }
 }
 

@@ -50,6 +50,7 @@ wit_bindgen::generate!({
 
 pub mod access;
 pub mod blob_io;
+pub mod cache;
 pub mod client;
 pub mod http;
 pub mod json;

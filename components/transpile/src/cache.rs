@@ -8,8 +8,8 @@
 //! `CACHE = "off"` turns the cache off. `CACHE_TTL_S` (default a day) is
 //! how long an answer is kept.
 
-use sha2::{Digest, Sha256};
-use spike_sdk::kv::{Namespace, SetOptions};
+use spike_sdk::cache::KvCache;
+use spike_sdk::kv::Namespace;
 
 const NAMESPACE: &str = "transpile";
 
@@ -46,23 +46,19 @@ impl Policy {
     }
 }
 
-/// The key for a request: `parts` are hashed in order, each with its
-/// length so that no two different lists hash alike.
+/// The key for a request: the transpiler's version, then `parts`.
 pub fn key(parts: &[&[u8]]) -> String {
-    let mut hash = Sha256::new();
-    hash.update(crate::swc_version().as_bytes());
-    for part in parts {
-        hash.update((part.len() as u64).to_le_bytes());
-        hash.update(part);
-    }
-    format!("v1/{}", hex::encode(hash.finalize()))
+    let mut all = vec![crate::swc_version().as_bytes()];
+    all.extend_from_slice(parts);
+    spike_sdk::cache::key("v2/", &all)
 }
 
 /// The stored answer, if any. A storage failure is a miss: the cache only
 /// ever saves work.
 pub fn get(key: &str) -> Option<Vec<u8>> {
     let ns = Namespace::open(NAMESPACE).ok()?;
-    ns.get(key).ok().flatten()
+    // (How long an answer is kept is the writer's business.)
+    KvCache::new(&ns, 0).get(key).map(|entry| entry.value)
 }
 
 pub fn put(key: &str, value: &[u8]) {
@@ -70,10 +66,6 @@ pub fn put(key: &str, value: &[u8]) {
     let Ok(ns) = Namespace::open(NAMESPACE) else {
         return;
     };
-    let options = SetOptions {
-        ttl_ms: Some(ttl_s.saturating_mul(1000)),
-        metadata: None,
-    };
     // Not stored is only not cached: the answer itself is good.
-    let _ = ns.set(key, value, &options);
+    let _ = KvCache::new(&ns, ttl_s).put(key, value, None);
 }
