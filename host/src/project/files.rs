@@ -82,6 +82,10 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../../components/sdk/src/blob_io.rs"),
     ),
     (
+        "spike-sdk/src/cache.rs",
+        include_str!("../../../components/sdk/src/cache.rs"),
+    ),
+    (
         "spike-sdk/src/client.rs",
         include_str!("../../../components/sdk/src/client.rs"),
     ),
@@ -114,6 +118,8 @@ publish = false
 wit-bindgen = { version = "0.61", default-features = false, features = ["macros", "realloc"] }
 serde = "1"
 serde_json = "1"
+sha2 = "0.10"
+hex = "0.4"
 "#;
 
 const CARGO: &str = r#"[package]
@@ -434,6 +440,21 @@ mod tests {
         let mut embedded: Vec<String> = EMBEDDED.iter().map(|(p, _)| p.to_string()).collect();
         embedded.sort();
         assert_eq!(embedded, on_disk);
+    }
+
+    #[test]
+    fn the_embedded_sdk_has_the_sdks_dependencies() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let sdk = std::fs::read_to_string(root.join("components/sdk/Cargo.toml")).unwrap();
+        let dependencies = sdk.split("[dependencies]").nth(1).unwrap();
+        let dependencies = dependencies.split("\n[").next().unwrap();
+        for line in dependencies.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            assert!(SDK_CARGO.contains(line), "the embedded SDK lacks {line}");
+        }
     }
 
     #[test]

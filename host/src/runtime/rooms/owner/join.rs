@@ -7,7 +7,7 @@ use tokio::sync::oneshot;
 
 use super::events::Origin;
 use super::state::Content;
-use super::{Bucket, Member, Owner, Pending, livestore};
+use super::{Bucket, Command, Member, Owner, Pending, livestore};
 use crate::bindings::exports::spike::host::room_handler::Connect;
 use crate::metrics::Metrics;
 use crate::objects::mailbox;
@@ -43,64 +43,101 @@ fn rejection_reason(mut reason: String) -> String {
 }
 
 impl Owner {
+    /// Joins a connection: the room's capacity, the handler's
+    /// `on-connect`, then the welcome and what the connection is owed from
+    /// the log.
     pub(super) async fn join(
         &mut self,
         request: JoinRequest,
         pending: &mut Vec<Pending>,
     ) -> Result<Joined, JoinError> {
-        let max = self.limits.max_connections;
-        if self.members.len() >= max {
-            Metrics::count(&self.hub.metrics.rooms.closes, &self.plugin, "full", 1);
-            return Err(JoinError::Full(max));
-        }
-        let owner = self
-            .inbox
-            .upgrade()
-            .ok_or_else(|| JoinError::Unavailable("the room is closing".into()))?;
+        let owner = self.admit()?;
         self.load()
             .await
             .map_err(|e| JoinError::Unavailable(e.to_string()))?;
         let id = next_connection_id();
         let user: Option<Arc<str>> = request.caller.as_ref().map(|c| c.subject.as_str().into());
         if let Some(handler) = Handler::of(&self.hub.registry, &self.plugin) {
-            let call = Call::Connect(Connect {
-                room: self.id.clone(),
-                connection: id.to_string(),
-                headers: crate::util::header_pairs(&request.headers),
-            });
-            let event = self.room_event(pending);
-            let (answer, actions) = handler.call(request.caller.clone(), event, call).await;
-            match answer {
-                Ok(Answer::Connect(Ok(()))) => {}
-                Ok(Answer::Connect(Err(rejection))) => {
-                    Metrics::count(&self.hub.metrics.rooms.closes, &self.plugin, "rejected", 1);
-                    return Err(JoinError::Rejected {
-                        code: rejection_code(rejection.code),
-                        reason: rejection_reason(rejection.reason),
-                    });
-                }
-                Ok(_) => unreachable!("on-connect answers accept or reject"),
-                Err(e) => {
-                    return Err(JoinError::Unavailable(format!(
-                        "the room's handler failed: {e}"
-                    )));
-                }
-            }
-            let origin = Origin {
-                sender: None,
-                id: id.clone(),
-                user: user.clone(),
-            };
-            self.apply(actions, &origin, pending);
-            // What it appended is stored before the welcome counts it.
-            self.commit(std::mem::take(pending)).await;
-            self.load()
-                .await
-                .map_err(|e| JoinError::Unavailable(e.to_string()))?;
+            self.on_connect(&handler, &id, &user, &request, pending)
+                .await?;
         }
+        let (text, catch_up) = self.owed(request.since);
+        let hello = self.hello(&id, text);
+        let info = MemberInfo {
+            connection: &id,
+            user: user.as_deref(),
+        };
+        if self.protocol.host_frames() {
+            let count = self.members.len() + 1;
+            self.broadcast(&frames::presence("join", &info, count), &[]);
+        }
+        Ok(self.add_member(id, user, request, owner, hello, catch_up))
+    }
+
+    /// A place in the room, and this owner's inbox for the member's line.
+    fn admit(&self) -> Result<mailbox::Sender<Command>, JoinError> {
+        let max = self.limits.max_connections;
+        if self.members.len() >= max {
+            Metrics::count(&self.hub.metrics.rooms.closes, &self.plugin, "full", 1);
+            return Err(JoinError::Full(max));
+        }
+        (self.inbox.upgrade()).ok_or_else(|| JoinError::Unavailable("the room is closing".into()))
+    }
+
+    /// The handler's `on-connect`: a refusal, or what it asked of the room
+    /// done and stored before the welcome counts it.
+    async fn on_connect(
+        &mut self,
+        handler: &Handler,
+        id: &Arc<str>,
+        user: &Option<Arc<str>>,
+        request: &JoinRequest,
+        pending: &mut Vec<Pending>,
+    ) -> Result<(), JoinError> {
+        let call = Call::Connect(Connect {
+            room: self.id.clone(),
+            connection: id.to_string(),
+            headers: crate::util::header_pairs(&request.headers),
+        });
+        let event = self.room_event(pending);
+        let (answer, actions) = handler.call(request.caller.clone(), event, call).await;
+        match answer {
+            Ok(Answer::Connect(Ok(()))) => {}
+            Ok(Answer::Connect(Err(rejection))) => {
+                Metrics::count(&self.hub.metrics.rooms.closes, &self.plugin, "rejected", 1);
+                return Err(JoinError::Rejected {
+                    code: rejection_code(rejection.code),
+                    reason: rejection_reason(rejection.reason),
+                });
+            }
+            Ok(_) => unreachable!("on-connect answers accept or reject"),
+            Err(e) => {
+                return Err(JoinError::Unavailable(format!(
+                    "the room's handler failed: {e}"
+                )));
+            }
+        }
+        let origin = Origin {
+            sender: None,
+            id: id.clone(),
+            user: user.clone(),
+        };
+        self.apply(actions, &origin, pending);
+        self.commit(std::mem::take(pending)).await;
+        self.load()
+            .await
+            .map_err(|e| JoinError::Unavailable(e.to_string()))
+    }
+
+    /// What a joiner resuming after `since` is owed: a text room's text
+    /// (shared with the other joiners of its version), or stored events to
+    /// catch up on. A `yjs` client catches up by syncing and a `livestore`
+    /// client by pulling, not from the log; events compacted away start a
+    /// text room over from its text and a relay room from its oldest kept
+    /// event.
+    fn owed(&mut self, since: Option<u64>) -> (Option<Arc<WelcomeText>>, Option<CatchUp>) {
         let state = self.state.as_mut().expect("loaded");
         let head = state.head;
-        // The text, shared with the other joiners of this version.
         let mut text = || match &state.content {
             Content::Text(doc) => {
                 let cached = (state.welcome_text)
@@ -124,13 +161,9 @@ impl Owner {
             })
         };
         let compacted_through = state.compacted_through;
-        let (text, catch_up) = match request.since {
+        match since {
             None => (text(), None),
             Some(since) if since >= head => (None, None),
-            // Compacted away: a text room starts over from its text, a
-            // relay room from its oldest kept event.
-            // A yjs client catches up by syncing, a livestore client by
-            // pulling, not from the log.
             Some(_) if !self.protocol.host_frames() => (None, None),
             Some(since) if since < compacted_through => match self.protocol {
                 RoomProtocol::Relay => (
@@ -140,38 +173,47 @@ impl Owner {
                 _ => (text(), None),
             },
             Some(since) => (None, catch_up(since, None)),
-        };
+        }
+    }
+
+    /// What a joiner is sent first: a `yjs` room's sync step 1 and
+    /// awareness, nothing for a `livestore` client (it speaks first), else
+    /// the welcome with the members and the text.
+    fn hello(&self, id: &str, text: Option<Arc<WelcomeText>>) -> Vec<Frame> {
         let state = self.state.as_ref().expect("loaded");
-        let count = self.members.len() + 1;
-        let others: Vec<MemberInfo<'_>> = (self.members.values())
-            .take(frames::MAX_LISTED_MEMBERS)
-            .map(|m| m.info())
-            .collect();
-        let hello = match &state.content {
+        match &state.content {
             Content::Yjs(room) => room.welcome().into_iter().map(Frame::Binary).collect(),
-            // A LiveStore client speaks first (it pulls).
             Content::LiveStore(_) => Vec::new(),
             _ => {
+                let others: Vec<MemberInfo<'_>> = (self.members.values())
+                    .take(frames::MAX_LISTED_MEMBERS)
+                    .map(|m| m.info())
+                    .collect();
                 let welcome = frames::welcome(
                     &self.id,
-                    &id,
+                    id,
                     self.protocol.name(),
-                    head,
+                    state.head,
                     &others,
-                    count,
+                    self.members.len() + 1,
                     text.as_deref(),
                 );
                 let parts = text.iter().flat_map(|t| t.parts().iter().cloned());
                 std::iter::once(welcome).chain(parts).collect()
             }
-        };
-        let info = MemberInfo {
-            connection: &id,
-            user: user.as_deref(),
-        };
-        if self.protocol.host_frames() {
-            self.broadcast(&frames::presence("join", &info, count), &[]);
         }
+    }
+
+    /// The member, in the room: its queue, its kick, its line.
+    fn add_member(
+        &mut self,
+        id: Arc<str>,
+        user: Option<Arc<str>>,
+        request: JoinRequest,
+        owner: mailbox::Sender<Command>,
+        hello: Vec<Frame>,
+        catch_up: Option<CatchUp>,
+    ) -> Joined {
         let livestore = (self.protocol == RoomProtocol::LiveStore)
             .then(|| livestore::Subscriber::new(request.dialect.unwrap_or(Dialect::Rpc)));
         let (queue_tx, queue) =
@@ -193,7 +235,7 @@ impl Owner {
         );
         self.listed = None;
         self.hub.metrics.rooms.connections.inc();
-        Ok(Joined {
+        Joined {
             connection: id,
             hello,
             binary: self.protocol.binary(),
@@ -205,7 +247,7 @@ impl Owner {
                 _socket: None,
             },
             limits: self.limits.clone(),
-        })
+        }
     }
 }
 
