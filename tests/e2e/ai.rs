@@ -160,8 +160,15 @@ async fn bad_input_gets_a_4xx_in_the_callers_own_shape() {
     assert_eq!(status, 400, "{body}");
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("the JSON body: EOF"), "{message}");
+    // A path or a method no route takes: a 404 in the OpenAI shape (the
+    // router's fallback), not the SDK's own error.
     let (status, body) = send("/v1/nothing", "{}").await;
     assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    let (status, body) = send_json(client().delete(server.at("/openai"))).await;
+    assert_eq!(status, 404, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("no AI route is DELETE /openai"), "{body}");
     // An upstream that talks garbage: a clean 502.
     fake.state.push_faults([Fault::Garbage]);
     let (status, body, _) = post_json(&server, "/v1/chat/completions", &chat("gpt-4o", "hi")).await;

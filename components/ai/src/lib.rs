@@ -38,6 +38,7 @@ use serde_json::{Value, json};
 use spike_sdk::exports::wasi::http::incoming_handler::Guest;
 use spike_sdk::http::{Request, Response};
 use spike_sdk::kv::Namespace;
+use spike_sdk::router::{Params, Router};
 use spike_sdk::wasi::http::types::{IncomingRequest, ResponseOutparam};
 
 use crate::config::{Format, Settings};
@@ -51,66 +52,81 @@ struct Ai;
 
 impl Guest for Ai {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
-        let req = Request::new(request);
-        let method = req.method();
-        let route = match (method.as_str(), req.path()) {
-            ("POST", "/openai" | "/v1/chat/completions") => Route::Chat(Format::OpenAi),
-            ("POST", "/anthropic" | "/v1/messages") => Route::Chat(Format::Anthropic),
-            ("POST", "/summarize") => Route::Summarize,
-            ("POST", "/whisper" | "/v1/audio/transcriptions") => Route::Whisper,
-            ("POST", "/replicate") => Route::Replicate,
-            ("GET", "/v1/models") => Route::Models,
-            ("GET", "/ai-logs") => Route::Logs,
-            (_, path) => {
+        let route = |route: Route| move |req: &Request, _: &Params, out| serve(req, route, out);
+        Router::new()
+            .streaming("POST", "/openai", route(Route::Chat(Format::OpenAi)))
+            .streaming(
+                "POST",
+                "/v1/chat/completions",
+                route(Route::Chat(Format::OpenAi)),
+            )
+            .streaming("POST", "/anthropic", route(Route::Chat(Format::Anthropic)))
+            .streaming(
+                "POST",
+                "/v1/messages",
+                route(Route::Chat(Format::Anthropic)),
+            )
+            .streaming("POST", "/summarize", route(Route::Summarize))
+            .streaming("POST", "/whisper", route(Route::Whisper))
+            .streaming("POST", "/v1/audio/transcriptions", route(Route::Whisper))
+            .streaming("POST", "/replicate", route(Route::Replicate))
+            .streaming("GET", "/v1/models", route(Route::Models))
+            .streaming("GET", "/ai-logs", route(Route::Logs))
+            // Errors in the shape of the API the caller speaks.
+            .fallback(|req, out| {
+                let (method, path) = (req.method(), req.path());
                 let e = ApiError::new(Kind::NotFound, format!("no AI route is {method} {path}"));
-                return e.response(format_of(&req)).send(out);
-            }
-        };
-        let settings = match Settings::from_env() {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("ai: {}", e.0);
-                let e = ApiError::new(
-                    Kind::Unavailable,
-                    format!("the AI plugin is misconfigured: {}", e.0),
-                );
-                return e.response(format_of(&req)).send(out);
-            }
-        };
-        let ns = Namespace::open(NAMESPACE)
-            .inspect_err(|e| {
-                eprintln!(
-                    "ai: the KV namespace '{NAMESPACE}' is not granted: {}",
-                    e.message()
-                )
+                e.response(format_of(req)).send(out)
             })
-            .ok();
-        let started = upstream::now();
-        let mut log = Call {
-            time_ms: spike_sdk::now_ms(),
-            route: req.path().to_string(),
-            ..Call::default()
-        };
-        let exchange = match route {
-            Route::Chat(format) => {
-                chat::handle(&req, format, &settings, ns.as_ref(), out, &mut log)
-            }
-            Route::Summarize => summarize::handle(&req, &settings, ns.as_ref(), out, &mut log),
-            Route::Whisper => whisper::handle(&req, &settings, ns.as_ref(), out, &mut log),
-            Route::Replicate => replicate::handle(&req, &settings, out, &mut log),
-            Route::Models => return models(&req, &settings).send(out),
-            Route::Logs => return ai_logs(&req, &settings, ns.as_ref()).send(out),
-        };
-        log.latency_ms = (upstream::now() - started) / 1_000_000;
-        if let Some(ns) = &ns {
-            // No key in any form reaches the log (what the caller got was
-            // redacted already; an error's text and the prompt are here).
-            let redactor = redact::Redactor::for_request(&settings, &req);
-            log.error = log.error.map(|e| redactor.text(&e));
-            let kept = exchange.map(|(q, a)| (redactor.bytes(&q), redactor.bytes(&a)));
-            let kept = kept.as_ref().map(|(q, a)| (&q[..], &a[..]));
-            logs::record(ns, log, settings.log_ttl_s, kept);
+            .serve(request, out)
+    }
+}
+
+/// One call on `route`: settings, the namespace, the call itself, and its
+/// line in the call log.
+fn serve(req: &Request, route: Route, out: ResponseOutparam) {
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ai: {}", e.0);
+            let e = ApiError::new(
+                Kind::Unavailable,
+                format!("the AI plugin is misconfigured: {}", e.0),
+            );
+            return e.response(format_of(req)).send(out);
         }
+    };
+    let ns = Namespace::open(NAMESPACE)
+        .inspect_err(|e| {
+            eprintln!(
+                "ai: the KV namespace '{NAMESPACE}' is not granted: {}",
+                e.message()
+            )
+        })
+        .ok();
+    let started = upstream::now();
+    let mut log = Call {
+        time_ms: spike_sdk::now_ms(),
+        route: req.path().to_string(),
+        ..Call::default()
+    };
+    let exchange = match route {
+        Route::Chat(format) => chat::handle(req, format, &settings, ns.as_ref(), out, &mut log),
+        Route::Summarize => summarize::handle(req, &settings, ns.as_ref(), out, &mut log),
+        Route::Whisper => whisper::handle(req, &settings, ns.as_ref(), out, &mut log),
+        Route::Replicate => replicate::handle(req, &settings, out, &mut log),
+        Route::Models => return models(req, &settings).send(out),
+        Route::Logs => return ai_logs(req, &settings, ns.as_ref()).send(out),
+    };
+    log.latency_ms = (upstream::now() - started) / 1_000_000;
+    if let Some(ns) = &ns {
+        // No key in any form reaches the log (what the caller got was
+        // redacted already; an error's text and the prompt are here).
+        let redactor = redact::Redactor::for_request(&settings, req);
+        log.error = log.error.map(|e| redactor.text(&e));
+        let kept = exchange.map(|(q, a)| (redactor.bytes(&q), redactor.bytes(&a)));
+        let kept = kept.as_ref().map(|(q, a)| (&q[..], &a[..]));
+        logs::record(ns, log, settings.log_ttl_s, kept);
     }
 }
 
@@ -137,6 +153,7 @@ fn answer(
     }
 }
 
+#[derive(Clone, Copy)]
 enum Route {
     Chat(Format),
     Summarize,

@@ -21,8 +21,9 @@
 //! the rest of the path (possibly empty, `/` kept, percent-decoded). The
 //! first route whose pattern and method match wins. A path that no pattern
 //! matches gets 404, one whose patterns match but not for this method 405
-//! with `Allow`, both with a JSON error body. A `GET` route also answers
-//! `HEAD`.
+//! with `Allow`, both with a JSON error body (or whatever the router's
+//! `fallback` answers, for a plugin whose errors have a shape of their
+//! own). A `GET` route also answers `HEAD`.
 
 use crate::http::{Request, Response, percent_decode_path};
 use crate::wasi::http::types::{IncomingRequest, ResponseOutparam};
@@ -188,7 +189,10 @@ enum Segment {
 pub struct Router {
     routes: Vec<Route>,
     map_response: Option<MapResponse>,
+    fallback: Option<Box<Fallback>>,
 }
+
+type Fallback = dyn Fn(&Request, ResponseOutparam);
 
 impl Router {
     /// A router with no routes (every request gets 404).
@@ -233,6 +237,15 @@ impl Router {
     /// every answer carries (CORS, `Cache-Control`).
     pub fn map_response(mut self, f: impl Fn(&Request, Response) -> Response + 'static) -> Self {
         self.map_response = Some(Box::new(f));
+        self
+    }
+
+    /// Answers what no route takes (a path no pattern matches, or a method
+    /// no route of the path allows) instead of the router's 404 and 405:
+    /// for a plugin whose errors have a shape of their own (an API it
+    /// stands in for).
+    pub fn fallback(mut self, f: impl Fn(&Request, ResponseOutparam) + 'static) -> Self {
+        self.fallback = Some(Box::new(f));
         self
     }
 
@@ -281,6 +294,10 @@ impl Router {
                 Handler::Respond(handler) => handler(&req, &params),
                 Handler::Stream(handler) => return handler(&req, &params, out),
             },
+            _ if self.fallback.is_some() => {
+                let fallback = self.fallback.as_ref().expect("checked");
+                return fallback(&req, out);
+            }
             Found::MethodNotAllowed(allowed) => HttpError::new(
                 405,
                 "method_not_allowed",
