@@ -7,8 +7,11 @@ use std::path::PathBuf;
 
 use spike::storage::nats::local::LocalNats;
 
+use std::time::Duration;
+
 use crate::process::SpikeProcess;
-use crate::{Plugin, write_plugins};
+use crate::rooms::{RoomClient, tungstenite, ws_url};
+use crate::{Plugin, within, write_plugins};
 
 /// One node of the cluster.
 pub type Node = SpikeProcess;
@@ -70,4 +73,35 @@ impl Cluster {
     pub fn node_mut(&mut self, i: usize) -> &mut Node {
         &mut self.nodes[i - 1]
     }
+}
+
+/// Joins `path` on `node` with `?since=`, retrying while the room's lease
+/// is still another node's (503 `room_elsewhere`) or the node is away.
+pub async fn join_when_open(node: &Node, path: &str) -> RoomClient {
+    let url = ws_url(&node.url, path);
+    within(async {
+        loop {
+            match RoomClient::try_join(&url).await {
+                Ok(client) => return client,
+                Err(e) => {
+                    if let tungstenite::Error::Http(answer) = &e {
+                        assert_eq!(answer.status(), 503, "{e}");
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// The events `first..first + n` as the client reads them.
+pub async fn events(client: &mut RoomClient, first: u64, n: u64) -> Vec<String> {
+    let mut data = Vec::new();
+    for seq in first..first + n {
+        let event = client.next_event().await;
+        assert_eq!(event["seq"], seq, "{event}");
+        data.push(event["data"].as_str().unwrap().to_string());
+    }
+    data
 }

@@ -2,15 +2,15 @@
 //! written through one node is read through another, a plugin or a
 //! manifest pushed to one node serves from every node, quotas are the cluster's, and a room
 //! has one owner, which clients of every node reach through their own
-//! node: another node takes it when its owner dies, and an owner that lost
-//! its lease cannot append.
+//! node: another node takes it when its owner dies (an owner that lost its
+//! lease cannot append: `cluster_pause.rs`).
 
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use spike_e2e::cluster::Cluster;
+use spike_e2e::cluster::{Cluster, events, join_when_open};
 use spike_e2e::node::{YJS, YjsPeer};
-use spike_e2e::rooms::{ROOMS, RoomClient, tungstenite, ws_url};
+use spike_e2e::rooms::{ROOMS, RoomClient, ws_url};
 use spike_e2e::{ADMIN_TOKEN, HELLO, client, guest, send, send_json, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,37 +253,6 @@ async fn a_plugin_quota_is_one_quota_across_nodes() {
     assert_eq!(allowed, 4, "{answers:?}");
 }
 
-/// Joins `path` on `node` with `?since=`, retrying while the room's lease
-/// is still another node's (503 `room_elsewhere`) or the node is away.
-async fn join_when_open(node: &spike_e2e::cluster::Node, path: &str) -> RoomClient {
-    let url = ws_url(&node.url, path);
-    within(async {
-        loop {
-            match RoomClient::try_join(&url).await {
-                Ok(client) => return client,
-                Err(e) => {
-                    if let tungstenite::Error::Http(answer) = &e {
-                        assert_eq!(answer.status(), 503, "{e}");
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    })
-    .await
-}
-
-/// The events `first..first + n` as the client reads them.
-async fn events(client: &mut RoomClient, first: u64, n: u64) -> Vec<String> {
-    let mut data = Vec::new();
-    for seq in first..first + n {
-        let event = client.next_event().await;
-        assert_eq!(event["seq"], seq, "{event}");
-        data.push(event["data"].as_str().unwrap().to_string());
-    }
-    data
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_on_different_nodes_see_one_order() {
     let mut cluster = Cluster::start(3, &[ROOMS]).await;
@@ -405,30 +374,4 @@ async fn a_room_goes_on_from_another_node_when_its_owner_is_killed() {
     let mut want: Vec<String> = (1..=10).map(|k| format!("m{k}")).collect();
     want.push("after".into());
     assert_eq!(events(&mut reader, 1, 11).await, want);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paused_owner_cannot_append_once_its_lease_is_gone() {
-    let cluster = Cluster::start(2, &[ROOMS]).await;
-    let mut stale = RoomClient::join(&ws_url(&cluster.node(1).url, "/chat/p")).await;
-    stale.send("first").await;
-    events(&mut stale, 1, 1).await;
-    cluster.node(1).signal("STOP");
-    // Node 2 takes the room once node 1's lease lapses, and appends.
-    let mut fresh = join_when_open(cluster.node(2), "/chat/p?since=1").await;
-    fresh.send("second").await;
-    assert_eq!(events(&mut fresh, 2, 1).await, ["second"]);
-    cluster.node(1).signal("CONT");
-    // Node 1 wakes up still thinking it owns the room: what its client
-    // sends is not stored, and the client is told to reconnect.
-    stale.send("stale").await;
-    let (code, reason) = stale.closed().await;
-    assert_eq!(code, 1012, "{reason}");
-    fresh.send("third").await;
-    assert_eq!(events(&mut fresh, 3, 1).await, ["third"]);
-    let mut reader = join_when_open(cluster.node(2), "/chat/p?since=0").await;
-    assert_eq!(
-        events(&mut reader, 1, 3).await,
-        ["first", "second", "third"]
-    );
 }

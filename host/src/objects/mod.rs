@@ -39,6 +39,14 @@ use std::time::Duration;
 
 use crate::storage::{Cluster, LeaseClaim};
 
+/// How much may wait in each object's inbox of a kind: commands, and
+/// their bytes (what each `mailbox::Weigh`s).
+#[derive(Debug, Clone, Copy)]
+pub struct InboxBounds {
+    pub items: usize,
+    pub bytes: usize,
+}
+
 /// Why an object could not be opened on this node.
 #[derive(Debug)]
 pub enum OpenError {
@@ -61,6 +69,7 @@ pub struct Directory<C> {
     /// object's lease first.
     cluster: Option<Arc<dyn Cluster>>,
     lease_ttl: Duration,
+    inbox: InboxBounds,
     /// Raised once, when the host stops: every owner ends.
     stopping: tokio::sync::watch::Sender<bool>,
     /// Told whenever an object leaves `open`.
@@ -68,10 +77,13 @@ pub struct Directory<C> {
 }
 
 impl<C: mailbox::Weigh> Directory<C> {
+    /// The objects of `kind`: on a cluster, each owned under a lease of
+    /// `lease_ttl`; each with an inbox of `inbox`.
     pub fn new(
         kind: &'static str,
         cluster: Option<Arc<dyn Cluster>>,
         lease_ttl: Duration,
+        inbox: InboxBounds,
     ) -> Arc<Self> {
         Arc::new(Self {
             kind,
@@ -79,6 +91,7 @@ impl<C: mailbox::Weigh> Directory<C> {
             opening: Mutex::default(),
             cluster,
             lease_ttl,
+            inbox,
             stopping: tokio::sync::watch::Sender::new(false),
             closed: tokio::sync::Notify::new(),
         })
@@ -112,7 +125,6 @@ impl<C: mailbox::Weigh> Directory<C> {
         &self,
         name: &Arc<str>,
         start: impl FnOnce(mailbox::Receiver<C>, &mailbox::Sender<C>, Option<Lease>),
-        inbox: (usize, usize),
     ) -> Result<mailbox::Sender<C>, OpenError> {
         if let Some(owner) = self.get(name) {
             return Ok(owner);
@@ -135,7 +147,7 @@ impl<C: mailbox::Weigh> Directory<C> {
                 }
             }
         };
-        let (tx, rx) = mailbox::channel(inbox.0, inbox.1);
+        let (tx, rx) = mailbox::channel(self.inbox.items, self.inbox.bytes);
         unpoisoned(self.open.lock()).insert(name.clone(), tx.clone());
         start(rx, &tx, lease);
         Ok(tx)
@@ -247,6 +259,12 @@ mod tests {
 
     struct Nothing;
 
+    const LEASE: Duration = Duration::from_secs(2);
+    const INBOX: InboxBounds = InboxBounds {
+        items: 4,
+        bytes: 1024,
+    };
+
     impl mailbox::Weigh for Nothing {
         fn weight(&self) -> usize {
             0
@@ -255,21 +273,17 @@ mod tests {
 
     #[tokio::test]
     async fn an_object_opens_once_and_its_line_is_forgotten() {
-        let directory = Directory::<Nothing>::new("test", None, Duration::from_secs(2));
+        let directory = Directory::<Nothing>::new("test", None, LEASE, INBOX);
         let name: Arc<str> = "a".into();
         let starts = std::sync::atomic::AtomicUsize::new(0);
         let mut inboxes = Vec::new();
         for _ in 0..3 {
             let owner = directory
-                .open(
-                    &name,
-                    |inbox, _, lease| {
-                        assert!(lease.is_none(), "no cluster, no lease");
-                        starts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        inboxes.push(inbox);
-                    },
-                    (4, 1024),
-                )
+                .open(&name, |inbox, _, lease| {
+                    assert!(lease.is_none(), "no cluster, no lease");
+                    starts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    inboxes.push(inbox);
+                })
                 .await
                 .unwrap();
             assert!(!owner.is_closed());
@@ -284,11 +298,11 @@ mod tests {
 
     #[tokio::test]
     async fn stopping_waits_for_the_last_object_to_leave() {
-        let directory = Directory::<Nothing>::new("test", None, Duration::from_secs(2));
+        let directory = Directory::<Nothing>::new("test", None, LEASE, INBOX);
         let name: Arc<str> = "a".into();
         let mut inbox = None;
         let _owner = directory
-            .open(&name, |rx, _, _| inbox = Some(rx), (4, 1024))
+            .open(&name, |rx, _, _| inbox = Some(rx))
             .await
             .unwrap();
         let leaving = directory.clone();

@@ -35,7 +35,7 @@ use tokio::sync::oneshot;
 
 use crate::caps::identity::Caller;
 use crate::metrics::Metrics;
-use crate::objects::{Directory, OpenError, mailbox};
+use crate::objects::{Directory, InboxBounds, OpenError, mailbox};
 use crate::runtime::PluginRegistry;
 use crate::runtime::manifest::{RoomLimits, RoomRoute};
 use crate::storage::{Cluster, RoomLog, StorageError};
@@ -45,8 +45,10 @@ use owner::Command;
 /// hand theirs over (which slows their reading: backpressure), and their
 /// bytes: without that bound, one connection of a `yjs` room (8 MiB
 /// messages) could queue 32 GiB before the owner read any of it.
-const OWNER_INBOX: usize = 4096;
-const OWNER_INBOX_BYTES: usize = 64 << 20;
+const OWNER_INBOX: InboxBounds = InboxBounds {
+    items: 4096,
+    bytes: 64 << 20,
+};
 
 /// On a cluster, how long a room's lease lasts unless its owner renews it
 /// (every quarter of it): how long a room whose owner died waits before
@@ -390,7 +392,7 @@ impl RoomHub {
         metrics: &Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
-            rooms: Directory::new("room", cluster, ROOM_LEASE),
+            rooms: Directory::new("room", cluster, ROOM_LEASE, OWNER_INBOX),
             log,
             registry: registry.clone(),
             metrics: metrics.clone(),
@@ -510,14 +512,7 @@ impl RoomHub {
         let start = |inbox, inbox_tx: &_, lease| {
             owner::spawn(self.clone(), name.clone(), room, inbox, inbox_tx, lease);
         };
-        self.rooms
-            .open(name, start, (OWNER_INBOX, OWNER_INBOX_BYTES))
-            .await
-    }
-
-    /// Rooms open now.
-    pub fn open_rooms(&self) -> usize {
-        self.rooms.len()
+        self.rooms.open(name, start).await
     }
 }
 
