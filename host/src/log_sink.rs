@@ -12,13 +12,14 @@
 //! `MAX_BUFFERED` bytes, lines are dropped, and the next batch says how
 //! many.
 
-use crate::util::unpoisoned;
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
+
+use crate::util::unpoisoned;
 
 /// The longest a line waits in the buffer.
 const FLUSH_EVERY: Duration = Duration::from_millis(50);

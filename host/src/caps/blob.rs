@@ -5,12 +5,11 @@
 //! ranges, and streams bytes between the guest's `wasi:io` streams and the
 //! `BlobBackend`; an object never passes through memory whole.
 
-use crate::metrics::KindLabels;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use wasmtime::component::{HasData, Linker, Resource};
 use wasmtime_wasi::p2::{
     DynInputStream, DynOutputStream, OutputStream, Pollable, StreamError, StreamResult,
@@ -21,6 +20,7 @@ use super::{CapError, Kind, Named, View, check_key, page_limit};
 use crate::bindings::spike::host::blob::{
     self as wit, ByteRange, ObjectBody, ObjectMeta, ObjectPage, PutOptions,
 };
+use crate::metrics::KindLabels;
 use crate::storage::{BlobBackend, ObjectInfo, ObjectUpload};
 
 /// Longest object key, in bytes.

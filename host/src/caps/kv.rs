@@ -5,15 +5,15 @@
 //! for a granted name), checks keys and sizes, and hands the rest to the
 //! `KvBackend`.
 
-use crate::metrics::KindLabels;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use std::sync::Arc;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use wasmtime::component::{HasData, Linker, Resource};
 
 use super::{CapError, Kind, Named, View, check_key, page_limit};
 use crate::bindings::spike::host::kv::{self as wit, Entry, KeyInfo, KeyPage, SetOptions};
+use crate::metrics::KindLabels;
 use crate::storage::{KvBackend, KvEntry};
 use crate::util::now_ms;
 

@@ -24,13 +24,13 @@ pub mod rooms;
 pub mod secrets;
 pub mod services;
 
-use crate::metrics::PluginLabel;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use std::sync::Arc;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
 pub use crate::bindings::spike::host::types::Error as WitError;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PluginLabel};
 use crate::storage::{Backends, StorageError};
 pub use grants::{Grants, Kind};
 

@@ -8,12 +8,12 @@
 //! the owner's list at the event; room storage goes to the room log's
 //! state at once (durable when `set` returns).
 
-use crate::util::unpoisoned;
 use std::sync::{Arc, Mutex};
 
 use super::{CapError, View, check_key};
 use crate::bindings::spike::host::rooms as wit;
 use crate::storage::RoomLog;
+use crate::util::unpoisoned;
 
 /// Longest room storage key.
 pub const MAX_KEY_BYTES: usize = 256;

@@ -7,14 +7,15 @@
 //! any `Debug`, log line or error message, and a malformed secrets file is
 //! reported by line only, since the line may hold a value.
 
-use crate::metrics::KindLabels;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
 use super::{CapError, Kind, View};
 use crate::bindings::spike::host::secrets as wit;
+use crate::metrics::KindLabels;
 
 /// The prefix of environment variables that carry secrets.
 pub const ENV_PREFIX: &str = "SPIKE_SECRET_";

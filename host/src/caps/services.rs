@@ -16,18 +16,17 @@
 //! The server binds the dispatcher (`server::services`) once the plugin
 //! registry exists: capabilities are built before it.
 
-use crate::metrics::ServiceLabels;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use std::sync::{Arc, OnceLock};
 
 use futures::future::BoxFuture;
 use http_body_util::BodyExt;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use wasmtime_wasi_http::{Error as HttpError, WasiBody};
 
 use super::identity::IdentityCtx;
 use super::{Grants, Kind};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ServiceLabels};
 
 /// The domain under which plugins answer: `<plugin>.spike.internal`.
 pub const DOMAIN: &str = "spike.internal";

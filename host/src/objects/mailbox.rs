@@ -17,12 +17,13 @@
 //! wait and given back when they are taken, and the bounds are two
 //! semaphores' permits.
 
-use crate::util::unpoisoned;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{Notify, Semaphore};
+
+use crate::util::unpoisoned;
 
 /// What an item costs against a mailbox's byte bound.
 pub trait Weigh {

@@ -32,12 +32,12 @@ mod owner;
 pub use lease::Lease;
 pub use owner::{Ending, Object, spawn};
 
-use crate::util::unpoisoned;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::storage::{Cluster, LeaseClaim};
+use crate::util::unpoisoned;
 
 /// How much may wait in each object's inbox of a kind: commands, and
 /// their bytes (what each `mailbox::Weigh`s).

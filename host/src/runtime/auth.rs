@@ -21,13 +21,12 @@
 //! and a signature check. The cache is bounded; what falls out is verified
 //! again.
 
-use crate::metrics::KindLabels;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderMap;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use sha2::{Digest, Sha256};
 
 use super::PluginRegistry;
@@ -35,7 +34,7 @@ use super::dispatch::{DispatchError, classify, instantiate};
 use super::state::RequestState;
 use crate::bindings::exports::spike::host::authenticator::{Outcome, RequestHead};
 use crate::caps::identity::{Caller, OPERATOR_ISSUER};
-use crate::metrics::{Metrics, PluginMetrics};
+use crate::metrics::{KindLabels, Metrics, PluginMetrics};
 use crate::util::now_ms;
 
 /// Verified tokens kept by default.

@@ -7,7 +7,6 @@
 //! whose component does not load is refused with the reason, and the old
 //! one keeps serving.
 
-use crate::util::unpoisoned;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,6 +16,7 @@ use super::manifest::{self, Manifest};
 use super::registry::{PluginRegistry, Plugins};
 use super::routes::RouteTable;
 use super::slot::{PluginSlot, SlotParts};
+use crate::util::unpoisoned;
 
 /// What a manifest change did.
 #[derive(Debug, Clone, PartialEq, Eq)]

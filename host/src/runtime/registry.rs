@@ -13,7 +13,6 @@
 //! plugin's history (`versions`), so an upload survives a restart and
 //! `rollback` can go back.
 
-use crate::util::unpoisoned;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -33,6 +32,7 @@ use super::watchdog::Watchdog;
 use crate::caps::Caps;
 use crate::metrics::Metrics;
 use crate::storage::{VersionHistory, VersionRecord, VersionSource, VersionStore};
+use crate::util::unpoisoned;
 use crate::util::{sha256_hex, unique_suffix};
 
 /// What the registry needs of the host's settings.

@@ -17,7 +17,6 @@
 //! one unused for `instance_idle_ms` (30 s by default) is dropped by the
 //! watchdog's tick.
 
-use crate::util::unpoisoned;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
@@ -27,6 +26,7 @@ use wasmtime_wasi_http::p2::bindings::Proxy;
 use super::state::{PluginContext, RequestState};
 use super::watchdog::{self, Watchdog, Watched, Watching};
 use crate::caps::identity::IdentityCtx;
+use crate::util::unpoisoned;
 
 /// An instance between requests.
 pub struct Idle {

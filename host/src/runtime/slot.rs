@@ -3,7 +3,6 @@
 //! in flight. A manifest change replaces the slot whole (see `live`), so a
 //! request that took a slot runs under one manifest from start to end.
 
-use crate::util::unpoisoned;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +17,7 @@ use crate::caps::Caps;
 use crate::caps::rate_limit::{Limiter, RateLimits};
 use crate::metrics::Metrics;
 use crate::util::now_ms;
+use crate::util::unpoisoned;
 
 /// One plugin: manifest, context and the active version.
 pub struct PluginSlot {

@@ -3,7 +3,6 @@
 //! that changes is loaded (the registry refuses a broken one and keeps the
 //! old version).
 
-use crate::util::unpoisoned;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -12,6 +11,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 
 use super::registry::PluginRegistry;
+use crate::util::unpoisoned;
 
 /// How long files must be quiet before they are read: editors and `cp`
 /// write in several steps, and a half-written file would only be refused.

@@ -5,7 +5,6 @@
 //! into place and committed in one redb transaction, so an object is either
 //! wholly there or not at all.
 
-use crate::util::unpoisoned;
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 use super::usage::{self, Kind, USAGE};
 use super::{BLOB_OBJECTS, BLOB_REFS, Inner, RedbBackend, blocking, list_scope};
 use crate::spool::Spool;
-use crate::util::now_ms;
+use crate::util::{now_ms, unpoisoned};
 use crate::{
     BlobBackend, ObjectBody, ObjectInfo, ObjectUpload, OpenObject, Page, Quota, Result,
     StorageError, Usage,

@@ -16,16 +16,15 @@ mod pool;
 mod resolve;
 mod send;
 
-use crate::metrics::KindLabels;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use std::sync::Arc;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::Grants;
 use super::services::{self, Binding, CallOrigin};
-use crate::metrics::Metrics;
+use crate::metrics::{KindLabels, Metrics};
 pub use pattern::HostPattern;
 pub use pool::ConnectionPool;
 use pool::Destination;

@@ -10,7 +10,6 @@
 //! connections are bounded per destination and closed after
 //! [`IDLE_TIMEOUT`].
 
-use crate::util::unpoisoned;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -19,6 +18,7 @@ use hyper::client::conn::http1::SendRequest;
 use wasmtime_wasi_http::WasiBody;
 
 use crate::caps::Grants;
+use crate::util::unpoisoned;
 
 /// How long a connection may sit idle before it is closed. Shorter than
 /// the idle timeouts servers commonly keep (60 s and more), so that a

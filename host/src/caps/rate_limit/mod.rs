@@ -20,11 +20,6 @@
 
 mod shared;
 
-use crate::metrics::KindLabels;
-use crate::util::unpoisoned;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,10 +30,14 @@ use governor::RateLimiter;
 use governor::clock::{Clock, QuantaClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DashMapStateStore;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 
 use super::{CapError, View};
 use crate::bindings::spike::host::rate_limit as wit;
-use crate::metrics::Metrics;
+use crate::metrics::{KindLabels, Metrics};
+use crate::util::unpoisoned;
 
 /// Keys one limiter holds at most.
 pub const MAX_KEYS: usize = 100_000;

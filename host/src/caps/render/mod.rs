@@ -20,12 +20,12 @@ mod memory;
 mod options;
 mod renderer;
 
-use crate::metrics::{Histograms, KindLabels, PluginLabel, latency_histogram};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 pub use browser::missing_chromium;
 pub use options::{Job, Output, Source};
@@ -34,7 +34,7 @@ pub use renderer::Renderer;
 use super::View;
 use super::outbound::HostPattern;
 use crate::bindings::spike::host::render as wit;
-use crate::metrics::Metrics;
+use crate::metrics::{Histograms, KindLabels, Metrics, PluginLabel, latency_histogram};
 
 /// The memory a page may hold by default (`--render-page-mib`): more
 /// than the heaviest common web applications take, a fraction of a
