@@ -184,29 +184,9 @@ pub fn handle(
     out: ResponseOutparam,
     log: &mut Call,
 ) -> Option<Exchange> {
-    let raw = match req.body_bytes(settings.max_request_bytes) {
-        Ok(raw) => raw,
-        Err(_) => {
-            let e = ApiError::new(
-                Kind::TooLarge,
-                format!(
-                    "the request is larger than {} KiB",
-                    settings.max_request_bytes / 1024
-                ),
-            );
-            return finish_error(e, client, out, log);
-        }
-    };
-    let request: Value = match serde_json::from_slice(&raw) {
-        Ok(v) => v,
-        Err(e) => {
-            return finish_error(
-                ApiError::invalid(format!("the body is not valid JSON: {e}")),
-                client,
-                out,
-                log,
-            );
-        }
+    let (raw, request) = match read_request(req, settings) {
+        Ok(read) => read,
+        Err(e) => return finish_error(e, client, out, log),
     };
     let model = match validate(client, &request) {
         Ok(m) => m,
@@ -274,27 +254,11 @@ pub fn handle(
         Ok(b) => b,
         Err(f) => return finish_error(read_failure(f), client, out, log),
     };
-    let answer: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(_) => {
-            let e = ApiError::new(
-                Kind::Upstream,
-                "the provider sent an answer that is not JSON",
-            );
-            return finish_error(e, client, out, log);
-        }
+    let (body, usage) = match in_callers_format(body, client, upstream_kind, &routed.model) {
+        Ok(translated) => translated,
+        Err(e) => return finish_error(e, client, out, log),
     };
-    let usage = Usage::read(&answer["usage"]).unwrap_or_default();
     (log.tokens_in, log.tokens_out) = (usage.input, usage.output);
-    let body = match (client, upstream_kind) {
-        (a, b) if a == b => body,
-        (Format::OpenAi, _) => translate::anthropic_answer_to_openai(&answer, &routed.model)
-            .to_string()
-            .into_bytes(),
-        (Format::Anthropic, _) => translate::openai_answer_to_anthropic(&answer, &routed.model)
-            .to_string()
-            .into_bytes(),
-    };
     let body = Redactor::new(key.as_deref()).bytes(&body);
     log.status = 200;
     if let (Some(cache), Some(key)) = (&cache, &cache_key) {
@@ -307,6 +271,72 @@ pub fn handle(
     }
     resp.send(out);
     kept
+}
+
+/// The request's body, and it read as JSON.
+fn read_request(req: &Request, settings: &Settings) -> Result<(Vec<u8>, Value), ApiError> {
+    let raw = req.body_bytes(settings.max_request_bytes).map_err(|_| {
+        let kib = settings.max_request_bytes / 1024;
+        ApiError::new(
+            Kind::TooLarge,
+            format!("the request is larger than {kib} KiB"),
+        )
+    })?;
+    let request = serde_json::from_slice(&raw)
+        .map_err(|e| ApiError::invalid(format!("the body is not valid JSON: {e}")))?;
+    Ok((raw, request))
+}
+
+/// A provider's whole answer in the caller's format, and its usage.
+fn in_callers_format(
+    body: Vec<u8>,
+    client: Format,
+    upstream: Format,
+    model: &str,
+) -> Result<(Vec<u8>, Usage), ApiError> {
+    let answer: Value = serde_json::from_slice(&body).map_err(|_| {
+        ApiError::new(
+            Kind::Upstream,
+            "the provider sent an answer that is not JSON",
+        )
+    })?;
+    let usage = Usage::read(&answer["usage"]).unwrap_or_default();
+    let body = match (client, upstream) {
+        (a, b) if a == b => body,
+        (Format::OpenAi, _) => translate::anthropic_answer_to_openai(&answer, model)
+            .to_string()
+            .into_bytes(),
+        (Format::Anthropic, _) => translate::openai_answer_to_anthropic(&answer, model)
+            .to_string()
+            .into_bytes(),
+    };
+    Ok((body, usage))
+}
+
+/// The stream's next chunk, due by `event_by`; or why there is none.
+fn next_chunk(
+    response: &Streaming,
+    event_by: u64,
+    settings: &Settings,
+) -> Result<Vec<u8>, ApiError> {
+    match response.next_chunk_by(event_by) {
+        Ok(Some(chunk)) => Ok(chunk),
+        Ok(None) => Err(ApiError::new(
+            Kind::Upstream,
+            "the provider's stream ended before its last event",
+        )),
+        Err(FetchError::Timeout) => Err(ApiError::new(
+            Kind::Timeout,
+            format!(
+                "the provider's stream sent no whole event for {} ms",
+                settings.stream_idle_ms
+            ),
+        )),
+        Err(f) => Err(ApiError::new(
+            Kind::Upstream,
+            format!("the provider's stream broke off: {f}"),
+        )),
+    }
 }
 
 fn read_failure(f: FetchError) -> ApiError {
@@ -369,29 +399,9 @@ fn stream(
     let idle = settings.stream_idle_ms.saturating_mul(1_000_000);
     let mut event_by = upstream::now() + idle;
     let ended: Result<(), ApiError> = loop {
-        let chunk = match response.next_chunk_by(event_by) {
-            Ok(Some(chunk)) => chunk,
-            Ok(None) => {
-                break Err(ApiError::new(
-                    Kind::Upstream,
-                    "the provider's stream ended before its last event",
-                ));
-            }
-            Err(FetchError::Timeout) => {
-                break Err(ApiError::new(
-                    Kind::Timeout,
-                    format!(
-                        "the provider's stream sent no whole event for {} ms",
-                        settings.stream_idle_ms
-                    ),
-                ));
-            }
-            Err(f) => {
-                break Err(ApiError::new(
-                    Kind::Upstream,
-                    format!("the provider's stream broke off: {f}"),
-                ));
-            }
+        let chunk = match next_chunk(&response, event_by, settings) {
+            Ok(chunk) => chunk,
+            Err(e) => break Err(e),
         };
         let events = match parser.push(&chunk) {
             Ok(events) => events,

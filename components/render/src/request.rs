@@ -99,17 +99,7 @@ pub fn parse(kind: Kind, fields: Fields, default_ttl_s: u64) -> Result<RenderReq
         Kind::Pdf => PDF,
         Kind::Html => &[],
     };
-    if let Some(unknown) = fields
-        .keys()
-        .find(|k| !COMMON.contains(&k.as_str()) && !specific.contains(&k.as_str()))
-    {
-        let mut known: Vec<&str> = COMMON.iter().chain(specific).copied().collect();
-        known.sort_unstable();
-        return Err(format!(
-            "unknown option '{unknown}'; this route takes {}",
-            known.join(", ")
-        ));
-    }
+    only_known(&fields, specific)?;
     let f = Reader(&fields);
     let source = match (f.string("url")?, f.string("html")?) {
         (Some(url), None) => Source::Url(url),
@@ -176,7 +166,36 @@ pub fn parse(kind: Kind, fields: Fields, default_ttl_s: u64) -> Result<RenderReq
         header_template: f.string("headerTemplate")?,
         footer_template: f.string("footerTemplate")?,
     };
-    let cache = match f.string_or_number("cache")?.as_deref() {
+    let cache = cache_policy(f.string_or_number("cache")?.as_deref(), default_ttl_s)?;
+    Ok(RenderRequest {
+        kind,
+        page,
+        screenshot,
+        pdf,
+        cache,
+    })
+}
+
+/// Refuses an option neither every route nor this kind's takes.
+fn only_known(fields: &Fields, specific: &[&str]) -> Result<(), String> {
+    let Some(unknown) = fields
+        .keys()
+        .find(|k| !COMMON.contains(&k.as_str()) && !specific.contains(&k.as_str()))
+    else {
+        return Ok(());
+    };
+    let mut known: Vec<&str> = COMMON.iter().chain(specific).copied().collect();
+    known.sort_unstable();
+    Err(format!(
+        "unknown option '{unknown}'; this route takes {}",
+        known.join(", ")
+    ))
+}
+
+/// The `cache` option: a lifetime in seconds (0: none), `no`, or the
+/// default.
+fn cache_policy(option: Option<&str>, default_ttl_s: u64) -> Result<CachePolicy, String> {
+    let cache = match option {
         None => CachePolicy::Use {
             ttl_s: default_ttl_s,
         },
@@ -190,16 +209,9 @@ pub fn parse(kind: Kind, fields: Fields, default_ttl_s: u64) -> Result<RenderReq
             }
         },
     };
-    let cache = match cache {
+    Ok(match cache {
         CachePolicy::Use { ttl_s: 0 } => CachePolicy::Bypass,
         c => c,
-    };
-    Ok(RenderRequest {
-        kind,
-        page,
-        screenshot,
-        pdf,
-        cache,
     })
 }
 

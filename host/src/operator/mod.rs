@@ -96,38 +96,7 @@ pub async fn run(
             name,
             component,
             manifest,
-        } => {
-            if let Some(manifest) = manifest {
-                let text = read(manifest).await?;
-                let path = format!("/_spike/plugins/{name}/manifest");
-                target
-                    .call(Method::PUT, &path, Some((text, "application/toml")))
-                    .await
-                    .map_err(|e| match e {
-                        // The server's message names the line; the file
-                        // is the one pushed, not the server's copy.
-                        ClientError::Refused { code, message, .. } if code == "bad_manifest" => {
-                            CommandError::BadManifest {
-                                path: manifest.display().to_string(),
-                                message,
-                            }
-                        }
-                        e => e.into(),
-                    })?;
-            }
-            let bytes = read(component).await?;
-            let path = format!("/_spike/plugins/{name}");
-            let answer = target
-                .call(Method::PUT, &path, Some((bytes, "application/wasm")))
-                .await
-                .map_err(|e| match (no_such_plugin(e, name), manifest) {
-                    (CommandError::NoSuchPlugin(name), None) => {
-                        CommandError::NewWithoutManifest(name)
-                    }
-                    (e, _) => e,
-                })?;
-            return Ok(swapped(answer, json, name, "now serving"));
-        }
+        } => return push(target, name, component, manifest.as_deref(), json).await,
         PluginsCommand::Rollback { name } => {
             let path = format!("/_spike/plugins/{name}/rollback");
             let answer = post(target, &path, name).await?;
@@ -149,32 +118,78 @@ pub async fn run(
             }
             answer
         }
-        PluginsCommand::Logs { name, follow } => {
-            let path = format!("/_spike/plugins/{name}/logs?follow={follow}");
-            let mut printed = 0;
-            target
-                .lines(&path, |line| {
-                    printed += 1;
-                    match json {
-                        true => println!("{line}"),
-                        false => println!("{}", log_line(line)),
-                    }
-                })
-                .await
-                .map_err(|e| no_such_plugin(e, name))?;
-            // Nothing at all would look like a command that did not run.
-            if printed == 0 && !json && !follow {
-                return Ok(format!(
-                    "no log lines from {name} yet (what its guests print to stdout and stderr shows here)\n"
-                ));
-            }
-            return Ok(String::new());
-        }
+        PluginsCommand::Logs { name, follow } => return logs(target, name, *follow, json).await,
     };
     Ok(format!(
         "{}\n",
         serde_json::to_string_pretty(&answer).unwrap_or_default()
     ))
+}
+
+/// `spike plugins push`: the manifest first (if given), then the component.
+async fn push(
+    target: &Target,
+    name: &str,
+    component: &Path,
+    manifest: Option<&Path>,
+    json: bool,
+) -> Result<String, CommandError> {
+    if let Some(manifest) = manifest {
+        let text = read(manifest).await?;
+        let path = format!("/_spike/plugins/{name}/manifest");
+        target
+            .call(Method::PUT, &path, Some((text, "application/toml")))
+            .await
+            .map_err(|e| match e {
+                // The server's message names the line; the file
+                // is the one pushed, not the server's copy.
+                ClientError::Refused { code, message, .. } if code == "bad_manifest" => {
+                    CommandError::BadManifest {
+                        path: manifest.display().to_string(),
+                        message,
+                    }
+                }
+                e => e.into(),
+            })?;
+    }
+    let bytes = read(component).await?;
+    let path = format!("/_spike/plugins/{name}");
+    let answer = target
+        .call(Method::PUT, &path, Some((bytes, "application/wasm")))
+        .await
+        .map_err(|e| match (no_such_plugin(e, name), manifest) {
+            (CommandError::NoSuchPlugin(name), None) => CommandError::NewWithoutManifest(name),
+            (e, _) => e,
+        })?;
+    Ok(swapped(answer, json, name, "now serving"))
+}
+
+/// `spike plugins logs`: each line printed as it comes.
+async fn logs(
+    target: &Target,
+    name: &str,
+    follow: bool,
+    json: bool,
+) -> Result<String, CommandError> {
+    let path = format!("/_spike/plugins/{name}/logs?follow={follow}");
+    let mut printed = 0;
+    target
+        .lines(&path, |line| {
+            printed += 1;
+            match json {
+                true => println!("{line}"),
+                false => println!("{}", log_line(line)),
+            }
+        })
+        .await
+        .map_err(|e| no_such_plugin(e, name))?;
+    // Nothing at all would look like a command that did not run.
+    if printed == 0 && !json && !follow {
+        return Ok(format!(
+            "no log lines from {name} yet (what its guests print to stdout and stderr shows here)\n"
+        ));
+    }
+    Ok(String::new())
 }
 
 /// `POST path` about plugin `name`.

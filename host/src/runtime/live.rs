@@ -174,29 +174,9 @@ impl PluginRegistry {
             old.clear_manifest_error();
             return ManifestChange::Unchanged;
         }
-        let is_old = |s: &Arc<PluginSlot>| old.as_ref().is_some_and(|o| Arc::ptr_eq(o, s));
-        if let Some(other) = current.slots.get(&manifest.name)
-            && !is_old(other)
-        {
-            return refuse(LoadError::Conflict(format!(
-                "{}: plugin name '{}' is already used by {}",
-                path.display(),
-                manifest.name,
-                other.manifest.path.display()
-            )));
-        }
-        // The others first, so a clash names this manifest: the later one
-        // is refused.
-        let manifests: Vec<Manifest> = current
-            .slots
-            .values()
-            .filter(|s| !is_old(s))
-            .map(|s| s.manifest.clone())
-            .chain([manifest.clone()])
-            .collect();
-        let routes = match RouteTable::new(&manifests) {
+        let routes = match routes_with(current, &manifest, path, old.as_ref()) {
             Ok(routes) => routes,
-            Err(e) => return refuse(LoadError::Conflict(e)),
+            Err(e) => return refuse(e),
         };
 
         // No upload, file reload or rollback of this plugin meanwhile.
@@ -261,4 +241,33 @@ impl PluginRegistry {
         self.plugins.store(Arc::new(Plugins { slots, routes }));
         ManifestChange::Removed(old.manifest.name.clone())
     }
+}
+
+/// The route table with `manifest` in place of `old`'s (or added), or why
+/// it cannot be: its name or a route is another plugin's.
+fn routes_with(
+    current: &Plugins,
+    manifest: &Manifest,
+    path: &Path,
+    old: Option<&Arc<PluginSlot>>,
+) -> Result<RouteTable, LoadError> {
+    let is_old = |s: &Arc<PluginSlot>| old.is_some_and(|o| Arc::ptr_eq(o, s));
+    if let Some(other) = current.slots.get(&manifest.name)
+        && !is_old(other)
+    {
+        return Err(LoadError::Conflict(format!(
+            "{}: plugin name '{}' is already used by {}",
+            path.display(),
+            manifest.name,
+            other.manifest.path.display()
+        )));
+    }
+    // The others first, so a clash names this manifest: the later one is
+    // refused.
+    let manifests: Vec<Manifest> = (current.slots.values())
+        .filter(|s| !is_old(s))
+        .map(|s| s.manifest.clone())
+        .chain([manifest.clone()])
+        .collect();
+    RouteTable::new(&manifests).map_err(LoadError::Conflict)
 }

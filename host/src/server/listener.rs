@@ -129,15 +129,8 @@ pub async fn serve<S>(
     let http = hyper::server::conn::http1::Builder::new();
     let mut refused = RefusalLog::default();
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    accept_failed(e).await;
-                    continue;
-                }
-            },
-            _ = &mut stop => break,
+        let Some((stream, peer)) = accept(&listener, &mut stop).await else {
+            break;
         };
         let Ok(permit) = open.clone().try_acquire_owned() else {
             metrics.http.connections_refused.inc();
@@ -217,14 +210,36 @@ pub async fn serve<S>(
     drop(listener);
     closing.store(true, Ordering::Relaxed);
     let _ = draining_tx.send(true);
+    drain(&open, cap, limits.drain_timeout, &cut_tx).await;
+}
+
+/// The next connection, or `None` once `stop` fires. A failed accept (out
+/// of file descriptors, say) is waited out.
+async fn accept(
+    listener: &TcpListener,
+    stop: &mut tokio::sync::oneshot::Receiver<()>,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => return Some(accepted),
+                Err(e) => accept_failed(e).await,
+            },
+            _ = &mut *stop => return None,
+        }
+    }
+}
+
+/// Waits up to `timeout` for every connection (each holds one of `open`'s
+/// `cap` permits) to end; then cuts those still open.
+async fn drain(open: &Semaphore, cap: usize, timeout: Duration, cut: &watch::Sender<bool>) {
     let all = u32::try_from(cap).unwrap_or(u32::MAX);
-    let drain = limits.drain_timeout;
-    if tokio::time::timeout(drain, open.acquire_many(all))
+    if tokio::time::timeout(timeout, open.acquire_many(all))
         .await
         .is_err()
     {
-        tracing::warn!("connections still open after {drain:?}; closing them");
-        let _ = cut_tx.send(true);
+        tracing::warn!("connections still open after {timeout:?}; closing them");
+        let _ = cut.send(true);
         let closed = open.acquire_many(all);
         let _ = tokio::time::timeout(Duration::from_secs(1), closed).await;
     }

@@ -144,14 +144,9 @@ fn default_node(listen: SocketAddr) -> String {
 
 /// Opens the data folder, loads the plugins and starts serving.
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
-    let storage = StorageSettings {
-        kv_sweep_interval: config.kv_sweep_interval,
-    };
     let secrets = config.secrets.load()?;
     tracing::info!(secrets = secrets.len(), "secrets loaded");
-    crate::util::private_dir(&config.data_dir)
-        .with_context(|| format!("the data folder {}", config.data_dir.display()))?;
-    let backends = open_storage(&config, &storage).await?;
+    let backends = open_storage(&config).await?;
     let cluster = backends.cluster.clone();
     let liveness = backends.liveness();
     let metrics = Metrics::new();
@@ -172,35 +167,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .map(|cluster| crate::runtime::cluster::start(&registry, cluster));
     drop(backends);
     let watcher = config.watch.then(|| watch_plugins(&registry)).flatten();
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-    let addr = listener.local_addr()?;
-    let mut clients = config.clients.clone();
-    (clients.max_connections, clients.max_room_connections) =
-        listener::connection_caps(clients.max_connections, clients.max_room_connections);
+    let (listener, addr, clients) = bind(&config).await?;
     rooms.set_max_connections(clients.max_room_connections);
     rooms.serve_other_nodes();
     let max_connections = clients.max_connections;
     let drain_timeout = clients.drain_timeout;
-    let body_timeouts = BodyTimeouts {
-        request: clients.body_timeout,
-        response: clients.send_timeout,
-    };
-    let dispatcher = Dispatcher::new(
-        registry.engine().clone(),
-        registry.watchdog().clone(),
-        body_timeouts,
-    );
-    let services = services::ServiceDispatcher::for_registry(&registry, dispatcher.clone());
-    caps.outbound.services.bind(services);
-    caps.render.allow_own_listener(addr);
-    let operator = operator::OperatorToken::new(
-        config.admin_token.clone(),
-        &caps.rate_limits,
-        metrics.clone(),
-    );
-    drop(caps);
+    let (dispatcher, operator) = bind_caps(&config, caps, &registry, &clients, &metrics, addr);
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {
         registry: registry.clone(),
@@ -263,12 +235,14 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     })
 }
 
-/// The storage backends: the embedded database in the data folder, or the
-/// cluster's NATS server.
-async fn open_storage(
-    config: &ServerConfig,
-    storage: &StorageSettings,
-) -> anyhow::Result<Backends> {
+/// The data folder (this user's alone) and the storage backends: the
+/// embedded database in it, or the cluster's NATS server.
+async fn open_storage(config: &ServerConfig) -> anyhow::Result<Backends> {
+    crate::util::private_dir(&config.data_dir)
+        .with_context(|| format!("the data folder {}", config.data_dir.display()))?;
+    let storage = &StorageSettings {
+        kv_sweep_interval: config.kv_sweep_interval,
+    };
     let Some(nats) = &config.storage else {
         return Ok(Backends::open_redb(&config.data_dir, storage)?);
     };
@@ -276,6 +250,52 @@ async fn open_storage(
     let backends = Backends::connect_nats(nats, &node, &config.data_dir, storage).await?;
     tracing::info!(node, servers = %nats.servers, prefix = %nats.prefix, "joined the cluster");
     Ok(backends)
+}
+
+/// What the handlers run requests with: the dispatcher (bound into the
+/// services capability too, for calls between plugins) and the operator's
+/// token. The renderer may reach this server's own listener at `addr`.
+fn bind_caps(
+    config: &ServerConfig,
+    caps: Arc<Caps>,
+    registry: &Arc<PluginRegistry>,
+    clients: &ClientLimits,
+    metrics: &Arc<Metrics>,
+    addr: SocketAddr,
+) -> (Dispatcher, operator::OperatorToken) {
+    let body_timeouts = BodyTimeouts {
+        request: clients.body_timeout,
+        response: clients.send_timeout,
+    };
+    let dispatcher = Dispatcher::new(
+        registry.engine().clone(),
+        registry.watchdog().clone(),
+        body_timeouts,
+    );
+    let services = services::ServiceDispatcher::for_registry(registry, dispatcher.clone());
+    caps.outbound.services.bind(services);
+    caps.render.allow_own_listener(addr);
+    let operator = operator::OperatorToken::new(
+        config.admin_token.clone(),
+        &caps.rate_limits,
+        metrics.clone(),
+    );
+    (dispatcher, operator)
+}
+
+/// The public listener, its address, and the client limits fitted to the
+/// open-file limit.
+async fn bind(
+    config: &ServerConfig,
+) -> anyhow::Result<(tokio::net::TcpListener, SocketAddr, ClientLimits)> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let mut clients = config.clients.clone();
+    (clients.max_connections, clients.max_room_connections) =
+        listener::connection_caps(clients.max_connections, clients.max_room_connections);
+    Ok((listener, addr, clients))
 }
 
 /// The host's settings of the capabilities.

@@ -164,8 +164,8 @@ fn errors_name_file_and_line() {
 }
 
 #[test]
-fn refuses_bad_values() {
-    for (text, needle) in [
+fn refuses_bad_routes_and_grants() {
+    refused_at_their_line(&[
         ("routes = [{ prefix = \"/_spike/x\" }]", "overlaps"),
         ("routes = [{ prefix = \"/healthz\" }]", "overlaps"),
         ("routes = [{ prefix = \"/x/\" }]", "must not end"),
@@ -193,6 +193,12 @@ fn refuses_bad_values() {
             "routes = [{ prefix = \"/x\" }]\n[grants]\nservices = [\"a\"]\nidentity_to = [\"b\"]",
             "'b' is not one of this plugin's services",
         ),
+    ]);
+}
+
+#[test]
+fn refuses_bad_limits_quotas_and_env() {
+    refused_at_their_line(&[
         (
             "routes = [{ prefix = \"/x\" }]\nlimits.memory_mib = 0",
             "memory_mib",
@@ -266,7 +272,13 @@ fn refuses_bad_values() {
             "env: 'A-B'",
         ),
         ("routes = [{ prefix = \"/x\" }]\nenv.A = 1", "string"),
-    ] {
+    ]);
+}
+
+/// Each manifest (after a component line) is refused with a message that
+/// holds its needle, at a line.
+fn refused_at_their_line(cases: &[(&str, &str)]) {
+    for (text, needle) in cases {
         let e = parse_str(&format!("component = \"x.wasm\"\n{text}\n")).unwrap_err();
         assert!(e.message.contains(needle), "{text}: {e}");
         assert!(e.line.is_some(), "{text}: {e}");
