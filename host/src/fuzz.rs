@@ -8,7 +8,9 @@
 
 use std::path::Path;
 
-use crate::runtime::rooms::{livestore, text::TextDoc, yjs::YjsRoom};
+use crate::rooms::protocols::livestore::wire as livestore;
+use crate::rooms::protocols::text::ot::TextDoc;
+use crate::rooms::protocols::yjs::sync::YjsRoom;
 
 /// A target: a name (its seeds are in `fuzz/seeds/<name>/`) and the
 /// function that takes one input.
@@ -35,7 +37,7 @@ fn manifest(data: &[u8]) {
 /// read back from the log as the same steps, and the text stays whole
 /// UTF-16 under the room's limit.
 fn text_room(data: &[u8]) {
-    use crate::runtime::rooms::frames;
+    use crate::rooms::frames;
     let text = String::from_utf8_lossy(data);
     let mut lines = text.split('\n');
     let initial = lines.next().unwrap_or_default();
@@ -60,7 +62,7 @@ fn text_room(data: &[u8]) {
 
 /// Events as a text room's log holds them, read back at recovery.
 fn room_log(data: &[u8]) {
-    let _ = crate::runtime::rooms::frames::steps_of_event(data);
+    let _ = crate::rooms::frames::steps_of_event(data);
 }
 
 /// y-protocols messages from three members of one document, split at

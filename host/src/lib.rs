@@ -4,6 +4,8 @@
 //! - `server`: the listener, routing to plugins, the admin API, errors
 //! - `runtime`: engine, compile cache, manifests, plugin registry (hot swap),
 //!   per-request stores and dispatch
+//! - `rooms`: WebSocket rooms on owned objects, their protocols (relay,
+//!   text, yjs, livestore) and their forwarding between nodes
 //! - `objects`: owned objects: one owner per object across the nodes of a
 //!   cluster, its inbox, lease, idle time and hibernation (rooms are one
 //!   kind)
@@ -28,6 +30,7 @@ pub mod metrics;
 pub mod objects;
 pub mod operator;
 pub mod project;
+pub mod rooms;
 pub mod runtime;
 pub mod server;
 /// The bottom layer, a crate of its own (`storage/`).

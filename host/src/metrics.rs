@@ -121,7 +121,7 @@ pub struct Metrics {
     pub http: crate::server::HttpMetrics,
     pub instances: crate::runtime::InstanceMetrics,
     pub auth: crate::runtime::auth::AuthMetrics,
-    pub rooms: crate::runtime::rooms::RoomMetrics,
+    pub rooms: crate::rooms::RoomMetrics,
     pub kv: crate::caps::kv::KvMetrics,
     pub blob: crate::caps::blob::BlobMetrics,
     pub secrets: crate::caps::secrets::SecretMetrics,

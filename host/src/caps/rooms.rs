@@ -4,7 +4,7 @@
 //!
 //! The room's owner is waiting on the handler while it runs, so frames
 //! and appends are not applied here: they are recorded as `Action`s, which
-//! the owner applies when the call returns (`runtime::rooms`). Members are
+//! the owner applies when the call returns (`rooms`). Members are
 //! the owner's list at the event; room storage goes to the room log's
 //! state at once (durable when `set` returns).
 

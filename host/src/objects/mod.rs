@@ -1,6 +1,6 @@
 //! Owned objects: state that has exactly one owner at a time across the
 //! nodes of a cluster, and one task on that node that owns it. A room is
-//! one kind (`runtime::rooms`); anything that must see every change in one
+//! one kind (`rooms`); anything that must see every change in one
 //! order (a database taking queries, say) is another.
 //!
 //! What the core gives every kind, and knows nothing of WebSockets or of a
@@ -23,7 +23,7 @@
 //! An object's durable log and its fencing are the storage's (`RoomLog`
 //! appends at an expected head, `fence` before the first read); forwarding
 //! a user to the owning node is the kind's, over the cluster's calls and
-//! links (`runtime::rooms::forward` for room connections).
+//! links (`rooms::forward` for room connections).
 
 mod lease;
 pub mod mailbox;

@@ -99,13 +99,7 @@ async fn plugin_json(state: &AppState, slot: &PluginSlot) -> Value {
 
 /// Where a room route's sockets connect, as a client writes it.
 fn room_path(route: &crate::runtime::manifest::RoomRoute) -> String {
-    use crate::runtime::manifest::RoomProtocol;
-    let prefix = &route.prefix;
-    match route.protocol {
-        RoomProtocol::LiveStore => format!("{prefix}?storeId={{store}}"),
-        RoomProtocol::Yjs | RoomProtocol::Text => format!("{prefix}/{{doc}}"),
-        RoomProtocol::Relay => format!("{prefix}/{{id}}"),
-    }
+    route.protocol.client_path(&route.prefix)
 }
 
 /// `GET /_spike/plugins`

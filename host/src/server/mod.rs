@@ -29,9 +29,9 @@ use axum::routing::get;
 use crate::caps::{CapSettings, Caps};
 use crate::config::{ClientAddresses, ClientLimits, ServerConfig};
 use crate::metrics::Metrics;
+use crate::rooms::RoomHub;
 use crate::runtime::dispatch::{BodyTimeouts, Dispatcher};
 use crate::runtime::registry::RegistrySettings;
-use crate::runtime::rooms::RoomHub;
 use crate::runtime::{PluginRegistry, watch};
 use crate::storage::{Backends, Liveness, StorageSettings};
 pub use app::App;
@@ -158,7 +158,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let rooms = RoomHub::new(
         backends.rooms.clone(),
         backends.cluster.clone(),
-        &registry,
+        Arc::new(crate::runtime::PluginRooms(registry.clone())),
         &metrics,
     );
     let kv = backends.kv.clone();

@@ -14,7 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 use crate::metrics::{KindLabels, Metrics};
-use crate::runtime::rooms::{CatchUp, Delivery, Frame, Inbox, Joined, Kick, Membership};
+use crate::rooms::{CatchUp, Delivery, Frame, Inbox, Joined, Kick, Membership};
 
 /// Frames written before one flush.
 const MAX_FRAMES_PER_FLUSH: usize = 64;

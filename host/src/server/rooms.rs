@@ -15,9 +15,8 @@ use super::errors::ApiError;
 use super::gate::{self, PeerAddr};
 use super::room_socket;
 use crate::metrics::Metrics;
+use crate::rooms::{Dialect, JoinError, JoinRequest, RoomAddress};
 use crate::runtime::manifest::{RoomProtocol, RoomRoute};
-use crate::runtime::rooms::livestore::Dialect;
-use crate::runtime::rooms::{JoinError, JoinRequest, RoomAddress};
 use crate::runtime::slot::Routed;
 
 /// A room socket's read buffer, and how much it reads at once: an idle
@@ -102,7 +101,9 @@ pub async fn join(state: &AppState, routed: &Routed, room: usize, req: Request) 
     };
     let address = RoomAddress {
         plugin: &manifest.name,
-        route,
+        prefix: &route.prefix,
+        protocol: route.protocol,
+        limits: &route.limits,
         id: &id,
     };
     let headers = std::mem::take(&mut parts.headers);

@@ -30,52 +30,7 @@ use toml::Spanned;
 use super::checks::check_prefix;
 use super::routes::gate;
 use super::{ErrAt, ManifestError, RouteAuth, RouteLimit};
-
-/// The default largest message of a `yjs` room.
-pub const YJS_MAX_MESSAGE_BYTES: usize = 8 << 20;
-
-/// The default largest message of a `livestore` room: a push of 100
-/// events, which `@livestore/sync-cf` keeps below 900 KB.
-pub const LIVESTORE_MAX_MESSAGE_BYTES: usize = 1 << 20;
-
-/// What the host does with a room's messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RoomProtocol {
-    /// Every message is stored and broadcast as an event.
-    Relay,
-    /// A shared text document edited with insert / delete / replace
-    /// operations, transformed against concurrent ones.
-    Text,
-    /// A Yjs document, spoken as y-websocket speaks it (binary frames).
-    Yjs,
-    /// A LiveStore event log, spoken as `@livestore/sync-cf` speaks it
-    /// (0.4 and 0.3); the room id is the client's `storeId`.
-    LiveStore,
-}
-
-impl RoomProtocol {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Relay => "relay",
-            Self::Text => "text",
-            Self::Yjs => "yjs",
-            Self::LiveStore => "livestore",
-        }
-    }
-
-    /// Whether its frames are JSON text (relay, text, livestore) or binary
-    /// (yjs).
-    pub fn binary(self) -> bool {
-        self == Self::Yjs
-    }
-
-    /// Whether its clients read the host's own JSON frames (welcome,
-    /// presence, errors, a room handler's frames): those of relay and
-    /// text rooms do; yjs and livestore clients read their protocol only.
-    pub fn host_frames(self) -> bool {
-        matches!(self, Self::Relay | Self::Text)
-    }
-}
+pub use crate::rooms::{RoomLimits, RoomProtocol};
 
 /// A room route: where clients join, how the room behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,41 +41,6 @@ pub struct RoomRoute {
     /// Of joins.
     pub rate_limit: RouteLimit,
     pub limits: RoomLimits,
-}
-
-/// A room's limits and timings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoomLimits {
-    pub max_message_bytes: usize,
-    pub max_connections: usize,
-    pub messages_per_s: u32,
-    pub send_queue: usize,
-    /// The bytes of the frames waiting for a client (see `mailbox`).
-    pub send_queue_bytes: usize,
-    pub idle: Duration,
-    pub ping: Duration,
-    pub compact_every: u64,
-    /// What one room's log may hold (`None`: no limit).
-    pub max_log_bytes: Option<u64>,
-}
-
-/// A room log's default quota (`max_log_mib`).
-pub const DEFAULT_MAX_LOG_MIB: u64 = 256;
-
-impl Default for RoomLimits {
-    fn default() -> Self {
-        Self {
-            max_message_bytes: 64 << 10,
-            max_connections: 10_000,
-            messages_per_s: 100,
-            send_queue: 1024,
-            send_queue_bytes: 4 << 20,
-            idle: Duration::from_secs(60),
-            ping: Duration::from_secs(30),
-            compact_every: 1000,
-            max_log_bytes: Some(DEFAULT_MAX_LOG_MIB << 20),
-        }
-    }
 }
 
 #[derive(Deserialize)]
@@ -154,34 +74,20 @@ pub(super) fn parse_room(raw: &RawRoom, err: ErrAt<'_>) -> Result<RoomRoute, Man
     }
     let protocol = match &raw.protocol {
         None => RoomProtocol::Relay,
-        Some(p) => match p.get_ref().as_str() {
-            "relay" => RoomProtocol::Relay,
-            "text" => RoomProtocol::Text,
-            "yjs" => RoomProtocol::Yjs,
-            "livestore" => RoomProtocol::LiveStore,
-            other => {
-                return Err(err(
-                    Some(p.span()),
-                    format!(
-                        "protocol = \"{other}\": write \"relay\", \"text\", \"yjs\" or \"livestore\""
-                    ),
-                ));
-            }
-        },
+        Some(p) => RoomProtocol::from_name(p.get_ref()).ok_or_else(|| {
+            let names: Vec<String> = (RoomProtocol::ALL.iter())
+                .map(|p| format!("\"{}\"", p.name()))
+                .collect();
+            let message = format!(
+                "protocol = \"{}\": write one of {}",
+                p.get_ref(),
+                names.join(", ")
+            );
+            err(Some(p.span()), message)
+        })?,
     };
     let (auth, rate_limit) = gate(&raw.auth, &raw.authenticator, &raw.rate_limit, err)?;
-    let mut limits = RoomLimits::default();
-    match protocol {
-        // A client that was offline sends its whole state as one message.
-        RoomProtocol::Yjs => limits.max_message_bytes = YJS_MAX_MESSAGE_BYTES,
-        // A client that was offline pushes its events 100 at a time, each
-        // push waiting for the last one's acknowledgement.
-        RoomProtocol::LiveStore => {
-            limits.max_message_bytes = LIVESTORE_MAX_MESSAGE_BYTES;
-            limits.messages_per_s = 1000;
-        }
-        _ => {}
-    }
+    let mut limits = protocol.default_limits();
     let bounded = |v: &Option<Spanned<u64>>, name: &str, min: u64, max: u64| {
         super::limits::bounded(v, name, Some(min), Some(max), err)
     };
@@ -207,10 +113,13 @@ pub(super) fn parse_room(raw: &RawRoom, err: ErrAt<'_>) -> Result<RoomRoute, Man
         limits.ping = Duration::from_secs(s);
     }
     if let Some(n) = bounded(&raw.compact_every, "compact_every", 10, 1_000_000)? {
-        if protocol == RoomProtocol::LiveStore {
+        if !protocol.compacts() {
             return Err(err(
                 raw.compact_every.as_ref().map(Spanned::span),
-                "compact_every does not apply to a livestore room: a store keeps every event, which new clients replay".into(),
+                format!(
+                    "compact_every does not apply to a {} room: it keeps every event, which new clients replay",
+                    protocol.name()
+                ),
             ));
         }
         limits.compact_every = n;

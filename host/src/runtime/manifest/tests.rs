@@ -325,7 +325,7 @@ fn rooms_with_and_without_a_component() {
         ("rooms = [{ prefix = \"/\" }]", "cannot be '/'"),
         (
             "rooms = [{ prefix = \"/r\", protocol = \"automerge\" }]",
-            "relay",
+            "write one of \"relay\", \"text\", \"yjs\", \"livestore\"",
         ),
         (
             "rooms = [{ prefix = \"/r\", send_queue = 1 }]",
@@ -342,7 +342,7 @@ fn rooms_with_and_without_a_component() {
         ("rooms = [{ prefix = \"/r\", speed = 3 }]", "speed"),
         (
             "rooms = [{ prefix = \"/r\", protocol = \"livestore\", compact_every = 100 }]",
-            "a store keeps every event",
+            "a livestore room: it keeps every event",
         ),
     ] {
         let e = parse_str(&format!("{text}\n")).unwrap_err();

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::metrics::Metrics;
 use crate::objects::mailbox::{self, TrySendError};
-use crate::runtime::rooms::{
+use crate::rooms::{
     Delivery, Frame, JoinError, JoinRequest, Joined, Kick, Line, Membership, RoomAddress, RoomGone,
     RoomHub,
 };
@@ -32,7 +32,7 @@ pub async fn join(
     let wire = Request {
         link: link.id.clone(),
         plugin: room.plugin.to_string(),
-        prefix: room.route.prefix.clone(),
+        prefix: room.prefix.to_string(),
         room: room.id.to_string(),
         since: request.since,
         caller: request.caller.as_deref().map(WireCaller::from),
@@ -77,7 +77,7 @@ pub async fn join(
             )));
         }
     };
-    let limits = room.route.limits.clone();
+    let limits = room.limits.clone();
     let outgoing = Arc::new(Mutex::new(outgoing));
     let (queue_tx, queue) = mailbox::channel(limits.send_queue, limits.send_queue_bytes);
     let (kick, kicked) = oneshot::channel();
@@ -96,7 +96,7 @@ pub async fn join(
     Ok(Joined {
         connection: connection.into(),
         hello: Vec::new(),
-        binary: room.route.protocol.binary(),
+        binary: room.protocol.binary(),
         catch_up: None,
         queue,
         kicked,

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::text::Step;
+use super::protocols::text::ot::Step;
 
 /// A WebSocket data frame, shared by every connection it goes to: the
 /// socket's own types (reference-counted bytes), so an event is encoded
@@ -280,7 +280,7 @@ fn steps_of(op: &Op) -> Result<Vec<Step>, String> {
     let at = op.position;
     // Past any text a room may hold; bounded here, the positions of
     // concurrent edits can be added together when they are transformed.
-    let max = super::text::MAX_TEXT_UNITS;
+    let max = super::protocols::text::ot::MAX_TEXT_UNITS;
     if at > max || op.length.is_some_and(|n| n > max) {
         return Err(format!(
             "position and length are at most {max}, a room's longest text"

@@ -10,9 +10,9 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use super::{
     Answer, Broken, Incoming, KEEPALIVE, LINK_LOST, LinkGauge, Message, Outgoing, Request, halves,
 };
-use crate::runtime::PluginSlot;
-use crate::runtime::rooms::{
-    CatchUp, Delivery, JoinError, JoinRequest, Joined, Kick, RoomAddress, RoomHub,
+use crate::rooms::{
+    CatchUp, Delivery, JoinError, JoinRequest, Joined, Kick, RoomAddress, RoomHub, RoomLimits,
+    RoomProtocol,
 };
 use crate::storage::{Call, Cluster};
 
@@ -51,9 +51,9 @@ async fn answer(hub: Arc<RoomHub>, cluster: Arc<dyn Cluster>, call: Call) {
             return call.answer(refused(JoinError::Unavailable(why))).await;
         }
     };
-    let slot = match room_slot(&hub, &request) {
-        Ok(slot) => slot,
-        Err(refusal) => return call.answer(refused(refusal)).await,
+    let route = match hub.plugins.room_route(&request.plugin, &request.prefix) {
+        Ok(route) => route,
+        Err(why) => return call.answer(refused(JoinError::Unavailable(why))).await,
     };
     // The link's end before the call's answer: the entry waits on it.
     let link = match cluster.answer_link(&request.link).await {
@@ -66,7 +66,8 @@ async fn answer(hub: Arc<RoomHub>, cluster: Arc<dyn Cluster>, call: Call) {
     };
     call.answer(encode(&Answer::Accepted)).await;
     let (mut outgoing, incoming) = halves(link);
-    match join(&hub, &slot, request).await {
+    let plugin = request.plugin.clone();
+    match join(&hub, route, request).await {
         Ok(joined) => {
             let answer = Answer::Joined {
                 connection: joined.connection.to_string(),
@@ -76,7 +77,7 @@ async fn answer(hub: Arc<RoomHub>, cluster: Arc<dyn Cluster>, call: Call) {
                 .await
                 .is_ok()
             {
-                let _gauge = LinkGauge::new(&hub.metrics, &slot.manifest.name, "owner");
+                let _gauge = LinkGauge::new(&hub.metrics, &plugin, "owner");
                 relay(joined, outgoing, incoming).await;
             }
         }
@@ -92,38 +93,18 @@ fn encode(answer: &Answer) -> bytes::Bytes {
         .into()
 }
 
-/// The plugin a forwarded join names, if it has the room route here.
-fn room_slot(hub: &RoomHub, request: &Request) -> Result<Arc<PluginSlot>, JoinError> {
-    let unavailable = |why: String| JoinError::Unavailable(why);
-    let slot = (hub.registry.slot(&request.plugin))
-        .ok_or_else(|| unavailable(format!("no plugin {} on this node", request.plugin)))?;
-    if !slot
-        .manifest
-        .rooms
-        .iter()
-        .any(|r| r.prefix == request.prefix)
-    {
-        return Err(unavailable(format!(
-            "plugin {} has no room route {} on this node",
-            request.plugin, request.prefix
-        )));
-    }
-    Ok(slot)
-}
-
 /// Joins the room a forwarded join names, here (never forwarding it
 /// again).
 async fn join(
     hub: &Arc<RoomHub>,
-    slot: &PluginSlot,
+    (protocol, limits): (RoomProtocol, RoomLimits),
     request: Request,
 ) -> Result<Joined, JoinError> {
-    let route = (slot.manifest.rooms.iter())
-        .find(|route| route.prefix == request.prefix)
-        .expect("room_slot checked the route");
     let address = RoomAddress {
-        plugin: &slot.manifest.name,
-        route,
+        plugin: &request.plugin,
+        prefix: &request.prefix,
+        protocol,
+        limits: &limits,
         id: &request.room,
     };
     let mut headers = HeaderMap::new();

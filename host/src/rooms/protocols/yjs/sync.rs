@@ -548,7 +548,7 @@ mod tests {
     fn a_document_whose_snapshot_would_not_read_back_is_not_snapshotted() {
         // Found by fuzzing: updates from three members, split at 0xFF.
         let input =
-            include_bytes!("../../../../fuzz/regressions/yjs/snapshot-that-does-not-decode");
+            include_bytes!("../../../../../fuzz/regressions/yjs/snapshot-that-does-not-decode");
         let mut room = YjsRoom::new();
         let mut stored = Vec::new();
         for (i, message) in input.split(|b| *b == 0xFF).enumerate() {

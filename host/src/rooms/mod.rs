@@ -1,28 +1,34 @@
-//! Rooms: the registry of room owners (`RoomHub`), and what a connection
-//! gets when it joins one.
+//! Rooms: WebSocket rooms, one kind of owned object (`objects`). The
+//! registry of open rooms (`RoomHub`), and what a connection gets when it
+//! joins one.
 //!
 //! Each active room has one owner task (`owner`), which holds its members
 //! and its state, numbers its events, makes them durable in the room log
 //! (`storage::RoomLog`) before anyone sees them, and queues them to every
-//! member in order. The server owns the sockets (`server::rooms`): a
-//! connection reads frames and hands them to the owner, and writes what
-//! the owner queued. An owner with no members ends after its idle time (5 s
-//! at most); a room reopens from its log on the next join. The protocols:
-//! `frames` (relay, and the JSON the host sends), `text` (shared text,
-//! OT), `yjs` (y-websocket), `livestore` (LiveStore sync); `handler` calls
-//! a plugin's room handler.
+//! member in order. What the messages mean is the room's protocol's
+//! (`protocols`: relay, text, yjs, livestore). The server owns the sockets
+//! (`server::rooms`): a connection reads frames and hands them to the
+//! owner, and writes what the owner queued. An owner with no members ends
+//! after its idle time (5 s at most); a room reopens from its log on the
+//! next join. On a cluster, a join that reaches a node that does not own
+//! the room is forwarded to the node that does (`forward`). `frames` are
+//! the JSON the host sends; `handler` is what rooms need of the plugins
+//! (their room handlers), which the runtime provides.
 
 mod forward;
 pub(crate) mod frames;
-mod handler;
-pub mod livestore;
+pub mod handler;
+mod limits;
 mod metrics;
 mod owner;
-pub mod text;
-pub mod yjs;
+pub mod protocols;
 
 pub use frames::Frame;
+pub use handler::RoomPlugins;
+pub use limits::{DEFAULT_MAX_LOG_MIB, RoomLimits};
 pub use metrics::RoomMetrics;
+pub use protocols::RoomProtocol;
+pub use protocols::livestore::wire::Dialect;
 /// A connection's end of its queue: what the owner sends it, in order,
 /// bounded, never waited on by the owner (a full queue drops the member).
 pub type Inbox = mailbox::Receiver<Delivery>;
@@ -36,10 +42,9 @@ use tokio::sync::oneshot;
 use crate::caps::identity::Caller;
 use crate::metrics::Metrics;
 use crate::objects::{Directory, InboxBounds, OpenError, mailbox};
-use crate::runtime::PluginRegistry;
-use crate::runtime::manifest::{RoomLimits, RoomRoute};
 use crate::storage::{Cluster, RoomLog, StorageError};
 use owner::Command;
+use protocols::livestore::wire as livestore;
 
 /// How many commands may wait for an owner before connections wait to
 /// hand theirs over (which slows their reading: backpressure), and their
@@ -61,8 +66,9 @@ pub struct RoomHub {
     /// owner task, on one node of a cluster.
     rooms: Arc<Directory<Command>>,
     log: Arc<dyn RoomLog>,
-    /// Where room handlers are found (the plugin's active version).
-    registry: Arc<PluginRegistry>,
+    /// Where room handlers and routes are found (the plugin's active
+    /// version).
+    plugins: Arc<dyn RoomPlugins>,
     metrics: Arc<Metrics>,
     /// Room sockets of the whole host: one permit each, held as long as it
     /// is open.
@@ -70,10 +76,13 @@ pub struct RoomHub {
     max_sockets: std::sync::atomic::AtomicUsize,
 }
 
-/// Which room: the plugin and room route that declare it, and its id.
+/// Which room: the plugin and room route (its prefix, protocol and
+/// limits) that declare it, and its id.
 pub struct RoomAddress<'a> {
     pub plugin: &'a str,
-    pub route: &'a RoomRoute,
+    pub prefix: &'a str,
+    pub protocol: RoomProtocol,
+    pub limits: &'a RoomLimits,
     pub id: &'a str,
 }
 
@@ -81,7 +90,7 @@ impl RoomAddress<'_> {
     /// The room's name in the log: plugin, prefix and id, which no two
     /// rooms share (prefixes start with `/`, ids have none).
     fn log_name(&self) -> String {
-        format!("{}{}/{}", self.plugin, self.route.prefix, self.id)
+        format!("{}{}/{}", self.plugin, self.prefix, self.id)
     }
 }
 
@@ -95,7 +104,7 @@ pub struct JoinRequest {
     /// (copied into its form only when there is a handler).
     pub headers: http::HeaderMap,
     /// A `livestore` connection's dialect (by the path it came to).
-    pub dialect: Option<livestore::Dialect>,
+    pub dialect: Option<Dialect>,
 }
 
 /// Why a join was refused. Serialized as it goes back to the node that
@@ -147,7 +156,7 @@ impl Kick {
         reason: "too many messages a second",
     };
     /// A `yjs` member's awareness states would take the room's past
-    /// `yjs::MAX_AWARENESS_BYTES`.
+    /// `protocols::yjs::sync::MAX_AWARENESS_BYTES`.
     pub const AWARENESS_FULL: Self = Self {
         code: 1008,
         reason: "the room's awareness states are full",
@@ -300,7 +309,7 @@ enum CatchUpForm {
     Stored,
     /// As pages of a LiveStore pull.
     LiveStore {
-        dialect: livestore::Dialect,
+        dialect: Dialect,
         request: Arc<str>,
         backend: Arc<str>,
     },
@@ -388,13 +397,13 @@ impl RoomHub {
     pub fn new(
         log: Arc<dyn RoomLog>,
         cluster: Option<Arc<dyn Cluster>>,
-        registry: &Arc<PluginRegistry>,
+        plugins: Arc<dyn RoomPlugins>,
         metrics: &Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
             rooms: Directory::new("room", cluster, ROOM_LEASE, OWNER_INBOX),
             log,
-            registry: registry.clone(),
+            plugins,
             metrics: metrics.clone(),
             sockets: Arc::new(tokio::sync::Semaphore::new(
                 crate::config::DEFAULT_MAX_ROOM_CONNECTIONS,
@@ -510,7 +519,8 @@ impl RoomHub {
         room: &RoomAddress<'_>,
     ) -> Result<mailbox::Sender<Command>, OpenError> {
         let start = |inbox, inbox_tx: &_, lease| {
-            owner::spawn(self.clone(), name.clone(), room, inbox, inbox_tx, lease);
+            let protocol = room.protocol;
+            protocol.spawn_owner(self.clone(), name.clone(), room, inbox, inbox_tx, lease);
         };
         self.rooms.open(name, start).await
     }

@@ -19,7 +19,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::frames::Frame;
+use crate::rooms::frames::Frame;
 
 /// The most events in one pull page (the client's own limit too).
 pub const MAX_EVENTS_PER_CHUNK: usize = 100;

@@ -1,25 +1,30 @@
-//! A room's owner: the one task that holds a room's members and state.
+//! A room's owner: the one task that holds a room's members and state, the
+//! same for every protocol (`Owner<P>`, where `P` is the room's
+//! `Protocol`).
 //!
 //! It takes the commands waiting in its inbox as one batch: the messages
-//! become numbered events (`events`: the protocol, and the plugin's room
+//! become numbered events (`messages`: the protocol, and the plugin's room
 //! handler if it has one, decide how), which are appended to the room log
 //! together and, once durable, queued to every member; then joins
 //! (`join`) and leaves are answered, so a joiner's welcome counts every
 //! event of the batch. A member whose queue is full is dropped (a slow
 //! consumer never stalls the room). With no members for `idle`, the owner
 //! ends; with members but no commands for `idle`, it drops its state
-//! (hibernates) and reloads it from the log (`state`) on the next event.
-//! A `livestore` room's pulls and pushes are `livestore`'s.
+//! (hibernates) and reloads it from the log (`log`) on the next event.
+//!
+//! `Owner<P>` is the room (`Room<P>`: what every room keeps) and the
+//! protocol's state (`P`), two fields so that a protocol's methods get
+//! both at once: `&mut self` for its state, `&mut Room<P>` to reply,
+//! broadcast, call the handler and make events.
 //!
 //! On a cluster the owner holds the room's lease (`Lease`), renews it, and
 //! fences the log before it first reads it; if the lease goes to another
 //! node, or an append finds another node's writes, the owner closes every
 //! member with 1012 (`Kick::MOVED`: reconnect) and ends.
 
-mod events;
 mod join;
-mod livestore;
-mod state;
+mod log;
+mod messages;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,21 +35,21 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::oneshot;
 
 use super::frames::{self, Frame, MemberInfo};
-use super::handler::{Call, Handler};
-use super::{Delivery, JoinOutcome, JoinRequest, Kick, RoomAddress, RoomHub};
+use super::handler::Call;
+use super::protocols::Protocol;
+use super::{Delivery, JoinOutcome, JoinRequest, Kick, RoomAddress, RoomHub, RoomLimits};
 use crate::caps::identity::Caller;
 use crate::caps::rooms::{MemberEntry, RoomEvent};
 use crate::metrics::{Metrics, PluginLabel};
 use crate::objects::{self, Ending, Lease, Object, mailbox};
-use crate::runtime::manifest::{RoomLimits, RoomProtocol};
-use state::{Content, State};
+pub use messages::Origin;
 
 /// How long a room with no members stays open (for a reconnect) before
 /// its owner ends, if its `idle` is longer: empty rooms must not pile up
 /// when clients join many rooms and leave.
 const EMPTY_ROOM_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
-pub(super) enum Command {
+pub enum Command {
     /// Boxed: a command waits in an inbox whose slots are as big as the
     /// biggest command, in every open room.
     Join {
@@ -69,19 +74,19 @@ impl mailbox::Weigh for Command {
     }
 }
 
-struct Member {
-    id: Arc<str>,
-    user: Option<Arc<str>>,
+/// A member of a room, with what its protocol keeps of it (`M`).
+pub struct Member<M> {
+    pub id: Arc<str>,
+    pub user: Option<Arc<str>>,
     /// Its caller, for the room handler's `identity`.
-    caller: Option<Arc<Caller>>,
+    pub caller: Option<Arc<Caller>>,
     queue: mailbox::Sender<Delivery>,
     kick: Option<oneshot::Sender<Kick>>,
-    bucket: Bucket,
-    /// A `livestore` member's dialect and open pulls.
-    livestore: Option<livestore::Subscriber>,
+    pub bucket: Bucket,
+    pub protocol: M,
 }
 
-impl Member {
+impl<M> Member<M> {
     fn info(&self) -> MemberInfo<'_> {
         MemberInfo {
             connection: &self.id,
@@ -91,7 +96,7 @@ impl Member {
 }
 
 /// Messages a member may send: `rate` a second, in bursts of `rate`.
-struct Bucket {
+pub struct Bucket {
     tokens: f64,
     at: Instant,
 }
@@ -104,7 +109,7 @@ impl Bucket {
         }
     }
 
-    fn take(&mut self, rate: u32) -> bool {
+    pub fn take(&mut self, rate: u32) -> bool {
         let now = Instant::now();
         let rate = f64::from(rate);
         let refill = now.duration_since(self.at).as_secs_f64() * rate;
@@ -121,37 +126,38 @@ impl Bucket {
 
 /// An event made in this batch, not yet stored: what the log keeps, what
 /// members get once it is stored, and the member to tell if storing it
-/// fails.
-struct Pending {
-    sender: Option<u64>,
-    stored: Bytes,
-    publish: Publish,
+/// fails. `X` is what the protocol publishes with it (`Protocol::Push`).
+pub struct Pending<X> {
+    pub sender: Option<u64>,
+    pub stored: Bytes,
+    /// The frame every member gets (by `Protocol::publish`'s default).
+    pub frame: Option<Frame>,
+    pub push: Option<Box<X>>,
 }
 
-/// What members get of a stored event.
-enum Publish {
-    /// One frame for every member.
-    Frame(Frame),
-    /// One event of a LiveStore push, sent as pages formatted for each
-    /// member; the push's last event carries the push, to publish its
-    /// events together and acknowledge it.
-    LiveStore(Option<Box<livestore::Pushed>>),
-}
-
-impl Pending {
+impl<X> Pending<X> {
     /// A JSON event: the log keeps the frame itself (catch-up sends it
     /// again).
-    fn json(sender: Option<u64>, frame: Frame) -> Self {
+    pub fn json(sender: Option<u64>, frame: Frame) -> Self {
         Self {
             sender,
             stored: frame.bytes(),
-            publish: Publish::Frame(frame),
+            frame: Some(frame),
+            push: None,
         }
     }
 }
 
-struct Owner {
-    hub: Arc<RoomHub>,
+/// Where the room's log stands, as the owner last loaded or appended it.
+#[derive(Default)]
+pub struct LogPlace {
+    pub head: u64,
+    pub compacted_through: u64,
+    pub snapshot_seq: u64,
+}
+
+/// The owner's hold on the room on a cluster.
+struct Tenure {
     /// On a cluster (its owner task holds the room's lease).
     clustered: bool,
     /// Another node owns the room now (it appended to the log): close
@@ -159,31 +165,46 @@ struct Owner {
     moved: bool,
     /// Whether the log was fenced (before the first read of it).
     fenced: bool,
-    name: Arc<str>,
-    id: String,
-    plugin: Arc<str>,
-    protocol: RoomProtocol,
-    limits: RoomLimits,
+}
+
+pub(super) struct Owner<P: Protocol> {
+    room: Room<P>,
+    /// The protocol's state: `None` until loaded, while hibernating, and
+    /// after a failed append.
+    content: Option<P>,
+}
+
+/// What every room keeps, whatever its protocol: its members, its place in
+/// the log, its limits. A protocol gets it to reply, broadcast, call the
+/// room handler and make events.
+pub struct Room<P: Protocol> {
+    pub hub: Arc<RoomHub>,
+    /// The room's name in the log.
+    pub name: Arc<str>,
+    /// Its id within its route (a LiveStore store's id).
+    pub id: String,
+    pub plugin: Arc<str>,
+    pub limits: RoomLimits,
     /// To hand members their line to this owner, without keeping the
     /// inbox open itself.
     inbox: mailbox::WeakSender<Command>,
     /// Boxed: a room of one member then holds a few pointers, not a table
     /// of whole members (which hashbrown sizes for several).
-    members: HashMap<u64, Box<Member>>,
+    pub members: HashMap<u64, Box<Member<P::Member>>>,
     /// The members as the handler sees them, made when it asks.
     listed: Option<Arc<[MemberEntry]>>,
     next_member: u64,
-    /// `None` until loaded, while hibernating, and after a failed append.
-    state: Option<State>,
     /// Members dropped (by number), to announce (and tell the handler)
     /// after the broadcast that dropped them.
-    departed: Vec<(u64, Box<Member>)>,
+    departed: Vec<(u64, Box<Member<P::Member>>)>,
+    pub place: LogPlace,
+    tenure: Tenure,
     events: Counter,
     deliveries: Counter,
 }
 
-/// Starts the owner of the room `name`.
-pub(super) fn spawn(
+/// Starts the owner of the room `name`, of protocol `P`.
+pub(super) fn spawn<P: Protocol>(
     hub: Arc<RoomHub>,
     name: Arc<str>,
     room: &RoomAddress<'_>,
@@ -197,41 +218,47 @@ pub(super) fn spawn(
     };
     let metrics = &hub.metrics;
     metrics.rooms.open.inc();
-    let owner = Owner {
-        clustered: lease.is_some(),
-        moved: false,
-        fenced: false,
+    let room = Room::<P> {
+        tenure: Tenure {
+            clustered: lease.is_some(),
+            moved: false,
+            fenced: false,
+        },
         events: metrics.rooms.events.get_or_create_owned(&label),
         deliveries: metrics.rooms.deliveries.get_or_create_owned(&label),
         hub: hub.clone(),
         name: name.clone(),
         id: room.id.to_string(),
         plugin,
-        protocol: room.route.protocol,
-        limits: room.route.limits.clone(),
+        limits: room.limits.clone(),
         inbox: inbox_tx.downgrade(),
         members: HashMap::new(),
         listed: None,
         next_member: 0,
-        state: None,
         departed: Vec::new(),
+        place: LogPlace::default(),
+    };
+    let owner = Owner {
+        room,
+        content: None,
     };
     objects::spawn(hub.rooms.clone(), name, owner, inbox, lease);
 }
 
-impl Object for Owner {
+impl<P: Protocol> Object for Owner<P> {
     type Command = Command;
 
     fn idle(&self) -> std::time::Duration {
-        if self.members.is_empty() {
-            self.limits.idle.min(EMPTY_ROOM_GRACE)
+        let limits = &self.room.limits;
+        if self.room.members.is_empty() {
+            limits.idle.min(EMPTY_ROOM_GRACE)
         } else {
-            self.limits.idle
+            limits.idle
         }
     }
 
     fn in_use(&self) -> bool {
-        !self.members.is_empty()
+        !self.room.members.is_empty()
     }
 
     fn handle(&mut self, batch: &mut Vec<Command>) -> impl Future<Output = ()> + Send {
@@ -239,11 +266,11 @@ impl Object for Owner {
     }
 
     fn hibernate(&mut self) {
-        self.state = None; // it is all in the log
+        self.content = None; // it is all in the log
     }
 
     fn moved(&self) -> bool {
-        self.moved
+        self.room.tenure.moved
     }
 
     fn end(&mut self, why: Ending) {
@@ -251,9 +278,9 @@ impl Object for Owner {
             Ending::Moved => (Kick::MOVED, "moved"),
             Ending::Stopping => (Kick::STOPPING, "stopping"),
         };
-        let all: Vec<u64> = self.members.keys().copied().collect();
+        let all: Vec<u64> = self.room.members.keys().copied().collect();
         for n in all {
-            self.kick(n, kick, kind);
+            self.room.kick(n, kick, kind);
         }
     }
 
@@ -265,13 +292,13 @@ impl Object for Owner {
     }
 
     async fn ended(self) {
-        let metrics = &self.hub.metrics;
-        metrics.rooms.connections.dec_by(self.departed.len() as i64);
+        let metrics = &self.room.hub.metrics;
+        (metrics.rooms.connections).dec_by(self.room.departed.len() as i64);
         metrics.rooms.open.dec();
     }
 }
 
-impl Owner {
+impl<P: Protocol> Owner<P> {
     async fn take_batch(&mut self, batch: &mut Vec<Command>) {
         let mut pending = Vec::new();
         let mut after = Vec::new();
@@ -294,7 +321,7 @@ impl Owner {
                     };
                     let _ = reply.send(outcome);
                 }
-                Command::Leave { connection } => self.remove(connection, None),
+                Command::Leave { connection } => self.room.remove(connection, None),
                 Command::Message { .. } => unreachable!("messages were taken first"),
             }
         }
@@ -310,88 +337,120 @@ impl Owner {
         self.compact_if_due().await;
     }
 
-    /// Appends `pending` to the log, then queues each event to every
-    /// member; if the append fails, tells each sender and drops the state
+    /// Appends `pending` to the log, then has the protocol publish each
+    /// event; if the append fails, tells each sender and drops the state
     /// (it ran ahead of the log).
-    async fn commit(&mut self, pending: Vec<Pending>) {
+    async fn commit(&mut self, pending: Vec<Pending<P::Push>>) {
         if pending.is_empty() {
             return;
         }
-        let state = self
-            .state
-            .as_mut()
-            .expect("events come from a loaded state");
-        let first = state.head + 1;
+        let room = &mut self.room;
+        let first = room.place.head + 1;
         let events: Vec<Bytes> = pending.iter().map(|p| p.stored.clone()).collect();
         let started = Instant::now();
         let quota = crate::storage::Quota {
-            bytes: self.limits.max_log_bytes,
+            bytes: room.limits.max_log_bytes,
             items: None,
         };
-        let appended = self.hub.log.append(&self.name, first, events, quota).await;
-        let metrics = &self.hub.metrics;
+        let appended = room.hub.log.append(&room.name, first, events, quota).await;
+        let metrics = &room.hub.metrics;
         (metrics.rooms.append_seconds).observe(started.elapsed().as_secs_f64());
         match appended {
             Ok(()) => {
-                state.head += pending.len() as u64;
-                self.events.inc_by(pending.len() as u64);
-                let mut pushed = Vec::new();
-                for p in pending {
-                    match p.publish {
-                        Publish::Frame(frame) => self.broadcast(&frame, &[]),
-                        Publish::LiveStore(push) => {
-                            pushed.push(p.stored);
-                            if let Some(push) = push {
-                                self.publish_push(*push, std::mem::take(&mut pushed));
-                            }
-                        }
-                    }
-                }
+                room.place.head += pending.len() as u64;
+                room.events.inc_by(pending.len() as u64);
+                let content = self
+                    .content
+                    .as_mut()
+                    .expect("events come from a loaded state");
+                content.publish(room, pending);
             }
             Err(e) => {
-                if matches!(e, crate::storage::StorageError::QuotaExceeded(_)) {
-                    tracing::warn!(room = %self.name, "room events not stored: {e}");
-                } else {
-                    tracing::error!(room = %self.name, "room events not stored: {e}");
-                }
-                self.state = None;
-                if self.clustered && matches!(e, crate::storage::StorageError::RoomConflict { .. })
-                {
-                    // Another node appended: it owns the room now.
-                    self.moved = true;
-                }
-                // A JSON member is told and may send again; a yjs or
-                // livestore client is closed, and syncs again on its
-                // reconnect (what it sent was not acknowledged).
-                let full = matches!(e, crate::storage::StorageError::QuotaExceeded(_));
-                let error = if full {
-                    frames::error(
-                        "quota_exceeded",
-                        &format!("the message was not stored: {e}"),
-                    )
-                } else {
-                    frames::error("not_stored", "the message was not stored: send it again")
+                self.content = None;
+                room.not_stored(&e, &pending);
+            }
+        }
+    }
+
+    /// Tells the members who left, the protocol, and the handler (whose
+    /// appends go to `pending`); announcing may drop more slow members,
+    /// who are announced in turn.
+    async fn depart(&mut self, pending: &mut Vec<Pending<P::Push>>) {
+        while let Some((number, member)) = self.room.departed.pop() {
+            let room = &mut self.room;
+            room.hub.metrics.rooms.connections.dec();
+            let count = room.members.len();
+            if P::HOST_FRAMES {
+                room.broadcast(&frames::presence("leave", &member.info(), count), &[]);
+            }
+            if let Some(content) = &mut self.content {
+                content.leave(room, number);
+            }
+            if let Some(handler) = self.room.handler()
+                && self.load().await.is_ok()
+            {
+                let room = &mut self.room;
+                let call = Call::Close {
+                    room: room.id.clone(),
+                    connection: member.id.to_string(),
                 };
-                let (kick, kind) = if full {
-                    (Kick::LOG_FULL, "log_full")
-                } else {
-                    (Kick::UNAVAILABLE, "unavailable")
-                };
-                for sender in pending.iter().filter_map(|p| p.sender) {
-                    if self.protocol.host_frames() {
-                        self.reply(sender, error.clone());
-                    } else {
-                        self.kick(sender, kick, kind);
-                    }
+                let event = room.room_event(pending);
+                let (answer, actions) = handler.call(member.caller.clone(), event, call).await;
+                if let Err(e) = answer {
+                    tracing::warn!(room = %room.name, "the room handler failed on a leave: {e}");
                 }
+                let origin = Origin::of(&member, None);
+                room.apply(actions, &origin, pending);
+            }
+        }
+    }
+}
+
+impl<P: Protocol> Room<P> {
+    /// The number the next event gets, with `pending` made already.
+    pub fn next_seq<X>(&self, pending: &[Pending<X>]) -> u64 {
+        self.place.head + pending.len() as u64 + 1
+    }
+
+    /// Tells the senders of events that were not stored: a JSON member
+    /// gets an error and may send again; a member of a protocol that does
+    /// not read the host's frames is closed, and syncs again on its
+    /// reconnect (what it sent was not acknowledged).
+    fn not_stored<X>(&mut self, e: &crate::storage::StorageError, pending: &[Pending<X>]) {
+        use crate::storage::StorageError;
+        let full = matches!(e, StorageError::QuotaExceeded(_));
+        if full {
+            tracing::warn!(room = %self.name, "room events not stored: {e}");
+        } else {
+            tracing::error!(room = %self.name, "room events not stored: {e}");
+        }
+        if self.tenure.clustered && matches!(e, StorageError::RoomConflict { .. }) {
+            // Another node appended: it owns the room now.
+            self.tenure.moved = true;
+        }
+        let error = if full {
+            let why = format!("the message was not stored: {e}");
+            frames::error("quota_exceeded", &why)
+        } else {
+            frames::error("not_stored", "the message was not stored: send it again")
+        };
+        let (kick, kind) = if full {
+            (Kick::LOG_FULL, "log_full")
+        } else {
+            (Kick::UNAVAILABLE, "unavailable")
+        };
+        for sender in pending.iter().filter_map(|p| p.sender) {
+            if P::HOST_FRAMES {
+                self.reply(sender, error.clone());
+            } else {
+                self.kick(sender, kick, kind);
             }
         }
     }
 
     /// Queues `frame` to every member but those in `except`; drops those
-    /// that cannot take it. (The host's JSON frames go to rooms whose
-    /// clients read them: `RoomProtocol::host_frames`.)
-    fn broadcast(&mut self, frame: &Frame, except: &[String]) {
+    /// that cannot take it.
+    pub fn broadcast(&mut self, frame: &Frame, except: &[String]) {
         let mut slow = Vec::new();
         let mut sent = 0;
         for (&n, member) in &self.members {
@@ -414,12 +473,12 @@ impl Owner {
     }
 
     /// Queues `frame` to one member.
-    fn reply(&mut self, connection: u64, frame: Frame) {
+    pub fn reply(&mut self, connection: u64, frame: Frame) {
         self.deliver(connection, Delivery::Frame(frame));
     }
 
     /// Queues `delivery` to one member; drops it if it cannot take it.
-    fn deliver(&mut self, connection: u64, delivery: Delivery) {
+    pub fn deliver(&mut self, connection: u64, delivery: Delivery) {
         let Some(member) = self.members.get(&connection) else {
             return;
         };
@@ -429,7 +488,8 @@ impl Owner {
         }
     }
 
-    fn kick(&mut self, connection: u64, kick: Kick, kind: &'static str) {
+    /// Closes `connection` with `kick`, counted as `kind`.
+    pub fn kick(&mut self, connection: u64, kick: Kick, kind: &'static str) {
         // Counted first: once the kick is sent, the client may read its
         // close (and the metrics) before this task runs again.
         Metrics::count(&self.hub.metrics.rooms.closes, &self.plugin, kind, 1);
@@ -448,46 +508,9 @@ impl Owner {
         }
     }
 
-    /// Tells the members who left, and the handler (whose appends go to
-    /// `pending`); announcing may drop more slow members, who are
-    /// announced in turn.
-    async fn depart(&mut self, pending: &mut Vec<Pending>) {
-        while let Some((number, member)) = self.departed.pop() {
-            self.hub.metrics.rooms.connections.dec();
-            let count = self.members.len();
-            if self.protocol.host_frames() {
-                self.broadcast(&frames::presence("leave", &member.info(), count), &[]);
-            }
-            // A yjs room's presence is awareness: the states it set go.
-            if let Some(State {
-                content: Content::Yjs(room),
-                ..
-            }) = &mut self.state
-                && let Some(removal) = room.leave(number)
-            {
-                self.broadcast(&Frame::Binary(removal), &[]);
-            }
-            if let Some(handler) = Handler::of(&self.hub.registry, &self.plugin)
-                && self.load().await.is_ok()
-            {
-                let call = Call::Close {
-                    room: self.id.clone(),
-                    connection: member.id.to_string(),
-                };
-                let event = self.room_event(pending);
-                let (answer, actions) = handler.call(member.caller.clone(), event, call).await;
-                if let Err(e) = answer {
-                    tracing::warn!(room = %self.name, "the room handler failed on a leave: {e}");
-                }
-                let origin = events::Origin::of(&member, None);
-                self.apply(actions, &origin, pending);
-            }
-        }
-    }
-
     /// The room as the handler sees it during one call: the members now,
     /// and the number its first append would get.
-    fn room_event(&mut self, pending: &[Pending]) -> RoomEvent {
+    fn room_event<X>(&mut self, pending: &[Pending<X>]) -> RoomEvent {
         let members = self.listed.get_or_insert_with(|| {
             (self.members.values())
                 .map(|m| MemberEntry {
@@ -496,16 +519,15 @@ impl Owner {
                 })
                 .collect()
         });
-        let head = self.state.as_ref().map_or(0, |s| s.head);
         RoomEvent {
             log_name: self.name.clone(),
             log: self.hub.log.clone(),
             members: members.clone(),
-            next_seq: head + pending.len() as u64 + 1,
+            next_seq: self.place.head + pending.len() as u64 + 1,
             max_message_bytes: self.limits.max_message_bytes,
             // A yjs room's log holds document updates only, a livestore
             // room's the store's events.
-            appends: self.protocol.host_frames(),
+            appends: P::HOST_FRAMES,
             actions: Default::default(),
         }
     }

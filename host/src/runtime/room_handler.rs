@@ -1,56 +1,73 @@
-//! Calls into a plugin's `spike:host/room-handler` export: each event in a
-//! fresh instance of the plugin's active version, under its limits (its
-//! concurrency, memory and CPU, and `timeout_ms` for the call), with the
-//! member's caller as `identity` and the room as `rooms`. A version swap
-//! takes effect at the next event.
+//! Rooms' view of the plugins (`rooms::RoomPlugins`): a plugin's room
+//! routes, and calls into its `spike:host/room-handler` export: each event
+//! in a fresh instance of the plugin's active version, under its limits
+//! (its concurrency, memory and CPU, and `timeout_ms` for the call), with
+//! the member's caller as `identity` and the room as `rooms`. A version
+//! swap takes effect at the next event.
 
 use std::sync::Arc;
 
-use crate::bindings::exports::spike::host::room_handler::{Connect, Message, Outcome, Rejection};
+use futures::future::BoxFuture;
+
 use crate::caps::identity::{Caller, IdentityCtx};
 use crate::caps::rooms::{Action, RoomEvent};
 use crate::metrics::Metrics;
+use crate::rooms::handler::{Answer, Call, HandlerFailed, RoomHandler, RoomPlugins};
+use crate::rooms::{RoomLimits, RoomProtocol};
 use crate::runtime::dispatch::{Busy, DispatchError, classify, instantiate};
 use crate::runtime::state::RequestState;
 use crate::runtime::{LoadedPlugin, PluginRegistry, PluginSlot};
 
-/// One call of the handler.
-pub enum Call {
-    Connect(Connect),
-    Message(Message),
-    Close { room: String, connection: String },
-}
+/// The registry, as rooms see it.
+pub struct PluginRooms(pub Arc<PluginRegistry>);
 
-/// Its answer.
-pub enum Answer {
-    Connect(Result<(), Rejection>),
-    Message(Outcome),
-    Close,
+impl RoomPlugins for PluginRooms {
+    fn handler(&self, plugin: &str) -> Option<Box<dyn RoomHandler>> {
+        let slot = self.0.slot(plugin)?;
+        let active = slot.active()?;
+        active.exports.room_handler.as_ref()?;
+        Some(Box::new(Handler {
+            registry: self.0.clone(),
+            slot,
+            plugin: active,
+        }))
+    }
+
+    fn room_route(&self, plugin: &str, prefix: &str) -> Result<(RoomProtocol, RoomLimits), String> {
+        let slot =
+            (self.0.slot(plugin)).ok_or_else(|| format!("no plugin {plugin} on this node"))?;
+        let route = (slot.manifest.rooms.iter()).find(|r| r.prefix == prefix);
+        let route = route
+            .ok_or_else(|| format!("plugin {plugin} has no room route {prefix} on this node"))?;
+        Ok((route.protocol, route.limits.clone()))
+    }
 }
 
 /// A plugin's room handler, as its active version is now.
-pub struct Handler {
+struct Handler {
     registry: Arc<PluginRegistry>,
     slot: Arc<PluginSlot>,
     plugin: Arc<LoadedPlugin>,
 }
 
-impl Handler {
-    /// The handler of `plugin`, if its active version exports one.
-    pub fn of(registry: &Arc<PluginRegistry>, plugin: &str) -> Option<Self> {
-        let slot = registry.slot(plugin)?;
-        let active = slot.active()?;
-        active.exports.room_handler.as_ref()?;
-        Some(Self {
-            registry: registry.clone(),
-            slot,
-            plugin: active,
+impl RoomHandler for Handler {
+    fn call(
+        &self,
+        caller: Option<Arc<Caller>>,
+        event: RoomEvent,
+        call: Call,
+    ) -> BoxFuture<'_, (Result<Answer, HandlerFailed>, Vec<Action>)> {
+        Box::pin(async move {
+            let (answer, actions) = self.run_call(caller, event, call).await;
+            (answer.map_err(|e| HandlerFailed(e.to_string())), actions)
         })
     }
+}
 
+impl Handler {
     /// Runs `call` for `event`'s room as `caller`; the answer, and what
     /// the handler asked the room to do (nothing if the call failed).
-    pub async fn call(
+    async fn run_call(
         &self,
         caller: Option<Arc<Caller>>,
         event: RoomEvent,

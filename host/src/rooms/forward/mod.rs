@@ -21,13 +21,13 @@
 //! - Silence for `SILENCE` (the other node died or was cut off) ends it
 //!   too; the client then reconnects, and reaches the room's next owner.
 //!
-//! `entry` is the entry node's side, `owner` the owner node's.
+//! `entry_node` is the entry node's side, `owner_node` the owner node's.
 
-mod entry;
-mod owner;
+mod entry_node;
+mod owner_node;
 
-pub use entry::{Up, join};
-pub use owner::serve;
+pub use entry_node::{Up, join};
+pub use owner_node::serve;
 
 use std::time::Duration;
 
@@ -36,8 +36,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::livestore::Dialect;
-use super::{Frame, JoinError, Kick};
+use super::{Dialect, Frame, JoinError, Kick};
 use crate::caps::identity::Caller;
 use crate::storage::{Link, LinkSender, StorageError};
 
