@@ -69,7 +69,7 @@ run() { # name binary round
   e0=$(events); t0=$(cpu_ticks "$pid")
   sat=$("$load" saturate "ws://127.0.0.1:8797/room/s-$3" 100 8 "$SECONDS_EACH")
   e1=$(events); t1=$(cpu_ticks "$pid")
-  yjs=$("$load" yjs-saturate "ws://127.0.0.1:8797/yjs/d-$3" 50 16 "$SECONDS_EACH")
+  yjs=$("$load" yjs-saturate "ws://127.0.0.1:8797/yjs" 50 16 "$SECONDS_EACH")
   fan=$("$load" fanout "ws://127.0.0.1:8797/room/f-$3" 100 100 "$SECONDS_EACH")
   stop "$pid"
   local cpu

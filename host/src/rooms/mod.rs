@@ -15,36 +15,36 @@
 //! the JSON the host sends; `handler` is what rooms need of the plugins
 //! (their room handlers), which the runtime provides.
 
+mod catch_up;
 mod forward;
 pub(crate) mod frames;
 pub mod handler;
 mod limits;
+mod member;
 mod metrics;
 mod owner;
 pub mod protocols;
 
+pub use catch_up::CatchUp;
 pub use frames::Frame;
 pub use handler::RoomPlugins;
 pub use limits::{DEFAULT_MAX_LOG_MIB, RoomLimits};
+pub use member::{Delivery, Inbox, Joined, Kick, Membership, RoomGone};
 pub use metrics::RoomMetrics;
 pub use protocols::RoomProtocol;
 pub use protocols::livestore::wire::Dialect;
-/// A connection's end of its queue: what the owner sends it, in order,
-/// bounded, never waited on by the owner (a full queue drops the member).
-pub type Inbox = mailbox::Receiver<Delivery>;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::caps::identity::Caller;
 use crate::metrics::Metrics;
 use crate::objects::{Directory, InboxBounds, OpenError, mailbox};
-use crate::storage::{Cluster, RoomLog, StorageError};
+use crate::storage::{Cluster, RoomLog};
+use catch_up::CatchUpForm;
+use member::Line;
 use owner::Command;
-use protocols::livestore::wire as livestore;
 
 /// How many commands may wait for an owner before connections wait to
 /// hand theirs over (which slows their reading: backpressure), and their
@@ -135,242 +135,6 @@ enum JoinOutcome {
     Refused(JoinError),
     /// The owner was ending: the request, for a new owner.
     Closing(Box<JoinRequest>),
-}
-
-/// Why the host closes a connection, with the WebSocket close code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Kick {
-    pub code: u16,
-    pub reason: &'static str,
-}
-
-impl Kick {
-    pub const SLOW_CONSUMER: Self = Self {
-        code: 1008,
-        reason: "slow consumer: too many messages waiting",
-    };
-    /// Past `messages_per_s` in a room that cannot answer with an error
-    /// frame (`yjs`).
-    pub const TOO_FAST: Self = Self {
-        code: 1008,
-        reason: "too many messages a second",
-    };
-    /// A `yjs` member's awareness states would take the room's past
-    /// `protocols::yjs::sync::MAX_AWARENESS_BYTES`.
-    pub const AWARENESS_FULL: Self = Self {
-        code: 1008,
-        reason: "the room's awareness states are full",
-    };
-    /// The room's log is at its quota (`max_log_mib`): what the member
-    /// sent was not stored.
-    pub const LOG_FULL: Self = Self {
-        code: 1008,
-        reason: "the room's log is full",
-    };
-    /// The room's log failed (the client may come back and sync again).
-    pub const UNAVAILABLE: Self = Self {
-        code: 1011,
-        reason: "the room's log is unavailable",
-    };
-    /// The room handler failed on an update of a `yjs` room.
-    pub const HANDLER_FAILED: Self = Self {
-        code: 1011,
-        reason: "the room's handler failed",
-    };
-    /// A binary message that is not the protocol's.
-    pub const MALFORMED: Self = Self {
-        code: 1007,
-        reason: "not a message of this room's protocol",
-    };
-    /// The room's lease went to another node (this one was paused, or cut
-    /// off from the store): the client reconnects, with `since`.
-    pub const MOVED: Self = Self {
-        code: 1012,
-        reason: "the room moved to another node: reconnect with since",
-    };
-    /// The host is stopping; the client may reconnect (with `since`).
-    pub const STOPPING: Self = Self {
-        code: 1001,
-        reason: "the server is stopping: reconnect with since",
-    };
-}
-
-/// What a connection gets on joining: what to send first, where its
-/// events arrive, and its membership.
-pub struct Joined {
-    pub connection: Arc<str>,
-    /// What to send first: the welcome (a `yjs` room's sync step 1 and
-    /// awareness).
-    pub hello: Vec<Frame>,
-    /// Whether the room's protocol speaks binary frames (`yjs`) or text.
-    pub binary: bool,
-    /// Stored events to send after the welcome and before `queue`.
-    pub catch_up: Option<CatchUp>,
-    /// Events and presence, in order, from the owner.
-    pub queue: Inbox,
-    /// Fires when the owner drops this connection.
-    pub kicked: oneshot::Receiver<Kick>,
-    pub membership: Membership,
-    pub limits: RoomLimits,
-}
-
-/// What the owner queues to a connection.
-pub enum Delivery {
-    Frame(Frame),
-    /// Stored events to read from the log and send before what follows in
-    /// the queue (a LiveStore pull): the connection reads them at its own
-    /// pace, the room does not wait.
-    CatchUp(Box<CatchUp>),
-}
-
-impl mailbox::Weigh for Delivery {
-    fn weight(&self) -> usize {
-        match self {
-            Delivery::Frame(frame) => frame.len(),
-            // Read from the log as it is sent, a page at a time.
-            Delivery::CatchUp(_) => 0,
-        }
-    }
-}
-
-/// A member's line to its room's owner; leaving when dropped.
-pub struct Membership {
-    line: Line,
-    /// The socket's place under the host's cap.
-    _socket: Option<tokio::sync::OwnedSemaphorePermit>,
-}
-
-enum Line {
-    /// To the room's owner task on this node.
-    Local {
-        connection: u64,
-        owner: mailbox::Sender<Command>,
-    },
-    /// To the owner on another node, over a link (`forward`).
-    Remote(forward::Up),
-}
-
-/// The room is gone (its owner stopped: the host is stopping).
-#[derive(Debug)]
-pub struct RoomGone;
-
-impl Membership {
-    /// Hands a client's message to the owner; waits while the owner is
-    /// behind.
-    pub async fn send(&self, message: Frame) -> Result<(), RoomGone> {
-        match &self.line {
-            Line::Local { connection, owner } => {
-                let command = Command::Message {
-                    connection: *connection,
-                    message,
-                };
-                owner.send(command).await.map_err(|_| RoomGone)
-            }
-            Line::Remote(up) => up.send(message).await,
-        }
-    }
-}
-
-impl Drop for Membership {
-    fn drop(&mut self) {
-        // A remote member's line tells its owner itself, when dropped.
-        let Line::Local { connection, owner } = &self.line else {
-            return;
-        };
-        let leave = Command::Leave {
-            connection: *connection,
-        };
-        // A full inbox: hand the leave over from a task (dropped outside a
-        // runtime, the host is stopping and the room goes anyway).
-        if let Err(mailbox::TrySendError::Full(leave)) = owner.try_send(leave)
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            let owner = owner.clone();
-            runtime.spawn(async move { owner.send(leave).await });
-        }
-    }
-}
-
-/// Stored events a connection is owed, read from the log by the
-/// connection itself so that the room does not wait on it.
-pub struct CatchUp {
-    log: Arc<dyn RoomLog>,
-    room: Arc<str>,
-    /// Sent before the events (events before it were compacted away).
-    snapshot: Option<Frame>,
-    after: u64,
-    through: u64,
-    form: CatchUpForm,
-}
-
-/// How stored events are sent.
-enum CatchUpForm {
-    /// Each as it is stored (a JSON room's event frames).
-    Stored,
-    /// As pages of a LiveStore pull.
-    LiveStore {
-        dialect: Dialect,
-        request: Arc<str>,
-        backend: Arc<str>,
-    },
-}
-
-impl CatchUp {
-    /// Every frame owed, the snapshot first, the events read from the log
-    /// a page at a time as the stream is polled (by whoever sends them: a
-    /// socket, or a link to another node).
-    pub fn frames(mut self) -> impl futures::Stream<Item = Result<Frame, StorageError>> + Send {
-        use futures::{StreamExt, TryStreamExt};
-        let snapshot = self.snapshot.take().map(Ok);
-        let pages = futures::stream::try_unfold(self, |mut catch_up| async move {
-            let page = catch_up.next_page().await?;
-            let more = !page.is_empty();
-            let frames = futures::stream::iter(page.into_iter().map(Ok));
-            Ok::<_, StorageError>(more.then_some((frames, catch_up)))
-        });
-        futures::stream::iter(snapshot).chain(pages.try_flatten())
-    }
-
-    /// The next frames, empty when caught up.
-    async fn next_page(&mut self) -> Result<Vec<Frame>, StorageError> {
-        let page_size = match self.form {
-            CatchUpForm::Stored => 256,
-            CatchUpForm::LiveStore { .. } => livestore::MAX_EVENTS_PER_CHUNK,
-        };
-        if self.after >= self.through {
-            return Ok(Vec::new());
-        }
-        let mut page = self.log.read(&self.room, self.after, page_size).await?;
-        page.retain(|(seq, _)| *seq <= self.through);
-        let Some(&(last, _)) = page.last() else {
-            // The log ends before `through`: nothing more to read.
-            self.after = self.through;
-            return Ok(Vec::new());
-        };
-        self.after = last;
-        match &self.form {
-            CatchUpForm::Stored => page.into_iter().map(|(_, b)| stored_frame(b)).collect(),
-            CatchUpForm::LiveStore {
-                dialect,
-                request,
-                backend,
-            } => {
-                let events: Vec<Bytes> = page.into_iter().map(|(_, b)| b).collect();
-                let items = livestore::items(*dialect, &events).map_err(StorageError::Corrupt)?;
-                let pages = livestore::Pages {
-                    dialect: *dialect,
-                    backend,
-                    request,
-                    pulled: true,
-                };
-                Ok(pages.frames(&items, self.through - last))
-            }
-        }
-    }
-}
-
-fn stored_frame(bytes: Bytes) -> Result<Frame, StorageError> {
-    frames::stored(bytes).ok_or_else(|| StorageError::Corrupt("a room event is not UTF-8".into()))
 }
 
 /// Connection ids: unique across restarts of the host (they appear in

@@ -52,7 +52,7 @@ impl PluginRegistry {
     /// Applies the manifest file at `path` as it is now: added, edited or
     /// removed. Changes are applied one at a time.
     pub async fn manifest_changed(&self, path: &Path) -> ManifestChange {
-        let _one_at_a_time = self.manifests.lock().await;
+        let _one_at_a_time = self.changes.one_at_a_time.lock().await;
         self.changed(path).await
     }
 
@@ -65,7 +65,7 @@ impl PluginRegistry {
         name: &str,
         text: &str,
     ) -> Result<ManifestChange, PutManifestError> {
-        let _one_at_a_time = self.manifests.lock().await;
+        let _one_at_a_time = self.changes.one_at_a_time.lock().await;
         let path = match self.slot(name) {
             Some(slot) => slot.manifest.path.clone(),
             None => self.plugins_dir.join(format!("{name}.toml")),
@@ -105,7 +105,7 @@ impl PluginRegistry {
     /// Removes plugin `name` as a deletion of its manifest file would:
     /// the file goes and the plugin stops serving. Whether there was one.
     pub async fn remove_plugin(&self, name: &str) -> std::io::Result<bool> {
-        let _one_at_a_time = self.manifests.lock().await;
+        let _one_at_a_time = self.changes.one_at_a_time.lock().await;
         let Some(slot) = self.slot(name) else {
             return Ok(false);
         };
@@ -134,7 +134,7 @@ impl PluginRegistry {
         } else {
             ManifestChange::Unchanged
         };
-        let mut refused = unpoisoned(self.refused.lock());
+        let mut refused = unpoisoned(self.changes.refused.lock());
         match &change {
             ManifestChange::Refused(reason) => {
                 tracing::error!(manifest = %path.display(), "manifest refused: {reason}");
@@ -187,9 +187,9 @@ impl PluginRegistry {
         };
         let parts = SlotParts {
             caps: &self.caps,
-            memory_budget: &self.memory_budget,
+            memory_budget: &self.instances.memory_budget,
             metrics: &self.metrics,
-            pool: &self.pool,
+            pool: &self.instances.pool,
         };
         let slot = Arc::new(PluginSlot::new(manifest, &parts, swap_lock));
         let same_component = old

@@ -121,25 +121,43 @@ pub(super) struct Plugins {
 
 /// All plugins, their routes, and the engine they run on.
 pub struct PluginRegistry {
-    pub(super) loader: Loader,
+    pub(super) instances: Instances,
     pub(super) versions: Arc<dyn VersionStore>,
     pub(super) caps: Arc<Caps>,
     pub(super) metrics: Arc<Metrics>,
-    pub(super) memory_budget: Arc<MemoryBudget>,
-    pub(super) pool: PoolSettings,
     pub(super) plugins_dir: PathBuf,
     staging_dir: PathBuf,
+    /// The plugin table, swapped whole on every change.
     pub(super) plugins: ArcSwap<Plugins>,
-    /// Serialises manifest changes.
-    pub(super) manifests: tokio::sync::Mutex<()>,
-    /// Manifest files that could not be applied, and why.
-    pub(super) refused: Mutex<BTreeMap<PathBuf, String>>,
-    /// How many plugins have finished their first load, of how many.
-    loaded: tokio::sync::watch::Receiver<usize>,
-    initial: usize,
+    pub(super) changes: ManifestChanges,
+    first_loads: FirstLoads,
     auth: AuthHook,
+}
+
+/// What runs plugin instances: the engine (in the loader, with its compile
+/// cache), the ticker that advances its epochs, the watchdog of deadlines,
+/// the pool's settings and the memory budget every instance draws on.
+pub(super) struct Instances {
+    pub loader: Loader,
+    pub pool: PoolSettings,
+    pub memory_budget: Arc<MemoryBudget>,
     watchdog: Watchdog,
     _ticker: EpochTicker,
+}
+
+/// Changes of the plugins folder's manifests (`live`).
+#[derive(Default)]
+pub(super) struct ManifestChanges {
+    /// Serialises them.
+    pub one_at_a_time: tokio::sync::Mutex<()>,
+    /// Manifest files that could not be applied, and why.
+    pub refused: Mutex<BTreeMap<PathBuf, String>>,
+}
+
+/// How many plugins have finished their first load, of how many.
+struct FirstLoads {
+    done: tokio::sync::watch::Receiver<usize>,
+    of: usize,
 }
 
 impl PluginRegistry {
@@ -180,21 +198,24 @@ impl PluginRegistry {
         let (loaded_tx, loaded) = tokio::sync::watch::channel(0);
         let initial: Vec<Arc<PluginSlot>> = slots.values().cloned().collect();
         let registry = Arc::new(Self {
-            _ticker: EpochTicker::start(engine),
-            watchdog: Watchdog::start(),
-            loader,
+            instances: Instances {
+                _ticker: EpochTicker::start(engine),
+                watchdog: Watchdog::start(),
+                loader,
+                memory_budget,
+                pool: settings.pool.clone(),
+            },
             versions,
             caps: caps.clone(),
             metrics: metrics.clone(),
-            memory_budget,
-            pool: settings.pool.clone(),
             plugins_dir: settings.plugins_dir.clone(),
             staging_dir: settings.staging_dir.clone(),
             plugins: ArcSwap::from_pointee(Plugins { slots, routes }),
-            manifests: tokio::sync::Mutex::new(()),
-            refused: Mutex::default(),
-            loaded,
-            initial: initial.len(),
+            changes: ManifestChanges::default(),
+            first_loads: FirstLoads {
+                done: loaded,
+                of: initial.len(),
+            },
             auth: AuthHook::new(settings.auth_cache_entries, metrics),
         });
         let started = std::time::Instant::now();
@@ -205,9 +226,10 @@ impl PluginRegistry {
                 tokio::time::sleep(delay).await;
                 registry.first_load(&slot).await;
                 loaded_tx.send_modify(|n| *n += 1);
-                if *loaded_tx.borrow() == registry.initial {
+                let of = registry.first_loads.of;
+                if *loaded_tx.borrow() == of {
                     let ms = started.elapsed().as_millis();
-                    tracing::info!(plugins = registry.initial, ms, "every plugin loaded");
+                    tracing::info!(plugins = of, ms, "every plugin loaded");
                 }
             });
         }
@@ -225,19 +247,19 @@ impl PluginRegistry {
 
     /// Waits, up to `limit`, until `slot`'s first load has ended.
     pub async fn first_load_of(&self, slot: &PluginSlot, limit: std::time::Duration) {
-        let mut loaded = self.loaded.clone();
+        let mut loaded = self.first_loads.done.clone();
         let ended = loaded.wait_for(|_| !slot.is_loading());
         let _ = tokio::time::timeout(limit, ended).await;
     }
 
     /// Waits until every plugin's first load has ended (ready or failed).
     pub async fn ready(&self) {
-        let mut loaded = self.loaded.clone();
-        let _ = loaded.wait_for(|n| *n >= self.initial).await;
+        let mut loaded = self.first_loads.done.clone();
+        let _ = loaded.wait_for(|n| *n >= self.first_loads.of).await;
     }
 
     pub fn engine(&self) -> &wasmtime::Engine {
-        self.loader.engine()
+        self.instances.loader.engine()
     }
 
     /// Who sent a request to a route whose authenticator is `authenticator`
@@ -256,7 +278,7 @@ impl PluginRegistry {
 
     /// Enforces the deadlines of requests and connections.
     pub fn watchdog(&self) -> &Watchdog {
-        &self.watchdog
+        &self.instances.watchdog
     }
 
     /// The plugin for a request.
@@ -297,7 +319,7 @@ impl PluginRegistry {
     /// Manifest files that could not be applied, and why (for the admin
     /// API).
     pub fn refused_manifests(&self) -> BTreeMap<PathBuf, String> {
-        unpoisoned(self.refused.lock()).clone()
+        unpoisoned(self.changes.refused.lock()).clone()
     }
 
     /// The slot named `name`, with its swap lock held; the slot may have
@@ -471,7 +493,7 @@ impl PluginRegistry {
         sha256: String,
         source: VersionSource,
     ) -> Result<LoadedPlugin, LoadError> {
-        let loaded = self.loader.load(bytes, sha256, source).await?;
+        let loaded = self.instances.loader.load(bytes, sha256, source).await?;
         if !manifest.routes.is_empty() && loaded.exports.http.is_none() {
             return Err(LoadError::NoHttpHandler);
         }

@@ -37,19 +37,7 @@ pub async fn join(state: &AppState, routed: &Routed, room: usize, req: Request) 
         Err(e) => return e.into_response(),
     };
     if !asks_for_websocket(req.headers()) {
-        let mut resp = ApiError::new(
-            StatusCode::UPGRADE_REQUIRED,
-            "upgrade_required",
-            "a room is joined with a WebSocket: send Connection: Upgrade and Upgrade: websocket",
-        )
-        .into_response();
-        let headers = resp.headers_mut();
-        headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
-        headers.insert(
-            http::header::CONNECTION,
-            HeaderValue::from_static("Upgrade"),
-        );
-        return resp;
+        return upgrade_required();
     }
     let since = match since(req.uri().query()) {
         Ok(since) => since,
@@ -72,20 +60,7 @@ pub async fn join(state: &AppState, routed: &Routed, room: usize, req: Request) 
     };
     // Held by the socket for as long as it is open.
     let Some(place) = state.room_clients.try_hold(gate::ip_key(passed.client)) else {
-        let max = state.room_clients.max();
-        Metrics::count(
-            &state.metrics.rooms.closes,
-            &manifest.name.as_str().into(),
-            "client_full",
-            1,
-        );
-        return ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_connections",
-            format!("this address holds {max} room connections, the most one client may"),
-        )
-        .with_retry_after(1)
-        .into_response();
+        return client_full(state, &manifest.name);
     };
     let id = target.id;
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
@@ -115,43 +90,7 @@ pub async fn join(state: &AppState, routed: &Routed, room: usize, req: Request) 
     };
     let joined = match state.rooms.join(&address, request).await {
         Ok(joined) => joined,
-        Err(e @ JoinError::Full(_)) => {
-            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "room_full", e.to_string())
-                .into_response();
-        }
-        Err(e @ JoinError::ServerFull(_)) => {
-            return ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_full",
-                e.to_string(),
-            )
-            .into_response();
-        }
-        // The handler refused: the client learns it as the close of the
-        // socket, which is how a browser's WebSocket can read it.
-        Err(JoinError::Rejected { code, reason }) => {
-            return upgrade.on_upgrade(move |socket| room_socket::refuse(socket, code, reason));
-        }
-        // Its owner node refused or did not answer a forwarded join (the
-        // room is moving between nodes): the client tries again.
-        Err(e @ (JoinError::Elsewhere(_) | JoinError::Unreachable { .. })) => {
-            tracing::warn!(plugin = %manifest.name, room = %id, "{e}");
-            return ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "room_elsewhere",
-                e.to_string(),
-            )
-            .into_response();
-        }
-        Err(e @ JoinError::Unavailable(_)) => {
-            tracing::error!(plugin = %manifest.name, room = %id, "{e}");
-            return ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "room_unavailable",
-                "the room cannot be opened now",
-            )
-            .into_response();
-        }
+        Err(refusal) => return refused(refusal, upgrade, &manifest.name, &id),
     };
     let max = joined.limits.max_message_bytes;
     // Boxed before the upgrade's callback takes it: the callback stays in
@@ -302,6 +241,82 @@ fn since(query: Option<&str>) -> Result<Option<u64>, ApiError> {
         }
     }
     Ok(since)
+}
+
+/// The answer to a request that asked for the WebSocket upgrade.
+fn upgrade_required() -> Response {
+    let mut resp = ApiError::new(
+        StatusCode::UPGRADE_REQUIRED,
+        "upgrade_required",
+        "a room is joined with a WebSocket: send Connection: Upgrade and Upgrade: websocket",
+    )
+    .into_response();
+    let headers = resp.headers_mut();
+    headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(
+        http::header::CONNECTION,
+        HeaderValue::from_static("Upgrade"),
+    );
+    resp
+}
+
+/// The answer to a client past its room connections.
+fn client_full(state: &AppState, plugin: &str) -> Response {
+    let max = state.room_clients.max();
+    Metrics::count(
+        &state.metrics.rooms.closes,
+        &plugin.into(),
+        "client_full",
+        1,
+    );
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_connections",
+        format!("this address holds {max} room connections, the most one client may"),
+    )
+    .with_retry_after(1)
+    .into_response()
+}
+
+/// The answer to a join the room refused.
+fn refused(refusal: JoinError, upgrade: WebSocketUpgrade, plugin: &str, id: &str) -> Response {
+    match refusal {
+        e @ JoinError::Full(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "room_full", e.to_string())
+                .into_response()
+        }
+        e @ JoinError::ServerFull(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_full",
+            e.to_string(),
+        )
+        .into_response(),
+        // The handler refused: the client learns it as the close of the
+        // socket, which is how a browser's WebSocket can read it.
+        JoinError::Rejected { code, reason } => {
+            upgrade.on_upgrade(move |socket| room_socket::refuse(socket, code, reason))
+        }
+        // Its owner node refused or did not answer a forwarded join (the
+        // room is moving between nodes): the client tries again.
+        e @ (JoinError::Elsewhere(_) | JoinError::Unreachable { .. }) => {
+            tracing::warn!(plugin, room = %id, "{e}");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "room_elsewhere",
+                e.to_string(),
+            )
+            .into_response()
+        }
+        e @ JoinError::Unavailable(_) => {
+            tracing::error!(plugin, room = %id, "{e}");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "room_unavailable",
+                "the room cannot be opened now",
+            )
+            .into_response()
+        }
+    }
 }
 
 #[cfg(test)]
