@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use wasmtime::component::Component;
+use wasmtime::component::{Component, InstancePre};
 use wasmtime_wasi_http::p2::bindings::ProxyIndices;
 
 use crate::bindings::exports::spike::host::room_handler::GuestIndices as RoomHandlerIndices;
@@ -65,15 +65,7 @@ pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
     let compile = start.elapsed();
 
     let scratch = ScratchDir::new()?;
-    let cache = CompileCache::new(scratch.0.join("compile-cache"), &engine);
-    cache
-        .load(&engine, &bytes, &sha)
-        .map_err(anyhow::Error::msg)?;
-    let start = Instant::now();
-    cache
-        .load(&engine, &bytes, &sha)
-        .map_err(anyhow::Error::msg)?;
-    let cached = start.elapsed();
+    let cached = cached_load_time(&engine, &bytes, &sha, &scratch)?;
 
     let pre = linker
         .instantiate_pre(&component)
@@ -86,17 +78,48 @@ pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
         );
     }
 
-    let imports = component
-        .component_type()
-        .imports(&engine)
-        .map(|(name, _)| name.to_string())
-        .collect();
-    let exports = component
-        .component_type()
-        .exports(&engine)
-        .map(|(name, _)| name.to_string())
-        .collect();
+    let kind = component.component_type();
+    let imports = (kind.imports(&engine)).map(|(name, _)| name.to_string());
+    let exports = (kind.exports(&engine)).map(|(name, _)| name.to_string());
+    let (imports, exports) = (imports.collect(), exports.collect());
+    let times = instantiation_times(&engine, &pre, path, &scratch).await?;
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    Ok(CheckReport {
+        component: path.display().to_string(),
+        sha256: sha,
+        size_bytes: bytes.len(),
+        imports,
+        exports,
+        compile_ms: compile.as_secs_f64() * 1e3,
+        cached_load_ms: cached.as_secs_f64() * 1e3,
+        cache_speedup: compile.as_secs_f64() / cached.as_secs_f64().max(1e-9),
+        instantiate_us_median: us(times[times.len() / 2]),
+        instantiate_us_p99: us(times[times.len() * 99 / 100]),
+    })
+}
 
+/// How long a second load from the compile cache takes (the first fills
+/// it).
+fn cached_load_time(
+    engine: &wasmtime::Engine,
+    bytes: &[u8],
+    sha: &str,
+    scratch: &ScratchDir,
+) -> anyhow::Result<Duration> {
+    let cache = CompileCache::new(scratch.0.join("compile-cache"), engine);
+    cache.load(engine, bytes, sha).map_err(anyhow::Error::msg)?;
+    let start = Instant::now();
+    cache.load(engine, bytes, sha).map_err(anyhow::Error::msg)?;
+    Ok(start.elapsed())
+}
+
+/// `INSTANTIATIONS` instantiations of `pre`, sorted by how long each took.
+async fn instantiation_times(
+    engine: &wasmtime::Engine,
+    pre: &InstancePre<RequestState>,
+    path: &Path,
+    scratch: &ScratchDir,
+) -> anyhow::Result<Vec<Duration>> {
     // The context every request of a plugin with nothing granted runs with:
     // instantiation is what is measured.
     let settings = StorageSettings {
@@ -133,7 +156,7 @@ pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
     let mut times = Vec::with_capacity(INSTANTIATIONS);
     for _ in 0..INSTANTIATIONS {
         let start = Instant::now();
-        let mut store = RequestState::new_store(&engine, &context, Default::default());
+        let mut store = RequestState::new_store(engine, &context, Default::default());
         pre.instantiate_async(&mut store)
             .await
             .map_err(|e| anyhow::anyhow!("instantiating: {e:#}"))?;
@@ -141,20 +164,8 @@ pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
         drop(store);
     }
     times.sort();
-    let us = |d: Duration| d.as_secs_f64() * 1e6;
     drop((context, caps, backends));
-    Ok(CheckReport {
-        component: path.display().to_string(),
-        sha256: sha,
-        size_bytes: bytes.len(),
-        imports,
-        exports,
-        compile_ms: compile.as_secs_f64() * 1e3,
-        cached_load_ms: cached.as_secs_f64() * 1e3,
-        cache_speedup: compile.as_secs_f64() / cached.as_secs_f64().max(1e-9),
-        instantiate_us_median: us(times[times.len() / 2]),
-        instantiate_us_p99: us(times[times.len() * 99 / 100]),
-    })
+    Ok(times)
 }
 
 /// A folder for the check's throwaway database, removed however the check ends.

@@ -6,6 +6,7 @@
 //! need its own bounds on idle and slow connections, and browsers speak
 //! HTTP/2 only over TLS, which a proxy in front of spike terminates.
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -18,7 +19,7 @@ use hyper::body::{Frame, SizeHint};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::config::{ClientLimits, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_ROOM_CONNECTIONS};
 use crate::metrics::Metrics;
@@ -119,32 +120,77 @@ pub async fn serve<S>(
     S::Future: Send + 'static,
 {
     let cap = limits.max_connections.max(1);
-    let open = Arc::new(Semaphore::new(cap));
     let (draining_tx, draining) = watch::channel(false);
     // Fired when the drain timeout has passed: what is still open is cut.
     let (cut_tx, cut) = watch::channel(false);
-    // Set when the drain starts: every request after it is answered with
-    // `connection: close`.
-    let closing = Arc::new(AtomicBool::new(false));
-    let http = hyper::server::conn::http1::Builder::new();
+    let connections = Connections {
+        open: Arc::new(Semaphore::new(cap)),
+        http: hyper::server::conn::http1::Builder::new(),
+        draining,
+        cut,
+        closing: Arc::new(AtomicBool::new(false)),
+        header_timeout: limits.header_timeout,
+        watchdog,
+        metrics,
+    };
     let mut refused = RefusalLog::default();
     loop {
         let Some((stream, peer)) = accept(&listener, &mut stop).await else {
             break;
         };
-        let Ok(permit) = open.clone().try_acquire_owned() else {
-            metrics.http.connections_refused.inc();
+        let Ok(permit) = connections.open.clone().try_acquire_owned() else {
+            connections.metrics.http.connections_refused.inc();
             refuse(stream, &mut refused);
             continue;
         };
+        connections.start(stream, peer, permit, &app);
+    }
+    drop(listener);
+    connections.closing.store(true, Ordering::Relaxed);
+    let _ = draining_tx.send(true);
+    drain(&connections.open, cap, limits.drain_timeout, &cut_tx).await;
+}
+
+/// The listener's open connections, and what each is started with.
+struct Connections {
+    /// One permit per open connection (the connection cap).
+    open: Arc<Semaphore>,
+    http: hyper::server::conn::http1::Builder,
+    /// Set when the drain starts.
+    draining: watch::Receiver<bool>,
+    /// Set when the drain timeout has passed.
+    cut: watch::Receiver<bool>,
+    /// Set when the drain starts: every request after it is answered with
+    /// `connection: close`.
+    closing: Arc<AtomicBool>,
+    header_timeout: Duration,
+    watchdog: Watchdog,
+    metrics: Arc<Metrics>,
+}
+
+impl Connections {
+    /// Serves one accepted connection on a task of its own, holding
+    /// `permit` until it ends.
+    fn start<S>(&self, stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit, app: &S)
+    where
+        S: tower::Service<
+                http::Request<hyper::body::Incoming>,
+                Response = axum::response::Response,
+                Error = std::convert::Infallible,
+            > + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let metrics = &self.metrics;
         metrics.http.connections_open.inc();
         let open_gauge = metrics.http.connections_open.clone();
         let _ = stream.set_nodelay(true);
-        let deadline = Arc::new(HeadDeadline::new(limits.header_timeout, watchdog::now_ms()));
-        let watching = watchdog.watch(deadline.clone());
+        let deadline = Arc::new(HeadDeadline::new(self.header_timeout, watchdog::now_ms()));
+        let watching = self.watchdog.watch(deadline.clone());
         let app = TowerToHyperService::new(app.clone());
         let tracking = deadline.clone();
-        let closing_now = closing.clone();
+        let closing_now = self.closing.clone();
         let service = hyper::service::service_fn(move |mut request: http::Request<_>| {
             request.extensions_mut().insert(PeerAddr(peer));
             let responding = Responding::start(&tracking);
@@ -168,11 +214,10 @@ pub async fn serve<S>(
                 }))
             }
         });
-        let conn = http
+        let conn = (self.http)
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
-        let mut draining = draining.clone();
-        let mut cut = cut.clone();
+        let (mut draining, mut cut) = (self.draining.clone(), self.cut.clone());
         let task = tokio::spawn(async move {
             // Dropped with the task however it ends, the watchdog's abort
             // included.
@@ -207,10 +252,6 @@ pub async fn serve<S>(
         });
         deadline.task.get_or_init(|| task.abort_handle());
     }
-    drop(listener);
-    closing.store(true, Ordering::Relaxed);
-    let _ = draining_tx.send(true);
-    drain(&open, cap, limits.drain_timeout, &cut_tx).await;
 }
 
 /// The next connection, or `None` once `stop` fires. A failed accept (out
