@@ -6,6 +6,8 @@
 #
 #   bench/compare_rooms.sh 832dce8^          # 6 pairs of rounds of 5 s
 #   ROUNDS=4 SECONDS_EACH=4 bench/compare_rooms.sh HEAD~1
+#   SPIKE_BASE=/tmp/a SPIKE_HEAD=/tmp/b bench/compare_rooms.sh label
+#                                             # two binaries built before
 #
 # Each round, on a fresh server: relay saturation (100 clients in one room,
 # 8 messages each in flight: deliveries/s, and the server's CPU per stored
@@ -28,14 +30,20 @@ pids=()
 trap 'cleanup; git worktree remove --force "$work/tree" 2>/dev/null || true' EXIT
 # As in compare_builds.sh: both builds write the same `libspike`, so this
 # tree's sources are touched around the other revision's build.
-find host/src -name '*.rs' -exec touch {} +
-cargo build --quiet --release -p spike -p roomload
-cp "$CARGO_TARGET_DIR/release/spike" "$work/spike-head"
+cargo build --quiet --release -p roomload
 load="$CARGO_TARGET_DIR/release/roomload"
-git worktree add --quiet --detach "$work/tree" "$rev"
-(cd "$work/tree" && cargo build --quiet --release -p spike)
-cp "$CARGO_TARGET_DIR/release/spike" "$work/spike-base"
-find host/src -name '*.rs' -exec touch {} +
+if [ -n "${SPIKE_BASE:-}" ] && [ -n "${SPIKE_HEAD:-}" ]; then
+  cp "$SPIKE_BASE" "$work/spike-base"
+  cp "$SPIKE_HEAD" "$work/spike-head"
+else
+  find host/src -name '*.rs' -exec touch {} +
+  cargo build --quiet --release -p spike
+  cp "$CARGO_TARGET_DIR/release/spike" "$work/spike-head"
+  git worktree add --quiet --detach "$work/tree" "$rev"
+  (cd "$work/tree" && cargo build --quiet --release -p spike)
+  cp "$CARGO_TARGET_DIR/release/spike" "$work/spike-base"
+  find host/src -name '*.rs' -exec touch {} +
+fi
 ulimit -n "$(ulimit -Hn)"
 
 mkdir -p "$work/plugins"
@@ -65,6 +73,7 @@ run() { # name binary round
   local pid=$!
   pids+=("$pid")
   wait_port 8797
+  wait_port 8798
   local e0 t0 sat yjs fan e1 t1
   e0=$(events); t0=$(cpu_ticks "$pid")
   sat=$("$load" saturate "ws://127.0.0.1:8797/room/s-$3" 100 8 "$SECONDS_EACH")
@@ -80,7 +89,7 @@ run() { # name binary round
 }
 
 : >"$out/compare-rooms.txt"
-echo "rooms: base $rev ($(git rev-parse --short "$rev")) vs head ($(git rev-parse --short HEAD), with the working tree), $(nproc) cores"
+echo "rooms: base $rev ($(git rev-parse --short "$rev" 2>/dev/null || echo a binary)) vs head ($(git rev-parse --short HEAD), with the working tree), $(nproc) cores"
 for round in $(seq 1 "$ROUNDS"); do
   run base "$work/spike-base" "$round"
   run head "$work/spike-head" "$round"

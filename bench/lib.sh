@@ -4,13 +4,14 @@
 # process's RSS, the median of a list.
 
 # Installs the peers and the test tools, builds the guests and the release
-# host (and any other packages given, as `-p roomload`), and sets $spike.
+# host (and any other packages given, as `-p roomload`), and sets $spike:
+# that build, or `$SPIKE` if set (another revision's binary, to compare).
 set_up_and_build() {
   bench/setup.sh
   scripts/setup.sh
   scripts/build-guests.sh >/dev/null
   cargo build --quiet --release -p spike "$@"
-  spike="$CARGO_TARGET_DIR/release/spike"
+  spike="${SPIKE:-$CARGO_TARGET_DIR/release/spike}"
 }
 
 # Kills the servers in `pids` and removes `$work` (the scripts set both,

@@ -27,7 +27,8 @@ pub mod config;
 pub mod fuzz;
 pub mod log_sink;
 pub mod metrics;
-pub mod objects;
+/// Owned objects, a crate of its own (`objects/`).
+pub use spike_objects as objects;
 pub mod operator;
 pub mod project;
 pub mod rooms;

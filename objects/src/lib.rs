@@ -36,8 +36,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::storage::{Cluster, LeaseClaim};
-use crate::util::unpoisoned;
+use spike_storage::util::unpoisoned;
+use spike_storage::{Cluster, LeaseClaim};
 
 /// How much may wait in each object's inbox of a kind: commands, and
 /// their bytes (what each `mailbox::Weigh`s).

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{Notify, Semaphore};
 
-use crate::util::unpoisoned;
+use spike_storage::util::unpoisoned;
 
 /// What an item costs against a mailbox's byte bound.
 pub trait Weigh {

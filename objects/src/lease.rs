@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::storage::Cluster;
+use spike_storage::Cluster;
 
 /// An object's lease on a cluster, held by its owner.
 pub struct Lease {

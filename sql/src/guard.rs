@@ -1,0 +1,182 @@
+//! A database's connection, opened under the host's guard: durable at
+//! commit, bounded (SQLite's own limits, the file's size), timed (a
+//! progress handler that interrupts a statement past its deadline, on the
+//! thread running it: nothing is left running), and kept inside its file
+//! (an authorizer that refuses what reaches outside, and says why).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::limits::Limit;
+use rusqlite::{Connection, OpenFlags};
+
+use crate::SqlLimits;
+use spike_storage::util::unpoisoned;
+
+/// Pragmas a statement may run: those that read the schema or set what is
+/// the connection's own. Everything else (journal and sync modes,
+/// `writable_schema`, file and memory settings) is refused.
+const ALLOWED_PRAGMAS: &[&str] = &[
+    "table_info",
+    "table_xinfo",
+    "table_list",
+    "index_list",
+    "index_info",
+    "index_xinfo",
+    "foreign_key_list",
+    "foreign_key_check",
+    "foreign_keys",
+    "defer_foreign_keys",
+    "integrity_check",
+    "quick_check",
+    "user_version",
+    "data_version",
+    "collation_list",
+    "function_list",
+    "pragma_list",
+    "page_count",
+    "page_size",
+    "freelist_count",
+    "optimize",
+];
+
+/// Functions a statement may not call: they reach outside the database.
+const REFUSED_FUNCTIONS: &[&str] = &["load_extension", "readfile", "writefile", "edit"];
+
+/// How many virtual machine steps between two looks at the clock: about
+/// a millisecond of work, so a statement ends within a few milliseconds of
+/// its deadline.
+const STEPS_PER_CHECK: i32 = 10_000;
+
+/// A connection with its guard's state.
+pub struct Guarded {
+    pub conn: Connection,
+    /// When the running statement must end, in milliseconds since `epoch`
+    /// (`u64::MAX`: no statement is running).
+    deadline: Arc<AtomicU64>,
+    epoch: Instant,
+    /// What the authorizer refused last, to say why a statement failed.
+    refused: Arc<Mutex<Option<String>>>,
+    /// Set while the host runs its own transaction statements (a batch's
+    /// `BEGIN` and `COMMIT`), which a guest's may not.
+    hosting: Arc<AtomicBool>,
+    pub limits: SqlLimits,
+}
+
+impl Guarded {
+    /// Opens (or makes) the database at `path`, guarded.
+    pub fn open(path: &Path, limits: &SqlLimits) -> rusqlite::Result<Self> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn = Connection::open_with_flags(path, flags)?;
+        // Durable at commit: the write-ahead log is synced before a commit
+        // returns (FULL), so an acknowledged write survives `kill -9` and
+        // a power cut.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let page_size: i64 = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
+        let pages = limits.max_database_bytes / page_size.max(512) as u64;
+        conn.pragma_update(
+            None,
+            "max_page_count",
+            i64::try_from(pages.max(1)).unwrap_or(i64::MAX),
+        )?;
+        let cap = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+        conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, cap(limits.max_value_bytes))?;
+        conn.set_limit(
+            Limit::SQLITE_LIMIT_SQL_LENGTH,
+            cap(limits.max_statement_bytes),
+        )?;
+        conn.set_limit(Limit::SQLITE_LIMIT_VARIABLE_NUMBER, cap(limits.max_params))?;
+        conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
+        let deadline = Arc::new(AtomicU64::new(u64::MAX));
+        let epoch = Instant::now();
+        let watched = deadline.clone();
+        conn.progress_handler(
+            STEPS_PER_CHECK,
+            Some(move || epoch.elapsed().as_millis() as u64 > watched.load(Ordering::Relaxed)),
+        )?;
+        let refused = Arc::new(Mutex::new(None));
+        let noted = refused.clone();
+        let hosting = Arc::new(AtomicBool::new(false));
+        let host = hosting.clone();
+        conn.authorizer(Some(move |context: AuthContext<'_>| {
+            let ours = matches!(context.action, AuthAction::Transaction { .. })
+                && host.load(Ordering::Relaxed);
+            match refusal(&context.action).filter(|_| !ours) {
+                None => Authorization::Allow,
+                Some(why) => {
+                    *unpoisoned(noted.lock()) = Some(why);
+                    Authorization::Deny
+                }
+            }
+        }))?;
+        Ok(Self {
+            conn,
+            deadline,
+            epoch,
+            refused,
+            hosting,
+            limits: limits.clone(),
+        })
+    }
+
+    /// Runs the host's own transaction statement (`BEGIN IMMEDIATE`,
+    /// `COMMIT`, `ROLLBACK`).
+    pub fn host_statement(&self, sql: &str) -> rusqlite::Result<()> {
+        self.hosting.store(true, Ordering::Relaxed);
+        let done = self.conn.execute_batch(sql);
+        self.hosting.store(false, Ordering::Relaxed);
+        done
+    }
+
+    /// Starts a statement's clock.
+    pub fn start_clock(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let limit = self.limits.statement_time.as_millis() as u64;
+        self.deadline.store(now + limit, Ordering::Relaxed);
+        *unpoisoned(self.refused.lock()) = None;
+    }
+
+    /// Stops it.
+    pub fn stop_clock(&self) {
+        self.deadline.store(u64::MAX, Ordering::Relaxed);
+    }
+
+    /// What the authorizer refused since the clock started, if anything.
+    pub fn refused(&self) -> Option<String> {
+        unpoisoned(self.refused.lock()).take()
+    }
+}
+
+/// Why `action` is refused, if it is.
+fn refusal(action: &AuthAction<'_>) -> Option<String> {
+    match action {
+        AuthAction::Attach { .. } | AuthAction::Detach { .. } => Some(
+            "ATTACH and DETACH are not allowed: a statement reaches only its own database".into(),
+        ),
+        AuthAction::Pragma { pragma_name, .. } => {
+            let name = pragma_name.to_ascii_lowercase();
+            (!ALLOWED_PRAGMAS.contains(&name.as_str()))
+                .then(|| format!("PRAGMA {name} is not allowed: the host sets it"))
+        }
+        AuthAction::Function { function_name } => {
+            let name = function_name.to_ascii_lowercase();
+            (REFUSED_FUNCTIONS.contains(&name.as_str()))
+                .then(|| format!("{name}() is not allowed: it reaches outside the database"))
+        }
+        AuthAction::Transaction { .. } | AuthAction::Savepoint { .. } => Some(
+            "transactions are the host's: run statements that must commit together as a batch"
+                .into(),
+        ),
+        AuthAction::CreateVtable { module_name, .. } => {
+            Some(format!("virtual tables ({module_name}) are not allowed"))
+        }
+        _ => None,
+    }
+}
