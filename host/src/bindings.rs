@@ -18,6 +18,7 @@ wasmtime::component::bindgen!({
         "spike:host/rate-limit": async | trappable,
         "spike:host/rooms": async | trappable,
         "spike:host/render": async | trappable,
+        "spike:host/sql": async | trappable,
         default: trappable,
     },
     exports: { default: async },
@@ -33,6 +34,7 @@ wasmtime::component::bindgen!({
         "spike:host/kv.namespace": crate::caps::kv::Namespace,
         "spike:host/blob.bucket": crate::caps::blob::Bucket,
         "spike:host/blob.object-writer": crate::caps::blob::ObjectWriter,
+        "spike:host/sql.database": crate::caps::sql::Database,
     },
     require_store_data_send: true,
 });

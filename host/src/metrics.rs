@@ -130,13 +130,14 @@ pub struct Metrics {
     pub outbound: crate::caps::outbound::OutboundMetrics,
     pub services: crate::caps::services::ServiceMetrics,
     pub render: crate::caps::render::RenderMetrics,
+    pub sql: crate::caps::sql::SqlMetrics,
 }
 
 impl Metrics {
     pub fn new() -> Arc<Self> {
         let mut m = Self::default();
         let mut registry = Registry::with_prefix("spike");
-        let all: [&dyn Series; 12] = [
+        let all: [&dyn Series; 13] = [
             &m.http,
             &m.instances,
             &m.auth,
@@ -149,6 +150,7 @@ impl Metrics {
             &m.outbound,
             &m.services,
             &m.render,
+            &m.sql,
         ];
         for series in all {
             series.register(&mut registry);

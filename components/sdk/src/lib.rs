@@ -6,7 +6,8 @@
 //! requests and responses (`http`), a router with path parameters and
 //! errors mapped to statuses (`router`), JSON bodies and KV values
 //! (`json`), the caller, quotas and secrets as answers (`access`),
-//! outgoing requests (`client`) and streaming blobs (`blob_io`).
+//! outgoing requests (`client`), streaming blobs (`blob_io`) and SQL
+//! databases with a D1-shaped API (`sql`).
 //!
 //! ```ignore
 //! use spike_sdk::exports::wasi::http::incoming_handler::Guest;
@@ -55,6 +56,7 @@ pub mod client;
 pub mod http;
 pub mod json;
 pub mod router;
+pub mod sql;
 
 pub use spike::host::{blob, identity, kv, rate_limit, render, rooms, secrets, types::Error};
 

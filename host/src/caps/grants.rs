@@ -20,6 +20,8 @@ pub enum Kind {
     Secret,
     /// A plugin this one may call in-process (`grants.services`).
     Service,
+    /// A SQL database (`grants.sql`).
+    Sql,
 }
 
 impl Kind {
@@ -30,6 +32,7 @@ impl Kind {
             Kind::Blob => "blob bucket",
             Kind::Secret => "secret",
             Kind::Service => "service",
+            Kind::Sql => "sql database",
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod render;
 pub mod rooms;
 pub mod secrets;
 pub mod services;
+pub mod sql;
 
 use std::sync::Arc;
 
@@ -235,6 +236,8 @@ pub struct CapSettings {
     pub default_rate_limit: Option<rate_limit::Rule>,
     /// The renderer's browser, pages and guard.
     pub render: render::RenderSettings,
+    /// The SQL databases, where this host serves them.
+    pub sql: Option<Arc<spike_sql::Databases>>,
 }
 
 /// Every capability the host offers, built once at start.
@@ -247,6 +250,7 @@ pub struct Caps {
     pub rate_limits: Arc<rate_limit::RateLimits>,
     /// The headless browser (started when a plugin with the grant loads).
     pub render: render::RenderCtx,
+    pub sql: sql::SqlCtx,
     /// Where the capabilities count their operations and bytes.
     pub metrics: Arc<Metrics>,
     /// What each plugin's guests printed lately.
@@ -281,6 +285,9 @@ impl Caps {
                 settings.resolver.clone(),
                 metrics,
             ),
+            sql: sql::SqlCtx {
+                databases: settings.sql.clone(),
+            },
         })
     }
 
@@ -386,6 +393,13 @@ impl PluginCaps {
         table: &'a mut wasmtime::component::ResourceTable,
     ) -> render::RenderView<'a> {
         self.view(&self.caps.render, table)
+    }
+
+    pub fn sql<'a>(
+        &'a self,
+        table: &'a mut wasmtime::component::ResourceTable,
+    ) -> sql::SqlView<'a> {
+        self.view(&self.caps.sql, table)
     }
 
     /// The host's limiters (routes' limits are kept there too).

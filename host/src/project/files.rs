@@ -66,6 +66,10 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../../wit/secrets.wit"),
     ),
     (
+        "spike-sdk/wit/sql.wit",
+        include_str!("../../../wit/sql.wit"),
+    ),
+    (
         "spike-sdk/wit/types.wit",
         include_str!("../../../wit/types.wit"),
     ),

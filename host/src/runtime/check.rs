@@ -137,6 +137,8 @@ async fn instantiation_times(
             default_rate_limit: None,
             // Nothing is granted `render`: no browser starts.
             render: Default::default(),
+            // Nor `sql`: no database is made.
+            sql: None,
         },
         &metrics,
     );

@@ -21,5 +21,6 @@ pub fn new(engine: &Engine) -> wasmtime::Result<Linker<RequestState>> {
     caps::rate_limit::add_to_linker(&mut linker, RequestState::rate_limit_view)?;
     caps::rooms::add_to_linker(&mut linker, RequestState::rooms_view)?;
     caps::render::add_to_linker(&mut linker, RequestState::render_view)?;
+    caps::sql::add_to_linker(&mut linker, RequestState::sql_view)?;
     Ok(linker)
 }

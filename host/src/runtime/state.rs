@@ -193,6 +193,10 @@ impl RequestState {
         self.plugin.caps.render(&mut self.table)
     }
 
+    pub fn sql_view(&mut self) -> crate::caps::sql::SqlView<'_> {
+        self.plugin.caps.sql(&mut self.table)
+    }
+
     /// Makes this store's calls handle `event` (a room handler's).
     pub fn set_room_event(&mut self, event: RoomEvent) {
         self.room = Some(event);

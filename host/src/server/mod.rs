@@ -92,6 +92,7 @@ pub struct RunningServer {
     _cluster: Option<crate::runtime::cluster::ClusterTasks>,
     storage: Liveness,
     rooms: Arc<RoomHub>,
+    sql: Option<Arc<spike_sql::Databases>>,
     /// What requests in flight get at a stop.
     drain_timeout: Duration,
 }
@@ -123,6 +124,10 @@ impl RunningServer {
                 serve.abort();
             }
         }
+        // Their connections close (every write is on disk already).
+        if let Some(sql) = &self.sql {
+            sql.stop(Duration::from_secs(5)).await;
+        }
         let storage = self.storage.clone();
         drop(self);
         // Guests still streaming a body hold the storage; give them a moment.
@@ -150,7 +155,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let cluster = backends.cluster.clone();
     let liveness = backends.liveness();
     let metrics = Metrics::new();
-    let caps = Caps::new(&backends, &cap_settings(&config, secrets), &metrics);
+    let sql = open_sql(&config, cluster.is_some())?;
+    let caps = Caps::new(&backends, &cap_settings(&config, secrets, &sql), &metrics);
     let settings = registry_settings(&config);
     let sites = crate::assets::Sites::start(&config.sites, config.watch)?;
     let registry =
@@ -231,6 +237,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         _cluster: cluster_tasks,
         storage: liveness,
         rooms,
+        sql,
         drain_timeout,
     })
 }
@@ -299,7 +306,27 @@ async fn bind(
 }
 
 /// The host's settings of the capabilities.
-fn cap_settings(config: &ServerConfig, secrets: crate::caps::secrets::SecretsCtx) -> CapSettings {
+/// The SQL databases, in the data folder's `sql/`: not on a cluster,
+/// whose nodes do not share their files (a database's writes go to the
+/// shared store first: issue 36's next part).
+fn open_sql(
+    config: &ServerConfig,
+    clustered: bool,
+) -> anyhow::Result<Option<Arc<spike_sql::Databases>>> {
+    if clustered {
+        return Ok(None);
+    }
+    let dir = config.data_dir.join("sql");
+    let databases = spike_sql::Databases::new(dir.clone(), spike_sql::SqlLimits::default())
+        .with_context(|| format!("the SQL folder {}", dir.display()))?;
+    Ok(Some(databases))
+}
+
+fn cap_settings(
+    config: &ServerConfig,
+    secrets: crate::caps::secrets::SecretsCtx,
+    sql: &Option<Arc<spike_sql::Databases>>,
+) -> CapSettings {
     CapSettings {
         max_object_bytes: config.max_object_bytes,
         resolver: config.resolver.clone(),
@@ -309,6 +336,7 @@ fn cap_settings(config: &ServerConfig, secrets: crate::caps::secrets::SecretsCtx
             profiles_dir: config.data_dir.join("render"),
             ..config.render.clone()
         },
+        sql: sql.clone(),
     }
 }
 

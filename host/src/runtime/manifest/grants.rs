@@ -46,6 +46,8 @@ pub(super) struct RawGrants {
     services: Vec<Spanned<String>>,
     #[serde(default)]
     identity_to: Vec<Spanned<String>>,
+    #[serde(default)]
+    sql: Vec<Spanned<String>>,
 }
 
 /// `[storage]`: quotas of what the plugin writes (0: no limit).
@@ -88,6 +90,17 @@ pub(super) fn parse(
                 .map_err(|m| err(Some(n.span()), format!("{}: {m}", kind.noun())))?;
             grants.grant(kind, n.get_ref().clone());
         }
+    }
+    for db in &raw.sql {
+        // A database's name is its file's: letters, digits, `-`, `_`, `.`.
+        if !spike_sql::valid_name(db.get_ref()) {
+            let m = format!(
+                "sql database: '{}' must be 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'",
+                db.get_ref()
+            );
+            return Err(err(Some(db.span()), m));
+        }
+        grants.grant(Kind::Sql, db.get_ref().clone());
     }
     for service in &raw.services {
         check_name(service.get_ref())
