@@ -57,7 +57,7 @@ case "${1:-}" in
     step "tests"
     # The cluster, crash and restart tests run the spike binary.
     cargo build -p spike
-    timeout 1800 cargo test -p spike -p spike-objects -p spike-storage -p spike-e2e -p spike-fuzz -p hello
+    timeout 1800 cargo test -p spike -p spike-objects -p spike-sql -p spike-storage -p spike-e2e -p spike-fuzz -p hello
     timeout 600 cargo test -p spike-sdk -p auth -p cms -p transpile -p ai
     ;;
   *)

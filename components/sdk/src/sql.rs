@@ -133,7 +133,9 @@ fn json(value: &Value) -> serde_json::Value {
     match value {
         Value::Null => serde_json::Value::Null,
         Value::Integer(n) => (*n).into(),
-        Value::Real(x) => serde_json::Number::from_f64(*x).map_or(serde_json::Value::Null, Into::into),
+        Value::Real(x) => {
+            serde_json::Number::from_f64(*x).map_or(serde_json::Value::Null, Into::into)
+        }
         Value::Text(text) => text.clone().into(),
         Value::Blob(bytes) => bytes.clone().into(),
     }
