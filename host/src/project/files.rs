@@ -109,6 +109,10 @@ const EMBEDDED: &[(&str, &str)] = &[
         "spike-sdk/src/router.rs",
         include_str!("../../../components/sdk/src/router.rs"),
     ),
+    (
+        "spike-sdk/src/sql.rs",
+        include_str!("../../../components/sdk/src/sql.rs"),
+    ),
 ];
 
 /// The SDK's `Cargo.toml` in a project: no workspace to inherit from.
