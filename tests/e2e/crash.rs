@@ -1,8 +1,9 @@
-//! `kill -9` of a spike process while KV, blob, CMS, room, Yjs and
-//! LiveStore writes run at once, several times over: after every restart
+//! `kill -9` of a spike process while KV, blob, CMS, room, Yjs, LiveStore
+//! and SQL writes run at once, several times over: after every restart
 //! each acknowledged write is there and whole, the room's and the store's
-//! sequences have no gap, no object or document is half-written, and the
-//! Yjs document is every acknowledged edit in order.
+//! sequences have no gap, no object or document is half-written, no SQL
+//! batch is half kept, and the Yjs document is every acknowledged edit in
+//! order.
 //!
 //! `SPIKE_CRASH_ROUNDS` sets the number of kills (3 here; `bench/crash.sh`
 //! runs more).
@@ -32,6 +33,7 @@ const HS_KEY: &str = "crash-test-hs256-key";
 const KV_WRITERS: usize = 3;
 const BLOB_WRITERS: usize = 2;
 const CMS_WRITERS: usize = 2;
+const SQL_WRITERS: usize = 2;
 
 /// Acknowledged writes a kind must have in a round before the kill.
 const ACKS_BEFORE_KILL: usize = 15;
@@ -51,6 +53,12 @@ fn plugins() -> Vec<Plugin<'static>> {
             manifest: "[[routes]]\nprefix = \"/my-cms\"\nauth = \"required\"\n\
                        [grants]\nkv = [\"cms\"]\nblob = [\"cms\"]\n\
                        [env]\nMAX_VERSIONS = \"3\"\nBLOB_THRESHOLD_BYTES = \"16384\"\n",
+        },
+        Plugin {
+            name: "notes",
+            guest: "notes",
+            manifest: "[[routes]]\nprefix = \"/notes\"\nmethods = [\"GET\", \"POST\"]\n\
+                       [grants]\nsql = [\"notes\"]\n[env]\nWRITE_ACCESS = \"anyone\"\n",
         },
         Plugin {
             name: "rooms",
@@ -78,6 +86,8 @@ struct Ledger {
     livestore: u64,
     /// Yjs client → the clock its acknowledged edits reach.
     yjs: BTreeMap<u64, u64>,
+    /// The texts of acknowledged notes (a batch's three each).
+    sql: std::collections::BTreeSet<String>,
     /// Acknowledgements this round, by kind.
     round_acks: BTreeMap<&'static str, usize>,
     /// Answers that were neither a success nor a lost connection.
@@ -141,13 +151,14 @@ async fn acknowledged_writes_of_every_kind_survive_kill_9() {
             let l = ledger.lock().unwrap();
             eprintln!(
                 "after {rounds} kills, every acknowledged write held: {} KV values, {} blob objects, \
-                 {} CMS documents, {} chat events, {} LiveStore events, {} Yjs edits",
+                 {} CMS documents, {} chat events, {} LiveStore events, {} Yjs edits, {} SQL rows",
                 l.kv.len(),
                 l.blobs.len(),
                 l.cms.len(),
                 l.chat.len(),
                 l.livestore,
-                l.yjs.values().sum::<u64>() / writers::CHUNK
+                l.yjs.values().sum::<u64>() / writers::CHUNK,
+                l.sql.len()
             );
             break;
         }

@@ -2,7 +2,8 @@
 //!
 //! | request                | what it does                                  |
 //! |------------------------|-----------------------------------------------|
-//! | `GET /notes`           | every note, newest first (`?limit=`, 100 max) |
+//! | `GET /notes`           | notes, newest first: `?limit=` (100 at most), |
+//! |                        | `?before={id}` for the page after             |
 //! | `POST /notes`          | adds `{"text": "..."}`: 201 with the note     |
 //! | `GET /notes/{id}`      | one note, or 404                              |
 //! | `PUT /notes/{id}`      | replaces its text                             |
@@ -103,10 +104,19 @@ fn list(req: &Request) -> Result<Json<Vec<Note>>, HttpError> {
             _ => return Err(HttpError::bad_request("limit is 1 to 100")),
         },
     };
+    // A page by the key: the next one starts before its last id.
+    let before = match req.query_param("before") {
+        None => i64::MAX,
+        Some(id) => id
+            .parse()
+            .map_err(|_| HttpError::bad_request(format!("before={id} is not a note's id")))?,
+    };
     let notes = db()?
         .prepare(
-            "SELECT id, text, author, created_at, updated_at FROM notes ORDER BY id DESC LIMIT ?",
+            "SELECT id, text, author, created_at, updated_at FROM notes \
+             WHERE id < ? ORDER BY id DESC LIMIT ?",
         )
+        .bind(before)
         .bind(limit)
         .all()?;
     Ok(Json(notes))

@@ -31,6 +31,8 @@ pub async fn all(spike: &SpikeProcess, token: &str, ledger: &Shared) -> State {
     objects(spike, None, &blobs).await;
     objects(spike, Some(token), &cms).await;
     chat_log(spike, &chat).await;
+    let acked_sql = ledger.lock().unwrap().sql.clone();
+    notes(spike, &acked_sql).await;
     let livestore = store_log(spike, acked_store).await;
     let yjs_vector = yjs_wire::state_vector_at(&ws_url(&spike.url, "/yjs/crash")).await;
     for (client, end) in &acked_yjs {
@@ -48,6 +50,39 @@ pub async fn all(spike: &SpikeProcess, token: &str, ledger: &Shared) -> State {
         livestore,
         yjs_vector,
         yjs_tail,
+    }
+}
+
+/// Every acknowledged note is there, and every batch whole: a note of a
+/// batch (`…-a`, `-b`, `-c`) never without the other two.
+async fn notes(spike: &SpikeProcess, acked: &std::collections::BTreeSet<String>) {
+    let client = client();
+    let mut held = std::collections::BTreeSet::new();
+    let mut before = i64::MAX;
+    loop {
+        let page = client.get(spike.at(&format!("/notes?limit=100&before={before}")));
+        let (status, body) = send_json(page).await;
+        assert_eq!(status, 200, "notes: {body}");
+        let page = body.as_array().unwrap();
+        let Some(last) = page.last() else { break };
+        before = last["id"].as_i64().unwrap();
+        held.extend(page.iter().map(|n| n["text"].as_str().unwrap().to_string()));
+    }
+    let lost: Vec<&String> = acked.difference(&held).collect();
+    assert!(lost.is_empty(), "acknowledged notes lost: {lost:?}");
+    for text in &held {
+        if let Some(group) = text
+            .strip_suffix("-a")
+            .or(text.strip_suffix("-b"))
+            .or(text.strip_suffix("-c"))
+        {
+            for s in ["a", "b", "c"] {
+                assert!(
+                    held.contains(&format!("{group}-{s}")),
+                    "a batch half kept: {text} without -{s}"
+                );
+            }
+        }
     }
 }
 

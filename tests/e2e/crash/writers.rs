@@ -5,7 +5,7 @@ use super::*;
 use tokio::task::JoinHandle;
 
 /// The kinds of write, as the ledger counts them.
-pub const KINDS: [&str; 6] = ["kv", "blob", "cms", "chat", "livestore", "yjs"];
+pub const KINDS: [&str; 7] = ["kv", "blob", "cms", "chat", "livestore", "yjs", "sql"];
 
 /// Starts every writer of `round`, continuing from what the server held
 /// at its start.
@@ -40,6 +40,10 @@ pub fn start(
             ledger,
         )));
     }
+    for w in 0..SQL_WRITERS {
+        let (url, ledger) = (spike.url.clone(), ledger.clone());
+        tasks.push(tokio::spawn(sql(url, format!("r{round}-w{w}"), ledger)));
+    }
     let url = ws_url(&spike.url, "/chat/crash");
     tasks.push(tokio::spawn(chat(url, round, ledger.clone())));
     let url = ws_url(&spike.url, "/livestore?storeId=crash&transport=ws");
@@ -72,6 +76,36 @@ async fn kv(url: String, prefix: String, ledger: Shared) {
         let mut ledger = ledger.lock().unwrap();
         ledger.kv.insert(key, value);
         ledger.acked("kv");
+    }
+}
+
+/// Notes: one at a time, and every third write a batch of three (kept
+/// whole or not at all).
+async fn sql(url: String, prefix: String, ledger: Shared) {
+    let client = client();
+    for i in 0.. {
+        let texts: Vec<String> = match i % 3 {
+            2 => ["a", "b", "c"]
+                .map(|s| format!("{prefix}-{i}-{s}"))
+                .to_vec(),
+            _ => vec![format!("{prefix}-{i}")],
+        };
+        let post = match texts.len() {
+            1 => client
+                .post(format!("{url}/notes"))
+                .json(&serde_json::json!({ "text": texts[0] })),
+            _ => client.post(format!("{url}/notes/import")).json(&texts),
+        };
+        let Ok(answer) = post.send().await else {
+            return;
+        };
+        if answer.status() != 201 {
+            let body = answer.text().await.unwrap_or_default();
+            return unexpected(&ledger, format!("sql {texts:?}: {body}"));
+        }
+        let mut ledger = ledger.lock().unwrap();
+        ledger.sql.extend(texts);
+        ledger.acked("sql");
     }
 }
 
