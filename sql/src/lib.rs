@@ -125,9 +125,9 @@ impl Databases {
             };
             let sender = match self.directory.open(&name, start).await {
                 Ok(sender) => sender,
-                Err(OpenError::Elsewhere(node) | OpenError::Unavailable(node)) => {
+                Err(OpenError::Elsewhere(why) | OpenError::Unavailable(why)) => {
                     return failed(SqlError::Internal(format!(
-                        "the database is unavailable: {node}"
+                        "the database is unavailable: {why}"
                     )));
                 }
             };

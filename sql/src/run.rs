@@ -84,8 +84,11 @@ impl Guarded {
             self.start_clock();
             let stepped = match statements.next() {
                 Ok(None) => break,
-                Ok(Some(mut statement)) => step_all(&mut statement, &self.limits, counts, false)
-                    .map(|_| counts.rows_written += conn.changes()),
+                Ok(Some(mut statement)) => {
+                    let before = conn.total_changes();
+                    step_all(&mut statement, &self.limits, counts, false)
+                        .map(|_| counts.rows_written += conn.total_changes() - before)
+                }
                 Err(e) => Err(e.into()),
             };
             self.stop_clock();
@@ -133,10 +136,14 @@ impl Guarded {
             prepared.raw_bind_parameter(i + 1, value)?;
         }
         let columns: Vec<String> = (prepared.column_names()).map(str::to_string).collect();
+        let before = self.conn.total_changes();
         let rows = step_all(&mut prepared, &self.limits, counts, true)?;
         drop(prepared);
-        let changes = self.conn.changes();
-        counts.rows_written += changes;
+        // `changes()` is the last INSERT, UPDATE or DELETE's, whatever ran
+        // since: a statement that changed nothing changed nothing.
+        let written = self.conn.total_changes() - before;
+        let changes = if written == 0 { 0 } else { self.conn.changes() };
+        counts.rows_written += written;
         Ok(Results {
             columns,
             rows,
