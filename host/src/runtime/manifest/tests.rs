@@ -135,8 +135,25 @@ fn defaults_deny_everything() {
     let m = parse_str("component = \"x.wasm\"\nroutes = [{ prefix = \"/x\" }]\n").unwrap();
     assert!(m.grants.names(Kind::Kv).next().is_none());
     assert!(m.grants.names(Kind::Blob).next().is_none());
+    assert!(m.grants.names(Kind::Sql).next().is_none());
     assert!(m.grants.outbound.is_empty());
     assert_eq!(m.limits, Limits::default());
+}
+
+#[test]
+fn sql_databases_are_granted_by_a_name_that_can_name_a_file() {
+    let base = "component = "x.wasm"
+routes = [{ prefix = "/x" }]
+";
+    let m = parse_str(&format!("{base}[grants]\nsql = [\"notes\", \"a.b-c_1\"]\n")).unwrap();
+    assert!(m.grants.check(Kind::Sql, "notes").is_ok());
+    assert!(m.grants.check(Kind::Sql, "a.b-c_1").is_ok());
+    assert!(m.grants.check(Kind::Sql, "other").is_err());
+    for bad in ["../x", ".hidden", "", "a/b", "x y"] {
+        let e = parse_str(&format!("{base}[grants]\nsql = [\"{bad}\"]\n")).unwrap_err();
+        assert!(e.message.contains("sql database"), "{bad}: {e}");
+        assert!(e.line.is_some(), "{bad}: {e}");
+    }
 }
 
 #[test]
