@@ -44,7 +44,8 @@ pub fn watch(
         .name("spike-render-memory".into())
         .spawn(move || {
             let mut renderers: Vec<u32> = Vec::new();
-            let mut others: Vec<u32> = Vec::new();
+            // Killed, and not to be killed again while they exit.
+            let mut killed: Vec<u32> = Vec::new();
             for round in 0u32.. {
                 if tx.is_closed() || !alive(browser_pid) {
                     return;
@@ -52,14 +53,16 @@ pub fn watch(
                 if round % SCAN_EVERY == 0 {
                     let tree = descendants(browser_pid);
                     renderers.retain(|pid| tree.contains(pid));
-                    others.retain(|pid| tree.contains(pid));
+                    killed.retain(|pid| tree.contains(pid));
+                    // Every other process is looked at again each scan: a
+                    // renderer forked from the zygote shows its
+                    // `--type=renderer` only once it has rewritten its
+                    // command line, and one seen before that (a loaded
+                    // machine: the cold CI run) escaped its limit for good
+                    // when a first look was final.
                     for pid in tree {
-                        if !renderers.contains(&pid) && !others.contains(&pid) {
-                            if is_renderer(pid) {
-                                renderers.push(pid);
-                            } else {
-                                others.push(pid);
-                            }
+                        if !renderers.contains(&pid) && !killed.contains(&pid) && is_renderer(pid) {
+                            renderers.push(pid);
                         }
                     }
                 }
@@ -80,8 +83,7 @@ pub fn watch(
                         }
                         counted.inc();
                         tx.send_modify(|n| *n += 1);
-                        // Known now: not killed again while it exits.
-                        others.push(pid);
+                        killed.push(pid);
                         return false;
                     }
                     true

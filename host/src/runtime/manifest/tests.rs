@@ -142,9 +142,7 @@ fn defaults_deny_everything() {
 
 #[test]
 fn sql_databases_are_granted_by_a_name_that_can_name_a_file() {
-    let base = "component = "x.wasm"
-routes = [{ prefix = "/x" }]
-";
+    let base = "component = \"x.wasm\"\nroutes = [{ prefix = \"/x\" }]\n";
     let m = parse_str(&format!("{base}[grants]\nsql = [\"notes\", \"a.b-c_1\"]\n")).unwrap();
     assert!(m.grants.check(Kind::Sql, "notes").is_ok());
     assert!(m.grants.check(Kind::Sql, "a.b-c_1").is_ok());
