@@ -415,19 +415,7 @@ fn stream(
         if !events.is_empty() {
             event_by = upstream::now() + idle;
         }
-        let mut flow = Flow::Continue;
-        let mut translated = Vec::new();
-        let ready: Vec<_> = events.into_iter().flat_map(|e| text.take(e)).collect();
-        for event in &ready {
-            flow = translator.event(event, &mut translated);
-            if flow != Flow::Continue {
-                break;
-            }
-        }
-        let mut ready_bytes = bytes.push(&translated);
-        if flow != Flow::Continue {
-            ready_bytes.extend(bytes.finish());
-        }
+        let (ready_bytes, flow) = pass_on(events, &mut text, &mut translator, &mut bytes);
         if !ready_bytes.is_empty() {
             if write_all(&stream, &ready_bytes).is_err() {
                 // The caller went away: returning drops the provider's
@@ -469,4 +457,29 @@ fn stream(
     drop(stream);
     let _ = OutgoingBody::finish(body, None);
     sent
+}
+
+/// One chunk's whole events on their way to the caller: released by the
+/// text hold, translated until one ends the stream, redacted; the bytes
+/// to send, and whether the stream goes on.
+fn pass_on(
+    events: Vec<crate::sse::Event>,
+    text: &mut TextHold<'_>,
+    translator: &mut Translator,
+    bytes: &mut crate::redact::Stream<'_>,
+) -> (Vec<u8>, Flow) {
+    let mut flow = Flow::Continue;
+    let mut translated = Vec::new();
+    let ready: Vec<_> = events.into_iter().flat_map(|e| text.take(e)).collect();
+    for event in &ready {
+        flow = translator.event(event, &mut translated);
+        if flow != Flow::Continue {
+            break;
+        }
+    }
+    let mut ready_bytes = bytes.push(&translated);
+    if flow != Flow::Continue {
+        ready_bytes.extend(bytes.finish());
+    }
+    (ready_bytes, flow)
 }
