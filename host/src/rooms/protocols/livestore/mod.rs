@@ -171,18 +171,19 @@ fn subscriber(room: &mut Room<LiveStore>, connection: u64) -> Option<&mut Subscr
 }
 
 impl LiveStore {
-    /// Whether a request's backend id, if it names one, is the store's;
-    /// if not, the client is told with `BackendIdMismatchError`.
-    fn same_backend(&self, room: &mut Room<Self>, asked: &Asked) -> bool {
-        match &asked.backend {
-            Some(theirs) if **theirs != *self.backend => {
-                count_request(room, "backend_mismatch");
-                let mismatch = wire::backend_mismatch(&asked.id, &self.backend, theirs);
-                room.reply(asked.connection, mismatch);
-                false
-            }
-            _ => true,
+    /// A request's sender, dialect and id, if the backend id it names (if
+    /// any) is the store's; if not, the client is told with
+    /// `BackendIdMismatchError`.
+    fn ours(&self, room: &mut Room<Self>, asked: Asked) -> Option<(u64, Dialect, Arc<str>)> {
+        if let Some(theirs) = &asked.backend
+            && **theirs != *self.backend
+        {
+            count_request(room, "backend_mismatch");
+            let mismatch = wire::backend_mismatch(&asked.id, &self.backend, theirs);
+            room.reply(asked.connection, mismatch);
+            return None;
         }
+        Some((asked.connection, asked.dialect, asked.id))
     }
 
     /// One message of a member.
@@ -255,15 +256,9 @@ impl LiveStore {
     /// The stored events after `cursor` (pages read by the connection),
     /// then, for a live pull, every push as it is stored.
     fn pull(&mut self, room: &mut Room<Self>, asked: Asked, cursor: Option<u64>, live: bool) {
-        if !self.same_backend(room, &asked) {
+        let Some((connection, dialect, id)) = self.ours(room, asked) else {
             return;
-        }
-        let Asked {
-            connection,
-            dialect,
-            id,
-            ..
-        } = asked;
+        };
         let head = room.place.head;
         let after = cursor.unwrap_or(0);
         let live = live && dialect == Dialect::Rpc;
@@ -319,15 +314,9 @@ impl LiveStore {
         batch: Vec<Event>,
         pending: &mut Vec<Pending<Pushed>>,
     ) {
-        if !self.same_backend(room, &asked) {
+        let Some((connection, dialect, id)) = self.ours(room, asked) else {
             return;
-        }
-        let Asked {
-            connection,
-            dialect,
-            id,
-            ..
-        } = asked;
+        };
         if batch.is_empty() {
             room.reply(connection, wire::push_ack(dialect, &id));
             return;
