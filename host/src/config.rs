@@ -18,6 +18,9 @@ pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 5 << 30;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default cap of room WebSockets, all rooms together.
 pub const DEFAULT_MAX_ROOM_CONNECTIONS: usize = 10_000;
+/// How far back SQL databases can be restored by default (D1's 30 days
+/// on paid plans, 7 on free).
+pub const DEFAULT_SQL_RETENTION: Duration = Duration::from_secs(7 * 86_400);
 /// Largest component an admin upload may carry by default.
 pub const DEFAULT_MAX_COMPONENT_BYTES: u64 = 256 << 20;
 
@@ -71,6 +74,9 @@ pub struct ServerConfig {
     /// The renderer's browser, pages and guard (`profiles_dir` is set
     /// under `data_dir` at start).
     pub render: crate::caps::render::RenderSettings,
+    /// How far back a SQL database can be restored (its change log and
+    /// snapshots are kept that long).
+    pub sql_retention: Duration,
     /// Tests only: how long each plugin's first load waits before it starts.
     #[doc(hidden)]
     pub test_load_delay: Duration,
@@ -181,6 +187,7 @@ impl ServerConfig {
             auth_cache_entries: crate::runtime::auth::DEFAULT_CACHE_ENTRIES,
             sites: Vec::new(),
             render: Default::default(),
+            sql_retention: DEFAULT_SQL_RETENTION,
             test_load_delay: Duration::ZERO,
         }
     }

@@ -1,7 +1,7 @@
 //! Why a statement failed, as the guest is told.
 
 /// Why a call failed. Every SQLite failure is one of these, never a trap.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum SqlError {
     /// SQLite refused or failed the statement (its message).
     #[error("{0}")]

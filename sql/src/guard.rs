@@ -79,6 +79,13 @@ impl Guarded {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // The owner checkpoints, and only frames its change log holds
+        // (`wal`): never SQLite on its own, nor at close.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )?;
         let page_size: i64 = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
         let pages = limits.max_database_bytes / page_size.max(512) as u64;
         conn.pragma_update(
@@ -106,8 +113,10 @@ impl Guarded {
         let hosting = Arc::new(AtomicBool::new(false));
         let host = hosting.clone();
         conn.authorizer(Some(move |context: AuthContext<'_>| {
-            let ours = matches!(context.action, AuthAction::Transaction { .. })
-                && host.load(Ordering::Relaxed);
+            let ours = matches!(
+                context.action,
+                AuthAction::Transaction { .. } | AuthAction::Pragma { .. }
+            ) && host.load(Ordering::Relaxed);
             match refusal(&context.action).filter(|_| !ours) {
                 None => Authorization::Allow,
                 Some(why) => {
@@ -127,12 +136,32 @@ impl Guarded {
     }
 
     /// Runs the host's own transaction statement (`BEGIN IMMEDIATE`,
-    /// `COMMIT`, `ROLLBACK`).
+    /// `COMMIT`, `ROLLBACK`) or pragma (a checkpoint).
     pub fn host_statement(&self, sql: &str) -> rusqlite::Result<()> {
         self.hosting.store(true, Ordering::Relaxed);
         let done = self.conn.execute_batch(sql);
         self.hosting.store(false, Ordering::Relaxed);
         done
+    }
+
+    /// Moves every frame of the WAL into the database file and empties
+    /// the WAL: the file alone is then the database (a snapshot's copy).
+    /// Only once the change log holds every frame.
+    pub fn checkpoint(&self) -> rusqlite::Result<()> {
+        self.hosting.store(true, Ordering::Relaxed);
+        let done = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                row.get::<_, i64>(0)
+            });
+        self.hosting.store(false, Ordering::Relaxed);
+        match done? {
+            0 => Ok(()),
+            _ => Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                Some("the checkpoint could not finish".into()),
+            )),
+        }
     }
 
     /// Starts a statement's clock.

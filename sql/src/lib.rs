@@ -3,36 +3,45 @@
 //! order, under the host's limits (`SqlLimits`, enforced by `guard`).
 //!
 //! - `Databases`: every database of the host, by name; `run` hands work to
-//!   the database's owner (opening it if it is not open) and waits for the
-//!   answer.
+//!   the database's owner (opening it if no node owns it, forwarding it to
+//!   the node that does on a cluster) and waits for the answer.
 //! - `owner`: the owner task's side: batches of work run on a blocking
-//!   thread, the connection kept between them, closed when idle.
+//!   thread, what they committed appended to the change log before they
+//!   are answered, the connection kept between them, closed when idle.
+//! - `wal` and `log`: a database's change log, its committed pages read
+//!   from SQLite's WAL; snapshots; rebuilding a database at any entry
+//!   (a new owner's start on a cluster, a point-in-time restore).
+//! - `forward`: work sent to the owning node, and answered there.
 //! - `guard`: the connection as the host opens it: durable at commit,
 //!   bounded, timed, and kept inside its file.
 //! - `run`: statements, batches (one transaction) and scripts.
-//!
-//! On one node only, for now: a cluster's databases need their writes in
-//! the shared store (issue 36's third part), and `Databases::new` is given
-//! no cluster.
 
 mod error;
+mod forward;
 mod guard;
+mod log;
+mod operator;
 mod owner;
 mod run;
 #[cfg(test)]
 mod tests;
 mod value;
+mod wal;
 
 pub use error::SqlError;
+pub use log::SqlStorage;
 pub use owner::Answer;
-pub use run::{Counts, Done, Work};
+pub use run::{Counts, Done, RestoreTo, Work};
 pub use value::{Results, Statement, Value};
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use spike_objects::{Directory, InboxBounds, OpenError};
+use spike_storage::StorageError;
+use spike_storage::util::unpoisoned;
 use tokio::sync::oneshot;
 
 use owner::{Command, Outcome};
@@ -79,6 +88,15 @@ const INBOX: InboxBounds = InboxBounds {
     bytes: 64 << 20,
 };
 
+/// A database's lease on a cluster: a paused or cut-off owner loses it
+/// (and its database moves) this long after its last renewal.
+const LEASE: Duration = Duration::from_secs(3);
+/// How long an entry node trusts what it learnt of a database's owner
+/// before it asks the lease again.
+const OWNER_HINT: Duration = Duration::from_secs(2);
+/// Tries to reach a database's owner (an owner ending, a lease moving).
+const TRIES: u32 = 20;
+
 /// Every database of the host.
 pub struct Databases {
     directory: Arc<Directory<Command>>,
@@ -86,49 +104,118 @@ pub struct Databases {
     /// `-shm` beside each).
     dir: PathBuf,
     limits: SqlLimits,
+    storage: SqlStorage,
+    /// The node that owns each database another node owns, as last seen.
+    owners: Mutex<HashMap<Arc<str>, (String, Instant)>>,
+}
+
+/// What became of work offered to this node.
+pub(crate) enum Here {
+    Done(Answer),
+    /// Another node owns the database: the work, to forward to it.
+    Elsewhere(String, Work),
 }
 
 impl Databases {
-    /// The databases in `dir` (made if missing), under `limits`.
-    pub fn new(dir: PathBuf, limits: SqlLimits) -> std::io::Result<Arc<Self>> {
+    /// The databases in `dir` (made if missing), under `limits`, their
+    /// logs and snapshots in `storage`. On a cluster, serves the work
+    /// other nodes forward to databases this one owns.
+    pub fn new(dir: PathBuf, limits: SqlLimits, storage: SqlStorage) -> std::io::Result<Arc<Self>> {
         spike_storage::util::private_dir(&dir)?;
-        Ok(Arc::new(Self {
-            directory: Directory::new("sql", None, Duration::from_secs(2), INBOX),
+        let cluster = storage.cluster.clone();
+        let databases = Arc::new(Self {
+            directory: Directory::new("sql", cluster.clone(), LEASE, INBOX),
             dir,
             limits,
-        }))
+            storage,
+            owners: Mutex::default(),
+        });
+        if let Some(cluster) = cluster {
+            tokio::spawn(forward::serve(databases.clone(), cluster));
+        }
+        Ok(databases)
     }
 
     pub fn limits(&self) -> &SqlLimits {
         &self.limits
     }
 
-    /// Runs `work` on the database `name`, opening it if it is not open.
+    /// Runs `work` on the database `name`: here if this node owns it or
+    /// can, else on the node that does.
     pub async fn run(&self, name: &str, work: Work) -> Answer {
-        let failed = |e: SqlError| Answer {
-            result: Err(e),
-            counts: Counts::default(),
-            time: Duration::ZERO,
-        };
         if !valid_name(name) {
-            return failed(SqlError::Internal(format!(
+            return Answer::failed(SqlError::Internal(format!(
                 "'{name}' cannot name a database"
             )));
+        }
+        let mut work = work;
+        for attempt in 0..TRIES {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt.min(6)))).await;
+            }
+            let node = match self.owner_hint(name) {
+                Some(node) => node,
+                None => match self.run_here(name, work).await {
+                    Here::Done(answer) => return answer,
+                    Here::Elsewhere(node, back) => {
+                        work = back;
+                        node
+                    }
+                },
+            };
+            match self.forward(&node, name, &work).await {
+                Ok(forward::Reply::Answer(answer)) => return answer,
+                Ok(forward::Reply::Malformed(why)) => {
+                    return Answer::failed(SqlError::Internal(format!(
+                        "node {node} could not read the work: {why}"
+                    )));
+                }
+                // Moved on, ending, or gone (the work never reached it):
+                // ask the lease again.
+                Ok(forward::Reply::NotOwner) | Err(StorageError::NoResponder(_)) => {
+                    self.forget_owner(name)
+                }
+                // It may have run: not tried again.
+                Err(e) => {
+                    self.forget_owner(name);
+                    return Answer::failed(SqlError::Internal(format!(
+                        "the node owning the database did not answer ({e}): the work may or may not have run"
+                    )));
+                }
+            }
+        }
+        Answer::failed(SqlError::Internal(
+            "the database's owner could not be reached".into(),
+        ))
+    }
+
+    /// Runs `work` here if this node owns the database or can (it opens
+    /// it); never forwards it.
+    pub(crate) async fn run_here(&self, name: &str, work: Work) -> Here {
+        if !valid_name(name) {
+            return Here::Done(Answer::failed(SqlError::Internal(format!(
+                "'{name}' cannot name a database"
+            ))));
         }
         let name: Arc<str> = name.into();
         let mut work = work;
         // An owner that is ending hands work back: try a new one.
         for _ in 0..8 {
             let start = |inbox, _: &_, lease| {
-                let owner = owner::new_owner(&self.dir, &name, &self.limits);
+                let owner = owner::new_owner(&self.dir, &name, &self.limits, &self.storage);
                 spike_objects::spawn(self.directory.clone(), name.clone(), owner, inbox, lease);
             };
             let sender = match self.directory.open(&name, start).await {
                 Ok(sender) => sender,
-                Err(OpenError::Elsewhere(why) | OpenError::Unavailable(why)) => {
-                    return failed(SqlError::Internal(format!(
+                Err(OpenError::Elsewhere(node)) => {
+                    let at = Instant::now();
+                    unpoisoned(self.owners.lock()).insert(name.clone(), (node.clone(), at));
+                    return Here::Elsewhere(node, work);
+                }
+                Err(OpenError::Unavailable(why)) => {
+                    return Here::Done(Answer::failed(SqlError::Internal(format!(
                         "the database is unavailable: {why}"
-                    )));
+                    ))));
                 }
             };
             let (reply, answer) = oneshot::channel();
@@ -138,19 +225,69 @@ impl Databases {
                     command.work
                 }
                 Ok(()) => match answer.await {
-                    Ok(Outcome::Done(answer)) => return answer,
+                    Ok(Outcome::Done(answer)) => return Here::Done(answer),
                     Ok(Outcome::Closing(work)) => work,
-                    Err(_) => return failed(SqlError::Internal("the database stopped".into())),
+                    Err(_) => {
+                        return Here::Done(Answer::failed(SqlError::Internal(
+                            "the database stopped".into(),
+                        )));
+                    }
                 },
             };
         }
-        failed(SqlError::Internal("the database kept closing".into()))
+        Here::Done(Answer::failed(SqlError::Internal(
+            "the database kept closing".into(),
+        )))
+    }
+
+    /// The node known to own `name`, lately.
+    fn owner_hint(&self, name: &str) -> Option<String> {
+        let owners = unpoisoned(self.owners.lock());
+        let (node, at) = owners.get(name)?;
+        (at.elapsed() < OWNER_HINT).then(|| node.clone())
+    }
+
+    fn forget_owner(&self, name: &str) {
+        unpoisoned(self.owners.lock()).remove(name);
+    }
+
+    async fn forward(
+        &self,
+        node: &str,
+        name: &str,
+        work: &Work,
+    ) -> Result<forward::Reply, StorageError> {
+        let Some(cluster) = self.storage.cluster.as_ref() else {
+            return Err(StorageError::NoResponder("no cluster".into()));
+        };
+        let request = forward::Request {
+            database: name.to_string(),
+            work: work.clone(),
+        };
+        let body = forward::encode(&request);
+        let answer = cluster
+            .call(node, forward::SERVICE, body, forward::CALL_TIMEOUT)
+            .await?;
+        forward::decode(&answer).map_err(StorageError::Corrupt)
     }
 
     /// Closes every database, waiting up to `deadline` for their work.
     pub async fn stop(&self, deadline: Duration) {
         self.directory.stop(deadline).await;
     }
+}
+
+/// A log entry's number as the bookmark callers see: fixed width, so
+/// bookmarks sort as they follow each other.
+pub fn bookmark(seq: u64) -> String {
+    format!("{seq:016x}")
+}
+
+/// The entry a bookmark names.
+pub fn parse_bookmark(text: &str) -> Option<u64> {
+    (text.len() == 16)
+        .then(|| u64::from_str_radix(text, 16).ok())
+        .flatten()
 }
 
 /// Whether `name` can name a database file: the manifest's grant names

@@ -8,7 +8,7 @@ use crate::guard::Guarded;
 use crate::value::{Results, Statement, Value};
 
 /// What a caller asks of a database.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Work {
     /// One statement.
     Query(Statement),
@@ -16,18 +16,41 @@ pub enum Work {
     Batch(Vec<Statement>),
     /// A script of statements without parameters.
     Exec(String),
+    /// Make the database what it was at a point of its log (the owner's
+    /// work, not the connection's: see `owner`).
+    Restore(RestoreTo),
+    /// An operator's script: its statements in order as one transaction,
+    /// the results of each (`spike sql execute`, `import`, migrations).
+    Script(String),
+    /// The database as SQL text that makes it again (`spike sql export`).
+    Export,
+}
+
+/// A point of a database's log to restore it to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum RestoreTo {
+    /// Just after this entry (a bookmark).
+    Entry(u64),
+    /// As it was at this time (milliseconds since the Unix epoch).
+    Time(u64),
 }
 
 /// What the work did.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Done {
     Query(Results),
     Batch(Vec<Results>),
     Exec(u32),
+    /// Restored to the state at this entry.
+    Restored {
+        from: u64,
+    },
+    Script(Vec<Results>),
+    Export(String),
 }
 
 /// Rows read and written by a piece of work, for the metrics.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counts {
     pub statements: u64,
     pub rows_read: u64,
@@ -44,6 +67,9 @@ impl Guarded {
             }
             Work::Batch(statements) => self.batch(statements, counts).map(Done::Batch),
             Work::Exec(script) => self.exec(script, counts).map(Done::Exec),
+            Work::Restore(_) => Err(SqlError::Internal("a restore is the owner's to run".into())),
+            Work::Script(script) => self.script(script, counts).map(Done::Script),
+            Work::Export => self.export().map(Done::Export),
         }
     }
 
@@ -135,21 +161,7 @@ impl Guarded {
         for (i, value) in statement.params.iter().enumerate() {
             prepared.raw_bind_parameter(i + 1, value)?;
         }
-        let columns: Vec<String> = (prepared.column_names()).map(str::to_string).collect();
-        let before = self.conn.total_changes();
-        let rows = step_all(&mut prepared, &self.limits, counts, true)?;
-        drop(prepared);
-        // `changes()` is the last INSERT, UPDATE or DELETE's, whatever ran
-        // since: a statement that changed nothing changed nothing.
-        let written = self.conn.total_changes() - before;
-        let changes = if written == 0 { 0 } else { self.conn.changes() };
-        counts.rows_written += written;
-        Ok(Results {
-            columns,
-            rows,
-            changes,
-            last_insert_id: self.conn.last_insert_rowid(),
-        })
+        results_of(&self.conn, &mut prepared, &self.limits, counts)
     }
 
     fn check_length(&self, sql: &str) -> Result<(), SqlError> {
@@ -164,7 +176,7 @@ impl Guarded {
     }
 
     /// What the guest is told of a failure.
-    fn error(&self, e: impl Into<RunError>) -> SqlError {
+    pub(crate) fn error(&self, e: impl Into<RunError>) -> SqlError {
         let e = match e.into() {
             RunError::Refused(refused) => return refused,
             RunError::Sqlite(e) => e,
@@ -223,6 +235,30 @@ impl From<rusqlite::Error> for RunError {
     fn from(e: rusqlite::Error) -> Self {
         RunError::Sqlite(e)
     }
+}
+
+/// Runs a prepared and bound `statement` to its end: its rows (under the
+/// limits) and what it changed.
+pub fn results_of(
+    conn: &rusqlite::Connection,
+    statement: &mut rusqlite::Statement<'_>,
+    limits: &crate::SqlLimits,
+    counts: &mut Counts,
+) -> Result<Results, RunError> {
+    let columns: Vec<String> = (statement.column_names()).map(str::to_string).collect();
+    let before = conn.total_changes();
+    let rows = step_all(statement, limits, counts, true)?;
+    // `changes()` is the last INSERT, UPDATE or DELETE's, whatever ran
+    // since: a statement that changed nothing changed nothing.
+    let written = conn.total_changes() - before;
+    let changes = if written == 0 { 0 } else { conn.changes() };
+    counts.rows_written += written;
+    Ok(Results {
+        columns,
+        rows,
+        changes,
+        last_insert_id: conn.last_insert_rowid(),
+    })
 }
 
 /// Steps `statement` to its end, keeping its rows if `keep` (under the

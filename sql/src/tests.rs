@@ -5,9 +5,23 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
+/// Logs and snapshots in a real redb store beside the files.
+fn storage(dir: &std::path::Path) -> SqlStorage {
+    let settings = spike_storage::StorageSettings {
+        kv_sweep_interval: Duration::from_secs(60),
+    };
+    let backends = spike_storage::Backends::open_redb(dir, &settings).unwrap();
+    SqlStorage {
+        log: backends.rooms,
+        blobs: backends.blob,
+        cluster: None,
+        retention: Duration::from_secs(7 * 86_400),
+    }
+}
+
 fn databases(limits: SqlLimits) -> (tempfile::TempDir, Arc<Databases>) {
     let dir = tempfile::tempdir().unwrap();
-    let dbs = Databases::new(dir.path().join("sql"), limits).unwrap();
+    let dbs = Databases::new(dir.path().join("sql"), limits, storage(dir.path())).unwrap();
     (dir, dbs)
 }
 
@@ -240,8 +254,9 @@ async fn results_statements_and_databases_are_bounded() {
 async fn a_write_is_on_disk_when_it_returns_and_databases_are_apart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sql");
+    let storage = storage(dir.path());
     {
-        let dbs = Databases::new(path.clone(), SqlLimits::default()).unwrap();
+        let dbs = Databases::new(path.clone(), SqlLimits::default(), storage.clone()).unwrap();
         exec(&dbs, "CREATE TABLE d (x); INSERT INTO d VALUES (42)")
             .await
             .unwrap();
@@ -256,9 +271,162 @@ async fn a_write_is_on_disk_when_it_returns_and_databases_are_apart() {
         assert_eq!(x, 42);
         dbs.stop(Duration::from_secs(5)).await;
     }
-    let dbs = Databases::new(path, SqlLimits::default()).unwrap();
+    let dbs = Databases::new(path, SqlLimits::default(), storage).unwrap();
     let read = query(&dbs, "SELECT x FROM d", vec![]).await.unwrap();
     assert_eq!(read.rows, vec![vec![Value::Integer(42)]]);
     let answer = dbs.run("../t", Work::Exec("SELECT 1".into())).await;
     assert!(matches!(answer.result, Err(SqlError::Internal(m)) if m.contains("cannot name")));
+}
+
+async fn numbers(dbs: &Databases) -> Vec<i64> {
+    let read = query(dbs, "SELECT n FROM r ORDER BY n", vec![])
+        .await
+        .unwrap();
+    let number = |row: &Vec<Value>| match row[0] {
+        Value::Integer(n) => n,
+        ref other => panic!("{other:?}"),
+    };
+    read.rows.iter().map(number).collect()
+}
+
+async fn restore(dbs: &Databases, to: RestoreTo) -> Answer {
+    dbs.run("t", Work::Restore(to)).await
+}
+
+#[tokio::test]
+async fn a_restore_to_a_bookmark_keeps_exactly_the_rows_before_it_and_can_be_undone() {
+    let (_dir, dbs) = databases(SqlLimits::default());
+    exec(&dbs, "CREATE TABLE r (n INTEGER PRIMARY KEY, v BLOB)")
+        .await
+        .unwrap();
+    // Times are in milliseconds: one apart from the entries on each side.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let before_rows = spike_storage::util::now_ms();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let mut bookmarks = Vec::new();
+    for n in 1..=20 {
+        let insert = statement(
+            "INSERT INTO r VALUES (?, randomblob(3000))",
+            vec![Value::Integer(n)],
+        );
+        let answer = dbs.run("t", Work::Query(insert)).await;
+        answer.result.unwrap();
+        bookmarks.push(answer.bookmark);
+    }
+    assert!(bookmarks.windows(2).all(|w| w[0] < w[1]), "{bookmarks:?}");
+    // A read's bookmark is where the database stood.
+    let read = dbs
+        .run("t", Work::Query(statement("SELECT 1", vec![])))
+        .await;
+    assert_eq!(read.bookmark, bookmarks[19]);
+
+    let restored = restore(&dbs, RestoreTo::Entry(bookmarks[9])).await;
+    assert_eq!(
+        restored.result.unwrap(),
+        Done::Restored { from: bookmarks[9] }
+    );
+    assert!(
+        restored.bookmark > bookmarks[19],
+        "a restore is a new entry"
+    );
+    assert_eq!(numbers(&dbs).await, (1..=10).collect::<Vec<_>>());
+    let write = statement("INSERT INTO r VALUES (100, NULL)", vec![]);
+    let after_restore = dbs.run("t", Work::Query(write)).await.bookmark;
+
+    // Undone: back to before the restore.
+    restore(&dbs, RestoreTo::Entry(bookmarks[19]))
+        .await
+        .result
+        .unwrap();
+    assert_eq!(numbers(&dbs).await, (1..=20).collect::<Vec<_>>());
+    // And forward again, through the restore's own entry.
+    restore(&dbs, RestoreTo::Entry(after_restore))
+        .await
+        .result
+        .unwrap();
+    let mut expected: Vec<i64> = (1..=10).collect();
+    expected.push(100);
+    assert_eq!(numbers(&dbs).await, expected);
+
+    // By time: before the first row, the table was there and empty.
+    restore(&dbs, RestoreTo::Time(before_rows))
+        .await
+        .result
+        .unwrap();
+    assert_eq!(numbers(&dbs).await, Vec::<i64>::new());
+    let past = restore(&dbs, RestoreTo::Entry(1_000_000)).await;
+    assert!(matches!(past.result, Err(SqlError::Statement(m)) if m.contains("past")));
+}
+
+#[tokio::test]
+async fn a_database_from_before_its_log_is_where_its_log_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sql");
+    std::fs::create_dir_all(&path).unwrap();
+    let conn = rusqlite::Connection::open(path.join("t.sqlite")).unwrap();
+    conn.execute_batch("CREATE TABLE r (n INTEGER PRIMARY KEY); INSERT INTO r VALUES (1), (2)")
+        .unwrap();
+    drop(conn);
+    let dbs = Databases::new(path, SqlLimits::default(), storage(dir.path())).unwrap();
+    assert_eq!(numbers(&dbs).await, [1, 2]);
+    exec(&dbs, "INSERT INTO r VALUES (3)").await.unwrap();
+    restore(&dbs, RestoreTo::Entry(1)).await.result.unwrap();
+    assert_eq!(numbers(&dbs).await, [1, 2]);
+}
+
+#[tokio::test]
+async fn an_export_run_as_a_script_makes_the_same_database() {
+    let (_dir, dbs) = databases(SqlLimits::default());
+    let schema = "CREATE TABLE parent (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE);
+        CREATE TABLE child (id INTEGER PRIMARY KEY, parent INTEGER REFERENCES parent(id), v, twice GENERATED ALWAYS AS (v * 2));
+        CREATE INDEX child_parent ON child(parent);
+        CREATE VIEW named AS SELECT name FROM parent;";
+    exec(&dbs, schema).await.unwrap();
+    let rows = [
+        Value::Text("it's \"quoted\"".into()),
+        Value::Text("nul\0inside".into()),
+    ];
+    for name in rows {
+        query(&dbs, "INSERT INTO parent (name) VALUES (?)", vec![name])
+            .await
+            .unwrap();
+    }
+    let values = [
+        Value::Real(0.1),
+        Value::Real(1.0),
+        Value::Real(-1e300),
+        Value::Integer(i64::MIN),
+        Value::Blob(vec![0, 255, 7]),
+        Value::Null,
+    ];
+    for v in values {
+        query(&dbs, "INSERT INTO child (parent, v) VALUES (2, ?)", vec![v])
+            .await
+            .unwrap();
+    }
+    let dump = match dbs.run("t", Work::Export).await.result.unwrap() {
+        Done::Export(text) => text,
+        other => panic!("{other:?}"),
+    };
+    let made = dbs.run("copy", Work::Script(dump.clone())).await;
+    assert!(made.result.is_ok(), "{:?}\n{dump}", made.result);
+    for table in ["parent", "child", "sqlite_sequence", "named"] {
+        let select = Work::Query(statement(&format!("SELECT * FROM {table}"), vec![]));
+        let rows = |done| match done {
+            Done::Query(results) => (results.columns, results.rows),
+            other => panic!("{other:?}"),
+        };
+        let original = rows(dbs.run("t", select.clone()).await.result.unwrap());
+        let copy = rows(dbs.run("copy", select).await.result.unwrap());
+        assert_eq!(original, copy, "{table}");
+    }
+    // A script that fails keeps none of its statements.
+    let failing = "INSERT INTO parent (name) VALUES ('new'); INSERT INTO nowhere VALUES (1)";
+    let failed = dbs.run("copy", Work::Script(failing.into())).await;
+    assert!(matches!(failed.result, Err(SqlError::Statement(m)) if m.starts_with("statement 2")));
+    let count = Work::Query(statement("SELECT count(*) FROM parent", vec![]));
+    match dbs.run("copy", count).await.result.unwrap() {
+        Done::Query(counted) => assert_eq!(counted.rows, [[Value::Integer(2)]]),
+        other => panic!("{other:?}"),
+    }
 }

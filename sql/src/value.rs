@@ -2,7 +2,7 @@
 //! a statement with its parameters, and what it returned.
 
 /// A column's or a parameter's value.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Value {
     Null,
     Integer(i64),
@@ -54,14 +54,14 @@ impl From<rusqlite::types::ValueRef<'_>> for Value {
 }
 
 /// One statement and its positional parameters.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Statement {
     pub sql: String,
     pub params: Vec<Value>,
 }
 
 /// What a statement returned and did.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Results {
     pub columns: Vec<String>,
     pub rows: Vec<Vec<Value>>,

@@ -70,6 +70,10 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
+    /// A call reached no one: the node is gone, or does not serve the
+    /// call's service (the call was not delivered).
+    #[error("{0}")]
+    NoResponder(String),
     /// The backend's engine failed (a database error, a lost connection).
     #[error("{0}")]
     Backend(String),
@@ -442,10 +446,18 @@ pub trait Cluster: Send + Sync {
     async fn manifests(
         &self,
     ) -> Result<futures::stream::BoxStream<'static, Result<(String, Option<String>)>>>;
-    /// Calls addressed to this node, from now on, as they come.
-    async fn calls(&self) -> Result<futures::stream::BoxStream<'static, Call>>;
-    /// Sends `body` to `node` and waits up to `timeout` for its answer.
-    async fn call(&self, node: &str, body: Bytes, timeout: Duration) -> Result<Bytes>;
+    /// Calls addressed to this node's `service` (a kind of object that
+    /// forwards to its owners: "rooms", "sql"), from now on, as they come.
+    async fn calls(&self, service: &str) -> Result<futures::stream::BoxStream<'static, Call>>;
+    /// Sends `body` to `node`'s `service` and waits up to `timeout` for
+    /// its answer.
+    async fn call(
+        &self,
+        node: &str,
+        service: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes>;
     /// Opens a new link: this end, whose id the other node passes to
     /// `answer_link`. It receives from the moment it is returned.
     async fn open_link(&self) -> Result<Link>;

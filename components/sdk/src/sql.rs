@@ -43,6 +43,9 @@ pub struct Meta {
     pub changes: u64,
     /// The rowid of the last row inserted.
     pub last_insert_id: i64,
+    /// Where the database stood after the statement (its write's place
+    /// in the change log): `spike sql restore <db> --to <bookmark>`.
+    pub bookmark: String,
 }
 
 impl Database {
@@ -67,6 +70,12 @@ impl Database {
     pub fn batch(&self, statements: &[Prepared<'_>]) -> Result<Vec<Results>, Error> {
         let all: Vec<wit::Statement> = statements.iter().map(|p| p.statement.clone()).collect();
         self.0.batch(&all)
+    }
+
+    /// Where the database stood after this handle's last call (empty
+    /// before any): a point `spike sql restore` can return it to.
+    pub fn bookmark(&self) -> String {
+        self.0.bookmark()
     }
 
     /// Runs a script of statements without parameters (a schema, say); how
@@ -100,6 +109,7 @@ impl Prepared<'_> {
         Ok(Meta {
             changes: results.changes,
             last_insert_id: results.last_insert_id,
+            bookmark: self.db.0.bookmark(),
         })
     }
 

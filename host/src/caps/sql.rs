@@ -22,23 +22,26 @@ use crate::bindings::spike::host::sql::{self as wit, Results, Statement, Value};
 
 /// The host's SQL databases, if this host serves them.
 pub struct SqlCtx {
-    /// `None` where databases are not served (on a cluster, until their
-    /// writes go to the shared store; in `spike check`).
+    /// `None` where databases are not served (`spike check`).
     pub databases: Option<Arc<Databases>>,
 }
 
 /// A `database` handle: the guest opened a granted database.
-pub struct Database(Arc<str>);
+pub struct Database {
+    name: Arc<str>,
+    /// Where the database stood after the handle's last call (0: none).
+    bookmark: u64,
+}
 
 impl Named for Database {
     const KIND: Kind = Kind::Sql;
 
     fn new(name: Arc<str>) -> Self {
-        Self(name)
+        Self { name, bookmark: 0 }
     }
 
     fn name(&self) -> &Arc<str> {
-        &self.0
+        &self.name
     }
 }
 
@@ -62,7 +65,7 @@ impl SqlView<'_> {
         let name = self.name_of(db)?;
         let Some(databases) = &self.ctx.databases else {
             return Err(CapError::Internal(
-                "SQL databases are not served by this host (a cluster serves them once their writes are shared)".into(),
+                "SQL databases are not served here".into(),
             ));
         };
         let answer = databases.run(&name, work).await;
@@ -88,6 +91,9 @@ impl SqlView<'_> {
             .get_or_create(&labels("written"))
             .inc_by(counts.rows_written);
         (metrics.seconds.get_or_create(&labels("run"))).observe(answer.time.as_secs_f64());
+        if answer.bookmark > 0 {
+            self.table.get_mut(db)?.bookmark = answer.bookmark;
+        }
         Ok(answer.result?)
     }
 }
@@ -137,6 +143,13 @@ impl wit::HostDatabase for SqlView<'_> {
             Done::Exec(ran) => Ok(ran),
             _ => unreachable!("a script answers with how many statements ran"),
         }
+    }
+
+    async fn bookmark(&mut self, db: Resource<Database>) -> wasmtime::Result<String> {
+        Ok(match self.table.get(&db)?.bookmark {
+            0 => String::new(),
+            seq => spike_sql::bookmark(seq),
+        })
     }
 
     async fn drop(&mut self, db: Resource<Database>) -> wasmtime::Result<()> {

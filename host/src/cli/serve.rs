@@ -117,6 +117,10 @@ pub struct ServeArgs {
     pub site: Vec<crate::assets::SiteConfig>,
     #[command(flatten)]
     pub render: RenderArgs,
+    /// Days back a SQL database can be restored to (`spike sql restore`):
+    /// its change log and snapshots are kept that long.
+    #[arg(long, default_value_t = 7.0, env = "SPIKE_SQL_RETENTION_DAYS")]
+    pub sql_retention_days: f64,
 }
 
 impl ServeArgs {
@@ -153,6 +157,10 @@ impl ServeArgs {
         config.auth_cache_entries = self.auth_cache_entries;
         config.sites = self.site;
         config.render = self.render.settings()?;
+        if !(self.sql_retention_days.is_finite() && self.sql_retention_days >= 0.0) {
+            anyhow::bail!("--sql-retention-days must be a number of days, 0 or more");
+        }
+        config.sql_retention = Duration::from_secs_f64(self.sql_retention_days * 86_400.0);
         Ok(config)
     }
 }

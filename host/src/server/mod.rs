@@ -155,7 +155,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let cluster = backends.cluster.clone();
     let liveness = backends.liveness();
     let metrics = Metrics::new();
-    let sql = open_sql(&config, cluster.is_some())?;
+    let sql = Some(open_sql(&config, &backends)?);
     let caps = Caps::new(&backends, &cap_settings(&config, secrets, &sql), &metrics);
     let settings = registry_settings(&config);
     let sites = crate::assets::Sites::start(&config.sites, config.watch)?;
@@ -305,22 +305,27 @@ async fn bind(
     Ok((listener, addr, clients))
 }
 
-/// The host's settings of the capabilities.
-/// The SQL databases, in the data folder's `sql/`: not on a cluster,
-/// whose nodes do not share their files (a database's writes go to the
-/// shared store first: issue 36's next part).
+/// The SQL databases: their files in the data folder's `sql/`, their
+/// change logs and snapshots in the storage (shared on a cluster, where a
+/// database's owner rebuilds it from them).
 fn open_sql(
     config: &ServerConfig,
-    clustered: bool,
-) -> anyhow::Result<Option<Arc<spike_sql::Databases>>> {
-    if clustered {
-        return Ok(None);
-    }
+    backends: &crate::storage::Backends,
+) -> anyhow::Result<Arc<spike_sql::Databases>> {
     let dir = config.data_dir.join("sql");
-    let databases = spike_sql::Databases::new(dir.clone(), spike_sql::SqlLimits::default())
-        .with_context(|| format!("the SQL folder {}", dir.display()))?;
-    Ok(Some(databases))
+    let storage = spike_sql::SqlStorage {
+        log: backends.rooms.clone(),
+        blobs: backends.blob.clone(),
+        cluster: backends.cluster.clone(),
+        retention: config.sql_retention,
+    };
+    let databases =
+        spike_sql::Databases::new(dir.clone(), spike_sql::SqlLimits::default(), storage)
+            .with_context(|| format!("the SQL folder {}", dir.display()))?;
+    Ok(databases)
 }
+
+/// The host's settings of the capabilities.
 
 fn cap_settings(
     config: &ServerConfig,

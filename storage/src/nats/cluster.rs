@@ -201,17 +201,18 @@ impl Cluster for NatsCluster {
             .boxed())
     }
 
-    async fn calls(&self) -> Result<BoxStream<'static, Call>> {
-        super::messages::calls(&self.backend, &self.node).await
+    async fn calls(&self, service: &str) -> Result<BoxStream<'static, Call>> {
+        super::messages::calls(&self.backend, &self.node, service).await
     }
 
     async fn call(
         &self,
         node: &str,
+        service: &str,
         body: bytes::Bytes,
         timeout: Duration,
     ) -> Result<bytes::Bytes> {
-        super::messages::call(&self.backend, node, body, timeout).await
+        super::messages::call(&self.backend, node, service, body, timeout).await
     }
 
     async fn open_link(&self) -> Result<Link> {

@@ -1,5 +1,6 @@
 //! Calls and links over core NATS subjects (not JetStream: nothing is
-//! stored): a call to node N is a request on `{P}.node.<N>`; link L is
+//! stored): a call to service S of node N is a request on
+//! `{P}.node.<N>.<S>`; link L is
 //! `{P}.link.L.open` (what the opening end sends) and `{P}.link.L.answer`
 //! (what the answering end sends). One client connection publishes in
 //! order and the server keeps a publisher's order on a subject, so a link
@@ -16,18 +17,27 @@ use super::names::token;
 use super::{NatsBackend, OrFailed};
 use crate::{Call, Link, LinkSender, Result, StorageError};
 
-fn node_subject(backend: &NatsBackend, node: &str) -> String {
-    format!("{}.node.{}", backend.prefix(), token(node))
+fn node_subject(backend: &NatsBackend, node: &str, service: &str) -> String {
+    format!(
+        "{}.node.{}.{}",
+        backend.prefix(),
+        token(node),
+        token(service)
+    )
 }
 
 fn link_subject(backend: &NatsBackend, id: &str, end: &str) -> String {
     format!("{}.link.{}.{end}", backend.prefix(), token(id))
 }
 
-pub async fn calls(backend: &NatsBackend, node: &str) -> Result<BoxStream<'static, Call>> {
+pub async fn calls(
+    backend: &NatsBackend,
+    node: &str,
+    service: &str,
+) -> Result<BoxStream<'static, Call>> {
     let client = backend.client();
     let calls = client
-        .subscribe(node_subject(backend, node))
+        .subscribe(node_subject(backend, node, service))
         .await
         .or_failed("listening for calls")?;
     Ok(calls
@@ -51,6 +61,7 @@ pub async fn calls(backend: &NatsBackend, node: &str) -> Result<BoxStream<'stati
 pub async fn call(
     backend: &NatsBackend,
     node: &str,
+    service: &str,
     body: Bytes,
     timeout: Duration,
 ) -> Result<Bytes> {
@@ -59,9 +70,14 @@ pub async fn call(
         .timeout(Some(timeout));
     let answer = backend
         .client()
-        .send_request(node_subject(backend, node), request)
+        .send_request(node_subject(backend, node, service), request)
         .await
-        .map_err(|e| StorageError::Backend(format!("calling node {node}: {e}")))?;
+        .map_err(|e| match e.kind() {
+            async_nats::RequestErrorKind::NoResponders => {
+                StorageError::NoResponder(format!("node {node} does not answer {service} calls"))
+            }
+            _ => StorageError::Backend(format!("calling node {node}: {e}")),
+        })?;
     Ok(answer.payload)
 }
 

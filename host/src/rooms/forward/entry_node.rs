@@ -44,7 +44,9 @@ pub async fn join(
         node: node.clone(),
         reason,
     };
-    let answered = (cluster.call(&node, body.into(), CALL_TIMEOUT).await)
+    let answered = (cluster
+        .call(&node, super::SERVICE, body.into(), CALL_TIMEOUT)
+        .await)
         .map_err(|e| unreachable(e.to_string()))?;
     let answer = |bytes: &[u8]| {
         serde_json::from_slice::<Answer>(bytes)

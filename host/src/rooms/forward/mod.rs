@@ -40,6 +40,9 @@ use super::{Dialect, Frame, JoinError, Kick};
 use crate::caps::identity::Caller;
 use crate::storage::{Link, LinkSender, StorageError};
 
+/// The cluster's calls for rooms (joins) go to this service of a node.
+const SERVICE: &str = "rooms";
+
 /// How long an entry waits for the owner node to take a join (to answer
 /// the call, before it joins): a node that does not is dead, paused or cut
 /// off, and the client tries again, which reaches the room's next owner

@@ -22,7 +22,7 @@ pub async fn serve(hub: Arc<RoomHub>, cluster: Arc<dyn Cluster>) {
     let mut stopping = hub.rooms.stop_signal();
     loop {
         let listen = async {
-            match cluster.calls().await {
+            match cluster.calls(super::SERVICE).await {
                 Ok(mut calls) => {
                     while let Some(call) = calls.next().await {
                         tokio::spawn(answer(hub.clone(), cluster.clone(), call));
