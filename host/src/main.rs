@@ -58,15 +58,22 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dev { dir, listen, .. } => Ok(spike::project::dev(&dir, listen).await?),
-        Command::Plugins {
-            server,
-            token,
-            config,
-            json,
-            command,
-        } => {
-            let target = spike::operator::target(server, token, config.as_deref())?;
-            print!("{}", spike::operator::run(&target, &command, json).await?);
+        Command::Plugins { admin, command } => {
+            let target =
+                spike::operator::target(admin.server, admin.token, admin.config.as_deref())?;
+            print!(
+                "{}",
+                spike::operator::run(&target, &command, admin.json).await?
+            );
+            Ok(())
+        }
+        Command::Sql { admin, command } => {
+            let target =
+                spike::operator::target(admin.server, admin.token, admin.config.as_deref())?;
+            print!(
+                "{}",
+                spike::operator::sql::run(&target, &command, admin.json).await?
+            );
             Ok(())
         }
         Command::Check { component } => {

@@ -271,10 +271,59 @@ impl Databases {
         forward::decode(&answer).map_err(StorageError::Corrupt)
     }
 
+    /// Where `name`'s log stands: its last entry (0: none yet), and the
+    /// time of the oldest snapshot a restore can start from, if any.
+    pub async fn describe(&self, name: &str) -> Result<Described, String> {
+        if !valid_name(name) {
+            return Err(format!("'{name}' cannot name a database"));
+        }
+        let log = log::ChangeLog::new(self.storage.clone(), name.into());
+        let head = log.head().await.map_err(|e| e.to_string())?;
+        let file = self.dir.join(format!("{name}.sqlite"));
+        Ok(Described {
+            bookmark: head.head,
+            compacted_through: head.compacted_through,
+            local_bytes: database_bytes(&file),
+        })
+    }
+
+    /// The databases with a file on this node.
+    pub fn on_disk(&self) -> Vec<String> {
+        let Ok(dir) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = dir
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                Some(name.strip_suffix(".sqlite")?.to_string())
+            })
+            .filter(|name| valid_name(name))
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Closes every database, waiting up to `deadline` for their work.
     pub async fn stop(&self, deadline: Duration) {
         self.directory.stop(deadline).await;
     }
+}
+
+/// Where a database stands (`Databases::describe`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Described {
+    /// Its log's last entry.
+    pub bookmark: u64,
+    /// Entries up to this one are gone from the log (retention).
+    pub compacted_through: u64,
+    /// Its file and WAL on this node (on a cluster, the owner's copy).
+    pub local_bytes: u64,
+}
+
+/// What a database's files take on disk: the file and its WAL.
+pub fn database_bytes(file: &std::path::Path) -> u64 {
+    let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    size(file) + size(&wal::wal_path(file))
 }
 
 /// A log entry's number as the bookmark callers see: fixed width, so

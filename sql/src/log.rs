@@ -405,9 +405,7 @@ impl ChangeLog {
     /// back that far.
     pub async fn rebuild(&self, target: u64, into: &Path) -> Result<(), LogError> {
         remove_database(into)?;
-        let base = (self.snapshots().await?.into_iter())
-            .filter(|s| s.seq <= target)
-            .next_back();
+        let base = (self.snapshots().await?.into_iter()).rfind(|s| s.seq <= target);
         let head = self.head().await?;
         let mut at = 0;
         if let Some(base) = base {

@@ -72,6 +72,9 @@ pub struct Answer {
     /// The log entry the database stood at once the work was done (its
     /// write's, if it wrote): a point to restore to.
     pub bookmark: u64,
+    /// What the database's files took on disk after its batch (0: not
+    /// known).
+    pub bytes: u64,
 }
 
 impl Answer {
@@ -81,6 +84,7 @@ impl Answer {
             counts: Counts::default(),
             time: Duration::ZERO,
             bookmark: 0,
+            bytes: 0,
         }
     }
 }
@@ -216,12 +220,14 @@ impl Owner {
             return;
         };
         self.db = Some(db);
+        let bytes = crate::database_bytes(&self.path);
         let shipped = match frames {
             Ok(None) => Ok(self.head),
             Ok(Some(frames)) => self.ship(&frames).await,
             Err(e) => Err(e),
         };
         for (reply, mut answer) in answered {
+            answer.bytes = bytes;
             match &shipped {
                 Ok(head) => answer.bookmark = *head,
                 Err(e) => {
@@ -352,6 +358,7 @@ impl Owner {
             counts: Counts::default(),
             time: started.elapsed(),
             bookmark: self.head,
+            bytes: crate::database_bytes(&self.path),
         }
     }
 
@@ -413,6 +420,7 @@ fn run_all(
             counts,
             time,
             bookmark: 0,
+            bytes: 0,
         };
         answered.push((command.reply, answer));
     }

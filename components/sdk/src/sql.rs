@@ -37,7 +37,7 @@ pub use wit::{Results, Value};
 pub struct Database(wit::Database);
 
 /// What a write did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Meta {
     /// Rows inserted, updated or deleted.
     pub changes: u64,

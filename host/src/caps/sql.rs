@@ -13,6 +13,7 @@ use std::sync::Arc;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use spike_sql::{Databases, Done, SqlError, Work};
 use wasmtime::component::{HasData, Linker, Resource};
@@ -91,6 +92,12 @@ impl SqlView<'_> {
             .get_or_create(&labels("written"))
             .inc_by(counts.rows_written);
         (metrics.seconds.get_or_create(&labels("run"))).observe(answer.time.as_secs_f64());
+        if answer.bytes > 0 {
+            let labels = DatabaseLabels {
+                database: name.clone(),
+            };
+            (metrics.bytes.get_or_create(&labels)).set(answer.bytes as i64);
+        }
         if answer.bookmark > 0 {
             self.table.get_mut(db)?.bookmark = answer.bookmark;
         }
@@ -229,5 +236,15 @@ crate::metrics::series! {
         seconds: Family<SqlLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(call_histogram),
             "sql_call_seconds", "How long SQL calls ran";
+        /// What each database's file and WAL take on this node, as its
+        /// last call left them.
+        bytes: Family<DatabaseLabels, Gauge> = Family::default(),
+            "sql_database_bytes", "SQL database size on disk";
     }
+}
+
+/// A database's series of its own (its size).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DatabaseLabels {
+    pub database: Arc<str>,
 }

@@ -39,6 +39,27 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where the admin API is and how to be let in, for the commands that use
+/// it; before or after the command.
+#[derive(Args)]
+pub struct AdminArgs {
+    /// The server's URL [default: the config file's, else
+    /// http://127.0.0.1:8787].
+    #[arg(long, global = true, env = "SPIKE_SERVER")]
+    pub server: Option<String>,
+    /// The admin token the server was started with [default: the config
+    /// file's].
+    #[arg(long, global = true, env = "SPIKE_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A file with `server = "URL"` and `token = "…"` [default:
+    /// ~/.config/spike/cli.toml, if it exists].
+    #[arg(long, global = true, env = "SPIKE_CLI_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print the server's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
 #[derive(Subcommand)]
 pub enum Command {
     /// Serve the plugins described by the manifests in a folder.
@@ -77,23 +98,19 @@ pub enum Command {
     /// `--server`, `--token`, `--config` and `--json` go before or after
     /// the command (`spike plugins list --json`).
     Plugins {
-        /// The server's URL [default: the config file's, else
-        /// http://127.0.0.1:8787].
-        #[arg(long, global = true, env = "SPIKE_SERVER")]
-        server: Option<String>,
-        /// The admin token the server was started with [default: the config
-        /// file's].
-        #[arg(long, global = true, env = "SPIKE_ADMIN_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-        /// A file with `server = "URL"` and `token = "…"` [default:
-        /// ~/.config/spike/cli.toml, if it exists].
-        #[arg(long, global = true, env = "SPIKE_CLI_CONFIG")]
-        config: Option<PathBuf>,
-        /// Print the server's JSON instead of a table.
-        #[arg(long, global = true)]
-        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
         #[command(subcommand)]
         command: crate::operator::PluginsCommand,
+    },
+    /// The SQL databases of a running server, through its admin API: list
+    /// them, run statements, export and import, restore to a point in
+    /// time, apply migrations.
+    Sql {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: crate::operator::SqlCommand,
     },
     /// Check that a component fits the plugin world, and time its loading:
     /// a fresh compile against a load from the compile cache.

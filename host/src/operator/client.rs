@@ -76,6 +76,21 @@ impl Target {
         serde_json::from_slice(&bytes).map_err(|_| ClientError::Protocol("not JSON".into()))
     }
 
+    /// Sends `method path` with `body`; the bytes of a 2xx answer.
+    pub async fn bytes(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(Bytes, &'static str)>,
+    ) -> Result<Bytes, ClientError> {
+        let response = self.send(method, path, body).await?;
+        Ok(tokio::time::timeout(ANSWER, response.into_body().collect())
+            .await
+            .map_err(|_| self.down(format!("no answer within {} s", ANSWER.as_secs())))?
+            .map_err(|e| self.down(e.to_string()))?
+            .to_bytes())
+    }
+
     /// `GET path`, each line of the answer to `each` as it comes, until
     /// the server ends it.
     pub async fn lines(&self, path: &str, mut each: impl FnMut(&str)) -> Result<(), ClientError> {

@@ -1,9 +1,11 @@
 //! The operator's commands against a running server (`spike plugins ...`):
-//! list, status, push, rollback, activate, remove, logs. Tables for people by default, the server's
-//! JSON with `--json`.
+//! list, status, push, rollback, activate, remove, logs; and its SQL
+//! databases (`spike sql ...`, in `sql`). Tables for people by default,
+//! the server's JSON with `--json`.
 
 mod client;
 mod config;
+pub mod sql;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -14,6 +16,7 @@ use serde_json::Value;
 
 pub use client::{ClientError, Target};
 pub use config::{ConfigError, target};
+pub use sql::SqlCommand;
 
 /// One operator command (`spike plugins <command>`).
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -229,7 +232,7 @@ fn log_line(json: &str) -> String {
     )
 }
 
-async fn read(path: &Path) -> Result<Bytes, CommandError> {
+pub(crate) async fn read(path: &Path) -> Result<Bytes, CommandError> {
     tokio::fs::read(path)
         .await
         .map(Bytes::from)
@@ -358,7 +361,7 @@ fn status_text(p: &Value) -> String {
 }
 
 /// Left-aligned columns, two spaces apart.
-fn table<const N: usize>(rows: &[[String; N]]) -> String {
+pub(crate) fn table<const N: usize>(rows: &[[String; N]]) -> String {
     let mut widths = [0; N];
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

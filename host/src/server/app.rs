@@ -14,7 +14,7 @@ use axum::routing::{get, post, put};
 use http::{HeaderValue, Method, StatusCode};
 
 use super::errors::ApiError;
-use super::{AppState, admin, gate, rooms};
+use super::{AppState, admin, admin_sql, gate, rooms};
 use crate::caps::identity::IdentityCtx;
 use crate::metrics::RequestLabels;
 use crate::runtime::dispatch::DispatchError;
@@ -58,6 +58,19 @@ impl App {
             .route("/_spike/plugins/{name}/logs", get(admin::logs))
             .route("/_spike/plugins/{name}/manifest", put(admin::put_manifest))
             .route("/_spike/kv/{namespace}", get(admin::kv_list))
+            .route("/_spike/sql", get(admin_sql::list))
+            .route("/_spike/sql/{db}/execute", post(admin_sql::execute))
+            .route("/_spike/sql/{db}/export", get(admin_sql::export))
+            .route(
+                "/_spike/sql/{db}/import",
+                post(admin_sql::import)
+                    .layer(axum::extract::DefaultBodyLimit::max(admin_sql::MAX_IMPORT)),
+            )
+            .route("/_spike/sql/{db}/restore", post(admin_sql::restore))
+            .route(
+                "/_spike/sql/{db}/migrations",
+                get(admin_sql::migrations).post(admin_sql::apply_migrations),
+            )
             .fallback(|req: Request| async move {
                 ApiError::not_found(format!("nothing is served at {}", req.uri().path()))
             })

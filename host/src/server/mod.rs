@@ -6,6 +6,7 @@
 //! `caps::*`, and `errors` turns any failure into a JSON error.
 
 pub mod admin;
+mod admin_sql;
 mod app;
 pub mod errors;
 pub mod gate;
@@ -68,6 +69,8 @@ pub struct AdminState {
     pub kv: Arc<dyn crate::storage::KvBackend>,
     /// The other nodes, with a shared backend.
     pub cluster: Option<Arc<dyn crate::storage::Cluster>>,
+    /// The SQL databases (`spike sql`).
+    pub sql: Option<Arc<spike_sql::Databases>>,
 }
 
 /// The metrics as a scrape answer.
@@ -198,6 +201,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             max_component_bytes: config.max_component_bytes,
             kv,
             cluster,
+            sql: sql.clone(),
         },
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -326,7 +330,6 @@ fn open_sql(
 }
 
 /// The host's settings of the capabilities.
-
 fn cap_settings(
     config: &ServerConfig,
     secrets: crate::caps::secrets::SecretsCtx,
