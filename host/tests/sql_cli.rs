@@ -207,7 +207,9 @@ fn migrations_are_applied_once_in_order_by_concurrent_applies() {
     )
     .output()
     .unwrap());
-    let second = listed.lines().find(|l| l.starts_with("0002_first_tally.sql"));
+    let second = listed
+        .lines()
+        .find(|l| l.starts_with("0002_first_tally.sql"));
     assert!(second.is_some_and(|l| l.ends_with(" no")), "{listed}");
 
     let applies: Vec<_> = (0..2)

@@ -94,6 +94,9 @@ const LEASE: Duration = Duration::from_secs(3);
 /// How long an entry node trusts what it learnt of a database's owner
 /// before it asks the lease again.
 const OWNER_HINT: Duration = Duration::from_secs(2);
+/// How often an entry node waiting for a forwarded call looks whether the
+/// owner still holds the database's lease.
+const OWNER_LOOK: Duration = Duration::from_secs(1);
 /// Tries to reach a database's owner (an owner ending, a lease moving).
 const TRIES: u32 = 20;
 
@@ -201,11 +204,7 @@ impl Databases {
         let mut work = work;
         // An owner that is ending hands work back: try a new one.
         for _ in 0..8 {
-            let start = |inbox, _: &_, lease| {
-                let owner = owner::new_owner(&self.dir, &name, &self.limits, &self.storage);
-                spike_objects::spawn(self.directory.clone(), name.clone(), owner, inbox, lease);
-            };
-            let sender = match self.directory.open(&name, start).await {
+            let sender = match self.open(&name).await {
                 Ok(sender) => sender,
                 Err(OpenError::Elsewhere(node)) => {
                     let at = Instant::now();
@@ -240,6 +239,25 @@ impl Databases {
         )))
     }
 
+    /// The owner of `name`, opened here if no node owns it.
+    async fn open(&self, name: &Arc<str>) -> Result<spike_objects::mailbox::Sender<Command>, OpenError> {
+        let start = |inbox, _: &_, lease| {
+            let owner = owner::new_owner(&self.dir, name, &self.limits, &self.storage);
+            spike_objects::spawn(self.directory.clone(), name.clone(), owner, inbox, lease);
+        };
+        self.directory.open(name, start).await
+    }
+
+    /// Whether `node` no longer owns `name`: its lease lapsed (this node
+    /// took it) or another node holds it.
+    async fn owner_gone(&self, name: &str, node: &str) -> bool {
+        match self.open(&name.into()).await {
+            Ok(_) => true,
+            Err(OpenError::Elsewhere(holder)) => holder != node,
+            Err(OpenError::Unavailable(_)) => false,
+        }
+    }
+
     /// The node known to own `name`, lately.
     fn owner_hint(&self, name: &str) -> Option<String> {
         let owners = unpoisoned(self.owners.lock());
@@ -265,9 +283,22 @@ impl Databases {
             work: work.clone(),
         };
         let body = forward::encode(&request);
-        let answer = cluster
-            .call(node, forward::SERVICE, body, forward::CALL_TIMEOUT)
-            .await?;
+        let call = cluster.call(node, forward::SERVICE, body, forward::CALL_TIMEOUT);
+        tokio::pin!(call);
+        // A call the owner took and died with is never answered: past a
+        // moment, the lease tells whether the owner is still there.
+        let mut look = tokio::time::interval_at(
+            tokio::time::Instant::now() + OWNER_LOOK,
+            OWNER_LOOK,
+        );
+        let answer = loop {
+            tokio::select! {
+                answer = &mut call => break answer?,
+                _ = look.tick() => if self.owner_gone(name, node).await {
+                    return Err(StorageError::Backend(format!("node {node} stopped owning the database")));
+                },
+            }
+        };
         forward::decode(&answer).map_err(StorageError::Corrupt)
     }
 
