@@ -29,7 +29,7 @@ mod value;
 mod wal;
 
 pub use error::SqlError;
-pub use log::SqlStorage;
+pub use log::{SNAPSHOT_EVERY, SqlStorage};
 pub use owner::Answer;
 pub use run::{Counts, Done, RestoreTo, Work};
 pub use value::{Results, Statement, Value};
@@ -240,7 +240,10 @@ impl Databases {
     }
 
     /// The owner of `name`, opened here if no node owns it.
-    async fn open(&self, name: &Arc<str>) -> Result<spike_objects::mailbox::Sender<Command>, OpenError> {
+    async fn open(
+        &self,
+        name: &Arc<str>,
+    ) -> Result<spike_objects::mailbox::Sender<Command>, OpenError> {
         let start = |inbox, _: &_, lease| {
             let owner = owner::new_owner(&self.dir, name, &self.limits, &self.storage);
             spike_objects::spawn(self.directory.clone(), name.clone(), owner, inbox, lease);
@@ -287,10 +290,8 @@ impl Databases {
         tokio::pin!(call);
         // A call the owner took and died with is never answered: past a
         // moment, the lease tells whether the owner is still there.
-        let mut look = tokio::time::interval_at(
-            tokio::time::Instant::now() + OWNER_LOOK,
-            OWNER_LOOK,
-        );
+        let mut look =
+            tokio::time::interval_at(tokio::time::Instant::now() + OWNER_LOOK, OWNER_LOOK);
         let answer = loop {
             tokio::select! {
                 answer = &mut call => break answer?,

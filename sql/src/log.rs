@@ -39,7 +39,13 @@ pub struct SqlStorage {
     pub cluster: Option<Arc<dyn Cluster>>,
     /// How long a database can be restored back to.
     pub retention: std::time::Duration,
+    /// Entries after which its owner takes a snapshot (fewer to replay
+    /// on a takeover); `SNAPSHOT_EVERY` unless a test wants them often.
+    pub snapshot_every: u64,
 }
+
+/// Entries between snapshots by default.
+pub const SNAPSHOT_EVERY: u64 = 2_000;
 
 /// One entry of a database's log.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -30,9 +30,8 @@ use crate::wal::{self, Frames, Position};
 const IDLE: Duration = Duration::from_secs(30);
 /// A WAL past this is checkpointed (the log holds its frames already).
 const CHECKPOINT_BYTES: u64 = 4 << 20;
-/// Entries after which a snapshot is taken (fewer to replay on takeover)…
-const SNAPSHOT_ENTRIES: u64 = 2_000;
-/// … or bytes of entries, at least this and the file's size.
+/// Bytes of entries after which a snapshot is taken, at least this and
+/// the file's size (or `SqlStorage::snapshot_every` entries).
 const SNAPSHOT_BYTES: u64 = 64 << 20;
 
 /// Work for the owner, and where its answer goes.
@@ -285,7 +284,8 @@ impl Owner {
         }
         let file_bytes = std::fs::metadata(&self.path).map_or(0, |m| m.len());
         let (entries, bytes) = self.since_snapshot;
-        if entries >= SNAPSHOT_ENTRIES || bytes >= SNAPSHOT_BYTES.max(file_bytes) {
+        let every = self.log.storage().snapshot_every;
+        if entries >= every || bytes >= SNAPSHOT_BYTES.max(file_bytes) {
             return self.snapshot(false).await;
         }
         if self.shipped.is_some_and(|p| p.offset > CHECKPOINT_BYTES) {

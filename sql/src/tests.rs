@@ -16,6 +16,7 @@ fn storage(dir: &std::path::Path) -> SqlStorage {
         blobs: backends.blob,
         cluster: None,
         retention: Duration::from_secs(7 * 86_400),
+        snapshot_every: SNAPSHOT_EVERY,
     }
 }
 
@@ -429,4 +430,55 @@ async fn an_export_run_as_a_script_makes_the_same_database() {
         Done::Query(counted) => assert_eq!(counted.rows, [[Value::Integer(2)]]),
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn snapshots_bound_the_log_to_its_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    // A snapshot every 5 entries, and nothing kept to restore to before
+    // the latest: each snapshot drops what came before it.
+    let storage = SqlStorage {
+        retention: Duration::ZERO,
+        snapshot_every: 5,
+        ..storage(dir.path())
+    };
+    let dbs = Databases::new(
+        dir.path().join("sql"),
+        SqlLimits::default(),
+        storage.clone(),
+    )
+    .unwrap();
+    exec(&dbs, "CREATE TABLE r (n INTEGER PRIMARY KEY, v BLOB)")
+        .await
+        .unwrap();
+    let mut bookmarks = Vec::new();
+    for n in 1..=23 {
+        let insert = statement(
+            "INSERT INTO r VALUES (?, zeroblob(5000))",
+            vec![Value::Integer(n)],
+        );
+        let answer = dbs.run("t", Work::Query(insert)).await;
+        answer.result.unwrap();
+        bookmarks.push(answer.bookmark);
+    }
+    let log = log::ChangeLog::new(storage.clone(), "t".into());
+    let head = log.head().await.unwrap();
+    let snapshot = head.snapshot.clone().expect("snapshots were taken");
+    assert_eq!(snapshot.seq, 20, "every 5 entries: {head:?}");
+    assert_eq!(head.compacted_through, 20, "{head:?}");
+    // One snapshot blob left, and the log's entries after it.
+    assert_eq!(log.snapshots().await.unwrap().len(), 1);
+    assert_eq!(log.entries(0, 100).await.unwrap().len(), 4, "21 to 24");
+    let gone = restore(&dbs, RestoreTo::Entry(bookmarks[10])).await;
+    assert!(
+        matches!(&gone.result, Err(SqlError::Statement(m)) if m.contains("no longer reaches back")),
+        "{:?}",
+        gone.result
+    );
+    // From the snapshot and the entries after it.
+    restore(&dbs, RestoreTo::Entry(bookmarks[20]))
+        .await
+        .result
+        .unwrap();
+    assert_eq!(numbers(&dbs).await, (1..=21).collect::<Vec<_>>());
 }

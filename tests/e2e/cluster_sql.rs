@@ -111,7 +111,9 @@ async fn the_owner_killed_under_writes_through_every_node_loses_no_acknowledged_
         .filter(|at| *at > killed)
         .collect();
     times.sort();
-    let last = *times.last().expect("no write was acknowledged after the owner died");
+    let last = *times
+        .last()
+        .expect("no write was acknowledged after the owner died");
     let offsets: Vec<u128> = times.iter().map(|t| (*t - killed).as_millis()).collect();
     assert!(
         last > killed + Duration::from_secs(4),

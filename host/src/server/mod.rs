@@ -322,6 +322,7 @@ fn open_sql(
         blobs: backends.blob.clone(),
         cluster: backends.cluster.clone(),
         retention: config.sql_retention,
+        snapshot_every: spike_sql::SNAPSHOT_EVERY,
     };
     let databases =
         spike_sql::Databases::new(dir.clone(), spike_sql::SqlLimits::default(), storage)

@@ -54,20 +54,12 @@ pub async fn all(spike: &SpikeProcess, token: &str, ledger: &Shared) -> State {
 }
 
 /// Every acknowledged note is there, and every batch whole: a note of a
-/// batch (`…-a`, `-b`, `-c`) never without the other two.
+/// batch (`…-a`, `-b`, `-c`) never without the other two. And the change
+/// log holds what the file does, commits cut off by a kill before their
+/// append included: the database rebuilt from the log (a restore to its
+/// last entry) has the same notes.
 async fn notes(spike: &SpikeProcess, acked: &std::collections::BTreeSet<String>) {
-    let client = client();
-    let mut held = std::collections::BTreeSet::new();
-    let mut before = i64::MAX;
-    loop {
-        let page = client.get(spike.at(&format!("/notes?limit=100&before={before}")));
-        let (status, body) = send_json(page).await;
-        assert_eq!(status, 200, "notes: {body}");
-        let page = body.as_array().unwrap();
-        let Some(last) = page.last() else { break };
-        before = last["id"].as_i64().unwrap();
-        held.extend(page.iter().map(|n| n["text"].as_str().unwrap().to_string()));
-    }
+    let held = held_notes(spike).await;
     let lost: Vec<&String> = acked.difference(&held).collect();
     assert!(lost.is_empty(), "acknowledged notes lost: {lost:?}");
     for text in &held {
@@ -84,6 +76,45 @@ async fn notes(spike: &SpikeProcess, acked: &std::collections::BTreeSet<String>)
             }
         }
     }
+    let (status, list) = send_json(
+        client()
+            .get(spike.at("/_spike/sql"))
+            .bearer_auth(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200, "{list}");
+    let notes = (list["databases"].as_array().unwrap().iter())
+        .find(|d| d["name"] == "notes")
+        .unwrap_or_else(|| panic!("{list}"));
+    let head = notes["bookmark"].as_str().unwrap();
+    let restore = client()
+        .post(spike.at("/_spike/sql/notes/restore"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({ "to": head }));
+    let (status, body) = send_json(restore).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        held_notes(spike).await,
+        held,
+        "the log rebuilds another database"
+    );
+}
+
+/// The texts of every note, page by page.
+async fn held_notes(spike: &SpikeProcess) -> std::collections::BTreeSet<String> {
+    let client = client();
+    let mut held = std::collections::BTreeSet::new();
+    let mut before = i64::MAX;
+    loop {
+        let page = client.get(spike.at(&format!("/notes?limit=100&before={before}")));
+        let (status, body) = send_json(page).await;
+        assert_eq!(status, 200, "notes: {body}");
+        let page = body.as_array().unwrap();
+        let Some(last) = page.last() else { break };
+        before = last["id"].as_i64().unwrap();
+        held.extend(page.iter().map(|n| n["text"].as_str().unwrap().to_string()));
+    }
+    held
 }
 
 /// Runs `check` over `items`, 16 at a time.
