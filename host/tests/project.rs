@@ -34,6 +34,7 @@ fn new_build_push_and_serve_a_rust_plugin() {
     let reply = get(&addr, "/demo?name=tester");
     assert!(reply.ends_with("Hello, tester! This is demo.\n"), "{reply}");
     count_from_zero(&addr, "/demo/counter", |n| format!("{{\"count\":{n}}}"));
+    notes_kept(&addr, "/demo/notes");
 
     // The same name again, and a name no plugin may have, are refused.
     let again = spike(dir.path(), &["new", "demo"]);
@@ -54,6 +55,7 @@ fn new_build_push_and_serve_a_javascript_plugin() {
         "{reply}"
     );
     count_from_zero(&addr, "/jsdemo/counter", |n| format!("{{\"count\":{n}}}"));
+    notes_kept(&addr, "/jsdemo/notes");
 }
 
 #[test]
@@ -63,6 +65,7 @@ fn new_build_push_and_serve_a_python_plugin() {
     let reply = get(&addr, "/pydemo");
     assert!(reply.contains("Hello from pydemo, in Python.\n"), "{reply}");
     count_from_zero(&addr, "/pydemo/counter", |n| format!("{{\"count\": {n}}}"));
+    notes_kept(&addr, "/pydemo/notes");
 }
 
 /// In `dir`: `spike new <name> [--lang <lang>]`, `spike build` (which
@@ -118,6 +121,23 @@ fn count_from_zero(addr: &str, path: &str, count: fn(u32) -> String) {
     }
     let reply = get(addr, path);
     assert!(reply.contains(&count(2)), "{reply}");
+}
+
+/// The notes routes of every template, on spike's SQL: a note kept with
+/// its id, SQLite's CHECK refusing an empty one (400, SQLite's words), the
+/// list newest first.
+fn notes_kept(addr: &str, path: &str) {
+    for text in ["milk", "oat%20milk"] {
+        let reply = request(addr, "POST", &format!("{path}?text={text}"), "");
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    }
+    let refused = request(addr, "POST", path, "");
+    assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
+    assert!(refused.contains("CHECK constraint failed"), "{refused}");
+    let list = get(addr, path);
+    let oat = list.find("oat milk").unwrap_or_else(|| panic!("{list}"));
+    let milk = list.rfind("\"milk\"").unwrap_or_else(|| panic!("{list}"));
+    assert!(oat < milk, "newest first: {list}");
 }
 
 #[test]

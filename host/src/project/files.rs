@@ -159,20 +159,25 @@ const LIB: &str = r##"//! __NAME__: a spike plugin.
 //! | `GET /__NAME__`           | a greeting (`?name=` for someone else) |
 //! | `POST /__NAME__/counter`  | adds one to a KV counter, returns it  |
 //! | `GET /__NAME__/counter`   | reads the counter                     |
+//! | `POST /__NAME__/notes?text=…` | keeps a note in a SQL table       |
+//! | `GET /__NAME__/notes`     | the notes, newest first               |
 //!
 //! `spike build` builds it into `plugin/__NAME__.wasm`; `spike serve
 //! --plugins plugin` serves it. Its manifest, `plugin/__NAME__.toml`, grants
-//! the KV namespace `__NAME__`: anything else it tried would be refused.
+//! the KV namespace and the SQL database `__NAME__`: anything else it tried
+//! would be refused.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use spike_sdk::exports::wasi::http::incoming_handler::Guest;
 use spike_sdk::http::{Request, Response};
 use spike_sdk::json::Json;
 use spike_sdk::kv::Namespace;
 use spike_sdk::router::{HttpError, Router};
+use spike_sdk::sql::Database;
 use spike_sdk::wasi::http::types::{IncomingRequest, ResponseOutparam};
 
 const KV_NAMESPACE: &str = "__NAME__";
+const SQL_DATABASE: &str = "__NAME__";
 
 struct Plugin;
 
@@ -182,6 +187,8 @@ impl Guest for Plugin {
             .get("/__NAME__", |req, _| greet(req))
             .get("/__NAME__/counter", |_, _| read_count())
             .post("/__NAME__/counter", |_, _| count())
+            .get("/__NAME__/notes", |_, _| notes())
+            .post("/__NAME__/notes", |req, _| add_note(req))
             .serve(request, out);
     }
 }
@@ -214,6 +221,37 @@ fn read_count() -> Result<Json<Count>, HttpError> {
         .unwrap_or(0);
     Ok(Json(Count { count }))
 }
+
+/// A row of the notes table, as JSON: `{"id": 1, "text": "milk"}`.
+#[derive(Serialize, Deserialize)]
+struct Note {
+    id: i64,
+    text: String,
+}
+
+/// The database, its table made on first use. SQLite's refusal (the
+/// CHECK on an empty text) is a 400 with SQLite's message.
+fn notes_db() -> Result<Database, HttpError> {
+    let db = Database::open(SQL_DATABASE)?;
+    db.exec("CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL CHECK (text <> ''))")?;
+    Ok(db)
+}
+
+fn add_note(req: &Request) -> Result<Json<Note>, HttpError> {
+    let text = req.query_param("text").unwrap_or_default();
+    let db = notes_db()?;
+    let insert = db.prepare("INSERT INTO notes (text) VALUES (?)");
+    let added = insert.bind(text.as_str()).run()?;
+    Ok(Json(Note {
+        id: added.last_insert_id,
+        text,
+    }))
+}
+
+fn notes() -> Result<Json<Vec<Note>>, HttpError> {
+    let newest = "SELECT id, text FROM notes ORDER BY id DESC LIMIT 100";
+    Ok(Json(notes_db()?.prepare(newest).all()?))
+}
 "##;
 
 const MANIFEST: &str = r#"# The plugin's manifest: its routes, what it may touch, its limits.
@@ -225,6 +263,7 @@ prefix = "/__NAME__"
 
 [grants]
 kv = ["__NAME__"]
+sql = ["__NAME__"]
 "#;
 
 const GITIGNORE: &str = "/target\n/plugin/*.wasm\n/.spike-data\n";
@@ -245,6 +284,8 @@ const PLUGIN_JS: &str = r#"// __NAME__: a spike plugin in JavaScript.
 //   GET  /__NAME__           a greeting
 //   POST /__NAME__/counter   adds one to a KV counter and returns it
 //   GET  /__NAME__/counter   reads it
+//   POST /__NAME__/notes?text=…  keeps a note in a SQL table
+//   GET  /__NAME__/notes     the notes, newest first
 //
 // `spike build` makes plugin/__NAME__.wasm with componentize-js; spike's
 // imports are modules named as in wit/ (`spike:host/kv@0.1.0`, ...), and a
@@ -252,6 +293,7 @@ const PLUGIN_JS: &str = r#"// __NAME__: a spike plugin in JavaScript.
 // any number of requests in one instance, so `instance_reuse` may be set.
 import { Fields, OutgoingBody, OutgoingResponse, ResponseOutparam } from 'wasi:http/types@0.2.10';
 import { Namespace } from 'spike:host/kv@0.1.0';
+import { Database } from 'spike:host/sql@0.1.0';
 
 const encoder = new TextEncoder();
 
@@ -273,9 +315,27 @@ function counter(change) {
   return value === undefined ? 0n : BigInt(new TextDecoder().decode(value));
 }
 
+// The database, its table made on first use. Values are WIT variants:
+// { tag: 'text', val: 'milk' }, { tag: 'integer', val: 1n }, { tag: 'null' }.
+function notesDb() {
+  const db = Database.open('__NAME__');
+  db.exec("CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL CHECK (text <> ''))");
+  return db;
+}
+
+function addNote(text) {
+  const done = notesDb().query('INSERT INTO notes (text) VALUES (?)', [{ tag: 'text', val: text }]);
+  return { id: Number(done.lastInsertId), text };
+}
+
+function notes() {
+  const { rows } = notesDb().query('SELECT id, text FROM notes ORDER BY id DESC LIMIT 100', []);
+  return rows.map(([id, text]) => ({ id: Number(id.val), text: text.val }));
+}
+
 export const incomingHandler = {
   handle(request, out) {
-    const [path] = (request.pathWithQuery() ?? '/').split('?');
+    const [path, query] = (request.pathWithQuery() ?? '/').split('?');
     const method = request.method().tag;
     try {
       if (path === '/__NAME__' && method === 'get') {
@@ -283,11 +343,18 @@ export const incomingHandler = {
       } else if (path === '/__NAME__/counter' && (method === 'get' || method === 'post')) {
         const count = counter(method === 'post');
         send(out, 200, 'application/json', JSON.stringify({ count: Number(count) }));
+      } else if (path === '/__NAME__/notes' && method === 'post') {
+        const text = new URLSearchParams(query ?? '').get('text') ?? '';
+        send(out, 200, 'application/json', JSON.stringify(addNote(text)));
+      } else if (path === '/__NAME__/notes' && method === 'get') {
+        send(out, 200, 'application/json', JSON.stringify(notes()));
       } else {
         send(out, 404, 'application/json', JSON.stringify({ error: { code: 'not_found', message: `nothing at ${path}` } }));
       }
     } catch (e) {
-      send(out, 500, 'application/json', JSON.stringify({ error: { code: 'internal', message: String(e?.payload?.val ?? e) } }));
+      // A capability's error is thrown with the WIT error as its payload.
+      const status = e?.payload?.tag === 'invalid-input' ? 400 : 500;
+      send(out, status, 'application/json', JSON.stringify({ error: { code: e?.payload?.tag ?? 'internal', message: String(e?.payload?.val ?? e) } }));
     }
   },
 };
@@ -313,16 +380,19 @@ const APP_PY: &str = r#""""__NAME__: a spike plugin in Python.
   GET  /__NAME__           a greeting
   POST /__NAME__/counter   adds one to a KV counter and returns it
   GET  /__NAME__/counter   reads it
+  POST /__NAME__/notes?text=…  keeps a note in a SQL table
+  GET  /__NAME__/notes     the notes, newest first
 
 `spike build` makes plugin/__NAME__.wasm with componentize-py; spike's
 imports are modules of `wit_world.imports` (`kv`, `blob`, `secrets`, ...),
 and a WIT `result` error is raised as `componentize_py_types.Err`.
 """
 import json
+from urllib.parse import parse_qs
 
 from componentize_py_types import Err, Ok
 from wit_world import exports
-from wit_world.imports import kv
+from wit_world.imports import kv, sql
 from wit_world.imports.wasi_http_types import (
     Fields, IncomingRequest, Method_Get, Method_Post, OutgoingBody, OutgoingResponse,
     ResponseOutparam,
@@ -347,9 +417,26 @@ def counter(change: bool) -> int:
     return 0 if value is None else int(value.decode())
 
 
+def notes_db() -> sql.Database:
+    """The database, its table made on first use."""
+    db = sql.Database.open("__NAME__")
+    db.exec("CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL CHECK (text <> ''))")
+    return db
+
+
+def add_note(text: str) -> dict:
+    done = notes_db().query("INSERT INTO notes (text) VALUES (?)", [sql.Value_Text(text)])
+    return {"id": done.last_insert_id, "text": text}
+
+
+def notes() -> list:
+    newest = "SELECT id, text FROM notes ORDER BY id DESC LIMIT 100"
+    return [{"id": row[0].value, "text": row[1].value} for row in notes_db().query(newest, []).rows]
+
+
 class IncomingHandler(exports.IncomingHandler):
     def handle(self, request: IncomingRequest, response_out: ResponseOutparam) -> None:
-        path = (request.path_with_query() or "/").split("?")[0]
+        path, _, query = (request.path_with_query() or "/").partition("?")
         method = request.method()
         try:
             if path == "/__NAME__" and isinstance(method, Method_Get):
@@ -357,12 +444,19 @@ class IncomingHandler(exports.IncomingHandler):
             elif path == "/__NAME__/counter" and isinstance(method, (Method_Get, Method_Post)):
                 count = counter(isinstance(method, Method_Post))
                 send(response_out, 200, "application/json", json.dumps({"count": count}))
+            elif path == "/__NAME__/notes" and isinstance(method, Method_Post):
+                text = parse_qs(query).get("text", [""])[0]
+                send(response_out, 200, "application/json", json.dumps(add_note(text)))
+            elif path == "/__NAME__/notes" and isinstance(method, Method_Get):
+                send(response_out, 200, "application/json", json.dumps(notes()))
             else:
                 error = {"code": "not_found", "message": f"nothing at {path}"}
                 send(response_out, 404, "application/json", json.dumps({"error": error}))
         except Err as e:
-            error = {"code": "internal", "message": str(e.value)}
-            send(response_out, 500, "application/json", json.dumps({"error": error}))
+            # The WIT error: a class per case (Error_InvalidInput, ...).
+            invalid = type(e.value).__name__ == "Error_InvalidInput"
+            error = {"code": type(e.value).__name__, "message": str(getattr(e.value, "value", e.value))}
+            send(response_out, 400 if invalid else 500, "application/json", json.dumps({"error": error}))
 "#;
 
 const GITIGNORE_PY: &str = "/.venv\n/__pycache__\n/plugin/*.wasm\n/.spike-data\n";
