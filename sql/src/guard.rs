@@ -115,7 +115,9 @@ impl Guarded {
         conn.authorizer(Some(move |context: AuthContext<'_>| {
             let ours = matches!(
                 context.action,
-                AuthAction::Transaction { .. } | AuthAction::Pragma { .. }
+                AuthAction::Transaction { .. }
+                    | AuthAction::Savepoint { .. }
+                    | AuthAction::Pragma { .. }
             ) && host.load(Ordering::Relaxed);
             match refusal(&context.action).filter(|_| !ours) {
                 None => Authorization::Allow,
@@ -135,8 +137,8 @@ impl Guarded {
         })
     }
 
-    /// Runs the host's own transaction statement (`BEGIN IMMEDIATE`,
-    /// `COMMIT`, `ROLLBACK`) or pragma (a checkpoint).
+    /// Runs the host's own transaction statements (`BEGIN IMMEDIATE`,
+    /// `COMMIT`, `ROLLBACK`, savepoints) or pragma (a checkpoint).
     pub fn host_statement(&self, sql: &str) -> rusqlite::Result<()> {
         self.hosting.store(true, Ordering::Relaxed);
         let done = self.conn.execute_batch(sql);

@@ -18,6 +18,7 @@
 
 mod error;
 mod forward;
+mod group;
 mod guard;
 mod log;
 mod operator;

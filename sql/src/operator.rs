@@ -20,17 +20,7 @@ impl Guarded {
     /// `script`'s statements in order, as one transaction: the results of
     /// each, or nothing kept if one fails.
     pub fn script(&mut self, script: &str, counts: &mut Counts) -> Result<Vec<Results>, SqlError> {
-        let internal = |e: rusqlite::Error| SqlError::Internal(e.to_string());
-        self.host_statement("BEGIN IMMEDIATE").map_err(internal)?;
-        let ran = self.each_statement(script, counts);
-        let ran = ran.and_then(|all| match self.host_statement("COMMIT") {
-            Ok(()) => Ok(all),
-            Err(e) => Err(self.error(e)),
-        });
-        if ran.is_err() {
-            let _ = self.host_statement("ROLLBACK");
-        }
-        ran
+        self.atomically(|db| db.each_statement(script, counts))
     }
 
     fn each_statement(

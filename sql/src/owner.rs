@@ -8,7 +8,8 @@
 //!
 //! Opening: alone, the file is the database and the log catches up with
 //! any commit its WAL holds past the log's last entry (a crash between a
-//! commit and its append); on a cluster, the owner fences the log and
+//! commit and its append); a file that is gone while its log is not is
+//! rebuilt from the log. On a cluster, the owner fences the log and
 //! rebuilds the file from the latest snapshot and the entries after it,
 //! whatever its disk held.
 
@@ -177,7 +178,10 @@ impl Owner {
         self.head = head.head;
         self.since_snapshot = (head.head - head.snapshot.map_or(0, |s| s.seq), 0);
         let found = std::fs::metadata(&self.path).is_ok_and(|m| m.len() > 0);
-        if clustered {
+        if clustered || (head.head > 0 && !found) {
+            if !clustered {
+                tracing::warn!(path = %self.path.display(), "a database's file is gone: rebuilt from its log");
+            }
             self.log.rebuild(head.head, &self.path).await?;
             self.shipped = None;
         } else {
@@ -396,8 +400,9 @@ impl Owner {
     }
 }
 
-/// Runs `commands` in order on the connection, and reads what they
-/// committed from the WAL; gives the connection back.
+/// Runs `commands` in order on the connection, as one transaction
+/// (`group`), and reads what they committed from the WAL; gives the
+/// connection back.
 #[allow(clippy::type_complexity)]
 fn run_all(
     mut db: Box<Guarded>,
@@ -409,21 +414,20 @@ fn run_all(
     Vec<(oneshot::Sender<Outcome>, Answer)>,
     Result<Option<Frames>, LogError>,
 ) {
-    let mut answered = Vec::with_capacity(commands.len());
-    for command in commands {
-        let started = Instant::now();
-        let mut counts = Counts::default();
-        let result = db.run(&command.work, &mut counts);
-        let time = started.elapsed();
-        let answer = Answer {
-            result,
-            counts,
-            time,
-            bookmark: 0,
-            bytes: 0,
-        };
-        answered.push((command.reply, answer));
-    }
+    let works: Vec<&Work> = commands.iter().map(|c| &c.work).collect();
+    let ran = db.run_group(&works);
+    let answered = (commands.into_iter().zip(ran))
+        .map(|(command, ran)| {
+            let answer = Answer {
+                result: ran.result,
+                counts: ran.counts,
+                time: ran.time,
+                bookmark: 0,
+                bytes: 0,
+            };
+            (command.reply, answer)
+        })
+        .collect();
     let frames = wal::committed_since(&wal::wal_path(path), since).map_err(storage);
     (db, answered, frames)
 }

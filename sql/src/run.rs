@@ -79,24 +79,44 @@ impl Guarded {
         statements: &[Statement],
         counts: &mut Counts,
     ) -> Result<Vec<Results>, SqlError> {
-        let internal = |e: rusqlite::Error| SqlError::Internal(e.to_string());
-        // IMMEDIATE: the write lock is taken now, not at the first write.
-        self.host_statement("BEGIN IMMEDIATE").map_err(internal)?;
-        let mut all = Vec::with_capacity(statements.len());
-        for (i, statement) in statements.iter().enumerate() {
-            match self.statement(statement, counts) {
-                Ok(results) => all.push(results),
-                Err(e) => {
-                    let _ = self.host_statement("ROLLBACK");
-                    return Err(e.at(&format!("statement {}", i + 1)));
-                }
+        self.atomically(|db| {
+            let mut all = Vec::with_capacity(statements.len());
+            for (i, statement) in statements.iter().enumerate() {
+                let results = db.statement(statement, counts);
+                all.push(results.map_err(|e| e.at(&format!("statement {}", i + 1)))?);
             }
+            Ok(all)
+        })
+    }
+
+    /// `f`, kept whole or not at all: a transaction of its own, or a
+    /// savepoint within the one open (a batch within the owner's group).
+    pub fn atomically<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, SqlError>,
+    ) -> Result<T, SqlError> {
+        let internal = |e: rusqlite::Error| SqlError::Internal(e.to_string());
+        let nested = !self.conn.is_autocommit();
+        let (begin, commit, rollback) = match nested {
+            true => (
+                "SAVEPOINT atom",
+                "RELEASE atom",
+                "ROLLBACK TO atom; RELEASE atom",
+            ),
+            // IMMEDIATE: the write lock is taken now, not at the first write.
+            false => ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"),
+        };
+        self.host_statement(begin).map_err(internal)?;
+        let done = f(self).and_then(|kept| match self.host_statement(commit) {
+            Ok(()) => Ok(kept),
+            Err(e) => Err(self.error(e)),
+        });
+        // SQLite may have rolled the whole transaction back already (an
+        // interrupted write does): nothing is left to roll back then.
+        if done.is_err() && !self.conn.is_autocommit() {
+            let _ = self.host_statement(rollback);
         }
-        if let Err(e) = self.host_statement("COMMIT") {
-            let _ = self.host_statement("ROLLBACK");
-            return Err(self.error(e));
-        }
-        Ok(all)
+        done
     }
 
     /// A script, statement by statement; the number run.

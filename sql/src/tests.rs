@@ -482,3 +482,90 @@ async fn snapshots_bound_the_log_to_its_retention() {
         .unwrap();
     assert_eq!(numbers(&dbs).await, (1..=21).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn a_lost_file_is_rebuilt_from_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sql");
+    let storage = storage(dir.path());
+    {
+        let dbs = Databases::new(path.clone(), SqlLimits::default(), storage.clone()).unwrap();
+        exec(
+            &dbs,
+            "CREATE TABLE r (n INTEGER PRIMARY KEY); INSERT INTO r VALUES (1), (2)",
+        )
+        .await
+        .unwrap();
+        dbs.stop(Duration::from_secs(5)).await;
+    }
+    log::remove_database(&path.join("t.sqlite")).unwrap();
+    let dbs = Databases::new(path, SqlLimits::default(), storage).unwrap();
+    assert_eq!(numbers(&dbs).await, [1, 2]);
+    exec(&dbs, "INSERT INTO r VALUES (3)").await.unwrap();
+    assert_eq!(numbers(&dbs).await, [1, 2, 3]);
+}
+
+#[tokio::test]
+async fn work_committed_together_keeps_each_piece_s_own_outcome() {
+    let limits = SqlLimits {
+        statement_time: Duration::from_millis(200),
+        ..SqlLimits::default()
+    };
+    let (_dir, dbs) = databases(limits);
+    exec(&dbs, "CREATE TABLE r (n INTEGER PRIMARY KEY, v TEXT)")
+        .await
+        .unwrap();
+    // Rounds of work arriving at once (one group each), among them a
+    // write interrupted at its time limit (SQLite rolls the whole
+    // transaction back), a batch that fails, and a script that fails at
+    // its second statement.
+    for round in 0..3i64 {
+        let mut all = Vec::new();
+        for k in 0..40i64 {
+            let n = round * 100 + k;
+            let work = match k {
+                7 => Work::Query(statement(
+                    "INSERT INTO r (v) WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c",
+                    vec![],
+                )),
+                13 => Work::Batch(vec![
+                    statement("INSERT INTO r VALUES (?, 'batch')", vec![Value::Integer(n)]),
+                    statement("INSERT INTO nowhere VALUES (1)", vec![]),
+                ]),
+                21 => Work::Exec(format!(
+                    "INSERT INTO r VALUES ({n}, 'exec'); INSERT INTO nowhere VALUES (1)"
+                )),
+                _ => Work::Query(statement(
+                    "INSERT INTO r VALUES (?, 'one')",
+                    vec![Value::Integer(n)],
+                )),
+            };
+            let dbs = dbs.clone();
+            all.push(tokio::spawn(async move { (k, dbs.run("t", work).await) }));
+        }
+        for task in all {
+            let (k, answer) = task.await.unwrap();
+            match k {
+                7 => assert!(
+                    matches!(&answer.result, Err(SqlError::Limit(m)) if m.contains("time limit")),
+                    "{:?}",
+                    answer.result
+                ),
+                13 | 21 => assert!(answer.result.is_err(), "{k}: {:?}", answer.result),
+                _ => assert!(answer.result.is_ok(), "{k}: {:?}", answer.result),
+            }
+        }
+    }
+    let kept = numbers(&dbs).await;
+    let mut expected: Vec<i64> = (0..3)
+        .flat_map(|round| {
+            (0..40)
+                .filter(|k| ![7, 13].contains(k))
+                .map(move |k| round * 100 + k)
+        })
+        .collect();
+    expected.sort();
+    // The script's first statement stays (each of its statements is its
+    // own, as D1's exec); the batch and the interrupted write leave nothing.
+    assert_eq!(kept, expected);
+}
