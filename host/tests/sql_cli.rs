@@ -292,6 +292,24 @@ fn migrations_are_applied_once_in_order_by_concurrent_applies() {
         ],
     );
     assert_eq!(column(&tallies), [Value::from(2)]);
+
+    // The notes example's own, into the database its plugin uses.
+    let shipped = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../components/notes/migrations"
+    );
+    let applied = ok(
+        sql(&server, &["migrations", "apply", "notes", "--dir", shipped])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        applied.contains("notes: 2 applied, 0 applied before"),
+        "{applied}"
+    );
+    let index = "SELECT name FROM sqlite_schema WHERE name = 'notes_by_author'";
+    let found = json(&server, &["execute", "notes", "--command", index]);
+    assert_eq!(column(&found), [Value::from("notes_by_author")]);
 }
 
 /// Runs a command on a thread: several at once.

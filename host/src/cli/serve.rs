@@ -117,10 +117,34 @@ pub struct ServeArgs {
     pub site: Vec<crate::assets::SiteConfig>,
     #[command(flatten)]
     pub render: RenderArgs,
-    /// Days back a SQL database can be restored to (`spike sql restore`):
-    /// its change log and snapshots are kept that long.
-    #[arg(long, default_value_t = 7.0, env = "SPIKE_SQL_RETENTION_DAYS")]
-    pub sql_retention_days: f64,
+    /// How far back a SQL database can be restored (`spike sql restore`):
+    /// its change log and snapshots are kept that long. A number and a
+    /// unit: 7d, 36h, 90m.
+    #[arg(long, default_value = "7d", env = "SPIKE_SQL_RETENTION", value_parser = parse_retention)]
+    pub sql_retention: Duration,
+}
+
+/// `7d`, `36h`, `90m`, `30s` as a duration.
+fn parse_retention(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let seconds = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" => 1,
+        _ => {
+            return Err(format!(
+                "'{text}' is not a number of days, hours, minutes or seconds (7d, 36h, 90m, 30s)"
+            ));
+        }
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' does not start with a whole number"))?;
+    Ok(Duration::from_secs(n.saturating_mul(seconds)))
 }
 
 impl ServeArgs {
@@ -157,10 +181,20 @@ impl ServeArgs {
         config.auth_cache_entries = self.auth_cache_entries;
         config.sites = self.site;
         config.render = self.render.settings()?;
-        if !(self.sql_retention_days.is_finite() && self.sql_retention_days >= 0.0) {
-            anyhow::bail!("--sql-retention-days must be a number of days, 0 or more");
-        }
-        config.sql_retention = Duration::from_secs_f64(self.sql_retention_days * 86_400.0);
+        config.sql_retention = self.sql_retention;
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_is_a_number_and_a_unit() {
+        assert_eq!(parse_retention("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_retention("90m"), Ok(Duration::from_secs(5_400)));
+        assert!(parse_retention("7").unwrap_err().contains("7d, 36h"));
+        assert!(parse_retention("d").unwrap_err().contains("whole number"));
     }
 }
