@@ -86,21 +86,7 @@ impl Guarded {
             rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
             true,
         )?;
-        let page_size: i64 = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
-        let pages = limits.max_database_bytes / page_size.max(512) as u64;
-        conn.pragma_update(
-            None,
-            "max_page_count",
-            i64::try_from(pages.max(1)).unwrap_or(i64::MAX),
-        )?;
-        let cap = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
-        conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, cap(limits.max_value_bytes))?;
-        conn.set_limit(
-            Limit::SQLITE_LIMIT_SQL_LENGTH,
-            cap(limits.max_statement_bytes),
-        )?;
-        conn.set_limit(Limit::SQLITE_LIMIT_VARIABLE_NUMBER, cap(limits.max_params))?;
-        conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
+        bound(&conn, limits)?;
         let deadline = Arc::new(AtomicU64::new(u64::MAX));
         let epoch = Instant::now();
         let watched = deadline.clone();
@@ -109,24 +95,8 @@ impl Guarded {
             Some(move || epoch.elapsed().as_millis() as u64 > watched.load(Ordering::Relaxed)),
         )?;
         let refused = Arc::new(Mutex::new(None));
-        let noted = refused.clone();
         let hosting = Arc::new(AtomicBool::new(false));
-        let host = hosting.clone();
-        conn.authorizer(Some(move |context: AuthContext<'_>| {
-            let ours = matches!(
-                context.action,
-                AuthAction::Transaction { .. }
-                    | AuthAction::Savepoint { .. }
-                    | AuthAction::Pragma { .. }
-            ) && host.load(Ordering::Relaxed);
-            match refusal(&context.action).filter(|_| !ours) {
-                None => Authorization::Allow,
-                Some(why) => {
-                    *unpoisoned(noted.lock()) = Some(why);
-                    Authorization::Deny
-                }
-            }
-        }))?;
+        authorize(&mut conn, refused.clone(), hosting.clone())?;
         Ok(Self {
             conn,
             deadline,
@@ -183,6 +153,52 @@ impl Guarded {
     pub fn refused(&self) -> Option<String> {
         unpoisoned(self.refused.lock()).take()
     }
+}
+
+/// SQLite's own limits, as the host's are: the file's size, a value's
+/// and a statement's length, parameters, no attached databases.
+fn bound(conn: &Connection, limits: &SqlLimits) -> rusqlite::Result<()> {
+    let page_size: i64 = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
+    let pages = limits.max_database_bytes / page_size.max(512) as u64;
+    conn.pragma_update(
+        None,
+        "max_page_count",
+        i64::try_from(pages.max(1)).unwrap_or(i64::MAX),
+    )?;
+    let cap = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, cap(limits.max_value_bytes))?;
+    conn.set_limit(
+        Limit::SQLITE_LIMIT_SQL_LENGTH,
+        cap(limits.max_statement_bytes),
+    )?;
+    conn.set_limit(Limit::SQLITE_LIMIT_VARIABLE_NUMBER, cap(limits.max_params))?;
+    conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
+    Ok(())
+}
+
+/// The authorizer: what `refusal` names is denied (and noted in
+/// `refused`, to say why the statement failed), except the host's own
+/// transaction statements and pragmas while `hosting` is raised.
+fn authorize(
+    conn: &mut Connection,
+    refused: Arc<Mutex<Option<String>>>,
+    hosting: Arc<AtomicBool>,
+) -> rusqlite::Result<()> {
+    conn.authorizer(Some(move |context: AuthContext<'_>| {
+        let ours = matches!(
+            context.action,
+            AuthAction::Transaction { .. }
+                | AuthAction::Savepoint { .. }
+                | AuthAction::Pragma { .. }
+        ) && hosting.load(Ordering::Relaxed);
+        match refusal(&context.action).filter(|_| !ours) {
+            None => Authorization::Allow,
+            Some(why) => {
+                *unpoisoned(refused.lock()) = Some(why);
+                Authorization::Deny
+            }
+        }
+    }))
 }
 
 /// Why `action` is refused, if it is.

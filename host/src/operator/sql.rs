@@ -81,13 +81,11 @@ pub async fn run(
     command: &SqlCommand,
     json: bool,
 ) -> Result<String, CommandError> {
-    let answer = match command {
+    let (answer, text) = match command {
         SqlCommand::List => {
             let answer = target.call(Method::GET, "/_spike/sql", None).await?;
-            if !json {
-                return Ok(list_table(&answer));
-            }
-            answer
+            let text = list_table(&answer);
+            (answer, text)
         }
         SqlCommand::Execute { db, command, file } => {
             let sql = match (command, file) {
@@ -95,73 +93,84 @@ pub async fn run(
                 (None, Some(file)) => text(file).await?,
                 (None, None) => unreachable!("clap requires one"),
             };
-            let body = json!({ "sql": sql }).to_string();
-            let path = format!("/_spike/sql/{db}/execute");
-            let answer = target
-                .call(Method::POST, &path, Some((body.into(), "application/json")))
-                .await?;
-            if !json {
-                return Ok(results_text(&answer));
-            }
-            answer
+            let answer = post_json(
+                target,
+                &format!("/_spike/sql/{db}/execute"),
+                json!({ "sql": sql }),
+            )
+            .await?;
+            let text = results_text(&answer);
+            (answer, text)
         }
-        SqlCommand::Export { db, output } => {
-            let path = format!("/_spike/sql/{db}/export");
-            let dump = target.bytes(Method::GET, &path, None).await?;
-            return match output {
-                None => Ok(String::from_utf8_lossy(&dump).into_owned()),
-                Some(file) => {
-                    tokio::fs::write(file, &dump)
-                        .await
-                        .map_err(|source| CommandError::Read {
-                            path: file.display().to_string(),
-                            source,
-                        })?;
-                    Ok(format!(
-                        "{db}: exported to {} ({} bytes)\n",
-                        file.display(),
-                        dump.len()
-                    ))
-                }
-            };
-        }
-        SqlCommand::Import { db, file } => {
-            let sql = read(file).await?;
-            let path = format!("/_spike/sql/{db}/import");
-            let answer = target
-                .call(Method::POST, &path, Some((sql, "application/sql")))
-                .await?;
-            if !json {
-                return Ok(format!(
-                    "{db}: {} statements run, {} rows changed (bookmark {})\n",
-                    answer["statements"],
-                    answer["changes"],
-                    field(&answer["bookmark"])
-                ));
-            }
-            answer
-        }
+        SqlCommand::Import { db, file } => import(target, db, file).await?,
         SqlCommand::Restore { db, to } => {
-            let body = json!({ "to": to }).to_string();
-            let path = format!("/_spike/sql/{db}/restore");
-            let answer = target
-                .call(Method::POST, &path, Some((body.into(), "application/json")))
-                .await?;
-            if !json {
-                return Ok(format!(
-                    "{db}: restored to {}; this restore is bookmark {} (restore to the bookmark before it to undo it)\n",
-                    field(&answer["restored_to"]),
-                    field(&answer["bookmark"])
-                ));
-            }
-            answer
+            let answer = post_json(
+                target,
+                &format!("/_spike/sql/{db}/restore"),
+                json!({ "to": to }),
+            )
+            .await?;
+            let text = format!(
+                "{db}: restored to {}; this restore is bookmark {} (restore to the bookmark before it to undo it)\n",
+                field(&answer["restored_to"]),
+                field(&answer["bookmark"])
+            );
+            (answer, text)
         }
+        SqlCommand::Export { db, output } => return export(target, db, output.as_deref()).await,
         SqlCommand::Migrations { command } => return migrations(target, command, json).await,
     };
-    Ok(format!(
+    Ok(match json {
+        true => pretty(&answer),
+        false => text,
+    })
+}
+
+/// `POST path` with a JSON body; the JSON answer.
+async fn post_json(target: &Target, path: &str, body: Value) -> Result<Value, CommandError> {
+    let body = (Bytes::from(body.to_string()), "application/json");
+    Ok(target.call(Method::POST, path, Some(body)).await?)
+}
+
+fn pretty(answer: &Value) -> String {
+    format!(
         "{}\n",
-        serde_json::to_string_pretty(&answer).unwrap_or_default()
+        serde_json::to_string_pretty(answer).unwrap_or_default()
+    )
+}
+
+/// The dump, printed or written to `output`.
+async fn export(target: &Target, db: &str, output: Option<&Path>) -> Result<String, CommandError> {
+    let path = format!("/_spike/sql/{db}/export");
+    let dump = target.bytes(Method::GET, &path, None).await?;
+    let Some(file) = output else {
+        return Ok(String::from_utf8_lossy(&dump).into_owned());
+    };
+    let failed = |source| CommandError::Read {
+        path: file.display().to_string(),
+        source,
+    };
+    tokio::fs::write(file, &dump).await.map_err(failed)?;
+    Ok(format!(
+        "{db}: exported to {} ({} bytes)\n",
+        file.display(),
+        dump.len()
     ))
+}
+
+async fn import(target: &Target, db: &str, file: &Path) -> Result<(Value, String), CommandError> {
+    let sql = read(file).await?;
+    let path = format!("/_spike/sql/{db}/import");
+    let answer = target
+        .call(Method::POST, &path, Some((sql, "application/sql")))
+        .await?;
+    let text = format!(
+        "{db}: {} statements run, {} rows changed (bookmark {})\n",
+        answer["statements"],
+        answer["changes"],
+        field(&answer["bookmark"])
+    );
+    Ok((answer, text))
 }
 
 async fn migrations(
@@ -169,76 +178,72 @@ async fn migrations(
     command: &MigrationsCommand,
     json: bool,
 ) -> Result<String, CommandError> {
-    match command {
+    let (answer, text) = match command {
         MigrationsCommand::Create { name, dir, .. } => {
-            let made = create(dir, name)?;
-            Ok(format!("{}\n", made.display()))
+            return Ok(format!("{}\n", create(dir, name)?.display()));
         }
         MigrationsCommand::List { db, dir } => {
             let local = folder(dir)?;
             let path = format!("/_spike/sql/{db}/migrations");
             let answer = target.call(Method::GET, &path, None).await?;
-            if json {
-                return Ok(format!(
-                    "{}\n",
-                    serde_json::to_string_pretty(&answer).unwrap_or_default()
-                ));
-            }
-            let applied = answer["applied"].as_array().cloned().unwrap_or_default();
-            let at = |name: &str| {
-                (applied.iter().find(|m| m["name"] == name)).map(|m| field(&m["applied_at"]))
-            };
-            let mut rows = vec![["MIGRATION".to_string(), "APPLIED".into()]];
-            for (name, _) in &local {
-                rows.push([name.clone(), at(name).unwrap_or_else(|| "no".into())]);
-            }
-            for m in &applied {
-                let name = field(&m["name"]);
-                if !local.iter().any(|(n, _)| *n == name) {
-                    rows.push([
-                        name,
-                        format!("{} (not in {})", field(&m["applied_at"]), dir.display()),
-                    ]);
-                }
-            }
-            Ok(table(&rows))
+            let text = migrations_table(&answer, &local, dir);
+            (answer, text)
         }
         MigrationsCommand::Apply { db, dir } => {
-            let local = folder(dir)?;
-            let mut migrations = Vec::with_capacity(local.len());
-            for (name, path) in local {
+            let mut migrations = Vec::new();
+            for (name, path) in folder(dir)? {
                 migrations.push(json!({ "name": name, "sql": text(&path).await? }));
             }
-            let body = json!({ "migrations": migrations }).to_string();
             let path = format!("/_spike/sql/{db}/migrations");
-            let answer = target
-                .call(Method::POST, &path, Some((body.into(), "application/json")))
-                .await?;
-            if json {
-                return Ok(format!(
-                    "{}\n",
-                    serde_json::to_string_pretty(&answer).unwrap_or_default()
-                ));
-            }
-            let names = |key: &str| -> Vec<String> {
-                (answer[key].as_array().into_iter().flatten())
-                    .map(field)
-                    .collect()
-            };
-            let (applied, already) = (names("applied"), names("already_applied"));
-            let mut out = String::new();
-            for name in &applied {
-                let _ = writeln!(out, "applied {name}");
-            }
-            let _ = writeln!(
-                out,
-                "{db}: {} applied, {} applied before",
-                applied.len(),
-                already.len()
-            );
-            Ok(out)
+            let answer = post_json(target, &path, json!({ "migrations": migrations })).await?;
+            let text = applied_text(&answer, db);
+            (answer, text)
+        }
+    };
+    Ok(match json {
+        true => pretty(&answer),
+        false => text,
+    })
+}
+
+/// The folder's migrations and when each was applied; then those the
+/// database applied that the folder does not have.
+fn migrations_table(answer: &Value, local: &[(String, PathBuf)], dir: &Path) -> String {
+    let applied = answer["applied"].as_array().map_or(&[][..], Vec::as_slice);
+    let at =
+        |name: &str| (applied.iter().find(|m| m["name"] == name)).map(|m| field(&m["applied_at"]));
+    let mut rows = vec![["MIGRATION".to_string(), "APPLIED".into()]];
+    for (name, _) in local {
+        rows.push([name.clone(), at(name).unwrap_or_else(|| "no".into())]);
+    }
+    for m in applied {
+        let name = field(&m["name"]);
+        if !local.iter().any(|(n, _)| *n == name) {
+            let when = format!("{} (not in {})", field(&m["applied_at"]), dir.display());
+            rows.push([name, when]);
         }
     }
+    table(&rows)
+}
+
+fn applied_text(answer: &Value, db: &str) -> String {
+    let names = |key: &str| -> Vec<String> {
+        (answer[key].as_array().into_iter().flatten())
+            .map(field)
+            .collect()
+    };
+    let (applied, already) = (names("applied"), names("already_applied"));
+    let mut out = String::new();
+    for name in &applied {
+        let _ = writeln!(out, "applied {name}");
+    }
+    let _ = writeln!(
+        out,
+        "{db}: {} applied, {} applied before",
+        applied.len(),
+        already.len()
+    );
+    out
 }
 
 /// The folder's migrations, `(file name, path)`, in order of name.

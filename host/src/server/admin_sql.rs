@@ -357,17 +357,9 @@ pub async fn apply_migrations(
     authorize(&state, &headers, peer)?;
     let Migrations { migrations } =
         json_body(&body, r#"{"migrations": [{"name": "…", "sql": "…"}]}"#)?;
-    for m in &migrations {
-        let fine = !m.name.is_empty()
-            && m.name.len() <= 200
-            && (m.name.bytes()).all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-        if !fine {
-            return Err(bad_request(format!(
-                "migration name '{}' must be letters, digits, '-', '_' or '.'",
-                m.name
-            )));
-        }
-    }
+    migrations
+        .iter()
+        .try_for_each(|m| check_migration_name(&m.name))?;
     let table = format!(
         "CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE, applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL)"
     );
@@ -409,6 +401,20 @@ pub async fn apply_migrations(
         "already_applied": skipped,
         "bookmark": bookmark.map(spike_sql::bookmark),
     })))
+}
+
+/// A migration's name goes into its record's statement as a literal:
+/// a file name's letters only.
+fn check_migration_name(name: &str) -> Result<(), ApiError> {
+    let fine = !name.is_empty()
+        && name.len() <= 200
+        && (name.bytes()).all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    match fine {
+        true => Ok(()),
+        false => Err(bad_request(format!(
+            "migration name '{name}' must be letters, digits, '-', '_' or '.'"
+        ))),
+    }
 }
 
 /// Whether migration `name` is recorded as applied.
