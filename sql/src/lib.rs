@@ -286,7 +286,7 @@ impl Databases {
             database: name.to_string(),
             work: work.clone(),
         };
-        let body = forward::encode(&request);
+        let body = forward::wrap(&*self.storage.blobs, forward::encode(&request)).await?;
         let call = cluster.call(node, forward::SERVICE, body, forward::CALL_TIMEOUT);
         tokio::pin!(call);
         // A call the owner took and died with is never answered: past a
@@ -301,6 +301,7 @@ impl Databases {
                 },
             }
         };
+        let answer = forward::unwrap(&*self.storage.blobs, answer).await?;
         forward::decode(&answer).map_err(StorageError::Corrupt)
     }
 

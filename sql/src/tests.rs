@@ -569,3 +569,21 @@ async fn work_committed_together_keeps_each_piece_s_own_outcome() {
     // own, as D1's exec); the batch and the interrupted write leave nothing.
     assert_eq!(kept, expected);
 }
+
+#[tokio::test]
+async fn a_forwarded_call_past_a_message_goes_through_the_blob_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = storage(dir.path()).blobs;
+    for size in [10, 3 << 20] {
+        let bytes: bytes::Bytes = (0..size)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>()
+            .into();
+        let message = forward::wrap(&*blobs, bytes.clone()).await.unwrap();
+        assert!(message.len() <= 512 * 1024 + 1, "{}", message.len());
+        assert_eq!(forward::unwrap(&*blobs, message).await.unwrap(), bytes);
+    }
+    // Read once, the parcel is gone.
+    let left = blobs.list(log::BUCKET, "#calls/", None, 10).await.unwrap();
+    assert!(left.items.is_empty());
+}

@@ -181,4 +181,15 @@ async fn a_paused_owner_cannot_commit_once_its_lease_is_gone() {
         ["after the pause", "before the pause", "while paused"]
     );
     assert_eq!(within(all_notes(cluster.node(1))).await, through_2);
+
+    // An answer past a NATS message (1 MiB) comes back whole through the
+    // node that does not own the database.
+    let big = client()
+        .post(cluster.node(1).at("/_spike/sql/notes/execute"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({ "sql": "SELECT hex(randomblob(1000000)) AS big" }));
+    let (status, answer) = within(send_json(big)).await;
+    assert_eq!(status, 200, "{answer}");
+    let text = answer["results"][0]["rows"][0][0].as_str().unwrap();
+    assert_eq!(text.len(), 2_000_000);
 }

@@ -154,3 +154,51 @@ async fn a_database_is_the_grants_and_writes_need_a_caller() {
         "{body}"
     );
 }
+
+/// The operator's SQL API refuses what it cannot take with a JSON error:
+/// no token, a body too big, a body that is not the JSON it takes, a name
+/// no database can have; and counts per database on `/metrics`.
+#[tokio::test]
+async fn the_operator_api_refuses_bad_requests_with_json() {
+    let server = TestServer::start(&[NOTES]).await;
+    let c = client();
+    let execute = server.at("/_spike/sql/notes/execute");
+    let (status, body) = send_json(
+        c.post(&execute)
+            .json(&serde_json::json!({"sql": "SELECT 1"})),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    let admin = |r: reqwest::RequestBuilder| r.bearer_auth(ADMIN_TOKEN);
+    let big = "x".repeat(17 << 20);
+    let (status, body) = send_json(admin(c.post(&execute)).body(big)).await;
+    assert_eq!((status, error_code(&body)), (413, "too_large"), "{body}");
+    let (status, body) = send_json(admin(c.post(&execute)).body("{\"sq\": 1}")).await;
+    assert_eq!((status, error_code(&body)), (400, "bad_request"), "{body}");
+    let (status, body) = send_json(
+        admin(c.post(server.at("/_spike/sql/..%2Fx/execute")))
+            .json(&serde_json::json!({"sql": "SELECT 1"})),
+    )
+    .await;
+    assert_eq!((status, error_code(&body)), (400, "bad_request"), "{body}");
+    let (status, body) = send_json(
+        admin(c.post(server.at("/_spike/sql/notes/restore")))
+            .json(&serde_json::json!({"to": "soon"})),
+    )
+    .await;
+    assert_eq!((status, error_code(&body)), (400, "bad_request"), "{body}");
+
+    // A write through the plugin shows in the database's own series.
+    let (status, _) = send(
+        c.post(server.at("/notes"))
+            .json(&serde_json::json!({ "text": "m" })),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let metrics = server.metrics_text().await;
+    let size = (metrics.lines())
+        .find(|l| l.starts_with("spike_sql_database_bytes{database=\"notes\"}"))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    let bytes: f64 = size.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(bytes >= 4096.0, "{size}");
+}

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use http::StatusCode;
@@ -36,7 +36,9 @@ type Peer = Option<Extension<PeerAddr>>;
 
 /// The largest SQL text an import takes (a database's dump is about its
 /// size; the default database limit is 1 GiB).
-pub const MAX_IMPORT: usize = 256 << 20;
+const MAX_IMPORT: usize = 256 << 20;
+/// The largest JSON body of the other calls (statements, migrations).
+const MAX_JSON: usize = 16 << 20;
 
 /// Where wrangler records applied migrations; the same table, so a
 /// database moved from D1 keeps its record.
@@ -96,8 +98,20 @@ fn authorize(state: &AppState, headers: &HeaderMap, peer: Peer) -> Result<(), Ap
     state.operator.check(headers, client)
 }
 
-fn json_body<T: for<'a> Deserialize<'a>>(body: &[u8], shape: &str) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| bad_request(format!("the body must be {shape}: {e}")))
+/// The request's body, up to `max` bytes (read once the caller is let in).
+async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, max).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the body is over {} MiB", max >> 20),
+        )
+    })
+}
+
+async fn json_body<T: for<'a> Deserialize<'a>>(body: Body, shape: &str) -> Result<T, ApiError> {
+    let body = read_body(body, MAX_JSON).await?;
+    serde_json::from_slice(&body).map_err(|e| bad_request(format!("the body must be {shape}: {e}")))
 }
 
 /// `GET /_spike/sql`
@@ -148,10 +162,10 @@ pub async fn execute(
     Path(db): Path<String>,
     peer: Peer,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<JsonLine<Value>, ApiError> {
     authorize(&state, &headers, peer)?;
-    let Execute { sql } = json_body(&body, r#"{"sql": "…"}"#)?;
+    let Execute { sql } = json_body(body, r#"{"sql": "…"}"#).await?;
     let (done, bookmark) = run(&state, &db, Work::Script(sql)).await?;
     let Done::Script(all) = done else {
         unreachable!("a script answers with its statements' results")
@@ -187,9 +201,10 @@ pub async fn import(
     Path(db): Path<String>,
     peer: Peer,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<JsonLine<Value>, ApiError> {
     authorize(&state, &headers, peer)?;
+    let body = read_body(body, MAX_IMPORT).await?;
     let text = String::from_utf8(body.to_vec()).map_err(|_| bad_request("the SQL is not UTF-8"))?;
     let (done, bookmark) = run(&state, &db, Work::Script(text)).await?;
     let Done::Script(all) = done else {
@@ -214,10 +229,10 @@ pub async fn restore(
     Path(db): Path<String>,
     peer: Peer,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<JsonLine<Value>, ApiError> {
     authorize(&state, &headers, peer)?;
-    let Restore { to } = json_body(&body, r#"{"to": "<bookmark or time>"}"#)?;
+    let Restore { to } = json_body(body, r#"{"to": "<bookmark or time>"}"#).await?;
     let to = restore_point(&to)?;
     let (done, bookmark) = run(&state, &db, Work::Restore(to)).await?;
     let Done::Restored { from } = done else {
@@ -352,11 +367,11 @@ pub async fn apply_migrations(
     Path(db): Path<String>,
     peer: Peer,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<JsonLine<Value>, ApiError> {
     authorize(&state, &headers, peer)?;
     let Migrations { migrations } =
-        json_body(&body, r#"{"migrations": [{"name": "…", "sql": "…"}]}"#)?;
+        json_body(body, r#"{"migrations": [{"name": "…", "sql": "…"}]}"#).await?;
     migrations
         .iter()
         .try_for_each(|m| check_migration_name(&m.name))?;

@@ -61,11 +61,7 @@ impl App {
             .route("/_spike/sql", get(admin_sql::list))
             .route("/_spike/sql/{db}/execute", post(admin_sql::execute))
             .route("/_spike/sql/{db}/export", get(admin_sql::export))
-            .route(
-                "/_spike/sql/{db}/import",
-                post(admin_sql::import)
-                    .layer(axum::extract::DefaultBodyLimit::max(admin_sql::MAX_IMPORT)),
-            )
+            .route("/_spike/sql/{db}/import", post(admin_sql::import))
             .route("/_spike/sql/{db}/restore", post(admin_sql::restore))
             .route(
                 "/_spike/sql/{db}/migrations",
