@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use crate::SqlLimits;
 use crate::error::SqlError;
 use crate::guard::Guarded;
-use crate::log::{ChangeLog, Entry, LogError};
+use crate::log::{Block, ChangeLog, Entry, LogError};
 use crate::run::{Counts, Done, RestoreTo, Work};
 use crate::wal::{self, Frames, Position};
 
@@ -199,11 +199,9 @@ impl Owner {
             self.snapshot(true).await?;
         }
         // Commits the WAL holds past the log (a crash came between).
-        let (wal, since) = (wal::wal_path(&self.path), self.shipped);
-        if let Some(frames) =
-            blocking(move || wal::committed_since(&wal, since).map_err(storage)).await?
-        {
-            self.ship(&frames).await?;
+        let (path, since) = (self.path.clone(), self.shipped);
+        if let Some((frames, block)) = blocking(move || committed(&path, since)).await? {
+            self.ship(&frames, block).await?;
         }
         Ok(())
     }
@@ -226,7 +224,7 @@ impl Owner {
         let bytes = crate::database_bytes(&self.path);
         let shipped = match frames {
             Ok(None) => Ok(self.head),
-            Ok(Some(frames)) => self.ship(&frames).await,
+            Ok(Some((frames, block))) => self.ship(&frames, block).await,
             Err(e) => Err(e),
         };
         for (reply, mut answer) in answered {
@@ -241,11 +239,12 @@ impl Owner {
         }
     }
 
-    /// Appends `frames` to the log as its next entry.
-    async fn ship(&mut self, frames: &Frames) -> Result<u64, LogError> {
+    /// Appends `frames` (deflated as `block`) to the log as its next
+    /// entry.
+    async fn ship(&mut self, frames: &Frames, block: Block) -> Result<u64, LogError> {
         let seq = self.head + 1;
         self.behind = true;
-        match self.log.append_pages(seq, frames).await {
+        match self.log.append_pages(seq, frames, block).await {
             Ok(bytes) => {
                 self.behind = false;
                 self.head = seq;
@@ -279,10 +278,9 @@ impl Owner {
             return Ok(());
         }
         if self.behind {
-            let (wal, since) = (wal::wal_path(&self.path), self.shipped);
-            let frames = blocking(move || wal::committed_since(&wal, since).map_err(storage));
-            match frames.await? {
-                Some(frames) => self.ship(&frames).await.map(drop)?,
+            let (path, since) = (self.path.clone(), self.shipped);
+            match blocking(move || committed(&path, since)).await? {
+                Some((frames, block)) => self.ship(&frames, block).await.map(drop)?,
                 None => self.behind = false,
             }
         }
@@ -412,7 +410,7 @@ fn run_all(
 ) -> (
     Box<Guarded>,
     Vec<(oneshot::Sender<Outcome>, Answer)>,
-    Result<Option<Frames>, LogError>,
+    Result<Option<(Frames, Block)>, LogError>,
 ) {
     let works: Vec<&Work> = commands.iter().map(|c| &c.work).collect();
     let ran = db.run_group(&works);
@@ -428,8 +426,17 @@ fn run_all(
             (command.reply, answer)
         })
         .collect();
-    let frames = wal::committed_since(&wal::wal_path(path), since).map_err(storage);
-    (db, answered, frames)
+    (db, answered, committed(path, since))
+}
+
+/// What the WAL of the database at `path` committed after `since`, and
+/// its pages deflated for the log (on a blocking thread).
+fn committed(path: &Path, since: Option<Position>) -> Result<Option<(Frames, Block)>, LogError> {
+    let Some(frames) = wal::committed_since(&wal::wal_path(path), since).map_err(storage)? else {
+        return Ok(None);
+    };
+    let block = crate::log::deflate(&frames, &sibling(path, ".entry")).map_err(storage)?;
+    Ok(Some((frames, block)))
 }
 
 fn storage(e: impl std::fmt::Display) -> LogError {

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The WAL header's size; frames follow it.
 const HEADER: u64 = 32;
@@ -34,20 +34,40 @@ pub struct Position {
     pub checksum: [u32; 2],
 }
 
-/// The pages committed since a position.
+/// The pages committed since a position: where each is in the WAL, not
+/// its bytes (a transaction may write a gigabyte; the owner streams them
+/// into the log, `write_pages`).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Frames {
     pub page_size: u32,
     /// The database's size in pages after the last commit.
     pub db_pages: u32,
-    /// Each page written, once (its last version), by number.
-    pub pages: BTreeMap<u32, Vec<u8>>,
+    /// Each page written, once: the offset of its last version's bytes in
+    /// the WAL, by page number.
+    pub pages: BTreeMap<u32, u64>,
     /// After the last commit's frame.
     pub end: Position,
+    wal: PathBuf,
+}
+
+impl Frames {
+    /// Writes `[page u32 LE][its bytes]` for each page, in page order,
+    /// to `out`, reading them from the WAL.
+    pub fn write_pages(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let mut file = std::fs::File::open(&self.wal)?;
+        let mut page = vec![0u8; self.page_size as usize];
+        for (number, offset) in &self.pages {
+            file.seek(SeekFrom::Start(*offset))?;
+            file.read_exact(&mut page)?;
+            out.write_all(&number.to_le_bytes())?;
+            out.write_all(&page)?;
+        }
+        Ok(())
+    }
 }
 
 /// The path of a database's WAL.
-pub fn wal_path(db: &Path) -> std::path::PathBuf {
+pub fn wal_path(db: &Path) -> PathBuf {
     let mut name = db.as_os_str().to_owned();
     name.push("-wal");
     name.into()
@@ -55,7 +75,8 @@ pub fn wal_path(db: &Path) -> std::path::PathBuf {
 
 /// The frames of `wal` committed after `since` (from the start if `since`
 /// is `None` or names an earlier WAL, one the file was restarted over
-/// since). `None` if nothing was committed after it.
+/// since). `None` if nothing was committed after it. Reads a frame at a
+/// time.
 pub fn committed_since(wal: &Path, since: Option<Position>) -> std::io::Result<Option<Frames>> {
     let mut file = match std::fs::File::open(wal) {
         Ok(file) => file,
@@ -88,23 +109,35 @@ pub fn committed_since(wal: &Path, since: Option<Position>) -> std::io::Result<O
         },
     };
     file.seek(SeekFrom::Start(start.offset))?;
-    let mut rest = Vec::new();
-    file.read_to_end(&mut rest)?;
-    Ok(read_frames(&rest, page_size, big_endian, start))
-}
-
-/// Frames of `bytes` (the WAL from `start` on) up to the last valid
-/// commit frame.
-fn read_frames(bytes: &[u8], page_size: u32, big_endian: bool, start: Position) -> Option<Frames> {
-    let frame_size = FRAME_HEADER + page_size as usize;
-    let mut running = start.checksum;
-    let mut pending: Vec<(u32, &[u8])> = Vec::new();
-    let mut frames = Frames {
+    let reader = std::io::BufReader::with_capacity(1 << 16, file);
+    let frames = Frames {
         page_size,
+        wal: wal.to_path_buf(),
         ..Frames::default()
     };
+    read_frames(reader, frames, big_endian, start)
+}
+
+/// Frames from `start` on, up to the last valid commit frame, into
+/// `frames`.
+fn read_frames(
+    mut reader: impl Read,
+    mut frames: Frames,
+    big_endian: bool,
+    start: Position,
+) -> std::io::Result<Option<Frames>> {
+    let page_size = frames.page_size as usize;
+    let mut frame = vec![0u8; FRAME_HEADER + page_size];
+    let mut running = start.checksum;
+    let mut offset = start.offset;
+    let mut pending: Vec<(u32, u64)> = Vec::new();
     let mut committed = false;
-    for (i, frame) in bytes.chunks_exact(frame_size).enumerate() {
+    loop {
+        match reader.read_exact(&mut frame) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(e),
+        }
         let word = |at: usize| u32::from_be_bytes(frame[at..at + 4].try_into().expect("4 bytes"));
         if [word(8), word(12)] != start.salt {
             break; // left from before the WAL restarted
@@ -114,22 +147,21 @@ fn read_frames(bytes: &[u8], page_size: u32, big_endian: bool, start: Position) 
         if running != [word(16), word(20)] {
             break; // torn, or left from a rolled-back transaction
         }
-        pending.push((word(0), &frame[FRAME_HEADER..]));
+        pending.push((word(0), offset + FRAME_HEADER as u64));
+        offset += frame.len() as u64;
         let db_pages = word(4);
         if db_pages != 0 {
-            for (page, data) in pending.drain(..) {
-                frames.pages.insert(page, data.to_vec());
-            }
+            frames.pages.extend(pending.drain(..));
             frames.db_pages = db_pages;
             frames.end = Position {
                 salt: start.salt,
-                offset: start.offset + ((i + 1) * frame_size) as u64,
+                offset,
                 checksum: running,
             };
             committed = true;
         }
     }
-    committed.then_some(frames)
+    Ok(committed.then_some(frames))
 }
 
 /// SQLite's WAL checksum of `data` (a multiple of 8 bytes), continuing
@@ -154,23 +186,24 @@ fn checksum(big_endian: bool, data: &[u8], mut s: [u32; 2]) -> [u32; 2] {
 /// it to `db_pages`: the database as it was after the commit the pages
 /// came from, given the file as it was before it. Not synced: the caller
 /// syncs once it wrote every entry it replays.
-pub fn apply<'a>(
+pub fn apply(
     db: &Path,
     page_size: u32,
     db_pages: u32,
-    pages: impl Iterator<Item = (u32, &'a [u8])>,
+    pages: impl Iterator<Item = std::io::Result<(u32, Vec<u8>)>>,
 ) -> std::io::Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(db)?;
-    for (page, data) in pages {
+    for page in pages {
+        let (page, data) = page?;
         if page == 0 || page > db_pages || data.len() != page_size as usize {
             continue; // past the end once committed, or not a page
         }
         file.seek(SeekFrom::Start(u64::from(page - 1) * u64::from(page_size)))?;
-        file.write_all(data)?;
+        file.write_all(&data)?;
     }
     file.set_len(u64::from(db_pages) * u64::from(page_size))
 }
@@ -191,6 +224,17 @@ mod tests {
         )
         .unwrap();
         conn
+    }
+
+    /// `frames`' pages, read from the WAL, written into `into`.
+    fn replay(frames: &Frames, into: &Path) {
+        let mut raw = Vec::new();
+        frames.write_pages(&mut raw).unwrap();
+        let each = raw.chunks_exact(4 + frames.page_size as usize).map(|c| {
+            let number = u32::from_le_bytes(c[..4].try_into().unwrap());
+            Ok((number, c[4..].to_vec()))
+        });
+        apply(into, frames.page_size, frames.db_pages, each).unwrap();
     }
 
     fn rows(path: &Path) -> Vec<(i64, String)> {
@@ -224,8 +268,7 @@ mod tests {
             None
         );
         for frames in [&first, &second] {
-            let pages = frames.pages.iter().map(|(n, d)| (*n, d.as_slice()));
-            apply(&copy, frames.page_size, frames.db_pages, pages).unwrap();
+            replay(frames, &copy);
         }
         assert_eq!(rows(&copy), [(1, "one".into()), (2, "two".into())]);
         // A checkpoint that truncates restarts the WAL: read from its start.
@@ -236,8 +279,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_ne!(third.end.salt, second.end.salt);
-        let pages = third.pages.iter().map(|(n, d)| (*n, d.as_slice()));
-        apply(&copy, third.page_size, third.db_pages, pages).unwrap();
+        replay(&third, &copy);
         assert_eq!(rows(&copy), [(2, "two".into())]);
     }
 

@@ -7,6 +7,7 @@
 //! the blob's key); for a restore, the snapshot's key.
 
 use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -121,29 +122,79 @@ impl Entry {
     }
 }
 
-/// `frames`' pages as one deflated block: `[page u32][bytes]` each.
-pub fn deflate(frames: &Frames) -> std::io::Result<Vec<u8>> {
-    let mut out = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
-    for (page, data) in &frames.pages {
-        out.write_all(&page.to_le_bytes())?;
-        out.write_all(data)?;
-    }
-    out.finish()
+/// An entry's deflated pages, made: in memory while they fit inline,
+/// else in a file beside the database (bounded memory whatever a
+/// transaction wrote), to go to the blob store.
+pub enum Block {
+    Inline(Vec<u8>),
+    Spilled(PathBuf),
 }
 
-/// The pages of a deflated block of pages of `page_size`.
-pub fn inflate(block: &[u8], page_size: u32) -> std::io::Result<Vec<(u32, Vec<u8>)>> {
-    let mut raw = Vec::new();
-    flate2::read::DeflateDecoder::new(block).read_to_end(&mut raw)?;
-    let each = 4 + page_size as usize;
-    if raw.len() % each != 0 {
-        return Err(std::io::Error::other("a change's pages are cut short"));
+/// `frames`' pages as one deflated block, `[page u32 LE][bytes]` each,
+/// read from the WAL a page at a time; past `INLINE` bytes it goes on in
+/// the file `spill`.
+pub fn deflate(frames: &Frames, spill: &Path) -> std::io::Result<Block> {
+    let sink = Spill {
+        memory: Vec::new(),
+        file: None,
+        path: spill,
+    };
+    let mut out = flate2::write::DeflateEncoder::new(sink, flate2::Compression::fast());
+    frames.write_pages(&mut out)?;
+    let sink = out.finish()?;
+    match sink.file {
+        None => Ok(Block::Inline(sink.memory)),
+        Some(mut file) => {
+            file.flush()?;
+            Ok(Block::Spilled(spill.to_path_buf()))
+        }
     }
-    Ok(raw
-        .chunks_exact(each)
-        .map(|c| {
-            let page = u32::from_le_bytes(c[..4].try_into().expect("4 bytes"));
-            (page, c[4..].to_vec())
-        })
-        .collect())
+}
+
+/// Memory up to `INLINE` bytes, then the file.
+struct Spill<'a> {
+    memory: Vec<u8>,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    path: &'a Path,
+}
+
+impl Write for Spill<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.file.is_none() && self.memory.len() + bytes.len() > INLINE {
+            let mut file = std::io::BufWriter::new(std::fs::File::create(self.path)?);
+            file.write_all(&std::mem::take(&mut self.memory))?;
+            self.file = Some(file);
+        }
+        match &mut self.file {
+            Some(file) => file.write_all(bytes)?,
+            None => self.memory.extend_from_slice(bytes),
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.as_mut().map_or(Ok(()), Write::flush)
+    }
+}
+
+/// The pages of a deflated block of pages of `page_size`, one at a time.
+pub fn inflate(
+    block: impl Read,
+    page_size: u32,
+) -> impl Iterator<Item = std::io::Result<(u32, Vec<u8>)>> {
+    let mut pages = flate2::read::DeflateDecoder::new(block);
+    std::iter::from_fn(move || {
+        let mut number = [0u8; 4];
+        match pages.read_exact(&mut number) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return None,
+            Err(e) => return Some(Err(e)),
+        }
+        let mut page = vec![0u8; page_size as usize];
+        Some(
+            pages
+                .read_exact(&mut page)
+                .map(|()| (u32::from_le_bytes(number), page)),
+        )
+    })
 }

@@ -16,7 +16,6 @@ mod entry;
 mod snapshots;
 
 pub use entry::{Entry, Stored};
-use snapshots::UploadFrom;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,7 +23,8 @@ use std::sync::Arc;
 use spike_storage::{BlobBackend, Cluster, Quota, RoomLog, RoomLogHead};
 
 use crate::wal::Frames;
-use entry::{INLINE, deflate, inflate};
+use entry::inflate;
+pub use entry::{Block, deflate};
 
 /// The blob bucket of snapshots and large entries.
 pub const BUCKET: &str = "spike/sql";
@@ -130,21 +130,31 @@ impl ChangeLog {
             .collect()
     }
 
-    /// Appends `frames` as entry `seq` (the head plus one), durably; the
-    /// bytes its pages took.
-    pub async fn append_pages(&self, seq: u64, frames: &Frames) -> Result<u64, LogError> {
-        let block = deflate(frames)?;
-        let bytes = block.len() as u64;
-        let pages = if block.len() <= INLINE {
-            Stored::Inline(block.into())
-        } else {
-            let key = format!(
-                "{}/changes/{seq:020}-{}",
-                self.database,
-                spike_storage::util::unique_suffix()
-            );
-            self.upload(&key, UploadFrom::Bytes(&block), seq).await?;
-            Stored::Blob(key)
+    /// Appends `frames`, deflated as `block`, as entry `seq` (the head
+    /// plus one), durably; the bytes its pages took.
+    pub async fn append_pages(
+        &self,
+        seq: u64,
+        frames: &Frames,
+        block: Block,
+    ) -> Result<u64, LogError> {
+        let (pages, bytes) = match block {
+            Block::Inline(block) => {
+                let bytes = block.len() as u64;
+                (Stored::Inline(block.into()), bytes)
+            }
+            Block::Spilled(file) => {
+                let key = format!(
+                    "{}/changes/{seq:020}-{}",
+                    self.database,
+                    spike_storage::util::unique_suffix()
+                );
+                let uploaded = self.upload(&key, &file, seq).await;
+                let bytes = std::fs::metadata(&file).map_or(0, |m| m.len());
+                let _ = std::fs::remove_file(&file);
+                uploaded?;
+                (Stored::Blob(key), bytes)
+            }
         };
         let entry = Entry::Pages {
             at_ms: spike_storage::util::now_ms(),
@@ -165,23 +175,6 @@ impl ChangeLog {
             .log
             .append(&self.log, seq, events, Quota::NONE)
             .await?)
-    }
-
-    /// The pages of a `Pages` entry.
-    pub async fn pages(
-        &self,
-        stored: &Stored,
-        page_size: u32,
-    ) -> Result<Vec<(u32, Vec<u8>)>, LogError> {
-        let block = match stored {
-            Stored::Inline(bytes) => bytes.to_vec(),
-            Stored::Blob(key) => {
-                let mut out = Vec::new();
-                self.download(key, &mut out).await?;
-                out
-            }
-        };
-        Ok(inflate(&block, page_size)?)
     }
 
     /// Writes the database as it was after entry `target` into `into`
@@ -232,11 +225,38 @@ impl ChangeLog {
                 pages,
                 ..
             } => {
-                let pages = self.pages(pages, *page_size).await?;
+                // A blob's pages come to a file first: any size, in bounded
+                // memory.
+                let fetched = match pages {
+                    Stored::Inline(_) => None,
+                    Stored::Blob(key) => {
+                        let file = sibling(into, ".replay");
+                        self.download_file(key, &file).await?;
+                        Some(file)
+                    }
+                };
                 let (path, page_size, db_pages) = (into.to_path_buf(), *page_size, *db_pages);
+                let inline = match pages {
+                    Stored::Inline(bytes) => bytes.clone(),
+                    Stored::Blob(_) => bytes::Bytes::new(),
+                };
                 tokio::task::spawn_blocking(move || {
-                    let each = pages.iter().map(|(n, d)| (*n, d.as_slice()));
-                    crate::wal::apply(&path, page_size, db_pages, each)
+                    let applied = match &fetched {
+                        None => crate::wal::apply(
+                            &path,
+                            page_size,
+                            db_pages,
+                            inflate(&inline[..], page_size),
+                        ),
+                        Some(file) => {
+                            let block = std::io::BufReader::new(std::fs::File::open(file)?);
+                            crate::wal::apply(&path, page_size, db_pages, inflate(block, page_size))
+                        }
+                    };
+                    if let Some(file) = fetched {
+                        let _ = std::fs::remove_file(file);
+                    }
+                    applied
                 })
                 .await
                 .map_err(|e| LogError::Storage(e.to_string()))??;

@@ -26,7 +26,7 @@ impl ChangeLog {
     /// key.
     pub async fn upload_snapshot(&self, seq: u64, file: &Path) -> Result<String, LogError> {
         let key = format!("{}/snapshots/{seq:020}", self.database);
-        self.upload(&key, UploadFrom::File(file), seq).await?;
+        self.upload(&key, file, seq).await?;
         Ok(key)
     }
 
@@ -102,26 +102,18 @@ impl ChangeLog {
         }
     }
 
-    pub(super) async fn upload(
-        &self,
-        key: &str,
-        from: UploadFrom<'_>,
-        seq: u64,
-    ) -> Result<(), LogError> {
+    /// Keeps the file `path` as the blob `key` (of entry `seq`), a MiB at
+    /// a time.
+    pub(super) async fn upload(&self, key: &str, path: &Path, seq: u64) -> Result<(), LogError> {
         let mut upload = self.storage.blobs.upload().await?;
-        match from {
-            UploadFrom::Bytes(bytes) => upload.write(bytes).await?,
-            UploadFrom::File(path) => {
-                let mut file = tokio::fs::File::open(path).await?;
-                let mut buf = vec![0u8; 1 << 20];
-                loop {
-                    let n = file.read(&mut buf).await?;
-                    if n == 0 {
-                        break;
-                    }
-                    upload.write(&buf[..n]).await?;
-                }
+        let mut file = tokio::fs::File::open(path).await?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                break;
             }
+            upload.write(&buf[..n]).await?;
         }
         let metadata = vec![("seq".to_string(), seq.to_string())];
         upload
@@ -149,11 +141,6 @@ impl ChangeLog {
         file.sync_all().await?;
         Ok(())
     }
-}
-
-pub(super) enum UploadFrom<'a> {
-    Bytes(&'a [u8]),
-    File(&'a Path),
 }
 
 /// The number a blob key under `prefix` starts with.
