@@ -612,3 +612,41 @@ async fn a_transaction_of_many_mebibytes_is_logged_and_rebuilt() {
     assert_eq!(query(&dbs, sum, vec![]).await.unwrap().rows, before.rows);
     assert_eq!(numbers(&dbs).await.len(), 41);
 }
+
+#[tokio::test]
+async fn a_restore_logged_but_not_swapped_in_is_finished_at_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sql");
+    let storage = storage(dir.path());
+    let file = path.join("t.sqlite");
+    let before = dir.path().join("before.sqlite");
+    {
+        let dbs = Databases::new(path.clone(), SqlLimits::default(), storage.clone()).unwrap();
+        exec(
+            &dbs,
+            "CREATE TABLE r (n INTEGER PRIMARY KEY); INSERT INTO r VALUES (1)",
+        )
+        .await
+        .unwrap();
+        let one = dbs
+            .run("t", Work::Query(statement("SELECT 1", vec![])))
+            .await
+            .bookmark;
+        exec(&dbs, "INSERT INTO r VALUES (2)").await.unwrap();
+        dbs.stop(Duration::from_secs(5)).await;
+        // The file as a crash between the restore's entry and its swap
+        // would leave it: the state before the restore.
+        let conn = rusqlite::Connection::open(&file).unwrap();
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+        drop(conn);
+        std::fs::copy(&file, &before).unwrap();
+        let dbs = Databases::new(path.clone(), SqlLimits::default(), storage.clone()).unwrap();
+        restore(&dbs, RestoreTo::Entry(one)).await.result.unwrap();
+        dbs.stop(Duration::from_secs(5)).await;
+    }
+    log::remove_database(&file).unwrap();
+    std::fs::copy(&before, &file).unwrap();
+    let dbs = Databases::new(path, SqlLimits::default(), storage).unwrap();
+    assert_eq!(numbers(&dbs).await, [1]);
+}

@@ -13,9 +13,11 @@
 //! rebuilds the file from the latest snapshot and the entries after it,
 //! whatever its disk held.
 
+mod restore;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use spike_objects::{Ending, Object, mailbox};
 use tokio::sync::oneshot;
@@ -24,7 +26,7 @@ use crate::SqlLimits;
 use crate::error::SqlError;
 use crate::guard::Guarded;
 use crate::log::{Block, ChangeLog, Entry, LogError};
-use crate::run::{Counts, Done, RestoreTo, Work};
+use crate::run::{Counts, Done, Work};
 use crate::wal::{self, Frames, Position};
 
 /// How long a database keeps its connection open with no work.
@@ -178,17 +180,22 @@ impl Owner {
         self.head = head.head;
         self.since_snapshot = (head.head - head.snapshot.map_or(0, |s| s.seq), 0);
         let found = std::fs::metadata(&self.path).is_ok_and(|m| m.len() > 0);
-        if clustered || (head.head > 0 && !found) {
-            if !clustered {
+        let last = match clustered {
+            true => None,
+            false => self.log.entry(head.head).await?,
+        };
+        // Rebuilt from the log: on a cluster always (whatever this disk
+        // held); alone, a file that is gone, or one a restore's entry may
+        // not have reached yet (`restore`).
+        let restored = matches!(last, Some(Entry::Restored { .. }));
+        if clustered || (head.head > 0 && !found) || restored {
+            if !clustered && !found {
                 tracing::warn!(path = %self.path.display(), "a database's file is gone: rebuilt from its log");
             }
             self.log.rebuild(head.head, &self.path).await?;
             self.shipped = None;
-        } else {
-            self.shipped = match self.log.entry(head.head).await? {
-                Some(Entry::Pages { end, .. }) => Some(end),
-                _ => None,
-            };
+        } else if let Some(Entry::Pages { end, .. }) = last {
+            self.shipped = Some(end);
         }
         let (path, limits) = (self.path.clone(), self.limits.clone());
         let db = blocking(move || Guarded::open(&path, &limits).map_err(storage)).await?;
@@ -232,7 +239,9 @@ impl Owner {
             match &shipped {
                 Ok(head) => answer.bookmark = *head,
                 Err(e) => {
-                    answer.result = Err(SqlError::Internal(format!("the change was not kept: {e}")))
+                    answer.result = Err(SqlError::Internal(format!(
+                        "the change could not be logged, and may or may not be kept: {e}"
+                    )))
                 }
             }
             let _ = reply.send(Outcome::Done(answer));
@@ -337,64 +346,6 @@ impl Owner {
         self.shipped = None;
         self.since_snapshot = (0, 0);
         Ok(())
-    }
-
-    /// Makes the database what it was at `to`, as a new entry.
-    async fn restore(&mut self, to: RestoreTo) -> Answer {
-        let started = Instant::now();
-        let to = match to {
-            RestoreTo::Entry(seq) => Ok(seq),
-            RestoreTo::Time(ms) => {
-                (self.log.seq_at(ms).await).map_err(|e| SqlError::Internal(e.to_string()))
-            }
-        };
-        let done = match to {
-            Ok(to) => self
-                .restore_to(to)
-                .await
-                .map(|()| Done::Restored { from: to }),
-            Err(e) => Err(e),
-        };
-        Answer {
-            result: done,
-            counts: Counts::default(),
-            time: started.elapsed(),
-            bookmark: self.head,
-            bytes: crate::database_bytes(&self.path),
-        }
-    }
-
-    async fn restore_to(&mut self, to: u64) -> Result<(), SqlError> {
-        if to > self.head {
-            return Err(SqlError::Statement(format!(
-                "bookmark {to} is past the database's last change ({})",
-                self.head
-            )));
-        }
-        let rebuilt = sibling(&self.path, ".restore");
-        let failed = |e: LogError| SqlError::Statement(e.to_string());
-        self.log.rebuild(to, &rebuilt).await.map_err(failed)?;
-        // The rebuilt file becomes the database, and its first snapshot.
-        self.db = None;
-        let (from, into) = (rebuilt.clone(), self.path.clone());
-        blocking(move || {
-            crate::log::remove_database(&into)?;
-            match std::fs::rename(&from, &into) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()), // empty then
-                done => done,
-            }
-            .map_err(storage)
-        })
-        .await
-        .map_err(|e| SqlError::Internal(e.to_string()))?;
-        let (path, limits) = (self.path.clone(), self.limits.clone());
-        let db = blocking(move || Guarded::open(&path, &limits).map_err(storage))
-            .await
-            .map_err(|e| SqlError::Internal(e.to_string()))?;
-        self.db = Some(Box::new(db));
-        self.snapshot(true)
-            .await
-            .map_err(|e| SqlError::Internal(e.to_string()))
     }
 }
 
