@@ -194,6 +194,8 @@ pub struct Room<P: Protocol> {
     /// The members as the handler sees them, made when it asks.
     listed: Option<Arc<[MemberEntry]>>,
     next_member: u64,
+    /// The protocol's state ran ahead of the log (`reload_state`).
+    stale: bool,
     /// Members dropped (by number), to announce (and tell the handler)
     /// after the broadcast that dropped them.
     departed: Vec<(u64, Box<Member<P::Member>>)>,
@@ -235,6 +237,7 @@ pub(super) fn spawn<P: Protocol>(
         members: HashMap::new(),
         listed: None,
         next_member: 0,
+        stale: false,
         departed: Vec::new(),
         place: LogPlace::default(),
     };
@@ -307,7 +310,15 @@ impl<P: Protocol> Owner<P> {
                 Command::Message {
                     connection,
                     message,
-                } => self.take_message(connection, &message, &mut pending).await,
+                } => {
+                    self.take_message(connection, &message, &mut pending).await;
+                    if std::mem::take(&mut self.room.stale) {
+                        // What came before it is stored; then the state
+                        // is the log's again for the next message.
+                        self.commit(std::mem::take(&mut pending)).await;
+                        self.content = None;
+                    }
+                }
                 other => after.push(other),
             }
         }
@@ -489,6 +500,13 @@ impl<P: Protocol> Room<P> {
     }
 
     /// Closes `connection` with `kick`, counted as `kind`.
+    /// The protocol's state ran ahead of the log (a message it could not
+    /// undo changed it): once the events before are stored, it is dropped
+    /// and loaded from the log for the next message.
+    pub fn reload_state(&mut self) {
+        self.stale = true;
+    }
+
     pub fn kick(&mut self, connection: u64, kick: Kick, kind: &'static str) {
         // Counted first: once the kick is sent, the client may read its
         // close (and the metrics) before this task runs again.

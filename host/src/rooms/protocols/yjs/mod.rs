@@ -117,6 +117,9 @@ impl Protocol for Yjs {
         for relay in outcome.relays {
             room.broadcast(&Frame::Binary(relay), &[]);
         }
+        if outcome.tainted {
+            room.reload_state();
+        }
         match outcome.refused {
             None => {}
             Some(Refusal::TooFast) => room.kick(connection, Kick::TOO_FAST, "rate_limited"),

@@ -36,6 +36,10 @@ pub struct Outcome {
     /// Why a later message of the same frame was not taken: what came
     /// before it stands (and must be stored), the connection goes.
     pub refused: Option<Refusal>,
+    /// An update that failed left part of itself in the document (yrs
+    /// does not undo what it integrated before the failure): the document
+    /// ran ahead of the log, and is loaded from the log again.
+    pub tainted: bool,
 }
 
 /// Why a message of a frame was not taken.
@@ -217,9 +221,18 @@ impl YjsRoom {
                 if decoded.is_empty() {
                     return Ok(());
                 }
+                let before = self.doc.transact().state_vector();
                 let mut txn = self.doc.transact_mut();
-                txn.apply_update(decoded).map_err(|e| malformed(&e))?;
+                let applied = txn.apply_update(decoded);
                 drop(txn);
+                if let Err(e) = applied {
+                    // yrs may have integrated part of the update before it
+                    // failed (found by fuzzing, `fuzz/regressions/yjs`);
+                    // what it left may not even encode into an update that
+                    // decodes. The log is the document: it is loaded again.
+                    outcome.tainted = self.doc.transact().state_vector() != before;
+                    return Err(malformed(&e));
+                }
                 outcome.updates.push(update.into());
             }
             Message::Awareness(update) => {
