@@ -86,8 +86,15 @@ fn execute_restore_export_import() {
     );
     assert!(made.contains("bookmark 0000000000000001"), "{made}");
 
-    // A burst of writes, each with its bookmark; restored to the middle
-    // one, the rows before it and it are there, none after.
+    restore_to_the_middle_of_a_burst(&server);
+    an_export_imported_is_the_same_database(&server);
+    errors_carry_sqlite_s_words(&server);
+}
+
+/// A burst of writes, each with its bookmark; restored to the middle
+/// one, the rows before it and it are there, none after; undone.
+fn restore_to_the_middle_of_a_burst(server: &str) {
+    let server = server.to_string();
     let mut bookmarks = Vec::new();
     for n in 3..=12 {
         let insert = format!("INSERT INTO t VALUES ({n}, randomblob(100))");
@@ -120,8 +127,10 @@ fn execute_restore_export_import() {
         &["execute", "scratch", "--command", "SELECT count(*) FROM t"],
     );
     assert_eq!(column(&rows), [Value::from(12)]);
+}
 
-    // An export, imported into another database, is the same database.
+fn an_export_imported_is_the_same_database(server: &str) {
+    let server = server.to_string();
     let dump = ok(sql(&server, &["export", "scratch"]).output().unwrap());
     assert!(
         dump.contains("CREATE TABLE t (n INTEGER PRIMARY KEY, v);"),
@@ -140,8 +149,10 @@ fn execute_restore_export_import() {
     );
     let again = ok(sql(&server, &["export", "copy"]).output().unwrap());
     assert_eq!(again, dump);
+}
 
-    // SQLite's words, and what a bookmark looks like.
+fn errors_carry_sqlite_s_words(server: &str) {
+    let server = server.to_string();
     let bad = failure(
         sql(
             &server,
@@ -264,7 +275,15 @@ fn migrations_are_applied_once_in_order_by_concurrent_applies() {
         "{again}"
     );
 
-    // A migration that fails keeps nothing of itself, and says which.
+    a_broken_migration_keeps_nothing(&server, &folder);
+    the_notes_example_s_migrations_apply(&server);
+}
+
+/// A migration that fails keeps nothing of itself, and says which.
+fn a_broken_migration_keeps_nothing(server: &str, folder: &std::path::Path) {
+    let server = server.to_string();
+    let folder_arg = folder.to_str().unwrap();
+    let file = |n: &str| folder.join(n);
     std::fs::write(
         file("0004_broken.sql"),
         "INSERT INTO tallies VALUES (3);\nINSERT INTO nowhere VALUES (1);\n",
@@ -292,8 +311,11 @@ fn migrations_are_applied_once_in_order_by_concurrent_applies() {
         ],
     );
     assert_eq!(column(&tallies), [Value::from(2)]);
+}
 
-    // The notes example's own, into the database its plugin uses.
+/// The notes example's own, into the database its plugin uses.
+fn the_notes_example_s_migrations_apply(server: &str) {
+    let server = server.to_string();
     let shipped = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../components/notes/migrations"
