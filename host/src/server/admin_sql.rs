@@ -92,6 +92,19 @@ async fn run(state: &AppState, db: &str, work: Work) -> Result<(Done, u64), ApiE
     Ok((done, answer.bookmark))
 }
 
+/// An operator's script on `db`: each statement's results, and where the
+/// database stood after it.
+async fn script(
+    state: &AppState,
+    db: &str,
+    sql: String,
+) -> Result<(Vec<spike_sql::Results>, u64), ApiError> {
+    match run(state, db, Work::Script(sql)).await? {
+        (Done::Script(all), bookmark) => Ok((all, bookmark)),
+        _ => unreachable!("a script answers with its statements' results"),
+    }
+}
+
 fn authorize(state: &AppState, headers: &HeaderMap, peer: Peer) -> Result<(), ApiError> {
     let client =
         super::gate::client_ip(peer.map(|Extension(p)| p), headers, &state.client_addresses);
@@ -166,10 +179,7 @@ pub async fn execute(
 ) -> Result<JsonLine<Value>, ApiError> {
     authorize(&state, &headers, peer)?;
     let Execute { sql } = json_body(body, r#"{"sql": "…"}"#).await?;
-    let (done, bookmark) = run(&state, &db, Work::Script(sql)).await?;
-    let Done::Script(all) = done else {
-        unreachable!("a script answers with its statements' results")
-    };
+    let (all, bookmark) = script(&state, &db, sql).await?;
     let results: Vec<Value> = all.into_iter().map(results_json).collect();
     Ok(JsonLine(json!({
         "results": results,
@@ -206,10 +216,7 @@ pub async fn import(
     authorize(&state, &headers, peer)?;
     let body = read_body(body, MAX_IMPORT).await?;
     let text = String::from_utf8(body.to_vec()).map_err(|_| bad_request("the SQL is not UTF-8"))?;
-    let (done, bookmark) = run(&state, &db, Work::Script(text)).await?;
-    let Done::Script(all) = done else {
-        unreachable!("a script answers with its statements' results")
-    };
+    let (all, bookmark) = script(&state, &db, text).await?;
     let changes: u64 = all.iter().map(|r| r.changes).sum();
     Ok(JsonLine(json!({
         "statements": all.len(),
@@ -339,15 +346,12 @@ pub async fn migrations(
 /// The migrations the database records, in the order they were applied.
 async fn applied(state: &AppState, db: &str) -> Result<Vec<Value>, ApiError> {
     let exists = format!("SELECT 1 FROM sqlite_schema WHERE name = '{MIGRATIONS_TABLE}'");
-    let (done, _) = run(state, db, Work::Script(exists)).await?;
-    if matches!(&done, Done::Script(all) if all.first().is_none_or(|r| r.rows.is_empty())) {
+    let (found, _) = script(state, db, exists).await?;
+    if found.first().is_none_or(|r| r.rows.is_empty()) {
         return Ok(Vec::new());
     }
     let query = format!("SELECT name, applied_at FROM {MIGRATIONS_TABLE} ORDER BY id");
-    let (done, _) = run(state, db, Work::Script(query)).await?;
-    let Done::Script(all) = done else {
-        unreachable!("a script answers with its statements' results")
-    };
+    let (all, _) = script(state, db, query).await?;
     let rows = all.into_iter().next().map(|r| r.rows).unwrap_or_default();
     Ok(rows
         .into_iter()
@@ -378,7 +382,7 @@ pub async fn apply_migrations(
     let table = format!(
         "CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE, applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL)"
     );
-    run(&state, &db, Work::Script(table)).await?;
+    script(&state, &db, table).await?;
     let already: Vec<String> = (applied(&state, &db).await?.into_iter())
         .filter_map(|m| m["name"].as_str().map(str::to_owned))
         .collect();
@@ -391,11 +395,11 @@ pub async fn apply_migrations(
         }
         // The record first: an apply that lost the race fails on it,
         // before any of the migration's statements runs.
-        let script = format!(
+        let record_and_migration = format!(
             "INSERT INTO {MIGRATIONS_TABLE} (name) VALUES ('{}');\n{}",
             m.name, m.sql
         );
-        match run(&state, &db, Work::Script(script)).await {
+        match script(&state, &db, record_and_migration).await {
             Ok((_, at)) => {
                 bookmark = Some(at);
                 done.push(m.name);
