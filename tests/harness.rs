@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod fake_ai;
 pub mod livestore_wire;
 pub mod node;
+pub mod otlp;
 pub mod process;
 pub mod render_pages;
 pub mod rooms;

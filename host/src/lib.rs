@@ -15,6 +15,7 @@
 //!   JetStream), the `spike-storage` crate
 //! - `bindings`: the Rust side of the `spike:host` WIT package
 //! - `metrics`: every series the host exports, in the Prometheus format
+//! - `telemetry`: OpenTelemetry traces over OTLP, one per request
 //! - `log_sink`: the log, written to stdout in batches by a thread of its own
 //! - `util`: the clock, hashes, temporary file names
 
@@ -34,6 +35,7 @@ pub mod project;
 pub mod rooms;
 pub mod runtime;
 pub mod server;
+pub mod telemetry;
 /// The bottom layer, a crate of its own (`storage/`).
 pub use spike_storage as storage;
 pub mod util;

@@ -11,9 +11,25 @@ async fn main() -> ExitCode {
     // `spike dev` prints each request; the commands that end by
     // themselves log as text.
     let log = match &cli.command {
-        Command::Serve(args) => init_logging(args.log.log_format, args.access_log),
-        Command::Dev { log, .. } => init_logging(log.log_format, true),
-        _ => init_logging(LogFormat::Text, false),
+        Command::Serve(args) => args
+            .telemetry
+            .settings()
+            .map_err(anyhow::Error::msg)
+            .and_then(|traces| {
+                let node =
+                    (args.node.clone()).unwrap_or_else(|| spike::server::default_node(args.listen));
+                let traces = traces.as_ref().map(|t| (t, node.as_str()));
+                init_logging(args.log.log_format, args.access_log, traces)
+            }),
+        Command::Dev { log, .. } => init_logging(log.log_format, true, None),
+        _ => init_logging(LogFormat::Text, false, None),
+    };
+    let log = match log {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!("error: {}", told(&e));
+            return ExitCode::FAILURE;
+        }
     };
     let result = run(cli.command).await;
     // The log's last lines are written before the error is told (a
@@ -98,6 +114,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down: finishing requests in flight");
     server.stop().await;
+    spike::telemetry::finish(std::time::Duration::from_secs(5)).await;
     // The last line: a reader (or a supervisor) knows the stop was clean,
     // and that the lines before it were written.
     tracing::info!("spike stopped");
@@ -105,9 +122,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Logs to stdout through `LogSink`; what is buffered is written when the
-/// returned guard drops.
-fn init_logging(format: LogFormat, access_log: bool) -> spike::log_sink::FlushOnDrop {
+/// returned guard drops. With `traces` (settings, node name), spans go to
+/// the OTLP collector too.
+fn init_logging(
+    format: LogFormat,
+    access_log: bool,
+    traces: Option<(&spike::telemetry::Settings, &str)>,
+) -> anyhow::Result<spike::log_sink::FlushOnDrop> {
     use std::io::IsTerminal;
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     // chromiumoxide warns of each DevTools message its protocol definitions
     // (older than Debian's Chromium) cannot parse; it skips them, and so
     // does the log.
@@ -117,16 +142,27 @@ fn init_logging(format: LogFormat, access_log: bool) -> spike::log_sink::FlushOn
     if access_log {
         filter = filter.add_directive("spike::access=info".parse().expect("a valid directive"));
     }
+    // The spans of traces are the trace layer's; the log's lines do not
+    // carry them (a JSON line names its trace and span by id instead).
+    let filter = filter.add_directive("spike::trace=off".parse().expect("a valid directive"));
     let (sink, flush) = spike::log_sink::LogSink::stdout();
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(sink);
-    match format {
+    let logs = tracing_subscriber::fmt::layer().with_writer(sink);
+    let logs = match format {
         // Colour codes are for people at a terminal, not for files.
-        LogFormat::Text => logs.with_ansi(std::io::stdout().is_terminal()).init(),
-        LogFormat::Json => logs.json().flatten_event(true).init(),
-    }
-    flush
+        LogFormat::Text => logs.with_ansi(std::io::stdout().is_terminal()).boxed(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .map_event_format(spike::telemetry::WithTraceIds)
+            .boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(logs.with_filter(filter));
+    let traces = match traces {
+        Some((settings, node)) => Some(spike::telemetry::install(settings, node)?),
+        None => None,
+    };
+    registry.with(traces).init();
+    Ok(flush)
 }
 
 async fn shutdown_signal() {

@@ -131,13 +131,14 @@ pub struct Metrics {
     pub services: crate::caps::services::ServiceMetrics,
     pub render: crate::caps::render::RenderMetrics,
     pub sql: crate::caps::sql::SqlMetrics,
+    pub telemetry: crate::telemetry::TelemetryMetrics,
 }
 
 impl Metrics {
     pub fn new() -> Arc<Self> {
         let mut m = Self::default();
         let mut registry = Registry::with_prefix("spike");
-        let all: [&dyn Series; 13] = [
+        let all: [&dyn Series; 14] = [
             &m.http,
             &m.instances,
             &m.auth,
@@ -151,6 +152,7 @@ impl Metrics {
             &m.services,
             &m.render,
             &m.sql,
+            &m.telemetry,
         ];
         for series in all {
             series.register(&mut registry);

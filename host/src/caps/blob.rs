@@ -16,12 +16,13 @@ use wasmtime_wasi::p2::{
     pipe::AsyncReadStream,
 };
 
-use super::{CapError, Kind, Named, View, check_key, page_limit};
+use super::{CapError, Kind, Named, View, call_span, check_key, page_limit};
 use crate::bindings::spike::host::blob::{
     self as wit, ByteRange, ObjectBody, ObjectMeta, ObjectPage, PutOptions,
 };
 use crate::metrics::KindLabels;
 use crate::storage::{BlobBackend, ObjectInfo, ObjectUpload};
+use crate::telemetry::{self, traced};
 
 /// Longest object key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -224,9 +225,12 @@ impl wit::HostBucket for BlobView<'_> {
         k: String,
     ) -> Result<Option<ObjectMeta>, CapError> {
         let bucket = self.name_of(&b)?;
-        key(&k)?;
-        self.counts.blob("head");
-        Ok(self.ctx.backend.head(&bucket, &k).await?.map(meta))
+        traced(call_span("blob", "head", &bucket), async {
+            key(&k)?;
+            self.counts.blob("head");
+            Ok(self.ctx.backend.head(&bucket, &k).await?.map(meta))
+        })
+        .await
     }
 
     async fn get(
@@ -236,22 +240,27 @@ impl wit::HostBucket for BlobView<'_> {
         range: Option<ByteRange>,
     ) -> Result<Option<ObjectBody>, CapError> {
         let bucket = self.name_of(&b)?;
-        key(&k)?;
-        self.counts.blob("get");
-        let Some(object) = self.ctx.backend.open(&bucket, &k).await? else {
-            return Ok(None);
-        };
-        let (offset, length) = span(range, object.info.size)?;
-        // Counted when handed out: what the guest then streams on.
-        self.counts.blob_bytes("read", length);
-        let reader = object.body.range(offset, length).await?;
-        let stream: DynInputStream = Box::new(AsyncReadStream::new(reader));
-        Ok(Some(ObjectBody {
-            meta: meta(object.info),
-            offset,
-            length,
-            body: self.table.push(stream)?,
-        }))
+        let call = call_span("blob", "get", &bucket);
+        traced(call.clone(), async {
+            key(&k)?;
+            self.counts.blob("get");
+            let Some(object) = self.ctx.backend.open(&bucket, &k).await? else {
+                return Ok(None);
+            };
+            let (offset, length) = span(range, object.info.size)?;
+            // Counted when handed out: what the guest then streams on.
+            self.counts.blob_bytes("read", length);
+            telemetry::record(&call, "spike.bytes", length);
+            let reader = object.body.range(offset, length).await?;
+            let stream: DynInputStream = Box::new(AsyncReadStream::new(reader));
+            Ok(Some(ObjectBody {
+                meta: meta(object.info),
+                offset,
+                length,
+                body: self.table.push(stream)?,
+            }))
+        })
+        .await
     }
 
     async fn put(
@@ -323,9 +332,12 @@ impl wit::HostBucket for BlobView<'_> {
 
     async fn delete(&mut self, b: Resource<Bucket>, k: String) -> Result<bool, CapError> {
         let bucket = self.name_of(&b)?;
-        key(&k)?;
-        self.counts.blob("delete");
-        Ok(self.ctx.backend.delete(&bucket, &k).await?)
+        traced(call_span("blob", "delete", &bucket), async {
+            key(&k)?;
+            self.counts.blob("delete");
+            Ok(self.ctx.backend.delete(&bucket, &k).await?)
+        })
+        .await
     }
 
     async fn list(
@@ -336,13 +348,19 @@ impl wit::HostBucket for BlobView<'_> {
         limit: u32,
     ) -> Result<ObjectPage, CapError> {
         let bucket = self.name_of(&b)?;
-        let limit = page_limit(limit)?;
-        self.counts.blob("list");
-        let page = self
-            .ctx
-            .backend
-            .list(&bucket, &prefix, cursor.as_deref(), limit)
-            .await?;
+        let call = call_span("blob", "list", &bucket);
+        let page = traced(call.clone(), async {
+            let limit = page_limit(limit)?;
+            self.counts.blob("list");
+            let backend = &self.ctx.backend;
+            Ok::<_, CapError>(
+                backend
+                    .list(&bucket, &prefix, cursor.as_deref(), limit)
+                    .await?,
+            )
+        })
+        .await?;
+        telemetry::record(&call, "spike.rows", page.items.len() as u64);
         Ok(ObjectPage {
             objects: page.items.into_iter().map(meta).collect(),
             cursor: page.cursor,
@@ -355,26 +373,9 @@ impl wit::HostBucket for BlobView<'_> {
     }
 }
 
-impl wit::HostObjectWriter for BlobView<'_> {
-    async fn body(
-        &mut self,
-        w: Resource<ObjectWriter>,
-    ) -> Result<Resource<DynOutputStream>, CapError> {
-        let writer = self.table.get_mut(&w)?;
-        if writer.body_taken {
-            return Err(CapError::InvalidInput(
-                "the body stream was already taken".into(),
-            ));
-        }
-        writer.body_taken = true;
-        let stream: DynOutputStream = Box::new(UploadStream {
-            upload: writer.upload.clone(),
-        });
-        Ok(self.table.push(stream)?)
-    }
-
-    async fn finish(&mut self, w: Resource<ObjectWriter>) -> Result<ObjectMeta, CapError> {
-        let writer = self.table.delete(w)?;
+impl BlobView<'_> {
+    /// Stores what a writer uploaded, once its limits and quota held.
+    async fn commit(&mut self, writer: ObjectWriter) -> Result<ObjectMeta, CapError> {
         let mut up = writer.upload.lock().await;
         up.write_pending().await;
         let sink = up.sink.take();
@@ -405,6 +406,33 @@ impl wit::HostObjectWriter for BlobView<'_> {
             .await?;
         self.counts.blob_bytes("written", info.size);
         Ok(meta(info))
+    }
+}
+
+impl wit::HostObjectWriter for BlobView<'_> {
+    async fn body(
+        &mut self,
+        w: Resource<ObjectWriter>,
+    ) -> Result<Resource<DynOutputStream>, CapError> {
+        let writer = self.table.get_mut(&w)?;
+        if writer.body_taken {
+            return Err(CapError::InvalidInput(
+                "the body stream was already taken".into(),
+            ));
+        }
+        writer.body_taken = true;
+        let stream: DynOutputStream = Box::new(UploadStream {
+            upload: writer.upload.clone(),
+        });
+        Ok(self.table.push(stream)?)
+    }
+
+    async fn finish(&mut self, w: Resource<ObjectWriter>) -> Result<ObjectMeta, CapError> {
+        let writer = self.table.delete(w)?;
+        let call = call_span("blob", "put", &writer.bucket);
+        let info = traced(call.clone(), self.commit(writer)).await?;
+        telemetry::record(&call, "spike.bytes", info.size);
+        Ok(info)
     }
 
     async fn drop(&mut self, w: Resource<ObjectWriter>) -> wasmtime::Result<()> {

@@ -101,6 +101,12 @@ impl Grants {
         }
     }
 
+    /// Whether an outgoing request to `host` on `port` may carry the
+    /// trace context: a grant that covers it says `trace = true`.
+    pub fn traces_to(&self, host: &str, port: u16) -> bool {
+        (self.outbound.iter()).any(|p| p.trace && p.matches(host, port))
+    }
+
     /// Whether an outgoing request to `host` on `port` is granted.
     pub fn check_outbound(&self, host: &str, port: u16) -> Result<(), CapError> {
         if self.outbound.iter().any(|p| p.matches(host, port)) {

@@ -11,10 +11,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use wasmtime::component::{HasData, Linker, Resource};
 
-use super::{CapError, Kind, Named, View, check_key, page_limit};
+use super::{CapError, Kind, Named, View, call_span, check_key, page_limit};
 use crate::bindings::spike::host::kv::{self as wit, Entry, KeyInfo, KeyPage, SetOptions};
 use crate::metrics::KindLabels;
 use crate::storage::{KvBackend, KvEntry};
+use crate::telemetry::{self, traced};
 use crate::util::now_ms;
 
 /// Longest key, in bytes.
@@ -92,12 +93,17 @@ impl wit::HostNamespace for KvView<'_> {
         k: String,
     ) -> Result<Option<Vec<u8>>, CapError> {
         let ns = self.name_of(&ns)?;
-        key(&k)?;
-        self.counts.kv("get");
-        let value = self.ctx.backend.get(&ns, &k).await?.map(|e| e.value);
-        self.counts
-            .kv_bytes("read", value.as_ref().map_or(0, Vec::len));
-        Ok(value)
+        let span = call_span("kv", "get", &ns);
+        traced(span.clone(), async {
+            key(&k)?;
+            self.counts.kv("get");
+            let value = self.ctx.backend.get(&ns, &k).await?.map(|e| e.value);
+            let bytes = value.as_ref().map_or(0, Vec::len);
+            self.counts.kv_bytes("read", bytes);
+            telemetry::record(&span, "spike.bytes", bytes as u64);
+            Ok(value)
+        })
+        .await
     }
 
     async fn get_with_metadata(
@@ -106,16 +112,21 @@ impl wit::HostNamespace for KvView<'_> {
         k: String,
     ) -> Result<Option<Entry>, CapError> {
         let ns = self.name_of(&ns)?;
-        key(&k)?;
-        self.counts.kv("get");
-        let entry = self.ctx.backend.get(&ns, &k).await?;
-        self.counts
-            .kv_bytes("read", entry.as_ref().map_or(0, |e| e.value.len()));
-        Ok(entry.map(|e| Entry {
-            value: e.value,
-            metadata: e.metadata,
-            expires_at_ms: e.expires_at_ms,
-        }))
+        let span = call_span("kv", "get", &ns);
+        traced(span.clone(), async {
+            key(&k)?;
+            self.counts.kv("get");
+            let entry = self.ctx.backend.get(&ns, &k).await?;
+            let bytes = entry.as_ref().map_or(0, |e| e.value.len());
+            self.counts.kv_bytes("read", bytes);
+            telemetry::record(&span, "spike.bytes", bytes as u64);
+            Ok(entry.map(|e| Entry {
+                value: e.value,
+                metadata: e.metadata,
+                expires_at_ms: e.expires_at_ms,
+            }))
+        })
+        .await
     }
 
     async fn set(
@@ -126,19 +137,27 @@ impl wit::HostNamespace for KvView<'_> {
         options: SetOptions,
     ) -> Result<(), CapError> {
         let ns = self.name_of(&ns)?;
-        key(&k)?;
-        let entry = entry(value, options)?;
-        self.counts.kv("set");
-        self.counts.kv_bytes("written", entry.value.len());
-        let quota = self.grants.storage.kv;
-        Ok(self.ctx.backend.set(&ns, &k, entry, quota).await?)
+        let span = call_span("kv", "set", &ns);
+        telemetry::record(&span, "spike.bytes", value.len() as u64);
+        traced(span, async {
+            key(&k)?;
+            let entry = entry(value, options)?;
+            self.counts.kv("set");
+            self.counts.kv_bytes("written", entry.value.len());
+            let quota = self.grants.storage.kv;
+            Ok(self.ctx.backend.set(&ns, &k, entry, quota).await?)
+        })
+        .await
     }
 
     async fn delete(&mut self, ns: Resource<Namespace>, k: String) -> Result<bool, CapError> {
         let ns = self.name_of(&ns)?;
-        key(&k)?;
-        self.counts.kv("delete");
-        Ok(self.ctx.backend.delete(&ns, &k).await?)
+        traced(call_span("kv", "delete", &ns), async {
+            key(&k)?;
+            self.counts.kv("delete");
+            Ok(self.ctx.backend.delete(&ns, &k).await?)
+        })
+        .await
     }
 
     async fn increment(
@@ -148,10 +167,13 @@ impl wit::HostNamespace for KvView<'_> {
         delta: i64,
     ) -> Result<i64, CapError> {
         let ns = self.name_of(&ns)?;
-        key(&k)?;
-        self.counts.kv("increment");
-        let quota = self.grants.storage.kv;
-        Ok(self.ctx.backend.increment(&ns, &k, delta, quota).await?)
+        traced(call_span("kv", "increment", &ns), async {
+            key(&k)?;
+            self.counts.kv("increment");
+            let quota = self.grants.storage.kv;
+            Ok(self.ctx.backend.increment(&ns, &k, delta, quota).await?)
+        })
+        .await
     }
 
     async fn list(
@@ -162,13 +184,15 @@ impl wit::HostNamespace for KvView<'_> {
         limit: u32,
     ) -> Result<KeyPage, CapError> {
         let ns = self.name_of(&ns)?;
-        let limit = page_limit(limit)?;
-        self.counts.kv("list");
-        let page = self
-            .ctx
-            .backend
-            .list(&ns, &prefix, cursor.as_deref(), limit)
-            .await?;
+        let span = call_span("kv", "list", &ns);
+        let page = traced(span.clone(), async {
+            let limit = page_limit(limit)?;
+            self.counts.kv("list");
+            let backend = &self.ctx.backend;
+            Ok::<_, CapError>(backend.list(&ns, &prefix, cursor.as_deref(), limit).await?)
+        })
+        .await?;
+        telemetry::record(&span, "spike.rows", page.items.len() as u64);
         Ok(KeyPage {
             keys: page
                 .items

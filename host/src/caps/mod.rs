@@ -84,6 +84,39 @@ impl From<wasmtime::component::ResourceTableError> for CapError {
     }
 }
 
+impl crate::telemetry::ErrorType for CapError {
+    fn error_type(&self) -> &'static str {
+        match self {
+            CapError::AccessDenied(_) => "access_denied",
+            CapError::InvalidInput(_) => "invalid_input",
+            CapError::TooLarge(_) => "too_large",
+            CapError::Internal(_) => "internal",
+            CapError::QuotaExceeded(_) => "quota_exceeded",
+            CapError::Trap(_) => "trap",
+        }
+    }
+}
+
+/// The span of one capability call, `{capability} {operation}` on the
+/// named resource (a namespace, bucket, database, secret or quota): its
+/// sizes and outcome are recorded on it, never a key or a value.
+pub(crate) fn call_span(
+    capability: &'static str,
+    operation: &'static str,
+    resource: &str,
+) -> tracing::Span {
+    crate::telemetry::span!(
+        "capability call",
+        otel.name = %format_args!("{capability} {operation}"),
+        spike.capability = capability,
+        spike.operation = operation,
+        spike.resource = resource,
+        spike.bytes = tracing::field::Empty,
+        spike.rows = tracing::field::Empty,
+        spike.outcome = tracing::field::Empty,
+    )
+}
+
 /// The one place capability errors become the WIT variant (or a trap).
 pub fn to_wit(e: CapError) -> wasmtime::Result<WitError> {
     Ok(match e {

@@ -155,11 +155,23 @@ pub type SecretsView<'a> = View<'a, SecretsCtx>;
 
 impl wit::Host for SecretsView<'_> {
     async fn get(&mut self, name: String) -> Result<String, CapError> {
-        if let Err(denied) = self.grants.check(Kind::Secret, &name) {
+        // The name only: a secret's value is never recorded anywhere.
+        let span = super::call_span("secrets", "get", &name);
+        let read = self.read(&name);
+        if let Err(e) = &read {
+            crate::telemetry::failed(&span, crate::telemetry::ErrorType::error_type(e));
+        }
+        read
+    }
+}
+
+impl SecretsView<'_> {
+    fn read(&mut self, name: &str) -> Result<String, CapError> {
+        if let Err(denied) = self.grants.check(Kind::Secret, name) {
             self.counts.secret("denied");
             return Err(denied);
         }
-        match self.ctx.value(&name) {
+        match self.ctx.value(name) {
             Some(value) => {
                 self.counts.secret("read");
                 Ok(value.to_string())
@@ -168,7 +180,7 @@ impl wit::Host for SecretsView<'_> {
                 self.counts.secret("unset");
                 CapError::InvalidInput(format!(
                     "secret '{name}' is not set: set it in the secrets file or as {ENV_PREFIX}{}",
-                    env_name(&name)
+                    env_name(name)
                 ))
             }),
         }

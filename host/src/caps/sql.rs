@@ -18,8 +18,10 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use spike_sql::{Databases, Done, SqlError, Work};
 use wasmtime::component::{HasData, Linker, Resource};
 
-use super::{CapError, Kind, Named, View};
+use super::{CapError, Kind, Named, View, call_span};
 use crate::bindings::spike::host::sql::{self as wit, Results, Statement, Value};
+use crate::telemetry;
+use tracing::Instrument;
 
 /// The host's SQL databases, if this host serves them.
 pub struct SqlCtx {
@@ -69,7 +71,13 @@ impl SqlView<'_> {
                 "SQL databases are not served here".into(),
             ));
         };
-        let answer = databases.run(&name, work).await;
+        let operation = match &work {
+            Work::Query(_) => "query",
+            Work::Batch(_) => "batch",
+            _ => "exec",
+        };
+        let span = call_span("sql", operation, &name);
+        let answer = databases.run(&name, work).instrument(span.clone()).await;
         let metrics = &self.counts.metrics.sql;
         let outcome = answer.result.as_ref().map_or_else(SqlError::kind, |_| "ok");
         let labels = |kind| SqlLabels {
@@ -79,6 +87,10 @@ impl SqlView<'_> {
         };
         metrics.calls.get_or_create(&labels(outcome)).inc();
         let counts = answer.counts;
+        match &answer.result {
+            Ok(_) => telemetry::record(&span, "spike.rows", counts.rows_read + counts.rows_written),
+            Err(e) => telemetry::failed(&span, e.kind()),
+        }
         metrics
             .statements
             .get_or_create(&labels("run"))

@@ -4,9 +4,11 @@
 
 mod render;
 mod serve;
+mod telemetry;
 
 pub use render::RenderArgs;
 pub use serve::ServeArgs;
+pub use telemetry::TelemetryArgs;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

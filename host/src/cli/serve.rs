@@ -117,6 +117,8 @@ pub struct ServeArgs {
     pub site: Vec<crate::assets::SiteConfig>,
     #[command(flatten)]
     pub render: RenderArgs,
+    #[command(flatten)]
+    pub telemetry: super::TelemetryArgs,
     /// How far back a SQL database can be restored (`spike sql restore`):
     /// its change log and snapshots are kept that long. A number and a
     /// unit: 7d, 36h, 90m.

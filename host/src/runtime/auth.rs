@@ -24,10 +24,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::TryFutureExt;
 use http::HeaderMap;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
+use tracing::field::Empty;
+
+use crate::telemetry;
 
 use super::PluginRegistry;
 use super::dispatch::{DispatchError, classify, instantiate};
@@ -113,7 +118,15 @@ impl AuthHook {
             return unavailable();
         };
         let key = cache_key(authenticator, &slot.manifest.sha256, &plugin.sha256, token);
-        let counted = |kind| Metrics::count(&self.metrics.auth.cache, slot.context.name(), kind, 1);
+        let span = telemetry::span!(
+            "auth",
+            spike.authenticator = authenticator,
+            spike.auth.cache = Empty
+        );
+        let counted = |kind| {
+            span.record("spike.auth.cache", kind);
+            Metrics::count(&self.metrics.auth.cache, slot.context.name(), kind, 1)
+        };
         if let Some(cache) = &self.verified
             && let Some(hit) = cache.get(&key)
         {
@@ -125,10 +138,12 @@ impl AuthHook {
         }
         counted("miss");
         let head = head(method, path, headers, &credential);
-        let outcome = match call(registry, &slot, &plugin, &head).await {
+        let called = call(registry, &slot, &plugin, &head);
+        let outcome = match called.instrument(span.clone()).await {
             Ok(outcome) => outcome,
             Err(e) => {
                 e.count(&slot.context.metrics);
+                telemetry::failed(&span, e.kind());
                 tracing::warn!(authenticator, "the authenticator failed: {e}");
                 return unavailable();
             }
@@ -197,15 +212,23 @@ async fn call(
     let limits = &slot.context.limits;
     let mut store = RequestState::new_store(registry.engine(), &slot.context, Default::default());
     let metrics: &PluginMetrics = &slot.context.metrics;
+    let span = telemetry::span!(
+        "guest call",
+        spike.plugin = %slot.manifest.name,
+        spike.plugin.version = %plugin.sha256,
+        spike.export = "authenticate",
+        spike.instance = "fresh",
+    );
     let run = async {
         let instance = instantiate(&plugin.pre, &mut store, metrics).await?;
         let guest = indices.load(&mut store, &instance)?;
         store.data_mut().begin_call();
         guest.call_authenticate(&mut store, head).await
     };
+    let run = telemetry::traced(span, run.map_err(|e| classify(&e)));
     match tokio::time::timeout(limits.timeout, run).await {
         Ok(Ok(outcome)) => Ok(outcome),
-        Ok(Err(e)) => Err(classify(&e)),
+        Ok(Err(e)) => Err(e),
         Err(_) => Err(DispatchError::Timeout {
             timeout_ms: limits.timeout.as_millis(),
         }),

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use http_body_util::BodyExt;
 use tokio::sync::oneshot::error::RecvError;
+use tracing::Instrument;
 use wasmtime::component::Resource;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
@@ -84,6 +85,12 @@ pub enum Busy {
     Plugin(u32),
     #[error("{0}")]
     Memory(MemoryBudgetExhausted),
+}
+
+impl crate::telemetry::ErrorType for DispatchError {
+    fn error_type(&self) -> &'static str {
+        self.kind()
+    }
 }
 
 impl DispatchError {
@@ -253,6 +260,13 @@ impl Dispatcher {
             self.timeouts.response,
             watchdog::now_ms(),
         ));
+        let span = crate::telemetry::span!(
+            "guest call",
+            spike.plugin = %slot.manifest.name,
+            spike.plugin.version = %plugin.sha256,
+            spike.export = "wasi:http/incoming-handler",
+            spike.instance = if warm.is_some() { "reused" } else { "fresh" },
+        );
         let keeping = (reuse > 0).then(|| {
             let idle_for_ms = millis(limits.instance_idle);
             (self.watchdog.clone(), slot.max_concurrent, idle_for_ms)
@@ -270,7 +284,7 @@ impl Dispatcher {
             permit,
         };
         Ok(Call {
-            guest: Box::pin(run.run()),
+            guest: Box::pin(run.run().instrument(span)),
             head,
             watch,
             body_state,
@@ -427,6 +441,9 @@ impl GuestRun {
                 .map(|()| proxy)
         }
         .await;
+        if let Err(e) = &outcome {
+            crate::telemetry::failed_here(classify(e).kind());
+        }
         if let Err(e) = &outcome
             && watch.responded.load(Ordering::Relaxed)
             && watch.cut.get().is_none()
@@ -469,7 +486,8 @@ pub(super) async fn instantiate(
     metrics: &PluginMetrics,
 ) -> wasmtime::Result<wasmtime::component::Instance> {
     let started = std::time::Instant::now();
-    let instance = pre.instantiate_async(store).await?;
+    let span = crate::telemetry::span!("instantiate");
+    let instance = pre.instantiate_async(store).instrument(span).await?;
     metrics.instantiations.inc();
     metrics
         .instantiation_seconds

@@ -21,6 +21,9 @@ use crate::runtime::dispatch::DispatchError;
 use crate::runtime::routes::RouteMatch;
 use crate::runtime::slot::PluginSlot;
 use crate::runtime::state::PluginContext;
+use crate::telemetry;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 /// Which plugin and route served a response, for the request log and
 /// metrics.
@@ -285,7 +288,9 @@ async fn plugin_request(state: &Arc<AppState>, mut req: Request) -> (Response, O
             }
             let peer = req.extensions().get::<gate::PeerAddr>().copied();
             let (method, path) = (req.method().as_str(), req.uri().path());
-            let passed = match gate::pass(state, &routed, method, path, req.headers(), peer).await {
+            let gate = telemetry::span!("gate", spike.rate_limit = Empty, spike.auth = Empty);
+            let passed = gate::pass(state, &routed, method, path, req.headers(), peer);
+            let passed = match passed.instrument(gate).await {
                 Ok(passed) => passed,
                 Err(refusal) => return (refusal, Some(served_by)),
             };
@@ -368,9 +373,11 @@ where
     // default). The URI shares its bytes: its clone costs no copy.
     let access = tracing::enabled!(target: "spike::access", tracing::Level::INFO)
         .then(|| (req.method().clone(), req.uri().clone()));
+    let span = request_span(state, &req, id);
+    let traced = (!span.is_none()).then(|| req.method().clone());
     let (mut resp, served_by) = match malformed(&req) {
         Some(refusal) => (refusal.into_response(), None),
-        None => next(req).await,
+        None => next(req).instrument(span.clone()).await,
     };
     resp.headers_mut()
         .insert("x-request-id", HeaderValue::from(id));
@@ -390,6 +397,12 @@ where
         status,
     };
     state.metrics.http.requests.get_or_create(&labels).inc();
+    if let Some(method) = traced {
+        let served = served_by
+            .as_ref()
+            .map(|s| (&*s.plugin.metrics.plugin, &*s.route));
+        telemetry::server_answered(&span, &method, status, served);
+    }
     if let Some((method, uri)) = access {
         tracing::info!(
             target: "spike::access",
@@ -403,6 +416,29 @@ where
         );
     }
     resp
+}
+
+/// The request's server span (`Span::none()` unless it is traced); a
+/// `traceparent` counts as `--trace-context` says, "trusted" meaning from
+/// a `--trusted-proxy` peer.
+fn request_span(state: &AppState, req: &Request, id: u64) -> tracing::Span {
+    if !telemetry::on() {
+        return tracing::Span::none();
+    }
+    let peer = req.extensions().get::<gate::PeerAddr>();
+    let proxies = &state.client_addresses.trusted_proxies;
+    let trusted = peer.is_some_and(|p| {
+        let ip = p.0.ip().to_canonical();
+        proxies.iter().any(|n| n.contains(&ip))
+    });
+    telemetry::server_span(
+        req.method(),
+        req.uri(),
+        req.headers(),
+        req.version(),
+        trusted,
+        id,
+    )
 }
 
 #[cfg(test)]

@@ -143,6 +143,7 @@ async fn caller(
         AuthOutcome::Rejected(_) => "rejected",
         AuthOutcome::Unavailable(_) => "unavailable",
     };
+    crate::telemetry::note("spike.auth", kind);
     routed
         .slot
         .context
@@ -193,6 +194,12 @@ fn check(limit: &RouteLimiter, key: &str) -> Result<Decision, Decision> {
         .limiter
         .check(key, NonZeroU32::MIN)
         .expect("a cost of 1 always fits a rule");
+    let outcome = if decision.allowed {
+        "allowed"
+    } else {
+        "limited"
+    };
+    crate::telemetry::note("spike.rate_limit", outcome);
     if decision.allowed {
         Ok(decision)
     } else {

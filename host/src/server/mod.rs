@@ -140,7 +140,7 @@ impl RunningServer {
 
 /// A node's name when the operator gives none: the host's name and the
 /// port it serves (its process id for a port chosen by the system).
-fn default_node(listen: SocketAddr) -> String {
+pub fn default_node(listen: SocketAddr) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "spike".into());

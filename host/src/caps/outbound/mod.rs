@@ -25,6 +25,8 @@ use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpH
 use super::Grants;
 use super::services::{self, Binding, CallOrigin};
 use crate::metrics::{KindLabels, Metrics};
+use crate::telemetry;
+use futures::TryFutureExt;
 pub use pattern::HostPattern;
 pub use pool::ConnectionPool;
 use pool::Destination;
@@ -98,6 +100,14 @@ impl WasiHttpHooks for OutboundHooks {
     ) -> SendFuture {
         drop(fut);
         if let Some(service) = request.uri().host().and_then(services::service_name) {
+            // The callee's request runs inside this span: its guest call
+            // is this one's child, in the same trace.
+            let span = telemetry::span!(
+                "service call",
+                otel.name = %format_args!("call {service}"),
+                otel.kind = "client",
+                spike.service = service,
+            );
             let service = service.to_owned();
             let (grants, metrics) = (&self.grants, &self.metrics);
             let call = services::call(
@@ -109,18 +119,24 @@ impl WasiHttpHooks for OutboundHooks {
                 &self.origin,
                 request,
             );
-            return Box::new(async move {
-                let response = call.await?;
-                let io: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
-                    Box::new(async { Ok(()) });
-                Ok((response, io))
-            });
+            return Box::new(
+                telemetry::traced(span, async move {
+                    let response = call.await.map_err(Failure)?;
+                    let io: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
+                        Box::new(async { Ok(()) });
+                    Ok((response, io))
+                })
+                .map_err(|Failure(e)| e),
+            );
         }
+        let span = client_span(&request);
         let (grants, resolver) = (self.grants.clone(), self.resolver.clone());
         let pool = self.pool.clone();
         let (metrics, plugin) = (self.metrics.clone(), self.plugin.clone());
         let count = move |kind| Metrics::count(&metrics.outbound.requests, &plugin, kind, 1);
-        Box::new(async move {
+        let traced = span.clone();
+        let send = async move {
+            let mut request = request;
             let uri = request.uri();
             let host = uri.host().unwrap_or_default().to_string();
             let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
@@ -129,6 +145,13 @@ impl WasiHttpHooks for OutboundHooks {
                 tracing::warn!("{e}");
                 count("denied");
                 return Err(HttpError::HttpRequestDenied);
+            }
+            // Only a destination whose grant says `trace = true` learns
+            // the trace (a guest's own `traceparent` is left as it is).
+            if grants.traces_to(&host, port) && !request.headers().contains_key("traceparent") {
+                for (name, value) in telemetry::propagation_headers(&traced) {
+                    request.headers_mut().insert(name, value);
+                }
             }
             let timeouts = send::Timeouts::from(options);
             let to = Destination::new(&grants, https, &host, port);
@@ -163,8 +186,58 @@ impl WasiHttpHooks for OutboundHooks {
                 }
             };
             let back = send::Return { pool, to, grants };
-            send::exchange(sender, request, timeouts, back).await
-        })
+            let sent = send::exchange(sender, request, timeouts, back).await?;
+            if !traced.is_none() {
+                traced.record("http.response.status_code", sent.0.status().as_u16());
+            }
+            Ok(sent)
+        };
+        Box::new(telemetry::traced(span, send.map_err(Failure)).map_err(|Failure(e)| e))
+    }
+}
+
+/// The client span of an outgoing request (the HTTP semantic
+/// conventions' attributes; the URL without its query, which may carry
+/// keys).
+fn client_span(request: &http::Request<WasiBody>) -> tracing::Span {
+    let uri = request.uri();
+    telemetry::span!(
+        "outbound",
+        otel.name = %request.method(),
+        otel.kind = "client",
+        http.request.method = %request.method(),
+        server.address = uri.host().unwrap_or_default(),
+        server.port = uri.port_u16(),
+        url.full = %format_args!(
+            "{}://{}{}",
+            uri.scheme_str().unwrap_or("http"),
+            uri.authority().map_or("", |a| a.as_str()),
+            uri.path()
+        ),
+        http.response.status_code = tracing::field::Empty,
+    )
+}
+
+/// An outgoing request's failure, named for its span.
+struct Failure(HttpError);
+
+impl telemetry::ErrorType for Failure {
+    fn error_type(&self) -> &'static str {
+        match &self.0 {
+            HttpError::HttpRequestDenied | HttpError::DestinationIpProhibited => "denied",
+            HttpError::DnsTimeout | HttpError::DnsError { .. } => "dns",
+            HttpError::DestinationNotFound => "not_found",
+            HttpError::ConnectionRefused => "connection_refused",
+            HttpError::ConnectionTimeout
+            | HttpError::ConnectionReadTimeout
+            | HttpError::ConnectionWriteTimeout
+            | HttpError::HttpResponseTimeout => "timeout",
+            HttpError::LoopDetected => "loop_detected",
+            HttpError::TlsProtocolError
+            | HttpError::TlsCertificateError
+            | HttpError::TlsAlertReceived { .. } => "tls",
+            _ => "http_error",
+        }
     }
 }
 

@@ -9,6 +9,8 @@ use std::str::FromStr;
 pub struct HostPattern {
     host: HostMatch,
     port: Option<u16>,
+    /// Requests to it carry the trace context (`trace = true`).
+    pub trace: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +69,11 @@ impl FromStr for HostPattern {
             check_dns_name(s, host)?;
             HostMatch::Exact(host.to_ascii_lowercase())
         };
-        Ok(Self { host, port })
+        Ok(Self {
+            host,
+            port,
+            trace: false,
+        })
     }
 }
 
@@ -84,6 +90,11 @@ fn check_dns_name(entry: &str, name: &str) -> Result<(), String> {
 }
 
 impl HostPattern {
+    /// This grant, with requests to it carrying the trace context or not.
+    pub fn traced(self, trace: bool) -> Self {
+        Self { trace, ..self }
+    }
+
     /// Whether a request to `host:port` fits this grant.
     pub fn matches(&self, host: &str, port: u16) -> bool {
         if !self.port_matches(port) {

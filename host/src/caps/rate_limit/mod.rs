@@ -38,6 +38,7 @@ use super::{CapError, View};
 use crate::bindings::spike::host::rate_limit as wit;
 use crate::metrics::{KindLabels, Metrics};
 use crate::util::unpoisoned;
+use tracing::Instrument;
 
 /// Keys one limiter holds at most.
 pub const MAX_KEYS: usize = 100_000;
@@ -328,15 +329,38 @@ impl wit::Host for RateLimitView<'_> {
         key: String,
         cost: u32,
     ) -> Result<wit::Decision, CapError> {
-        let limiter = self.ctx.get(&quota).cloned().ok_or_else(|| {
+        let span = super::call_span("rate-limit", "check", &quota);
+        let decided = self
+            .decide(&quota, &key, cost)
+            .instrument(span.clone())
+            .await;
+        match &decided {
+            Ok(d) => {
+                let outcome = if d.allowed { "allowed" } else { "refused" };
+                span.record("spike.outcome", outcome);
+            }
+            Err(e) => crate::telemetry::failed(&span, crate::telemetry::ErrorType::error_type(e)),
+        }
+        decided
+    }
+}
+
+impl RateLimitView<'_> {
+    async fn decide(
+        &mut self,
+        quota: &str,
+        key: &str,
+        cost: u32,
+    ) -> Result<wit::Decision, CapError> {
+        let limiter = self.ctx.get(quota).cloned().ok_or_else(|| {
             CapError::AccessDenied(format!(
                 "quota '{quota}' is not declared in this plugin's manifest ([quotas.{quota}])"
             ))
         })?;
-        super::check_key("quota key", &key, 512)?;
+        super::check_key("quota key", key, 512)?;
         let cost = NonZeroU32::new(cost)
             .ok_or_else(|| CapError::InvalidInput("cost must be at least 1".into()))?;
-        let d = limiter.check(&key, cost).await?;
+        let d = limiter.check(key, cost).await?;
         self.counts
             .quota(if d.allowed { "allowed" } else { "refused" });
         Ok(wit::Decision {

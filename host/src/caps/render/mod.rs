@@ -35,6 +35,7 @@ use super::View;
 use super::outbound::HostPattern;
 use crate::bindings::spike::host::render as wit;
 use crate::metrics::{Histograms, KindLabels, Metrics, PluginLabel, latency_histogram};
+use tracing::Instrument;
 
 /// The memory a page may hold by default (`--render-page-mib`): more
 /// than the heaviest common web applications take, a fraction of a
@@ -162,13 +163,18 @@ impl RenderView<'_> {
     /// Checks the grant, runs the job, counts and times it.
     async fn run(&mut self, job: Result<Job, RenderError>) -> WitResult {
         let started = Instant::now();
+        let span = crate::caps::call_span("render", "page", "");
         let outcome = match (self.grants.render, job) {
             (false, _) => Err(RenderError::Denied(
                 "render is not granted to this plugin (grants.render = true)".into(),
             )),
             (true, Err(e)) => Err(e),
-            (true, Ok(job)) => self.ctx.render(&job).await,
+            (true, Ok(job)) => self.ctx.render(&job).instrument(span.clone()).await,
         };
+        match &outcome {
+            Ok(r) => crate::telemetry::record(&span, "spike.bytes", r.body.len() as u64),
+            Err(e) => crate::telemetry::failed(&span, e.outcome()),
+        }
         let metrics = self.counts.metrics;
         match &outcome {
             Ok(r) => {

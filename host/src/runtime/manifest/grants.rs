@@ -36,8 +36,9 @@ pub(super) struct RawGrants {
     kv: Vec<Spanned<String>>,
     #[serde(default)]
     blob: Vec<Spanned<String>>,
+    /// Host strings, or `{ host = "...", trace = true }` tables.
     #[serde(default)]
-    outbound: Vec<Spanned<String>>,
+    outbound: Vec<Spanned<toml::Value>>,
     #[serde(default)]
     secrets: Vec<Spanned<String>>,
     #[serde(default)]
@@ -68,6 +69,40 @@ fn storage_limit(value: Option<u64>, default: u64, scale: u32) -> Option<u64> {
     }
 }
 
+/// One `grants.outbound` entry: `"host[:port]"`, or `{ host = "host[:port]",
+/// trace = true }` for a destination that may see the request's trace
+/// context (`traceparent`).
+fn outbound_entry(value: &toml::Value) -> Result<HostPattern, String> {
+    let table = match value {
+        toml::Value::String(host) => return host.parse(),
+        toml::Value::Table(table) => table,
+        _ => {
+            return Err(
+                "an outbound entry is a host string or { host = \"...\", trace = true }".into(),
+            );
+        }
+    };
+    if let Some(unknown) = table
+        .keys()
+        .find(|k| !matches!(k.as_str(), "host" | "trace"))
+    {
+        return Err(format!(
+            "outbound entry: unknown key '{unknown}' (expected host, trace)"
+        ));
+    }
+    let host = match table.get("host") {
+        Some(toml::Value::String(host)) => host,
+        Some(_) => return Err("outbound entry: host must be a string".into()),
+        None => return Err("outbound entry: a table needs host = \"...\"".into()),
+    };
+    let trace = match table.get("trace") {
+        None => false,
+        Some(toml::Value::Boolean(trace)) => *trace,
+        Some(_) => return Err("outbound entry: trace must be true or false".into()),
+    };
+    Ok(host.parse::<HostPattern>()?.traced(trace))
+}
+
 /// The grants, with the quotas and storage limits they carry.
 pub(super) fn parse(
     raw: &RawGrants,
@@ -76,7 +111,7 @@ pub(super) fn parse(
     err: ErrAt<'_>,
 ) -> Result<Grants, ManifestError> {
     let outbound = (raw.outbound.iter())
-        .map(|h| (h.get_ref().parse::<HostPattern>()).map_err(|m| err(Some(h.span()), m)))
+        .map(|h| outbound_entry(h.get_ref()).map_err(|m| err(Some(h.span()), m)))
         .collect::<Result<_, _>>()?;
     let mut grants = Grants::new(outbound);
     grants.render = raw.render;

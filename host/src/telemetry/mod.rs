@@ -1,0 +1,383 @@
+//! OpenTelemetry traces: one trace per request, across the host, its
+//! plugins and their calls, sent over OTLP (http/protobuf or grpc).
+//!
+//! The host's spans are `tracing` spans of the target `spike::trace`,
+//! turned into OpenTelemetry spans by `tracing-opentelemetry`'s layer and
+//! sent by `export` (a bounded queue, one task, drops counted). Nothing
+//! of it runs unless an endpoint is configured: `span!` is then
+//! `Span::none()` after one atomic load.
+//!
+//! Which requests are traced is decided once, before the request's first
+//! span (`sampler`); inside an untraced request `span!` makes nothing
+//! either. Trace context comes in as the operator allows (`context::
+//! Honour`) and goes out only where a grant says so (`outbound`).
+//!
+//! - `sampler`: `OTEL_TRACES_SAMPLER`, decided up front
+//! - `context`: W3C `traceparent` in and out
+//! - `export`: the queue to the collector, and its series
+//! - `logs`: trace and span ids in JSON log lines
+
+mod context;
+mod export;
+mod logs;
+mod sampler;
+
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use http::{HeaderMap, HeaderValue};
+use opentelemetry::trace::{SpanContext, TraceContextExt, TraceId, TracerProvider as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SdkTracerProvider};
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::Layer;
+use tracing_subscriber::registry::LookupSpan;
+
+pub use context::Honour;
+pub use export::{Batching, TelemetryMetrics};
+pub use logs::WithTraceIds;
+pub use sampler::{Root, Sampler};
+
+/// The target of every span of spike's traces.
+pub const TARGET: &str = "spike::trace";
+
+/// How spans reach the collector (`OTEL_EXPORTER_OTLP_PROTOCOL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    #[value(name = "http/protobuf")]
+    HttpProtobuf,
+    #[value(name = "grpc")]
+    Grpc,
+}
+
+/// Where traces go and which requests are traced.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The collector's address: for http/protobuf the traces URL itself
+    /// (`…/v1/traces`), for grpc the server's.
+    pub endpoint: String,
+    pub protocol: Protocol,
+    /// Headers every export carries (a collector's API key).
+    pub headers: Vec<(String, String)>,
+    pub service_name: String,
+    /// `OTEL_RESOURCE_ATTRIBUTES`, after the service's own.
+    pub resource: Vec<(String, String)>,
+    pub sampler: Sampler,
+    pub honour: Honour,
+    pub batching: Batching,
+}
+
+/// What the request path reads: set once, when traces are on.
+struct State {
+    sampler: Sampler,
+    honour: Honour,
+}
+
+static STATE: OnceLock<State> = OnceLock::new();
+static EXPORTING: Mutex<Option<export::Exporting>> = Mutex::new(None);
+
+/// Whether traces are on in this process.
+pub fn on() -> bool {
+    STATE.get().is_some()
+}
+
+/// Turns traces on for this process (once) and gives the layer the
+/// subscriber needs; spawns the export task on the current runtime.
+/// `node` names this server among a cluster's.
+pub fn install<S>(
+    settings: &Settings,
+    node: &str,
+) -> anyhow::Result<Box<dyn Layer<S> + Send + Sync + 'static>>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
+{
+    let resource = opentelemetry_sdk::Resource::builder_empty()
+        .with_service_name(settings.service_name.clone())
+        .with_attributes([
+            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+            KeyValue::new("service.instance.id", node.to_owned()),
+            KeyValue::new("spike.node", node.to_owned()),
+        ])
+        .with_attributes(
+            (settings.resource.iter()).map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+        )
+        .build();
+    let mut exporter = span_exporter(settings)?;
+    opentelemetry_sdk::trace::SpanExporter::set_resource(&mut exporter, &resource);
+    let (processor, exporting) = export::start(exporter, settings.batching);
+    let provider = SdkTracerProvider::builder()
+        // Chosen already (`sampler`): what reaches the SDK is traced.
+        .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
+        .with_span_processor(processor)
+        .with_resource(resource)
+        .build();
+    let tracer = provider.tracer("spike");
+    STATE
+        .set(State {
+            sampler: settings.sampler,
+            honour: settings.honour,
+        })
+        .map_err(|_| anyhow::anyhow!("telemetry is installed once per process"))?;
+    *EXPORTING.lock().unwrap_or_else(|e| e.into_inner()) = Some(exporting);
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_target(TARGET, tracing::Level::TRACE)
+        // Warnings and errors logged inside a traced request become
+        // events of its span.
+        .with_default(tracing::Level::WARN);
+    Ok(tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_tracked_inactivity(false)
+        .with_context_activation(false)
+        .with_location(false)
+        .with_threads(false)
+        .with_level(false)
+        .with_target(false)
+        .with_filter(filter)
+        .boxed())
+}
+
+fn span_exporter(settings: &Settings) -> anyhow::Result<opentelemetry_otlp::SpanExporter> {
+    let timeout = settings.batching.timeout;
+    let built = match settings.protocol {
+        Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(settings.endpoint.clone())
+            .with_timeout(timeout)
+            .with_headers(settings.headers.iter().cloned().collect())
+            .build(),
+        Protocol::Grpc => {
+            let mut headers = HeaderMap::new();
+            for (k, v) in &settings.headers {
+                let name = http::HeaderName::from_bytes(k.as_bytes())
+                    .with_context(|| format!("the OTLP header name '{k}'"))?;
+                let value = HeaderValue::from_str(v)
+                    .with_context(|| format!("the value of the OTLP header '{k}'"))?;
+                headers.insert(name, value);
+            }
+            let metadata =
+                opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers);
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(settings.endpoint.clone())
+                .with_timeout(timeout)
+                .with_metadata(metadata)
+                .build()
+        }
+    };
+    built.context("setting up the OTLP exporter")
+}
+
+/// Sends the spans still queued (at a stop), for at most `limit`.
+pub async fn finish(limit: Duration) {
+    let exporting = EXPORTING.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(exporting) = exporting {
+        exporting.finish(limit).await;
+    }
+}
+
+/// Whether the code running now is inside a traced request: the current
+/// span is one of spike's. (Outside one, `span!` makes nothing.)
+pub fn traced_here() -> bool {
+    on() && Span::current()
+        .metadata()
+        .is_some_and(|m| m.target() == TARGET)
+}
+
+/// A span of spike's traces, a child of the current one, if the code
+/// runs inside a traced request; `Span::none()` (free) otherwise. Every
+/// span may record its failure (`failed`).
+///
+/// ```ignore
+/// let span = telemetry::span!("kv get", spike.kv.namespace = %ns);
+/// ```
+macro_rules! span {
+    ($name:literal $($fields:tt)*) => {
+        if $crate::telemetry::traced_here() {
+            ::tracing::info_span!(
+                target: "spike::trace",
+                $name,
+                otel.status_code = ::tracing::field::Empty,
+                error.type = ::tracing::field::Empty
+                $($fields)*
+            )
+        } else {
+            ::tracing::Span::none()
+        }
+    };
+}
+pub(crate) use span;
+
+/// Marks `span` failed, with the kind of failure (`error.type`).
+pub fn failed(span: &Span, error_type: &str) {
+    if !span.is_none() {
+        span.record("otel.status_code", "ERROR");
+        span.record("error.type", error_type);
+    }
+}
+
+/// Records a number (a size, a count) as `field` of `span`.
+pub fn record(span: &Span, field: &str, value: u64) {
+    if !span.is_none() {
+        span.record(field, value);
+    }
+}
+
+/// Marks the current span failed, inside a traced request.
+pub fn failed_here(error_type: &str) {
+    if traced_here() {
+        failed(&Span::current(), error_type);
+    }
+}
+
+/// `fut` run inside `span`, which records its failure.
+pub async fn traced<T, E: ErrorType>(
+    span: Span,
+    fut: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    use tracing::Instrument;
+    if span.is_none() {
+        return fut.await;
+    }
+    let result = fut.instrument(span.clone()).await;
+    if let Err(e) = &result {
+        failed(&span, e.error_type());
+    }
+    result
+}
+
+/// The `error.type` of a failure: a short, stable name.
+pub trait ErrorType {
+    fn error_type(&self) -> &'static str;
+}
+
+/// The server span of a request (kind server, the HTTP semantic
+/// conventions' attributes), a child of the caller's span if the request
+/// brings one that is honoured (`trusted`: it came from a trusted
+/// proxy); `Span::none()` if traces are off or the request is not
+/// sampled.
+pub fn server_span(
+    method: &http::Method,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    version: http::Version,
+    trusted: bool,
+    request_id: u64,
+) -> Span {
+    let Some(state) = STATE.get() else {
+        return Span::none();
+    };
+    let parent = match state.honour {
+        Honour::Always => context::incoming(headers),
+        Honour::Trusted if trusted => context::incoming(headers),
+        Honour::Trusted | Honour::Never => None,
+    };
+    let trace_id = match &parent {
+        Some(p) => p.trace_id(),
+        // A new trace: its id is the SDK's to make; any random id decides
+        // as well, since no other service has seen this trace.
+        None => RandomIdGenerator::default().new_trace_id(),
+    };
+    if !state.sampler.samples(parent.as_ref(), trace_id) {
+        return Span::none();
+    }
+    let agent = headers.get(http::header::USER_AGENT).map(header_text);
+    let span = tracing::info_span!(
+        target: "spike::trace",
+        parent: None,
+        "request",
+        otel.name = %method,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        http.request.method = %method,
+        url.path = uri.path(),
+        url.scheme = "http",
+        network.protocol.version = protocol_version(version),
+        user_agent.original = agent,
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        spike.plugin = tracing::field::Empty,
+        spike.request_id = request_id,
+    );
+    if let Some(parent) = parent {
+        let _ = span.set_parent(Context::new().with_remote_span_context(parent));
+    }
+    span
+}
+
+/// Records how a request ended on its server span: the status, and the
+/// plugin and route that served it (the span's name becomes
+/// `{method} {route}`).
+pub fn server_answered(
+    span: &Span,
+    method: &http::Method,
+    status: u16,
+    served: Option<(&str, &str)>,
+) {
+    if span.is_none() {
+        return;
+    }
+    span.record("http.response.status_code", status);
+    if let Some((plugin, route)) = served {
+        span.record("http.route", route);
+        span.record("spike.plugin", plugin);
+        // The span has started (its children made it): its name is set on
+        // the OpenTelemetry span itself, which `record` would not reach.
+        span.context()
+            .span()
+            .update_name(format!("{method} {route}"));
+    }
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+        span.record("error.type", status);
+    }
+}
+
+/// Records `value` as `field` of the current span, inside a traced
+/// request (a field the span does not have is ignored).
+pub fn note(field: &str, value: &str) {
+    if traced_here() {
+        Span::current().record(field, value);
+    }
+}
+
+/// The `traceparent` (and `tracestate`) that make a request's receiver
+/// a child of `span`; nothing if `span` is not traced.
+pub fn propagation_headers(span: &Span) -> Vec<(&'static str, HeaderValue)> {
+    match span_context(span) {
+        Some(cx) => context::outgoing(&cx),
+        None => Vec::new(),
+    }
+}
+
+/// `span`'s OpenTelemetry identity, if it is traced.
+pub fn span_context(span: &Span) -> Option<SpanContext> {
+    if span.is_none() || !on() {
+        return None;
+    }
+    let cx = span.context().span().span_context().clone();
+    cx.is_valid().then_some(cx)
+}
+
+/// The trace id of a traced span, as W3C writes it.
+pub fn trace_id(span: &Span) -> Option<TraceId> {
+    span_context(span).map(|cx| cx.trace_id())
+}
+
+fn protocol_version(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "0.9",
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
+
+fn header_text(v: &HeaderValue) -> &str {
+    v.to_str().unwrap_or("")
+}
