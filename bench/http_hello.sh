@@ -10,6 +10,10 @@
 #                     componentize-py component (bench/guests), fresh and
 #                     reused, on spike and on `wasmtime serve`
 #   spike-sdk-hello   the SDK's hello plugin (a KV grant, the SDK's router)
+#   spike-otel-1pct,  the plain component on spike with traces on, sent to
+#   spike-otel-100pct a collector on loopback (otlp-sink, which throws them
+#                     away), 1% and 100% of requests sampled; `spike` is
+#                     the same with traces off
 #
 # For each: requests/s, p50, p99 and the server's CPU time per request (its
 # user + system ticks from /proc over the run, divided by the requests:
@@ -33,6 +37,7 @@ source bench/lib.sh
 
 set_up_and_build
 cargo build --quiet --release -p native-hello
+cargo build --quiet --release -p spike-e2e --bin otlp-sink
 bench/guests/build.sh
 native="$CARGO_TARGET_DIR/release/native-hello"
 wasmtime="${SPIKE_TOOLS_DIR:-$HOME/.cache/spike-tools}/wasmtime-48/bin/wasmtime"
@@ -74,6 +79,14 @@ serve() { # name url command...
 serve native http://127.0.0.1:8792/ "$native" 127.0.0.1:8792
 serve spike http://127.0.0.1:8788/ "$spike" serve --listen 127.0.0.1:8788 --plugins "$work/plugins" \
   --data "$work/data" --no-watch
+serve otlp-sink http://127.0.0.1:8805/ "$CARGO_TARGET_DIR/release/otlp-sink" 127.0.0.1:8805
+traced() { # name port ratio
+  serve "$1" "http://127.0.0.1:$2/" env OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:8805 \
+    OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG="$3" \
+    "$spike" serve --listen "127.0.0.1:$2" --plugins "$work/plugins" --data "$work/data-$1" --no-watch
+}
+traced spike-otel-1pct 8806 0.01
+traced spike-otel-100pct 8807 1
 for r in reused js js-reused py py-reused; do
   url[spike-$r]=http://127.0.0.1:8788/$r
   pid_of[spike-$r]=${pid_of[spike]}
@@ -102,7 +115,8 @@ wait_ok() {
   exit 1
 }
 names="native spike spike-reused wasmtime wasmtime-reused workerd spike-js spike-js-reused
-  wasmtime-js wasmtime-js-reused spike-py spike-py-reused wasmtime-py wasmtime-py-reused spike-sdk-hello"
+  wasmtime-js wasmtime-js-reused spike-py spike-py-reused wasmtime-py wasmtime-py-reused spike-sdk-hello
+  spike-otel-1pct spike-otel-100pct"
 names="${ONLY:-$names}"
 for n in $names; do wait_ok "${url[$n]}"; done
 
@@ -141,6 +155,8 @@ ratio "spike-js reused / workerd, requests/s" spike-js-reused workerd 3
 ratio "spike-js reused / wasmtime-js reused, req/s" spike-js-reused wasmtime-js-reused 3
 ratio "spike-py / wasmtime-py, requests/s" spike-py wasmtime-py 3
 ratio "spike-py reused / wasmtime-py reused, req/s" spike-py-reused wasmtime-py-reused 3
+ratio "traces 1% / off, CPU per request" spike-otel-1pct spike 6
+ratio "traces 100% / off, CPU per request" spike-otel-100pct spike 6
 
 # Allocations per request: the counter preloaded into a server of its own,
 # a warm-up, then the count over a timed run (SIGUSR2 appends it to a file).

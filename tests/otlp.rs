@@ -68,6 +68,29 @@ impl Receiver {
         Self { url, shared }
     }
 
+    /// A receiver on `addr` that takes http/protobuf exports and throws
+    /// them away undecoded, as cheaply as it can: the benchmarks' collector.
+    pub async fn sink(addr: std::net::SocketAddr) -> Self {
+        let shared = Arc::new(Shared::default());
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let empty = ExportTraceServiceResponse::default().encode_to_vec();
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |_body: bytes::Bytes| {
+                let empty = empty.clone();
+                async move {
+                    (
+                        [(http::header::CONTENT_TYPE, "application/x-protobuf")],
+                        empty,
+                    )
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, shared }
+    }
+
     /// A grpc receiver.
     pub async fn grpc() -> Self {
         let shared = Arc::new(Shared::default());
