@@ -37,7 +37,7 @@ source bench/lib.sh
 
 set_up_and_build
 cargo build --quiet --release -p native-hello
-cargo build --quiet --release -p spike-e2e --bin otlp-sink
+cargo build --quiet --release -p otlp-sink
 bench/guests/build.sh
 native="$CARGO_TARGET_DIR/release/native-hello"
 wasmtime="${SPIKE_TOOLS_DIR:-$HOME/.cache/spike-tools}/wasmtime-48/bin/wasmtime"

@@ -33,6 +33,8 @@ pub struct Span {
     pub resource: BTreeMap<String, String>,
     /// The spans it links to: (trace id, span id).
     pub links: Vec<(String, String)>,
+    /// Its events' names.
+    pub events: Vec<String>,
 }
 
 impl Span {
@@ -64,29 +66,6 @@ impl Receiver {
         let app = axum::Router::new()
             .route("/v1/traces", axum::routing::post(http_export))
             .with_state(shared.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { url, shared }
-    }
-
-    /// A receiver on `addr` that takes http/protobuf exports and throws
-    /// them away undecoded, as cheaply as it can: the benchmarks' collector.
-    pub async fn sink(addr: std::net::SocketAddr) -> Self {
-        let shared = Arc::new(Shared::default());
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let empty = ExportTraceServiceResponse::default().encode_to_vec();
-        let app = axum::Router::new().route(
-            "/v1/traces",
-            axum::routing::post(move |_body: bytes::Bytes| {
-                let empty = empty.clone();
-                async move {
-                    (
-                        [(http::header::CONTENT_TYPE, "application/x-protobuf")],
-                        empty,
-                    )
-                }
-            }),
-        );
         tokio::spawn(async move { axum::serve(listener, app).await });
         Self { url, shared }
     }
@@ -222,6 +201,7 @@ fn take(shared: &Shared, request: ExportTraceServiceRequest) {
                     links: (span.links.iter())
                         .map(|l| (hex::encode(&l.trace_id), hex::encode(&l.span_id)))
                         .collect(),
+                    events: span.events.iter().map(|e| e.name.clone()).collect(),
                 });
             }
         }

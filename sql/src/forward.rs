@@ -75,6 +75,28 @@ pub async fn unwrap(blobs: &dyn BlobBackend, message: Bytes) -> Result<Bytes, St
 pub struct Request {
     pub database: String,
     pub work: Work,
+    /// The caller's `traceparent`, if its work is traced. Last: a node of
+    /// the version before reads the fields it knows and ignores it.
+    pub trace: Option<String>,
+}
+
+/// A request from a node of the version before traces.
+#[derive(Deserialize)]
+struct Untraced {
+    database: String,
+    work: Work,
+}
+
+/// A forwarded request, of this version or the one before.
+fn request(bytes: &[u8]) -> Result<Request, String> {
+    decode::<Request>(bytes).or_else(|e| match decode::<Untraced>(bytes) {
+        Ok(Untraced { database, work }) => Ok(Request {
+            database,
+            work,
+            trace: None,
+        }),
+        Err(_) => Err(e),
+    })
 }
 
 #[derive(Serialize, Deserialize)]
@@ -123,13 +145,19 @@ pub async fn serve(databases: Arc<Databases>, cluster: Arc<dyn Cluster>) {
 async fn answer(databases: Arc<Databases>, call: Call) {
     let blobs = databases.storage.blobs.clone();
     let request = unwrap(&*blobs, call.body.clone()).await;
-    let reply = match request.map(|bytes| decode::<Request>(&bytes)) {
+    let reply = match request.map(|bytes| self::request(&bytes)) {
         Err(e) => Reply::Malformed(e.to_string()),
         Ok(Err(e)) => Reply::Malformed(e),
-        Ok(Ok(request)) => match databases.run_here(&request.database, request.work).await {
-            Here::Done(answer) => Reply::Answer(answer),
-            Here::Elsewhere(..) => Reply::NotOwner,
-        },
+        Ok(Ok(request)) => {
+            let span = (databases.tracing.get()).map_or_else(tracing::Span::none, |t| {
+                (t.continued)(request.trace.as_deref())
+            });
+            let ran = databases.run_here(&request.database, request.work);
+            match tracing::Instrument::instrument(ran, span).await {
+                Here::Done(answer) => Reply::Answer(answer),
+                Here::Elsewhere(..) => Reply::NotOwner,
+            }
+        }
     };
     let message = match wrap(&*blobs, encode(&reply)).await {
         Ok(message) => message,

@@ -111,6 +111,18 @@ pub struct Databases {
     storage: SqlStorage,
     /// The node that owns each database another node owns, as last seen.
     owners: Mutex<HashMap<Arc<str>, (String, Instant)>>,
+    /// How forwarded work carries the caller's trace (the host's).
+    tracing: std::sync::OnceLock<Tracing>,
+}
+
+/// How work forwarded to another node continues the caller's trace: the
+/// host's telemetry, which this crate does not depend on.
+#[derive(Clone, Copy)]
+pub struct Tracing {
+    /// The current trace context, as a `traceparent` value, if traced.
+    pub current: fn() -> Option<String>,
+    /// The span of work another node forwarded with a `traceparent`.
+    pub continued: fn(Option<&str>) -> tracing::Span,
 }
 
 /// What became of work offered to this node.
@@ -133,11 +145,17 @@ impl Databases {
             limits,
             storage,
             owners: Mutex::default(),
+            tracing: std::sync::OnceLock::new(),
         });
         if let Some(cluster) = cluster {
             tokio::spawn(forward::serve(databases.clone(), cluster));
         }
         Ok(databases)
+    }
+
+    /// Has forwarded work carry the caller's trace (once, at start).
+    pub fn set_tracing(&self, tracing: Tracing) {
+        let _ = self.tracing.set(tracing);
     }
 
     pub fn limits(&self) -> &SqlLimits {
@@ -285,6 +303,7 @@ impl Databases {
         let request = forward::Request {
             database: name.to_string(),
             work: work.clone(),
+            trace: self.tracing.get().and_then(|t| (t.current)()),
         };
         let body = forward::wrap(&*self.storage.blobs, forward::encode(&request)).await?;
         let call = cluster.call(node, forward::SERVICE, body, forward::CALL_TIMEOUT);

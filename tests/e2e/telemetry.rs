@@ -58,6 +58,7 @@ impl Upstream {
 fn plugins(traced: u16, untraced: u16) -> Vec<Plugin<'static>> {
     let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
     vec![
+        spike_e2e::rooms::ROOMS,
         AUTH_HS256,
         Plugin {
             name: "front",
@@ -164,7 +165,7 @@ async fn one_trace_follows_a_request_through_auth_plugins_and_upstreams() {
         &plugins(traced.port, untraced.port),
         &receiver.url,
         "http/protobuf",
-        &["--trace-context", "always"],
+        &["--trace-context", "always", "--log-format", "json"],
     )
     .await;
     let token = &hs256_tokens(HS_KEY, &["user_1"])[0];
@@ -341,6 +342,42 @@ async fn one_trace_follows_a_request_through_auth_plugins_and_upstreams() {
         (call.status, call.attr("error.type")),
         (ERROR, Some("trap"))
     );
+    // The warning logged inside it names its trace (JSON log lines).
+    let logged = format!("\"trace_id\":\"{}\"", root.trace_id);
+    assert!(
+        spike
+            .log()
+            .lines()
+            .any(|l| l.contains(&logged) && l.contains("trap")),
+        "{}",
+        spike.log()
+    );
+
+    // A room: the join is a span of the upgrade request's trace; each
+    // message a trace of its own from arrival to broadcast, linked to
+    // the join.
+    let url = spike_e2e::rooms::ws_url(&spike.url, "/chat/traced");
+    let mut member = spike_e2e::rooms::RoomClient::join(&url).await;
+    member.send("hello").await;
+    assert_eq!(member.next_event().await["data"], "hello");
+    let spans = receiver
+        .wait_for(Duration::from_secs(20), |spans| {
+            spans.iter().any(|s| s.name == "room message")
+                && spans.iter().any(|s| s.name == "room join")
+        })
+        .await;
+    let join = spans.iter().find(|s| s.name == "room join").unwrap();
+    let upgrade = spans.iter().find(|s| s.span_id == join.parent).unwrap();
+    assert_eq!((upgrade.kind, upgrade.name.as_str()), (SERVER, "GET /chat"));
+    let message = spans.iter().find(|s| s.name == "room message").unwrap();
+    assert_eq!(message.parent, "", "a message starts a trace of its own");
+    assert_eq!(
+        message.links,
+        vec![(join.trace_id.clone(), join.span_id.clone())]
+    );
+    assert_eq!(message.attr("spike.room"), Some("rooms/chat/traced"));
+    assert_eq!(message.events, vec!["stored and broadcast".to_string()]);
+    member.close().await;
     assert!(
         receiver
             .requests()

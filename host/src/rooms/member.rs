@@ -118,6 +118,9 @@ pub struct Membership {
     pub(super) line: Line,
     /// The socket's place under the host's cap.
     pub(super) _socket: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The join's span, if it was traced: each message's trace links to
+    /// it.
+    pub(super) joined_in: Option<opentelemetry::trace::SpanContext>,
 }
 
 pub(super) enum Line {
@@ -140,14 +143,25 @@ impl Membership {
     pub async fn send(&self, message: Frame) -> Result<(), RoomGone> {
         match &self.line {
             Line::Local { connection, owner } => {
+                let span =
+                    crate::telemetry::room_message_span(self.joined_in.as_ref(), message.len());
                 let command = Command::Message {
                     connection: *connection,
                     message,
+                    span,
                 };
                 owner.send(command).await.map_err(|_| RoomGone)
             }
             Line::Remote(up) => up.send(message).await,
         }
+    }
+}
+
+impl Membership {
+    /// Links the trace of each message this member sends to the join's
+    /// span `joined_in` (when the join was traced).
+    pub fn set_joined_in(&mut self, joined_in: Option<opentelemetry::trace::SpanContext>) {
+        self.joined_in = joined_in;
     }
 }
 

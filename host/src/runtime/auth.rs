@@ -212,13 +212,7 @@ async fn call(
     let limits = &slot.context.limits;
     let mut store = RequestState::new_store(registry.engine(), &slot.context, Default::default());
     let metrics: &PluginMetrics = &slot.context.metrics;
-    let span = telemetry::span!(
-        "guest call",
-        spike.plugin = %slot.manifest.name,
-        spike.plugin.version = %plugin.sha256,
-        spike.export = "authenticate",
-        spike.instance = "fresh",
-    );
+    let span = super::dispatch::guest_span(&slot.manifest.name, plugin, "authenticate", true);
     let run = async {
         let instance = instantiate(&plugin.pre, &mut store, metrics).await?;
         let guest = indices.load(&mut store, &instance)?;

@@ -260,13 +260,8 @@ impl Dispatcher {
             self.timeouts.response,
             watchdog::now_ms(),
         ));
-        let span = crate::telemetry::span!(
-            "guest call",
-            spike.plugin = %slot.manifest.name,
-            spike.plugin.version = %plugin.sha256,
-            spike.export = "wasi:http/incoming-handler",
-            spike.instance = if warm.is_some() { "reused" } else { "fresh" },
-        );
+        let export = "wasi:http/incoming-handler";
+        let span = guest_span(&slot.manifest.name, &plugin, export, warm.is_none());
         let keeping = (reuse > 0).then(|| {
             let idle_for_ms = millis(limits.instance_idle);
             (self.watchdog.clone(), slot.max_concurrent, idle_for_ms)
@@ -476,6 +471,23 @@ fn streaming_failed(metrics: &PluginMetrics, e: &wasmtime::Error) {
     let plugin = &metrics.plugin;
     tracing::warn!(%plugin, "failed while streaming its response: {failure}");
     failure.count(metrics);
+}
+
+/// The span of one call into a guest: which plugin, version and export,
+/// in a fresh instance or a kept one.
+pub(super) fn guest_span(
+    plugin: &str,
+    version: &LoadedPlugin,
+    export: &'static str,
+    fresh: bool,
+) -> tracing::Span {
+    crate::telemetry::span!(
+        "guest call",
+        spike.plugin = plugin,
+        spike.plugin.version = %version.sha256,
+        spike.export = export,
+        spike.instance = if fresh { "fresh" } else { "reused" },
+    )
 }
 
 /// A fresh instance of `pre` in `store`, counted in the plugin's

@@ -14,9 +14,10 @@ use crate::caps::rooms::{Action, RoomEvent};
 use crate::metrics::Metrics;
 use crate::rooms::handler::{Answer, Call, HandlerFailed, RoomHandler, RoomPlugins};
 use crate::rooms::{RoomLimits, RoomProtocol};
-use crate::runtime::dispatch::{Busy, DispatchError, classify, instantiate};
+use crate::runtime::dispatch::{Busy, DispatchError, classify, guest_span, instantiate};
 use crate::runtime::state::RequestState;
 use crate::runtime::{LoadedPlugin, PluginRegistry, PluginSlot};
+use futures::TryFutureExt;
 
 /// The registry, as rooms see it.
 pub struct PluginRooms(pub Arc<PluginRegistry>);
@@ -114,6 +115,12 @@ impl Handler {
         let indices = (self.plugin.exports.room_handler.as_ref()).expect("`of` checked the export");
         let limits = &self.slot.context.limits;
         let metrics = &self.slot.context.metrics;
+        let export = match &call {
+            Call::Connect(_) => "on-connect",
+            Call::Message(_) => "on-message",
+            Call::Close { .. } => "on-close",
+        };
+        let span = guest_span(&self.slot.manifest.name, &self.plugin, export, true);
         let run = async {
             let instance = instantiate(&self.plugin.pre, &mut *store, metrics).await?;
             let guest = indices.load(&mut *store, &instance)?;
@@ -133,9 +140,10 @@ impl Handler {
                     .map(|()| Answer::Close),
             }
         };
+        let run = crate::telemetry::traced(span, run.map_err(|e| classify(&e)));
         match tokio::time::timeout(limits.timeout, run).await {
             Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(e)) => Err(classify(&e)),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(DispatchError::Timeout {
                 timeout_ms: limits.timeout.as_millis(),
             }),

@@ -23,7 +23,6 @@ use crate::runtime::slot::PluginSlot;
 use crate::runtime::state::PluginContext;
 use crate::telemetry;
 use tracing::Instrument;
-use tracing::field::Empty;
 
 /// Which plugin and route served a response, for the request log and
 /// metrics.
@@ -288,9 +287,7 @@ async fn plugin_request(state: &Arc<AppState>, mut req: Request) -> (Response, O
             }
             let peer = req.extensions().get::<gate::PeerAddr>().copied();
             let (method, path) = (req.method().as_str(), req.uri().path());
-            let gate = telemetry::span!("gate", spike.rate_limit = Empty, spike.auth = Empty);
-            let passed = gate::pass(state, &routed, method, path, req.headers(), peer);
-            let passed = match passed.instrument(gate).await {
+            let passed = match gate::pass(state, &routed, method, path, req.headers(), peer).await {
                 Ok(passed) => passed,
                 Err(refusal) => return (refusal, Some(served_by)),
             };

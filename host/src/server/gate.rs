@@ -37,8 +37,26 @@ pub struct Passed {
 }
 
 /// Runs the route's policy for a request; `Err` is the response that turns
-/// it away.
+/// it away. Traced as the span `gate`.
 pub async fn pass(
+    state: &AppState,
+    routed: &Routed,
+    method: &str,
+    path: &str,
+    headers: &HeaderMap,
+    peer: Option<PeerAddr>,
+) -> Result<Passed, Response> {
+    use tracing::Instrument;
+    let span = crate::telemetry::span!(
+        "gate",
+        spike.rate_limit = tracing::field::Empty,
+        spike.auth = tracing::field::Empty,
+    );
+    let passing = pass_here(state, routed, method, path, headers, peer);
+    passing.instrument(span).await
+}
+
+async fn pass_here(
     state: &AppState,
     routed: &Routed,
     method: &str,

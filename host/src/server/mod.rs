@@ -327,6 +327,10 @@ fn open_sql(
     let databases =
         spike_sql::Databases::new(dir.clone(), spike_sql::SqlLimits::default(), storage)
             .with_context(|| format!("the SQL folder {}", dir.display()))?;
+    databases.set_tracing(spike_sql::Tracing {
+        current: crate::telemetry::current_traceparent,
+        continued: |traceparent| crate::telemetry::continued_span("sql (forwarded)", traceparent),
+    });
     Ok(databases)
 }
 

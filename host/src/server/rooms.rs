@@ -18,6 +18,8 @@ use crate::metrics::Metrics;
 use crate::rooms::{Dialect, JoinError, JoinRequest, RoomAddress};
 use crate::runtime::manifest::{RoomProtocol, RoomRoute};
 use crate::runtime::slot::Routed;
+use crate::telemetry;
+use tracing::Instrument;
 
 /// A room socket's read buffer, and how much it reads at once: an idle
 /// connection keeps it (with what it grew to), so it is small; a bigger
@@ -88,10 +90,22 @@ pub async fn join(state: &AppState, routed: &Routed, room: usize, req: Request) 
         headers,
         dialect: target.dialect,
     };
-    let joined = match state.rooms.join(&address, request).await {
+    let span = telemetry::span!(
+        "room join",
+        spike.room.protocol = ?route.protocol,
+        spike.room.prefix = &*route.prefix,
+    );
+    let joining = state.rooms.join(&address, request);
+    let mut joined = match joining.instrument(span.clone()).await {
         Ok(joined) => joined,
-        Err(refusal) => return refused(refusal, upgrade, &manifest.name, &id),
+        Err(refusal) => {
+            telemetry::failed(&span, "refused");
+            return refused(refusal, upgrade, &manifest.name, &id);
+        }
     };
+    joined
+        .membership
+        .set_joined_in(telemetry::span_context(&span));
     let max = joined.limits.max_message_bytes;
     // Boxed before the upgrade's callback takes it: the callback stays in
     // the connection's task for as long as it is open.

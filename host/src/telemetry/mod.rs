@@ -309,6 +309,46 @@ pub fn server_span(
     span
 }
 
+/// The span of one message a room member sent, from its arrival to its
+/// broadcast: a trace of its own (the join's request is long over),
+/// sampled as a request without a parent is, linked to the member's join
+/// span `joined_in` if that was traced.
+pub fn room_message_span(joined_in: Option<&SpanContext>, bytes: usize) -> Span {
+    let Some(state) = STATE.get() else {
+        return Span::none();
+    };
+    let trace_id = RandomIdGenerator::default().new_trace_id();
+    if !state.sampler.samples(None, trace_id) {
+        return Span::none();
+    }
+    let span = tracing::info_span!(
+        target: "spike::trace",
+        parent: None,
+        "room message",
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        spike.room = tracing::field::Empty,
+        spike.bytes = bytes as u64,
+    );
+    if let Some(join) = joined_in {
+        span.add_link(join.clone());
+    }
+    span
+}
+
+/// Ends the spans of room messages whose events a commit just stored
+/// and broadcast (`stored`), or failed to store.
+pub fn room_messages_done(spans: &mut Vec<Span>, stored: bool) {
+    for span in spans.drain(..) {
+        if stored {
+            span.add_event("stored and broadcast", Vec::new());
+        } else {
+            failed(&span, "not_stored");
+        }
+    }
+}
+
 /// Records how a request ended on its server span: the status, and the
 /// plugin and route that served it (the span's name becomes
 /// `{method} {route}`).
@@ -352,6 +392,49 @@ pub fn propagation_headers(span: &Span) -> Vec<(&'static str, HeaderValue)> {
         Some(cx) => context::outgoing(&cx),
         None => Vec::new(),
     }
+}
+
+/// The current span's trace context as a `traceparent` value, for a
+/// call to another node of the cluster to continue; `None` outside a
+/// traced request.
+pub fn current_traceparent() -> Option<String> {
+    if !traced_here() {
+        return None;
+    }
+    let headers = propagation_headers(&Span::current());
+    let (_, value) = headers
+        .into_iter()
+        .find(|(name, _)| *name == "traceparent")?;
+    value.to_str().ok().map(str::to_owned)
+}
+
+/// The span of work another node of the cluster asked for (a forwarded
+/// join, a forwarded SQL statement), continuing that node's trace
+/// `traceparent`; `Span::none()` if traces are off here, or the caller's
+/// trace is not sampled.
+pub fn continued_span(name: &'static str, traceparent: Option<&str>) -> Span {
+    if !on() {
+        return Span::none();
+    }
+    let Some(value) = traceparent.and_then(|t| HeaderValue::from_str(t).ok()) else {
+        return Span::none();
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert("traceparent", value);
+    let Some(parent) = context::incoming(&headers).filter(SpanContext::is_sampled) else {
+        return Span::none();
+    };
+    let span = tracing::info_span!(
+        target: "spike::trace",
+        parent: None,
+        "forwarded",
+        otel.name = name,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    );
+    let _ = span.set_parent(Context::new().with_remote_span_context(parent));
+    span
 }
 
 /// `span`'s OpenTelemetry identity, if it is traced.

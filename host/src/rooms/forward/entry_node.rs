@@ -38,6 +38,7 @@ pub async fn join(
         caller: request.caller.as_deref().map(WireCaller::from),
         headers: crate::util::header_pairs(&request.headers),
         dialect: request.dialect,
+        trace: crate::telemetry::current_traceparent(),
     };
     let body = serde_json::to_vec(&wire).expect("a join encodes");
     let unreachable = |reason: String| JoinError::Unreachable {
@@ -108,6 +109,7 @@ pub async fn join(
                 _left: left,
             }),
             _socket: None,
+            joined_in: None,
         },
         limits,
     })

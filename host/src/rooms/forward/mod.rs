@@ -74,6 +74,10 @@ struct Request {
     headers: Vec<(String, Vec<u8>)>,
     /// A LiveStore connection's dialect.
     dialect: Option<Dialect>,
+    /// The entry's `traceparent`, if the join is traced: the owner node
+    /// continues its trace.
+    #[serde(default)]
+    trace: Option<String>,
 }
 
 /// A verified caller as it travels to the owner node (it was verified at

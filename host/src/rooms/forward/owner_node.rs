@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use futures::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -67,7 +69,8 @@ async fn answer(hub: Arc<RoomHub>, cluster: Arc<dyn Cluster>, call: Call) {
     call.answer(encode(&Answer::Accepted)).await;
     let (mut outgoing, incoming) = halves(link);
     let plugin = request.plugin.clone();
-    match join(&hub, route, request).await {
+    let span = crate::telemetry::continued_span("room join (forwarded)", request.trace.as_deref());
+    match join(&hub, route, request).instrument(span).await {
         Ok(joined) => {
             let answer = Answer::Joined {
                 connection: joined.connection.to_string(),

@@ -200,6 +200,7 @@ impl<P: Protocol> Room<P> {
             queue,
             kicked,
             membership: Membership {
+                joined_in: None,
                 line: Line::Local { connection, owner },
                 _socket: None,
             },

@@ -33,6 +33,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use super::frames::{self, Frame, MemberInfo};
 use super::handler::Call;
@@ -59,6 +60,9 @@ pub enum Command {
     Message {
         connection: u64,
         message: Frame,
+        /// The message's trace, from its arrival to its broadcast
+        /// (`Span::none()` when it is not traced).
+        span: tracing::Span,
     },
     Leave {
         connection: u64,
@@ -305,24 +309,34 @@ impl<P: Protocol> Owner<P> {
     async fn take_batch(&mut self, batch: &mut Vec<Command>) {
         let mut pending = Vec::new();
         let mut after = Vec::new();
+        // The traced messages whose events wait for the next commit.
+        let mut traced = Vec::new();
         for command in batch.drain(..) {
             match command {
                 Command::Message {
                     connection,
                     message,
+                    span,
                 } => {
-                    self.take_message(connection, &message, &mut pending).await;
+                    let taken = self.take_message(connection, &message, &mut pending);
+                    taken.instrument(span.clone()).await;
+                    if !span.is_none() {
+                        span.record("spike.room", &*self.room.name);
+                        traced.push(span);
+                    }
                     if std::mem::take(&mut self.room.stale) {
                         // What came before it is stored; then the state
                         // is the log's again for the next message.
-                        self.commit(std::mem::take(&mut pending)).await;
+                        let stored = self.commit(std::mem::take(&mut pending)).await;
+                        crate::telemetry::room_messages_done(&mut traced, stored);
                         self.content = None;
                     }
                 }
                 other => after.push(other),
             }
         }
-        self.commit(std::mem::take(&mut pending)).await;
+        let stored = self.commit(std::mem::take(&mut pending)).await;
+        crate::telemetry::room_messages_done(&mut traced, stored);
         for command in after {
             match command {
                 Command::Join { request, reply } => {
@@ -350,10 +364,10 @@ impl<P: Protocol> Owner<P> {
 
     /// Appends `pending` to the log, then has the protocol publish each
     /// event; if the append fails, tells each sender and drops the state
-    /// (it ran ahead of the log).
-    async fn commit(&mut self, pending: Vec<Pending<P::Push>>) {
+    /// (it ran ahead of the log). Whether the events were stored.
+    async fn commit(&mut self, pending: Vec<Pending<P::Push>>) -> bool {
         if pending.is_empty() {
-            return;
+            return true;
         }
         let room = &mut self.room;
         let first = room.place.head + 1;
@@ -375,10 +389,12 @@ impl<P: Protocol> Owner<P> {
                     .as_mut()
                     .expect("events come from a loaded state");
                 content.publish(room, pending);
+                true
             }
             Err(e) => {
                 self.content = None;
                 room.not_stored(&e, &pending);
+                false
             }
         }
     }
