@@ -132,13 +132,16 @@ pub struct Metrics {
     pub render: crate::caps::render::RenderMetrics,
     pub sql: crate::caps::sql::SqlMetrics,
     pub telemetry: crate::telemetry::TelemetryMetrics,
+    pub guest_telemetry: crate::caps::otel::GuestTelemetryMetrics,
+    /// Guests' own metrics (`wasi:otel`), encoded at each scrape.
+    pub guest: Arc<crate::caps::otel::metrics::GuestMetrics>,
 }
 
 impl Metrics {
     pub fn new() -> Arc<Self> {
         let mut m = Self::default();
         let mut registry = Registry::with_prefix("spike");
-        let all: [&dyn Series; 14] = [
+        let all: [&dyn Series; 15] = [
             &m.http,
             &m.instances,
             &m.auth,
@@ -153,10 +156,12 @@ impl Metrics {
             &m.render,
             &m.sql,
             &m.telemetry,
+            &m.guest_telemetry,
         ];
         for series in all {
             series.register(&mut registry);
         }
+        registry.register_collector(Box::new(m.guest.clone()));
         m.registry = registry;
         Arc::new(m)
     }
@@ -194,6 +199,9 @@ pub struct PluginMetrics {
     pub instantiations: Counter,
     pub instance_reuses: Counter,
     pub instantiation_seconds: Histogram,
+    pub cpu_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    pub instance_memory: Histogram,
+    pub memory_peak: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl PluginMetrics {
@@ -209,6 +217,22 @@ impl PluginMetrics {
             instance_reuses: host.instances.reuses.get_or_create_owned(&label),
             instantiation_seconds: (host.instances.instantiation_seconds)
                 .get_or_create_owned(&label),
+            cpu_seconds: host.instances.cpu_seconds.get_or_create_owned(&label),
+            instance_memory: host.instances.instance_memory.get_or_create_owned(&label),
+            memory_peak: host.instances.memory_peak.get_or_create_owned(&label),
+        }
+    }
+
+    /// Counts what one instance's calls used: `cpu` of wasm; and, when
+    /// it ends, the `memory` it held.
+    pub fn used(&self, cpu: std::time::Duration, memory: Option<u64>) {
+        if !cpu.is_zero() {
+            self.cpu_seconds.inc_by(cpu.as_secs_f64());
+        }
+        if let Some(bytes) = memory {
+            self.instance_memory.observe(bytes as f64);
+            let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+            (self.memory_peak.inner()).fetch_max(bytes, std::sync::atomic::Ordering::Relaxed);
         }
     }
 

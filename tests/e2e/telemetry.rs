@@ -79,6 +79,12 @@ fn plugins(traced: u16, untraced: u16) -> Vec<Plugin<'static>> {
             guest: "fixture_probe",
             manifest: "[[routes]]\nprefix = \"/probe\"\n[grants]\nkv = [\"probe\"]\n",
         },
+        Plugin {
+            name: "transpile",
+            guest: "transpile",
+            manifest: "[[routes]]\nprefix = \"/transpile\"\n[grants]\nkv = [\"transpile\"]\n\
+                       [limits]\ncpu_ms = 2000\nmemory_mib = 512\n",
+        },
     ]
 }
 
@@ -378,6 +384,55 @@ async fn one_trace_follows_a_request_through_auth_plugins_and_upstreams() {
     assert_eq!(message.attr("spike.room"), Some("rooms/chat/traced"));
     assert_eq!(message.events, vec!["stored and broadcast".to_string()]);
     member.close().await;
+
+    // A plugin's own telemetry (the SDK's, through wasi:otel): its span
+    // under its guest call, its metrics in /metrics with its label.
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let req = client()
+            .post(spike.at("/transpile"))
+            .header("content-type", "text/plain")
+            .body("export const a: number = 1;");
+        let resp = within(req.send()).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        ids.push(resp.headers()["x-request-id"].to_str().unwrap().to_string());
+    }
+    let spans = receiver
+        .wait_for(Duration::from_secs(20), |spans| {
+            ids.iter().all(|id| server_span(spans, id).is_some())
+                && spans.iter().filter(|s| s.name == "transpile").count() == 2
+        })
+        .await;
+    for (id, cache) in ids.iter().zip(["miss", "hit"]) {
+        let root = server_span(&spans, id).unwrap();
+        let trace = by_id(&spans, &root.trace_id);
+        let call = child(&trace, root, "guest call");
+        assert!(call.attr("spike.guest_cpu_us").is_some(), "{call:?}");
+        let own = child(&trace, call, "transpile");
+        assert_eq!(own.attr("transpile.cache"), Some(cache));
+    }
+    let metrics = metrics_of(&spike).await;
+    for (series, least) in [
+        (
+            "spike_guest_transpile_cache_total{plugin=\"transpile\",result=\"miss\"}",
+            1.0,
+        ),
+        (
+            "spike_guest_transpile_cache_total{plugin=\"transpile\",result=\"hit\"}",
+            1.0,
+        ),
+        (
+            "spike_guest_transpile_swc_ms_count{plugin=\"transpile\"}",
+            1.0,
+        ),
+        ("spike_plugin_cpu_seconds_total{plugin=\"transpile\"}", 1e-6),
+        (
+            "spike_plugin_memory_peak_bytes{plugin=\"transpile\"}",
+            65536.0,
+        ),
+    ] {
+        assert!(metric(&metrics, series) >= least, "{series}:\n{metrics}");
+    }
     assert!(
         receiver
             .requests()

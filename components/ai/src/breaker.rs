@@ -84,6 +84,8 @@ impl<'a> Breaker<'a> {
     pub fn admit_call(&self) -> Result<Admission, ApiError> {
         match self.admit() {
             Admission::Refused { retry_in_ms } => {
+                let provider = [("provider", self.provider)];
+                spike_sdk::telemetry::count("ai_breaker_refusals", 1, &provider);
                 let seconds = retry_in_ms.div_ceil(1000);
                 Err(ApiError::new(
                     Kind::Unavailable,
@@ -128,6 +130,7 @@ impl<'a> Breaker<'a> {
             }
             let _ = ns.delete(&self.key("opened"));
             let _ = ns.delete(&self.key("failures"));
+            spike_sdk::telemetry::gauge("ai_breaker_open", 0.0, &[("provider", self.provider)]);
         }
     }
 
@@ -147,6 +150,7 @@ impl<'a> Breaker<'a> {
                 ttl_ms: None,
                 metadata: None,
             };
+            spike_sdk::telemetry::gauge("ai_breaker_open", 1.0, &[("provider", self.provider)]);
             if let Err(e) = ns.set(&self.key("opened"), now.as_bytes(), &options) {
                 eprintln!(
                     "ai: the breaker of '{}' cannot open: {}",

@@ -105,6 +105,7 @@ fn serve(req: &Request, route: Route, out: ResponseOutparam) {
         })
         .ok();
     let started = upstream::now();
+    let mut span = spike_sdk::telemetry::Span::start("ai request");
     let mut log = Call {
         time_ms: spike_sdk::now_ms(),
         route: req.path().to_string(),
@@ -126,8 +127,58 @@ fn serve(req: &Request, route: Route, out: ResponseOutparam) {
         log.error = log.error.map(|e| redactor.text(&e));
         let kept = exchange.map(|(q, a)| (redactor.bytes(&q), redactor.bytes(&a)));
         let kept = kept.as_ref().map(|(q, a)| (&q[..], &a[..]));
+        report(&mut span, &log);
         logs::record(ns, log, settings.log_ttl_s, kept);
+    } else {
+        report(&mut span, &log);
     }
+}
+
+/// What one call was, as the span of its request and the plugin's
+/// metrics (`spike_guest_ai_*` in `/metrics`): provider, model, tokens in
+/// and out, cache hit, retries. Error texts were redacted already.
+fn report(span: &mut spike_sdk::telemetry::Span, log: &Call) {
+    use spike_sdk::telemetry;
+    span.attr("ai.route", log.route.as_str())
+        .attr("ai.provider", log.provider.as_str())
+        .attr("ai.model", log.model.as_str())
+        .attr("ai.status", u64::from(log.status))
+        .attr("ai.tokens_in", log.tokens_in)
+        .attr("ai.tokens_out", log.tokens_out)
+        .attr("ai.cache_hit", log.cache_hit)
+        .attr("ai.attempts", log.attempts)
+        .attr("ai.stream", log.stream);
+    if let Some(error) = &log.error {
+        span.error(error);
+    }
+    let provider = log.provider.as_str();
+    let cache = if log.cache_hit { "hit" } else { "miss" };
+    let outcome = if log.status < 400 { "ok" } else { "error" };
+    telemetry::count(
+        "ai_requests",
+        1,
+        &[
+            ("provider", provider),
+            ("cache", cache),
+            ("outcome", outcome),
+        ],
+    );
+    for (direction, tokens) in [("in", log.tokens_in), ("out", log.tokens_out)] {
+        if tokens > 0 {
+            let labels = [("provider", provider), ("direction", direction)];
+            telemetry::count("ai_tokens", tokens, &labels);
+        }
+    }
+    if log.attempts > 1 {
+        let retries = u64::from(log.attempts - 1);
+        telemetry::count("ai_retries", retries, &[("provider", provider)]);
+    }
+    let ms = log.latency_ms as f64;
+    telemetry::histogram_ms(
+        "ai_latency_ms",
+        ms,
+        &[("provider", provider), ("cache", cache)],
+    );
 }
 
 spike_sdk::export!(Ai);

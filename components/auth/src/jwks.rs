@@ -148,8 +148,15 @@ fn refresh(
     settings: &JwksSettings,
     now: u64,
 ) -> (Record, bool) {
+    let mut span = spike_sdk::telemetry::Span::start("jwks fetch");
     let fetched = fetch(url, settings);
     let ok = fetched.is_ok();
+    let outcome = if ok { "ok" } else { "failed" };
+    if !ok {
+        span.error("the key set could not be fetched");
+    }
+    drop(span);
+    spike_sdk::telemetry::count("auth_jwks_fetches", 1, &[("outcome", outcome)]);
     let record = match fetched {
         Ok((keys, max_age_s)) => Record {
             url: url.into(),

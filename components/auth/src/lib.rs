@@ -56,6 +56,10 @@ wit_bindgen::generate!({
         "spike:host/secrets@0.1.0": spike_sdk::spike::host::secrets,
         "spike:host/identity@0.1.0": spike_sdk::spike::host::identity,
         "spike:host/rate-limit@0.1.0": spike_sdk::spike::host::rate_limit,
+        "wasi:otel/types@0.2.0-rc.2": spike_sdk::wasi::otel::types,
+        "wasi:otel/tracing@0.2.0-rc.2": spike_sdk::wasi::otel::tracing,
+        "wasi:otel/metrics@0.2.0-rc.2": spike_sdk::wasi::otel::metrics,
+        "wasi:otel/logs@0.2.0-rc.2": spike_sdk::wasi::otel::logs,
     },
 });
 
@@ -75,11 +79,20 @@ impl authenticator::Guest for Auth {
                 return Outcome::Unavailable("authentication is misconfigured".into());
             }
         };
-        match verify::verify(&config, &token) {
-            Ok(caller) => Outcome::Verified(caller),
-            Err(verify::Failure::Rejected(reason)) => Outcome::Rejected(reason.into()),
-            Err(verify::Failure::Unavailable(reason)) => Outcome::Unavailable(reason.into()),
-        }
+        let mut span = spike_sdk::telemetry::Span::start("verify token");
+        let (outcome, kind) = match verify::verify(&config, &token) {
+            Ok(caller) => (Outcome::Verified(caller), "verified"),
+            Err(verify::Failure::Rejected(reason)) => {
+                (Outcome::Rejected(reason.into()), "rejected")
+            }
+            Err(verify::Failure::Unavailable(reason)) => {
+                (Outcome::Unavailable(reason.into()), "unavailable")
+            }
+        };
+        span.attr("auth.outcome", kind);
+        drop(span);
+        spike_sdk::telemetry::count("auth_verifications", 1, &[("outcome", kind)]);
+        outcome
     }
 }
 

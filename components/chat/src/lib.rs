@@ -44,6 +44,10 @@ wit_bindgen::generate!({
         "spike:host/rate-limit@0.1.0": spike_sdk::spike::host::rate_limit,
         "spike:host/rooms@0.1.0": spike_sdk::spike::host::rooms,
         "spike:host/render@0.1.0": spike_sdk::spike::host::render,
+        "wasi:otel/types@0.2.0-rc.2": spike_sdk::wasi::otel::types,
+        "wasi:otel/tracing@0.2.0-rc.2": spike_sdk::wasi::otel::tracing,
+        "wasi:otel/metrics@0.2.0-rc.2": spike_sdk::wasi::otel::metrics,
+        "wasi:otel/logs@0.2.0-rc.2": spike_sdk::wasi::otel::logs,
     },
 });
 

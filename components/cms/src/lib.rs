@@ -103,11 +103,46 @@ fn serve(req: &Request) -> Result<Reply> {
     }
     let settings = Settings::from_env()?;
     let ns = Namespace::open(store::NAMESPACE).map_err(storage)?;
+    let operation = match (method.as_str(), doc.is_folder) {
+        ("GET" | "HEAD", true) => "list",
+        ("GET" | "HEAD", false) => "read",
+        ("PUT", _) => "write",
+        ("DELETE", _) => "delete",
+        _ => "other",
+    };
+    let space_kind = if public_read { "live" } else { "private" };
+    let labels = [("operation", operation), ("space", space_kind)];
+    let mut span = spike_sdk::telemetry::Span::start("cms");
+    span.attr("cms.operation", operation)
+        .attr("cms.space", space_kind);
+    let reply = dispatch(req, &ns, &space, &doc, &settings);
+    let outcome = match &reply {
+        Ok(_) => "ok",
+        Err(r) if r.status() < 500 => "refused",
+        Err(_) => "failed",
+    };
+    if outcome == "failed" {
+        span.error("the operation failed");
+    }
+    drop(span);
+    let labels = [labels[0], labels[1], ("outcome", outcome)];
+    spike_sdk::telemetry::count("cms_operations", 1, &labels);
+    reply
+}
+
+fn dispatch(
+    req: &Request,
+    ns: &Namespace,
+    space: &Space,
+    doc: &DocPath,
+    settings: &Settings,
+) -> Result<Reply> {
+    let method = req.method();
     match (method.as_str(), doc.is_folder) {
-        ("GET" | "HEAD", true) => list(req, &ns, &space, &doc).map(Reply::Response),
-        ("GET" | "HEAD", false) => get(req, &ns, &space, &doc),
-        ("PUT", false) => put(req, &ns, &space, &doc, &settings).map(Reply::Response),
-        ("DELETE", false) => delete(req, &ns, &space, &doc).map(Reply::Response),
+        ("GET" | "HEAD", true) => list(req, ns, space, doc).map(Reply::Response),
+        ("GET" | "HEAD", false) => get(req, ns, space, doc),
+        ("PUT", false) => put(req, ns, space, doc, settings).map(Reply::Response),
+        ("DELETE", false) => delete(req, ns, space, doc).map(Reply::Response),
         ("PUT" | "DELETE", true) => Err(Response::error(
             400,
             "bad_path",

@@ -30,6 +30,7 @@ use spike_sdk::exports::wasi::http::incoming_handler::Guest;
 use spike_sdk::http::{Request, Response, copy, start_response};
 use spike_sdk::render::{self, RenderError, Rendered};
 use spike_sdk::router::{HttpError, Params, Router};
+use spike_sdk::telemetry;
 use spike_sdk::wasi::http::types::{IncomingRequest, OutgoingBody, ResponseOutparam};
 
 use request::{CachePolicy, Kind, RenderRequest};
@@ -95,13 +96,28 @@ fn serve(req: &Request, kind: Kind) -> Result<Reply, Response> {
     };
     if let Some(bucket) = &bucket {
         match cache::get(bucket, &key, now) {
-            Ok(Some(hit)) => return Ok(Reply::Cached(hit)),
+            Ok(Some(hit)) => {
+                telemetry::count("render_cache", 1, &[("result", "hit")]);
+                return Ok(Reply::Cached(hit));
+            }
             Ok(None) => {}
             // A cache that fails is not the caller's problem: render.
             Err(e) => eprintln!("render: reading the cache: {}", e.message()),
         }
     }
-    let rendered = run(&r).map_err(HttpError::from)?;
+    let mut span = telemetry::Span::start("render");
+    span.attr("render.kind", r.kind.name());
+    let started = spike_sdk::now_ms();
+    let rendered = run(&r).map_err(|e| {
+        let e = HttpError::from(e);
+        span.error(&e.code);
+        telemetry::count("render_cache", 1, &[("result", "error")]);
+        e
+    })?;
+    let browser_ms = spike_sdk::now_ms().saturating_sub(started) as f64;
+    span.attr("render.bytes", rendered.body.len());
+    drop(span);
+    telemetry::histogram_ms("render_browser_ms", browser_ms, &[("kind", r.kind.name())]);
     let facts = cache::Facts::of(&rendered);
     let (label, max_age) = match (&bucket, r.cache) {
         (Some(bucket), CachePolicy::Use { ttl_s }) => {
@@ -112,6 +128,7 @@ fn serve(req: &Request, kind: Kind) -> Result<Reply, Response> {
         }
         _ => ("bypass", 0),
     };
+    telemetry::count("render_cache", 1, &[("result", label)]);
     let response = headers(Response::new(200), &facts, label, max_age);
     Ok(Reply::Fresh(response.body(rendered.body)))
 }

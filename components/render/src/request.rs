@@ -19,6 +19,18 @@ pub enum Kind {
     Legacy,
 }
 
+impl Kind {
+    /// Its name in telemetry.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Screenshot => "screenshot",
+            Kind::Pdf => "pdf",
+            Kind::Html => "html",
+            Kind::Legacy => "legacy",
+        }
+    }
+}
+
 /// Whether the result may come from, and go to, the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CachePolicy {

@@ -126,6 +126,11 @@ pub struct Response {
 }
 
 impl Response {
+    /// Its status.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
     /// An empty response with `status`.
     pub fn new(status: u16) -> Self {
         Self {

@@ -6,8 +6,9 @@
 //! requests and responses (`http`), a router with path parameters and
 //! errors mapped to statuses (`router`), JSON bodies and KV values
 //! (`json`), the caller, quotas and secrets as answers (`access`),
-//! outgoing requests (`client`), streaming blobs (`blob_io`) and SQL
-//! databases with a D1-shaped API (`sql`).
+//! outgoing requests (`client`), streaming blobs (`blob_io`), SQL
+//! databases with a D1-shaped API (`sql`) and telemetry: spans, metrics
+//! and log records through `wasi:otel` (`telemetry`).
 //!
 //! ```ignore
 //! use spike_sdk::exports::wasi::http::incoming_handler::Guest;
@@ -57,6 +58,7 @@ pub mod http;
 pub mod json;
 pub mod router;
 pub mod sql;
+pub mod telemetry;
 
 pub use spike::host::{blob, identity, kv, rate_limit, render, rooms, secrets, types::Error};
 

@@ -37,6 +37,7 @@ mod tests;
 use spike_sdk::exports::wasi::http::incoming_handler::Guest;
 use spike_sdk::http::{BodyError, Request, Response, json_string};
 use spike_sdk::router::{Params, Router};
+use spike_sdk::telemetry;
 use spike_sdk::wasi::http::types::{IncomingRequest, ResponseOutparam};
 use swc_core::common::{GLOBALS, Globals};
 use swc_core::ecma::ast::Program;
@@ -181,6 +182,7 @@ fn cached(
     let key = key.unwrap_or_default();
     let hit = policy.read.then(|| cache::get(&key)).flatten();
     let started = std::time::Instant::now();
+    let mut span = telemetry::Span::start("transpile");
     let (body, state) = match hit {
         Some(body) => (body, "hit"),
         None => match compile() {
@@ -190,11 +192,24 @@ fn cached(
                 }
                 (body, "miss")
             }
-            Err(response) => return response.header("x-cache", "miss"),
+            Err(response) => {
+                span.attr("transpile.cache", "miss")
+                    .error("the input did not compile");
+                telemetry::count("transpile_cache", 1, &[("result", "error")]);
+                return response.header("x-cache", "miss");
+            }
         },
     };
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.attr("transpile.cache", state)
+        .attr("transpile.bytes", body.len());
+    drop(span);
+    telemetry::count("transpile_cache", 1, &[("result", state)]);
+    if state == "miss" {
+        telemetry::histogram_ms("transpile_swc_ms", ms, &[]);
+    }
     // How long swc took, for browsers' developer tools (and benchmarks).
-    let timing = format!("swc;dur={:.3}", started.elapsed().as_secs_f64() * 1000.0);
+    let timing = format!("swc;dur={ms:.3}");
     Response::new(200)
         .header("content-type", content_type)
         .header("cache-control", "public, max-age=86400, immutable")

@@ -47,7 +47,7 @@ impl LogFeed {
         }
     }
 
-    fn push(&self, line: LogLine) {
+    pub(crate) fn push(&self, line: LogLine) {
         let line = Arc::new(line);
         let mut kept = self.kept.lock().expect("log feed lock");
         if kept.len() == KEPT {

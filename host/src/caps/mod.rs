@@ -17,6 +17,7 @@ pub mod grants;
 pub mod guest_log;
 pub mod identity;
 pub mod kv;
+pub mod otel;
 pub mod outbound;
 pub mod rate_limit;
 pub mod render;

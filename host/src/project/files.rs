@@ -33,6 +33,10 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../../wit/deps/io.wit"),
     ),
     (
+        "spike-sdk/wit/deps/otel.wit",
+        include_str!("../../../wit/deps/otel.wit"),
+    ),
+    (
         "spike-sdk/wit/deps/random.wit",
         include_str!("../../../wit/deps/random.wit"),
     ),
@@ -112,6 +116,10 @@ const EMBEDDED: &[(&str, &str)] = &[
     (
         "spike-sdk/src/sql.rs",
         include_str!("../../../components/sdk/src/sql.rs"),
+    ),
+    (
+        "spike-sdk/src/telemetry.rs",
+        include_str!("../../../components/sdk/src/telemetry.rs"),
     ),
 ];
 

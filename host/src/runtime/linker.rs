@@ -22,5 +22,6 @@ pub fn new(engine: &Engine) -> wasmtime::Result<Linker<RequestState>> {
     caps::rooms::add_to_linker(&mut linker, RequestState::rooms_view)?;
     caps::render::add_to_linker(&mut linker, RequestState::render_view)?;
     caps::sql::add_to_linker(&mut linker, RequestState::sql_view)?;
+    caps::otel::add_to_linker(&mut linker, RequestState::otel_view)?;
     Ok(linker)
 }

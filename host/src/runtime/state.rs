@@ -54,6 +54,8 @@ pub struct RequestState {
     room: RoomsCtx,
     limiter: GuestLimiter,
     cpu: CpuMeter,
+    /// What the guest reports of itself (`wasi:otel`).
+    otel: crate::caps::otel::GuestTelemetry,
 }
 
 /// What every request of one plugin version runs with: its capabilities
@@ -126,6 +128,7 @@ impl RequestState {
                 in_wasm_since: None,
                 limit: plugin.limits.cpu,
             },
+            otel: Default::default(),
         }
     }
 
@@ -197,6 +200,13 @@ impl RequestState {
         self.plugin.caps.sql(&mut self.table)
     }
 
+    pub fn otel_view(&mut self) -> crate::caps::otel::OtelView<'_> {
+        crate::caps::otel::OtelView {
+            state: &mut self.otel,
+            plugin: &self.plugin,
+        }
+    }
+
     /// Makes this store's calls handle `event` (a room handler's).
     pub fn set_room_event(&mut self, event: RoomEvent) {
         self.room = Some(event);
@@ -211,8 +221,21 @@ impl RequestState {
     /// (an HTTP request today, a room event later) gets the plugin's whole
     /// CPU budget.
     pub fn begin_call(&mut self) {
-        self.cpu.used = Duration::ZERO;
+        self.end_call();
         self.cpu.in_wasm_since = None;
+        // The guest's spans are children of its guest call span, current
+        // now (the call runs inside it).
+        self.otel.begin(crate::telemetry::current_span_context());
+    }
+
+    /// Counts the CPU the last call used in the plugin's series (and on
+    /// its guest call span); once per call, however it ended.
+    pub fn end_call(&mut self) {
+        let used = std::mem::take(&mut self.cpu.used);
+        if !used.is_zero() {
+            self.plugin.metrics.used(used, None);
+            crate::telemetry::record_here("spike.guest_cpu_us", used.as_micros() as u64);
+        }
     }
 
     /// The call hook: tracks when the guest is running wasm, so that time
@@ -283,6 +306,14 @@ impl WasiHttpView for RequestState {
 
 /// Measures the time a request spends running wasm: wall time between the
 /// call hooks that say the guest entered and left wasm.
+impl Drop for RequestState {
+    /// The instance ends: what it used is counted.
+    fn drop(&mut self) {
+        let used = std::mem::take(&mut self.cpu.used);
+        self.plugin.metrics.used(used, Some(self.limiter.reserved));
+    }
+}
+
 struct CpuMeter {
     used: Duration,
     in_wasm_since: Option<Instant>,

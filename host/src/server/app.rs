@@ -374,7 +374,7 @@ where
     let traced = (!span.is_none()).then(|| req.method().clone());
     let (mut resp, served_by) = match malformed(&req) {
         Some(refusal) => (refusal.into_response(), None),
-        None => next(req).instrument(span.clone()).await,
+        None => telemetry::cpu_timed(&span, next(req).instrument(span.clone())).await,
     };
     resp.headers_mut()
         .insert("x-request-id", HeaderValue::from(id));

@@ -67,6 +67,19 @@ impl Exporting {
     }
 }
 
+/// The queue, for spans made outside the SDK (guests').
+static QUEUE: std::sync::OnceLock<mpsc::Sender<SpanData>> = std::sync::OnceLock::new();
+
+/// Queues a span made outside the SDK; dropped (and counted) if the queue
+/// is full.
+pub fn queue(span: SpanData) {
+    if let Some(queue) = QUEUE.get()
+        && queue.try_send(span).is_err()
+    {
+        dropped("queue_full", 1);
+    }
+}
+
 /// The processor, and the task (spawned on the current runtime) that
 /// sends what it queues through `exporter`.
 pub fn start<E: SpanExporter + 'static>(
@@ -75,6 +88,7 @@ pub fn start<E: SpanExporter + 'static>(
 ) -> (QueueProcessor, Exporting) {
     let (queue, spans) = mpsc::channel(batching.max_queue);
     let (stop, stopped) = oneshot::channel();
+    let _ = QUEUE.set(queue.clone());
     let task = tokio::spawn(send_batches(spans, stopped, exporter, batching));
     (QueueProcessor { queue }, Exporting { stop, task })
 }
