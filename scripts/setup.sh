@@ -7,7 +7,8 @@
 #                            npm (the editor site's build)
 #   scripts/setup.sh         all that, and what the tests need: rustfmt and
 #                            clippy, PyJWT and nats-server in a venv,
-#                            coturn, poppler-utils, the npm test clients
+#                            coturn, poppler-utils, prometheus (promtool),
+#                            the npm test clients
 #
 # Debian packages come from apt-get: as root directly, else through sudo
 # if there is one, else it stops with the command to run.
@@ -67,6 +68,9 @@ if [ "$mode" = test ]; then
   { command -v turnserver && command -v turnutils_uclient; } >/dev/null 2>&1 || missing+=(coturn)
   command -v pdftotext >/dev/null 2>&1 || missing+=(poppler-utils)
   python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+  # promtool checks the alert rules in docs/monitoring (and the metrics
+  # spike serves); Debian's prometheus package has it.
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   apt_install "${missing[@]}"

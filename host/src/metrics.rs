@@ -114,6 +114,22 @@ macro_rules! series {
 }
 pub(crate) use series;
 
+/// Storage calls that failed, counted where they are met (capabilities,
+/// room logs), which have no `Metrics` at hand: the process's, shared by
+/// every server's registry.
+pub static STORAGE_ERRORS: std::sync::LazyLock<Counter> =
+    std::sync::LazyLock::new(Counter::default);
+
+series! {
+    /// Storage's health, as the host meets it.
+    pub struct StorageMetrics {
+        /// Failed calls of the storage backend (the database, the blob
+        /// folder, NATS JetStream): each refused a write or a read.
+        errors: Counter = STORAGE_ERRORS.clone(),
+            "storage_errors", "Storage calls that failed (a write or read refused)";
+    }
+}
+
 /// Every series of the host, by the subsystem that owns it.
 #[derive(Default)]
 pub struct Metrics {
@@ -133,6 +149,7 @@ pub struct Metrics {
     pub sql: crate::caps::sql::SqlMetrics,
     pub telemetry: crate::telemetry::TelemetryMetrics,
     pub guest_telemetry: crate::caps::otel::GuestTelemetryMetrics,
+    pub storage: StorageMetrics,
     /// Guests' own metrics (`wasi:otel`), encoded at each scrape.
     pub guest: Arc<crate::caps::otel::metrics::GuestMetrics>,
 }
@@ -141,7 +158,7 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let mut m = Self::default();
         let mut registry = Registry::with_prefix("spike");
-        let all: [&dyn Series; 15] = [
+        let all: [&dyn Series; 16] = [
             &m.http,
             &m.instances,
             &m.auth,
@@ -157,6 +174,7 @@ impl Metrics {
             &m.sql,
             &m.telemetry,
             &m.guest_telemetry,
+            &m.storage,
         ];
         for series in all {
             series.register(&mut registry);

@@ -173,12 +173,9 @@ fn report(span: &mut spike_sdk::telemetry::Span, log: &Call) {
         let retries = u64::from(log.attempts - 1);
         telemetry::count("ai_retries", retries, &[("provider", provider)]);
     }
-    let ms = log.latency_ms as f64;
-    telemetry::histogram_ms(
-        "ai_latency_ms",
-        ms,
-        &[("provider", provider), ("cache", cache)],
-    );
+    let seconds = log.latency_ms as f64 / 1000.0;
+    let labels = [("provider", provider), ("cache", cache)];
+    telemetry::histogram_seconds("ai_latency_seconds", seconds, &labels);
 }
 
 spike_sdk::export!(Ai);

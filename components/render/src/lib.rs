@@ -114,10 +114,11 @@ fn serve(req: &Request, kind: Kind) -> Result<Reply, Response> {
         telemetry::count("render_cache", 1, &[("result", "error")]);
         e
     })?;
-    let browser_ms = spike_sdk::now_ms().saturating_sub(started) as f64;
+    let browser_s = spike_sdk::now_ms().saturating_sub(started) as f64 / 1000.0;
     span.attr("render.bytes", rendered.body.len());
     drop(span);
-    telemetry::histogram_ms("render_browser_ms", browser_ms, &[("kind", r.kind.name())]);
+    let kind = [("kind", r.kind.name())];
+    telemetry::histogram_seconds("render_browser_seconds", browser_s, &kind);
     let facts = cache::Facts::of(&rendered);
     let (label, max_age) = match (&bucket, r.cache) {
         (Some(bucket), CachePolicy::Use { ttl_s }) => {

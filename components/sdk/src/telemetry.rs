@@ -13,7 +13,7 @@
 //! drop(span); // sent when it ends
 //!
 //! telemetry::count("ai_cache", 1, &[("result", "hit")]);
-//! telemetry::histogram_ms("ai_upstream_ms", 412.0, &[("provider", "openai")]);
+//! telemetry::histogram_seconds("ai_upstream_seconds", 0.412, &[("provider", "openai")]);
 //! telemetry::log(telemetry::Level::Warn, "retrying", &[("attempt", "2")]);
 //! ```
 //!
@@ -275,9 +275,9 @@ pub fn gauge(name: &str, value: f64, attributes: &[(&str, &str)]) {
     );
 }
 
-/// Bounds of `histogram_ms`: 1 ms to 30 s.
-pub const MS_BOUNDS: &[f64] = &[
-    1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+/// Bounds of `histogram_seconds`: 1 ms to 30 s.
+pub const SECONDS_BOUNDS: &[f64] = &[
+    0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
 /// Records one value of the histogram `name`, with these bucket bounds.
@@ -306,10 +306,10 @@ pub fn histogram(name: &str, value: f64, bounds: &[f64], attributes: &[(&str, &s
     );
 }
 
-/// Records a duration in milliseconds in the histogram `name`
-/// (`MS_BOUNDS`).
-pub fn histogram_ms(name: &str, ms: f64, attributes: &[(&str, &str)]) {
-    histogram(name, ms, MS_BOUNDS, attributes);
+/// Records a duration in the histogram `name` (`SECONDS_BOUNDS`; as
+/// Prometheus names them, a duration's name ends in `_seconds`).
+pub fn histogram_seconds(name: &str, seconds: f64, attributes: &[(&str, &str)]) {
+    histogram(name, seconds, SECONDS_BOUNDS, attributes);
 }
 
 /// A log record's level.

@@ -206,7 +206,7 @@ fn cached(
     drop(span);
     telemetry::count("transpile_cache", 1, &[("result", state)]);
     if state == "miss" {
-        telemetry::histogram_ms("transpile_swc_ms", ms, &[]);
+        telemetry::histogram_seconds("transpile_swc_seconds", ms / 1000.0, &[]);
     }
     // How long swc took, for browsers' developer tools (and benchmarks).
     let timing = format!("swc;dur={ms:.3}");

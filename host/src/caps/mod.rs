@@ -74,7 +74,10 @@ impl From<StorageError> for CapError {
                 CapError::InvalidInput(e.to_string())
             }
             StorageError::QuotaExceeded(_) => CapError::QuotaExceeded(e.to_string()),
-            e => CapError::internal("storage", e),
+            e => {
+                crate::metrics::STORAGE_ERRORS.inc();
+                CapError::internal("storage", e)
+            }
         }
     }
 }

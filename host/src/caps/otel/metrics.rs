@@ -306,7 +306,10 @@ impl wit::Host for OtelView<'_> {
 fn reported(metric: wit::Metric) -> Option<Vec<Reported>> {
     use wit::MetricData as D;
     let name = prometheus_name(&metric.name)?;
-    let help = cut(metric.description, Bounds::TEXT);
+    let help = match metric.description.trim() {
+        "" => "Reported by the plugin (wasi:otel)".to_string(),
+        _ => cut(metric.description, Bounds::TEXT),
+    };
     let (kind, total, set, data) = match metric.data {
         D::F64Sum(s) | D::U64Sum(s) | D::S64Sum(s) => {
             let kind = if s.is_monotonic {

@@ -449,6 +449,7 @@ impl<P: Protocol> Room<P> {
         if full {
             tracing::warn!(room = %self.name, "room events not stored: {e}");
         } else {
+            crate::metrics::STORAGE_ERRORS.inc();
             tracing::error!(room = %self.name, "room events not stored: {e}");
         }
         if self.tenure.clustered && matches!(e, StorageError::RoomConflict { .. }) {
