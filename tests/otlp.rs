@@ -43,9 +43,14 @@ impl Span {
     }
 }
 
+/// A metric's name, and its points' attributes.
+pub type Metric = (String, Vec<BTreeMap<String, String>>);
+
 #[derive(Default)]
 struct Shared {
     spans: Mutex<Vec<Span>>,
+    /// Metric names exported, each with its data points' attributes.
+    metrics: Mutex<Vec<Metric>>,
     stall: AtomicBool,
     requests: Mutex<Vec<String>>,
 }
@@ -65,6 +70,7 @@ impl Receiver {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let app = axum::Router::new()
             .route("/v1/traces", axum::routing::post(http_export))
+            .route("/v1/metrics", axum::routing::post(http_metrics))
             .with_state(shared.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         Self { url, shared }
@@ -93,6 +99,11 @@ impl Receiver {
     /// Every span received so far.
     pub fn spans(&self) -> Vec<Span> {
         self.shared.spans.lock().unwrap().clone()
+    }
+
+    /// The metrics received so far: names, with their points' attributes.
+    pub fn metrics(&self) -> Vec<Metric> {
+        self.shared.metrics.lock().unwrap().clone()
     }
 
     /// The content types of the exports received.
@@ -161,6 +172,49 @@ async fn http_export(
         }
         Err(e) => (http::StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     }
+}
+
+async fn http_metrics(
+    axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
+    body: bytes::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    let Ok(request) = ExportMetricsServiceRequest::decode(body) else {
+        return http::StatusCode::BAD_REQUEST.into_response();
+    };
+    let mut metrics = shared.metrics.lock().unwrap();
+    for resource in request.resource_metrics {
+        for scope in resource.scope_metrics {
+            for metric in scope.metrics {
+                let points = match metric.data {
+                    Some(Data::Sum(s)) => s
+                        .data_points
+                        .iter()
+                        .map(|p| attributes(&p.attributes))
+                        .collect(),
+                    Some(Data::Gauge(g)) => g
+                        .data_points
+                        .iter()
+                        .map(|p| attributes(&p.attributes))
+                        .collect(),
+                    Some(Data::Histogram(h)) => h
+                        .data_points
+                        .iter()
+                        .map(|p| attributes(&p.attributes))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                metrics.push((metric.name, points));
+            }
+        }
+    }
+    (
+        [(http::header::CONTENT_TYPE, "application/x-protobuf")],
+        Vec::<u8>::new(),
+    )
+        .into_response()
 }
 
 struct Grpc(Arc<Shared>);

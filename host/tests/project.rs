@@ -30,7 +30,7 @@ fn ok(o: &Output) -> String {
 #[test]
 fn new_build_push_and_serve_a_rust_plugin() {
     let dir = tempfile::tempdir().unwrap();
-    let (_served, addr) = new_build_and_push(dir.path(), None, "demo");
+    let (_served, addr, _) = new_build_and_push(dir.path(), None, "demo");
     let reply = get(&addr, "/demo?name=tester");
     assert!(reply.ends_with("Hello, tester! This is demo.\n"), "{reply}");
     count_from_zero(&addr, "/demo/counter", |n| format!("{{\"count\":{n}}}"));
@@ -47,7 +47,7 @@ fn new_build_push_and_serve_a_rust_plugin() {
 #[test]
 fn new_build_push_and_serve_a_javascript_plugin() {
     let dir = tempfile::tempdir().unwrap();
-    let (_served, addr) = new_build_and_push(dir.path(), Some("js"), "jsdemo");
+    let (_served, addr, _) = new_build_and_push(dir.path(), Some("js"), "jsdemo");
     // (Its bodies may come chunked: the raw replies hold the framing.)
     let reply = get(&addr, "/jsdemo");
     assert!(
@@ -61,18 +61,45 @@ fn new_build_push_and_serve_a_javascript_plugin() {
 #[test]
 fn new_build_push_and_serve_a_python_plugin() {
     let dir = tempfile::tempdir().unwrap();
-    let (_served, addr) = new_build_and_push(dir.path(), Some("python"), "pydemo");
+    let (_served, addr, exported) = new_build_and_push(dir.path(), Some("python"), "pydemo");
     let reply = get(&addr, "/pydemo");
     assert!(reply.contains("Hello from pydemo, in Python.\n"), "{reply}");
     count_from_zero(&addr, "/pydemo/counter", |n| format!("{{\"count\": {n}}}"));
     notes_kept(&addr, "/pydemo/notes");
+
+    // The template's telemetry (wasi:otel through componentize-py's
+    // bindings): a counter in /metrics, a span in the request's trace.
+    let metrics = request(
+        &addr,
+        "GET",
+        "/_spike/metrics",
+        "authorization: Bearer t\r\n",
+    );
+    assert!(
+        metrics.contains("spike_guest_notes_added_total{plugin=\"pydemo\"} 2"),
+        "{metrics}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let has = |bytes: &[u8], name: &[u8]| bytes.windows(name.len()).any(|w| w == name);
+    while !has(&exported.lock().unwrap(), b"add note") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no 'add note' span exported"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// In `dir`: `spike new <name> [--lang <lang>]`, `spike build` (which
 /// installs the language's componentizer the first time), then a server
-/// with no plugins, and `spike plugins push --manifest` of the built
-/// plugin to it. The server, serving the plugin, and its address.
-fn new_build_and_push(dir: &std::path::Path, lang: Option<&str>, name: &str) -> (Spike, String) {
+/// with no plugins (its traces sent to a collector that keeps them), and
+/// `spike plugins push --manifest` of the built plugin to it. The server,
+/// serving the plugin, its address, and what it exported.
+fn new_build_and_push(
+    dir: &std::path::Path,
+    lang: Option<&str>,
+    name: &str,
+) -> (Spike, String, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
     let mut new = vec!["new", name];
     new.extend(lang.map(|l| ["--lang", l]).iter().flatten());
     let out = ok(&spike(dir, &new));
@@ -87,10 +114,14 @@ fn new_build_and_push(dir: &std::path::Path, lang: Option<&str>, name: &str) -> 
 
     let served = dir.join("served");
     std::fs::create_dir_all(served.join("plugins")).unwrap();
+    let (collector, exported) = otlp_bodies();
     let mut server = Spike::start_in(
         &served,
         &["--log-format", "json", "--admin-token", "t"],
-        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
     );
     let addr = server.serving_addr();
     wait_ready(&addr);
@@ -106,7 +137,7 @@ fn new_build_and_push(dir: &std::path::Path, lang: Option<&str>, name: &str) -> 
         .unwrap();
     let out = ok(&push);
     assert!(out.starts_with(&format!("{name}: now serving ")), "{out}");
-    (server, addr)
+    (server, addr, exported)
 }
 
 /// The counter plugin of every template: 0, then one more per `POST`, as

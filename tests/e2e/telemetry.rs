@@ -109,6 +109,7 @@ async fn traced_spike(
     .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
     .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
     .env("OTEL_BSP_SCHEDULE_DELAY", "50")
+    .env("OTEL_METRIC_EXPORT_INTERVAL", "200")
     .env("OTEL_SERVICE_NAME", "spike-under-test")
     .env("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test");
     spike.spawn();
@@ -437,6 +438,21 @@ async fn one_trace_follows_a_request_through_auth_plugins_and_upstreams() {
     // complaint; and every series the dashboard and the alerts name is
     // one spike serves (or one a shipped plugin reports).
     promtool_lints(&metrics);
+    // The same series over OTLP, with the plugin as an attribute.
+    within(async {
+        loop {
+            let sent = receiver.metrics().into_iter().any(|(name, points)| {
+                name == "guest_transpile_cache"
+                    && (points.iter())
+                        .any(|p| p.get("plugin").map(String::as_str) == Some("transpile"))
+            });
+            if sent {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
     monitoring_names_exist(&metrics);
     assert!(
         receiver

@@ -70,6 +70,15 @@ pub struct TelemetryArgs {
     /// Milliseconds a span waits for others to go out with it.
     #[arg(long, default_value_t = Batching::default().delay.as_millis() as u64, env = "OTEL_BSP_SCHEDULE_DELAY")]
     pub otlp_batch_delay: u64,
+    /// The metrics URL itself (wins over --otlp-endpoint's `/v1/metrics`).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")]
+    pub otlp_metrics_endpoint: Option<String>,
+    /// Milliseconds between exports of the plugins' metrics.
+    #[arg(long, default_value_t = 60_000, env = "OTEL_METRIC_EXPORT_INTERVAL")]
+    pub otlp_metrics_interval: u64,
+    /// `none` keeps the plugins' metrics off OTLP (they stay in /metrics).
+    #[arg(long, env = "OTEL_METRICS_EXPORTER", hide = true)]
+    pub otel_metrics_exporter: Option<String>,
     /// `true` turns traces off whatever else is set.
     #[arg(long, env = "OTEL_SDK_DISABLED", hide = true)]
     pub otel_sdk_disabled: Option<String>,
@@ -114,6 +123,25 @@ impl TelemetryArgs {
             (None, None) => return Ok(None),
         };
         check_endpoint(&endpoint)?;
+        let metrics_endpoint = match (
+            self.otel_metrics_exporter.as_deref().map(str::trim),
+            &self.otlp_metrics_endpoint,
+            &self.otlp_endpoint,
+        ) {
+            (Some("none"), _, _) => None,
+            (_, Some(url), _) => Some(url.trim().to_owned()),
+            (_, None, Some(base)) => Some(match self.otlp_protocol {
+                Protocol::HttpProtobuf => {
+                    format!("{}/v1/metrics", base.trim().trim_end_matches('/'))
+                }
+                Protocol::Grpc => base.trim().to_owned(),
+            }),
+            // Only a traces URL: where metrics go is not said.
+            (_, None, None) => None,
+        };
+        if let Some(url) = &metrics_endpoint {
+            check_endpoint(url)?;
+        }
         let batching = Batching {
             max_queue: self.otlp_max_queue.max(1),
             max_batch: self.otlp_max_batch.max(1),
@@ -122,6 +150,8 @@ impl TelemetryArgs {
         };
         Ok(Some(Settings {
             endpoint,
+            metrics_endpoint,
+            metrics_interval: Duration::from_millis(self.otlp_metrics_interval.max(100)),
             protocol: self.otlp_protocol,
             headers: pairs("OTLP headers", self.otlp_headers.as_deref())?,
             service_name: self.service_name.clone(),

@@ -392,15 +392,18 @@ const APP_PY: &str = r#""""__NAME__: a spike plugin in Python.
   GET  /__NAME__/notes     the notes, newest first
 
 `spike build` makes plugin/__NAME__.wasm with componentize-py; spike's
-imports are modules of `wit_world.imports` (`kv`, `blob`, `secrets`, ...),
-and a WIT `result` error is raised as `componentize_py_types.Err`.
+imports are modules of `wit_world.imports` (`kv`, `blob`, `secrets`, ...,
+and wasi:otel's `tracing`, `metrics`, `logs`), and a WIT `result` error is
+raised as `componentize_py_types.Err`.
 """
 import json
 from urllib.parse import parse_qs
 
 from componentize_py_types import Err, Ok
 from wit_world import exports
-from wit_world.imports import kv, sql
+from wit_world.imports import kv, metrics, sql, tracing, wall_clock
+from wit_world.imports import random as wasi_random
+from wit_world.imports.wasi_otel_types import InstrumentationScope, Resource
 from wit_world.imports.wasi_http_types import (
     Fields, IncomingRequest, Method_Get, Method_Post, OutgoingBody, OutgoingResponse,
     ResponseOutparam,
@@ -432,8 +435,46 @@ def notes_db() -> sql.Database:
     return db
 
 
+# Telemetry through wasi:otel: a span in the request's trace, a counter in
+# the host's /metrics (spike_guest_notes_added_total{plugin="__NAME__"}).
+SCOPE = InstrumentationScope(name="__NAME__", version=None, schema_url=None, attributes=[])
+
+
+def traced(name: str, work):
+    """Runs work() as a span of the request's trace (sent only when the
+    host traces the request)."""
+    outer = tracing.outer_span_context()
+    start = wall_clock.now()
+    result = work()
+    if outer.trace_flags & tracing.TraceFlags.SAMPLED and outer.trace_id.strip("0"):
+        own = tracing.SpanContext(
+            trace_id=outer.trace_id, span_id=f"{wasi_random.get_random_u64() | 1:016x}",
+            trace_flags=tracing.TraceFlags.SAMPLED, is_remote=False, trace_state=[])
+        tracing.on_end(tracing.SpanData(
+            span_context=own, parent_span_id=outer.span_id, span_kind=tracing.SpanKind.INTERNAL,
+            name=name, start_time=start, end_time=wall_clock.now(), attributes=[], events=[],
+            links=[], status=tracing.Status_Ok(), instrumentation_scope=SCOPE,
+            dropped_attributes=0, dropped_events=0, dropped_links=0))
+    return result
+
+
+def count(name: str, n: int) -> None:
+    """Adds n to the counter name (a delta, as the host adds it up)."""
+    now = wall_clock.now()
+    point = metrics.SumDataPoint(attributes=[], value=metrics.MetricNumber_U64(n), exemplars=[])
+    data = metrics.MetricData_U64Sum(metrics.Sum(
+        data_points=[point], start_time=now, time=now,
+        temporality=metrics.Temporality.DELTA, is_monotonic=True))
+    metric = metrics.Metric(name=name, description="Notes added", unit="", data=data)
+    metrics.export(metrics.ResourceMetrics(
+        resource=Resource(attributes=[], schema_url=None),
+        scope_metrics=[metrics.ScopeMetrics(scope=SCOPE, metrics=[metric])]))
+
+
 def add_note(text: str) -> dict:
-    done = notes_db().query("INSERT INTO notes (text) VALUES (?)", [sql.Value_Text(text)])
+    insert = "INSERT INTO notes (text) VALUES (?)"
+    done = traced("add note", lambda: notes_db().query(insert, [sql.Value_Text(text)]))
+    count("notes_added", 1)
     return {"id": done.last_insert_id, "text": text}
 
 

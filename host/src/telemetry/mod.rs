@@ -20,6 +20,7 @@
 mod context;
 mod export;
 mod logs;
+pub mod metrics;
 mod sampler;
 
 use std::sync::{Mutex, OnceLock};
@@ -59,6 +60,10 @@ pub struct Settings {
     /// The collector's address: for http/protobuf the traces URL itself
     /// (`…/v1/traces`), for grpc the server's.
     pub endpoint: String,
+    /// Where the plugins' metrics go (`…/v1/metrics`, or the grpc
+    /// server's), if they do, and how often.
+    pub metrics_endpoint: Option<String>,
+    pub metrics_interval: Duration,
     pub protocol: Protocol,
     /// Headers every export carries (a collector's API key).
     pub headers: Vec<(String, String)>,
@@ -105,6 +110,10 @@ where
             (settings.resource.iter()).map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
         )
         .build();
+    if let Some(endpoint) = &settings.metrics_endpoint {
+        let exporter = metric_exporter(settings, endpoint)?;
+        metrics::start(exporter, resource.clone(), settings.metrics_interval);
+    }
     let mut exporter = span_exporter(settings)?;
     opentelemetry_sdk::trace::SpanExporter::set_resource(&mut exporter, &resource);
     let (processor, exporting) = export::start(exporter, settings.batching);
@@ -141,6 +150,44 @@ where
         .boxed())
 }
 
+fn metric_exporter(
+    settings: &Settings,
+    endpoint: &str,
+) -> anyhow::Result<opentelemetry_otlp::MetricExporter> {
+    let timeout = settings.batching.timeout;
+    let built = match settings.protocol {
+        Protocol::HttpProtobuf => opentelemetry_otlp::MetricExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(endpoint)
+            .with_timeout(timeout)
+            .with_headers(settings.headers.iter().cloned().collect())
+            .build(),
+        Protocol::Grpc => opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .with_timeout(timeout)
+            .with_metadata(grpc_metadata(settings)?)
+            .build(),
+    };
+    built.context("setting up the OTLP metrics exporter")
+}
+
+/// `OTEL_EXPORTER_OTLP_HEADERS` as grpc metadata.
+fn grpc_metadata(
+    settings: &Settings,
+) -> anyhow::Result<opentelemetry_otlp::tonic_types::metadata::MetadataMap> {
+    let mut headers = HeaderMap::new();
+    for (k, v) in &settings.headers {
+        let name = http::HeaderName::from_bytes(k.as_bytes())
+            .with_context(|| format!("the OTLP header name '{k}'"))?;
+        let value = HeaderValue::from_str(v)
+            .with_context(|| format!("the value of the OTLP header '{k}'"))?;
+        headers.insert(name, value);
+    }
+    Ok(opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers))
+}
+
 fn span_exporter(settings: &Settings) -> anyhow::Result<opentelemetry_otlp::SpanExporter> {
     let timeout = settings.batching.timeout;
     let built = match settings.protocol {
@@ -152,16 +199,7 @@ fn span_exporter(settings: &Settings) -> anyhow::Result<opentelemetry_otlp::Span
             .with_headers(settings.headers.iter().cloned().collect())
             .build(),
         Protocol::Grpc => {
-            let mut headers = HeaderMap::new();
-            for (k, v) in &settings.headers {
-                let name = http::HeaderName::from_bytes(k.as_bytes())
-                    .with_context(|| format!("the OTLP header name '{k}'"))?;
-                let value = HeaderValue::from_str(v)
-                    .with_context(|| format!("the value of the OTLP header '{k}'"))?;
-                headers.insert(name, value);
-            }
-            let metadata =
-                opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers);
+            let metadata = grpc_metadata(settings)?;
             opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
                 .with_endpoint(settings.endpoint.clone())

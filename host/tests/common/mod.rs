@@ -129,6 +129,58 @@ impl Drop for Spike {
     }
 }
 
+/// A trace collector that keeps the raw bodies of what is exported to it
+/// (`POST /v1/traces`, http/protobuf): a span's name is in them as its
+/// bytes. Its base URL, and the bodies so far.
+pub fn otlp_bodies() -> (String, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = bodies.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let kept = kept.clone();
+            std::thread::spawn(move || keep_exports(stream, &kept));
+        }
+    });
+    (url, bodies)
+}
+
+/// Reads HTTP requests on `stream` (kept alive), keeping their bodies.
+fn keep_exports(stream: std::net::TcpStream, kept: &std::sync::Mutex<Vec<u8>>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        kept.lock().unwrap().extend_from_slice(&body);
+        let answer =
+            "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+        if writer.write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
 pub fn get(addr: &str, path: &str) -> String {
     request(addr, "GET", path, "")
 }

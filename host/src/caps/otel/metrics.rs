@@ -113,11 +113,14 @@ impl Store {
     /// Adds one point; false if it disagrees with the metric or is past
     /// the plugin's series.
     fn add(&mut self, plugin: &Arc<str>, p: Reported) -> bool {
-        let metric = self.metrics.entry(p.name).or_insert_with(|| Metric {
-            kind: p.kind.clone(),
-            help: p.help,
-            points: HashMap::new(),
-        });
+        let metric = self
+            .metrics
+            .entry(p.name.clone())
+            .or_insert_with(|| Metric {
+                kind: p.kind.clone(),
+                help: p.help.clone(),
+                points: HashMap::new(),
+            });
         if metric.kind != p.kind {
             return false;
         }
@@ -131,7 +134,7 @@ impl Store {
         }
         let point = metric
             .points
-            .entry(p.labels)
+            .entry(p.labels.clone())
             .or_insert_with(|| match &p.kind {
                 Kind::Histogram(bounds) => Point::Histogram {
                     sum: 0.0,
@@ -140,9 +143,18 @@ impl Store {
                 },
                 _ => Point::Number(0.0),
             });
-        match (point, p.point) {
-            (Point::Number(v), Point::Number(n)) if p.set => *v = n,
-            (Point::Number(v), Point::Number(n)) => *v += n,
+        let otlp = match (point, &p.point) {
+            (Point::Number(v), Point::Number(n)) if p.set => {
+                *v = *n;
+                Otlp::Set(*n)
+            }
+            (Point::Number(v), Point::Number(n)) => {
+                *v += n;
+                match p.kind {
+                    Kind::Counter => Otlp::Add(*n),
+                    _ => Otlp::UpDown(*n),
+                }
+            }
             (
                 Point::Histogram {
                     sum,
@@ -158,12 +170,24 @@ impl Store {
                 *sum += s;
                 *count += c;
                 buckets.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                let Kind::Histogram(bounds) = &p.kind else {
+                    return false;
+                };
+                Otlp::Observed {
+                    bounds,
+                    sum: *s,
+                    count: *c,
+                }
             }
             _ => return false,
-        }
+        };
+        // And over OTLP, when the operator sends metrics there.
+        crate::telemetry::metrics::record(&p.name, &p.help, &p.labels, otlp);
         true
     }
 }
+
+type Otlp<'a> = crate::telemetry::metrics::Point<'a>;
 
 /// What a total grew by since `before`; `None` if the two cannot be
 /// compared. A total smaller than before started again (a new instance's
