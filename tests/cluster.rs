@@ -28,6 +28,11 @@ impl Cluster {
     /// A JetStream server and `n` nodes serving `plugins`, every plugin
     /// ready on every node.
     pub async fn start(n: usize, plugins: &[Plugin<'_>]) -> Self {
+        Self::start_with(n, plugins, &[]).await
+    }
+
+    /// The same, each node with `env` added to its environment.
+    pub async fn start_with(n: usize, plugins: &[Plugin<'_>], env: &[(&str, &str)]) -> Self {
         crate::init_logging();
         let nats = LocalNats::start().unwrap_or_else(|e| panic!("{e}"));
         let dir = tempfile::tempdir().unwrap();
@@ -45,7 +50,7 @@ impl Cluster {
             dir,
         };
         for i in 1..=n {
-            let node = cluster.node_command(i);
+            let node = (env.iter()).fold(cluster.node_command(i), |node, (k, v)| node.env(k, v));
             cluster.nodes.push(node);
         }
         for node in &mut cluster.nodes {

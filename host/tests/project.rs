@@ -79,6 +79,13 @@ fn new_build_push_and_serve_a_python_plugin() {
         metrics.contains("spike_guest_notes_added_total{plugin=\"pydemo\"} 2"),
         "{metrics}"
     );
+    let logged = request(
+        &addr,
+        "GET",
+        "/_spike/plugins/pydemo/logs",
+        "authorization: Bearer t\r\n",
+    );
+    assert!(logged.contains("INFO note 1 added"), "{logged}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let has = |bytes: &[u8], name: &[u8]| bytes.windows(name.len()).any(|w| w == name);
     while !has(&exported.lock().unwrap(), b"add note") {

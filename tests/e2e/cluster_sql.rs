@@ -193,3 +193,40 @@ async fn a_paused_owner_cannot_commit_once_its_lease_is_gone() {
     let text = answer["results"][0]["rows"][0][0].as_str().unwrap();
     assert_eq!(text.len(), 2_000_000);
 }
+
+/// A statement forwarded to the database's owner continues the caller's
+/// trace there: the owner's span is a child of the entry node's SQL
+/// call, in the same trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_statement_continues_the_trace_on_the_owner() {
+    let receiver = spike_e2e::otlp::Receiver::http().await;
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+    ];
+    let cluster = Cluster::start_with(2, &[NOTES], &env).await;
+    // Node 1 opens the database (its owner); node 2 forwards to it.
+    let owner = cluster.node(1).url.clone();
+    assert!(within(post(&owner, "first")).await.is_some());
+    let entry = cluster.node(2).url.clone();
+    assert!(within(post(&entry, "forwarded")).await.is_some());
+    let spans = receiver
+        .wait_for(Duration::from_secs(30), |spans| {
+            spans.iter().any(|s| s.name == "sql (forwarded)")
+        })
+        .await;
+    let forwarded = spans.iter().find(|s| s.name == "sql (forwarded)").unwrap();
+    let node = |s: &spike_e2e::otlp::Span| s.resource.get("spike.node").cloned();
+    assert_eq!(node(forwarded).as_deref(), Some("node-1"));
+    let parent = (spans.iter())
+        .find(|s| s.span_id == forwarded.parent)
+        .unwrap_or_else(|| {
+            panic!(
+                "its parent was sent:\n{}",
+                spike_e2e::otlp::describe(&spans)
+            )
+        });
+    assert_eq!(parent.trace_id, forwarded.trace_id);
+    assert_eq!(parent.attr("spike.capability"), Some("sql"));
+    assert_eq!(node(parent).as_deref(), Some("node-2"));
+}

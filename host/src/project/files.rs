@@ -401,7 +401,7 @@ from urllib.parse import parse_qs
 
 from componentize_py_types import Err, Ok
 from wit_world import exports
-from wit_world.imports import kv, metrics, sql, tracing, wall_clock
+from wit_world.imports import kv, logs, metrics, sql, tracing, wall_clock
 from wit_world.imports import random as wasi_random
 from wit_world.imports.wasi_otel_types import InstrumentationScope, Resource
 from wit_world.imports.wasi_http_types import (
@@ -471,10 +471,20 @@ def count(name: str, n: int) -> None:
         scope_metrics=[metrics.ScopeMetrics(scope=SCOPE, metrics=[metric])]))
 
 
+def log(message: str) -> None:
+    """A line in the plugin's log (`spike plugins logs`), at info."""
+    logs.on_emit(logs.LogRecord(
+        timestamp=wall_clock.now(), observed_timestamp=None, severity_text="INFO",
+        severity_number=9, body=json.dumps(message), attributes=None, event_name=None,
+        resource=None, instrumentation_scope=None, trace_id=None, span_id=None,
+        trace_flags=None))
+
+
 def add_note(text: str) -> dict:
     insert = "INSERT INTO notes (text) VALUES (?)"
     done = traced("add note", lambda: notes_db().query(insert, [sql.Value_Text(text)]))
     count("notes_added", 1)
+    log(f"note {done.last_insert_id} added")
     return {"id": done.last_insert_id, "text": text}
 
 

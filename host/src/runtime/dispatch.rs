@@ -168,6 +168,8 @@ struct Head {
 /// What a guest run owns: its store and instance, and what to do with them
 /// when it ends.
 struct GuestRun {
+    /// Its guest call span (`Span::none()` when not traced).
+    span: tracing::Span,
     plugin: Arc<LoadedPlugin>,
     store: wasmtime::Store<RequestState>,
     /// A kept instance, and the requests it served.
@@ -267,6 +269,7 @@ impl Dispatcher {
             (self.watchdog.clone(), slot.max_concurrent, idle_for_ms)
         });
         let run = GuestRun {
+            span: span.clone(),
             plugin,
             store,
             warm,
@@ -403,6 +406,7 @@ impl GuestRun {
     /// take its place. The version stays alive as long as its instance ran.
     async fn run(self) -> wasmtime::Result<()> {
         let GuestRun {
+            span,
             plugin,
             mut store,
             mut warm,
@@ -424,7 +428,12 @@ impl GuestRun {
                     proxy
                 }
                 None => {
+                    // An attribute of the guest call, not a span of its
+                    // own: a span costs more than a fresh instance does.
+                    let started = std::time::Instant::now();
                     let instance = instantiate(&plugin.pre, &mut store, metrics).await?;
+                    let micros = started.elapsed().as_micros() as u64;
+                    crate::telemetry::record(&span, "spike.instantiate_us", micros);
                     http_export.load(&mut store, &instance)?
                 }
             };
@@ -436,7 +445,8 @@ impl GuestRun {
                 .map(|()| proxy)
         }
         .await;
-        store.data_mut().end_call();
+        let used = store.data_mut().end_call();
+        crate::telemetry::record(&span, "spike.guest_cpu_us", used.as_micros() as u64);
         if let Err(e) = &outcome {
             crate::telemetry::failed_here(classify(e).kind());
         }
@@ -502,10 +512,6 @@ pub(super) async fn instantiate(
 ) -> wasmtime::Result<wasmtime::component::Instance> {
     let started = std::time::Instant::now();
     let instance = pre.instantiate_async(store).await?;
-    // An attribute of the guest call, not a span of its own: a span costs
-    // more than a fresh instance does.
-    let micros = started.elapsed().as_micros() as u64;
-    crate::telemetry::record_here("spike.instantiate_us", micros);
     metrics.instantiations.inc();
     metrics
         .instantiation_seconds

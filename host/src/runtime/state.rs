@@ -221,21 +221,21 @@ impl RequestState {
     /// (an HTTP request today, a room event later) gets the plugin's whole
     /// CPU budget.
     pub fn begin_call(&mut self) {
-        self.end_call();
+        let _ = self.end_call();
         self.cpu.in_wasm_since = None;
         // The guest's spans are children of its guest call span, current
         // now (the call runs inside it).
-        self.otel.begin(crate::telemetry::current_span_context());
+        self.otel.begin(crate::telemetry::current_span());
     }
 
-    /// Counts the CPU the last call used in the plugin's series (and on
-    /// its guest call span); once per call, however it ended.
-    pub fn end_call(&mut self) {
+    /// Counts the CPU the last call used in the plugin's series, once
+    /// per call however it ended; what it used.
+    pub fn end_call(&mut self) -> Duration {
         let used = std::mem::take(&mut self.cpu.used);
         if !used.is_zero() {
             self.plugin.metrics.used(used, None);
-            crate::telemetry::record_here("spike.guest_cpu_us", used.as_micros() as u64);
         }
+        used
     }
 
     /// The call hook: tracks when the guest is running wasm, so that time

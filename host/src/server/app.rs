@@ -374,7 +374,7 @@ where
     let traced = (!span.is_none()).then(|| req.method().clone());
     let (mut resp, served_by) = match malformed(&req) {
         Some(refusal) => (refusal.into_response(), None),
-        None => telemetry::cpu_timed(&span, next(req).instrument(span.clone())).await,
+        None => telemetry::busy_timed(&span, next(req).instrument(span.clone())).await,
     };
     resp.headers_mut()
         .insert("x-request-id", HeaderValue::from(id));
@@ -428,14 +428,7 @@ fn request_span(state: &AppState, req: &Request, id: u64) -> tracing::Span {
         let ip = p.0.ip().to_canonical();
         proxies.iter().any(|n| n.contains(&ip))
     });
-    telemetry::server_span(
-        req.method(),
-        req.uri(),
-        req.headers(),
-        req.version(),
-        trusted,
-        id,
-    )
+    telemetry::server_span(req.method(), req.uri(), req.headers(), trusted, id)
 }
 
 #[cfg(test)]

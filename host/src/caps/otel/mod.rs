@@ -48,10 +48,12 @@ impl Bounds {
 
 /// One store's telemetry state: the guest call's span, and what the call
 /// reported so far.
-#[derive(Default)]
 pub struct GuestTelemetry {
-    /// The guest call span, if the request is traced.
-    outer: Option<SpanContext>,
+    /// The guest call span (`Span::none()` if the request is not
+    /// traced), and its context once a guest asked for it: most guests
+    /// never do, and looking it up costs.
+    outer_span: tracing::Span,
+    outer: Option<Option<SpanContext>>,
     spans: u32,
     logs: u32,
     exports: u32,
@@ -60,10 +62,24 @@ pub struct GuestTelemetry {
     totals: metrics::Totals,
 }
 
+impl Default for GuestTelemetry {
+    fn default() -> Self {
+        Self {
+            outer_span: tracing::Span::none(),
+            outer: None,
+            spans: 0,
+            logs: 0,
+            exports: 0,
+            totals: metrics::Totals::default(),
+        }
+    }
+}
+
 impl GuestTelemetry {
     /// A new call into the guest, in `outer` (its guest call span).
-    pub fn begin(&mut self, outer: Option<SpanContext>) {
-        self.outer = outer;
+    pub fn begin(&mut self, outer: tracing::Span) {
+        self.outer_span = outer;
+        self.outer = None;
         self.spans = 0;
         self.logs = 0;
         self.exports = 0;
@@ -77,6 +93,14 @@ pub struct OtelView<'a> {
 }
 
 impl OtelView<'_> {
+    /// The guest call span's context, if the request is traced.
+    fn outer(&mut self) -> Option<SpanContext> {
+        let state = &mut *self.state;
+        (state.outer)
+            .get_or_insert_with(|| crate::telemetry::span_context(&state.outer_span))
+            .clone()
+    }
+
     fn dropped(&self, what: &'static str, n: u64) {
         let metrics = &self.plugin.metrics;
         crate::metrics::Metrics::count(

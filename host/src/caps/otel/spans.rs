@@ -20,7 +20,7 @@ impl wit::Host for OtelView<'_> {
     }
 
     fn on_end(&mut self, span: wit::SpanData) -> wasmtime::Result<()> {
-        let Some(outer) = &self.state.outer else {
+        let Some(outer) = self.outer() else {
             self.dropped("span", 1);
             return Ok(());
         };
@@ -28,7 +28,7 @@ impl wit::Host for OtelView<'_> {
             self.dropped("span", 1);
             return Ok(());
         }
-        match convert(span, outer) {
+        match convert(span, &outer) {
             Some(data) => {
                 self.state.spans += 1;
                 crate::telemetry::export_span(data);
@@ -39,7 +39,7 @@ impl wit::Host for OtelView<'_> {
     }
 
     fn outer_span_context(&mut self) -> wasmtime::Result<wit::SpanContext> {
-        Ok(match &self.state.outer {
+        Ok(match &self.outer() {
             Some(outer) => to_wit(outer),
             // No trace to join: an invalid context, as the proposal's own
             // SDKs read it.
