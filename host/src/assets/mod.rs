@@ -315,7 +315,8 @@ impl Site {
 /// `..` segments (encoded or not), empty segments, backslashes, control
 /// characters, invalid UTF-8, or more than 1 KiB.
 fn checked_path(raw: &str) -> Result<String, &'static str> {
-    let decoded = percent_decode(raw).ok_or("the path is not valid percent-encoded UTF-8")?;
+    let decoded =
+        crate::util::percent_decode(raw).ok_or("the path is not valid percent-encoded UTF-8")?;
     if decoded.len() > MAX_PATH_BYTES {
         return Err("the path is too long");
     }
@@ -333,22 +334,6 @@ fn checked_path(raw: &str) -> Result<String, &'static str> {
     Ok(decoded)
 }
 
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -195,28 +195,11 @@ fn pairs(what: &str, text: Option<&str>) -> Result<Vec<(String, String)>, String
             if key.is_empty() {
                 return Err(format!("the {what} entry '{pair}' has no key"));
             }
-            let value = percent_decode(v.trim())
+            let value = crate::util::percent_decode(v.trim())
                 .ok_or_else(|| format!("the {what} entry '{key}' has a bad %-escape"))?;
             Ok((key.to_owned(), value))
         })
         .collect()
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

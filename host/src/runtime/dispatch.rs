@@ -495,7 +495,7 @@ pub(super) fn guest_span(
     crate::telemetry::span!(
         "guest call",
         spike.plugin = plugin,
-        spike.plugin.version = %version.sha256,
+        spike.plugin.version = &version.sha256[..12],
         spike.export = export,
         spike.instance = if fresh { "fresh" } else { "reused" },
         spike.guest_cpu_us = tracing::field::Empty,

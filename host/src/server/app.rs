@@ -371,7 +371,6 @@ where
     let access = tracing::enabled!(target: "spike::access", tracing::Level::INFO)
         .then(|| (req.method().clone(), req.uri().clone()));
     let span = request_span(state, &req, id);
-    let traced = (!span.is_none()).then(|| req.method().clone());
     let (mut resp, served_by) = match malformed(&req) {
         Some(refusal) => (refusal.into_response(), None),
         None => telemetry::busy_timed(&span, next(req).instrument(span.clone())).await,
@@ -394,12 +393,7 @@ where
         status,
     };
     state.metrics.http.requests.get_or_create(&labels).inc();
-    if let Some(method) = traced {
-        let served = served_by
-            .as_ref()
-            .map(|s| (&*s.plugin.metrics.plugin, &*s.route));
-        telemetry::server_answered(&span, &method, status, served);
-    }
+    telemetry::server_answered(&span, status);
     if let Some((method, uri)) = access {
         tracing::info!(
             target: "spike::access",
@@ -428,7 +422,12 @@ fn request_span(state: &AppState, req: &Request, id: u64) -> tracing::Span {
         let ip = p.0.ip().to_canonical();
         proxies.iter().any(|n| n.contains(&ip))
     });
-    telemetry::server_span(req.method(), req.uri(), req.headers(), trusted, id)
+    let (method, path) = (req.method(), req.uri().path());
+    let routed = || {
+        let routed = state.registry.route(method.as_str(), path).ok()?;
+        Some((routed.slot.manifest.name.clone(), routed.route))
+    };
+    telemetry::server_span(method, req.uri(), req.headers(), trusted, id, routed)
 }
 
 #[cfg(test)]

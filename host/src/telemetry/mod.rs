@@ -298,13 +298,17 @@ pub trait ErrorType {
 /// conventions' attributes), a child of the caller's span if the request
 /// brings one that is honoured (`trusted`: it came from a trusted
 /// proxy); `Span::none()` if traces are off or the request is not
-/// sampled.
+/// sampled. `routed` says which plugin and route serve it, asked only of
+/// a traced request: its name is `{method} {route}` from the start (an
+/// OpenTelemetry span cannot be renamed cheaply once its children have
+/// started it).
 pub fn server_span(
     method: &http::Method,
     uri: &http::Uri,
     headers: &HeaderMap,
     trusted: bool,
     request_id: u64,
+    routed: impl FnOnce() -> Option<(String, std::sync::Arc<str>)>,
 ) -> Span {
     let Some(state) = STATE.get() else {
         return Span::none();
@@ -323,20 +327,23 @@ pub fn server_span(
     if !state.sampler.samples(parent.as_ref(), trace_id) {
         return Span::none();
     }
+    let routed = routed();
+    let route = routed.as_ref().map(|(_, route)| &**route);
+    let plugin = routed.as_ref().map(|(plugin, _)| plugin.as_str());
     let span = tracing::info_span!(
         target: "spike::trace",
         parent: None,
         "request",
-        otel.name = %method,
+        otel.name = %format_args!("{method}{}{}", if route.is_some() { " " } else { "" }, route.unwrap_or("")),
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
         error.type = tracing::field::Empty,
         http.request.method = %method,
         url.path = uri.path(),
         url.scheme = "http",
-        http.route = tracing::field::Empty,
+        http.route = route,
         http.response.status_code = tracing::field::Empty,
-        spike.plugin = tracing::field::Empty,
+        spike.plugin = plugin,
         spike.request_id = request_id,
         spike.busy_us = tracing::field::Empty,
     );
@@ -410,28 +417,12 @@ pub async fn busy_timed<F: Future>(span: &Span, fut: F) -> F::Output {
     out
 }
 
-/// Records how a request ended on its server span: the status, and the
-/// plugin and route that served it (the span's name becomes
-/// `{method} {route}`).
-pub fn server_answered(
-    span: &Span,
-    method: &http::Method,
-    status: u16,
-    served: Option<(&str, &str)>,
-) {
+/// Records how a request ended on its server span: its status.
+pub fn server_answered(span: &Span, status: u16) {
     if span.is_none() {
         return;
     }
     span.record("http.response.status_code", status);
-    if let Some((plugin, route)) = served {
-        span.record("http.route", route);
-        span.record("spike.plugin", plugin);
-        // The span has started (its children made it): its name is set on
-        // the OpenTelemetry span itself, which `record` would not reach.
-        span.context()
-            .span()
-            .update_name(format!("{method} {route}"));
-    }
     if status >= 500 {
         span.record("otel.status_code", "ERROR");
         span.record("error.type", status);
