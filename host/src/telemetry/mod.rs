@@ -1,5 +1,6 @@
 //! OpenTelemetry traces: one trace per request, across the host, its
-//! plugins and their calls, sent over OTLP (http/protobuf or grpc).
+//! plugins and their calls, sent over OTLP (http/protobuf or grpc); and
+//! the plugins' own metrics, sent the same way.
 //!
 //! The host's spans are `tracing` spans of the target `spike::trace`,
 //! turned into OpenTelemetry spans by `tracing-opentelemetry`'s layer and
@@ -16,6 +17,7 @@
 //! - `context`: W3C `traceparent` in and out
 //! - `export`: the queue to the collector, and its series
 //! - `logs`: trace and span ids in JSON log lines
+//! - `metrics`: the plugins' own metrics (`caps::otel`) over OTLP too
 
 mod context;
 mod export;

@@ -91,7 +91,14 @@ impl GuestMetrics {
             p.labels.insert(0, ("plugin".into(), plugin.to_string()));
             if p.total {
                 let key = (p.name.clone(), p.labels.clone());
-                let grown = grown(totals.0.get(&key), &p.point);
+                let before = totals.0.get(&key);
+                // An instance's totals are kept for as many series as its
+                // plugin may have; one past them is dropped below anyway.
+                if before.is_none() && totals.0.len() >= MAX_SERIES {
+                    dropped += 1;
+                    continue;
+                }
+                let grown = grown(before, &p.point);
                 totals.0.insert(key, p.point);
                 p.point = match grown {
                     Some(g) => g,
@@ -314,6 +321,10 @@ impl wit::Host for OtelView<'_> {
                     None => unreadable += 1,
                 }
             }
+        }
+        if points.len() > Bounds::POINTS {
+            unreadable += (points.len() - Bounds::POINTS) as u64;
+            points.truncate(Bounds::POINTS);
         }
         let guest = &self.plugin.metrics.host.guest;
         let dropped =

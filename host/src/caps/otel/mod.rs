@@ -35,8 +35,10 @@ pub struct Bounds;
 impl Bounds {
     pub const SPANS: u32 = 256;
     pub const LOGS: u32 = 200;
-    /// Metric exports (each may carry many points).
+    /// Metric exports.
     pub const EXPORTS: u32 = 64;
+    /// Points one export may carry.
+    pub const POINTS: usize = 1024;
     pub const ATTRIBUTES: usize = 32;
     pub const EVENTS: usize = 32;
     pub const LINKS: usize = 8;
