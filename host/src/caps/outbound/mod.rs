@@ -129,6 +129,18 @@ impl WasiHttpHooks for OutboundHooks {
                 .map_err(|Failure(e)| e),
             );
         }
+        self.send_out(request, options)
+    }
+}
+
+impl OutboundHooks {
+    /// A request to a host outside: the grant, a kept-alive connection or
+    /// a checked new one, the exchange; its client span records how it went.
+    fn send_out(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+    ) -> SendFuture {
         let span = client_span(&request);
         let (grants, resolver) = (self.grants.clone(), self.resolver.clone());
         let pool = self.pool.clone();
