@@ -156,7 +156,8 @@ fn init_logging(
             .map_event_format(spike::telemetry::WithTraceIds)
             .boxed(),
     };
-    let registry = tracing_subscriber::registry().with(logs.with_filter(filter));
+    let registry = tracing_subscriber::registry()
+        .with(logs.with_filter(spike::telemetry::fresh_filter::Fresh(filter)));
     let traces = match traces {
         Some((settings, node)) => Some(spike::telemetry::install(settings, node)?),
         None => None,

@@ -21,6 +21,7 @@
 
 mod context;
 mod export;
+pub mod fresh_filter;
 mod logs;
 pub mod metrics;
 mod sampler;
@@ -148,7 +149,7 @@ where
         .with_threads(false)
         .with_level(false)
         .with_target(false)
-        .with_filter(filter)
+        .with_filter(fresh_filter::Fresh(filter))
         .boxed())
 }
 
