@@ -56,6 +56,16 @@ pub struct ServerConfig {
     /// public address. Without it, metrics are at `/_spike/metrics` behind
     /// the admin token.
     pub metrics_listen: Option<SocketAddr>,
+    /// HTTPS on `listen` (certificates from files or by ACME); `None`:
+    /// plain HTTP.
+    pub tls: Option<crate::tls::TlsSettings>,
+    /// A plain-HTTP address that redirects to HTTPS and answers ACME's
+    /// HTTP-01 challenges.
+    pub listen_http: Option<SocketAddr>,
+    /// `strict-transport-security: max-age=N` on every HTTPS answer.
+    pub hsts_max_age: Option<u64>,
+    /// The admin API's own address: `listen` then does not serve it.
+    pub admin_listen: Option<SocketAddr>,
     /// How outbound requests resolve host names (tests substitute their own).
     pub resolver: Arc<dyn Resolver>,
     /// How often expired KV keys are reclaimed.
@@ -179,6 +189,10 @@ impl ServerConfig {
             max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
             clients: ClientLimits::default(),
             metrics_listen: None,
+            tls: None,
+            listen_http: None,
+            hsts_max_age: None,
+            admin_listen: None,
             resolver: Arc::new(SystemResolver),
             kv_sweep_interval: Duration::from_secs(1),
             secrets: SecretSource::default(),

@@ -36,6 +36,7 @@ pub mod rooms;
 pub mod runtime;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 /// The bottom layer, a crate of its own (`storage/`).
 pub use spike_storage as storage;
 pub mod util;

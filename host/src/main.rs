@@ -83,6 +83,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Certs { admin, command } => {
+            let target =
+                spike::operator::target(admin.server, admin.token, admin.config.as_deref())?;
+            print!(
+                "{}",
+                spike::operator::certs::run(&target, &command, admin.json).await?
+            );
+            Ok(())
+        }
         Command::Sql { admin, command } => {
             let target =
                 spike::operator::target(admin.server, admin.token, admin.config.as_deref())?;

@@ -150,6 +150,7 @@ pub struct Metrics {
     pub telemetry: crate::telemetry::TelemetryMetrics,
     pub guest_telemetry: crate::caps::otel::GuestTelemetryMetrics,
     pub storage: StorageMetrics,
+    pub tls: crate::tls::TlsMetrics,
     /// Guests' own metrics (`wasi:otel`), encoded at each scrape.
     pub guest: Arc<crate::caps::otel::metrics::GuestMetrics>,
 }
@@ -158,7 +159,7 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let mut m = Self::default();
         let mut registry = Registry::with_prefix("spike");
-        let all: [&dyn Series; 16] = [
+        let all: [&dyn Series; 17] = [
             &m.http,
             &m.instances,
             &m.auth,
@@ -175,6 +176,7 @@ impl Metrics {
             &m.telemetry,
             &m.guest_telemetry,
             &m.storage,
+            &m.tls,
         ];
         for series in all {
             series.register(&mut registry);

@@ -5,10 +5,12 @@
 mod render;
 mod serve;
 mod telemetry;
+mod tls;
 
 pub use render::RenderArgs;
 pub use serve::ServeArgs;
 pub use telemetry::TelemetryArgs;
+pub use tls::TlsArgs;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -104,6 +106,14 @@ pub enum Command {
         admin: AdminArgs,
         #[command(subcommand)]
         command: crate::operator::PluginsCommand,
+    },
+    /// The certificates a running server serves over HTTPS, through its
+    /// admin API.
+    Certs {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: crate::operator::certs::CertsCommand,
     },
     /// The SQL databases of a running server, through its admin API: list
     /// them, run statements, export and import, restore to a point in

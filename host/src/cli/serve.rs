@@ -119,6 +119,12 @@ pub struct ServeArgs {
     pub render: RenderArgs,
     #[command(flatten)]
     pub telemetry: super::TelemetryArgs,
+    #[command(flatten)]
+    pub tls: super::TlsArgs,
+    /// Serve the admin API (/_spike/…) on this address only, e.g.
+    /// 127.0.0.1:8788; --listen then answers it with 404.
+    #[arg(long, env = "SPIKE_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
     /// How far back a SQL database can be restored (`spike sql restore`):
     /// its change log and snapshots are kept that long. A number and a
     /// unit: 7d, 36h, 90m.
@@ -184,6 +190,10 @@ impl ServeArgs {
         config.sites = self.site;
         config.render = self.render.settings()?;
         config.sql_retention = self.sql_retention;
+        config.tls = self.tls.settings()?;
+        config.listen_http = self.tls.listen_http;
+        config.hsts_max_age = self.tls.hsts_max_age;
+        config.admin_listen = self.admin_listen;
         Ok(config)
     }
 }

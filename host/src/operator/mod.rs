@@ -3,6 +3,7 @@
 //! databases (`spike sql ...`, in `sql`). Tables for people by default,
 //! the server's JSON with `--json`.
 
+pub mod certs;
 mod client;
 mod config;
 pub mod sql;

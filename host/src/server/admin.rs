@@ -103,6 +103,20 @@ fn room_path(route: &crate::runtime::manifest::RoomRoute) -> String {
 }
 
 /// `GET /_spike/plugins`
+/// `GET /_spike/certs`: the certificates served over HTTPS, and how their
+/// renewal fares (`spike certs list`).
+pub async fn certs(
+    State(state): State<Arc<AppState>>,
+    peer: Peer,
+    headers: HeaderMap,
+) -> Result<JsonLine<Value>, ApiError> {
+    authorize(&state, &headers, peer.map(|Extension(p)| p))?;
+    Ok(JsonLine(match &state.admin.tls {
+        Some(tls) => tls.list(),
+        None => serde_json::json!({ "certificates": [], "acme": null }),
+    }))
+}
+
 pub async fn list(
     State(state): State<Arc<AppState>>,
     peer: Peer,

@@ -39,10 +39,22 @@ struct ServedBy {
 pub struct App {
     state: Arc<AppState>,
     host: Router,
+    scope: Scope,
+}
+
+/// What one listener of the app serves.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Scope {
+    /// Everything: plugins, sites, the host's routes, the admin API.
+    All,
+    /// All but the admin API, which has a listener of its own.
+    Public,
+    /// The admin API (and the health checks) alone.
+    Admin,
 }
 
 impl App {
-    pub fn new(state: Arc<AppState>) -> Self {
+    pub fn new(state: Arc<AppState>, scope: Scope) -> Self {
         let host = Router::new()
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
@@ -53,6 +65,7 @@ impl App {
                 put(admin::upload).delete(admin::remove),
             )
             .route("/_spike/plugins/{name}/rollback", post(admin::rollback))
+            .route("/_spike/certs", get(admin::certs))
             .route(
                 "/_spike/plugins/{name}/versions/{version}/activate",
                 post(admin::activate),
@@ -73,7 +86,18 @@ impl App {
                 ApiError::not_found(format!("nothing is served at {}", req.uri().path()))
             })
             .with_state(state.clone());
-        Self { state, host }
+        Self { state, host, scope }
+    }
+
+    /// Whether this listener answers `path`: the admin API on its own
+    /// listener (with `--admin-listen`) and nowhere else.
+    fn in_scope(&self, path: &str) -> bool {
+        let admin = path == "/_spike" || path.starts_with("/_spike/");
+        match self.scope {
+            Scope::All => true,
+            Scope::Public => !admin,
+            Scope::Admin => admin || path == "/healthz" || path == "/readyz",
+        }
     }
 
     /// The paths no plugin may claim (`RESERVED_PREFIXES`) are the host's.
@@ -98,6 +122,14 @@ impl tower::Service<http::Request<hyper::body::Incoming>> for App {
     }
 
     fn call(&mut self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        if self.scope != Scope::All && !self.in_scope(req.uri().path()) {
+            let message = match self.scope {
+                Scope::Public => "the admin API is served on its own address (--admin-listen)",
+                _ => "this address serves the admin API only",
+            };
+            let refused = ApiError::not_found(message).into_response();
+            return Box::pin(std::future::ready(Ok(refused)));
+        }
         let state = self.state.clone();
         // The router only for the host's routes: a clone is an atomic
         // count on a line every core shares.

@@ -2,9 +2,11 @@
 //! to send a request head (checked by the runtime's watchdog, not by a timer
 //! per request), and stopping without cutting requests short.
 //!
-//! HTTP/1.1 only (WebSocket upgrades included): plain-text HTTP/2 would
-//! need its own bounds on idle and slow connections, and browsers speak
-//! HTTP/2 only over TLS, which a proxy in front of spike terminates.
+//! Plain connections speak HTTP/1.1 (WebSocket upgrades included): browsers
+//! speak HTTP/2 only over TLS, and plain-text HTTP/2 (h2c) would only add
+//! a way in. TLS connections (`crate::tls`) speak what ALPN chose: HTTP/2
+//! or HTTP/1.1. WebSockets stay on HTTP/1.1: extended CONNECT (RFC 8441)
+//! is not offered, so a browser opens an HTTP/1.1 connection for them.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -25,6 +27,7 @@ use crate::config::{ClientLimits, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_ROOM_CONN
 use crate::metrics::Metrics;
 use crate::runtime::watchdog::{self, Watchdog, Watched};
 use crate::server::gate::PeerAddr;
+use crate::tls::{Protocol, Tls};
 
 /// File descriptors kept for everything that is not a client connection:
 /// the database, blob bodies being streamed, compile-cache files, outbound
@@ -106,6 +109,7 @@ pub async fn serve<S>(
     listener: TcpListener,
     app: S,
     limits: ClientLimits,
+    tls: Option<Secure>,
     watchdog: Watchdog,
     metrics: Arc<Metrics>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
@@ -126,6 +130,8 @@ pub async fn serve<S>(
     let connections = Connections {
         open: Arc::new(Semaphore::new(cap)),
         http: hyper::server::conn::http1::Builder::new(),
+        http2: http2_builder(),
+        tls,
         draining,
         cut,
         closing: Arc::new(AtomicBool::new(false)),
@@ -156,6 +162,8 @@ struct Connections {
     /// One permit per open connection (the connection cap).
     open: Arc<Semaphore>,
     http: hyper::server::conn::http1::Builder,
+    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    tls: Option<Secure>,
     /// Set when the drain starts.
     draining: watch::Receiver<bool>,
     /// Set when the drain timeout has passed.
@@ -188,16 +196,124 @@ impl Connections {
         let _ = stream.set_nodelay(true);
         let deadline = Arc::new(HeadDeadline::new(self.header_timeout, watchdog::now_ms()));
         let watching = self.watchdog.watch(deadline.clone());
-        let app = TowerToHyperService::new(app.clone());
-        let tracking = deadline.clone();
-        let closing_now = self.closing.clone();
-        let service = hyper::service::service_fn(move |mut request: http::Request<_>| {
+        let answering = Answering {
+            app: TowerToHyperService::new(app.clone()),
+            peer,
+            deadline: deadline.clone(),
+            closing: self.closing.clone(),
+            hsts: self.tls.as_ref().and_then(|tls| tls.hsts.clone()),
+        };
+        let (http1, http2) = (self.http.clone(), self.http2.clone());
+        let tls = self.tls.as_ref().map(|secure| secure.tls.clone());
+        let (draining, cut) = (self.draining.clone(), self.cut.clone());
+        let task = tokio::spawn(async move {
+            // Dropped with the task however it ends, the watchdog's abort
+            // included.
+            let _counted = ConnectionClosed(open_gauge);
+            match tls {
+                None => {
+                    let conn = http1
+                        .serve_connection(TokioIo::new(stream), answering.service(Protocol::Http1));
+                    drive(conn.with_upgrades(), draining, cut).await
+                }
+                Some(tls) => match tls.accept(stream).await {
+                    Some((io, Protocol::Http1)) => {
+                        let conn = http1
+                            .serve_connection(TokioIo::new(io), answering.service(Protocol::Http1));
+                        drive(conn.with_upgrades(), draining, cut).await
+                    }
+                    Some((io, Protocol::Http2)) => {
+                        let conn = http2
+                            .serve_connection(TokioIo::new(io), answering.service(Protocol::Http2));
+                        drive(conn, draining, cut).await
+                    }
+                    None => {}
+                },
+            }
+            drop((permit, watching));
+        });
+        deadline.task.get_or_init(|| task.abort_handle());
+    }
+}
+
+/// What a TLS listener serves with.
+#[derive(Clone)]
+pub struct Secure {
+    pub tls: Arc<Tls>,
+    /// `strict-transport-security` on every answer (`--hsts-max-age`).
+    pub hsts: Option<http::HeaderValue>,
+}
+
+/// HTTP/2's limits, each set on purpose rather than left to the library:
+/// a client gets 128 requests at once on a connection (the per-plugin
+/// concurrency caps still apply to each); headers up to 64 KiB, as HTTP/1
+/// allows; at most 32 streams it reset before they were answered (the
+/// rapid-reset attack, CVE-2023-44487) and 256 the server had to reset;
+/// flow-control windows of 1 MiB a stream and 4 MiB a connection (a body
+/// a guest does not read holds no more than that); a ping every 20 s,
+/// closing a connection whose peer does not answer within 20 s.
+fn http2_builder() -> hyper::server::conn::http2::Builder<TokioExecutor> {
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(128)
+        .max_header_list_size(64 << 10)
+        .max_pending_accept_reset_streams(32)
+        .max_local_error_reset_streams(256)
+        .initial_stream_window_size(1 << 20)
+        .initial_connection_window_size(4 << 20)
+        .max_send_buf_size(1 << 20)
+        .keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
+}
+
+/// What answers a connection's requests: the app, with the connection's
+/// own bookkeeping around each request.
+struct Answering<S> {
+    app: TowerToHyperService<S>,
+    peer: SocketAddr,
+    deadline: Arc<HeadDeadline>,
+    closing: Arc<AtomicBool>,
+    /// `strict-transport-security` for every answer, on TLS with `--hsts`.
+    hsts: Option<http::HeaderValue>,
+}
+
+impl<S> Answering<S>
+where
+    S: tower::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    fn service(
+        &self,
+        protocol: Protocol,
+    ) -> impl hyper::service::Service<
+        http::Request<hyper::body::Incoming>,
+        Response = http::Response<Body>,
+        Error = std::convert::Infallible,
+        Future = impl Future<Output = Result<http::Response<Body>, std::convert::Infallible>>
+                 + Send
+                 + 'static,
+    > + Clone
+    + Send
+    + 'static {
+        let (app, peer, tracking) = (self.app.clone(), self.peer, self.deadline.clone());
+        let (closing, hsts) = (self.closing.clone(), self.hsts.clone());
+        hyper::service::service_fn(move |mut request: http::Request<_>| {
             request.extensions_mut().insert(PeerAddr(peer));
             let responding = Responding::start(&tracking);
             let response = hyper::service::Service::call(&app, request);
             // A request begun once the drain has started is the last of its
             // connection (one in flight then is the grace period's to end).
-            let last = closing_now.load(Ordering::Relaxed);
+            // HTTP/2 has no `connection` header: its GOAWAY says as much.
+            let last = protocol == Protocol::Http1 && closing.load(Ordering::Relaxed);
+            let hsts = hsts.clone();
             async move {
                 let mut response = response.await?;
                 if last {
@@ -206,6 +322,11 @@ impl Connections {
                         .headers_mut()
                         .insert(http::header::CONNECTION, close);
                 }
+                if let Some(hsts) = hsts {
+                    response
+                        .headers_mut()
+                        .insert(http::header::STRICT_TRANSPORT_SECURITY, hsts);
+                }
                 Ok::<_, std::convert::Infallible>(response.map(|body| {
                     Body::new(UntilSent {
                         body,
@@ -213,44 +334,73 @@ impl Connections {
                     })
                 }))
             }
-        });
-        let conn = (self.http)
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
-        let (mut draining, mut cut) = (self.draining.clone(), self.cut.clone());
-        let task = tokio::spawn(async move {
-            // Dropped with the task however it ends, the watchdog's abort
-            // included.
-            let _counted = ConnectionClosed(open_gauge);
-            let mut conn = std::pin::pin!(conn);
-            let drain = tokio::select! {
-                _ = conn.as_mut() => false,
-                _ = draining.wait_for(|d| *d) => true,
-            };
-            // Between two requests a kept-alive connection is idle to hyper
-            // while its client may be sending the next one already: closed
-            // then, that request is reset. It gets a moment for one more,
-            // answered with `connection: close` (then hyper ends the
-            // connection); one still idle after it is closed, one still
-            // busy finishes its request first. Dropping the connection (at
-            // the cut) drops its request, and the guest serving it.
-            if drain {
-                let ended = tokio::select! {
-                    _ = conn.as_mut() => true,
-                    _ = tokio::time::sleep(LAST_REQUEST_GRACE) => false,
-                    _ = cut.wait_for(|c| *c) => true,
-                };
-                if !ended {
-                    conn.as_mut().graceful_shutdown();
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        _ = cut.wait_for(|c| *c) => {}
-                    }
-                }
+        })
+    }
+}
+
+/// A connection hyper serves that can be asked to end gracefully.
+trait Graceful: Future<Output = Result<(), hyper::Error>> {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    Self: Future<Output = Result<(), hyper::Error>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(self)
+    }
+}
+
+impl<I, S, B> Graceful for hyper::server::conn::http2::Connection<I, S, TokioExecutor>
+where
+    Self: Future<Output = Result<(), hyper::Error>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Future: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        hyper::server::conn::http2::Connection::graceful_shutdown(self)
+    }
+}
+
+/// Serves `conn` to its end, or through the drain: between two requests a
+/// kept-alive connection is idle to hyper while its client may be sending
+/// the next one already: closed then, that request is reset. It gets a
+/// moment for one more, answered with `connection: close` (then hyper
+/// ends the connection; an HTTP/2 one gets GOAWAY); one still idle after
+/// it is closed, one still busy finishes its requests first. Dropping the
+/// connection (at the cut) drops its requests, and the guests serving them.
+async fn drive(
+    conn: impl Graceful + Send,
+    mut draining: watch::Receiver<bool>,
+    mut cut: watch::Receiver<bool>,
+) {
+    let mut conn = std::pin::pin!(conn);
+    let drain = tokio::select! {
+        _ = conn.as_mut() => false,
+        _ = draining.wait_for(|d| *d) => true,
+    };
+    if drain {
+        let ended = tokio::select! {
+            _ = conn.as_mut() => true,
+            _ = tokio::time::sleep(LAST_REQUEST_GRACE) => false,
+            _ = cut.wait_for(|c| *c) => true,
+        };
+        if !ended {
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = cut.wait_for(|c| *c) => {}
             }
-            drop((permit, watching));
-        });
-        deadline.task.get_or_init(|| task.abort_handle());
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod admin;
 mod admin_sql;
 mod app;
+mod edge;
 pub mod errors;
 pub mod gate;
 mod http_metrics;
@@ -35,7 +36,7 @@ use crate::runtime::dispatch::{BodyTimeouts, Dispatcher};
 use crate::runtime::registry::RegistrySettings;
 use crate::runtime::{PluginRegistry, watch};
 use crate::storage::{Backends, Liveness, StorageSettings};
-pub use app::App;
+pub use app::{App, Scope};
 pub use http_metrics::HttpMetrics;
 
 /// What every handler shares; what only the admin API uses is `admin`.
@@ -71,6 +72,8 @@ pub struct AdminState {
     pub cluster: Option<Arc<dyn crate::storage::Cluster>>,
     /// The SQL databases (`spike sql`).
     pub sql: Option<Arc<spike_sql::Databases>>,
+    /// HTTPS's certificates (`spike certs`), when it is on.
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 /// The metrics as a scrape answer.
@@ -171,6 +174,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         &metrics,
     );
     let kv = backends.kv.clone();
+    let tls = start_tls(&config, &backends, &metrics)?;
     let cluster_tasks = cluster
         .as_ref()
         .map(|cluster| crate::runtime::cluster::start(&registry, cluster));
@@ -202,29 +206,61 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             kv,
             cluster,
             sql: sql.clone(),
+            tls: tls.clone(),
         },
+    });
+    let scope = match config.admin_listen {
+        Some(_) => Scope::Public,
+        None => Scope::All,
+    };
+    let secure = tls.as_ref().map(|tls| listener::Secure {
+        tls: tls.clone(),
+        hsts: config.hsts_max_age.map(hsts),
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let serve = tokio::spawn(listener::serve(
         listener,
-        App::new(state),
+        App::new(state.clone(), scope),
         clients.clone(),
+        secure,
         registry.watchdog().clone(),
         metrics.clone(),
         rx,
     ));
-    let mut stops = vec![tx];
-    let mut serving = vec![serve];
+    let mut listeners = Listeners {
+        stops: vec![tx],
+        serving: vec![serve],
+        clients: clients.clone(),
+        watchdog: registry.watchdog().clone(),
+        metrics: metrics.clone(),
+    };
     let mut metrics_addr = None;
     if let Some(at) = config.metrics_listen {
-        let watchdog = registry.watchdog().clone();
-        let (addr, stop, serve) = serve_metrics(at, metrics, clients, watchdog).await?;
-        metrics_addr = Some(addr);
-        stops.push(stop);
-        serving.push(serve);
+        let scrapes = metrics.clone();
+        let app = Router::new().route(
+            "/metrics",
+            get(move || {
+                let metrics = scrapes.clone();
+                async move { metrics_response(&metrics) }
+            }),
+        );
+        metrics_addr = Some(listeners.add(at, app, "metrics at /metrics").await?);
     }
+    if let Some(at) = config.admin_listen {
+        let app = App::new(state, Scope::Admin);
+        listeners.add(at, app, "the admin API").await?;
+    }
+    if let Some(at) = config.listen_http {
+        let challenges = tls.as_ref().and_then(|tls| tls.challenges());
+        let app = edge::redirect_app(addr.port(), challenges);
+        listeners
+            .add(at, app, "plain HTTP, redirected to HTTPS")
+            .await?;
+    }
+    let Listeners { stops, serving, .. } = listeners;
     tracing::info!(
         %addr,
+        https = tls.is_some(),
         plugins = registry.slots().len(),
         max_connections,
         memory_budget_mib = config.memory_budget_bytes >> 20,
@@ -377,34 +413,67 @@ fn watch_plugins(registry: &Arc<PluginRegistry>) -> Option<watch::FileWatch> {
     }
 }
 
-/// Serves `GET /metrics` on `at`, the operator's scrape address: kept off
-/// the public one, it needs no token.
-async fn serve_metrics(
-    at: SocketAddr,
-    metrics: Arc<Metrics>,
+/// The listeners besides the public one, and how each is stopped.
+struct Listeners {
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    serving: Vec<tokio::task::JoinHandle<()>>,
     clients: ClientLimits,
     watchdog: crate::runtime::watchdog::Watchdog,
-) -> anyhow::Result<(
-    SocketAddr,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-)> {
-    let listener = tokio::net::TcpListener::bind(at)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {at}: {e}"))?;
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, "metrics at /metrics");
-    let scrapes = metrics.clone();
-    let app = Router::new().route(
-        "/metrics",
-        get(move || {
-            let metrics = scrapes.clone();
-            async move { metrics_response(&metrics) }
-        }),
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serve = tokio::spawn(listener::serve(
-        listener, app, clients, watchdog, metrics, stopped,
-    ));
-    Ok((addr, stop, serve))
+    metrics: Arc<Metrics>,
+}
+
+impl Listeners {
+    /// Serves `app` (plain HTTP, the public address's client limits) on
+    /// `at`; the address it got.
+    async fn add<S>(&mut self, at: SocketAddr, app: S, what: &str) -> anyhow::Result<SocketAddr>
+    where
+        S: tower::Service<
+                http::Request<hyper::body::Incoming>,
+                Response = Response,
+                Error = std::convert::Infallible,
+            > + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind(at)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen for {what} on {at}: {e}"))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "serving {what}");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        self.serving.push(tokio::spawn(listener::serve(
+            listener,
+            app,
+            self.clients.clone(),
+            None,
+            self.watchdog.clone(),
+            self.metrics.clone(),
+            stopped,
+        )));
+        self.stops.push(stop);
+        Ok(addr)
+    }
+}
+
+/// HTTPS, if the operator asked for it: its certificates are loaded (or
+/// their ACME manager started) before anything listens.
+fn start_tls(
+    config: &ServerConfig,
+    backends: &Backends,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Option<Arc<crate::tls::Tls>>> {
+    let Some(settings) = &config.tls else {
+        return Ok(None);
+    };
+    let storage = crate::tls::acme::Storage {
+        kv: backends.kv.clone(),
+        cluster: backends.cluster.clone(),
+    };
+    Ok(Some(crate::tls::Tls::start(settings, storage, metrics)?))
+}
+
+/// The `strict-transport-security` value for `max_age` seconds.
+fn hsts(max_age: u64) -> http::HeaderValue {
+    http::HeaderValue::try_from(format!("max-age={max_age}")).expect("a number is a valid header")
 }
