@@ -8,7 +8,8 @@
 #   scripts/setup.sh         all that, and what the tests need: rustfmt and
 #                            clippy, PyJWT and nats-server in a venv,
 #                            coturn, poppler-utils, prometheus (promtool),
-#                            the npm test clients
+#                            pebble, libnss3-tools, curl, the npm test
+#                            clients
 #
 # Debian packages come from apt-get: as root directly, else through sudo
 # if there is one, else it stops with the command to run.
@@ -71,6 +72,11 @@ if [ "$mode" = test ]; then
   # promtool checks the alert rules in docs/monitoring (and the metrics
   # spike serves); Debian's prometheus package has it.
   command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  # HTTPS: pebble (a test ACME server) and pebble-challtestsrv, certutil
+  # (the test CA in Chromium's NSS database), curl (HTTP/2 by ALPN).
+  { command -v pebble && command -v pebble-challtestsrv; } >/dev/null 2>&1 || missing+=(pebble)
+  command -v certutil >/dev/null 2>&1 || missing+=(libnss3-tools)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   apt_install "${missing[@]}"

@@ -14,10 +14,12 @@ pub mod fake_ai;
 pub mod livestore_wire;
 pub mod node;
 pub mod otlp;
+pub mod pebble;
 pub mod process;
 pub mod render_pages;
 pub mod rooms;
 pub mod soak;
+pub mod tls;
 pub mod tokens;
 pub mod yjs_wire;
 
@@ -42,7 +44,7 @@ pub async fn within_for<T>(limit: Duration, fut: impl Future<Output = T>) -> T {
 
 /// The target directory: a test binary lives in `<target>/debug/deps/`,
 /// this crate's binaries (`soak`, `fake-ai`) in `<target>/release/`.
-pub(crate) fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let profile = exe.ancestors().find(|dir| {
         dir.file_name()

@@ -32,7 +32,7 @@ fn spike_binary() -> PathBuf {
     path
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -75,6 +75,12 @@ impl SpikeProcess {
     /// debug build.
     pub fn binary(mut self, binary: PathBuf) -> Self {
         self.binary = Some(binary);
+        self
+    }
+
+    /// Adds arguments to `spike serve`'s.
+    pub fn args(mut self, extra: &[&str]) -> Self {
+        self.command.extend(extra.iter().map(|a| a.to_string()));
         self
     }
 
