@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the peers the benchmarks compare against, each from its own
-# registry: wrk and nginx (Debian), wasmtime-cli 48 (crates.io), workerd and
+# registry: wrk, nginx and h2load (Debian), wasmtime-cli 48 (crates.io), workerd and
 # componentize-js (npm), LiteLLM's proxy and componentize-py (PyPI).
 # Tools go under $SPIKE_TOOLS_DIR (default ~/.cache/spike-tools) and bench/node_modules.
 set -euo pipefail
@@ -12,6 +12,10 @@ if ! command -v wrk >/dev/null; then
 fi
 if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
   apt-get update -qq && apt-get install -y -qq nginx
+fi
+# h2load (HTTP/2 load, bench/tls.sh) is nghttp2's.
+if ! command -v h2load >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq nghttp2-client
 fi
 if ! "$tools/wasmtime-48/bin/wasmtime" --version 2>/dev/null | grep -q '^wasmtime 48\.'; then
   echo "bench setup: installing wasmtime-cli 48 (10 to 20 minutes)"
