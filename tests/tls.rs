@@ -140,9 +140,15 @@ impl Conn {
     pub async fn get(&mut self, authority: &str, path: &str) -> (u16, http::HeaderMap, String) {
         let uri = format!("https://{authority}{path}");
         let request = http::Request::get(&uri).header("host", authority);
+        // (Each waits until its connection takes a request: HTTP/1.1's
+        // after the answer before has ended.)
         let response = match self {
-            Conn::Http1(send) => send.send_request(request.body(Empty::new()).unwrap()).await,
+            Conn::Http1(send) => {
+                send.ready().await.unwrap();
+                send.send_request(request.body(Empty::new()).unwrap()).await
+            }
             Conn::Http2(send) => {
+                send.ready().await.unwrap();
                 // HTTP/2 names the authority in the URI, never in `host`.
                 let request = http::Request::get(&uri);
                 send.send_request(request.body(Empty::new()).unwrap()).await

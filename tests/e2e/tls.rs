@@ -300,14 +300,22 @@ async fn http2_rapid_resets_and_stream_floods_are_bounded() {
     );
 
     // A stream flood: 1,000 requests at once on one connection. The
-    // server takes 128 at a time; all are answered.
+    // server takes 128 at a time (the client queues the rest, as its
+    // SETTINGS say); all are answered.
     let stream = within(connect(addr, "localhost", &roots, &[b"h2"]))
         .await
         .unwrap();
     let (h2, conn) = within(h2::client::handshake(stream)).await.unwrap();
     tokio::spawn(conn);
-    let settings_limit = within(h2.clone().ready()).await.unwrap();
-    drop(settings_limit);
+    // One answer first: the server's SETTINGS (its stream limit) came
+    // before it, as a browser waits for them. A client that opens streams
+    // past the limit gets them refused, and the connection closed once it
+    // keeps at it (hyper's bound on streams it had to reset).
+    let mut first = within(h2.clone().ready()).await.unwrap();
+    let (response, _) = first
+        .send_request(http::Request::get(&uri).body(()).unwrap(), true)
+        .unwrap();
+    assert_eq!(within(response).await.unwrap().status(), 200);
     let requests = (0..1_000).map(|_| {
         let h2 = h2.clone();
         let uri = uri.clone();
@@ -500,4 +508,59 @@ async fn chromium_loads_a_page_over_https_and_its_room_socket_works() {
     );
     assert_eq!(result["room"]["data"], "hello-from-chromium", "{result}");
     assert_eq!(result["errors"], serde_json::json!([]), "{result}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_sends_goaway_and_lets_http2_streams_in_flight_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("spike test CA");
+    let (cert, key) = TestCa::write(&ca.issue(&["localhost"]), dir.path());
+    let mut server = https_server(&cert, &key, |_| {}).await;
+    let addr = server.addr();
+    let roots = roots(&ca.root_pem);
+    let uri = format!("https://localhost:{}/hello/files/draining", addr.port());
+    let stream = within(connect(addr, "localhost", &roots, &[b"h2"]))
+        .await
+        .unwrap();
+    let (h2, conn) = within(h2::client::handshake(stream)).await.unwrap();
+    let driving = tokio::spawn(conn);
+    let mut h2 = within(h2.ready()).await.unwrap();
+    // An upload in flight: half its body sent.
+    let put = http::Request::put(&uri)
+        .header("content-length", "10")
+        .body(())
+        .unwrap();
+    let (response, mut body) = h2.send_request(put, false).unwrap();
+    body.send_data(bytes::Bytes::from_static(b"01234"), false)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let finishing = async {
+        // The stop has begun: the rest of the body, then the answer.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        body.send_data(bytes::Bytes::from_static(b"56789"), true)
+            .unwrap();
+        let response = within(response).await.unwrap();
+        // GOAWAY came: no new stream is taken on this connection.
+        let refused = match within(h2.ready()).await {
+            Ok(mut h2) => match h2.send_request(http::Request::get(&uri).body(()).unwrap(), true) {
+                Ok((again, _)) => within(again).await.is_err(),
+                Err(_) => true,
+            },
+            Err(_) => true,
+        };
+        (response.status(), refused)
+    };
+    let (_, (status, refused)) = tokio::join!(server.stop(), finishing);
+    assert!(status.is_success(), "{status}");
+    assert!(refused, "a stream opened after GOAWAY is refused");
+    within(driving).await.unwrap().ok();
+    // What was uploaded during the stop is there after a restart.
+    server.restart().await;
+    let stream = within(connect(server.addr(), "localhost", &roots, &[b"h2"]))
+        .await
+        .unwrap();
+    let mut conn = Conn::over(stream).await;
+    let authority = format!("localhost:{}", server.addr().port());
+    let (status, _, body) = within(conn.get(&authority, "/hello/files/draining")).await;
+    assert_eq!((status, body.as_str()), (200, "0123456789"));
 }

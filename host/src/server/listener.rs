@@ -204,7 +204,7 @@ impl Connections {
             hsts: self.tls.as_ref().and_then(|tls| tls.hsts.clone()),
         };
         let (http1, http2) = (self.http.clone(), self.http2.clone());
-        let tls = self.tls.as_ref().map(|secure| secure.tls.clone());
+        let tls = (self.tls.as_ref()).map(|secure| (secure.tls.enter(), secure.tls.clone()));
         let (draining, cut) = (self.draining.clone(), self.cut.clone());
         let task = tokio::spawn(async move {
             // Dropped with the task however it ends, the watchdog's abort
@@ -216,7 +216,7 @@ impl Connections {
                         .serve_connection(TokioIo::new(stream), answering.service(Protocol::Http1));
                     drive(conn.with_upgrades(), draining, cut).await
                 }
-                Some(tls) => match tls.accept(stream).await {
+                Some((slot, tls)) => match tls.accept(slot, stream).await {
                     Some((io, Protocol::Http1)) => {
                         let conn = http1
                             .serve_connection(TokioIo::new(io), answering.service(Protocol::Http1));
@@ -248,10 +248,13 @@ pub struct Secure {
 /// a client gets 128 requests at once on a connection (the per-plugin
 /// concurrency caps still apply to each); headers up to 64 KiB, as HTTP/1
 /// allows; at most 32 streams it reset before they were answered (the
-/// rapid-reset attack, CVE-2023-44487) and 256 the server had to reset;
-/// flow-control windows of 1 MiB a stream and 4 MiB a connection (a body
-/// a guest does not read holds no more than that); a ping every 20 s,
-/// closing a connection whose peer does not answer within 20 s.
+/// rapid-reset attack, CVE-2023-44487) and 256 the server had to reset; a
+/// ping every 20 s, closing a connection whose peer does not answer within
+/// 20 s. Memory a connection can make the server hold is bounded like an
+/// HTTP/1 socket's kernel buffers: what a client may send ahead of a
+/// guest's reading (flow-control windows of 256 KiB a stream, 1 MiB the
+/// connection), and what waits for a client that does not read (64 KiB a
+/// stream; the send timeout ends it).
 fn http2_builder() -> hyper::server::conn::http2::Builder<TokioExecutor> {
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
@@ -260,9 +263,9 @@ fn http2_builder() -> hyper::server::conn::http2::Builder<TokioExecutor> {
         .max_header_list_size(64 << 10)
         .max_pending_accept_reset_streams(32)
         .max_local_error_reset_streams(256)
-        .initial_stream_window_size(1 << 20)
-        .initial_connection_window_size(4 << 20)
-        .max_send_buf_size(1 << 20)
+        .initial_stream_window_size(256 << 10)
+        .initial_connection_window_size(1 << 20)
+        .max_send_buf_size(64 << 10)
         .keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(20));
     builder

@@ -10,7 +10,7 @@
 pub mod acme;
 mod certs;
 mod files;
-mod handshake;
+pub mod handshake;
 mod metrics;
 
 use std::path::PathBuf;
@@ -160,15 +160,24 @@ impl Tls {
         serde_json::json!({ "certificates": certificates, "acme": renewal })
     }
 
-    /// The handshake of `stream`: the TLS stream and its protocol, or
-    /// `None` if it failed, timed out, was pushed out, or was a TLS-ALPN-01
-    /// validation (answered and done).
-    pub async fn accept(&self, stream: TcpStream) -> Option<(TlsStream<TcpStream>, Protocol)> {
-        let mut slot = self.handshakes.enter();
-        self.metrics
-            .tls
-            .in_progress
-            .set(self.handshakes.in_progress() as i64);
+    /// A place among the handshakes in progress, taken when a connection
+    /// is accepted (so that the order of arrival decides which one makes
+    /// way at the cap, not the order its task first runs in).
+    pub fn enter(&self) -> handshake::Slot {
+        let slot = self.handshakes.enter();
+        let in_progress = self.handshakes.in_progress() as i64;
+        self.metrics.tls.in_progress.set(in_progress);
+        slot
+    }
+
+    /// The handshake of `stream`, in `slot`: the TLS stream and its
+    /// protocol, or `None` if it failed, timed out, was pushed out, or was
+    /// a TLS-ALPN-01 validation (answered and done).
+    pub async fn accept(
+        &self,
+        mut slot: handshake::Slot,
+        stream: TcpStream,
+    ) -> Option<(TlsStream<TcpStream>, Protocol)> {
         let outcome = tokio::select! {
             done = tokio::time::timeout(self.timeout, self.handshake(stream)) => match done {
                 Ok(Ok(Some(accepted))) => Ok(accepted),
