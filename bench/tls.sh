@@ -41,8 +41,8 @@ http {
   access_log off;
   keepalive_requests 100000;
   server {
-    listen 127.0.0.1:8795 ssl;
-    http2 on;
+    # (nginx 1.22, Debian 12's: http2 is a flag of listen.)
+    listen 127.0.0.1:8795 ssl http2;
     ssl_certificate $work/cert.pem;
     ssl_certificate_key $work/key.pem;
     ssl_protocols TLSv1.2 TLSv1.3;

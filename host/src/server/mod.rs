@@ -8,6 +8,7 @@
 pub mod admin;
 mod admin_sql;
 mod app;
+mod connection;
 mod edge;
 pub mod errors;
 pub mod gate;
@@ -37,6 +38,7 @@ use crate::runtime::registry::RegistrySettings;
 use crate::runtime::{PluginRegistry, watch};
 use crate::storage::{Backends, Liveness, StorageSettings};
 pub use app::{App, Scope};
+pub use connection::Secure;
 pub use http_metrics::HttpMetrics;
 
 /// What every handler shares; what only the admin API uses is `admin`.
@@ -213,7 +215,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         Some(_) => Scope::Public,
         None => Scope::All,
     };
-    let secure = tls.as_ref().map(|tls| listener::Secure {
+    let secure = tls.as_ref().map(|tls| Secure {
         tls: tls.clone(),
         hsts: config.hsts_max_age.map(hsts),
     });
