@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::watch;
 
-use super::listener::{HeadDeadline, LAST_REQUEST_GRACE, Responding, UntilSent};
+use super::listener::{HeadDeadline, HttpApp, LAST_REQUEST_GRACE, Responding, UntilSent};
 use crate::server::gate::PeerAddr;
 use crate::tls::{Protocol, Tls};
 
@@ -66,14 +66,7 @@ pub(super) struct Answering<S> {
 
 impl<S> Answering<S>
 where
-    S: tower::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = axum::response::Response,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: HttpApp,
 {
     pub(super) fn service(
         &self,

@@ -103,6 +103,32 @@ fn fit_caps(files: u64, http: usize, rooms: usize) -> (usize, usize) {
 /// request (answered with `connection: close`) before it is closed.
 pub(super) const LAST_REQUEST_GRACE: Duration = Duration::from_millis(250);
 
+/// What a listener serves: an app answering hyper's requests, cloned per
+/// connection, its futures run on any thread.
+pub trait HttpApp:
+    tower::Service<
+        http::Request<hyper::body::Incoming>,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> HttpApp for S where
+    S: tower::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// Serves `app` on `listener` until `stop` fires, then lets open
 /// connections finish their requests (up to the drain timeout).
 pub async fn serve<S>(
@@ -114,14 +140,7 @@ pub async fn serve<S>(
     metrics: Arc<Metrics>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) where
-    S: tower::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = axum::response::Response,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: HttpApp,
 {
     let cap = limits.max_connections.max(1);
     let (draining_tx, draining) = watch::channel(false);
@@ -181,14 +200,7 @@ impl Connections {
     /// `permit` until it ends.
     fn start<S>(&self, stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit, app: &S)
     where
-        S: tower::Service<
-                http::Request<hyper::body::Incoming>,
-                Response = axum::response::Response,
-                Error = std::convert::Infallible,
-            > + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
+        S: HttpApp,
     {
         let metrics = &self.metrics;
         metrics.http.connections_open.inc();

@@ -40,6 +40,7 @@ use crate::storage::{Backends, Liveness, StorageSettings};
 pub use app::{App, Scope};
 pub use connection::Secure;
 pub use http_metrics::HttpMetrics;
+use listener::HttpApp;
 
 /// What every handler shares; what only the admin API uses is `admin`.
 pub struct AppState {
@@ -429,14 +430,7 @@ impl Listeners {
     /// `at`; the address it got.
     async fn add<S>(&mut self, at: SocketAddr, app: S, what: &str) -> anyhow::Result<SocketAddr>
     where
-        S: tower::Service<
-                http::Request<hyper::body::Incoming>,
-                Response = Response,
-                Error = std::convert::Infallible,
-            > + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
+        S: HttpApp,
     {
         let listener = tokio::net::TcpListener::bind(at)
             .await
