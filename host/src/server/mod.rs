@@ -212,6 +212,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             tls: tls.clone(),
         },
     });
+    let mut listeners = Listeners::new(&clients, registry.watchdog(), &metrics);
     let scope = match config.admin_listen {
         Some(_) => Scope::Public,
         None => Scope::All,
@@ -220,46 +221,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         tls: tls.clone(),
         hsts: config.hsts_max_age.map(hsts),
     });
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let serve = tokio::spawn(listener::serve(
-        listener,
-        App::new(state.clone(), scope),
-        clients.clone(),
-        secure,
-        registry.watchdog().clone(),
-        metrics.clone(),
-        rx,
-    ));
-    let mut listeners = Listeners {
-        stops: vec![tx],
-        serving: vec![serve],
-        clients: clients.clone(),
-        watchdog: registry.watchdog().clone(),
-        metrics: metrics.clone(),
-    };
-    let mut metrics_addr = None;
-    if let Some(at) = config.metrics_listen {
-        let scrapes = metrics.clone();
-        let app = Router::new().route(
-            "/metrics",
-            get(move || {
-                let metrics = scrapes.clone();
-                async move { metrics_response(&metrics) }
-            }),
-        );
-        metrics_addr = Some(listeners.add(at, app, "metrics at /metrics").await?);
-    }
-    if let Some(at) = config.admin_listen {
-        let app = App::new(state, Scope::Admin);
-        listeners.add(at, app, "the admin API").await?;
-    }
-    if let Some(at) = config.listen_http {
-        let challenges = tls.as_ref().and_then(|tls| tls.challenges());
-        let app = edge::redirect_app(addr.port(), challenges);
-        listeners
-            .add(at, app, "plain HTTP, redirected to HTTPS")
-            .await?;
-    }
+    listeners.serve(listener, App::new(state.clone(), scope), secure);
+    let metrics_addr = listeners.add_others(&config, state, addr, &tls).await?;
     let Listeners { stops, serving, .. } = listeners;
     tracing::info!(
         %addr,
@@ -416,7 +379,8 @@ fn watch_plugins(registry: &Arc<PluginRegistry>) -> Option<watch::FileWatch> {
     }
 }
 
-/// The listeners besides the public one, and how each is stopped.
+/// The server's listeners (the public one, and those the operator asked
+/// for besides), and how each is stopped.
 struct Listeners {
     stops: Vec<tokio::sync::oneshot::Sender<()>>,
     serving: Vec<tokio::task::JoinHandle<()>>,
@@ -426,28 +390,88 @@ struct Listeners {
 }
 
 impl Listeners {
-    /// Serves `app` (plain HTTP, the public address's client limits) on
-    /// `at`; the address it got.
-    async fn add<S>(&mut self, at: SocketAddr, app: S, what: &str) -> anyhow::Result<SocketAddr>
-    where
-        S: HttpApp,
-    {
-        let listener = tokio::net::TcpListener::bind(at)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen for {what} on {at}: {e}"))?;
-        let addr = listener.local_addr()?;
-        tracing::info!(%addr, "serving {what}");
+    /// The listeners the operator asked for besides the public one:
+    /// metrics, the admin API, plain HTTP beside HTTPS. The metrics'
+    /// address, if any.
+    async fn add_others(
+        &mut self,
+        config: &ServerConfig,
+        state: Arc<AppState>,
+        public: SocketAddr,
+        tls: &Option<Arc<crate::tls::Tls>>,
+    ) -> anyhow::Result<Option<SocketAddr>> {
+        let mut metrics_addr = None;
+        if let Some(at) = config.metrics_listen {
+            let scrapes = self.metrics.clone();
+            let app = Router::new().route(
+                "/metrics",
+                get(move || {
+                    let metrics = scrapes.clone();
+                    async move { metrics_response(&metrics) }
+                }),
+            );
+            metrics_addr = Some(self.add(at, app, "metrics at /metrics").await?);
+        }
+        if let Some(at) = config.admin_listen {
+            let app = App::new(state, Scope::Admin);
+            self.add(at, app, "the admin API").await?;
+        }
+        if let Some(at) = config.listen_http {
+            let challenges = tls.as_ref().and_then(|tls| tls.challenges());
+            let app = edge::redirect_app(public.port(), challenges);
+            self.add(at, app, "plain HTTP, redirected to HTTPS").await?;
+        }
+        Ok(metrics_addr)
+    }
+
+    fn new(
+        clients: &ClientLimits,
+        watchdog: &crate::runtime::watchdog::Watchdog,
+        metrics: &Arc<Metrics>,
+    ) -> Self {
+        Self {
+            stops: Vec::new(),
+            serving: Vec::new(),
+            clients: clients.clone(),
+            watchdog: watchdog.clone(),
+            metrics: metrics.clone(),
+        }
+    }
+
+    /// Serves `app` on `listener` (over TLS with `secure`) until the stop.
+    fn serve<S: HttpApp>(
+        &mut self,
+        listener: tokio::net::TcpListener,
+        app: S,
+        secure: Option<Secure>,
+    ) {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         self.serving.push(tokio::spawn(listener::serve(
             listener,
             app,
             self.clients.clone(),
-            None,
+            secure,
             self.watchdog.clone(),
             self.metrics.clone(),
             stopped,
         )));
         self.stops.push(stop);
+    }
+
+    /// Serves `app` (plain HTTP, the public address's client limits) on
+    /// `at`; the address it got.
+    async fn add<S: HttpApp>(
+        &mut self,
+        at: SocketAddr,
+        app: S,
+        what: &str,
+    ) -> anyhow::Result<SocketAddr> {
+        let listener = tokio::net::TcpListener::bind(at)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen for {what} on {at}: {e}"))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "serving {what}");
+        self.serve(listener, app, None);
         Ok(addr)
     }
 }
