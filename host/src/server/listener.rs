@@ -165,7 +165,7 @@ pub async fn serve<S>(
         };
         let Ok(permit) = connections.open.clone().try_acquire_owned() else {
             connections.metrics.http.connections_refused.inc();
-            refuse(stream, &mut refused);
+            refuse(stream, connections.tls.is_none(), &mut refused);
             continue;
         };
         connections.start(stream, peer, permit, &app);
@@ -381,12 +381,15 @@ impl hyper::body::Body for UntilSent {
     }
 }
 
-/// Answers a connection beyond the cap with a 503 and closes it. The
+/// Answers a connection beyond the cap with a 503 and closes it (a TLS
+/// one is just closed: plain text there is noise to its client). The
 /// response is small enough for an empty socket buffer, so this never
 /// waits: a flood of connections costs no task each, and one log line a
 /// second at most.
-fn refuse(stream: TcpStream, refused: &mut RefusalLog) {
-    let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+fn refuse(stream: TcpStream, plain: bool, refused: &mut RefusalLog) {
+    if plain {
+        let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+    }
     refused.unlogged += 1;
     if refused
         .logged_at
