@@ -138,19 +138,34 @@ impl Conn {
 
     /// `GET path` of `authority`: status, headers and body.
     pub async fn get(&mut self, authority: &str, path: &str) -> (u16, http::HeaderMap, String) {
-        let uri = format!("https://{authority}{path}");
-        let request = http::Request::get(&uri).header("host", authority);
-        // (Each waits until its connection takes a request: HTTP/1.1's
-        // after the answer before has ended.)
+        self.get_as(authority, path, None).await
+    }
+
+    /// The same, with `token` as a bearer token.
+    pub async fn get_as(
+        &mut self,
+        authority: &str,
+        path: &str,
+        token: Option<&str>,
+    ) -> (u16, http::HeaderMap, String) {
+        let mut request = http::Request::get(format!("https://{authority}{path}"));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        // HTTP/2 names the authority in the URI, never in `host`. Each
+        // waits until its connection takes a request (HTTP/1.1's after the
+        // answer before has ended).
         let response = match self {
             Conn::Http1(send) => {
+                let request = request
+                    .header("host", authority)
+                    .body(Empty::new())
+                    .unwrap();
                 send.ready().await.unwrap();
-                send.send_request(request.body(Empty::new()).unwrap()).await
+                send.send_request(request).await
             }
             Conn::Http2(send) => {
                 send.ready().await.unwrap();
-                // HTTP/2 names the authority in the URI, never in `host`.
-                let request = http::Request::get(&uri);
                 send.send_request(request.body(Empty::new()).unwrap()).await
             }
         }

@@ -123,21 +123,10 @@ async fn https_metrics(server: &TestServer, roots: &rustls::RootCertStore) -> St
         .unwrap();
     let mut conn = Conn::over(stream).await;
     let authority = format!("localhost:{}", server.addr().port());
-    let uri = format!("https://{authority}/_spike/metrics");
-    let Conn::Http1(send) = &mut conn else {
-        unreachable!()
-    };
-    let request = http::Request::get(uri)
-        .header("host", &authority)
-        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
-        .body(http_body_util::Empty::new())
-        .unwrap();
-    let response = within(send.send_request(request)).await.unwrap();
-    assert_eq!(response.status(), 200);
-    let body = http_body_util::BodyExt::collect(response.into_body())
-        .await
-        .unwrap();
-    String::from_utf8_lossy(&body.to_bytes()).into_owned()
+    let answer = conn.get_as(&authority, "/_spike/metrics", Some(ADMIN_TOKEN));
+    let (status, _, text) = within(answer).await;
+    assert_eq!(status, 200, "{text}");
+    text
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

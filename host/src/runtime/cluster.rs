@@ -23,7 +23,7 @@ use futures::StreamExt;
 use super::live::ManifestChange;
 use super::{LoadError, PluginRegistry};
 use crate::storage::{Cluster, NodeStatus};
-use crate::util::now_ms;
+use crate::util::{AbortOnDrop, now_ms};
 
 /// How often a node publishes its status when nothing changes (well
 /// within `NODE_STATUS_TTL`).
@@ -32,25 +32,21 @@ const REFRESH: Duration = Duration::from_secs(5);
 const LOOK: Duration = Duration::from_millis(250);
 
 /// The node's cluster tasks; stopped when dropped.
-pub struct ClusterTasks(Vec<tokio::task::AbortHandle>);
-
-impl Drop for ClusterTasks {
-    fn drop(&mut self) {
-        for task in &self.0 {
-            task.abort();
-        }
-    }
+pub struct ClusterTasks {
+    _tasks: Vec<AbortOnDrop>,
 }
 
 pub fn start(registry: &Arc<PluginRegistry>, cluster: &Arc<dyn Cluster>) -> ClusterTasks {
     let follow = tokio::spawn(follow(registry.clone(), cluster.clone()));
     let manifests = tokio::spawn(follow_manifests(registry.clone(), cluster.clone()));
     let report = tokio::spawn(report(registry.clone(), cluster.clone()));
-    ClusterTasks(vec![
-        follow.abort_handle(),
-        manifests.abort_handle(),
-        report.abort_handle(),
-    ])
+    ClusterTasks {
+        _tasks: vec![
+            AbortOnDrop(follow),
+            AbortOnDrop(manifests),
+            AbortOnDrop(report),
+        ],
+    }
 }
 
 /// Puts in force every manifest pushed to any node (`Cluster::manifests`),

@@ -77,6 +77,18 @@ fn provider() -> rustls::crypto::CryptoProvider {
     provider
 }
 
+/// A server config on `provider()` and rustls' safe protocol versions,
+/// serving what `resolver` picks; the listener's and a TLS-ALPN-01
+/// answer's.
+fn server_config(
+    resolver: Arc<dyn rustls::server::ResolvesServerCert>,
+) -> Result<ServerConfig, rustls::Error> {
+    Ok(ServerConfig::builder_with_provider(Arc::new(provider()))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver))
+}
+
 /// The protocol a TLS connection chose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -122,10 +134,7 @@ impl Tls {
             renewal = Some(manager.status());
             tasks.push(manager.start());
         }
-        let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_cert_resolver(certs.clone());
+        let mut config = server_config(certs.clone())?;
         // Resumption without a lookup: stateless tickets (keys rotated every
         // 6 hours), one per connection, which is what a browser uses.
         config.ticketer = rustls::crypto::ring::Ticketer::new()?;

@@ -106,12 +106,7 @@ impl Challenges {
                 return None;
             }
         };
-        let mut config =
-            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .ok()?
-                .with_no_client_auth()
-                .with_cert_resolver(Arc::new(Fixed(cert.key.clone())));
+        let mut config = super::server_config(Arc::new(Fixed(cert.key.clone()))).ok()?;
         config.alpn_protocols = vec![ACME_TLS.to_vec()];
         Some(Arc::new(config))
     }
