@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 : "${CARGO_TARGET_DIR:=$HOME/.cache/spike-target}"
 export CARGO_TARGET_DIR
 out="$CARGO_TARGET_DIR/wasm32-wasip2/guest"
-shipped=(hello auth cms chat transpile ai render notes)
+shipped=(hello auth cms chat transpile ai render notes npm)
 
 if [ "${1:-}" = --shipped ]; then
   guests=()

@@ -9,7 +9,8 @@
 #                            clippy, PyJWT and nats-server in a venv,
 #                            coturn, poppler-utils, prometheus (promtool),
 #                            pebble, libnss3-tools, curl, the npm test
-#                            clients
+#                            clients, the npm plugin's test packages and
+#                            a Verdaccio registry holding them
 #
 # Debian packages come from apt-get: as root directly, else through sudo
 # if there is one, else it stops with the command to run.
@@ -119,4 +120,24 @@ if ! cmp -s "$node_clients/package-lock.json" "$node_clients/node_modules/.spike
   # entries to it, and a fresh clone would be dirty).
   (cd "$node_clients" && npm install --no-audit --no-fund --silent --no-save)
   cp "$node_clients/package-lock.json" "$node_clients/node_modules/.spike-installed"
+fi
+
+# The npm plugin's test packages (tests/npm/package.json, pinned by its
+# lock): installed for Node to load (what the modules spike builds are
+# compared with), and published, every package of the lock, into a
+# Verdaccio registry kept in the tools folder (tests/node/npm-registry.mjs;
+# the tarballs come from the public registry once), filled again when the
+# lock changes.
+npm_packages=tests/npm
+if ! cmp -s "$npm_packages/package-lock.json" "$npm_packages/node_modules/.spike-installed" 2>/dev/null; then
+  echo "setup: npm test packages in $npm_packages"
+  (cd "$npm_packages" && npm install --no-audit --no-fund --silent --no-save)
+  cp "$npm_packages/package-lock.json" "$npm_packages/node_modules/.spike-installed"
+fi
+npm_registry="$tools/npm-registry"
+if ! cmp -s "$npm_packages/package-lock.json" "$npm_registry/filled-from.json" 2>/dev/null; then
+  echo "setup: a Verdaccio registry of the npm test packages in $npm_registry"
+  rm -rf "$npm_registry/storage" "$npm_registry/htpasswd"
+  node tests/node/npm-registry.mjs fill "$npm_registry"
+  cp "$npm_packages/package-lock.json" "$npm_registry/filled-from.json"
 fi

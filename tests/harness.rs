@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod fake_ai;
 pub mod livestore_wire;
 pub mod node;
+pub mod npm_registry;
 pub mod otlp;
 pub mod pebble;
 pub mod process;

@@ -1,0 +1,235 @@
+//! The npm plugin: `GET /npm/{name}@{version-or-range}[/{subpath}]`
+//! answers an ES module a browser imports, built from the package as the
+//! registry publishes it, as esm.sh does but on the operator's own server
+//! and registry.
+//!
+//! - A range or tag is resolved against the package's document and
+//!   redirected to the exact version (`/npm/react@^19` → `/npm/react@19.1.0`);
+//!   an exact URL never changes, and is cached `immutable` for a year.
+//! - The tarball comes from the registry (`REGISTRY`, reached through the
+//!   manifest's `grants.outbound` only), its SHA-512 checked against the
+//!   document's `integrity`, unpacked under limits and kept
+//!   (`archive.rs`); its install scripts are never run.
+//! - The file is chosen as bundlers choose it (`package.rs`); its imports
+//!   are pointed at the module URLs of the same package's files and of its
+//!   dependencies at the versions their ranges pick (`resolve.rs`), so
+//!   that two packages share one React; CommonJS is converted (`build/`).
+//! - Built modules are kept in blob storage under a hash of what decides
+//!   them: a second request is one blob read, and keeps working when the
+//!   registry is down.
+
+pub mod archive;
+pub mod build;
+pub mod config;
+pub mod package;
+pub mod registry;
+pub mod request;
+pub mod resolve;
+
+use spike_sdk::blob::{Bucket, ObjectBody, ObjectWriter, PutOptions};
+use spike_sdk::exports::wasi::http::incoming_handler::Guest;
+use spike_sdk::http::{Request, Response, copy, start_response, write_all};
+use spike_sdk::kv::Namespace;
+use spike_sdk::router::{HttpError, IntoResponse, Params, Router};
+use spike_sdk::wasi::http::types::{IncomingRequest, OutgoingBody, ResponseOutparam};
+
+use archive::Package;
+use config::Config;
+use package::Manifest;
+use registry::Registry;
+use request::{BuildOptions, ModuleRequest};
+use resolve::{Build, package_url, unbuildable};
+
+/// Part of every built module's cache name: a change to how modules are
+/// built changes it, so that no module built the old way is served.
+const BUILDER_VERSION: &str = "npm-1";
+
+/// An exact module URL's answer never changes.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+struct Npm;
+
+impl Guest for Npm {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        Router::new()
+            .get("/npm/_/empty.js", |_, _| {
+                module_response(build::EMPTY_MODULE.as_bytes(), None)
+            })
+            .streaming("GET", "/npm/*path", serve)
+            .serve(request, out);
+    }
+}
+
+spike_sdk::export!(Npm);
+
+/// What a module request is answered with.
+enum Answer {
+    /// To the exact version, or to the options' one spelling.
+    Redirect(String),
+    /// A module built before.
+    Kept(ObjectBody),
+    /// A module built now.
+    Built(Vec<u8>),
+}
+
+fn serve(req: &Request, _: &Params, out: ResponseOutparam) {
+    let config = Config::from_env();
+    match answer(req, &config) {
+        Ok(Answer::Redirect(location)) => Response::new(302)
+            .header("location", location)
+            .header(
+                "cache-control",
+                format!("public, max-age={}", config.packument_ttl_s),
+            )
+            .header("access-control-allow-origin", "*")
+            .send(out),
+        Ok(Answer::Built(code)) => module_response(&code, None).send(out),
+        Ok(Answer::Kept(body)) => stream(body, out),
+        Err(e) => e
+            .with_header("access-control-allow-origin", "*")
+            .with_header("cache-control", "no-store")
+            .into_response()
+            .send(out),
+    }
+}
+
+fn answer(req: &Request, config: &Config) -> Result<Answer, HttpError> {
+    let rest = req.path().strip_prefix("/npm/").unwrap_or_default();
+    let wanted = request::parse_path(rest)?;
+    let options = BuildOptions::parse(req.query())?;
+    let kv = Namespace::open("npm")?;
+    let bucket = Bucket::open("npm")?;
+    let registry = Registry { config, kv: &kv };
+    let exact = nodejs_semver::Version::parse(&wanted.version)
+        .ok()
+        .map(|v| v.to_string());
+    let canonical_query = options.query();
+    let given_query = req.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let Some(version) = exact.filter(|v| *v == wanted.version && canonical_query == given_query)
+    else {
+        let version = registry.resolve(&wanted.name, &wanted.version)?;
+        return Ok(Answer::Redirect(package_url(
+            &wanted.name,
+            &version,
+            &wanted.subpath,
+            &options,
+        )));
+    };
+    let key = spike_sdk::cache::key(
+        "modules/",
+        &[
+            BUILDER_VERSION.as_bytes(),
+            wanted.name.as_bytes(),
+            version.as_bytes(),
+            wanted.subpath.as_bytes(),
+            canonical_query.as_bytes(),
+        ],
+    );
+    if let Ok(Some(kept)) = bucket.get(&key, None) {
+        return Ok(Answer::Kept(kept));
+    }
+    let code = build_module(&registry, &bucket, &wanted, &version, &options)?;
+    let options = PutOptions {
+        content_type: Some("text/javascript; charset=utf-8".into()),
+        metadata: Vec::new(),
+    };
+    // Not kept is built again next time: the answer itself is good.
+    if let Ok(writer) = bucket.put(&key, &options)
+        && let Ok(sink) = writer.body()
+    {
+        let written = write_all(&sink, &code);
+        drop(sink);
+        if written.is_ok() {
+            let _ = ObjectWriter::finish(writer);
+        }
+    }
+    Ok(Answer::Built(code))
+}
+
+/// Builds the module `wanted` names at `version`.
+fn build_module(
+    registry: &Registry,
+    bucket: &Bucket,
+    wanted: &ModuleRequest,
+    version: &str,
+    options: &BuildOptions,
+) -> Result<Vec<u8>, HttpError> {
+    let label = format!("{}@{version}", wanted.name);
+    let packument = registry.packument(&wanted.name, Some(version))?;
+    let dist = packument.versions.get(version).ok_or_else(|| {
+        HttpError::new(
+            404,
+            "version_not_found",
+            format!("the registry has no {label}"),
+        )
+    })?;
+    let files = Package::open(bucket, registry.config, dist, &label)?;
+    let manifest_bytes = files
+        .read("package.json")?
+        .ok_or_else(|| unbuildable(format!("{label} has no package.json")))?;
+    let manifest =
+        Manifest::parse(&manifest_bytes).map_err(|why| unbuildable(format!("{label}: {why}")))?;
+    let mut build = Build {
+        config: registry.config,
+        registry,
+        files: &files,
+        manifest: &manifest,
+        name: &wanted.name,
+        version,
+        options,
+        exported: Default::default(),
+    };
+    let native = manifest.gypfile == Some(true)
+        || files
+            .index
+            .files
+            .keys()
+            .any(|f| f == "binding.gyp" || f.ends_with(".node"));
+    if native {
+        return Err(build::native_addon(&build));
+    }
+    build.exported = manifest.exported_files(&files, options.dev);
+    let file = manifest
+        .entry(&files, &wanted.subpath, options.dev)
+        .map_err(|why| {
+            let what = if wanted.subpath.is_empty() {
+                label.clone()
+            } else {
+                format!("{label}/{}", wanted.subpath)
+            };
+            HttpError::new(404, "module_not_found", format!("no module {what}: {why}"))
+        })?;
+    Ok(build::module(&build, &file)?.into_bytes())
+}
+
+/// A module's answer: immutable, for any origin (the preview's frame has
+/// an origin of its own).
+fn module_response(code: &[u8], etag: Option<&str>) -> Response {
+    let mut response = Response::new(200)
+        .header("content-type", "text/javascript; charset=utf-8")
+        .header("cache-control", IMMUTABLE)
+        .header("access-control-allow-origin", "*")
+        .header("cross-origin-resource-policy", "cross-origin")
+        .header("x-content-type-options", "nosniff")
+        .body(code.to_vec());
+    if let Some(etag) = etag {
+        response = response.header("etag", format!("\"{etag}\""));
+    }
+    response
+}
+
+/// A kept module, streamed from blob storage.
+fn stream(kept: ObjectBody, out: ResponseOutparam) {
+    let mut headers = module_response(&[], Some(&kept.meta.etag)).into_headers();
+    headers.push((
+        "content-length".into(),
+        kept.length.to_string().into_bytes(),
+    ));
+    let (resp, body) = start_response(200, &headers);
+    ResponseOutparam::set(out, Ok(resp));
+    if let Ok(sink) = body.write() {
+        let _ = copy(&kept.body, &sink);
+        drop(sink);
+    }
+    let _ = OutgoingBody::finish(body, None);
+}

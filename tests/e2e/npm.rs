@@ -1,0 +1,460 @@
+//! The npm plugin (`components/npm`, `plugins/npm.toml`): real packages
+//! from a real registry (Verdaccio on loopback, holding react, react-dom,
+//! date-fns, three, @emotion/react … as npm publishes them) built into ES
+//! modules that Node imports as a browser would and that behave as the
+//! same packages do from node_modules; ranges, options, the cache and the
+//! registry going down; and a hostile registry's packages (a wrong
+//! integrity, paths out of the package, links, native addons, tarballs
+//! elsewhere, Node built-ins) refused with the reason.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha512};
+use spike_e2e::npm_registry::{Verdaccio, npm_manifest};
+use spike_e2e::*;
+
+async fn start_spike(registry: &str, host: &str, extra_env: &str) -> TestServer {
+    let manifest = npm_manifest(registry, host, extra_env);
+    TestServer::start(&[Plugin {
+        name: "npm",
+        guest: "npm",
+        manifest: &manifest,
+    }])
+    .await
+}
+
+/// A client that shows redirects instead of following them.
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+async fn get(server: &TestServer, path: &str) -> (u16, HashMap<String, String>, String) {
+    let resp = within_for(
+        Duration::from_secs(90),
+        no_redirects().get(server.at(path)).send(),
+    )
+    .await
+    .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    (status, headers, resp.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn real_packages_import_as_they_do_from_node_modules() {
+    let registry = Verdaccio::start().await;
+    let server = start_spike(&registry.url(), &registry.host(), "").await;
+    let lines = node::run_to_end(
+        "npm-probe.mjs",
+        &[server.url.as_ref()],
+        Duration::from_secs(300),
+    )
+    .await;
+    assert!(lines.len() >= 14, "{lines:?}");
+    for line in &lines {
+        assert_eq!(line["same"], true, "{line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ranges_redirect_to_exact_versions_whose_modules_are_immutable() {
+    let registry = Verdaccio::start().await;
+    let server = start_spike(&registry.url(), &registry.host(), "").await;
+
+    let (status, headers, _) = get(&server, "/npm/react@^19.1").await;
+    assert_eq!(
+        (status, headers["location"].as_str()),
+        (302, "/npm/react@19.3.1")
+    );
+    let (status, headers, _) = get(&server, "/npm/react").await;
+    assert_eq!(
+        (status, headers["location"].as_str()),
+        (302, "/npm/react@19.3.1")
+    );
+    let (status, headers, _) =
+        get(&server, "/npm/%40emotion%2Freact@11/macro?external=react").await;
+    assert_eq!(status, 302);
+    assert_eq!(
+        headers["location"],
+        "/npm/@emotion/react@11.14.0/macro?external=react"
+    );
+    // The options have one spelling: another is sent to it.
+    let (status, headers, _) = get(&server, "/npm/react-dom@19.3.1?external=react&dev=true").await;
+    assert_eq!(
+        (status, headers["location"].as_str()),
+        (302, "/npm/react-dom@19.3.1?dev&external=react")
+    );
+
+    let (status, headers, body) = get(&server, "/npm/react@19.3.1").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["content-type"], "text/javascript; charset=utf-8");
+    assert_eq!(
+        headers["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(headers["access-control-allow-origin"], "*");
+    assert!(
+        body.contains("\"/npm/react@19.3.1/cjs/react.production.js\""),
+        "{body}"
+    );
+    assert!(
+        !body.contains("development"),
+        "a production build imports no development code: {body}"
+    );
+    assert!(
+        body.contains("__spike_e40 as useState") || body.contains("as useState"),
+        "{body}"
+    );
+
+    // ?dev: the development build.
+    let (status, _, body) = get(&server, "/npm/react@19.3.1?dev").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"/npm/react@19.3.1/cjs/react.development.js?dev\""),
+        "{body}"
+    );
+
+    // Dependencies at the versions their ranges pick, each its own URL;
+    // ?external leaves one to the page's import map, ?deps pins one.
+    let (_, _, body) = get(
+        &server,
+        "/npm/react-dom@19.3.1/cjs/react-dom-client.production.js",
+    )
+    .await;
+    assert!(body.contains("\"/npm/scheduler@0.28.0\""), "{body}");
+    assert!(body.contains("\"/npm/react@19.3.1\""), "{body}");
+    let (_, _, body) = get(
+        &server,
+        "/npm/react-dom@19.3.1/cjs/react-dom-client.production.js?external=react",
+    )
+    .await;
+    assert!(body.contains("from \"react\""), "{body}");
+    assert!(
+        body.contains("\"/npm/scheduler@0.28.0?external=react\""),
+        "{body}"
+    );
+
+    // Not there: 404 with a JSON reason, never a page.
+    let (status, headers, body) = get(&server, "/npm/no-such-package-here@1.0.0").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(headers["content-type"], "application/json");
+    let (status, _, body) = get(&server, "/npm/react@19.3.1/no/such/file.js").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no/such/file.js"), "{body}");
+    let (status, _, body) = get(&server, "/npm/react@^99").await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _, body) = get(&server, "/npm/React@1").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _, body) = get(&server, "/npm/react@19.3.1?target=es5").await;
+    assert_eq!(status, 400, "{body}");
+}
+
+/// A registry the test writes: package documents and tarballs by path,
+/// each request counted.
+#[derive(Clone, Default)]
+struct FakeRegistry {
+    files: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    requests: Arc<AtomicUsize>,
+    /// Answers 503 to everything: the registry is down.
+    down: Arc<AtomicBool>,
+}
+
+impl FakeRegistry {
+    async fn start(&self) -> std::net::SocketAddr {
+        let this = self.clone();
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+            let this = this.clone();
+            async move {
+                this.requests.fetch_add(1, Ordering::SeqCst);
+                if this.down.load(Ordering::SeqCst) {
+                    return (axum::http::StatusCode::SERVICE_UNAVAILABLE, Vec::new());
+                }
+                match this.files.lock().unwrap().get(uri.path()) {
+                    Some(bytes) => (axum::http::StatusCode::OK, bytes.clone()),
+                    None => (axum::http::StatusCode::NOT_FOUND, b"{}".to_vec()),
+                }
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    /// Publishes `name@1.0.0` with `entries` (path in the tarball, kind,
+    /// bytes), its integrity that of `integrity_of` (the tarball itself
+    /// if `None`) and its tarball at `tarball_base`.
+    fn publish(
+        &self,
+        base: &str,
+        name: &str,
+        entries: &[(&str, tar::EntryType, &[u8])],
+        integrity_of: Option<&[u8]>,
+    ) {
+        let tarball = tgz(entries);
+        let hashed = integrity_of.unwrap_or(&tarball);
+        let integrity = format!(
+            "sha512-{}",
+            base64::engine::general_purpose::STANDARD.encode(Sha512::digest(hashed))
+        );
+        let document = json!({
+            "name": name,
+            "dist-tags": {"latest": "1.0.0"},
+            "versions": {"1.0.0": {"name": name, "version": "1.0.0",
+                "dist": {"tarball": format!("{base}/tarballs/{name}-1.0.0.tgz"), "integrity": integrity}}},
+        });
+        let mut files = self.files.lock().unwrap();
+        files.insert(format!("/{name}"), document.to_string().into_bytes());
+        files.insert(format!("/tarballs/{name}-1.0.0.tgz"), tarball);
+    }
+}
+
+/// A gzipped tar of `entries`, names written as given (`..` included).
+fn tgz(entries: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, kind, body) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+        header.set_entry_type(*kind);
+        header.set_size(body.len() as u64);
+        header.set_mode(0o644);
+        if kind.is_symlink() {
+            header.set_link_name("../../../etc/passwd").unwrap();
+        }
+        header.set_cksum();
+        builder.append(&header, *body).unwrap();
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &builder.into_inner().unwrap()).unwrap();
+    gz.finish().unwrap()
+}
+
+fn package_json(name: &str) -> Vec<u8> {
+    json!({"name": name, "version": "1.0.0", "main": "index.js"})
+        .to_string()
+        .into_bytes()
+}
+
+const FILE: tar::EntryType = tar::EntryType::Regular;
+
+fn reason(body: &str) -> (String, String) {
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"));
+    (
+        v["error"]["code"].as_str().unwrap_or_default().to_string(),
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_packages_are_refused_with_the_reason() {
+    let registry = FakeRegistry::default();
+    let addr = registry.start().await;
+    let base = format!("http://{addr}");
+    let pj = |n: &str| package_json(n);
+    registry.publish(
+        &base,
+        "good",
+        &[
+            ("package/package.json", FILE, &pj("good")),
+            (
+                "package/index.js",
+                FILE,
+                b"exports.a = 1; try { require('fs') } catch {}",
+            ),
+        ],
+        None,
+    );
+    registry.publish(
+        &base,
+        "tampered",
+        &[
+            ("package/package.json", FILE, &pj("tampered")),
+            ("package/index.js", FILE, b"exports.a = 1"),
+        ],
+        Some(b"other bytes"),
+    );
+    registry.publish(
+        &base,
+        "climber",
+        &[
+            ("package/package.json", FILE, &pj("climber")),
+            ("package/../../../etc/evil.js", FILE, b"1"),
+        ],
+        None,
+    );
+    registry.publish(
+        &base,
+        "linker",
+        &[
+            ("package/package.json", FILE, &pj("linker")),
+            ("package/index.js", tar::EntryType::Symlink, b""),
+        ],
+        None,
+    );
+    registry.publish(
+        &base,
+        "addon",
+        &[
+            ("package/package.json", FILE, &pj("addon")),
+            ("package/binding.gyp", FILE, b"{}"),
+            (
+                "package/index.js",
+                FILE,
+                b"module.exports = require('./build/Release/addon.node')",
+            ),
+        ],
+        None,
+    );
+    registry.publish(
+        &base,
+        "nodeonly",
+        &[
+            ("package/package.json", FILE, &pj("nodeonly")),
+            (
+                "package/index.js",
+                FILE,
+                b"const fs = require('fs'); exports.read = fs.readFileSync;",
+            ),
+        ],
+        None,
+    );
+    registry.publish(
+        &base,
+        "esmnode",
+        &[
+            (
+                "package/package.json",
+                FILE,
+                br#"{"name":"esmnode","version":"1.0.0","type":"module","main":"index.js"}"#,
+            ),
+            (
+                "package/index.js",
+                FILE,
+                b"import { readFile } from 'node:fs/promises'; export { readFile };",
+            ),
+        ],
+        None,
+    );
+    // Bytes gzip cannot shrink: a tarball over the 1 MiB set below.
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let big: Vec<u8> = (0..3 << 20)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect();
+    registry.publish(
+        &base,
+        "huge",
+        &[
+            ("package/package.json", FILE, &pj("huge")),
+            ("package/index.js", FILE, &big),
+        ],
+        None,
+    );
+    // A document whose tarball is on another host.
+    registry.publish(
+        &base,
+        "elsewhere",
+        &[("package/package.json", FILE, &pj("elsewhere"))],
+        None,
+    );
+    {
+        let mut files = registry.files.lock().unwrap();
+        let doc = String::from_utf8(files["/elsewhere"].clone()).unwrap();
+        files.insert(
+            "/elsewhere".into(),
+            doc.replace(&base, "http://127.0.0.2:9").into_bytes(),
+        );
+    }
+    let server = start_spike(&base, &addr.to_string(), "MAX_TARBALL_MIB = \"1\"").await;
+
+    let (status, _, body) = get(&server, "/npm/good@1.0.0").await;
+    assert_eq!(
+        status, 200,
+        "a require of a built-in under a condition throws only if run: {body}"
+    );
+    assert!(body.contains("__spike_e0 as a"), "{body}");
+
+    let cases = [
+        (
+            "tampered",
+            "integrity_mismatch",
+            "does not match the registry's integrity",
+        ),
+        ("climber", "bad_tarball", "outside the package"),
+        ("linker", "bad_tarball", "is a link"),
+        ("addon", "cannot_build", "native addon"),
+        ("nodeonly", "cannot_build", "the Node built-in `fs`"),
+        ("esmnode", "cannot_build", "the Node built-in `fs/promises`"),
+        ("huge", "too_large", "MAX_TARBALL_MIB"),
+        ("elsewhere", "foreign_tarball", "not on the registry"),
+    ];
+    for (name, code, says) in cases {
+        let (status, headers, body) = get(&server, &format!("/npm/{name}@1.0.0")).await;
+        assert_eq!(status, 422, "{name}: {body}");
+        assert_eq!(headers["content-type"], "application/json", "{name}");
+        let (got_code, message) = reason(&body);
+        assert_eq!(got_code, code, "{name}: {message}");
+        assert!(message.contains(says), "{name}: {message}");
+        assert!(
+            message.contains(name),
+            "the reason names the package: {message}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kept_module_is_served_without_the_registry_and_new_ones_wait_for_it() {
+    let registry = FakeRegistry::default();
+    let addr = registry.start().await;
+    let base = format!("http://{addr}");
+    let entries: &[(&str, tar::EntryType, &[u8])] = &[
+        ("package/package.json", FILE, &package_json("kept")),
+        ("package/index.js", FILE, b"module.exports = { n: 1 };"),
+    ];
+    registry.publish(&base, "kept", entries, None);
+    registry.publish(&base, "later", entries, None);
+    let server = start_spike(&base, &addr.to_string(), "PACKUMENT_TTL_S = \"0\"").await;
+
+    let (status, _, first) = get(&server, "/npm/kept@1.0.0").await;
+    assert_eq!(status, 200, "{first}");
+    let asked = registry.requests.load(Ordering::SeqCst);
+    assert_eq!(asked, 2, "the document and the tarball");
+    let (_, _, second) = get(&server, "/npm/kept@1.0.0").await;
+    assert_eq!(second, first);
+    assert_eq!(
+        registry.requests.load(Ordering::SeqCst),
+        asked,
+        "the second is a blob read"
+    );
+
+    // The registry down: kept modules still served; a range needs it.
+    registry.down.store(true, Ordering::SeqCst);
+    let (status, _, body) = get(&server, "/npm/kept@1.0.0").await;
+    assert_eq!((status, body.as_str()), (200, first.as_str()));
+    let (status, _, body) = get(&server, "/npm/kept@1.0.0/index.js").await;
+    assert_eq!(status, 200, "the package's files are kept too: {body}");
+    let (status, headers, body) = get(&server, "/npm/later@1.0.0").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(reason(&body).0, "registry_unavailable");
+    assert!(headers.contains_key("retry-after"), "{headers:?}");
+}
