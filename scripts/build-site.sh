@@ -2,9 +2,10 @@
 # Builds the editor spike serves at / (site/ -> site/dist): its npm
 # packages from site/package-lock.json (npm's cache is outside the clone),
 # Vite for the page (assets named by content hash, which spike serves as
-# immutable), then scripts/vendor.mjs for the React modules previews import
-# (site/dist/vendor/). The build goes to a new folder that replaces
-# site/dist whole, so a watching spike never scans half a build.
+# immutable), then scripts/vendor.mjs for the import map previews use
+# (site/dist/vendor/importmap.json: React from the server's /npm/
+# modules). The build goes to a new folder that replaces site/dist whole,
+# so a watching spike never scans half a build.
 set -euo pipefail
 cd "$(dirname "$0")/../site"
 if ! command -v npm >/dev/null 2>&1; then

@@ -110,32 +110,22 @@ impl Verdaccio {
     }
 }
 
-/// The shipped `plugins/npm.toml`, its registry set to `registry` (a
-/// base URL) and its grant to `host`, with `extra` appended to `[env]`.
-pub fn npm_manifest(registry: &str, host: &str, extra_env: &str) -> String {
+/// The shipped `plugins/npm.toml` (without its `component` line, which
+/// the harness writes), each setting of `extra_env` (`KEY = "value"`
+/// lines) in place of the shipped one.
+pub fn npm_manifest(extra_env: &str) -> String {
     let shipped = std::fs::read_to_string(
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/npm.toml"),
     )
     .unwrap();
-    let manifest = shipped
-        .lines()
-        .filter(|l| !l.starts_with("component ="))
-        .collect::<Vec<_>>()
-        .join("\n")
-        .replace("\"https://registry.npmjs.org\"", &format!("\"{registry}\""))
-        .replace("[\"registry.npmjs.org\"]", &format!("[\"{host}\"]"));
-    assert!(
-        manifest.contains(host),
-        "the shipped manifest's grant changed shape"
-    );
-    // Each setting of `extra_env` in place of the shipped one.
     let keys: Vec<&str> = extra_env
         .lines()
         .filter_map(|l| l.split_once('='))
         .map(|(k, _)| k.trim())
         .collect();
-    let kept: Vec<&str> = manifest
+    let kept: Vec<&str> = shipped
         .lines()
+        .filter(|l| !l.starts_with("component ="))
         .filter(|l| {
             !keys
                 .iter()
@@ -144,4 +134,10 @@ pub fn npm_manifest(registry: &str, host: &str, extra_env: &str) -> String {
         .collect();
     kept.join("\n")
         .replace("[env]\n", &format!("[env]\n{extra_env}\n"))
+}
+
+/// `--npm-registry registry`: the shipped manifest pointed at it.
+pub fn use_registry(config: &mut spike::ServerConfig, registry: &str) {
+    config.plugin_overrides.npm_registry =
+        Some(spike::runtime::manifest::operator::NpmRegistry::parse(registry).unwrap());
 }

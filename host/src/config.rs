@@ -79,6 +79,8 @@ pub struct ServerConfig {
     pub client_addresses: ClientAddresses,
     /// Verified tokens the auth hook keeps (0: verify every time).
     pub auth_cache_entries: usize,
+    /// The operator's settings for shipped plugins (`--npm-registry`).
+    pub plugin_overrides: crate::runtime::manifest::operator::PluginOverrides,
     /// Static sites served where no plugin route matches.
     pub sites: Vec<crate::assets::SiteConfig>,
     /// The renderer's browser, pages and guard (`profiles_dir` is set
@@ -199,6 +201,7 @@ impl ServerConfig {
             default_rate_limit: None,
             client_addresses: ClientAddresses::default(),
             auth_cache_entries: crate::runtime::auth::DEFAULT_CACHE_ENTRIES,
+            plugin_overrides: Default::default(),
             sites: Vec::new(),
             render: Default::default(),
             sql_retention: DEFAULT_SQL_RETENTION,

@@ -1,10 +1,8 @@
-// Builds the modules a preview imports (React and ReactDOM from npm) as ES
-// modules the site serves, so that no CDN is needed at run time: one bundle
-// holds every React module (one React instance), and a small module per
-// specifier re-exports its part. Writes dist/vendor/ and
-// dist/vendor/importmap.json, the map a transpile request sends.
-import { build } from 'esbuild';
-import { createHash } from 'node:crypto';
+// Writes dist/vendor/importmap.json: where a preview imports React and
+// ReactDOM from, the server's own npm modules (/npm/, the npm plugin) at
+// the versions this site pins, so that every preview and every package it
+// imports share one React. Other packages go to /npm/ too (preview.js),
+// with React and ReactDOM left to this map (`?external=`).
 import { createRequire } from 'node:module';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,40 +11,11 @@ const require = createRequire(import.meta.url);
 const out = process.argv[2] ?? 'dist/vendor';
 mkdirSync(out, { recursive: true });
 
-// specifier -> the name it is exported under from the bundle
-const modules = {
-  'react': 'React',
-  'react/jsx-runtime': 'JSXRuntime',
-  'react/jsx-dev-runtime': 'JSXDevRuntime',
-  'react-dom': 'ReactDOM',
-  'react-dom/client': 'ReactDOMClient',
-};
-
-const hashed = (name, text) => {
-  const hash = createHash('sha256').update(text).digest('hex').slice(0, 10);
-  const file = `${name}.${hash}.mjs`;
-  writeFileSync(join(out, file), text);
-  return file;
-};
-
-const entry = Object.entries(modules)
-  .map(([spec, name]) => `import * as ${name} from ${JSON.stringify(spec)};`)
-  .join('\n') + `\nexport { ${Object.values(modules).join(', ')} };\n`;
-const bundle = await build({
-  stdin: { contents: entry, resolveDir: process.cwd(), loader: 'js' },
-  bundle: true, format: 'esm', minify: true, write: false, target: 'es2022',
-  define: { 'process.env.NODE_ENV': '"production"' }, legalComments: 'none',
-});
-const all = hashed('react-all', bundle.outputFiles[0].text);
-
 const imports = {};
-for (const [spec, name] of Object.entries(modules)) {
-  const names = Object.keys(require(spec)).filter((k) => k !== 'default' && /^[A-Za-z_$][\w$]*$/.test(k));
-  const text = `import { ${name} as m } from './${all}';\n` +
-    `export default m.default ?? m;\n` +
-    (names.length ? `export const { ${names.join(', ')} } = m;\n` : '');
-  const file = hashed(spec.replaceAll('/', '-'), text);
-  imports[spec] = `/vendor/${file}`;
+for (const name of ['react', 'react-dom']) {
+  const { version } = require(`${name}/package.json`);
+  imports[name] = `/npm/${name}@${version}`;
+  imports[`${name}/`] = `/npm/${name}@${version}/`;
 }
 writeFileSync(join(out, 'importmap.json'), JSON.stringify({ imports }, null, 2) + '\n');
-console.log(`vendor: ${Object.keys(imports).length} modules in ${out}`);
+console.log(`vendor: ${Object.keys(imports).length} entries in ${out}/importmap.json`);

@@ -273,13 +273,16 @@ async fn app_routes_fall_back_to_the_index_and_bad_paths_are_400() {
         );
     }
     // Not a page load (a fetch, a module import), or under the API and
-    // the vendored modules: 404, never the app's HTML.
+    // the modules (vendored, or npm's when no plugin serves /npm): 404,
+    // never the app's HTML.
     let fetch = [BROWSER, &["Sec-Fetch-Mode: cors"]].concat();
     for (route, headers) in [
         ("/settings", BROWSER),
         ("/settings", &fetch[..]),
         ("/api/loged_in", &navigate[..]),
         ("/vendor/not-served/canvas-confetti", &navigate[..]),
+        ("/npm/canvas-confetti", &navigate[..]),
+        ("/npm/canvas-confetti@1/dist/confetti.module.mjs", BROWSER),
         ("/_spike/nothing", &html[..]),
     ] {
         let got = curl(&server, "GET", route, headers);

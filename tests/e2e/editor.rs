@@ -1,8 +1,11 @@
 //! The editor at `/` (`site/`) in Debian's Chromium, driven by
 //! playwright-core (`tests/node/editor.mjs`), against a server running the
 //! shipped manifests of `plugins/` (auth, dev tokens, CMS, transpiler, Yjs
-//! rooms, renderer) and the AI routes in front of the fake provider: two
-//! users editing one document, the preview, a syntax error, save and
+//! rooms, renderer, npm in front of a Verdaccio registry of real packages)
+//! and the AI routes in front of the fake provider: two users editing one
+//! document, the preview (importing React, zustand and date-fns from
+//! /npm/ with one React, and naming a package it cannot import), a syntax
+//! error, save and
 //! reload, the screenshot button, the explain panel, the offline shell
 //! (with the document's text), a new version and the kill switch. Screenshots of each step are kept in
 //! `$CARGO_TARGET_TMPDIR/editor-artifacts/` for a person to look at.
@@ -15,6 +18,7 @@ use serde_json::Value;
 use spike::caps::secrets::SecretSource;
 use spike_e2e::ai_server;
 use spike_e2e::fake_ai::{ANTHROPIC_KEY, FakeAi, OPENAI_KEY};
+use spike_e2e::npm_registry::{Verdaccio, npm_manifest, use_registry};
 use spike_e2e::*;
 
 /// The shipped plugins the editor uses, by manifest name and guest.
@@ -71,16 +75,19 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// A server with the editor's plugins and `site`; the AI routes have the
-/// fake provider's keys only if `ai_keys`.
-async fn start(fake: &FakeAi, site: &Path, ai_keys: bool) -> TestServer {
+/// fake provider's keys only if `ai_keys`; packages come from `registry`.
+async fn start(fake: &FakeAi, registry: &Verdaccio, site: &Path, ai_keys: bool) -> TestServer {
     let manifests: Vec<(String, &str, String)> = SHIPPED
         .iter()
         .map(|(name, guest)| (name.to_string(), *guest, shipped_manifest(name)))
-        .chain([(
-            "ai".to_string(),
-            "ai",
-            ai_server::manifest(fake, &ai_server::providers(fake, ""), ""),
-        )])
+        .chain([
+            (
+                "ai".to_string(),
+                "ai",
+                ai_server::manifest(fake, &ai_server::providers(fake, ""), ""),
+            ),
+            ("npm".to_string(), "npm", npm_manifest("")),
+        ])
         .collect();
     let plugins: Vec<Plugin<'_>> = manifests
         .iter()
@@ -91,6 +98,7 @@ async fn start(fake: &FakeAi, site: &Path, ai_keys: bool) -> TestServer {
         })
         .collect();
     let site = site.to_path_buf();
+    let registry = registry.url();
     let mut env = vec![(
         "SPIKE_SECRET_JWT_HS256_KEY".into(),
         "editor-test-key".into(),
@@ -110,6 +118,7 @@ async fn start(fake: &FakeAi, site: &Path, ai_keys: bool) -> TestServer {
         }];
         config.watch = true;
         config.secrets = SecretSource { file: None, env };
+        use_registry(config, &registry);
         // No --render-allow: the screenshot button's page loads this
         // server's own modules, which the renderer may reach as any
         // client may.
@@ -139,9 +148,10 @@ async fn run_browser(server: &TestServer, site: &Path, mode: &str) -> HashMap<St
 /// `ai_keys`) on a copy of the site, and `editor.mjs` in `mode` against it.
 async fn browse(ai_keys: bool, mode: &str) -> HashMap<String, Value> {
     let fake = FakeAi::start().await;
+    let registry = Verdaccio::start().await;
     let dir = tempfile::tempdir().unwrap();
     let site = site_copy(dir.path());
-    let server = start(&fake, &site, ai_keys).await;
+    let server = start(&fake, &registry, &site, ai_keys).await;
     run_browser(&server, &site, mode).await
 }
 
@@ -154,7 +164,8 @@ async fn two_users_edit_preview_save_render_and_ask_in_a_real_browser() {
         "text and cursors reach the other editor",
         "the preview follows typing",
         "a syntax error shows its line and column",
-        "an unserved package is named",
+        "packages from npm share one React",
+        "a package that cannot be imported is named",
         "save, reload: the document is back",
         "a revert is the document's: seen, announced and undoable",
         "the screenshot button",

@@ -15,17 +15,19 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha512};
-use spike_e2e::npm_registry::{Verdaccio, npm_manifest};
+use spike_e2e::npm_registry::{Verdaccio, npm_manifest, use_registry};
 use spike_e2e::*;
 
-async fn start_spike(registry: &str, host: &str, extra_env: &str) -> TestServer {
-    let manifest = npm_manifest(registry, host, extra_env);
-    TestServer::start(&[Plugin {
+/// spike with the shipped npm plugin, `--npm-registry registry`.
+async fn start_spike(registry: &str, extra_env: &str) -> TestServer {
+    let manifest = npm_manifest(extra_env);
+    let plugin = Plugin {
         name: "npm",
         guest: "npm",
         manifest: &manifest,
-    }])
-    .await
+    };
+    let registry = registry.to_string();
+    TestServer::start_with(&[plugin], move |config| use_registry(config, &registry)).await
 }
 
 /// A client that shows redirects instead of following them.
@@ -56,7 +58,7 @@ async fn get(server: &TestServer, path: &str) -> (u16, HashMap<String, String>, 
 #[tokio::test(flavor = "multi_thread")]
 async fn real_packages_import_as_they_do_from_node_modules() {
     let registry = Verdaccio::start().await;
-    let server = start_spike(&registry.url(), &registry.host(), "").await;
+    let server = start_spike(&registry.url(), "").await;
     let lines = node::run_to_end(
         "npm-probe.mjs",
         &[server.url.as_ref()],
@@ -72,7 +74,7 @@ async fn real_packages_import_as_they_do_from_node_modules() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ranges_redirect_to_exact_versions_whose_modules_are_immutable() {
     let registry = Verdaccio::start().await;
-    let server = start_spike(&registry.url(), &registry.host(), "").await;
+    let server = start_spike(&registry.url(), "").await;
 
     let (status, headers, _) = get(&server, "/npm/react@^19.1").await;
     assert_eq!(
@@ -385,7 +387,7 @@ async fn hostile_packages_are_refused_with_the_reason() {
             doc.replace(&base, "http://127.0.0.2:9").into_bytes(),
         );
     }
-    let server = start_spike(&base, &addr.to_string(), "MAX_TARBALL_MIB = \"1\"").await;
+    let server = start_spike(&base, "MAX_TARBALL_MIB = \"1\"").await;
 
     let (status, _, body) = get(&server, "/npm/good@1.0.0").await;
     assert_eq!(
@@ -433,7 +435,7 @@ async fn a_kept_module_is_served_without_the_registry_and_new_ones_wait_for_it()
     ];
     registry.publish(&base, "kept", entries, None);
     registry.publish(&base, "later", entries, None);
-    let server = start_spike(&base, &addr.to_string(), "PACKUMENT_TTL_S = \"0\"").await;
+    let server = start_spike(&base, "PACKUMENT_TTL_S = \"0\"").await;
 
     let (status, _, first) = get(&server, "/npm/kept@1.0.0").await;
     assert_eq!(status, 200, "{first}");

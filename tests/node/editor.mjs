@@ -5,8 +5,10 @@
 //   node editor.mjs <server url> <site folder> <artifacts folder> [full|unconfigured-ai]
 //
 // `full`: two contexts edit one document (text, presence, cursors), the
-// preview follows typing, a syntax error shows its line and column, an
-// unserved package is named, save and reload (the colour stays), a revert
+// preview follows typing, a syntax error shows its line and column,
+// packages from /npm/ (zustand, date-fns) with one React, a package that
+// cannot be imported named with the reason, save and reload (the colour
+// stays), a revert
 // every collaborator sees and can undo, the screenshot button, the
 // explain panel (the fake provider), offline reload (the shell, the
 // document's text, "offline" and why no preview), a new site version, the
@@ -191,10 +193,32 @@ async function full() {
     return { line, column, shown: await problem.textContent() };
   });
 
-  await check('an unserved package is named', async () => {
-    await retype(ann.page, 'import confetti from "canvas-confetti";\nexport default function App() {\n  confetti();\n  return <p>hi</p>;\n}\n');
-    const problem = ann.page.locator('#problems', { hasText: 'cannot import canvas-confetti' });
-    await problem.waitFor({ state: 'visible' });
+  await check('packages from npm share one React', async () => {
+    // zustand's hook calls React's through the page's import map, date-fns
+    // is hundreds of modules: both from the server's /npm/. A second React
+    // would make the hook throw ("Invalid hook call") and nothing render.
+    await retype(ann.page, `import { create } from "zustand";
+import { format } from "date-fns";
+const useCount = create((set) => ({ n: 0, inc: () => set((s) => ({ n: s.n + 1 })) }));
+export default function App() {
+  const { n, inc } = useCount();
+  return <main><h2>{format(new Date(2020, 0, 2), "yyyy-MM-dd")}</h2><button onClick={inc}>zustand {n}</button></main>;
+}
+`);
+    const frame = ann.page.frameLocator('#preview');
+    const started = Date.now();
+    await frame.locator('h2', { hasText: '2020-01-02' }).waitFor({ timeout: 120_000 });
+    const ms = Date.now() - started;
+    await frame.locator('button').click();
+    await frame.locator('button', { hasText: 'zustand 1' }).waitFor();
+    await shot(ann.page, 'npm-packages.png');
+    return { ms };
+  });
+
+  await check('a package that cannot be imported is named', async () => {
+    await retype(ann.page, 'import confetti from "no-such-package-here";\nexport default function App() {\n  confetti();\n  return <p>hi</p>;\n}\n');
+    const problem = ann.page.locator('#problems', { hasText: 'cannot import no-such-package-here: the registry has no package' });
+    await problem.waitFor({ state: 'visible', timeout: 30_000 });
     // Long lines wrap in the half-width editor.
     await ann.page.locator('.cm-content.cm-lineWrapping').waitFor();
     return { shown: await problem.textContent() };
@@ -313,7 +337,8 @@ async function full() {
       // A reload while the new worker takes over may never reach `load`:
       // that try counts as "not yet", and the next one goes on.
       await page.reload({ timeout: 10_000 }).catch(() => {});
-      const keys = await bounded(page.evaluate(() => caches.keys()), 5_000, []);
+      // So does an evaluation the worker's reload interrupts.
+      const keys = await bounded(page.evaluate(() => caches.keys()).catch(() => []), 5_000, []);
       return keys.includes(`spike-shell-${after}`) && !keys.includes(`spike-shell-${before}`) && keys;
     });
     return { before, after, caches };

@@ -15,7 +15,7 @@
 //!   public, and a module script of another origin needs it to load them;
 //! - `index.html` for a folder, and for a browser's navigation to an
 //!   unknown path without an extension (a single-page app's routes), but
-//!   never under `api/`, `vendor/` or `_spike/`: a fetch, a module import
+//!   never under `api/`, `vendor/`, `npm/` or `_spike/`: a fetch, a module import
 //!   or a typo of an API path gets 404 `not_found`, not the app's HTML;
 //! - `/ASSET_MANIFEST` (path to content hash), and the service worker's
 //!   `/swVersion.mjs`, `/swVersion.js` and `/sw-config.json`, all derived
@@ -200,7 +200,7 @@ impl Sites {
 
 /// Folders whose missing files are never the app's routes: its API, the
 /// modules it imports, the host's own.
-const NO_APP_ROUTES_UNDER: &[&str] = &["api", "vendor", "_spike"];
+const NO_APP_ROUTES_UNDER: &[&str] = &["api", "vendor", "npm", "_spike"];
 
 /// Whether a request for the missing file `wanted` is a navigation to one
 /// of the single-page app's own routes, answered with its `index.html`:

@@ -9,6 +9,7 @@ use clap::Args;
 use super::{LogArgs, RenderArgs};
 use crate::ServerConfig;
 use crate::config::ClientLimits;
+use crate::runtime::manifest::operator::NpmRegistry;
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -115,6 +116,11 @@ pub struct ServeArgs {
     /// no plugin route matches; repeat for more.
     #[arg(long, env = "SPIKE_SITES", value_delimiter = ',')]
     pub site: Vec<crate::assets::SiteConfig>,
+    /// The npm registry the `npm` plugin builds modules from (its REGISTRY
+    /// and outbound grant; default: what plugins/npm.toml names, the
+    /// public registry), e.g. a company's or a Verdaccio.
+    #[arg(long, env = "SPIKE_NPM_REGISTRY", value_parser = NpmRegistry::parse)]
+    pub npm_registry: Option<NpmRegistry>,
     #[command(flatten)]
     pub render: RenderArgs,
     #[command(flatten)]
@@ -188,6 +194,7 @@ impl ServeArgs {
         };
         config.auth_cache_entries = self.auth_cache_entries;
         config.sites = self.site;
+        config.plugin_overrides.npm_registry = self.npm_registry;
         config.render = self.render.settings()?;
         config.sql_retention = self.sql_retention;
         config.tls = self.tls.settings()?;

@@ -70,7 +70,8 @@ impl PluginRegistry {
             Some(slot) => slot.manifest.path.clone(),
             None => self.plugins_dir.join(format!("{name}.toml")),
         };
-        let manifest = manifest::parse(&path, text).map_err(PutManifestError::Invalid)?;
+        let mut manifest = manifest::parse(&path, text).map_err(PutManifestError::Invalid)?;
+        self.overrides.apply(&mut manifest);
         if manifest.name != name {
             return Err(PutManifestError::Invalid(manifest::ManifestError {
                 path,
@@ -163,7 +164,10 @@ impl PluginRegistry {
             ManifestChange::Refused(e.to_string())
         };
         let manifest = match manifest::load(path) {
-            Ok(m) => m,
+            Ok(mut m) => {
+                self.overrides.apply(&mut m);
+                m
+            }
             Err(e) => return refuse(LoadError::Manifest(e)),
         };
         if let Some(old) = &old

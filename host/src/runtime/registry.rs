@@ -23,6 +23,7 @@ use arc_swap::ArcSwap;
 use super::auth::{AuthHook, AuthOutcome};
 use super::engine::{EpochTicker, PoolSettings, build_engine};
 use super::loader::{LoadError, LoadedPlugin, Loader};
+use super::manifest::operator::PluginOverrides;
 use super::manifest::{self, Manifest, ManifestError};
 use super::memory_budget::MemoryBudget;
 use super::routes::{RouteMatch, RouteTable};
@@ -53,6 +54,8 @@ pub struct RegistrySettings {
     pub load_delay: std::time::Duration,
     /// Verified tokens the auth hook keeps.
     pub auth_cache_entries: usize,
+    /// The operator's settings for shipped plugins (`--npm-registry`).
+    pub overrides: PluginOverrides,
 }
 
 /// The bytes of a version on their way in.
@@ -126,6 +129,8 @@ pub struct PluginRegistry {
     pub(super) caps: Arc<Caps>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) plugins_dir: PathBuf,
+    /// Applied to every manifest read.
+    pub(super) overrides: PluginOverrides,
     staging_dir: PathBuf,
     /// The plugin table, swapped whole on every change.
     pub(super) plugins: ArcSwap<Plugins>,
@@ -174,7 +179,7 @@ impl PluginRegistry {
         versions: Arc<dyn VersionStore>,
         metrics: &Arc<Metrics>,
     ) -> Result<Arc<Self>, StartError> {
-        let manifests = read_manifests(&settings.plugins_dir)?;
+        let manifests = read_manifests(&settings.plugins_dir, &settings.overrides)?;
         let routes = RouteTable::new(&manifests).map_err(StartError::Routes)?;
         super::manifest::warn_of_demo_settings(&manifests);
         let engine = build_engine(&settings.pool).map_err(|e| StartError::Engine(e.to_string()))?;
@@ -209,6 +214,7 @@ impl PluginRegistry {
             caps: caps.clone(),
             metrics: metrics.clone(),
             plugins_dir: settings.plugins_dir.clone(),
+            overrides: settings.overrides.clone(),
             staging_dir: settings.staging_dir.clone(),
             plugins: ArcSwap::from_pointee(Plugins { slots, routes }),
             changes: ManifestChanges::default(),
@@ -556,9 +562,12 @@ pub(super) async fn read_component(path: &Path) -> Result<Vec<u8>, LoadError> {
     })
 }
 
-/// Every `*.toml` in `dir`, parsed, in name order. Two manifests naming the
-/// same plugin are refused.
-pub fn read_manifests(dir: &Path) -> Result<Vec<Manifest>, StartError> {
+/// Every `*.toml` in `dir`, parsed and with `overrides` applied, in name
+/// order. Two manifests naming the same plugin are refused.
+pub fn read_manifests(
+    dir: &Path,
+    overrides: &PluginOverrides,
+) -> Result<Vec<Manifest>, StartError> {
     let dir_err = |source| StartError::PluginsDir {
         path: dir.to_path_buf(),
         source,
@@ -571,7 +580,8 @@ pub fn read_manifests(dir: &Path) -> Result<Vec<Manifest>, StartError> {
     paths.sort();
     let mut manifests: Vec<Manifest> = Vec::new();
     for path in paths {
-        let m = manifest::load(&path)?;
+        let mut m = manifest::load(&path)?;
+        overrides.apply(&mut m);
         if let Some(other) = manifests.iter().find(|o| o.name == m.name) {
             return Err(StartError::Routes(format!(
                 "{}: plugin name '{}' is already used by {}",

@@ -364,6 +364,7 @@ fn registry_settings(config: &ServerConfig) -> RegistrySettings {
         staging_dir: config.data_dir.join("staging"),
         load_delay: config.test_load_delay,
         auth_cache_entries: config.auth_cache_entries,
+        overrides: config.plugin_overrides.clone(),
     }
 }
 

@@ -172,13 +172,24 @@ fn server_name(host: &str) -> Result<rustls::pki_types::ServerName<'static>, Htt
 }
 
 /// One TLS configuration for the process: building the root store is not
-/// free, and it never changes.
+/// free, and it never changes. It trusts Mozilla's roots (webpki-roots)
+/// and the system's store, so that a CA the machine's operator installed
+/// (a company's, an egress proxy's) is trusted as curl and npm trust it.
 fn tls_connector() -> tokio_rustls::TlsConnector {
     static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
     let config = CONFIG.get_or_init(|| {
-        let roots = rustls::RootCertStore {
+        let mut roots = rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.into(),
         };
+        // A store that cannot be read, or a certificate in it that does not
+        // parse, leaves Mozilla's roots: never fewer than before.
+        let system = rustls_native_certs::load_native_certs();
+        let (added, _) = roots.add_parsable_certificates(system.certs);
+        tracing::debug!(
+            added,
+            errors = system.errors.len(),
+            "outbound TLS: the system's roots"
+        );
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))

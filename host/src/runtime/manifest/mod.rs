@@ -55,6 +55,7 @@ mod checks;
 mod demo;
 mod grants;
 mod limits;
+pub mod operator;
 mod rooms;
 mod routes;
 
