@@ -80,7 +80,7 @@ mod tests {
 
     #[test]
     fn the_npm_plugin_is_pointed_at_the_registry_and_granted_it_alone() {
-        let text = "[[routes]]\nprefix = \"/npm\"\n[grants]\noutbound = [\"registry.npmjs.org\", \"other.example\"]\n\
+        let text = "component = \"npm.wasm\"\n[[routes]]\nprefix = \"/npm\"\n[grants]\noutbound = [\"registry.npmjs.org\", \"other.example\"]\n\
                     [env]\nREGISTRY = \"https://registry.npmjs.org\"\n";
         let mut manifest = super::super::parse(Path::new("npm.toml"), text).unwrap();
         let overrides = PluginOverrides {
