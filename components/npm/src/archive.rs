@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Component;
+use std::rc::Rc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -18,6 +19,7 @@ use spike_sdk::client::{Fetch, FetchError};
 use spike_sdk::router::HttpError;
 
 use crate::config::{Config, origin};
+use crate::memo;
 use crate::registry::{Dist, registry_down};
 
 /// Where each file of a package is in its unpacked object.
@@ -31,8 +33,9 @@ pub struct Index {
 /// A version's files, in blob storage.
 pub struct Package<'a> {
     bucket: &'a Bucket,
-    key: String,
-    pub index: Index,
+    /// Its name in blob storage (and in the instance's memo).
+    pub key: String,
+    pub index: Rc<Index>,
 }
 
 /// How long fetching a tarball may take.
@@ -49,7 +52,12 @@ impl<'a> Package<'a> {
     ) -> Result<Self, HttpError> {
         let expected = expected_hash(dist, label)?;
         let key = format!("packages/{}", hex::encode(&expected));
+        if let Some(index) = memo::index(&key) {
+            return Ok(Package { bucket, key, index });
+        }
         if let Some(index) = read_index(bucket, &key) {
+            let index = Rc::new(index);
+            memo::keep_index(&key, index.clone());
             return Ok(Package { bucket, key, index });
         }
         let tarball = fetch_tarball(config, dist, label)?;
@@ -79,6 +87,8 @@ impl<'a> Package<'a> {
             &index_bytes,
             "application/json",
         )?;
+        let index = Rc::new(index);
+        memo::keep_index(&key, index.clone());
         Ok(Package { bucket, key, index })
     }
 

@@ -21,6 +21,7 @@
 pub mod archive;
 pub mod build;
 pub mod config;
+pub mod memo;
 pub mod package;
 pub mod registry;
 pub mod request;
@@ -31,6 +32,7 @@ use spike_sdk::exports::wasi::http::incoming_handler::Guest;
 use spike_sdk::http::{Request, Response, copy, start_response, write_all};
 use spike_sdk::kv::Namespace;
 use spike_sdk::router::{HttpError, IntoResponse, Params, Router};
+use spike_sdk::telemetry;
 use spike_sdk::wasi::http::types::{IncomingRequest, OutgoingBody, ResponseOutparam};
 
 use archive::Package;
@@ -68,13 +70,30 @@ enum Answer {
     Redirect(String),
     /// A module built before.
     Kept(ObjectBody),
-    /// A module built now.
-    Built(Vec<u8>),
+    /// A module built now, to keep under this name once it is sent.
+    Built(Vec<u8>, String),
 }
 
 fn serve(req: &Request, _: &Params, out: ResponseOutparam) {
     let config = Config::from_env();
-    match answer(req, &config) {
+    let started = std::time::Instant::now();
+    let answered = answer(req, &config);
+    // `/metrics`: spike_guest_npm_modules{plugin, result} (kept modules
+    // are the cache's hits), and how long the built ones took.
+    let result = match &answered {
+        Ok(Answer::Redirect(_)) => "redirect",
+        Ok(Answer::Kept(_)) => "kept",
+        Ok(Answer::Built(..)) => {
+            let seconds = started.elapsed().as_secs_f64();
+            telemetry::histogram_seconds("npm_build_seconds", seconds, &[]);
+            "built"
+        }
+        Err(e) if e.status == 422 => "refused",
+        Err(e) if e.status == 503 => "unavailable",
+        Err(_) => "error",
+    };
+    telemetry::count("npm_modules", 1, &[("result", result)]);
+    match answered {
         Ok(Answer::Redirect(location)) => Response::new(302)
             .header("location", location)
             .header(
@@ -83,7 +102,12 @@ fn serve(req: &Request, _: &Params, out: ResponseOutparam) {
             )
             .header("access-control-allow-origin", "*")
             .send(out),
-        Ok(Answer::Built(code)) => module_response(&code, None).send(out),
+        Ok(Answer::Built(code, key)) => {
+            module_response(&code, None).send(out);
+            // Kept after the answer went out: the client does not wait for
+            // the durable write.
+            keep_module(&key, &code);
+        }
         Ok(Answer::Kept(body)) => stream(body, out),
         Err(e) => e
             .with_header("access-control-allow-origin", "*")
@@ -129,21 +153,28 @@ fn answer(req: &Request, config: &Config) -> Result<Answer, HttpError> {
         return Ok(Answer::Kept(kept));
     }
     let code = build_module(&registry, &bucket, &wanted, &version, &options)?;
+    Ok(Answer::Built(code, key))
+}
+
+/// Keeps a built module in blob storage under `key`. One not kept is
+/// built again next time: the answer itself was good.
+fn keep_module(key: &str, code: &[u8]) {
     let options = PutOptions {
         content_type: Some("text/javascript; charset=utf-8".into()),
         metadata: Vec::new(),
     };
-    // Not kept is built again next time: the answer itself is good.
-    if let Ok(writer) = bucket.put(&key, &options)
+    let Ok(bucket) = Bucket::open("npm") else {
+        return;
+    };
+    if let Ok(writer) = bucket.put(key, &options)
         && let Ok(sink) = writer.body()
     {
-        let written = write_all(&sink, &code);
+        let written = write_all(&sink, code);
         drop(sink);
         if written.is_ok() {
             let _ = ObjectWriter::finish(writer);
         }
     }
-    Ok(Answer::Built(code))
 }
 
 /// Builds the module `wanted` names at `version`.
@@ -155,40 +186,35 @@ fn build_module(
     options: &BuildOptions,
 ) -> Result<Vec<u8>, HttpError> {
     let label = format!("{}@{version}", wanted.name);
-    let packument = registry.packument(&wanted.name, Some(version))?;
-    let dist = packument.versions.get(version).ok_or_else(|| {
-        HttpError::new(
-            404,
-            "version_not_found",
-            format!("the registry has no {label}"),
-        )
-    })?;
-    let files = Package::open(bucket, registry.config, dist, &label)?;
-    let manifest_bytes = files
-        .read("package.json")?
-        .ok_or_else(|| unbuildable(format!("{label} has no package.json")))?;
-    let manifest =
-        Manifest::parse(&manifest_bytes).map_err(|why| unbuildable(format!("{label}: {why}")))?;
-    let mut build = Build {
+    let dist = match memo::dist(&label) {
+        Some(dist) => dist,
+        None => {
+            let packument = registry.packument(&wanted.name, Some(version))?;
+            let dist = packument.versions.get(version).cloned().ok_or_else(|| {
+                HttpError::new(404, "version_not_found", format!("the registry has no {label}"))
+            })?;
+            memo::keep_dist(&label, &dist);
+            dist
+        }
+    };
+    let files = Package::open(bucket, registry.config, &dist, &label)?;
+    let digest = memo::digest(&files.key, || digest(&files, &label))?;
+    let manifest = &digest.manifest;
+    let build = Build {
         config: registry.config,
         registry,
         files: &files,
-        manifest: &manifest,
+        manifest,
         name: &wanted.name,
         version,
         options,
-        exported: Default::default(),
+        exported: digest.exported(options.dev),
     };
     let native = manifest.gypfile == Some(true)
-        || files
-            .index
-            .files
-            .keys()
-            .any(|f| f == "binding.gyp" || f.ends_with(".node"));
+        || files.index.files.keys().any(|f| f == "binding.gyp" || f.ends_with(".node"));
     if native {
         return Err(build::native_addon(&build));
     }
-    build.exported = manifest.exported_files(&files, options.dev);
     let file = manifest
         .entry(&files, &wanted.subpath, options.dev)
         .map_err(|why| {
@@ -200,6 +226,19 @@ fn build_module(
             HttpError::new(404, "module_not_found", format!("no module {what}: {why}"))
         })?;
     Ok(build::module(&build, &file)?.into_bytes())
+}
+
+/// What is read of a package once for all its modules.
+fn digest(files: &Package, label: &str) -> Result<memo::Digest, HttpError> {
+    let bytes = files
+        .read("package.json")?
+        .ok_or_else(|| unbuildable(format!("{label} has no package.json")))?;
+    let manifest = Manifest::parse(&bytes).map_err(|why| unbuildable(format!("{label}: {why}")))?;
+    let exported = [
+        manifest.exported_files(files, false),
+        manifest.exported_files(files, true),
+    ];
+    Ok(memo::Digest { manifest, exported })
 }
 
 /// A module's answer: immutable, for any origin (the preview's frame has

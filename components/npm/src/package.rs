@@ -187,20 +187,27 @@ impl Manifest {
     /// that a file is always written under one URL: its export's if it
     /// has one.
     pub fn exported_files(&self, files: &Package, dev: bool) -> BTreeMap<String, String> {
-        let mut keys = vec![".".to_string()];
-        if let Some(Target::Map(map)) = &self.exports {
-            keys.extend(
-                map.iter()
-                    .filter(|(k, _)| k.starts_with("./") && !k.contains('*') && !k.ends_with('/'))
-                    .map(|(k, _)| k.clone()),
-            );
-        }
         let mut by_file = BTreeMap::new();
-        for key in keys.into_iter().rev() {
-            let subpath = key.trim_start_matches('.').trim_start_matches('/');
-            if let Ok(File::Path(file)) = self.entry(files, subpath, dev) {
-                by_file.insert(file, subpath.to_string());
+        if let Some(Target::Map(map)) = &self.exports {
+            // In reverse, so that the first key naming a file is its URL.
+            for (key, target) in map.iter().rev() {
+                let Some(subpath) = key.strip_prefix("./") else {
+                    continue;
+                };
+                if subpath.contains('*') || subpath.ends_with('/') {
+                    continue;
+                }
+                let file = pick(target, dev, None)
+                    .and_then(|path| normalize("", &path).ok())
+                    .and_then(|path| self.file(files, &path).ok());
+                if let Some(File::Path(file)) = file {
+                    by_file.insert(file, subpath.to_string());
+                }
             }
+        }
+        // The package's own URL above all.
+        if let Ok(File::Path(file)) = self.entry(files, "", dev) {
+            by_file.insert(file, String::new());
         }
         by_file
     }

@@ -37,7 +37,7 @@ pub struct Build<'a> {
     pub version: &'a str,
     pub options: &'a BuildOptions,
     /// File → the exported subpath it is served under.
-    pub exported: BTreeMap<String, String>,
+    pub exported: &'a BTreeMap<String, String>,
 }
 
 /// A package that cannot be built: 422 and why.
