@@ -50,7 +50,8 @@ case "${1:-}" in
     # The host crate (unit tests), tests/ (end to end), the fuzz targets'
     # regressions and a short run of each (fuzz/), and the unit tests of
     # hello (its range parsing), auth (keys, TURN), transpile (golden
-    # tests whose output Node runs) and ai (translation, SSE), run natively;
+    # tests whose output Node runs), ai (translation, SSE) and npm (ranges,
+    # exports, tarballs, the CommonJS scan), run natively;
     # auth, transpile and ai on their own, since building them with the host
     # would change the features of shared crates and build the host twice.
     # A hung test must fail CI, not stall it.
@@ -58,7 +59,7 @@ case "${1:-}" in
     # The cluster, crash and restart tests run the spike binary.
     cargo build -p spike
     timeout 1800 cargo test -p spike -p spike-objects -p spike-sql -p spike-storage -p spike-e2e -p spike-fuzz -p hello
-    timeout 600 cargo test -p spike-sdk -p auth -p cms -p transpile -p ai
+    timeout 600 cargo test -p spike-sdk -p auth -p cms -p transpile -p ai -p npm
     ;;
   *)
     echo "usage: ./dev.sh serve [flags for spike serve] | ./dev.sh test" >&2

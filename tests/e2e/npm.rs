@@ -274,11 +274,8 @@ async fn hostile_packages_are_refused_with_the_reason() {
         "good",
         &[
             ("package/package.json", FILE, &pj("good")),
-            (
-                "package/index.js",
-                FILE,
-                b"exports.a = 1; try { require('fs') } catch {}",
-            ),
+            ("package/index.js", FILE, b"exports.a = 1; exports.data = require('./data.json'); try { require('fs') } catch {}"),
+            ("package/data.json", FILE, br#"{"answer": 42}"#),
         ],
         None,
     );
@@ -395,6 +392,14 @@ async fn hostile_packages_are_refused_with_the_reason() {
         "a require of a built-in under a condition throws only if run: {body}"
     );
     assert!(body.contains("__spike_e0 as a"), "{body}");
+    assert!(body.contains("\"/npm/good@1.0.0/data.json\""), "{body}");
+    let (status, headers, body) = get(&server, "/npm/good@1.0.0/data.json").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["content-type"], "text/javascript; charset=utf-8");
+    assert!(
+        body.contains(r#"{"answer": 42}"#) && body.contains("json as default"),
+        "{body}"
+    );
 
     let cases = [
         (

@@ -191,7 +191,11 @@ fn build_module(
         None => {
             let packument = registry.packument(&wanted.name, Some(version))?;
             let dist = packument.versions.get(version).cloned().ok_or_else(|| {
-                HttpError::new(404, "version_not_found", format!("the registry has no {label}"))
+                HttpError::new(
+                    404,
+                    "version_not_found",
+                    format!("the registry has no {label}"),
+                )
             })?;
             memo::keep_dist(&label, &dist);
             dist
@@ -211,7 +215,11 @@ fn build_module(
         exported: digest.exported(options.dev),
     };
     let native = manifest.gypfile == Some(true)
-        || files.index.files.keys().any(|f| f == "binding.gyp" || f.ends_with(".node"));
+        || files
+            .index
+            .files
+            .keys()
+            .any(|f| f == "binding.gyp" || f.ends_with(".node"));
     if native {
         return Err(build::native_addon(&build));
     }

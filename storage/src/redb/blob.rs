@@ -285,8 +285,31 @@ impl ObjectUpload for Upload {
     }
 }
 
-/// An opened body file.
-struct Body(std::fs::File);
+/// The largest body read whole when it is opened: one trip to the
+/// blocking pool for the open and the bytes together, where a file read
+/// through tokio takes one per seek and read (each a thread handoff, most
+/// of a small object's cost: 238 µs of CPU per 20 KB module served by the
+/// npm plugin, against 16 µs for the same static file, `bench/npm.sh`).
+const READ_WHOLE: u64 = 256 << 10;
+
+/// An opened body: a small one's bytes, or its file.
+enum Body {
+    Bytes(Vec<u8>),
+    File(std::fs::File),
+}
+
+impl Body {
+    /// `file`, read whole if it is small.
+    fn of(file: std::fs::File, size: u64) -> Result<Body> {
+        if size > READ_WHOLE {
+            return Ok(Body::File(file));
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        std::io::Read::read_to_end(&mut { file }, &mut bytes)
+            .map_err(StorageError::io("reading a blob body"))?;
+        Ok(Body::Bytes(bytes))
+    }
+}
 
 #[async_trait::async_trait]
 impl ObjectBody for Body {
@@ -295,11 +318,22 @@ impl ObjectBody for Body {
         offset: u64,
         length: u64,
     ) -> Result<Box<dyn AsyncRead + Send + Unpin>> {
-        let mut file = tokio::fs::File::from_std(self.0);
-        file.seek(SeekFrom::Start(offset))
-            .await
-            .map_err(StorageError::io("seeking in a blob body"))?;
-        Ok(Box::new(file.take(length)))
+        match *self {
+            Body::Bytes(bytes) => {
+                let start = (offset as usize).min(bytes.len());
+                let end = start.saturating_add(length as usize).min(bytes.len());
+                let mut cursor = std::io::Cursor::new(bytes);
+                cursor.set_position(start as u64);
+                Ok(Box::new(cursor.take((end - start) as u64)))
+            }
+            Body::File(file) => {
+                let mut file = tokio::fs::File::from_std(file);
+                file.seek(SeekFrom::Start(offset))
+                    .await
+                    .map_err(StorageError::io("seeking in a blob body"))?;
+                Ok(Box::new(file.take(length)))
+            }
+        }
     }
 }
 
@@ -315,10 +349,17 @@ impl BlobBackend for RedbBackend {
 
     async fn open(&self, bucket: &str, key: &str) -> Result<Option<OpenObject>> {
         let (inner, b, k) = (self.inner.clone(), bucket.to_string(), key.to_string());
-        let opened = blocking(move || inner.blob_open(&b, &k)).await?;
-        Ok(opened.map(|(record, file)| OpenObject {
+        let opened = blocking(move || {
+            let Some((record, file)) = inner.blob_open(&b, &k)? else {
+                return Ok(None);
+            };
+            let body = Body::of(file, record.size)?;
+            Ok(Some((record, body)))
+        })
+        .await?;
+        Ok(opened.map(|(record, body)| OpenObject {
             info: record.info(key),
-            body: Box::new(Body(file)),
+            body: Box::new(body),
         }))
     }
 

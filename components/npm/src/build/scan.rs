@@ -354,3 +354,107 @@ impl Visit for Globals {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use swc_core::common::{FileName, GLOBALS, Globals, Mark, SourceMap, sync::Lrc};
+    use swc_core::ecma::ast::{EsVersion, Program};
+    use swc_core::ecma::parser::{EsSyntax, Parser, StringInput, Syntax, lexer::Lexer};
+    use swc_core::ecma::transforms::base::resolver;
+
+    use super::*;
+
+    /// `source` parsed as a script, with what `exports` and `requires` find.
+    fn scanned(source: &str) -> (Exports, Vec<Require>) {
+        GLOBALS.set(&Globals::new(), || {
+            let cm: Lrc<SourceMap> = Default::default();
+            let file = cm.new_source_file(FileName::Anon.into(), source.to_string());
+            let syntax = Syntax::Es(EsSyntax {
+                allow_return_outside_function: true,
+                ..Default::default()
+            });
+            let lexer = Lexer::new(syntax, EsVersion::EsNext, StringInput::from(&*file), None);
+            let mut program = Program::Script(Parser::new_from(lexer).parse_script().unwrap());
+            let unresolved = Mark::new();
+            program.mutate(&mut resolver(unresolved, Mark::new(), false));
+            let ctxt = SyntaxContext::empty().apply_mark(unresolved);
+            (exports(&program, ctxt), requires(&program, ctxt))
+        })
+    }
+
+    fn names(source: &str) -> Vec<String> {
+        scanned(source).0.names.into_iter().collect()
+    }
+
+    #[test]
+    fn names_are_found_in_the_forms_compilers_write() {
+        assert_eq!(
+            names("exports.a = 1; module.exports.b = 2; exports['c-d'] = 3;"),
+            ["a", "b", "c-d"]
+        );
+        assert_eq!(
+            names(
+                "Object.defineProperty(exports, '__esModule', { value: true }); Object.defineProperty(exports, 'x', { get: () => 1 });"
+            ),
+            ["__esModule", "x"]
+        );
+        assert_eq!(
+            names("module.exports = { a, b: 1, 'c': 2, d() {}, get e() { return 1 } };"),
+            ["a", "b", "c", "d", "e"]
+        );
+        // esbuild's hint for Node, dead code that says what the module exports.
+        assert_eq!(
+            names("0 && (module.exports = { format, parse });"),
+            ["format", "parse"]
+        );
+        // A local `exports` is not the module's.
+        assert!(names("function f(exports) { exports.x = 1 }").is_empty());
+    }
+
+    #[test]
+    fn reexports_are_found_through_helpers() {
+        let reexports = |s: &str| scanned(s).0.reexports;
+        assert_eq!(
+            reexports("module.exports = require('./cjs/react.production.js');"),
+            ["./cjs/react.production.js"]
+        );
+        assert_eq!(
+            reexports(
+                "__exportStar(require('./a'), exports); tslib.__exportStar(require('./b'), exports);"
+            ),
+            ["./a", "./b"]
+        );
+        assert_eq!(
+            reexports(
+                "var _x = _interopRequireWildcard(require('./x')); Object.keys(_x).forEach(function (key) { exports[key] = _x[key]; });"
+            ),
+            ["./x"]
+        );
+        assert_eq!(
+            reexports("module.exports = { ...require('./y'), z: 1 };"),
+            ["./y"]
+        );
+    }
+
+    #[test]
+    fn a_require_under_a_condition_is_guarded() {
+        let (_, found) = scanned(
+            "const a = require('a'); try { require('b') } catch {} if (x) require('c'); \
+             function f() { require('d') } const e = x && require('e'); require(name);",
+        );
+        let seen: Vec<(&str, bool)> = found
+            .iter()
+            .map(|r| (r.specifier.as_str(), r.guarded))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("a", false),
+                ("b", true),
+                ("c", true),
+                ("d", true),
+                ("e", true)
+            ]
+        );
+    }
+}
