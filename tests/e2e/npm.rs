@@ -120,6 +120,12 @@ async fn ranges_redirect_to_exact_versions_whose_modules_are_immutable() {
         body.contains("__spike_e40 as useState") || body.contains("as useState"),
         "{body}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn options_pick_the_build_and_dependencies_their_versions() {
+    let registry = Verdaccio::start().await;
+    let server = start_spike(&registry.url(), "").await;
 
     // ?dev: the development build.
     let (status, _, body) = get(&server, "/npm/react@19.3.1?dev").await;
@@ -148,6 +154,12 @@ async fn ranges_redirect_to_exact_versions_whose_modules_are_immutable() {
         body.contains("\"/npm/scheduler@0.28.0?external=react\""),
         "{body}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_is_not_there_is_a_json_404_and_a_bad_request_a_400() {
+    let registry = Verdaccio::start().await;
+    let server = start_spike(&registry.url(), "").await;
 
     // Not there: 404 with a JSON reason, never a page.
     let (status, headers, body) = get(&server, "/npm/no-such-package-here@1.0.0").await;
@@ -263,54 +275,51 @@ fn reason(body: &str) -> (String, String) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn hostile_packages_are_refused_with_the_reason() {
-    let registry = FakeRegistry::default();
-    let addr = registry.start().await;
-    let base = format!("http://{addr}");
-    let pj = |n: &str| package_json(n);
-    registry.publish(
-        &base,
+/// Bytes gzip cannot shrink.
+fn incompressible(len: usize) -> Vec<u8> {
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
+/// Packages each wrong in one way (and one that is fine), at `base`.
+fn publish_hostile(registry: &FakeRegistry, base: &str) {
+    // A package.json naming it, then `files`.
+    let publish = |name: &str, files: &[(&str, tar::EntryType, &[u8])], integrity_of| {
+        let manifest = package_json(name);
+        let mut entries = vec![("package/package.json", FILE, manifest.as_slice())];
+        entries.extend_from_slice(files);
+        registry.publish(base, name, &entries, integrity_of);
+    };
+    let index = |code: &'static [u8]| [("package/index.js", FILE, code)];
+    publish(
         "good",
         &[
-            ("package/package.json", FILE, &pj("good")),
             ("package/index.js", FILE, b"exports.a = 1; exports.data = require('./data.json'); try { require('fs') } catch {}"),
             ("package/data.json", FILE, br#"{"answer": 42}"#),
         ],
         None,
     );
-    registry.publish(
-        &base,
-        "tampered",
-        &[
-            ("package/package.json", FILE, &pj("tampered")),
-            ("package/index.js", FILE, b"exports.a = 1"),
-        ],
-        Some(b"other bytes"),
-    );
-    registry.publish(
-        &base,
+    publish("tampered", &index(b"exports.a = 1"), Some(b"other bytes"));
+    publish(
         "climber",
-        &[
-            ("package/package.json", FILE, &pj("climber")),
-            ("package/../../../etc/evil.js", FILE, b"1"),
-        ],
+        &[("package/../../../etc/evil.js", FILE, b"1")],
         None,
     );
-    registry.publish(
-        &base,
+    publish(
         "linker",
-        &[
-            ("package/package.json", FILE, &pj("linker")),
-            ("package/index.js", tar::EntryType::Symlink, b""),
-        ],
+        &[("package/index.js", tar::EntryType::Symlink, b"")],
         None,
     );
-    registry.publish(
-        &base,
+    publish(
         "addon",
         &[
-            ("package/package.json", FILE, &pj("addon")),
             ("package/binding.gyp", FILE, b"{}"),
             (
                 "package/index.js",
@@ -320,21 +329,17 @@ async fn hostile_packages_are_refused_with_the_reason() {
         ],
         None,
     );
-    registry.publish(
-        &base,
+    publish(
         "nodeonly",
-        &[
-            ("package/package.json", FILE, &pj("nodeonly")),
-            (
-                "package/index.js",
-                FILE,
-                b"const fs = require('fs'); exports.read = fs.readFileSync;",
-            ),
-        ],
+        &index(b"const fs = require('fs'); exports.read = fs.readFileSync;"),
         None,
     );
+    // A tarball over the 1 MiB the test sets.
+    let big = incompressible(3 << 20);
+    publish("huge", &[("package/index.js", FILE, &big)], None);
+    // An ES module's import of a built-in (its package.json says "module").
     registry.publish(
-        &base,
+        base,
         "esmnode",
         &[
             (
@@ -350,40 +355,20 @@ async fn hostile_packages_are_refused_with_the_reason() {
         ],
         None,
     );
-    // Bytes gzip cannot shrink: a tarball over the 1 MiB set below.
-    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-    let big: Vec<u8> = (0..3 << 20)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect();
-    registry.publish(
-        &base,
-        "huge",
-        &[
-            ("package/package.json", FILE, &pj("huge")),
-            ("package/index.js", FILE, &big),
-        ],
-        None,
-    );
     // A document whose tarball is on another host.
-    registry.publish(
-        &base,
-        "elsewhere",
-        &[("package/package.json", FILE, &pj("elsewhere"))],
-        None,
-    );
-    {
-        let mut files = registry.files.lock().unwrap();
-        let doc = String::from_utf8(files["/elsewhere"].clone()).unwrap();
-        files.insert(
-            "/elsewhere".into(),
-            doc.replace(&base, "http://127.0.0.2:9").into_bytes(),
-        );
-    }
+    publish("elsewhere", &[], None);
+    let mut files = registry.files.lock().unwrap();
+    let doc = String::from_utf8(files["/elsewhere"].clone()).unwrap();
+    let moved = doc.replace(base, "http://127.0.0.2:9").into_bytes();
+    files.insert("/elsewhere".into(), moved);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_packages_are_refused_with_the_reason() {
+    let registry = FakeRegistry::default();
+    let addr = registry.start().await;
+    let base = format!("http://{addr}");
+    publish_hostile(&registry, &base);
     let server = start_spike(&base, "MAX_TARBALL_MIB = \"1\"").await;
 
     let (status, _, body) = get(&server, "/npm/good@1.0.0").await;
