@@ -78,6 +78,8 @@ pub struct ServerConfig {
     /// Where a request comes from, behind proxies.
     pub client_addresses: ClientAddresses,
     /// Verified tokens the auth hook keeps (0: verify every time).
+    /// The bytes of immutable plugin answers kept in memory (0: none).
+    pub answer_cache_bytes: usize,
     pub auth_cache_entries: usize,
     /// The operator's settings for shipped plugins (`--npm-registry`).
     pub plugin_overrides: crate::runtime::manifest::operator::PluginOverrides,
@@ -201,6 +203,7 @@ impl ServerConfig {
             default_rate_limit: None,
             client_addresses: ClientAddresses::default(),
             auth_cache_entries: crate::runtime::auth::DEFAULT_CACHE_ENTRIES,
+            answer_cache_bytes: 64 << 20,
             plugin_overrides: Default::default(),
             sites: Vec::new(),
             render: Default::default(),

@@ -151,6 +151,7 @@ pub struct Metrics {
     pub guest_telemetry: crate::caps::otel::GuestTelemetryMetrics,
     pub storage: StorageMetrics,
     pub tls: crate::tls::TlsMetrics,
+    pub answer_cache: crate::server::AnswerCacheMetrics,
     /// Guests' own metrics (`wasi:otel`), encoded at each scrape.
     pub guest: Arc<crate::caps::otel::metrics::GuestMetrics>,
 }
@@ -159,7 +160,7 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let mut m = Self::default();
         let mut registry = Registry::with_prefix("spike");
-        let all: [&dyn Series; 17] = [
+        let all: [&dyn Series; 18] = [
             &m.http,
             &m.instances,
             &m.auth,
@@ -177,6 +178,7 @@ impl Metrics {
             &m.guest_telemetry,
             &m.storage,
             &m.tls,
+            &m.answer_cache,
         ];
         for series in all {
             series.register(&mut registry);

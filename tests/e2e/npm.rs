@@ -425,7 +425,7 @@ async fn a_kept_module_is_served_without_the_registry_and_new_ones_wait_for_it()
     ];
     registry.publish(&base, "kept", entries, None);
     registry.publish(&base, "later", entries, None);
-    let server = start_spike(&base, "PACKUMENT_TTL_S = \"0\"").await;
+    let mut server = start_spike(&base, "PACKUMENT_TTL_S = \"0\"").await;
 
     let (status, _, first) = get(&server, "/npm/kept@1.0.0").await;
     assert_eq!(status, 200, "{first}");
@@ -433,16 +433,29 @@ async fn a_kept_module_is_served_without_the_registry_and_new_ones_wait_for_it()
     assert_eq!(asked, 2, "the document and the tarball");
     let (_, _, second) = get(&server, "/npm/kept@1.0.0").await;
     assert_eq!(second, first);
-    assert_eq!(
-        registry.requests.load(Ordering::SeqCst),
-        asked,
-        "the second is a blob read"
+    assert_eq!(registry.requests.load(Ordering::SeqCst), asked);
+    // Given again by the host, the plugin not run: an immutable answer.
+    let metrics = server.metrics_text().await;
+    assert!(
+        metrics.contains("spike_answer_cache_lookups_total{result=\"hit\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("spike_guest_npm_modules_total{plugin=\"npm\",result=\"built\"} 1"),
+        "{metrics}"
     );
 
-    // The registry down: kept modules still served; a range needs it.
+    // The registry down: kept modules still served (from blob storage
+    // after a restart empties the host's memory); a range needs it.
     registry.down.store(true, Ordering::SeqCst);
+    server.restart().await;
     let (status, _, body) = get(&server, "/npm/kept@1.0.0").await;
     assert_eq!((status, body.as_str()), (200, first.as_str()));
+    let metrics = server.metrics_text().await;
+    assert!(
+        metrics.contains("spike_guest_npm_modules_total{plugin=\"npm\",result=\"kept\"} 1"),
+        "a blob read: {metrics}"
+    );
     let (status, _, body) = get(&server, "/npm/kept@1.0.0/index.js").await;
     assert_eq!(status, 200, "the package's files are kept too: {body}");
     let (status, headers, body) = get(&server, "/npm/later@1.0.0").await;

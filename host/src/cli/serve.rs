@@ -112,6 +112,10 @@ pub struct ServeArgs {
     /// Verified tokens the auth hook keeps (0: verify every request).
     #[arg(long, default_value_t = crate::runtime::auth::DEFAULT_CACHE_ENTRIES)]
     pub auth_cache_entries: usize,
+    /// Memory for answers plugins mark `public, immutable` (anonymous GETs,
+    /// up to 1 MiB each), given again without running the plugin (0: off).
+    #[arg(long, default_value_t = 64, env = "SPIKE_ANSWER_CACHE_MIB")]
+    pub answer_cache_mib: usize,
     /// A static site: [HOST]PREFIX=DIR (e.g. /=site/dist), served where
     /// no plugin route matches; repeat for more.
     #[arg(long, env = "SPIKE_SITES", value_delimiter = ',')]
@@ -193,6 +197,7 @@ impl ServeArgs {
             header: self.client_ip_header,
         };
         config.auth_cache_entries = self.auth_cache_entries;
+        config.answer_cache_bytes = self.answer_cache_mib << 20;
         config.sites = self.site;
         config.plugin_overrides.npm_registry = self.npm_registry;
         config.render = self.render.settings()?;

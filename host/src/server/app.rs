@@ -13,13 +13,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use http::{HeaderValue, Method, StatusCode};
 
+use super::answer_cache::Key as AnswerKey;
 use super::errors::ApiError;
 use super::{AppState, admin, admin_sql, gate, rooms};
 use crate::caps::identity::IdentityCtx;
 use crate::metrics::RequestLabels;
+use crate::runtime::LoadedPlugin;
 use crate::runtime::dispatch::DispatchError;
 use crate::runtime::routes::RouteMatch;
-use crate::runtime::slot::PluginSlot;
+use crate::runtime::slot::{PluginSlot, Routed};
 use crate::runtime::state::PluginContext;
 use crate::telemetry;
 use tracing::Instrument;
@@ -319,22 +321,15 @@ async fn plugin_request(state: &Arc<AppState>, mut req: Request) -> (Response, O
             }
             let peer = req.extensions().get::<gate::PeerAddr>().copied();
             let (method, path) = (req.method().as_str(), req.uri().path());
-            let passed = match gate::pass(state, &routed, method, path, req.headers(), peer).await {
-                Ok(passed) => passed,
-                Err(refusal) => return (refusal, Some(served_by)),
-            };
+            let mut passed =
+                match gate::pass(state, &routed, method, path, req.headers(), peer).await {
+                    Ok(passed) => passed,
+                    Err(refusal) => return (refusal, Some(served_by)),
+                };
             if routed.head_as_get {
                 *req.method_mut() = Method::GET;
             }
-            let caller = IdentityCtx {
-                caller: passed.caller,
-                client: Some(passed.client),
-            };
-            let mut resp = match state.dispatcher.dispatch(slot, plugin, caller, req).await {
-                Ok(resp) if routed.head_as_get => head_only(resp),
-                Ok(resp) => resp,
-                Err(e) => dispatch_failed(slot, e),
-            };
+            let mut resp = answer(state, &routed, plugin, &mut passed, req).await;
             if let Some(decision) = &passed.limit {
                 gate::rate_limit_headers(resp.headers_mut(), decision);
             }
@@ -342,6 +337,39 @@ async fn plugin_request(state: &Arc<AppState>, mut req: Request) -> (Response, O
         }
     };
     (resp, Some(served_by))
+}
+
+/// The plugin's answer to `req`, which passed its route's gate: given
+/// again from the host's cache of immutable answers if it is there, else
+/// the plugin's (kept if it says it never changes).
+async fn answer(
+    state: &AppState,
+    routed: &Routed,
+    plugin: Arc<LoadedPlugin>,
+    passed: &mut gate::Passed,
+    req: Request,
+) -> Response {
+    let slot = &routed.slot;
+    let kept = AnswerKey::of(&req, &plugin.sha256, passed.caller.is_none());
+    if let Some(hit) = kept.as_ref().and_then(|key| state.answers.get(key)) {
+        return if routed.head_as_get {
+            head_only(hit)
+        } else {
+            hit
+        };
+    }
+    let caller = IdentityCtx {
+        caller: passed.caller.take(),
+        client: Some(passed.client),
+    };
+    match state.dispatcher.dispatch(slot, plugin, caller, req).await {
+        Ok(resp) if routed.head_as_get => head_only(resp),
+        Ok(resp) => match kept {
+            Some(key) => state.answers.keep(key, resp).await,
+            None => resp,
+        },
+        Err(e) => dispatch_failed(slot, e),
+    }
 }
 
 /// The answer to a request `dispatch` failed: counted, logged, and the

@@ -7,6 +7,7 @@
 
 pub mod admin;
 mod admin_sql;
+mod answer_cache;
 mod app;
 mod connection;
 mod edge;
@@ -37,6 +38,7 @@ use crate::runtime::dispatch::{BodyTimeouts, Dispatcher};
 use crate::runtime::registry::RegistrySettings;
 use crate::runtime::{PluginRegistry, watch};
 use crate::storage::{Backends, Liveness, StorageSettings};
+pub use answer_cache::AnswerCacheMetrics;
 pub use app::{App, Scope};
 pub use connection::Secure;
 pub use http_metrics::HttpMetrics;
@@ -53,6 +55,8 @@ pub struct AppState {
     pub clients: ClientLimits,
     /// Runs requests through plugins (with the clients' body timeouts).
     pub dispatcher: Dispatcher,
+    /// Answers plugins mark immutable, given again without the plugin.
+    pub answers: answer_cache::AnswerCache,
     pub client_addresses: ClientAddresses,
     /// Static sites, tried where no plugin route matches.
     pub sites: crate::assets::Sites,
@@ -197,6 +201,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         operator,
         clients: clients.clone(),
         dispatcher,
+        answers: answer_cache::AnswerCache::new(config.answer_cache_bytes, &metrics.answer_cache),
         client_addresses: config.client_addresses.clone(),
         sites,
         rooms: rooms.clone(),
