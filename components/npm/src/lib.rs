@@ -70,7 +70,7 @@ enum Answer {
     Redirect(String),
     /// A module built before.
     Kept(ObjectBody),
-    /// A module built now, to keep under this name once it is sent.
+    /// A module built now, to keep under this name.
     Built(Vec<u8>, String),
 }
 
@@ -103,10 +103,10 @@ fn serve(req: &Request, _: &Params, out: ResponseOutparam) {
             .header("access-control-allow-origin", "*")
             .send(out),
         Ok(Answer::Built(code, key)) => {
-            module_response(&code, None).send(out);
-            // Kept after the answer went out: the client does not wait for
-            // the durable write.
+            // Kept before the answer goes out: whoever asks next (the same
+            // page a moment later) reads it rather than building it again.
             keep_module(&key, &code);
+            module_response(&code, None).send(out);
         }
         Ok(Answer::Kept(body)) => stream(body, out),
         Err(e) => e

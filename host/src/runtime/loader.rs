@@ -30,6 +30,10 @@ pub struct LoadedPlugin {
     pub exports: Exports,
     /// Instances kept between requests (`instance_reuse`).
     pub idle: super::reuse::IdleInstances,
+    /// Whether this version has answered as never changing: only then are
+    /// its requests looked up in the server's cache of such answers (the
+    /// others pay nothing for it, not even the key's allocations).
+    pub answers_immutably: std::sync::atomic::AtomicBool,
 }
 
 /// The exports of the plugin world a component provides. A new kind of
@@ -144,6 +148,7 @@ impl Loader {
                 pre,
                 exports,
                 idle: Default::default(),
+                answers_immutably: Default::default(),
             })
         })
         .await

@@ -40,11 +40,16 @@ pub struct Key {
 }
 
 impl Key {
+    /// Whether an answer to `req` may be kept or given from the cache.
+    pub fn eligible<B>(req: &Request<B>, anonymous: bool) -> bool {
+        let get = req.method() == Method::GET || req.method() == Method::HEAD;
+        get && anonymous && !req.headers().contains_key(header::RANGE)
+    }
+
     /// The key of `req` to plugin version `version` (its hash), if an
     /// answer to it may be kept or given from the cache.
     pub fn of<B>(req: &Request<B>, version: &str, anonymous: bool) -> Option<Key> {
-        let get = req.method() == Method::GET || req.method() == Method::HEAD;
-        if !get || !anonymous || req.headers().contains_key(header::RANGE) {
+        if !Self::eligible(req, anonymous) {
             return None;
         }
         let authority = req
@@ -202,6 +207,13 @@ impl AnswerCache {
         self.metrics.bytes.set(entries.bytes as i64);
         drop(guard);
         self.count("stored");
+    }
+}
+
+impl AnswerCache {
+    /// Whether `resp` says it never changes (and fits).
+    pub fn keepable(&self, resp: &Response<Body>) -> bool {
+        keepable(resp, self.budget).is_some()
     }
 }
 

@@ -5,6 +5,7 @@
 //! and counts each one.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::Router;
@@ -341,7 +342,8 @@ async fn plugin_request(state: &Arc<AppState>, mut req: Request) -> (Response, O
 
 /// The plugin's answer to `req`, which passed its route's gate: given
 /// again from the host's cache of immutable answers if it is there, else
-/// the plugin's (kept if it says it never changes).
+/// the plugin's (kept if it says it never changes). A version's first
+/// immutable answer marks it; it is kept from the next one on.
 async fn answer(
     state: &AppState,
     routed: &Routed,
@@ -350,7 +352,12 @@ async fn answer(
     req: Request,
 ) -> Response {
     let slot = &routed.slot;
-    let kept = AnswerKey::of(&req, &plugin.sha256, passed.caller.is_none());
+    let anonymous = passed.caller.is_none();
+    let marked = plugin.answers_immutably.load(Ordering::Relaxed);
+    let eligible = !marked && AnswerKey::eligible(&req, anonymous);
+    let kept = marked
+        .then(|| AnswerKey::of(&req, &plugin.sha256, anonymous))
+        .flatten();
     if let Some(hit) = kept.as_ref().and_then(|key| state.answers.get(key)) {
         return if routed.head_as_get {
             head_only(hit)
@@ -362,11 +369,17 @@ async fn answer(
         caller: passed.caller.take(),
         client: Some(passed.client),
     };
+    let version = plugin.clone();
     match state.dispatcher.dispatch(slot, plugin, caller, req).await {
         Ok(resp) if routed.head_as_get => head_only(resp),
         Ok(resp) => match kept {
             Some(key) => state.answers.keep(key, resp).await,
-            None => resp,
+            None => {
+                if eligible && state.answers.keepable(&resp) {
+                    version.answers_immutably.store(true, Ordering::Relaxed);
+                }
+                resp
+            }
         },
         Err(e) => dispatch_failed(slot, e),
     }
