@@ -30,6 +30,11 @@ use crate::util::unpoisoned;
 /// The largest answer kept.
 pub const MAX_ENTRY_BYTES: usize = 1 << 20;
 
+/// What an entry costs beside its body (its key, headers and place in the
+/// map), counted against the budget so that many tiny answers cannot
+/// hold more memory than it.
+const ENTRY_OVERHEAD: usize = 512;
+
 /// What a kept answer is found by: the plugin's version, the authority and
 /// the path with its query.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -74,6 +79,13 @@ struct Entry {
     used: u64,
 }
 
+impl Entry {
+    /// What it counts against the budget.
+    fn cost(&self) -> usize {
+        self.body.len() + ENTRY_OVERHEAD
+    }
+}
+
 #[derive(Default)]
 struct Entries {
     map: HashMap<Key, Entry>,
@@ -101,7 +113,7 @@ series! {
         lookups: Family<ResultLabel, Counter> = Family::default(),
             "answer_cache_lookups", "Anonymous GETs looked up in the cache of immutable answers, by result";
         bytes: Gauge = Gauge::default(),
-            "answer_cache_bytes", "Bytes of the immutable answers kept in memory";
+            "answer_cache_bytes", "Memory the kept immutable answers count: their bodies and 512 bytes each";
     }
 }
 
@@ -144,7 +156,7 @@ impl AnswerCache {
             }
             Some(_) => {
                 let gone = entries.map.remove(key).expect("just found");
-                entries.bytes -= gone.body.len();
+                entries.bytes -= gone.cost();
                 None
             }
             None => None,
@@ -181,9 +193,10 @@ impl AnswerCache {
         let entries = &mut *guard;
         entries.clock += 1;
         if let Some(old) = entries.map.remove(&key) {
-            entries.bytes -= old.body.len();
+            entries.bytes -= old.cost();
         }
-        while entries.bytes + body.len() > self.budget {
+        let cost = body.len() + ENTRY_OVERHEAD;
+        while entries.bytes + cost > self.budget {
             let Some(oldest) = entries
                 .map
                 .iter()
@@ -193,9 +206,9 @@ impl AnswerCache {
                 break;
             };
             let gone = entries.map.remove(&oldest).expect("just found");
-            entries.bytes -= gone.body.len();
+            entries.bytes -= gone.cost();
         }
-        entries.bytes += body.len();
+        entries.bytes += cost;
         let entry = Entry {
             status: parts.status,
             headers: parts.headers.clone(),
@@ -303,8 +316,9 @@ mod tests {
 
     #[tokio::test]
     async fn the_budget_pushes_out_the_least_recently_used() {
-        // Entries of at most an eighth of the budget: 100 bytes of 800.
-        let cache = AnswerCache::new(800, &AnswerCacheMetrics::default());
+        // Eight entries of 100 bytes (and the overhead) fill the budget;
+        // none may be over an eighth of it.
+        let cache = AnswerCache::new(8 * (100 + ENTRY_OVERHEAD), &AnswerCacheMetrics::default());
         let body: &'static str = Box::leak("x".repeat(100).into_boxed_str());
         let immutable = "public, max-age=60, immutable";
         for i in 0..8 {
