@@ -75,9 +75,11 @@ enum Answer {
 }
 
 fn serve(req: &Request, _: &Params, out: ResponseOutparam) {
-    let config = Config::from_env();
+    // Read once per instance: its environment never changes.
+    static CONFIG: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+    let config = CONFIG.get_or_init(Config::from_env);
     let started = std::time::Instant::now();
-    let answered = answer(req, &config);
+    let answered = answer(req, config);
     // `/metrics`: spike_guest_npm_modules{plugin, result} (kept modules
     // are the cache's hits), and how long the built ones took.
     let result = match &answered {
@@ -136,7 +138,7 @@ fn answer(req: &Request, config: &Config) -> Result<Answer, HttpError> {
             &wanted.name,
             &version,
             &wanted.subpath,
-            &options,
+            &canonical_query,
         )));
     };
     let key = spike_sdk::cache::key(
@@ -212,6 +214,7 @@ fn build_module(
         name: &wanted.name,
         version,
         options,
+        query: &options.query(),
         exported: digest.exported(options.dev),
     };
     let native = manifest.gypfile == Some(true)

@@ -36,6 +36,8 @@ pub struct Build<'a> {
     pub name: &'a str,
     pub version: &'a str,
     pub options: &'a BuildOptions,
+    /// `options` as every URL the build writes carries them.
+    pub query: &'a str,
     /// File → the exported subpath it is served under.
     pub exported: &'a BTreeMap<String, String>,
 }
@@ -54,7 +56,7 @@ impl Build<'_> {
     /// The one URL file `path` of this package is served under.
     pub fn file_url(&self, path: &str) -> String {
         let subpath = self.exported.get(path).map_or(path, String::as_str);
-        package_url(self.name, self.version, subpath, self.options)
+        package_url(self.name, self.version, subpath, self.query)
     }
 
     /// Where `specifier`, written in file `importer`, leads.
@@ -138,18 +140,16 @@ impl Build<'_> {
             self.registry.resolve(name, range)?
         };
         Ok(Resolved::Url(package_url(
-            name,
-            &version,
-            subpath,
-            self.options,
+            name, &version, subpath, self.query,
         )))
     }
 }
 
-/// `/npm/{name}@{version}[/{subpath}]{options}`.
-pub fn package_url(name: &str, version: &str, subpath: &str, options: &BuildOptions) -> String {
+/// `/npm/{name}@{version}[/{subpath}]{query}`.
+/// `query` is `BuildOptions::query`'s.
+pub fn package_url(name: &str, version: &str, subpath: &str, query: &str) -> String {
     let slash = if subpath.is_empty() { "" } else { "/" };
-    format!("/npm/{name}@{version}{slash}{subpath}{}", options.query())
+    format!("/npm/{name}@{version}{slash}{subpath}{query}")
 }
 
 /// Node's built-in modules (`fs`, `fs/promises`), which a browser has not.

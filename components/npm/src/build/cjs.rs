@@ -12,15 +12,13 @@
 //! module unbuildable (422); one under a condition (in a `try`, a branch,
 //! a function) throws only if it runs.
 
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fmt::Write;
 
 use spike_sdk::router::HttpError;
 use swc_core::ecma::ast::{ModuleItem, Program, Script};
-use swc_core::ecma::visit::{VisitWith, visit_mut_pass};
 
-use super::esm::{Rewrite, needs_builtin, prelude, written};
+use super::esm::{needs_builtin, point_imports, prelude, written};
 use super::{Kind, Parsed, parse, read_source, scan};
 use crate::package::File;
 use crate::resolve::{Build, Resolved};
@@ -54,42 +52,12 @@ pub fn build(build: &Build, path: &str, parsed: &mut Parsed) -> Result<String, H
             resolved => imports.push((require.specifier.clone(), resolved)),
         }
     }
-    let dynamic = dynamic_imports(build, path, parsed)?;
-    parsed
-        .program
-        .mutate(&mut visit_mut_pass(Rewrite { to: &dynamic }));
+    point_imports(build, path, parsed)?;
     as_script(&mut parsed.program);
     let body = parsed.print();
     Ok(wrap(
         build, path, parsed, &imports, &builtins, &names, &body,
     ))
-}
-
-/// The `import("…")`s of a CommonJS module, each to where it leads.
-fn dynamic_imports(
-    build: &Build,
-    path: &str,
-    parsed: &Parsed,
-) -> Result<HashMap<String, String>, HttpError> {
-    let mut found = DynamicImports(Vec::new());
-    parsed.program.visit_with(&mut found);
-    let mut to = HashMap::new();
-    for specifier in found.0 {
-        if let Entry::Vacant(slot) = to.entry(specifier) {
-            let resolved = build.resolve(path, slot.key())?;
-            slot.insert(written(&resolved));
-        }
-    }
-    Ok(to)
-}
-
-struct DynamicImports(Vec<String>);
-
-impl swc_core::ecma::visit::Visit for DynamicImports {
-    fn visit_call_expr(&mut self, n: &swc_core::ecma::ast::CallExpr) {
-        self.0.extend(super::esm::dynamic_import(n));
-        n.visit_children_with(self);
-    }
 }
 
 /// A module without `import` or `export` parsed as one, as the script it is.

@@ -28,6 +28,17 @@ pub const EMPTY_URL: &str = "/npm/_/empty.js";
 
 pub fn build(build: &Build, path: &str, parsed: &mut Parsed) -> Result<String, HttpError> {
     parsed.simplify();
+    point_imports(build, path, parsed)?;
+    let mut code = prelude(build, parsed);
+    code.push_str(&parsed.print());
+    Ok(code)
+}
+
+/// Points each `import`, `export … from` and `import("…")` of a string
+/// in `parsed` (an ES module or a CommonJS script) at where it leads. A
+/// static import of a Node built-in is a 422; a dynamic one fails only if
+/// it runs.
+pub fn point_imports(build: &Build, path: &str, parsed: &mut Parsed) -> Result<(), HttpError> {
     let mut found = Specifiers::default();
     parsed.program.visit_with(&mut found);
     let mut rewrite = HashMap::new();
@@ -39,14 +50,12 @@ pub fn build(build: &Build, path: &str, parsed: &mut Parsed) -> Result<String, H
         if let (Resolved::Builtin(name), true) = (&resolved, is_static) {
             return Err(needs_builtin(build, path, name));
         }
-        rewrite.insert(specifier.clone(), written(&resolved));
+        rewrite.insert(specifier, written(&resolved));
     }
     parsed
         .program
         .mutate(&mut visit_mut_pass(Rewrite { to: &rewrite }));
-    let mut code = prelude(build, parsed);
-    code.push_str(&parsed.print());
-    Ok(code)
+    Ok(())
 }
 
 /// 422: a module needs a Node built-in whatever happens.
@@ -103,7 +112,7 @@ impl Visit for Specifiers {
 }
 
 /// The specifier of `import("…")`.
-pub fn dynamic_import(call: &CallExpr) -> Option<String> {
+fn dynamic_import(call: &CallExpr) -> Option<String> {
     match (&call.callee, call.args.first()) {
         (Callee::Import(_), Some(arg)) if arg.spread.is_none() => string_of(&arg.expr),
         _ => None,
@@ -111,7 +120,7 @@ pub fn dynamic_import(call: &CallExpr) -> Option<String> {
 }
 
 /// Writes each specifier as `to` says.
-pub struct Rewrite<'a> {
+struct Rewrite<'a> {
     pub to: &'a HashMap<String, String>,
 }
 
