@@ -59,7 +59,7 @@ curl -sf "http://127.0.0.1:8795$module" >/dev/null
 
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round: cold builds (spike_ms: the module graph through /npm/; esbuild_ms: one bundle)"
-  node bench/npm.mjs http://127.0.0.1:8795 "round-$round-$RANDOM"
+  SPIKE_PID=$spike_pid node bench/npm.mjs http://127.0.0.1:8795 "round-$round-$RANDOM"
   echo "round $round: a kept module ($(wc -c <"$work/site/assets/module.0123456789.js") bytes), req/s p50 p99 cpu_us/req"
   echo "  npm module:  $(wrk_cpu "$spike_pid" "http://127.0.0.1:8795$module" "$out/npm-wrk-module.txt")"
   echo "  static file: $(wrk_cpu "$spike_pid" "http://127.0.0.1:8795/assets/module.0123456789.js" "$out/npm-wrk-static.txt")"

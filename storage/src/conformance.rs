@@ -247,6 +247,19 @@ pub async fn blob_streams_large_objects(dir: &Path, open: &Open) {
     assert_eq!(info.etag, crate::util::sha256_hex(&data));
     let back = read(&backends, "b", "big", 0, info.size).await;
     assert!(back == data, "the object came back different");
+    // Ranges of it, small and large, the last at its end.
+    for (offset, length) in [
+        (5_000_000, 1_000),
+        (1, 300_000),
+        (data.len() as u64 - 10, 10),
+    ] {
+        let end = (offset + length).min(data.len() as u64) as usize;
+        let got = read(&backends, "b", "big", offset, length).await;
+        assert!(
+            got == data[offset as usize..end],
+            "the range at {offset} came back different"
+        );
+    }
 }
 
 pub async fn blob_ranges_and_metadata(dir: &Path, open: &Open) {

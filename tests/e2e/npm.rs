@@ -465,3 +465,76 @@ async fn a_kept_module_is_served_without_the_registry_and_new_ones_wait_for_it()
     assert_eq!(reason(&body).0, "registry_unavailable");
     assert!(headers.contains_key("retry-after"), "{headers:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_request_that_builds_a_module_builds_the_package_files_it_imports() {
+    let registry = FakeRegistry::default();
+    let addr = registry.start().await;
+    let base = format!("http://{addr}");
+    let manifest =
+        json!({"name": "graph", "version": "1.0.0", "type": "module", "main": "index.js"})
+            .to_string()
+            .into_bytes();
+    let entries: &[(&str, tar::EntryType, &[u8])] = &[
+        ("package/package.json", FILE, &manifest),
+        (
+            "package/index.js",
+            FILE,
+            b"import { a } from './a.js';\nexport const later = () => import('./lazy.js');\nexport { a };",
+        ),
+        (
+            "package/a.js",
+            FILE,
+            b"import { b } from './b.js';\nimport './node-only.js';\nexport const a = 'a' + b;",
+        ),
+        ("package/b.js", FILE, b"export const b = 'b';"),
+        ("package/lazy.js", FILE, b"export default 'lazy';"),
+        (
+            "package/node-only.js",
+            FILE,
+            b"import fs from 'fs';\nexport default fs;",
+        ),
+    ];
+    registry.publish(&base, "graph", entries, None);
+    let server = start_spike(&base, "").await;
+    let count = |metrics: &str, result: &str| {
+        let series =
+            format!("spike_guest_npm_modules_total{{plugin=\"npm\",result=\"{result}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .map_or(0.0, |n| {
+                let value = n.split_whitespace().next().unwrap_or_default();
+                value.parse::<f64>().unwrap_or_else(|_| panic!("{n}"))
+            })
+    };
+
+    let (status, _, index) = get(&server, "/npm/graph@1.0.0").await;
+    assert_eq!(status, 200, "{index}");
+    assert!(index.contains("\"/npm/graph@1.0.0/a.js\""), "{index}");
+    // What the entry imports whatever happens, and what that imports,
+    // were built with it: the browser's next requests are blob reads.
+    for (file, has) in [("a.js", "\"/npm/graph@1.0.0/b.js\""), ("b.js", "'b'")] {
+        let (status, _, code) = get(&server, &format!("/npm/graph@1.0.0/{file}")).await;
+        assert_eq!(status, 200, "{file}: {code}");
+        assert!(code.contains(has), "{file}: {code}");
+    }
+    let metrics = server.metrics_text().await;
+    assert_eq!(count(&metrics, "built"), 1.0, "{metrics}");
+    assert_eq!(count(&metrics, "kept"), 2.0, "{metrics}");
+    // An `import()` is built when asked for; a file that cannot be built
+    // is left for its own request, which says why.
+    let (status, _, lazy) = get(&server, "/npm/graph@1.0.0/lazy.js").await;
+    assert_eq!(status, 200, "{lazy}");
+    let (status, _, body) = get(&server, "/npm/graph@1.0.0/node-only.js").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(reason(&body).1.contains("the Node built-in `fs`"), "{body}");
+    let metrics = server.metrics_text().await;
+    assert_eq!(count(&metrics, "built"), 2.0, "{metrics}");
+    assert_eq!(count(&metrics, "kept"), 2.0, "{metrics}");
+    assert_eq!(
+        registry.requests.load(Ordering::SeqCst),
+        2,
+        "one document, one tarball"
+    );
+}

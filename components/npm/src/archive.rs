@@ -78,7 +78,7 @@ impl<'a> Package<'a> {
                 format!("the tarball of {label} is refused: {why}"),
             )
         })?;
-        write(bucket, &key, &files, "application/octet-stream")?;
+        write(bucket, &key, &files, "application/octet-stream", Vec::new())?;
         let index_bytes = serde_json::to_vec(&index).expect("an index serializes");
         // The index last: a package with an index has its files.
         write(
@@ -86,6 +86,7 @@ impl<'a> Package<'a> {
             &format!("{key}.index"),
             &index_bytes,
             "application/json",
+            Vec::new(),
         )?;
         let index = Rc::new(index);
         memo::keep_index(&key, index.clone());
@@ -208,10 +209,17 @@ fn tarball_error(e: &FetchError, label: &str) -> HttpError {
     }
 }
 
-fn write(bucket: &Bucket, key: &str, bytes: &[u8], content_type: &str) -> Result<(), HttpError> {
+/// Writes `bytes` as the object `key`, with `metadata`.
+pub fn write(
+    bucket: &Bucket,
+    key: &str,
+    bytes: &[u8],
+    content_type: &str,
+    metadata: Vec<(String, String)>,
+) -> Result<(), HttpError> {
     let options = PutOptions {
         content_type: Some(content_type.into()),
-        metadata: Vec::new(),
+        metadata,
     };
     let writer = bucket.put(key, &options)?;
     let sink = writer.body()?;

@@ -14,22 +14,27 @@
 //!   are pointed at the module URLs of the same package's files and of its
 //!   dependencies at the versions their ranges pick (`resolve.rs`), so
 //!   that two packages share one React; CommonJS is converted (`build/`).
-//! - Built modules are kept in blob storage under a hash of what decides
-//!   them: a second request is one blob read, and keeps working when the
+//! - The request that builds a module builds the files of the same package
+//!   it imports too, and keeps them together in blob storage under a hash
+//!   of what decides them (`pack.rs`): the browser's next requests, and
+//!   any later one, are a blob read each, and keep working when the
 //!   registry is down.
 
 pub mod archive;
 pub mod build;
 pub mod config;
 pub mod memo;
+pub mod pack;
 pub mod package;
 pub mod registry;
 pub mod request;
 pub mod resolve;
 
-use spike_sdk::blob::{Bucket, ObjectBody, ObjectWriter, PutOptions};
+use std::collections::{BTreeSet, VecDeque};
+
+use spike_sdk::blob::Bucket;
 use spike_sdk::exports::wasi::http::incoming_handler::Guest;
-use spike_sdk::http::{Request, Response, copy, start_response, write_all};
+use spike_sdk::http::{Request, Response, copy, start_response};
 use spike_sdk::kv::Namespace;
 use spike_sdk::router::{HttpError, IntoResponse, Params, Router};
 use spike_sdk::telemetry;
@@ -37,6 +42,7 @@ use spike_sdk::wasi::http::types::{IncomingRequest, OutgoingBody, ResponseOutpar
 
 use archive::Package;
 use config::Config;
+use pack::{Kept, Packs};
 use package::Manifest;
 use registry::Registry;
 use request::{BuildOptions, ModuleRequest};
@@ -44,7 +50,7 @@ use resolve::{Build, package_url, unbuildable};
 
 /// Part of every built module's cache name: a change to how modules are
 /// built changes it, so that no module built the old way is served.
-const BUILDER_VERSION: &str = "npm-1";
+const BUILDER_VERSION: &str = "npm-2";
 
 /// An exact module URL's answer never changes.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -69,9 +75,9 @@ enum Answer {
     /// To the exact version, or to the options' one spelling.
     Redirect(String),
     /// A module built before.
-    Kept(ObjectBody),
-    /// A module built now, to keep under this name.
-    Built(Vec<u8>, String),
+    Kept(Kept),
+    /// A module built now (and kept).
+    Built(Vec<u8>),
 }
 
 fn serve(req: &Request, _: &Params, out: ResponseOutparam) {
@@ -104,12 +110,7 @@ fn serve(req: &Request, _: &Params, out: ResponseOutparam) {
             )
             .header("access-control-allow-origin", "*")
             .send(out),
-        Ok(Answer::Built(code, key)) => {
-            // Kept before the answer goes out: whoever asks next (the same
-            // page a moment later) reads it rather than building it again.
-            keep_module(&key, &code);
-            module_response(&code, None).send(out);
-        }
+        Ok(Answer::Built(code)) => module_response(&code, None).send(out),
         Ok(Answer::Kept(body)) => stream(body, out),
         Err(e) => e
             .with_header("access-control-allow-origin", "*")
@@ -141,68 +142,47 @@ fn answer(req: &Request, config: &Config) -> Result<Answer, HttpError> {
             &canonical_query,
         )));
     };
-    let key = spike_sdk::cache::key(
-        "modules/",
+    let packs = Packs::new(
+        &bucket,
         &[
             BUILDER_VERSION.as_bytes(),
             wanted.name.as_bytes(),
             version.as_bytes(),
-            wanted.subpath.as_bytes(),
             canonical_query.as_bytes(),
         ],
     );
-    if let Ok(Some(kept)) = bucket.get(&key, None) {
+    if let Some(kept) = packs.find(&wanted.subpath) {
         return Ok(Answer::Kept(kept));
     }
-    let code = build_module(&registry, &bucket, &wanted, &version, &options)?;
-    Ok(Answer::Built(code, key))
+    let mut graph = build_graph(&registry, &bucket, &packs, &wanted, &version, &options)?;
+    // Kept before the answer goes out: the browser asks for the rest of
+    // the graph a moment later, and reads it rather than building it. One
+    // not kept is built again when asked for: the answer itself is good.
+    let _ = packs.keep(&graph);
+    Ok(Answer::Built(graph.swap_remove(0).1))
 }
 
-/// Keeps a built module in blob storage under `key`. One not kept is
-/// built again next time: the answer itself was good.
-fn keep_module(key: &str, code: &[u8]) {
-    let options = PutOptions {
-        content_type: Some("text/javascript; charset=utf-8".into()),
-        metadata: Vec::new(),
-    };
-    let Ok(bucket) = Bucket::open("npm") else {
-        return;
-    };
-    if let Ok(writer) = bucket.put(key, &options)
-        && let Ok(sink) = writer.body()
-    {
-        let written = write_all(&sink, code);
-        drop(sink);
-        if written.is_ok() {
-            let _ = ObjectWriter::finish(writer);
-        }
-    }
-}
+/// How long a request goes on building the modules its module imports:
+/// any left are built when asked for.
+const GRAPH_TIME: std::time::Duration = std::time::Duration::from_secs(3);
+/// How many modules one request builds at most.
+const GRAPH_MODULES: usize = 4096;
 
-/// Builds the module `wanted` names at `version`.
-fn build_module(
+/// The module `wanted` names (first), then those of the same package it
+/// imports whatever happens, and theirs, that are not kept yet: what the
+/// browser asks for next, each under its own URL still. A module of them
+/// that cannot be built is left for its own request to explain.
+fn build_graph(
     registry: &Registry,
     bucket: &Bucket,
+    packs: &Packs,
     wanted: &ModuleRequest,
     version: &str,
     options: &BuildOptions,
-) -> Result<Vec<u8>, HttpError> {
+) -> Result<Vec<(String, Vec<u8>)>, HttpError> {
+    let started = std::time::Instant::now();
     let label = format!("{}@{version}", wanted.name);
-    let dist = match memo::dist(&label) {
-        Some(dist) => dist,
-        None => {
-            let packument = registry.packument(&wanted.name, Some(version))?;
-            let dist = packument.versions.get(version).cloned().ok_or_else(|| {
-                HttpError::new(
-                    404,
-                    "version_not_found",
-                    format!("the registry has no {label}"),
-                )
-            })?;
-            memo::keep_dist(&label, &dist);
-            dist
-        }
-    };
+    let dist = dist_of(registry, &wanted.name, version)?;
     let files = Package::open(bucket, registry.config, &dist, &label)?;
     let digest = memo::digest(&files.key, || digest(&files, &label))?;
     let manifest = &digest.manifest;
@@ -216,6 +196,7 @@ fn build_module(
         options,
         query: &options.query(),
         exported: digest.exported(options.dev),
+        reached: Default::default(),
     };
     let native = manifest.gypfile == Some(true)
         || files
@@ -236,7 +217,50 @@ fn build_module(
             };
             HttpError::new(404, "module_not_found", format!("no module {what}: {why}"))
         })?;
-    Ok(build::module(&build, &file)?.into_bytes())
+    let mut graph = vec![(
+        wanted.subpath.clone(),
+        build::module(&build, &file)?.into_bytes(),
+    )];
+    let mut next: VecDeque<String> = build.reached.take().into_iter().collect();
+    if next.is_empty() {
+        return Ok(graph);
+    }
+    let kept = packs.known();
+    let mut seen: BTreeSet<String> = [wanted.subpath.clone()].into();
+    while let Some(subpath) = next.pop_front() {
+        if started.elapsed() > GRAPH_TIME || graph.len() >= GRAPH_MODULES {
+            break;
+        }
+        if kept.modules.contains_key(&subpath) || !seen.insert(subpath.clone()) {
+            continue;
+        }
+        let Ok(file) = manifest.entry(&files, &subpath, options.dev) else {
+            continue;
+        };
+        if let Ok(code) = build::module(&build, &file) {
+            graph.push((subpath, code.into_bytes()));
+        }
+        next.extend(build.reached.take());
+    }
+    Ok(graph)
+}
+
+/// Where the tarball of `name@version` is, and its hash.
+fn dist_of(registry: &Registry, name: &str, version: &str) -> Result<registry::Dist, HttpError> {
+    let label = format!("{name}@{version}");
+    if let Some(dist) = memo::dist(&label) {
+        return Ok(dist);
+    }
+    let packument = registry.packument(name, Some(version))?;
+    let dist = packument.versions.get(version).cloned().ok_or_else(|| {
+        HttpError::new(
+            404,
+            "version_not_found",
+            format!("the registry has no {label}"),
+        )
+    })?;
+    memo::keep_dist(&label, &dist);
+    Ok(dist)
 }
 
 /// What is read of a package once for all its modules.
@@ -269,8 +293,8 @@ fn module_response(code: &[u8], etag: Option<&str>) -> Response {
 }
 
 /// A kept module, streamed from blob storage.
-fn stream(kept: ObjectBody, out: ResponseOutparam) {
-    let mut headers = module_response(&[], Some(&kept.meta.etag)).into_headers();
+fn stream(Kept { body: kept, etag }: Kept, out: ResponseOutparam) {
+    let mut headers = module_response(&[], Some(&etag)).into_headers();
     headers.push((
         "content-length".into(),
         kept.length.to_string().into_bytes(),

@@ -1,7 +1,7 @@
 //! What an instance keeps between the requests it serves when the host
 //! reuses it (`instance_reuse` in `plugins/npm.toml`): the last packages
-//! it opened (their index, `package.json` and exported files) and the
-//! tarballs of exact versions. A package's modules are asked for together
+//! it opened (their index, `package.json` and exported files), the
+//! tarballs of exact versions and where built modules are (`pack.rs`). A package's modules are asked for together
 //! (date-fns's index imports some 300 of its files), and each would
 //! otherwise read and parse the same index and `package.json` again.
 //!
@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 
 use crate::archive::Index;
+use crate::pack::Known;
 use crate::package::Manifest;
 use crate::registry::Dist;
 
@@ -22,6 +23,9 @@ use crate::registry::Dist;
 const PACKAGES: usize = 8;
 /// How many exact versions' tarballs it keeps.
 const DISTS: usize = 4096;
+/// How many package versions' packs of built modules it knows (a page's
+/// graph spans a few dozen packages).
+const PACKS: usize = 256;
 
 /// A package's `package.json` and, for production and development builds,
 /// the file → exported subpath map (`Manifest::exported_files`).
@@ -44,6 +48,8 @@ struct Kept {
     digests: VecDeque<(String, Rc<Digest>)>,
     /// `name@version` → its tarball.
     dists: HashMap<String, Dist>,
+    /// A prefix of packs of built modules → what is known of them.
+    packs: VecDeque<(String, Rc<Known>)>,
 }
 
 thread_local! {
@@ -59,10 +65,10 @@ fn find<T>(list: &mut VecDeque<(String, Rc<T>)>, key: &str) -> Option<Rc<T>> {
     Some(found)
 }
 
-fn keep<T>(list: &mut VecDeque<(String, Rc<T>)>, key: &str, value: Rc<T>) {
+fn keep<T>(list: &mut VecDeque<(String, Rc<T>)>, key: &str, value: Rc<T>, most: usize) {
     list.retain(|(k, _)| k != key);
     list.push_front((key.to_string(), value));
-    list.truncate(PACKAGES);
+    list.truncate(most);
 }
 
 /// The index of the package kept under `key`, if kept.
@@ -71,7 +77,7 @@ pub fn index(key: &str) -> Option<Rc<Index>> {
 }
 
 pub fn keep_index(key: &str, index: Rc<Index>) {
-    KEPT.with(|k| keep(&mut k.borrow_mut().indexes, key, index));
+    KEPT.with(|k| keep(&mut k.borrow_mut().indexes, key, index, PACKAGES));
 }
 
 /// The digest of the package kept under `key`, made by `make` if not kept.
@@ -80,7 +86,7 @@ pub fn digest<E>(key: &str, make: impl FnOnce() -> Result<Digest, E>) -> Result<
         return Ok(found);
     }
     let made = Rc::new(make()?);
-    KEPT.with(|k| keep(&mut k.borrow_mut().digests, key, made.clone()));
+    KEPT.with(|k| keep(&mut k.borrow_mut().digests, key, made.clone(), PACKAGES));
     Ok(made)
 }
 
@@ -97,4 +103,13 @@ pub fn keep_dist(label: &str, dist: &Dist) {
         }
         dists.insert(label.to_string(), dist.clone());
     });
+}
+
+/// What is known of the packs under `prefix`, if this instance has looked.
+pub fn packs(prefix: &str) -> Option<Rc<Known>> {
+    KEPT.with(|k| find(&mut k.borrow_mut().packs, prefix))
+}
+
+pub fn keep_packs(prefix: &str, known: Rc<Known>) {
+    KEPT.with(|k| keep(&mut k.borrow_mut().packs, prefix, known, PACKS));
 }

@@ -4,7 +4,8 @@
 //! a package left to the page's import map (`?external`), nothing (the
 //! `browser` field's `false`), or a Node built-in, which browsers lack.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 
 use spike_sdk::router::HttpError;
 
@@ -40,6 +41,9 @@ pub struct Build<'a> {
     pub query: &'a str,
     /// File → the exported subpath it is served under.
     pub exported: &'a BTreeMap<String, String>,
+    /// The subpaths of this package the modules built so far import
+    /// whatever happens (not `import()`): what a browser asks for next.
+    pub reached: RefCell<BTreeSet<String>>,
 }
 
 /// A package that cannot be built: 422 and why.
@@ -57,6 +61,25 @@ impl Build<'_> {
     pub fn file_url(&self, path: &str) -> String {
         let subpath = self.exported.get(path).map_or(path, String::as_str);
         package_url(self.name, self.version, subpath, self.query)
+    }
+
+    /// Notes that the module being built imports `resolved` whatever
+    /// happens: if it is a module of this package, it is `reached`.
+    pub fn reach(&self, resolved: &Resolved) {
+        let Resolved::Url(url) = resolved else {
+            return;
+        };
+        let own = url
+            .strip_prefix(&package_url(self.name, self.version, "", ""))
+            .and_then(|rest| rest.strip_suffix(self.query));
+        let subpath = match own {
+            Some("") => Some(""),
+            Some(rest) => rest.strip_prefix('/'),
+            None => None,
+        };
+        if let Some(subpath) = subpath {
+            self.reached.borrow_mut().insert(subpath.to_string());
+        }
     }
 
     /// Where `specifier`, written in file `importer`, leads.

@@ -326,6 +326,20 @@ impl ObjectBody for Body {
                 cursor.set_position(start as u64);
                 Ok(Box::new(cursor.take((end - start) as u64)))
             }
+            // A small range of a big body (a file of an unpacked npm
+            // package) read in one trip too, the seek with it.
+            Body::File(mut file) if length <= READ_WHOLE => {
+                let bytes = blocking(move || {
+                    std::io::Seek::seek(&mut file, SeekFrom::Start(offset))
+                        .map_err(StorageError::io("seeking in a blob body"))?;
+                    let mut bytes = Vec::with_capacity(length as usize);
+                    std::io::Read::read_to_end(&mut std::io::Read::take(file, length), &mut bytes)
+                        .map_err(StorageError::io("reading a blob body"))?;
+                    Ok(bytes)
+                })
+                .await?;
+                Ok(Box::new(std::io::Cursor::new(bytes)))
+            }
             Body::File(file) => {
                 let mut file = tokio::fs::File::from_std(file);
                 file.seek(SeekFrom::Start(offset))

@@ -49,7 +49,10 @@ pub fn build(build: &Build, path: &str, parsed: &mut Parsed) -> Result<String, H
                 }
                 builtins.insert(specifier.clone());
             }
-            resolved => imports.push((require.specifier.clone(), resolved)),
+            resolved => {
+                build.reach(&resolved);
+                imports.push((require.specifier.clone(), resolved));
+            }
         }
     }
     point_imports(build, path, parsed)?;

@@ -50,6 +50,9 @@ pub fn point_imports(build: &Build, path: &str, parsed: &mut Parsed) -> Result<(
         if let (Resolved::Builtin(name), true) = (&resolved, is_static) {
             return Err(needs_builtin(build, path, name));
         }
+        if is_static {
+            build.reach(&resolved);
+        }
         rewrite.insert(specifier, written(&resolved));
     }
     parsed
