@@ -5,7 +5,8 @@
 //! another in one object, and an index of where each is in another. A
 //! file is then one ranged read, whichever version asks for it.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::Component;
 use std::rc::Rc;
@@ -36,7 +37,14 @@ pub struct Package<'a> {
     /// Its name in blob storage (and in the instance's memo).
     pub key: String,
     pub index: Rc<Index>,
+    /// Files read ahead (`read_ahead`), each taken by its first `read`.
+    ahead: RefCell<HashMap<String, Vec<u8>>>,
 }
+
+/// Files read ahead together are read as one range where the gap between
+/// two of them is at most this (the other files of a package lie between
+/// its modules: `.d.ts`, `.cjs` twins).
+const READ_AHEAD_GAP: u64 = 64 << 10;
 
 /// How long fetching a tarball may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -53,12 +61,12 @@ impl<'a> Package<'a> {
         let expected = expected_hash(dist, label)?;
         let key = format!("packages/{}", hex::encode(&expected));
         if let Some(index) = memo::index(&key) {
-            return Ok(Package { bucket, key, index });
+            return Ok(Package::new(bucket, key, index));
         }
         if let Some(index) = read_index(bucket, &key) {
             let index = Rc::new(index);
             memo::keep_index(&key, index.clone());
-            return Ok(Package { bucket, key, index });
+            return Ok(Package::new(bucket, key, index));
         }
         let tarball = fetch_tarball(config, dist, label)?;
         let actual = Sha512::digest(&tarball);
@@ -90,7 +98,52 @@ impl<'a> Package<'a> {
         )?;
         let index = Rc::new(index);
         memo::keep_index(&key, index.clone());
-        Ok(Package { bucket, key, index })
+        Ok(Package::new(bucket, key, index))
+    }
+
+    fn new(bucket: &'a Bucket, key: String, index: Rc<Index>) -> Self {
+        Package {
+            bucket,
+            key,
+            index,
+            ahead: RefCell::default(),
+        }
+    }
+
+    /// Reads the files `paths` (those the package has) now, as few ranges
+    /// as they lie in, for `read` to take: a graph's modules are built
+    /// together, and one ranged read each was half the time of building
+    /// them (date-fns: 304 files, 40 of 85 ms).
+    pub fn read_ahead(&self, paths: &[String]) -> Result<(), HttpError> {
+        let mut wanted: Vec<(&str, u64, u64)> = paths
+            .iter()
+            .filter_map(|p| {
+                let &(offset, length) = self.index.files.get(p)?;
+                Some((p.as_str(), offset, length))
+            })
+            .collect();
+        wanted.sort_by_key(|&(_, offset, _)| offset);
+        let mut ahead = self.ahead.borrow_mut();
+        let mut rest = wanted.as_slice();
+        while let Some(&(_, start, _)) = rest.first() {
+            // The files from `start` on whose gaps are small: one range.
+            let mut end = start;
+            let mut count = 0;
+            for &(_, offset, length) in rest {
+                if offset > end + READ_AHEAD_GAP {
+                    break;
+                }
+                end = end.max(offset + length);
+                count += 1;
+            }
+            let bytes = self.range(start, end - start)?;
+            for &(path, offset, length) in &rest[..count] {
+                let at = (offset - start) as usize;
+                ahead.insert(path.to_string(), bytes[at..at + length as usize].to_vec());
+            }
+            rest = &rest[count..];
+        }
+        Ok(())
     }
 
     /// Whether `path` is a file of the package.
@@ -100,11 +153,19 @@ impl<'a> Package<'a> {
 
     /// The bytes of file `path`, if the package has it.
     pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>, HttpError> {
+        if let Some(bytes) = self.ahead.borrow_mut().remove(path) {
+            return Ok(Some(bytes));
+        }
         let Some(&(offset, length)) = self.index.files.get(path) else {
             return Ok(None);
         };
+        self.range(offset, length).map(Some)
+    }
+
+    /// `length` bytes of the package's files from `offset`.
+    fn range(&self, offset: u64, length: u64) -> Result<Vec<u8>, HttpError> {
         if length == 0 {
-            return Ok(Some(Vec::new()));
+            return Ok(Vec::new());
         }
         let range = ByteRange {
             offset,
@@ -131,7 +192,7 @@ impl<'a> Package<'a> {
                 }
             }
         }
-        Ok(Some(bytes))
+        Ok(bytes)
     }
 }
 

@@ -30,7 +30,7 @@ pub mod registry;
 pub mod request;
 pub mod resolve;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 
 use spike_sdk::blob::Bucket;
 use spike_sdk::exports::wasi::http::incoming_handler::Guest;
@@ -43,7 +43,7 @@ use spike_sdk::wasi::http::types::{IncomingRequest, OutgoingBody, ResponseOutpar
 use archive::Package;
 use config::Config;
 use pack::{Kept, Packs};
-use package::Manifest;
+use package::{File, Manifest};
 use registry::Registry;
 use request::{BuildOptions, ModuleRequest};
 use resolve::{Build, package_url, unbuildable};
@@ -221,26 +221,40 @@ fn build_graph(
         wanted.subpath.clone(),
         build::module(&build, &file)?.into_bytes(),
     )];
-    let mut next: VecDeque<String> = build.reached.take().into_iter().collect();
-    if next.is_empty() {
+    let mut level: Vec<String> = build.reached.take().into_iter().collect();
+    if level.is_empty() {
         return Ok(graph);
     }
     let kept = packs.known();
     let mut seen: BTreeSet<String> = [wanted.subpath.clone()].into();
-    while let Some(subpath) = next.pop_front() {
-        if started.elapsed() > GRAPH_TIME || graph.len() >= GRAPH_MODULES {
-            break;
+    // A level of the graph at a time, its files read together.
+    while !level.is_empty() {
+        let todo: Vec<(String, File)> = level
+            .into_iter()
+            .filter(|subpath| !kept.modules.contains_key(subpath) && seen.insert(subpath.clone()))
+            .filter_map(|subpath| {
+                let file = manifest.entry(&files, &subpath, options.dev).ok()?;
+                Some((subpath, file))
+            })
+            .collect();
+        let paths: Vec<String> = todo
+            .iter()
+            .filter_map(|(_, file)| match file {
+                File::Path(path) => Some(path.clone()),
+                File::Empty => None,
+            })
+            .collect();
+        // Should it fail, each file is read when built.
+        let _ = files.read_ahead(&paths);
+        for (subpath, file) in todo {
+            if started.elapsed() > GRAPH_TIME || graph.len() >= GRAPH_MODULES {
+                return Ok(graph);
+            }
+            if let Ok(code) = build::module(&build, &file) {
+                graph.push((subpath, code.into_bytes()));
+            }
         }
-        if kept.modules.contains_key(&subpath) || !seen.insert(subpath.clone()) {
-            continue;
-        }
-        let Ok(file) = manifest.entry(&files, &subpath, options.dev) else {
-            continue;
-        };
-        if let Ok(code) = build::module(&build, &file) {
-            graph.push((subpath, code.into_bytes()));
-        }
-        next.extend(build.reached.take());
+        level = build.reached.take().into_iter().collect();
     }
     Ok(graph)
 }
