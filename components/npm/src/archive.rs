@@ -3,7 +3,8 @@
 //! unpacked under limits (size, files, paths that stay inside the package,
 //! no links), and kept in blob storage by that hash: the files one after
 //! another in one object, and an index of where each is in another. A
-//! file is then one ranged read, whichever version asks for it.
+//! file is then one ranged read, whichever version asks for it (and the
+//! files of a graph's level a few reads together: `read_ahead`).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};

@@ -221,19 +221,34 @@ fn build_graph(
         wanted.subpath.clone(),
         build::module(&build, &file)?.into_bytes(),
     )];
+    build_reached(&build, packs, &mut graph, started);
+    Ok(graph)
+}
+
+/// Adds to `graph` (its first module built) the modules of the package it
+/// reaches that are not kept yet, a level at a time, its files read
+/// together, until `GRAPH_TIME` from `started` or `GRAPH_MODULES`.
+fn build_reached(
+    build: &Build,
+    packs: &Packs,
+    graph: &mut Vec<(String, Vec<u8>)>,
+    started: std::time::Instant,
+) {
     let mut level: Vec<String> = build.reached.take().into_iter().collect();
     if level.is_empty() {
-        return Ok(graph);
+        return;
     }
     let kept = packs.known();
-    let mut seen: BTreeSet<String> = [wanted.subpath.clone()].into();
-    // A level of the graph at a time, its files read together.
+    let mut seen: BTreeSet<String> = graph.iter().map(|(subpath, _)| subpath.clone()).collect();
     while !level.is_empty() {
         let todo: Vec<(String, File)> = level
             .into_iter()
             .filter(|subpath| !kept.modules.contains_key(subpath) && seen.insert(subpath.clone()))
             .filter_map(|subpath| {
-                let file = manifest.entry(&files, &subpath, options.dev).ok()?;
+                let file = build
+                    .manifest
+                    .entry(build.files, &subpath, build.options.dev)
+                    .ok()?;
                 Some((subpath, file))
             })
             .collect();
@@ -245,18 +260,17 @@ fn build_graph(
             })
             .collect();
         // Should it fail, each file is read when built.
-        let _ = files.read_ahead(&paths);
+        let _ = build.files.read_ahead(&paths);
         for (subpath, file) in todo {
             if started.elapsed() > GRAPH_TIME || graph.len() >= GRAPH_MODULES {
-                return Ok(graph);
+                return;
             }
-            if let Ok(code) = build::module(&build, &file) {
+            if let Ok(code) = build::module(build, &file) {
                 graph.push((subpath, code.into_bytes()));
             }
         }
         level = build.reached.take().into_iter().collect();
     }
-    Ok(graph)
 }
 
 /// Where the tarball of `name@version` is, and its hash.
