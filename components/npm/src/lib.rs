@@ -154,7 +154,15 @@ fn answer(req: &Request, config: &Config) -> Result<Answer, HttpError> {
     if let Some(kept) = packs.find(&wanted.subpath) {
         return Ok(Answer::Kept(kept));
     }
-    let mut graph = build_graph(&registry, &bucket, &packs, &wanted, &version, &options)?;
+    let mut graph = build_graph(
+        &registry,
+        &bucket,
+        &packs,
+        &wanted,
+        &version,
+        &options,
+        &canonical_query,
+    )?;
     // Kept before the answer goes out: the browser asks for the rest of
     // the graph a moment later, and reads it rather than building it. One
     // not kept is built again when asked for: the answer itself is good.
@@ -179,6 +187,8 @@ fn build_graph(
     wanted: &ModuleRequest,
     version: &str,
     options: &BuildOptions,
+    // `options.query()`, as every URL the build writes carries them.
+    query: &str,
 ) -> Result<Vec<(String, Vec<u8>)>, HttpError> {
     let started = std::time::Instant::now();
     let label = format!("{}@{version}", wanted.name);
@@ -194,7 +204,7 @@ fn build_graph(
         name: &wanted.name,
         version,
         options,
-        query: &options.query(),
+        query,
         exported: digest.exported(options.dev),
         reached: Default::default(),
     };

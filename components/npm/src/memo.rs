@@ -1,9 +1,10 @@
 //! What an instance keeps between the requests it serves when the host
 //! reuses it (`instance_reuse` in `plugins/npm.toml`): the last packages
 //! it opened (their index, `package.json` and exported files), the
-//! tarballs of exact versions and where built modules are (`pack.rs`). A package's modules are asked for together
-//! (date-fns's index imports some 300 of its files), and each would
-//! otherwise read and parse the same index and `package.json` again.
+//! tarballs of exact versions and where built modules are (`pack.rs`). A
+//! package's modules are asked for together (date-fns's index imports
+//! some 300 of its files), and each would otherwise read and parse the
+//! same index and `package.json` again.
 //!
 //! Everything kept is named by what cannot change: a tarball's SHA-512,
 //! an exact version's tarball. Nothing of one request's caller is kept,

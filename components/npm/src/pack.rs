@@ -14,6 +14,7 @@
 //! in them: in what this instance has read of them (`memo.rs`), else in a
 //! listing of the prefix.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -68,6 +69,9 @@ pub struct Packs<'a> {
     bucket: &'a Bucket,
     /// `graphs/{hash}/`.
     prefix: String,
+    /// What this request's listing found: one listing serves both the
+    /// lookup that missed and the build that follows it.
+    listed: RefCell<Option<Rc<Known>>>,
 }
 
 /// A kept module: its bytes, and a tag naming them.
@@ -81,12 +85,19 @@ impl<'a> Packs<'a> {
     /// version, the options).
     pub fn new(bucket: &'a Bucket, parts: &[&[u8]]) -> Self {
         let prefix = format!("{}/", spike_sdk::cache::key("graphs/", parts));
-        Packs { bucket, prefix }
+        Packs {
+            bucket,
+            prefix,
+            listed: RefCell::default(),
+        }
     }
 
     /// What is known of these packs, with any written since this instance
-    /// last looked.
+    /// last looked (listed once a request).
     pub fn known(&self) -> Rc<Known> {
+        if let Some(listed) = &*self.listed.borrow() {
+            return listed.clone();
+        }
         let mut known = memo::packs(&self.prefix).unwrap_or_default();
         let mut cursor = None;
         let mut changed = false;
@@ -108,6 +119,7 @@ impl<'a> Packs<'a> {
         if changed {
             memo::keep_packs(&self.prefix, known.clone());
         }
+        *self.listed.borrow_mut() = Some(known.clone());
         known
     }
 
