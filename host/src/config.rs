@@ -77,9 +77,9 @@ pub struct ServerConfig {
     pub default_rate_limit: Option<Rule>,
     /// Where a request comes from, behind proxies.
     pub client_addresses: ClientAddresses,
-    /// Verified tokens the auth hook keeps (0: verify every time).
     /// The bytes of immutable plugin answers kept in memory (0: none).
     pub answer_cache_bytes: usize,
+    /// Verified tokens the auth hook keeps (0: verify every time).
     pub auth_cache_entries: usize,
     /// The operator's settings for shipped plugins (`--npm-registry`).
     pub plugin_overrides: crate::runtime::manifest::operator::PluginOverrides,

@@ -195,7 +195,14 @@ impl AnswerCache {
         if let Some(old) = entries.map.remove(&key) {
             entries.bytes -= old.cost();
         }
-        let cost = body.len() + ENTRY_OVERHEAD;
+        let entry = Entry {
+            status: parts.status,
+            headers: parts.headers.clone(),
+            body,
+            expires: Instant::now() + max_age,
+            used: entries.clock,
+        };
+        let cost = entry.cost();
         while entries.bytes + cost > self.budget {
             let Some(oldest) = entries
                 .map
@@ -209,21 +216,12 @@ impl AnswerCache {
             entries.bytes -= gone.cost();
         }
         entries.bytes += cost;
-        let entry = Entry {
-            status: parts.status,
-            headers: parts.headers.clone(),
-            body,
-            expires: Instant::now() + max_age,
-            used: entries.clock,
-        };
         entries.map.insert(key, entry);
         self.metrics.bytes.set(entries.bytes as i64);
         drop(guard);
         self.count("stored");
     }
-}
 
-impl AnswerCache {
     /// Whether `resp` says it never changes (and fits).
     pub fn keepable(&self, resp: &Response<Body>) -> bool {
         keepable(resp, self.budget).is_some()

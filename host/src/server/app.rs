@@ -369,13 +369,16 @@ async fn answer(
         caller: passed.caller.take(),
         client: Some(passed.client),
     };
-    let version = plugin.clone();
+    // Only a request that may mark the version holds on to it.
+    let to_mark = eligible.then(|| plugin.clone());
     match state.dispatcher.dispatch(slot, plugin, caller, req).await {
         Ok(resp) if routed.head_as_get => head_only(resp),
         Ok(resp) => match kept {
             Some(key) => state.answers.keep(key, resp).await,
             None => {
-                if eligible && state.answers.keepable(&resp) {
+                if let Some(version) = to_mark
+                    && state.answers.keepable(&resp)
+                {
                     version.answers_immutably.store(true, Ordering::Relaxed);
                 }
                 resp
