@@ -3,9 +3,11 @@
 //! wasmtime's own bindings, so a stream or HTTP type means the same resource
 //! everywhere. Capability modules (`caps::*`) implement the traits.
 //!
-//! The world is `host`: the plugin world plus every export a plugin may
-//! have, so that the host has the bindings of each; a component provides
-//! whichever exports it does (`runtime::loader::Exports`).
+//! The world is `host`: the plugin world, the WASI standards spike links
+//! (`wit/standards.wit`), and every export a plugin may have, so that the
+//! host has the bindings of each; a component provides whichever exports it
+//! does (`runtime::loader::Exports`). Where two versions of a standard are
+//! linked, their modules carry the version (`wasi::keyvalue0_2_0_draft2`).
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -19,6 +21,9 @@ wasmtime::component::bindgen!({
         "spike:host/rooms": async | trappable,
         "spike:host/render": async | trappable,
         "spike:host/sql": async | trappable,
+        "wasi:keyvalue/store": async | trappable,
+        "wasi:keyvalue/atomics": async | trappable,
+        "wasi:keyvalue/batch": async | trappable,
         default: trappable,
     },
     exports: { default: async },
@@ -35,6 +40,9 @@ wasmtime::component::bindgen!({
         "spike:host/blob.bucket": crate::caps::blob::Bucket,
         "spike:host/blob.object-writer": crate::caps::blob::ObjectWriter,
         "spike:host/sql.database": crate::caps::sql::Database,
+        // Both versions' buckets are spike's namespaces.
+        "wasi:keyvalue/store.bucket": crate::caps::kv::Namespace,
+        "wasi:keyvalue/atomics.cas": crate::caps::wasi_keyvalue::Cas,
     },
     require_store_data_send: true,
 });

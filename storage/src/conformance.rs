@@ -11,7 +11,7 @@ use tokio::io::AsyncReadExt;
 use bytes::Bytes;
 
 use super::{
-    Backends, KvEntry, Quota, RoomSnapshot, StorageError, VersionHistory, VersionRecord,
+    Backends, KvEntry, Quota, RoomSnapshot, StorageError, Swap, VersionHistory, VersionRecord,
     VersionSource,
 };
 
@@ -22,7 +22,7 @@ macro_rules! suite {
     ($open:ident) => {
         $crate::conformance::suite!(@each $open;
             kv_set_get_delete, kv_metadata_and_ttl, kv_pages_with_cursors,
-            kv_increment_is_atomic, blob_streams_large_objects, blob_ranges_and_metadata,
+            kv_increment_is_atomic, kv_compare_and_swap_is_atomic, blob_streams_large_objects, blob_ranges_and_metadata,
             blob_pages_with_cursors, blob_shared_bodies_and_abandoned_uploads,
             versions_history_and_bytes, rooms_append_in_order, rooms_group_commits_many_rooms,
             rooms_compact_to_a_snapshot, rooms_keep_small_state, everything_survives_reopen);
@@ -200,6 +200,71 @@ pub async fn kv_increment_is_atomic(dir: &Path, open: &Open) {
         .collect();
     all.sort();
     assert_eq!(all, (1..=320).collect::<Vec<_>>());
+}
+
+pub async fn kv_compare_and_swap_is_atomic(dir: &Path, open: &Open) {
+    let kv = open(dir).kv;
+    let swap = |expected: Option<&[u8]>, value: &[u8]| {
+        let (kv, expected) = (kv.clone(), expected.map(<[u8]>::to_vec));
+        let entry = entry(value, Some("m"), None);
+        async move {
+            kv.compare_and_swap("a", "k", expected, entry, Quota::NONE)
+                .await
+                .unwrap()
+        }
+    };
+    // Absent is expected as `None`, and only so.
+    assert_eq!(swap(Some(b""), b"x").await, Swap::Changed(None));
+    assert_eq!(swap(None, b"1").await, Swap::Done);
+    let stored = kv.get("a", "k").await.unwrap().unwrap();
+    assert_eq!(
+        (stored.value.as_slice(), stored.metadata.as_deref()),
+        (&b"1"[..], Some("m"))
+    );
+    // A stale expectation changes nothing and sees the live entry.
+    assert_eq!(swap(None, b"2").await, Swap::Changed(Some(stored.clone())));
+    assert_eq!(swap(Some(b"0"), b"2").await, Swap::Changed(Some(stored)));
+    assert_eq!(swap(Some(b"1"), b"2").await, Swap::Done);
+    assert_eq!(kv.get("a", "k").await.unwrap().unwrap().value, b"2");
+    // An expired key is absent.
+    kv.set("a", "old", entry(b"v", None, Some(1)), Quota::NONE)
+        .await
+        .unwrap();
+    let fresh = entry(b"new", None, None);
+    let swapped = kv.compare_and_swap("a", "old", None, fresh, Quota::NONE);
+    assert_eq!(swapped.await.unwrap(), Swap::Done);
+    // 32 callers at once, each appending its number once by read and
+    // swap, retried on a change: every number lands exactly once.
+    let callers = (0..32u8).map(|n| {
+        let kv = kv.clone();
+        tokio::spawn(async move {
+            let mut expected: Option<Vec<u8>> = None;
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                let mut next = expected.clone().unwrap_or_default();
+                next.push(n);
+                let put = entry(&next, None, None);
+                match kv
+                    .compare_and_swap("a", "list", expected, put, Quota::NONE)
+                    .await
+                {
+                    Ok(Swap::Done) => return tries,
+                    Ok(Swap::Changed(found)) => expected = found.map(|e| e.value),
+                    Err(e) => panic!("swap failed: {e}"),
+                }
+            }
+        })
+    });
+    let tries: Vec<u32> = futures::future::join_all(callers)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let mut list = kv.get("a", "list").await.unwrap().unwrap().value;
+    assert_eq!(list.len(), 32, "each swap landed once (tries {tries:?})");
+    list.sort();
+    assert_eq!(list, (0..32).collect::<Vec<u8>>());
 }
 
 /// Uploads `bytes` in chunks of `chunk`.

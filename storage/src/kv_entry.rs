@@ -64,6 +64,23 @@ pub fn live(entry: &KvEntry, now: u64) -> bool {
     entry.expires_at_ms.is_none_or(|t| t > now)
 }
 
+/// What a compare-and-swap finds in `old` (the stored entry, live or
+/// not): `None` if the live value is `expected`, so the swap may write;
+/// else the live entry, which the swap leaves alone.
+pub fn swap_refused(
+    old: Option<KvEntry>,
+    expected: Option<&[u8]>,
+    now: u64,
+) -> Option<Option<KvEntry>> {
+    let current = old.filter(|e| live(e, now));
+    let matches = match (&current, expected) {
+        (None, None) => true,
+        (Some(e), Some(x)) => e.value == x,
+        _ => false,
+    };
+    (!matches).then_some(current)
+}
+
 /// The entry `increment` writes over `old` (the stored entry, live or not),
 /// and the new number; refused, having computed nothing to write, when the
 /// live value is not a decimal integer or the sum overflows. A live key

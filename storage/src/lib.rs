@@ -146,6 +146,16 @@ pub struct KvEntry {
     pub expires_at_ms: Option<u64>,
 }
 
+/// What `KvBackend::compare_and_swap` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Swap {
+    /// The live value was the expected one; the new entry replaced it.
+    Done,
+    /// It was not: the live entry found instead (`None`: absent or
+    /// expired), left as it was.
+    Changed(Option<KvEntry>),
+}
+
 /// A KV key in a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KvKey {
@@ -257,6 +267,18 @@ pub trait KvBackend: Send + Sync {
     /// expired), atomically; keeps the metadata and the expiry of a live
     /// key.
     async fn increment(&self, ns: &str, key: &str, delta: i64, quota: Quota) -> Result<i64>;
+    /// Stores `entry` under `key` only if the key's live value is
+    /// `expected` (`None`: absent or expired), as one atomic step: of
+    /// concurrent swaps expecting one value, exactly one is `Done`. Values
+    /// are compared byte for byte; metadata and expiry are not compared.
+    async fn compare_and_swap(
+        &self,
+        ns: &str,
+        key: &str,
+        expected: Option<Vec<u8>>,
+        entry: KvEntry,
+        quota: Quota,
+    ) -> Result<Swap>;
     /// What `ns` holds (its keys and entries, expired ones until they are
     /// reclaimed); `None` if the backend does not account it.
     async fn usage(&self, ns: &str) -> Result<Option<Usage>>;

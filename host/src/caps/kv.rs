@@ -14,7 +14,7 @@ use wasmtime::component::{HasData, Linker, Resource};
 use super::{CapError, Kind, Named, View, call_span, check_key, page_limit};
 use crate::bindings::spike::host::kv::{self as wit, Entry, KeyInfo, KeyPage, SetOptions};
 use crate::metrics::KindLabels;
-use crate::storage::{KvBackend, KvEntry};
+use crate::storage::{KvBackend, KvEntry, KvKey, Page, Swap};
 use crate::telemetry::{self, traced};
 use crate::util::now_ms;
 
@@ -82,6 +82,131 @@ pub type KvView<'a> = View<'a, KvCtx>;
 
 impl wit::Host for KvView<'_> {}
 
+/// The operations, on a namespace already opened (its grant checked):
+/// `spike:host/kv` and `wasi:keyvalue` (`caps::wasi_keyvalue`) both call
+/// these, so a call through either is checked, counted and traced alike.
+/// Apart from the view (whose resource table is not `Sync`), so that a
+/// host call's future holds only these shared borrows across its awaits,
+/// and a batch may run several at once.
+#[derive(Clone, Copy)]
+pub(crate) struct KvOps<'a> {
+    ctx: &'a KvCtx,
+    grants: &'a super::Grants,
+    counts: super::Counts<'a>,
+}
+
+impl<'a> KvView<'a> {
+    pub(crate) fn ops(&self) -> KvOps<'a> {
+        KvOps {
+            ctx: self.ctx,
+            grants: self.grants,
+            counts: self.counts,
+        }
+    }
+}
+
+impl KvOps<'_> {
+    pub(crate) async fn get_entry(&self, ns: &str, k: &str) -> Result<Option<KvEntry>, CapError> {
+        let span = call_span("kv", "get", ns);
+        traced(span.clone(), async {
+            key(k)?;
+            self.counts.kv("get");
+            let entry = self.ctx.backend.get(ns, k).await?;
+            let bytes = entry.as_ref().map_or(0, |e| e.value.len());
+            self.counts.kv_bytes("read", bytes);
+            telemetry::record(&span, "spike.bytes", bytes as u64);
+            Ok(entry)
+        })
+        .await
+    }
+
+    pub(crate) async fn put(
+        &self,
+        ns: &str,
+        k: &str,
+        value: Vec<u8>,
+        options: SetOptions,
+    ) -> Result<(), CapError> {
+        let span = call_span("kv", "set", ns);
+        telemetry::record(&span, "spike.bytes", value.len() as u64);
+        traced(span, async {
+            key(k)?;
+            let entry = entry(value, options)?;
+            self.counts.kv("set");
+            self.counts.kv_bytes("written", entry.value.len());
+            let quota = self.grants.storage.kv;
+            Ok(self.ctx.backend.set(ns, k, entry, quota).await?)
+        })
+        .await
+    }
+
+    pub(crate) async fn remove(&self, ns: &str, k: &str) -> Result<bool, CapError> {
+        traced(call_span("kv", "delete", ns), async {
+            key(k)?;
+            self.counts.kv("delete");
+            Ok(self.ctx.backend.delete(ns, k).await?)
+        })
+        .await
+    }
+
+    pub(crate) async fn add(&self, ns: &str, k: &str, delta: i64) -> Result<i64, CapError> {
+        traced(call_span("kv", "increment", ns), async {
+            key(k)?;
+            self.counts.kv("increment");
+            let quota = self.grants.storage.kv;
+            Ok(self.ctx.backend.increment(ns, k, delta, quota).await?)
+        })
+        .await
+    }
+
+    /// `value` under `k` if its live value is `expected` (`None`: absent).
+    pub(crate) async fn swap(
+        &self,
+        ns: &str,
+        k: &str,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+        options: SetOptions,
+    ) -> Result<Swap, CapError> {
+        let span = call_span("kv", "compare-and-swap", ns);
+        telemetry::record(&span, "spike.bytes", value.len() as u64);
+        traced(span, async {
+            key(k)?;
+            let entry = entry(value, options)?;
+            let bytes = entry.value.len();
+            self.counts.kv("compare_and_swap");
+            let quota = self.grants.storage.kv;
+            let swap = (self.ctx.backend)
+                .compare_and_swap(ns, k, expected, entry, quota)
+                .await?;
+            if let Swap::Done = swap {
+                self.counts.kv_bytes("written", bytes);
+            }
+            Ok(swap)
+        })
+        .await
+    }
+
+    /// A page of live keys under `prefix`, after `cursor`.
+    pub(crate) async fn keys(
+        &self,
+        ns: &str,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<KvKey>, CapError> {
+        let span = call_span("kv", "list", ns);
+        let page = traced(span.clone(), async {
+            self.counts.kv("list");
+            let backend = &self.ctx.backend;
+            Ok::<_, CapError>(backend.list(ns, prefix, cursor, limit).await?)
+        })
+        .await?;
+        telemetry::record(&span, "spike.rows", page.items.len() as u64);
+        Ok(page)
+    }
+}
+
 impl wit::HostNamespace for KvView<'_> {
     async fn open(&mut self, name: String) -> Result<Resource<Namespace>, CapError> {
         self.open_granted(name)
@@ -93,17 +218,7 @@ impl wit::HostNamespace for KvView<'_> {
         k: String,
     ) -> Result<Option<Vec<u8>>, CapError> {
         let ns = self.name_of(&ns)?;
-        let span = call_span("kv", "get", &ns);
-        traced(span.clone(), async {
-            key(&k)?;
-            self.counts.kv("get");
-            let value = self.ctx.backend.get(&ns, &k).await?.map(|e| e.value);
-            let bytes = value.as_ref().map_or(0, Vec::len);
-            self.counts.kv_bytes("read", bytes);
-            telemetry::record(&span, "spike.bytes", bytes as u64);
-            Ok(value)
-        })
-        .await
+        Ok(self.ops().get_entry(&ns, &k).await?.map(|e| e.value))
     }
 
     async fn get_with_metadata(
@@ -112,21 +227,11 @@ impl wit::HostNamespace for KvView<'_> {
         k: String,
     ) -> Result<Option<Entry>, CapError> {
         let ns = self.name_of(&ns)?;
-        let span = call_span("kv", "get", &ns);
-        traced(span.clone(), async {
-            key(&k)?;
-            self.counts.kv("get");
-            let entry = self.ctx.backend.get(&ns, &k).await?;
-            let bytes = entry.as_ref().map_or(0, |e| e.value.len());
-            self.counts.kv_bytes("read", bytes);
-            telemetry::record(&span, "spike.bytes", bytes as u64);
-            Ok(entry.map(|e| Entry {
-                value: e.value,
-                metadata: e.metadata,
-                expires_at_ms: e.expires_at_ms,
-            }))
-        })
-        .await
+        Ok(self.ops().get_entry(&ns, &k).await?.map(|e| Entry {
+            value: e.value,
+            metadata: e.metadata,
+            expires_at_ms: e.expires_at_ms,
+        }))
     }
 
     async fn set(
@@ -137,27 +242,12 @@ impl wit::HostNamespace for KvView<'_> {
         options: SetOptions,
     ) -> Result<(), CapError> {
         let ns = self.name_of(&ns)?;
-        let span = call_span("kv", "set", &ns);
-        telemetry::record(&span, "spike.bytes", value.len() as u64);
-        traced(span, async {
-            key(&k)?;
-            let entry = entry(value, options)?;
-            self.counts.kv("set");
-            self.counts.kv_bytes("written", entry.value.len());
-            let quota = self.grants.storage.kv;
-            Ok(self.ctx.backend.set(&ns, &k, entry, quota).await?)
-        })
-        .await
+        self.ops().put(&ns, &k, value, options).await
     }
 
     async fn delete(&mut self, ns: Resource<Namespace>, k: String) -> Result<bool, CapError> {
         let ns = self.name_of(&ns)?;
-        traced(call_span("kv", "delete", &ns), async {
-            key(&k)?;
-            self.counts.kv("delete");
-            Ok(self.ctx.backend.delete(&ns, &k).await?)
-        })
-        .await
+        self.ops().remove(&ns, &k).await
     }
 
     async fn increment(
@@ -167,13 +257,20 @@ impl wit::HostNamespace for KvView<'_> {
         delta: i64,
     ) -> Result<i64, CapError> {
         let ns = self.name_of(&ns)?;
-        traced(call_span("kv", "increment", &ns), async {
-            key(&k)?;
-            self.counts.kv("increment");
-            let quota = self.grants.storage.kv;
-            Ok(self.ctx.backend.increment(&ns, &k, delta, quota).await?)
-        })
-        .await
+        self.ops().add(&ns, &k, delta).await
+    }
+
+    async fn compare_and_swap(
+        &mut self,
+        ns: Resource<Namespace>,
+        k: String,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+        options: SetOptions,
+    ) -> Result<bool, CapError> {
+        let ns = self.name_of(&ns)?;
+        let swap = self.ops().swap(&ns, &k, expected, value, options).await?;
+        Ok(swap == Swap::Done)
     }
 
     async fn list(
@@ -184,15 +281,11 @@ impl wit::HostNamespace for KvView<'_> {
         limit: u32,
     ) -> Result<KeyPage, CapError> {
         let ns = self.name_of(&ns)?;
-        let span = call_span("kv", "list", &ns);
-        let page = traced(span.clone(), async {
-            let limit = page_limit(limit)?;
-            self.counts.kv("list");
-            let backend = &self.ctx.backend;
-            Ok::<_, CapError>(backend.list(&ns, &prefix, cursor.as_deref(), limit).await?)
-        })
-        .await?;
-        telemetry::record(&span, "spike.rows", page.items.len() as u64);
+        let limit = page_limit(limit)?;
+        let page = self
+            .ops()
+            .keys(&ns, &prefix, cursor.as_deref(), limit)
+            .await?;
         Ok(KeyPage {
             keys: page
                 .items

@@ -25,6 +25,8 @@ pub mod rooms;
 pub mod secrets;
 pub mod services;
 pub mod sql;
+pub mod wasi_config;
+pub mod wasi_keyvalue;
 
 use std::sync::Arc;
 

@@ -125,9 +125,11 @@ pub enum Command {
         command: crate::operator::SqlCommand,
     },
     /// Check that a component fits the plugin world, and time its loading:
-    /// a fresh compile against a load from the compile cache.
+    /// a fresh compile against a load from the compile cache. Given a
+    /// plugin manifest, check its component, and list whether the manifest
+    /// grants what the WASI standards it imports need.
     Check {
-        /// The component (.wasm).
+        /// The component (.wasm), or a plugin manifest (.toml).
         component: PathBuf,
     },
 }

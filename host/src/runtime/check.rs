@@ -1,6 +1,8 @@
 //! `spike check`: does a component fit the plugin world, and what does it
-//! cost to load and to instantiate? For plugin authors before they deploy,
-//! and for the benchmarks in `bench/`.
+//! cost to load and to instantiate? Given a manifest instead, its
+//! component, and whether the manifest grants what the WASI standards the
+//! component imports need (`runtime::standards`). For plugin authors
+//! before they deploy, and for the benchmarks in `bench/`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -32,6 +34,9 @@ pub struct CheckReport {
     pub size_bytes: usize,
     /// Interfaces the component imports.
     pub imports: Vec<String>,
+    /// Of those, the WASI standards spike links onto its capabilities, and
+    /// (given a manifest) what the manifest grants each.
+    pub standards: Vec<super::standards::StandardImport>,
     /// Interfaces it exports: `wasi:http/incoming-handler`,
     /// `spike:host/authenticator` for an authenticator plugin,
     /// `spike:host/room-handler` for a room handler.
@@ -49,8 +54,19 @@ pub struct CheckReport {
 
 const INSTANTIATIONS: usize = 2000;
 
-/// Checks `path` and measures it. Fails with the reason if it does not fit.
+/// Checks `path` (a component, or a plugin manifest naming one) and
+/// measures it. Fails with the reason if it does not fit.
 pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
+    let manifest = match path.extension().and_then(|e| e.to_str()) {
+        Some("toml") => Some(super::manifest::load(path)?),
+        _ => None,
+    };
+    let path = match &manifest {
+        Some(m) => (m.component.as_deref()).ok_or_else(|| {
+            anyhow::anyhow!("{}: the manifest names no component", path.display())
+        })?,
+        None => path,
+    };
     let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let sha = sha256_hex(&bytes);
     let engine = build_engine(&PoolSettings {
@@ -67,9 +83,10 @@ pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
     let scratch = ScratchDir::new()?;
     let cached = cached_load_time(&engine, &bytes, &sha, &scratch)?;
 
-    let pre = linker
-        .instantiate_pre(&component)
-        .map_err(|e| anyhow::anyhow!("does not fit the spike:host/plugin world: {e:#}"))?;
+    let pre = linker.instantiate_pre(&component).map_err(|e| {
+        let why = super::loader::link_error(&engine, &component, &e);
+        anyhow::anyhow!("does not fit the spike:host/plugin world: {why}")
+    })?;
     // It must serve something: HTTP requests or room events.
     if ProxyIndices::new(&pre).is_err() && RoomHandlerIndices::new(&pre).is_err() {
         anyhow::bail!(
@@ -81,7 +98,9 @@ pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
     let kind = component.component_type();
     let imports = (kind.imports(&engine)).map(|(name, _)| name.to_string());
     let exports = (kind.exports(&engine)).map(|(name, _)| name.to_string());
-    let (imports, exports) = (imports.collect(), exports.collect());
+    let (imports, exports): (Vec<String>, _) = (imports.collect(), exports.collect());
+    let standards =
+        super::standards::listing(imports.iter().map(String::as_str), manifest.as_ref());
     let times = instantiation_times(&engine, &pre, path, &scratch).await?;
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     Ok(CheckReport {
@@ -89,6 +108,7 @@ pub async fn check_component(path: &Path) -> anyhow::Result<CheckReport> {
         sha256: sha,
         size_bytes: bytes.len(),
         imports,
+        standards,
         exports,
         compile_ms: compile.as_secs_f64() * 1e3,
         cached_load_ms: cached.as_secs_f64() * 1e3,
@@ -152,6 +172,7 @@ async fn instantiation_times(
         grants: Grants::default(),
         limits: Limits::default(),
         env: Vec::new(),
+        config: Vec::new(),
         demo: None,
     };
     let context = PluginContext::new(&caps, &manifest, MemoryBudget::new(u64::MAX), &metrics);

@@ -1,7 +1,8 @@
 //! Everything a plugin may import, linked in one place: all of WASI 0.2 (so
 //! components from other toolchains load; sockets and files stay closed by
-//! each request's `WasiCtx`), `wasi:http`, and each of spike's
-//! capabilities, one line per capability.
+//! each request's `WasiCtx`), `wasi:http`, each of spike's capabilities,
+//! one line per capability, and the WASI proposals on them
+//! (`wit/standards.wit`: keyvalue, config, logging with `otel`).
 
 use wasmtime::Engine;
 use wasmtime::component::Linker;
@@ -15,6 +16,8 @@ pub fn new(engine: &Engine) -> wasmtime::Result<Linker<RequestState>> {
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     caps::kv::add_to_linker(&mut linker, RequestState::kv_view)?;
+    caps::wasi_keyvalue::add_to_linker(&mut linker, RequestState::kv_view)?;
+    caps::wasi_config::add_to_linker(&mut linker, RequestState::config_view)?;
     caps::blob::add_to_linker(&mut linker, RequestState::blob_view)?;
     caps::secrets::add_to_linker(&mut linker, RequestState::secrets_view)?;
     caps::identity::add_to_linker(&mut linker, RequestState::identity_view)?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::Engine;
-use wasmtime::component::{InstancePre, Linker};
+use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyIndices;
 
 use super::compile_cache::{CacheOutcome, CompileCache};
@@ -102,6 +102,19 @@ pub struct Loader {
     cache: CompileCache,
 }
 
+/// Why `component` did not link: wasmtime's reason, led by the versions
+/// spike links where it imports a standard at another.
+pub fn link_error(engine: &Engine, component: &Component, e: &wasmtime::Error) -> String {
+    let kind = component.component_type();
+    let imports: Vec<String> = (kind.imports(engine))
+        .map(|(name, _)| name.to_string())
+        .collect();
+    match super::standards::unlinked_version(imports.iter().map(String::as_str)) {
+        Some(why) => format!("{why}; {e:#}"),
+        None => format!("{e:#}"),
+    }
+}
+
 impl Loader {
     pub fn new(engine: &Engine, cache_dir: PathBuf) -> wasmtime::Result<Self> {
         Ok(Self {
@@ -130,10 +143,9 @@ impl Loader {
                 .cache
                 .load(&loader.engine, &bytes, &sha256)
                 .map_err(LoadError::Compile)?;
-            let pre = loader
-                .linker
+            let pre = (loader.linker)
                 .instantiate_pre(&component)
-                .map_err(|e| LoadError::World(format!("{e:#}")))?;
+                .map_err(|e| LoadError::World(link_error(&loader.engine, &component, &e)))?;
             let exports = Exports {
                 http: ProxyIndices::new(&pre).ok(),
                 authenticator: AuthenticatorIndices::new(&pre).ok(),

@@ -24,6 +24,7 @@ pub mod reuse;
 mod room_handler;
 pub mod routes;
 pub mod slot;
+pub mod standards;
 pub mod state;
 pub mod versions;
 pub mod watch;

@@ -65,6 +65,8 @@ pub struct PluginContext {
     pub limits: Limits,
     /// The guest's environment variables (`[env]` of the manifest).
     pub env: Vec<(String, String)>,
+    /// What `wasi:config/store` answers (`[config]`), sorted by key.
+    pub config: Vec<(String, String)>,
     /// The host's total for all instances' linear memory.
     pub memory_budget: Arc<MemoryBudget>,
     /// The series its requests count into.
@@ -86,6 +88,7 @@ impl PluginContext {
             caps,
             limits: manifest.limits.clone(),
             env: manifest.env.clone(),
+            config: manifest.config.clone(),
             memory_budget,
         })
     }
@@ -198,6 +201,12 @@ impl RequestState {
 
     pub fn sql_view(&mut self) -> crate::caps::sql::SqlView<'_> {
         self.plugin.caps.sql(&mut self.table)
+    }
+
+    pub fn config_view(&mut self) -> crate::caps::wasi_config::ConfigView<'_> {
+        crate::caps::wasi_config::ConfigView {
+            values: &self.plugin.config,
+        }
     }
 
     pub fn otel_view(&mut self) -> crate::caps::otel::OtelView<'_> {

@@ -2,8 +2,9 @@
 //! `<namespace>.<key>`, the value in the shared entry layout
 //! (`kv_entry::codec`). An entry that expires is also published with a
 //! per-message TTL, so the server reclaims it; until then the expiry in
-//! the entry hides it. `increment` is a compare-and-set on the key's
-//! revision, retried when another writer came first.
+//! the entry hides it. `increment` and `compare_and_swap` are a
+//! compare-and-set on the key's revision, retried from the new value when
+//! another writer came first.
 
 use std::time::Duration;
 
@@ -13,9 +14,9 @@ use bytes::Bytes;
 use super::names::{scoped, token, unscoped};
 use super::stream::{Published, kv_values, last, publish, purge, subject};
 use super::{NatsBackend, StorageError};
-use crate::kv_entry::{codec, incremented, live};
+use crate::kv_entry::{codec, incremented, live, swap_refused};
 use crate::util::now_ms;
-use crate::{KvBackend, KvEntry, KvKey, Page, Quota, Result, Usage};
+use crate::{KvBackend, KvEntry, KvKey, Page, Quota, Result, Swap, Usage};
 
 /// The stored entry under a key and the revision a write over it expects.
 pub(super) struct Current {
@@ -186,6 +187,29 @@ impl KvBackend for NatsBackend {
         result
             .await
             .map_err(|_| StorageError::Backend("the increment's writer stopped".into()))?
+    }
+
+    async fn compare_and_swap(
+        &self,
+        ns: &str,
+        key: &str,
+        expected: Option<Vec<u8>>,
+        entry: KvEntry,
+        _quota: Quota,
+    ) -> Result<Swap> {
+        let key = scoped(ns, key);
+        loop {
+            let found = current(&self.inner.kv, &key).await?;
+            if let Some(current) = swap_refused(found.entry, expected.as_deref(), now_ms()) {
+                return Ok(Swap::Changed(current));
+            }
+            // The revision read is the value compared: a write between the
+            // two makes this one a conflict, and the comparison runs again.
+            match self.write_kv(&key, &entry, Some(found.revision)).await? {
+                Published::Stored(_) => return Ok(Swap::Done),
+                Published::Conflict => tokio::task::yield_now().await,
+            }
+        }
     }
 
     async fn list(

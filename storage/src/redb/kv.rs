@@ -9,9 +9,9 @@ use redb::ReadableTable;
 use super::group_commit::GroupCommit;
 use super::usage::{self, Kind, Ledger, USAGE};
 use super::{Inner, KV_ENTRIES, KV_EXPIRY, RedbBackend, blocking, list_scope};
-use crate::kv_entry::{codec, incremented, live};
+use crate::kv_entry::{codec, incremented, live, swap_refused};
 use crate::util::now_ms;
-use crate::{KvBackend, KvEntry, KvKey, Page, Quota, Result, StorageError, Usage};
+use crate::{KvBackend, KvEntry, KvKey, Page, Quota, Result, StorageError, Swap, Usage};
 
 fn corrupt(ns: &str, key: &str) -> StorageError {
     StorageError::Corrupt(format!("kv entry {ns}/{key}"))
@@ -37,6 +37,14 @@ pub(super) enum KvWrite {
         now: u64,
         quota: Quota,
     },
+    Swap {
+        ns: String,
+        key: String,
+        expected: Option<Vec<u8>>,
+        entry: KvEntry,
+        now: u64,
+        quota: Quota,
+    },
 }
 
 /// What a write did.
@@ -46,6 +54,7 @@ pub(super) enum Written {
     Deleted(bool),
     /// The counter's new value.
     Incremented(i64),
+    Swapped(Swap),
 }
 
 /// The writer thread of KV writes (group commit).
@@ -92,6 +101,34 @@ impl Tables<'_> {
         usage::put(&mut self.ledger, Kind::Kv, ns, after)?;
         Ok(Ok(()))
     }
+
+    /// Stores `entry` under `key`, replacing whatever was there (live or
+    /// not) and its place in the expiry index, if `quota` allows it.
+    fn put(&mut self, ns: &str, key: &str, entry: &KvEntry, quota: Quota) -> Result<Result<()>> {
+        let encoded = codec::encode(entry);
+        let old_len = self.entries.get((ns, key))?.map(|o| o.value().len());
+        if let Err(refused) = self.account(ns, key, old_len, Some(encoded.len()), quota)? {
+            return Ok(Err(refused));
+        }
+        let old = self.entries.insert((ns, key), encoded.as_slice())?;
+        if let Some(old_t) = old.and_then(|o| codec::expires_at(o.value())) {
+            self.expiry.remove((old_t, ns, key))?;
+        }
+        if let Some(at) = entry.expires_at_ms {
+            self.expiry.insert((at, ns, key), ())?;
+        }
+        Ok(Ok(()))
+    }
+
+    /// The entry stored under `key`, live or not.
+    fn stored(&self, ns: &str, key: &str) -> Result<Option<KvEntry>> {
+        match self.entries.get((ns, key))? {
+            Some(raw) => Ok(Some(
+                codec::decode(raw.value()).ok_or_else(|| corrupt(ns, key))?,
+            )),
+            None => Ok(None),
+        }
+    }
 }
 
 /// One transaction for `writes`, applied in order; a write that is refused
@@ -125,22 +162,7 @@ impl KvWrite {
                 key,
                 entry,
                 quota,
-            } => {
-                let (ns, key) = (ns.as_str(), key.as_str());
-                let encoded = codec::encode(entry);
-                let old_len = t.entries.get((ns, key))?.map(|o| o.value().len());
-                if let Err(refused) = t.account(ns, key, old_len, Some(encoded.len()), *quota)? {
-                    return Ok(Err(refused));
-                }
-                let old = t.entries.insert((ns, key), encoded.as_slice())?;
-                if let Some(old_t) = old.and_then(|o| codec::expires_at(o.value())) {
-                    t.expiry.remove((old_t, ns, key))?;
-                }
-                if let Some(at) = entry.expires_at_ms {
-                    t.expiry.insert((at, ns, key), ())?;
-                }
-                Ok(Ok(Written::Set))
-            }
+            } => Ok(t.put(ns, key, entry, *quota)?.map(|()| Written::Set)),
             KvWrite::Delete { ns, key, now } => {
                 let (ns, key) = (ns.as_str(), key.as_str());
                 let removed = (t.entries.remove((ns, key))?)
@@ -165,32 +187,30 @@ impl KvWrite {
                 now,
                 quota,
             } => {
-                let (ns, key) = (ns.as_str(), key.as_str());
-                let (old, old_len) = match t.entries.get((ns, key))? {
-                    Some(raw) => (
-                        Some(codec::decode(raw.value()).ok_or_else(|| corrupt(ns, key))?),
-                        Some(raw.value().len()),
-                    ),
-                    None => (None, None),
-                };
+                let old = t.stored(ns, key)?;
                 // Everything that may refuse the write comes before any of
                 // it is written.
                 let (entry, next) = match incremented(old.as_ref(), key, *delta, *now) {
                     Ok(done) => done,
                     Err(refused) => return Ok(Err(refused)),
                 };
-                let encoded = codec::encode(&entry);
-                if let Err(refused) = t.account(ns, key, old_len, Some(encoded.len()), *quota)? {
-                    return Ok(Err(refused));
+                Ok(t.put(ns, key, &entry, *quota)?
+                    .map(|()| Written::Incremented(next)))
+            }
+            KvWrite::Swap {
+                ns,
+                key,
+                expected,
+                entry,
+                now,
+                quota,
+            } => {
+                let old = t.stored(ns, key)?;
+                if let Some(current) = swap_refused(old, expected.as_deref(), *now) {
+                    return Ok(Ok(Written::Swapped(Swap::Changed(current))));
                 }
-                if let Some(at) = old.and_then(|e| e.expires_at_ms) {
-                    t.expiry.remove((at, ns, key))?;
-                }
-                if let Some(at) = entry.expires_at_ms {
-                    t.expiry.insert((at, ns, key), ())?;
-                }
-                t.entries.insert((ns, key), encoded.as_slice())?;
-                Ok(Ok(Written::Incremented(next)))
+                Ok(t.put(ns, key, entry, *quota)?
+                    .map(|()| Written::Swapped(Swap::Done)))
             }
         }
     }
@@ -315,6 +335,29 @@ impl KvBackend for RedbBackend {
         match self.kv_writer.submit(write).await? {
             Written::Incremented(n) => Ok(n),
             _ => unreachable!("an increment answers Incremented"),
+        }
+    }
+
+    async fn compare_and_swap(
+        &self,
+        ns: &str,
+        key: &str,
+        expected: Option<Vec<u8>>,
+        entry: KvEntry,
+        quota: Quota,
+    ) -> Result<Swap> {
+        let (ns, key, now) = (ns.to_string(), key.to_string(), now_ms());
+        let write = KvWrite::Swap {
+            ns,
+            key,
+            expected,
+            entry,
+            now,
+            quota,
+        };
+        match self.kv_writer.submit(write).await? {
+            Written::Swapped(swap) => Ok(swap),
+            _ => unreachable!("a swap answers Swapped"),
         }
     }
 

@@ -25,6 +25,16 @@ impl wit::Host for OtelView<'_> {
         {
             line.push_str(&format!(" {}={}", kv.key, super::value(&kv.value)));
         }
+        self.log_line(level, "otel", line);
+        Ok(())
+    }
+}
+
+impl OtelView<'_> {
+    /// One line of the guest's log, at `level`, to the host's log and the
+    /// plugin's feed (`stream` says which interface it came by). The caller
+    /// has counted it against `Bounds::LOGS`.
+    pub(super) fn log_line(&self, level: tracing::Level, stream: &'static str, line: String) {
         let line = cut(line, Bounds::LOG_LINE);
         let plugin = &self.plugin.metrics.plugin;
         match level {
@@ -40,10 +50,9 @@ impl wit::Host for OtelView<'_> {
             .log_feed
             .push(crate::caps::guest_log::LogLine {
                 at_ms: crate::util::now_ms(),
-                stream: "otel",
+                stream,
                 line,
             });
-        Ok(())
     }
 }
 

@@ -10,6 +10,9 @@
 //! - logs: lines of the plugin's log (`spike plugins logs`), at their
 //!   level.
 //!
+//! And `wasi:logging/logging@0.1.0-draft` (`wasi_logging`): its lines
+//! join the same log, under the same bound.
+//!
 //! All of it is bounded per call (`Bounds`), so a guest cannot flood the
 //! host: what is past a bound is dropped and counted
 //! (`spike_guest_telemetry_dropped_total`). No grant is needed: what a
@@ -19,6 +22,7 @@
 mod logs;
 pub mod metrics;
 mod spans;
+mod wasi_logging;
 
 use opentelemetry::trace::SpanContext;
 use prometheus_client::metrics::counter::Counter;
@@ -122,7 +126,8 @@ impl HasData for HasOtel {
     type Data<'a> = OtelView<'a>;
 }
 
-/// Adds `wasi:otel` (types, tracing, metrics, logs) to the linker.
+/// Adds `wasi:otel` (types, tracing, metrics, logs) and `wasi:logging` to
+/// the linker.
 pub fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     view: fn(&mut T) -> OtelView<'_>,
@@ -131,6 +136,7 @@ pub fn add_to_linker<T: Send + 'static>(
     otel::tracing::add_to_linker::<T, HasOtel>(linker, view)?;
     otel::metrics::add_to_linker::<T, HasOtel>(linker, view)?;
     otel::logs::add_to_linker::<T, HasOtel>(linker, view)?;
+    crate::bindings::wasi::logging::logging::add_to_linker::<T, HasOtel>(linker, view)?;
     Ok(())
 }
 

@@ -53,6 +53,27 @@ pub(super) fn check_env_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// Longest `[config]` key and value, in bytes.
+pub const MAX_CONFIG_KEY: usize = 256;
+pub const MAX_CONFIG_VALUE: usize = 64 * 1024;
+
+/// A `[config]` entry: a key of 1 to 256 bytes, a value of at most 64 KiB.
+pub(super) fn check_config(key: &str, value: &str) -> Result<(), String> {
+    if key.is_empty() || key.len() > MAX_CONFIG_KEY {
+        return Err(format!(
+            "config: a key must be 1 to {MAX_CONFIG_KEY} bytes, '{key}' is {}",
+            key.len()
+        ));
+    }
+    if value.len() > MAX_CONFIG_VALUE {
+        return Err(format!(
+            "config: '{key}' is {} bytes, the limit is {MAX_CONFIG_VALUE}",
+            value.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Plugin names appear in URLs and logs: lower-case letters, digits, `-`, `_`.
 pub fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()

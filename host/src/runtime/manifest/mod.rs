@@ -35,6 +35,9 @@
 //! [env]                               # the guest's environment variables
 //! ISSUER = "https://clerk.example.com"
 //!
+//! [config]                            # strings the guest reads through wasi:config/store
+//! greeting = "hello"                  # (never secrets: those are the operator's, by grant)
+//!
 //! [limits]                            # all optional
 //! memory_mib = 128                    # linear memory of one instance
 //! cpu_ms = 5000                       # time spent running wasm per request
@@ -116,6 +119,8 @@ pub struct Manifest {
     pub limits: Limits,
     /// The guest's environment variables.
     pub env: Vec<(String, String)>,
+    /// What `wasi:config/store` answers, sorted by key.
+    pub config: Vec<(String, String)>,
     /// `demo = "…"`: why this plugin is for development only (the
     /// development token issuer says so); warned of at start.
     pub demo: Option<String>,
@@ -252,6 +257,8 @@ struct RawManifest {
     storage: grants::RawStorage,
     #[serde(default)]
     env: BTreeMap<Spanned<String>, String>,
+    #[serde(default)]
+    config: BTreeMap<Spanned<String>, String>,
 }
 
 /// Reads and validates the manifest at `path`.
@@ -297,6 +304,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
         check_env_name(name.get_ref()).map_err(|m| err(Some(name.span()), m))?;
         env.push((name.get_ref().clone(), value.clone()));
     }
+    let mut config = Vec::new();
+    for (key, value) in &raw.config {
+        checks::check_config(key.get_ref(), value).map_err(|m| err(Some(key.span()), m))?;
+        config.push((key.get_ref().clone(), value.clone()));
+    }
+    config.sort();
     Ok(Manifest {
         name,
         path: path.to_path_buf(),
@@ -307,6 +320,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
         grants,
         limits: limits::parse(&raw.limits, &err)?,
         env,
+        config,
         demo: raw.demo.filter(|d| !d.trim().is_empty()),
     })
 }

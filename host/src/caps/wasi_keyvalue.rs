@@ -1,0 +1,528 @@
+//! `wasi:keyvalue` (`store`, `atomics`, `batch`) at `0.2.0-draft` and
+//! `0.2.0-draft2`, on spike's KV: a bucket is a namespace the manifest
+//! grants, and every call goes through the same operations as
+//! `spike:host/kv` (`KvView::get_entry`, `put`, ...), so it is checked,
+//! counted and traced the same way, and both interfaces see one store.
+//!
+//! Where the versions differ: draft's `list-keys` cursor is a number (here,
+//! how many keys earlier pages returned) and its `increment` unsigned;
+//! draft2's cursor is the last key returned, its `increment` signed, and it
+//! adds compare-and-swap (`Cas`), on the storage trait's
+//! `compare_and_swap`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use wasmtime::component::{HasData, Linker, Resource};
+
+use super::CapError;
+use super::kv::{KvOps, KvView, Namespace};
+use crate::bindings::spike::host::kv::SetOptions;
+use crate::bindings::wasi::keyvalue0_2_0_draft as draft;
+use crate::bindings::wasi::keyvalue0_2_0_draft2 as draft2;
+use crate::storage::Swap;
+
+/// Keys one `list-keys` page holds.
+const PAGE: usize = 1000;
+
+/// Keys one batch call may name.
+const MAX_BATCH: usize = 1000;
+
+/// A compare-and-swap under way: the value `new` found, which `swap`
+/// expects still to be there.
+pub struct Cas {
+    ns: Arc<str>,
+    key: String,
+    current: Option<Vec<u8>>,
+}
+
+/// What a failed call is in either version's `error` variant; a trap stays
+/// a trap.
+enum Failure {
+    Denied,
+    Other(String),
+}
+
+impl<'a> KvView<'a> {
+    fn failure(&self, e: CapError) -> wasmtime::Result<Failure> {
+        Ok(match e {
+            CapError::AccessDenied(_) => Failure::Denied,
+            CapError::Trap(e) => return Err(e),
+            CapError::QuotaExceeded(m) => {
+                self.counts.quota_exceeded();
+                Failure::Other(m)
+            }
+            other => Failure::Other(other.to_string()),
+        })
+    }
+
+    fn draft_error(&self, e: CapError) -> wasmtime::Result<draft::store::Error> {
+        use draft::store::Error;
+        Ok(match self.failure(e)? {
+            Failure::Denied => Error::AccessDenied,
+            Failure::Other(m) => Error::Other(m),
+        })
+    }
+
+    fn draft2_error(&self, e: CapError) -> wasmtime::Result<draft2::store::Error> {
+        use draft2::store::Error;
+        Ok(match self.failure(e)? {
+            Failure::Denied => Error::AccessDenied,
+            Failure::Other(m) => Error::Other(m),
+        })
+    }
+
+    fn draft<T>(&self, r: Result<T, CapError>) -> wasmtime::Result<Result<T, draft::store::Error>> {
+        r.map_or_else(|e| Ok(Err(self.draft_error(e)?)), |v| Ok(Ok(v)))
+    }
+
+    fn draft2<T>(
+        &self,
+        r: Result<T, CapError>,
+    ) -> wasmtime::Result<Result<T, draft2::store::Error>> {
+        r.map_or_else(|e| Ok(Err(self.draft2_error(e)?)), |v| Ok(Ok(v)))
+    }
+
+    /// A bucket's operations and its namespace's name; a handle that is
+    /// not a bucket traps.
+    fn bucket(&self, bucket: &Resource<Namespace>) -> wasmtime::Result<(KvOps<'a>, Arc<str>)> {
+        match self.name_of(bucket) {
+            Ok(ns) => Ok((self.ops(), ns)),
+            Err(CapError::Trap(e)) => Err(e),
+            Err(e) => Err(wasmtime::Error::msg(e.to_string())),
+        }
+    }
+
+    async fn cas_new(
+        &mut self,
+        bucket: &Resource<Namespace>,
+        key: String,
+    ) -> Result<Resource<Cas>, CapError> {
+        let ns = self.name_of(bucket)?;
+        let current = self.ops().get_entry(&ns, &key).await?.map(|e| e.value);
+        Ok(self.table.push(Cas { ns, key, current })?)
+    }
+
+    /// The swap of `cas`'s key from the value it read to `value`; if that
+    /// value changed meanwhile, a new handle on the value found.
+    async fn cas_swap(
+        &mut self,
+        cas: Resource<Cas>,
+        value: Vec<u8>,
+    ) -> Result<Result<(), Resource<Cas>>, CapError> {
+        let Cas { ns, key, current } = self.table.delete(cas)?;
+        match self
+            .ops()
+            .swap(&ns, &key, current, value, no_options())
+            .await?
+        {
+            Swap::Done => Ok(Ok(())),
+            Swap::Changed(found) => {
+                let current = found.map(|e| e.value);
+                Ok(Err(self.table.push(Cas { ns, key, current })?))
+            }
+        }
+    }
+}
+
+/// What both versions do the same way, on a namespace.
+impl KvOps<'_> {
+    async fn value(self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, CapError> {
+        Ok(self.get_entry(ns, key).await?.map(|e| e.value))
+    }
+
+    /// A plain write: no metadata, no expiry (as `set` of either version).
+    async fn write(self, ns: &str, key: &str, value: Vec<u8>) -> Result<(), CapError> {
+        self.put(ns, key, value, no_options()).await
+    }
+
+    async fn exists(self, ns: &str, key: &str) -> Result<bool, CapError> {
+        Ok(self.value(ns, key).await?.is_some())
+    }
+
+    async fn erase(self, ns: &str, key: &str) -> Result<(), CapError> {
+        self.remove(ns, key).await.map(drop)
+    }
+
+    /// A page of keys after the key `after`, and the last key of it if more
+    /// may follow.
+    async fn page_after(
+        self,
+        ns: &str,
+        after: Option<&str>,
+    ) -> Result<(Vec<String>, Option<String>), CapError> {
+        let page = self.keys(ns, "", after, PAGE).await?;
+        Ok((
+            page.items.into_iter().map(|k| k.name).collect(),
+            page.cursor,
+        ))
+    }
+
+    /// Draft's numbered pages: the keys after the first `skip`.
+    async fn page_from(self, ns: &str, skip: u64) -> Result<(Vec<String>, Option<u64>), CapError> {
+        let (mut left, mut after) = (skip, None::<String>);
+        loop {
+            let (keys, next) = self.page_after(ns, after.as_deref()).await?;
+            if left >= keys.len() as u64 {
+                left -= keys.len() as u64;
+                match next {
+                    Some(cursor) if !keys.is_empty() => after = Some(cursor),
+                    _ => return Ok((Vec::new(), None)),
+                }
+                continue;
+            }
+            let keys: Vec<String> = keys.into_iter().skip(left as usize).collect();
+            let cursor = next.map(|_| skip + keys.len() as u64);
+            return Ok((keys, cursor));
+        }
+    }
+
+    async fn get_many(
+        self,
+        ns: &str,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<(String, Vec<u8>)>>, CapError> {
+        batch_size(keys.len())?;
+        let reads = keys.iter().map(|k| self.value(ns, k));
+        let values = futures::future::try_join_all(reads).await?;
+        Ok(keys
+            .into_iter()
+            .zip(values)
+            .map(|(k, v)| v.map(|v| (k, v)))
+            .collect())
+    }
+
+    /// The writes of a batch at once (redb commits them together); a key
+    /// named twice keeps its last value, as if they ran in order.
+    async fn set_many(self, ns: &str, pairs: Vec<(String, Vec<u8>)>) -> Result<(), CapError> {
+        batch_size(pairs.len())?;
+        let last: HashMap<&str, usize> = (pairs.iter().enumerate())
+            .map(|(i, (k, _))| (k.as_str(), i))
+            .collect();
+        let writes = (pairs.iter().enumerate())
+            .filter(|(i, (k, _))| last[k.as_str()] == *i)
+            .map(|(_, (k, v))| self.write(ns, k, v.clone()));
+        futures::future::try_join_all(writes).await.map(drop)
+    }
+
+    async fn delete_many(self, ns: &str, keys: Vec<String>) -> Result<(), CapError> {
+        batch_size(keys.len())?;
+        let deletes = keys.iter().map(|k| self.erase(ns, k));
+        futures::future::try_join_all(deletes).await.map(drop)
+    }
+}
+
+fn no_options() -> SetOptions {
+    SetOptions {
+        ttl_ms: None,
+        metadata: None,
+    }
+}
+
+fn batch_size(n: usize) -> Result<(), CapError> {
+    if n > MAX_BATCH {
+        return Err(CapError::InvalidInput(format!(
+            "a batch of {n} keys is over the limit of {MAX_BATCH}"
+        )));
+    }
+    Ok(())
+}
+
+// 0.2.0-draft
+
+impl draft::store::Host for KvView<'_> {
+    async fn open(
+        &mut self,
+        identifier: String,
+    ) -> wasmtime::Result<Result<Resource<Namespace>, draft::store::Error>> {
+        let opened = self.open_granted(identifier);
+        self.draft(opened)
+    }
+}
+
+impl draft::store::HostBucket for KvView<'_> {
+    async fn get(
+        &mut self,
+        bucket: Resource<Namespace>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, draft::store::Error>> {
+        let (ops, ns) = self.bucket(&bucket)?;
+        let r = ops.value(&ns, &key).await;
+        self.draft(r)
+    }
+
+    async fn set(
+        &mut self,
+        bucket: Resource<Namespace>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), draft::store::Error>> {
+        let (ops, ns) = self.bucket(&bucket)?;
+        let r = ops.write(&ns, &key, value).await;
+        self.draft(r)
+    }
+
+    async fn delete(
+        &mut self,
+        bucket: Resource<Namespace>,
+        key: String,
+    ) -> wasmtime::Result<Result<(), draft::store::Error>> {
+        let (ops, ns) = self.bucket(&bucket)?;
+        let r = ops.erase(&ns, &key).await;
+        self.draft(r)
+    }
+
+    async fn exists(
+        &mut self,
+        bucket: Resource<Namespace>,
+        key: String,
+    ) -> wasmtime::Result<Result<bool, draft::store::Error>> {
+        let (ops, ns) = self.bucket(&bucket)?;
+        let r = ops.exists(&ns, &key).await;
+        self.draft(r)
+    }
+
+    async fn list_keys(
+        &mut self,
+        bucket: Resource<Namespace>,
+        cursor: Option<u64>,
+    ) -> wasmtime::Result<Result<draft::store::KeyResponse, draft::store::Error>> {
+        let (ops, ns) = self.bucket(&bucket)?;
+        let r = ops.page_from(&ns, cursor.unwrap_or(0)).await;
+        self.draft(r.map(|(keys, cursor)| draft::store::KeyResponse { keys, cursor }))
+    }
+
+    async fn drop(&mut self, bucket: Resource<Namespace>) -> wasmtime::Result<()> {
+        self.table.delete(bucket)?;
+        Ok(())
+    }
+}
+
+impl draft::atomics::Host for KvView<'_> {
+    async fn increment(
+        &mut self,
+        bucket: Resource<Namespace>,
+        key: String,
+        delta: u64,
+    ) -> wasmtime::Result<Result<u64, draft::store::Error>> {
+        let (ops, ns) = self.bucket(&bucket)?;
+        let r = async {
+            let delta = i64::try_from(delta).map_err(|_| {
+                CapError::InvalidInput(format!("delta {delta} is over the largest, 2^63-1"))
+            })?;
+            let n = ops.add(&ns, &key, delta).await?;
+            // Only a value stored below zero by another interface's
+            // increment ends there, which this version cannot return.
+            u64::try_from(n).map_err(|_| {
+                CapError::InvalidInput(format!(
+                    "'{key}' is {n}, below zero, which draft's increment cannot return"
+                ))
+            })
+        };
+        let r = r.await;
+        self.draft(r)
+    }
+}
+
+impl draft::batch::Host for KvView<'_> {
+    async fn get_many(
+        &mut self,
+        bucket: Resource<Namespace>,
+        keys: Vec<String>,
+    ) -> wasmtime::Result<Result<Vec<Option<(String, Vec<u8>)>>, draft::store::Error>> {
+        let (ops, ns) = self.bucket(&bucket)?;
+        let r = ops.get_many(&ns, keys).await;
+        self.draft(r)
+    }
+
+    async fn set_many(
+        &mut self,
+        bucket: Resource<Namespace>,
+        key_values: Vec<(String, Vec<u8>)>,
+    ) -> wasmtime::Result<Result<(), draft::store::Error>> {
+        let (ops, ns) = self.bucket(&bucket)?;
+        let r = ops.set_many(&ns, key_values).await;
+        self.draft(r)
+    }
+
+    async fn delete_many(
+        &mut self,
+        bucket: Resource<Namespace>,
+        keys: Vec<String>,
+    ) -> wasmtime::Result<Result<(), draft::store::Error>> {
+        let (ops, ns) = self.bucket(&bucket)?;
+        let r = ops.delete_many(&ns, keys).await;
+        self.draft(r)
+    }
+}
+
+// 0.2.0-draft2
+
+impl draft2::store::Host for KvView<'_> {
+    async fn open(
+        &mut self,
+        identifier: String,
+    ) -> wasmtime::Result<Result<Resource<Namespace>, draft2::store::Error>> {
+        let opened = self.open_granted(identifier);
+        self.draft2(opened)
+    }
+}
+
+impl draft2::store::HostBucket for KvView<'_> {
+    async fn get(
+        &mut self,
+        bucket: Resource<Namespace>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, draft2::store::Error>> {
+        let (ops, ns) = self.bucket(&bucket)?;
+        let r = ops.value(&ns, &key).await;
+        self.draft2(r)
+    }
+
+    async fn set(
+        &mut self,
+        bucket: Resource<Namespace>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), draft2::store::Error>> {
+        let (ops, ns) = self.bucket(&bucket)?;
+        let r = ops.write(&ns, &key, value).await;
+        self.draft2(r)
+    }
+
+    async fn delete(
+        &mut self,
+        bucket: Resource<Namespace>,
+        key: String,
+    ) -> wasmtime::Result<Result<(), draft2::store::Error>> {
+        let (ops, ns) = self.bucket(&bucket)?;
+        let r = ops.erase(&ns, &key).await;
+        self.draft2(r)
+    }
+
+    async fn exists(
+        &mut self,
+        bucket: Resource<Namespace>,
+        key: String,
+    ) -> wasmtime::Result<Result<bool, draft2::store::Error>> {
+        let (ops, ns) = self.bucket(&bucket)?;
+        let r = ops.exists(&ns, &key).await;
+        self.draft2(r)
+    }
+
+    async fn list_keys(
+        &mut self,
+        bucket: Resource<Namespace>,
+        cursor: Option<String>,
+    ) -> wasmtime::Result<Result<draft2::store::KeyResponse, draft2::store::Error>> {
+        let (ops, ns) = self.bucket(&bucket)?;
+        let r = ops.page_after(&ns, cursor.as_deref()).await;
+        self.draft2(r.map(|(keys, cursor)| draft2::store::KeyResponse { keys, cursor }))
+    }
+
+    async fn drop(&mut self, bucket: Resource<Namespace>) -> wasmtime::Result<()> {
+        self.table.delete(bucket)?;
+        Ok(())
+    }
+}
+
+impl draft2::atomics::Host for KvView<'_> {
+    async fn increment(
+        &mut self,
+        bucket: Resource<Namespace>,
+        key: String,
+        delta: i64,
+    ) -> wasmtime::Result<Result<i64, draft2::store::Error>> {
+        let (ops, ns) = self.bucket(&bucket)?;
+        let r = ops.add(&ns, &key, delta).await;
+        self.draft2(r)
+    }
+
+    async fn swap(
+        &mut self,
+        cas: Resource<Cas>,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), draft2::atomics::CasError>> {
+        use draft2::atomics::CasError;
+        match self.cas_swap(cas, value).await {
+            Ok(Ok(())) => Ok(Ok(())),
+            Ok(Err(again)) => Ok(Err(CasError::CasFailed(again))),
+            Err(e) => Ok(Err(CasError::StoreError(self.draft2_error(e)?))),
+        }
+    }
+}
+
+impl draft2::atomics::HostCas for KvView<'_> {
+    async fn new(
+        &mut self,
+        bucket: Resource<Namespace>,
+        key: String,
+    ) -> wasmtime::Result<Result<Resource<Cas>, draft2::store::Error>> {
+        let r = self.cas_new(&bucket, key).await;
+        self.draft2(r)
+    }
+
+    async fn current(
+        &mut self,
+        cas: Resource<Cas>,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, draft2::store::Error>> {
+        Ok(Ok(self.table.get(&cas)?.current.clone()))
+    }
+
+    async fn drop(&mut self, cas: Resource<Cas>) -> wasmtime::Result<()> {
+        self.table.delete(cas)?;
+        Ok(())
+    }
+}
+
+impl draft2::batch::Host for KvView<'_> {
+    async fn get_many(
+        &mut self,
+        bucket: Resource<Namespace>,
+        keys: Vec<String>,
+    ) -> wasmtime::Result<Result<Vec<Option<(String, Vec<u8>)>>, draft2::store::Error>> {
+        let (ops, ns) = self.bucket(&bucket)?;
+        let r = ops.get_many(&ns, keys).await;
+        self.draft2(r)
+    }
+
+    async fn set_many(
+        &mut self,
+        bucket: Resource<Namespace>,
+        key_values: Vec<(String, Vec<u8>)>,
+    ) -> wasmtime::Result<Result<(), draft2::store::Error>> {
+        let (ops, ns) = self.bucket(&bucket)?;
+        let r = ops.set_many(&ns, key_values).await;
+        self.draft2(r)
+    }
+
+    async fn delete_many(
+        &mut self,
+        bucket: Resource<Namespace>,
+        keys: Vec<String>,
+    ) -> wasmtime::Result<Result<(), draft2::store::Error>> {
+        let (ops, ns) = self.bucket(&bucket)?;
+        let r = ops.delete_many(&ns, keys).await;
+        self.draft2(r)
+    }
+}
+
+struct HasKv;
+
+impl HasData for HasKv {
+    type Data<'a> = KvView<'a>;
+}
+
+/// Adds both versions of `wasi:keyvalue`'s `store`, `atomics` and `batch`
+/// to the linker.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> KvView<'_>,
+) -> wasmtime::Result<()> {
+    draft::store::add_to_linker::<T, HasKv>(linker, view)?;
+    draft::atomics::add_to_linker::<T, HasKv>(linker, view)?;
+    draft::batch::add_to_linker::<T, HasKv>(linker, view)?;
+    draft2::store::add_to_linker::<T, HasKv>(linker, view)?;
+    draft2::atomics::add_to_linker::<T, HasKv>(linker, view)?;
+    draft2::batch::add_to_linker::<T, HasKv>(linker, view)
+}
