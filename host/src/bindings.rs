@@ -24,6 +24,9 @@ wasmtime::component::bindgen!({
         "wasi:keyvalue/store": async | trappable,
         "wasi:keyvalue/atomics": async | trappable,
         "wasi:keyvalue/batch": async | trappable,
+        "wasi:blobstore/blobstore": async | trappable,
+        "wasi:blobstore/container": async | trappable,
+        "wasi:blobstore/types": async | trappable,
         default: trappable,
     },
     exports: { default: async },
@@ -43,6 +46,11 @@ wasmtime::component::bindgen!({
         // Both versions' buckets are spike's namespaces.
         "wasi:keyvalue/store.bucket": crate::caps::kv::Namespace,
         "wasi:keyvalue/atomics.cas": crate::caps::wasi_keyvalue::Cas,
+        // A container is spike's bucket.
+        "wasi:blobstore/container.container": crate::caps::blob::Bucket,
+        "wasi:blobstore/container.stream-object-names": crate::caps::blob::ObjectNames,
+        "wasi:blobstore/types.outgoing-value": crate::caps::blob::OutgoingValue,
+        "wasi:blobstore/types.incoming-value": crate::caps::blob::IncomingValue,
     },
     require_store_data_send: true,
 });

@@ -1,9 +1,11 @@
 //! Components written to the WASI standards (`wit/standards.wit`) run
 //! unmodified: `tests/fixtures/standards`, built with wit-bindgen from the
 //! proposals' WIT and the `wasi` crate alone, calls every function of
-//! `wasi:keyvalue` at both versions, `wasi:config` under its three names
-//! and `wasi:logging`, through a real server on redb and on NATS.
+//! `wasi:keyvalue` at both versions, `wasi:config` under its three names,
+//! `wasi:logging` and `wasi:blobstore`, through a real server on redb and
+//! on NATS.
 
+use futures::StreamExt;
 use spike_e2e::*;
 
 /// The standards fixture, granted the probe's namespace (to see one store
@@ -13,6 +15,7 @@ const STANDARDS: Plugin = Plugin {
     guest: "fixture_standards",
     manifest: "[[routes]]\nprefix = \"/std\"\n\
                [grants]\nkv = [\"probe\", \"other\"]\n\
+               blob = [\"probe-files\", \"other-files\"]\n\
                [config]\ngreeting = \"hello\"\n\"db.url\" = \"postgres://db/x\"\n",
 };
 
@@ -20,7 +23,8 @@ const STANDARDS: Plugin = Plugin {
 const PROBE: Plugin = Plugin {
     name: "probe",
     guest: "fixture_probe",
-    manifest: "[[routes]]\nprefix = \"/probe\"\n[grants]\nkv = [\"probe\"]\n",
+    manifest: "[[routes]]\nprefix = \"/probe\"\n[grants]\nkv = [\"probe\"]\n\
+               blob = [\"probe-files\"]\n",
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,6 +75,8 @@ async fn exercise(server: &TestServer) {
     compare_and_swap(server).await;
     config(server).await;
     logging(server).await;
+    blob_objects(server).await;
+    blob_containers(server).await;
 }
 
 async fn key_functions(server: &TestServer, v: &str) {
@@ -269,4 +275,159 @@ async fn logging(server: &TestServer) {
             "DEBUG x: debug happened"
         ]
     );
+}
+
+async fn blob_objects(server: &TestServer) {
+    let c = client();
+    let at = |path: &str| server.at(&format!("/std/blob/{path}"));
+    assert_eq!(send(c.get(at("probe-files?exists"))).await.1, "true");
+    assert_eq!(send(c.get(at("secret?exists"))).await.1, "false");
+    assert_eq!(
+        send(c.post(at("probe-files?create"))).await,
+        (200, "probe-files".into())
+    );
+    let (code, text) = send(c.post(at("secret?create"))).await;
+    assert!(code == 500 && text.contains("not granted"), "{code} {text}");
+
+    assert_eq!(
+        send(c.put(at("probe-files/a.txt")).body("hello world"))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        send(c.get(at("probe-files/a.txt"))).await,
+        (200, "hello world".into())
+    );
+    // Inclusive ranges; an end past the object ends at it.
+    let range = at("probe-files/a.txt?start=6&end=10");
+    assert_eq!(send(c.get(range)).await.1, "world");
+    assert_eq!(
+        send(c.get(at("probe-files/a.txt?start=0&end=0"))).await.1,
+        "h"
+    );
+    assert_eq!(
+        send(c.get(at("probe-files/a.txt?start=6&stream"))).await.1,
+        "world"
+    );
+    let (code, text) = send(c.get(at("probe-files/a.txt?start=11&end=20"))).await;
+    assert!(code == 500 && text.contains("outside"), "{code} {text}");
+    let (code, info) = send(c.get(at("probe-files/a.txt?info"))).await;
+    assert_eq!(code, 200, "{info}");
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(
+        (info["size"].as_u64(), info["container"].as_str()),
+        (Some(11), Some("probe-files"))
+    );
+    assert!(
+        info["created_at"].as_u64().unwrap().abs_diff(now_s) < 60,
+        "{info}"
+    );
+    // The same bucket through spike:host/blob.
+    assert_eq!(
+        send(c.get(server.at("/probe/blob/a.txt"))).await,
+        (200, "hello world".into())
+    );
+
+    // 3 MiB in and out, streamed and whole.
+    let big: String = (0..3 << 20)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    assert_eq!(
+        send(c.put(at("probe-files/big")).body(big.clone())).await.0,
+        204
+    );
+    let (code, streamed) = send(c.get(at("probe-files/big?stream"))).await;
+    assert!(
+        code == 200 && streamed == big,
+        "{code}, {} bytes",
+        streamed.len()
+    );
+    assert!(send(c.get(at("probe-files/big"))).await.1 == big);
+
+    // Copied and moved across containers, content and all.
+    assert_eq!(
+        send(c.post(at("probe-files/a.txt?copy-to=other-files/b.txt")))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(send(c.get(at("other-files/b.txt"))).await.1, "hello world");
+    assert_eq!(
+        send(c.post(at("other-files/b.txt?move-to=probe-files/c.txt")))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(send(c.get(at("other-files/b.txt?exists"))).await.1, "false");
+    assert_eq!(send(c.get(at("probe-files/c.txt"))).await.1, "hello world");
+    let (code, text) = send(c.post(at("probe-files/a.txt?copy-to=secret/x"))).await;
+    assert!(code == 500 && text.contains("not granted"), "{code} {text}");
+
+    // Names a few at a time, after a skip.
+    let (code, listed) = send(c.get(at("probe-files?skip=1&batch=1"))).await;
+    assert_eq!(code, 200, "{listed}");
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed["skipped"], 1);
+    assert_eq!(listed["names"], serde_json::json!(["big", "c.txt"]));
+    assert_eq!(
+        (listed["name"].as_str(), listed["info_name"].as_str()),
+        (Some("probe-files"), Some("probe-files"))
+    );
+
+    // An outgoing value dropped unfinished stores nothing.
+    let unfinished = c.put(at("probe-files/half?unfinished")).body("x");
+    assert_eq!(send(unfinished).await.0, 204);
+    assert_eq!(send(c.get(at("probe-files/half?exists"))).await.1, "false");
+    let (code, text) = send(c.get(at("probe-files/half"))).await;
+    assert!(code == 500 && text.contains("no object"), "{code} {text}");
+
+    // Deleting what is gone is not an error; several at once.
+    assert_eq!(send(c.delete(at("probe-files/a.txt"))).await.0, 204);
+    assert_eq!(send(c.delete(at("probe-files/a.txt"))).await.0, 204);
+    assert_eq!(send(c.get(at("probe-files/a.txt?exists"))).await.1, "false");
+    let delete = c.post(at("probe-files?delete")).body(r#"["big","c.txt"]"#);
+    assert_eq!(send(delete).await.0, 204);
+    let (_, listed) = send(c.get(at("probe-files"))).await;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&listed).unwrap()["names"],
+        serde_json::json!([])
+    );
+}
+
+/// 1,010 objects: listed past one page, then cleared; a container deleted.
+async fn blob_containers(server: &TestServer) {
+    let c = client();
+    let at = |path: &str| server.at(&format!("/std/blob/{path}"));
+    let puts = futures::stream::iter(0..1010).map(|i| {
+        let (c, url) = (c.clone(), at(&format!("other-files/o{i:04}")));
+        async move { send(c.put(url).body("x")).await.0 }
+    });
+    let codes: Vec<u16> = within(puts.buffer_unordered(16).collect()).await;
+    assert!(codes.iter().all(|c| *c == 204), "{codes:?}");
+    let (_, listed) = send(c.get(at("other-files?batch=300"))).await;
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let names = listed["names"].as_array().unwrap();
+    assert_eq!(names.len(), 1010);
+    assert_eq!(
+        (names[0].as_str(), names[1009].as_str()),
+        (Some("o0000"), Some("o1009"))
+    );
+    assert_eq!(send(c.post(at("other-files?clear"))).await.0, 204);
+    let (_, listed) = send(c.get(at("other-files"))).await;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&listed).unwrap()["names"],
+        serde_json::json!([])
+    );
+    // Deleting a container empties it; it stays granted.
+    assert_eq!(send(c.put(at("other-files/last")).body("x")).await.0, 204);
+    assert_eq!(send(c.delete(at("other-files"))).await.0, 204);
+    assert_eq!(send(c.get(at("other-files/last?exists"))).await.1, "false");
+    assert_eq!(send(c.get(at("other-files?exists"))).await.1, "true");
+    let (code, text) = send(c.delete(at("secret"))).await;
+    assert!(code == 500 && text.contains("not granted"), "{code} {text}");
 }

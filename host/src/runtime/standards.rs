@@ -48,6 +48,12 @@ const LINKED: &[Standard] = &[
         needs: Needs::Nothing,
     },
     Standard {
+        package: "wasi:blobstore",
+        versions: &["0.2.0-draft"],
+        onto: "spike:host/blob",
+        needs: Needs::Grant(Kind::Blob),
+    },
+    Standard {
         package: "wasi:otel",
         versions: &["0.2.0-rc.2"],
         onto: "spike's telemetry",

@@ -4,6 +4,8 @@
 //! the grant when a bucket is opened, checks keys, metadata, sizes and
 //! ranges, and streams bytes between the guest's `wasi:io` streams and the
 //! `BlobBackend`; an object never passes through memory whole.
+//! `wasi:blobstore@0.2.0-draft` is served from the same buckets
+//! (`wasi_blobstore`).
 
 use std::sync::Arc;
 
@@ -97,6 +99,22 @@ struct Upload {
 }
 
 impl Upload {
+    /// An upload into `sink` of at most `max_size` bytes.
+    fn start(
+        sink: Box<dyn ObjectUpload>,
+        max_size: u64,
+        quota_room: Option<u64>,
+    ) -> Arc<tokio::sync::Mutex<Self>> {
+        Arc::new(tokio::sync::Mutex::new(Self {
+            sink: Some(sink),
+            size: 0,
+            max_size,
+            quota_room,
+            pending: None,
+            failed: None,
+        }))
+    }
+
     async fn write_pending(&mut self) {
         if let (Some(bytes), Some(sink)) = (self.pending.take(), self.sink.as_mut())
             && let Err(e) = sink.write(&bytes).await
@@ -313,14 +331,8 @@ impl wit::HostBucket for BlobView<'_> {
         };
         let max_object = self.ctx.max_object_bytes;
         let sink = self.ctx.backend.upload().await?;
-        let upload = Arc::new(tokio::sync::Mutex::new(Upload {
-            sink: Some(sink),
-            size: 0,
-            max_size: quota_room.map_or(max_object, |room| room.min(max_object)),
-            quota_room,
-            pending: None,
-            failed: None,
-        }));
+        let max_size = quota_room.map_or(max_object, |room| room.min(max_object));
+        let upload = Upload::start(sink, max_size, quota_room);
         Ok(self.table.push(ObjectWriter {
             bucket,
             key: k,
@@ -376,7 +388,51 @@ impl wit::HostBucket for BlobView<'_> {
 impl BlobView<'_> {
     /// Stores what a writer uploaded, once its limits and quota held.
     async fn commit(&mut self, writer: ObjectWriter) -> Result<ObjectMeta, CapError> {
-        let mut up = writer.upload.lock().await;
+        let options = writer.options;
+        let info = (self.commit_upload(&writer.upload, &writer.bucket, &writer.key))
+            .store(options.content_type, options.metadata)
+            .await?;
+        Ok(meta(info))
+    }
+
+    /// The commit of `upload` as the object `bucket/key` (`wasi:blobstore`
+    /// commits its uploads here too).
+    fn commit_upload<'u>(
+        &'u mut self,
+        upload: &'u tokio::sync::Mutex<Upload>,
+        bucket: &'u str,
+        key: &'u str,
+    ) -> Commit<'u> {
+        Commit {
+            quota: self.grants.storage.blob,
+            counts: self.counts,
+            upload,
+            bucket,
+            key,
+        }
+    }
+}
+
+/// An upload about to be committed: what it needs of the view, apart from
+/// the view (whose resource table a host call's future must not hold
+/// shared across an await).
+struct Commit<'u> {
+    quota: crate::storage::Quota,
+    counts: super::Counts<'u>,
+    upload: &'u tokio::sync::Mutex<Upload>,
+    bucket: &'u str,
+    key: &'u str,
+}
+
+impl Commit<'_> {
+    /// Stores the bytes with this content type and metadata, once the
+    /// upload's limits and quota held.
+    async fn store(
+        self,
+        content_type: Option<String>,
+        metadata: Vec<(String, String)>,
+    ) -> Result<ObjectInfo, CapError> {
+        let mut up = self.upload.lock().await;
         up.write_pending().await;
         let sink = up.sink.take();
         match up.failed.clone() {
@@ -394,18 +450,11 @@ impl BlobView<'_> {
         let Some(sink) = sink else {
             return Err(CapError::InvalidInput("upload already finished".into()));
         };
-        let options = writer.options;
         let info = sink
-            .commit(
-                &writer.bucket,
-                &writer.key,
-                options.content_type,
-                options.metadata,
-                self.grants.storage.blob,
-            )
+            .commit(self.bucket, self.key, content_type, metadata, self.quota)
             .await?;
         self.counts.blob_bytes("written", info.size);
-        Ok(meta(info))
+        Ok(info)
     }
 }
 
@@ -448,13 +497,17 @@ impl HasData for HasBlob {
     type Data<'a> = BlobView<'a>;
 }
 
-/// Adds `spike:host/blob` to the linker.
+/// Adds `spike:host/blob` and `wasi:blobstore@0.2.0-draft` to the linker.
 pub fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     view: fn(&mut T) -> BlobView<'_>,
 ) -> wasmtime::Result<()> {
-    wit::add_to_linker::<T, HasBlob>(linker, view)
+    wit::add_to_linker::<T, HasBlob>(linker, view)?;
+    wasi_blobstore::add_to_linker::<T, HasBlob>(linker, view)
 }
+
+mod wasi_blobstore;
+pub use wasi_blobstore::{IncomingValue, ObjectNames, OutgoingValue};
 
 crate::metrics::series! {
     /// The blob import's series.
