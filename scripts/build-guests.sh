@@ -36,5 +36,15 @@ for v in 1 2; do
   cp "$out/fixture_room_faults.wasm" "$out/fixture_room_faults_v$v.wasm"
 done
 
+# The Python guest of the WASI standards' tests, by componentize-py from
+# the test tools' venv (scripts/setup.sh test), when its sources changed.
+python_guest="$(realpath "$out")/fixture_python_standards.wasm"
+python_src=tests/python-standards
+if [ ! -f "$python_guest" ] || [ -n "$(find "$python_src/app.py" "$python_src/wit/" wit/deps/ -newer "$python_guest" 2>/dev/null)" ]; then
+  tools="${SPIKE_TOOLS_DIR:-$HOME/.cache/spike-tools}"
+  (cd "$python_src" && "$tools/venv/bin/componentize-py" -d wit -w app componentize app -o "$python_guest.part" >/dev/null)
+  mv "$python_guest.part" "$python_guest"
+fi
+
 for plugin in "${shipped[@]}"; do cp "$out/$plugin.wasm" "plugins/$plugin.wasm"; done
 echo "guests built in $out"

@@ -44,6 +44,57 @@ async fn every_function_of_each_version_on_nats() {
     exercise(&server).await;
 }
 
+/// A Python component (componentize-py, tests/python-standards): the
+/// keyvalue, config and logging calls of Spin's and wasmCloud's versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_component_on_the_standards() {
+    let python = Plugin {
+        name: "python",
+        guest: "fixture_python_standards",
+        manifest: "[[routes]]\nprefix = \"/py\"\n[grants]\nkv = [\"probe\"]\n\
+                   [config]\ngreeting = \"hello from config\"\n",
+    };
+    let server = TestServer::start(&[python]).await;
+    let c = client();
+    let (code, seen) = send(c.get(server.at("/py/run"))).await;
+    assert_eq!(code, 200, "{seen}");
+    let seen: serde_json::Value = serde_json::from_str(&seen).unwrap();
+    let expected = serde_json::json!({
+        "get": "one", "exists": true, "gone": true,
+        "increments": [5, -2],
+        "many": [["py-b1", "x"], ["py-b2", "y"], null], "deleted_many": true,
+        "keys": ["py-n"],
+        "stale": "CasError_CasFailed:changed", "after_swap": "swapped",
+        "denied": "Error_AccessDenied",
+        "greeting": "hello from config", "missing": null,
+        "config": [["greeting", "hello from config"]],
+    });
+    assert_eq!(seen, expected);
+
+    // 32 callers at once, each appending its number by compare-and-swap.
+    let callers = (0..32).map(|n| {
+        let (c, url) = (c.clone(), server.at(&format!("/py/append?n={n}")));
+        async move { send(c.post(url)).await }
+    });
+    for (code, text) in within(futures::future::join_all(callers)).await {
+        assert_eq!(code, 200, "{text}");
+    }
+    let logs = c
+        .get(server.at("/_spike/plugins/python/logs"))
+        .bearer_auth(ADMIN_TOKEN);
+    let (_, logs) = send(logs).await;
+    assert!(logs.contains("WARN py: from python"), "{logs}");
+    let (code, value) = send(c.get(server.at("/py/appended"))).await;
+    assert_eq!(code, 200, "{value}");
+    let mut numbers: Vec<u32> = value
+        .split('.')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    numbers.sort();
+    assert_eq!(numbers, (0..32).collect::<Vec<u32>>(), "{value}");
+}
+
 #[tokio::test]
 async fn a_version_spike_does_not_link_is_refused_at_load_by_name() {
     let unlinked = Plugin {
