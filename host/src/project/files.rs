@@ -13,6 +13,34 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../../wit/blob.wit"),
     ),
     (
+        "spike-sdk/wit/deps/blobstore-0.2.0-draft.wit",
+        include_str!("../../../wit/deps/blobstore-0.2.0-draft.wit"),
+    ),
+    (
+        "spike-sdk/wit/deps/config-0.2.0-draft-2024-09-27.wit",
+        include_str!("../../../wit/deps/config-0.2.0-draft-2024-09-27.wit"),
+    ),
+    (
+        "spike-sdk/wit/deps/config-0.2.0-draft.wit",
+        include_str!("../../../wit/deps/config-0.2.0-draft.wit"),
+    ),
+    (
+        "spike-sdk/wit/deps/config-0.2.0-rc.1.wit",
+        include_str!("../../../wit/deps/config-0.2.0-rc.1.wit"),
+    ),
+    (
+        "spike-sdk/wit/deps/keyvalue-0.2.0-draft.wit",
+        include_str!("../../../wit/deps/keyvalue-0.2.0-draft.wit"),
+    ),
+    (
+        "spike-sdk/wit/deps/keyvalue-0.2.0-draft2.wit",
+        include_str!("../../../wit/deps/keyvalue-0.2.0-draft2.wit"),
+    ),
+    (
+        "spike-sdk/wit/deps/logging-0.1.0-draft.wit",
+        include_str!("../../../wit/deps/logging-0.1.0-draft.wit"),
+    ),
+    (
         "spike-sdk/wit/deps/cli.wit",
         include_str!("../../../wit/deps/cli.wit"),
     ),
@@ -72,6 +100,10 @@ const EMBEDDED: &[(&str, &str)] = &[
     (
         "spike-sdk/wit/sql.wit",
         include_str!("../../../wit/sql.wit"),
+    ),
+    (
+        "spike-sdk/wit/standards.wit",
+        include_str!("../../../wit/standards.wit"),
     ),
     (
         "spike-sdk/wit/types.wit",
