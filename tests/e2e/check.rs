@@ -73,3 +73,61 @@ async fn refuses_with_the_reason() {
     );
     assert!(err.contains("incoming-handler"), "{err}");
 }
+
+/// Given a manifest, the WASI standards its component imports and what the
+/// manifest grants each; a version spike does not link, named.
+#[tokio::test]
+async fn lists_the_standards_a_component_imports_and_their_grants() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("standards.toml");
+    let component = guest("fixture_standards");
+    std::fs::write(
+        &manifest,
+        format!(
+            "component = {:?}\n[[routes]]\nprefix = \"/std\"\n[grants]\nkv = [\"probe\"]\n\
+             [config]\ngreeting = \"hello\"\n",
+            component.display().to_string()
+        ),
+    )
+    .unwrap();
+    let report = within(spike::runtime::check::check_component(&manifest))
+        .await
+        .expect("the standards fixture fits");
+    let granted = |import: &str| {
+        let found = report.standards.iter().find(|s| s.import == import);
+        let found = found.unwrap_or_else(|| panic!("no {import} in {:?}", report.standards));
+        found.granted.clone()
+    };
+    for kv in ["store", "atomics", "batch"] {
+        for version in ["0.2.0-draft", "0.2.0-draft2"] {
+            let import = format!("wasi:keyvalue/{kv}@{version}");
+            assert_eq!(granted(&import), Some(vec!["probe".to_string()]));
+        }
+    }
+    assert_eq!(
+        granted("wasi:config/store@0.2.0-rc.1"),
+        Some(vec!["greeting".to_string()])
+    );
+    // No bucket granted: every blobstore call that needs one fails.
+    assert_eq!(
+        granted("wasi:blobstore/container@0.2.0-draft"),
+        Some(vec![])
+    );
+    assert_eq!(granted("wasi:logging/logging@0.1.0-draft"), None);
+    // wasi:http and wasi:cli are WASI itself, not listed.
+    assert!(
+        report
+            .standards
+            .iter()
+            .all(|s| !s.import.starts_with("wasi:http"))
+    );
+
+    let unlinked = guest("fixture_unlinked_standard");
+    let checked = spike::runtime::check::check_component(&unlinked);
+    let error = within(checked).await.unwrap_err().to_string();
+    assert!(
+        error.contains("wasi:keyvalue/store@0.2.0-draft3")
+            && error.contains("spike links wasi:keyvalue at 0.2.0-draft, 0.2.0-draft2"),
+        "{error}"
+    );
+}
