@@ -157,3 +157,38 @@ async fn list_pages_with_cursor_and_prefix() {
     let (status, body) = send_json(c.get(server.at("/probe/kv?limit=5000"))).await;
     assert_eq!((status, error_code(&body)), (400, "invalid_input"));
 }
+
+/// `namespace.compare-and-swap`: absent is expected as none, a stale
+/// expectation changes nothing, and of 32 callers expecting one value
+/// exactly one swaps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_swap_swaps_once_per_value() {
+    let server = TestServer::start(&[PROBE]).await;
+    let c = client();
+    let swap = |expected: Option<&str>, value: &str| {
+        let query = expected
+            .map(|e| format!("?expected={e}"))
+            .unwrap_or_default();
+        let url = server.at(&format!("/probe/kv/cas{query}"));
+        let request = c.post(url).body(value.to_string());
+        async move {
+            let (status, body) = send_json(request).await;
+            assert_eq!(status, 200, "{body}");
+            body["swapped"].as_bool().unwrap()
+        }
+    };
+    assert!(swap(None, "1").await);
+    assert!(!swap(None, "2").await, "the key is there");
+    assert!(!swap(Some("0"), "2").await, "a stale expectation");
+    assert!(swap(Some("1"), "2").await);
+    let (_, value) = send(c.get(server.at("/probe/kv/cas"))).await;
+    assert_eq!(value, "2");
+
+    let all = within(futures::future::join_all(
+        (0..32).map(|n| swap(Some("2"), ["a", "b"][n % 2])),
+    ))
+    .await;
+    assert_eq!(all.iter().filter(|s| **s).count(), 1, "{all:?}");
+    let (_, value) = send(c.get(server.at("/probe/kv/cas"))).await;
+    assert!(value == "a" || value == "b", "{value}");
+}

@@ -28,6 +28,11 @@ const PAGE: usize = 1000;
 /// Keys one batch call may name.
 const MAX_BATCH: usize = 1000;
 
+/// Calls of one batch under way at once (a batch runs in chunks of this
+/// many): enough for redb to commit a chunk's writes together, few enough
+/// that a batch of reads takes a handful of blocking threads, not hundreds.
+const BATCH_IN_FLIGHT: usize = 16;
+
 /// A compare-and-swap under way: the value `new` found, which `swap`
 /// expects still to be there.
 pub struct Cas {
@@ -183,8 +188,11 @@ impl KvOps<'_> {
         keys: Vec<String>,
     ) -> Result<Vec<Option<(String, Vec<u8>)>>, CapError> {
         batch_size(keys.len())?;
-        let reads = keys.iter().map(|k| self.value(ns, k));
-        let values = futures::future::try_join_all(reads).await?;
+        let mut values = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(BATCH_IN_FLIGHT) {
+            let reads = chunk.iter().map(|k| self.value(ns, k));
+            values.extend(futures::future::try_join_all(reads).await?);
+        }
         Ok(keys
             .into_iter()
             .zip(values)
@@ -192,23 +200,31 @@ impl KvOps<'_> {
             .collect())
     }
 
-    /// The writes of a batch at once (redb commits them together); a key
-    /// named twice keeps its last value, as if they ran in order.
+    /// The writes of a batch a chunk at a time (redb commits a chunk's
+    /// together); a key named twice keeps its last value, as if they ran
+    /// in order.
     async fn set_many(self, ns: &str, pairs: Vec<(String, Vec<u8>)>) -> Result<(), CapError> {
         batch_size(pairs.len())?;
         let last: HashMap<&str, usize> = (pairs.iter().enumerate())
             .map(|(i, (k, _))| (k.as_str(), i))
             .collect();
-        let writes = (pairs.iter().enumerate())
+        let kept: Vec<&(String, Vec<u8>)> = (pairs.iter().enumerate())
             .filter(|(i, (k, _))| last[k.as_str()] == *i)
-            .map(|(_, (k, v))| self.write(ns, k, v.clone()));
-        futures::future::try_join_all(writes).await.map(drop)
+            .map(|(_, pair)| pair)
+            .collect();
+        for chunk in kept.chunks(BATCH_IN_FLIGHT) {
+            let writes = chunk.iter().map(|(k, v)| self.write(ns, k, v.clone()));
+            futures::future::try_join_all(writes).await?;
+        }
+        Ok(())
     }
 
     async fn delete_many(self, ns: &str, keys: Vec<String>) -> Result<(), CapError> {
         batch_size(keys.len())?;
-        let deletes = keys.iter().map(|k| self.erase(ns, k));
-        futures::future::try_join_all(deletes).await.map(drop)
+        for chunk in keys.chunks(BATCH_IN_FLIGHT) {
+            futures::future::try_join_all(chunk.iter().map(|k| self.erase(ns, k))).await?;
+        }
+        Ok(())
     }
 }
 
