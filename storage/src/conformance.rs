@@ -11,8 +11,8 @@ use tokio::io::AsyncReadExt;
 use bytes::Bytes;
 
 use super::{
-    Backends, KvEntry, Quota, RoomSnapshot, StorageError, Swap, VersionHistory, VersionRecord,
-    VersionSource,
+    Backends, Expected, KvEntry, Quota, RoomSnapshot, StorageError, Swap, VersionHistory,
+    VersionRecord, VersionSource,
 };
 
 pub type Open = dyn Fn(&Path) -> Backends + Sync;
@@ -204,8 +204,9 @@ pub async fn kv_increment_is_atomic(dir: &Path, open: &Open) {
 
 pub async fn kv_compare_and_swap_is_atomic(dir: &Path, open: &Open) {
     let kv = open(dir).kv;
-    let swap = |expected: Option<&[u8]>, value: &[u8]| {
-        let (kv, expected) = (kv.clone(), expected.map(<[u8]>::to_vec));
+    let value = |v: &[u8]| Expected::Value(v.to_vec());
+    let swap = |expected: Expected, value: &[u8]| {
+        let kv = kv.clone();
         let entry = entry(value, Some("m"), None);
         async move {
             kv.compare_and_swap("a", "k", expected, entry, Quota::NONE)
@@ -213,36 +214,53 @@ pub async fn kv_compare_and_swap_is_atomic(dir: &Path, open: &Open) {
                 .unwrap()
         }
     };
-    // Absent is expected as `None`, and only so.
-    assert_eq!(swap(Some(b""), b"x").await, Swap::Changed(None));
-    assert_eq!(swap(None, b"1").await, Swap::Done);
+    // Absent is expected as `Absent`, and only so.
+    assert_eq!(swap(value(b""), b"x").await, Swap::Changed(None));
+    assert_eq!(
+        swap(Expected::digest_of(Some(b"")), b"x").await,
+        Swap::Changed(None)
+    );
+    assert_eq!(swap(Expected::Absent, b"1").await, Swap::Done);
     let stored = kv.get("a", "k").await.unwrap().unwrap();
     assert_eq!(
         (stored.value.as_slice(), stored.metadata.as_deref()),
         (&b"1"[..], Some("m"))
     );
     // A stale expectation changes nothing and sees the live entry.
-    assert_eq!(swap(None, b"2").await, Swap::Changed(Some(stored.clone())));
-    assert_eq!(swap(Some(b"0"), b"2").await, Swap::Changed(Some(stored)));
-    assert_eq!(swap(Some(b"1"), b"2").await, Swap::Done);
-    assert_eq!(kv.get("a", "k").await.unwrap().unwrap().value, b"2");
+    assert_eq!(
+        swap(Expected::Absent, b"2").await,
+        Swap::Changed(Some(stored.clone()))
+    );
+    assert_eq!(
+        swap(value(b"0"), b"2").await,
+        Swap::Changed(Some(stored.clone()))
+    );
+    let stale = Expected::digest_of(Some(b"0"));
+    assert_eq!(swap(stale, b"2").await, Swap::Changed(Some(stored)));
+    assert_eq!(swap(value(b"1"), b"2").await, Swap::Done);
+    // A value expected by its SHA-256.
+    assert_eq!(
+        swap(Expected::digest_of(Some(b"2")), b"3").await,
+        Swap::Done
+    );
+    assert_eq!(kv.get("a", "k").await.unwrap().unwrap().value, b"3");
     // An expired key is absent.
     kv.set("a", "old", entry(b"v", None, Some(1)), Quota::NONE)
         .await
         .unwrap();
     let fresh = entry(b"new", None, None);
-    let swapped = kv.compare_and_swap("a", "old", None, fresh, Quota::NONE);
+    let swapped = kv.compare_and_swap("a", "old", Expected::Absent, fresh, Quota::NONE);
     assert_eq!(swapped.await.unwrap(), Swap::Done);
     // 32 callers at once, each appending its number once by read and
     // swap, retried on a change: every number lands exactly once.
     let callers = (0..32u8).map(|n| {
         let kv = kv.clone();
         tokio::spawn(async move {
-            let mut expected: Option<Vec<u8>> = None;
+            let (mut expected, mut seen) = (Expected::Absent, Vec::new());
             let mut tries = 0;
             loop {
                 tries += 1;
-                let mut next = expected.clone().unwrap_or_default();
+                let mut next = seen.clone();
                 next.push(n);
                 let put = entry(&next, None, None);
                 match kv
@@ -250,7 +268,10 @@ pub async fn kv_compare_and_swap_is_atomic(dir: &Path, open: &Open) {
                     .await
                 {
                     Ok(Swap::Done) => return tries,
-                    Ok(Swap::Changed(found)) => expected = found.map(|e| e.value),
+                    Ok(Swap::Changed(found)) => {
+                        seen = found.map(|e| e.value).unwrap_or_default();
+                        expected = Expected::Value(seen.clone());
+                    }
                     Err(e) => panic!("swap failed: {e}"),
                 }
             }

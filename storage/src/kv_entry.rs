@@ -1,7 +1,7 @@
 //! What every KV backend does the same way: the byte layout of a stored
 //! entry, whether it is live, and the arithmetic of `increment`.
 
-use super::{KvEntry, StorageError};
+use super::{Expected, KvEntry, StorageError};
 
 /// The byte layout of a stored entry:
 /// `[version=1][expires_at u64 LE, 0 = never][metadata length u32 LE, MAX = none][metadata][value]`.
@@ -69,15 +69,11 @@ pub fn live(entry: &KvEntry, now: u64) -> bool {
 /// else the live entry, which the swap leaves alone.
 pub fn swap_refused(
     old: Option<KvEntry>,
-    expected: Option<&[u8]>,
+    expected: &Expected,
     now: u64,
 ) -> Option<Option<KvEntry>> {
     let current = old.filter(|e| live(e, now));
-    let matches = match (&current, expected) {
-        (None, None) => true,
-        (Some(e), Some(x)) => e.value == x,
-        _ => false,
-    };
+    let matches = expected.matches(current.as_ref().map(|e| e.value.as_slice()));
     (!matches).then_some(current)
 }
 

@@ -146,6 +146,40 @@ pub struct KvEntry {
     pub expires_at_ms: Option<u64>,
 }
 
+/// The value a compare-and-swap expects under its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expected {
+    /// No live value: the key is absent or expired.
+    Absent,
+    /// This value, byte for byte.
+    Value(Vec<u8>),
+    /// A value whose SHA-256 is this: what a holder of many compare-and-swap
+    /// handles keeps instead of their values (`wasi:keyvalue`'s `cas`).
+    Sha256([u8; 32]),
+}
+
+impl Expected {
+    /// What a swap that found `value` (`None`: no live value) expects next.
+    pub fn digest_of(value: Option<&[u8]>) -> Self {
+        use sha2::Digest as _;
+        match value {
+            None => Expected::Absent,
+            Some(v) => Expected::Sha256(sha2::Sha256::digest(v).into()),
+        }
+    }
+
+    /// Whether `live` (the live value, if any) is the one expected.
+    pub fn matches(&self, live: Option<&[u8]>) -> bool {
+        use sha2::Digest as _;
+        match (self, live) {
+            (Expected::Absent, None) => true,
+            (Expected::Value(x), Some(v)) => x == v,
+            (Expected::Sha256(d), Some(v)) => sha2::Sha256::digest(v).as_slice() == d,
+            _ => false,
+        }
+    }
+}
+
 /// What `KvBackend::compare_and_swap` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Swap {
@@ -268,14 +302,14 @@ pub trait KvBackend: Send + Sync {
     /// key.
     async fn increment(&self, ns: &str, key: &str, delta: i64, quota: Quota) -> Result<i64>;
     /// Stores `entry` under `key` only if the key's live value is
-    /// `expected` (`None`: absent or expired), as one atomic step: of
-    /// concurrent swaps expecting one value, exactly one is `Done`. Values
-    /// are compared byte for byte; metadata and expiry are not compared.
+    /// `expected` (an expired key is absent), as one atomic step: of
+    /// concurrent swaps expecting one value, exactly one is `Done`.
+    /// Metadata and expiry are not compared.
     async fn compare_and_swap(
         &self,
         ns: &str,
         key: &str,
-        expected: Option<Vec<u8>>,
+        expected: Expected,
         entry: KvEntry,
         quota: Quota,
     ) -> Result<Swap>;

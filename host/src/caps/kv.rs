@@ -14,7 +14,7 @@ use wasmtime::component::{HasData, Linker, Resource};
 use super::{CapError, Kind, Named, View, call_span, check_key, page_limit};
 use crate::bindings::spike::host::kv::{self as wit, Entry, KeyInfo, KeyPage, SetOptions};
 use crate::metrics::KindLabels;
-use crate::storage::{KvBackend, KvEntry, KvKey, Page, Swap};
+use crate::storage::{Expected, KvBackend, KvEntry, KvKey, Page, Swap};
 use crate::telemetry::{self, traced};
 use crate::util::now_ms;
 
@@ -159,12 +159,12 @@ impl KvOps<'_> {
         .await
     }
 
-    /// `value` under `k` if its live value is `expected` (`None`: absent).
+    /// `value` under `k` if its live value is the one `expected`.
     pub(crate) async fn swap(
         &self,
         ns: &str,
         k: &str,
-        expected: Option<Vec<u8>>,
+        expected: Expected,
         value: Vec<u8>,
         options: SetOptions,
     ) -> Result<Swap, CapError> {
@@ -269,6 +269,7 @@ impl wit::HostNamespace for KvView<'_> {
         options: SetOptions,
     ) -> Result<bool, CapError> {
         let ns = self.name_of(&ns)?;
+        let expected = expected.map_or(Expected::Absent, Expected::Value);
         let swap = self.ops().swap(&ns, &k, expected, value, options).await?;
         Ok(swap == Swap::Done)
     }

@@ -8,7 +8,9 @@
 //! how many keys earlier pages returned) and its `increment` unsigned;
 //! draft2's cursor is the last key returned, its `increment` signed, and it
 //! adds compare-and-swap (`Cas`), on the storage trait's
-//! `compare_and_swap`.
+//! `compare_and_swap`: a handle expects the value it last read (at `new`,
+//! and at each `current`, which reads the key again), and a failed swap
+//! hands back a handle on the value it found.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,7 +22,7 @@ use super::kv::{KvOps, KvView, Namespace};
 use crate::bindings::spike::host::kv::SetOptions;
 use crate::bindings::wasi::keyvalue0_2_0_draft as draft;
 use crate::bindings::wasi::keyvalue0_2_0_draft2 as draft2;
-use crate::storage::Swap;
+use crate::storage::{Expected, Swap};
 
 /// Keys one `list-keys` page holds.
 const PAGE: usize = 1000;
@@ -28,17 +30,23 @@ const PAGE: usize = 1000;
 /// Keys one batch call may name.
 const MAX_BATCH: usize = 1000;
 
+/// Most value bytes one `get-many` answers: they are held in the host
+/// before the guest gets them.
+const MAX_BATCH_BYTES: usize = 32 << 20;
+
 /// Calls of one batch under way at once (a batch runs in chunks of this
 /// many): enough for redb to commit a chunk's writes together, few enough
 /// that a batch of reads takes a handful of blocking threads, not hundreds.
 const BATCH_IN_FLIGHT: usize = 16;
 
-/// A compare-and-swap under way: the value `new` found, which `swap`
-/// expects still to be there.
+/// A compare-and-swap under way: the value last read (by `new`, then by
+/// each `current`), which `swap` expects still to be there. Kept as its
+/// SHA-256, not the value: a guest may hold many handles on values of up to
+/// 25 MiB, and the host's memory is not the guest's to fill.
 pub struct Cas {
     ns: Arc<str>,
     key: String,
-    current: Option<Vec<u8>>,
+    expected: Expected,
 }
 
 /// What a failed call is in either version's `error` variant; a trap stays
@@ -104,8 +112,21 @@ impl<'a> KvView<'a> {
         key: String,
     ) -> Result<Resource<Cas>, CapError> {
         let ns = self.name_of(bucket)?;
+        let current = self.ops().get_entry(&ns, &key).await?;
+        let expected = Expected::digest_of(current.as_ref().map(|e| e.value.as_slice()));
+        Ok(self.table.push(Cas { ns, key, expected })?)
+    }
+
+    /// The key's value now; the handle's swap expects it from here on (the
+    /// guest computes what it swaps in from this).
+    async fn cas_current(&mut self, cas: &Resource<Cas>) -> Result<Option<Vec<u8>>, CapError> {
+        let (ns, key) = {
+            let cas = self.table.get(cas)?;
+            (cas.ns.clone(), cas.key.clone())
+        };
         let current = self.ops().get_entry(&ns, &key).await?.map(|e| e.value);
-        Ok(self.table.push(Cas { ns, key, current })?)
+        self.table.get_mut(cas)?.expected = Expected::digest_of(current.as_deref());
+        Ok(current)
     }
 
     /// The swap of `cas`'s key from the value it read to `value`; if that
@@ -115,16 +136,16 @@ impl<'a> KvView<'a> {
         cas: Resource<Cas>,
         value: Vec<u8>,
     ) -> Result<Result<(), Resource<Cas>>, CapError> {
-        let Cas { ns, key, current } = self.table.delete(cas)?;
+        let Cas { ns, key, expected } = self.table.delete(cas)?;
         match self
             .ops()
-            .swap(&ns, &key, current, value, no_options())
+            .swap(&ns, &key, expected, value, no_options())
             .await?
         {
             Swap::Done => Ok(Ok(())),
             Swap::Changed(found) => {
-                let current = found.map(|e| e.value);
-                Ok(Err(self.table.push(Cas { ns, key, current })?))
+                let expected = Expected::digest_of(found.as_ref().map(|e| e.value.as_slice()));
+                Ok(Err(self.table.push(Cas { ns, key, expected })?))
             }
         }
     }
@@ -188,10 +209,18 @@ impl KvOps<'_> {
         keys: Vec<String>,
     ) -> Result<Vec<Option<(String, Vec<u8>)>>, CapError> {
         batch_size(keys.len())?;
-        let mut values = Vec::with_capacity(keys.len());
+        let (mut values, mut bytes) = (Vec::with_capacity(keys.len()), 0);
         for chunk in keys.chunks(BATCH_IN_FLIGHT) {
             let reads = chunk.iter().map(|k| self.value(ns, k));
-            values.extend(futures::future::try_join_all(reads).await?);
+            let read = futures::future::try_join_all(reads).await?;
+            bytes += read.iter().flatten().map(Vec::len).sum::<usize>();
+            if bytes > MAX_BATCH_BYTES {
+                return Err(CapError::TooLarge(format!(
+                    "the values of this batch are over {MAX_BATCH_BYTES} bytes: \
+                     read them in smaller batches"
+                )));
+            }
+            values.extend(read);
         }
         Ok(keys
             .into_iter()
@@ -482,7 +511,8 @@ impl draft2::atomics::HostCas for KvView<'_> {
         &mut self,
         cas: Resource<Cas>,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, draft2::store::Error>> {
-        Ok(Ok(self.table.get(&cas)?.current.clone()))
+        let current = self.cas_current(&cas).await;
+        self.draft2(current)
     }
 
     async fn drop(&mut self, cas: Resource<Cas>) -> wasmtime::Result<()> {
@@ -675,6 +705,30 @@ mod tests {
         view.swap(again, b"mine".to_vec()).await.unwrap().unwrap();
         let stored = ops.get_entry("a", "k").await.unwrap().unwrap();
         assert_eq!(stored.value, b"mine");
+        // `current` reads again: a swap then expects what it answered.
+        let cas = view
+            .new(borrow(&bucket), "k".into())
+            .await
+            .unwrap()
+            .unwrap();
+        ops.put("a", "k", b"later".to_vec(), no_options())
+            .await
+            .unwrap();
+        let current = view.current(borrow(&cas)).await.unwrap().unwrap();
+        assert_eq!(current.as_deref(), Some(&b"later"[..]));
+        view.swap(cas, b"last".to_vec()).await.unwrap().unwrap();
+        // A batch's values are bounded in all.
+        let big = vec![7u8; 5 << 20];
+        for i in 0..8 {
+            ops.put("a", &format!("big{i}"), big.clone(), no_options())
+                .await
+                .unwrap();
+        }
+        let keys = (0..8).map(|i| format!("big{i}")).collect();
+        let many = draft2::batch::Host::get_many(&mut view, borrow(&bucket), keys).await;
+        assert!(
+            matches!(many.unwrap(), Err(draft2::store::Error::Other(m)) if m.contains("smaller batches"))
+        );
         // Draft's unsigned increment cannot answer below zero.
         ops.put("a", "n", b"-5".to_vec(), no_options())
             .await

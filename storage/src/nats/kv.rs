@@ -16,7 +16,7 @@ use super::stream::{Published, kv_values, last, publish, purge, subject};
 use super::{NatsBackend, StorageError};
 use crate::kv_entry::{codec, incremented, live, swap_refused};
 use crate::util::now_ms;
-use crate::{KvBackend, KvEntry, KvKey, Page, Quota, Result, Swap, Usage};
+use crate::{Expected, KvBackend, KvEntry, KvKey, Page, Quota, Result, Swap, Usage};
 
 /// The stored entry under a key and the revision a write over it expects.
 pub(super) struct Current {
@@ -193,14 +193,14 @@ impl KvBackend for NatsBackend {
         &self,
         ns: &str,
         key: &str,
-        expected: Option<Vec<u8>>,
+        expected: Expected,
         entry: KvEntry,
         _quota: Quota,
     ) -> Result<Swap> {
         let key = scoped(ns, key);
         loop {
             let found = current(&self.inner.kv, &key).await?;
-            if let Some(current) = swap_refused(found.entry, expected.as_deref(), now_ms()) {
+            if let Some(current) = swap_refused(found.entry, &expected, now_ms()) {
                 return Ok(Swap::Changed(current));
             }
             // The revision read is the value compared: a write between the

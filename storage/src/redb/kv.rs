@@ -11,7 +11,7 @@ use super::usage::{self, Kind, Ledger, USAGE};
 use super::{Inner, KV_ENTRIES, KV_EXPIRY, RedbBackend, blocking, list_scope};
 use crate::kv_entry::{codec, incremented, live, swap_refused};
 use crate::util::now_ms;
-use crate::{KvBackend, KvEntry, KvKey, Page, Quota, Result, StorageError, Swap, Usage};
+use crate::{Expected, KvBackend, KvEntry, KvKey, Page, Quota, Result, StorageError, Swap, Usage};
 
 fn corrupt(ns: &str, key: &str) -> StorageError {
     StorageError::Corrupt(format!("kv entry {ns}/{key}"))
@@ -40,7 +40,7 @@ pub(super) enum KvWrite {
     Swap {
         ns: String,
         key: String,
-        expected: Option<Vec<u8>>,
+        expected: Expected,
         entry: KvEntry,
         now: u64,
         quota: Quota,
@@ -206,7 +206,7 @@ impl KvWrite {
                 quota,
             } => {
                 let old = t.stored(ns, key)?;
-                if let Some(current) = swap_refused(old, expected.as_deref(), *now) {
+                if let Some(current) = swap_refused(old, expected, *now) {
                     return Ok(Ok(Written::Swapped(Swap::Changed(current))));
                 }
                 Ok(t.put(ns, key, entry, *quota)?
@@ -342,7 +342,7 @@ impl KvBackend for RedbBackend {
         &self,
         ns: &str,
         key: &str,
-        expected: Option<Vec<u8>>,
+        expected: Expected,
         entry: KvEntry,
         quota: Quota,
     ) -> Result<Swap> {
