@@ -1,7 +1,8 @@
 //! What every KV backend does the same way: the byte layout of a stored
-//! entry, whether it is live, and the arithmetic of `increment`.
+//! entry, whether it is live, the arithmetic of `increment`, and what a
+//! compare-and-swap expects and finds.
 
-use super::{Expected, KvEntry, StorageError};
+use super::{KvEntry, StorageError};
 
 /// The byte layout of a stored entry:
 /// `[version=1][expires_at u64 LE, 0 = never][metadata length u32 LE, MAX = none][metadata][value]`.
@@ -57,6 +58,50 @@ pub mod codec {
         let meta = bytes.get(13..13 + meta_len as usize)?;
         std::str::from_utf8(meta).ok().map(str::to_string)
     }
+}
+
+/// The value a compare-and-swap expects under its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expected {
+    /// No live value: the key is absent or expired.
+    Absent,
+    /// This value, byte for byte.
+    Value(Vec<u8>),
+    /// A value whose SHA-256 is this: what a holder of many compare-and-swap
+    /// handles keeps instead of their values (`wasi:keyvalue`'s `cas`).
+    Sha256([u8; 32]),
+}
+
+impl Expected {
+    /// What a swap that found `value` (`None`: no live value) expects next.
+    pub fn digest_of(value: Option<&[u8]>) -> Self {
+        use sha2::Digest as _;
+        match value {
+            None => Expected::Absent,
+            Some(v) => Expected::Sha256(sha2::Sha256::digest(v).into()),
+        }
+    }
+
+    /// Whether `live` (the live value, if any) is the one expected.
+    pub fn matches(&self, live: Option<&[u8]>) -> bool {
+        use sha2::Digest as _;
+        match (self, live) {
+            (Expected::Absent, None) => true,
+            (Expected::Value(x), Some(v)) => x == v,
+            (Expected::Sha256(d), Some(v)) => sha2::Sha256::digest(v).as_slice() == d,
+            _ => false,
+        }
+    }
+}
+
+/// What `KvBackend::compare_and_swap` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Swap {
+    /// The live value was the expected one; the new entry replaced it.
+    Done,
+    /// It was not: the live entry found instead (`None`: absent or
+    /// expired), left as it was.
+    Changed(Option<KvEntry>),
 }
 
 /// Whether `entry` has not expired at `now`.

@@ -34,6 +34,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncRead;
 
+pub use kv_entry::{Expected, Swap};
 pub use messages::{Call, Link, LinkSender};
 
 /// Why a backend could not do what was asked. Only the variants a caller
@@ -144,50 +145,6 @@ pub struct KvEntry {
     pub value: Vec<u8>,
     pub metadata: Option<String>,
     pub expires_at_ms: Option<u64>,
-}
-
-/// The value a compare-and-swap expects under its key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Expected {
-    /// No live value: the key is absent or expired.
-    Absent,
-    /// This value, byte for byte.
-    Value(Vec<u8>),
-    /// A value whose SHA-256 is this: what a holder of many compare-and-swap
-    /// handles keeps instead of their values (`wasi:keyvalue`'s `cas`).
-    Sha256([u8; 32]),
-}
-
-impl Expected {
-    /// What a swap that found `value` (`None`: no live value) expects next.
-    pub fn digest_of(value: Option<&[u8]>) -> Self {
-        use sha2::Digest as _;
-        match value {
-            None => Expected::Absent,
-            Some(v) => Expected::Sha256(sha2::Sha256::digest(v).into()),
-        }
-    }
-
-    /// Whether `live` (the live value, if any) is the one expected.
-    pub fn matches(&self, live: Option<&[u8]>) -> bool {
-        use sha2::Digest as _;
-        match (self, live) {
-            (Expected::Absent, None) => true,
-            (Expected::Value(x), Some(v)) => x == v,
-            (Expected::Sha256(d), Some(v)) => sha2::Sha256::digest(v).as_slice() == d,
-            _ => false,
-        }
-    }
-}
-
-/// What `KvBackend::compare_and_swap` found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Swap {
-    /// The live value was the expected one; the new entry replaced it.
-    Done,
-    /// It was not: the live entry found instead (`None`: absent or
-    /// expired), left as it was.
-    Changed(Option<KvEntry>),
 }
 
 /// A KV key in a listing.

@@ -332,17 +332,16 @@ crate::metrics::series! {
     }
 }
 
+/// A view's borrows for tests: a KV on redb in a folder, for a plugin
+/// granted some namespaces (`caps::wasi_keyvalue`'s tests use it too).
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixture {
     use super::*;
-    use crate::caps::Grants;
+    use crate::caps::{Counts, Grants};
     use crate::storage::{Backends, StorageSettings};
     use wasmtime::component::ResourceTable;
-    use wit::HostNamespace;
 
-    /// What a view borrows: a KV on redb in `dir`, for a plugin granted
-    /// the namespaces `granted`.
-    struct Fixture {
+    pub struct Fixture {
         ctx: KvCtx,
         grants: Grants,
         table: ResourceTable,
@@ -351,7 +350,9 @@ mod tests {
     }
 
     impl Fixture {
-        fn new(dir: &std::path::Path, granted: &[&str]) -> Self {
+        /// A KV on redb in `dir`, for a plugin granted the namespaces
+        /// `granted`.
+        pub fn new(dir: &std::path::Path, granted: &[&str]) -> Self {
             let settings = StorageSettings {
                 kv_sweep_interval: std::time::Duration::from_secs(3600),
             };
@@ -370,11 +371,11 @@ mod tests {
             }
         }
 
-        fn view(&mut self) -> KvView<'_> {
+        pub fn view(&mut self) -> KvView<'_> {
             KvView {
                 ctx: &self.ctx,
                 grants: &self.grants,
-                counts: crate::caps::Counts {
+                counts: Counts {
                     metrics: &self.metrics,
                     plugin: &self.plugin,
                 },
@@ -382,6 +383,13 @@ mod tests {
             }
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixture::Fixture;
+    use super::*;
+    use wit::HostNamespace;
 
     /// The `Host` impl on a view, as a guest would call it (no wasm).
     #[tokio::test]
