@@ -127,6 +127,7 @@ async fn exercise(server: &TestServer) {
     config(server).await;
     logging(server).await;
     blob_objects(server).await;
+    blob_copies_listings_deletes(server).await;
     blob_containers(server).await;
 }
 
@@ -328,6 +329,7 @@ async fn logging(server: &TestServer) {
     );
 }
 
+/// Objects written and read, whole, in ranges, streamed, by both interfaces.
 async fn blob_objects(server: &TestServer) {
     let c = client();
     let at = |path: &str| server.at(&format!("/std/blob/{path}"));
@@ -399,7 +401,12 @@ async fn blob_objects(server: &TestServer) {
         streamed.len()
     );
     assert!(send(c.get(at("probe-files/big"))).await.1 == big);
+}
 
+/// Objects copied and moved across containers, listed, deleted.
+async fn blob_copies_listings_deletes(server: &TestServer) {
+    let c = client();
+    let at = |path: &str| server.at(&format!("/std/blob/{path}"));
     // Copied and moved across containers, content and all.
     assert_eq!(
         send(c.post(at("probe-files/a.txt?copy-to=other-files/b.txt")))

@@ -1,7 +1,7 @@
 //! The backend conformance suite: what every storage backend must do,
-//! written once against the traits (the KV checks in `kv`). A backend runs all of it with
-//! `suite!(open)`, where `open(dir)` returns its `Backends` over `dir`
-//! (reopening the same `dir` must find what was written).
+//! written once against the traits (the KV checks in `kv`). A backend runs
+//! all of it with `suite!(open)`, where `open(dir)` returns its `Backends`
+//! over `dir` (reopening the same `dir` must find what was written).
 
 use std::path::Path;
 use std::time::Duration;
