@@ -287,7 +287,32 @@ fn refuses_bad_limits_quotas_and_env() {
             "env: 'A-B'",
         ),
         ("routes = [{ prefix = \"/x\" }]\nenv.A = 1", "string"),
+        ("routes = [{ prefix = \"/x\" }]\nconfig.a = 1", "string"),
+        (
+            "routes = [{ prefix = \"/x\" }]\nconfig.\"\" = \"x\"",
+            "config: a key must be 1 to 256 bytes",
+        ),
     ]);
+    let long = format!(
+        "routes = [{{ prefix = \"/x\" }}]\nconfig.k = \"{}\"",
+        "v".repeat(65537)
+    );
+    refused_at_their_line(&[(long.as_str(), "the limit is 65536")]);
+}
+
+/// `[config]`: strings by key, sorted, for `wasi:config/store`.
+#[test]
+fn config_is_a_table_of_strings() {
+    let m = parse_str(
+        "component = \"x.wasm\"\n[[routes]]\nprefix = \"/x\"\n\
+         [config]\nzeta = \"last\"\n\"db.url\" = \"postgres://x\"\nalpha = \"\"\n",
+    )
+    .unwrap();
+    let keys: Vec<&str> = m.config.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["alpha", "db.url", "zeta"]);
+    assert_eq!(m.config[1].1, "postgres://x");
+    let none = parse_str("component = \"x.wasm\"\n[[routes]]\nprefix = \"/x\"\n").unwrap();
+    assert!(none.config.is_empty());
 }
 
 /// Each manifest (after a component line) is refused with a message that
