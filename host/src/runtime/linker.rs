@@ -2,7 +2,8 @@
 //! components from other toolchains load; sockets and files stay closed by
 //! each request's `WasiCtx`), `wasi:http`, each of spike's capabilities,
 //! one line per capability, and the WASI proposals on them
-//! (`wit/standards.wit`: keyvalue, config, logging with `otel`).
+//! (`wit/standards.wit`: keyvalue and config here, logging with `otel`,
+//! blobstore with `blob`).
 
 use wasmtime::Engine;
 use wasmtime::component::Linker;
