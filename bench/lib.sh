@@ -64,12 +64,14 @@ to_ms() {
 
 # One wrk run (-t2, $CONNECTIONS connections, $DURATION) against URL $2,
 # its output kept in $3, with the CPU time server $1 spent meanwhile (user +
-# system ticks from /proc). Prints: requests/s, p50 ms, p99 ms, server CPU
-# µs per request, and wrk's error lines if any.
+# system ticks from /proc); any further arguments are wrk's (`-s post.lua`).
+# Prints: requests/s, p50 ms, p99 ms, server CPU µs per request, and wrk's
+# error lines if any.
 wrk_cpu() {
   local pid=$1 at=$2 file=$3 before after
+  shift 3
   before=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-  wrk -t2 -c"${CONNECTIONS:-32}" -d"${DURATION:-8s}" --latency "$at" >"$file"
+  wrk -t2 -c"${CONNECTIONS:-32}" -d"${DURATION:-8s}" --latency "$@" "$at" >"$file"
   after=$(awk '{print $14 + $15}' "/proc/$pid/stat")
   awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" '
     function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }

@@ -69,20 +69,8 @@ declare -A cpus rates
 for round in $(seq 1 "$ROUNDS"); do
   for name in $names; do
     url="http://127.0.0.1:8820${path[$name]}"
-    if [ -n "${lua[$name]:-}" ]; then
-      script=(-s "${lua[$name]}")
-    else
-      script=()
-    fi
-    before=$(awk '{print $14 + $15}' "/proc/$spike_pid/stat")
-    wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "${script[@]}" "$url" >"$out/$name-$round.txt"
-    after=$(awk '{print $14 + $15}' "/proc/$spike_pid/stat")
-    line=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" '
-      function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
-      /requests in/ {n = $1} /^Requests\/sec:/ {r = $2} $1 == "50%" {p50 = ms($2)} $1 == "99%" {p99 = ms($2)}
-      /Non-2xx|Socket errors/ {errors = errors " " $0}
-      END { printf "%s %s %s %.2f%s\n", r, p50, p99, t / hz * 1e6 / n, errors }' "$out/$name-$round.txt")
-    read -r rate p50 p99 cpu rest <<<"$line"
+    read -r rate p50 p99 cpu rest < <(wrk_cpu "$spike_pid" "$url" "$out/$name-$round.txt" \
+      ${lua[$name]:+-s "${lua[$name]}"})
     [ -z "${rest:-}" ] || { echo "$name: $rest" >&2; exit 1; }
     printf 'round %s %-20s %10.0f req/s  p50 %6.2f ms  p99 %6.2f ms  %7.2f µs CPU/req\n' \
       "$round" "$name" "$rate" "$p50" "$p99" "$cpu"

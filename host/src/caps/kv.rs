@@ -307,7 +307,8 @@ impl wit::HostNamespace for KvView<'_> {
     }
 }
 
-struct HasKv;
+/// The `HasData` of the KV view (`wasi:keyvalue` links through it too).
+pub(crate) struct HasKv;
 
 impl HasData for HasKv {
     type Data<'a> = KvView<'a>;

@@ -396,7 +396,8 @@ impl BlobView<'_> {
     }
 
     /// The commit of `upload` as the object `bucket/key` (`wasi:blobstore`
-    /// commits its uploads here too).
+    /// commits its uploads here too). `&mut`: a host call's future that
+    /// held the view shared would not be `Send`.
     fn commit_upload<'u>(
         &'u mut self,
         upload: &'u tokio::sync::Mutex<Upload>,
@@ -503,7 +504,7 @@ pub fn add_to_linker<T: Send + 'static>(
     view: fn(&mut T) -> BlobView<'_>,
 ) -> wasmtime::Result<()> {
     wit::add_to_linker::<T, HasBlob>(linker, view)?;
-    wasi_blobstore::add_to_linker::<T, HasBlob>(linker, view)
+    wasi_blobstore::add_to_linker(linker, view)
 }
 
 mod wasi_blobstore;

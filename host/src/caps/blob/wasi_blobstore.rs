@@ -21,10 +21,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use tokio::io::AsyncReadExt;
-use wasmtime::component::{HasData, Linker, Resource};
+use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, pipe::AsyncReadStream};
 
-use super::{BlobView, Bucket, Upload, UploadStream, key};
+use super::{BlobView, Bucket, HasBlob, Upload, UploadStream, key};
 use crate::bindings::wasi::blobstore::{blobstore, container, types};
 use crate::caps::{CapError, call_span};
 use crate::storage::ObjectBody;
@@ -551,16 +551,13 @@ impl blobstore::Host for BlobView<'_> {
 }
 
 /// Adds `wasi:blobstore` (types, container, blobstore) to the linker.
-pub(super) fn add_to_linker<T: Send + 'static, D>(
+pub(super) fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     view: fn(&mut T) -> BlobView<'_>,
-) -> wasmtime::Result<()>
-where
-    D: for<'a> HasData<Data<'a> = BlobView<'a>> + Send,
-{
-    types::add_to_linker::<T, D>(linker, view)?;
-    container::add_to_linker::<T, D>(linker, view)?;
-    blobstore::add_to_linker::<T, D>(linker, view)
+) -> wasmtime::Result<()> {
+    types::add_to_linker::<T, HasBlob>(linker, view)?;
+    container::add_to_linker::<T, HasBlob>(linker, view)?;
+    blobstore::add_to_linker::<T, HasBlob>(linker, view)
 }
 
 #[cfg(test)]

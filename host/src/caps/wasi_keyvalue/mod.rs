@@ -15,10 +15,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use wasmtime::component::{HasData, Linker, Resource};
+use wasmtime::component::{Linker, Resource};
 
 use super::CapError;
-use super::kv::{KvOps, KvView, Namespace};
+use super::kv::{HasKv, KvOps, KvView, Namespace};
 use crate::bindings::spike::host::kv::SetOptions;
 use crate::bindings::wasi::keyvalue0_2_0_draft as draft;
 use crate::bindings::wasi::keyvalue0_2_0_draft2 as draft2;
@@ -56,6 +56,24 @@ enum Failure {
     Other(String),
 }
 
+impl From<Failure> for draft::store::Error {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Denied => Self::AccessDenied,
+            Failure::Other(m) => Self::Other(m),
+        }
+    }
+}
+
+impl From<Failure> for draft2::store::Error {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Denied => Self::AccessDenied,
+            Failure::Other(m) => Self::Other(m),
+        }
+    }
+}
+
 impl<'a> KvView<'a> {
     fn failure(&self, e: CapError) -> wasmtime::Result<Failure> {
         Ok(match e {
@@ -69,31 +87,12 @@ impl<'a> KvView<'a> {
         })
     }
 
-    fn draft_error(&self, e: CapError) -> wasmtime::Result<draft::store::Error> {
-        use draft::store::Error;
-        Ok(match self.failure(e)? {
-            Failure::Denied => Error::AccessDenied,
-            Failure::Other(m) => Error::Other(m),
-        })
-    }
-
-    fn draft2_error(&self, e: CapError) -> wasmtime::Result<draft2::store::Error> {
-        use draft2::store::Error;
-        Ok(match self.failure(e)? {
-            Failure::Denied => Error::AccessDenied,
-            Failure::Other(m) => Error::Other(m),
-        })
-    }
-
-    fn draft<T>(&self, r: Result<T, CapError>) -> wasmtime::Result<Result<T, draft::store::Error>> {
-        r.map_or_else(|e| Ok(Err(self.draft_error(e)?)), |v| Ok(Ok(v)))
-    }
-
-    fn draft2<T>(
+    /// `r` as a version's result: its error in that version's `error`.
+    fn answer<T, E: From<Failure>>(
         &self,
         r: Result<T, CapError>,
-    ) -> wasmtime::Result<Result<T, draft2::store::Error>> {
-        r.map_or_else(|e| Ok(Err(self.draft2_error(e)?)), |v| Ok(Ok(v)))
+    ) -> wasmtime::Result<Result<T, E>> {
+        r.map_or_else(|e| Ok(Err(self.failure(e)?.into())), |v| Ok(Ok(v)))
     }
 
     /// A bucket's operations and its namespace's name; a handle that is
@@ -271,12 +270,6 @@ fn batch_size(n: usize) -> Result<(), CapError> {
         )));
     }
     Ok(())
-}
-
-struct HasKv;
-
-impl HasData for HasKv {
-    type Data<'a> = KvView<'a>;
 }
 
 /// Adds both versions of `wasi:keyvalue`'s `store`, `atomics` and `batch`

@@ -11,7 +11,7 @@ impl draft::store::Host for KvView<'_> {
         identifier: String,
     ) -> wasmtime::Result<Result<Resource<Namespace>, draft::store::Error>> {
         let opened = self.open_granted(identifier);
-        self.draft(opened)
+        self.answer(opened)
     }
 }
 
@@ -23,7 +23,7 @@ impl draft::store::HostBucket for KvView<'_> {
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, draft::store::Error>> {
         let (ops, ns) = self.bucket(&bucket)?;
         let r = ops.value(&ns, &key).await;
-        self.draft(r)
+        self.answer(r)
     }
 
     async fn set(
@@ -34,7 +34,7 @@ impl draft::store::HostBucket for KvView<'_> {
     ) -> wasmtime::Result<Result<(), draft::store::Error>> {
         let (ops, ns) = self.bucket(&bucket)?;
         let r = ops.write(&ns, &key, value).await;
-        self.draft(r)
+        self.answer(r)
     }
 
     async fn delete(
@@ -44,7 +44,7 @@ impl draft::store::HostBucket for KvView<'_> {
     ) -> wasmtime::Result<Result<(), draft::store::Error>> {
         let (ops, ns) = self.bucket(&bucket)?;
         let r = ops.erase(&ns, &key).await;
-        self.draft(r)
+        self.answer(r)
     }
 
     async fn exists(
@@ -54,7 +54,7 @@ impl draft::store::HostBucket for KvView<'_> {
     ) -> wasmtime::Result<Result<bool, draft::store::Error>> {
         let (ops, ns) = self.bucket(&bucket)?;
         let r = ops.exists(&ns, &key).await;
-        self.draft(r)
+        self.answer(r)
     }
 
     async fn list_keys(
@@ -64,7 +64,7 @@ impl draft::store::HostBucket for KvView<'_> {
     ) -> wasmtime::Result<Result<draft::store::KeyResponse, draft::store::Error>> {
         let (ops, ns) = self.bucket(&bucket)?;
         let r = ops.page_from(&ns, cursor.unwrap_or(0)).await;
-        self.draft(r.map(|(keys, cursor)| draft::store::KeyResponse { keys, cursor }))
+        self.answer(r.map(|(keys, cursor)| draft::store::KeyResponse { keys, cursor }))
     }
 
     async fn drop(&mut self, bucket: Resource<Namespace>) -> wasmtime::Result<()> {
@@ -95,7 +95,7 @@ impl draft::atomics::Host for KvView<'_> {
             })
         };
         let r = r.await;
-        self.draft(r)
+        self.answer(r)
     }
 }
 
@@ -107,7 +107,7 @@ impl draft::batch::Host for KvView<'_> {
     ) -> wasmtime::Result<Result<Vec<Option<(String, Vec<u8>)>>, draft::store::Error>> {
         let (ops, ns) = self.bucket(&bucket)?;
         let r = ops.get_many(&ns, keys).await;
-        self.draft(r)
+        self.answer(r)
     }
 
     async fn set_many(
@@ -117,7 +117,7 @@ impl draft::batch::Host for KvView<'_> {
     ) -> wasmtime::Result<Result<(), draft::store::Error>> {
         let (ops, ns) = self.bucket(&bucket)?;
         let r = ops.set_many(&ns, key_values).await;
-        self.draft(r)
+        self.answer(r)
     }
 
     async fn delete_many(
@@ -127,6 +127,6 @@ impl draft::batch::Host for KvView<'_> {
     ) -> wasmtime::Result<Result<(), draft::store::Error>> {
         let (ops, ns) = self.bucket(&bucket)?;
         let r = ops.delete_many(&ns, keys).await;
-        self.draft(r)
+        self.answer(r)
     }
 }

@@ -11,7 +11,7 @@ impl draft2::store::Host for KvView<'_> {
         identifier: String,
     ) -> wasmtime::Result<Result<Resource<Namespace>, draft2::store::Error>> {
         let opened = self.open_granted(identifier);
-        self.draft2(opened)
+        self.answer(opened)
     }
 }
 
@@ -23,7 +23,7 @@ impl draft2::store::HostBucket for KvView<'_> {
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, draft2::store::Error>> {
         let (ops, ns) = self.bucket(&bucket)?;
         let r = ops.value(&ns, &key).await;
-        self.draft2(r)
+        self.answer(r)
     }
 
     async fn set(
@@ -34,7 +34,7 @@ impl draft2::store::HostBucket for KvView<'_> {
     ) -> wasmtime::Result<Result<(), draft2::store::Error>> {
         let (ops, ns) = self.bucket(&bucket)?;
         let r = ops.write(&ns, &key, value).await;
-        self.draft2(r)
+        self.answer(r)
     }
 
     async fn delete(
@@ -44,7 +44,7 @@ impl draft2::store::HostBucket for KvView<'_> {
     ) -> wasmtime::Result<Result<(), draft2::store::Error>> {
         let (ops, ns) = self.bucket(&bucket)?;
         let r = ops.erase(&ns, &key).await;
-        self.draft2(r)
+        self.answer(r)
     }
 
     async fn exists(
@@ -54,7 +54,7 @@ impl draft2::store::HostBucket for KvView<'_> {
     ) -> wasmtime::Result<Result<bool, draft2::store::Error>> {
         let (ops, ns) = self.bucket(&bucket)?;
         let r = ops.exists(&ns, &key).await;
-        self.draft2(r)
+        self.answer(r)
     }
 
     async fn list_keys(
@@ -64,7 +64,7 @@ impl draft2::store::HostBucket for KvView<'_> {
     ) -> wasmtime::Result<Result<draft2::store::KeyResponse, draft2::store::Error>> {
         let (ops, ns) = self.bucket(&bucket)?;
         let r = ops.page_after(&ns, cursor.as_deref()).await;
-        self.draft2(r.map(|(keys, cursor)| draft2::store::KeyResponse { keys, cursor }))
+        self.answer(r.map(|(keys, cursor)| draft2::store::KeyResponse { keys, cursor }))
     }
 
     async fn drop(&mut self, bucket: Resource<Namespace>) -> wasmtime::Result<()> {
@@ -82,7 +82,7 @@ impl draft2::atomics::Host for KvView<'_> {
     ) -> wasmtime::Result<Result<i64, draft2::store::Error>> {
         let (ops, ns) = self.bucket(&bucket)?;
         let r = ops.add(&ns, &key, delta).await;
-        self.draft2(r)
+        self.answer(r)
     }
 
     async fn swap(
@@ -94,7 +94,7 @@ impl draft2::atomics::Host for KvView<'_> {
         match self.cas_swap(cas, value).await {
             Ok(Ok(())) => Ok(Ok(())),
             Ok(Err(again)) => Ok(Err(CasError::CasFailed(again))),
-            Err(e) => Ok(Err(CasError::StoreError(self.draft2_error(e)?))),
+            Err(e) => Ok(Err(CasError::StoreError(self.failure(e)?.into()))),
         }
     }
 }
@@ -106,7 +106,7 @@ impl draft2::atomics::HostCas for KvView<'_> {
         key: String,
     ) -> wasmtime::Result<Result<Resource<Cas>, draft2::store::Error>> {
         let r = self.cas_new(&bucket, key).await;
-        self.draft2(r)
+        self.answer(r)
     }
 
     async fn current(
@@ -114,7 +114,7 @@ impl draft2::atomics::HostCas for KvView<'_> {
         cas: Resource<Cas>,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, draft2::store::Error>> {
         let current = self.cas_current(&cas).await;
-        self.draft2(current)
+        self.answer(current)
     }
 
     async fn drop(&mut self, cas: Resource<Cas>) -> wasmtime::Result<()> {
@@ -131,7 +131,7 @@ impl draft2::batch::Host for KvView<'_> {
     ) -> wasmtime::Result<Result<Vec<Option<(String, Vec<u8>)>>, draft2::store::Error>> {
         let (ops, ns) = self.bucket(&bucket)?;
         let r = ops.get_many(&ns, keys).await;
-        self.draft2(r)
+        self.answer(r)
     }
 
     async fn set_many(
@@ -141,7 +141,7 @@ impl draft2::batch::Host for KvView<'_> {
     ) -> wasmtime::Result<Result<(), draft2::store::Error>> {
         let (ops, ns) = self.bucket(&bucket)?;
         let r = ops.set_many(&ns, key_values).await;
-        self.draft2(r)
+        self.answer(r)
     }
 
     async fn delete_many(
@@ -151,6 +151,6 @@ impl draft2::batch::Host for KvView<'_> {
     ) -> wasmtime::Result<Result<(), draft2::store::Error>> {
         let (ops, ns) = self.bucket(&bucket)?;
         let r = ops.delete_many(&ns, keys).await;
-        self.draft2(r)
+        self.answer(r)
     }
 }
